@@ -1,0 +1,76 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"time"
+
+	"github.com/icebox-voip/icebox/credentials"
+)
+
+// credsOutput is what `icebox creds` prints.
+type credsOutput struct {
+	Username string   `json:"username"`
+	Password string   `json:"password"`
+	TTL      int64    `json:"ttl"`
+	URIs     []string `json:"uris"`
+}
+
+// credsCmd mints a credential from the configured keyring, as the HTTP API
+// would, for scripts and for testing a deployment by hand.
+func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
+	fs := newFlagSet("creds", stderr)
+	path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
+	user := fs.String("user", "icebox-cli", "user the credential is for")
+	call := fs.String("call", "", "call ID, for a per-call credential")
+	ttl := fs.Duration("ttl", 0, "lifetime (default: credentials.ttl)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, _, err := loadConfig(*path, env)
+	if err != nil {
+		return err
+	}
+	if *ttl == 0 {
+		*ttl = cfg.Credentials.TTL
+	}
+	if *ttl < time.Second {
+		return usagef("creds: --ttl must be at least 1s")
+	}
+	kr, err := buildKeyring(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	cred, err := kr.Mint(credentials.Subject{User: *user, CallID: *call}, *ttl)
+	if err != nil {
+		return usageError{err}
+	}
+	local, err := hostAddrs()
+	if err != nil {
+		return err
+	}
+	plan, err := planRelay(cfg.TURN.Relay, local)
+	if err != nil {
+		return usageError{err}
+	}
+	l := cfg.TURN.Listen
+	_, turnURIs := iceURIs(iceHost(cfg, plan, first(l.UDP, l.TCP, l.TLS)), l.UDP, l.TCP, l.TLS)
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(credsOutput{
+		Username: cred.Username,
+		Password: cred.Password,
+		TTL:      int64(cred.TTL / time.Second),
+		URIs:     turnURIs,
+	})
+}
+
+// first returns the first address of the first non-empty list.
+func first(lists ...[]string) string {
+	for _, l := range lists {
+		if len(l) > 0 {
+			return l[0]
+		}
+	}
+	return ""
+}

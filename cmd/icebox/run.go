@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+)
+
+// Exit codes: scripts and systemd tell a configuration mistake (fix the
+// file) from a runtime failure (look at the logs).
+const (
+	exitOK      = 0
+	exitFailure = 1 // runtime failure: a socket, the state file, a peer
+	exitConfig  = 2 // bad command line or configuration; nothing was started
+)
+
+// usageError marks errors in the command line or configuration.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		return exitConfig
+	default:
+		return exitFailure
+	}
+}
+
+const usage = `usage: icebox <command> [flags]
+
+commands:
+  serve           run the relay and the HTTP API (the default)
+  creds           mint TURN credentials from the configured keyring
+  config defaults print a commented default configuration
+  config check    validate a configuration file
+  version         print the version
+
+Run "icebox <command> -h" for a command's flags.
+`
+
+// run dispatches a command line. env is the process environment (for the
+// configuration's ICEBOX_* variables).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serveCmd(ctx, args, stderr, env)
+	case "creds":
+		return credsCmd(args, stdout, stderr, env)
+	case "config":
+		return configCmd(args, stdout, stderr, env)
+	case "version":
+		_, err := fmt.Fprintln(stdout, versionString())
+		return err
+	case "help", "-h", "--help":
+		_, err := io.WriteString(stdout, usage)
+		return err
+	default:
+		_, _ = io.WriteString(stderr, usage)
+		return usagef("unknown command %q", cmd)
+	}
+}
+
+// newFlagSet returns a flag set that reports errors instead of exiting.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("icebox "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parseFlags wraps flag errors as usage errors.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	return nil
+}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/icebox-voip/icebox/config"
+	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/signaling/httpapi"
+	"github.com/icebox-voip/icebox/store"
+	"github.com/icebox-voip/icebox/turnserver"
+)
+
+func serveCmd(ctx context.Context, args []string, stderr io.Writer, env []string) error {
+	fs := newFlagSet("serve", stderr)
+	path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, used, err := loadConfig(*path, env)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, stderr)
+	log.Info().Str("config", used).Str("version", versionString()).Msg("starting")
+	return serve(ctx, cfg, log)
+}
+
+// serve runs icebox until ctx is done. Everything is bound before anything
+// serves; a failure at start-up closes what was opened.
+func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) (err error) {
+	// The state file's lock comes first: a second icebox on the same state
+	// directory must fail here, before SO_REUSEPORT lets it share (and
+	// steal part of) the first one's UDP traffic.
+	st, err := store.Open(cfg.StateDir, store.Options{})
+	if err != nil {
+		return err
+	}
+	var closers []func() error
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			err = errors.Join(err, closers[i]())
+		}
+		err = errors.Join(err, st.Close())
+	}()
+
+	kr, err := buildKeyring(cfg)
+	if err != nil {
+		return usageError{err}
+	}
+	var keyring atomic.Pointer[credentials.Keyring]
+	keyring.Store(kr)
+
+	local, err := hostAddrs()
+	if err != nil {
+		return err
+	}
+	plan, err := planRelay(cfg.TURN.Relay, local)
+	if err != nil {
+		return usageError{err}
+	}
+
+	ln, bound, err := bindTURN(ctx, cfg.TURN, log)
+	closers = append(closers, ln.close)
+	if err != nil {
+		return err
+	}
+	var lc net.ListenConfig
+	httpLn, err := lc.Listen(ctx, "tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	closers = append(closers, func() error { return ignoreClosed(httpLn.Close()) })
+
+	policy, err := turnserver.NewPolicy(turnserver.PolicyConfig{
+		Allowed:       cfg.TURN.AllowedPeers,
+		Denied:        cfg.TURN.DeniedPeers,
+		AllowLoopback: cfg.TURN.AllowLoopbackPeers,
+		RelayAddrs:    validAddrs(plan.adv4, plan.adv6, plan.bind4, plan.bind6),
+		MinPort:       uint16(cfg.TURN.Relay.MinPort),
+		MaxPort:       uint16(cfg.TURN.Relay.MaxPort),
+		LocalAddrs:    local,
+		ServicePorts:  listenPorts(bound.udp, bound.tcp, bound.tls, []string{httpLn.Addr().String()}),
+	})
+	if err != nil {
+		return usageError{err}
+	}
+	if cfg.TURN.AllowLoopbackPeers {
+		log.Warn().Str("component", "turn").
+			Msg("turn.allow_loopback_peers is on: the relay may reach 127.0.0.0/8 and ::1 — test setups only, never in production")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	turnSrv, err := turnserver.New(turnserver.Config{
+		Realm:                 cfg.TURN.Realm,
+		Keyring:               keyring.Load,
+		RelayBindIPv4:         plan.bind4,
+		RelayIPv4:             plan.adv4,
+		RelayBindIPv6:         plan.bind6,
+		RelayIPv6:             plan.adv6,
+		MinPort:               uint16(cfg.TURN.Relay.MinPort),
+		MaxPort:               uint16(cfg.TURN.Relay.MaxPort),
+		Policy:                policy,
+		Quotas:                turnserver.Quotas{PerUser: cfg.TURN.Quotas.PerUser, PerCall: cfg.TURN.Quotas.PerCall, Total: cfg.TURN.Quotas.Total},
+		MaxAllocationDuration: cfg.TURN.MaxAllocationDuration,
+		Logger:                log,
+		Registerer:            reg,
+	}, ln.listeners)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, turnSrv.Close)
+
+	host := iceHost(cfg, plan, first(bound.udp, bound.tcp, bound.tls))
+	stunURIs, turnURIs := iceURIs(host, bound.udp, bound.tcp, bound.tls)
+	var ready atomic.Bool
+	api, err := httpapi.New(httpapi.Config{
+		Keyring: keyring.Load,
+		ICE: httpapi.ICEConfig{
+			STUN:     stunURIs,
+			TURN:     turnURIs,
+			TTL:      cfg.Credentials.TTL,
+			External: externalServers(cfg.ICEServers.External),
+		},
+		Ready: func() error {
+			if !ready.Load() {
+				return errors.New("not serving")
+			}
+			return st.Ping()
+		},
+		Gatherer: reg,
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return turnSrv.Run(gctx) })
+	g.Go(func() error { return api.Serve(gctx, httpLn) })
+	ready.Store(true)
+	log.Info().
+		Strs("turn_udp", bound.udp).Strs("turn_tcp", bound.tcp).Strs("turn_tls", bound.tls).
+		Str("http", httpLn.Addr().String()).Stringer("relay_ipv4", plan.adv4).Stringer("relay_ipv6", plan.adv6).
+		Str("active_kid", kr.ActiveKID()).Str("state", st.Path()).
+		Msg("ready")
+	<-gctx.Done()
+	ready.Store(false)
+	log.Info().Msg("shutting down")
+	return g.Wait()
+}
+
+// turnListeners are the bound TURN sockets, and what they were bound to.
+type turnListeners struct {
+	listeners turnserver.Listeners
+}
+
+type boundAddrs struct{ udp, tcp, tls []string }
+
+func (t *turnListeners) close() error {
+	var errs []error
+	for _, c := range t.listeners.UDP {
+		errs = append(errs, ignoreClosed(c.Close()))
+	}
+	for _, l := range append(append([]net.Listener{}, t.listeners.TCP...), t.listeners.TLS...) {
+		errs = append(errs, ignoreClosed(l.Close()))
+	}
+	return errors.Join(errs...)
+}
+
+// bindTURN binds every configured TURN listener.
+func bindTURN(ctx context.Context, cfg config.TURN, log zerolog.Logger) (*turnListeners, boundAddrs, error) {
+	tl := &turnListeners{}
+	var b boundAddrs
+	n := cfg.UDPSockets
+	if n == 0 {
+		n = runtime.NumCPU()
+	}
+	for _, addr := range cfg.Listen.UDP {
+		conns, granted, err := turnserver.ListenUDP(ctx, addr, n, cfg.SocketBuffer)
+		if err != nil {
+			return tl, b, err
+		}
+		tl.listeners.UDP = append(tl.listeners.UDP, conns...)
+		b.udp = append(b.udp, conns[0].LocalAddr().String())
+		if cfg.SocketBuffer > 0 && granted < cfg.SocketBuffer {
+			log.Warn().Str("component", "turn").Int("wanted", cfg.SocketBuffer).Int("granted", granted).
+				Msg("the kernel capped the UDP socket buffer; raise net.core.rmem_max/wmem_max or run with CAP_NET_ADMIN, or packets may be lost under load")
+		}
+	}
+	for _, addr := range cfg.Listen.TCP {
+		l, err := turnserver.ListenTCP(ctx, addr)
+		if err != nil {
+			return tl, b, err
+		}
+		tl.listeners.TCP = append(tl.listeners.TCP, l)
+		b.tcp = append(b.tcp, l.Addr().String())
+	}
+	if len(cfg.Listen.TLS) > 0 {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return tl, b, usageError{fmt.Errorf("turn.tls: %w", err)}
+		}
+		tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		for _, addr := range cfg.Listen.TLS {
+			l, err := turnserver.ListenTLS(ctx, addr, tc)
+			if err != nil {
+				return tl, b, err
+			}
+			tl.listeners.TLS = append(tl.listeners.TLS, l)
+			b.tls = append(b.tls, l.Addr().String())
+		}
+	}
+	return tl, b, nil
+}
+
+func externalServers(in []config.ExternalServer) []httpapi.ICEServer {
+	out := make([]httpapi.ICEServer, 0, len(in))
+	for _, e := range in {
+		out = append(out, httpapi.ICEServer{URLs: e.URLs, Username: e.Username, Credential: e.Credential})
+	}
+	return out
+}
+
+func validAddrs(addrs ...netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range addrs {
+		if a.IsValid() && !a.IsUnspecified() {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}

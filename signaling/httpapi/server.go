@@ -1,0 +1,106 @@
+// Package httpapi is icebox's HTTP face (echo v4): ICE server credentials for
+// clients and for Matrix homeservers, health and readiness probes, and
+// Prometheus metrics. Errors are JSON bodies {"error":{"code","message"}}.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/icebox-voip/icebox/credentials"
+)
+
+// Config configures the HTTP API.
+type Config struct {
+	// Keyring returns the current keyring (it may be swapped on reload).
+	Keyring func() *credentials.Keyring
+	ICE     ICEConfig
+
+	// Ready reports why the service is not ready, or nil. Default: ready.
+	Ready func() error
+
+	Gatherer prometheus.Gatherer
+	Logger   zerolog.Logger
+}
+
+// Server serves the HTTP API on listeners handed to Serve.
+type Server struct {
+	cfg  Config
+	log  zerolog.Logger
+	echo *echo.Echo
+	http *http.Server
+}
+
+// New builds the routes.
+func New(cfg Config) (*Server, error) {
+	if cfg.Keyring == nil {
+		return nil, errors.New("httpapi: Keyring is required")
+	}
+	if err := cfg.ICE.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Ready == nil {
+		cfg.Ready = func() error { return nil }
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With().Str("component", "http").Logger()}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = s.handleError
+	e.GET("/calls/ice_servers", s.iceServers)
+	e.GET("/_matrix/client/v3/voip/turnServer", s.matrixTURNServer)
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	if cfg.Gatherer != nil {
+		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	}
+	s.echo = e
+	s.http = &http.Server{
+		Handler:           e,
+		ReadHeaderTimeout: 10 * time.Second, // slow-loris guard
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	return s, nil
+}
+
+// Handler returns the API as an http.Handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve serves l until ctx is done, then shuts down gracefully.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.http.Serve(l) }()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.http.Shutdown(shutdownCtx)
+	<-errc
+	return err
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if err := s.cfg.Ready(); err != nil {
+		return apiError(http.StatusServiceUnavailable, "not_ready", err.Error())
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}

@@ -1,0 +1,142 @@
+// Package store keeps icebox's durable state in one bbolt file: it opens the
+// file with a lock timeout (so a second icebox on the same state directory
+// fails instead of sharing its ports), creates the buckets, and migrates the
+// schema. Consumers declare the interfaces they need; this package
+// implements them.
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// FileName is the database's name inside the state directory.
+const FileName = "icebox.db"
+
+// Bucket names. The schema version lives in bucketMeta.
+var (
+	bucketMeta            = []byte("meta")
+	bucketConversations   = []byte("conversations")
+	bucketCalls           = []byte("calls")
+	bucketCallsByMatrixEv = []byte("calls_by_matrix_event")
+	bucketRooms           = []byte("rooms_by_conversation")
+	bucketOutbox          = []byte("outbox")
+	bucketSeenEvents      = []byte("seen_matrix_events")
+	bucketSync            = []byte("sync")
+	bucketRevocations     = []byte("revocations")
+
+	keySchemaVersion = []byte("schema_version")
+)
+
+// migrations[i] brings the schema from version i to i+1. Append only.
+var migrations = []func(tx *bolt.Tx) error{
+	// 0 → 1: the first layout.
+	func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{
+			bucketConversations, bucketCalls, bucketCallsByMatrixEv, bucketRooms,
+			bucketOutbox, bucketSeenEvents, bucketSync, bucketRevocations,
+		} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return fmt.Errorf("create bucket %s: %w", b, err)
+			}
+		}
+		return nil
+	},
+}
+
+// SchemaVersion is the version this build writes.
+func SchemaVersion() int { return len(migrations) }
+
+// Store is an open state file.
+type Store struct {
+	db *bolt.DB
+}
+
+// Options tune Open.
+type Options struct {
+	// LockTimeout is how long to wait for another process to release the
+	// file. Default: 2s.
+	LockTimeout time.Duration
+}
+
+// Open opens (creating if needed) the database in dir and brings its schema
+// up to date. A file written by a newer icebox is refused.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.LockTimeout <= 0 {
+		opts.LockTimeout = 2 * time.Second
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: create state dir: %w", err)
+	}
+	path := filepath.Join(dir, FileName)
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("store: %s is locked by another process (is icebox already running on this state_dir?): %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := db.Update(migrate); err != nil {
+		return nil, errors.Join(fmt.Errorf("store: %s: %w", path, err), db.Close())
+	}
+	return &Store{db: db}, nil
+}
+
+func migrate(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return fmt.Errorf("create meta bucket: %w", err)
+	}
+	have := 0
+	if v := meta.Get(keySchemaVersion); v != nil {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: schema version has %d bytes", ErrCorrupt, len(v))
+		}
+		have = int(binary.BigEndian.Uint64(v))
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("%w: file has schema %d, this build knows %d", ErrNewerSchema, have, len(migrations))
+	}
+	for v := have; v < len(migrations); v++ {
+		if err := migrations[v](tx); err != nil {
+			return fmt.Errorf("migrate schema %d→%d: %w", v, v+1, err)
+		}
+	}
+	return meta.Put(keySchemaVersion, binary.BigEndian.AppendUint64(nil, uint64(len(migrations))))
+}
+
+// Version returns the schema version stored in the file.
+func (s *Store) Version() (int, error) {
+	var v int
+	err := s.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketMeta).Get(keySchemaVersion)
+		if len(raw) != 8 {
+			return fmt.Errorf("store: %w: no schema version", ErrCorrupt)
+		}
+		v = int(binary.BigEndian.Uint64(raw))
+		return nil
+	})
+	return v, err
+}
+
+// Ping checks that the file can be read, for readiness probes.
+func (s *Store) Ping() error {
+	return s.db.View(func(tx *bolt.Tx) error { return nil })
+}
+
+// Path is the file's path.
+func (s *Store) Path() string { return s.db.Path() }
+
+// Close closes the file. It is idempotent.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil && !errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}

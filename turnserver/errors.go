@@ -1,0 +1,13 @@
+package turnserver
+
+import "errors"
+
+var (
+	errPeerDenied     = errors.New("turnserver: peer denied by policy")
+	errQuota          = errors.New("turnserver: allocation quota reached")
+	errNoIPv4Relay    = errors.New("turnserver: no IPv4 relay address configured")
+	errNoIPv6Relay    = errors.New("turnserver: no IPv6 relay address configured")
+	errPortOutOfRange = errors.New("turnserver: requested port outside the relay range")
+	errNoRelayPort    = errors.New("turnserver: no free relay port")
+	errNoListeners    = errors.New("turnserver: no listeners")
+)

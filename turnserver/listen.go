@@ -1,0 +1,107 @@
+package turnserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ListenUDP binds n UDP sockets to addr with SO_REUSEPORT, so the kernel
+// spreads clients over n reader goroutines (one socket cannot keep up with a
+// busy relay: see reference/turn.md). If addr has port 0, the first socket
+// picks the port and the others join it. bufSize is asked for as SO_RCVBUF
+// and SO_SNDBUF; the returned size is what the kernel granted on the first
+// socket, so the caller can log a cap.
+func ListenUDP(ctx context.Context, addr string, n, bufSize int) ([]net.PacketConn, int, error) {
+	if n < 1 {
+		n = 1
+	}
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		if err := reusePort(c); err != nil {
+			return err
+		}
+		return setBuffers(bufSize)(network, address, c)
+	}}
+	conns := make([]net.PacketConn, 0, n)
+	closeAll := func() {
+		for _, c := range conns {
+			_ = c.Close() // already failing; the bind error is the one to report
+		}
+	}
+	for i := range n {
+		pc, err := lc.ListenPacket(ctx, "udp", addr)
+		if err != nil {
+			closeAll()
+			return nil, 0, fmt.Errorf("turnserver: listen udp %s: %w", addr, err)
+		}
+		if i == 0 {
+			addr = pc.LocalAddr().String()
+		}
+		conns = append(conns, pc)
+	}
+	granted, err := recvBuffer(conns[0])
+	if err != nil {
+		closeAll()
+		return nil, 0, err
+	}
+	return conns, granted, nil
+}
+
+// ListenTCP binds a TCP listener for TURN over TCP.
+func ListenTCP(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("turnserver: listen tcp %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// ListenTLS binds a TCP listener for TURN over TLS (turns:).
+func ListenTLS(ctx context.Context, addr string, cfg *tls.Config) (net.Listener, error) {
+	if cfg == nil {
+		return nil, errors.New("turnserver: listen tls: no TLS config")
+	}
+	l, err := ListenTCP(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return tls.NewListener(l, cfg), nil
+}
+
+func reusePort(c syscall.RawConn) error {
+	var sockErr error
+	err := c.Control(func(fd uintptr) {
+		sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	return errors.Join(err, sockErr)
+}
+
+// recvBuffer reads back SO_RCVBUF. Linux reports double the usable size
+// (bookkeeping overhead), so it is halved to compare with what was asked.
+func recvBuffer(pc net.PacketConn) (int, error) {
+	sc, ok := pc.(syscall.Conn)
+	if !ok {
+		return 0, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("turnserver: %w", err)
+	}
+	var size int
+	var sockErr error
+	if err := rc.Control(func(fd uintptr) {
+		size, sockErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	}); err != nil {
+		return 0, fmt.Errorf("turnserver: %w", err)
+	}
+	if sockErr != nil {
+		return 0, fmt.Errorf("turnserver: getsockopt SO_RCVBUF: %w", sockErr)
+	}
+	return size / 2, nil
+}

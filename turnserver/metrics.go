@@ -1,0 +1,89 @@
+package turnserver
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Auth outcomes, used as the "outcome" label of icebox_turn_auth_total.
+const (
+	authOK         = "ok"
+	authMalformed  = "malformed"
+	authUnknownKID = "unknown_kid"
+	authBadHMAC    = "bad_hmac"
+	authExpired    = "expired"
+	authRevoked    = "revoked"
+)
+
+// Where a peer was refused, the "stage" label of icebox_turn_peer_denied_total.
+const (
+	stagePermission = "permission"
+	stageSend       = "send"
+	stageConnect    = "connect"
+)
+
+type metrics struct {
+	allocationsTotal *prometheus.CounterVec
+	auth             *prometheus.CounterVec
+	peerDenied       *prometheus.CounterVec
+	quotaRejected    *prometheus.CounterVec
+	bytesToPeer      prometheus.Counter
+	bytesFromPeer    prometheus.Counter
+	packetsToPeer    prometheus.Counter
+	packetsFromPeer  prometheus.Counter
+	revokedClosed    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, active func() float64) *metrics {
+	f := promauto.With(reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "icebox_turn_allocations_active",
+		Help: "TURN allocations currently open.",
+	}, active)
+	bytes := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_turn_relayed_bytes_total",
+		Help: "Payload bytes relayed, by direction (to_peer, from_peer).",
+	}, []string{"direction"})
+	packets := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_turn_relayed_packets_total",
+		Help: "Packets relayed, by direction (to_peer, from_peer).",
+	}, []string{"direction"})
+	m := &metrics{
+		allocationsTotal: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_allocations_total",
+			Help: "TURN allocations created, by transport of the client connection.",
+		}, []string{"transport"}),
+		auth: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_auth_total",
+			Help: "TURN authentication results by outcome (ok, malformed, unknown_kid, bad_hmac, expired, revoked).",
+		}, []string{"outcome"}),
+		peerDenied: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_peer_denied_total",
+			Help: "Peers refused by the peer policy, by stage (permission, send, connect).",
+		}, []string{"stage"}),
+		quotaRejected: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_quota_rejections_total",
+			Help: "Allocations refused by a quota (user, call, total).",
+		}, []string{"quota"}),
+		bytesToPeer:     bytes.WithLabelValues("to_peer"),
+		bytesFromPeer:   bytes.WithLabelValues("from_peer"),
+		packetsToPeer:   packets.WithLabelValues("to_peer"),
+		packetsFromPeer: packets.WithLabelValues("from_peer"),
+		revokedClosed: f.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_turn_revoked_allocations_closed_total",
+			Help: "Live allocations closed because their call was revoked.",
+		}),
+	}
+	// Make every label value visible from the start, so dashboards and
+	// alerts see zeros rather than missing series.
+	for _, o := range []string{authOK, authMalformed, authUnknownKID, authBadHMAC, authExpired, authRevoked} {
+		m.auth.WithLabelValues(o)
+	}
+	for _, s := range []string{stagePermission, stageSend, stageConnect} {
+		m.peerDenied.WithLabelValues(s)
+	}
+	for _, q := range []string{quotaUser, quotaCall, quotaTotal} {
+		m.quotaRejected.WithLabelValues(q)
+	}
+	return m
+}

@@ -1,0 +1,217 @@
+package turnserver
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+)
+
+// defaultDeniedPeers is the SSRF guard of DESIGN §4: addresses a relay must
+// never reach unless the operator allows them explicitly. Go's netip helpers
+// do not classify several of these (100.64/10, 240/4, 64:ff9b::/96, …), so the
+// list is explicit.
+var defaultDeniedPeers = []string{
+	"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+	"172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16",
+	"198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+	"255.255.255.255/32",
+	"::/128", "::1/128", "fe80::/10", "fec0::/10", "fc00::/7", "ff00::/8", "100::/64",
+	"2001:db8::/32", "2001::/32",
+}
+
+// DefaultDeniedPeers returns the built-in deny-list, for documentation and tests.
+func DefaultDeniedPeers() []string { return slices.Clone(defaultDeniedPeers) }
+
+// Prefixes that embed an IPv4 address; a peer inside them is judged by that
+// IPv4 address, so ::ffff:127.0.0.1 or 64:ff9b::7f00:1 cannot reach loopback
+// (coturn CVE-2020-26262, CVE-2026-27624).
+var (
+	nat64Prefix  = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour    = netip.MustParsePrefix("2002::/16")
+	v4Compatible = netip.MustParsePrefix("::/96")
+)
+
+// PolicyConfig describes a peer policy before it is compiled.
+type PolicyConfig struct {
+	Allowed       []string // CIDRs or IPs the relay may reach even if denied by default
+	Denied        []string // CIDRs or IPs added to the default deny-list
+	AllowLoopback bool     // test-only: allow 127/8 and ::1
+
+	// RelayAddrs are the server's own relay addresses (advertised and bound):
+	// peers there are allowed within the relay port range only, so two
+	// clients of this server can talk relay to relay.
+	RelayAddrs []netip.Addr
+	MinPort    uint16
+	MaxPort    uint16
+
+	// LocalAddrs are every address of this host; ServicePorts are the ports
+	// of its TURN listeners, HTTP API and metrics. The relay never sends to a
+	// local address on a service port, whatever the lists say.
+	LocalAddrs   []netip.Addr
+	ServicePorts []uint16
+}
+
+// Policy decides which peers a relay may reach. It is immutable and safe for
+// concurrent use; the per-packet check does not allocate.
+type Policy struct {
+	rules        []rule // longest prefix first
+	relayAddrs   []netip.Addr
+	minPort      uint16
+	maxPort      uint16
+	localAddrs   []netip.Addr
+	servicePorts []uint16
+}
+
+type rule struct {
+	prefix netip.Prefix
+	allow  bool
+}
+
+// NewPolicy compiles a peer policy. The most specific prefix decides; between
+// an allow and a deny of the same prefix, deny wins. An address no rule
+// covers is allowed.
+func NewPolicy(cfg PolicyConfig) (*Policy, error) {
+	var rules []rule
+	add := func(list []string, allow bool, what string) error {
+		for i, s := range list {
+			p, err := parsePrefix(s)
+			if err != nil {
+				return fmt.Errorf("turnserver: %s[%d]: %w", what, i, err)
+			}
+			rules = append(rules, rule{prefix: p, allow: allow})
+		}
+		return nil
+	}
+	if err := add(defaultDeniedPeers, false, "default deny-list"); err != nil {
+		return nil, err
+	}
+	if err := add(cfg.Denied, false, "denied_peers"); err != nil {
+		return nil, err
+	}
+	if err := add(cfg.Allowed, true, "allowed_peers"); err != nil {
+		return nil, err
+	}
+	if cfg.AllowLoopback {
+		if err := add([]string{"127.0.0.0/8", "::1/128"}, true, "allow_loopback_peers"); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortStableFunc(rules, func(a, b rule) int {
+		if a.prefix.Bits() != b.prefix.Bits() {
+			return b.prefix.Bits() - a.prefix.Bits()
+		}
+		// Same length: deny first, so it wins.
+		switch {
+		case a.allow == b.allow:
+			return 0
+		case !a.allow:
+			return -1
+		default:
+			return 1
+		}
+	})
+	canon := func(addrs []netip.Addr) []netip.Addr {
+		out := make([]netip.Addr, 0, len(addrs))
+		for _, a := range addrs {
+			out = append(out, Canonical(a))
+		}
+		return out
+	}
+	return &Policy{
+		rules:        rules,
+		relayAddrs:   canon(cfg.RelayAddrs),
+		minPort:      cfg.MinPort,
+		maxPort:      cfg.MaxPort,
+		localAddrs:   canon(cfg.LocalAddrs),
+		servicePorts: slices.Clone(cfg.ServicePorts),
+	}, nil
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR or IP %q", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Canonical reduces an IPv6 address that embeds an IPv4 address (IPv4-mapped,
+// IPv4-compatible, NAT64 64:ff9b::/96, 6to4 2002::/16) to that IPv4 address.
+// "::" and "::1" stay as they are.
+func Canonical(a netip.Addr) netip.Addr {
+	if !a.Is6() {
+		return a
+	}
+	if a.Is4In6() {
+		return a.Unmap()
+	}
+	b := a.As16()
+	switch {
+	case nat64Prefix.Contains(a):
+		return netip.AddrFrom4([4]byte(b[12:16]))
+	case sixToFour.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6]))
+	case v4Compatible.Contains(a) && a != netip.IPv6Unspecified() && a != netip.IPv6Loopback():
+		return netip.AddrFrom4([4]byte(b[12:16]))
+	}
+	return a.WithZone("")
+}
+
+// AllowIP reports whether a permission (which names an IP, not a port) may be
+// installed for peer ip.
+func (p *Policy) AllowIP(ip netip.Addr) bool {
+	ip = Canonical(ip)
+	if slices.Contains(p.relayAddrs, ip) {
+		return true
+	}
+	return p.allowByRules(ip)
+}
+
+// Allow reports whether the relay may send to peer. It is checked on every
+// relayed packet: TURN permissions name IPs, so only here are ports known.
+func (p *Policy) Allow(peer netip.AddrPort) bool {
+	ip := Canonical(peer.Addr())
+	port := peer.Port()
+	if p.isLocal(ip) && slices.Contains(p.servicePorts, port) {
+		return false
+	}
+	if slices.Contains(p.relayAddrs, ip) {
+		return port >= p.minPort && port <= p.maxPort
+	}
+	return p.allowByRules(ip)
+}
+
+func (p *Policy) isLocal(ip netip.Addr) bool {
+	return ip.IsLoopback() || ip.IsUnspecified() || slices.Contains(p.localAddrs, ip) ||
+		slices.Contains(p.relayAddrs, ip)
+}
+
+func (p *Policy) allowByRules(ip netip.Addr) bool {
+	for i := range p.rules {
+		if p.rules[i].prefix.Contains(ip) {
+			return p.rules[i].allow
+		}
+	}
+	return true
+}
+
+// addrPortOf converts a net.Addr from pion without allocating.
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		return v.AddrPort(), true
+	case *net.TCPAddr:
+		return v.AddrPort(), true
+	}
+	return netip.AddrPort{}, false
+}
+
+func addrOf(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
+}
