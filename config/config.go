@@ -1,0 +1,146 @@
+package config
+
+import (
+	_ "embed"
+	"time"
+)
+
+// Config is icebox's whole configuration. Every field's comment states its
+// default; Default returns them, and icebox.example.yaml (DefaultYAML) spells
+// them out.
+type Config struct {
+	StateDir    string      `yaml:"state_dir"` // database and generated secrets. Default: "./data"
+	Log         Log         `yaml:"log"`
+	TURN        TURN        `yaml:"turn"`
+	Credentials Credentials `yaml:"credentials"`
+	HTTP        HTTP        `yaml:"http"`
+	ICEServers  ICEServers  `yaml:"ice_servers"`
+}
+
+// Log configures the process's logger.
+type Log struct {
+	Level  string `yaml:"level"`  // debug|info|warn|error. Default: "info"
+	Format string `yaml:"format"` // auto|json|console. Default: "auto" (console on a terminal, else JSON)
+}
+
+// TURN configures the embedded TURN relay.
+type TURN struct {
+	Realm                 string        `yaml:"realm"` // Default: "icebox.local"
+	Listen                Listen        `yaml:"listen"`
+	UDPSockets            int           `yaml:"udp_sockets"`   // 0 = one per CPU. Default: 0; max 64
+	SocketBuffer          int           `yaml:"socket_buffer"` // bytes of SO_RCVBUF/SO_SNDBUF per socket. Default: 4194304 (4 MiB); 0 = kernel default
+	TLS                   TLSFiles      `yaml:"tls"`
+	Relay                 Relay         `yaml:"relay"`
+	AllowedPeers          []string      `yaml:"allowed_peers"`           // CIDRs or bare IPs. Default: none
+	DeniedPeers           []string      `yaml:"denied_peers"`            // CIDRs or bare IPs added to the built-in deny-list. Default: none
+	AllowLoopbackPeers    bool          `yaml:"allow_loopback_peers"`    // test-only. Default: false
+	MaxAllocationDuration time.Duration `yaml:"max_allocation_duration"` // Default: 12h
+	Quotas                Quotas        `yaml:"quotas"`
+}
+
+// Listen lists the TURN listen addresses, "host:port" with an IP or empty host.
+type Listen struct {
+	UDP []string `yaml:"udp"` // Default: ["0.0.0.0:3478"]
+	TCP []string `yaml:"tcp"` // Default: ["0.0.0.0:3478"]
+	TLS []string `yaml:"tls"` // Default: [] (e.g. ["0.0.0.0:5349"]; needs turn.tls)
+}
+
+// TLSFiles names the PEM certificate chain and key for the TLS listeners.
+type TLSFiles struct {
+	CertFile string `yaml:"cert_file"` // Default: ""
+	KeyFile  string `yaml:"key_file"`  // Default: ""
+}
+
+// Relay configures the relayed-transport addresses.
+type Relay struct {
+	BindIP   string `yaml:"bind_ip"`   // Default: "0.0.0.0"
+	PublicIP string `yaml:"public_ip"` // advertised relay address for 1:1 NAT. Default: "" (the bind IP, or the host's first global address)
+	MinPort  int    `yaml:"min_port"`  // Default: 49152
+	MaxPort  int    `yaml:"max_port"`  // Default: 65535
+}
+
+// Quotas limit the number of allocations.
+type Quotas struct {
+	PerUser int `yaml:"per_user"` // allocations per user. Default: 10
+	PerCall int `yaml:"per_call"` // allocations per call. Default: 8
+	Total   int `yaml:"total"`    // Default: 10000
+}
+
+// Credentials configures the TURN REST credentials keyring.
+type Credentials struct {
+	TTL     time.Duration `yaml:"ttl"`     // Default: 24h
+	Secrets []Secret      `yaml:"secrets"` // first = active (signs), the rest accepted. Default: [{kid: k1, compat: true}] (generated into state_dir)
+}
+
+// Secret is one keyring entry. At most one of Secret and SecretFile is set;
+// with neither, the caller generates the secret (into state_dir).
+type Secret struct {
+	KID        string `yaml:"kid"`         // [a-z0-9]{1,16}, unique
+	SecretFile string `yaml:"secret_file"` // file holding the secret (surrounding whitespace trimmed); mode 0600 or stricter
+	Secret     string `yaml:"secret"`      // the secret inline; at least 16 bytes
+	Compat     bool   `yaml:"compat"`      // verifies usernames without a kid (Synapse, Dendrite, coturn); at most one
+}
+
+// HTTP configures the HTTP API listener.
+type HTTP struct {
+	Listen string `yaml:"listen"` // Default: "127.0.0.1:8080"
+}
+
+// ICEServers configures what /calls/ice_servers tells clients.
+type ICEServers struct {
+	Hostname string           `yaml:"hostname"` // what clients are told. Default: "" = relay.public_ip, else the TURN listen address
+	External []ExternalServer `yaml:"external"` // extra servers added to /calls/ice_servers. Default: none
+}
+
+// ExternalServer is an ICE server run by someone else, passed on to clients
+// as is.
+type ExternalServer struct {
+	URLs       []string `yaml:"urls"` // stun:, stuns:, turn: or turns: URLs
+	Username   string   `yaml:"username"`
+	Credential string   `yaml:"credential"`
+}
+
+// Default returns the configuration with every field at its default.
+//
+// Lists that default to "none" are empty rather than nil, so that Default
+// equals what DefaultYAML decodes to (its "key: []").
+func Default() Config {
+	return Config{
+		StateDir: "./data",
+		Log:      Log{Level: "info", Format: "auto"},
+		TURN: TURN{
+			Realm: "icebox.local",
+			Listen: Listen{
+				UDP: []string{"0.0.0.0:3478"},
+				TCP: []string{"0.0.0.0:3478"},
+				TLS: []string{},
+			},
+			UDPSockets:   0,
+			SocketBuffer: 4 << 20,
+			Relay: Relay{
+				BindIP:  "0.0.0.0",
+				MinPort: 49152,
+				MaxPort: 65535,
+			},
+			AllowedPeers:          []string{},
+			DeniedPeers:           []string{},
+			MaxAllocationDuration: 12 * time.Hour,
+			Quotas:                Quotas{PerUser: 10, PerCall: 8, Total: 10000},
+		},
+		Credentials: Credentials{
+			TTL:     24 * time.Hour,
+			Secrets: []Secret{{KID: "k1", Compat: true}},
+		},
+		HTTP:       HTTP{Listen: "127.0.0.1:8080"},
+		ICEServers: ICEServers{External: []ExternalServer{}},
+	}
+}
+
+//go:embed icebox.example.yaml
+var exampleYAML []byte
+
+// DefaultYAML returns a commented configuration file that lists every key
+// with its default value. Loading it yields Default().
+func DefaultYAML() []byte {
+	return append([]byte(nil), exampleYAML...)
+}

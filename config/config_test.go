@@ -1,0 +1,645 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// testFiles creates the files that test inputs name as $DIR/…, and returns $DIR.
+func testFiles(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // WriteFile's mode is subject to umask
+			t.Fatal(err)
+		}
+	}
+	write("secret", "0123456789abcdef0123456789abcdef\n", 0o600)
+	write("secret-world", "0123456789abcdef0123456789abcdef\n", 0o644)
+	write("secret-group", "0123456789abcdef0123456789abcdef\n", 0o640)
+	write("secret-short", "  short\n", 0o600)
+	write("secret-placeholder", "CHANGE-ME-CHANGE-ME-CHANGE-ME\n", 0o600)
+	write("secret-unreadable", "0123456789abcdef0123456789abcdef\n", 0o000)
+	write("cert.pem", "cert\n", 0o644)
+	write("key.pem", "key\n", 0o600)
+	if err := os.Mkdir(filepath.Join(dir, "subdir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestLoad runs the loader over (file, environment) pairs. A case either
+// wants the configuration that want makes of Default(), or wants an error
+// containing every string in wantErr. "$DIR" in any string is the test's
+// directory of files (see testFiles).
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		yaml    string // the file's content; ignored if noFile
+		noFile  bool
+		env     []string
+		nonRoot bool // the case needs file permissions that root ignores
+		want    func(c *Config)
+		wantErr []string
+	}{
+		// Defaults and decoding.
+		{name: "empty file", yaml: "", want: func(c *Config) {}},
+		{name: "only comments", yaml: "# nothing here\n\n# at all\n", want: func(c *Config) {}},
+		{name: "no file", noFile: true, want: func(c *Config) {}},
+		{
+			name: "every kind of value",
+			yaml: `
+state_dir: /var/lib/icebox
+log: {level: debug, format: json}
+turn:
+  realm: voip.test
+  listen:
+    udp: ["127.0.0.1:3478", "[::1]:3478"]
+    tcp: []
+    tls: [":5349"]
+  udp_sockets: 4
+  socket_buffer: 0
+  tls: {cert_file: $DIR/cert.pem, key_file: $DIR/key.pem}
+  relay: {bind_ip: 10.1.2.3, public_ip: 198.18.0.1, min_port: 40000, max_port: 40100}
+  allowed_peers: [10.0.0.0/8, 192.168.1.7]
+  denied_peers: ["2001:db9::/32"]
+  allow_loopback_peers: true
+  max_allocation_duration: 1h30m
+  quotas: {per_user: 3, per_call: 2, total: 50}
+credentials:
+  ttl: 1h
+  secrets:
+    - {kid: k2, secret_file: $DIR/secret}
+    - {kid: k1, secret: "0123456789abcdef", compat: true}
+http: {listen: "localhost:9090"}
+ice_servers:
+  hostname: turn.voip.test
+  external:
+    - urls: ["stun:stun.voip.test:3478"]
+    - urls: ["turns:relay.voip.test:443?transport=tcp"]
+      username: u
+      credential: p
+`,
+			want: func(c *Config) {
+				c.StateDir = "/var/lib/icebox"
+				c.Log = Log{Level: "debug", Format: "json"}
+				c.TURN = TURN{
+					Realm:                 "voip.test",
+					Listen:                Listen{UDP: []string{"127.0.0.1:3478", "[::1]:3478"}, TCP: []string{}, TLS: []string{":5349"}},
+					UDPSockets:            4,
+					SocketBuffer:          0,
+					TLS:                   TLSFiles{CertFile: "$DIR/cert.pem", KeyFile: "$DIR/key.pem"},
+					Relay:                 Relay{BindIP: "10.1.2.3", PublicIP: "198.18.0.1", MinPort: 40000, MaxPort: 40100},
+					AllowedPeers:          []string{"10.0.0.0/8", "192.168.1.7"},
+					DeniedPeers:           []string{"2001:db9::/32"},
+					AllowLoopbackPeers:    true,
+					MaxAllocationDuration: 90 * time.Minute,
+					Quotas:                Quotas{PerUser: 3, PerCall: 2, Total: 50},
+				}
+				c.Credentials = Credentials{TTL: time.Hour, Secrets: []Secret{
+					{KID: "k2", SecretFile: "$DIR/secret"},
+					{KID: "k1", Secret: "0123456789abcdef", Compat: true},
+				}}
+				c.HTTP.Listen = "localhost:9090"
+				c.ICEServers = ICEServers{Hostname: "turn.voip.test", External: []ExternalServer{
+					{URLs: []string{"stun:stun.voip.test:3478"}},
+					{URLs: []string{"turns:relay.voip.test:443?transport=tcp"}, Username: "u", Credential: "p"},
+				}}
+			},
+		},
+		{
+			name: "partial section keeps the other defaults",
+			yaml: "turn:\n  relay:\n    public_ip: 198.18.0.1\n",
+			want: func(c *Config) { c.TURN.Relay.PublicIP = "198.18.0.1" },
+		},
+		{
+			name:    "unknown key holding an anchor",
+			yaml:    "base: &q {per_user: 1, per_call: 1, total: 1}\n",
+			wantErr: []string{"icebox.yaml: line 1: field base not found"},
+		},
+		{
+			name: "merge key within a section",
+			yaml: "turn:\n  quotas:\n    <<: {per_user: 1, per_call: 1}\n    total: 5\n",
+			want: func(c *Config) { c.TURN.Quotas = Quotas{PerUser: 1, PerCall: 1, Total: 5} },
+		},
+		{
+			name:    "unknown key inside a merged list of anchors",
+			yaml:    "turn:\n  quotas:\n    <<: [{per_user: 1}, {per_cal: 1}]\n",
+			wantErr: []string{"line 3: field turn.quotas.per_cal not found"},
+		},
+		{name: "unknown top-level key", yaml: "state_dir: x\nstat_dir: y\n", wantErr: []string{"icebox.yaml: line 2: field stat_dir not found"}},
+		{name: "unknown nested key", yaml: "turn:\n  lissten: {}\n", wantErr: []string{"config: $DIR/icebox.yaml: line 2: field turn.lissten not found"}},
+		{name: "unknown deep key", yaml: "turn:\n  listen:\n    udpp: []\n", wantErr: []string{"line 3: field turn.listen.udpp not found"}},
+		{
+			name:    "unknown key in a list item, and all unknown keys at once",
+			yaml:    "credentials:\n  secrets:\n    - kid: k1\n      sekret: x\nhttp:\n  port: 1\n",
+			wantErr: []string{"line 4: field credentials.secrets[0].sekret not found", "line 6: field http.port not found"},
+		},
+		{name: "wrong type", yaml: "turn:\n  udp_sockets: abc\n", wantErr: []string{"line 2: turn.udp_sockets: cannot unmarshal !!str `abc` into int"}},
+		{name: "bad duration", yaml: "credentials:\n  ttl: 24x\n", wantErr: []string{"line 2: credentials.ttl: cannot unmarshal !!str `24x` into time.Duration"}},
+		{name: "integer duration", yaml: "credentials:\n  ttl: 86400\n", wantErr: []string{"credentials.ttl: cannot unmarshal"}},
+		{name: "scalar for a list", yaml: "turn:\n  listen:\n    udp: 0.0.0.0:3478\n", wantErr: []string{"line 3: turn.listen.udp: cannot unmarshal"}},
+		{name: "scalar for a section", yaml: "turn: 5\n", wantErr: []string{"line 1: turn: must be a mapping of keys, not !!int"}},
+		{name: "document not a mapping", yaml: "- a\n- b\n", wantErr: []string{"line 1: the document: must be a mapping of keys, not !!seq"}},
+		{name: "syntax error", yaml: "turn:\n  realm: a\n realm: b\n", wantErr: []string{"config: $DIR/icebox.yaml: line 2: did not find expected key"}},
+		{name: "duplicate key", yaml: "state_dir: a\nstate_dir: b\n", wantErr: []string{`"state_dir" already defined at line 1`}},
+		{name: "two documents", yaml: "state_dir: a\n---\nstate_dir: b\n", wantErr: []string{"line 2: a second YAML document; icebox reads one"}},
+
+		// Validate: general.
+		{name: "empty state_dir", yaml: `state_dir: ""`, wantErr: []string{"state_dir: must not be empty"}},
+		{name: "bad log level", yaml: "log: {level: verbose}", wantErr: []string{`log.level: "verbose" is not one of debug, info, warn, error`}},
+		{name: "bad log format", yaml: "log: {format: text}", wantErr: []string{`log.format: "text" is not one of auto, json, console`}},
+
+		// Validate: TURN listeners.
+		{name: "empty realm", yaml: `turn: {realm: ""}`, wantErr: []string{"turn.realm: must not be empty"}},
+		{name: "bad port", yaml: `turn: {listen: {udp: ["0.0.0.0:99999"]}}`, wantErr: []string{`turn.listen.udp[0]: bad port "99999"`}},
+		{name: "port zero", yaml: `turn: {listen: {tcp: ["0.0.0.0:3478", "0.0.0.0:0"]}}`, wantErr: []string{`turn.listen.tcp[1]: bad port "0"`}},
+		{name: "named port", yaml: `turn: {listen: {tcp: ["0.0.0.0:stun"]}}`, wantErr: []string{`turn.listen.tcp[0]: bad port "stun"`}},
+		{name: "no port", yaml: `turn: {listen: {udp: ["0.0.0.0"]}}`, wantErr: []string{`turn.listen.udp[0]: "0.0.0.0" is not host:port`}},
+		{name: "bare IPv6", yaml: `turn: {listen: {udp: ["::1:3478"]}}`, wantErr: []string{`turn.listen.udp[0]: "::1:3478" is not host:port (write IPv6 as [::1]:3478)`}},
+		{name: "hostname listener", yaml: `turn: {listen: {udp: ["localhost:3478"]}}`, wantErr: []string{`turn.listen.udp[0]: host "localhost" is not an IP address`}},
+		{name: "empty listen address", yaml: `turn: {listen: {udp: [""]}}`, wantErr: []string{`turn.listen.udp[0]: must not be empty`}},
+		{name: "no listener", yaml: "turn: {listen: {udp: [], tcp: []}}", wantErr: []string{"turn.listen: no TURN listener"}},
+		{name: "null lists are empty", yaml: "turn:\n  listen:\n    udp:\n    tcp:\n", wantErr: []string{"turn.listen: no TURN listener"}},
+		{name: "tls only", yaml: "turn: {listen: {udp: [], tcp: [], tls: [\"0.0.0.0:5349\"]}, tls: {cert_file: $DIR/cert.pem, key_file: $DIR/key.pem}}",
+			want: func(c *Config) {
+				c.TURN.Listen = Listen{UDP: []string{}, TCP: []string{}, TLS: []string{"0.0.0.0:5349"}}
+				c.TURN.TLS = TLSFiles{CertFile: "$DIR/cert.pem", KeyFile: "$DIR/key.pem"}
+			}},
+		{
+			name:    "tls listener without files",
+			yaml:    `turn: {listen: {tls: ["0.0.0.0:5349"]}}`,
+			wantErr: []string{"turn.tls.cert_file: required when turn.listen.tls is set", "turn.tls.key_file: required when turn.listen.tls is set"},
+		},
+		{
+			name:    "tls files missing or not files",
+			yaml:    `turn: {listen: {tls: ["0.0.0.0:5349"]}, tls: {cert_file: $DIR/nope.pem, key_file: $DIR/subdir}}`,
+			wantErr: []string{"turn.tls.cert_file: $DIR/nope.pem does not exist", "turn.tls.key_file: $DIR/subdir is not a regular file"},
+		},
+		{name: "udp_sockets too many", yaml: "turn: {udp_sockets: 65}", wantErr: []string{"turn.udp_sockets: must be 0..64 (got 65)"}},
+		{name: "udp_sockets negative", yaml: "turn: {udp_sockets: -1}", wantErr: []string{"turn.udp_sockets: must be 0..64 (got -1)"}},
+		{name: "socket_buffer negative", yaml: "turn: {socket_buffer: -1}", wantErr: []string{"turn.socket_buffer: must be >= 0 (got -1)"}},
+
+		// Validate: relay.
+		{name: "bad bind_ip", yaml: "turn: {relay: {bind_ip: eth0}}", wantErr: []string{`turn.relay.bind_ip: invalid IP "eth0"`}},
+		{name: "empty bind_ip", yaml: `turn: {relay: {bind_ip: ""}}`, wantErr: []string{`turn.relay.bind_ip: must not be empty`}},
+		{name: "bad public_ip", yaml: "turn: {relay: {public_ip: 1.2.3}}", wantErr: []string{`turn.relay.public_ip: invalid IP "1.2.3"`}},
+		{name: "unspecified public_ip", yaml: `turn: {relay: {public_ip: "::"}}`, wantErr: []string{`turn.relay.public_ip: :: is unspecified`}},
+		{name: "placeholder public_ip", yaml: `turn: {relay: {public_ip: 203.0.113.10}}`, wantErr: []string{`turn.relay.public_ip: 203.0.113.10 is a documentation address`}},
+		{name: "public_ip family", yaml: `turn: {relay: {public_ip: "2600::1"}}`, wantErr: []string{`turn.relay.public_ip: IPv6 address 2600::1, but turn.relay.bind_ip 0.0.0.0 is IPv4`}},
+		{name: "public_ip family v6 bind", yaml: `turn: {relay: {bind_ip: "2600::2", public_ip: "198.18.0.1"}}`, wantErr: []string{`turn.relay.public_ip: IPv4 address 198.18.0.1, but turn.relay.bind_ip 2600::2 is IPv6`}},
+		{name: "dual-stack bind", yaml: `turn: {relay: {bind_ip: "::", public_ip: "198.18.0.1"}}`, want: func(c *Config) {
+			c.TURN.Relay.BindIP, c.TURN.Relay.PublicIP = "::", "198.18.0.1"
+		}},
+		{name: "min_port too low", yaml: "turn: {relay: {min_port: 80}}", wantErr: []string{"turn.relay.min_port: 80 is outside 1024..65535"}},
+		{name: "max_port too high", yaml: "turn: {relay: {max_port: 70000}}", wantErr: []string{"turn.relay.max_port: 70000 is outside 1024..65535"}},
+		{name: "inverted range", yaml: "turn: {relay: {min_port: 50000, max_port: 40000}}", wantErr: []string{"turn.relay.min_port: must be <= turn.relay.max_port (50000 > 40000)"}},
+		{name: "single-port range", yaml: "turn: {relay: {min_port: 50000, max_port: 50000}}", want: func(c *Config) {
+			c.TURN.Relay.MinPort, c.TURN.Relay.MaxPort = 50000, 50000
+		}},
+		{
+			name:    "range overlaps a listener",
+			yaml:    `turn: {listen: {udp: ["0.0.0.0:3478", "0.0.0.0:50000"]}}`,
+			wantErr: []string{"turn.relay.min_port..max_port: range 49152-65535 contains port 50000 of turn.listen.udp[1]"},
+		},
+		{
+			name:    "range overlaps http",
+			yaml:    "turn: {relay: {min_port: 8000, max_port: 9000}}\nhttp: {listen: \"127.0.0.1:8080\"}",
+			wantErr: []string{"turn.relay.min_port..max_port: range 8000-9000 contains port 8080 of http.listen"},
+		},
+
+		// Validate: peers, lifetimes, quotas.
+		{name: "bad CIDR", yaml: `turn: {allowed_peers: [10.0.0.0/8, 10.0.0.0/33]}`, wantErr: []string{`turn.allowed_peers[1]: invalid CIDR "10.0.0.0/33"`}},
+		{name: "bad peer IP", yaml: `turn: {denied_peers: [10.0.0.256]}`, wantErr: []string{`turn.denied_peers[0]: invalid IP or CIDR "10.0.0.256"`}},
+		{name: "CIDR host bits", yaml: `turn: {denied_peers: [10.0.0.1/8]}`, wantErr: []string{`turn.denied_peers[0]: CIDR "10.0.0.1/8" has host bits set (did you mean "10.0.0.0/8"?)`}},
+		{name: "short max_allocation_duration", yaml: "turn: {max_allocation_duration: 30s}", wantErr: []string{"turn.max_allocation_duration: must be at least 1m (got 30s)"}},
+		{
+			name:    "zero quotas",
+			yaml:    "turn: {quotas: {per_user: 0, per_call: -1, total: 0}}",
+			wantErr: []string{"turn.quotas.per_user: must be > 0 (got 0)", "turn.quotas.per_call: must be > 0 (got -1)", "turn.quotas.total: must be > 0 (got 0)"},
+		},
+
+		// Validate: credentials.
+		{name: "short ttl", yaml: "credentials: {ttl: 30s}", wantErr: []string{"credentials.ttl: must be between 1m and 720h (got 30s)"}},
+		{name: "long ttl", yaml: "credentials: {ttl: 721h}", wantErr: []string{"credentials.ttl: must be between 1m and 720h (got 721h0m0s)"}},
+		{name: "no secrets", yaml: "credentials: {secrets: []}", wantErr: []string{"credentials.secrets: at least one secret is required"}},
+		{name: "bad kid", yaml: "credentials: {secrets: [{kid: K1}]}", wantErr: []string{`credentials.secrets[0].kid: "K1" must be 1-16 characters of a-z and 0-9`}},
+		{name: "long kid", yaml: "credentials: {secrets: [{kid: abcdefghijklmnopq}]}", wantErr: []string{`credentials.secrets[0].kid: "abcdefghijklmnopq" must be`}},
+		{name: "empty kid", yaml: "credentials: {secrets: [{compat: true}]}", wantErr: []string{`credentials.secrets[0].kid: must not be empty`}},
+		{name: "duplicate kid", yaml: "credentials: {secrets: [{kid: a}, {kid: b}, {kid: a}]}", wantErr: []string{`credentials.secrets[2].kid: duplicate "a" (also credentials.secrets[0].kid)`}},
+		{name: "two compat", yaml: "credentials: {secrets: [{kid: a, compat: true}, {kid: b, compat: true}]}", wantErr: []string{`credentials.secrets[1].compat: only one secret may be compat (credentials.secrets[0] already is)`}},
+		{name: "no compat is fine", yaml: "credentials: {secrets: [{kid: a}]}", want: func(c *Config) { c.Credentials.Secrets = []Secret{{KID: "a"}} }},
+		{
+			name:    "secret and secret_file",
+			yaml:    "credentials: {secrets: [{kid: a, secret: 0123456789abcdef, secret_file: $DIR/secret}]}",
+			wantErr: []string{"credentials.secrets[0]: secret and secret_file are both set; keep one"},
+		},
+		{name: "short inline secret", yaml: "credentials: {secrets: [{kid: a, secret: tooshort}]}", wantErr: []string{"credentials.secrets[0].secret: is 8 bytes; use at least 16 random bytes"}},
+		{name: "placeholder secret", yaml: "credentials: {secrets: [{kid: a, secret: CHANGE-ME-to-a-long-random-string}]}", wantErr: []string{"credentials.secrets[0].secret: is the example's placeholder"}},
+		{name: "missing secret file", yaml: "credentials: {secrets: [{kid: a, secret_file: $DIR/nope}]}", wantErr: []string{"credentials.secrets[0].secret_file: $DIR/nope does not exist"}},
+		{
+			name:    "world-readable secret file",
+			yaml:    "credentials: {secrets: [{kid: a, secret_file: $DIR/secret-world}]}",
+			wantErr: []string{"credentials.secrets[0].secret_file: $DIR/secret-world is readable by others (mode 0644); chmod 600 it"},
+		},
+		{
+			name:    "group-readable secret file",
+			yaml:    "credentials: {secrets: [{kid: a}, {kid: b, secret_file: $DIR/secret-group}]}",
+			wantErr: []string{"credentials.secrets[1].secret_file: $DIR/secret-group is readable by others (mode 0640); chmod 600 it"},
+		},
+		{name: "secret file is a directory", yaml: "credentials: {secrets: [{kid: a, secret_file: $DIR/subdir}]}", wantErr: []string{"credentials.secrets[0].secret_file: $DIR/subdir is not a regular file"}},
+		{
+			name:    "secret file path through a file",
+			yaml:    "credentials: {secrets: [{kid: a, secret_file: $DIR/secret/x}]}",
+			wantErr: []string{"credentials.secrets[0].secret_file: cannot read: stat $DIR/secret/x: not a directory"},
+		},
+		{
+			name:    "unreadable secret file",
+			yaml:    "credentials: {secrets: [{kid: a, secret_file: $DIR/secret-unreadable}]}",
+			nonRoot: true,
+			wantErr: []string{"credentials.secrets[0].secret_file: cannot read: open $DIR/secret-unreadable: permission denied"},
+		},
+		{name: "short secret file", yaml: "credentials: {secrets: [{kid: a, secret_file: $DIR/secret-short}]}", wantErr: []string{"credentials.secrets[0].secret_file: $DIR/secret-short holds 5 bytes; use at least 16 random bytes"}},
+		{name: "placeholder in secret file", yaml: "credentials: {secrets: [{kid: a, secret_file: $DIR/secret-placeholder}]}", wantErr: []string{"credentials.secrets[0].secret_file: $DIR/secret-placeholder holds the example's placeholder"}},
+
+		// Validate: HTTP and ICE servers.
+		{name: "bad http.listen", yaml: "http: {listen: 8080}", wantErr: []string{`http.listen: "8080" is not host:port`}},
+		{name: "bad http host", yaml: `http: {listen: "bad_host:8080"}`, wantErr: []string{`http.listen: host "bad_host" is not an IP address or hostname`}},
+		{name: "empty http.listen", yaml: `http: {listen: ""}`, wantErr: []string{`http.listen: must not be empty`}},
+		{name: "hostname with scheme", yaml: `ice_servers: {hostname: "turn:relay.voip.test"}`, wantErr: []string{`ice_servers.hostname: "turn:relay.voip.test" must be a bare hostname or IP, without scheme or port`}},
+		{name: "hostname with port", yaml: `ice_servers: {hostname: "relay.voip.test:3478"}`, wantErr: []string{`ice_servers.hostname: "relay.voip.test:3478" must be a bare hostname`}},
+		{name: "placeholder hostname", yaml: `ice_servers: {hostname: turn.example.com}`, wantErr: []string{`ice_servers.hostname: "turn.example.com" is the example's placeholder`}},
+		{name: "unspecified hostname", yaml: `ice_servers: {hostname: 0.0.0.0}`, wantErr: []string{`ice_servers.hostname: 0.0.0.0 is unspecified`}},
+		{name: "IP hostname", yaml: `ice_servers: {hostname: "2600::1"}`, want: func(c *Config) { c.ICEServers.Hostname = "2600::1" }},
+		{name: "external without urls", yaml: `ice_servers: {external: [{username: u}]}`, wantErr: []string{`ice_servers.external[0].urls: at least one URL is required`}},
+		{
+			name:    "external bad scheme",
+			yaml:    `ice_servers: {external: [{urls: ["stun:a.test", "https://a.test"]}]}`,
+			wantErr: []string{`ice_servers.external[0].urls[1]: "https://a.test" must start with stun:, stuns:, turn: or turns:`},
+		},
+		{name: "external no host", yaml: `ice_servers: {external: [{urls: ["stun://a.test"]}]}`, wantErr: []string{`ice_servers.external[0].urls[0]: "stun://a.test" has no host (write stun:host:port, without //)`}},
+		{name: "external turn without credentials", yaml: `ice_servers: {external: [{urls: ["turn:a.test:3478"]}]}`, wantErr: []string{`ice_servers.external[0]: turn: and turns: URLs need a username and a credential`}},
+		{
+			name:    "external placeholders",
+			yaml:    `ice_servers: {external: [{urls: ["turn:turn.example.com:3478?transport=udp"], username: CHANGE-ME, credential: CHANGE-ME}]}`,
+			wantErr: []string{`ice_servers.external[0].urls[0]: "turn:turn.example.com:3478?transport=udp" is the example's placeholder`, `ice_servers.external[0].username: is the example's placeholder`, `ice_servers.external[0].credential: is the example's placeholder`},
+		},
+		{
+			name:    "every problem is reported",
+			yaml:    "state_dir: \"\"\nturn: {realm: \"\", udp_sockets: 99}\nhttp: {listen: x}\n",
+			wantErr: []string{"state_dir: must not be empty\nturn.realm: must not be empty\nturn.udp_sockets: must be 0..64", `http.listen: "x" is not host:port`},
+		},
+
+		// Environment.
+		{
+			name: "env overrides defaults and the file",
+			yaml: "turn: {realm: file.test, udp_sockets: 2}\n",
+			env:  []string{"ICEBOX_TURN_REALM=env.test", "ICEBOX_STATE_DIR=/srv/icebox", "ICEBOX_TURN_RELAY_PUBLIC_IP=198.18.0.9", "PATH=/bin", "ICEBOX_CONFIG=/etc/icebox/x.yaml"},
+			want: func(c *Config) {
+				c.TURN.Realm, c.TURN.UDPSockets, c.StateDir, c.TURN.Relay.PublicIP = "env.test", 2, "/srv/icebox", "198.18.0.9"
+			},
+		},
+		{
+			name:   "env of every kind",
+			noFile: true,
+			env: []string{
+				"ICEBOX_TURN_UDP_SOCKETS=8", "ICEBOX_TURN_ALLOW_LOOPBACK_PEERS=true", "ICEBOX_TURN_MAX_ALLOCATION_DURATION=2h",
+				"ICEBOX_TURN_LISTEN_UDP=127.0.0.1:3478, [::1]:3478,", "ICEBOX_TURN_LISTEN_TCP=", "ICEBOX_CREDENTIALS_TTL=12h",
+				"ICEBOX_HTTP_LISTEN=127.0.0.1:9999", "ICEBOX_LOG_LEVEL=warn", "ICEBOX_TURN_QUOTAS_TOTAL=7",
+				"ICEBOX_TURN_TLS_CERT_FILE=/c.pem", "ICEBOX_ICE_SERVERS_HOSTNAME=relay.voip.test",
+			},
+			want: func(c *Config) {
+				c.TURN.UDPSockets, c.TURN.AllowLoopbackPeers, c.TURN.MaxAllocationDuration = 8, true, 2*time.Hour
+				c.TURN.Listen.UDP, c.TURN.Listen.TCP = []string{"127.0.0.1:3478", "[::1]:3478"}, []string{}
+				c.Credentials.TTL, c.HTTP.Listen, c.Log.Level, c.TURN.Quotas.Total = 12*time.Hour, "127.0.0.1:9999", "warn", 7
+				c.TURN.TLS.CertFile, c.ICEServers.Hostname = "/c.pem", "relay.voip.test"
+			},
+		},
+		{name: "env first duplicate wins", noFile: true, env: []string{"ICEBOX_TURN_REALM=first", "ICEBOX_TURN_REALM=second"}, want: func(c *Config) { c.TURN.Realm = "first" }},
+		{name: "env bad integer", noFile: true, env: []string{"ICEBOX_TURN_UDP_SOCKETS=abc"}, wantErr: []string{`config: environment: ICEBOX_TURN_UDP_SOCKETS: "abc" is not an integer`}},
+		{name: "env empty integer", noFile: true, env: []string{"ICEBOX_TURN_RELAY_MIN_PORT="}, wantErr: []string{`ICEBOX_TURN_RELAY_MIN_PORT: "" is not an integer`}},
+		{name: "env bad bool", noFile: true, env: []string{"ICEBOX_TURN_ALLOW_LOOPBACK_PEERS=yes"}, wantErr: []string{`ICEBOX_TURN_ALLOW_LOOPBACK_PEERS: "yes" is not a boolean`}},
+		{
+			name:    "env bad duration, every bad variable",
+			noFile:  true,
+			env:     []string{"ICEBOX_CREDENTIALS_TTL=1 day", "ICEBOX_TURN_QUOTAS_PER_USER=x"},
+			wantErr: []string{`ICEBOX_TURN_QUOTAS_PER_USER: "x" is not an integer`, `ICEBOX_CREDENTIALS_TTL: "1 day" is not a duration`},
+		},
+		{name: "env value is validated", noFile: true, env: []string{"ICEBOX_TURN_LISTEN_UDP=0.0.0.0:99999"}, wantErr: []string{`turn.listen.udp[0]: bad port "99999"`}},
+		{
+			name: "env secret replaces the list",
+			yaml: "credentials: {secrets: [{kid: a}, {kid: b, compat: true}]}",
+			env:  []string{"ICEBOX_CREDENTIALS_SECRET=0123456789abcdef0123"},
+			want: func(c *Config) {
+				c.Credentials.Secrets = []Secret{{KID: "k1", Secret: "0123456789abcdef0123", Compat: true}}
+			},
+		},
+		{
+			name:   "env secret file with kid",
+			noFile: true,
+			env:    []string{"ICEBOX_CREDENTIALS_SECRET_FILE=$DIR/secret", "ICEBOX_CREDENTIALS_KID=k7"},
+			want: func(c *Config) {
+				c.Credentials.Secrets = []Secret{{KID: "k7", SecretFile: "$DIR/secret", Compat: true}}
+			},
+		},
+		{name: "env empty secret is unset", noFile: true, env: []string{"ICEBOX_CREDENTIALS_SECRET="}, want: func(c *Config) {}},
+		{name: "env world-readable secret file", noFile: true, env: []string{"ICEBOX_CREDENTIALS_SECRET_FILE=$DIR/secret-world"}, wantErr: []string{"credentials.secrets[0].secret_file: $DIR/secret-world is readable by others (mode 0644)"}},
+		{name: "env kid alone", noFile: true, env: []string{"ICEBOX_CREDENTIALS_KID=k2"}, wantErr: []string{"ICEBOX_CREDENTIALS_KID is set without ICEBOX_CREDENTIALS_SECRET or ICEBOX_CREDENTIALS_SECRET_FILE"}},
+		{
+			name:    "env secret and secret file",
+			noFile:  true,
+			env:     []string{"ICEBOX_CREDENTIALS_SECRET=0123456789abcdef", "ICEBOX_CREDENTIALS_SECRET_FILE=$DIR/secret"},
+			wantErr: []string{"credentials.secrets[0]: secret and secret_file are both set"},
+		},
+		{
+			name: "seed aliases append external servers",
+			yaml: `ice_servers: {external: [{urls: ["stun:first.test"]}]}`,
+			env:  []string{"TURN_SERVER_URL=turn:relay.test:3478", "TURN_USERNAME=alice", "TURN_PASSWORD=pw", "STUN_SERVER_URL=stun:stun.test:3478"},
+			want: func(c *Config) {
+				c.ICEServers.External = []ExternalServer{
+					{URLs: []string{"stun:first.test"}},
+					{URLs: []string{"turn:relay.test:3478"}, Username: "alice", Credential: "pw"},
+					{URLs: []string{"stun:stun.test:3478"}},
+				}
+			},
+		},
+		{name: "empty aliases are unset", noFile: true, env: []string{"TURN_SERVER_URL=", "TURN_USERNAME=", "STUN_SERVER_URL="}, want: func(c *Config) {}},
+		{name: "alias username without url", noFile: true, env: []string{"TURN_USERNAME=alice"}, wantErr: []string{"TURN_USERNAME or TURN_PASSWORD is set without TURN_SERVER_URL"}},
+		{name: "alias turn url without credentials", noFile: true, env: []string{"TURN_SERVER_URL=turn:relay.test"}, wantErr: []string{"ice_servers.external[0]: turn: and turns: URLs need a username and a credential"}},
+		{name: "alias bad url", noFile: true, env: []string{"STUN_SERVER_URL=stun.test:3478"}, wantErr: []string{`ice_servers.external[0].urls[0]: "stun.test:3478" must start with stun:`}},
+	}
+
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.nonRoot && os.Geteuid() == 0 {
+				t.Skip("root reads files whatever their mode; the error path is covered by \"secret file path through a file\"")
+			}
+			dir := testFiles(t)
+			expand := func(s string) string { return strings.ReplaceAll(s, "$DIR", dir) }
+			path := ""
+			if !tt.noFile {
+				path = filepath.Join(dir, "icebox.yaml")
+				if err := os.WriteFile(path, []byte(expand(tt.yaml)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			env := make([]string, len(tt.env))
+			for i, kv := range tt.env {
+				env[i] = expand(kv)
+			}
+
+			got, err := Load(path, env)
+
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatalf("Load() = nil error, want one containing %q", tt.wantErr)
+				}
+				if !errors.Is(err, ErrInvalid) {
+					t.Errorf("Load() error %q does not match ErrInvalid", err)
+				}
+				for _, w := range tt.wantErr {
+					if w = expand(w); !strings.Contains(err.Error(), w) {
+						t.Errorf("Load() error:\n%v\nwant it to contain:\n%s", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load() error:\n%v", err)
+			}
+			want := Default()
+			tt.want(&want)
+			expandConfig(&want, expand)
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Load() =\n%+v\nwant\n%+v", got, want)
+			}
+		})
+	}
+}
+
+// expandConfig replaces $DIR in the string fields that tests set to paths.
+func expandConfig(c *Config, expand func(string) string) {
+	c.TURN.TLS.CertFile = expand(c.TURN.TLS.CertFile)
+	c.TURN.TLS.KeyFile = expand(c.TURN.TLS.KeyFile)
+	for i := range c.Credentials.Secrets {
+		c.Credentials.Secrets[i].SecretFile = expand(c.Credentials.Secrets[i].SecretFile)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "icebox.yaml")
+	_, err := Load(path, nil)
+	if err == nil {
+		t.Fatal("Load(missing file) = nil error")
+	}
+	if !errors.Is(err, fs.ErrNotExist) || errors.Is(err, ErrInvalid) {
+		t.Errorf("Load(missing file) error %v: want fs.ErrNotExist and not ErrInvalid", err)
+	}
+	if want := "config: open " + path + ": no such file or directory"; err.Error() != want {
+		t.Errorf("Load(missing file) error = %q, want %q", err, want)
+	}
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Default().Validate() = %v", err)
+	}
+}
+
+func TestValidateDoesNotMutate(t *testing.T) {
+	c := Default()
+	c.TURN.Relay.MinPort, c.TURN.Relay.MaxPort = 60000, 50000
+	c.Credentials.Secrets = []Secret{{KID: "A"}}
+	before := c
+	before.Credentials.Secrets = append([]Secret(nil), c.Credentials.Secrets...)
+	if err := c.Validate(); err == nil {
+		t.Fatal("Validate() = nil, want errors")
+	}
+	if !reflect.DeepEqual(c, before) {
+		t.Errorf("Validate() changed the config:\n%+v\nwas\n%+v", c, before)
+	}
+}
+
+func TestValidateJoinsErrors(t *testing.T) {
+	c := Default()
+	c.StateDir, c.TURN.Realm = "", ""
+	err := c.Validate()
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != 2 {
+		t.Fatalf("Validate() = %v, want 2 joined errors", err)
+	}
+	for _, e := range joined.Unwrap() {
+		if !errors.Is(e, ErrInvalid) {
+			t.Errorf("%v does not match ErrInvalid", e)
+		}
+	}
+}
+
+func TestDefaultYAML(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "icebox.yaml")
+	if err := os.WriteFile(path, DefaultYAML(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(path, nil)
+	if err != nil {
+		t.Fatalf("Load(DefaultYAML()) error: %v", err)
+	}
+	if want := Default(); !reflect.DeepEqual(got, want) {
+		t.Errorf("Load(DefaultYAML()) =\n%+v\nwant Default() =\n%+v", got, want)
+	}
+
+	// Every key is spelled out with a comment, so the file documents itself.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(DefaultYAML(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var walk func(n *yaml.Node, typ reflect.Type, path string)
+	walk = func(n *yaml.Node, typ reflect.Type, path string) {
+		keys := map[string]*yaml.Node{}
+		comments := map[string]bool{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			keys[k.Value] = n.Content[i+1]
+			comments[k.Value] = k.HeadComment != "" || k.LineComment != ""
+		}
+		for _, f := range yamlFields(typ) {
+			p := joinPath(path, f.key)
+			v, ok := keys[f.key]
+			if !ok {
+				t.Errorf("DefaultYAML() lacks %s", p)
+				continue
+			}
+			if !comments[f.key] && !isSection(f.typ) && !(path == "credentials.secrets[0]" && f.key == "kid") {
+				t.Errorf("DefaultYAML(): %s has no comment", p)
+			}
+			switch {
+			case isSection(f.typ):
+				walk(v, f.typ, p)
+			case f.typ.Kind() == reflect.Slice && isSection(f.typ.Elem()) && len(v.Content) > 0:
+				walk(v.Content[0], f.typ.Elem(), p+"[0]")
+			}
+		}
+	}
+	walk(doc.Content[0], reflect.TypeFor[Config](), "")
+
+	// A copy, not the embedded bytes.
+	b := DefaultYAML()
+	b[0] = 'X'
+	if bytes.Equal(b, DefaultYAML()) {
+		t.Error("DefaultYAML() returns a shared slice")
+	}
+}
+
+// TestEnvVars pins the generic variable names (they are documented) and
+// checks that every one can be set.
+func TestEnvVars(t *testing.T) {
+	want := []string{
+		"ICEBOX_STATE_DIR",
+		"ICEBOX_LOG_LEVEL", "ICEBOX_LOG_FORMAT",
+		"ICEBOX_TURN_REALM",
+		"ICEBOX_TURN_LISTEN_UDP", "ICEBOX_TURN_LISTEN_TCP", "ICEBOX_TURN_LISTEN_TLS",
+		"ICEBOX_TURN_UDP_SOCKETS", "ICEBOX_TURN_SOCKET_BUFFER",
+		"ICEBOX_TURN_TLS_CERT_FILE", "ICEBOX_TURN_TLS_KEY_FILE",
+		"ICEBOX_TURN_RELAY_BIND_IP", "ICEBOX_TURN_RELAY_PUBLIC_IP", "ICEBOX_TURN_RELAY_MIN_PORT", "ICEBOX_TURN_RELAY_MAX_PORT",
+		"ICEBOX_TURN_ALLOWED_PEERS", "ICEBOX_TURN_DENIED_PEERS", "ICEBOX_TURN_ALLOW_LOOPBACK_PEERS",
+		"ICEBOX_TURN_MAX_ALLOCATION_DURATION",
+		"ICEBOX_TURN_QUOTAS_PER_USER", "ICEBOX_TURN_QUOTAS_PER_CALL", "ICEBOX_TURN_QUOTAS_TOTAL",
+		"ICEBOX_CREDENTIALS_TTL",
+		"ICEBOX_HTTP_LISTEN",
+		"ICEBOX_ICE_SERVERS_HOSTNAME",
+	}
+	var got []string
+	c := Default()
+	root := reflect.ValueOf(&c).Elem()
+	for _, ev := range envVars() {
+		got = append(got, ev.name)
+		sample := map[reflect.Kind]string{reflect.String: "x", reflect.Int: "1", reflect.Bool: "true", reflect.Int64: "1m", reflect.Slice: "a,b"}[ev.typ.Kind()]
+		if err := setFromString(root.FieldByIndex(ev.index), sample); err != nil {
+			t.Errorf("%s: setting %q: %v", ev.name, sample, err)
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("envVars() =\n%q\nwant\n%q", got, want)
+	}
+}
+
+func TestSecretValue(t *testing.T) {
+	dir := testFiles(t)
+	tests := []struct {
+		name    string
+		secret  Secret
+		want    string
+		wantErr string
+	}{
+		{name: "inline, kept as is", secret: Secret{KID: "a", Secret: " inline secret \n"}, want: " inline secret \n"},
+		{name: "file, trimmed", secret: Secret{KID: "a", SecretFile: filepath.Join(dir, "secret")}, want: "0123456789abcdef0123456789abcdef"},
+		{name: "neither: caller generates", secret: Secret{KID: "a"}, want: ""},
+		{name: "both", secret: Secret{KID: "a", Secret: "x", SecretFile: "y"}, wantErr: "secret and secret_file are both set"},
+		{name: "missing file", secret: Secret{KID: "a", SecretFile: filepath.Join(dir, "nope")}, wantErr: "config: secret a: open " + filepath.Join(dir, "nope") + ": no such file or directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.secret.Value()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Value() error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Value() error: %v", err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("Value() = %q, want %q", got, tt.want)
+			}
+			if tt.want == "" && got != nil {
+				t.Errorf("Value() = %q, want nil", got)
+			}
+		})
+	}
+}
+
+func TestParsePeer(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr string
+	}{
+		{in: "10.0.0.0/8", want: "10.0.0.0/8"},
+		{in: "192.168.1.7", want: "192.168.1.7/32"},
+		{in: "2001:db8::1", want: "2001:db8::1/128"},
+		{in: "fc00::/7", want: "fc00::/7"},
+		{in: "10.0.0.0/33", wantErr: `invalid CIDR "10.0.0.0/33"`},
+		{in: "10.0.0.1/8", wantErr: `CIDR "10.0.0.1/8" has host bits set (did you mean "10.0.0.0/8"?)`},
+		{in: "fe80::1%eth0", wantErr: `invalid IP or CIDR "fe80::1%eth0"`},
+		{in: "", wantErr: `invalid IP or CIDR ""`},
+		{in: "example.org", wantErr: `invalid IP or CIDR "example.org"`},
+	}
+	for _, tt := range tests {
+		got, err := ParsePeer(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("ParsePeer(%q) error = %v, want %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || got.String() != tt.want {
+			t.Errorf("ParsePeer(%q) = %v, %v; want %s", tt.in, got, err, tt.want)
+		}
+	}
+}

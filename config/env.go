@@ -1,0 +1,185 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Environment variables beyond the generic ICEBOX_<PATH> ones.
+const (
+	// EnvSecret and EnvSecretFile replace credentials.secrets with one
+	// active compat secret whose kid is EnvKID (default "k1").
+	EnvSecret     = "ICEBOX_CREDENTIALS_SECRET"
+	EnvSecretFile = "ICEBOX_CREDENTIALS_SECRET_FILE"
+	EnvKID        = "ICEBOX_CREDENTIALS_KID"
+
+	// The seed's names, kept as aliases: each URL variable appends an
+	// entry to ice_servers.external.
+	EnvTURNServerURL = "TURN_SERVER_URL"
+	EnvTURNUsername  = "TURN_USERNAME"
+	EnvTURNPassword  = "TURN_PASSWORD"
+	EnvSTUNServerURL = "STUN_SERVER_URL"
+)
+
+const envPrefix = "ICEBOX"
+
+// envVar is one generic variable: ICEBOX_ + the yaml path upper-cased and
+// joined with "_" (turn.relay.public_ip → ICEBOX_TURN_RELAY_PUBLIC_IP).
+type envVar struct {
+	name  string
+	index []int
+	typ   reflect.Type
+}
+
+// envVars lists the generic variables, in field order. Lists of sections
+// (credentials.secrets, ice_servers.external) have none: they have the
+// dedicated variables above instead.
+func envVars() []envVar {
+	var vars []envVar
+	var walk func(t reflect.Type, name string, index []int)
+	walk = func(t reflect.Type, name string, index []int) {
+		for _, f := range yamlFields(t) {
+			n := name + "_" + strings.ToUpper(f.key)
+			idx := append(append([]int(nil), index...), f.index)
+			switch {
+			case isSection(f.typ):
+				walk(f.typ, n, idx)
+			case f.typ.Kind() == reflect.Slice && f.typ.Elem().Kind() != reflect.String:
+				// A list of sections: not expressible as one variable.
+			default:
+				vars = append(vars, envVar{name: n, index: idx, typ: f.typ})
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config](), envPrefix, nil)
+	return vars
+}
+
+// parseEnviron turns "K=V" entries into a map. As with os.Getenv, the first
+// of duplicate entries wins.
+func parseEnviron(environ []string) map[string]string {
+	env := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			continue
+		}
+		if _, dup := env[k]; !dup {
+			env[k] = v
+		}
+	}
+	return env
+}
+
+// applyEnv overlays environment variables on cfg.
+//
+// A set ICEBOX_<PATH> variable applies even when empty: an empty string, or
+// an empty list (ICEBOX_TURN_LISTEN_TCP= turns the TCP listener off); an
+// empty number, boolean or duration is an error. Lists are comma-separated.
+// The credential variables and the seed's aliases apply only when non-empty,
+// since deployments that template them often pass them empty. ICEBOX_*
+// names that are not config keys are ignored (the command line may use
+// its own, such as a config path).
+func applyEnv(cfg *Config, environ []string) error {
+	env := parseEnviron(environ)
+	var errs []error
+	root := reflect.ValueOf(cfg).Elem()
+	for _, ev := range envVars() {
+		s, ok := env[ev.name]
+		if !ok {
+			continue
+		}
+		if err := setFromString(root.FieldByIndex(ev.index), s); err != nil {
+			errs = append(errs, invalid(fmt.Sprintf("config: environment: %s: %v", ev.name, err)))
+		}
+	}
+	errs = append(errs, applySecretEnv(cfg, env)...)
+	errs = append(errs, applyAliases(cfg, env)...)
+	return errors.Join(errs...)
+}
+
+// setFromString sets a scalar or []string field from a variable's text.
+func setFromString(v reflect.Value, s string) error {
+	if v.Type() == durationType {
+		d, err := time.ParseDuration(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not a duration (e.g. 24h, 90m)", s)
+		}
+		v.SetInt(int64(d))
+		return nil
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Int:
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not an integer", s)
+		}
+		v.SetInt(int64(n))
+	case reflect.Bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("%q is not a boolean (true or false)", s)
+		}
+		v.SetBool(b)
+	case reflect.Slice:
+		v.Set(reflect.ValueOf(splitList(s)))
+	default:
+		// Unreachable while Config holds only the kinds above; a test walks
+		// every variable to keep it so.
+		return fmt.Errorf("unsupported field type %s", v.Type())
+	}
+	return nil
+}
+
+// splitList splits a comma-separated list, trimming spaces and dropping
+// empty items; "" is the empty list.
+func splitList(s string) []string {
+	list := []string{}
+	for item := range strings.SplitSeq(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			list = append(list, item)
+		}
+	}
+	return list
+}
+
+// applySecretEnv applies EnvSecret, EnvSecretFile and EnvKID.
+func applySecretEnv(cfg *Config, env map[string]string) []error {
+	secret, file, kid := env[EnvSecret], env[EnvSecretFile], env[EnvKID]
+	if secret == "" && file == "" {
+		if kid != "" {
+			return []error{invalid(fmt.Sprintf("config: environment: %s is set without %s or %s", EnvKID, EnvSecret, EnvSecretFile))}
+		}
+		return nil
+	}
+	if kid == "" {
+		kid = "k1"
+	}
+	// Both set is left for Validate to refuse, with the field path.
+	cfg.Credentials.Secrets = []Secret{{KID: kid, Secret: secret, SecretFile: file, Compat: true}}
+	return nil
+}
+
+// applyAliases applies the seed's TURN_SERVER_URL and STUN_SERVER_URL.
+func applyAliases(cfg *Config, env map[string]string) []error {
+	ext := &cfg.ICEServers.External
+	if u := env[EnvTURNServerURL]; u != "" {
+		*ext = append(*ext, ExternalServer{
+			URLs:       splitList(u),
+			Username:   env[EnvTURNUsername],
+			Credential: env[EnvTURNPassword],
+		})
+	} else if env[EnvTURNUsername] != "" || env[EnvTURNPassword] != "" {
+		return []error{invalid(fmt.Sprintf("config: environment: %s or %s is set without %s", EnvTURNUsername, EnvTURNPassword, EnvTURNServerURL))}
+	}
+	if u := env[EnvSTUNServerURL]; u != "" {
+		*ext = append(*ext, ExternalServer{URLs: splitList(u)})
+	}
+	return nil
+}

@@ -1,0 +1,87 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+)
+
+// Value returns the secret's bytes: Secret, or the contents of SecretFile
+// with surrounding whitespace trimmed (a trailing newline from an editor or
+// `echo` is not part of the key). It returns nil and no error when neither
+// is set: the caller generates the secret.
+func (s Secret) Value() ([]byte, error) {
+	switch {
+	case s.Secret != "" && s.SecretFile != "":
+		return nil, errBothSecrets
+	case s.Secret != "":
+		return []byte(s.Secret), nil
+	case s.SecretFile != "":
+		b, err := os.ReadFile(s.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: secret %s: %w", s.KID, err)
+		}
+		return bytes.TrimSpace(b), nil
+	}
+	return nil, nil
+}
+
+// secretFile checks a secret file: a regular file, private to its owner
+// (as LiveKit checks its key file: a secret others can read is a leaked
+// secret), holding at least minSecretLen bytes.
+func (v *validator) secretFile(path, name string) {
+	fi, ok := v.statFile(path, name)
+	if !ok {
+		return
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		v.add(path, "%s is readable by others (mode %04o); chmod 600 it", name, perm)
+		return
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		v.add(path, "cannot read: %v", err)
+		return
+	}
+	v.secretValue(path, name+" holds", bytes.TrimSpace(b))
+}
+
+// requiredFile checks a file that key `by` needs: set, a regular file, and
+// readable.
+func (v *validator) requiredFile(path, name, by string) {
+	if name == "" {
+		v.add(path, "required when %s is set", by)
+		return
+	}
+	if _, ok := v.statFile(path, name); !ok {
+		return
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		v.add(path, "cannot read: %v", err)
+		return
+	}
+	if err := f.Close(); err != nil {
+		v.add(path, "cannot read: %v", err)
+	}
+}
+
+// statFile checks that name exists and is a regular file (after symlinks,
+// as Kubernetes mounts secrets).
+func (v *validator) statFile(path, name string) (fs.FileInfo, bool) {
+	fi, err := os.Stat(name)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		v.add(path, "%s does not exist", name)
+		return nil, false
+	case err != nil:
+		v.add(path, "cannot read: %v", err)
+		return nil, false
+	case !fi.Mode().IsRegular():
+		v.add(path, "%s is not a regular file", name)
+		return nil, false
+	}
+	return fi, true
+}

@@ -1,0 +1,407 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Limits that Validate enforces, with the reason for each.
+const (
+	// maxUDPSockets bounds turn.udp_sockets: more sockets than this per
+	// address buys nothing on any machine icebox targets, and each holds
+	// socket_buffer bytes of kernel memory twice.
+	maxUDPSockets = 64
+	// minDuration is the shortest allocation lifetime or credential TTL: a
+	// TURN client refreshes an allocation every few minutes, so anything
+	// shorter only breaks calls.
+	minDuration = time.Minute
+	// maxTTL is the longest credential TTL (30 days): credentials are
+	// bearer tokens; a longer life is a leaked credential that keeps working.
+	maxTTL = 720 * time.Hour
+	// minSecretLen is the shortest secret accepted, in bytes: HMAC-SHA1 keys
+	// shorter than this are guessable offline from one captured credential.
+	minSecretLen = 16
+	// minRelayPort keeps the relay out of the well-known ports.
+	minRelayPort = 1024
+)
+
+var kidPattern = regexp.MustCompile(`^[a-z0-9]{1,16}$`)
+
+// Validate reports every problem with c, joined (errors.Join), one per line
+// as "field.path: problem". It does not change c. It reads the secret and
+// TLS files the config names, to check that they exist, are readable and,
+// for secrets, are private. Every error it returns matches ErrInvalid.
+func (c *Config) Validate() error {
+	v := &validator{}
+	if c.StateDir == "" {
+		v.add("state_dir", "must not be empty")
+	}
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
+	listenPorts := v.turn(&c.TURN)
+	if port, ok := v.hostPort("http.listen", c.HTTP.Listen, false); ok {
+		listenPorts = append(listenPorts, portUse{"http.listen", port})
+	}
+	v.relayOverlap(&c.TURN.Relay, listenPorts)
+	v.credentials(&c.Credentials)
+	v.iceServers(&c.ICEServers)
+	return errors.Join(v.errs...)
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, invalid(path+": "+fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) oneOf(path, value string, allowed ...string) {
+	if !slices.Contains(allowed, value) {
+		v.add(path, "%q is not one of %s", value, strings.Join(allowed, ", "))
+	}
+}
+
+// portUse is a port some listener uses, and the key it came from.
+type portUse struct {
+	path string
+	port int
+}
+
+// turn checks the turn section and returns the ports of its listeners.
+func (v *validator) turn(t *TURN) []portUse {
+	if t.Realm == "" {
+		v.add("turn.realm", "must not be empty")
+	}
+	var ports []portUse
+	for _, l := range []struct {
+		path  string
+		addrs []string
+	}{{"turn.listen.udp", t.Listen.UDP}, {"turn.listen.tcp", t.Listen.TCP}, {"turn.listen.tls", t.Listen.TLS}} {
+		for i, addr := range l.addrs {
+			path := fmt.Sprintf("%s[%d]", l.path, i)
+			if port, ok := v.hostPort(path, addr, true); ok {
+				ports = append(ports, portUse{path, port})
+			}
+		}
+	}
+	if len(t.Listen.UDP)+len(t.Listen.TCP)+len(t.Listen.TLS) == 0 {
+		v.add("turn.listen", "no TURN listener: udp, tcp and tls are all empty")
+	}
+	if len(t.Listen.TLS) > 0 {
+		v.requiredFile("turn.tls.cert_file", t.TLS.CertFile, "turn.listen.tls")
+		v.requiredFile("turn.tls.key_file", t.TLS.KeyFile, "turn.listen.tls")
+	}
+	if t.UDPSockets < 0 || t.UDPSockets > maxUDPSockets {
+		v.add("turn.udp_sockets", "must be 0..%d (got %d); 0 means one per CPU", maxUDPSockets, t.UDPSockets)
+	}
+	if t.SocketBuffer < 0 {
+		v.add("turn.socket_buffer", "must be >= 0 (got %d); 0 means the kernel's default", t.SocketBuffer)
+	}
+	v.relay(&t.Relay)
+	v.peers("turn.allowed_peers", t.AllowedPeers)
+	v.peers("turn.denied_peers", t.DeniedPeers)
+	if t.MaxAllocationDuration < minDuration {
+		v.add("turn.max_allocation_duration", "must be at least 1m (got %s)", t.MaxAllocationDuration)
+	}
+	for _, q := range []struct {
+		path string
+		n    int
+	}{{"turn.quotas.per_user", t.Quotas.PerUser}, {"turn.quotas.per_call", t.Quotas.PerCall}, {"turn.quotas.total", t.Quotas.Total}} {
+		if q.n <= 0 {
+			v.add(q.path, "must be > 0 (got %d)", q.n)
+		}
+	}
+	return ports
+}
+
+// hostPort checks a listen address, "host:port" with port 1..65535 and a
+// host that is empty, an IP, or (unless ipOnly) a hostname.
+func (v *validator) hostPort(path, addr string, ipOnly bool) (int, bool) {
+	if addr == "" {
+		v.add(path, "must not be empty (host:port)")
+		return 0, false
+	}
+	host, portText, err := net.SplitHostPort(addr)
+	if err != nil {
+		if strings.Count(addr, ":") > 1 && !strings.HasPrefix(addr, "[") {
+			v.add(path, "%q is not host:port (write IPv6 as [::1]:3478)", addr)
+		} else {
+			v.add(path, "%q is not host:port", addr)
+		}
+		return 0, false
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < 1 || port > 65535 {
+		v.add(path, "bad port %q", portText)
+		return 0, false
+	}
+	if host == "" {
+		return port, true
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return port, true
+	}
+	if ipOnly {
+		v.add(path, "host %q is not an IP address", host)
+		return 0, false
+	}
+	if !validHostname(host) {
+		v.add(path, "host %q is not an IP address or hostname", host)
+		return 0, false
+	}
+	return port, true
+}
+
+func (v *validator) relay(r *Relay) {
+	bind, err := netip.ParseAddr(r.BindIP)
+	switch {
+	case r.BindIP == "":
+		v.add("turn.relay.bind_ip", "must not be empty (0.0.0.0 binds every IPv4 address)")
+	case err != nil:
+		v.add("turn.relay.bind_ip", "invalid IP %q", r.BindIP)
+	}
+	if r.PublicIP != "" {
+		pub, perr := netip.ParseAddr(r.PublicIP)
+		switch {
+		case perr != nil:
+			v.add("turn.relay.public_ip", "invalid IP %q", r.PublicIP)
+		case pub.IsUnspecified():
+			v.add("turn.relay.public_ip", "%s is unspecified; leave it empty or give the address clients reach", pub)
+		case isDocumentationIP(pub):
+			v.add("turn.relay.public_ip", "%s is a documentation address (the example's placeholder); give this host's public IP", pub)
+		case err == nil && bind.Unmap().Is4() && !pub.Unmap().Is4():
+			v.add("turn.relay.public_ip", "IPv6 address %s, but turn.relay.bind_ip %s is IPv4", pub, bind)
+		case err == nil && !bind.Unmap().Is4() && !bind.IsUnspecified() && pub.Unmap().Is4():
+			v.add("turn.relay.public_ip", "IPv4 address %s, but turn.relay.bind_ip %s is IPv6", pub, bind)
+		}
+	}
+	minOK := v.relayPort("turn.relay.min_port", r.MinPort)
+	maxOK := v.relayPort("turn.relay.max_port", r.MaxPort)
+	if minOK && maxOK && r.MinPort > r.MaxPort {
+		v.add("turn.relay.min_port", "must be <= turn.relay.max_port (%d > %d)", r.MinPort, r.MaxPort)
+	}
+}
+
+func (v *validator) relayPort(path string, port int) bool {
+	if port < minRelayPort || port > 65535 {
+		v.add(path, "%d is outside %d..65535", port, minRelayPort)
+		return false
+	}
+	return true
+}
+
+// relayOverlap refuses a relay port range that contains a listen port: a
+// relay socket could take the port before the listener binds it, and the
+// peer policy could no longer tell relay traffic from the server's own
+// ports.
+func (v *validator) relayOverlap(r *Relay, listeners []portUse) {
+	if r.MinPort < minRelayPort || r.MaxPort > 65535 || r.MinPort > r.MaxPort {
+		return // already reported
+	}
+	for _, l := range listeners {
+		if l.port >= r.MinPort && l.port <= r.MaxPort {
+			v.add("turn.relay.min_port..max_port", "range %d-%d contains port %d of %s", r.MinPort, r.MaxPort, l.port, l.path)
+		}
+	}
+}
+
+func (v *validator) peers(path string, list []string) {
+	for i, s := range list {
+		if _, err := ParsePeer(s); err != nil {
+			v.add(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+		}
+	}
+}
+
+// ParsePeer parses an entry of turn.allowed_peers or turn.denied_peers: a
+// CIDR, or a bare IP taken as a single-address prefix. A CIDR with host bits
+// set ("10.0.0.1/8") is refused, as it is usually a typo.
+func ParsePeer(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid CIDR %q", s)
+		}
+		if m := p.Masked(); m != p {
+			return netip.Prefix{}, fmt.Errorf("CIDR %q has host bits set (did you mean %q?)", s, m.String())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("invalid IP or CIDR %q", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func (v *validator) credentials(c *Credentials) {
+	if c.TTL < minDuration || c.TTL > maxTTL {
+		v.add("credentials.ttl", "must be between 1m and 720h (got %s)", c.TTL)
+	}
+	if len(c.Secrets) == 0 {
+		v.add("credentials.secrets", "at least one secret is required")
+	}
+	kids := map[string]int{}
+	compat := -1
+	for i, s := range c.Secrets {
+		path := fmt.Sprintf("credentials.secrets[%d]", i)
+		switch j, dup := kids[s.KID]; {
+		case s.KID == "":
+			v.add(path+".kid", "must not be empty")
+		case !kidPattern.MatchString(s.KID):
+			v.add(path+".kid", "%q must be 1-16 characters of a-z and 0-9", s.KID)
+		case dup:
+			v.add(path+".kid", "duplicate %q (also credentials.secrets[%d].kid)", s.KID, j)
+		default:
+			kids[s.KID] = i
+		}
+		if s.Compat {
+			if compat >= 0 {
+				v.add(path+".compat", "only one secret may be compat (credentials.secrets[%d] already is)", compat)
+			} else {
+				compat = i
+			}
+		}
+		switch {
+		case s.Secret != "" && s.SecretFile != "":
+			v.add(path, "secret and secret_file are both set; keep one")
+		case s.Secret != "":
+			v.secretValue(path+".secret", "is", []byte(s.Secret))
+		case s.SecretFile != "":
+			v.secretFile(path+".secret_file", s.SecretFile)
+		}
+	}
+}
+
+// secretValue checks a secret's bytes; subject says where they came from
+// ("is", or "/etc/icebox/secret holds"). It never echoes them.
+func (v *validator) secretValue(path, subject string, b []byte) {
+	switch {
+	case isPlaceholder(string(b)):
+		v.add(path, "%s the example's placeholder; set a real secret (e.g. openssl rand -hex 32)", subject)
+	case len(b) < minSecretLen:
+		v.add(path, "%s %d bytes; use at least %d random bytes", subject, len(b), minSecretLen)
+	}
+}
+
+func (v *validator) iceServers(s *ICEServers) {
+	if h := s.Hostname; h != "" {
+		if a, err := netip.ParseAddr(h); err == nil {
+			if a.IsUnspecified() {
+				v.add("ice_servers.hostname", "%s is unspecified; give the address clients reach", a)
+			}
+		} else if !validHostname(h) {
+			v.add("ice_servers.hostname", "%q must be a bare hostname or IP, without scheme or port", h)
+		} else if isExampleHost(h) {
+			v.add("ice_servers.hostname", "%q is the example's placeholder; give this server's name", h)
+		}
+	}
+	for i, e := range s.External {
+		path := fmt.Sprintf("ice_servers.external[%d]", i)
+		if len(e.URLs) == 0 {
+			v.add(path+".urls", "at least one URL is required")
+		}
+		needsAuth := false
+		for j, u := range e.URLs {
+			upath := fmt.Sprintf("%s.urls[%d]", path, j)
+			scheme, rest, _ := strings.Cut(u, ":")
+			switch strings.ToLower(scheme) {
+			case "stun", "stuns":
+			case "turn", "turns":
+				needsAuth = true
+			default:
+				v.add(upath, "%q must start with stun:, stuns:, turn: or turns:", u)
+				continue
+			}
+			hostport, _, _ := strings.Cut(rest, "?")
+			host := hostport
+			if h, _, err := net.SplitHostPort(hostport); err == nil {
+				host = h
+			}
+			switch {
+			case host == "" || strings.HasPrefix(host, "/"):
+				v.add(upath, "%q has no host (write %s:host:port, without //)", u, strings.ToLower(scheme))
+			case isExampleHost(host):
+				v.add(upath, "%q is the example's placeholder", u)
+			}
+		}
+		if needsAuth && (e.Username == "" || e.Credential == "") {
+			v.add(path, "turn: and turns: URLs need a username and a credential")
+		}
+		if isPlaceholder(e.Username) {
+			v.add(path+".username", "is the example's placeholder")
+		}
+		if isPlaceholder(e.Credential) {
+			v.add(path+".credential", "is the example's placeholder")
+		}
+	}
+}
+
+// isPlaceholder reports whether s is, or contains, a placeholder such as
+// icebox.example.yaml's "CHANGE-ME".
+func isPlaceholder(s string) bool {
+	s = strings.ToLower(s)
+	for _, p := range []string{"change-me", "changeme", "change_me"} {
+		if strings.Contains(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// isExampleHost reports whether host is in a domain reserved for examples
+// (RFC 2606), as the example file's "turn.example.com" is.
+func isExampleHost(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	for _, d := range []string{"example.com", "example.net", "example.org", "example"} {
+		if host == d || strings.HasSuffix(host, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+var documentationNets = []netip.Prefix{
+	netip.MustParsePrefix("192.0.2.0/24"),
+	netip.MustParsePrefix("198.51.100.0/24"),
+	netip.MustParsePrefix("203.0.113.0/24"),
+	netip.MustParsePrefix("2001:db8::/32"),
+}
+
+// isDocumentationIP reports whether a is reserved for documentation, as the
+// example file's public_ip is.
+func isDocumentationIP(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range documentationNets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// validHostname reports whether h is a DNS name: dot-separated labels of
+// 1-63 letters, digits and hyphens, not starting or ending with a hyphen.
+func validHostname(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
