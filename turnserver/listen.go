@@ -2,7 +2,6 @@ package turnserver
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -52,7 +51,7 @@ func ListenUDP(ctx context.Context, addr string, n, bufSize int) ([]net.PacketCo
 	return conns, granted, nil
 }
 
-// ListenTCP binds a TCP listener for TURN over TCP.
+// ListenTCP binds a TCP listener for TURN over TCP or TLS.
 func ListenTCP(ctx context.Context, addr string) (net.Listener, error) {
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", addr)
@@ -60,18 +59,6 @@ func ListenTCP(ctx context.Context, addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("turnserver: listen tcp %s: %w", addr, err)
 	}
 	return l, nil
-}
-
-// ListenTLS binds a TCP listener for TURN over TLS (turns:).
-func ListenTLS(ctx context.Context, addr string, cfg *tls.Config) (net.Listener, error) {
-	if cfg == nil {
-		return nil, errors.New("turnserver: listen tls: no TLS config")
-	}
-	l, err := ListenTCP(ctx, addr)
-	if err != nil {
-		return nil, err
-	}
-	return tls.NewListener(l, cfg), nil
 }
 
 func reusePort(c syscall.RawConn) error {

@@ -51,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, active func() float64) *metrics {
 	m := &metrics{
 		allocationsTotal: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_turn_allocations_total",
-			Help: "TURN allocations created, by transport of the client connection.",
+			Help: "TURN allocations created, by transport of the client connection (udp, tcp — TLS counts as tcp).",
 		}, []string{"transport"}),
 		auth: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_turn_auth_total",

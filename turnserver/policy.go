@@ -66,34 +66,42 @@ type Policy struct {
 type rule struct {
 	prefix netip.Prefix
 	allow  bool
+	rank   int // among rules of one prefix length, the lowest rank decides
 }
 
-// NewPolicy compiles a peer policy. The most specific prefix decides; between
-// an allow and a deny of the same prefix, deny wins. An address no rule
+const (
+	rankOperatorDeny = iota
+	rankOperatorAllow
+	rankDefault
+)
+
+// NewPolicy compiles a peer policy. The most specific prefix decides. At the
+// same prefix length the operator's lists beat the built-in deny-list, and
+// between the operator's allow and deny, deny wins. An address no rule
 // covers is allowed.
 func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	var rules []rule
-	add := func(list []string, allow bool, what string) error {
+	add := func(list []string, allow bool, rank int, what string) error {
 		for i, s := range list {
 			p, err := parsePrefix(s)
 			if err != nil {
 				return fmt.Errorf("turnserver: %s[%d]: %w", what, i, err)
 			}
-			rules = append(rules, rule{prefix: p, allow: allow})
+			rules = append(rules, rule{prefix: p, allow: allow, rank: rank})
 		}
 		return nil
 	}
-	if err := add(defaultDeniedPeers, false, "default deny-list"); err != nil {
+	if err := add(defaultDeniedPeers, false, rankDefault, "default deny-list"); err != nil {
 		return nil, err
 	}
-	if err := add(cfg.Denied, false, "denied_peers"); err != nil {
+	if err := add(cfg.Denied, false, rankOperatorDeny, "denied_peers"); err != nil {
 		return nil, err
 	}
-	if err := add(cfg.Allowed, true, "allowed_peers"); err != nil {
+	if err := add(cfg.Allowed, true, rankOperatorAllow, "allowed_peers"); err != nil {
 		return nil, err
 	}
 	if cfg.AllowLoopback {
-		if err := add([]string{"127.0.0.0/8", "::1/128"}, true, "allow_loopback_peers"); err != nil {
+		if err := add([]string{"127.0.0.0/8", "::1/128"}, true, rankOperatorAllow, "allow_loopback_peers"); err != nil {
 			return nil, err
 		}
 	}
@@ -101,15 +109,7 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		if a.prefix.Bits() != b.prefix.Bits() {
 			return b.prefix.Bits() - a.prefix.Bits()
 		}
-		// Same length: deny first, so it wins.
-		switch {
-		case a.allow == b.allow:
-			return 0
-		case !a.allow:
-			return -1
-		default:
-			return 1
-		}
+		return a.rank - b.rank
 	})
 	canon := func(addrs []netip.Addr) []netip.Addr {
 		out := make([]netip.Addr, 0, len(addrs))
@@ -181,7 +181,14 @@ func (p *Policy) Allow(peer netip.AddrPort) bool {
 		return false
 	}
 	if slices.Contains(p.relayAddrs, ip) {
-		return port >= p.minPort && port <= p.maxPort
+		if port >= p.minPort && port <= p.maxPort {
+			return true
+		}
+		// Outside the relay range, the server's own address is reachable
+		// only where an operator's allow rule says so (the default rules
+		// only deny): a public relay IP must not reach the host's SSH.
+		allow, matched := p.matchRules(ip)
+		return matched && allow
 	}
 	return p.allowByRules(ip)
 }
@@ -192,12 +199,18 @@ func (p *Policy) isLocal(ip netip.Addr) bool {
 }
 
 func (p *Policy) allowByRules(ip netip.Addr) bool {
+	allow, matched := p.matchRules(ip)
+	return allow || !matched
+}
+
+// matchRules returns the verdict of the most specific rule covering ip.
+func (p *Policy) matchRules(ip netip.Addr) (allow, matched bool) {
 	for i := range p.rules {
 		if p.rules[i].prefix.Contains(ip) {
-			return p.rules[i].allow
+			return p.rules[i].allow, true
 		}
 	}
-	return true
+	return false, false
 }
 
 // addrPortOf converts a net.Addr from pion without allocating.

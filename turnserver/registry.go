@@ -28,12 +28,15 @@ type Quotas struct {
 // who owns it, what it relayed, and how to end it. pion/turn has no API to
 // delete an allocation; closing the relay socket ends it.
 type allocation struct {
-	id       uint64
-	user     string
-	callID   string
-	network  string
+	id      uint64
+	user    string
+	callID  string
+	network string
+	created time.Time
+
+	// Set once by registry.activate, under the registry's lock; nil closer
+	// means the socket is still being bound.
 	relay    net.Addr
-	created  time.Time
 	closer   io.Closer
 	capTimer *time.Timer
 
@@ -95,8 +98,9 @@ func (r *registry) exceededLocked(user, callID string) string {
 	return ""
 }
 
-// reserve adds a to the registry unless a quota is full; it returns the quota
-// that refused it, or "".
+// reserve counts a against the quotas unless one is full; it returns the
+// quota that refused it, or "". a is not listed, revoked or closed by the
+// registry until activate.
 func (r *registry) reserve(a *allocation) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -111,6 +115,13 @@ func (r *registry) reserve(a *allocation) string {
 		r.perCall[a.callID]++
 	}
 	return ""
+}
+
+// activate publishes a reserved allocation once its socket exists.
+func (r *registry) activate(a *allocation, relay net.Addr, closer io.Closer, capTimer *time.Timer) {
+	r.mu.Lock()
+	a.relay, a.closer, a.capTimer = relay, closer, capTimer
+	r.mu.Unlock()
 }
 
 func (r *registry) release(a *allocation) {
@@ -146,7 +157,7 @@ func (r *registry) ofCall(callID string) []*allocation {
 	defer r.mu.Unlock()
 	var out []*allocation
 	for _, a := range r.byID {
-		if a.callID == callID {
+		if a.callID == callID && a.closer != nil {
 			out = append(out, a)
 		}
 	}
@@ -157,6 +168,9 @@ func (r *registry) list() []AllocationInfo {
 	r.mu.Lock()
 	out := make([]AllocationInfo, 0, len(r.byID))
 	for _, a := range r.byID {
+		if a.closer == nil {
+			continue // still being set up
+		}
 		out = append(out, AllocationInfo{
 			User:            a.user,
 			CallID:          a.callID,
@@ -184,7 +198,9 @@ func (r *registry) all() []*allocation {
 	defer r.mu.Unlock()
 	out := make([]*allocation, 0, len(r.byID))
 	for _, a := range r.byID {
-		out = append(out, a)
+		if a.closer != nil {
+			out = append(out, a)
+		}
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -57,11 +58,10 @@ func (ra relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 		s.reg.release(a)
 		return nil, nil, err
 	}
-	udp := pc.(*net.UDPConn)
-	a.relay = &net.UDPAddr{IP: advertised.AsSlice(), Port: port}
-	rc := &relayPacketConn{UDPConn: udp, s: s, a: a}
-	s.track(a, rc)
-	return rc, a.relay, nil
+	relay := &net.UDPAddr{IP: advertised.AsSlice(), Port: port}
+	rc := &relayPacketConn{UDPConn: pc.(*net.UDPConn), s: s, a: a}
+	s.track(a, relay, rc)
+	return rc, relay, nil
 }
 
 // AllocateListener binds a TCP relay listener (RFC 6062) for a new allocation.
@@ -85,10 +85,10 @@ func (ra relayAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net
 		s.reg.release(a)
 		return nil, nil, err
 	}
-	a.relay = &net.TCPAddr{IP: advertised.AsSlice(), Port: port}
+	relay := &net.TCPAddr{IP: advertised.AsSlice(), Port: port}
 	rl := &relayListener{Listener: l.(net.Listener), s: s, a: a}
-	s.track(a, rl)
-	return rl, a.relay, nil
+	s.track(a, relay, rl)
+	return rl, relay, nil
 }
 
 // AllocateConn dials a peer for a TCP allocation's Connect request, from the
@@ -171,20 +171,33 @@ func (s *Server) bindRelay(network string, ip netip.Addr, requested int,
 	return nil, 0, fmt.Errorf("%w: %w", errNoRelayPort, lastErr)
 }
 
-// track arms the allocation's lifetime cap and makes it revocable.
-func (s *Server) track(a *allocation, c interface{ Close() error }) {
-	a.closer = c
-	a.capTimer = time.AfterFunc(s.cfg.MaxAllocationDuration, func() {
-		s.log.Info().Str("user", a.user).Str("call_id", a.callID).Stringer("relay", a.relay).
+// track arms the allocation's lifetime cap and makes it revocable. A call
+// revoked while this allocation was being set up is closed at once.
+func (s *Server) track(a *allocation, relay net.Addr, c io.Closer) {
+	capTimer := time.AfterFunc(s.cfg.MaxAllocationDuration, func() {
+		s.log.Info().Str("user", a.user).Str("call_id", a.callID).Stringer("relay", relay).
 			Msg("allocation reached max_allocation_duration; closing")
-		_ = c.Close() // the relay socket ends the allocation; its error is of no use here
+		if err := c.Close(); err != nil {
+			s.log.Warn().Err(err).Msg("closing allocation at its cap")
+		}
 	})
+	s.reg.activate(a, relay, c, capTimer)
+	if a.callID != "" && s.isRevoked(a.callID) {
+		if err := c.Close(); err != nil {
+			s.log.Warn().Err(err).Msg("closing allocation of a revoked call")
+		}
+	}
 }
 
 // release is called once when a relay socket or listener closes.
 func (s *Server) release(a *allocation) {
-	a.capTimer.Stop()
 	s.reg.release(a)
+	s.reg.mu.Lock()
+	capTimer := a.capTimer
+	s.reg.mu.Unlock()
+	if capTimer != nil {
+		capTimer.Stop()
+	}
 }
 
 // relayPacketConn is a UDP relay socket: it applies the peer policy to every

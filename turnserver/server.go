@@ -8,6 +8,7 @@ package turnserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -53,8 +54,11 @@ type Config struct {
 // ListenTCP, ListenTLS). The server owns them from New on.
 type Listeners struct {
 	UDP []net.PacketConn
-	TCP []net.Listener // plain TCP
-	TLS []net.Listener // already wrapped with crypto/tls
+	TCP []net.Listener // TURN over TCP
+	TLS []net.Listener // TCP listeners for TURN over TLS; New wraps them with TLSConfig
+	// TLSConfig serves the TLS listeners; use GetCertificate to reload
+	// certificates without a restart.
+	TLSConfig *tls.Config
 }
 
 // Server is a running TURN relay.
@@ -123,9 +127,19 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
-	for _, l := range append(append([]net.Listener{}, ln.TCP...), ln.TLS...) {
+	if len(ln.TLS) > 0 && ln.TLSConfig == nil {
+		return nil, errors.New("turnserver: TLS listeners need a TLSConfig")
+	}
+	// Connections are tracked under the TLS layer, so pion still sees
+	// *tls.Conn (it bounds the handshake time) and Close can end them all.
+	for _, l := range ln.TCP {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener: l, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			Listener: trackConns(l), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+		})
+	}
+	for _, l := range ln.TLS {
+		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
+			Listener: tls.NewListener(trackConns(l), ln.TLSConfig), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
 	ts, err := turn.NewServer(sc)
@@ -194,17 +208,28 @@ func (s *Server) isRevoked(callID string) bool {
 	return ok
 }
 
-func (s *Server) onAllocationCreated(src, _ net.Addr, protocol, username, _ string, relay net.Addr, _ int) {
-	s.m.allocationsTotal.WithLabelValues(protocol).Inc()
-	ev := s.log.Info().Str("transport", protocol).Stringer("client", src).Stringer("relay", relay)
+// clientTransport names the transport of the client's connection. pion
+// reports "UDP" for every allocation, so it is told from the listener's
+// address: TCP and TLS listeners have TCP addresses.
+func clientTransport(listener net.Addr) string {
+	if _, ok := listener.(*net.TCPAddr); ok {
+		return "tcp"
+	}
+	return "udp"
+}
+
+func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
+	transport := clientTransport(dst)
+	s.m.allocationsTotal.WithLabelValues(transport).Inc()
+	ev := s.log.Info().Str("transport", transport).Stringer("client", src).Stringer("relay", relay)
 	if c, err := credentials.ParseUsername(username); err == nil {
 		ev = ev.Str("user", c.User).Str("call_id", c.CallID)
 	}
 	ev.Msg("allocation created")
 }
 
-func (s *Server) onAllocationDeleted(src, _ net.Addr, protocol, username, _ string) {
-	ev := s.log.Info().Str("transport", protocol).Stringer("client", src)
+func (s *Server) onAllocationDeleted(src, dst net.Addr, _, username, _ string) {
+	ev := s.log.Info().Str("transport", clientTransport(dst)).Stringer("client", src)
 	if c, err := credentials.ParseUsername(username); err == nil {
 		ev = ev.Str("user", c.User).Str("call_id", c.CallID)
 	}

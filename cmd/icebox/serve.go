@@ -215,9 +215,9 @@ func bindTURN(ctx context.Context, cfg config.TURN, log zerolog.Logger) (*turnLi
 		if err != nil {
 			return tl, b, usageError{fmt.Errorf("turn.tls: %w", err)}
 		}
-		tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		tl.listeners.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		for _, addr := range cfg.Listen.TLS {
-			l, err := turnserver.ListenTLS(ctx, addr, tc)
+			l, err := turnserver.ListenTCP(ctx, addr)
 			if err != nil {
 				return tl, b, err
 			}

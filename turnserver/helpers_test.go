@@ -1,0 +1,416 @@
+package turnserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+
+	"github.com/icebox-voip/icebox/credentials"
+)
+
+const testRealm = "icebox.test"
+
+var (
+	testSecret    = []byte("turnserver-test-secret-0123456789")
+	testOldSecret = []byte("turnserver-old-secret-0123456789")
+	wrongSecret   = []byte("not-the-secret-at-all-0123456789")
+)
+
+// fakeClock is a settable clock shared by the keyring and the server.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// relayOptions adjust the test relay.
+type relayOptions struct {
+	allowLoopback bool
+	quotas        Quotas
+	maxDuration   time.Duration
+	advertiseV4   netip.Addr // default: 127.0.0.1
+	ipv6          bool       // also relay IPv6, bound on ::1, advertised as advertiseV6
+	advertiseV6   netip.Addr
+}
+
+// testRelay is a running Server on loopback with UDP, TCP and TLS listeners.
+type testRelay struct {
+	srv     *Server
+	reg     *prometheus.Registry
+	clock   *fakeClock
+	keyring *credentials.Keyring
+	udp     string
+	tcp     string
+	tls     string
+	tlsConf *tls.Config // client side, trusting the server's certificate
+}
+
+func startRelay(t *testing.T, o relayOptions) *testRelay {
+	t.Helper()
+	clock := &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	kr, err := credentials.NewKeyring([]credentials.Secret{
+		{KID: "k2", Key: testSecret},
+		{KID: "k1", Key: testOldSecret, Compat: true},
+	}, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	udp, _, err := ListenUDP(ctx, "127.0.0.1:0", 2, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := ListenTCP(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverTLS, clientTLS := selfSignedTLS(t)
+	tlsLn, err := ListenTCP(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.advertiseV4.IsValid() {
+		o.advertiseV4 = netip.MustParseAddr("127.0.0.1")
+	}
+	if o.maxDuration == 0 {
+		o.maxDuration = time.Hour
+	}
+	cfg := Config{
+		Realm:                 testRealm,
+		Keyring:               func() *credentials.Keyring { return kr },
+		RelayBindIPv4:         netip.MustParseAddr("127.0.0.1"),
+		RelayIPv4:             o.advertiseV4,
+		MinPort:               40000,
+		MaxPort:               40999,
+		Quotas:                o.quotas,
+		MaxAllocationDuration: o.maxDuration,
+		Logger:                testLogger(t),
+		Now:                   clock.Now,
+	}
+	relayAddrs := []netip.Addr{o.advertiseV4}
+	if o.ipv6 {
+		cfg.RelayBindIPv6 = netip.IPv6Loopback()
+		cfg.RelayIPv6 = o.advertiseV6
+		relayAddrs = append(relayAddrs, o.advertiseV6)
+	}
+	var ports []uint16
+	for _, a := range []net.Addr{udp[0].LocalAddr(), tcp.Addr(), tlsLn.Addr()} {
+		ap, _ := addrPortOf(a)
+		ports = append(ports, ap.Port())
+	}
+	cfg.Policy, err = NewPolicy(PolicyConfig{
+		AllowLoopback: o.allowLoopback,
+		RelayAddrs:    relayAddrs,
+		MinPort:       cfg.MinPort,
+		MaxPort:       cfg.MaxPort,
+		ServicePorts:  ports,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	srv, err := New(cfg, Listeners{UDP: udp, TCP: []net.Listener{tcp}, TLS: []net.Listener{tlsLn}, TLSConfig: serverTLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return &testRelay{
+		srv: srv, reg: reg, clock: clock, keyring: kr,
+		udp: udp[0].LocalAddr().String(), tcp: tcp.Addr().String(), tls: tlsLn.Addr().String(),
+		tlsConf: clientTLS,
+	}
+}
+
+// mint returns a credential for user (and call) signed with the active kid.
+func (r *testRelay) mint(t *testing.T, user, call string, ttl time.Duration) credentials.Credential {
+	t.Helper()
+	c, err := r.keyring.Mint(credentials.Subject{User: user, CallID: call}, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// counter reads a counter or gauge from the relay's registry.
+func (r *testRelay) counter(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, lp := range m.GetLabel() {
+					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue metric
+				}
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s%v not found", name, labels)
+	return 0
+}
+
+var _ = testutil.ToFloat64 // keep testutil available for ad-hoc checks
+
+type transport string
+
+const (
+	overUDP transport = "udp"
+	overTCP transport = "tcp"
+	overTLS transport = "tls"
+)
+
+// newClient connects a pion TURN client to the relay over tr.
+func (r *testRelay) newClient(t *testing.T, tr transport, username, password string, family turn.RequestedAddressFamily) *turn.Client {
+	t.Helper()
+	var conn net.PacketConn
+	var server string
+	switch tr {
+	case overUDP:
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, server = pc, r.udp
+	case overTCP:
+		c, err := net.Dial("tcp", r.tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, server = turn.NewSTUNConn(c), r.tcp
+	case overTLS:
+		c, err := tls.Dial("tcp", r.tls, r.tlsConf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, server = turn.NewSTUNConn(c), r.tls
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr:         server,
+		TURNServerAddr:         server,
+		Conn:                   conn,
+		Username:               username,
+		Password:               password,
+		Realm:                  testRealm,
+		RTO:                    200 * time.Millisecond,
+		RequestedAddressFamily: family,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		_ = conn.Close() // may already be closed by the client
+	})
+	return c
+}
+
+// peer is a plain UDP socket on loopback that a relay sends to.
+func newPeer(t *testing.T) *net.UDPConn {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	return pc
+}
+
+// exchange sends a message from the client through its allocation to the
+// peer and one back, and checks both arrive intact.
+func exchange(t *testing.T, relay net.PacketConn, peer *net.UDPConn) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	want := []byte("to-peer " + t.Name())
+	buf := make([]byte, 1500)
+	// The first send installs the permission; resend until the peer hears it.
+	var from net.Addr
+	for from == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("peer received nothing through the relay")
+		}
+		if _, err := relay.WriteTo(want, peer.LocalAddr()); err != nil {
+			t.Fatalf("client WriteTo: %v", err)
+		}
+		if err := peer.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		n, addr, err := peer.ReadFrom(buf)
+		if err == nil {
+			if string(buf[:n]) != string(want) {
+				t.Fatalf("peer got %q, want %q", buf[:n], want)
+			}
+			from = addr
+		}
+	}
+	if from.String() != relay.LocalAddr().String() {
+		t.Fatalf("peer heard from %v, want the relay address %v", from, relay.LocalAddr())
+	}
+	back := []byte("from-peer " + t.Name())
+	if _, err := peer.WriteTo(back, from); err != nil {
+		t.Fatal(err)
+	}
+	if err := relay.SetReadDeadline(deadline); err != nil {
+		t.Fatal(err)
+	}
+	n, addr, err := relay.ReadFrom(buf)
+	if err != nil {
+		t.Fatalf("client ReadFrom: %v", err)
+	}
+	if string(buf[:n]) != string(back) || addr.String() != peer.LocalAddr().String() {
+		t.Fatalf("client got %q from %v, want %q from %v", buf[:n], addr, back, peer.LocalAddr())
+	}
+}
+
+// stunRefresh sends an authenticated Refresh for the client's allocation by
+// hand (pion's client refreshes only on its own timer).
+func stunRefresh(t *testing.T, c *turn.Client, username, password string) error {
+	t.Helper()
+	lifetime := stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 2, 88}} // 600 s
+	probe := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest), lifetime, stun.Fingerprint)
+	res, err := c.PerformTransaction(probe, c.TURNServerAddr(), false)
+	if err != nil {
+		return err
+	}
+	var nonce stun.Nonce
+	if err := nonce.GetFrom(res.Msg); err != nil {
+		return errors.New("no nonce in the 401 to an unauthenticated Refresh")
+	}
+	msg := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest), lifetime,
+		stun.NewUsername(username), stun.NewRealm(testRealm), nonce,
+		stun.NewLongTermIntegrity(username, testRealm, password), stun.Fingerprint)
+	res, err = c.PerformTransaction(msg, c.TURNServerAddr(), false)
+	if err != nil {
+		return err
+	}
+	if res.Msg.Type.Class != stun.ClassSuccessResponse {
+		var code stun.ErrorCodeAttribute
+		_ = code.GetFrom(res.Msg) // absent code leaves 0, which the message shows
+		return errors.New("refresh refused: " + code.String())
+	}
+	return nil
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
+func requireErrContains(t *testing.T, err error, want string) {
+	t.Helper()
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got error %v, want one containing %q", err, want)
+	}
+}
+
+// selfSignedTLS returns a server config with a fresh certificate for
+// 127.0.0.1 and a client config that trusts it.
+func selfSignedTLS(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "icebox test"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
+	client = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	return server, client
+}
+
+// testLogger collects log lines and prints them if the test fails. It does
+// not write to t directly: pion's connection goroutines may log after the
+// test has returned.
+func testLogger(t *testing.T) zerolog.Logger {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("server log:\n%s", buf.String())
+			mu.Unlock()
+		}
+	})
+	w := writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return buf.Write(p)
+	})
+	return zerolog.New(w).Level(zerolog.DebugLevel)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
