@@ -46,14 +46,25 @@ func (ra relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 	if err != nil {
 		return nil, nil, err
 	}
+	bind := func(network, addr string) (any, error) {
+		lc := net.ListenConfig{Control: setBuffers(relaySocketBuffer)}
+		return lc.ListenPacket(context.Background(), network, addr)
+	}
+	if conf.UserID == "" {
+		// pion probes for a free even port (EVEN-PORT, which coturn's
+		// client sends) with no user and closes the socket at once; the
+		// real allocation then asks for that port.
+		pc, port, err := s.bindRelay(conf.Network, bindIP, 0, bind)
+		if err != nil {
+			return nil, nil, err
+		}
+		return pc.(net.PacketConn), &net.UDPAddr{IP: advertised.AsSlice(), Port: port}, nil
+	}
 	a, err := s.newAllocation(conf.UserID, conf.Network)
 	if err != nil {
 		return nil, nil, err
 	}
-	pc, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, func(network, addr string) (any, error) {
-		lc := net.ListenConfig{Control: setBuffers(relaySocketBuffer)}
-		return lc.ListenPacket(context.Background(), network, addr)
-	})
+	pc, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, bind)
 	if err != nil {
 		s.reg.release(a)
 		return nil, nil, err

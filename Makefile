@@ -1,0 +1,45 @@
+# icebox — the two commands are `make run` and `make test`.
+GO      ?= go
+TAGS    ?= goolm
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN     := bin/icebox
+
+# `make run` listens on loopback only, with state in ./data and a generated
+# secret; the built-in defaults (icebox config defaults) listen on 0.0.0.0.
+RUN_ENV := ICEBOX_STATE_DIR=./data \
+	ICEBOX_TURN_LISTEN_UDP=127.0.0.1:3478 \
+	ICEBOX_TURN_LISTEN_TCP=127.0.0.1:3478 \
+	ICEBOX_TURN_RELAY_BIND_IP=127.0.0.1 \
+	ICEBOX_HTTP_LISTEN=127.0.0.1:8080
+
+.PHONY: build run test test-deps bench lint fuzz clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/icebox
+
+run: build
+	$(RUN_ENV) ./$(BIN) serve $(ARGS)
+
+# test-deps installs the real peers the tests use (Debian's coturn for
+# turnutils_uclient/turnutils_peer) when they are missing.
+test-deps:
+	@./scripts/install-test-deps.sh
+
+test: test-deps
+	$(GO) vet -tags $(TAGS) ./...
+	$(GO) test -tags $(TAGS) -race -count=1 -timeout 20m ./...
+
+bench:
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet -tags $(TAGS) ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParseUsername -fuzztime 30s ./credentials/
+	$(GO) test -run '^$$' -fuzz FuzzPolicy -fuzztime 30s ./turnserver/
+
+clean:
+	rm -rf bin
