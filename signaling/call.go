@@ -1,0 +1,132 @@
+// Package signaling is icebox's call domain: conversations, calls, the call
+// state machine (which follows the Matrix VoIP rules whatever side started
+// the call), the calls Service, and the domain events the WebSocket hub and
+// the Matrix bridge consume. It declares what it needs from a store, a relay
+// and an event publisher; cmd/icebox plugs the implementations in.
+package signaling
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Status is a call's state. ringing → answered → ended, with rejected,
+// expired and ended as terminal states.
+type Status string
+
+const (
+	StatusRinging  Status = "ringing"
+	StatusAnswered Status = "answered"
+	StatusEnded    Status = "ended"
+	StatusRejected Status = "rejected"
+	StatusExpired  Status = "expired"
+)
+
+// Terminal reports whether no transition leaves s.
+func (s Status) Terminal() bool {
+	return s == StatusEnded || s == StatusRejected || s == StatusExpired
+}
+
+// Hangup reasons (m.call.hangup). Received reasons outside this list are
+// kept as received.
+const (
+	ReasonUserHangup    = "user_hangup"
+	ReasonInviteTimeout = "invite_timeout"
+	ReasonICEFailed     = "ice_failed"
+	ReasonICETimeout    = "ice_timeout"
+	ReasonUserBusy      = "user_busy"
+	ReasonMediaFailed   = "user_media_failed"
+	ReasonUnknownError  = "unknown_error"
+	ReasonRejected      = "rejected" // end_reason of a rejected call
+	ReasonRevoked       = "revoked"  // ended by an administrator
+)
+
+// VoIPVersion is the Matrix VoIP version icebox speaks.
+const VoIPVersion = "1"
+
+// Conversation is a set of participants who may call each other; with Matrix
+// on, it maps to one room.
+type Conversation struct {
+	ID           string    `json:"id"`
+	Participants []string  `json:"participants"`
+	RoomID       string    `json:"room_id,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// HasParticipant reports whether user takes part in the conversation.
+func (c Conversation) HasParticipant(user string) bool {
+	for _, p := range c.Participants {
+		if p == user {
+			return true
+		}
+	}
+	return false
+}
+
+// Call is one call in a conversation. SDP bodies are stored (a restart must
+// not lose a ringing call's offer) but never logged.
+type Call struct {
+	ID             string `json:"id"`
+	ConversationID string `json:"conversation_id"`
+	RoomID         string `json:"room_id,omitempty"`
+	Initiator      string `json:"initiator"`
+	Invitee        string `json:"invitee,omitempty"`
+	PartyID        string `json:"party_id"` // the initiator's party
+	Status         Status `json:"status"`
+	SDPOffer       string `json:"sdp_offer,omitempty"`
+	SDPAnswer      string `json:"sdp_answer,omitempty"`
+	Answerer       string `json:"answerer,omitempty"`        // user whose answer was selected
+	AnswerPartyID  string `json:"answer_party_id,omitempty"` // their party
+	LifetimeMS     int64  `json:"lifetime_ms"`               // invite lifetime
+	Version        string `json:"version"`
+
+	CreatedAt  time.Time  `json:"created_at"`
+	AnsweredAt *time.Time `json:"answered_at,omitempty"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	EndReason  string     `json:"end_reason,omitempty"`
+	EndedBy    string     `json:"ended_by,omitempty"`
+
+	MatrixInviteEventID string `json:"matrix_invite_event_id,omitempty"`
+	MatrixPartyID       string `json:"matrix_party_id,omitempty"`
+
+	// RevokedUntil is set when the call ends: its TURN credentials are
+	// refused until then (when they would have expired anyway). The store
+	// persists a revocation in the same transaction.
+	RevokedUntil *time.Time `json:"revoked_until,omitempty"`
+}
+
+// InviteDeadline is when an unanswered invite expires.
+func (c Call) InviteDeadline() time.Time {
+	return c.CreatedAt.Add(time.Duration(c.LifetimeMS) * time.Millisecond)
+}
+
+// Candidate is one ICE candidate as WebRTC and Matrix write it. An empty
+// Candidate string is the end-of-candidates marker.
+type Candidate struct {
+	Candidate     string  `json:"candidate"`
+	SDPMid        *string `json:"sdpMid,omitempty"`
+	SDPMLineIndex *int    `json:"sdpMLineIndex,omitempty"`
+}
+
+// SessionDescription is an SDP offer or answer (m.call.negotiate's description).
+type SessionDescription struct {
+	Type string `json:"type"` // "offer" or "answer"
+	SDP  string `json:"sdp"`
+}
+
+// Revocation says a call's TURN credentials are refused until Until.
+type Revocation struct {
+	CallID string    `json:"call_id"`
+	Until  time.Time `json:"until"`
+}
+
+// CallFilter selects calls for listing.
+type CallFilter struct {
+	ConversationID string // required
+	ActiveOnly     bool   // only ringing and answered calls
+	Limit          int    // 0 = no limit; newest first
+}
+
+// raw is a JSON value passed through as received.
+type raw = json.RawMessage
