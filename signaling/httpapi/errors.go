@@ -1,10 +1,13 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/icebox-voip/icebox/signaling"
 )
 
 // Error is the body of every error response: {"error":{"code","message"}}.
@@ -26,15 +29,9 @@ func (s *Server) handleError(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
-	var ae *Error
-	var he *echo.HTTPError
-	switch {
-	case errors.As(err, &ae):
-	case errors.As(err, &he):
-		ae = apiError(he.Code, codeForStatus(he.Code), http.StatusText(he.Code))
-	default:
+	ae := asAPIError(err)
+	if ae.Status == http.StatusInternalServerError {
 		s.log.Error().Err(err).Str("path", c.Path()).Msg("request failed")
-		ae = apiError(http.StatusInternalServerError, "internal", "internal error")
 	}
 	if err := c.JSON(ae.Status, map[string]*Error{"error": ae}); err != nil {
 		s.log.Debug().Err(err).Msg("writing error response")
@@ -55,5 +52,37 @@ func codeForStatus(status int) string {
 		return "forbidden"
 	default:
 		return "error"
+	}
+}
+
+// asAPIError maps any error to the API's error body: our own *Error as is,
+// echo's HTTP errors by status, the signaling sentinels and transition
+// errors to 4xx, anything else to 500 "internal" (whose details stay in the
+// log, not in the response).
+func asAPIError(err error) *Error {
+	var ae *Error
+	var he *echo.HTTPError
+	var te *signaling.TransitionError
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &he):
+		return apiError(he.Code, codeForStatus(he.Code), http.StatusText(he.Code))
+	case errors.As(err, &te):
+		return apiError(http.StatusConflict, te.Code, te.Error())
+	case errors.Is(err, signaling.ErrNotFound):
+		return apiError(http.StatusNotFound, "not_found", err.Error())
+	case errors.Is(err, signaling.ErrConflict):
+		return apiError(http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, signaling.ErrForbidden):
+		return apiError(http.StatusForbidden, "forbidden", err.Error())
+	case errors.Is(err, signaling.ErrInvalid):
+		return apiError(http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, signaling.ErrRateLimited):
+		return apiError(http.StatusTooManyRequests, "rate_limited", err.Error())
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return apiError(http.StatusServiceUnavailable, "unavailable", "the request was cancelled or timed out")
+	default:
+		return apiError(http.StatusInternalServerError, "internal", "internal error")
 	}
 }
