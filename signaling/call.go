@@ -5,10 +5,7 @@
 // and an event publisher; cmd/icebox plugs the implementations in.
 package signaling
 
-import (
-	"encoding/json"
-	"time"
-)
+import "time"
 
 // Status is a call's state. ringing → answered → ended, with rejected,
 // expired and ended as terminal states.
@@ -127,6 +124,3 @@ type CallFilter struct {
 	ActiveOnly     bool   // only ringing and answered calls
 	Limit          int    // 0 = no limit; newest first
 }
-
-// raw is a JSON value passed through as received.
-type raw = json.RawMessage

@@ -30,6 +30,8 @@ var (
 	bucketSeenEvents      = []byte("seen_matrix_events")
 	bucketSync            = []byte("sync")
 	bucketRevocations     = []byte("revocations")
+	bucketCallsByConv     = []byte("calls_by_conversation") // schema 2; see calls.go
+	bucketCallsRinging    = []byte("calls_ringing")         // schema 2; see calls.go
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -48,6 +50,9 @@ var migrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	// 1 → 2: indexes for listing a conversation's calls and the ringing
+	// calls, filled from the calls already stored.
+	migrateCallIndexes,
 }
 
 // SchemaVersion is the version this build writes.

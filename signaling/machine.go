@@ -1,0 +1,143 @@
+package signaling
+
+import "time"
+
+// The state machine: pure functions from a call and an action to the next
+// call, or a *TransitionError. They check the call's state and who acts;
+// whether the actor belongs to the conversation is checked by the Service.
+
+func transitionErr(c *Call, code, msg string) error {
+	return &TransitionError{Code: code, Status: c.Status, Msg: msg}
+}
+
+// notEnded refuses any action on a terminal call.
+func notEnded(c *Call) error {
+	if c.Status.Terminal() {
+		return transitionErr(c, "call_ended", "the call has ended")
+	}
+	return nil
+}
+
+// applyAnswer: the first answer wins and is selected at once (the service
+// confirms it to the other side with CallSelectAnswer semantics).
+func applyAnswer(c *Call, user, partyID, sdp string, now time.Time) error {
+	if err := notEnded(c); err != nil {
+		return err
+	}
+	if c.Status == StatusAnswered {
+		return transitionErr(c, "already_answered", "another party has answered the call")
+	}
+	if partyID == c.PartyID {
+		return forbiddenf("the caller's own party cannot answer")
+	}
+	if c.Invitee != "" && user != c.Invitee {
+		return forbiddenf("the call invites another user")
+	}
+	c.Status = StatusAnswered
+	c.SDPAnswer = sdp
+	c.Answerer = user
+	c.AnswerPartyID = partyID
+	c.AnsweredAt = &now
+	return nil
+}
+
+// checkSelectAnswer: only the caller selects, and only the answer already
+// chosen (first answer wins).
+func checkSelectAnswer(c *Call, user, partyID, selected string) error {
+	if err := notEnded(c); err != nil {
+		return err
+	}
+	if user != c.Initiator || partyID != c.PartyID {
+		return forbiddenf("only the caller selects an answer")
+	}
+	if c.Status != StatusAnswered {
+		return transitionErr(c, "not_answered", "the call has no answer to select")
+	}
+	if selected != c.AnswerPartyID {
+		return transitionErr(c, "answer_already_selected", "another answer was selected first")
+	}
+	return nil
+}
+
+// checkInCall: candidates and negotiation come from the caller or, once
+// the call is answered, from the chosen answerer only. While it rings, any
+// participant may send candidates (a callee gathering before answering).
+func checkInCall(c *Call, user, partyID string) error {
+	if err := notEnded(c); err != nil {
+		return err
+	}
+	if c.Status == StatusAnswered && !isCaller(c, user, partyID) && !isAnswerer(c, user, partyID) {
+		return forbiddenf("the call was answered by another party")
+	}
+	return nil
+}
+
+func checkNegotiate(c *Call, user, partyID string) error {
+	if err := checkInCall(c, user, partyID); err != nil {
+		return err
+	}
+	if c.Status != StatusAnswered {
+		return transitionErr(c, "not_answered", "renegotiation needs an answered call")
+	}
+	return nil
+}
+
+func applyReject(c *Call, user, partyID string, now time.Time, revokeFor time.Duration) error {
+	if err := notEnded(c); err != nil {
+		return err
+	}
+	if c.Status != StatusRinging {
+		return transitionErr(c, "not_ringing", "only a ringing call can be rejected")
+	}
+	if isCaller(c, user, partyID) {
+		return forbiddenf("the caller hangs up rather than rejects")
+	}
+	if c.Invitee != "" && user != c.Invitee {
+		return forbiddenf("the call invites another user")
+	}
+	end(c, StatusRejected, ReasonRejected, user, now, revokeFor)
+	return nil
+}
+
+func applyHangup(c *Call, user, partyID, reason string, now time.Time, revokeFor time.Duration) error {
+	if err := checkInCall(c, user, partyID); err != nil {
+		return err
+	}
+	end(c, StatusEnded, reason, user, now, revokeFor)
+	return nil
+}
+
+// applyExpire ends an unanswered invite whose lifetime has passed. ok is
+// false (and c unchanged) if the call is no longer ringing or not due.
+func applyExpire(c *Call, now time.Time, revokeFor time.Duration) (ok bool) {
+	if c.Status != StatusRinging || now.Before(c.InviteDeadline()) {
+		return false
+	}
+	end(c, StatusExpired, ReasonInviteTimeout, "", now, revokeFor)
+	return true
+}
+
+// applyRevoke ends a live call by an administrator's decision.
+func applyRevoke(c *Call, now time.Time, revokeFor time.Duration) {
+	if c.Status.Terminal() {
+		return
+	}
+	end(c, StatusEnded, ReasonRevoked, "", now, revokeFor)
+}
+
+func end(c *Call, status Status, reason, by string, now time.Time, revokeFor time.Duration) {
+	c.Status = status
+	c.EndReason = reason
+	c.EndedBy = by
+	c.EndedAt = &now
+	until := now.Add(revokeFor)
+	c.RevokedUntil = &until
+}
+
+func isCaller(c *Call, user, partyID string) bool {
+	return user == c.Initiator && partyID == c.PartyID
+}
+
+func isAnswerer(c *Call, user, partyID string) bool {
+	return c.Status == StatusAnswered && user == c.Answerer && partyID == c.AnswerPartyID
+}

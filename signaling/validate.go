@@ -1,0 +1,91 @@
+package signaling
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"regexp"
+	"unicode/utf8"
+)
+
+// Limits on what clients send. SDP bodies of real browsers are 2–10 KiB;
+// the bound keeps one call from filling the store.
+const (
+	maxSDP        = 64 << 10
+	maxCandidates = 100
+	maxCandidate  = 1024
+	maxUserID     = 255
+	maxReason     = 64
+)
+
+var (
+	// Conversation and call IDs: what fits a URL path segment and a TURN
+	// username's call-id ([A-Za-z0-9_-], credentials package).
+	idRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	// Matrix opaque IDs (party_id): 1–255 of [0-9a-zA-Z._~-].
+	partyRE  = regexp.MustCompile(`^[0-9a-zA-Z._~-]{1,255}$`)
+	reasonRE = regexp.MustCompile(`^[a-z_]{1,64}$`)
+)
+
+// ValidID reports whether s can be a conversation or call ID.
+func ValidID(s string) bool { return idRE.MatchString(s) }
+
+func validUser(u string) bool {
+	if u == "" || len(u) > maxUserID || !utf8.ValidString(u) {
+		return false
+	}
+	for _, r := range u {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// PartyIDFor is the party ID of a user's icebox client that did not name
+// its own: "icebox" and a hash of the user ID, within the Matrix opaque-ID
+// grammar.
+func PartyIDFor(user string) string {
+	sum := sha256.Sum256([]byte(user))
+	return "icebox" + hex.EncodeToString(sum[:8])
+}
+
+// partyOf returns the request's party ID, or the user's default one.
+func partyOf(user, requested string) (string, error) {
+	if requested == "" {
+		return PartyIDFor(user), nil
+	}
+	if !partyRE.MatchString(requested) {
+		return "", invalidf("party_id must be 1-255 characters of [0-9a-zA-Z._~-]")
+	}
+	return requested, nil
+}
+
+func checkSDP(field, sdp string) error {
+	switch {
+	case sdp == "":
+		return invalidf("%s is required", field)
+	case len(sdp) > maxSDP:
+		return invalidf("%s is larger than %d bytes", field, maxSDP)
+	case !utf8.ValidString(sdp):
+		return invalidf("%s is not valid UTF-8", field)
+	}
+	return nil
+}
+
+func checkCandidates(cs []Candidate) error {
+	if len(cs) == 0 || len(cs) > maxCandidates {
+		return invalidf("candidates must hold 1-%d entries", maxCandidates)
+	}
+	for i, c := range cs {
+		if len(c.Candidate) > maxCandidate || !utf8.ValidString(c.Candidate) {
+			return invalidf("candidates[%d] is too long or not UTF-8", i)
+		}
+		if c.SDPMLineIndex != nil && (*c.SDPMLineIndex < 0 || *c.SDPMLineIndex > 1024) {
+			return invalidf("candidates[%d].sdpMLineIndex out of range", i)
+		}
+		if c.SDPMid != nil && len(*c.SDPMid) > 64 {
+			return invalidf("candidates[%d].sdpMid too long", i)
+		}
+	}
+	return nil
+}

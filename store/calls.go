@@ -1,0 +1,295 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/icebox-voip/icebox/signaling"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Calls live in bucket calls: key = call ID, value = JSON of signaling.Call.
+// Two index buckets (schema 2) are kept in step by putCall, inside the
+// transaction that writes the call:
+//
+//   - calls_by_conversation: key = conversation ID, 0x00, CreatedAt as
+//     sortable big-endian unix nanoseconds, 0x00, call ID; empty value. Calls
+//     walks one conversation's keys backwards for newest first, reading only
+//     the calls it returns (plus, with ActiveOnly, the ended ones it skips).
+//   - calls_ringing: key = call ID of each call in StatusRinging; empty
+//     value. RingingCalls runs at every start; calls are never deleted, so
+//     a scan would grow with the whole history (SDP bodies included) while
+//     the ringing set stays a handful. One extra Put or Delete per write is
+//     the cost.
+//
+// Calls are never deleted, so no index entry has to be removed for that.
+
+// CreateCall stores a new call; signaling.ErrConflict if the ID exists. The
+// conversation is not checked (the service does).
+func (s *Store) CreateCall(ctx context.Context, c signaling.Call) error {
+	const op = "create call"
+	if err := checkCtx(ctx, op); err != nil {
+		return err
+	}
+	if err := checkKey("call ID", c.ID); err != nil {
+		return fmt.Errorf("store: %s: %w", op, err)
+	}
+	if err := checkKey("conversation ID", c.ConversationID); err != nil {
+		return fmt.Errorf("store: %s %q: %w", op, c.ID, err)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketCalls).Get([]byte(c.ID)) != nil {
+			return signaling.ErrConflict
+		}
+		return putCall(tx, nil, c)
+	})
+	if err != nil {
+		return fmt.Errorf("store: %s %q: %w", op, c.ID, err)
+	}
+	return nil
+}
+
+// UpdateCall applies fn to the stored call in one transaction and returns
+// the result. If fn returns an error, nothing is written and that error is
+// returned as is. fn may not change the call's ID or ConversationID
+// (signaling.ErrInvalid). When fn sets RevokedUntil, or moves it later, the
+// revocation is written in the same transaction; moving it earlier or
+// clearing it leaves the stored revocation in force until it expires.
+// signaling.ErrNotFound if there is no such call.
+func (s *Store) UpdateCall(ctx context.Context, id string, fn func(*signaling.Call) error) (signaling.Call, error) {
+	const op = "update call"
+	if err := checkCtx(ctx, op); err != nil {
+		return signaling.Call{}, err
+	}
+	var (
+		c     signaling.Call
+		fnErr error
+	)
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		old, err := getCall(tx, []byte(id))
+		if err != nil {
+			return err
+		}
+		c = old
+		// fn gets a copy whose pointer fields it may overwrite in place;
+		// old's must keep the stored values for putCall's comparisons.
+		c.AnsweredAt = clonePtr(old.AnsweredAt)
+		c.EndedAt = clonePtr(old.EndedAt)
+		c.RevokedUntil = clonePtr(old.RevokedUntil)
+		if fnErr = fn(&c); fnErr != nil {
+			return fnErr // rolls back: nothing written
+		}
+		if c.ID != old.ID || c.ConversationID != old.ConversationID {
+			return fmt.Errorf("%w: the update changed the call's ID or conversation", signaling.ErrInvalid)
+		}
+		return putCall(tx, &old, c)
+	})
+	if fnErr != nil {
+		return signaling.Call{}, fnErr
+	}
+	if err != nil {
+		return signaling.Call{}, fmt.Errorf("store: %s %q: %w", op, id, err)
+	}
+	return c, nil
+}
+
+// Call returns signaling.ErrNotFound if there is none with that ID.
+func (s *Store) Call(ctx context.Context, id string) (signaling.Call, error) {
+	const op = "get call"
+	if err := checkCtx(ctx, op); err != nil {
+		return signaling.Call{}, err
+	}
+	var c signaling.Call
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		c, err = getCall(tx, []byte(id))
+		return err
+	})
+	if err != nil {
+		return signaling.Call{}, fmt.Errorf("store: %s %q: %w", op, id, err)
+	}
+	return c, nil
+}
+
+// Calls lists a conversation's calls, newest first (by CreatedAt; calls
+// created in the same nanosecond come in descending ID order).
+// f.ConversationID is required; a negative Limit is invalid.
+func (s *Store) Calls(ctx context.Context, f signaling.CallFilter) ([]signaling.Call, error) {
+	const op = "list calls"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	if err := checkKey("conversation ID", f.ConversationID); err != nil {
+		return nil, fmt.Errorf("store: %s: %w", op, err)
+	}
+	if f.Limit < 0 {
+		return nil, fmt.Errorf("store: %s: %w: limit %d is negative", op, signaling.ErrInvalid, f.Limit)
+	}
+	var out []signaling.Call
+	err := s.db.View(func(tx *bolt.Tx) error {
+		prefix := convPrefix(f.ConversationID)
+		cur := tx.Bucket(bucketCallsByConv).Cursor()
+		// The conversation's keys are the last ones before conv+0x01.
+		k, _ := cur.Seek(append([]byte(f.ConversationID), 1))
+		if k == nil {
+			k, _ = cur.Last()
+		} else {
+			k, _ = cur.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = cur.Prev() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if len(k) <= len(prefix)+9 || k[len(prefix)+8] != 0 {
+				return fmt.Errorf("%w: malformed %s key %q", ErrCorrupt, bucketCallsByConv, k)
+			}
+			c, err := getCall(tx, k[len(prefix)+9:])
+			if err != nil {
+				return fmt.Errorf("%s entry %q: %w", bucketCallsByConv, k, err)
+			}
+			if f.ActiveOnly && c.Status != signaling.StatusRinging && c.Status != signaling.StatusAnswered {
+				continue
+			}
+			out = append(out, c)
+			if f.Limit > 0 && len(out) == f.Limit {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %s of conversation %q: %w", op, f.ConversationID, err)
+	}
+	return out, nil
+}
+
+// RingingCalls lists every call in StatusRinging, in ID order.
+func (s *Store) RingingCalls(ctx context.Context) ([]signaling.Call, error) {
+	const op = "ringing calls"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	var out []signaling.Call
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCallsRinging).ForEach(func(k, _ []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			c, err := getCall(tx, k)
+			if err != nil {
+				return fmt.Errorf("%s entry %q: %w", bucketCallsRinging, k, err)
+			}
+			if c.Status != signaling.StatusRinging {
+				return fmt.Errorf("%w: call %q in %s is %s", ErrCorrupt, k, bucketCallsRinging, c.Status)
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", op, err)
+	}
+	return out, nil
+}
+
+// getCall reads one call; signaling.ErrNotFound if there is none.
+func getCall(tx *bolt.Tx, id []byte) (signaling.Call, error) {
+	raw := tx.Bucket(bucketCalls).Get(id)
+	if raw == nil {
+		return signaling.Call{}, signaling.ErrNotFound
+	}
+	var c signaling.Call
+	err := decode("call", id, raw, &c)
+	return c, err
+}
+
+// putCall writes c and brings the indexes and revocations in step with it.
+// old is the stored call, nil when c is new. The caller has checked that c's
+// ID and ConversationID are usable keys and equal old's.
+func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
+	raw, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encode call: %w", err)
+	}
+	id := []byte(c.ID)
+	if err := tx.Bucket(bucketCalls).Put(id, raw); err != nil {
+		return err
+	}
+
+	byConv := tx.Bucket(bucketCallsByConv)
+	key := convKey(c)
+	if old != nil {
+		if oldKey := convKey(*old); !bytes.Equal(oldKey, key) { // CreatedAt changed
+			if err := byConv.Delete(oldKey); err != nil {
+				return err
+			}
+		}
+	}
+	if err := byConv.Put(key, nil); err != nil {
+		return err
+	}
+
+	ringing := tx.Bucket(bucketCallsRinging)
+	if c.Status == signaling.StatusRinging {
+		err = ringing.Put(id, nil)
+	} else {
+		err = ringing.Delete(id)
+	}
+	if err != nil {
+		return err
+	}
+
+	if c.RevokedUntil != nil && (old == nil || old.RevokedUntil == nil || !old.RevokedUntil.Equal(*c.RevokedUntil)) {
+		return putRevocation(tx, signaling.Revocation{CallID: c.ID, Until: *c.RevokedUntil})
+	}
+	return nil
+}
+
+// convPrefix is the calls_by_conversation prefix of one conversation's keys.
+func convPrefix(convID string) []byte {
+	return append([]byte(convID), 0)
+}
+
+// convKey is c's calls_by_conversation key. The sign bit of the nanoseconds
+// is flipped so that times before 1970 still sort first.
+func convKey(c signaling.Call) []byte {
+	k := convPrefix(c.ConversationID)
+	k = binary.BigEndian.AppendUint64(k, uint64(c.CreatedAt.UnixNano())^(1<<63))
+	k = append(k, 0)
+	return append(k, c.ID...)
+}
+
+// migrateCallIndexes is migration 1 → 2: it creates calls_by_conversation
+// and calls_ringing and indexes the calls stored under schema 1.
+func migrateCallIndexes(tx *bolt.Tx) error {
+	for _, b := range [][]byte{bucketCallsByConv, bucketCallsRinging} {
+		if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+			return fmt.Errorf("create bucket %s: %w", b, err)
+		}
+	}
+	return tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
+		var c signaling.Call
+		if err := decode("call", k, v, &c); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketCallsByConv).Put(convKey(c), nil); err != nil {
+			return err
+		}
+		if c.Status == signaling.StatusRinging {
+			return tx.Bucket(bucketCallsRinging).Put(k, nil)
+		}
+		return nil
+	})
+}
+
+func clonePtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := *t
+	return &v
+}

@@ -1,0 +1,131 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/icebox-voip/icebox/signaling"
+	bolt "go.etcd.io/bbolt"
+)
+
+// t0 is the tests' reference time; UTC without a monotonic reading, so it
+// survives a JSON round trip unchanged for reflect.DeepEqual.
+var t0 = time.Date(2025, 3, 14, 15, 9, 26, 535897932, time.UTC)
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+func ptr(t time.Time) *time.Time { return &t }
+
+// ringingCall is a minimal ringing call in conv created at t0+d.
+func ringingCall(id, conv string, d time.Duration) signaling.Call {
+	return signaling.Call{
+		ID:             id,
+		ConversationID: conv,
+		Initiator:      "@alice:example.org",
+		PartyID:        "party-" + id,
+		Status:         signaling.StatusRinging,
+		SDPOffer:       "v=0\r\n",
+		LifetimeMS:     60000,
+		Version:        signaling.VoIPVersion,
+		CreatedAt:      at(d),
+	}
+}
+
+func mustCreate(t testing.TB, s *Store, calls ...signaling.Call) {
+	t.Helper()
+	for _, c := range calls {
+		if err := s.CreateCall(context.Background(), c); err != nil {
+			t.Fatalf("CreateCall(%s): %v", c.ID, err)
+		}
+	}
+}
+
+func ids(calls []signaling.Call) []string {
+	out := []string{}
+	for _, c := range calls {
+		out = append(out, c.ID)
+	}
+	return out
+}
+
+// checkIndexes asserts that calls_by_conversation and calls_ringing hold
+// exactly one entry per call and per ringing call.
+func checkIndexes(t *testing.T, s *Store) {
+	t.Helper()
+	err := s.db.View(func(tx *bolt.Tx) error {
+		wantConv := map[string]bool{}
+		wantRinging := map[string]bool{}
+		err := tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
+			var c signaling.Call
+			if err := decode("call", k, v, &c); err != nil {
+				return err
+			}
+			wantConv[string(convKey(c))] = true
+			if c.Status == signaling.StatusRinging {
+				wantRinging[string(k)] = true
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, ix := range []struct {
+			bucket []byte
+			want   map[string]bool
+		}{{bucketCallsByConv, wantConv}, {bucketCallsRinging, wantRinging}} {
+			n := 0
+			_ = tx.Bucket(ix.bucket).ForEach(func(k, v []byte) error {
+				n++
+				if !ix.want[string(k)] {
+					t.Errorf("%s: stale entry %q", ix.bucket, k)
+				}
+				if len(v) != 0 {
+					t.Errorf("%s: entry %q has value %q", ix.bucket, k, v)
+				}
+				return nil
+			})
+			if n != len(ix.want) {
+				t.Errorf("%s: got %d entries, want %d", ix.bucket, n, len(ix.want))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// storedRevocations reads the revocations bucket directly.
+func storedRevocations(t *testing.T, s *Store) map[string]time.Time {
+	t.Helper()
+	got := map[string]time.Time{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRevocations).ForEach(func(k, v []byte) error {
+			var r signaling.Revocation
+			if err := decode("revocation", k, v, &r); err != nil {
+				return err
+			}
+			if r.CallID != string(k) {
+				t.Errorf("revocation under key %q has call_id %q", k, r.CallID)
+			}
+			got[r.CallID] = r.Until
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// txID is the ID of the last committed transaction: it moves iff something
+// was committed.
+func txID(t *testing.T, s *Store) int {
+	t.Helper()
+	var id int
+	if err := s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
