@@ -15,6 +15,8 @@ type Config struct {
 	Credentials Credentials `yaml:"credentials"`
 	HTTP        HTTP        `yaml:"http"`
 	ICEServers  ICEServers  `yaml:"ice_servers"`
+	Auth        Auth        `yaml:"auth"`
+	Calls       Calls       `yaml:"calls"`
 }
 
 // Log configures the process's logger.
@@ -83,7 +85,8 @@ type Secret struct {
 
 // HTTP configures the HTTP API listener.
 type HTTP struct {
-	Listen string `yaml:"listen"` // Default: "127.0.0.1:8080"
+	Listen       string `yaml:"listen"`         // Default: "127.0.0.1:8080"
+	MaxBodyBytes int64  `yaml:"max_body_bytes"` // largest request body accepted. Default: 1048576 (1 MiB); 1 KiB..64 MiB
 }
 
 // ICEServers configures what /calls/ice_servers tells clients.
@@ -98,6 +101,41 @@ type ExternalServer struct {
 	URLs       []string `yaml:"urls"` // stun:, stuns:, turn: or turns: URLs
 	Username   string   `yaml:"username"`
 	Credential string   `yaml:"credential"`
+}
+
+// Auth configures how API clients authenticate (bearer tokens). With no
+// static token and no JWT secret, every API request is refused.
+type Auth struct {
+	StaticTokens []StaticToken `yaml:"static_tokens"` // Default: none
+	JWT          JWT           `yaml:"jwt"`
+}
+
+// StaticToken is one fixed bearer token, known by its hash: the token itself
+// is never in the config, so a leaked config file leaks no credential.
+type StaticToken struct {
+	SHA256 string `yaml:"sha256"` // hex SHA-256 of the token (64 hex characters, e.g. from `printf %s "$TOKEN" | sha256sum`)
+	User   string `yaml:"user"`   // user ID the token authenticates
+	Admin  bool   `yaml:"admin"`  // may use /admin/*. Default: false
+}
+
+// JWT configures HS256 JSON Web Tokens minted by the host application
+// ("sub" = user ID, "exp" required). At most one of HS256Secret and
+// HS256SecretFile is set; with neither, JWTs are refused.
+type JWT struct {
+	HS256Secret     string        `yaml:"hs256_secret"`      // at least 32 bytes. Default: "" (JWT off)
+	HS256SecretFile string        `yaml:"hs256_secret_file"` // file holding the secret (surrounding whitespace trimmed); mode 0600 or stricter. Default: ""
+	Issuer          string        `yaml:"issuer"`            // required "iss" if set. Default: "" (not checked)
+	Audience        string        `yaml:"audience"`          // required in "aud" if set. Default: "" (not checked)
+	AdminClaim      string        `yaml:"admin_claim"`       // boolean claim that grants admin when true. Default: "" (JWTs are never admin)
+	MaxTTL          time.Duration `yaml:"max_ttl"`           // refuse tokens whose exp is further than this from now; 0 = no limit. Default: 24h
+}
+
+// Calls configures call signaling.
+type Calls struct {
+	InviteLifetime    time.Duration `yaml:"invite_lifetime"`     // lifetime of an invite whose client gives none. Default: 60s; 5s..10m
+	MaxInviteLifetime time.Duration `yaml:"max_invite_lifetime"` // upper bound for a client's lifetime_ms. Default: 5m; 5s..10m
+	InitiateRate      float64       `yaml:"initiate_rate"`       // call initiations per second per user. Default: 0.5
+	InitiateBurst     int           `yaml:"initiate_burst"`      // initiations a user may make at once before the rate applies. Default: 5
 }
 
 // Default returns the configuration with every field at its default.
@@ -131,8 +169,18 @@ func Default() Config {
 			TTL:     24 * time.Hour,
 			Secrets: []Secret{{KID: "k1", Compat: true}},
 		},
-		HTTP:       HTTP{Listen: "127.0.0.1:8080"},
+		HTTP:       HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20},
 		ICEServers: ICEServers{External: []ExternalServer{}},
+		Auth: Auth{
+			StaticTokens: []StaticToken{},
+			JWT:          JWT{MaxTTL: 24 * time.Hour},
+		},
+		Calls: Calls{
+			InviteLifetime:    60 * time.Second,
+			MaxInviteLifetime: 5 * time.Minute,
+			InitiateRate:      0.5,
+			InitiateBurst:     5,
+		},
 	}
 }
 

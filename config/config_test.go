@@ -36,6 +36,7 @@ func testFiles(t *testing.T) string {
 	write("secret-unreadable", "0123456789abcdef0123456789abcdef\n", 0o000)
 	write("cert.pem", "cert\n", 0o644)
 	write("key.pem", "key\n", 0o600)
+	write("secret-20", "0123456789abcdef0123\n", 0o600)
 	if err := os.Mkdir(filepath.Join(dir, "subdir"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -55,6 +56,7 @@ func TestLoad(t *testing.T) {
 		nonRoot bool // the case needs file permissions that root ignores
 		want    func(c *Config)
 		wantErr []string
+		notWant []string // strings the error must not contain (secrets, tokens)
 	}{
 		// Defaults and decoding.
 		{name: "empty file", yaml: "", want: func(c *Config) {}},
@@ -304,6 +306,115 @@ ice_servers:
 			wantErr: []string{"state_dir: must not be empty\nturn.realm: must not be empty\nturn.udp_sockets: must be 0..64", `http.listen: "x" is not host:port`},
 		},
 
+		// Auth, calls and HTTP limits.
+		{
+			name: "auth, calls and http limits from the file",
+			yaml: `
+http: {max_body_bytes: 65536}
+auth:
+  static_tokens:
+    - {sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef, user: "@alice:voip.test", admin: true}
+    - {sha256: 1111111111111111111111111111111111111111111111111111111111111111, user: bob}
+  jwt:
+    hs256_secret_file: $DIR/secret
+    issuer: https://app.voip.test
+    audience: icebox
+    admin_claim: icebox_admin
+    max_ttl: 0s
+calls: {invite_lifetime: 30s, max_invite_lifetime: 10m, initiate_rate: 2, initiate_burst: 1}
+`,
+			want: func(c *Config) {
+				c.HTTP.MaxBodyBytes = 65536
+				c.Auth = Auth{
+					StaticTokens: []StaticToken{
+						{SHA256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", User: "@alice:voip.test", Admin: true},
+						{SHA256: "1111111111111111111111111111111111111111111111111111111111111111", User: "bob"},
+					},
+					JWT: JWT{HS256SecretFile: "$DIR/secret", Issuer: "https://app.voip.test", Audience: "icebox", AdminClaim: "icebox_admin"},
+				}
+				c.Calls = Calls{InviteLifetime: 30 * time.Second, MaxInviteLifetime: 10 * time.Minute, InitiateRate: 2, InitiateBurst: 1}
+			},
+		},
+		{name: "inline jwt secret", yaml: "auth: {jwt: {hs256_secret: 0123456789abcdef0123456789abcdef}}", want: func(c *Config) { c.Auth.JWT.HS256Secret = "0123456789abcdef0123456789abcdef" }},
+		{name: "max_body_bytes too small", yaml: "http: {max_body_bytes: 1023}", wantErr: []string{"http.max_body_bytes: must be between 1024 (1 KiB) and 67108864 (64 MiB) (got 1023)"}},
+		{name: "max_body_bytes too large", yaml: "http: {max_body_bytes: 67108865}", wantErr: []string{"http.max_body_bytes: must be between 1024 (1 KiB) and 67108864 (64 MiB) (got 67108865)"}},
+		{
+			name:    "token hash too short, and not echoed",
+			yaml:    "auth: {static_tokens: [{sha256: my-raw-token, user: alice}]}",
+			wantErr: []string{"auth.static_tokens[0].sha256: must be 64 hex characters (sha256sum of the token)"},
+			notWant: []string{"my-raw-token"},
+		},
+		{
+			name:    "token hash not hex",
+			yaml:    "auth: {static_tokens: [{sha256: g123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef, user: alice}]}",
+			wantErr: []string{"auth.static_tokens[0].sha256: must be 64 hex characters (sha256sum of the token)"},
+		},
+		{
+			name:    "token hash with sha256sum's suffix",
+			yaml:    `auth: {static_tokens: [{sha256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef  -", user: alice}]}`,
+			wantErr: []string{"auth.static_tokens[0].sha256: must be 64 hex characters"},
+		},
+		{
+			name:    "token hash missing",
+			yaml:    "auth: {static_tokens: [{user: alice}]}",
+			wantErr: []string{"auth.static_tokens[0].sha256: must be 64 hex characters"},
+		},
+		{
+			name:    "hash of the empty token",
+			yaml:    "auth: {static_tokens: [{sha256: E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855, user: alice}]}",
+			wantErr: []string{`auth.static_tokens[0].sha256: is the SHA-256 of the empty string; hash the token itself (printf %s "$TOKEN" | sha256sum)`},
+		},
+		{
+			name:    "example token hash",
+			yaml:    "auth: {static_tokens: [{sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, user: alice}]}",
+			wantErr: []string{`auth.static_tokens[0].sha256: is the example's placeholder (the SHA-256 of "test"); hash a random token`},
+		},
+		{
+			name:    "duplicate token hash, whatever the case",
+			yaml:    "auth: {static_tokens: [{sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef, user: a}, {sha256: 1111111111111111111111111111111111111111111111111111111111111111, user: b}, {sha256: 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF, user: c}]}",
+			wantErr: []string{"auth.static_tokens[2].sha256: duplicate of auth.static_tokens[0].sha256"},
+		},
+		{name: "token without user", yaml: "auth: {static_tokens: [{sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef}]}", wantErr: []string{"auth.static_tokens[0].user: must not be empty"}},
+		{
+			name:    "token user with a control character",
+			yaml:    `auth: {static_tokens: [{sha256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef, user: "alice\n"}]}`,
+			wantErr: []string{`auth.static_tokens[0].user: "alice\n" contains a control character`},
+		},
+		{
+			name:    "jwt secret and secret file",
+			yaml:    "auth: {jwt: {hs256_secret: 0123456789abcdef0123456789abcdef, hs256_secret_file: $DIR/secret}}",
+			wantErr: []string{"auth.jwt: hs256_secret and hs256_secret_file are both set; keep one"},
+		},
+		{
+			name:    "short inline jwt secret, not echoed",
+			yaml:    "auth: {jwt: {hs256_secret: 0123456789abcdefXYZW}}",
+			wantErr: []string{"auth.jwt.hs256_secret: is 20 bytes; use at least 32 random bytes"},
+			notWant: []string{"0123456789abcdefXYZW"},
+		},
+		{name: "placeholder jwt secret", yaml: "auth: {jwt: {hs256_secret: CHANGE-ME-CHANGE-ME-CHANGE-ME-CHANGE-ME}}", wantErr: []string{"auth.jwt.hs256_secret: is the example's placeholder"}},
+		{name: "short jwt secret file", yaml: "auth: {jwt: {hs256_secret_file: $DIR/secret-20}}", wantErr: []string{"auth.jwt.hs256_secret_file: $DIR/secret-20 holds 20 bytes; use at least 32 random bytes"}},
+		{name: "missing jwt secret file", yaml: "auth: {jwt: {hs256_secret_file: $DIR/nope}}", wantErr: []string{"auth.jwt.hs256_secret_file: $DIR/nope does not exist"}},
+		{
+			name:    "world-readable jwt secret file",
+			yaml:    "auth: {jwt: {hs256_secret_file: $DIR/secret-world}}",
+			wantErr: []string{"auth.jwt.hs256_secret_file: $DIR/secret-world is readable by others (mode 0644); chmod 600 it"},
+		},
+		{name: "jwt secret file is a directory", yaml: "auth: {jwt: {hs256_secret_file: $DIR/subdir}}", wantErr: []string{"auth.jwt.hs256_secret_file: $DIR/subdir is not a regular file"}},
+		{name: "negative jwt max_ttl", yaml: "auth: {jwt: {max_ttl: -1h}}", wantErr: []string{"auth.jwt.max_ttl: must be >= 0 (got -1h0m0s); 0 means no limit"}},
+		{name: "invite_lifetime too short", yaml: "calls: {invite_lifetime: 4s}", wantErr: []string{"calls.invite_lifetime: must be between 5s and 10m (got 4s)"}},
+		{name: "invite_lifetime too long", yaml: "calls: {invite_lifetime: 11m, max_invite_lifetime: 10m}", wantErr: []string{"calls.invite_lifetime: must be between 5s and 10m (got 11m0s)"}},
+		{name: "max_invite_lifetime too long", yaml: "calls: {max_invite_lifetime: 1h}", wantErr: []string{"calls.max_invite_lifetime: must be between 5s and 10m (got 1h0m0s)"}},
+		{
+			name:    "invite_lifetime above max_invite_lifetime",
+			yaml:    "calls: {invite_lifetime: 2m, max_invite_lifetime: 1m}",
+			wantErr: []string{"calls.invite_lifetime: must be <= calls.max_invite_lifetime (2m0s > 1m0s)"},
+		},
+		{name: "zero initiate_rate", yaml: "calls: {initiate_rate: 0}", wantErr: []string{"calls.initiate_rate: must be a finite number > 0 (got 0)"}},
+		{name: "negative initiate_rate", yaml: "calls: {initiate_rate: -1.5}", wantErr: []string{"calls.initiate_rate: must be a finite number > 0 (got -1.5)"}},
+		{name: "NaN initiate_rate", yaml: "calls: {initiate_rate: .nan}", wantErr: []string{"calls.initiate_rate: must be a finite number > 0 (got NaN)"}},
+		{name: "infinite initiate_rate", yaml: "calls: {initiate_rate: .inf}", wantErr: []string{"calls.initiate_rate: must be a finite number > 0 (got +Inf)"}},
+		{name: "zero initiate_burst", yaml: "calls: {initiate_burst: 0}", wantErr: []string{"calls.initiate_burst: must be >= 1 (got 0)"}},
+
 		// Environment.
 		{
 			name: "env overrides defaults and the file",
@@ -380,6 +491,59 @@ ice_servers:
 		{name: "empty aliases are unset", noFile: true, env: []string{"TURN_SERVER_URL=", "TURN_USERNAME=", "STUN_SERVER_URL="}, want: func(c *Config) {}},
 		{name: "alias username without url", noFile: true, env: []string{"TURN_USERNAME=alice"}, wantErr: []string{"TURN_USERNAME or TURN_PASSWORD is set without TURN_SERVER_URL"}},
 		{name: "alias turn url without credentials", noFile: true, env: []string{"TURN_SERVER_URL=turn:relay.test"}, wantErr: []string{"ice_servers.external[0]: turn: and turns: URLs need a username and a credential"}},
+		{
+			name: "env static tokens replace the list",
+			yaml: "auth: {static_tokens: [{sha256: 1111111111111111111111111111111111111111111111111111111111111111, user: file}]}",
+			env:  []string{"ICEBOX_AUTH_STATIC_TOKENS=0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF:@alice:voip.test:8448:admin, 2222222222222222222222222222222222222222222222222222222222222222:bob,"},
+			want: func(c *Config) {
+				c.Auth.StaticTokens = []StaticToken{
+					{SHA256: "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF", User: "@alice:voip.test:8448", Admin: true},
+					{SHA256: "2222222222222222222222222222222222222222222222222222222222222222", User: "bob"},
+				}
+			},
+		},
+		{
+			name: "env empty static tokens empty the list",
+			yaml: "auth: {static_tokens: [{sha256: 1111111111111111111111111111111111111111111111111111111111111111, user: file}]}",
+			env:  []string{"ICEBOX_AUTH_STATIC_TOKENS="},
+			want: func(c *Config) {},
+		},
+		{
+			name:    "env static token without user, not echoed",
+			noFile:  true,
+			env:     []string{"ICEBOX_AUTH_STATIC_TOKENS=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef:alice,my-raw-token"},
+			wantErr: []string{"config: environment: ICEBOX_AUTH_STATIC_TOKENS[1]: want sha256:user or sha256:user:admin"},
+			notWant: []string{"my-raw-token"},
+		},
+		{
+			name:    "env static token hash is validated",
+			noFile:  true,
+			env:     []string{"ICEBOX_AUTH_STATIC_TOKENS=abc:alice,0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef::admin"},
+			wantErr: []string{"auth.static_tokens[0].sha256: must be 64 hex characters", "auth.static_tokens[1].user: must not be empty"},
+		},
+		{
+			name:   "env auth, calls and http limits",
+			noFile: true,
+			env: []string{
+				"ICEBOX_AUTH_JWT_HS256_SECRET_FILE=$DIR/secret", "ICEBOX_AUTH_JWT_ISSUER=app", "ICEBOX_AUTH_JWT_AUDIENCE=icebox",
+				"ICEBOX_AUTH_JWT_ADMIN_CLAIM=adm", "ICEBOX_AUTH_JWT_MAX_TTL=1h", "ICEBOX_HTTP_MAX_BODY_BYTES=2048",
+				"ICEBOX_CALLS_INVITE_LIFETIME=30s", "ICEBOX_CALLS_MAX_INVITE_LIFETIME=2m", "ICEBOX_CALLS_INITIATE_RATE=2.5", "ICEBOX_CALLS_INITIATE_BURST=10",
+			},
+			want: func(c *Config) {
+				c.Auth.JWT = JWT{HS256SecretFile: "$DIR/secret", Issuer: "app", Audience: "icebox", AdminClaim: "adm", MaxTTL: time.Hour}
+				c.HTTP.MaxBodyBytes = 2048
+				c.Calls = Calls{InviteLifetime: 30 * time.Second, MaxInviteLifetime: 2 * time.Minute, InitiateRate: 2.5, InitiateBurst: 10}
+			},
+		},
+		{name: "env bad float", noFile: true, env: []string{"ICEBOX_CALLS_INITIATE_RATE=fast"}, wantErr: []string{`config: environment: ICEBOX_CALLS_INITIATE_RATE: "fast" is not a number`}},
+		{name: "env bad int64", noFile: true, env: []string{"ICEBOX_HTTP_MAX_BODY_BYTES=1MiB"}, wantErr: []string{`config: environment: ICEBOX_HTTP_MAX_BODY_BYTES: "1MiB" is not an integer`}},
+		{
+			name:    "env jwt secret is validated, not echoed",
+			noFile:  true,
+			env:     []string{"ICEBOX_AUTH_JWT_HS256_SECRET=short-secret"},
+			wantErr: []string{"auth.jwt.hs256_secret: is 12 bytes; use at least 32 random bytes"},
+			notWant: []string{"short-secret"},
+		},
 		{name: "alias bad url", noFile: true, env: []string{"STUN_SERVER_URL=stun.test:3478"}, wantErr: []string{`ice_servers.external[0].urls[0]: "stun.test:3478" must start with stun:`}},
 	}
 
@@ -416,6 +580,11 @@ ice_servers:
 						t.Errorf("Load() error:\n%v\nwant it to contain:\n%s", err, w)
 					}
 				}
+				for _, w := range tt.notWant {
+					if strings.Contains(err.Error(), w) {
+						t.Errorf("Load() error:\n%v\nwant it not to contain %q", err, w)
+					}
+				}
 				return
 			}
 			if err != nil {
@@ -438,6 +607,7 @@ func expandConfig(c *Config, expand func(string) string) {
 	for i := range c.Credentials.Secrets {
 		c.Credentials.Secrets[i].SecretFile = expand(c.Credentials.Secrets[i].SecretFile)
 	}
+	c.Auth.JWT.HS256SecretFile = expand(c.Auth.JWT.HS256SecretFile)
 }
 
 func TestLoadMissingFile(t *testing.T) {
@@ -560,15 +730,22 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_TURN_MAX_ALLOCATION_DURATION",
 		"ICEBOX_TURN_QUOTAS_PER_USER", "ICEBOX_TURN_QUOTAS_PER_CALL", "ICEBOX_TURN_QUOTAS_TOTAL",
 		"ICEBOX_CREDENTIALS_TTL",
-		"ICEBOX_HTTP_LISTEN",
+		"ICEBOX_HTTP_LISTEN", "ICEBOX_HTTP_MAX_BODY_BYTES",
 		"ICEBOX_ICE_SERVERS_HOSTNAME",
+		"ICEBOX_AUTH_JWT_HS256_SECRET", "ICEBOX_AUTH_JWT_HS256_SECRET_FILE", "ICEBOX_AUTH_JWT_ISSUER",
+		"ICEBOX_AUTH_JWT_AUDIENCE", "ICEBOX_AUTH_JWT_ADMIN_CLAIM", "ICEBOX_AUTH_JWT_MAX_TTL",
+		"ICEBOX_CALLS_INVITE_LIFETIME", "ICEBOX_CALLS_MAX_INVITE_LIFETIME",
+		"ICEBOX_CALLS_INITIATE_RATE", "ICEBOX_CALLS_INITIATE_BURST",
 	}
 	var got []string
 	c := Default()
 	root := reflect.ValueOf(&c).Elem()
 	for _, ev := range envVars() {
 		got = append(got, ev.name)
-		sample := map[reflect.Kind]string{reflect.String: "x", reflect.Int: "1", reflect.Bool: "true", reflect.Int64: "1m", reflect.Slice: "a,b"}[ev.typ.Kind()]
+		sample := map[reflect.Kind]string{reflect.String: "x", reflect.Int: "1", reflect.Int64: "1", reflect.Float64: "0.5", reflect.Bool: "true", reflect.Slice: "a,b"}[ev.typ.Kind()]
+		if ev.typ == durationType {
+			sample = "1m"
+		}
 		if err := setFromString(root.FieldByIndex(ev.index), sample); err != nil {
 			t.Errorf("%s: setting %q: %v", ev.name, sample, err)
 		}
@@ -611,6 +788,62 @@ func TestSecretValue(t *testing.T) {
 				t.Errorf("Value() = %q, want nil", got)
 			}
 		})
+	}
+}
+
+func TestJWTSecretValue(t *testing.T) {
+	dir := testFiles(t)
+	tests := []struct {
+		name    string
+		jwt     JWT
+		want    string
+		wantErr string
+	}{
+		{name: "inline, kept as is", jwt: JWT{HS256Secret: " inline \n"}, want: " inline \n"},
+		{name: "file, trimmed", jwt: JWT{HS256SecretFile: filepath.Join(dir, "secret")}, want: "0123456789abcdef0123456789abcdef"},
+		{name: "neither: JWT off", jwt: JWT{}, want: ""},
+		{name: "both", jwt: JWT{HS256Secret: "x", HS256SecretFile: "y"}, wantErr: "config: auth.jwt: hs256_secret and hs256_secret_file are both set"},
+		{name: "missing file", jwt: JWT{HS256SecretFile: filepath.Join(dir, "nope")}, wantErr: "config: auth.jwt.hs256_secret_file: open " + filepath.Join(dir, "nope") + ": no such file or directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.jwt.SecretValue()
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("SecretValue() error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("SecretValue() error: %v", err)
+			}
+			if string(got) != tt.want {
+				t.Errorf("SecretValue() = %q, want %q", got, tt.want)
+			}
+			if tt.want == "" && got != nil {
+				t.Errorf("SecretValue() = %q, want nil", got)
+			}
+		})
+	}
+}
+
+func TestStaticTokenHash(t *testing.T) {
+	want := [32]byte{0x9f, 0x86, 0xd0, 0x81, 0x88, 0x4c, 0x7d, 0x65, 0x9a, 0x2f, 0xea, 0xa0, 0xc5, 0x5a, 0xd0, 0x15,
+		0xa3, 0xbf, 0x4f, 0x1b, 0x2b, 0x0b, 0x82, 0x2c, 0xd1, 0x5d, 0x6c, 0x15, 0xb0, 0xf0, 0x0a, 0x08}
+	for _, in := range []string{
+		"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		"9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08",
+	} {
+		got, err := StaticToken{SHA256: in, User: "u"}.Hash()
+		if err != nil || got != want {
+			t.Errorf("Hash(%s) = %x, %v; want %x", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "9f86", "zz86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"} {
+		_, err := StaticToken{SHA256: in, User: "u"}.Hash()
+		if want := `config: static token of user "u": sha256 must be 64 hex characters`; err == nil || err.Error() != want {
+			t.Errorf("Hash(%q) error = %v, want %q", in, err, want)
+		}
 	}
 }
 

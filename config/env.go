@@ -17,6 +17,13 @@ const (
 	EnvSecretFile = "ICEBOX_CREDENTIALS_SECRET_FILE"
 	EnvKID        = "ICEBOX_CREDENTIALS_KID"
 
+	// EnvStaticTokens replaces auth.static_tokens with comma-separated
+	// "sha256:user" or "sha256:user:admin" entries. The user is everything
+	// between the hash and an optional final ":admin", so Matrix user IDs
+	// (@alice:example.org) need no escaping; a user ID that itself ends in
+	// ":admin" can only be configured in the file.
+	EnvStaticTokens = "ICEBOX_AUTH_STATIC_TOKENS"
+
 	// The seed's names, kept as aliases: each URL variable appends an
 	// entry to ice_servers.external.
 	EnvTURNServerURL = "TURN_SERVER_URL"
@@ -36,8 +43,8 @@ type envVar struct {
 }
 
 // envVars lists the generic variables, in field order. Lists of sections
-// (credentials.secrets, ice_servers.external) have none: they have the
-// dedicated variables above instead.
+// (credentials.secrets, ice_servers.external, auth.static_tokens) have
+// none: they have the dedicated variables above instead.
 func envVars() []envVar {
 	var vars []envVar
 	var walk func(t reflect.Type, name string, index []int)
@@ -83,7 +90,8 @@ func parseEnviron(environ []string) map[string]string {
 // The credential variables and the seed's aliases apply only when non-empty,
 // since deployments that template them often pass them empty. ICEBOX_*
 // names that are not config keys are ignored (the command line may use
-// its own, such as a config path).
+// its own, such as a config path). EnvStaticTokens follows the generic
+// rule: set and empty, it empties auth.static_tokens.
 func applyEnv(cfg *Config, environ []string) error {
 	env := parseEnviron(environ)
 	var errs []error
@@ -98,6 +106,7 @@ func applyEnv(cfg *Config, environ []string) error {
 		}
 	}
 	errs = append(errs, applySecretEnv(cfg, env)...)
+	errs = append(errs, applyStaticTokensEnv(cfg, env)...)
 	errs = append(errs, applyAliases(cfg, env)...)
 	return errors.Join(errs...)
 }
@@ -115,12 +124,18 @@ func setFromString(v reflect.Value, s string) error {
 	switch v.Kind() {
 	case reflect.String:
 		v.SetString(s)
-	case reflect.Int:
-		n, err := strconv.Atoi(strings.TrimSpace(s))
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, v.Type().Bits())
 		if err != nil {
 			return fmt.Errorf("%q is not an integer", s)
 		}
-		v.SetInt(int64(n))
+		v.SetInt(n)
+	case reflect.Float64:
+		f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", s)
+		}
+		v.SetFloat(f)
 	case reflect.Bool:
 		b, err := strconv.ParseBool(strings.TrimSpace(s))
 		if err != nil {
@@ -163,6 +178,32 @@ func applySecretEnv(cfg *Config, env map[string]string) []error {
 	}
 	// Both set is left for Validate to refuse, with the field path.
 	cfg.Credentials.Secrets = []Secret{{KID: kid, Secret: secret, SecretFile: file, Compat: true}}
+	return nil
+}
+
+// applyStaticTokensEnv applies EnvStaticTokens. Entries are never echoed in
+// errors: one that does not parse may hold a token rather than its hash.
+func applyStaticTokensEnv(cfg *Config, env map[string]string) []error {
+	s, ok := env[EnvStaticTokens]
+	if !ok {
+		return nil
+	}
+	var errs []error
+	tokens := []StaticToken{}
+	for i, entry := range splitList(s) {
+		hash, user, ok := strings.Cut(entry, ":")
+		if !ok {
+			errs = append(errs, invalid(fmt.Sprintf("config: environment: %s[%d]: want sha256:user or sha256:user:admin", EnvStaticTokens, i)))
+			continue
+		}
+		user, admin := strings.CutSuffix(user, ":admin")
+		tokens = append(tokens, StaticToken{SHA256: hash, User: user, Admin: admin})
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	// Hashes and users are left for Validate to check, with field paths.
+	cfg.Auth.StaticTokens = tokens
 	return nil
 }
 

@@ -10,7 +10,9 @@ import "errors"
 var ErrInvalid = errors.New("invalid configuration")
 
 var (
-	errBothSecrets = errors.New("config: secret and secret_file are both set")
+	errBothSecrets    = errors.New("config: secret and secret_file are both set")
+	errBothJWTSecrets = errors.New("config: auth.jwt: hs256_secret and hs256_secret_file are both set")
+	errBadTokenHash   = errors.New("sha256 must be 64 hex characters")
 )
 
 // invalid is one problem with the configuration. Its text is shown as is

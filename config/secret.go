@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -28,10 +29,42 @@ func (s Secret) Value() ([]byte, error) {
 	return nil, nil
 }
 
+// SecretValue returns the JWT HMAC key: HS256Secret, or the contents of
+// HS256SecretFile with surrounding whitespace trimmed (as Secret.Value). It
+// returns nil and no error when neither is set: JWT authentication is off.
+func (j JWT) SecretValue() ([]byte, error) {
+	switch {
+	case j.HS256Secret != "" && j.HS256SecretFile != "":
+		return nil, errBothJWTSecrets
+	case j.HS256Secret != "":
+		return []byte(j.HS256Secret), nil
+	case j.HS256SecretFile != "":
+		b, err := os.ReadFile(j.HS256SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("config: auth.jwt.hs256_secret_file: %w", err)
+		}
+		return bytes.TrimSpace(b), nil
+	}
+	return nil, nil
+}
+
+// Hash returns the token's SHA-256 decoded from its hex form, the form the
+// HTTP API compares presented tokens against.
+func (t StaticToken) Hash() ([32]byte, error) {
+	var h [32]byte
+	if len(t.SHA256) != 2*len(h) {
+		return h, fmt.Errorf("config: static token of user %q: %w", t.User, errBadTokenHash)
+	}
+	if _, err := hex.Decode(h[:], []byte(t.SHA256)); err != nil {
+		return h, fmt.Errorf("config: static token of user %q: %w", t.User, errBadTokenHash)
+	}
+	return h, nil
+}
+
 // secretFile checks a secret file: a regular file, private to its owner
 // (as LiveKit checks its key file: a secret others can read is a leaked
-// secret), holding at least minSecretLen bytes.
-func (v *validator) secretFile(path, name string) {
+// secret), holding at least minLen bytes.
+func (v *validator) secretFile(path, name string, minLen int) {
 	fi, ok := v.statFile(path, name)
 	if !ok {
 		return
@@ -45,7 +78,7 @@ func (v *validator) secretFile(path, name string) {
 		v.add(path, "cannot read: %v", err)
 		return
 	}
-	v.secretValue(path, name+" holds", bytes.TrimSpace(b))
+	v.secretValue(path, name+" holds", bytes.TrimSpace(b), minLen)
 }
 
 // requiredFile checks a file that key `by` needs: set, a regular file, and

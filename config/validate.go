@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Limits that Validate enforces, with the reason for each.
@@ -30,9 +32,32 @@ const (
 	minSecretLen = 16
 	// minRelayPort keeps the relay out of the well-known ports.
 	minRelayPort = 1024
+	// minJWTSecretLen is the shortest JWT secret, in bytes: RFC 7518 §3.2
+	// requires an HS256 key at least as long as the hash output (256 bits).
+	minJWTSecretLen = 32
+	// minInviteLifetime and maxInviteLifetime bound invite lifetimes: under
+	// 5s a callee's device cannot wake up and ring; a phone that rings for
+	// more than 10 minutes is a call nobody is going to answer.
+	minInviteLifetime = 5 * time.Second
+	maxInviteLifetime = 10 * time.Minute
+	// minBodyBytes and maxBodyBytes bound http.max_body_bytes: the smallest
+	// SDP offer is a few hundred bytes, and a body above 64 MiB is memory
+	// an unauthenticated client can make the server hold.
+	minBodyBytes = 1 << 10
+	maxBodyBytes = 64 << 20
 )
 
-var kidPattern = regexp.MustCompile(`^[a-z0-9]{1,16}$`)
+var (
+	kidPattern    = regexp.MustCompile(`^[a-z0-9]{1,16}$`)
+	sha256Pattern = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+)
+
+// emptySHA256 is the SHA-256 of no bytes: what `echo -n | sha256sum` prints
+// when the token variable was empty.
+const emptySHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+// exampleSHA256 is the SHA-256 of "test", the example file's static token.
+const exampleSHA256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 // Validate reports every problem with c, joined (errors.Join), one per line
 // as "field.path: problem". It does not change c. It reads the secret and
@@ -49,9 +74,14 @@ func (c *Config) Validate() error {
 	if port, ok := v.hostPort("http.listen", c.HTTP.Listen, false); ok {
 		listenPorts = append(listenPorts, portUse{"http.listen", port})
 	}
+	if n := c.HTTP.MaxBodyBytes; n < minBodyBytes || n > maxBodyBytes {
+		v.add("http.max_body_bytes", "must be between %d (1 KiB) and %d (64 MiB) (got %d)", minBodyBytes, maxBodyBytes, n)
+	}
 	v.relayOverlap(&c.TURN.Relay, listenPorts)
 	v.credentials(&c.Credentials)
 	v.iceServers(&c.ICEServers)
+	v.auth(&c.Auth)
+	v.calls(&c.Calls)
 	return errors.Join(v.errs...)
 }
 
@@ -272,22 +302,85 @@ func (v *validator) credentials(c *Credentials) {
 		case s.Secret != "" && s.SecretFile != "":
 			v.add(path, "secret and secret_file are both set; keep one")
 		case s.Secret != "":
-			v.secretValue(path+".secret", "is", []byte(s.Secret))
+			v.secretValue(path+".secret", "is", []byte(s.Secret), minSecretLen)
 		case s.SecretFile != "":
-			v.secretFile(path+".secret_file", s.SecretFile)
+			v.secretFile(path+".secret_file", s.SecretFile, minSecretLen)
 		}
 	}
 }
 
 // secretValue checks a secret's bytes; subject says where they came from
-// ("is", or "/etc/icebox/secret holds"). It never echoes them.
-func (v *validator) secretValue(path, subject string, b []byte) {
+// ("is", or "/etc/icebox/secret holds"), minLen the fewest bytes it must
+// have. It never echoes them.
+func (v *validator) secretValue(path, subject string, b []byte, minLen int) {
 	switch {
 	case isPlaceholder(string(b)):
 		v.add(path, "%s the example's placeholder; set a real secret (e.g. openssl rand -hex 32)", subject)
-	case len(b) < minSecretLen:
-		v.add(path, "%s %d bytes; use at least %d random bytes", subject, len(b), minSecretLen)
+	case len(b) < minLen:
+		v.add(path, "%s %d bytes; use at least %d random bytes", subject, len(b), minLen)
 	}
+}
+
+func (v *validator) auth(a *Auth) {
+	hashes := map[string]int{}
+	for i, t := range a.StaticTokens {
+		path := fmt.Sprintf("auth.static_tokens[%d]", i)
+		hash := strings.ToLower(t.SHA256)
+		switch j, dup := hashes[hash]; {
+		case !sha256Pattern.MatchString(t.SHA256):
+			// Not echoed: a value that is not a hash may be the token itself.
+			v.add(path+".sha256", "must be 64 hex characters (sha256sum of the token)")
+		case hash == emptySHA256:
+			v.add(path+".sha256", "is the SHA-256 of the empty string; hash the token itself (printf %%s \"$TOKEN\" | sha256sum)")
+		case hash == exampleSHA256:
+			v.add(path+".sha256", "is the example's placeholder (the SHA-256 of \"test\"); hash a random token")
+		case dup:
+			v.add(path+".sha256", "duplicate of auth.static_tokens[%d].sha256", j)
+		default:
+			hashes[hash] = i
+		}
+		switch {
+		case t.User == "":
+			v.add(path+".user", "must not be empty")
+		case strings.ContainsFunc(t.User, unicode.IsControl):
+			v.add(path+".user", "%q contains a control character", t.User)
+		}
+	}
+	j := &a.JWT
+	switch {
+	case j.HS256Secret != "" && j.HS256SecretFile != "":
+		v.add("auth.jwt", "hs256_secret and hs256_secret_file are both set; keep one")
+	case j.HS256Secret != "":
+		v.secretValue("auth.jwt.hs256_secret", "is", []byte(j.HS256Secret), minJWTSecretLen)
+	case j.HS256SecretFile != "":
+		v.secretFile("auth.jwt.hs256_secret_file", j.HS256SecretFile, minJWTSecretLen)
+	}
+	if j.MaxTTL < 0 {
+		v.add("auth.jwt.max_ttl", "must be >= 0 (got %s); 0 means no limit", j.MaxTTL)
+	}
+}
+
+func (v *validator) calls(c *Calls) {
+	lifeOK := v.inviteLifetime("calls.invite_lifetime", c.InviteLifetime)
+	maxOK := v.inviteLifetime("calls.max_invite_lifetime", c.MaxInviteLifetime)
+	if lifeOK && maxOK && c.InviteLifetime > c.MaxInviteLifetime {
+		v.add("calls.invite_lifetime", "must be <= calls.max_invite_lifetime (%s > %s)", c.InviteLifetime, c.MaxInviteLifetime)
+	}
+	// NaN fails "> 0"; +Inf would mean no limit at all (rate.Inf).
+	if r := c.InitiateRate; !(r > 0) || math.IsInf(r, 1) {
+		v.add("calls.initiate_rate", "must be a finite number > 0 (got %v)", r)
+	}
+	if c.InitiateBurst < 1 {
+		v.add("calls.initiate_burst", "must be >= 1 (got %d)", c.InitiateBurst)
+	}
+}
+
+func (v *validator) inviteLifetime(path string, d time.Duration) bool {
+	if d < minInviteLifetime || d > maxInviteLifetime {
+		v.add(path, "must be between 5s and 10m (got %s)", d)
+		return false
+	}
+	return true
 }
 
 func (v *validator) iceServers(s *ICEServers) {

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/store"
 	"github.com/icebox-voip/icebox/turnserver"
@@ -125,6 +127,41 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) (err erro
 	}
 	closers = append(closers, turnSrv.Close)
 
+	// Revocations outlive restarts: a call that ended before the restart
+	// must not get its credentials back.
+	revs, err := st.Revocations(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	for _, r := range revs {
+		turnSrv.RevokeCall(r.CallID, r.Until)
+	}
+
+	auth, err := buildAuthenticator(cfg.Auth)
+	if err != nil {
+		return usageError{err}
+	}
+	if len(cfg.Auth.StaticTokens) == 0 && cfg.Auth.JWT.HS256Secret == "" && cfg.Auth.JWT.HS256SecretFile == "" {
+		log.Warn().Str("component", "http").
+			Msg("no API authentication is configured (auth.static_tokens, auth.jwt): every API request will be refused with 401")
+	}
+	hub := httpapi.NewHub(httpapi.HubConfig{Logger: log, Registerer: reg})
+	closers = append(closers, hub.Close)
+	calls, err := signaling.NewService(signaling.ServiceConfig{
+		Store:             st,
+		Relay:             turnSrv,
+		Publisher:         hub,
+		InviteLifetime:    cfg.Calls.InviteLifetime,
+		MaxInviteLifetime: cfg.Calls.MaxInviteLifetime,
+		CredentialTTL:     cfg.Credentials.TTL,
+		InitiateRate:      cfg.Calls.InitiateRate,
+		InitiateBurst:     cfg.Calls.InitiateBurst,
+		Logger:            log,
+	})
+	if err != nil {
+		return usageError{err}
+	}
+
 	host := iceHost(cfg, plan, first(bound.udp, bound.tcp, bound.tls))
 	stunURIs, turnURIs := iceURIs(host, bound.udp, bound.tcp, bound.tls)
 	var ready atomic.Bool
@@ -142,8 +179,13 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) (err erro
 			}
 			return st.Ping()
 		},
-		Gatherer: reg,
-		Logger:   log,
+		Calls:        calls,
+		Auth:         auth,
+		Hub:          hub,
+		Allocations:  func() any { return turnSrv.Allocations() },
+		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+		Gatherer:     reg,
+		Logger:       log,
 	})
 	if err != nil {
 		return err
@@ -152,6 +194,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) (err erro
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return turnSrv.Run(gctx) })
 	g.Go(func() error { return api.Serve(gctx, httpLn) })
+	g.Go(func() error { return calls.Run(gctx) })
 	ready.Store(true)
 	log.Info().
 		Strs("turn_udp", bound.udp).Strs("turn_tcp", bound.tcp).Strs("turn_tls", bound.tls).

@@ -54,48 +54,63 @@ type MatrixTURNServerResponse struct {
 	TTL      int64    `json:"ttl"` // seconds
 }
 
-// subject reads who the credential is for. Until API authentication exists
-// (issue 3) the caller names the user in the "user" query parameter.
-func subject(c echo.Context) (credentials.Subject, error) {
-	sub := credentials.Subject{User: c.QueryParam("user"), CallID: c.QueryParam("call_id")}
-	if sub.User == "" {
-		return sub, apiError(http.StatusBadRequest, "missing_user", "query parameter user is required")
+// iceServers mints the ICE server list for user (and call, if callID is
+// not empty: per-call credentials that die with the call).
+func (s *Server) iceServers(user, callID string) ([]ICEServer, credentials.Credential, error) {
+	ice := s.cfg.ICE
+	var out []ICEServer
+	if len(ice.STUN) > 0 {
+		out = append(out, ICEServer{URLs: ice.STUN})
 	}
-	return sub, nil
+	var cred credentials.Credential
+	if len(ice.TURN) > 0 {
+		var err error
+		cred, err = s.cfg.Keyring().Mint(credentials.Subject{User: user, CallID: callID}, ice.TTL)
+		if err != nil {
+			return nil, cred, apiError(http.StatusBadRequest, "invalid_subject", err.Error())
+		}
+		out = append(out, ICEServer{URLs: ice.TURN, Username: cred.Username, Credential: cred.Password})
+	}
+	return append(out, ice.External...), cred, nil
 }
 
-func (s *Server) mint(c echo.Context) (credentials.Credential, error) {
-	sub, err := subject(c)
-	if err != nil {
-		return credentials.Credential{}, err
+// callForCredentials checks that user may get credentials for callID: a
+// participant of a live call.
+func (s *Server) callForCredentials(c echo.Context, user string) (string, error) {
+	callID := c.QueryParam("call_id")
+	if callID == "" {
+		return "", nil
 	}
-	cred, err := s.cfg.Keyring().Mint(sub, s.cfg.ICE.TTL)
-	if err != nil {
-		return credentials.Credential{}, apiError(http.StatusBadRequest, "invalid_subject", err.Error())
+	if s.cfg.Calls == nil {
+		return "", apiError(http.StatusBadRequest, "invalid_request", "call_id needs the calls service")
 	}
-	return cred, nil
+	call, err := s.cfg.Calls.Get(c.Request().Context(), user, callID)
+	if err != nil {
+		return "", err
+	}
+	if call.Status.Terminal() {
+		return "", apiError(http.StatusConflict, "call_ended", "the call has ended; its credentials are revoked")
+	}
+	return callID, nil
 }
 
 // iceServers answers GET /calls/ice_servers[?call_id=] with an
 // RTCConfiguration-ready list.
-func (s *Server) iceServers(c echo.Context) error {
-	ice := s.cfg.ICE
-	resp := ICEServersResponse{ICEServers: []ICEServer{}}
-	if len(ice.STUN) > 0 {
-		resp.ICEServers = append(resp.ICEServers, ICEServer{URLs: ice.STUN})
+func (s *Server) getICEServers(c echo.Context) error {
+	user := s.user(c)
+	callID, err := s.callForCredentials(c, user)
+	if err != nil {
+		return err
 	}
-	if len(ice.TURN) > 0 {
-		cred, err := s.mint(c)
-		if err != nil {
-			return err
-		}
-		resp.ICEServers = append(resp.ICEServers, ICEServer{
-			URLs: ice.TURN, Username: cred.Username, Credential: cred.Password,
-		})
+	servers, cred, err := s.iceServers(user, callID)
+	if err != nil {
+		return err
+	}
+	resp := ICEServersResponse{ICEServers: servers}
+	if cred.Username != "" {
 		resp.TTL = int64(cred.TTL / time.Second)
 		resp.ExpiresAt = cred.Expires.UTC()
 	}
-	resp.ICEServers = append(resp.ICEServers, ice.External...)
 	c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 	return c.JSON(http.StatusOK, resp)
 }
@@ -105,7 +120,12 @@ func (s *Server) matrixTURNServer(c echo.Context) error {
 	if len(s.cfg.ICE.TURN) == 0 {
 		return apiError(http.StatusNotFound, "no_turn", "no TURN server is configured")
 	}
-	cred, err := s.mint(c)
+	user := s.user(c)
+	callID, err := s.callForCredentials(c, user)
+	if err != nil {
+		return err
+	}
+	_, cred, err := s.iceServers(user, callID)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/signaling"
 )
 
 // Config configures the HTTP API.
@@ -23,6 +24,17 @@ type Config struct {
 	// Keyring returns the current keyring (it may be swapped on reload).
 	Keyring func() *credentials.Keyring
 	ICE     ICEConfig
+
+	// Calls is the calls service; nil serves only ICE servers and probes.
+	Calls *signaling.Service
+	// Auth authenticates API clients (required).
+	Auth *Authenticator
+	// Hub carries WebSocket events and commands; nil disables /ws.
+	Hub *Hub
+	// Allocations lists the relay's live allocations for /admin/allocations.
+	Allocations func() any
+	// MaxBodyBytes bounds request bodies. Default: 1 MiB.
+	MaxBodyBytes int64
 
 	// Ready reports why the service is not ready, or nil. Default: ready.
 	Ready func() error
@@ -41,8 +53,11 @@ type Server struct {
 
 // New builds the routes.
 func New(cfg Config) (*Server, error) {
-	if cfg.Keyring == nil {
-		return nil, errors.New("httpapi: Keyring is required")
+	if cfg.Keyring == nil || cfg.Auth == nil {
+		return nil, errors.New("httpapi: Keyring and Auth are required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
 	}
 	if err := cfg.ICE.validate(); err != nil {
 		return nil, err
@@ -55,12 +70,20 @@ func New(cfg Config) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
-	e.GET("/calls/ice_servers", s.iceServers)
-	e.GET("/_matrix/client/v3/voip/turnServer", s.matrixTURNServer)
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	if cfg.Gatherer != nil {
 		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	}
+	api := e.Group("", cfg.Auth.Middleware())
+	api.GET("/calls/ice_servers", s.getICEServers)
+	api.GET("/_matrix/client/v3/voip/turnServer", s.matrixTURNServer)
+	if cfg.Calls != nil {
+		s.routeCalls(api)
+		if cfg.Hub != nil {
+			api.GET("/ws", s.websocket)
+		}
+		s.routeAdmin(api.Group("", RequireAdmin))
 	}
 	s.echo = e
 	s.http = &http.Server{
@@ -103,4 +126,14 @@ func (s *Server) readyz(c echo.Context) error {
 		return apiError(http.StatusServiceUnavailable, "not_ready", err.Error())
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// websocket serves GET /ws for the authenticated user.
+func (s *Server) websocket(c echo.Context) error {
+	user := s.user(c)
+	err := s.cfg.Hub.Serve(c.Request().Context(), c.Response(), c.Request(), user, SubprotocolFrom(c), s.command)
+	if err != nil {
+		s.log.Debug().Err(err).Str("user", user).Msg("websocket closed")
+	}
+	return nil
 }

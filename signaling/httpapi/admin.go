@@ -1,0 +1,87 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/icebox-voip/icebox/signaling"
+)
+
+// conversationRequest is PUT /admin/conversations/{id}.
+type conversationRequest struct {
+	Participants []string `json:"participants"`
+	RoomID       string   `json:"room_id,omitempty"`
+}
+
+func (s *Server) routeAdmin(g *echo.Group) {
+	g.PUT("/admin/conversations/:id", s.putConversation)
+	g.GET("/admin/conversations/:id", s.getConversation)
+	g.DELETE("/admin/conversations/:id", s.deleteConversation)
+	g.GET("/admin/calls/:id", s.adminGetCall)
+	g.POST("/admin/calls/:id/revoke", s.revokeCall)
+	g.GET("/admin/allocations", s.allocations)
+}
+
+func (s *Server) putConversation(c echo.Context) error {
+	var req conversationRequest
+	if err := decodeBody(c, s.cfg.MaxBodyBytes, &req); err != nil {
+		return err
+	}
+	conv, err := s.cfg.Calls.PutConversation(c.Request().Context(), c.Param("id"), req.Participants, req.RoomID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, conv)
+}
+
+func (s *Server) getConversation(c echo.Context) error {
+	if !signaling.ValidID(c.Param("id")) {
+		return apiError(http.StatusNotFound, "not_found", "no such conversation")
+	}
+	conv, err := s.cfg.Calls.Conversation(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, conv)
+}
+
+func (s *Server) deleteConversation(c echo.Context) error {
+	if !signaling.ValidID(c.Param("id")) {
+		return apiError(http.StatusNotFound, "not_found", "no such conversation")
+	}
+	if err := s.cfg.Calls.DeleteConversation(c.Request().Context(), c.Param("id")); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) adminGetCall(c echo.Context) error {
+	if !signaling.ValidID(c.Param("id")) {
+		return apiError(http.StatusNotFound, "not_found", "no such call")
+	}
+	call, err := s.cfg.Calls.GetAny(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, call)
+}
+
+// revokeCall ends a call and kills its TURN credentials at once.
+func (s *Server) revokeCall(c echo.Context) error {
+	if !signaling.ValidID(c.Param("id")) {
+		return apiError(http.StatusNotFound, "not_found", "no such call")
+	}
+	call, err := s.cfg.Calls.Revoke(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, call)
+}
+
+func (s *Server) allocations(c echo.Context) error {
+	if s.cfg.Allocations == nil {
+		return c.JSON(http.StatusOK, map[string]any{"allocations": []any{}})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"allocations": s.cfg.Allocations()})
+}

@@ -1,0 +1,633 @@
+package httpapi
+
+// The WebSocket hub: GET /ws pushes call events to the participants of a
+// call's conversation and lets clients run commands over the same socket.
+//
+// Protocol (text frames only; a binary frame closes the connection with
+// 1003 "text frames only"):
+//
+//   - server → client, events: the event's payload JSON as is, e.g.
+//     {"type":"CallInvite","call_id":"…",…}. Every payload has a "type" field
+//     (see signaling.Event*).
+//   - client → server, commands: a JSON object
+//     {"type":"<command>","ref":"<client id, optional>",…}. The whole message
+//     is handed to the CommandFunc. Commands from one connection run one at a
+//     time, in the order they were sent; events keep flowing meanwhile.
+//   - server → client, the result of a command:
+//     {"type":"reply","ref":"<ref>","result":<result>} on success,
+//     {"type":"error","ref":"<ref>","error":{"code":"…","message":"…"}} on
+//     failure, with the same codes as the REST API. "ref" is omitted when the
+//     command had none. A message that is not a JSON object with a string
+//     "type" (and, if present, a string "ref") gets an "invalid_request"
+//     error; the connection stays open. A client with more than
+//     maxPendingCommands commands waiting gets "rate_limited" for the excess
+//     ones at once (the only reply that may overtake earlier ones).
+//   - the server pings every PingInterval; a client that has not answered
+//     within PingInterval is disconnected. Browsers answer pings themselves.
+//   - a client that does not read fast enough for its queue (QueueSize
+//     messages) is closed with 1013 "too slow"; it should reconnect and
+//     re-read the state of its calls (GET /calls), as events were lost.
+//   - on shutdown the server closes with 1001 "server shutting down".
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/rs/zerolog"
+
+	"github.com/icebox-voip/icebox/signaling"
+)
+
+// HubConfig configures the hub. Zero values take the defaults.
+type HubConfig struct {
+	Logger zerolog.Logger
+	// Registerer receives the hub's metrics. Default: a private registry.
+	Registerer prometheus.Registerer
+	// QueueSize is the number of outgoing messages buffered per connection;
+	// a connection whose queue overflows is closed. Default: 256.
+	QueueSize int
+	// PingInterval is how often the server pings; a connection that does
+	// not answer a ping within PingInterval is closed. It bounds how long a
+	// vanished client (no FIN, e.g. a phone that lost the network) keeps
+	// its slot, and keeps the socket from looking idle to reverse proxies
+	// (nginx's proxy_read_timeout and AWS ALB's idle timeout are both 60s
+	// by default). Default: 20s.
+	PingInterval time.Duration
+	// WriteTimeout bounds the write of one message; a client that cannot
+	// take a message in that time is treated as too slow. Default: 10s.
+	WriteTimeout time.Duration
+	// MaxMessage is the largest message a client may send (an SDP offer
+	// with many candidates is tens of KiB). Default: 1 MiB.
+	MaxMessage int64
+	// OriginPatterns lists the browser origins, other than the request's
+	// own host, allowed to open a socket (path.Match patterns against the
+	// Origin host, or "scheme://host"). Default: none, same-origin only;
+	// requests without an Origin header (non-browser clients) are allowed.
+	OriginPatterns []string
+}
+
+// Defaults of HubConfig.
+const (
+	defaultQueueSize    = 256
+	defaultPingInterval = 20 * time.Second
+	defaultWriteTimeout = 10 * time.Second
+	defaultMaxMessage   = 1 << 20
+)
+
+// maxPendingCommands bounds the commands read from one connection and not
+// yet run. The reader must keep reading while a command runs, or it would
+// not see the pongs and the connection would look dead.
+const maxPendingCommands = 16
+
+// CommandFunc runs one command a client sent over the socket (a JSON object
+// with a "type" field and an optional "ref" string) for the authenticated
+// user, and returns the result to send back. ctx ends when the connection
+// does; Serve waits for a running command to return.
+type CommandFunc func(ctx context.Context, user string, msg json.RawMessage) (any, error)
+
+// Hub tracks the open WebSocket connections by user and delivers events to
+// them. It implements signaling.Publisher.
+type Hub struct {
+	cfg HubConfig
+	log zerolog.Logger
+
+	mu     sync.RWMutex
+	conns  map[string]map[*wsConn]struct{} // by user
+	n      int
+	closed bool
+	wg     sync.WaitGroup // one per Serve past the closed check
+
+	sent     prometheus.Counter
+	received prometheus.Counter
+	dropped  *prometheus.CounterVec
+}
+
+var _ signaling.Publisher = (*Hub)(nil)
+
+// NewHub returns a hub with no connections.
+func NewHub(cfg HubConfig) *Hub {
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = defaultQueueSize
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = defaultPingInterval
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = defaultWriteTimeout
+	}
+	if cfg.MaxMessage <= 0 {
+		cfg.MaxMessage = defaultMaxMessage
+	}
+	reg := cfg.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	h := &Hub{
+		cfg:   cfg,
+		log:   cfg.Logger.With().Str("component", "ws").Logger(),
+		conns: make(map[string]map[*wsConn]struct{}),
+	}
+	f := promauto.With(reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "icebox_ws_connections",
+		Help: "Open WebSocket connections.",
+	}, func() float64 { return float64(h.Connections()) })
+	h.sent = f.NewCounter(prometheus.CounterOpts{
+		Name: "icebox_ws_messages_sent_total",
+		Help: "Messages (events and command replies) written to WebSocket clients.",
+	})
+	h.received = f.NewCounter(prometheus.CounterOpts{
+		Name: "icebox_ws_messages_received_total",
+		Help: "Messages read from WebSocket clients.",
+	})
+	h.dropped = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_ws_dropped_connections_total",
+		Help: "WebSocket connections closed by the server: slow (queue overflow or write timeout), ping_timeout, error (protocol violation or I/O error).",
+	}, []string{"reason"})
+	for _, r := range []string{dropSlow, dropPingTimeout, dropError} {
+		h.dropped.WithLabelValues(r)
+	}
+	return h
+}
+
+// Labels of icebox_ws_dropped_connections_total.
+const (
+	dropSlow        = "slow"
+	dropPingTimeout = "ping_timeout"
+	dropError       = "error"
+)
+
+// closeCause is why the server ends a connection.
+type closeCause struct {
+	name   string // for the log
+	drop   string // metric label; empty when it is not a drop
+	code   websocket.StatusCode
+	text   string // close frame reason; keep it short and static
+	abrupt bool   // close the TCP connection without a close handshake
+}
+
+var (
+	causeSlow = closeCause{name: "slow", drop: dropSlow,
+		code: websocket.StatusTryAgainLater, text: "too slow"}
+	// A peer that does not answer pings would not answer a close frame
+	// either: do not spend the handshake's 10s on it.
+	causePingTimeout = closeCause{name: "ping_timeout", drop: dropPingTimeout, abrupt: true}
+	causeBinary      = closeCause{name: "unsupported_data", drop: dropError,
+		code: websocket.StatusUnsupportedData, text: "text frames only"}
+	causeError    = closeCause{name: "error", drop: dropError, abrupt: true}
+	causeShutdown = closeCause{name: "going_away",
+		code: websocket.StatusGoingAway, text: "server shutting down"}
+	// The client's close frame was answered by coder/websocket already.
+	causeClientClosed = closeCause{name: "closed_by_client", abrupt: true}
+	// The client hung up without a close frame (killed, network lost): not
+	// something the server dropped.
+	causeClientGone = closeCause{name: "client_gone", abrupt: true}
+)
+
+// clientGone reports whether a read error means the client hung up without a
+// close frame.
+func clientGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// wsConn is one client connection. Its goroutines: the reader (Serve's own),
+// the command runner, the writer (the only one that closes the socket) and
+// the pinger.
+type wsConn struct {
+	hub    *Hub
+	ws     *websocket.Conn
+	user   string
+	remote string
+
+	send chan []byte         // outgoing messages; never closed
+	cmds chan pendingCommand // read, not yet run; never closed
+
+	once    sync.Once
+	closing chan struct{} // closed by shutdown
+	cause   closeCause    // set before closing is closed
+}
+
+// pendingCommand is a message read from the client: a command to run, or
+// the error to reply with when it was not a valid command.
+type pendingCommand struct {
+	typ string
+	ref string
+	msg json.RawMessage
+	err *Error
+}
+
+type wsReply struct {
+	Type   string `json:"type"` // "reply"
+	Ref    string `json:"ref,omitempty"`
+	Result any    `json:"result"`
+}
+
+type wsError struct {
+	Type  string `json:"type"` // "error"
+	Ref   string `json:"ref,omitempty"`
+	Error *Error `json:"error"`
+}
+
+// Publish implements signaling.Publisher: it queues the event's payload on
+// every open connection of every recipient. It never blocks; a connection
+// whose queue is full is closed as too slow.
+func (h *Hub) Publish(ev signaling.Event) {
+	var targets []*wsConn
+	h.mu.RLock()
+	for i, user := range ev.Recipients {
+		if slices.Contains(ev.Recipients[:i], user) {
+			continue // once per connection, even if listed twice
+		}
+		for c := range h.conns[user] {
+			targets = append(targets, c)
+		}
+	}
+	h.mu.RUnlock()
+	if len(targets) == 0 {
+		return
+	}
+	msg, err := json.Marshal(ev.Payload)
+	if err != nil {
+		// A bug in the payload type, not the client's fault.
+		h.log.Error().Err(err).Str("event", ev.Type).Str("call_id", ev.CallID).Msg("encoding event")
+		return
+	}
+	for _, c := range targets {
+		c.enqueue(msg)
+	}
+}
+
+// Serve upgrades the request to a WebSocket for user (authenticated by the
+// caller), selecting subprotocol if it is not empty (browsers require the
+// server to pick one of the subprotocols they offered), and serves it until
+// either side closes it or ctx ends. It returns nil when the connection
+// ended with a close handshake or was closed by the hub (the hub logs and
+// counts those), the I/O error when it broke. When the hub is closed it
+// writes a 503 error response and returns that *Error; when the upgrade
+// fails, the response has been written too.
+func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, r *http.Request, user, subprotocol string, cmd CommandFunc) error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		ae := apiError(http.StatusServiceUnavailable, "unavailable", "server is shutting down")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(ae.Status)
+		_ = json.NewEncoder(w).Encode(map[string]*Error{"error": ae}) // the client is gone if this fails
+		return ae
+	}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	defer h.wg.Done()
+
+	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}
+	if subprotocol != "" {
+		opts.Subprotocols = []string{subprotocol}
+	}
+	ws, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		return fmt.Errorf("ws: accept: %w", err)
+	}
+	ws.SetReadLimit(h.cfg.MaxMessage)
+	c := &wsConn{
+		hub:     h,
+		ws:      ws,
+		user:    user,
+		remote:  r.RemoteAddr,
+		send:    make(chan []byte, h.cfg.QueueSize),
+		cmds:    make(chan pendingCommand, maxPendingCommands),
+		closing: make(chan struct{}),
+	}
+	if !h.register(c) {
+		return ws.Close(causeShutdown.code, causeShutdown.text)
+	}
+	h.log.Info().Str("user", user).Str("remote", c.remote).Msg("websocket connected")
+
+	// Reads and writes must not inherit ctx's cancellation: coder/websocket
+	// tears the TCP connection down when an operation's context ends, and
+	// ctx ending should rather close it with 1001 (the writer does).
+	ioCtx := context.WithoutCancel(ctx)
+	cmdCtx, cancelCmds := context.WithCancel(ctx)
+	stop := make(chan struct{}) // the reader is done: the socket is closed
+	var wg sync.WaitGroup
+	wg.Go(func() { c.writeLoop(ctx, ioCtx, stop) })
+	wg.Go(func() { c.pingLoop(ioCtx, stop) })
+	wg.Go(func() { c.commandLoop(cmdCtx, stop, cmd) })
+
+	// Whatever ended the read, settle the cause before the other goroutines
+	// stop: a shutdown the hub began first keeps its cause (the read error
+	// is then only its echo), and later Publish calls skip the connection.
+	readErr := c.readLoop(ioCtx)
+	var result error
+	peerCode := websocket.CloseStatus(readErr)
+	switch {
+	case peerCode != -1:
+		c.shutdown(causeClientClosed)
+	case clientGone(readErr):
+		if c.shutdown(causeClientGone) {
+			result = fmt.Errorf("ws: %w", readErr)
+		}
+	default:
+		if c.shutdown(causeError) {
+			result = fmt.Errorf("ws: %w", readErr)
+		}
+	}
+	close(stop)
+	cancelCmds()
+	wg.Wait()
+	_ = ws.CloseNow() // normally closed already; then this is a no-op
+
+	h.unregister(c)
+	ev := h.log.Info().Str("user", user).Str("remote", c.remote).Str("reason", c.cause.name)
+	if c.cause == causeClientClosed {
+		ev = ev.Int("code", int(peerCode))
+	}
+	ev.Err(result).Msg("websocket disconnected")
+	return result
+}
+
+// Close closes every connection with 1001 (going away), makes later Serve
+// calls refuse, and waits for the connections to finish. A client that does
+// not answer the close handshake holds it up to coder/websocket's 10s.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	var all []*wsConn
+	for _, cs := range h.conns {
+		for c := range cs {
+			all = append(all, c)
+		}
+	}
+	h.mu.Unlock()
+	for _, c := range all {
+		c.shutdown(causeShutdown)
+	}
+	h.wg.Wait()
+	return nil
+}
+
+// Connections returns the number of open connections.
+func (h *Hub) Connections() int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.n
+}
+
+// register adds c unless the hub has been closed since Serve began.
+func (h *Hub) register(c *wsConn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	cs := h.conns[c.user]
+	if cs == nil {
+		cs = make(map[*wsConn]struct{})
+		h.conns[c.user] = cs
+	}
+	cs[c] = struct{}{}
+	h.n++
+	return true
+}
+
+func (h *Hub) unregister(c *wsConn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cs := h.conns[c.user]
+	if _, ok := cs[c]; !ok {
+		return
+	}
+	delete(cs, c)
+	if len(cs) == 0 {
+		delete(h.conns, c.user)
+	}
+	h.n--
+}
+
+// shutdown asks the writer to close the connection for cause, and counts
+// the drop. Only the first cause counts; it reports whether this was it.
+// It never blocks.
+func (c *wsConn) shutdown(cause closeCause) bool {
+	first := false
+	c.once.Do(func() {
+		first = true
+		c.cause = cause
+		close(c.closing)
+		if cause.drop != "" {
+			c.hub.dropped.WithLabelValues(cause.drop).Inc()
+		}
+	})
+	return first
+}
+
+func (c *wsConn) isClosing() bool {
+	select {
+	case <-c.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// enqueue queues msg for the writer without blocking; a full queue means
+// the client does not keep up, and it is dropped rather than delaying
+// everyone else's events.
+func (c *wsConn) enqueue(msg []byte) {
+	if c.isClosing() {
+		return
+	}
+	select {
+	case c.send <- msg:
+	default:
+		c.shutdown(causeSlow)
+	}
+}
+
+// readLoop reads messages until the connection fails or is closed, and
+// queues them for the command runner. It returns the error that ended it.
+func (c *wsConn) readLoop(ctx context.Context) error {
+	for {
+		typ, data, err := c.ws.Read(ctx)
+		if err != nil {
+			return err
+		}
+		c.hub.received.Inc()
+		if c.isClosing() {
+			continue // draining until the close handshake completes
+		}
+		if typ != websocket.MessageText {
+			c.shutdown(causeBinary)
+			continue
+		}
+		pc := parseCommand(data)
+		select {
+		case c.cmds <- pc:
+		default:
+			c.reply(pc.ref, nil, apiError(http.StatusTooManyRequests, "rate_limited", "too many commands in flight"))
+		}
+	}
+}
+
+// parseCommand checks the envelope of a client message.
+func parseCommand(data []byte) pendingCommand {
+	invalid := func(msg string) pendingCommand {
+		return pendingCommand{err: apiError(http.StatusBadRequest, "invalid_request", msg)}
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(data, &fields); err != nil || fields == nil {
+		return invalid("a command is a JSON object")
+	}
+	var pc pendingCommand
+	if raw, ok := fields["ref"]; ok {
+		if err := json.Unmarshal(raw, &pc.ref); err != nil {
+			return invalid(`"ref" must be a string`)
+		}
+	}
+	raw, ok := fields["type"]
+	if !ok || json.Unmarshal(raw, &pc.typ) != nil || pc.typ == "" {
+		return pendingCommand{ref: pc.ref, err: apiError(http.StatusBadRequest, "invalid_request", `"type" must be a non-empty string`)}
+	}
+	pc.msg = json.RawMessage(data)
+	return pc
+}
+
+// commandLoop runs the commands one at a time and queues their replies.
+func (c *wsConn) commandLoop(ctx context.Context, stop <-chan struct{}, cmd CommandFunc) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-c.closing:
+			return
+		case pc := <-c.cmds:
+			if pc.err != nil {
+				c.reply(pc.ref, nil, pc.err)
+				continue
+			}
+			result, err := c.run(ctx, cmd, pc)
+			c.reply(pc.ref, result, err)
+		}
+	}
+}
+
+// run calls cmd, turning a panic into an internal error: the command runs on
+// the hub's goroutine, out of reach of the HTTP server's recovery.
+func (c *wsConn) run(ctx context.Context, cmd CommandFunc, pc pendingCommand) (result any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("ws: command %q panicked: %v", pc.typ, p)
+		}
+	}()
+	return cmd(ctx, c.user, pc.msg)
+}
+
+// reply queues the answer to a command.
+func (c *wsConn) reply(ref string, result any, err error) {
+	var msg []byte
+	if err == nil {
+		msg, err = json.Marshal(wsReply{Type: "reply", Ref: ref, Result: result})
+	}
+	if err != nil {
+		ae := asAPIError(err)
+		if ae.Status == http.StatusInternalServerError {
+			c.hub.log.Error().Err(err).Str("user", c.user).Msg("websocket command failed")
+		}
+		msg, err = json.Marshal(wsError{Type: "error", Ref: ref, Error: ae})
+		if err != nil { // unreachable: *Error is three plain fields
+			c.hub.log.Error().Err(err).Msg("encoding websocket error reply")
+			return
+		}
+	}
+	c.enqueue(msg)
+}
+
+// writeLoop writes queued messages until the connection closes; it is the
+// one goroutine that closes the socket, so that a close frame is never
+// stuck behind a message it would have to interrupt.
+func (c *wsConn) writeLoop(ctx, ioCtx context.Context, stop <-chan struct{}) {
+	done := ctx.Done()
+	for {
+		// A close goes before the queued messages: they would only delay
+		// it, and a slow client would not read them anyway.
+		if c.isClosing() {
+			c.closeSocket()
+			return
+		}
+		select {
+		case <-stop:
+			return
+		case <-done:
+			done = nil
+			c.shutdown(causeShutdown)
+		case <-c.closing:
+		case msg := <-c.send:
+			wctx, cancel := context.WithTimeout(ioCtx, c.hub.cfg.WriteTimeout)
+			err := c.ws.Write(wctx, websocket.MessageText, msg)
+			cancel()
+			switch {
+			case err == nil:
+				c.hub.sent.Inc()
+			case errors.Is(err, context.DeadlineExceeded):
+				c.shutdown(causeSlow)
+			case errors.Is(err, net.ErrClosed):
+				// Closed under us (peer's close frame, ping timeout): the
+				// reader sees it too and tells why.
+				return
+			default:
+				c.shutdown(causeError)
+			}
+		}
+	}
+}
+
+// closeSocket closes the socket as c.cause says. Serve logs the cause; the
+// errors would say nothing more (Close's only tells that the client did not
+// answer the close frame within coder/websocket's 5s).
+func (c *wsConn) closeSocket() {
+	if c.cause.abrupt {
+		_ = c.ws.CloseNow()
+	} else {
+		_ = c.ws.Close(c.cause.code, c.cause.text)
+	}
+}
+
+// pingLoop pings every PingInterval and closes a connection whose pong does
+// not come within PingInterval. coder/websocket sees the pong only while
+// the reader reads, which is why commands run on their own goroutine.
+func (c *wsConn) pingLoop(ioCtx context.Context, stop <-chan struct{}) {
+	interval := c.hub.cfg.PingInterval
+	t := time.NewTimer(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-c.closing:
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ioCtx, interval)
+		err := c.ws.Ping(pctx)
+		cancel()
+		switch {
+		case err == nil:
+			t.Reset(interval)
+		case errors.Is(err, context.DeadlineExceeded):
+			c.shutdown(causePingTimeout)
+			return
+		default:
+			return // the connection is closed; the reader tells why
+		}
+	}
+}
