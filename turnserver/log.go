@@ -2,6 +2,7 @@ package turnserver
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/pion/logging"
 	"github.com/rs/zerolog"
@@ -50,4 +51,12 @@ func (l pionLogger) Infof(format string, args ...any)  { l.emitf(zerolog.DebugLe
 func (l pionLogger) Warn(msg string)                   { l.emit(zerolog.WarnLevel, msg) }
 func (l pionLogger) Warnf(format string, args ...any)  { l.emitf(zerolog.WarnLevel, format, args...) }
 func (l pionLogger) Error(msg string)                  { l.emit(zerolog.ErrorLevel, msg) }
-func (l pionLogger) Errorf(format string, args ...any) { l.emitf(zerolog.ErrorLevel, format, args...) }
+func (l pionLogger) Errorf(format string, args ...any) {
+	// A client that hangs up first makes pion fail to send TLS close_notify
+	// and log it as an error; that is a normal end of a connection.
+	if strings.HasPrefix(format, "Failed to close conn") {
+		l.emitf(zerolog.DebugLevel, format, args...)
+		return
+	}
+	l.emitf(zerolog.ErrorLevel, format, args...)
+}

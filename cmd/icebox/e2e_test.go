@@ -286,9 +286,9 @@ func TestICEServersAPI(t *testing.T) {
 	in := startIcebox(t, testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}),
 		"ICEBOX_AUTH_STATIC_TOKENS="+hex.EncodeToString(hash[:])+":alice")
 
-	code, body := httpGet(t, in.httpURL("/calls/ice_servers?user=alice"), token)
+	code, body := httpGet(t, in.httpURL("/calls/ice_servers"), token)
 	if code != http.StatusOK {
-		t.Fatalf("GET /calls/ice_servers?user=alice: %d %s", code, body)
+		t.Fatalf("GET /calls/ice_servers as alice: %d %s", code, body)
 	}
 	var resp struct {
 		ICEServers []struct {
@@ -334,12 +334,8 @@ func TestICEServersAPI(t *testing.T) {
 		t.Errorf("the ice_servers credential does not allocate: %v", err)
 	}
 
-	// Which API is this? With bearer auth, ?user= alone is refused.
-	withAuth := httpStatus(in.httpURL("/calls/ice_servers?user=alice")) == http.StatusUnauthorized
-	wantStatus, wantCode := http.StatusBadRequest, "missing_user"
-	if withAuth {
-		wantStatus, wantCode = http.StatusUnauthorized, "unauthorized"
-	}
+	// The user comes from the bearer token: without one the request is refused.
+	wantStatus, wantCode := http.StatusUnauthorized, "unauthorized"
 	code, body = httpGet(t, in.httpURL("/calls/ice_servers"), "")
 	var apiErr struct {
 		Error struct {
@@ -351,7 +347,7 @@ func TestICEServersAPI(t *testing.T) {
 		t.Fatalf("error body %q: %v", body, err)
 	}
 	if code != wantStatus || apiErr.Error.Code != wantCode || apiErr.Error.Message == "" {
-		t.Errorf("GET /calls/ice_servers without a user (bearer auth: %v): %d %s; want %d with error code %s",
-			withAuth, code, body, wantStatus, wantCode)
+		t.Errorf("GET /calls/ice_servers without a token: %d %s; want %d with error code %s",
+			code, body, wantStatus, wantCode)
 	}
 }
