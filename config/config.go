@@ -9,14 +9,17 @@ import (
 // default; Default returns them, and icebox.example.yaml (DefaultYAML) spells
 // them out.
 type Config struct {
-	StateDir    string      `yaml:"state_dir"` // database and generated secrets. Default: "./data"
-	Log         Log         `yaml:"log"`
-	TURN        TURN        `yaml:"turn"`
-	Credentials Credentials `yaml:"credentials"`
-	HTTP        HTTP        `yaml:"http"`
-	ICEServers  ICEServers  `yaml:"ice_servers"`
-	Auth        Auth        `yaml:"auth"`
-	Calls       Calls       `yaml:"calls"`
+	StateDir string `yaml:"state_dir"` // database and generated secrets. Default: "./data"
+	// DrainTimeout is how long SIGTERM waits for allocations and calls to
+	// end before exiting; keep it below systemd's TimeoutStopSec. Default: 60s
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	Log          Log           `yaml:"log"`
+	TURN         TURN          `yaml:"turn"`
+	Credentials  Credentials   `yaml:"credentials"`
+	HTTP         HTTP          `yaml:"http"`
+	ICEServers   ICEServers    `yaml:"ice_servers"`
+	Auth         Auth          `yaml:"auth"`
+	Calls        Calls         `yaml:"calls"`
 }
 
 // Log configures the process's logger.
@@ -144,8 +147,9 @@ type Calls struct {
 // equals what DefaultYAML decodes to (its "key: []").
 func Default() Config {
 	return Config{
-		StateDir: "./data",
-		Log:      Log{Level: "info", Format: "auto"},
+		StateDir:     "./data",
+		DrainTimeout: 60 * time.Second,
+		Log:          Log{Level: "info", Format: "auto"},
 		TURN: TURN{
 			Realm: "icebox.local",
 			Listen: Listen{

@@ -720,6 +720,7 @@ func TestDefaultYAML(t *testing.T) {
 func TestEnvVars(t *testing.T) {
 	want := []string{
 		"ICEBOX_STATE_DIR",
+		"ICEBOX_DRAIN_TIMEOUT",
 		"ICEBOX_LOG_LEVEL", "ICEBOX_LOG_FORMAT",
 		"ICEBOX_TURN_REALM",
 		"ICEBOX_TURN_LISTEN_UDP", "ICEBOX_TURN_LISTEN_TCP", "ICEBOX_TURN_LISTEN_TLS",

@@ -65,6 +65,9 @@ const exampleSHA256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b
 // for secrets, are private. Every error it returns matches ErrInvalid.
 func (c *Config) Validate() error {
 	v := &validator{}
+	if c.DrainTimeout < 0 || c.DrainTimeout > 10*time.Minute {
+		v.add("drain_timeout", "must be between 0s and 10m")
+	}
 	if c.StateDir == "" {
 		v.add("state_dir", "must not be empty")
 	}

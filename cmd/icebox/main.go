@@ -3,17 +3,14 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Environ())
-	stop()
+	sig := watchSignals()
+	err := run(sig, os.Args[1:], os.Stdout, os.Stderr, os.Environ())
+	sig.stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "icebox:", err)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,6 +44,7 @@ commands:
   creds           mint TURN credentials from the configured keyring
   config defaults print a commented default configuration
   config check    validate a configuration file
+  health          exit 0 if a running icebox is ready (Docker HEALTHCHECK)
   version         print the version
 
 Run "icebox <command> -h" for a command's flags.
@@ -52,18 +52,21 @@ Run "icebox <command> -h" for a command's flags.
 
 // run dispatches a command line. env is the process environment (for the
 // configuration's ICEBOX_* variables).
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
+func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) error {
+	ctx := sig.ctx
 	cmd := "serve"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
 	case "serve":
-		return serveCmd(ctx, args, stderr, env)
+		return serveCmd(sig, args, stderr, env)
 	case "creds":
 		return credsCmd(args, stdout, stderr, env)
 	case "config":
 		return configCmd(args, stdout, stderr, env)
+	case "health":
+		return healthCmd(ctx, args, stdout, stderr, env)
 	case "version":
 		_, err := fmt.Fprintln(stdout, versionString())
 		return err

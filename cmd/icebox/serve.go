@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,7 +24,7 @@ import (
 	"github.com/icebox-voip/icebox/turnserver"
 )
 
-func serveCmd(ctx context.Context, args []string, stderr io.Writer, env []string) error {
+func serveCmd(sig *signals, args []string, stderr io.Writer, env []string) error {
 	fs := newFlagSet("serve", stderr)
 	path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
 	if err := parseFlags(fs, args); err != nil {
@@ -37,12 +36,24 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer, env []string
 	}
 	log := newLogger(cfg.Log, stderr)
 	log.Info().Str("config", used).Str("version", versionString()).Msg("starting")
-	return serve(ctx, cfg, log)
+	return serve(sig, cfg, serveEnv{configPath: *path, env: env}, log)
 }
 
-// serve runs icebox until ctx is done. Everything is bound before anything
+// serveEnv is what serve needs to reload its configuration.
+type serveEnv struct {
+	configPath string
+	env        []string
+}
+
+// serve runs icebox until the first stop signal, then drains (see drain)
+// until the second or drain_timeout. Everything is bound before anything
 // serves; a failure at start-up closes what was opened.
-func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) (err error) {
+func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (err error) {
+	ctx := sig.ctx
+	notify, err := newNotifier(senv.env)
+	if err != nil {
+		return usageError{err}
+	}
 	// The state file's lock comes first: a second icebox on the same state
 	// directory must fail here, before SO_REUSEPORT lets it share (and
 	// steal part of) the first one's UDP traffic.
@@ -74,7 +85,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) (err erro
 		return usageError{err}
 	}
 
-	ln, bound, err := bindTURN(ctx, cfg.TURN, log)
+	ln, bound, certs, err := bindTURN(ctx, cfg.TURN, log)
 	closers = append(closers, ln.close)
 	if err != nil {
 		return err
@@ -164,7 +175,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) (err erro
 
 	host := iceHost(cfg, plan, first(bound.udp, bound.tcp, bound.tls))
 	stunURIs, turnURIs := iceURIs(host, bound.udp, bound.tcp, bound.tls)
-	var ready atomic.Bool
+	var ready, draining atomic.Bool
 	api, err := httpapi.New(httpapi.Config{
 		Keyring: keyring.Load,
 		ICE: httpapi.ICEConfig{
@@ -184,6 +195,7 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) (err erro
 		Hub:          hub,
 		Allocations:  func() any { return turnSrv.Allocations() },
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+		Draining:     draining.Load,
 		Gatherer:     reg,
 		Logger:       log,
 	})
@@ -191,20 +203,88 @@ func serve(ctx context.Context, cfg config.Config, log zerolog.Logger) (err erro
 		return err
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
+	// Components run until the drain is over, not until the first signal.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
+	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return turnSrv.Run(gctx) })
 	g.Go(func() error { return api.Serve(gctx, httpLn) })
 	g.Go(func() error { return calls.Run(gctx) })
+	g.Go(func() error { return notify.runWatchdog(gctx, func() bool { return st.Ping() == nil }) })
+	if certs != nil {
+		g.Go(func() error { return certs.watch(gctx) })
+	}
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-sig.reload:
+				log.Info().Msg("SIGHUP: reloading certificates and keyring")
+				if certs != nil {
+					certs.reload("SIGHUP")
+				}
+				reloadKeyring(senv.configPath, senv.env, &keyring, log)
+			}
+		}
+	})
 	ready.Store(true)
+	if err := notify.notify("READY=1\nSTATUS=serving"); err != nil {
+		log.Warn().Err(err).Msg("telling systemd we are ready")
+	}
 	log.Info().
 		Strs("turn_udp", bound.udp).Strs("turn_tcp", bound.tcp).Strs("turn_tls", bound.tls).
 		Str("http", httpLn.Addr().String()).Stringer("relay_ipv4", plan.adv4).Stringer("relay_ipv6", plan.adv6).
 		Str("active_kid", kr.ActiveKID()).Str("state", st.Path()).
 		Msg("ready")
-	<-gctx.Done()
+
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done(): // a component failed
+	}
 	ready.Store(false)
+	draining.Store(true)
+	if err := notify.notify("STOPPING=1\nSTATUS=draining"); err != nil {
+		log.Warn().Err(err).Msg("telling systemd we are stopping")
+	}
+	drain(sig, gctx, cfg.DrainTimeout, log, func() (int, int) { return turnSrv.AllocationCount(), calls.ActiveTimers() })
 	log.Info().Msg("shutting down")
+	stopRun()
 	return g.Wait()
+}
+
+// drainPoll is how often draining checks whether everything has ended.
+const drainPoll = 250 * time.Millisecond
+
+// drain waits, no longer than timeout, until no allocation is open and no
+// invite rings (new credentials and calls are refused meanwhile). A second
+// signal or a failed component ends it at once.
+func drain(sig *signals, failed context.Context, timeout time.Duration, log zerolog.Logger, live func() (allocs, ringing int)) {
+	if timeout <= 0 {
+		return
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	allocs, ringing := live()
+	log.Info().Int("allocations", allocs).Int("ringing", ringing).Dur("timeout", timeout).
+		Msg("draining: no new credentials or calls; waiting for allocations and invites to end (signal again to exit now)")
+	for allocs+ringing > 0 {
+		select {
+		case <-sig.force:
+			log.Warn().Int("allocations", allocs).Int("ringing", ringing).Msg("second signal: exiting without waiting")
+			return
+		case <-failed.Done():
+			return
+		case <-deadline.C:
+			log.Warn().Int("allocations", allocs).Int("ringing", ringing).Msg("drain timeout: exiting with allocations open")
+			return
+		case <-tick.C:
+			allocs, ringing = live()
+		}
+	}
+	log.Info().Msg("drained")
 }
 
 // turnListeners are the bound TURN sockets, and what they were bound to.
@@ -225,8 +305,9 @@ func (t *turnListeners) close() error {
 	return errors.Join(errs...)
 }
 
-// bindTURN binds every configured TURN listener.
-func bindTURN(ctx context.Context, cfg config.TURN, log zerolog.Logger) (*turnListeners, boundAddrs, error) {
+// bindTURN binds every configured TURN listener; with TLS listeners it
+// also returns the certificate reloader serving them.
+func bindTURN(ctx context.Context, cfg config.TURN, log zerolog.Logger) (*turnListeners, boundAddrs, *certReloader, error) {
 	tl := &turnListeners{}
 	var b boundAddrs
 	n := cfg.UDPSockets
@@ -236,7 +317,7 @@ func bindTURN(ctx context.Context, cfg config.TURN, log zerolog.Logger) (*turnLi
 	for _, addr := range cfg.Listen.UDP {
 		conns, granted, err := turnserver.ListenUDP(ctx, addr, n, cfg.SocketBuffer)
 		if err != nil {
-			return tl, b, err
+			return tl, b, nil, err
 		}
 		tl.listeners.UDP = append(tl.listeners.UDP, conns...)
 		b.udp = append(b.udp, conns[0].LocalAddr().String())
@@ -248,27 +329,28 @@ func bindTURN(ctx context.Context, cfg config.TURN, log zerolog.Logger) (*turnLi
 	for _, addr := range cfg.Listen.TCP {
 		l, err := turnserver.ListenTCP(ctx, addr)
 		if err != nil {
-			return tl, b, err
+			return tl, b, nil, err
 		}
 		tl.listeners.TCP = append(tl.listeners.TCP, l)
 		b.tcp = append(b.tcp, l.Addr().String())
 	}
-	if len(cfg.Listen.TLS) > 0 {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
-		if err != nil {
-			return tl, b, usageError{fmt.Errorf("turn.tls: %w", err)}
-		}
-		tl.listeners.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		for _, addr := range cfg.Listen.TLS {
-			l, err := turnserver.ListenTCP(ctx, addr)
-			if err != nil {
-				return tl, b, err
-			}
-			tl.listeners.TLS = append(tl.listeners.TLS, l)
-			b.tls = append(b.tls, l.Addr().String())
-		}
+	if len(cfg.Listen.TLS) == 0 {
+		return tl, b, nil, nil
 	}
-	return tl, b, nil
+	certs, err := newCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log)
+	if err != nil {
+		return tl, b, nil, usageError{err}
+	}
+	tl.listeners.TLSConfig = certs.tlsConfig()
+	for _, addr := range cfg.Listen.TLS {
+		l, err := turnserver.ListenTCP(ctx, addr)
+		if err != nil {
+			return tl, b, nil, err
+		}
+		tl.listeners.TLS = append(tl.listeners.TLS, l)
+		b.tls = append(b.tls, l.Addr().String())
+	}
+	return tl, b, certs, nil
 }
 
 func externalServers(in []config.ExternalServer) []httpapi.ICEServer {

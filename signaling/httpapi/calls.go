@@ -24,7 +24,7 @@ type callsResponse struct {
 }
 
 func (s *Server) routeCalls(g *echo.Group) {
-	g.POST("/calls/initiate", s.initiate)
+	g.POST("/calls/initiate", s.initiate, s.refuseWhileDraining)
 	g.GET("/calls", s.listCalls)
 	g.GET("/calls/:id", s.getCall)
 	g.POST("/calls/:id/answer", s.answer)
@@ -203,6 +203,9 @@ func (s *Server) command(ctx context.Context, user string, msg json.RawMessage) 
 	}
 	switch env.Type {
 	case "initiate":
+		if s.cfg.Draining() {
+			return nil, apiError(http.StatusServiceUnavailable, "draining", "this server is shutting down; retry on another")
+		}
 		var req struct {
 			wsCommand
 			signaling.InitiateRequest

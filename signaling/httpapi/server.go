@@ -36,6 +36,10 @@ type Config struct {
 	// MaxBodyBytes bounds request bodies. Default: 1 MiB.
 	MaxBodyBytes int64
 
+	// Draining reports that the process is shutting down: no new
+	// credentials or calls (503), while live calls go on. Default: never.
+	Draining func() bool
+
 	// Ready reports why the service is not ready, or nil. Default: ready.
 	Ready func() error
 
@@ -62,6 +66,9 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.ICE.validate(); err != nil {
 		return nil, err
 	}
+	if cfg.Draining == nil {
+		cfg.Draining = func() bool { return false }
+	}
 	if cfg.Ready == nil {
 		cfg.Ready = func() error { return nil }
 	}
@@ -76,8 +83,8 @@ func New(cfg Config) (*Server, error) {
 		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
 	}
 	api := e.Group("", cfg.Auth.Middleware())
-	api.GET("/calls/ice_servers", s.getICEServers)
-	api.GET("/_matrix/client/v3/voip/turnServer", s.matrixTURNServer)
+	api.GET("/calls/ice_servers", s.getICEServers, s.refuseWhileDraining)
+	api.GET("/_matrix/client/v3/voip/turnServer", s.matrixTURNServer, s.refuseWhileDraining)
 	if cfg.Calls != nil {
 		s.routeCalls(api)
 		if cfg.Hub != nil {
@@ -136,4 +143,15 @@ func (s *Server) websocket(c echo.Context) error {
 		s.log.Debug().Err(err).Str("user", user).Msg("websocket closed")
 	}
 	return nil
+}
+
+// refuseWhileDraining is middleware for what starts something new (credentials, calls).
+func (s *Server) refuseWhileDraining(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if s.cfg.Draining() {
+			c.Response().Header().Set("Retry-After", "30")
+			return apiError(http.StatusServiceUnavailable, "draining", "this server is shutting down; retry on another")
+		}
+		return next(c)
+	}
 }

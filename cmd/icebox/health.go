@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+)
+
+// healthCmd asks a running icebox whether it is ready: exit 0 if /readyz
+// answers 200, 1 otherwise. It is the Docker HEALTHCHECK, so it needs no
+// shell or curl in the image.
+func healthCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
+	fs := newFlagSet("health", stderr)
+	url := fs.String("url", "", "readiness URL (default: http://<http.listen>/readyz, from ICEBOX_HTTP_LISTEN or 127.0.0.1:8080)")
+	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *url == "" {
+		*url = "http://" + localAddr(lookupEnv(env, "ICEBOX_HTTP_LISTEN", "127.0.0.1:8080")) + "/readyz"
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return usagef("health: %v", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("health: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096)) // best effort: the status decides
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("health: %s: %s %s", *url, resp.Status, body)
+	}
+	_, err = fmt.Fprintf(stdout, "ready\n")
+	return err
+}
+
+// localAddr turns a listen address into one to connect to: a wildcard
+// host becomes loopback.
+func localAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func lookupEnv(env []string, key, def string) string {
+	for _, kv := range env {
+		if k, v, ok := cut(kv); ok && k == key && v != "" {
+			return v
+		}
+	}
+	return def
+}
