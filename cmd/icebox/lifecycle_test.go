@@ -247,4 +247,3 @@ func TestTLSCertificateReload(t *testing.T) {
 		t.Fatal("an invalid certificate replaced the served one")
 	}
 }
-
