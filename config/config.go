@@ -40,6 +40,8 @@ type TURN struct {
 	DeniedPeers           []string      `yaml:"denied_peers"`            // CIDRs or bare IPs added to the built-in deny-list. Default: none
 	AllowLoopbackPeers    bool          `yaml:"allow_loopback_peers"`    // test-only. Default: false
 	MaxAllocationDuration time.Duration `yaml:"max_allocation_duration"` // Default: 12h
+	ErrorRate             float64       `yaml:"error_rate"`              // STUN error responses per second per source IP on UDP (reflection guard); 0 = unlimited. Default: 5
+	ErrorBurst            int           `yaml:"error_burst"`             // Default: 20
 	Quotas                Quotas        `yaml:"quotas"`
 }
 
@@ -167,6 +169,8 @@ func Default() Config {
 			AllowedPeers:          []string{},
 			DeniedPeers:           []string{},
 			MaxAllocationDuration: 12 * time.Hour,
+			ErrorRate:             5,
+			ErrorBurst:            20,
 			Quotas:                Quotas{PerUser: 10, PerCall: 8, Total: 10000},
 		},
 		Credentials: Credentials{

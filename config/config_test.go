@@ -110,6 +110,8 @@ ice_servers:
 					DeniedPeers:           []string{"2001:db9::/32"},
 					AllowLoopbackPeers:    true,
 					MaxAllocationDuration: 90 * time.Minute,
+					ErrorRate:             5,
+					ErrorBurst:            20,
 					Quotas:                Quotas{PerUser: 3, PerCall: 2, Total: 50},
 				}
 				c.Credentials = Credentials{TTL: time.Hour, Secrets: []Secret{
@@ -729,6 +731,8 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_TURN_RELAY_BIND_IP", "ICEBOX_TURN_RELAY_PUBLIC_IP", "ICEBOX_TURN_RELAY_MIN_PORT", "ICEBOX_TURN_RELAY_MAX_PORT",
 		"ICEBOX_TURN_ALLOWED_PEERS", "ICEBOX_TURN_DENIED_PEERS", "ICEBOX_TURN_ALLOW_LOOPBACK_PEERS",
 		"ICEBOX_TURN_MAX_ALLOCATION_DURATION",
+		"ICEBOX_TURN_ERROR_RATE",
+		"ICEBOX_TURN_ERROR_BURST",
 		"ICEBOX_TURN_QUOTAS_PER_USER", "ICEBOX_TURN_QUOTAS_PER_CALL", "ICEBOX_TURN_QUOTAS_TOTAL",
 		"ICEBOX_CREDENTIALS_TTL",
 		"ICEBOX_HTTP_LISTEN", "ICEBOX_HTTP_MAX_BODY_BYTES",

@@ -139,6 +139,12 @@ func (v *validator) turn(t *TURN) []portUse {
 	v.relay(&t.Relay)
 	v.peers("turn.allowed_peers", t.AllowedPeers)
 	v.peers("turn.denied_peers", t.DeniedPeers)
+	if t.ErrorRate < 0 || math.IsNaN(t.ErrorRate) || math.IsInf(t.ErrorRate, 0) {
+		v.add("turn.error_rate", "must be a finite number >= 0")
+	}
+	if t.ErrorRate > 0 && t.ErrorBurst < 1 {
+		v.add("turn.error_burst", "must be >= 1 when turn.error_rate is set")
+	}
 	if t.MaxAllocationDuration < minDuration {
 		v.add("turn.max_allocation_duration", "must be at least 1m (got %s)", t.MaxAllocationDuration)
 	}

@@ -56,6 +56,7 @@ type relayOptions struct {
 	advertiseV4   netip.Addr // default: 127.0.0.1
 	ipv6          bool       // also relay IPv6, bound on ::1, advertised as advertiseV6
 	advertiseV6   netip.Addr
+	errorRate     ErrorRate
 }
 
 // testRelay is a running Server on loopback with UDP, TCP and TLS listeners.
@@ -109,6 +110,7 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 		MaxPort:               40999,
 		Quotas:                o.quotas,
 		MaxAllocationDuration: o.maxDuration,
+		ErrorRate:             o.errorRate,
 		Logger:                testLogger(t),
 		Now:                   clock.Now,
 	}

@@ -32,6 +32,7 @@ type metrics struct {
 	packetsToPeer    prometheus.Counter
 	packetsFromPeer  prometheus.Counter
 	revokedClosed    prometheus.Counter
+	errorsDropped    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, active func() float64) *metrics {
@@ -69,6 +70,10 @@ func newMetrics(reg prometheus.Registerer, active func() float64) *metrics {
 		bytesFromPeer:   bytes.WithLabelValues("from_peer"),
 		packetsToPeer:   packets.WithLabelValues("to_peer"),
 		packetsFromPeer: packets.WithLabelValues("from_peer"),
+		errorsDropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_turn_error_responses_dropped_total",
+			Help: "STUN error responses (401, 400, …) not sent because their source exceeded turn.error_rate (reflection guard).",
+		}),
 		revokedClosed: f.NewCounter(prometheus.CounterOpts{
 			Name: "icebox_turn_revoked_allocations_closed_total",
 			Help: "Live allocations closed because their call was revoked.",

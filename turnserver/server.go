@@ -41,6 +41,10 @@ type Config struct {
 	Policy *Policy
 	Quotas Quotas
 
+	// ErrorRate limits STUN error responses per source on UDP (the
+	// reflection guard). Zero PerSecond disables it.
+	ErrorRate ErrorRate
+
 	// MaxAllocationDuration caps an allocation's life, however often it is
 	// refreshed. Default: 12h.
 	MaxAllocationDuration time.Duration
@@ -122,7 +126,14 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 			OnAllocationDeleted: s.onAllocationDeleted,
 		},
 	}
+	var limiter *sourceLimiter
+	if cfg.ErrorRate.PerSecond > 0 {
+		limiter = newSourceLimiter(cfg.ErrorRate)
+	}
 	for _, pc := range ln.UDP {
+		if limiter != nil {
+			pc = &errorLimitedConn{PacketConn: pc, lim: limiter, dropped: s.m.errorsDropped}
+		}
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
 			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})

@@ -116,7 +116,8 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo())
 
 	turnSrv, err := turnserver.New(turnserver.Config{
 		Realm:                 cfg.TURN.Realm,
@@ -130,6 +131,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		Policy:                policy,
 		Quotas:                turnserver.Quotas{PerUser: cfg.TURN.Quotas.PerUser, PerCall: cfg.TURN.Quotas.PerCall, Total: cfg.TURN.Quotas.Total},
 		MaxAllocationDuration: cfg.TURN.MaxAllocationDuration,
+		ErrorRate:             turnserver.ErrorRate{PerSecond: cfg.TURN.ErrorRate, Burst: cfg.TURN.ErrorBurst},
 		Logger:                log,
 		Registerer:            reg,
 	}, ln.listeners)
@@ -197,6 +199,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Draining:     draining.Load,
 		Gatherer:     reg,
+		Registerer:   reg,
 		Logger:       log,
 	})
 	if err != nil {

@@ -4,19 +4,35 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
 var version = "dev"
 
-func versionString() string {
-	rev := "unknown"
+func revision() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				rev = s.Value[:12]
+				return s.Value[:12]
 			}
 		}
 	}
-	return fmt.Sprintf("icebox %s (%s, %s)", version, rev, runtime.Version())
+	return "unknown"
+}
+
+func versionString() string {
+	return fmt.Sprintf("icebox %s (%s, %s)", version, revision(), runtime.Version())
+}
+
+// buildInfo is the icebox_build_info gauge: always 1, the build in labels.
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "icebox_build_info",
+		Help:        "Always 1; the labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision(), "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }

@@ -21,6 +21,7 @@ import (
 
 // apiEnv is the HTTP API over a real store and calls service.
 type apiEnv struct {
+	reg   *prometheus.Registry
 	srv   *httptest.Server
 	store *store.Store
 	calls *signaling.Service
@@ -64,7 +65,9 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := prometheus.NewRegistry()
 	api, err := New(Config{
+		Registerer:   reg,
 		Keyring:      func() *credentials.Keyring { return kr },
 		ICE:          ICEConfig{STUN: []string{"stun:127.0.0.1:3478"}, TURN: []string{"turn:127.0.0.1:3478?transport=udp"}, TTL: time.Hour},
 		Calls:        calls,
@@ -78,7 +81,7 @@ func newAPIEnv(t *testing.T) *apiEnv {
 	}
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	e := &apiEnv{srv: srv, store: st, calls: calls}
+	e := &apiEnv{reg: reg, srv: srv, store: st, calls: calls}
 	e.mustDo(t, adminToken, "PUT", "/admin/conversations/c1", `{"participants":["alice","bob"]}`, http.StatusOK)
 	e.mustDo(t, adminToken, "PUT", "/admin/conversations/c2", `{"participants":["carol"]}`, http.StatusOK)
 	return e
@@ -227,5 +230,38 @@ func TestTransitionConflicts(t *testing.T) {
 	body = e.mustDo(t, userToken("alice"), "GET", "/calls/ice_servers?call_id="+c.ID, "", http.StatusConflict)
 	if !strings.Contains(string(body), `"call_ended"`) {
 		t.Fatalf("credentials for an ended call: %s", body)
+	}
+}
+
+func TestRequestMetricsByRoute(t *testing.T) {
+	e := newAPIEnv(t)
+	c := e.initiate(t)
+	e.mustDo(t, userToken("carol"), "GET", "/calls/"+c.ID, "", http.StatusForbidden)
+	e.mustDo(t, userToken("bob"), "GET", "/calls/"+c.ID, "", http.StatusOK)
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "icebox_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			key := ""
+			for _, l := range m.GetLabel() {
+				key += l.GetName() + "=" + l.GetValue() + " "
+			}
+			got[key] = m.GetCounter().GetValue()
+		}
+	}
+	for _, want := range []string{
+		"code=201 method=POST route=/calls/initiate ",
+		"code=403 method=GET route=/calls/:id ",
+		"code=200 method=GET route=/calls/:id ",
+	} {
+		if got[want] != 1 {
+			t.Errorf("icebox_http_requests_total{%s} = %v; all: %v", want, got[want], got)
+		}
 	}
 }

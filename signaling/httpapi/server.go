@@ -43,8 +43,9 @@ type Config struct {
 	// Ready reports why the service is not ready, or nil. Default: ready.
 	Ready func() error
 
-	Gatherer prometheus.Gatherer
-	Logger   zerolog.Logger
+	Gatherer   prometheus.Gatherer
+	Registerer prometheus.Registerer // HTTP request metrics; nil = not recorded
+	Logger     zerolog.Logger
 }
 
 // Server serves the HTTP API on listeners handed to Serve.
@@ -77,6 +78,9 @@ func New(cfg Config) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
+	if cfg.Registerer != nil {
+		e.Use(requestMetrics(cfg.Registerer))
+	}
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	if cfg.Gatherer != nil {
