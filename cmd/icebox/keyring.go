@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials"
@@ -20,7 +21,19 @@ const secretsDir = "secrets"
 // buildKeyring turns the configured secrets into a keyring. A secret with
 // neither `secret` nor `secret_file` is generated once into
 // <state_dir>/secrets/<kid> (mode 0600) and reused after that.
+//
+// A managed keyring (all secrets generated) that was rotated is built from
+// its rotation record instead, without the keys that have retired.
 func buildKeyring(cfg config.Config) (*credentials.Keyring, error) {
+	if managedKeyring(cfg) {
+		st, ok, err := loadKeyringState(cfg.StateDir)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return managedKeyringFrom(cfg, liveKeys(cfg, st, time.Now()))
+		}
+	}
 	secrets := make([]credentials.Secret, 0, len(cfg.Credentials.Secrets))
 	for i, s := range cfg.Credentials.Secrets {
 		key, err := s.Value()

@@ -98,14 +98,18 @@ func (r *certReloader) watch(ctx context.Context) error {
 	}
 }
 
-// reloadKeyring re-reads the configuration's credentials.secrets and swaps
-// the keyring; on any error the current keyring stays.
-func reloadKeyring(path string, env []string, kr *atomic.Pointer[credentials.Keyring], log zerolog.Logger) {
+// reloadKeyring re-reads the configuration's credentials.secrets (or the
+// managed keyring's record) and swaps the keyring; on any error the current
+// keyring stays.
+func reloadKeyring(path string, env []string, keys *keyringManager, log zerolog.Logger) {
 	cfg, _, err := loadConfig(path, env)
 	if err == nil {
 		var next *credentials.Keyring
 		if next, err = buildKeyring(cfg); err == nil {
-			kr.Store(next)
+			keys.mu.Lock()
+			keys.cfg = cfg
+			keys.ring.Store(next)
+			keys.mu.Unlock()
 			log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
 				Strs("kids", next.KIDs()).Msg("keyring reloaded")
 			return

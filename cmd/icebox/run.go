@@ -44,6 +44,8 @@ commands:
   creds           mint TURN credentials from the configured keyring
   config defaults print a commented default configuration
   config check    validate a configuration file
+  keyring list    show a running icebox's keyring (admin token)
+  keyring rotate  make a new secret sign; the old ones retire once unused
   health          exit 0 if a running icebox is ready (Docker HEALTHCHECK)
   version         print the version
 
@@ -65,6 +67,8 @@ func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) er
 		return credsCmd(args, stdout, stderr, env)
 	case "config":
 		return configCmd(args, stdout, stderr, env)
+	case "keyring":
+		return keyringCmd(ctx, args, stdout, stderr, env)
 	case "health":
 		return healthCmd(ctx, args, stdout, stderr, env)
 	case "version":

@@ -75,6 +75,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	}
 	var keyring atomic.Pointer[credentials.Keyring]
 	keyring.Store(kr)
+	keys := &keyringManager{cfg: cfg, ring: &keyring, now: time.Now}
 
 	local, err := hostAddrs()
 	if err != nil {
@@ -196,6 +197,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		Auth:         auth,
 		Hub:          hub,
 		Allocations:  func() any { return turnSrv.Allocations() },
+		KeyringAdmin: keys,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Draining:     draining.Load,
 		Gatherer:     reg,
@@ -218,6 +220,8 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		g.Go(func() error { return certs.watch(gctx) })
 	}
 	g.Go(func() error {
+		retire := time.NewTicker(time.Minute)
+		defer retire.Stop()
 		for {
 			select {
 			case <-gctx.Done():
@@ -227,7 +231,14 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 				if certs != nil {
 					certs.reload("SIGHUP")
 				}
-				reloadKeyring(senv.configPath, senv.env, &keyring, log)
+				reloadKeyring(senv.configPath, senv.env, keys, log)
+			case <-retire.C:
+				retired, err := keys.refresh()
+				if err != nil {
+					log.Error().Err(err).Str("component", "credentials").Msg("retiring old keys")
+				} else if len(retired) > 0 {
+					log.Info().Str("component", "credentials").Strs("retired", retired).Msg("retired keys whose credentials have expired")
+				}
 			}
 		}
 	})

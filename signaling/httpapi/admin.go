@@ -21,6 +21,8 @@ func (s *Server) routeAdmin(g *echo.Group) {
 	g.GET("/admin/calls/:id", s.adminGetCall)
 	g.POST("/admin/calls/:id/revoke", s.revokeCall)
 	g.GET("/admin/allocations", s.allocations)
+	g.GET("/admin/keyring", s.getKeyring)
+	g.POST("/admin/keyring/rotate", s.rotateKeyring)
 }
 
 func (s *Server) putConversation(c echo.Context) error {

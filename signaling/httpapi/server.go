@@ -31,6 +31,8 @@ type Config struct {
 	Auth *Authenticator
 	// Hub carries WebSocket events and commands; nil disables /ws.
 	Hub *Hub
+	// KeyringAdmin serves /admin/keyring; nil disables it.
+	KeyringAdmin KeyringAdmin
 	// Allocations lists the relay's live allocations for /admin/allocations.
 	Allocations func() any
 	// MaxBodyBytes bounds request bodies. Default: 1 MiB.

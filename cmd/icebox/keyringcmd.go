@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// keyringCmd administers the keyring of a running icebox through its admin
+// API: `icebox keyring list` and `icebox keyring rotate`.
+func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
+	if len(args) == 0 || (args[0] != "list" && args[0] != "rotate") {
+		return usagef("keyring: want a subcommand: list | rotate")
+	}
+	sub := args[0]
+	fs := newFlagSet("keyring "+sub, stderr)
+	base := fs.String("url", "", "icebox HTTP API (default: http://<ICEBOX_HTTP_LISTEN or 127.0.0.1:8080>)")
+	token := fs.String("token", "", "admin bearer token (default: $ICEBOX_ADMIN_TOKEN)")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if *base == "" {
+		*base = "http://" + localAddr(lookupEnv(env, "ICEBOX_HTTP_LISTEN", "127.0.0.1:8080"))
+	}
+	if *token == "" {
+		*token = lookupEnv(env, "ICEBOX_ADMIN_TOKEN", "")
+	}
+	if *token == "" {
+		return usagef("keyring: an admin token is required (--token or ICEBOX_ADMIN_TOKEN)")
+	}
+	method, path := http.MethodGet, "/admin/keyring"
+	if sub == "rotate" {
+		method, path = http.MethodPost, "/admin/keyring/rotate"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(*base, "/")+path, nil)
+	if err != nil {
+		return usagef("keyring: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+*token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("keyring %s: %w", sub, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("keyring %s: %w", sub, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error.Code != "" {
+			return fmt.Errorf("keyring %s: %s: %s", sub, e.Error.Code, e.Error.Message)
+		}
+		return fmt.Errorf("keyring %s: %s", sub, resp.Status)
+	}
+	_, err = stdout.Write(body)
+	return err
+}
