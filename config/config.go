@@ -92,6 +92,10 @@ type Secret struct {
 type HTTP struct {
 	Listen       string `yaml:"listen"`         // Default: "127.0.0.1:8080"
 	MaxBodyBytes int64  `yaml:"max_body_bytes"` // largest request body accepted. Default: 1048576 (1 MiB); 1 KiB..64 MiB
+	// TLS serves the API over HTTPS when both files are set (reloaded on
+	// SIGHUP and when the files change). Default: none (plain HTTP, for
+	// loopback or behind a reverse proxy).
+	TLS TLSFiles `yaml:"tls"`
 }
 
 // ICEServers configures what /calls/ice_servers tells clients.

@@ -74,6 +74,10 @@ func (c *Config) Validate() error {
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
 	listenPorts := v.turn(&c.TURN)
+	if tf := c.HTTP.TLS; tf.CertFile != "" || tf.KeyFile != "" {
+		v.requiredFile("http.tls.cert_file", tf.CertFile, "http.tls")
+		v.requiredFile("http.tls.key_file", tf.KeyFile, "http.tls")
+	}
 	if port, ok := v.hostPort("http.listen", c.HTTP.Listen, false); ok {
 		listenPorts = append(listenPorts, portUse{"http.listen", port})
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ func healthCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env
 	fs := newFlagSet("health", stderr)
 	url := fs.String("url", "", "readiness URL (default: http://<http.listen>/readyz, from ICEBOX_HTTP_LISTEN or 127.0.0.1:8080)")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
+	insecure := fs.Bool("insecure", false, "with an https URL, do not verify the certificate (a probe of the local process)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -28,7 +30,10 @@ func healthCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env
 	if err != nil {
 		return usagef("health: %v", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure}, //nolint:gosec // opt-in, for probing our own loopback listener
+	}}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("health: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/pem"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -245,5 +246,82 @@ func TestTLSCertificateReload(t *testing.T) {
 	}
 	if !bytes.Equal(served(), second) {
 		t.Fatal("an invalid certificate replaced the served one")
+	}
+}
+
+func TestHTTPSCertificateReload(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	certFile, keyFile, pool := writeTestCert(t, dir)
+	httpPort := freePort(t)
+	cfg := strings.NewReplacer(phTURNPort, strconv.Itoa(freePort(t)), phTLSPort, "0", phHTTPPort, strconv.Itoa(httpPort)).
+		Replace(testConfig(filepath.Join(dir, "state"), cfgOpts{secret: testSecret}))
+	cfg += "  tls: {cert_file: " + certFile + ", key_file: " + keyFile + "}\n"
+	cfgPath := filepath.Join(dir, "icebox.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, iceboxBin, "serve", "--config", cfgPath)
+	base := "https://" + loopback(httpPort)
+	trusted := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	if !waitFor(readyTimeout, func() bool {
+		resp, err := trusted.Get(base + "/readyz")
+		if err != nil {
+			return p.exited()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}) || p.exited() {
+		t.Fatalf("icebox with HTTPS did not become ready:\n%s", p.out.String())
+	}
+	if _, errOut, code := runIcebox(t, 10*time.Second, "health", "--insecure", "--url", base+"/readyz"); code != 0 {
+		t.Fatalf("health over https: exit %d %s", code, errOut)
+	}
+	served := func() []byte {
+		conn, err := tls.Dial("tcp", loopback(httpPort), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // comparing raw certificates
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Raw
+	}
+	// A keep-alive connection opened with the first certificate stays usable.
+	resp, err := trusted.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body) // read to EOF so the connection is reused
+	resp.Body.Close()
+
+	newCert, newKey, _ := writeTestCert(t, t.TempDir())
+	for src, dst := range map[string]string{newCert: certFile, newKey: keyFile} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(certFile)
+	blk, _ := pem.Decode(b)
+	if err := p.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(15*time.Second, func() bool { return bytes.Equal(served(), blk.Bytes) }) {
+		t.Fatalf("HTTPS still serves the old certificate:\n%s", p.out.String())
+	}
+	resp, err = trusted.Get(base + "/healthz") // the old connection, reused
+	if err != nil {
+		t.Fatalf("an HTTPS keep-alive connection broke on reload: %v", err)
+	}
+	resp.Body.Close()
+	if err := p.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		t.Fatal("icebox did not stop")
 	}
 }

@@ -28,7 +28,8 @@ type certReloader struct {
 }
 
 func newCertReloader(certFile, keyFile string, log zerolog.Logger) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile, log: log.With().Str("component", "tls").Logger()}
+	r := &certReloader{certFile: certFile, keyFile: keyFile,
+		log: log.With().Str("component", "tls").Str("cert_file", certFile).Logger()}
 	if err := r.load(); err != nil {
 		return nil, err
 	}
@@ -59,10 +60,10 @@ func (r *certReloader) load() error {
 	stamp := fileStamp(r.certFile, r.keyFile)
 	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
 	if err != nil {
-		return fmt.Errorf("turn.tls: %w", err)
+		return err
 	}
 	if cert.Leaf != nil && time.Now().After(cert.Leaf.NotAfter) {
-		return fmt.Errorf("turn.tls: %s expired on %s", r.certFile, cert.Leaf.NotAfter.Format(time.RFC3339))
+		return fmt.Errorf("%s expired on %s", r.certFile, cert.Leaf.NotAfter.Format(time.RFC3339))
 	}
 	r.cert.Store(&cert)
 	r.stamp = stamp

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -97,6 +98,13 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	closers = append(closers, func() error { return ignoreClosed(httpLn.Close()) })
+	var httpCerts *certReloader
+	if cfg.HTTP.TLS.CertFile != "" {
+		if httpCerts, err = newCertReloader(cfg.HTTP.TLS.CertFile, cfg.HTTP.TLS.KeyFile, log); err != nil {
+			return usageError{fmt.Errorf("http.tls: %w", err)}
+		}
+		httpLn = tls.NewListener(httpLn, httpCerts.tlsConfig())
+	}
 
 	policy, err := turnserver.NewPolicy(turnserver.PolicyConfig{
 		Allowed:       cfg.TURN.AllowedPeers,
@@ -216,8 +224,12 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	g.Go(func() error { return api.Serve(gctx, httpLn) })
 	g.Go(func() error { return calls.Run(gctx) })
 	g.Go(func() error { return notify.runWatchdog(gctx, func() bool { return st.Ping() == nil }) })
-	if certs != nil {
-		g.Go(func() error { return certs.watch(gctx) })
+	reloaders := make([]*certReloader, 0, 2)
+	for _, r := range []*certReloader{certs, httpCerts} {
+		if r != nil {
+			reloaders = append(reloaders, r)
+			g.Go(func() error { return r.watch(gctx) })
+		}
 	}
 	g.Go(func() error {
 		retire := time.NewTicker(time.Minute)
@@ -228,8 +240,8 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 				return nil
 			case <-sig.reload:
 				log.Info().Msg("SIGHUP: reloading certificates and keyring")
-				if certs != nil {
-					certs.reload("SIGHUP")
+				for _, r := range reloaders {
+					r.reload("SIGHUP")
 				}
 				reloadKeyring(senv.configPath, senv.env, keys, log)
 			case <-retire.C:
@@ -353,7 +365,7 @@ func bindTURN(ctx context.Context, cfg config.TURN, log zerolog.Logger) (*turnLi
 	}
 	certs, err := newCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile, log)
 	if err != nil {
-		return tl, b, nil, usageError{err}
+		return tl, b, nil, usageError{fmt.Errorf("turn.tls: %w", err)}
 	}
 	tl.listeners.TLSConfig = certs.tlsConfig()
 	for _, addr := range cfg.Listen.TLS {
