@@ -43,3 +43,14 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# install copies bin/icebox, the systemd unit, the sysusers entry and (if
+# none exists) the example configuration into place; it does not rebuild, so
+# run `make build` first as yourself, then `sudo make install`. DESTDIR
+# stages everything under another root for packaging. See docs/deploy.md.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+.PHONY: install
+install:
+	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BIN='$(BIN)' ./scripts/install.sh

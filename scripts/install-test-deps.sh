@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the real test peers icebox's tests use, from Debian's packages:
-# coturn (turnutils_uclient, turnutils_peer). Run as root (CI is); a developer
+# coturn (turnutils_uclient, turnutils_peer) and systemd (systemd-analyze,
+# systemd-sysusers, for the unit's checks). Run as root (CI is); a developer
 # without root gets a clear message and the tests that need the tools skip
 # with the same advice (under CI=true they fail instead).
 set -euo pipefail
 
 missing=()
 command -v turnutils_uclient >/dev/null 2>&1 || missing+=(coturn)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # systemd-analyze verify of the unit
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0

@@ -37,7 +37,7 @@ func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
 	if *ttl < time.Second {
 		return usagef("creds: --ttl must be at least 1s")
 	}
-	kr, err := buildKeyring(cfg)
+	kr, err := readKeyring(cfg)
 	if err != nil {
 		return usageError{err}
 	}

@@ -25,6 +25,17 @@ const secretsDir = "secrets"
 // A managed keyring (all secrets generated) that was rotated is built from
 // its rotation record instead, without the keys that have retired.
 func buildKeyring(cfg config.Config) (*credentials.Keyring, error) {
+	return keyringFor(cfg, true)
+}
+
+// readKeyring is buildKeyring for commands that must not create files (icebox
+// creds, often run as another user than the service): a secret that was
+// never generated is an error.
+func readKeyring(cfg config.Config) (*credentials.Keyring, error) {
+	return keyringFor(cfg, false)
+}
+
+func keyringFor(cfg config.Config, generate bool) (*credentials.Keyring, error) {
 	if managedKeyring(cfg) {
 		st, ok, err := loadKeyringState(cfg.StateDir)
 		if err != nil {
@@ -39,6 +50,11 @@ func buildKeyring(cfg config.Config) (*credentials.Keyring, error) {
 		key, err := s.Value()
 		if err != nil {
 			return nil, fmt.Errorf("credentials.secrets[%d]: %w", i, err)
+		}
+		if len(key) == 0 && !generate {
+			if key, err = readSecretFile(filepath.Join(cfg.StateDir, secretsDir, s.KID)); err != nil {
+				return nil, fmt.Errorf("credentials.secrets[%d]: %w (start icebox serve once to generate it, or name a secret in the config)", i, err)
+			}
 		}
 		if len(key) == 0 {
 			if key, err = generatedSecret(cfg.StateDir, s.KID); err != nil {

@@ -119,6 +119,12 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	if err != nil {
 		return usageError{err}
 	}
+	for _, adv := range []netip.Addr{plan.adv4, plan.adv6} {
+		if cfg.TURN.Relay.PublicIP == "" && adv.IsValid() && (adv.IsPrivate() || adv.IsLoopback() || adv.IsLinkLocalUnicast()) {
+			log.Warn().Str("component", "turn").Stringer("relay_address", adv).
+				Msg("relays advertise a private address: clients outside this network get no media. Behind a NAT (cloud VMs), set turn.relay.public_ip to the public address")
+		}
+	}
 	if cfg.TURN.AllowLoopbackPeers {
 		log.Warn().Str("component", "turn").
 			Msg("turn.allow_loopback_peers is on: the relay may reach 127.0.0.0/8 and ::1 — test setups only, never in production")
