@@ -33,6 +33,8 @@ type Store interface {
 	// Revocations lists revocations still in force at now, and deletes
 	// the others.
 	Revocations(ctx context.Context, now time.Time) ([]Revocation, error)
+
+	OutboxStore
 }
 
 // Relay is what the calls service needs from the TURN relay: refusing a
