@@ -21,10 +21,12 @@ build:
 run: build
 	$(RUN_ENV) ./$(BIN) serve $(ARGS)
 
-# test-deps installs the real peers the tests use (Debian's coturn for
-# turnutils_uclient/turnutils_peer) when they are missing.
+# test-deps installs the real peers the tests use when they are missing:
+# Debian's coturn (turnutils_uclient/turnutils_peer) and systemd
+# (systemd-analyze), and a pinned Dendrite homeserver built with go install.
 test-deps:
 	@./scripts/install-test-deps.sh
+	@./scripts/install-dendrite.sh
 
 test: test-deps
 	$(GO) vet -tags $(TAGS) ./...
