@@ -20,6 +20,7 @@ type Config struct {
 	ICEServers   ICEServers    `yaml:"ice_servers"`
 	Auth         Auth          `yaml:"auth"`
 	Calls        Calls         `yaml:"calls"`
+	Matrix       Matrix        `yaml:"matrix"`
 }
 
 // Log configures the process's logger.
@@ -147,6 +148,36 @@ type Calls struct {
 	InitiateBurst     int           `yaml:"initiate_burst"`      // initiations a user may make at once before the rate applies. Default: 5
 }
 
+// Matrix configures the Matrix VoIP bridge. Default: off.
+//
+// The bridge logs in as one service user with its own device: an access
+// token copied from another client (Element, say) shares that client's
+// device and breaks end-to-end encryption for both. At most one of
+// AccessToken and AccessTokenFile is set, and one is required when Enabled.
+type Matrix struct {
+	Enabled         bool   `yaml:"enabled"`           // Default: false
+	HomeserverURL   string `yaml:"homeserver_url"`    // base URL, http(s) without a path, e.g. https://matrix.your.domain; required when enabled. Default: ""
+	ServiceUser     string `yaml:"service_user"`      // the bot's user ID, @localpart:server_name; required when enabled. Default: ""
+	AccessToken     string `yaml:"access_token"`      // the service user's own device's token, inline; prefer access_token_file. Default: ""
+	AccessTokenFile string `yaml:"access_token_file"` // file holding the token (surrounding whitespace trimmed); mode 0600 or stricter. Default: ""
+	DeviceID        string `yaml:"device_id"`         // the token's device. Default: "" (learned from /whoami)
+	VoIP            VoIP   `yaml:"voip"`
+	// RequireEncryption refuses to send call events in plaintext: rooms
+	// icebox creates are encrypted, and events wait until the room's
+	// encryption state is known. Default: true
+	RequireEncryption bool `yaml:"require_encryption"`
+	// InviteWait is how long POST /calls/initiate waits for the Matrix
+	// invite to go out, to report its event ID; the call does not depend
+	// on it. Default: 2s; 0..10s (0 = never wait)
+	InviteWait time.Duration `yaml:"invite_wait"`
+}
+
+// VoIP configures the legacy 1:1 Matrix VoIP events (m.call.*).
+type VoIP struct {
+	Enabled bool   `yaml:"enabled"` // bridge calls to m.call.* events (when matrix.enabled). Default: true
+	Version string `yaml:"version"` // VoIP version spoken; only "1" is accepted. Default: "1"
+}
+
 // Default returns the configuration with every field at its default.
 //
 // Lists that default to "none" are empty rather than nil, so that Default
@@ -192,6 +223,11 @@ func Default() Config {
 			MaxInviteLifetime: 5 * time.Minute,
 			InitiateRate:      0.5,
 			InitiateBurst:     5,
+		},
+		Matrix: Matrix{
+			VoIP:              VoIP{Enabled: true, Version: "1"},
+			RequireEncryption: true,
+			InviteWait:        2 * time.Second,
 		},
 	}
 }

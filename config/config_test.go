@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -37,6 +38,11 @@ func testFiles(t *testing.T) string {
 	write("cert.pem", "cert\n", 0o644)
 	write("key.pem", "key\n", 0o600)
 	write("secret-20", "0123456789abcdef0123\n", 0o600)
+	write("token", "  syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c\n", 0o600)
+	write("token-world", "syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c\n", 0o644)
+	write("token-empty", " \n", 0o600)
+	write("token-placeholder", "syt_...\n", 0o600)
+	write("token-space", "syt_aWNlYm94 abcdefghijklmnopqrst\n", 0o600)
 	if err := os.Mkdir(filepath.Join(dir, "subdir"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -547,6 +553,252 @@ calls: {invite_lifetime: 30s, max_invite_lifetime: 10m, initiate_rate: 2, initia
 			notWant: []string{"short-secret"},
 		},
 		{name: "alias bad url", noFile: true, env: []string{"STUN_SERVER_URL=stun.test:3478"}, wantErr: []string{`ice_servers.external[0].urls[0]: "stun.test:3478" must start with stun:`}},
+
+		// Matrix.
+		{
+			name: "matrix from the file",
+			yaml: `
+matrix:
+  enabled: true
+  homeserver_url: https://matrix.voip.test:8448/
+  service_user: "@icebox:voip.test"
+  access_token_file: $DIR/token
+  device_id: ICEBOXDEV
+  voip: {enabled: false, version: 1}
+  require_encryption: false
+  invite_wait: 0s
+`,
+			want: func(c *Config) {
+				c.Matrix = Matrix{
+					Enabled: true, HomeserverURL: "https://matrix.voip.test:8448/", ServiceUser: "@icebox:voip.test",
+					AccessTokenFile: "$DIR/token", DeviceID: "ICEBOXDEV", VoIP: VoIP{Enabled: false, Version: "1"},
+				}
+			},
+		},
+		{
+			name: "matrix inline token",
+			yaml: matrixYAML("-access_token_file", "access_token: syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c"),
+			want: func(c *Config) {
+				c.Matrix = matrixWant()
+				c.Matrix.AccessTokenFile, c.Matrix.AccessToken = "", "syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c"
+			},
+		},
+		{
+			name: "matrix disabled requires nothing and ignores bad values",
+			yaml: `matrix: {enabled: false, homeserver_url: "not a url", service_user: alice, access_token: x, access_token_file: "$DIR/nope"}`,
+			want: func(c *Config) {
+				c.Matrix.HomeserverURL, c.Matrix.ServiceUser, c.Matrix.AccessToken, c.Matrix.AccessTokenFile = "not a url", "alice", "x", "$DIR/nope"
+			},
+		},
+		{
+			name:    "matrix disabled still checks its defaulted values",
+			yaml:    `matrix: {voip: {version: "2"}, invite_wait: 11s}`,
+			wantErr: []string{`matrix.voip.version: "2" is not supported; icebox speaks Matrix VoIP version "1"`, "matrix.invite_wait: must be between 0s and 10s (got 11s)"},
+		},
+		{
+			name: "matrix enabled with nothing",
+			yaml: "matrix: {enabled: true}",
+			wantErr: []string{
+				"matrix.homeserver_url: required when matrix.enabled is true",
+				"matrix.service_user: required when matrix.enabled is true",
+				"matrix.access_token: required when matrix.enabled is true (or matrix.access_token_file)",
+			},
+		},
+		{name: "matrix url IPv6 and http", yaml: matrixYAML(`homeserver_url: "http://[::1]:8008"`), want: func(c *Config) {
+			c.Matrix = matrixWant()
+			c.Matrix.HomeserverURL = "http://[::1]:8008"
+		}},
+		{name: "matrix url not a URL", yaml: matrixYAML(`homeserver_url: "http://[::1"`), wantErr: []string{`matrix.homeserver_url: "http://[::1" is not a URL`}},
+		{name: "matrix url without scheme", yaml: matrixYAML("homeserver_url: matrix.voip.test"), wantErr: []string{`matrix.homeserver_url: "matrix.voip.test" must start with http:// or https://`}},
+		{name: "matrix url host:port", yaml: matrixYAML("homeserver_url: localhost:8008"), wantErr: []string{`matrix.homeserver_url: "localhost:8008" must start with http:// or https://`}},
+		{name: "matrix url other scheme", yaml: matrixYAML("homeserver_url: ftp://matrix.voip.test"), wantErr: []string{`matrix.homeserver_url: "ftp://matrix.voip.test" must start with http:// or https://`}},
+		{name: "matrix url without host", yaml: matrixYAML("homeserver_url: https:///_matrix"), wantErr: []string{`matrix.homeserver_url: "https:///_matrix" has no host`}},
+		{
+			name:    "matrix url with a path",
+			yaml:    matrixYAML("homeserver_url: https://matrix.voip.test/_matrix/client"),
+			wantErr: []string{`matrix.homeserver_url: "https://matrix.voip.test/_matrix/client" must be the base URL alone, without a path, query or fragment`},
+		},
+		{name: "matrix url with a query", yaml: matrixYAML(`homeserver_url: "https://matrix.voip.test?x=1"`), wantErr: []string{`must be the base URL alone`}},
+		{
+			name:    "matrix url with credentials, not echoed",
+			yaml:    matrixYAML("homeserver_url: https://bot:hunter2@matrix.voip.test"),
+			wantErr: []string{"matrix.homeserver_url: must not hold credentials"},
+			notWant: []string{"hunter2"},
+		},
+		{
+			name:    "matrix url with a password and a bad scheme, not echoed",
+			yaml:    matrixYAML("homeserver_url: ftp://bot:hunter2@matrix.voip.test"),
+			wantErr: []string{`matrix.homeserver_url: "ftp://bot:xxxxx@matrix.voip.test" must start with http:// or https://`},
+			notWant: []string{"hunter2"},
+		},
+		{name: "matrix url bad port", yaml: matrixYAML("homeserver_url: https://matrix.voip.test:99999"), wantErr: []string{`matrix.homeserver_url: "https://matrix.voip.test:99999" has a bad port "99999"`}},
+		{name: "matrix url placeholder", yaml: matrixYAML("homeserver_url: https://matrix.example.org"), wantErr: []string{`matrix.homeserver_url: "https://matrix.example.org" is the example's placeholder`}},
+		{name: "matrix url mautrix placeholder", yaml: matrixYAML("homeserver_url: http://example.localhost:8008"), wantErr: []string{`matrix.homeserver_url: "http://example.localhost:8008" is the example's placeholder`}},
+		{name: "matrix user, lenient localpart", yaml: matrixYAML(`service_user: "@Ice_Box=bot/1+x:[::1]:8448"`), want: func(c *Config) {
+			c.Matrix = matrixWant()
+			c.Matrix.ServiceUser = "@Ice_Box=bot/1+x:[::1]:8448"
+		}},
+		{name: "matrix user with port", yaml: matrixYAML(`service_user: "@nova-service:staging.nova.internal:8448"`), want: func(c *Config) {
+			c.Matrix = matrixWant()
+			c.Matrix.ServiceUser = "@nova-service:staging.nova.internal:8448"
+		}},
+		{name: "matrix user on an IPv4 server", yaml: matrixYAML(`service_user: "@icebox:127.0.0.1:8448"`), want: func(c *Config) {
+			c.Matrix = matrixWant()
+			c.Matrix.ServiceUser = "@icebox:127.0.0.1:8448"
+		}},
+		{name: "matrix user, IPv4 in brackets", yaml: matrixYAML(`service_user: "@icebox:[127.0.0.1]"`), wantErr: []string{`matrix.service_user: "@icebox:[127.0.0.1]" is not a Matrix user ID`}},
+		{name: "matrix user, bad IPv6", yaml: matrixYAML(`service_user: "@icebox:[::g]:8448"`), wantErr: []string{`matrix.service_user: "@icebox:[::g]:8448" is not a Matrix user ID`}},
+		{name: "matrix user without @", yaml: matrixYAML("service_user: icebox:voip.test"), wantErr: []string{`matrix.service_user: "icebox:voip.test" is not a Matrix user ID (@localpart:server_name`}},
+		{name: "matrix user without server", yaml: matrixYAML(`service_user: "@icebox"`), wantErr: []string{`matrix.service_user: "@icebox" is not a Matrix user ID`}},
+		{name: "matrix user empty localpart", yaml: matrixYAML(`service_user: "@:voip.test"`), wantErr: []string{`matrix.service_user: "@:voip.test" is not a Matrix user ID`}},
+		{name: "matrix user with a space", yaml: matrixYAML(`service_user: "@ice box:voip.test"`), wantErr: []string{`matrix.service_user: "@ice box:voip.test" is not a Matrix user ID`}},
+		{name: "matrix user bad server", yaml: matrixYAML(`service_user: "@icebox:bad_host"`), wantErr: []string{`matrix.service_user: "@icebox:bad_host" is not a Matrix user ID`}},
+		{name: "matrix user bad server label", yaml: matrixYAML(`service_user: "@icebox:-voip.test"`), wantErr: []string{`matrix.service_user: "@icebox:-voip.test" is not a Matrix user ID`}},
+		{name: "matrix user long port", yaml: matrixYAML(`service_user: "@icebox:voip.test:123456"`), wantErr: []string{`matrix.service_user: "@icebox:voip.test:123456" is not a Matrix user ID`}},
+		{name: "matrix user too long", yaml: matrixYAML(`service_user: "@` + strings.Repeat("a", 250) + `:voip.test"`), wantErr: []string{"matrix.service_user: is 261 bytes; a Matrix user ID has at most 255"}},
+		{name: "matrix user placeholder", yaml: matrixYAML(`service_user: "@icebox:example.org"`), wantErr: []string{`matrix.service_user: "@icebox:example.org" is the example's placeholder`}},
+		{
+			name:    "matrix token and token file",
+			yaml:    matrixYAML("access_token: syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c"),
+			wantErr: []string{"matrix: access_token and access_token_file are both set; keep one"},
+			notWant: []string{"syt_aWNlYm94"},
+		},
+		{name: "matrix token placeholder", yaml: matrixYAML("-access_token_file", "access_token: CHANGE-ME"), wantErr: []string{"matrix.access_token: is the example's placeholder"}},
+		{name: "matrix token elided", yaml: matrixYAML("-access_token_file", "access_token: syt_..."), wantErr: []string{"matrix.access_token: is the example's placeholder"}, notWant: []string{"syt_"}},
+		{
+			name:    "matrix token with a space, not echoed",
+			yaml:    matrixYAML("-access_token_file", `access_token: "syt_secretpart other"`),
+			wantErr: []string{"matrix.access_token: is a token with a space or control character in it"},
+			notWant: []string{"secretpart"},
+		},
+		{name: "matrix token file missing", yaml: matrixYAML(`access_token_file: "$DIR/nope"`), wantErr: []string{"matrix.access_token_file: $DIR/nope does not exist"}},
+		{name: "matrix token file is a directory", yaml: matrixYAML(`access_token_file: "$DIR/subdir"`), wantErr: []string{"matrix.access_token_file: $DIR/subdir is not a regular file"}},
+		{
+			name:    "matrix token file world-readable",
+			yaml:    matrixYAML(`access_token_file: "$DIR/token-world"`),
+			wantErr: []string{"matrix.access_token_file: $DIR/token-world is readable by others (mode 0644); chmod 600 it"},
+			notWant: []string{"syt_aWNlYm94"},
+		},
+		{name: "matrix token file group-readable", yaml: matrixYAML(`access_token_file: "$DIR/secret-group"`), wantErr: []string{"matrix.access_token_file: $DIR/secret-group is readable by others (mode 0640)"}},
+		{
+			name:    "matrix token file unreadable",
+			yaml:    matrixYAML(`access_token_file: "$DIR/secret-unreadable"`),
+			nonRoot: true,
+			wantErr: []string{"matrix.access_token_file: cannot read: open $DIR/secret-unreadable: permission denied"},
+		},
+		{name: "matrix token file empty", yaml: matrixYAML(`access_token_file: "$DIR/token-empty"`), wantErr: []string{"matrix.access_token_file: $DIR/token-empty holds an empty token"}},
+		{name: "matrix token file placeholder", yaml: matrixYAML(`access_token_file: "$DIR/token-placeholder"`), wantErr: []string{"matrix.access_token_file: $DIR/token-placeholder holds the example's placeholder"}},
+		{
+			name:    "matrix token file with a space, not echoed",
+			yaml:    matrixYAML(`access_token_file: "$DIR/token-space"`),
+			wantErr: []string{"matrix.access_token_file: $DIR/token-space holds a token with a space or control character in it"},
+			notWant: []string{"syt_aWNlYm94"},
+		},
+		{name: "matrix device id with a space", yaml: matrixYAML(`device_id: "ICE BOX"`), wantErr: []string{`matrix.device_id: "ICE BOX" contains a space or a control character`}},
+		{name: "matrix voip version", yaml: matrixYAML(`voip: {version: "1.0"}`), wantErr: []string{`matrix.voip.version: "1.0" is not supported`}},
+		{name: "matrix empty voip version", yaml: matrixYAML(`voip: {version: ""}`), wantErr: []string{`matrix.voip.version: "" is not supported`}},
+		{name: "matrix negative invite_wait", yaml: matrixYAML("invite_wait: -1s"), wantErr: []string{"matrix.invite_wait: must be between 0s and 10s (got -1s)"}},
+		{name: "matrix long invite_wait", yaml: matrixYAML("invite_wait: 10001ms"), wantErr: []string{"matrix.invite_wait: must be between 0s and 10s (got 10.001s)"}},
+		{name: "matrix invite_wait at its bound", yaml: matrixYAML("invite_wait: 10s"), want: func(c *Config) {
+			c.Matrix = matrixWant()
+			c.Matrix.InviteWait = 10 * time.Second
+		}},
+		{name: "matrix unknown key", yaml: "matrix: {voip: {versoin: 1}}", wantErr: []string{"line 1: field matrix.voip.versoin not found"}},
+
+		// Matrix environment.
+		{
+			name:   "env matrix, generic names",
+			noFile: true,
+			env: []string{
+				"ICEBOX_MATRIX_ENABLED=true", "ICEBOX_MATRIX_HOMESERVER_URL=http://localhost:8008", "ICEBOX_MATRIX_SERVICE_USER=@icebox:localhost",
+				"ICEBOX_MATRIX_ACCESS_TOKEN_FILE=$DIR/token", "ICEBOX_MATRIX_DEVICE_ID=DEV", "ICEBOX_MATRIX_VOIP_ENABLED=false",
+				"ICEBOX_MATRIX_VOIP_VERSION=1", "ICEBOX_MATRIX_REQUIRE_ENCRYPTION=false", "ICEBOX_MATRIX_INVITE_WAIT=500ms",
+			},
+			want: func(c *Config) {
+				c.Matrix = Matrix{
+					Enabled: true, HomeserverURL: "http://localhost:8008", ServiceUser: "@icebox:localhost", AccessTokenFile: "$DIR/token",
+					DeviceID: "DEV", VoIP: VoIP{Enabled: false, Version: "1"}, InviteWait: 500 * time.Millisecond,
+				}
+			},
+		},
+		{
+			name:   "env matrix, the seed's names",
+			noFile: true,
+			env: []string{
+				"MATRIX_ENABLED=true", "MATRIX_HOMESERVER_URL=http://matrix-synapse:8008", "MATRIX_SERVICE_USER=@nova-service:staging.nova.internal",
+				"MATRIX_ACCESS_TOKEN=syt_bm92YQ_abcdefghijklmnopqrst_0a1b2c", "MATRIX_VOIP_ENABLED=false", "MATRIX_VOIP_VERSION=1",
+			},
+			want: func(c *Config) {
+				c.Matrix.Enabled, c.Matrix.HomeserverURL, c.Matrix.ServiceUser = true, "http://matrix-synapse:8008", "@nova-service:staging.nova.internal"
+				c.Matrix.AccessToken, c.Matrix.VoIP.Enabled = "syt_bm92YQ_abcdefghijklmnopqrst_0a1b2c", false
+			},
+		},
+		{
+			name: "env matrix, ICEBOX_ names win over the seed's",
+			yaml: matrixYAML(),
+			env: []string{
+				"MATRIX_HOMESERVER_URL=http://seed.test:8008", "ICEBOX_MATRIX_HOMESERVER_URL=https://explicit.test",
+				"MATRIX_VOIP_ENABLED=true", "ICEBOX_MATRIX_VOIP_ENABLED=false",
+				"MATRIX_ENABLED=false", "ICEBOX_MATRIX_ENABLED=true",
+				"MATRIX_VOIP_VERSION=2", "ICEBOX_MATRIX_VOIP_VERSION=1",
+				"MATRIX_SERVICE_USER=@seed:seed.test", "ICEBOX_MATRIX_SERVICE_USER=@explicit:explicit.test",
+			},
+			want: func(c *Config) {
+				c.Matrix = matrixWant()
+				c.Matrix.HomeserverURL, c.Matrix.ServiceUser, c.Matrix.VoIP.Enabled = "https://explicit.test", "@explicit:explicit.test", false
+			},
+		},
+		{
+			name:    "env matrix, a set but empty ICEBOX_ name still wins",
+			yaml:    matrixYAML(),
+			env:     []string{"ICEBOX_MATRIX_SERVICE_USER=", "MATRIX_SERVICE_USER=@seed:seed.test"},
+			wantErr: []string{"matrix.service_user: required when matrix.enabled is true"},
+		},
+		{
+			name: "env matrix, empty seed names are unset",
+			yaml: matrixYAML(),
+			env:  []string{"MATRIX_ENABLED=", "MATRIX_HOMESERVER_URL=", "MATRIX_SERVICE_USER=", "MATRIX_ACCESS_TOKEN=", "MATRIX_VOIP_ENABLED=", "MATRIX_VOIP_VERSION="},
+			want: func(c *Config) { c.Matrix = matrixWant() },
+		},
+		{name: "env matrix, bad MATRIX_ENABLED", noFile: true, env: []string{"MATRIX_ENABLED=yes"}, wantErr: []string{`config: environment: MATRIX_ENABLED: "yes" is not a boolean (true or false)`}},
+		{
+			name:    "env matrix, bad booleans, every variable",
+			noFile:  true,
+			env:     []string{"MATRIX_VOIP_ENABLED=on", "ICEBOX_MATRIX_REQUIRE_ENCRYPTION=maybe"},
+			wantErr: []string{`config: environment: MATRIX_VOIP_ENABLED: "on" is not a boolean`, `config: environment: ICEBOX_MATRIX_REQUIRE_ENCRYPTION: "maybe" is not a boolean`},
+		},
+		{name: "env matrix, bad ICEBOX_MATRIX_INVITE_WAIT", noFile: true, env: []string{"ICEBOX_MATRIX_INVITE_WAIT=2"}, wantErr: []string{`config: environment: ICEBOX_MATRIX_INVITE_WAIT: "2" is not a duration`}},
+		{name: "env matrix, seed version is validated", noFile: true, env: []string{"MATRIX_VOIP_VERSION=2"}, wantErr: []string{`matrix.voip.version: "2" is not supported`}},
+		{name: "env matrix, seed url is validated", noFile: true, env: []string{"MATRIX_ENABLED=1", "MATRIX_HOMESERVER_URL=http://example.localhost:8008"}, wantErr: []string{`matrix.homeserver_url: "http://example.localhost:8008" is the example's placeholder`}},
+		{
+			name: "env matrix token replaces the file's token file",
+			yaml: matrixYAML(),
+			env:  []string{"MATRIX_ACCESS_TOKEN=syt_bm92YQ_abcdefghijklmnopqrst_0a1b2c"},
+			want: func(c *Config) {
+				c.Matrix = matrixWant()
+				c.Matrix.AccessTokenFile, c.Matrix.AccessToken = "", "syt_bm92YQ_abcdefghijklmnopqrst_0a1b2c"
+			},
+		},
+		{
+			name: "env matrix token file replaces the file's token",
+			yaml: matrixYAML("-access_token_file", "access_token: syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c"),
+			env:  []string{"ICEBOX_MATRIX_ACCESS_TOKEN_FILE=$DIR/token"},
+			want: func(c *Config) { c.Matrix = matrixWant() },
+		},
+		{
+			name:    "env matrix token and token file",
+			yaml:    matrixYAML("-access_token_file"),
+			env:     []string{"ICEBOX_MATRIX_ACCESS_TOKEN=syt_bm92YQ_abcdefghijklmnopqrst_0a1b2c", "ICEBOX_MATRIX_ACCESS_TOKEN_FILE=$DIR/token"},
+			wantErr: []string{"matrix: access_token and access_token_file are both set; keep one"},
+			notWant: []string{"syt_bm92YQ"},
+		},
+		{
+			name:    "env matrix seed token placeholder, not echoed",
+			yaml:    matrixYAML(),
+			env:     []string{"MATRIX_ACCESS_TOKEN=syt_..."},
+			wantErr: []string{"matrix.access_token: is the example's placeholder"},
+			notWant: []string{"syt_"},
+		},
 	}
 
 	for _, tt := range tests {
@@ -610,6 +862,28 @@ func expandConfig(c *Config, expand func(string) string) {
 		c.Credentials.Secrets[i].SecretFile = expand(c.Credentials.Secrets[i].SecretFile)
 	}
 	c.Auth.JWT.HS256SecretFile = expand(c.Auth.JWT.HS256SecretFile)
+	c.Matrix.AccessTokenFile = expand(c.Matrix.AccessTokenFile)
+}
+
+// matrixYAML is a valid, enabled matrix section, as one flow mapping, with
+// keys replaced or added ("key: value") or dropped ("-key").
+func matrixYAML(changes ...string) string {
+	entries := []string{"enabled: true", "homeserver_url: https://matrix.voip.test", `service_user: "@icebox:voip.test"`, `access_token_file: "$DIR/token"`}
+	for _, ch := range changes {
+		key, _, _ := strings.Cut(strings.TrimPrefix(ch, "-"), ":")
+		entries = slices.DeleteFunc(entries, func(e string) bool { return strings.HasPrefix(e, key+":") })
+		if !strings.HasPrefix(ch, "-") {
+			entries = append(entries, ch)
+		}
+	}
+	return "matrix: {" + strings.Join(entries, ", ") + "}"
+}
+
+// matrixWant is the section matrixYAML() loads to.
+func matrixWant() Matrix {
+	m := Default().Matrix
+	m.Enabled, m.HomeserverURL, m.ServiceUser, m.AccessTokenFile = true, "https://matrix.voip.test", "@icebox:voip.test", "$DIR/token"
+	return m
 }
 
 func TestLoadMissingFile(t *testing.T) {
@@ -741,6 +1015,10 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_AUTH_JWT_AUDIENCE", "ICEBOX_AUTH_JWT_ADMIN_CLAIM", "ICEBOX_AUTH_JWT_MAX_TTL",
 		"ICEBOX_CALLS_INVITE_LIFETIME", "ICEBOX_CALLS_MAX_INVITE_LIFETIME",
 		"ICEBOX_CALLS_INITIATE_RATE", "ICEBOX_CALLS_INITIATE_BURST",
+		"ICEBOX_MATRIX_ENABLED", "ICEBOX_MATRIX_HOMESERVER_URL", "ICEBOX_MATRIX_SERVICE_USER",
+		"ICEBOX_MATRIX_ACCESS_TOKEN", "ICEBOX_MATRIX_ACCESS_TOKEN_FILE", "ICEBOX_MATRIX_DEVICE_ID",
+		"ICEBOX_MATRIX_VOIP_ENABLED", "ICEBOX_MATRIX_VOIP_VERSION",
+		"ICEBOX_MATRIX_REQUIRE_ENCRYPTION", "ICEBOX_MATRIX_INVITE_WAIT",
 	}
 	var got []string
 	c := Default()
@@ -757,6 +1035,74 @@ func TestEnvVars(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("envVars() =\n%q\nwant\n%q", got, want)
+	}
+}
+
+// TestMatrixAliases checks that each seed name stands for a generic
+// variable of the same type, so applyMatrixAliases can set it.
+func TestMatrixAliases(t *testing.T) {
+	vars := map[string]envVar{}
+	for _, ev := range envVars() {
+		vars[ev.name] = ev
+	}
+	for _, a := range matrixAliases {
+		ev, ok := vars[a.name]
+		if !ok {
+			t.Errorf("%s stands for %s, which is not a config variable", a.alias, a.name)
+			continue
+		}
+		if want := "ICEBOX_" + a.alias; a.name != want {
+			t.Errorf("%s stands for %s, want %s", a.alias, a.name, want)
+		}
+		if ev.typ.Kind() != reflect.String && ev.typ.Kind() != reflect.Bool {
+			t.Errorf("%s: unexpected type %s", a.name, ev.typ)
+		}
+	}
+	if len(matrixAliases) != 6 {
+		t.Errorf("%d Matrix aliases, want the seed's 6", len(matrixAliases))
+	}
+	for _, name := range []string{envMatrixToken, envMatrixTokenFile} {
+		if _, ok := vars[name]; !ok {
+			t.Errorf("%s is not a config variable", name)
+		}
+	}
+}
+
+func TestMatrixToken(t *testing.T) {
+	dir := testFiles(t)
+	const tok = "syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c"
+	tests := []struct {
+		name    string
+		m       Matrix
+		want    string
+		wantErr string
+	}{
+		{name: "inline, kept as is", m: Matrix{AccessToken: tok}, want: tok},
+		{name: "file, trimmed", m: Matrix{AccessTokenFile: filepath.Join(dir, "token")}, want: tok},
+		{name: "both", m: Matrix{AccessToken: tok, AccessTokenFile: filepath.Join(dir, "token")}, wantErr: "config: matrix: access_token and access_token_file are both set"},
+		{name: "neither", m: Matrix{}, wantErr: "config: matrix: neither access_token nor access_token_file is set"},
+		{name: "missing file", m: Matrix{AccessTokenFile: filepath.Join(dir, "nope")}, wantErr: "config: matrix.access_token_file: open " + filepath.Join(dir, "nope") + ": no such file or directory"},
+		{name: "empty file", m: Matrix{AccessTokenFile: filepath.Join(dir, "token-empty")}, wantErr: "config: matrix.access_token_file: " + filepath.Join(dir, "token-empty") + " is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.m.Token()
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("Token() error = %v, want %q", err, tt.wantErr)
+				}
+				if got != "" || strings.Contains(err.Error(), tok) {
+					t.Errorf("Token() = %q, %v: leaks the token", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Token() error: %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("Token() = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
 

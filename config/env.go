@@ -30,6 +30,31 @@ const (
 	EnvTURNUsername  = "TURN_USERNAME"
 	EnvTURNPassword  = "TURN_PASSWORD"
 	EnvSTUNServerURL = "STUN_SERVER_URL"
+
+	// The seed's Matrix names, kept as aliases of the ICEBOX_MATRIX_*
+	// variables (see matrixAliases for which). Each applies when non-empty
+	// and its ICEBOX_MATRIX_* twin is not set: the explicit name wins.
+	EnvMatrixEnabled       = "MATRIX_ENABLED"
+	EnvMatrixHomeserverURL = "MATRIX_HOMESERVER_URL"
+	EnvMatrixServiceUser   = "MATRIX_SERVICE_USER"
+	EnvMatrixAccessToken   = "MATRIX_ACCESS_TOKEN"
+	EnvMatrixVoIPEnabled   = "MATRIX_VOIP_ENABLED"
+	EnvMatrixVoIPVersion   = "MATRIX_VOIP_VERSION"
+)
+
+// matrixAliases pairs each seed name with the generic variable it stands for.
+var matrixAliases = []struct{ alias, name string }{
+	{EnvMatrixEnabled, "ICEBOX_MATRIX_ENABLED"},
+	{EnvMatrixHomeserverURL, "ICEBOX_MATRIX_HOMESERVER_URL"},
+	{EnvMatrixServiceUser, "ICEBOX_MATRIX_SERVICE_USER"},
+	{EnvMatrixAccessToken, envMatrixToken},
+	{EnvMatrixVoIPEnabled, "ICEBOX_MATRIX_VOIP_ENABLED"},
+	{EnvMatrixVoIPVersion, "ICEBOX_MATRIX_VOIP_VERSION"},
+}
+
+const (
+	envMatrixToken     = "ICEBOX_MATRIX_ACCESS_TOKEN"
+	envMatrixTokenFile = "ICEBOX_MATRIX_ACCESS_TOKEN_FILE"
 )
 
 const envPrefix = "ICEBOX"
@@ -88,10 +113,13 @@ func parseEnviron(environ []string) map[string]string {
 // an empty list (ICEBOX_TURN_LISTEN_TCP= turns the TCP listener off); an
 // empty number, boolean or duration is an error. Lists are comma-separated.
 // The credential variables and the seed's aliases apply only when non-empty,
-// since deployments that template them often pass them empty. ICEBOX_*
-// names that are not config keys are ignored (the command line may use
-// its own, such as a config path). EnvStaticTokens follows the generic
-// rule: set and empty, it empties auth.static_tokens.
+// since deployments that template them often pass them empty; a seed Matrix
+// name is ignored when its ICEBOX_MATRIX_* twin is set, even empty. A Matrix
+// token from the environment replaces the file's token source (see
+// applyMatrixTokenEnv). ICEBOX_* names that are not config keys are ignored
+// (the command line may use its own, such as a config path).
+// EnvStaticTokens follows the generic rule: set and empty, it empties
+// auth.static_tokens.
 func applyEnv(cfg *Config, environ []string) error {
 	env := parseEnviron(environ)
 	var errs []error
@@ -108,6 +136,8 @@ func applyEnv(cfg *Config, environ []string) error {
 	errs = append(errs, applySecretEnv(cfg, env)...)
 	errs = append(errs, applyStaticTokensEnv(cfg, env)...)
 	errs = append(errs, applyAliases(cfg, env)...)
+	errs = append(errs, applyMatrixAliases(cfg, env)...)
+	applyMatrixTokenEnv(cfg, env)
 	return errors.Join(errs...)
 }
 
@@ -223,4 +253,48 @@ func applyAliases(cfg *Config, env map[string]string) []error {
 		*ext = append(*ext, ExternalServer{URLs: splitList(u)})
 	}
 	return nil
+}
+
+// applyMatrixAliases applies the seed's MATRIX_* names. A bad value is an
+// error naming the variable; values are never echoed but for the booleans'.
+func applyMatrixAliases(cfg *Config, env map[string]string) []error {
+	vars := map[string]envVar{}
+	for _, ev := range envVars() {
+		vars[ev.name] = ev
+	}
+	root := reflect.ValueOf(cfg).Elem()
+	var errs []error
+	for _, a := range matrixAliases {
+		s := env[a.alias]
+		if s == "" {
+			continue
+		}
+		if _, explicit := env[a.name]; explicit {
+			continue
+		}
+		if err := setFromString(root.FieldByIndex(vars[a.name].index), s); err != nil {
+			errs = append(errs, invalid(fmt.Sprintf("config: environment: %s: %v", a.alias, err)))
+		}
+	}
+	return errs
+}
+
+// applyMatrixTokenEnv lets a token source given by the environment replace
+// the file's, as the environment overrides the file: a token variable
+// (ICEBOX_MATRIX_ACCESS_TOKEN, or MATRIX_ACCESS_TOKEN) clears the file's
+// matrix.access_token_file, and ICEBOX_MATRIX_ACCESS_TOKEN_FILE clears its
+// matrix.access_token. Both given by the environment are left for Validate
+// to refuse.
+func applyMatrixTokenEnv(cfg *Config, env map[string]string) {
+	token, explicit := env[envMatrixToken]
+	if !explicit {
+		token = env[EnvMatrixAccessToken]
+	}
+	tokenSet, fileSet := token != "", env[envMatrixTokenFile] != ""
+	switch {
+	case tokenSet && !fileSet:
+		cfg.Matrix.AccessTokenFile = ""
+	case fileSet && !tokenSet:
+		cfg.Matrix.AccessToken = ""
+	}
 }

@@ -13,6 +13,9 @@ var (
 	errBothSecrets    = errors.New("config: secret and secret_file are both set")
 	errBothJWTSecrets = errors.New("config: auth.jwt: hs256_secret and hs256_secret_file are both set")
 	errBadTokenHash   = errors.New("sha256 must be 64 hex characters")
+
+	errBothMatrixTokens = errors.New("config: matrix: access_token and access_token_file are both set")
+	errNoMatrixToken    = errors.New("config: matrix: neither access_token nor access_token_file is set")
 )
 
 // invalid is one problem with the configuration. Its text is shown as is

@@ -48,6 +48,30 @@ func (j JWT) SecretValue() ([]byte, error) {
 	return nil, nil
 }
 
+// Token returns the service user's access token: AccessToken as is, or the
+// contents of AccessTokenFile with surrounding whitespace trimmed (as
+// Secret.Value). Unlike a TURN secret, a token cannot be generated, so
+// neither being set is an error. Errors never hold the token.
+func (m Matrix) Token() (string, error) {
+	switch {
+	case m.AccessToken != "" && m.AccessTokenFile != "":
+		return "", errBothMatrixTokens
+	case m.AccessToken != "":
+		return m.AccessToken, nil
+	case m.AccessTokenFile != "":
+		b, err := os.ReadFile(m.AccessTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("config: matrix.access_token_file: %w", err)
+		}
+		tok := string(bytes.TrimSpace(b))
+		if tok == "" {
+			return "", fmt.Errorf("config: matrix.access_token_file: %s is empty", m.AccessTokenFile)
+		}
+		return tok, nil
+	}
+	return "", errNoMatrixToken
+}
+
 // Hash returns the token's SHA-256 decoded from its hex form, the form the
 // HTTP API compares presented tokens against.
 func (t StaticToken) Hash() ([32]byte, error) {
@@ -65,20 +89,28 @@ func (t StaticToken) Hash() ([32]byte, error) {
 // (as LiveKit checks its key file: a secret others can read is a leaked
 // secret), holding at least minLen bytes.
 func (v *validator) secretFile(path, name string, minLen int) {
+	if b, ok := v.privateFile(path, name); ok {
+		v.secretValue(path, name+" holds", bytes.TrimSpace(b), minLen)
+	}
+}
+
+// privateFile checks that name is a regular file that neither its group
+// nor others may read or write, and returns its contents.
+func (v *validator) privateFile(path, name string) ([]byte, bool) {
 	fi, ok := v.statFile(path, name)
 	if !ok {
-		return
+		return nil, false
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		v.add(path, "%s is readable by others (mode %04o); chmod 600 it", name, perm)
-		return
+		return nil, false
 	}
 	b, err := os.ReadFile(name)
 	if err != nil {
 		v.add(path, "cannot read: %v", err)
-		return
+		return nil, false
 	}
-	v.secretValue(path, name+" holds", bytes.TrimSpace(b), minLen)
+	return b, true
 }
 
 // requiredFile checks a file that key `by` needs: set, a regular file, and

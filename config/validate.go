@@ -1,11 +1,13 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -45,11 +47,24 @@ const (
 	// an unauthenticated client can make the server hold.
 	minBodyBytes = 1 << 10
 	maxBodyBytes = 64 << 20
+	// maxInviteWait bounds matrix.invite_wait: POST /calls/initiate holds
+	// the caller's request that long at most, and a client times out an
+	// API call long before a homeserver that slow would answer.
+	maxInviteWait = 10 * time.Second
+	// maxUserIDLen is the longest Matrix user ID, in bytes (the spec's
+	// limit, "@" and server name included).
+	maxUserIDLen = 255
 )
 
 var (
 	kidPattern    = regexp.MustCompile(`^[a-z0-9]{1,16}$`)
 	sha256Pattern = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	// userIDPattern is a Matrix user ID, "@localpart:server_name". The
+	// localpart takes the spec's historical grammar (any printable ASCII
+	// but ":", upper case included), since servers still hold such users;
+	// the server name is a DNS name, an IPv4 address or a bracketed IPv6
+	// literal, with an optional port.
+	userIDPattern = regexp.MustCompile(`^@[!-9;-~]+:(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.\-]+)(:[0-9]{1,5})?$`)
 )
 
 // emptySHA256 is the SHA-256 of no bytes: what `echo -n | sha256sum` prints
@@ -89,6 +104,7 @@ func (c *Config) Validate() error {
 	v.iceServers(&c.ICEServers)
 	v.auth(&c.Auth)
 	v.calls(&c.Calls)
+	v.matrix(&c.Matrix)
 	return errors.Join(v.errs...)
 }
 
@@ -396,6 +412,114 @@ func (v *validator) inviteLifetime(path string, d time.Duration) bool {
 	return true
 }
 
+// matrix checks the matrix section. A disabled bridge needs nothing, but
+// the values that have defaults are still range-checked, so that turning
+// it on later does not surface old mistakes.
+func (v *validator) matrix(m *Matrix) {
+	if m.VoIP.Version != "1" {
+		v.add("matrix.voip.version", "%q is not supported; icebox speaks Matrix VoIP version \"1\"", m.VoIP.Version)
+	}
+	if m.InviteWait < 0 || m.InviteWait > maxInviteWait {
+		v.add("matrix.invite_wait", "must be between 0s and 10s (got %s)", m.InviteWait)
+	}
+	if !m.Enabled {
+		return
+	}
+	v.homeserverURL("matrix.homeserver_url", m.HomeserverURL)
+	v.userID("matrix.service_user", m.ServiceUser)
+	switch {
+	case m.AccessToken != "" && m.AccessTokenFile != "":
+		v.add("matrix", "access_token and access_token_file are both set; keep one")
+	case m.AccessToken != "":
+		v.accessToken("matrix.access_token", "is", m.AccessToken)
+	case m.AccessTokenFile != "":
+		if b, ok := v.privateFile("matrix.access_token_file", m.AccessTokenFile); ok {
+			v.accessToken("matrix.access_token_file", m.AccessTokenFile+" holds", string(bytes.TrimSpace(b)))
+		}
+	default:
+		v.add("matrix.access_token", "required when matrix.enabled is true (or matrix.access_token_file): log the service user in as its own device")
+	}
+	if strings.ContainsFunc(m.DeviceID, isSpaceOrControl) {
+		v.add("matrix.device_id", "%q contains a space or a control character", m.DeviceID)
+	}
+}
+
+// homeserverURL checks a homeserver's base URL: http or https, a host, and
+// no path, query or credentials (the client appends /_matrix/... itself).
+func (v *validator) homeserverURL(path, s string) {
+	if s == "" {
+		v.add(path, "required when matrix.enabled is true (e.g. https://matrix.your.domain)")
+		return
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		v.add(path, "%q is not a URL", s)
+		return
+	}
+	s = u.Redacted() // a password in the URL is not echoed
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		v.add(path, "%q must start with http:// or https://", s)
+	case u.Host == "" || u.Hostname() == "":
+		v.add(path, "%q has no host", s)
+	case u.User != nil:
+		v.add(path, "must not hold credentials; give the token in matrix.access_token_file")
+	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
+		v.add(path, "%q must be the base URL alone, without a path, query or fragment (e.g. https://matrix.your.domain)", s)
+	case isExampleHost(u.Hostname()) || isPlaceholder(s):
+		v.add(path, "%q is the example's placeholder; give your homeserver's URL", s)
+	default:
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				v.add(path, "%q has a bad port %q", s, p)
+			}
+		}
+	}
+}
+
+// userID checks a Matrix user ID (@localpart:server_name).
+func (v *validator) userID(path, s string) {
+	_, server, _ := strings.Cut(s, ":")
+	host, hostOK := serverHost(server)
+	switch {
+	case s == "":
+		v.add(path, "required when matrix.enabled is true (the bot's user ID, e.g. @icebox:your.domain)")
+	case len(s) > maxUserIDLen:
+		v.add(path, "is %d bytes; a Matrix user ID has at most %d", len(s), maxUserIDLen)
+	case !userIDPattern.MatchString(s), !hostOK:
+		v.add(path, "%q is not a Matrix user ID (@localpart:server_name, e.g. @icebox:your.domain)", s)
+	case isExampleHost(host) || isPlaceholder(s):
+		v.add(path, "%q is the example's placeholder; give the bot's user ID", s)
+	}
+}
+
+// serverHost returns the host of a Matrix server name (host[:port]) and
+// whether it is a DNS name, an IPv4 address or a bracketed IPv6 address.
+func serverHost(server string) (string, bool) {
+	if rest, ok := strings.CutPrefix(server, "["); ok {
+		host, _, ok := strings.Cut(rest, "]")
+		a, err := netip.ParseAddr(host)
+		return host, ok && err == nil && a.Is6() && a.Zone() == ""
+	}
+	host, _, _ := strings.Cut(server, ":")
+	return host, validHostname(host)
+}
+
+// accessToken checks a Matrix access token; subject says where it came
+// from. It never echoes the token.
+func (v *validator) accessToken(path, subject, tok string) {
+	switch {
+	case tok == "":
+		v.add(path, "%s an empty token", subject)
+	case isPlaceholder(tok) || strings.Contains(tok, "..."):
+		v.add(path, "%s the example's placeholder; log the service user in and use its token", subject)
+	case strings.ContainsFunc(tok, isSpaceOrControl):
+		v.add(path, "%s a token with a space or control character in it", subject)
+	}
+}
+
+func isSpaceOrControl(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
+
 func (v *validator) iceServers(s *ICEServers) {
 	if h := s.Hostname; h != "" {
 		if a, err := netip.ParseAddr(h); err == nil {
@@ -462,10 +586,11 @@ func isPlaceholder(s string) bool {
 }
 
 // isExampleHost reports whether host is in a domain reserved for examples
-// (RFC 2606), as the example file's "turn.example.com" is.
+// (RFC 2606), as the example file's "turn.example.com" is, or is
+// example.localhost, the placeholder mautrix bridges' examples use.
 func isExampleHost(host string) bool {
 	host = strings.TrimSuffix(strings.ToLower(host), ".")
-	for _, d := range []string{"example.com", "example.net", "example.org", "example"} {
+	for _, d := range []string{"example.com", "example.net", "example.org", "example", "example.localhost"} {
 		if host == d || strings.HasSuffix(host, "."+d) {
 			return true
 		}
