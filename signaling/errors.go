@@ -18,6 +18,8 @@ var (
 	ErrInvalid = errors.New("invalid request")
 	// ErrRateLimited: too many calls initiated by this user.
 	ErrRateLimited = errors.New("rate limited")
+	// ErrUnavailable: a dependency (the Matrix homeserver) did not answer.
+	ErrUnavailable = errors.New("unavailable")
 )
 
 // TransitionError is a transition the call's state does not allow

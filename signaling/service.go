@@ -19,6 +19,15 @@ type ServiceConfig struct {
 	Relay     Relay     // nil: no relay to revoke on (tests)
 	Publisher Publisher // nil: events go nowhere
 
+	// Matrix bridge parts; nil when Matrix is off. Outbound's entries are
+	// written with each transition; Rooms gives conversations a room;
+	// Invites lets Initiate report the invite's event ID, waiting at most
+	// InviteWait (0 = do not wait).
+	Outbound   Outbound
+	Rooms      RoomCreator
+	Invites    InviteWaiter
+	InviteWait time.Duration
+
 	// InviteLifetime is the default invite lifetime; a client may ask for
 	// any lifetime_ms in [5 s, MaxInviteLifetime]. Defaults: 60 s, 5 min.
 	InviteLifetime    time.Duration
@@ -151,6 +160,15 @@ func (s *Service) PutConversation(ctx context.Context, id string, participants [
 	} else if !errors.Is(err, ErrNotFound) {
 		return Conversation{}, err
 	}
+	if s.cfg.Rooms != nil {
+		// The room is created before the conversation is stored: a
+		// conversation without its room would carry calls Matrix never sees.
+		room, err := s.cfg.Rooms.EnsureRoom(ctx, conv)
+		if err != nil {
+			return Conversation{}, fmt.Errorf("%w: creating the Matrix room: %w", ErrUnavailable, err)
+		}
+		conv.RoomID = room
+	}
 	if err := s.cfg.Store.PutConversation(ctx, conv); err != nil {
 		return Conversation{}, err
 	}
@@ -240,15 +258,28 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 		Version:        VoIPVersion,
 		CreatedAt:      s.cfg.Now().UTC(),
 	}
-	if err := s.cfg.Store.CreateCall(ctx, c); err != nil {
-		return Call{}, err
-	}
-	s.logTransition(c, "initiated")
-	s.armExpiry(c)
-	s.publish(conv, c, EventCallInvite, InvitePayload{
+	ev := newEvent(conv, c, EventCallInvite, InvitePayload{
 		Type: EventCallInvite, CallID: c.ID, ConversationID: c.ConversationID, InitiatorID: user,
 		Invitee: c.Invitee, PartyID: party, SDPOffer: c.SDPOffer, LifetimeMS: c.LifetimeMS, Status: c.Status,
 	})
+	out, err := s.encode(ev, c)
+	if err != nil {
+		return Call{}, err
+	}
+	if err := s.cfg.Store.CreateCallOutbox(ctx, c, out); err != nil {
+		return Call{}, err
+	}
+	s.wake(out)
+	s.logTransition(c, "initiated")
+	s.armExpiry(c)
+	s.emit(ev)
+	if len(out) > 0 && s.cfg.Invites != nil && s.cfg.InviteWait > 0 {
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.InviteWait)
+		if id, ok := s.cfg.Invites.WaitInviteSent(wctx, c.ID); ok {
+			c.MatrixInviteEventID = id
+		}
+		cancel()
+	}
 	return c, nil
 }
 
@@ -267,18 +298,20 @@ func (s *Service) Answer(ctx context.Context, user, callID string, req AnswerReq
 	if err := checkSDP("sdp_answer", req.SDPAnswer); err != nil {
 		return Call{}, err
 	}
-	conv, c, err := s.update(ctx, user, callID, func(c *Call) error {
+	_, c, ev, err := s.update(ctx, user, callID, func(c *Call) error {
 		return applyAnswer(c, user, party, req.SDPAnswer, s.cfg.Now().UTC())
+	}, func(conv Conversation, c Call) Event {
+		return newEvent(conv, c, EventCallAnswer, AnswerPayload{
+			Type: EventCallAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
+			PartyID: party, SDPAnswer: c.SDPAnswer, Status: c.Status,
+		})
 	})
 	if err != nil {
 		return Call{}, err
 	}
 	s.stopExpiry(c.ID)
 	s.logTransition(c, "answered")
-	s.publish(conv, c, EventCallAnswer, AnswerPayload{
-		Type: EventCallAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
-		PartyID: party, SDPAnswer: c.SDPAnswer, Status: c.Status,
-	})
+	s.emit(ev)
 	return c, nil
 }
 
@@ -304,11 +337,10 @@ func (s *Service) Candidates(ctx context.Context, user, callID string, req Candi
 	if err := checkInCall(&c, user, party); err != nil {
 		return err
 	}
-	s.publish(conv, c, EventCallCandidates, CandidatesPayload{
+	return s.signal(ctx, c, newEvent(conv, c, EventCallCandidates, CandidatesPayload{
 		Type: EventCallCandidates, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
 		PartyID: party, Candidates: req.Candidates,
-	})
-	return nil
+	}))
 }
 
 // SelectAnswerRequest is POST /calls/{id}/select_answer.
@@ -334,11 +366,10 @@ func (s *Service) SelectAnswer(ctx context.Context, user, callID string, req Sel
 	if err := checkSelectAnswer(&c, user, party, req.SelectedPartyID); err != nil {
 		return Call{}, err
 	}
-	s.publish(conv, c, EventCallSelectAnswer, SelectAnswerPayload{
+	return c, s.signal(ctx, c, newEvent(conv, c, EventCallSelectAnswer, SelectAnswerPayload{
 		Type: EventCallSelectAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
 		PartyID: party, SelectedPartyID: req.SelectedPartyID,
-	})
-	return c, nil
+	}))
 }
 
 // NegotiateRequest is POST /calls/{id}/negotiate.
@@ -367,11 +398,10 @@ func (s *Service) Negotiate(ctx context.Context, user, callID string, req Negoti
 	if err := checkNegotiate(&c, user, party); err != nil {
 		return err
 	}
-	s.publish(conv, c, EventCallNegotiate, NegotiatePayload{
+	return s.signal(ctx, c, newEvent(conv, c, EventCallNegotiate, NegotiatePayload{
 		Type: EventCallNegotiate, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
 		PartyID: party, Description: req.Description, LifetimeMS: req.LifetimeMS,
-	})
-	return nil
+	}))
 }
 
 // EndRequest is POST /calls/{id}/reject and /hangup.
@@ -386,13 +416,13 @@ func (s *Service) Reject(ctx context.Context, user, callID string, req EndReques
 	if err != nil {
 		return Call{}, err
 	}
-	conv, c, err := s.update(ctx, user, callID, func(c *Call) error {
+	_, c, ev, err := s.update(ctx, user, callID, func(c *Call) error {
 		return applyReject(c, user, party, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
-	})
+	}, func(conv Conversation, c Call) Event { return endEvent(conv, c, EventCallRejected, user, party) })
 	if err != nil {
 		return Call{}, err
 	}
-	s.ended(conv, c, EventCallRejected, user, party)
+	s.ended(c, ev)
 	return c, nil
 }
 
@@ -409,24 +439,30 @@ func (s *Service) Hangup(ctx context.Context, user, callID string, req EndReques
 	if !reasonRE.MatchString(reason) {
 		return Call{}, invalidf("reason must be 1-%d characters of [a-z_]", maxReason)
 	}
-	conv, c, err := s.update(ctx, user, callID, func(c *Call) error {
+	_, c, ev, err := s.update(ctx, user, callID, func(c *Call) error {
 		return applyHangup(c, user, party, reason, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
-	})
+	}, func(conv Conversation, c Call) Event { return endEvent(conv, c, EventCallHangup, user, party) })
 	if err != nil {
 		return Call{}, err
 	}
-	s.ended(conv, c, EventCallHangup, user, party)
+	s.ended(c, ev)
 	return c, nil
 }
 
 // Revoke ends a call by an administrator's decision and kills its TURN
 // credentials. Revoking an ended call re-applies the relay revocation.
 func (s *Service) Revoke(ctx context.Context, callID string) (Call, error) {
+	conv, err := s.conversationOfCall(ctx, callID)
+	if err != nil {
+		return Call{}, err
+	}
 	var wasLive bool
-	c, err := s.cfg.Store.UpdateCall(ctx, callID, func(c *Call) error {
+	c, ev, err := s.commit(ctx, callID, func(c *Call) error {
 		wasLive = !c.Status.Terminal()
 		applyRevoke(c, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
 		return nil
+	}, func(c Call) (Event, bool) {
+		return endEvent(conv, c, EventCallHangup, "", ""), wasLive
 	})
 	if err != nil {
 		return Call{}, err
@@ -435,12 +471,23 @@ func (s *Service) Revoke(ctx context.Context, callID string) (Call, error) {
 		s.revokeRelay(c)
 		return c, nil
 	}
-	conv, err := s.cfg.Store.Conversation(ctx, c.ConversationID)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		s.log.Warn().Err(err).Str("call_id", c.ID).Msg("loading the conversation of a revoked call")
-	}
-	s.ended(conv, c, EventCallHangup, "", "")
+	s.ended(c, ev)
 	return c, nil
+}
+
+// conversationOfCall loads the conversation of a call for system-driven
+// transitions (expiry, revocation). A deleted conversation yields one made
+// of the call's parties.
+func (s *Service) conversationOfCall(ctx context.Context, callID string) (Conversation, error) {
+	c, err := s.cfg.Store.Call(ctx, callID)
+	if err != nil {
+		return Conversation{}, err
+	}
+	conv, err := s.cfg.Store.Conversation(ctx, c.ConversationID)
+	if errors.Is(err, ErrNotFound) {
+		return Conversation{ID: c.ConversationID, Participants: callParties(c)}, nil
+	}
+	return conv, err
 }
 
 // Get returns a call to a participant of its conversation.
@@ -487,17 +534,80 @@ func (s *Service) read(ctx context.Context, user, callID string) (Conversation, 
 	return conv, c, nil
 }
 
-// update checks user takes part, then applies fn in one store transaction.
-func (s *Service) update(ctx context.Context, user, callID string, fn func(*Call) error) (Conversation, Call, error) {
+// update checks user takes part, then applies fn in one store transaction
+// together with the outbox entries of the event it produces.
+func (s *Service) update(ctx context.Context, user, callID string, fn func(*Call) error,
+	event func(Conversation, Call) Event,
+) (Conversation, Call, Event, error) {
 	conv, _, err := s.read(ctx, user, callID)
 	if err != nil {
-		return Conversation{}, Call{}, err
+		return Conversation{}, Call{}, Event{}, err
 	}
-	c, err := s.cfg.Store.UpdateCall(ctx, callID, fn)
+	c, ev, err := s.commit(ctx, callID, fn, func(c Call) (Event, bool) { return event(conv, c), true })
 	if err != nil {
-		return Conversation{}, Call{}, err
+		return Conversation{}, Call{}, Event{}, err
 	}
-	return conv, c, nil
+	return conv, c, ev, nil
+}
+
+// commit applies fn and writes the outbox entries of the event it yields
+// (if ok) in the same transaction.
+func (s *Service) commit(ctx context.Context, callID string, fn func(*Call) error,
+	event func(Call) (Event, bool),
+) (Call, Event, error) {
+	var ev Event
+	var out []OutboxEntry
+	c, err := s.cfg.Store.UpdateCallOutbox(ctx, callID, func(c *Call) ([]OutboxEntry, error) {
+		if err := fn(c); err != nil {
+			return nil, err
+		}
+		e, ok := event(*c)
+		if !ok {
+			ev, out = Event{}, nil
+			return nil, nil
+		}
+		var err error
+		ev = e
+		out, err = s.encode(e, *c)
+		return out, err
+	})
+	if err != nil {
+		return Call{}, Event{}, err
+	}
+	s.wake(out)
+	return c, ev, nil
+}
+
+// signal writes the outbox entries of an event that changes no call state
+// (candidates, select_answer, negotiate) and publishes it.
+func (s *Service) signal(ctx context.Context, c Call, ev Event) error {
+	out, err := s.encode(ev, c)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Store.AppendOutbox(ctx, out); err != nil {
+		return err
+	}
+	s.wake(out)
+	s.emit(ev)
+	return nil
+}
+
+func (s *Service) encode(ev Event, c Call) ([]OutboxEntry, error) {
+	if s.cfg.Outbound == nil || ev.Type == "" {
+		return nil, nil
+	}
+	out, err := s.cfg.Outbound.Encode(ev, c)
+	if err != nil {
+		return nil, fmt.Errorf("signaling: encoding %s for Matrix: %w", ev.Type, err)
+	}
+	return out, nil
+}
+
+func (s *Service) wake(out []OutboxEntry) {
+	if len(out) > 0 && s.cfg.Outbound != nil {
+		s.cfg.Outbound.Wake()
+	}
 }
 
 func callParties(c Call) []string {
@@ -510,17 +620,32 @@ func callParties(c Call) []string {
 
 // ended runs what follows a committed end of call: relay revocation, the
 // expiry timer, the log line and the event.
-func (s *Service) ended(conv Conversation, c Call, eventType, user, party string) {
+func (s *Service) ended(c Call, ev Event) {
 	s.stopExpiry(c.ID)
 	s.revokeRelay(c)
 	s.logTransition(c, string(c.Status))
-	if len(conv.Participants) == 0 {
-		conv.Participants = callParties(c)
-	}
-	s.publish(conv, c, eventType, EndPayload{
+	s.emit(ev)
+}
+
+// endEvent is the CallRejected or CallHangup event of an ended call.
+func endEvent(conv Conversation, c Call, eventType, user, party string) Event {
+	return newEvent(conv, c, eventType, EndPayload{
 		Type: eventType, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
 		PartyID: party, Reason: c.EndReason, Status: c.Status,
 	})
+}
+
+// newEvent addresses an event to the conversation's participants (or, for
+// a conversation that is gone, to the call's parties).
+func newEvent(conv Conversation, c Call, eventType string, payload any) Event {
+	recipients := conv.Participants
+	if len(recipients) == 0 {
+		recipients = callParties(c)
+	}
+	return Event{
+		Type: eventType, CallID: c.ID, ConversationID: c.ConversationID,
+		Recipients: slices.Clone(recipients), Payload: payload,
+	}
 }
 
 func (s *Service) revokeRelay(c Call) {
@@ -533,14 +658,10 @@ func (s *Service) revokeRelay(c Call) {
 	}
 }
 
-func (s *Service) publish(conv Conversation, c Call, eventType string, payload any) {
-	if s.cfg.Publisher == nil {
-		return
+func (s *Service) emit(ev Event) {
+	if s.cfg.Publisher != nil && ev.Type != "" {
+		s.cfg.Publisher.Publish(ev)
 	}
-	s.cfg.Publisher.Publish(Event{
-		Type: eventType, CallID: c.ID, ConversationID: c.ConversationID,
-		Recipients: slices.Clone(conv.Participants), Payload: payload,
-	})
 }
 
 // logTransition writes one line per call transition — IDs and state only,
@@ -594,10 +715,17 @@ func (s *Service) expire(callID string) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	conv, err := s.conversationOfCall(ctx, callID)
+	if err != nil {
+		s.log.Error().Err(err).Str("call_id", callID).Msg("expiring an invite")
+		return
+	}
 	var expired bool
-	c, err := s.cfg.Store.UpdateCall(ctx, callID, func(c *Call) error {
+	c, ev, err := s.commit(ctx, callID, func(c *Call) error {
 		expired = applyExpire(c, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
 		return nil
+	}, func(c Call) (Event, bool) {
+		return endEvent(conv, c, EventCallHangup, "", ""), expired
 	})
 	switch {
 	case err != nil:
@@ -609,11 +737,7 @@ func (s *Service) expire(callID string) {
 		}
 		return
 	}
-	conv, err := s.cfg.Store.Conversation(ctx, c.ConversationID)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		s.log.Warn().Err(err).Str("call_id", c.ID).Msg("loading the conversation of an expired call")
-	}
-	s.ended(conv, c, EventCallHangup, "", "")
+	s.ended(c, ev)
 }
 
 // allowInitiate applies the per-user initiation rate limit.

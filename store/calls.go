@@ -26,31 +26,18 @@ import (
 //     the ringing set stays a handful. One extra Put or Delete per write is
 //     the cost.
 //
+// A third, calls_by_matrix_event (key = MatrixInviteEventID, value = call
+// ID; bucket of schema 1), maps the Matrix invite of each call that has one
+// to the call (CallByMatrixEvent, outbox.go). It needs no migration: nothing
+// set MatrixInviteEventID before putCall kept it.
+//
 // Calls are never deleted, so no index entry has to be removed for that.
 
 // CreateCall stores a new call; signaling.ErrConflict if the ID exists. The
-// conversation is not checked (the service does).
+// conversation is not checked (the service does). It is CreateCallOutbox
+// (outbox.go) with no entries.
 func (s *Store) CreateCall(ctx context.Context, c signaling.Call) error {
-	const op = "create call"
-	if err := checkCtx(ctx, op); err != nil {
-		return err
-	}
-	if err := checkKey("call ID", c.ID); err != nil {
-		return fmt.Errorf("store: %s: %w", op, err)
-	}
-	if err := checkKey("conversation ID", c.ConversationID); err != nil {
-		return fmt.Errorf("store: %s %q: %w", op, c.ID, err)
-	}
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketCalls).Get([]byte(c.ID)) != nil {
-			return signaling.ErrConflict
-		}
-		return putCall(tx, nil, c)
-	})
-	if err != nil {
-		return fmt.Errorf("store: %s %q: %w", op, c.ID, err)
-	}
-	return nil
+	return s.CreateCallOutbox(ctx, c, nil)
 }
 
 // UpdateCall applies fn to the stored call in one transaction and returns
@@ -59,42 +46,12 @@ func (s *Store) CreateCall(ctx context.Context, c signaling.Call) error {
 // (signaling.ErrInvalid). When fn sets RevokedUntil, or moves it later, the
 // revocation is written in the same transaction; moving it earlier or
 // clearing it leaves the stored revocation in force until it expires.
-// signaling.ErrNotFound if there is no such call.
+// signaling.ErrNotFound if there is no such call. It is UpdateCallOutbox
+// (outbox.go) with an fn that appends nothing.
 func (s *Store) UpdateCall(ctx context.Context, id string, fn func(*signaling.Call) error) (signaling.Call, error) {
-	const op = "update call"
-	if err := checkCtx(ctx, op); err != nil {
-		return signaling.Call{}, err
-	}
-	var (
-		c     signaling.Call
-		fnErr error
-	)
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		old, err := getCall(tx, []byte(id))
-		if err != nil {
-			return err
-		}
-		c = old
-		// fn gets a copy whose pointer fields it may overwrite in place;
-		// old's must keep the stored values for putCall's comparisons.
-		c.AnsweredAt = clonePtr(old.AnsweredAt)
-		c.EndedAt = clonePtr(old.EndedAt)
-		c.RevokedUntil = clonePtr(old.RevokedUntil)
-		if fnErr = fn(&c); fnErr != nil {
-			return fnErr // rolls back: nothing written
-		}
-		if c.ID != old.ID || c.ConversationID != old.ConversationID {
-			return fmt.Errorf("%w: the update changed the call's ID or conversation", signaling.ErrInvalid)
-		}
-		return putCall(tx, &old, c)
+	return s.UpdateCallOutbox(ctx, id, func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
+		return nil, fn(c)
 	})
-	if fnErr != nil {
-		return signaling.Call{}, fnErr
-	}
-	if err != nil {
-		return signaling.Call{}, fmt.Errorf("store: %s %q: %w", op, id, err)
-	}
-	return c, nil
 }
 
 // Call returns signaling.ErrNotFound if there is none with that ID.
@@ -243,10 +200,43 @@ func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
 		return err
 	}
 
+	if err := indexMatrixInvite(tx, old, c); err != nil {
+		return err
+	}
+
 	if c.RevokedUntil != nil && (old == nil || old.RevokedUntil == nil || !old.RevokedUntil.Equal(*c.RevokedUntil)) {
 		return putRevocation(tx, signaling.Revocation{CallID: c.ID, Until: *c.RevokedUntil})
 	}
 	return nil
+}
+
+// indexMatrixInvite brings calls_by_matrix_event in step with c's
+// MatrixInviteEventID. An event ID already indexed for another call is
+// signaling.ErrConflict: Matrix event IDs are unique, so that is a bug
+// upstream, and overwriting would make the other call unreachable.
+func indexMatrixInvite(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
+	b := tx.Bucket(bucketCallsByMatrixEv)
+	id := []byte(c.ID)
+	if old != nil && old.MatrixInviteEventID != "" && old.MatrixInviteEventID != c.MatrixInviteEventID {
+		oldKey := []byte(old.MatrixInviteEventID)
+		if bytes.Equal(b.Get(oldKey), id) {
+			if err := b.Delete(oldKey); err != nil {
+				return err
+			}
+		}
+	}
+	if c.MatrixInviteEventID == "" {
+		return nil
+	}
+	key := []byte(c.MatrixInviteEventID)
+	switch v := b.Get(key); {
+	case v == nil:
+		return b.Put(key, id)
+	case bytes.Equal(v, id):
+		return nil
+	default:
+		return fmt.Errorf("%w: Matrix event %q is the invite of call %q", signaling.ErrConflict, key, v)
+	}
 }
 
 // convPrefix is the calls_by_conversation prefix of one conversation's keys.

@@ -9,4 +9,9 @@ var (
 	ErrNewerSchema = errors.New("state file is from a newer icebox")
 	// ErrCorrupt means the file's metadata is unreadable.
 	ErrCorrupt = errors.New("state file corrupt")
+
+	// errNoChange rolls back a write transaction that found nothing to
+	// do: bbolt fsyncs every commit, even an empty one. The method that
+	// returns it inside db.Update reports success.
+	errNoChange = errors.New("no change")
 )

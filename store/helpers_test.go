@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
@@ -50,12 +51,15 @@ func ids(calls []signaling.Call) []string {
 }
 
 // checkIndexes asserts that calls_by_conversation and calls_ringing hold
-// exactly one entry per call and per ringing call.
+// exactly one entry per call and per ringing call, and
+// calls_by_matrix_event exactly one per call with a MatrixInviteEventID,
+// pointing to that call.
 func checkIndexes(t *testing.T, s *Store) {
 	t.Helper()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		wantConv := map[string]bool{}
 		wantRinging := map[string]bool{}
+		wantMatrix := map[string]string{} // event ID → call ID
 		err := tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
 			var c signaling.Call
 			if err := decode("call", k, v, &c); err != nil {
@@ -64,6 +68,12 @@ func checkIndexes(t *testing.T, s *Store) {
 			wantConv[string(convKey(c))] = true
 			if c.Status == signaling.StatusRinging {
 				wantRinging[string(k)] = true
+			}
+			if c.MatrixInviteEventID != "" {
+				if other, ok := wantMatrix[c.MatrixInviteEventID]; ok {
+					t.Errorf("calls %q and %q share Matrix invite %q", other, k, c.MatrixInviteEventID)
+				}
+				wantMatrix[c.MatrixInviteEventID] = string(k)
 			}
 			return nil
 		})
@@ -88,6 +98,14 @@ func checkIndexes(t *testing.T, s *Store) {
 			if n != len(ix.want) {
 				t.Errorf("%s: got %d entries, want %d", ix.bucket, n, len(ix.want))
 			}
+		}
+		gotMatrix := map[string]string{}
+		_ = tx.Bucket(bucketCallsByMatrixEv).ForEach(func(k, v []byte) error {
+			gotMatrix[string(k)] = string(v)
+			return nil
+		})
+		if !maps.Equal(gotMatrix, wantMatrix) {
+			t.Errorf("%s: got %v, want %v", bucketCallsByMatrixEv, gotMatrix, wantMatrix)
 		}
 		return nil
 	})

@@ -9,8 +9,8 @@ import (
 	"github.com/icebox-voip/icebox/signaling"
 )
 
-// Store keeps the calls service's conversations, calls and revocations
-// (conversations.go, calls.go, revocations.go). Every write is one
+// Store keeps the calls service's conversations, calls, revocations and
+// Matrix outbox (conversations.go, calls.go, revocations.go, outbox.go). Every write is one
 // db.Update, which fsyncs before it returns; db.Batch is not used because it
 // may run a callback twice (UpdateCall's fn has side effects in its callers)
 // and the service writes one call at a time, so there is nothing to batch.

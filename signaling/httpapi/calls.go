@@ -15,7 +15,22 @@ import (
 // credentials that name the call, so they die with it.
 type callResponse struct {
 	signaling.Call
-	ICEServers []ICEServer `json:"ice_servers,omitempty"`
+	ICEServers []ICEServer  `json:"ice_servers,omitempty"`
+	Matrix     *matrixEvent `json:"matrix,omitempty"`
+}
+
+// matrixEvent says where the call's Matrix invite went, once it was sent.
+type matrixEvent struct {
+	EventID string `json:"event_id"`
+	PartyID string `json:"party_id"`
+	RoomID  string `json:"room_id"`
+}
+
+func matrixOf(c signaling.Call) *matrixEvent {
+	if c.MatrixInviteEventID == "" {
+		return nil
+	}
+	return &matrixEvent{EventID: c.MatrixInviteEventID, PartyID: c.PartyID, RoomID: c.RoomID}
 }
 
 // callsResponse is GET /calls.
@@ -164,7 +179,7 @@ func (s *Server) listCalls(c echo.Context) error {
 // respondCall writes a call, with per-call ICE servers for the caller when
 // the call is live and withICE is set.
 func (s *Server) respondCall(c echo.Context, status int, call signaling.Call, withICE bool) error {
-	resp := callResponse{Call: call}
+	resp := callResponse{Call: call, Matrix: matrixOf(call)}
 	if withICE && !call.Status.Terminal() {
 		servers, _, err := s.iceServers(s.user(c), call.ID)
 		if err != nil {
@@ -199,7 +214,7 @@ func (s *Server) command(ctx context.Context, user string, msg json.RawMessage) 
 		if err != nil {
 			return nil, err
 		}
-		return callResponse{Call: call, ICEServers: servers}, nil
+		return callResponse{Call: call, ICEServers: servers, Matrix: matrixOf(call)}, nil
 	}
 	switch env.Type {
 	case "initiate":

@@ -78,6 +78,8 @@ func asAPIError(err error) *Error {
 		return apiError(http.StatusForbidden, "forbidden", err.Error())
 	case errors.Is(err, signaling.ErrInvalid):
 		return apiError(http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, signaling.ErrUnavailable):
+		return apiError(http.StatusBadGateway, "upstream_unavailable", err.Error())
 	case errors.Is(err, signaling.ErrRateLimited):
 		return apiError(http.StatusTooManyRequests, "rate_limited", err.Error())
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
