@@ -110,7 +110,7 @@ func (s *Store) UpdateCallOutbox(ctx context.Context, id string, fn func(*signal
 // AppendOutbox appends out in one transaction; an empty out starts none.
 // Each entry gets the next Seq (any Seq it carries is ignored); CreatedAt
 // is kept if set, else the time of the append; TxnID is kept if set, else
-// "icebox-<Seq>", which stays the same however often the entry is retried.
+// "icebox-<instance>-<Seq>", which stays the same however often the entry is retried.
 // CallID, RoomID and EventType are required and Content must be a JSON
 // object (signaling.ErrInvalid); one invalid entry writes none. The
 // caller's slice is not modified.
@@ -305,6 +305,7 @@ func appendOutbox(tx *bolt.Tx, out []signaling.OutboxEntry) error {
 		return nil
 	}
 	b := tx.Bucket(bucketOutbox)
+	instance := string(tx.Bucket(bucketMeta).Get(keyInstance))
 	now := time.Now().UTC()
 	for i, e := range out { // e is a copy
 		if err := checkEntry(e); err != nil {
@@ -319,7 +320,7 @@ func appendOutbox(tx *bolt.Tx, out []signaling.OutboxEntry) error {
 			e.CreatedAt = now
 		}
 		if e.TxnID == "" {
-			e.TxnID = "icebox-" + strconv.FormatUint(seq, 10)
+			e.TxnID = "icebox-" + instance + "-" + strconv.FormatUint(seq, 10)
 		}
 		if err := putEntry(b, e); err != nil {
 			return fmt.Errorf("outbox entry %d: %w", i, err)

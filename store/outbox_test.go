@@ -33,11 +33,23 @@ func entry(callID, typ string) signaling.OutboxEntry {
 
 // stamped is e as the store writes it when e has no CreatedAt or TxnID of
 // its own; createdAt is the time the store chose.
-func stamped(e signaling.OutboxEntry, seq uint64, createdAt time.Time) signaling.OutboxEntry {
+func stamped(e signaling.OutboxEntry, seq uint64, createdAt time.Time, instance string) signaling.OutboxEntry {
 	e.Seq = seq
 	e.CreatedAt = createdAt
-	e.TxnID = "icebox-" + strconv.FormatUint(seq, 10)
+	e.TxnID = "icebox-" + instance + "-" + strconv.FormatUint(seq, 10)
 	return e
+}
+
+func instanceOf(t *testing.T, s *Store) string {
+	t.Helper()
+	var id string
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		id = string(tx.Bucket(bucketMeta).Get(keyInstance))
+		return nil
+	}); err != nil || len(id) != 12 {
+		t.Fatalf("instance id %q, %v", id, err)
+	}
+	return id
 }
 
 func pending(t *testing.T, s *Store) []signaling.OutboxEntry {
@@ -98,7 +110,7 @@ func TestCreateCallOutbox(t *testing.T) {
 	}
 	checkCreatedAt(t, got[0], before, after)
 	given.Seq = 2
-	want := []signaling.OutboxEntry{stamped(out[0], 1, got[0].CreatedAt), given}
+	want := []signaling.OutboxEntry{stamped(out[0], 1, got[0].CreatedAt, instanceOf(t, s)), given}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %+v\nwant %+v", got, want)
 	}
@@ -133,7 +145,7 @@ func TestUpdateCallOutbox(t *testing.T) {
 		t.Errorf("revocations: got %v, want %v", revs, want)
 	}
 	out := pending(t, s)
-	if want := []signaling.OutboxEntry{stamped(hangup, 1, out[0].CreatedAt)}; !reflect.DeepEqual(out, want) {
+	if want := []signaling.OutboxEntry{stamped(hangup, 1, out[0].CreatedAt, instanceOf(t, s))}; !reflect.DeepEqual(out, want) {
 		t.Errorf("outbox: got %+v\nwant %+v", out, want)
 	}
 	if ringing, err := s.RingingCalls(ctx); err != nil || len(ringing) != 0 {
@@ -443,7 +455,8 @@ func TestOutboxTxnID(t *testing.T) {
 	mine.TxnID = "client-txn"
 	mustAppend(t, s, entry("k", typeInvite), mine, entry("k", typeCandidates))
 
-	want := map[uint64]string{1: "icebox-1", 2: "client-txn", 3: "icebox-3"}
+	id := instanceOf(t, s)
+	want := map[uint64]string{1: "icebox-" + id + "-1", 2: "client-txn", 3: "icebox-" + id + "-3"}
 	check := func(when string) {
 		t.Helper()
 		got := map[uint64]string{}

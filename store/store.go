@@ -6,6 +6,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -113,6 +115,12 @@ func migrate(tx *bolt.Tx) error {
 			return fmt.Errorf("migrate schema %d→%d: %w", v, v+1, err)
 		}
 	}
+	// A random ID of this file: outbox transaction IDs carry it, so a new
+	// state file never reuses a transaction ID the homeserver remembers
+	// from an old one (same device, same token).
+	if _, err := instanceID(meta); err != nil {
+		return fmt.Errorf("instance id: %w", err)
+	}
 	return meta.Put(keySchemaVersion, binary.BigEndian.AppendUint64(nil, uint64(len(migrations))))
 }
 
@@ -144,4 +152,19 @@ func (s *Store) Close() error {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
+}
+
+var keyInstance = []byte("instance_id")
+
+// instanceID returns the file's random instance ID, creating it once.
+func instanceID(meta *bolt.Bucket) (string, error) {
+	if v := meta.Get(keyInstance); len(v) > 0 {
+		return string(v), nil
+	}
+	raw := make([]byte, 6)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(raw)
+	return id, meta.Put(keyInstance, []byte(id))
 }
