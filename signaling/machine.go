@@ -59,15 +59,23 @@ func checkSelectAnswer(c *Call, user, partyID, selected string) error {
 	return nil
 }
 
-// checkInCall: candidates and negotiation come from the caller or, once
-// the call is answered, from the chosen answerer only. While it rings, any
-// participant may send candidates (a callee gathering before answering).
+// checkInCall: candidates, negotiation and hangups come from the caller
+// or, once the call is answered, from the chosen answerer only. While it
+// rings, the callee may act too (gather candidates, decline by hanging
+// up): the invitee if the call names one, else any participant.
 func checkInCall(c *Call, user, partyID string) error {
 	if err := notEnded(c); err != nil {
 		return err
 	}
-	if c.Status == StatusAnswered && !isCaller(c, user, partyID) && !isAnswerer(c, user, partyID) {
-		return forbiddenf("the call was answered by another party")
+	switch c.Status {
+	case StatusAnswered:
+		if !isCaller(c, user, partyID) && !isAnswerer(c, user, partyID) {
+			return forbiddenf("the call was answered by another party")
+		}
+	case StatusRinging:
+		if user != c.Initiator && c.Invitee != "" && user != c.Invitee {
+			return forbiddenf("the call invites another user")
+		}
 	}
 	return nil
 }

@@ -305,3 +305,25 @@ func TestRevoke(t *testing.T) {
 		t.Fatalf("Revoke(missing) = %v", err)
 	}
 }
+
+func TestRingingCallWithInviteeRefusesOthers(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	c, err := e.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "conv1", SDPOffer: "x", Invitee: "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Hangup(ctx, "carol", c.ID, signaling.EndRequest{}); !errors.Is(err, signaling.ErrForbidden) {
+		t.Fatalf("carol hangs up alice's call to bob: %v, want forbidden", err)
+	}
+	err = e.svc.Candidates(ctx, "carol", c.ID, signaling.CandidatesRequest{Candidates: []signaling.Candidate{{Candidate: "candidate:1"}}})
+	if !errors.Is(err, signaling.ErrForbidden) {
+		t.Fatalf("carol sends candidates into alice's call to bob: %v, want forbidden", err)
+	}
+	if err := e.svc.Candidates(ctx, "bob", c.ID, signaling.CandidatesRequest{Candidates: []signaling.Candidate{{Candidate: "candidate:1"}}}); err != nil {
+		t.Fatalf("the invitee's candidates: %v", err)
+	}
+	if got, err := e.svc.Hangup(ctx, "bob", c.ID, signaling.EndRequest{Reason: "user_busy"}); err != nil || got.EndReason != "user_busy" {
+		t.Fatalf("the invitee hangs up: %+v, %v", got, err)
+	}
+}

@@ -20,6 +20,7 @@ func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, en
 	fs := newFlagSet("keyring "+sub, stderr)
 	base := fs.String("url", "", "icebox HTTP API (default: http://<ICEBOX_HTTP_LISTEN or 127.0.0.1:8080>)")
 	token := fs.String("token", "", "admin bearer token (default: $ICEBOX_ADMIN_TOKEN)")
+	compat := fs.Bool("compat", false, "rotate: the new secret also takes over the compat role (usernames without a kid); give it to your homeserver/coturn first")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -35,6 +36,9 @@ func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, en
 	method, path := http.MethodGet, "/admin/keyring"
 	if sub == "rotate" {
 		method, path = http.MethodPost, "/admin/keyring/rotate"
+		if *compat {
+			path += "?compat=true"
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

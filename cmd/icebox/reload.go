@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,7 +25,9 @@ type certReloader struct {
 	certFile, keyFile string
 	log               zerolog.Logger
 	cert              atomic.Pointer[tls.Certificate]
-	stamp             string // mtimes and sizes of the files last loaded
+
+	mu    sync.Mutex // serialises loads (SIGHUP and the file watcher)
+	stamp string     // mtimes and sizes of the files last loaded
 }
 
 func newCertReloader(certFile, keyFile string, log zerolog.Logger) (*certReloader, error) {
@@ -57,6 +60,8 @@ func fileStamp(paths ...string) string {
 
 // load reads the pair; on any error the current certificate stays.
 func (r *certReloader) load() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	stamp := fileStamp(r.certFile, r.keyFile)
 	cert, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
 	if err != nil {
@@ -92,7 +97,10 @@ func (r *certReloader) watch(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if s := fileStamp(r.certFile, r.keyFile); s != r.stamp {
+			r.mu.Lock()
+			changed := fileStamp(r.certFile, r.keyFile) != r.stamp
+			r.mu.Unlock()
+			if changed {
 				r.reload("file change")
 			}
 		}
@@ -105,12 +113,16 @@ func (r *certReloader) watch(ctx context.Context) error {
 func reloadKeyring(path string, env []string, keys *keyringManager, log zerolog.Logger) {
 	cfg, _, err := loadConfig(path, env)
 	if err == nil {
+		// Built under the manager's lock, so a concurrent rotation cannot
+		// be overwritten by a keyring built before it.
+		keys.mu.Lock()
 		var next *credentials.Keyring
 		if next, err = buildKeyring(cfg); err == nil {
-			keys.mu.Lock()
 			keys.cfg = cfg
 			keys.ring.Store(next)
-			keys.mu.Unlock()
+		}
+		keys.mu.Unlock()
+		if err == nil {
 			log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
 				Strs("kids", next.KIDs()).Msg("keyring reloaded")
 			return

@@ -160,8 +160,11 @@ type keyringManager struct {
 
 // Rotate makes a new generated secret the signing one. The others stay
 // accepted until every credential they signed has expired and every
-// allocation made with one has reached max_allocation_duration.
-func (m *keyringManager) Rotate() (httpapi.KeyringInfo, error) {
+// allocation made with one has reached max_allocation_duration — except the
+// compat secret, which homeservers and coturn share: it keeps verifying
+// usernames without a kid until a rotation with compat moves that role to
+// the new secret (after the homeservers were given it).
+func (m *keyringManager) Rotate(compat bool) (httpapi.KeyringInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !managedKeyring(m.cfg) {
@@ -182,11 +185,15 @@ func (m *keyringManager) Rotate() (httpapi.KeyringInfo, error) {
 	}
 	retire := now.Add(m.cfg.Credentials.TTL + m.cfg.TURN.MaxAllocationDuration).UTC().Truncate(time.Second)
 	for i := range st.Keys {
+		if st.Keys[i].Compat && !compat {
+			continue
+		}
+		st.Keys[i].Compat = false
 		if st.Keys[i].RetireAt == nil || st.Keys[i].RetireAt.After(retire) {
 			st.Keys[i].RetireAt = &retire
 		}
 	}
-	st.Keys = append([]managedKey{{KID: kid}}, st.Keys...)
+	st.Keys = append([]managedKey{{KID: kid, Compat: compat}}, st.Keys...)
 	kr, err := managedKeyringFrom(m.cfg, st)
 	if err != nil {
 		return httpapi.KeyringInfo{}, err
@@ -236,7 +243,7 @@ func (m *keyringManager) refresh() (retired []string, err error) {
 	}
 	live := liveKeys(m.cfg, st, m.now())
 	current := m.ring.Load()
-	if len(live.Keys) == len(current.KIDs()) {
+	if sameKIDs(live, current.KIDs()) {
 		return nil, nil
 	}
 	kr, err := managedKeyringFrom(m.cfg, live)
@@ -259,4 +266,16 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func sameKIDs(st keyringState, kids []string) bool {
+	if len(st.Keys) != len(kids) {
+		return false
+	}
+	for i, k := range st.Keys {
+		if k.KID != kids[i] {
+			return false
+		}
+	}
+	return true
 }

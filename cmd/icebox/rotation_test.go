@@ -66,7 +66,9 @@ func TestKeyringRotationKeepsCallsRelaying(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &info); err != nil {
 		t.Fatalf("rotate output %q: %v", out, err)
 	}
-	if info.ActiveKID != "k2" || len(info.Keys) != 2 || info.Keys[1].KID != "k1" || info.Keys[1].RetireAt == nil {
+	// k1 is the compat secret (homeservers may share it): a plain rotation
+	// leaves it accepted, without a retirement date.
+	if info.ActiveKID != "k2" || len(info.Keys) != 2 || info.Keys[1].KID != "k1" || info.Keys[1].RetireAt != nil {
 		t.Fatalf("after rotate: %s", out)
 	}
 	// The live allocation keeps relaying; the old credential still allocates; new ones use k2.
@@ -87,6 +89,21 @@ func TestKeyringRotationKeepsCallsRelaying(t *testing.T) {
 	out, _, code = runIcebox(t, 10*time.Second, "keyring", "list", "--url", again.httpURL(""), "--token", adminTok)
 	if code != 0 || !strings.Contains(out, `"kid":"k1"`) {
 		t.Fatalf("keyring list after restart: exit %d %s", code, out)
+	}
+
+	// Rotating the compat role too: k3 signs and verifies kid-less
+	// usernames; k1 and k2 retire.
+	out, errOut, code = runIcebox(t, 10*time.Second, "keyring", "rotate", "--compat", "--url", again.httpURL(""), "--token", adminTok)
+	if code != 0 {
+		t.Fatalf("keyring rotate --compat: exit %d: %s %s", code, out, errOut)
+	}
+	info.Keys = nil
+	if err := json.Unmarshal([]byte(out), &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.ActiveKID != "k3" || len(info.Keys) != 3 || info.Keys[1].RetireAt == nil || info.Keys[2].RetireAt == nil ||
+		!strings.Contains(out, `{"kid":"k3","compat":true}`) {
+		t.Fatalf("after rotate --compat: %s", out)
 	}
 }
 

@@ -19,6 +19,9 @@ type Identity struct {
 	User   string // user ID: the static token's user, or the JWT's "sub"
 	Admin  bool   // may use /admin/*
 	Method string // MethodStatic or MethodJWT
+	// Expires is when the token stops being valid (JWT exp plus the
+	// leeway); zero for static tokens. A WebSocket session ends then.
+	Expires time.Time
 }
 
 // Identity.Method values.
@@ -208,16 +211,14 @@ func (a *Authenticator) jwtIdentity(token string) (Identity, error) {
 	case strings.ContainsFunc(sub, unicode.IsControl):
 		return Identity{}, errTokenBadSub
 	}
-	if a.maxTTL > 0 {
-		exp, err := claims.GetExpirationTime()
-		if err != nil || exp == nil {
-			return Identity{}, errTokenNoExp // unreachable: WithExpirationRequired
-		}
-		if exp.Sub(a.now()) > a.maxTTL+jwtLeeway {
-			return Identity{}, errTokenTooLong
-		}
+	exp, err := claims.GetExpirationTime()
+	if err != nil || exp == nil {
+		return Identity{}, errTokenNoExp // unreachable: WithExpirationRequired
 	}
-	id := Identity{User: sub, Method: MethodJWT}
+	if a.maxTTL > 0 && exp.Sub(a.now()) > a.maxTTL+jwtLeeway {
+		return Identity{}, errTokenTooLong
+	}
+	id := Identity{User: sub, Method: MethodJWT, Expires: exp.Add(jwtLeeway)}
 	if a.adminClaim != "" {
 		admin, _ := claims[a.adminClaim].(bool) // true only: not "true", not 1
 		id.Admin = admin

@@ -344,7 +344,17 @@ func TestMiddleware(t *testing.T) {
 				if rec.Code != http.StatusNoContent {
 					t.Fatalf("status = %d, want 204; body %s", rec.Code, rec.Body)
 				}
-				if !got.ok || got.id != *tt.want {
+				// A JWT identity expires with its token (plus the leeway); a
+				// static token's never does.
+				gotID := got.id
+				if gotID.Method == MethodJWT && !gotID.Expires.After(testNow) {
+					t.Errorf("JWT identity expires at %v, not after now %v", gotID.Expires, testNow)
+				}
+				if gotID.Method == MethodStatic && !gotID.Expires.IsZero() {
+					t.Errorf("static identity expires at %v", gotID.Expires)
+				}
+				gotID.Expires = time.Time{}
+				if !got.ok || gotID != *tt.want {
 					t.Errorf("IdentityFrom() = %+v, %v; want %+v, true", got.id, got.ok, *tt.want)
 				}
 				if want := strings.ReplaceAll(tt.wantSub, "$TOKEN", token); got.subprotocol != want {

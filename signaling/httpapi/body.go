@@ -8,13 +8,20 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
 
+// bodyReadTimeout bounds how long a request body may take to arrive.
+const bodyReadTimeout = 30 * time.Second
+
 // decodeBody reads one JSON object into v: at most limit bytes, no unknown
 // fields, nothing after it. Every failure is a 4xx that says what is wrong.
 func decodeBody(c echo.Context, limit int64, v any) error {
+	// Only headers have a server-wide timeout (a WebSocket must not get a
+	// read deadline), so bodies get theirs here: no trickling a body forever.
+	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now().Add(bodyReadTimeout)) // unsupported writers just keep no deadline
 	r := http.MaxBytesReader(c.Response(), c.Request().Body, limit)
 	data, err := io.ReadAll(r)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
@@ -263,5 +265,35 @@ func TestRequestMetricsByRoute(t *testing.T) {
 		if got[want] != 1 {
 			t.Errorf("icebox_http_requests_total{%s} = %v; all: %v", want, got[want], got)
 		}
+	}
+}
+
+func TestWebSocketEndsWhenTheTokenExpires(t *testing.T) {
+	srv := &Server{cfg: Config{Hub: NewHub(HubConfig{Logger: zerolog.Nop(), Registerer: prometheus.NewRegistry()})}, log: zerolog.Nop()}
+	t.Cleanup(func() { _ = srv.cfg.Hub.Close() })
+	ec := echo.New()
+	ec.GET("/ws", srv.websocket, func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			// What the auth middleware stores for a JWT that expires very soon.
+			c.Set(identityKey, Identity{User: "alice", Method: MethodJWT, Expires: time.Now().Add(300 * time.Millisecond)})
+			return next(c)
+		}
+	})
+	hs := httptest.NewServer(ec)
+	t.Cleanup(hs.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	start := time.Now()
+	_, _, err = conn.Read(ctx)
+	if err == nil {
+		t.Fatal("read a message; want the session closed at the token's expiry")
+	}
+	if websocket.CloseStatus(err) == -1 || time.Since(start) > 5*time.Second {
+		t.Fatalf("session ended with %v after %v; want a close frame soon after the token expired", err, time.Since(start))
 	}
 }

@@ -71,9 +71,10 @@ func asAPIError(err error) *Error {
 	case errors.As(err, &te):
 		return apiError(http.StatusConflict, te.Code, te.Error())
 	case errors.Is(err, signaling.ErrNotFound):
-		return apiError(http.StatusNotFound, "not_found", err.Error())
+		// A fixed text: the error's own carries storage details.
+		return apiError(http.StatusNotFound, "not_found", "no such call or conversation")
 	case errors.Is(err, signaling.ErrConflict):
-		return apiError(http.StatusConflict, "conflict", err.Error())
+		return apiError(http.StatusConflict, "conflict", "it already exists")
 	case errors.Is(err, signaling.ErrForbidden):
 		return apiError(http.StatusForbidden, "forbidden", err.Error())
 	case errors.Is(err, signaling.ErrInvalid):

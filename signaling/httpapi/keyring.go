@@ -3,6 +3,7 @@ package httpapi
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -10,7 +11,10 @@ import (
 
 // KeyringAdmin rotates and describes the TURN credentials keyring.
 type KeyringAdmin interface {
-	Rotate() (KeyringInfo, error)
+	// Rotate makes a new secret sign. With compat, it also takes over the
+	// compat role (usernames without a kid, as Synapse, Dendrite and
+	// coturn mint them) and the old compat secret retires too.
+	Rotate(compat bool) (KeyringInfo, error)
 	Info() KeyringInfo
 }
 
@@ -43,7 +47,15 @@ func (s *Server) rotateKeyring(c echo.Context) error {
 	if s.cfg.KeyringAdmin == nil {
 		return apiError(http.StatusNotFound, "not_found", "no keyring administration here")
 	}
-	info, err := s.cfg.KeyringAdmin.Rotate()
+	compat := false
+	if v := c.QueryParam("compat"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return apiError(http.StatusBadRequest, "invalid_request", "compat must be true or false")
+		}
+		compat = b
+	}
+	info, err := s.cfg.KeyringAdmin.Rotate(compat)
 	if errors.Is(err, ErrKeyringNotManaged) {
 		return apiError(http.StatusConflict, "keyring_not_managed", err.Error())
 	}

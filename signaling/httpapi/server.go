@@ -136,15 +136,26 @@ func (s *Server) healthz(c echo.Context) error {
 
 func (s *Server) readyz(c echo.Context) error {
 	if err := s.cfg.Ready(); err != nil {
-		return apiError(http.StatusServiceUnavailable, "not_ready", err.Error())
+		// Unauthenticated: say only that, and keep the reason for the log.
+		s.log.Debug().Err(err).Msg("not ready")
+		return apiError(http.StatusServiceUnavailable, "not_ready", "not ready")
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
 }
 
 // websocket serves GET /ws for the authenticated user.
 func (s *Server) websocket(c echo.Context) error {
-	user := s.user(c)
-	err := s.cfg.Hub.Serve(c.Request().Context(), c.Response(), c.Request(), user, SubprotocolFrom(c), s.command)
+	id, _ := IdentityFrom(c) // the auth middleware guarantees one
+	user := id.User
+	ctx := c.Request().Context()
+	if !id.Expires.IsZero() {
+		// The token was checked once, at the upgrade: the session must not
+		// outlive it (commands mint TURN credentials).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, id.Expires)
+		defer cancel()
+	}
+	err := s.cfg.Hub.Serve(ctx, c.Response(), c.Request(), user, SubprotocolFrom(c), s.command)
 	if err != nil {
 		s.log.Debug().Err(err).Str("user", user).Msg("websocket closed")
 	}
