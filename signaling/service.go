@@ -25,6 +25,7 @@ type ServiceConfig struct {
 	// InviteWait (0 = do not wait).
 	Outbound   Outbound
 	Rooms      RoomCreator
+	RoomIndex  RoomIndex // finds the conversation of an inbound Matrix event's room
 	Invites    InviteWaiter
 	InviteWait time.Duration
 

@@ -175,7 +175,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	}
 	hub := httpapi.NewHub(httpapi.HubConfig{Logger: log, Registerer: reg})
 	closers = append(closers, hub.Close)
-	calls, err := signaling.NewService(signaling.ServiceConfig{
+	svcCfg := signaling.ServiceConfig{
 		Store:             st,
 		Relay:             turnSrv,
 		Publisher:         hub,
@@ -185,7 +185,16 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		InitiateRate:      cfg.Calls.InitiateRate,
 		InitiateBurst:     cfg.Calls.InitiateBurst,
 		Logger:            log,
-	})
+	}
+	bridge, err := newBridge(cfg.Matrix, st, hub, reg, log)
+	if err != nil {
+		return usageError{err}
+	}
+	if bridge != nil {
+		svcCfg.Outbound, svcCfg.Rooms, svcCfg.Invites = bridge.Encoder(), bridge, bridge
+		svcCfg.InviteWait = cfg.Matrix.InviteWait
+	}
+	calls, err := signaling.NewService(svcCfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -229,6 +238,9 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	g.Go(func() error { return turnSrv.Run(gctx) })
 	g.Go(func() error { return api.Serve(gctx, httpLn) })
 	g.Go(func() error { return calls.Run(gctx) })
+	if bridge != nil {
+		g.Go(func() error { return bridge.Run(gctx) })
+	}
 	g.Go(func() error { return notify.runWatchdog(gctx, func() bool { return st.Ping() == nil }) })
 	reloaders := make([]*certReloader, 0, 2)
 	for _, r := range []*certReloader{certs, httpCerts} {

@@ -1,0 +1,232 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
+)
+
+// matrixUser is a plain Matrix client for tests: join and sync over HTTP.
+type matrixUser struct {
+	hs    string
+	token string
+	since string
+}
+
+func (u *matrixUser) do(t *testing.T, method, path string, body any, out any) {
+	t.Helper()
+	var rd bytes.Buffer
+	if body != nil {
+		if err := json.NewEncoder(&rd).Encode(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, err := http.NewRequest(method, u.hs+path, &rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+u.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, buf.String())
+	}
+	if out != nil {
+		if err := json.Unmarshal(buf.Bytes(), out); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type roomEvent struct {
+	Type    string          `json:"type"`
+	Sender  string          `json:"sender"`
+	EventID string          `json:"event_id"`
+	Content json.RawMessage `json:"content"`
+}
+
+// syncRoom returns the timeline events of room from the next sync.
+func (u *matrixUser) syncRoom(t *testing.T, room string) []roomEvent {
+	t.Helper()
+	var resp struct {
+		NextBatch string `json:"next_batch"`
+		Rooms     struct {
+			Join map[string]struct {
+				Timeline struct {
+					Events []roomEvent `json:"events"`
+				} `json:"timeline"`
+			} `json:"join"`
+			Invite map[string]json.RawMessage `json:"invite"`
+		} `json:"rooms"`
+	}
+	q := url.Values{"timeout": {"1000"}}
+	if u.since != "" {
+		q.Set("since", u.since)
+	}
+	u.do(t, http.MethodGet, "/_matrix/client/v3/sync?"+q.Encode(), nil, &resp)
+	u.since = resp.NextBatch
+	return resp.Rooms.Join[room].Timeline.Events
+}
+
+// waitCallEvents syncs until the room has shown n m.call.* events (or the deadline).
+func (u *matrixUser) waitCallEvents(t *testing.T, room string, n int) []roomEvent {
+	t.Helper()
+	var got []roomEvent
+	deadline := time.Now().Add(20 * time.Second)
+	for len(got) < n && time.Now().Before(deadline) {
+		for _, ev := range u.syncRoom(t, room) {
+			if strings.HasPrefix(ev.Type, "m.call.") {
+				got = append(got, ev)
+			}
+		}
+	}
+	if len(got) < n {
+		t.Fatalf("saw %d m.call.* events in %s, want %d: %+v", len(got), room, n, got)
+	}
+	return got
+}
+
+func TestCallsGoOutToMatrix(t *testing.T) {
+	t.Parallel()
+	hs := matrixtest.StartDendrite(t)
+	service, _, _ := hs.Register(t, "icebox", "service-password-123", false)
+	serviceToken, device := hs.Login(t, service, "service-password-123") // its own device
+	bob, bobToken, _ := hs.Register(t, "bob", "bob-password-123", false)
+
+	const aliceTok, adminTok = "matrix-alice-token-0123", "matrix-admin-token-0123"
+	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	env := []string{
+		"ICEBOX_AUTH_STATIC_TOKENS=" + hash(aliceTok) + ":alice," + hash(adminTok) + ":ops:admin",
+		"MATRIX_ENABLED=true",
+		"MATRIX_HOMESERVER_URL=" + hs.URL(),
+		"MATRIX_SERVICE_USER=" + service,
+		"MATRIX_ACCESS_TOKEN=" + serviceToken,
+		"ICEBOX_MATRIX_DEVICE_ID=" + device,
+	}
+	in := startIcebox(t, testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}), env...)
+
+	// A conversation between a local user and a Matrix user gets a room, and the Matrix user is invited.
+	body := fmt.Sprintf(`{"participants":["alice",%q]}`, bob)
+	code, resp := httpDo(t, http.MethodPut, in.httpURL("/admin/conversations/c1"), adminTok, body)
+	if code != http.StatusOK {
+		t.Fatalf("PUT conversation: %d %s", code, resp)
+	}
+	var conv struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(resp, &conv); err != nil || !strings.HasPrefix(conv.RoomID, "!") {
+		t.Fatalf("conversation has no room: %s", resp)
+	}
+	bobClient := &matrixUser{hs: hs.URL(), token: bobToken}
+	bobClient.do(t, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(conv.RoomID), map[string]any{}, nil)
+	bobClient.syncRoom(t, conv.RoomID) // catch up to the join
+
+	code, resp = httpDo(t, http.MethodPost, in.httpURL("/calls/initiate"), aliceTok,
+		fmt.Sprintf(`{"conversation_id":"c1","sdp_offer":"v=0 offer-from-alice","invitee":%q}`, bob))
+	if code != http.StatusCreated {
+		t.Fatalf("initiate: %d %s", code, resp)
+	}
+	var call struct {
+		ID     string `json:"id"`
+		Matrix *struct {
+			EventID string `json:"event_id"`
+			PartyID string `json:"party_id"`
+			RoomID  string `json:"room_id"`
+		} `json:"matrix"`
+	}
+	if err := json.Unmarshal(resp, &call); err != nil {
+		t.Fatal(err)
+	}
+	if call.Matrix == nil || call.Matrix.RoomID != conv.RoomID || !strings.HasPrefix(call.Matrix.EventID, "$") {
+		t.Fatalf("initiate response lacks the Matrix invite: %s", resp)
+	}
+	cands := `{"candidates":[{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0},{"candidate":""}]}`
+	if code, resp := httpDo(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/candidates"), aliceTok, cands); code != http.StatusNoContent {
+		t.Fatalf("candidates: %d %s", code, resp)
+	}
+	if code, resp := httpDo(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/hangup"), aliceTok, ""); code != http.StatusOK {
+		t.Fatalf("hangup: %d %s", code, resp)
+	}
+
+	events := bobClient.waitCallEvents(t, conv.RoomID, 3)
+	wantTypes := []string{"m.call.invite", "m.call.candidates", "m.call.hangup"}
+	for i, ev := range events[:3] {
+		if ev.Type != wantTypes[i] || ev.Sender != service {
+			t.Fatalf("event %d = %s from %s, want %s from %s", i, ev.Type, ev.Sender, wantTypes[i], service)
+		}
+		var c struct {
+			CallID  string          `json:"call_id"`
+			PartyID string          `json:"party_id"`
+			Version json.RawMessage `json:"version"`
+		}
+		if err := json.Unmarshal(ev.Content, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.CallID != call.ID || c.PartyID != call.Matrix.PartyID || string(c.Version) != `"1"` {
+			t.Fatalf("%s content %s: want call_id %s, party_id %s, version \"1\" (a string)", ev.Type, ev.Content, call.ID, call.Matrix.PartyID)
+		}
+	}
+	var invite struct {
+		Lifetime int64  `json:"lifetime"`
+		Invitee  string `json:"invitee"`
+		Offer    struct {
+			Type string `json:"type"`
+			SDP  string `json:"sdp"`
+		} `json:"offer"`
+	}
+	if err := json.Unmarshal(events[0].Content, &invite); err != nil {
+		t.Fatal(err)
+	}
+	if invite.Lifetime <= 0 || invite.Invitee != bob || invite.Offer.Type != "offer" || invite.Offer.SDP != "v=0 offer-from-alice" {
+		t.Fatalf("invite content %s", events[0].Content)
+	}
+	if events[0].EventID != call.Matrix.EventID {
+		t.Fatalf("invite event %s, initiate reported %s", events[0].EventID, call.Matrix.EventID)
+	}
+	if !strings.Contains(string(events[1].Content), `{"candidate":""}`) {
+		t.Fatalf("end-of-candidates lost: %s", events[1].Content)
+	}
+	m := in.waitMetrics(t, func(m map[string]float64) bool { return sum(m, "matrix_voip_invite_sent_total") >= 1 })
+	if sum(m, "matrix_voip_hangup_sent_total") < 1 {
+		t.Errorf("hangup not counted: %v", m)
+	}
+}
+
+// httpDo sends a JSON request with a bearer token.
+func httpDo(t *testing.T, method, url, token, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, buf.Bytes()
+}

@@ -1,0 +1,253 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The Matrix side of calls: transitions caused by m.call.* events from
+// Matrix users. They apply the same state machine as icebox's own clients,
+// publish the ViaMatrix events to the conversation's WebSocket clients, and
+// write no outbox entries for the event itself (it came from Matrix; it
+// must not be echoed back).
+
+// RoomIndex finds the conversation of a Matrix room (implemented by store).
+type RoomIndex interface {
+	ConversationByRoom(ctx context.Context, roomID string) (Conversation, error)
+}
+
+// ErrStale: a Matrix invite too old to ring (its lifetime has passed).
+var ErrStale = errors.New("stale")
+
+// minRingLeft is how much of an invite's lifetime must be left for it to
+// ring: matrix-js-sdk drops invites with less than 3 s to go.
+const minRingLeft = 3 * time.Second
+
+// MatrixEvent is what every inbound m.call.* event carries.
+type MatrixEvent struct {
+	RoomID  string
+	Sender  string // the Matrix user ID
+	EventID string
+	CallID  string
+	PartyID string
+}
+
+// MatrixInvite is an m.call.invite.
+type MatrixInvite struct {
+	MatrixEvent
+	SDPOffer   string
+	Invitee    string
+	LifetimeMS int64
+	AgeMS      int64 // unsigned.age plus the time since it was received
+}
+
+// matrixParty checks the room maps to a conversation the sender takes part in.
+func (s *Service) matrixParty(ctx context.Context, ev MatrixEvent) (Conversation, error) {
+	if s.cfg.RoomIndex == nil {
+		return Conversation{}, fmt.Errorf("%w: no room index", ErrInvalid)
+	}
+	conv, err := s.cfg.RoomIndex.ConversationByRoom(ctx, ev.RoomID)
+	if err != nil {
+		return Conversation{}, err
+	}
+	if !conv.HasParticipant(ev.Sender) {
+		return Conversation{}, forbiddenf("%s is not a participant of the room's conversation", ev.Sender)
+	}
+	if _, err := partyOf(ev.Sender, ev.PartyID); err != nil || ev.PartyID == "" {
+		return Conversation{}, invalidf("party_id missing or invalid")
+	}
+	return conv, nil
+}
+
+// InviteFromMatrix starts a call that a Matrix user placed in a room mapped
+// to a conversation. The Matrix call_id becomes the call's ID (it must fit
+// icebox's ID grammar). A duplicate is ErrConflict; a stale invite ErrStale.
+func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, error) {
+	conv, err := s.matrixParty(ctx, in.MatrixEvent)
+	if err != nil {
+		return Call{}, err
+	}
+	if !ValidID(in.CallID) {
+		return Call{}, invalidf("call_id %q does not fit [A-Za-z0-9_-]{1,64}", in.CallID)
+	}
+	if err := checkSDP("offer.sdp", in.SDPOffer); err != nil {
+		return Call{}, err
+	}
+	left := time.Duration(in.LifetimeMS-in.AgeMS) * time.Millisecond
+	if left < minRingLeft {
+		return Call{}, fmt.Errorf("%w: invite has %v of its lifetime left", ErrStale, left)
+	}
+	if in.Invitee != "" && !conv.HasParticipant(in.Invitee) {
+		return Call{}, invalidf("invitee is not a participant")
+	}
+	c := Call{
+		ID:                  in.CallID,
+		ConversationID:      conv.ID,
+		RoomID:              conv.RoomID,
+		Initiator:           in.Sender,
+		Invitee:             in.Invitee,
+		PartyID:             in.PartyID,
+		Status:              StatusRinging,
+		SDPOffer:            in.SDPOffer,
+		LifetimeMS:          left.Milliseconds(),
+		Version:             VoIPVersion,
+		CreatedAt:           s.cfg.Now().UTC(),
+		MatrixInviteEventID: in.EventID,
+		MatrixPartyID:       in.PartyID,
+	}
+	if err := s.cfg.Store.CreateCallOutbox(ctx, c, nil); err != nil {
+		return Call{}, err
+	}
+	s.logTransition(c, "invited from Matrix")
+	s.armExpiry(c)
+	s.emit(newEvent(conv, c, EventCallInviteViaMatrix, InvitePayload{
+		Type: EventCallInviteViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, InitiatorID: c.Initiator,
+		Invitee: c.Invitee, PartyID: c.PartyID, SDPOffer: c.SDPOffer, LifetimeMS: c.LifetimeMS, Status: c.Status,
+	}))
+	return c, nil
+}
+
+// AnswerFromMatrix applies a Matrix user's m.call.answer to a call an icebox
+// client placed. The first answer wins; the caller's selection
+// (m.call.select_answer) goes out in the same transaction.
+func (s *Service) AnswerFromMatrix(ctx context.Context, ev MatrixEvent, sdp string) (Call, error) {
+	conv, err := s.matrixParty(ctx, ev)
+	if err != nil {
+		return Call{}, err
+	}
+	if err := checkSDP("answer.sdp", sdp); err != nil {
+		return Call{}, err
+	}
+	var out Event
+	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+		if c.ConversationID != conv.ID {
+			return nil, forbiddenf("the call is not in this room")
+		}
+		if err := applyAnswer(c, ev.Sender, ev.PartyID, sdp, s.cfg.Now().UTC()); err != nil {
+			return nil, err
+		}
+		out = newEvent(conv, *c, EventCallAnswerViaMatrix, AnswerPayload{
+			Type: EventCallAnswerViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
+			PartyID: ev.PartyID, SDPAnswer: sdp, Status: c.Status,
+		})
+		// The caller (an icebox client) selects the first answer.
+		sel := newEvent(conv, *c, EventCallSelectAnswer, SelectAnswerPayload{
+			Type: EventCallSelectAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: c.Initiator,
+			PartyID: c.PartyID, SelectedPartyID: ev.PartyID,
+		})
+		return s.encode(sel, *c)
+	})
+	if err != nil {
+		return Call{}, err
+	}
+	if s.cfg.Outbound != nil {
+		s.cfg.Outbound.Wake()
+	}
+	s.stopExpiry(c.ID)
+	s.logTransition(c, "answered from Matrix")
+	s.emit(out)
+	return c, nil
+}
+
+// CandidatesFromMatrix relays a Matrix party's ICE candidates to the
+// conversation's icebox clients.
+func (s *Service) CandidatesFromMatrix(ctx context.Context, ev MatrixEvent, cs []Candidate) error {
+	conv, err := s.matrixParty(ctx, ev)
+	if err != nil {
+		return err
+	}
+	if err := checkCandidates(cs); err != nil {
+		return err
+	}
+	c, err := s.cfg.Store.Call(ctx, ev.CallID)
+	if err != nil {
+		return err
+	}
+	if err := checkInCall(&c, ev.Sender, ev.PartyID); err != nil {
+		return err
+	}
+	s.emit(newEvent(conv, c, EventCallCandidatesVia, CandidatesPayload{
+		Type: EventCallCandidatesVia, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
+		PartyID: ev.PartyID, Candidates: cs,
+	}))
+	return nil
+}
+
+// HangupFromMatrix ends a call by a Matrix party's m.call.hangup, or
+// rejects it by m.call.reject (reject=true).
+func (s *Service) HangupFromMatrix(ctx context.Context, ev MatrixEvent, reason string, reject bool) (Call, error) {
+	conv, err := s.matrixParty(ctx, ev)
+	if err != nil {
+		return Call{}, err
+	}
+	if reason == "" || !reasonRE.MatchString(reason) {
+		reason = ReasonUserHangup // received reasons are parsed leniently
+	}
+	evType := EventCallHangup
+	apply := func(c *Call) error {
+		return applyHangup(c, ev.Sender, ev.PartyID, reason, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
+	}
+	if reject {
+		evType = EventCallRejected
+		apply = func(c *Call) error {
+			return applyReject(c, ev.Sender, ev.PartyID, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
+		}
+	}
+	var out Event
+	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+		if c.ConversationID != conv.ID {
+			return nil, forbiddenf("the call is not in this room")
+		}
+		if err := apply(c); err != nil {
+			return nil, err
+		}
+		out = endEvent(conv, *c, evType, ev.Sender, ev.PartyID)
+		return nil, nil
+	})
+	if err != nil {
+		return Call{}, err
+	}
+	s.ended(c, out)
+	return c, nil
+}
+
+// SelectAnswerFromMatrix handles a Matrix caller's m.call.select_answer for
+// a call an icebox client answered: if another party was chosen, the call
+// ends here ("answered elsewhere").
+func (s *Service) SelectAnswerFromMatrix(ctx context.Context, ev MatrixEvent, selected string) (Call, error) {
+	conv, err := s.matrixParty(ctx, ev)
+	if err != nil {
+		return Call{}, err
+	}
+	c, err := s.cfg.Store.Call(ctx, ev.CallID)
+	if err != nil {
+		return Call{}, err
+	}
+	if err := checkSelectAnswer(&c, ev.Sender, ev.PartyID, selected); err == nil {
+		s.emit(newEvent(conv, c, EventCallSelectAnswer, SelectAnswerPayload{
+			Type: EventCallSelectAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
+			PartyID: ev.PartyID, SelectedPartyID: selected,
+		}))
+		return c, nil
+	} else if !isTransition(err, "answer_already_selected") {
+		return Call{}, err
+	}
+	var out Event
+	c, err = s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+		end(c, StatusEnded, "answered_elsewhere", ev.Sender, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
+		out = endEvent(conv, *c, EventCallHangup, ev.Sender, ev.PartyID)
+		return nil, nil
+	})
+	if err != nil {
+		return Call{}, err
+	}
+	s.ended(c, out)
+	return c, nil
+}
+
+func isTransition(err error, code string) bool {
+	var te *TransitionError
+	return errors.As(err, &te) && te.Code == code
+}

@@ -1,0 +1,289 @@
+package matrix
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/icebox-voip/icebox/signaling"
+)
+
+// Store is what the bridge needs from durable storage (package store
+// implements it). Every method commits before it returns nil.
+type Store interface {
+	// PendingOutbox returns up to limit entries, in Seq order, whether
+	// due or not.
+	PendingOutbox(ctx context.Context, limit int) ([]signaling.OutboxEntry, error)
+	// OutboxDepth counts the entries not yet sent or dropped.
+	OutboxDepth(ctx context.Context) (int, error)
+	// CompleteOutbox deletes a sent entry; for an m.call.invite it also
+	// records eventID as the call's MatrixInviteEventID.
+	CompleteOutbox(ctx context.Context, seq uint64, eventID string) error
+	// RetryOutbox records a failed attempt and when to try again.
+	RetryOutbox(ctx context.Context, seq uint64, attempts int, next time.Time) error
+	// DropOutbox deletes an entry that will never be sent.
+	DropOutbox(ctx context.Context, seq uint64) error
+	// Call returns a call (to address CallMatrixSent and to answer
+	// WaitInviteSent for an invite sent before the wait began).
+	Call(ctx context.Context, id string) (signaling.Call, error)
+}
+
+// Config configures the bridge.
+type Config struct {
+	// HomeserverURL is the client-server API's base URL, e.g.
+	// https://matrix.example.org. Required.
+	HomeserverURL string
+	// UserID is the service user, @icebox:example.org. Required.
+	UserID string
+	// AccessToken is the service user's token, from its own login (never a
+	// token copied from another client). Required.
+	AccessToken string
+	// DeviceID is the token's device; when set, Run checks the token
+	// belongs to it. Default: not checked.
+	DeviceID string
+	// Store holds the outbox. Required.
+	Store Store
+	// Publisher receives CallMatrixSent. Default: nil, nothing published.
+	Publisher signaling.Publisher
+	// Logger is the parent logger; the bridge adds component=matrix.
+	Logger zerolog.Logger
+	// Registerer takes the bridge's metrics. Default: nil, not registered.
+	Registerer prometheus.Registerer
+	// BatchWindow is how long the first of a burst of ICE candidates waits
+	// for more before they go out in one m.call.candidates event.
+	// Default: 200 ms (matrix-js-sdk waits 500–2000 ms; icebox's clients
+	// batch already, so a short window adds little delay).
+	BatchWindow time.Duration
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+const defaultBatchWindow = 200 * time.Millisecond
+
+// Bridge carries icebox calls into Matrix rooms. It implements
+// signaling.InviteWaiter and signaling.RoomCreator; Encoder returns its
+// signaling.Outbound.
+type Bridge struct {
+	cfg     Config
+	log     zerolog.Logger
+	cli     *mautrix.Client
+	enc     *Encoder
+	send    *sender
+	waiters inviteWaiters
+	rooms   singleflight.Group
+	running atomic.Bool
+}
+
+var (
+	_ signaling.InviteWaiter = (*Bridge)(nil)
+	_ signaling.RoomCreator  = (*Bridge)(nil)
+)
+
+// New checks cfg and prepares the client; it does no I/O (Run verifies the
+// token). The metrics are registered with cfg.Registerer, so one Bridge per
+// registry.
+func New(cfg Config) (*Bridge, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.BatchWindow == 0 {
+		cfg.BatchWindow = defaultBatchWindow
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger.With().Str("component", "matrix").Logger()
+	cli, err := mautrix.NewClient(cfg.HomeserverURL, id.UserID(cfg.UserID), cfg.AccessToken)
+	if err != nil {
+		return nil, fmt.Errorf("matrix: homeserver_url %q: %w", cfg.HomeserverURL, err)
+	}
+	cli.DeviceID = id.DeviceID(cfg.DeviceID)
+	cli.Log = log
+	// The outbox retries, with its own backoff and bookkeeping; a retry
+	// inside mautrix would hide failures from it and hold up other calls.
+	cli.DefaultHTTPRetries = 0
+
+	// cli.Log is for what runs inside mautrix on its own (the sync loop and
+	// crypto, later). The requests the bridge makes itself run with quiet:
+	// the bridge logs their outcome once, without the request body.
+	b := &Bridge{cfg: cfg, log: log, cli: cli}
+	wake := make(chan struct{}, 1)
+	b.enc = &Encoder{now: cfg.Now, wake: wake}
+	b.send = newSender(senderConfig{
+		store:        cfg.Store,
+		client:       cli,
+		log:          log,
+		metrics:      newMetrics(cfg.Registerer, cfg.Store),
+		now:          cfg.Now,
+		wake:         wake,
+		batchWindow:  cfg.BatchWindow,
+		onInviteSent: b.inviteSent,
+	})
+	return b, nil
+}
+
+func (cfg Config) validate() error {
+	var errs []error
+	if cfg.HomeserverURL == "" {
+		errs = append(errs, errors.New("matrix: homeserver_url: required"))
+	} else if u, err := url.Parse(cfg.HomeserverURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("matrix: homeserver_url: %q is not an http(s) URL", cfg.HomeserverURL))
+	}
+	if !isMatrixUserID(cfg.UserID) {
+		errs = append(errs, fmt.Errorf("matrix: service_user: %q is not a Matrix user ID (@name:server)", cfg.UserID))
+	}
+	if cfg.AccessToken == "" {
+		errs = append(errs, errors.New("matrix: access_token: required"))
+	}
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("matrix: Store is required"))
+	}
+	if cfg.BatchWindow < 0 {
+		errs = append(errs, fmt.Errorf("matrix: batch window %v is negative", cfg.BatchWindow))
+	}
+	return errors.Join(errs...)
+}
+
+// Encoder returns the signaling.Outbound that writes this bridge's outbox
+// entries and wakes its sender.
+func (b *Bridge) Encoder() signaling.Outbound { return b.enc }
+
+// Run verifies the access token and sends the outbox until ctx ends; it
+// then returns nil. It returns an error, naming the homeserver, if the
+// homeserver refuses the token or the token is another user's. While the
+// homeserver cannot be reached the check is retried in the background and
+// the sender keeps the outbox (retrying with backoff): a homeserver that is
+// down when icebox starts delays Matrix events, it does not stop calls.
+func (b *Bridge) Run(ctx context.Context) error {
+	if !b.running.CompareAndSwap(false, true) {
+		return errors.New("matrix: Run is already running")
+	}
+	defer b.running.Store(false)
+	defer b.cli.Client.CloseIdleConnections()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return b.verify(gctx) })
+	g.Go(func() error { b.send.run(gctx); return nil })
+	return g.Wait()
+}
+
+// whoamiTimeout bounds one token check; the homeserver answers in
+// milliseconds when it is up.
+const whoamiTimeout = 30 * time.Second
+
+// verify checks the token with /account/whoami, retrying while the
+// homeserver cannot be reached or answers 5xx/429.
+func (b *Bridge) verify(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		wctx, cancel := context.WithTimeout(quiet(ctx), whoamiTimeout)
+		resp, err := b.cli.Whoami(wctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			return b.checkWhoami(resp)
+		}
+		f := classify(err)
+		switch {
+		case f.kind == kindUnauthorized || f.kind == kindForbidden:
+			return fmt.Errorf("matrix: %s refused the access token of %s: %w", b.cfg.HomeserverURL, b.cfg.UserID, err)
+		case f.permanent: // 404 and the like: not a Matrix client-server API at that URL
+			return fmt.Errorf("matrix: %s failed the access token check of %s (is homeserver_url the client-server API's base URL?): %w", b.cfg.HomeserverURL, b.cfg.UserID, err)
+		}
+		delay := max(backoff(attempt, b.send.minBackoff, b.send.maxBackoff), f.retryAfter)
+		b.log.Warn().Err(err).Str("homeserver", b.cfg.HomeserverURL).Dur("retry_in", delay).
+			Msg("cannot verify the access token: homeserver unreachable; the outbox keeps events until it is back")
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (b *Bridge) checkWhoami(resp *mautrix.RespWhoami) error {
+	if string(resp.UserID) != b.cfg.UserID {
+		return fmt.Errorf("matrix: the access token is %s's on %s, not the service user %s", resp.UserID, b.cfg.HomeserverURL, b.cfg.UserID)
+	}
+	if b.cfg.DeviceID != "" && resp.DeviceID != "" && string(resp.DeviceID) != b.cfg.DeviceID {
+		return fmt.Errorf("matrix: the access token is for device %s on %s, not %s", resp.DeviceID, b.cfg.HomeserverURL, b.cfg.DeviceID)
+	}
+	b.log.Info().Str("homeserver", b.cfg.HomeserverURL).Str("user_id", b.cfg.UserID).
+		Str("device_id", string(resp.DeviceID)).Msg("matrix access token verified")
+	return nil
+}
+
+// WaitInviteSent waits until the call's m.call.invite was sent (returning
+// its event ID) or ctx ends (ok false). An invite sent before the wait
+// began is found in the store.
+func (b *Bridge) WaitInviteSent(ctx context.Context, callID string) (eventID string, ok bool) {
+	ch, done := b.waiters.add(callID)
+	defer done()
+	// After registering, so an invite sent in between is not missed.
+	if c, err := b.cfg.Store.Call(ctx, callID); err == nil && c.MatrixInviteEventID != "" {
+		return c.MatrixInviteEventID, true
+	}
+	select {
+	case id := <-ch:
+		return id, true
+	case <-ctx.Done():
+		return "", false
+	}
+}
+
+// MatrixSentPayload is the body of CallMatrixSent: the call's m.call.invite
+// is in the room.
+type MatrixSentPayload struct {
+	Type           string `json:"type"` // CallMatrixSent
+	CallID         string `json:"call_id"`
+	ConversationID string `json:"conversation_id,omitempty"`
+	RoomID         string `json:"room_id"`
+	EventID        string `json:"event_id"`
+	PartyID        string `json:"party_id"`
+}
+
+// inviteSent runs after an m.call.invite was sent and completed in the
+// store: it releases WaitInviteSent and publishes CallMatrixSent to the
+// call's caller, invitee and answerer (the call is loaded from the store;
+// its conversation's other participants do not need the Matrix IDs).
+func (b *Bridge) inviteSent(ctx context.Context, e signaling.OutboxEntry, partyID, eventID string) {
+	b.waiters.release(e.CallID, eventID)
+	if b.cfg.Publisher == nil {
+		return
+	}
+	c, err := b.cfg.Store.Call(ctx, e.CallID)
+	if err != nil {
+		b.log.Warn().Err(err).Str("call_id", e.CallID).Msg("CallMatrixSent not published: loading the call")
+		return
+	}
+	var recipients []string
+	for _, u := range []string{c.Initiator, c.Invitee, c.Answerer} {
+		if u != "" && !slices.Contains(recipients, u) {
+			recipients = append(recipients, u)
+		}
+	}
+	b.cfg.Publisher.Publish(signaling.Event{
+		Type:           signaling.EventCallMatrixSent,
+		CallID:         c.ID,
+		ConversationID: c.ConversationID,
+		Recipients:     recipients,
+		Payload: MatrixSentPayload{
+			Type: signaling.EventCallMatrixSent, CallID: c.ID, ConversationID: c.ConversationID,
+			RoomID: e.RoomID, EventID: eventID, PartyID: partyID,
+		},
+	})
+}
