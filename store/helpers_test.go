@@ -51,9 +51,11 @@ func ids(calls []signaling.Call) []string {
 }
 
 // checkIndexes asserts that calls_by_conversation and calls_ringing hold
-// exactly one entry per call and per ringing call, and
+// exactly one entry per call and per ringing call,
 // calls_by_matrix_event exactly one per call with a MatrixInviteEventID,
-// pointing to that call.
+// pointing to that call, and conversations_by_room exactly one per
+// conversation with a RoomID, pointing to that conversation (so no two
+// conversations share a room, and no entry is stale).
 func checkIndexes(t *testing.T, s *Store) {
 	t.Helper()
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -107,11 +109,61 @@ func checkIndexes(t *testing.T, s *Store) {
 		if !maps.Equal(gotMatrix, wantMatrix) {
 			t.Errorf("%s: got %v, want %v", bucketCallsByMatrixEv, gotMatrix, wantMatrix)
 		}
-		return nil
+		return checkRoomIndex(t, tx)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// checkRoomIndex asserts conversations_by_room both ways: every
+// conversation with a RoomID is indexed under it, and every entry points to
+// a conversation whose RoomID is the entry's key.
+func checkRoomIndex(t *testing.T, tx *bolt.Tx) error {
+	t.Helper()
+	want := map[string]string{} // room ID → conversation ID
+	err := tx.Bucket(bucketConversations).ForEach(func(k, v []byte) error {
+		var c signaling.Conversation
+		if err := decode("conversation", k, v, &c); err != nil {
+			return err
+		}
+		if c.RoomID == "" {
+			return nil
+		}
+		if other, ok := want[c.RoomID]; ok {
+			t.Errorf("conversations %q and %q share room %q", other, k, c.RoomID)
+		}
+		want[c.RoomID] = string(k)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	got := map[string]string{}
+	_ = tx.Bucket(bucketConvsByRoom).ForEach(func(k, v []byte) error {
+		got[string(k)] = string(v)
+		return nil
+	})
+	if !maps.Equal(got, want) {
+		t.Errorf("%s: got %v, want %v", bucketConvsByRoom, got, want)
+	}
+	return nil
+}
+
+// roomIndex reads conversations_by_room directly.
+func roomIndex(t *testing.T, s *Store) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketConvsByRoom).ForEach(func(k, v []byte) error {
+			got[string(k)] = string(v)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 // storedRevocations reads the revocations bucket directly.

@@ -58,8 +58,8 @@ func TestMigrateSchema1To2(t *testing.T) {
 	}
 
 	s = openTemp(t, dir)
-	if v, err := s.Version(); err != nil || v != SchemaVersion() || v != 2 {
-		t.Fatalf("after migration: version %d, %v; want %d", v, err, 2)
+	if v, err := s.Version(); err != nil || v != SchemaVersion() {
+		t.Fatalf("after migration: version %d, %v; want %d", v, err, SchemaVersion())
 	}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketCallsByConv, bucketCallsRinging} {

@@ -34,6 +34,7 @@ var (
 	bucketRevocations     = []byte("revocations")
 	bucketCallsByConv     = []byte("calls_by_conversation") // schema 2; see calls.go
 	bucketCallsRinging    = []byte("calls_ringing")         // schema 2; see calls.go
+	bucketConvsByRoom     = []byte("conversations_by_room") // schema 3; see rooms.go
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -55,6 +56,9 @@ var migrations = []func(tx *bolt.Tx) error{
 	// 1 → 2: indexes for listing a conversation's calls and the ringing
 	// calls, filled from the calls already stored.
 	migrateCallIndexes,
+	// 2 → 3: the index from Matrix room to conversation, filled from the
+	// conversations already stored.
+	migrateRoomIndex,
 }
 
 // SchemaVersion is the version this build writes.
