@@ -190,6 +190,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	if err != nil {
 		return usageError{err}
 	}
+	svcCfg.RoomIndex = st
 	if bridge != nil {
 		svcCfg.Outbound, svcCfg.Rooms, svcCfg.Invites = bridge.Encoder(), bridge, bridge
 		svcCfg.InviteWait = cfg.Matrix.InviteWait

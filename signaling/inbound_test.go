@@ -1,0 +1,120 @@
+package signaling_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/icebox-voip/icebox/signaling"
+	"github.com/icebox-voip/icebox/signaling/matrix"
+)
+
+const bob = "@bob:example.org"
+
+func newMatrixEnv(t *testing.T) *env {
+	t.Helper()
+	e := newEnv(t, func(c *signaling.ServiceConfig) {
+		c.Outbound = &matrix.Encoder{}
+		c.RoomIndex = c.Store.(signaling.RoomIndex) // the store is the room index
+	})
+	if _, err := e.svc.PutConversation(context.Background(), "mx", []string{"alice", bob}, "!room:example.org"); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func mxEvent(callID, party string) signaling.MatrixEvent {
+	return signaling.MatrixEvent{RoomID: "!room:example.org", Sender: bob, EventID: "$" + callID + party, CallID: callID, PartyID: party}
+}
+
+func TestInviteFromMatrix(t *testing.T) {
+	e := newMatrixEnv(t)
+	ctx := context.Background()
+	in := signaling.MatrixInvite{MatrixEvent: mxEvent("bobcall1", "bobdev"), SDPOffer: "v=0 bob", LifetimeMS: 60000, AgeMS: 500}
+	c, err := e.svc.InviteFromMatrix(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status != signaling.StatusRinging || c.Initiator != bob || c.LifetimeMS != 59500 || c.ConversationID != "mx" {
+		t.Fatalf("call from Matrix = %+v", c)
+	}
+	if ev := e.rec.last(); ev.Type != signaling.EventCallInviteViaMatrix {
+		t.Fatalf("event = %s", ev.Type)
+	}
+	if out, err := e.st.PendingOutbox(ctx, 0); err != nil || len(out) != 0 {
+		t.Fatalf("an inbound invite was echoed to the outbox: %+v, %v", out, err)
+	}
+	if _, err := e.svc.InviteFromMatrix(ctx, in); !errors.Is(err, signaling.ErrConflict) {
+		t.Fatalf("duplicate invite: %v, want conflict", err)
+	}
+	stale := signaling.MatrixInvite{MatrixEvent: mxEvent("bobcall2", "bobdev"), SDPOffer: "v=0", LifetimeMS: 60000, AgeMS: 58000}
+	if _, err := e.svc.InviteFromMatrix(ctx, stale); !errors.Is(err, signaling.ErrStale) {
+		t.Fatalf("stale invite: %v, want stale", err)
+	}
+	outsider := mxEvent("bobcall3", "x")
+	outsider.Sender = "@mallory:example.org"
+	if _, err := e.svc.InviteFromMatrix(ctx, signaling.MatrixInvite{MatrixEvent: outsider, SDPOffer: "v=0", LifetimeMS: 60000}); !errors.Is(err, signaling.ErrForbidden) {
+		t.Fatalf("invite from a non-participant: %v, want forbidden", err)
+	}
+	other := mxEvent("bobcall4", "x")
+	other.RoomID = "!unknown:example.org"
+	if _, err := e.svc.InviteFromMatrix(ctx, signaling.MatrixInvite{MatrixEvent: other, SDPOffer: "v=0", LifetimeMS: 60000}); !errors.Is(err, signaling.ErrNotFound) {
+		t.Fatalf("invite in an unmapped room: %v, want not found", err)
+	}
+
+	// alice answers locally: the answer goes out to Matrix.
+	if _, err := e.svc.Answer(ctx, "alice", c.ID, signaling.AnswerRequest{SDPAnswer: "v=0 alice"}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.st.PendingOutbox(ctx, 0)
+	if err != nil || len(out) != 1 || out[0].EventType != matrix.TypeAnswer {
+		t.Fatalf("outbox after alice's answer = %+v, %v", out, err)
+	}
+	// bob selects another device's answer: the call ends here.
+	got, err := e.svc.SelectAnswerFromMatrix(ctx, mxEvent(c.ID, "bobdev"), "someone-else")
+	if err != nil || got.Status != signaling.StatusEnded || got.EndReason != "answered_elsewhere" {
+		t.Fatalf("select_answer of another party = %+v, %v", got, err)
+	}
+}
+
+func TestAnswerFromMatrixSelectsIt(t *testing.T) {
+	e := newMatrixEnv(t)
+	ctx := context.Background()
+	c, err := e.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "mx", SDPOffer: "v=0 alice", Invitee: bob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.svc.AnswerFromMatrix(ctx, mxEvent(c.ID, "bobdev"), "v=0 bob")
+	if err != nil || got.Status != signaling.StatusAnswered || got.Answerer != bob || got.AnswerPartyID != "bobdev" {
+		t.Fatalf("answer from Matrix = %+v, %v", got, err)
+	}
+	if ev := e.rec.last(); ev.Type != signaling.EventCallAnswerViaMatrix {
+		t.Fatalf("event = %s", ev.Type)
+	}
+	out, err := e.st.PendingOutbox(ctx, 0)
+	if err != nil || len(out) != 2 || out[0].EventType != matrix.TypeInvite || out[1].EventType != matrix.TypeSelectAnswer {
+		t.Fatalf("outbox = %+v, %v; want the invite then select_answer", out, err)
+	}
+	// A second answer loses; candidates from the chosen party pass, others' do not.
+	if _, err := e.svc.AnswerFromMatrix(ctx, mxEvent(c.ID, "bobphone"), "v=0"); err == nil {
+		t.Fatal("a second answer was accepted")
+	}
+	cs := []signaling.Candidate{{Candidate: "candidate:1"}}
+	if err := e.svc.CandidatesFromMatrix(ctx, mxEvent(c.ID, "bobdev"), cs); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.CandidatesFromMatrix(ctx, mxEvent(c.ID, "bobphone"), cs); !errors.Is(err, signaling.ErrForbidden) {
+		t.Fatalf("candidates from a non-chosen party: %v", err)
+	}
+	got, err = e.svc.HangupFromMatrix(ctx, mxEvent(c.ID, "bobdev"), "", false)
+	if err != nil || got.Status != signaling.StatusEnded || got.EndReason != signaling.ReasonUserHangup {
+		t.Fatalf("hangup from Matrix = %+v, %v", got, err)
+	}
+	if _, ok := e.rec.revokedUntil(c.ID); !ok {
+		t.Fatal("a call ended from Matrix kept its TURN credentials")
+	}
+	out, _ = e.st.PendingOutbox(ctx, 0)
+	if len(out) != 2 {
+		t.Fatalf("the Matrix hangup was echoed: %+v", out)
+	}
+}
