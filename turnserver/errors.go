@@ -10,4 +10,6 @@ var (
 	errPortOutOfRange = errors.New("turnserver: requested port outside the relay range")
 	errNoRelayPort    = errors.New("turnserver: no free relay port")
 	errNoListeners    = errors.New("turnserver: no listeners")
+	errServerClosed   = errors.New("turnserver: server closed")
+	errCallRevoked    = errors.New("turnserver: call revoked")
 )

@@ -9,7 +9,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/netip"
@@ -57,7 +60,18 @@ type relayOptions struct {
 	ipv6          bool       // also relay IPv6, bound on ::1, advertised as advertiseV6
 	advertiseV6   netip.Addr
 	errorRate     ErrorRate
+	// minPort, maxPort: the relay port range. Default: 40000–40999.
+	minPort, maxPort uint16
+	tcpMaxPerSource  int
+	tcpMaxTotal      int
+	tcpIdleTimeout   time.Duration
+	revoked          []Revocation
+	// wrapTCP, if set, wraps the TURN-over-TCP listener before New.
+	wrapTCP func(net.Listener) net.Listener
 }
+
+// testStart is the fake clock's time when a test relay starts.
+var testStart = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 
 // testRelay is a running Server on loopback with UDP, TCP and TLS listeners.
 type testRelay struct {
@@ -73,7 +87,7 @@ type testRelay struct {
 
 func startRelay(t *testing.T, o relayOptions) *testRelay {
 	t.Helper()
-	clock := &fakeClock{t: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
+	clock := &fakeClock{t: testStart}
 	kr, err := credentials.NewKeyring([]credentials.Secret{
 		{KID: "k2", Key: testSecret},
 		{KID: "k1", Key: testOldSecret, Compat: true},
@@ -101,16 +115,23 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 	if o.maxDuration == 0 {
 		o.maxDuration = time.Hour
 	}
+	if o.minPort == 0 {
+		o.minPort, o.maxPort = 40000, 40999
+	}
 	cfg := Config{
 		Realm:                 testRealm,
 		Keyring:               func() *credentials.Keyring { return kr },
 		RelayBindIPv4:         netip.MustParseAddr("127.0.0.1"),
 		RelayIPv4:             o.advertiseV4,
-		MinPort:               40000,
-		MaxPort:               40999,
+		MinPort:               o.minPort,
+		MaxPort:               o.maxPort,
 		Quotas:                o.quotas,
 		MaxAllocationDuration: o.maxDuration,
 		ErrorRate:             o.errorRate,
+		TCPMaxPerSource:       o.tcpMaxPerSource,
+		TCPMaxTotal:           o.tcpMaxTotal,
+		TCPIdleTimeout:        o.tcpIdleTimeout,
+		Revoked:               o.revoked,
 		Logger:                testLogger(t),
 		Now:                   clock.Now,
 	}
@@ -137,7 +158,11 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 	}
 	reg := prometheus.NewRegistry()
 	cfg.Registerer = reg
-	srv, err := New(cfg, Listeners{UDP: udp, TCP: []net.Listener{tcp}, TLS: []net.Listener{tlsLn}, TLSConfig: serverTLS})
+	var tcpLn net.Listener = tcp
+	if o.wrapTCP != nil {
+		tcpLn = o.wrapTCP(tcp)
+	}
+	srv, err := New(cfg, Listeners{UDP: udp, TCP: []net.Listener{tcpLn}, TLS: []net.Listener{tlsLn}, TLSConfig: serverTLS})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,6 +278,61 @@ func (r *testRelay) newClient(t *testing.T, tr transport, username, password str
 		_ = conn.Close() // may already be closed by the client
 	})
 	return c
+}
+
+// dialTCP opens a plain TCP connection to the relay's TURN-over-TCP
+// listener from the given loopback address.
+func (r *testRelay) dialTCP(t *testing.T, from string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", r.tcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// stunBinding sends a Binding request over a TURN TCP connection and reads
+// the response: it succeeds only if the server serves the connection.
+func stunBinding(c net.Conn) error {
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
+	if err := c.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return err
+	}
+	if _, err := c.Write(req.Raw); err != nil {
+		return err
+	}
+	head := make([]byte, 20)
+	if _, err := io.ReadFull(c, head); err != nil {
+		return err
+	}
+	body := make([]byte, binary.BigEndian.Uint16(head[2:4]))
+	if _, err := io.ReadFull(c, body); err != nil {
+		return err
+	}
+	res := &stun.Message{Raw: append(head, body...)}
+	if err := res.Decode(); err != nil {
+		return err
+	}
+	if res.Type != stun.BindingSuccess || res.TransactionID != req.TransactionID {
+		return fmt.Errorf("got %v, want a Binding success for the request", res.Type)
+	}
+	return nil
+}
+
+// requireClosedByServer reads from c and wants the server's close (EOF or
+// reset), not a timeout.
+func requireClosedByServer(t *testing.T, c net.Conn, within time.Duration) {
+	t.Helper()
+	if err := c.SetReadDeadline(time.Now().Add(within)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+		t.Fatalf("read got %v, want the server to close the connection within %v", err, within)
+	}
 }
 
 // peer is a plain UDP socket on loopback that a relay sends to.

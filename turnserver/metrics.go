@@ -33,14 +33,20 @@ type metrics struct {
 	packetsFromPeer  prometheus.Counter
 	revokedClosed    prometheus.Counter
 	errorsDropped    prometheus.Counter
+	tcpRefused       *prometheus.CounterVec
+	tcpAcceptErrors  prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer, active func() float64) *metrics {
+func newMetrics(reg prometheus.Registerer, active, tcpConns func() float64) *metrics {
 	f := promauto.With(reg)
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "icebox_turn_allocations_active",
 		Help: "TURN allocations currently open.",
 	}, active)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "icebox_turn_tcp_connections_active",
+		Help: "TURN client connections currently open over TCP and TLS.",
+	}, tcpConns)
 	bytes := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "icebox_turn_relayed_bytes_total",
 		Help: "Payload bytes relayed, by direction (to_peer, from_peer).",
@@ -78,6 +84,14 @@ func newMetrics(reg prometheus.Registerer, active func() float64) *metrics {
 			Name: "icebox_turn_revoked_allocations_closed_total",
 			Help: "Live allocations closed because their call was revoked.",
 		}),
+		tcpRefused: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_tcp_connections_refused_total",
+			Help: "TURN TCP/TLS client connections closed at accept, by the limit they hit (per_source, total).",
+		}, []string{"reason"}),
+		tcpAcceptErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_turn_tcp_accept_errors_total",
+			Help: "Failed accepts on TURN TCP/TLS listeners (e.g. out of file descriptors); each is retried after a backoff.",
+		}),
 	}
 	// Make every label value visible from the start, so dashboards and
 	// alerts see zeros rather than missing series.
@@ -89,6 +103,9 @@ func newMetrics(reg prometheus.Registerer, active func() float64) *metrics {
 	}
 	for _, q := range []string{quotaUser, quotaCall, quotaTotal} {
 		m.quotaRejected.WithLabelValues(q)
+	}
+	for _, r := range []string{refusedPerSource, refusedTotal} {
+		m.tcpRefused.WithLabelValues(r)
 	}
 	return m
 }

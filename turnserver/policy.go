@@ -18,6 +18,10 @@ var defaultDeniedPeers = []string{
 	"255.255.255.255/32",
 	"::/128", "::1/128", "fe80::/10", "fec0::/10", "fc00::/7", "ff00::/8", "100::/64",
 	"2001:db8::/32", "2001::/32",
+	// NAT64 local-use prefix (RFC 8215): the operator picks where the IPv4
+	// address sits (any length /48–/96), so it cannot be reduced; a NAT64
+	// gateway would carry such a peer into the IPv4 network behind it.
+	"64:ff9b:1::/48",
 }
 
 // DefaultDeniedPeers returns the built-in deny-list, for documentation and tests.
@@ -39,8 +43,12 @@ type PolicyConfig struct {
 	AllowLoopback bool     // test-only: allow 127/8 and ::1
 
 	// RelayAddrs are the server's own relay addresses (advertised and bound):
-	// peers there are allowed within the relay port range only, so two
-	// clients of this server can talk relay to relay.
+	// peers there are allowed on the ports of live relay allocations only,
+	// so two clients of this server can talk relay to relay but no client
+	// reaches another service bound in the relay port range (WireGuard on
+	// 51820, a TCP daemon through RFC 6062 Connect). A Policy learns the
+	// live ports from the Server it is given to (see New); on its own it
+	// knows none.
 	RelayAddrs []netip.Addr
 	MinPort    uint16
 	MaxPort    uint16
@@ -61,6 +69,11 @@ type Policy struct {
 	maxPort      uint16
 	localAddrs   []netip.Addr
 	servicePorts []uint16
+
+	// liveRelayPort reports whether a port of a relay network (netUDP4, …)
+	// is bound by a live relay socket; nil knows no live port. Set by New
+	// on its copy of the policy.
+	liveRelayPort func(network int, port uint16) bool
 }
 
 type rule struct {
@@ -128,8 +141,17 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 	}, nil
 }
 
+// parsePrefix parses a CIDR or a bare IP. IPv4-mapped forms are reduced to
+// IPv4, as peers are (Canonical) before they meet the rules: a rule for
+// ::ffff:8.8.8.8/128 would otherwise never match anything.
 func parsePrefix(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
+		if p.Addr().Is4In6() {
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("IPv4-mapped prefix %q is shorter than /96", s)
+			}
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
 		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
@@ -172,21 +194,45 @@ func (p *Policy) AllowIP(ip netip.Addr) bool {
 	return p.allowByRules(ip)
 }
 
-// Allow reports whether the relay may send to peer. It is checked on every
-// relayed packet: TURN permissions name IPs, so only here are ports known.
+// withLiveRelayPort returns a copy of p that allows the server's own relay
+// addresses on the ports live tells it are live relay sockets.
+func (p *Policy) withLiveRelayPort(live func(network int, port uint16) bool) *Policy {
+	c := *p
+	c.liveRelayPort = live
+	return &c
+}
+
+// Allow reports whether the relay may send a UDP datagram to peer. It is
+// checked on every relayed packet: TURN permissions name IPs, so only here
+// are ports known.
 func (p *Policy) Allow(peer netip.AddrPort) bool {
+	return p.allow(peer, netUDP4, netUDP6)
+}
+
+// AllowTCP reports whether the relay may open a TCP connection to peer
+// (RFC 6062 Connect).
+func (p *Policy) AllowTCP(peer netip.AddrPort) bool {
+	return p.allow(peer, netTCP4, netTCP6)
+}
+
+func (p *Policy) allow(peer netip.AddrPort, net4, net6 int) bool {
 	ip := Canonical(peer.Addr())
 	port := peer.Port()
 	if p.isLocal(ip) && slices.Contains(p.servicePorts, port) {
 		return false
 	}
 	if slices.Contains(p.relayAddrs, ip) {
-		if port >= p.minPort && port <= p.maxPort {
-			return true
+		network := net4
+		if ip.Is6() {
+			network = net6
 		}
-		// Outside the relay range, the server's own address is reachable
-		// only where an operator's allow rule says so (the default rules
-		// only deny): a public relay IP must not reach the host's SSH.
+		if port >= p.minPort && port <= p.maxPort && p.liveRelayPort != nil && p.liveRelayPort(network, port) {
+			return true // relay to relay
+		}
+		// Anywhere else, the server's own address is reachable only where
+		// an operator's allow rule says so (the default rules only deny):
+		// a public relay IP must not reach the host's SSH, nor a service
+		// that happens to listen inside the relay port range.
 		allow, matched := p.matchRules(ip)
 		return matched && allow
 	}

@@ -2,6 +2,7 @@ package turnserver
 
 import (
 	"io"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"strings"
@@ -59,7 +60,8 @@ type AllocationInfo struct {
 	PacketsFromPeer uint64    `json:"packets_from_peer"`
 }
 
-// registry tracks live allocations for quotas, revocation and listing.
+// registry tracks live allocations for quotas, revocation and listing, and
+// the relay ports in use.
 type registry struct {
 	quotas Quotas
 
@@ -68,7 +70,58 @@ type registry struct {
 	byID    map[uint64]*allocation
 	perUser map[string]int
 	perCall map[string]int
+	// closed is set by close: from then on reserve refuses and activate
+	// tells its caller to close the socket it just bound.
+	closed  bool
+	drained chan struct{} // closed once closed is set and byID is empty
+
+	// reserved are the relay ports taken, per network, from before the
+	// bind until the socket closes. TCP relay listeners are bound with
+	// SO_REUSEPORT (RFC 6062 Connect binds outgoing connections to the
+	// relay address), so the kernel would let two allocations share a
+	// port: this set is what keeps relayed addresses unique.
+	reserved [numRelayNetworks]portBits
+	// live marks the reserved ports whose socket is bound. It is read
+	// without the lock on every relayed packet to the server's own
+	// address (Policy.Allow), so it is a set of atomic words.
+	live [numRelayNetworks]atomicPortBits
 }
+
+// Relay networks, the index of registry.reserved and registry.live.
+const (
+	netUDP4 = iota
+	netUDP6
+	netTCP4
+	netTCP6
+	numRelayNetworks
+)
+
+// relayNetwork maps pion's network names to the registry's index.
+func relayNetwork(network string) (int, bool) {
+	switch network {
+	case "udp4":
+		return netUDP4, true
+	case "udp6":
+		return netUDP6, true
+	case "tcp4":
+		return netTCP4, true
+	case "tcp6":
+		return netTCP6, true
+	}
+	return 0, false
+}
+
+type portBits [65536 / 64]uint64
+
+func (b *portBits) has(p uint16) bool { return b[p/64]&(1<<(p%64)) != 0 }
+func (b *portBits) set(p uint16)      { b[p/64] |= 1 << (p % 64) }
+func (b *portBits) clear(p uint16)    { b[p/64] &^= 1 << (p % 64) }
+
+type atomicPortBits [65536 / 64]atomic.Uint64
+
+func (b *atomicPortBits) has(p uint16) bool { return b[p/64].Load()&(1<<(p%64)) != 0 }
+func (b *atomicPortBits) set(p uint16)      { b[p/64].Or(1 << (p % 64)) }
+func (b *atomicPortBits) clear(p uint16)    { b[p/64].And(^uint64(1 << (p % 64))) }
 
 func newRegistry(q Quotas) *registry {
 	return &registry{
@@ -76,7 +129,58 @@ func newRegistry(q Quotas) *registry {
 		byID:    make(map[uint64]*allocation),
 		perUser: make(map[string]int),
 		perCall: make(map[string]int),
+		drained: make(chan struct{}),
 	}
+}
+
+// reservePort takes a relay port of network: the requested one if it is
+// free, or with requested 0 a random free one in [lo, hi]. It reports false
+// when none is free or the registry is closed.
+func (r *registry) reservePort(network int, lo, hi, requested uint16) (uint16, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, false
+	}
+	set := &r.reserved[network]
+	if requested != 0 {
+		if set.has(requested) {
+			return 0, false
+		}
+		set.set(requested)
+		return requested, true
+	}
+	// Start at a random port and take the first free one from there: a
+	// few random draws would fail in a nearly full range, and a scan of
+	// the bit set costs microseconds even for 16 384 ports.
+	n := int(hi) - int(lo) + 1
+	start := rand.IntN(n)
+	for i := range n {
+		p := uint16(int(lo) + (start+i)%n)
+		if !set.has(p) {
+			set.set(p)
+			return p, true
+		}
+	}
+	return 0, false
+}
+
+// portBound marks a reserved port as a live relay socket.
+func (r *registry) portBound(network int, port uint16) { r.live[network].set(port) }
+
+// releasePort frees a port taken by reservePort, once its socket is closed
+// (or its bind failed).
+func (r *registry) releasePort(network int, port uint16) {
+	r.live[network].clear(port)
+	r.mu.Lock()
+	r.reserved[network].clear(port)
+	r.mu.Unlock()
+}
+
+// liveRelayPort reports whether port of network is bound by a relay socket
+// of this server. It does not lock.
+func (r *registry) liveRelayPort(network int, port uint16) bool {
+	return r.live[network].has(port)
 }
 
 // exceeded names the quota a new allocation for user/callID would exceed, or "".
@@ -98,14 +202,17 @@ func (r *registry) exceededLocked(user, callID string) string {
 	return ""
 }
 
-// reserve counts a against the quotas unless one is full; it returns the
-// quota that refused it, or "". a is not listed, revoked or closed by the
-// registry until activate.
-func (r *registry) reserve(a *allocation) string {
+// reserve counts a against the quotas unless one is full (it returns the
+// quota that refused it) or the registry is closed (errServerClosed). a is
+// not listed, revoked or closed by the registry until activate.
+func (r *registry) reserve(a *allocation) (quota string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.closed {
+		return "", errServerClosed
+	}
 	if q := r.exceededLocked(a.user, a.callID); q != "" {
-		return q
+		return q, nil
 	}
 	r.nextID++
 	a.id = r.nextID
@@ -114,14 +221,52 @@ func (r *registry) reserve(a *allocation) string {
 	if a.callID != "" {
 		r.perCall[a.callID]++
 	}
-	return ""
+	return "", nil
 }
 
-// activate publishes a reserved allocation once its socket exists.
-func (r *registry) activate(a *allocation, relay net.Addr, closer io.Closer, capTimer *time.Timer) {
+// activate publishes a reserved allocation once its socket exists. It
+// reports false if the registry was closed meanwhile: close did not see the
+// socket, so the caller must close it.
+func (r *registry) activate(a *allocation, relay net.Addr, closer io.Closer, capTimer *time.Timer) bool {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	a.relay, a.closer, a.capTimer = relay, closer, capTimer
-	r.mu.Unlock()
+	return !r.closed
+}
+
+// close refuses new allocations from now on and returns the active ones,
+// for the caller to close. Allocations still being set up close themselves
+// in activate's caller. drained is closed once every allocation is released.
+func (r *registry) close() []*allocation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed {
+		r.closed = true
+		r.signalDrainedLocked()
+	}
+	out := make([]*allocation, 0, len(r.byID))
+	for _, a := range r.byID {
+		if a.closer != nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (r *registry) isClosed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.closed
+}
+
+func (r *registry) signalDrainedLocked() {
+	if r.closed && len(r.byID) == 0 {
+		select {
+		case <-r.drained:
+		default:
+			close(r.drained)
+		}
+	}
 }
 
 func (r *registry) release(a *allocation) {
@@ -135,6 +280,7 @@ func (r *registry) release(a *allocation) {
 	if a.callID != "" {
 		decrement(r.perCall, a.callID)
 	}
+	r.signalDrainedLocked()
 }
 
 func decrement(m map[string]int, k string) {
@@ -190,17 +336,5 @@ func (r *registry) list() []AllocationInfo {
 		}
 		return strings.Compare(a.RelayAddr, b.RelayAddr)
 	})
-	return out
-}
-
-func (r *registry) all() []*allocation {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]*allocation, 0, len(r.byID))
-	for _, a := range r.byID {
-		if a.closer != nil {
-			out = append(out, a)
-		}
-	}
 	return out
 }

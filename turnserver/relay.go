@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
@@ -25,8 +24,15 @@ import (
 // scheduling stalls without letting 10 000 allocations pin gigabytes.
 const relaySocketBuffer = 1 << 20
 
-// portTries is how many random ports are tried before an allocation fails.
-const portTries = 64
+// bindTries is how many ports are bound before an allocation fails. Ports
+// are drawn from the registry's free set, so a bind fails only where another
+// process holds the port.
+const bindTries = 64
+
+// connectTimeout bounds the dial of an RFC 6062 Connect. RFC 6062 §5.2: "The
+// timeout value MUST be at least 30 seconds" — a peer behind a slow or lossy
+// path gets SYN retransmissions (1 s, 3 s, 7 s, 15 s) before it is given up.
+const connectTimeout = 30 * time.Second
 
 // relayAllocator implements turn.RelayAddressGenerator: it binds relay
 // sockets in the configured port range, advertises the public address, and
@@ -46,7 +52,7 @@ func (ra relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 	if err != nil {
 		return nil, nil, err
 	}
-	bind := func(network, addr string) (any, error) {
+	bind := func(network, addr string) (io.Closer, error) {
 		lc := net.ListenConfig{Control: setBuffers(relaySocketBuffer)}
 		return lc.ListenPacket(context.Background(), network, addr)
 	}
@@ -54,24 +60,27 @@ func (ra relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 		// pion probes for a free even port (EVEN-PORT, which coturn's
 		// client sends) with no user and closes the socket at once; the
 		// real allocation then asks for that port.
-		pc, port, err := s.bindRelay(conf.Network, bindIP, 0, bind)
+		c, port, err := s.bindRelay(conf.Network, bindIP, 0, bind)
 		if err != nil {
 			return nil, nil, err
 		}
-		return pc.(net.PacketConn), &net.UDPAddr{IP: advertised.AsSlice(), Port: port}, nil
+		probe := &probeConn{PacketConn: c.(net.PacketConn), release: func() { s.reg.releasePort(port.network, port.port) }}
+		return probe, &net.UDPAddr{IP: advertised.AsSlice(), Port: int(port.port)}, nil
 	}
 	a, err := s.newAllocation(conf.UserID, conf.Network)
 	if err != nil {
 		return nil, nil, err
 	}
-	pc, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, bind)
+	c, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, bind)
 	if err != nil {
 		s.reg.release(a)
 		return nil, nil, err
 	}
-	relay := &net.UDPAddr{IP: advertised.AsSlice(), Port: port}
-	rc := &relayPacketConn{UDPConn: pc.(*net.UDPConn), s: s, a: a}
-	s.track(a, relay, rc)
+	relay := &net.UDPAddr{IP: advertised.AsSlice(), Port: int(port.port)}
+	rc := &relayPacketConn{conn: c.(*net.UDPConn), s: s, a: a, port: port}
+	if err := s.track(a, relay, rc); err != nil {
+		return nil, nil, err
+	}
 	return rc, relay, nil
 }
 
@@ -86,9 +95,11 @@ func (ra relayAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net
 	if err != nil {
 		return nil, nil, err
 	}
-	l, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, func(network, addr string) (any, error) {
+	l, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, func(network, addr string) (io.Closer, error) {
 		// SO_REUSEPORT lets Connect bind outgoing peer connections to the
-		// relay address, as RFC 6062 requires.
+		// relay address, as RFC 6062 requires. It also lets a second
+		// listener bind the same port; the registry's port set is what
+		// keeps two allocations off one port.
 		lc := net.ListenConfig{Control: reuseport.Control}
 		return lc.Listen(context.Background(), network, addr)
 	})
@@ -96,9 +107,11 @@ func (ra relayAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net
 		s.reg.release(a)
 		return nil, nil, err
 	}
-	relay := &net.TCPAddr{IP: advertised.AsSlice(), Port: port}
-	rl := &relayListener{Listener: l.(net.Listener), s: s, a: a}
-	s.track(a, relay, rl)
+	relay := &net.TCPAddr{IP: advertised.AsSlice(), Port: int(port.port)}
+	rl := &relayListener{ln: l.(net.Listener), s: s, a: a, port: port}
+	if err := s.track(a, relay, rl); err != nil {
+		return nil, nil, err
+	}
 	return rl, relay, nil
 }
 
@@ -107,7 +120,7 @@ func (ra relayAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net
 func (ra relayAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
 	s := ra.s
 	peer, ok := addrPortOf(conf.RemoteAddr)
-	if !ok || !s.policy.Allow(peer) {
+	if !ok || !s.policy.AllowTCP(peer) {
 		s.m.peerDenied.WithLabelValues(stageConnect).Inc()
 		return nil, errPeerDenied
 	}
@@ -119,12 +132,19 @@ func (ra relayAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, e
 	if !ok {
 		return nil, fmt.Errorf("turnserver: connect: unexpected local address %v", conf.LocalAddr)
 	}
-	d := net.Dialer{
-		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(bindIP, local.Port())),
+	d := connectDialer(netip.AddrPortFrom(bindIP, local.Port()))
+	// pion handles Connect on the client's read loop; the server's context
+	// ends a pending dial when the server closes.
+	return d.DialContext(s.ctx, conf.Network, peer.String())
+}
+
+// connectDialer dials RFC 6062 peer connections from the relay address.
+func connectDialer(local netip.AddrPort) *net.Dialer {
+	return &net.Dialer{
+		LocalAddr: net.TCPAddrFromAddrPort(local),
 		Control:   reuseport.Control,
-		Timeout:   10 * time.Second,
+		Timeout:   connectTimeout,
 	}
-	return d.Dial(conf.Network, peer.String())
 }
 
 // relayAddrs returns the address to bind and the address to advertise for a
@@ -150,41 +170,72 @@ func (s *Server) newAllocation(username, network string) (*allocation, error) {
 		return nil, fmt.Errorf("turnserver: allocate: %w", err)
 	}
 	a := &allocation{user: claims.User, callID: claims.CallID, network: network, created: s.now()}
-	if q := s.reg.reserve(a); q != "" {
+	q, err := s.reg.reserve(a)
+	if err != nil {
+		return nil, err
+	}
+	if q != "" {
 		s.m.quotaRejected.WithLabelValues(q).Inc()
 		return nil, fmt.Errorf("%w: %s", errQuota, q)
 	}
 	return a, nil
 }
 
-// bindRelay binds a socket on a random port of the relay range (or the
-// requested one, if it is inside the range).
-func (s *Server) bindRelay(network string, ip netip.Addr, requested int,
-	bind func(network, addr string) (any, error),
-) (any, int, error) {
-	lo, hi := int(s.cfg.MinPort), int(s.cfg.MaxPort)
-	if requested != 0 {
-		if requested < lo || requested > hi {
-			return nil, 0, errPortOutOfRange
-		}
-		c, err := bind(network, net.JoinHostPort(ip.String(), strconv.Itoa(requested)))
-		return c, requested, err
-	}
-	var lastErr error
-	for range portTries {
-		port := lo + rand.IntN(hi-lo+1)
-		c, err := bind(network, net.JoinHostPort(ip.String(), strconv.Itoa(port)))
-		if err == nil {
-			return c, port, nil
-		}
-		lastErr = err
-	}
-	return nil, 0, fmt.Errorf("%w: %w", errNoRelayPort, lastErr)
+// relayPort is a port taken in the registry's port set.
+type relayPort struct {
+	network int // netUDP4, …
+	port    uint16
 }
 
-// track arms the allocation's lifetime cap and makes it revocable. A call
-// revoked while this allocation was being set up is closed at once.
-func (s *Server) track(a *allocation, relay net.Addr, c io.Closer) {
+// bindRelay binds a socket on a free port of the relay range (or the
+// requested one, if it is inside the range and free). The port is reserved
+// in the registry before the bind and stays reserved until the socket's
+// wrapper releases it on close.
+func (s *Server) bindRelay(network string, ip netip.Addr, requested int,
+	bind func(network, addr string) (io.Closer, error),
+) (io.Closer, relayPort, error) {
+	netIdx, ok := relayNetwork(network)
+	if !ok {
+		return nil, relayPort{}, fmt.Errorf("turnserver: unsupported relay network %q", network)
+	}
+	lo, hi := s.cfg.MinPort, s.cfg.MaxPort
+	if requested != 0 && (requested < int(lo) || requested > int(hi)) {
+		return nil, relayPort{}, errPortOutOfRange
+	}
+	var lastErr error
+	for range bindTries {
+		port, ok := s.reg.reservePort(netIdx, lo, hi, uint16(requested))
+		if !ok {
+			if s.reg.isClosed() {
+				return nil, relayPort{}, errServerClosed
+			}
+			if requested != 0 {
+				return nil, relayPort{}, fmt.Errorf("%w: port %d is taken", errNoRelayPort, requested)
+			}
+			return nil, relayPort{}, errNoRelayPort
+		}
+		c, err := bind(network, net.JoinHostPort(ip.String(), strconv.Itoa(int(port))))
+		if err == nil {
+			s.reg.portBound(netIdx, port)
+			return c, relayPort{network: netIdx, port: port}, nil
+		}
+		s.reg.releasePort(netIdx, port)
+		if requested != 0 {
+			return nil, relayPort{}, err
+		}
+		lastErr = err // held by another process; try another
+	}
+	return nil, relayPort{}, fmt.Errorf("%w: %w", errNoRelayPort, lastErr)
+}
+
+// track arms the allocation's lifetime cap and makes it revocable. An
+// allocation of a call revoked while it was being set up, or one the
+// server's Close did not see, is closed at once and the error returned (pion
+// answers 508 rather than hand out a dead relay address).
+func (s *Server) track(a *allocation, relay net.Addr, c io.Closer) error {
+	if hook := s.testHookTrack.Load(); hook != nil {
+		(*hook)(relay)
+	}
 	capTimer := time.AfterFunc(s.cfg.MaxAllocationDuration, func() {
 		s.log.Info().Str("user", a.user).Str("call_id", a.callID).Stringer("relay", relay).
 			Msg("allocation reached max_allocation_duration; closing")
@@ -192,34 +243,41 @@ func (s *Server) track(a *allocation, relay net.Addr, c io.Closer) {
 			s.log.Warn().Err(err).Msg("closing allocation at its cap")
 		}
 	})
-	s.reg.activate(a, relay, c, capTimer)
-	if a.callID != "" && s.isRevoked(a.callID) {
-		if err := c.Close(); err != nil {
-			s.log.Warn().Err(err).Msg("closing allocation of a revoked call")
-		}
+	if !s.reg.activate(a, relay, c, capTimer) {
+		return errors.Join(errServerClosed, c.Close())
 	}
+	if a.callID != "" && s.isRevoked(a.callID) {
+		return errors.Join(errCallRevoked, c.Close())
+	}
+	return nil
 }
 
 // release is called once when a relay socket or listener closes.
-func (s *Server) release(a *allocation) {
-	s.reg.release(a)
+func (s *Server) release(a *allocation, port relayPort) {
 	s.reg.mu.Lock()
 	capTimer := a.capTimer
 	s.reg.mu.Unlock()
 	if capTimer != nil {
 		capTimer.Stop()
 	}
+	s.reg.releasePort(port.network, port.port)
+	s.reg.release(a)
 }
 
 // relayPacketConn is a UDP relay socket: it applies the peer policy to every
 // packet sent (TURN permissions name IPs, not ports), counts traffic, and
-// unregisters the allocation when closed.
+// unregisters the allocation when closed. It implements net.PacketConn and
+// nothing more: the *net.UDPConn is not embedded, so no Write, WriteToUDP,
+// WriteMsgUDP or SyscallConn can reach a peer around the policy.
 type relayPacketConn struct {
-	*net.UDPConn
+	conn *net.UDPConn
 	s    *Server
 	a    *allocation
+	port relayPort
 	once sync.Once
 }
+
+var _ net.PacketConn = (*relayPacketConn)(nil)
 
 func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	peer, ok := addrPortOf(addr)
@@ -228,7 +286,7 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		// Drop silently: an error here only makes pion log per packet.
 		return len(p), nil
 	}
-	n, err := c.UDPConn.WriteToUDPAddrPort(p, peer)
+	n, err := c.conn.WriteToUDPAddrPort(p, peer)
 	if err == nil {
 		c.a.bytesToPeer.Add(uint64(n))
 		c.a.packetsToPeer.Add(1)
@@ -239,7 +297,7 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 }
 
 func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.UDPConn.ReadFrom(p)
+	n, addr, err := c.conn.ReadFrom(p)
 	if err == nil {
 		c.a.bytesFromPeer.Add(uint64(n))
 		c.a.packetsFromPeer.Add(1)
@@ -250,28 +308,54 @@ func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *relayPacketConn) Close() error {
-	err := c.UDPConn.Close()
-	c.once.Do(func() { c.s.release(c.a) })
+	err := c.conn.Close()
+	c.once.Do(func() { c.s.release(c.a, c.port) })
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
 	return err
 }
 
-// relayListener is a TCP relay listener (RFC 6062).
+func (c *relayPacketConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
+func (c *relayPacketConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
+func (c *relayPacketConn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
+func (c *relayPacketConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+
+// relayListener is a TCP relay listener (RFC 6062). It implements
+// net.Listener only.
 type relayListener struct {
-	net.Listener
+	ln   net.Listener
 	s    *Server
 	a    *allocation
+	port relayPort
 	once sync.Once
 }
 
+var _ net.Listener = (*relayListener)(nil)
+
+func (l *relayListener) Accept() (net.Conn, error) { return l.ln.Accept() }
+func (l *relayListener) Addr() net.Addr            { return l.ln.Addr() }
+
 func (l *relayListener) Close() error {
-	err := l.Listener.Close()
-	l.once.Do(func() { l.s.release(l.a) })
+	err := l.ln.Close()
+	l.once.Do(func() { l.s.release(l.a, l.port) })
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}
+	return err
+}
+
+// probeConn is the socket of pion's EVEN-PORT probe: no allocation, no
+// relaying; closing it frees its port.
+type probeConn struct {
+	net.PacketConn
+	release func()
+	once    sync.Once
+}
+
+func (c *probeConn) Close() error {
+	err := c.PacketConn.Close()
+	c.once.Do(c.release)
 	return err
 }
 

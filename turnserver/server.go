@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v5"
@@ -49,9 +50,34 @@ type Config struct {
 	// refreshed. Default: 12h.
 	MaxAllocationDuration time.Duration
 
+	// TCPMaxPerSource caps the TURN client connections open over TCP and
+	// TLS from one source (an IPv4 address, or an IPv6 /64); more are
+	// closed at accept. Default (0): 32. Negative: unlimited.
+	TCPMaxPerSource int
+	// TCPMaxTotal caps the TURN client connections open over TCP and TLS
+	// together. Default (0): 10000. Negative: unlimited.
+	TCPMaxTotal int
+	// TCPIdleTimeout closes a TCP/TLS client connection that sends nothing
+	// for this long. Default (0): 11m — longer than the 10-minute allocation
+	// lifetime a client must refresh within, so only connections without a
+	// live allocation (or RFC 6062 data connections whose client only
+	// receives) are cut. Negative: none.
+	TCPIdleTimeout time.Duration
+
+	// Revoked are calls revoked before this server started (kept by the
+	// caller across restarts); they are refused from the first request.
+	Revoked []Revocation
+
 	Logger     zerolog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time // Default: time.Now
+}
+
+// Revocation refuses a call's credentials until Until (when they would have
+// expired anyway).
+type Revocation struct {
+	CallID string
+	Until  time.Time
 }
 
 // Listeners are the sockets the relay serves; bind them first (ListenUDP,
@@ -77,6 +103,16 @@ type Server struct {
 	m       *metrics
 	turn    *turn.Server
 
+	connLimits *connLimits // TCP/TLS client connections, shared by all those listeners
+
+	// ctx ends with Close; it bounds RFC 6062 Connect dials.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// testHookTrack, if set, runs when an allocation's socket is bound and
+	// before the allocation is published (tests stop it there).
+	testHookTrack atomic.Pointer[func(relay net.Addr)]
+
 	revokedMu sync.RWMutex
 	revoked   map[string]time.Time // call ID → when the revocation may be forgotten
 
@@ -92,6 +128,9 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	if len(ln.UDP)+len(ln.TCP)+len(ln.TLS) == 0 {
 		return nil, errNoListeners
 	}
+	if cfg.MinPort == 0 || cfg.MinPort > cfg.MaxPort {
+		return nil, fmt.Errorf("turnserver: relay port range %d–%d: want 0 < MinPort <= MaxPort", cfg.MinPort, cfg.MaxPort)
+	}
 	if cfg.MaxAllocationDuration <= 0 {
 		cfg.MaxAllocationDuration = 12 * time.Hour
 	}
@@ -101,18 +140,40 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
+	if cfg.TCPMaxPerSource == 0 {
+		cfg.TCPMaxPerSource = defaultTCPMaxPerSource
+	}
+	if cfg.TCPMaxTotal == 0 {
+		cfg.TCPMaxTotal = defaultTCPMaxTotal
+	}
+	if cfg.TCPIdleTimeout == 0 {
+		cfg.TCPIdleTimeout = defaultTCPIdleTimeout
+	}
 	log := cfg.Logger.With().Str("component", "turn").Logger()
+	reg := newRegistry(cfg.Quotas)
 	s := &Server{
 		cfg:     cfg,
 		log:     log,
 		authLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 		now:     cfg.Now,
 		keyring: cfg.Keyring,
-		policy:  cfg.Policy,
-		reg:     newRegistry(cfg.Quotas),
-		revoked: make(map[string]time.Time),
+		// The server's own relay address is a peer only on the ports of
+		// its live relay sockets.
+		policy:     cfg.Policy.withLiveRelayPort(reg.liveRelayPort),
+		reg:        reg,
+		revoked:    make(map[string]time.Time),
+		connLimits: newConnLimits(cfg.TCPMaxPerSource, cfg.TCPMaxTotal),
 	}
-	s.m = newMetrics(cfg.Registerer, func() float64 { return float64(s.reg.count()) })
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	now := cfg.Now()
+	for _, r := range cfg.Revoked {
+		if r.CallID != "" && r.Until.After(now) {
+			s.revoked[r.CallID] = r.Until
+		}
+	}
+	s.m = newMetrics(cfg.Registerer,
+		func() float64 { return float64(s.reg.count()) },
+		func() float64 { return float64(s.connLimits.count()) })
 
 	gen := relayAllocator{s: s}
 	sc := turn.ServerConfig{
@@ -145,16 +206,17 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	// *tls.Conn (it bounds the handshake time) and Close can end them all.
 	for _, l := range ln.TCP {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener: trackConns(l), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			Listener: s.trackConns(l), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
 	for _, l := range ln.TLS {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener: tls.NewListener(trackConns(l), ln.TLSConfig), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			Listener: tls.NewListener(s.trackConns(l), ln.TLSConfig), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
 	ts, err := turn.NewServer(sc)
 	if err != nil {
+		s.cancel()
 		return nil, fmt.Errorf("turnserver: %w", err)
 	}
 	s.turn = ts
@@ -167,16 +229,33 @@ func (s *Server) Run(ctx context.Context) error {
 	return s.Close()
 }
 
-// Close stops the listeners and closes every allocation. It is idempotent.
+// closeDrainTimeout bounds how long Close waits for allocations that were
+// being set up when it started: each is closed as soon as its bind returns.
+const closeDrainTimeout = 5 * time.Second
+
+// Close stops the listeners, closes every allocation, and waits (bounded)
+// until none is left. It is idempotent.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		// Closing the registry first refuses allocations from now on, and
+		// makes one that is still binding its socket close it itself.
+		allocs := s.reg.close()
+		s.cancel() // pending RFC 6062 Connect dials
 		s.closeErr = s.turn.Close()
 		// pion closes allocations of TCP clients with their connections;
 		// UDP allocations' relay sockets are closed here.
-		for _, a := range s.reg.all() {
+		for _, a := range allocs {
 			if err := a.closer.Close(); err != nil {
 				s.closeErr = errors.Join(s.closeErr, err)
 			}
+		}
+		t := time.NewTimer(closeDrainTimeout)
+		defer t.Stop()
+		select {
+		case <-s.reg.drained:
+		case <-t.C:
+			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("turnserver: close: %d allocations still open after %v",
+				s.reg.count(), closeDrainTimeout))
 		}
 	})
 	return s.closeErr

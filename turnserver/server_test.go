@@ -296,3 +296,81 @@ func TestRevokeCall(t *testing.T) {
 		t.Fatalf("auth_total{revoked} = %v, want 1", got)
 	}
 }
+
+func TestRevokedBeforeStart(t *testing.T) {
+	const call = "revoked-before-a-restart"
+	r := startRelay(t, relayOptions{allowLoopback: true, revoked: []Revocation{
+		{CallID: call, Until: testStart.Add(time.Hour)},
+		{CallID: "long-forgotten", Until: testStart.Add(-time.Hour)}, // dead anyway: not kept
+	}})
+	alice := r.mint(t, "alice", call, time.Hour)
+	_, err := r.newClient(t, overUDP, alice.Username, alice.Password, 0).Allocate()
+	requireErrContains(t, err, "error")
+	if got := r.counter(t, "icebox_turn_auth_total", "outcome", authRevoked); got != 1 {
+		t.Fatalf("auth_total{revoked} = %v, want 1", got)
+	}
+	if r.srv.isRevoked("long-forgotten") {
+		t.Error("a revocation past its end was kept")
+	}
+	other := r.mint(t, "alice", "another-call", time.Hour)
+	if _, err := r.newClient(t, overUDP, other.Username, other.Password, 0).Allocate(); err != nil {
+		t.Fatalf("Allocate for another call: %v", err)
+	}
+}
+
+func TestCloseClosesAllocationBeingSetUp(t *testing.T) {
+	r := startRelay(t, relayOptions{allowLoopback: true})
+	// Stop an allocation after its socket is bound and before it is
+	// published, and close the server there.
+	reached := make(chan net.Addr, 1)
+	proceed := make(chan struct{})
+	hook := func(relay net.Addr) {
+		select {
+		case reached <- relay:
+			<-proceed
+		default: // only the first allocation is held
+		}
+	}
+	r.srv.testHookTrack.Store(&hook)
+	cred := r.mint(t, "alice", "", time.Hour)
+	c := r.newClient(t, overUDP, cred.Username, cred.Password, 0)
+	go func() { _, _ = c.Allocate() }() // the server closes under it: no answer
+	var relay net.Addr
+	select {
+	case relay = <-reached:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the allocation never reached its socket")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- r.srv.Close() }()
+	waitFor(t, "Close to start", 5*time.Second, func() bool { return r.srv.reg.isClosed() || len(closed) > 0 })
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while an allocation was still being set up", err)
+	default:
+	}
+	close(proceed)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	// Close returned only once the allocation was gone, socket and all.
+	if n := r.srv.AllocationCount(); n != 0 {
+		t.Fatalf("%d allocations left after Close", n)
+	}
+	pc, err := net.ListenPacket("udp4", relay.String())
+	if err != nil {
+		t.Fatalf("the relay socket of the allocation being set up leaked: %v", err)
+	}
+	if err := pc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// After Close, nothing can be allocated.
+	if _, _, err := (relayAllocator{s: r.srv}).AllocatePacketConn(turn.AllocateListenerConfig{Network: "udp4", UserID: cred.Username}); err == nil {
+		t.Fatal("AllocatePacketConn succeeded after Close")
+	}
+}

@@ -134,7 +134,18 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildInfo())
 
+	// Revocations outlive restarts: a call that ended before the restart
+	// must not get its credentials back, not even for a moment.
+	revs, err := st.Revocations(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	revoked := make([]turnserver.Revocation, 0, len(revs))
+	for _, r := range revs {
+		revoked = append(revoked, turnserver.Revocation{CallID: r.CallID, Until: r.Until})
+	}
 	turnSrv, err := turnserver.New(turnserver.Config{
+		Revoked:               revoked,
 		Realm:                 cfg.TURN.Realm,
 		Keyring:               keyring.Load,
 		RelayBindIPv4:         plan.bind4,
@@ -154,16 +165,6 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		return err
 	}
 	closers = append(closers, turnSrv.Close)
-
-	// Revocations outlive restarts: a call that ended before the restart
-	// must not get its credentials back.
-	revs, err := st.Revocations(ctx, time.Now())
-	if err != nil {
-		return err
-	}
-	for _, r := range revs {
-		turnSrv.RevokeCall(r.CallID, r.Until)
-	}
 
 	auth, err := buildAuthenticator(cfg.Auth)
 	if err != nil {
