@@ -204,9 +204,15 @@ func TestCallsGoOutToMatrix(t *testing.T) {
 	if !strings.Contains(string(events[1].Content), `{"candidate":""}`) {
 		t.Fatalf("end-of-candidates lost: %s", events[1].Content)
 	}
-	m := in.waitMetrics(t, func(m map[string]float64) bool { return sum(m, "matrix_voip_invite_sent_total") >= 1 })
-	if sum(m, "matrix_voip_hangup_sent_total") < 1 {
-		t.Errorf("hangup not counted: %v", m)
+	// The sender counts an event after the homeserver's reply, which bob's
+	// sync may beat: wait for the counters.
+	counted := func(m map[string]float64) bool {
+		return sum(m, "matrix_voip_invite_sent_total") >= 1 && sum(m, "matrix_voip_hangup_sent_total") >= 1 &&
+			sum(m, "matrix_voip_ice_candidates_sent_total") >= 1
+	}
+	if m := in.waitMetrics(t, counted); !counted(m) {
+		t.Errorf("Matrix sends not counted: invite %v, candidates %v, hangup %v", sum(m, "matrix_voip_invite_sent_total"),
+			sum(m, "matrix_voip_ice_candidates_sent_total"), sum(m, "matrix_voip_hangup_sent_total"))
 	}
 }
 
