@@ -138,7 +138,10 @@ func end(c *Call, status Status, reason, by string, now time.Time, revokeFor tim
 	c.EndReason = reason
 	c.EndedBy = by
 	c.EndedAt = &now
-	until := now.Add(revokeFor)
+	// A minute past the TTL: a credential minted in the same instant as
+	// the end (a request that checked the call just before) expires
+	// within the revocation too.
+	until := now.Add(revokeFor + time.Minute)
 	c.RevokedUntil = &until
 }
 

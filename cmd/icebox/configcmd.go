@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 
+	"github.com/rs/zerolog"
+
 	"github.com/icebox-voip/icebox/config"
 )
 
@@ -61,4 +63,33 @@ func loadConfig(path string, env []string) (config.Config, string, error) {
 		return config.Config{}, "", usageError{err}
 	}
 	return cfg, used, nil
+}
+
+// warnReadableSecrets warns when a config file that others may read holds
+// secrets inline (secret files are refused outright in that case; an inline
+// secret in a shared config is the same leak).
+func warnReadableSecrets(path string, cfg config.Config, log zerolog.Logger) {
+	if path == "" {
+		path = defaultConfigPath
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm()&0o077 == 0 {
+		return
+	}
+	var inline []string
+	for i, s := range cfg.Credentials.Secrets {
+		if s.Secret != "" {
+			inline = append(inline, fmt.Sprintf("credentials.secrets[%d].secret", i))
+		}
+	}
+	if cfg.Auth.JWT.HS256Secret != "" {
+		inline = append(inline, "auth.jwt.hs256_secret")
+	}
+	if cfg.Matrix.AccessToken != "" {
+		inline = append(inline, "matrix.access_token")
+	}
+	if len(inline) > 0 {
+		log.Warn().Str("config", path).Str("mode", fmt.Sprintf("%04o", fi.Mode().Perm())).Strs("keys", inline).
+			Msg("the config file is readable by others and holds secrets inline; chmod 600 it or move them to *_file settings")
+	}
 }

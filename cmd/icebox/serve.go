@@ -37,6 +37,7 @@ func serveCmd(sig *signals, args []string, stderr io.Writer, env []string) error
 	}
 	log := newLogger(cfg.Log, stderr)
 	log.Info().Str("config", used).Str("version", versionString()).Msg("starting")
+	warnReadableSecrets(*path, cfg, log)
 	return serve(sig, cfg, serveEnv{configPath: *path, env: env}, log)
 }
 
