@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
 )
@@ -235,4 +238,95 @@ func httpDo(t *testing.T, method, url, token, body string) (int, []byte) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, buf.Bytes()
+}
+
+func TestMatrixUserCallsIcebox(t *testing.T) {
+	t.Parallel()
+	hs := matrixtest.StartDendrite(t)
+	service, _, _ := hs.Register(t, "icebox", "service-password-123", false)
+	serviceToken, device := hs.Login(t, service, "service-password-123")
+	bob, bobToken, _ := hs.Register(t, "bob", "bob-password-123", false)
+
+	const aliceTok, adminTok = "matrix-in-alice-token-01", "matrix-in-admin-token-01"
+	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	in := startIcebox(t, testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}),
+		"ICEBOX_AUTH_STATIC_TOKENS="+hash(aliceTok)+":alice,"+hash(adminTok)+":ops:admin",
+		"MATRIX_ENABLED=true", "MATRIX_HOMESERVER_URL="+hs.URL(), "MATRIX_SERVICE_USER="+service,
+		"MATRIX_ACCESS_TOKEN="+serviceToken, "ICEBOX_MATRIX_DEVICE_ID="+device)
+
+	code, resp := httpDo(t, http.MethodPut, in.httpURL("/admin/conversations/c1"), adminTok, fmt.Sprintf(`{"participants":["alice",%q]}`, bob))
+	if code != http.StatusOK {
+		t.Fatalf("PUT conversation: %d %s", code, resp)
+	}
+	var conv struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(resp, &conv); err != nil {
+		t.Fatal(err)
+	}
+	bobClient := &matrixUser{hs: hs.URL(), token: bobToken}
+	bobClient.do(t, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(conv.RoomID), map[string]any{}, nil)
+	bobClient.syncRoom(t, conv.RoomID)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+loopback(in.httpPort)+"/ws", &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + aliceTok}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	awaitWS := func(typ string) map[string]any {
+		t.Helper()
+		for {
+			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+			_, data, err := ws.Read(rctx)
+			rcancel()
+			if err != nil {
+				t.Fatalf("waiting for %s on alice's WebSocket: %v", typ, err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(data, &m); err != nil {
+				t.Fatal(err)
+			}
+			if m["type"] == typ {
+				return m
+			}
+		}
+	}
+	// The hub registers the socket after the upgrade: a round trip makes sure.
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"get","ref":"sync","call_id":"none"}`)); err != nil {
+		t.Fatal(err)
+	}
+	awaitWS("error")
+
+	send := func(typ, txn string, content map[string]any) {
+		content["call_id"], content["party_id"], content["version"] = "bobcall1", "bobdev", "1"
+		bobClient.do(t, http.MethodPut, "/_matrix/client/v3/rooms/"+url.PathEscape(conv.RoomID)+"/send/"+typ+"/"+txn, content, nil)
+	}
+	send("m.call.invite", "t1", map[string]any{"lifetime": 60000, "offer": map[string]any{"type": "offer", "sdp": "v=0 from-bob"}})
+	invite := awaitWS("CallInviteViaMatrix")
+	if invite["call_id"] != "bobcall1" || invite["initiator_id"] != bob || invite["sdp_offer"] != "v=0 from-bob" {
+		t.Fatalf("CallInviteViaMatrix = %v", invite)
+	}
+	code, resp = httpDo(t, http.MethodPost, in.httpURL("/calls/bobcall1/answer"), aliceTok, `{"sdp_answer":"v=0 from-alice"}`)
+	if code != http.StatusOK {
+		t.Fatalf("alice answers: %d %s", code, resp)
+	}
+	var answer roomEvent
+	for _, ev := range bobClient.waitCallEvents(t, conv.RoomID, 2) { // his own invite, then icebox's answer
+		if ev.Type == "m.call.answer" {
+			answer = ev
+		}
+	}
+	if answer.Sender != service || !strings.Contains(string(answer.Content), `"call_id":"bobcall1"`) ||
+		!strings.Contains(string(answer.Content), "v=0 from-alice") {
+		t.Fatalf("bob did not get alice's answer: %+v", answer)
+	}
+	send("m.call.hangup", "t2", map[string]any{"reason": "user_hangup"})
+	hangup := awaitWS("CallHangup")
+	if hangup["call_id"] != "bobcall1" || hangup["status"] != "ended" {
+		t.Fatalf("CallHangup = %v", hangup)
+	}
 }

@@ -201,6 +201,9 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	if err != nil {
 		return usageError{err}
 	}
+	if bridge != nil {
+		bridge.SetCalls(calls) // the sync loop turns Matrix users' m.call.* into transitions
+	}
 
 	host := iceHost(cfg, plan, first(bound.udp, bound.tcp, bound.tls))
 	stunURIs, turnURIs := iceURIs(host, bound.udp, bound.tcp, bound.tls)

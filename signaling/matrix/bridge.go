@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,8 +36,21 @@ type Store interface {
 	// DropOutbox deletes an entry that will never be sent.
 	DropOutbox(ctx context.Context, seq uint64) error
 	// Call returns a call (to address CallMatrixSent and to answer
-	// WaitInviteSent for an invite sent before the wait began).
+	// WaitInviteSent for an invite sent before the wait began; inbound, to
+	// recognise icebox's own parties).
 	Call(ctx context.Context, id string) (signaling.Call, error)
+
+	// Inbound (when Config.Calls is set):
+
+	// MarkEventSeen records a Matrix event ID and reports whether it is
+	// the first time; an event delivered again is applied once.
+	MarkEventSeen(ctx context.Context, eventID string, at time.Time) (first bool, err error)
+	// PruneSeenEvents forgets the events seen before before.
+	PruneSeenEvents(ctx context.Context, before time.Time) (removed int, err error)
+	// SaveSyncValue and LoadSyncValue keep the sync's next_batch token
+	// and filter ID ("" when none).
+	SaveSyncValue(ctx context.Context, key, value string) error
+	LoadSyncValue(ctx context.Context, key string) (string, error)
 }
 
 // Config configures the bridge.
@@ -56,6 +70,11 @@ type Config struct {
 	Store Store
 	// Publisher receives CallMatrixSent. Default: nil, nothing published.
 	Publisher signaling.Publisher
+	// Calls applies the m.call.* events of Matrix users; with it, Run also
+	// syncs. The calls service usually needs the bridge first (its
+	// Encoder), so it may be given later with SetCalls. Default: nil,
+	// outbound only: nothing is read from Matrix.
+	Calls InboundCalls
 	// Logger is the parent logger; the bridge adds component=matrix.
 	Logger zerolog.Logger
 	// Registerer takes the bridge's metrics. Default: nil, not registered.
@@ -71,7 +90,8 @@ type Config struct {
 
 const defaultBatchWindow = 200 * time.Millisecond
 
-// Bridge carries icebox calls into Matrix rooms. It implements
+// Bridge carries icebox calls into Matrix rooms and, with a calls service
+// (Config.Calls), the calls of Matrix users into icebox. It implements
 // signaling.InviteWaiter and signaling.RoomCreator; Encoder returns its
 // signaling.Outbound.
 type Bridge struct {
@@ -83,6 +103,11 @@ type Bridge struct {
 	waiters inviteWaiters
 	rooms   singleflight.Group
 	running atomic.Bool
+
+	in      *inbound
+	callsMu sync.Mutex
+	calls   InboundCalls // Config.Calls or SetCalls
+	syncState
 }
 
 var (
@@ -130,7 +155,25 @@ func New(cfg Config) (*Bridge, error) {
 		batchWindow:  cfg.BatchWindow,
 		onInviteSent: b.inviteSent,
 	})
+
+	b.calls = cfg.Calls
+	b.inMetrics = newInboundMetrics(cfg.Registerer, b.syncLag)
+	b.syncTiming = syncTiming{minBackoff: defaultSyncMinBackoff, maxBackoff: defaultSyncMaxBackoff}
+	b.pendingJoins = make(map[id.RoomID]pendingJoin)
+	b.in = &inbound{user: cfg.UserID, store: cfg.Store, log: log, metrics: b.inMetrics, now: cfg.Now}
+	syncer := newSyncer(b)
+	b.syncStore = newSyncStore(cfg.Store, cli.UserID, syncer.FilterJSON)
+	cli.Syncer, cli.Store = syncer, b.syncStore
 	return b, nil
+}
+
+// SetCalls sets the calls service that applies inbound events, for when it
+// could not be built before the bridge (Config.Calls). It takes effect at
+// the next Run; nil turns inbound off.
+func (b *Bridge) SetCalls(calls InboundCalls) {
+	b.callsMu.Lock()
+	defer b.callsMu.Unlock()
+	b.calls = calls
 }
 
 func (cfg Config) validate() error {
@@ -165,6 +208,11 @@ func (b *Bridge) Encoder() signaling.Outbound { return b.enc }
 // homeserver cannot be reached the check is retried in the background and
 // the sender keeps the outbox (retrying with backoff): a homeserver that is
 // down when icebox starts delays Matrix events, it does not stop calls.
+//
+// With a calls service (Config.Calls, SetCalls), Run also syncs once the
+// token is verified — the sync must not read another user's events — and
+// applies the m.call.* events of Matrix users through it. Sync failures
+// are retried with backoff until ctx ends.
 func (b *Bridge) Run(ctx context.Context) error {
 	if !b.running.CompareAndSwap(false, true) {
 		return errors.New("matrix: Run is already running")
@@ -172,9 +220,22 @@ func (b *Bridge) Run(ctx context.Context) error {
 	defer b.running.Store(false)
 	defer b.cli.Client.CloseIdleConnections()
 
+	b.callsMu.Lock()
+	b.in.calls = b.calls
+	b.callsMu.Unlock()
+	syncing := b.in.calls != nil
+
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return b.verify(gctx) })
+	g.Go(func() error {
+		if err := b.verify(gctx); err != nil || !syncing || gctx.Err() != nil {
+			return err
+		}
+		return b.runSync(gctx)
+	})
 	g.Go(func() error { b.send.run(gctx); return nil })
+	if syncing {
+		g.Go(func() error { b.pruneSeen(gctx); return nil })
+	}
 	return g.Wait()
 }
 

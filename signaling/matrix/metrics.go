@@ -76,3 +76,51 @@ func newMetrics(reg prometheus.Registerer, st Store) *metrics {
 	})
 	return m
 }
+
+// inboundMetrics are the counters of the sync and the inbound handlers.
+type inboundMetrics struct {
+	inbound        *prometheus.CounterVec
+	answerReceived prometheus.Counter
+	syncErrors     *prometheus.CounterVec
+	autojoin       *prometheus.CounterVec
+}
+
+// newInboundMetrics registers the inbound metrics; lag reads the seconds
+// since the last successful sync.
+func newInboundMetrics(reg prometheus.Registerer, lag func() float64) *inboundMetrics {
+	f := promauto.With(reg)
+	m := &inboundMetrics{
+		inbound: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_matrix_inbound_total",
+			Help: "m.call.* events received from the sync, by type and result: ok (applied), duplicate (seen before), echo (icebox's own), stale (too old; an invite past its lifetime), ignored (not for icebox: unmapped room, unknown call, a transition the call's state refuses, v0 without party_id, negotiate), invalid (malformed content), error (store failure or handler panic).",
+		}, []string{"type", "result"}),
+		answerReceived: f.NewCounter(prometheus.CounterOpts{
+			Name: "matrix_voip_answer_received_total",
+			Help: "m.call.answer events from Matrix users accepted as the answer of an icebox call.",
+		}),
+		syncErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_matrix_sync_errors_total",
+			Help: "Failed /sync rounds, by kind: network, timeout, server, rate_limited, unauthorized, forbidden, not_found, bad_request, client_error (the homeserver), store (the sync token or filter could not be read or written), processing (a response could not be dispatched). All are retried with backoff (1 s to 30 s).",
+		}, []string{"kind"}),
+		autojoin: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_matrix_autojoin_total",
+			Help: "Attempts to join rooms the service user was invited to, by result: ok, failed (retried after a later sync), dropped (refused, or 5 attempts failed).",
+		}, []string{"result"}),
+	}
+	for _, t := range inboundTypes {
+		for _, r := range inboundResults {
+			m.inbound.WithLabelValues(t, r)
+		}
+	}
+	for _, k := range syncKinds {
+		m.syncErrors.WithLabelValues(k)
+	}
+	for _, r := range joinResults {
+		m.autojoin.WithLabelValues(r)
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "icebox_matrix_sync_lag_seconds",
+		Help: "Seconds since the last successful /sync response (counted from the start until the first); 0 when the sync is not running. A long poll returns within 30 s, so more than about 60 means the sync is failing (see icebox_matrix_sync_errors_total).",
+	}, lag)
+	return m
+}

@@ -310,14 +310,19 @@ func (s *sender) batch(q []signaling.OutboxEntry, now time.Time) (group []signal
 // first entry's transaction ID, and records the result in the store.
 func (s *sender) send(ctx context.Context, group []signaling.OutboxEntry, content json.RawMessage) (outcome, time.Time) {
 	e := group[0]
-	sctx, cancel := context.WithTimeout(quiet(ctx), s.sendTimeout)
+	// A send in flight is finished, not cancelled, when icebox stops (it
+	// is bounded by sendTimeout): a homeserver may store an event from a
+	// cancelled request without recording its transaction ID, and the
+	// retry after the restart would then post it twice.
+	flight := context.WithoutCancel(ctx)
+	sctx, cancel := context.WithTimeout(quiet(flight), s.sendTimeout)
 	begin := time.Now()
 	resp, err := s.client.SendMessageEvent(sctx, id.RoomID(e.RoomID),
 		event.Type{Type: e.EventType, Class: event.MessageEventType}, content,
 		mautrix.ReqSendEvent{TransactionID: e.TxnID})
 	cancel()
 	if err == nil {
-		return s.sent(ctx, group, content, string(resp.EventID), time.Since(begin))
+		return s.sent(flight, group, content, string(resp.EventID), time.Since(begin))
 	}
 	if ctx.Err() != nil {
 		return stopped, time.Time{} // shutting down: not the entry's failure

@@ -1,0 +1,495 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/icebox-voip/icebox/signaling"
+)
+
+// The inbound half of the bridge: m.call.* events from Matrix users, as the
+// sync loop (sync.go) delivers them, become call transitions through the
+// calls service. Every event is judged in the same order: our own echo
+// (sent by the service user, or carrying a party icebox uses in that
+// call), content (parsed leniently, our own structs), age, duplicate (the
+// event ID, persisted), then the transition. Each event gets one counter
+// increment and one log line, never its SDP or candidates.
+
+// InboundCalls is what the bridge needs from the calls service
+// (*signaling.Service) to apply m.call.* events from Matrix users.
+type InboundCalls interface {
+	InviteFromMatrix(ctx context.Context, in signaling.MatrixInvite) (signaling.Call, error)
+	AnswerFromMatrix(ctx context.Context, ev signaling.MatrixEvent, sdp string) (signaling.Call, error)
+	CandidatesFromMatrix(ctx context.Context, ev signaling.MatrixEvent, cs []signaling.Candidate) error
+	HangupFromMatrix(ctx context.Context, ev signaling.MatrixEvent, reason string, reject bool) (signaling.Call, error)
+	SelectAnswerFromMatrix(ctx context.Context, ev signaling.MatrixEvent, selected string) (signaling.Call, error)
+}
+
+var _ InboundCalls = (*signaling.Service)(nil)
+
+// Results of an inbound event: the result label of
+// icebox_matrix_inbound_total.
+const (
+	resultOK        = "ok"        // the transition was applied
+	resultDuplicate = "duplicate" // seen before (event ID), or the call exists already
+	resultEcho      = "echo"      // icebox's own event coming back
+	resultStale     = "stale"     // too old: an invite past its lifetime, anything older than maxEventAge
+	resultIgnored   = "ignored"   // not for icebox (unmapped room, unknown call, not allowed in the call's state) or not supported
+	resultInvalid   = "invalid"   // malformed content
+	resultError     = "error"     // the store failed, or the handler panicked
+)
+
+var (
+	inboundTypes   = []string{TypeInvite, TypeCandidates, TypeAnswer, TypeSelectAnswer, TypeNegotiate, TypeReject, TypeHangup}
+	inboundResults = []string{resultOK, resultDuplicate, resultEcho, resultStale, resultIgnored, resultInvalid, resultError}
+)
+
+const (
+	// handlerTimeout bounds the store and service work for one event.
+	handlerTimeout = 10 * time.Second
+	// maxEventAge: a call event older than this is about a call long over
+	// (the outbox gives up on events after the same day). It must stay
+	// below seenRetention, so that every event acted on is still
+	// remembered if the sync delivers it again.
+	maxEventAge = 24 * time.Hour
+	// maxOpaqueID is the spec's bound on call_id and party_id.
+	maxOpaqueID = 255
+)
+
+// inbound handles the m.call.* events of the sync.
+type inbound struct {
+	user    string // the service user
+	store   Store
+	log     zerolog.Logger
+	metrics *inboundMetrics
+	now     func() time.Time
+
+	// calls is set by Run before the sync starts; the handlers run on the
+	// sync's goroutine.
+	calls InboundCalls
+
+	mu sync.Mutex
+	// suppressed are the invites of the current sync batch that a later
+	// event of the same batch answered or ended: they must not ring.
+	suppressed map[string]bool
+}
+
+// eventOutcome is what became of one inbound event.
+type eventOutcome struct {
+	callID string
+	result string
+	reason string // why it is not ok, for the log
+	err    error
+}
+
+func (o *eventOutcome) set(result, reason string) { o.result, o.reason = result, reason }
+
+// handle is the handler registered for every m.call.* type. It never
+// panics: a panic in the work is recovered, counted and logged.
+func (in *inbound) handle(ctx context.Context, evt *event.Event) {
+	ctx, cancel := context.WithTimeout(ctx, handlerTimeout)
+	defer cancel()
+	var o eventOutcome
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				o.set(resultError, "panic")
+				o.err = fmt.Errorf("handler panicked: %v", r)
+				in.log.Error().Str("type", evt.Type.Type).Str("event_id", string(evt.ID)).
+					Str("panic", fmt.Sprint(r)).Str("stack", string(debug.Stack())).Msg("matrix event handler panicked")
+			}
+		}()
+		in.process(ctx, evt, &o)
+	}()
+	in.metrics.inbound.WithLabelValues(evt.Type.Type, o.result).Inc()
+
+	var line *zerolog.Event
+	switch o.result {
+	case resultOK, resultStale, resultIgnored, resultInvalid:
+		line = in.log.Info()
+	case resultError:
+		line = in.log.Error()
+	default: // echo, duplicate: every event icebox sends comes back once
+		line = in.log.Debug()
+	}
+	line = line.Str("type", evt.Type.Type).Str("call_id", o.callID).Str("room_id", string(evt.RoomID)).
+		Str("sender", string(evt.Sender)).Str("event_id", string(evt.ID)).Str("result", o.result)
+	if o.reason != "" {
+		line = line.Str("reason", o.reason)
+	}
+	if o.err != nil {
+		line = line.Err(o.err)
+	}
+	line.Msg("matrix event received")
+}
+
+// process judges one event and applies it; o says what became of it.
+func (in *inbound) process(ctx context.Context, evt *event.Event, o *eventOutcome) {
+	c, age, ok := in.admit(ctx, evt, o)
+	if !ok {
+		return
+	}
+	err := in.apply(ctx, evt, c, age, o)
+	if o.result != "" {
+		return // decided without the calls service
+	}
+	o.result = resultOf(err)
+	switch {
+	case o.result == resultError:
+		o.reason, o.err = "calls service", err
+	case err != nil:
+		o.reason = err.Error()
+	}
+}
+
+// admit parses the event and decides whether it is for the calls service:
+// not an echo, well formed, recent, and seen for the first time (recorded
+// now). Otherwise it sets o and returns false.
+func (in *inbound) admit(ctx context.Context, evt *event.Event, o *eventOutcome) (callContent, time.Duration, bool) {
+	c, err := parseCallContent(evt.Type.Type, evt.Content.VeryRaw)
+	o.callID = c.CallID
+	switch {
+	case string(evt.Sender) == in.user:
+		o.set(resultEcho, "sent by the service user")
+		return c, 0, false
+	case err != nil:
+		o.set(resultInvalid, err.Error())
+		return c, 0, false
+	case c.PartyID == "" && c.V0:
+		// VoIP v0 has no parties; icebox's calls need one to tell the
+		// caller's and the answerer's devices apart.
+		o.set(resultIgnored, "v0")
+		return c, 0, false
+	case c.PartyID == "":
+		o.set(resultInvalid, "party_id missing")
+		return c, 0, false
+	}
+	ours, err := in.ourParty(ctx, c.CallID, c.PartyID)
+	switch {
+	case err != nil:
+		o.set(resultError, "loading the call")
+		o.err = err
+		return c, 0, false
+	case ours:
+		o.set(resultEcho, "party_id is icebox's")
+		return c, 0, false
+	}
+	age := in.age(evt)
+	if age > maxEventAge {
+		o.set(resultStale, fmt.Sprintf("event is %v old", age.Round(time.Second)))
+		return c, 0, false
+	}
+	first, err := in.store.MarkEventSeen(ctx, string(evt.ID), in.now().UTC())
+	switch {
+	case err != nil:
+		o.set(resultError, "marking the event seen")
+		o.err = err
+		return c, 0, false
+	case !first:
+		o.set(resultDuplicate, "event seen before")
+		return c, 0, false
+	}
+	return c, age, true
+}
+
+// apply hands an admitted event to the calls service and returns its
+// error; for an event it does not hand over, it sets o instead.
+func (in *inbound) apply(ctx context.Context, evt *event.Event, c callContent, age time.Duration, o *eventOutcome) error {
+	ev := signaling.MatrixEvent{
+		RoomID: string(evt.RoomID), Sender: string(evt.Sender), EventID: string(evt.ID),
+		CallID: c.CallID, PartyID: c.PartyID,
+	}
+	var err error
+	switch evt.Type.Type {
+	case TypeInvite:
+		if in.isSuppressed(string(evt.ID)) {
+			o.set(resultIgnored, "answered or ended later in the same sync batch")
+			return nil
+		}
+		invitee := c.Invitee
+		if invitee == in.user {
+			// Element names the other member of a two-member room: the
+			// service user, who stands for the conversation's icebox users.
+			invitee = ""
+		}
+		_, err = in.calls.InviteFromMatrix(ctx, signaling.MatrixInvite{
+			MatrixEvent: ev, SDPOffer: c.SDP, Invitee: invitee, LifetimeMS: c.Lifetime, AgeMS: age.Milliseconds(),
+		})
+	case TypeAnswer:
+		if _, err = in.calls.AnswerFromMatrix(ctx, ev, c.SDP); err == nil {
+			in.metrics.answerReceived.Inc()
+		}
+	case TypeCandidates:
+		err = in.calls.CandidatesFromMatrix(ctx, ev, c.Candidates)
+	case TypeHangup:
+		_, err = in.calls.HangupFromMatrix(ctx, ev, c.Reason, false)
+	case TypeReject:
+		_, err = in.calls.HangupFromMatrix(ctx, ev, "", true)
+	case TypeSelectAnswer:
+		_, err = in.calls.SelectAnswerFromMatrix(ctx, ev, c.Selected)
+	case TypeNegotiate:
+		// Renegotiation from Matrix needs a publish-only Service method
+		// that does not exist yet.
+		o.set(resultIgnored, "m.call.negotiate is not supported yet")
+	default:
+		o.set(resultIgnored, "not a call event type")
+	}
+	return err
+}
+
+// resultOf maps what the calls service returned to a result.
+func resultOf(err error) string {
+	var te *signaling.TransitionError
+	switch {
+	case err == nil:
+		return resultOK
+	case errors.Is(err, signaling.ErrConflict):
+		return resultDuplicate // a call with this ID exists: the invite was applied before
+	case errors.Is(err, signaling.ErrStale):
+		return resultStale
+	case errors.Is(err, signaling.ErrInvalid):
+		return resultInvalid
+	case errors.Is(err, signaling.ErrForbidden), errors.Is(err, signaling.ErrNotFound), errors.As(err, &te):
+		// Rooms and calls that are not icebox's, parties not in the call,
+		// transitions the call's state does not allow.
+		return resultIgnored
+	}
+	return resultError
+}
+
+// ourParty reports whether partyID is one icebox uses in the call: the
+// caller's when an icebox user placed it, the answerer's when an icebox
+// user answered. Matrix clients ignore their own party's remote echo; an
+// event from someone else with icebox's party is not theirs to send.
+// Local users are the participants whose IDs are not Matrix user IDs.
+func (in *inbound) ourParty(ctx context.Context, callID, partyID string) (bool, error) {
+	if !signaling.ValidID(callID) {
+		return false, nil // not an icebox call ID: no call to look up
+	}
+	c, err := in.store.Call(ctx, callID)
+	if errors.Is(err, signaling.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return (!isMatrixUserID(c.Initiator) && partyID == c.PartyID) ||
+		(c.Answerer != "" && !isMatrixUserID(c.Answerer) && partyID == c.AnswerPartyID), nil
+}
+
+// age is how old the event is: the homeserver's unsigned.age when it
+// served it, plus the time since the sync response arrived. The sender's
+// origin_server_ts is not compared with the local clock: clocks differ.
+func (in *inbound) age(evt *event.Event) time.Duration {
+	age := time.Duration(evt.Unsigned.Age) * time.Millisecond
+	if !evt.Mautrix.ReceivedAt.IsZero() {
+		age += in.now().Sub(evt.Mautrix.ReceivedAt)
+	}
+	return max(age, 0)
+}
+
+func (in *inbound) isSuppressed(eventID string) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.suppressed[eventID]
+}
+
+// --- content ---
+
+// callContent is the part of any m.call.* content icebox uses.
+type callContent struct {
+	CallID  string
+	PartyID string
+	V0      bool // "version": 0, the legacy VoIP version
+
+	SDP        string                // invite: offer.sdp; answer: answer.sdp
+	Lifetime   int64                 // invite, milliseconds
+	Invitee    string                // invite; "" means anyone
+	Candidates []signaling.Candidate // candidates
+	Selected   string                // select_answer
+	Reason     string                // hangup; "" when absent or not a string
+}
+
+// The received content. Fields are typed as the spec has them; version
+// and reason are taken as they come.
+type (
+	inBase struct {
+		CallID  string          `json:"call_id"`
+		PartyID string          `json:"party_id"`
+		Version json.RawMessage `json:"version"`
+	}
+	inSDP struct {
+		Type string `json:"type"`
+		SDP  string `json:"sdp"`
+	}
+	inInvite struct {
+		inBase
+		Offer    *inSDP   `json:"offer"`
+		Lifetime *float64 `json:"lifetime"`
+		Invitee  string   `json:"invitee"`
+	}
+	inAnswer struct {
+		inBase
+		Answer *inSDP `json:"answer"`
+	}
+	inCandidate struct {
+		Candidate     *string `json:"candidate"`
+		SDPMid        *string `json:"sdpMid"`
+		SDPMLineIndex *int    `json:"sdpMLineIndex"`
+	}
+	inCandidates struct {
+		inBase
+		Candidates []inCandidate `json:"candidates"`
+	}
+	inSelectAnswer struct {
+		inBase
+		SelectedPartyID string `json:"selected_party_id"`
+	}
+	inHangup struct {
+		inBase
+		Reason json.RawMessage `json:"reason"`
+	}
+)
+
+// parseCallContent reads the content of an m.call.* event of type typ.
+// It is lenient where clients differ: version may be 0, 1 or "1" (only 0
+// counts as the legacy version), unknown fields and hangup reasons are
+// accepted. It is strict where icebox would otherwise act on garbage: a
+// missing call_id, an offer or answer without SDP, candidates that are not
+// objects. The error says what is wrong without quoting the content. The
+// call ID is returned even with an error when it could be read.
+func parseCallContent(typ string, raw []byte) (callContent, error) {
+	var (
+		c    callContent
+		base *inBase
+		err  error
+	)
+	switch typ {
+	case TypeInvite:
+		var v inInvite
+		base, err = &v.inBase, unmarshalContent(raw, &v)
+		if err == nil {
+			c.SDP, err = sdpOf("offer", "offer", v.Offer)
+		}
+		if err == nil {
+			c.Lifetime, err = lifetimeOf(v.Lifetime)
+		}
+		c.Invitee = v.Invitee
+	case TypeAnswer:
+		var v inAnswer
+		base, err = &v.inBase, unmarshalContent(raw, &v)
+		if err == nil {
+			c.SDP, err = sdpOf("answer", "answer", v.Answer)
+		}
+	case TypeCandidates:
+		var v inCandidates
+		base, err = &v.inBase, unmarshalContent(raw, &v)
+		if err == nil {
+			c.Candidates, err = candidatesOf(v.Candidates)
+		}
+	case TypeSelectAnswer:
+		var v inSelectAnswer
+		base, err = &v.inBase, unmarshalContent(raw, &v)
+		if err == nil && v.SelectedPartyID == "" {
+			err = errors.New("selected_party_id missing")
+		}
+		c.Selected = v.SelectedPartyID
+	case TypeHangup:
+		var v inHangup
+		base, err = &v.inBase, unmarshalContent(raw, &v)
+		_ = json.Unmarshal(v.Reason, &c.Reason) // a reason that is not a string is no reason
+	default: // reject, negotiate: the base is all icebox reads
+		var v inBase
+		base, err = &v, unmarshalContent(raw, &v)
+	}
+	c.CallID, c.PartyID, c.V0 = base.CallID, base.PartyID, isV0(base.Version)
+	if len(c.CallID) > maxOpaqueID {
+		c.CallID = "" // not worth a log line's length
+	}
+	if err != nil {
+		return c, err
+	}
+	switch {
+	case base.CallID == "":
+		return c, errors.New("call_id missing")
+	case len(base.CallID) > maxOpaqueID:
+		return c, fmt.Errorf("call_id longer than %d characters", maxOpaqueID)
+	case len(base.PartyID) > maxOpaqueID:
+		return c, fmt.Errorf("party_id longer than %d characters", maxOpaqueID)
+	}
+	return c, nil
+}
+
+// unmarshalContent decodes raw into v, with an error that names the field
+// but not the value.
+func unmarshalContent(raw []byte, v any) error {
+	err := json.Unmarshal(raw, v)
+	if err == nil {
+		return nil
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return fmt.Errorf("content is a JSON %s, not an object", te.Value)
+		}
+		// The path has the Go name of the embedded base struct.
+		return fmt.Errorf("%s is a JSON %s, not the expected type", strings.TrimPrefix(te.Field, "inBase."), te.Value)
+	}
+	return errors.New("content is not valid JSON")
+}
+
+// isV0 reports whether version is the number 0 (legacy VoIP). Anything
+// else — "1", 1, absent, unknown — is version "1".
+func isV0(version json.RawMessage) bool {
+	var f float64
+	return json.Unmarshal(version, &f) == nil && f == 0
+}
+
+func sdpOf(field, wantType string, d *inSDP) (string, error) {
+	switch {
+	case d == nil:
+		return "", fmt.Errorf("%s missing", field)
+	case d.Type != "" && d.Type != wantType:
+		return "", fmt.Errorf("%s.type is not %q", field, wantType)
+	case d.SDP == "":
+		return "", fmt.Errorf("%s.sdp missing", field)
+	}
+	return d.SDP, nil
+}
+
+func lifetimeOf(f *float64) (int64, error) {
+	switch {
+	case f == nil:
+		return 0, errors.New("lifetime missing")
+	case *f <= 0 || math.IsNaN(*f) || *f > float64(math.MaxInt32):
+		return 0, errors.New("lifetime out of range")
+	}
+	return int64(*f), nil
+}
+
+// candidatesOf converts the received candidates. An absent sdpMid or
+// sdpMLineIndex stays absent, so an end-of-candidates marker reaches
+// icebox's clients as {"candidate":""}, the way it was sent.
+func candidatesOf(in []inCandidate) ([]signaling.Candidate, error) {
+	if len(in) == 0 {
+		return nil, errors.New("candidates missing")
+	}
+	out := make([]signaling.Candidate, len(in))
+	for i, c := range in {
+		if c.Candidate == nil {
+			return nil, fmt.Errorf("candidates[%d].candidate missing", i)
+		}
+		out[i] = signaling.Candidate{Candidate: *c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex}
+	}
+	return out, nil
+}
