@@ -329,4 +329,10 @@ func TestMatrixUserCallsIcebox(t *testing.T) {
 	if hangup["call_id"] != "bobcall1" || hangup["status"] != "ended" {
 		t.Fatalf("CallHangup = %v", hangup)
 	}
+	timed := func(m map[string]float64) bool {
+		return sum(m, "matrix_voip_call_duration_seconds_count") >= 1 && sum(m, "matrix_voip_answer_received_total") == 0
+	}
+	if m := in.waitMetrics(t, timed); !timed(m) {
+		t.Errorf("call duration not observed (count %v)", sum(m, "matrix_voip_call_duration_seconds_count"))
+	}
 }

@@ -145,11 +145,12 @@ func New(cfg Config) (*Bridge, error) {
 	b := &Bridge{cfg: cfg, log: log, cli: cli}
 	wake := make(chan struct{}, 1)
 	b.enc = &Encoder{now: cfg.Now, wake: wake}
+	outMetrics := newMetrics(cfg.Registerer, cfg.Store)
 	b.send = newSender(senderConfig{
 		store:        cfg.Store,
 		client:       cli,
 		log:          log,
-		metrics:      newMetrics(cfg.Registerer, cfg.Store),
+		metrics:      outMetrics,
 		now:          cfg.Now,
 		wake:         wake,
 		batchWindow:  cfg.BatchWindow,
@@ -158,6 +159,7 @@ func New(cfg Config) (*Bridge, error) {
 
 	b.calls = cfg.Calls
 	b.inMetrics = newInboundMetrics(cfg.Registerer, b.syncLag)
+	b.inMetrics.observeCall = outMetrics.observeCall
 	b.syncTiming = syncTiming{minBackoff: defaultSyncMinBackoff, maxBackoff: defaultSyncMaxBackoff}
 	b.pendingJoins = make(map[id.RoomID]pendingJoin)
 	b.in = &inbound{user: cfg.UserID, store: cfg.Store, log: log, metrics: b.inMetrics, now: cfg.Now}

@@ -232,7 +232,10 @@ func (in *inbound) apply(ctx context.Context, evt *event.Event, c callContent, a
 	case TypeCandidates:
 		err = in.calls.CandidatesFromMatrix(ctx, ev, c.Candidates)
 	case TypeHangup:
-		_, err = in.calls.HangupFromMatrix(ctx, ev, c.Reason, false)
+		var ended signaling.Call
+		if ended, err = in.calls.HangupFromMatrix(ctx, ev, c.Reason, false); err == nil && in.metrics.observeCall != nil {
+			in.metrics.observeCall(ended)
+		}
 	case TypeReject:
 		_, err = in.calls.HangupFromMatrix(ctx, ev, "", true)
 	case TypeSelectAnswer:

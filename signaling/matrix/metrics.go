@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"context"
+	"github.com/icebox-voip/icebox/signaling"
 	"math"
 	"time"
 
@@ -17,6 +18,7 @@ type metrics struct {
 	answerSent     prometheus.Counter
 	candidatesSent prometheus.Counter
 	hangupSent     prometheus.Counter
+	callDuration   prometheus.Histogram
 	dropped        *prometheus.CounterVec
 	sendErrors     *prometheus.CounterVec
 }
@@ -27,6 +29,11 @@ const depthTimeout = 2 * time.Second
 func newMetrics(reg prometheus.Registerer, st Store) *metrics {
 	f := promauto.With(reg)
 	m := &metrics{
+		callDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "matrix_voip_call_duration_seconds",
+			Help:    "Duration of bridged calls from answer to end, observed when the end reaches or comes from Matrix.",
+			Buckets: []float64{5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200},
+		}),
 		inviteSent: f.NewCounter(prometheus.CounterOpts{
 			Name: "matrix_voip_invite_sent_total",
 			Help: "m.call.invite events sent to the homeserver.",
@@ -83,6 +90,9 @@ type inboundMetrics struct {
 	answerReceived prometheus.Counter
 	syncErrors     *prometheus.CounterVec
 	autojoin       *prometheus.CounterVec
+	// observeCall records a call's duration (shared with the outbound
+	// side's histogram); nil in tests that build the handlers alone.
+	observeCall func(signaling.Call)
 }
 
 // newInboundMetrics registers the inbound metrics; lag reads the seconds
@@ -123,4 +133,11 @@ func newInboundMetrics(reg prometheus.Registerer, lag func() float64) *inboundMe
 		Help: "Seconds since the last successful /sync response (counted from the start until the first); 0 when the sync is not running. A long poll returns within 30 s, so more than about 60 means the sync is failing (see icebox_matrix_sync_errors_total).",
 	}, lag)
 	return m
+}
+
+// observeCall records an ended call's duration, if it was answered.
+func (m *metrics) observeCall(c signaling.Call) {
+	if c.AnsweredAt != nil && c.EndedAt != nil {
+		m.callDuration.Observe(c.EndedAt.Sub(*c.AnsweredAt).Seconds())
+	}
 }

@@ -383,6 +383,9 @@ func (s *sender) sent(ctx context.Context, group []signaling.OutboxEntry, conten
 		s.metrics.answerSent.Inc()
 	case TypeHangup:
 		s.metrics.hangupSent.Inc()
+		if c, err := s.store.Call(ctx, e.CallID); err == nil {
+			s.metrics.observeCall(c)
+		}
 	case TypeCandidates:
 		s.metrics.candidatesSent.Add(float64(countCandidates(content)))
 	}
