@@ -82,6 +82,9 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 	if in.Invitee != "" && !conv.HasParticipant(in.Invitee) {
 		return Call{}, invalidf("invitee is not a participant")
 	}
+	if keep, err := s.resolveGlare(ctx, conv, in); err != nil || !keep {
+		return Call{}, err
+	}
 	c := Call{
 		ID:                  in.CallID,
 		ConversationID:      conv.ID,
@@ -250,4 +253,46 @@ func (s *Service) SelectAnswerFromMatrix(ctx context.Context, ev MatrixEvent, se
 func isTransition(err error, code string) bool {
 	var te *TransitionError
 	return errors.As(err, &te) && te.Code == code
+}
+
+// ErrGlare: both sides called each other at once and ours was kept.
+var ErrGlare = errors.New("glare")
+
+// resolveGlare applies the spec's glare rule when a Matrix user's invite
+// crosses a ringing call an icebox client placed to them in the same
+// conversation: the call with the lexicographically lesser call_id stays.
+// If theirs wins, ours ends ("replaced", sent to Matrix too); if ours
+// wins, theirs is refused with ErrGlare.
+func (s *Service) resolveGlare(ctx context.Context, conv Conversation, in MatrixInvite) (keepTheirs bool, err error) {
+	active, err := s.cfg.Store.Calls(ctx, CallFilter{ConversationID: conv.ID, ActiveOnly: true})
+	if err != nil {
+		return false, err
+	}
+	for _, ours := range active {
+		crossing := ours.Status == StatusRinging && ours.MatrixPartyID == "" &&
+			(ours.Invitee == in.Sender || ours.Invitee == "") && ours.Initiator != in.Sender
+		if !crossing {
+			continue
+		}
+		if ours.ID < in.CallID {
+			return false, fmt.Errorf("%w: call %s crosses %s and has the lesser call_id", ErrGlare, ours.ID, in.CallID)
+		}
+		c, ev, err := s.commit(ctx, ours.ID, func(c *Call) error {
+			if c.Status != StatusRinging {
+				return &TransitionError{Code: "not_ringing", Status: c.Status, Msg: "the call stopped ringing"}
+			}
+			end(c, StatusEnded, "replaced", "", s.cfg.Now().UTC(), s.cfg.CredentialTTL)
+			return nil
+		}, func(c Call) (Event, bool) {
+			return endEvent(conv, c, EventCallHangup, "", ""), true
+		})
+		if err != nil {
+			if isTransition(err, "not_ringing") {
+				continue
+			}
+			return false, err
+		}
+		s.ended(c, ev)
+	}
+	return true, nil
 }

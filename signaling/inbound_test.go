@@ -118,3 +118,50 @@ func TestAnswerFromMatrixSelectsIt(t *testing.T) {
 		t.Fatalf("the Matrix hangup was echoed: %+v", out)
 	}
 }
+
+func TestGlareKeepsTheLesserCallID(t *testing.T) {
+	ctx := context.Background()
+	// alice rings bob with an ID that sorts after bob's: bob's call wins.
+	seq := []string{"zz-alice-call", "aa-alice-call"}
+	e2 := newMatrixEnvWithIDs(t, seq)
+	ours, err := e2.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "mx", SDPOffer: "v=0 a", Invitee: bob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := e2.svc.InviteFromMatrix(ctx, signaling.MatrixInvite{MatrixEvent: mxEvent("mm-bob-call", "bobdev"), SDPOffer: "v=0 b", LifetimeMS: 60000})
+	if err != nil || theirs.Status != signaling.StatusRinging {
+		t.Fatalf("bob's crossing invite with the lesser ID: %+v, %v", theirs, err)
+	}
+	if got, _ := e2.svc.Get(ctx, "alice", ours.ID); got.Status != signaling.StatusEnded || got.EndReason != "replaced" {
+		t.Fatalf("alice's losing call = %+v", got)
+	}
+	// Now alice's call sorts first: bob's crossing invite is refused.
+	ours, err = e2.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "mx", SDPOffer: "v=0 a", Invitee: bob})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e2.svc.HangupFromMatrix(ctx, mxEvent(theirs.ID, "bobdev"), "", false); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e2.svc.InviteFromMatrix(ctx, signaling.MatrixInvite{MatrixEvent: mxEvent("mn-bob-call", "bobdev"), SDPOffer: "v=0 b", LifetimeMS: 60000})
+	if !errors.Is(err, signaling.ErrGlare) {
+		t.Fatalf("bob's crossing invite with the greater ID: %v, want glare", err)
+	}
+	if got, _ := e2.svc.Get(ctx, "alice", ours.ID); got.Status != signaling.StatusRinging {
+		t.Fatalf("alice's winning call = %+v", got)
+	}
+}
+
+func newMatrixEnvWithIDs(t *testing.T, ids []string) *env {
+	t.Helper()
+	next := 0
+	e := newEnv(t, func(c *signaling.ServiceConfig) {
+		c.Outbound = &matrix.Encoder{}
+		c.RoomIndex = c.Store.(signaling.RoomIndex)
+		c.NewID = func() string { id := ids[next%len(ids)]; next++; return id }
+	})
+	if _, err := e.svc.PutConversation(context.Background(), "mx", []string{"alice", bob}, "!room:example.org"); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}

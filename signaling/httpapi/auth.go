@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -16,11 +17,12 @@ import (
 
 // Identity is an authenticated API client.
 type Identity struct {
-	User   string // user ID: the static token's user, or the JWT's "sub"
-	Admin  bool   // may use /admin/*
-	Method string // MethodStatic or MethodJWT
+	User   string // user ID: the static token's user, the JWT's "sub", or the Matrix user ID
+	Admin  bool   // may use /admin/*; never for Matrix tokens
+	Method string // MethodStatic, MethodJWT or MethodMatrix
 	// Expires is when the token stops being valid (JWT exp plus the
-	// leeway); zero for static tokens. A WebSocket session ends then.
+	// leeway); zero for static and Matrix tokens. A WebSocket session ends
+	// then.
 	Expires time.Time
 }
 
@@ -30,8 +32,8 @@ const (
 	MethodJWT    = "jwt"
 )
 
-// AuthConfig configures an Authenticator. With no static token and no JWT
-// secret, every token is refused.
+// AuthConfig configures an Authenticator. With no static token, no JWT
+// secret and no MatrixWhoami, every token is refused.
 type AuthConfig struct {
 	StaticTokens []StaticToken // parsed from config by the caller
 
@@ -40,6 +42,18 @@ type AuthConfig struct {
 	JWTAudience   string        // required in "aud" if set
 	JWTAdminClaim string        // boolean claim that grants admin when true; "" = JWTs are never admin
 	JWTMaxTTL     time.Duration // refuse tokens whose exp is further than this from now; 0 = no limit
+
+	// MatrixWhoami checks a Matrix access token with the homeserver
+	// (/_matrix/client/v3/account/whoami) and returns its user ID; it
+	// returns ErrMatrixTokenInvalid when the homeserver refused the token,
+	// any other error when it could not say. nil = Matrix tokens off. It is
+	// asked about tokens that are neither static tokens nor JWT-shaped.
+	MatrixWhoami func(ctx context.Context, token string) (userID string, err error)
+	// MatrixCache is how long a valid Matrix token is trusted without
+	// asking again (so a revoked token works at most this long); 0 = ask
+	// every time. MatrixNegativeCache is the same for refused tokens.
+	MatrixCache         time.Duration
+	MatrixNegativeCache time.Duration
 
 	Now func() time.Time // Default: time.Now
 }
@@ -103,6 +117,7 @@ type Authenticator struct {
 	jwtParser  *jwt.Parser
 	adminClaim string
 	maxTTL     time.Duration
+	matrix     *matrixTokens // nil = Matrix tokens off
 	now        func() time.Time
 }
 
@@ -129,6 +144,9 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 	if cfg.JWTMaxTTL < 0 {
 		return nil, fmt.Errorf("httpapi: JWT max TTL %s is negative", cfg.JWTMaxTTL)
 	}
+	if cfg.MatrixCache < 0 || cfg.MatrixNegativeCache < 0 {
+		return nil, fmt.Errorf("httpapi: Matrix token cache times %s, %s: must be >= 0", cfg.MatrixCache, cfg.MatrixNegativeCache)
+	}
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
@@ -137,6 +155,7 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 		static:     append([]StaticToken(nil), cfg.StaticTokens...),
 		adminClaim: cfg.JWTAdminClaim,
 		maxTTL:     cfg.JWTMaxTTL,
+		matrix:     newMatrixTokens(cfg, now),
 		now:        now,
 	}
 	if len(cfg.JWTSecret) > 0 {
@@ -161,10 +180,19 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 	return a, nil
 }
 
-// Authenticate verifies a bearer token: first against the static tokens
-// (by SHA-256, in constant time over all of them), then as an HS256 JWT.
-// Its error's text is safe to show the client: it never holds the token.
+// Authenticate is AuthenticateContext without a context.
 func (a *Authenticator) Authenticate(token string) (Identity, error) {
+	return a.AuthenticateContext(context.Background(), token)
+}
+
+// AuthenticateContext verifies a bearer token: first against the static
+// tokens (by SHA-256, in constant time over all of them), then, if it has a
+// JWT's shape, as an HS256 JWT, otherwise as a Matrix access token (asking
+// the homeserver, or the cache). ctx bounds the wait for the homeserver.
+// Its error's text is safe to show the client: it never holds the token.
+// When the homeserver cannot be reached the error is one for which
+// IsUpstreamUnavailable is true (503, not 401).
+func (a *Authenticator) AuthenticateContext(ctx context.Context, token string) (Identity, error) {
 	if token == "" {
 		return Identity{}, errMissingToken
 	}
@@ -174,11 +202,19 @@ func (a *Authenticator) Authenticate(token string) (Identity, error) {
 	if id, ok := a.staticIdentity(token); ok {
 		return id, nil
 	}
+	if a.matrix != nil && !looksLikeJWT(token) {
+		return a.matrix.identity(ctx, token)
+	}
 	if a.jwtParser == nil {
 		return Identity{}, errInvalidToken
 	}
 	return a.jwtIdentity(token)
 }
+
+// IsUpstreamUnavailable reports whether an Authenticate error means the
+// token could not be checked (the Matrix homeserver did not answer), rather
+// than that it was refused.
+func IsUpstreamUnavailable(err error) bool { return errors.Is(err, errMatrixUnavailable) }
 
 // staticIdentity compares the token's hash with every configured hash,
 // without stopping at a match, so the time taken says nothing about which
@@ -274,13 +310,17 @@ func (a *Authenticator) Middleware() echo.MiddlewareFunc {
 			token, subprotocol, err := bearerToken(c.Request())
 			if err == nil {
 				var id Identity
-				if id, err = a.Authenticate(token); err == nil {
+				if id, err = a.AuthenticateContext(c.Request().Context(), token); err == nil {
 					c.Set(identityKey, id)
 					if subprotocol != "" {
 						c.Set(subprotocolKey, subprotocol)
 					}
 					return next(c)
 				}
+			}
+			if IsUpstreamUnavailable(err) {
+				c.Response().Header().Set("Retry-After", matrixRetryAfter)
+				return apiError(http.StatusServiceUnavailable, "upstream_unavailable", err.Error())
 			}
 			return unauthorized(c, err)
 		}

@@ -262,7 +262,8 @@ func resultOf(err error) string {
 		return resultStale
 	case errors.Is(err, signaling.ErrInvalid):
 		return resultInvalid
-	case errors.Is(err, signaling.ErrForbidden), errors.Is(err, signaling.ErrNotFound), errors.As(err, &te):
+	case errors.Is(err, signaling.ErrForbidden), errors.Is(err, signaling.ErrNotFound), errors.As(err, &te),
+		errors.Is(err, signaling.ErrGlare): // a crossing invite that lost to ours
 		// Rooms and calls that are not icebox's, parties not in the call,
 		// transitions the call's state does not allow.
 		return resultIgnored
