@@ -2,8 +2,12 @@ package signaling
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -295,4 +299,51 @@ func (s *Service) resolveGlare(ctx context.Context, conv Conversation, in Matrix
 		s.ended(c, ev)
 	}
 	return true, nil
+}
+
+// isMatrixUserID reports whether user looks like @localpart:server.
+func isMatrixUserID(user string) bool {
+	return len(user) > 3 && user[0] == '@' && strings.Contains(user[1:], ":")
+}
+
+// RoomJoined makes a Matrix room the service user joined into a
+// conversation whose participants are the room's joined members (the
+// service user excluded), or refreshes the participants of the
+// conversation the room already maps to.
+func (s *Service) RoomJoined(ctx context.Context, roomID string, members []string) (Conversation, error) {
+	if s.cfg.RoomIndex == nil {
+		return Conversation{}, fmt.Errorf("%w: no room index", ErrInvalid)
+	}
+	var valid []string
+	for _, m := range members {
+		if validUser(m) && !slices.Contains(valid, m) {
+			valid = append(valid, m)
+		}
+	}
+	if len(valid) == 0 {
+		return Conversation{}, invalidf("room %s has no members to call", roomID)
+	}
+	now := s.cfg.Now().UTC()
+	conv, err := s.cfg.RoomIndex.ConversationByRoom(ctx, roomID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		sum := sha256.Sum256([]byte(roomID))
+		conv = Conversation{ID: "room-" + hex.EncodeToString(sum[:8]), RoomID: roomID, CreatedAt: now}
+	case err != nil:
+		return Conversation{}, err
+	}
+	// Local (non-Matrix) participants stay: they are icebox's users, not
+	// room members. Matrix participants are the room's joined members.
+	participants := make([]string, 0, len(conv.Participants)+len(valid))
+	for _, p := range conv.Participants {
+		if !isMatrixUserID(p) {
+			participants = append(participants, p)
+		}
+	}
+	conv.Participants = append(participants, valid...)
+	conv.UpdatedAt = now
+	if err := s.cfg.Store.PutConversation(ctx, conv); err != nil {
+		return Conversation{}, err
+	}
+	return conv, nil
 }

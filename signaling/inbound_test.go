@@ -165,3 +165,28 @@ func newMatrixEnvWithIDs(t *testing.T, ids []string) *env {
 	}
 	return e
 }
+
+func TestRoomJoinedMapsMembers(t *testing.T) {
+	e := newMatrixEnv(t) // conversation "mx" = {alice, bob} in !room:example.org
+	ctx := context.Background()
+	// A new room: its joined members become the participants.
+	conv, err := e.svc.RoomJoined(ctx, "!new:example.org", []string{bob, "@carol:example.org"})
+	if err != nil || conv.RoomID != "!new:example.org" || len(conv.Participants) != 2 || !signaling.ValidID(conv.ID) {
+		t.Fatalf("RoomJoined(new room) = %+v, %v", conv, err)
+	}
+	again, err := e.svc.RoomJoined(ctx, "!new:example.org", []string{bob})
+	if err != nil || again.ID != conv.ID || len(again.Participants) != 1 {
+		t.Fatalf("RoomJoined after carol left = %+v, %v", again, err)
+	}
+	// An admin-mapped room keeps its local participants.
+	mx, err := e.svc.RoomJoined(ctx, "!room:example.org", []string{bob, "@dan:example.org"})
+	if err != nil || mx.ID != "mx" || !mx.HasParticipant("alice") || !mx.HasParticipant("@dan:example.org") {
+		t.Fatalf("RoomJoined(mapped room) = %+v, %v", mx, err)
+	}
+	// dan may now call into the conversation from Matrix.
+	dan := mxEvent("dancall1", "dandev")
+	dan.Sender = "@dan:example.org"
+	if _, err := e.svc.InviteFromMatrix(ctx, signaling.MatrixInvite{MatrixEvent: dan, SDPOffer: "v=0", LifetimeMS: 60000}); err != nil {
+		t.Fatalf("invite from a member who joined: %v", err)
+	}
+}

@@ -33,6 +33,7 @@ type InboundCalls interface {
 	CandidatesFromMatrix(ctx context.Context, ev signaling.MatrixEvent, cs []signaling.Candidate) error
 	HangupFromMatrix(ctx context.Context, ev signaling.MatrixEvent, reason string, reject bool) (signaling.Call, error)
 	SelectAnswerFromMatrix(ctx context.Context, ev signaling.MatrixEvent, selected string) (signaling.Call, error)
+	RoomJoined(ctx context.Context, roomID string, members []string) (signaling.Conversation, error)
 }
 
 var _ InboundCalls = (*signaling.Service)(nil)

@@ -431,8 +431,8 @@ func (p panicky) CandidatesFromMatrix(ctx context.Context, ev signaling.MatrixEv
 // TestInboundLenient: versions 1, "1" and 0 (with a party) are accepted;
 // v0 without a party is skipped, malformed content and an invite past its
 // lifetime are counted and change nothing; a handler that panics is
-// counted and the loop goes on. Invitations are joined, and calls in a room
-// that maps to no conversation are ignored.
+// counted and the loop goes on. Invitations are joined, and a joined room
+// becomes a conversation of its members.
 func TestInboundLenient(t *testing.T) {
 	w := newInWorld(t, inOptions{wrap: func(s *signaling.Service) matrix.InboundCalls { return panicky{s} }})
 	w.start(t, w.b)
@@ -497,11 +497,12 @@ func TestInboundLenient(t *testing.T) {
 	if _, ok := members.Joined[w.svc.id]; !ok {
 		t.Errorf("the service user is not among the members of %s: %v", created.RoomID, members.Joined)
 	}
-	// That room belongs to no conversation: its calls are not icebox's.
+	// The joined room becomes a conversation of its members: bob's call
+	// there is icebox's.
 	w.sendTo(t, w.bob, created.RoomID, "m.call.invite", invite("elsewhere", "bobdev", "1", 60000))
-	waitInbound(t, w.b, "m.call.invite", "ignored", 2)
-	if _, ok := w.call(t, "elsewhere"); ok {
-		t.Error("a call was created for a room that maps to no conversation")
+	waitInbound(t, w.b, "m.call.invite", "ok", 3)
+	if c, ok := w.call(t, "elsewhere"); !ok || !strings.HasPrefix(c.ConversationID, "room-") || c.RoomID != created.RoomID {
+		t.Errorf("the call in the joined room = %+v (found %v), want one in its room- conversation", c, ok)
 	}
 	checkNoSecretsLogged(t, w.b.logs.String(), w.svc.token)
 }

@@ -301,11 +301,16 @@ type pendingJoin struct {
 	next     time.Time
 }
 
-// onMember joins the rooms the service user is invited to. Which
-// conversation a room belongs to is set through the admin API; a room
-// joined here carries calls only once it is mapped.
+// onMember joins the rooms the service user is invited to, and keeps the
+// participants of a joined room's conversation in step with its members.
 func (b *Bridge) onMember(ctx context.Context, evt *event.Event) {
-	if evt.Mautrix.EventSource&event.SourceInvite == 0 || evt.GetStateKey() != b.cfg.UserID {
+	if evt.Mautrix.EventSource&event.SourceInvite == 0 {
+		if evt.Mautrix.EventSource&event.SourceJoin != 0 && evt.GetStateKey() != b.cfg.UserID {
+			b.mapRoom(ctx, evt.RoomID) // someone joined or left a room we are in
+		}
+		return
+	}
+	if evt.GetStateKey() != b.cfg.UserID {
 		return
 	}
 	var m struct {
@@ -328,6 +333,7 @@ func (b *Bridge) join(ctx context.Context, roomID id.RoomID, attempt int) {
 		delete(b.pendingJoins, roomID)
 		b.inMetrics.autojoin.WithLabelValues(joinOK).Inc()
 		b.log.Info().Str("room_id", string(roomID)).Int("attempts", attempt).Msg("matrix room joined")
+		b.mapRoom(ctx, roomID)
 		return
 	}
 	f := classify(err)
@@ -469,4 +475,35 @@ type syncState struct {
 	pendingJoins map[id.RoomID]pendingJoin // the sync goroutine only
 	lastSync     atomic.Int64              // unix nanoseconds; 0 when not syncing
 	syncs        atomic.Uint64             // responses processed (tests)
+}
+
+// mapRoom makes a joined room a conversation of its joined members (or
+// refreshes them). Failures are logged: the next membership change or
+// join tries again.
+func (b *Bridge) mapRoom(ctx context.Context, roomID id.RoomID) {
+	calls := b.calls
+	if calls == nil {
+		return
+	}
+	mctx, cancel := context.WithTimeout(quiet(ctx), joinTimeout)
+	resp, err := b.cli.JoinedMembers(mctx, roomID)
+	cancel()
+	if err != nil {
+		b.log.Warn().Err(err).Str("room_id", string(roomID)).Msg("listing the members of a joined room")
+		return
+	}
+	var members []string
+	for user := range resp.Joined {
+		if string(user) != b.cfg.UserID {
+			members = append(members, string(user))
+		}
+	}
+	slices.Sort(members)
+	conv, err := calls.RoomJoined(ctx, string(roomID), members)
+	if err != nil {
+		b.log.Warn().Err(err).Str("room_id", string(roomID)).Msg("mapping a joined room to a conversation")
+		return
+	}
+	b.log.Info().Str("room_id", string(roomID)).Str("conversation_id", conv.ID).Int("participants", len(conv.Participants)).
+		Msg("matrix room mapped to a conversation")
 }
