@@ -114,10 +114,22 @@ type ExternalServer struct {
 }
 
 // Auth configures how API clients authenticate (bearer tokens). With no
-// static token and no JWT secret, every API request is refused.
+// static token, no JWT secret and no Matrix token checking, every API
+// request is refused.
 type Auth struct {
 	StaticTokens []StaticToken `yaml:"static_tokens"` // Default: none
 	JWT          JWT           `yaml:"jwt"`
+	MatrixTokens MatrixTokens  `yaml:"matrix_tokens"`
+}
+
+// MatrixTokens accepts Matrix access tokens as API bearer tokens: a token
+// that is neither a static token nor a JWT is checked with the configured
+// homeserver's /_matrix/client/v3/account/whoami, and the answer cached.
+// Effective only when matrix.enabled.
+type MatrixTokens struct {
+	Enabled       bool          `yaml:"enabled"`        // Default: true (when matrix.enabled)
+	Cache         time.Duration `yaml:"cache"`          // how long a valid token is trusted without asking again; a revoked token works at most this long. Default: 60s; 0..10m (0 = ask every time)
+	NegativeCache time.Duration `yaml:"negative_cache"` // how long a refused token is refused without asking again. Default: 10s; 0..1m
 }
 
 // StaticToken is one fixed bearer token, known by its hash: the token itself
@@ -217,6 +229,7 @@ func Default() Config {
 		Auth: Auth{
 			StaticTokens: []StaticToken{},
 			JWT:          JWT{MaxTTL: 24 * time.Hour},
+			MatrixTokens: MatrixTokens{Enabled: true, Cache: 60 * time.Second, NegativeCache: 10 * time.Second},
 		},
 		Calls: Calls{
 			InviteLifetime:    60 * time.Second,

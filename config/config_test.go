@@ -338,7 +338,8 @@ calls: {invite_lifetime: 30s, max_invite_lifetime: 10m, initiate_rate: 2, initia
 						{SHA256: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", User: "@alice:voip.test", Admin: true},
 						{SHA256: "1111111111111111111111111111111111111111111111111111111111111111", User: "bob"},
 					},
-					JWT: JWT{HS256SecretFile: "$DIR/secret", Issuer: "https://app.voip.test", Audience: "icebox", AdminClaim: "icebox_admin"},
+					JWT:          JWT{HS256SecretFile: "$DIR/secret", Issuer: "https://app.voip.test", Audience: "icebox", AdminClaim: "icebox_admin"},
+					MatrixTokens: Default().Auth.MatrixTokens,
 				}
 				c.Calls = Calls{InviteLifetime: 30 * time.Second, MaxInviteLifetime: 10 * time.Minute, InitiateRate: 2, InitiateBurst: 1}
 			},
@@ -551,6 +552,30 @@ calls: {invite_lifetime: 30s, max_invite_lifetime: 10m, initiate_rate: 2, initia
 			env:     []string{"ICEBOX_AUTH_JWT_HS256_SECRET=short-secret"},
 			wantErr: []string{"auth.jwt.hs256_secret: is 12 bytes; use at least 32 random bytes"},
 			notWant: []string{"short-secret"},
+		},
+		{
+			name: "matrix tokens from the file",
+			yaml: "auth:\n  matrix_tokens:\n    enabled: false\n    cache: 5m\n    negative_cache: 0s\n",
+			want: func(c *Config) {
+				c.Auth.MatrixTokens = MatrixTokens{Enabled: false, Cache: 5 * time.Minute, NegativeCache: 0}
+			},
+		},
+		{
+			name:   "matrix tokens from the environment",
+			noFile: true,
+			env:    []string{"ICEBOX_AUTH_MATRIX_TOKENS_CACHE=1s", "ICEBOX_AUTH_MATRIX_TOKENS_NEGATIVE_CACHE=2s"},
+			want: func(c *Config) {
+				c.Auth.MatrixTokens.Cache = time.Second
+				c.Auth.MatrixTokens.NegativeCache = 2 * time.Second
+			},
+		},
+		{
+			name: "matrix token caches out of range",
+			yaml: "auth:\n  matrix_tokens:\n    cache: 11m\n    negative_cache: -1s\n",
+			wantErr: []string{
+				"auth.matrix_tokens.cache: must be in 0..10m0s (got 11m0s)",
+				"auth.matrix_tokens.negative_cache: must be in 0..1m0s (got -1s)",
+			},
 		},
 		{name: "alias bad url", noFile: true, env: []string{"STUN_SERVER_URL=stun.test:3478"}, wantErr: []string{`ice_servers.external[0].urls[0]: "stun.test:3478" must start with stun:`}},
 
@@ -1013,6 +1038,7 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_ICE_SERVERS_HOSTNAME",
 		"ICEBOX_AUTH_JWT_HS256_SECRET", "ICEBOX_AUTH_JWT_HS256_SECRET_FILE", "ICEBOX_AUTH_JWT_ISSUER",
 		"ICEBOX_AUTH_JWT_AUDIENCE", "ICEBOX_AUTH_JWT_ADMIN_CLAIM", "ICEBOX_AUTH_JWT_MAX_TTL",
+		"ICEBOX_AUTH_MATRIX_TOKENS_ENABLED", "ICEBOX_AUTH_MATRIX_TOKENS_CACHE", "ICEBOX_AUTH_MATRIX_TOKENS_NEGATIVE_CACHE",
 		"ICEBOX_CALLS_INVITE_LIFETIME", "ICEBOX_CALLS_MAX_INVITE_LIFETIME",
 		"ICEBOX_CALLS_INITIATE_RATE", "ICEBOX_CALLS_INITIATE_BURST",
 		"ICEBOX_MATRIX_ENABLED", "ICEBOX_MATRIX_HOMESERVER_URL", "ICEBOX_MATRIX_SERVICE_USER",

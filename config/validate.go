@@ -37,6 +37,11 @@ const (
 	// minJWTSecretLen is the shortest JWT secret, in bytes: RFC 7518 §3.2
 	// requires an HS256 key at least as long as the hash output (256 bits).
 	minJWTSecretLen = 32
+	// maxMatrixTokenCache bounds how long a revoked Matrix access token
+	// keeps working; maxMatrixTokenNegativeCache how long a token that the
+	// homeserver refused (perhaps during a hiccup) stays refused.
+	maxMatrixTokenCache         = 10 * time.Minute
+	maxMatrixTokenNegativeCache = time.Minute
 	// minInviteLifetime and maxInviteLifetime bound invite lifetimes: under
 	// 5s a callee's device cannot wake up and ring; a phone that rings for
 	// more than 10 minutes is a call nobody is going to answer.
@@ -386,6 +391,13 @@ func (v *validator) auth(a *Auth) {
 	}
 	if j.MaxTTL < 0 {
 		v.add("auth.jwt.max_ttl", "must be >= 0 (got %s); 0 means no limit", j.MaxTTL)
+	}
+	m := &a.MatrixTokens
+	if m.Cache < 0 || m.Cache > maxMatrixTokenCache {
+		v.add("auth.matrix_tokens.cache", "must be in 0..%s (got %s)", maxMatrixTokenCache, m.Cache)
+	}
+	if m.NegativeCache < 0 || m.NegativeCache > maxMatrixTokenNegativeCache {
+		v.add("auth.matrix_tokens.negative_cache", "must be in 0..%s (got %s)", maxMatrixTokenNegativeCache, m.NegativeCache)
 	}
 }
 

@@ -167,13 +167,14 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	}
 	closers = append(closers, turnSrv.Close)
 
-	auth, err := buildAuthenticator(cfg.Auth)
+	auth, err := buildAuthenticator(cfg.Auth, cfg.Matrix)
 	if err != nil {
 		return usageError{err}
 	}
-	if len(cfg.Auth.StaticTokens) == 0 && cfg.Auth.JWT.HS256Secret == "" && cfg.Auth.JWT.HS256SecretFile == "" {
+	matrixTokens := cfg.Matrix.Enabled && cfg.Auth.MatrixTokens.Enabled
+	if len(cfg.Auth.StaticTokens) == 0 && cfg.Auth.JWT.HS256Secret == "" && cfg.Auth.JWT.HS256SecretFile == "" && !matrixTokens {
 		log.Warn().Str("component", "http").
-			Msg("no API authentication is configured (auth.static_tokens, auth.jwt): every API request will be refused with 401")
+			Msg("no API authentication is configured (auth.static_tokens, auth.jwt, Matrix tokens): every API request will be refused with 401")
 	}
 	hub := httpapi.NewHub(httpapi.HubConfig{Logger: log, Registerer: reg})
 	closers = append(closers, hub.Close)
