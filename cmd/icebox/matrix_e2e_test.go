@@ -336,3 +336,83 @@ func TestMatrixUserCallsIcebox(t *testing.T) {
 		t.Errorf("call duration not observed (count %v)", sum(m, "matrix_voip_call_duration_seconds_count"))
 	}
 }
+
+// TestMatrixOutageKeepsEventsInOrder: the homeserver stops mid-call; the call
+// goes on over the API, its events wait in the outbox, and once the
+// homeserver is back every one arrives once, in order.
+func TestMatrixOutageKeepsEventsInOrder(t *testing.T) {
+	t.Parallel()
+	hs := matrixtest.StartDendrite(t)
+	service, _, _ := hs.Register(t, "icebox", "service-password-123", false)
+	serviceToken, device := hs.Login(t, service, "service-password-123")
+	bob, bobToken, _ := hs.Register(t, "bob", "bob-password-123", false)
+	const aliceTok, adminTok = "outage-alice-token-0123", "outage-admin-token-0123"
+	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	in := startIcebox(t, testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}),
+		"ICEBOX_AUTH_STATIC_TOKENS="+hash(aliceTok)+":alice,"+hash(adminTok)+":ops:admin",
+		"MATRIX_ENABLED=true", "MATRIX_HOMESERVER_URL="+hs.URL(), "MATRIX_SERVICE_USER="+service,
+		"MATRIX_ACCESS_TOKEN="+serviceToken, "ICEBOX_MATRIX_DEVICE_ID="+device)
+	code, resp := httpDo(t, http.MethodPut, in.httpURL("/admin/conversations/c1"), adminTok, fmt.Sprintf(`{"participants":["alice",%q]}`, bob))
+	if code != http.StatusOK {
+		t.Fatalf("PUT conversation: %d %s", code, resp)
+	}
+	var conv struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(resp, &conv); err != nil {
+		t.Fatal(err)
+	}
+	bobClient := &matrixUser{hs: hs.URL(), token: bobToken}
+	bobClient.do(t, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(conv.RoomID), map[string]any{}, nil)
+	bobClient.syncRoom(t, conv.RoomID)
+
+	code, resp = httpDo(t, http.MethodPost, in.httpURL("/calls/initiate"), aliceTok,
+		fmt.Sprintf(`{"conversation_id":"c1","sdp_offer":"v=0 offer","invitee":%q}`, bob))
+	if code != http.StatusCreated {
+		t.Fatalf("initiate: %d %s", code, resp)
+	}
+	var call struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(resp, &call); err != nil {
+		t.Fatal(err)
+	}
+	bobClient.waitCallEvents(t, conv.RoomID, 1) // the invite
+
+	hs.Stop(t)
+	for i, body := range []string{
+		`{"candidates":[{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0}]}`,
+		`{"candidates":[{"candidate":""}]}`,
+	} {
+		if code, resp := httpDo(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/candidates"), aliceTok, body); code != http.StatusNoContent {
+			t.Fatalf("candidates %d during the outage: %d %s", i, code, resp)
+		}
+	}
+	if code, resp := httpDo(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/hangup"), aliceTok, ""); code != http.StatusOK {
+		t.Fatalf("hangup during the outage: %d %s", code, resp)
+	}
+	queued := func(m map[string]float64) bool { return sum(m, "icebox_matrix_outbox_depth") >= 2 }
+	if m := in.waitMetrics(t, queued); !queued(m) {
+		t.Fatalf("outbox depth during the outage = %v, want the candidates and the hangup waiting", sum(m, "icebox_matrix_outbox_depth"))
+	}
+
+	hs.Restart(t)
+	var got []string
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) && (len(got) == 0 || got[len(got)-1] != "m.call.hangup") {
+		for _, ev := range bobClient.syncRoom(t, conv.RoomID) {
+			if strings.HasPrefix(ev.Type, "m.call.") {
+				got = append(got, ev.Type)
+			}
+		}
+	}
+	if strings.Join(got, ",") != "m.call.candidates,m.call.hangup" {
+		t.Fatalf("after the outage bob saw %v, want the (batched) candidates then the hangup, once each", got)
+	}
+	// Nothing more: no duplicate arrives late.
+	for _, ev := range bobClient.syncRoom(t, conv.RoomID) {
+		if strings.HasPrefix(ev.Type, "m.call.") {
+			t.Fatalf("a late duplicate: %s", ev.Type)
+		}
+	}
+}

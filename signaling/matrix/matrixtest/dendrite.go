@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,6 +51,11 @@ type Homeserver struct {
 	dir          string
 	logPath      string
 	client       *http.Client
+
+	binary, cfgPath, addr string // for Restart: same binary, data and address
+
+	mu   sync.Mutex
+	proc *process // the current run
 }
 
 // process is one run of the dendrite binary.
@@ -101,6 +107,7 @@ func StartDendrite(t testing.TB, opts ...Option) *Homeserver {
 	var lastErr error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
 		begin := time.Now()
+		hs.binary, hs.cfgPath, hs.addr = bins.dendrite, cfgPath, ""
 		lastErr = hs.start(t, bins.dendrite, cfgPath)
 		if lastErr == nil {
 			t.Logf("matrixtest: dendrite %s ready at %s in %v", DendriteVersion, hs.url, time.Since(begin).Round(time.Millisecond))
@@ -119,9 +126,12 @@ var errPortTaken = errors.New("port taken before dendrite bound it")
 // start runs Dendrite once on a fresh port and waits until it is ready. The
 // process is stopped at the end of the test, or at once if it does not get ready.
 func (hs *Homeserver) start(t testing.TB, binary, cfgPath string) error {
-	addr, err := freeLoopbackAddr()
-	if err != nil {
-		return err
+	addr := hs.addr
+	if addr == "" {
+		var err error
+		if addr, err = freeLoopbackAddr(); err != nil {
+			return err
+		}
 	}
 	logFile, err := os.OpenFile(hs.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -139,6 +149,9 @@ func (hs *Homeserver) start(t testing.TB, binary, cfgPath string) error {
 	cmd.SysProcAttr = sysProcAttr()
 
 	p := &process{cmd: cmd, exited: make(chan struct{})}
+	hs.mu.Lock()
+	hs.proc = p
+	hs.mu.Unlock()
 	started := make(chan error, 1)
 	go func() {
 		// On Linux the child gets SIGKILL when the thread that started it
@@ -168,6 +181,7 @@ func (hs *Homeserver) start(t testing.TB, binary, cfgPath string) error {
 	})
 
 	hs.url = "http://" + addr
+	hs.addr = addr
 	if err := hs.waitReady(p); err != nil {
 		p.stop(t) // the error says how it ended
 		if strings.Contains(hs.readLog(logTail), "address already in use") {
@@ -306,4 +320,31 @@ func randomHex(t testing.TB, n int) string {
 		t.Fatalf("matrixtest: %v", err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// Stop stops the homeserver (SIGTERM) and waits for it to exit, as an outage
+// would; Restart brings it back on the same address and data.
+func (hs *Homeserver) Stop(t testing.TB) {
+	t.Helper()
+	hs.mu.Lock()
+	p := hs.proc
+	hs.mu.Unlock()
+	p.stop(t)
+}
+
+// Restart starts the homeserver again after Stop, on the same address and
+// with the same data, and waits until it is ready.
+func (hs *Homeserver) Restart(t testing.TB) {
+	t.Helper()
+	begin := time.Now()
+	var err error
+	for attempt := 1; attempt <= startAttempts; attempt++ {
+		if err = hs.start(t, hs.binary, hs.cfgPath); err == nil || !errors.Is(err, errPortTaken) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("matrixtest: restart: %v", err)
+	}
+	t.Logf("matrixtest: dendrite restarted at %s in %v", hs.url, time.Since(begin).Round(time.Millisecond))
 }
