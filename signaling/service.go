@@ -55,8 +55,9 @@ type Service struct {
 	cfg ServiceConfig
 	log zerolog.Logger
 
-	limitMu  sync.Mutex
-	limiters map[string]*rate.Limiter
+	limitMu        sync.Mutex
+	limiters       map[string]*rate.Limiter // call initiations
+	signalLimiters map[string]*rate.Limiter // candidates and renegotiations
 
 	timerMu sync.Mutex
 	timers  map[string]*time.Timer
@@ -94,10 +95,11 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		return nil, fmt.Errorf("signaling: invite lifetime %v outside [%v, %v]", cfg.InviteLifetime, minInviteLifetime, cfg.MaxInviteLifetime)
 	}
 	return &Service{
-		cfg:      cfg,
-		log:      cfg.Logger.With().Str("component", "calls").Logger(),
-		limiters: make(map[string]*rate.Limiter),
-		timers:   make(map[string]*time.Timer),
+		cfg:            cfg,
+		log:            cfg.Logger.With().Str("component", "calls").Logger(),
+		limiters:       make(map[string]*rate.Limiter),
+		signalLimiters: make(map[string]*rate.Limiter),
+		timers:         make(map[string]*time.Timer),
 	}, nil
 }
 
@@ -331,6 +333,9 @@ func (s *Service) Candidates(ctx context.Context, user, callID string, req Candi
 	if err := checkCandidates(req.Candidates); err != nil {
 		return err
 	}
+	if !s.allowSignal(user) {
+		return fmt.Errorf("%w: too many candidate messages; batch them", ErrRateLimited)
+	}
 	conv, c, err := s.read(ctx, user, callID)
 	if err != nil {
 		return err
@@ -391,6 +396,9 @@ func (s *Service) Negotiate(ctx context.Context, user, callID string, req Negoti
 	}
 	if err := checkSDP("description.sdp", req.Description.SDP); err != nil {
 		return err
+	}
+	if !s.allowSignal(user) {
+		return fmt.Errorf("%w: too many renegotiations", ErrRateLimited)
 	}
 	conv, c, err := s.read(ctx, user, callID)
 	if err != nil {
@@ -743,15 +751,31 @@ func (s *Service) expire(callID string) {
 
 // allowInitiate applies the per-user initiation rate limit.
 func (s *Service) allowInitiate(user string) bool {
+	return s.allow(s.limiters, user, rate.Limit(s.cfg.InitiateRate), s.cfg.InitiateBurst)
+}
+
+// Candidates and renegotiations fan out to every participant's WebSocket
+// queue: without a bound, one client could get everyone else dropped as
+// "too slow". A browser sends a few dozen candidates per call.
+const (
+	signalRate  = 20
+	signalBurst = 200
+)
+
+func (s *Service) allowSignal(user string) bool {
+	return s.allow(s.signalLimiters, user, signalRate, signalBurst)
+}
+
+func (s *Service) allow(limiters map[string]*rate.Limiter, user string, r rate.Limit, burst int) bool {
 	s.limitMu.Lock()
 	defer s.limitMu.Unlock()
-	l, ok := s.limiters[user]
+	l, ok := limiters[user]
 	if !ok {
-		if len(s.limiters) >= 100_000 { // bound memory: forget everyone, briefly generous
-			clear(s.limiters)
+		if len(limiters) >= 100_000 { // bound memory: forget everyone, briefly generous
+			clear(limiters)
 		}
-		l = rate.NewLimiter(rate.Limit(s.cfg.InitiateRate), s.cfg.InitiateBurst)
-		s.limiters[user] = l
+		l = rate.NewLimiter(r, burst)
+		limiters[user] = l
 	}
 	return l.AllowN(s.cfg.Now(), 1)
 }

@@ -327,3 +327,25 @@ func TestRingingCallWithInviteeRefusesOthers(t *testing.T) {
 		t.Fatalf("the invitee hangs up: %+v, %v", got, err)
 	}
 }
+
+func TestCandidatesRateLimited(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	c := e.initiate(t)
+	req := signaling.CandidatesRequest{Candidates: []signaling.Candidate{{Candidate: "candidate:1"}}}
+	var limited int
+	for range 300 { // bounded: the burst is 200
+		if err := e.svc.Candidates(ctx, "alice", c.ID, req); errors.Is(err, signaling.ErrRateLimited) {
+			limited++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if limited < 50 {
+		t.Fatalf("%d of 300 candidate messages in a burst were limited, want most past the burst of 200", limited)
+	}
+	// Another user is not affected.
+	if err := e.svc.Candidates(ctx, "bob", c.ID, req); err != nil {
+		t.Fatalf("bob's candidates: %v", err)
+	}
+}

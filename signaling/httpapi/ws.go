@@ -55,6 +55,9 @@ type HubConfig struct {
 	Logger zerolog.Logger
 	// Registerer receives the hub's metrics. Default: a private registry.
 	Registerer prometheus.Registerer
+	// MaxPerUser caps a user's open connections (429 beyond): each costs
+	// goroutines and a queue. Default: 16; negative = unlimited.
+	MaxPerUser int
 	// QueueSize is the number of outgoing messages buffered per connection;
 	// a connection whose queue overflows is closed. Default: 256.
 	QueueSize int
@@ -118,6 +121,9 @@ var _ signaling.Publisher = (*Hub)(nil)
 
 // NewHub returns a hub with no connections.
 func NewHub(cfg HubConfig) *Hub {
+	if cfg.MaxPerUser == 0 {
+		cfg.MaxPerUser = 16
+	}
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = defaultQueueSize
 	}
@@ -291,6 +297,13 @@ func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	h.mu.Unlock()
 	defer h.wg.Done()
 
+	if h.cfg.MaxPerUser > 0 && h.userConns(user) >= h.cfg.MaxPerUser {
+		ae := apiError(http.StatusTooManyRequests, "rate_limited", "too many WebSocket connections for this user")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(ae.Status)
+		_ = json.NewEncoder(w).Encode(map[string]*Error{"error": ae}) // the client is gone if this fails
+		return ae
+	}
 	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}
 	if subprotocol != "" {
 		opts.Subprotocols = []string{subprotocol}
@@ -382,6 +395,13 @@ func (h *Hub) Connections() int {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
 	return h.n
+}
+
+// userConns counts user's open connections.
+func (h *Hub) userConns(user string) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.conns[user])
 }
 
 // register adds c unless the hub has been closed since Serve began.

@@ -678,7 +678,7 @@ func TestHubMetricsRegistered(t *testing.T) {
 	}
 	// Zero values take the defaults.
 	h := NewHub(HubConfig{})
-	want := HubConfig{QueueSize: 256, PingInterval: 20 * time.Second, WriteTimeout: 10 * time.Second, MaxMessage: 1 << 20}
+	want := HubConfig{MaxPerUser: 16, QueueSize: 256, PingInterval: 20 * time.Second, WriteTimeout: 10 * time.Second, MaxMessage: 1 << 20}
 	got := h.cfg
 	got.Logger, got.Registerer = zerolog.Logger{}, nil
 	if !reflect.DeepEqual(got, want) {
@@ -787,4 +787,37 @@ func goroutines() map[string]string {
 		all[id] = g
 	}
 	return all
+}
+
+func TestHubCapsConnectionsPerUser(t *testing.T) {
+	hub := NewHub(HubConfig{Logger: zerolog.Nop(), Registerer: prometheus.NewRegistry(), MaxPerUser: 2})
+	t.Cleanup(func() { _ = hub.Close() })
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = hub.Serve(r.Context(), w, r, r.Header.Get("X-User"), "", func(context.Context, string, json.RawMessage) (any, error) { return nil, nil })
+	}))
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dial := func(user string) (*websocket.Conn, *http.Response, error) {
+		return websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), &websocket.DialOptions{HTTPHeader: http.Header{"X-User": {user}}})
+	}
+	for range 2 {
+		c, _, err := dial("alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for hub.Connections() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling interval
+	}
+	if _, resp, err := dial("alice"); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third connection of alice: %v, %+v; want 429", err, resp)
+	}
+	c, _, err := dial("bob")
+	if err != nil {
+		t.Fatalf("bob is not limited by alice: %v", err)
+	}
+	c.CloseNow()
 }
