@@ -40,6 +40,13 @@ type ServiceConfig struct {
 	// Defaults: 0.5/s, burst 5.
 	InitiateRate  float64
 	InitiateBurst int
+	// MaxCallDuration ends an answered call this long after its answer
+	// (its clients may have vanished without hanging up), which revokes
+	// its TURN credentials. Default: 12 h.
+	MaxCallDuration time.Duration
+	// SweepInterval is how often Run looks for answered calls past
+	// MaxCallDuration. Default: sweepInterval (5 min).
+	SweepInterval time.Duration
 
 	Logger zerolog.Logger
 	Now    func() time.Time // Default: time.Now
@@ -47,6 +54,17 @@ type ServiceConfig struct {
 }
 
 const minInviteLifetime = 5 * time.Second
+
+// ReasonCallTimeout is the end_reason of an answered call ended because it
+// outlived ServiceConfig.MaxCallDuration.
+const ReasonCallTimeout = "call_timeout"
+
+// sweepInterval is the default ServiceConfig.SweepInterval.
+var sweepInterval = 5 * time.Minute
+
+// errNotDue aborts a sweep transition that no longer applies (the call is
+// no longer answered, or not past its maximum duration): nothing is written.
+var errNotDue = errors.New("signaling: call not due for the sweep")
 
 // Service runs calls: it validates requests, applies transitions through
 // the store (one transaction each), revokes the relay credentials of calls
@@ -85,6 +103,15 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if cfg.InitiateBurst == 0 {
 		cfg.InitiateBurst = 5
 	}
+	if cfg.MaxCallDuration == 0 {
+		cfg.MaxCallDuration = 12 * time.Hour
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = sweepInterval
+	}
+	if cfg.MaxCallDuration < 0 || cfg.SweepInterval < 0 {
+		return nil, errors.New("signaling: MaxCallDuration and SweepInterval must not be negative")
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -104,8 +131,9 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 }
 
 // Run re-arms the expiry of invites that were ringing when icebox stopped
-// (expiring at once those whose lifetime passed meanwhile), then waits for
-// ctx and stops the timers.
+// (expiring at once those whose lifetime passed meanwhile), sweeps answered
+// calls past MaxCallDuration at once and then every SweepInterval, then
+// waits for ctx and stops the timers and the sweeper.
 func (s *Service) Run(ctx context.Context) error {
 	ringing, err := s.cfg.Store.RingingCalls(ctx)
 	if err != nil {
@@ -114,6 +142,11 @@ func (s *Service) Run(ctx context.Context) error {
 	for _, c := range ringing {
 		s.armExpiry(c)
 	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.sweepLoop(ctx)
+	}()
 	<-ctx.Done()
 	s.timerMu.Lock()
 	s.closed = true
@@ -746,6 +779,89 @@ func (s *Service) expire(callID string) {
 		}
 		return
 	}
+	s.ended(c, ev)
+}
+
+// --- maximum call duration ---
+
+// sweepLoop sweeps at once, then every SweepInterval until ctx is done.
+func (s *Service) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		s.sweep(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sweep ends every answered call whose answer is older than
+// MaxCallDuration: its clients are presumably gone, and its TURN
+// credentials must not live on.
+func (s *Service) sweep(ctx context.Context) {
+	active, err := s.cfg.Store.ActiveCalls(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error().Err(err).Msg("sweeping answered calls")
+		}
+		return
+	}
+	for _, c := range active {
+		if ctx.Err() != nil {
+			return
+		}
+		if s.overdue(c, s.cfg.Now()) {
+			s.timeout(c.ID)
+		}
+	}
+}
+
+// overdue reports whether c is answered and was answered more than
+// MaxCallDuration before now (CreatedAt stands in for a missing AnsweredAt).
+func (s *Service) overdue(c Call, now time.Time) bool {
+	if c.Status != StatusAnswered {
+		return false
+	}
+	since := c.CreatedAt
+	if c.AnsweredAt != nil {
+		since = *c.AnsweredAt
+	}
+	return now.Sub(since) > s.cfg.MaxCallDuration
+}
+
+// timeout ends one answered call past MaxCallDuration, as expire does for
+// invites. Its own context lets a sweep in progress finish its call when
+// Run stops.
+func (s *Service) timeout(callID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conv, err := s.conversationOfCall(ctx, callID)
+	if err != nil {
+		s.log.Error().Err(err).Str("call_id", callID).Msg("ending a call past its maximum duration")
+		return
+	}
+	c, ev, err := s.commit(ctx, callID, func(c *Call) error {
+		now := s.cfg.Now().UTC()
+		if !s.overdue(*c, now) {
+			return errNotDue
+		}
+		end(c, StatusEnded, ReasonCallTimeout, "", now, s.cfg.CredentialTTL)
+		return nil
+	}, func(c Call) (Event, bool) {
+		return endEvent(conv, c, EventCallHangup, "", ""), true
+	})
+	switch {
+	case errors.Is(err, errNotDue):
+		return
+	case err != nil:
+		s.log.Error().Err(err).Str("call_id", callID).Msg("ending a call past its maximum duration")
+		return
+	}
+	s.log.Info().Str("call_id", c.ID).Dur("max_call_duration", s.cfg.MaxCallDuration).
+		Msg("ending an answered call past its maximum duration")
 	s.ended(c, ev)
 }
 

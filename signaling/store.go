@@ -30,6 +30,9 @@ type Store interface {
 	// RingingCalls lists every call in StatusRinging (to re-arm invite
 	// expiry after a restart).
 	RingingCalls(ctx context.Context) ([]Call, error)
+	// ActiveCalls lists every call in StatusRinging or StatusAnswered (to
+	// end answered calls that outlived the maximum call duration).
+	ActiveCalls(ctx context.Context) ([]Call, error)
 	// Revocations lists revocations still in force at now, and deletes
 	// the others.
 	Revocations(ctx context.Context, now time.Time) ([]Revocation, error)

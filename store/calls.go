@@ -26,6 +26,11 @@ import (
 //     the ringing set stays a handful. One extra Put or Delete per write is
 //     the cost.
 //
+// Schema 4 adds calls_active: key = call ID of each call in StatusRinging or
+// StatusAnswered; empty value. ActiveCalls reads it so that the service can
+// end answered calls that outlived their maximum duration without scanning
+// the whole history. It is kept by putCall like calls_ringing.
+//
 // A third, calls_by_matrix_event (key = MatrixInviteEventID, value = call
 // ID; bucket of schema 1), maps the Matrix invite of each call that has one
 // to the call (CallByMatrixEvent, outbox.go). It needs no migration: nothing
@@ -153,6 +158,41 @@ func (s *Store) RingingCalls(ctx context.Context) ([]signaling.Call, error) {
 	return out, nil
 }
 
+// ActiveCalls lists every call in StatusRinging or StatusAnswered, in ID
+// order.
+func (s *Store) ActiveCalls(ctx context.Context) ([]signaling.Call, error) {
+	const op = "active calls"
+	if err := checkCtx(ctx, op); err != nil {
+		return nil, err
+	}
+	var out []signaling.Call
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCallsActive).ForEach(func(k, _ []byte) error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			c, err := getCall(tx, k)
+			if err != nil {
+				return fmt.Errorf("%s entry %q: %w", bucketCallsActive, k, err)
+			}
+			if !isActive(c.Status) {
+				return fmt.Errorf("%w: call %q in %s is %s", ErrCorrupt, k, bucketCallsActive, c.Status)
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", op, err)
+	}
+	return out, nil
+}
+
+// isActive reports whether a call in status st belongs in calls_active.
+func isActive(st signaling.Status) bool {
+	return st == signaling.StatusRinging || st == signaling.StatusAnswered
+}
+
 // getCall reads one call; signaling.ErrNotFound if there is none.
 func getCall(tx *bolt.Tx, id []byte) (signaling.Call, error) {
 	raw := tx.Bucket(bucketCalls).Get(id)
@@ -195,6 +235,16 @@ func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
 		err = ringing.Put(id, nil)
 	} else {
 		err = ringing.Delete(id)
+	}
+	if err != nil {
+		return err
+	}
+
+	active := tx.Bucket(bucketCallsActive)
+	if isActive(c.Status) {
+		err = active.Put(id, nil)
+	} else {
+		err = active.Delete(id)
 	}
 	if err != nil {
 		return err
@@ -271,6 +321,25 @@ func migrateCallIndexes(tx *bolt.Tx) error {
 		}
 		if c.Status == signaling.StatusRinging {
 			return tx.Bucket(bucketCallsRinging).Put(k, nil)
+		}
+		return nil
+	})
+}
+
+// migrateActiveIndex is migration 3 → 4: it creates calls_active and
+// indexes the ringing and answered calls already stored.
+func migrateActiveIndex(tx *bolt.Tx) error {
+	active, err := tx.CreateBucketIfNotExists(bucketCallsActive)
+	if err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketCallsActive, err)
+	}
+	return tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
+		var c signaling.Call
+		if err := decode("call", k, v, &c); err != nil {
+			return err
+		}
+		if isActive(c.Status) {
+			return active.Put(k, nil)
 		}
 		return nil
 	})

@@ -50,8 +50,9 @@ func ids(calls []signaling.Call) []string {
 	return out
 }
 
-// checkIndexes asserts that calls_by_conversation and calls_ringing hold
-// exactly one entry per call and per ringing call,
+// checkIndexes asserts that calls_by_conversation, calls_ringing and
+// calls_active hold exactly one entry per call, per ringing call and per
+// ringing or answered call,
 // calls_by_matrix_event exactly one per call with a MatrixInviteEventID,
 // pointing to that call, and conversations_by_room exactly one per
 // conversation with a RoomID, pointing to that conversation (so no two
@@ -61,6 +62,7 @@ func checkIndexes(t *testing.T, s *Store) {
 	err := s.db.View(func(tx *bolt.Tx) error {
 		wantConv := map[string]bool{}
 		wantRinging := map[string]bool{}
+		wantActive := map[string]bool{}
 		wantMatrix := map[string]string{} // event ID → call ID
 		err := tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
 			var c signaling.Call
@@ -70,6 +72,9 @@ func checkIndexes(t *testing.T, s *Store) {
 			wantConv[string(convKey(c))] = true
 			if c.Status == signaling.StatusRinging {
 				wantRinging[string(k)] = true
+			}
+			if c.Status == signaling.StatusRinging || c.Status == signaling.StatusAnswered {
+				wantActive[string(k)] = true
 			}
 			if c.MatrixInviteEventID != "" {
 				if other, ok := wantMatrix[c.MatrixInviteEventID]; ok {
@@ -85,7 +90,7 @@ func checkIndexes(t *testing.T, s *Store) {
 		for _, ix := range []struct {
 			bucket []byte
 			want   map[string]bool
-		}{{bucketCallsByConv, wantConv}, {bucketCallsRinging, wantRinging}} {
+		}{{bucketCallsByConv, wantConv}, {bucketCallsRinging, wantRinging}, {bucketCallsActive, wantActive}} {
 			n := 0
 			_ = tx.Bucket(ix.bucket).ForEach(func(k, v []byte) error {
 				n++

@@ -35,6 +35,7 @@ var (
 	bucketCallsByConv     = []byte("calls_by_conversation") // schema 2; see calls.go
 	bucketCallsRinging    = []byte("calls_ringing")         // schema 2; see calls.go
 	bucketConvsByRoom     = []byte("conversations_by_room") // schema 3; see rooms.go
+	bucketCallsActive     = []byte("calls_active")          // schema 4; see calls.go
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -59,6 +60,9 @@ var migrations = []func(tx *bolt.Tx) error{
 	// 2 → 3: the index from Matrix room to conversation, filled from the
 	// conversations already stored.
 	migrateRoomIndex,
+	// 3 → 4: the index of ringing and answered calls, filled from the calls
+	// already stored.
+	migrateActiveIndex,
 }
 
 // SchemaVersion is the version this build writes.

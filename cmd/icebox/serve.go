@@ -187,7 +187,10 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		CredentialTTL:     cfg.Credentials.TTL,
 		InitiateRate:      cfg.Calls.InitiateRate,
 		InitiateBurst:     cfg.Calls.InitiateBurst,
-		Logger:            log,
+		// A call outlives its media by no more than an allocation can: an
+		// answered call whose clients vanished is ended then.
+		MaxCallDuration: cfg.TURN.MaxAllocationDuration,
+		Logger:          log,
 	}
 	bridge, err := newBridge(cfg.Matrix, st, hub, reg, log)
 	if err != nil {
