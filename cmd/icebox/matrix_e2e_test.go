@@ -107,28 +107,36 @@ func (u *matrixUser) waitCallEvents(t *testing.T, room string, n int) []roomEven
 	return got
 }
 
-func TestCallsGoOutToMatrix(t *testing.T) {
-	t.Parallel()
+// matrixBed is icebox with the Matrix bridge on, against a fresh Dendrite:
+// conversation c1 = {alice, bob}, its room created by icebox and joined by
+// bob, who has synced up to his join.
+type matrixBed struct {
+	hs      *matrixtest.Homeserver
+	service string // the service user's Matrix ID
+	bob     string // bob's Matrix ID
+	bobc    *matrixUser
+	in      *instance
+	room    string
+}
+
+// Bearer tokens of the bed's icebox users.
+const matrixAliceTok, matrixAdminTok = "matrix-bed-alice-token-01", "matrix-bed-admin-token-01"
+
+func startMatrixBed(t *testing.T) *matrixBed {
+	t.Helper()
 	hs := matrixtest.StartDendrite(t)
 	service, _, _ := hs.Register(t, "icebox", "service-password-123", false)
 	serviceToken, device := hs.Login(t, service, "service-password-123") // its own device
 	bob, bobToken, _ := hs.Register(t, "bob", "bob-password-123", false)
-
-	const aliceTok, adminTok = "matrix-alice-token-0123", "matrix-admin-token-0123"
 	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
-	env := []string{
-		"ICEBOX_AUTH_STATIC_TOKENS=" + hash(aliceTok) + ":alice," + hash(adminTok) + ":ops:admin",
-		"MATRIX_ENABLED=true",
-		"MATRIX_HOMESERVER_URL=" + hs.URL(),
-		"MATRIX_SERVICE_USER=" + service,
-		"MATRIX_ACCESS_TOKEN=" + serviceToken,
-		"ICEBOX_MATRIX_DEVICE_ID=" + device,
-	}
-	in := startIcebox(t, testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}), env...)
+	in := startIcebox(t, testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}),
+		"ICEBOX_AUTH_STATIC_TOKENS="+hash(matrixAliceTok)+":alice,"+hash(matrixAdminTok)+":ops:admin",
+		"MATRIX_ENABLED=true", "MATRIX_HOMESERVER_URL="+hs.URL(), "MATRIX_SERVICE_USER="+service,
+		"MATRIX_ACCESS_TOKEN="+serviceToken, "ICEBOX_MATRIX_DEVICE_ID="+device)
 
 	// A conversation between a local user and a Matrix user gets a room, and the Matrix user is invited.
-	body := fmt.Sprintf(`{"participants":["alice",%q]}`, bob)
-	code, resp := httpDo(t, http.MethodPut, in.httpURL("/admin/conversations/c1"), adminTok, body)
+	code, resp := apiRequest(t, http.MethodPut, in.httpURL("/admin/conversations/c1"), matrixAdminTok,
+		fmt.Sprintf(`{"participants":["alice",%q]}`, bob))
 	if code != http.StatusOK {
 		t.Fatalf("PUT conversation: %d %s", code, resp)
 	}
@@ -138,11 +146,19 @@ func TestCallsGoOutToMatrix(t *testing.T) {
 	if err := json.Unmarshal(resp, &conv); err != nil || !strings.HasPrefix(conv.RoomID, "!") {
 		t.Fatalf("conversation has no room: %s", resp)
 	}
-	bobClient := &matrixUser{hs: hs.URL(), token: bobToken}
-	bobClient.do(t, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(conv.RoomID), map[string]any{}, nil)
-	bobClient.syncRoom(t, conv.RoomID) // catch up to the join
+	bobc := &matrixUser{hs: hs.URL(), token: bobToken}
+	bobc.do(t, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(conv.RoomID), map[string]any{}, nil)
+	bobc.syncRoom(t, conv.RoomID) // catch up to the join
+	return &matrixBed{hs: hs, service: service, bob: bob, bobc: bobc, in: in, room: conv.RoomID}
+}
 
-	code, resp = httpDo(t, http.MethodPost, in.httpURL("/calls/initiate"), aliceTok,
+func TestCallsGoOutToMatrix(t *testing.T) {
+	t.Parallel()
+	b := startMatrixBed(t)
+	in, service, bob, bobClient := b.in, b.service, b.bob, b.bobc
+	aliceTok := matrixAliceTok
+
+	code, resp := apiRequest(t, http.MethodPost, in.httpURL("/calls/initiate"), aliceTok,
 		fmt.Sprintf(`{"conversation_id":"c1","sdp_offer":"v=0 offer-from-alice","invitee":%q}`, bob))
 	if code != http.StatusCreated {
 		t.Fatalf("initiate: %d %s", code, resp)
@@ -158,18 +174,18 @@ func TestCallsGoOutToMatrix(t *testing.T) {
 	if err := json.Unmarshal(resp, &call); err != nil {
 		t.Fatal(err)
 	}
-	if call.Matrix == nil || call.Matrix.RoomID != conv.RoomID || !strings.HasPrefix(call.Matrix.EventID, "$") {
+	if call.Matrix == nil || call.Matrix.RoomID != b.room || !strings.HasPrefix(call.Matrix.EventID, "$") {
 		t.Fatalf("initiate response lacks the Matrix invite: %s", resp)
 	}
 	cands := `{"candidates":[{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0},{"candidate":""}]}`
-	if code, resp := httpDo(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/candidates"), aliceTok, cands); code != http.StatusNoContent {
+	if code, resp := apiRequest(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/candidates"), aliceTok, cands); code != http.StatusNoContent {
 		t.Fatalf("candidates: %d %s", code, resp)
 	}
-	if code, resp := httpDo(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/hangup"), aliceTok, ""); code != http.StatusOK {
+	if code, resp := apiRequest(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/hangup"), aliceTok, ""); code != http.StatusOK {
 		t.Fatalf("hangup: %d %s", code, resp)
 	}
 
-	events := bobClient.waitCallEvents(t, conv.RoomID, 3)
+	events := bobClient.waitCallEvents(t, b.room, 3)
 	wantTypes := []string{"m.call.invite", "m.call.candidates", "m.call.hangup"}
 	for i, ev := range events[:3] {
 		if ev.Type != wantTypes[i] || ev.Sender != service {
@@ -219,54 +235,11 @@ func TestCallsGoOutToMatrix(t *testing.T) {
 	}
 }
 
-// httpDo sends a JSON request with a bearer token.
-func httpDo(t *testing.T, method, url, token, body string) (int, []byte) {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(resp.Body); err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, buf.Bytes()
-}
-
 func TestMatrixUserCallsIcebox(t *testing.T) {
 	t.Parallel()
-	hs := matrixtest.StartDendrite(t)
-	service, _, _ := hs.Register(t, "icebox", "service-password-123", false)
-	serviceToken, device := hs.Login(t, service, "service-password-123")
-	bob, bobToken, _ := hs.Register(t, "bob", "bob-password-123", false)
-
-	const aliceTok, adminTok = "matrix-in-alice-token-01", "matrix-in-admin-token-01"
-	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
-	in := startIcebox(t, testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}),
-		"ICEBOX_AUTH_STATIC_TOKENS="+hash(aliceTok)+":alice,"+hash(adminTok)+":ops:admin",
-		"MATRIX_ENABLED=true", "MATRIX_HOMESERVER_URL="+hs.URL(), "MATRIX_SERVICE_USER="+service,
-		"MATRIX_ACCESS_TOKEN="+serviceToken, "ICEBOX_MATRIX_DEVICE_ID="+device)
-
-	code, resp := httpDo(t, http.MethodPut, in.httpURL("/admin/conversations/c1"), adminTok, fmt.Sprintf(`{"participants":["alice",%q]}`, bob))
-	if code != http.StatusOK {
-		t.Fatalf("PUT conversation: %d %s", code, resp)
-	}
-	var conv struct {
-		RoomID string `json:"room_id"`
-	}
-	if err := json.Unmarshal(resp, &conv); err != nil {
-		t.Fatal(err)
-	}
-	bobClient := &matrixUser{hs: hs.URL(), token: bobToken}
-	bobClient.do(t, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(conv.RoomID), map[string]any{}, nil)
-	bobClient.syncRoom(t, conv.RoomID)
+	b := startMatrixBed(t)
+	in, service, bob, bobClient := b.in, b.service, b.bob, b.bobc
+	aliceTok := matrixAliceTok
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -303,19 +276,19 @@ func TestMatrixUserCallsIcebox(t *testing.T) {
 
 	send := func(typ, txn string, content map[string]any) {
 		content["call_id"], content["party_id"], content["version"] = "bobcall1", "bobdev", "1"
-		bobClient.do(t, http.MethodPut, "/_matrix/client/v3/rooms/"+url.PathEscape(conv.RoomID)+"/send/"+typ+"/"+txn, content, nil)
+		bobClient.do(t, http.MethodPut, "/_matrix/client/v3/rooms/"+url.PathEscape(b.room)+"/send/"+typ+"/"+txn, content, nil)
 	}
 	send("m.call.invite", "t1", map[string]any{"lifetime": 60000, "offer": map[string]any{"type": "offer", "sdp": "v=0 from-bob"}})
 	invite := awaitWS("CallInviteViaMatrix")
 	if invite["call_id"] != "bobcall1" || invite["initiator_id"] != bob || invite["sdp_offer"] != "v=0 from-bob" {
 		t.Fatalf("CallInviteViaMatrix = %v", invite)
 	}
-	code, resp = httpDo(t, http.MethodPost, in.httpURL("/calls/bobcall1/answer"), aliceTok, `{"sdp_answer":"v=0 from-alice"}`)
+	code, resp := apiRequest(t, http.MethodPost, in.httpURL("/calls/bobcall1/answer"), aliceTok, `{"sdp_answer":"v=0 from-alice"}`)
 	if code != http.StatusOK {
 		t.Fatalf("alice answers: %d %s", code, resp)
 	}
 	var answer roomEvent
-	for _, ev := range bobClient.waitCallEvents(t, conv.RoomID, 2) { // his own invite, then icebox's answer
+	for _, ev := range bobClient.waitCallEvents(t, b.room, 2) { // his own invite, then icebox's answer
 		if ev.Type == "m.call.answer" {
 			answer = ev
 		}
@@ -342,31 +315,11 @@ func TestMatrixUserCallsIcebox(t *testing.T) {
 // homeserver is back every one arrives once, in order.
 func TestMatrixOutageKeepsEventsInOrder(t *testing.T) {
 	t.Parallel()
-	hs := matrixtest.StartDendrite(t)
-	service, _, _ := hs.Register(t, "icebox", "service-password-123", false)
-	serviceToken, device := hs.Login(t, service, "service-password-123")
-	bob, bobToken, _ := hs.Register(t, "bob", "bob-password-123", false)
-	const aliceTok, adminTok = "outage-alice-token-0123", "outage-admin-token-0123"
-	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
-	in := startIcebox(t, testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}),
-		"ICEBOX_AUTH_STATIC_TOKENS="+hash(aliceTok)+":alice,"+hash(adminTok)+":ops:admin",
-		"MATRIX_ENABLED=true", "MATRIX_HOMESERVER_URL="+hs.URL(), "MATRIX_SERVICE_USER="+service,
-		"MATRIX_ACCESS_TOKEN="+serviceToken, "ICEBOX_MATRIX_DEVICE_ID="+device)
-	code, resp := httpDo(t, http.MethodPut, in.httpURL("/admin/conversations/c1"), adminTok, fmt.Sprintf(`{"participants":["alice",%q]}`, bob))
-	if code != http.StatusOK {
-		t.Fatalf("PUT conversation: %d %s", code, resp)
-	}
-	var conv struct {
-		RoomID string `json:"room_id"`
-	}
-	if err := json.Unmarshal(resp, &conv); err != nil {
-		t.Fatal(err)
-	}
-	bobClient := &matrixUser{hs: hs.URL(), token: bobToken}
-	bobClient.do(t, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(conv.RoomID), map[string]any{}, nil)
-	bobClient.syncRoom(t, conv.RoomID)
+	b := startMatrixBed(t)
+	hs, in, bob, bobClient := b.hs, b.in, b.bob, b.bobc
+	aliceTok := matrixAliceTok
 
-	code, resp = httpDo(t, http.MethodPost, in.httpURL("/calls/initiate"), aliceTok,
+	code, resp := apiRequest(t, http.MethodPost, in.httpURL("/calls/initiate"), aliceTok,
 		fmt.Sprintf(`{"conversation_id":"c1","sdp_offer":"v=0 offer","invitee":%q}`, bob))
 	if code != http.StatusCreated {
 		t.Fatalf("initiate: %d %s", code, resp)
@@ -377,18 +330,18 @@ func TestMatrixOutageKeepsEventsInOrder(t *testing.T) {
 	if err := json.Unmarshal(resp, &call); err != nil {
 		t.Fatal(err)
 	}
-	bobClient.waitCallEvents(t, conv.RoomID, 1) // the invite
+	bobClient.waitCallEvents(t, b.room, 1) // the invite
 
 	hs.Stop(t)
 	for i, body := range []string{
 		`{"candidates":[{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 50000 typ host","sdpMid":"0","sdpMLineIndex":0}]}`,
 		`{"candidates":[{"candidate":""}]}`,
 	} {
-		if code, resp := httpDo(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/candidates"), aliceTok, body); code != http.StatusNoContent {
+		if code, resp := apiRequest(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/candidates"), aliceTok, body); code != http.StatusNoContent {
 			t.Fatalf("candidates %d during the outage: %d %s", i, code, resp)
 		}
 	}
-	if code, resp := httpDo(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/hangup"), aliceTok, ""); code != http.StatusOK {
+	if code, resp := apiRequest(t, http.MethodPost, in.httpURL("/calls/"+call.ID+"/hangup"), aliceTok, ""); code != http.StatusOK {
 		t.Fatalf("hangup during the outage: %d %s", code, resp)
 	}
 	queued := func(m map[string]float64) bool { return sum(m, "icebox_matrix_outbox_depth") >= 2 }
@@ -400,7 +353,7 @@ func TestMatrixOutageKeepsEventsInOrder(t *testing.T) {
 	var got []string
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) && (len(got) == 0 || got[len(got)-1] != "m.call.hangup") {
-		for _, ev := range bobClient.syncRoom(t, conv.RoomID) {
+		for _, ev := range bobClient.syncRoom(t, b.room) {
 			if strings.HasPrefix(ev.Type, "m.call.") {
 				got = append(got, ev.Type)
 			}
@@ -410,7 +363,7 @@ func TestMatrixOutageKeepsEventsInOrder(t *testing.T) {
 		t.Fatalf("after the outage bob saw %v, want the (batched) candidates then the hangup, once each", got)
 	}
 	// Nothing more: no duplicate arrives late.
-	for _, ev := range bobClient.syncRoom(t, conv.RoomID) {
+	for _, ev := range bobClient.syncRoom(t, b.room) {
 		if strings.HasPrefix(ev.Type, "m.call.") {
 			t.Fatalf("a late duplicate: %s", ev.Type)
 		}
