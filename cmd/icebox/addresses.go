@@ -156,3 +156,17 @@ func listenPorts(addrs ...[]string) []uint16 {
 	}
 	return out
 }
+
+// hostRelayPlan lists this host's addresses and plans the relay addresses
+// from them (serve and creds must tell clients the same thing).
+func hostRelayPlan(r config.Relay) ([]netip.Addr, relayPlan, error) {
+	local, err := hostAddrs()
+	if err != nil {
+		return nil, relayPlan{}, err
+	}
+	plan, err := planRelay(r, local)
+	if err != nil {
+		return nil, relayPlan{}, usageError{err}
+	}
+	return local, plan, nil
+}

@@ -45,13 +45,9 @@ func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	local, err := hostAddrs()
+	_, plan, err := hostRelayPlan(cfg.TURN.Relay)
 	if err != nil {
 		return err
-	}
-	plan, err := planRelay(cfg.TURN.Relay, local)
-	if err != nil {
-		return usageError{err}
 	}
 	l := cfg.TURN.Listen
 	_, turnURIs := iceURIs(iceHost(cfg, plan, first(l.UDP, l.TCP, l.TLS)), l.UDP, l.TCP, l.TLS)

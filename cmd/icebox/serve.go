@@ -79,13 +79,9 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	keyring.Store(kr)
 	keys := &keyringManager{cfg: cfg, ring: &keyring, now: time.Now}
 
-	local, err := hostAddrs()
+	local, plan, err := hostRelayPlan(cfg.TURN.Relay)
 	if err != nil {
 		return err
-	}
-	plan, err := planRelay(cfg.TURN.Relay, local)
-	if err != nil {
-		return usageError{err}
 	}
 
 	ln, bound, certs, err := bindTURN(ctx, cfg.TURN, log)

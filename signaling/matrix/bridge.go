@@ -268,12 +268,8 @@ func (b *Bridge) verify(ctx context.Context) error {
 		delay := max(backoff(attempt, b.send.minBackoff, b.send.maxBackoff), f.retryAfter)
 		b.log.Warn().Err(err).Str("homeserver", b.cfg.HomeserverURL).Dur("retry_in", delay).
 			Msg("cannot verify the access token: homeserver unreachable; the outbox keeps events until it is back")
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, delay) {
 			return nil
-		case <-t.C:
 		}
 	}
 }

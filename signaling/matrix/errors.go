@@ -105,3 +105,16 @@ func backoff(n int, lo, hi time.Duration) time.Duration {
 	}
 	return min(d, hi)
 }
+
+// sleepCtx waits d, or less if ctx ends first; it reports whether the full
+// wait happened.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -272,12 +272,8 @@ func (b *Bridge) runSync(ctx context.Context) error {
 			f = failure{kind: kindStore}
 		}
 		delay := b.syncFailed(err, f)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleepCtx(ctx, delay) {
 			return nil
-		case <-t.C:
 		}
 	}
 }
