@@ -162,21 +162,34 @@ type Calls struct {
 
 // Matrix configures the Matrix VoIP bridge. Default: off.
 //
-// The bridge logs in as one service user with its own device: an access
-// token copied from another client (Element, say) shares that client's
-// device and breaks end-to-end encryption for both. At most one of
-// AccessToken and AccessTokenFile is set, and one is required when Enabled.
+// The bridge acts as one service user, through a device of its own: an
+// access token copied from another client (Element, say) shares that
+// client's device and breaks end-to-end encryption for both. There is
+// exactly one way to log in, and one is required when Enabled:
+//
+//   - an access token (AccessToken or AccessTokenFile): the token of a
+//     device made for icebox alone;
+//   - or a password (Password or PasswordFile): icebox logs in once as a new
+//     device named "icebox" and keeps that session (access token and device
+//     ID) in StateDir/matrix/session.json. The password is also what lets it
+//     upload its cross-signing keys.
+//
+// Setting both a token and a password, both AccessToken and
+// AccessTokenFile, or both Password and PasswordFile is an error.
 type Matrix struct {
 	Enabled         bool   `yaml:"enabled"`           // Default: false
 	HomeserverURL   string `yaml:"homeserver_url"`    // base URL, http(s) without a path, e.g. https://matrix.your.domain; required when enabled. Default: ""
 	ServiceUser     string `yaml:"service_user"`      // the bot's user ID, @localpart:server_name; required when enabled. Default: ""
 	AccessToken     string `yaml:"access_token"`      // the service user's own device's token, inline; prefer access_token_file. Default: ""
 	AccessTokenFile string `yaml:"access_token_file"` // file holding the token (surrounding whitespace trimmed); mode 0600 or stricter. Default: ""
-	DeviceID        string `yaml:"device_id"`         // the token's device. Default: "" (learned from /whoami)
+	Password        string `yaml:"password"`          // the service user's password, inline; prefer password_file. Default: ""
+	PasswordFile    string `yaml:"password_file"`     // file holding the password (surrounding whitespace trimmed, so a trailing newline is not part of it); mode 0600 or stricter. Default: ""
+	DeviceID        string `yaml:"device_id"`         // the access token's device, checked against /whoami; not used with a password, whose session records its device. Default: "" (learned from /whoami)
 	VoIP            VoIP   `yaml:"voip"`
-	// RequireEncryption refuses to send call events in plaintext: rooms
-	// icebox creates are encrypted, and events wait until the room's
-	// encryption state is known. Default: true
+	// RequireEncryption refuses to send call events into a room that is
+	// not end-to-end encrypted, and ignores unencrypted call events; rooms
+	// icebox creates are always encrypted. The bridge waits until it knows
+	// a room's encryption state before its first send into it. Default: true
 	RequireEncryption bool `yaml:"require_encryption"`
 	// InviteWait is how long POST /calls/initiate waits for the Matrix
 	// invite to go out, to report its event ID; the call does not depend

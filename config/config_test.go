@@ -43,11 +43,19 @@ func testFiles(t *testing.T) string {
 	write("token-empty", " \n", 0o600)
 	write("token-placeholder", "syt_...\n", 0o600)
 	write("token-space", "syt_aWNlYm94 abcdefghijklmnopqrst\n", 0o600)
+	write("password", "  "+testPassword+"\n", 0o600)
+	write("password-world", testPassword+"\n", 0o644)
+	write("password-empty", "\n\t \n", 0o600)
+	write("password-placeholder", "CHANGE-ME\n", 0o600)
 	if err := os.Mkdir(filepath.Join(dir, "subdir"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	return dir
 }
+
+// testPassword is the service user's password in tests: spaces and dots
+// inside are allowed, and no error may show any part of it.
+const testPassword = "Tr0ub4dor &3 s3cr3t...pw"
 
 // TestLoad runs the loader over (file, environment) pairs. A case either
 // wants the configuration that want makes of Default(), or wants an error
@@ -626,7 +634,7 @@ matrix:
 			wantErr: []string{
 				"matrix.homeserver_url: required when matrix.enabled is true",
 				"matrix.service_user: required when matrix.enabled is true",
-				"matrix.access_token: required when matrix.enabled is true (or matrix.access_token_file)",
+				"matrix.access_token: required when matrix.enabled is true (or matrix.access_token_file, matrix.password, matrix.password_file): log the service user in as its own device",
 			},
 		},
 		{name: "matrix url IPv6 and http", yaml: matrixYAML(`homeserver_url: "http://[::1]:8008"`), want: func(c *Config) {
@@ -634,6 +642,12 @@ matrix:
 			c.Matrix.HomeserverURL = "http://[::1]:8008"
 		}},
 		{name: "matrix url not a URL", yaml: matrixYAML(`homeserver_url: "http://[::1"`), wantErr: []string{`matrix.homeserver_url: "http://[::1" is not a URL`}},
+		{
+			name:    "matrix url not a URL, with credentials, not echoed",
+			yaml:    matrixYAML(`homeserver_url: "https://bot:hunter2 x@matrix.voip.test"`),
+			wantErr: []string{"matrix.homeserver_url: is not a URL (not shown: it may hold credentials)"},
+			notWant: []string{"hunter2"},
+		},
 		{name: "matrix url without scheme", yaml: matrixYAML("homeserver_url: matrix.voip.test"), wantErr: []string{`matrix.homeserver_url: "matrix.voip.test" must start with http:// or https://`}},
 		{name: "matrix url host:port", yaml: matrixYAML("homeserver_url: localhost:8008"), wantErr: []string{`matrix.homeserver_url: "localhost:8008" must start with http:// or https://`}},
 		{name: "matrix url other scheme", yaml: matrixYAML("homeserver_url: ftp://matrix.voip.test"), wantErr: []string{`matrix.homeserver_url: "ftp://matrix.voip.test" must start with http:// or https://`}},
@@ -719,6 +733,71 @@ matrix:
 			wantErr: []string{"matrix.access_token_file: $DIR/token-space holds a token with a space or control character in it"},
 			notWant: []string{"syt_aWNlYm94"},
 		},
+		{
+			name: "matrix password file",
+			yaml: matrixYAML("-access_token_file", `password_file: "$DIR/password"`),
+			want: func(c *Config) {
+				c.Matrix = matrixWant()
+				c.Matrix.AccessTokenFile, c.Matrix.PasswordFile = "", "$DIR/password"
+			},
+		},
+		{
+			name: "matrix inline password, kept as is",
+			yaml: matrixYAML("-access_token_file", `password: "`+testPassword+`"`),
+			want: func(c *Config) {
+				c.Matrix = matrixWant()
+				c.Matrix.AccessTokenFile, c.Matrix.Password = "", testPassword
+			},
+		},
+		{
+			name: "matrix disabled ignores a bad password file",
+			yaml: `matrix: {enabled: false, password: x, password_file: "$DIR/nope", access_token: y}`,
+			want: func(c *Config) {
+				c.Matrix.Password, c.Matrix.PasswordFile, c.Matrix.AccessToken = "x", "$DIR/nope", "y"
+			},
+		},
+		{
+			name:    "matrix token file and password",
+			yaml:    matrixYAML(`password: "` + testPassword + `"`),
+			wantErr: []string{"matrix: access_token_file and password are both set; log in with an access token or a password, not both"},
+			notWant: []string{"s3cr3t"},
+		},
+		{
+			name:    "matrix token and password file",
+			yaml:    matrixYAML("-access_token_file", "access_token: syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c", `password_file: "$DIR/password"`),
+			wantErr: []string{"matrix: access_token and password_file are both set; log in with an access token or a password, not both"},
+			notWant: []string{"syt_aWNlYm94", "s3cr3t"},
+		},
+		{
+			name:    "matrix password and password file",
+			yaml:    matrixYAML("-access_token_file", `password: "`+testPassword+`"`, `password_file: "$DIR/password"`),
+			wantErr: []string{"matrix: password and password_file are both set; keep one"},
+			notWant: []string{"s3cr3t"},
+		},
+		{
+			name:    "matrix password placeholder, not echoed",
+			yaml:    matrixYAML("-access_token_file", `password: "CHANGE-ME-s3cr3t"`),
+			wantErr: []string{"matrix.password: is the example's placeholder; set the service user's password"},
+			notWant: []string{"s3cr3t"},
+		},
+		{name: "matrix password elided", yaml: matrixYAML("-access_token_file", `password: "..."`), wantErr: []string{"matrix.password: is the example's placeholder"}},
+		{name: "matrix password file missing", yaml: matrixYAML("-access_token_file", `password_file: "$DIR/nope"`), wantErr: []string{"matrix.password_file: $DIR/nope does not exist"}},
+		{name: "matrix password file is a directory", yaml: matrixYAML("-access_token_file", `password_file: "$DIR/subdir"`), wantErr: []string{"matrix.password_file: $DIR/subdir is not a regular file"}},
+		{
+			name:    "matrix password file world-readable",
+			yaml:    matrixYAML("-access_token_file", `password_file: "$DIR/password-world"`),
+			wantErr: []string{"matrix.password_file: $DIR/password-world is readable by others (mode 0644); chmod 600 it"},
+			notWant: []string{"s3cr3t"},
+		},
+		{name: "matrix password file group-readable", yaml: matrixYAML("-access_token_file", `password_file: "$DIR/secret-group"`), wantErr: []string{"matrix.password_file: $DIR/secret-group is readable by others (mode 0640); chmod 600 it"}},
+		{
+			name:    "matrix password file unreadable",
+			yaml:    matrixYAML("-access_token_file", `password_file: "$DIR/secret-unreadable"`),
+			nonRoot: true,
+			wantErr: []string{"matrix.password_file: cannot read: open $DIR/secret-unreadable: permission denied"},
+		},
+		{name: "matrix password file empty", yaml: matrixYAML("-access_token_file", `password_file: "$DIR/password-empty"`), wantErr: []string{"matrix.password_file: $DIR/password-empty holds an empty password"}},
+		{name: "matrix password file placeholder", yaml: matrixYAML("-access_token_file", `password_file: "$DIR/password-placeholder"`), wantErr: []string{"matrix.password_file: $DIR/password-placeholder holds the example's placeholder; set the service user's password"}},
 		{name: "matrix device id with a space", yaml: matrixYAML(`device_id: "ICE BOX"`), wantErr: []string{`matrix.device_id: "ICE BOX" contains a space or a control character`}},
 		{name: "matrix voip version", yaml: matrixYAML(`voip: {version: "1.0"}`), wantErr: []string{`matrix.voip.version: "1.0" is not supported`}},
 		{name: "matrix empty voip version", yaml: matrixYAML(`voip: {version: ""}`), wantErr: []string{`matrix.voip.version: "" is not supported`}},
@@ -824,6 +903,65 @@ matrix:
 			wantErr: []string{"matrix.access_token: is the example's placeholder"},
 			notWant: []string{"syt_"},
 		},
+		{
+			name:   "env matrix password, generic names",
+			noFile: true,
+			env: []string{
+				"ICEBOX_MATRIX_ENABLED=true", "ICEBOX_MATRIX_HOMESERVER_URL=http://localhost:8008", "ICEBOX_MATRIX_SERVICE_USER=@icebox:localhost",
+				"ICEBOX_MATRIX_PASSWORD_FILE=$DIR/password",
+			},
+			want: func(c *Config) {
+				c.Matrix.Enabled, c.Matrix.HomeserverURL, c.Matrix.ServiceUser = true, "http://localhost:8008", "@icebox:localhost"
+				c.Matrix.PasswordFile = "$DIR/password"
+			},
+		},
+		{
+			name: "env matrix password replaces the file's token file",
+			yaml: matrixYAML(),
+			env:  []string{"ICEBOX_MATRIX_PASSWORD=" + testPassword},
+			want: func(c *Config) {
+				c.Matrix = matrixWant()
+				c.Matrix.AccessTokenFile, c.Matrix.Password = "", testPassword
+			},
+		},
+		{
+			name: "env matrix password file replaces the file's token and password",
+			yaml: matrixYAML("-access_token_file", "access_token: syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c", `password: "`+testPassword+`"`),
+			env:  []string{"ICEBOX_MATRIX_PASSWORD_FILE=$DIR/password"},
+			want: func(c *Config) {
+				c.Matrix = matrixWant()
+				c.Matrix.AccessTokenFile, c.Matrix.PasswordFile = "", "$DIR/password"
+			},
+		},
+		{
+			name: "env matrix seed token replaces the file's password file",
+			yaml: matrixYAML("-access_token_file", `password_file: "$DIR/password"`),
+			env:  []string{"MATRIX_ACCESS_TOKEN=syt_bm92YQ_abcdefghijklmnopqrst_0a1b2c"},
+			want: func(c *Config) {
+				c.Matrix = matrixWant()
+				c.Matrix.AccessTokenFile, c.Matrix.AccessToken = "", "syt_bm92YQ_abcdefghijklmnopqrst_0a1b2c"
+			},
+		},
+		{
+			name: "env matrix, an empty password variable replaces nothing",
+			yaml: matrixYAML(),
+			env:  []string{"ICEBOX_MATRIX_PASSWORD_FILE="},
+			want: func(c *Config) { c.Matrix = matrixWant() },
+		},
+		{
+			name:    "env matrix token and password",
+			yaml:    matrixYAML(),
+			env:     []string{"MATRIX_ACCESS_TOKEN=syt_bm92YQ_abcdefghijklmnopqrst_0a1b2c", "ICEBOX_MATRIX_PASSWORD=" + testPassword},
+			wantErr: []string{"matrix: access_token and password are both set; log in with an access token or a password, not both"},
+			notWant: []string{"syt_bm92YQ", "s3cr3t"},
+		},
+		{
+			name:    "env matrix password and password file",
+			yaml:    matrixYAML(),
+			env:     []string{"ICEBOX_MATRIX_PASSWORD=" + testPassword, "ICEBOX_MATRIX_PASSWORD_FILE=$DIR/password"},
+			wantErr: []string{"matrix: password and password_file are both set; keep one"},
+			notWant: []string{"s3cr3t"},
+		},
 	}
 
 	for _, tt := range tests {
@@ -888,6 +1026,7 @@ func expandConfig(c *Config, expand func(string) string) {
 	}
 	c.Auth.JWT.HS256SecretFile = expand(c.Auth.JWT.HS256SecretFile)
 	c.Matrix.AccessTokenFile = expand(c.Matrix.AccessTokenFile)
+	c.Matrix.PasswordFile = expand(c.Matrix.PasswordFile)
 }
 
 // matrixYAML is a valid, enabled matrix section, as one flow mapping, with
@@ -1042,7 +1181,8 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_CALLS_INVITE_LIFETIME", "ICEBOX_CALLS_MAX_INVITE_LIFETIME",
 		"ICEBOX_CALLS_INITIATE_RATE", "ICEBOX_CALLS_INITIATE_BURST",
 		"ICEBOX_MATRIX_ENABLED", "ICEBOX_MATRIX_HOMESERVER_URL", "ICEBOX_MATRIX_SERVICE_USER",
-		"ICEBOX_MATRIX_ACCESS_TOKEN", "ICEBOX_MATRIX_ACCESS_TOKEN_FILE", "ICEBOX_MATRIX_DEVICE_ID",
+		"ICEBOX_MATRIX_ACCESS_TOKEN", "ICEBOX_MATRIX_ACCESS_TOKEN_FILE",
+		"ICEBOX_MATRIX_PASSWORD", "ICEBOX_MATRIX_PASSWORD_FILE", "ICEBOX_MATRIX_DEVICE_ID",
 		"ICEBOX_MATRIX_VOIP_ENABLED", "ICEBOX_MATRIX_VOIP_VERSION",
 		"ICEBOX_MATRIX_REQUIRE_ENCRYPTION", "ICEBOX_MATRIX_INVITE_WAIT",
 	}
@@ -1087,7 +1227,7 @@ func TestMatrixAliases(t *testing.T) {
 	if len(matrixAliases) != 6 {
 		t.Errorf("%d Matrix aliases, want the seed's 6", len(matrixAliases))
 	}
-	for _, name := range []string{envMatrixToken, envMatrixTokenFile} {
+	for _, name := range []string{envMatrixToken, envMatrixTokenFile, envMatrixPassword, envMatrixPasswordFile} {
 		if _, ok := vars[name]; !ok {
 			t.Errorf("%s is not a config variable", name)
 		}
@@ -1102,13 +1242,17 @@ func TestMatrixToken(t *testing.T) {
 		m       Matrix
 		want    string
 		wantErr string
+		wantIs  error // a sentinel the error must match, if any
 	}{
 		{name: "inline, kept as is", m: Matrix{AccessToken: tok}, want: tok},
 		{name: "file, trimmed", m: Matrix{AccessTokenFile: filepath.Join(dir, "token")}, want: tok},
 		{name: "both", m: Matrix{AccessToken: tok, AccessTokenFile: filepath.Join(dir, "token")}, wantErr: "config: matrix: access_token and access_token_file are both set"},
-		{name: "neither", m: Matrix{}, wantErr: "config: matrix: neither access_token nor access_token_file is set"},
+		{name: "nothing set", m: Matrix{}, wantErr: "config: matrix: none of access_token, access_token_file, password and password_file is set"},
 		{name: "missing file", m: Matrix{AccessTokenFile: filepath.Join(dir, "nope")}, wantErr: "config: matrix.access_token_file: open " + filepath.Join(dir, "nope") + ": no such file or directory"},
 		{name: "empty file", m: Matrix{AccessTokenFile: filepath.Join(dir, "token-empty")}, wantErr: "config: matrix.access_token_file: " + filepath.Join(dir, "token-empty") + " is empty"},
+		{name: "password instead", m: Matrix{Password: testPassword}, wantErr: "config: matrix: a password is set, not an access token", wantIs: ErrMatrixPasswordLogin},
+		{name: "password file instead", m: Matrix{PasswordFile: filepath.Join(dir, "nope")}, wantErr: "config: matrix: a password is set, not an access token", wantIs: ErrMatrixPasswordLogin},
+		{name: "token and password", m: Matrix{AccessTokenFile: filepath.Join(dir, "token"), Password: testPassword}, wantErr: "config: matrix: an access token and a password are both set"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1117,7 +1261,13 @@ func TestMatrixToken(t *testing.T) {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("Token() error = %v, want %q", err, tt.wantErr)
 				}
-				if got != "" || strings.Contains(err.Error(), tok) {
+				if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+					t.Errorf("Token() error %v does not match %v", err, tt.wantIs)
+				}
+				if tt.wantIs == nil && errors.Is(err, ErrMatrixPasswordLogin) {
+					t.Errorf("Token() error %v matches ErrMatrixPasswordLogin", err)
+				}
+				if got != "" || strings.Contains(err.Error(), tok) || strings.Contains(err.Error(), testPassword) {
 					t.Errorf("Token() = %q, %v: leaks the token", got, err)
 				}
 				return
@@ -1127,6 +1277,90 @@ func TestMatrixToken(t *testing.T) {
 			}
 			if got != tt.want {
 				t.Errorf("Token() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMatrixLoginPassword(t *testing.T) {
+	dir := testFiles(t)
+	tests := []struct {
+		name    string
+		m       Matrix
+		want    string
+		wantErr string
+	}{
+		{name: "inline, kept as is", m: Matrix{Password: " " + testPassword + " "}, want: " " + testPassword + " "},
+		{name: "file, trimmed", m: Matrix{PasswordFile: filepath.Join(dir, "password")}, want: testPassword},
+		{name: "both", m: Matrix{Password: testPassword, PasswordFile: filepath.Join(dir, "password")}, wantErr: "config: matrix: password and password_file are both set"},
+		{name: "neither", m: Matrix{}, wantErr: "config: matrix: neither password nor password_file is set"},
+		{name: "token instead", m: Matrix{AccessToken: "syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c"}, wantErr: "config: matrix: neither password nor password_file is set"},
+		{name: "token and password", m: Matrix{AccessToken: "syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c", PasswordFile: filepath.Join(dir, "password")}, wantErr: "config: matrix: an access token and a password are both set"},
+		{name: "missing file", m: Matrix{PasswordFile: filepath.Join(dir, "nope")}, wantErr: "config: matrix.password_file: open " + filepath.Join(dir, "nope") + ": no such file or directory"},
+		{name: "empty file", m: Matrix{PasswordFile: filepath.Join(dir, "password-empty")}, wantErr: "config: matrix.password_file: " + filepath.Join(dir, "password-empty") + " is empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.m.LoginPassword()
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("LoginPassword() error = %v, want %q", err, tt.wantErr)
+				}
+				if got != "" || strings.Contains(err.Error(), "s3cr3t") {
+					t.Errorf("LoginPassword() = %q, %v: leaks the password", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("LoginPassword() error: %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("LoginPassword() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestMatrixPasswordNotEchoed checks that no error about a bad Matrix login,
+// from Validate, Token or LoginPassword, shows the password or any part of
+// it that a reader could take for it.
+func TestMatrixPasswordNotEchoed(t *testing.T) {
+	dir := testFiles(t)
+	valid := func() Matrix {
+		return Matrix{Enabled: true, HomeserverURL: "https://matrix.voip.test", ServiceUser: "@icebox:voip.test", VoIP: VoIP{Enabled: true, Version: "1"}}
+	}
+	const placeholder = "CHANGE-ME " + testPassword
+	tests := []struct {
+		name string
+		edit func(m *Matrix)
+	}{
+		{"token and password", func(m *Matrix) { m.AccessToken, m.Password = "syt_aWNlYm94_abcdefghijklmnopqrst_0a1b2c", testPassword }},
+		{"token file and password", func(m *Matrix) { m.AccessTokenFile, m.Password = filepath.Join(dir, "token"), testPassword }},
+		{"password and password file", func(m *Matrix) { m.Password, m.PasswordFile = testPassword, filepath.Join(dir, "password") }},
+		{"placeholder password", func(m *Matrix) { m.Password = placeholder }},
+		{"world-readable password file", func(m *Matrix) { m.PasswordFile = filepath.Join(dir, "password-world") }},
+		{"password in an unparsable url", func(m *Matrix) { m.HomeserverURL = "https://bot:" + testPassword + "@matrix.voip.test" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			c.Matrix = valid()
+			tt.edit(&c.Matrix)
+			verr := c.Validate()
+			if verr == nil {
+				t.Fatal("Validate() = nil, want an error")
+			}
+			_, terr := c.Matrix.Token()
+			_, perr := c.Matrix.LoginPassword()
+			for _, err := range []error{verr, terr, perr} {
+				if err == nil {
+					continue
+				}
+				for _, part := range strings.Fields(testPassword) {
+					if strings.Contains(err.Error(), part) {
+						t.Errorf("error %q shows %q, part of the password", err, part)
+					}
+				}
 			}
 		})
 	}

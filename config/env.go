@@ -52,9 +52,13 @@ var matrixAliases = []struct{ alias, name string }{
 	{EnvMatrixVoIPVersion, "ICEBOX_MATRIX_VOIP_VERSION"},
 }
 
+// The generic variables of the Matrix login, which applyMatrixLoginEnv
+// treats as one choice.
 const (
-	envMatrixToken     = "ICEBOX_MATRIX_ACCESS_TOKEN"
-	envMatrixTokenFile = "ICEBOX_MATRIX_ACCESS_TOKEN_FILE"
+	envMatrixToken        = "ICEBOX_MATRIX_ACCESS_TOKEN"
+	envMatrixTokenFile    = "ICEBOX_MATRIX_ACCESS_TOKEN_FILE"
+	envMatrixPassword     = "ICEBOX_MATRIX_PASSWORD"
+	envMatrixPasswordFile = "ICEBOX_MATRIX_PASSWORD_FILE"
 )
 
 const envPrefix = "ICEBOX"
@@ -115,8 +119,8 @@ func parseEnviron(environ []string) map[string]string {
 // The credential variables and the seed's aliases apply only when non-empty,
 // since deployments that template them often pass them empty; a seed Matrix
 // name is ignored when its ICEBOX_MATRIX_* twin is set, even empty. A Matrix
-// token from the environment replaces the file's token source (see
-// applyMatrixTokenEnv). ICEBOX_* names that are not config keys are ignored
+// login (token or password) from the environment replaces the file's (see
+// applyMatrixLoginEnv). ICEBOX_* names that are not config keys are ignored
 // (the command line may use its own, such as a config path).
 // EnvStaticTokens follows the generic rule: set and empty, it empties
 // auth.static_tokens.
@@ -137,7 +141,7 @@ func applyEnv(cfg *Config, environ []string) error {
 	errs = append(errs, applyStaticTokensEnv(cfg, env)...)
 	errs = append(errs, applyAliases(cfg, env)...)
 	errs = append(errs, applyMatrixAliases(cfg, env)...)
-	applyMatrixTokenEnv(cfg, env)
+	applyMatrixLoginEnv(cfg, env)
 	return errors.Join(errs...)
 }
 
@@ -279,22 +283,39 @@ func applyMatrixAliases(cfg *Config, env map[string]string) []error {
 	return errs
 }
 
-// applyMatrixTokenEnv lets a token source given by the environment replace
-// the file's, as the environment overrides the file: a token variable
-// (ICEBOX_MATRIX_ACCESS_TOKEN, or MATRIX_ACCESS_TOKEN) clears the file's
-// matrix.access_token_file, and ICEBOX_MATRIX_ACCESS_TOKEN_FILE clears its
-// matrix.access_token. Both given by the environment are left for Validate
-// to refuse.
-func applyMatrixTokenEnv(cfg *Config, env map[string]string) {
+// applyMatrixLoginEnv lets a login given by the environment replace the
+// file's, as the environment overrides the file: when any of the login
+// variables is non-empty (ICEBOX_MATRIX_ACCESS_TOKEN or MATRIX_ACCESS_TOKEN,
+// ICEBOX_MATRIX_ACCESS_TOKEN_FILE, ICEBOX_MATRIX_PASSWORD,
+// ICEBOX_MATRIX_PASSWORD_FILE), the file's access_token, access_token_file,
+// password and password_file that the environment does not give are
+// cleared. Two of them given by the environment are left for Validate to
+// refuse.
+func applyMatrixLoginEnv(cfg *Config, env map[string]string) {
 	token, explicit := env[envMatrixToken]
 	if !explicit {
 		token = env[EnvMatrixAccessToken]
 	}
-	tokenSet, fileSet := token != "", env[envMatrixTokenFile] != ""
-	switch {
-	case tokenSet && !fileSet:
-		cfg.Matrix.AccessTokenFile = ""
-	case fileSet && !tokenSet:
-		cfg.Matrix.AccessToken = ""
+	m := &cfg.Matrix
+	logins := []struct {
+		fromEnv bool
+		field   *string
+	}{
+		{token != "", &m.AccessToken},
+		{env[envMatrixTokenFile] != "", &m.AccessTokenFile},
+		{env[envMatrixPassword] != "", &m.Password},
+		{env[envMatrixPasswordFile] != "", &m.PasswordFile},
+	}
+	anyFromEnv := false
+	for _, l := range logins {
+		anyFromEnv = anyFromEnv || l.fromEnv
+	}
+	if !anyFromEnv {
+		return
+	}
+	for _, l := range logins {
+		if !l.fromEnv {
+			*l.field = ""
+		}
 	}
 }

@@ -9,13 +9,22 @@ import "errors"
 // (errors.Is(err, fs.ErrNotExist) for a missing file).
 var ErrInvalid = errors.New("invalid configuration")
 
+// ErrMatrixPasswordLogin is returned by Matrix.Token when the service user
+// logs in with a password (matrix.password or matrix.password_file) rather
+// than an access token: the caller then reads the password with
+// Matrix.LoginPassword, logs in as a new device, and keeps that session.
+var ErrMatrixPasswordLogin = errors.New("config: matrix: a password is set, not an access token")
+
 var (
 	errBothSecrets    = errors.New("config: secret and secret_file are both set")
 	errBothJWTSecrets = errors.New("config: auth.jwt: hs256_secret and hs256_secret_file are both set")
 	errBadTokenHash   = errors.New("sha256 must be 64 hex characters")
 
-	errBothMatrixTokens = errors.New("config: matrix: access_token and access_token_file are both set")
-	errNoMatrixToken    = errors.New("config: matrix: neither access_token nor access_token_file is set")
+	errBothMatrixTokens       = errors.New("config: matrix: access_token and access_token_file are both set")
+	errBothMatrixPasswords    = errors.New("config: matrix: password and password_file are both set")
+	errMatrixTokenAndPassword = errors.New("config: matrix: an access token and a password are both set")
+	errNoMatrixLogin          = errors.New("config: matrix: none of access_token, access_token_file, password and password_file is set")
+	errNoMatrixPassword       = errors.New("config: matrix: neither password nor password_file is set")
 )
 
 // invalid is one problem with the configuration. Its text is shown as is

@@ -50,26 +50,60 @@ func (j JWT) SecretValue() ([]byte, error) {
 
 // Token returns the service user's access token: AccessToken as is, or the
 // contents of AccessTokenFile with surrounding whitespace trimmed (as
-// Secret.Value). Unlike a TURN secret, a token cannot be generated, so
-// neither being set is an error. Errors never hold the token.
+// Secret.Value). When a password is configured instead, it returns
+// ErrMatrixPasswordLogin: see LoginPassword. Unlike a TURN secret, a token
+// cannot be generated, so no way to log in being set is an error. Errors
+// never hold the token.
 func (m Matrix) Token() (string, error) {
 	switch {
 	case m.AccessToken != "" && m.AccessTokenFile != "":
 		return "", errBothMatrixTokens
+	case m.hasToken() && m.hasPassword():
+		return "", errMatrixTokenAndPassword
 	case m.AccessToken != "":
 		return m.AccessToken, nil
 	case m.AccessTokenFile != "":
-		b, err := os.ReadFile(m.AccessTokenFile)
-		if err != nil {
-			return "", fmt.Errorf("config: matrix.access_token_file: %w", err)
-		}
-		tok := string(bytes.TrimSpace(b))
-		if tok == "" {
-			return "", fmt.Errorf("config: matrix.access_token_file: %s is empty", m.AccessTokenFile)
-		}
-		return tok, nil
+		return readMatrixSecret("matrix.access_token_file", m.AccessTokenFile)
+	case m.hasPassword():
+		return "", ErrMatrixPasswordLogin
 	}
-	return "", errNoMatrixToken
+	return "", errNoMatrixLogin
+}
+
+// LoginPassword returns the service user's password, for the bridge to log
+// in as a new device: Password as is, or the contents of PasswordFile with
+// surrounding whitespace trimmed (a trailing newline is not part of it).
+// It is an error when no password is set or an access token is set too.
+// Errors never hold the password.
+func (m Matrix) LoginPassword() (string, error) {
+	switch {
+	case m.Password != "" && m.PasswordFile != "":
+		return "", errBothMatrixPasswords
+	case m.hasToken() && m.hasPassword():
+		return "", errMatrixTokenAndPassword
+	case m.Password != "":
+		return m.Password, nil
+	case m.PasswordFile != "":
+		return readMatrixSecret("matrix.password_file", m.PasswordFile)
+	}
+	return "", errNoMatrixPassword
+}
+
+func (m Matrix) hasToken() bool    { return m.AccessToken != "" || m.AccessTokenFile != "" }
+func (m Matrix) hasPassword() bool { return m.Password != "" || m.PasswordFile != "" }
+
+// readMatrixSecret reads a token or password file, trimmed; key names the
+// config key for errors, which never hold the contents.
+func readMatrixSecret(key, name string) (string, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return "", fmt.Errorf("config: %s: %w", key, err)
+	}
+	s := string(bytes.TrimSpace(b))
+	if s == "" {
+		return "", fmt.Errorf("config: %s: %s is empty", key, name)
+	}
+	return s, nil
 }
 
 // Hash returns the token's SHA-256 decoded from its hex form, the form the

@@ -440,20 +440,64 @@ func (v *validator) matrix(m *Matrix) {
 	v.homeserverURL("matrix.homeserver_url", m.HomeserverURL)
 	v.userID("matrix.service_user", m.ServiceUser)
 	switch {
-	case m.AccessToken != "" && m.AccessTokenFile != "":
-		v.add("matrix", "access_token and access_token_file are both set; keep one")
-	case m.AccessToken != "":
-		v.accessToken("matrix.access_token", "is", m.AccessToken)
-	case m.AccessTokenFile != "":
-		if b, ok := v.privateFile("matrix.access_token_file", m.AccessTokenFile); ok {
-			v.accessToken("matrix.access_token_file", m.AccessTokenFile+" holds", string(bytes.TrimSpace(b)))
-		}
+	case m.hasToken() && m.hasPassword():
+		v.add("matrix", "%s and %s are both set; log in with an access token or a password, not both", m.tokenKey(), m.passwordKey())
+	case m.hasToken():
+		v.matrixToken(m)
+	case m.hasPassword():
+		v.matrixPassword(m)
 	default:
-		v.add("matrix.access_token", "required when matrix.enabled is true (or matrix.access_token_file): log the service user in as its own device")
+		v.add("matrix.access_token", "required when matrix.enabled is true (or matrix.access_token_file, matrix.password, matrix.password_file): log the service user in as its own device")
 	}
 	if strings.ContainsFunc(m.DeviceID, isSpaceOrControl) {
 		v.add("matrix.device_id", "%q contains a space or a control character", m.DeviceID)
 	}
+}
+
+// matrixToken checks the access token login: one of access_token and
+// access_token_file.
+func (v *validator) matrixToken(m *Matrix) {
+	switch {
+	case m.AccessToken != "" && m.AccessTokenFile != "":
+		v.add("matrix", "access_token and access_token_file are both set; keep one")
+	case m.AccessToken != "":
+		v.accessToken("matrix.access_token", "is", m.AccessToken)
+	default:
+		if b, ok := v.privateFile("matrix.access_token_file", m.AccessTokenFile); ok {
+			v.accessToken("matrix.access_token_file", m.AccessTokenFile+" holds", string(bytes.TrimSpace(b)))
+		}
+	}
+}
+
+// matrixPassword checks the password login: one of password and
+// password_file.
+func (v *validator) matrixPassword(m *Matrix) {
+	switch {
+	case m.Password != "" && m.PasswordFile != "":
+		v.add("matrix", "password and password_file are both set; keep one")
+	case m.Password != "":
+		v.password("matrix.password", "is", m.Password)
+	default:
+		if b, ok := v.privateFile("matrix.password_file", m.PasswordFile); ok {
+			v.password("matrix.password_file", m.PasswordFile+" holds", string(bytes.TrimSpace(b)))
+		}
+	}
+}
+
+// tokenKey and passwordKey name the key a login of that kind is set by,
+// for errors that must not show its value.
+func (m Matrix) tokenKey() string {
+	if m.AccessToken != "" {
+		return "access_token"
+	}
+	return "access_token_file"
+}
+
+func (m Matrix) passwordKey() string {
+	if m.Password != "" {
+		return "password"
+	}
+	return "password_file"
 }
 
 // homeserverURL checks a homeserver's base URL: http or https, a host, and
@@ -464,7 +508,12 @@ func (v *validator) homeserverURL(path, s string) {
 		return
 	}
 	u, err := url.Parse(s)
-	if err != nil {
+	switch {
+	case err != nil && strings.Contains(s, "@"):
+		// Unparsed, it cannot be redacted, and may hold a password.
+		v.add(path, "is not a URL (not shown: it may hold credentials)")
+		return
+	case err != nil:
 		v.add(path, "%q is not a URL", s)
 		return
 	}
@@ -475,7 +524,7 @@ func (v *validator) homeserverURL(path, s string) {
 	case u.Host == "" || u.Hostname() == "":
 		v.add(path, "%q has no host", s)
 	case u.User != nil:
-		v.add(path, "must not hold credentials; give the token in matrix.access_token_file")
+		v.add(path, "must not hold credentials; give the token in matrix.access_token_file or the password in matrix.password_file")
 	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
 		v.add(path, "%q must be the base URL alone, without a path, query or fragment (e.g. https://matrix.your.domain)", s)
 	case isExampleHost(u.Hostname()) || isPlaceholder(s):
@@ -527,6 +576,19 @@ func (v *validator) accessToken(path, subject, tok string) {
 		v.add(path, "%s the example's placeholder; log the service user in and use its token", subject)
 	case strings.ContainsFunc(tok, isSpaceOrControl):
 		v.add(path, "%s a token with a space or control character in it", subject)
+	}
+}
+
+// password checks the service user's password; subject says where it came
+// from. It never echoes the password. Unlike a token, a password may hold
+// any character, "..." included; only one that is nothing but dots reads as
+// elided.
+func (v *validator) password(path, subject, pw string) {
+	switch {
+	case pw == "":
+		v.add(path, "%s an empty password", subject)
+	case isPlaceholder(pw) || strings.Trim(pw, ".…") == "":
+		v.add(path, "%s the example's placeholder; set the service user's password", subject)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/internal/fileutil"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 )
 
@@ -74,25 +75,7 @@ func saveKeyringState(stateDir string, st keyringState) error {
 	if err != nil {
 		return err
 	}
-	path := statePath(stateDir)
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".keyring.*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op once renamed
-	_, werr := tmp.Write(append(b, '\n'))
-	serr := tmp.Sync()
-	if err := errors.Join(werr, serr, tmp.Close()); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
+	return fileutil.WriteFileAtomic(statePath(stateDir), append(b, '\n'), 0o600)
 }
 
 // configuredState is the managed keyring as the configuration lists it.

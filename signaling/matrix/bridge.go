@@ -61,8 +61,14 @@ type Config struct {
 	// UserID is the service user, @icebox:example.org. Required.
 	UserID string
 	// AccessToken is the service user's token, from its own login (never a
-	// token copied from another client). Required.
+	// token copied from another client). One of AccessToken and Password
+	// is required.
 	AccessToken string
+	// Password logs the service user in as a new device the first time;
+	// the session is kept in Encryption.Dir and used from then on. It also
+	// answers the homeserver's password prompt when the device uploads its
+	// cross-signing keys. Needs Encryption.
+	Password string
 	// DeviceID is the token's device; when set, Run checks the token
 	// belongs to it. Default: not checked.
 	DeviceID string
@@ -86,6 +92,9 @@ type Config struct {
 	BatchWindow time.Duration
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
+	// Encryption turns on end-to-end encryption (crypto.go). Default: nil,
+	// plain rooms only: nothing is encrypted or decrypted.
+	Encryption *Encryption
 }
 
 const defaultBatchWindow = 200 * time.Millisecond
@@ -108,6 +117,8 @@ type Bridge struct {
 	callsMu sync.Mutex
 	calls   InboundCalls // Config.Calls or SetCalls
 	syncState
+	cryptoState
+	sessionStored bool // the token is a stored session of a password login
 }
 
 var (
@@ -129,7 +140,7 @@ func New(cfg Config) (*Bridge, error) {
 		cfg.Now = time.Now
 	}
 	log := cfg.Logger.With().Str("component", "matrix").Logger()
-	cli, err := mautrix.NewClient(cfg.HomeserverURL, id.UserID(cfg.UserID), cfg.AccessToken)
+	cli, err := mautrix.NewClient(cfg.HomeserverURL, id.UserID(cfg.UserID), cfg.AccessToken) // with Password, set by Run
 	if err != nil {
 		return nil, fmt.Errorf("matrix: homeserver_url %q: %w", cfg.HomeserverURL, err)
 	}
@@ -155,6 +166,7 @@ func New(cfg Config) (*Bridge, error) {
 		wake:         wake,
 		batchWindow:  cfg.BatchWindow,
 		onInviteSent: b.inviteSent,
+		checkRoom:    b.checkRoom,
 	})
 
 	b.calls = cfg.Calls
@@ -162,10 +174,11 @@ func New(cfg Config) (*Bridge, error) {
 	b.inMetrics.observeCall = outMetrics.observeCall
 	b.syncTiming = syncTiming{minBackoff: defaultSyncMinBackoff, maxBackoff: defaultSyncMaxBackoff}
 	b.pendingJoins = make(map[id.RoomID]pendingJoin)
-	b.in = &inbound{user: cfg.UserID, store: cfg.Store, log: log, metrics: b.inMetrics, now: cfg.Now}
-	syncer := newSyncer(b)
-	b.syncStore = newSyncStore(cfg.Store, cli.UserID, syncer.FilterJSON)
-	cli.Syncer, cli.Store = syncer, b.syncStore
+	b.in = &inbound{user: cfg.UserID, store: cfg.Store, log: log, metrics: b.inMetrics, now: cfg.Now,
+		requireEncrypted: cfg.Encryption != nil && cfg.Encryption.Require}
+	b.roomsLoaded = make(map[id.RoomID]bool)
+	b.syncStore = newSyncStore(cfg.Store, cli.UserID, syncFilter(cfg.Encryption != nil))
+	cli.Store = b.syncStore
 	return b, nil
 }
 
@@ -188,8 +201,16 @@ func (cfg Config) validate() error {
 	if !isMatrixUserID(cfg.UserID) {
 		errs = append(errs, fmt.Errorf("matrix: service_user: %q is not a Matrix user ID (@name:server)", cfg.UserID))
 	}
-	if cfg.AccessToken == "" {
-		errs = append(errs, errors.New("matrix: access_token: required"))
+	switch {
+	case cfg.AccessToken == "" && cfg.Password == "":
+		errs = append(errs, errors.New("matrix: access_token or password: required"))
+	case cfg.AccessToken != "" && cfg.Password != "":
+		errs = append(errs, errors.New("matrix: access_token and password are both set; keep one"))
+	case cfg.Password != "" && cfg.Encryption == nil:
+		errs = append(errs, errors.New("matrix: password login needs Encryption (its directory keeps the session)"))
+	}
+	if cfg.Encryption != nil && cfg.Encryption.Dir == "" {
+		errs = append(errs, errors.New("matrix: Encryption.Dir is required"))
 	}
 	if cfg.Store == nil {
 		errs = append(errs, errors.New("matrix: Store is required"))
@@ -226,19 +247,67 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.in.calls = b.calls
 	b.callsMu.Unlock()
 	syncing := b.in.calls != nil
+	// A fresh syncer per Run: the crypto helper registers its handlers on
+	// it, and a second Run must not register them twice.
+	b.syncer = newSyncer(b)
+	b.cli.Syncer = b.syncer
+	if b.cfg.Encryption == nil {
+		b.syncer.OnSync(b.prepareBatch)
+	}
+	// Late decryptions (a room key that arrives after its event) outlive
+	// the batch but not Run.
+	defer b.closeCrypto() // after stop: the late decryptions end first
+	life, stop := context.WithCancel(quiet(context.WithoutCancel(ctx)))
+	b.life = life
+	defer stop()
 
+	// With encryption nothing may be sent before the crypto helper is up:
+	// mautrix would send in plaintext.
+	ready := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := b.verify(gctx); err != nil || !syncing || gctx.Err() != nil {
+		if err := b.start(gctx); err != nil || gctx.Err() != nil {
 			return err
+		}
+		close(ready)
+		if !syncing {
+			return nil
 		}
 		return b.runSync(gctx)
 	})
-	g.Go(func() error { b.send.run(gctx); return nil })
+	g.Go(func() error {
+		if b.cfg.Encryption != nil {
+			select {
+			case <-ready:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		b.send.run(gctx)
+		return nil
+	})
 	if syncing {
 		g.Go(func() error { b.pruneSeen(gctx); return nil })
 	}
 	return g.Wait()
+}
+
+// start logs in (password login, or the stored session), verifies the
+// token and brings end-to-end encryption up, retrying while the homeserver
+// cannot be reached. It returns an error for what retrying cannot fix.
+func (b *Bridge) start(ctx context.Context) error {
+	if b.cfg.Password != "" {
+		if err := b.ensureSession(ctx); err != nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	if err := b.verify(ctx); err != nil || ctx.Err() != nil {
+		return err
+	}
+	if b.cfg.Encryption == nil {
+		return nil
+	}
+	return b.retry(ctx, "setting up end-to-end encryption", b.initCrypto)
 }
 
 // whoamiTimeout bounds one token check; the homeserver answers in
@@ -260,6 +329,10 @@ func (b *Bridge) verify(ctx context.Context) error {
 		}
 		f := classify(err)
 		switch {
+		case (f.kind == kindUnauthorized || f.kind == kindForbidden) && b.sessionStored:
+			return fmt.Errorf("matrix: %s refused the stored session of %s (device %s): it was logged out or deleted; that device and its keys are gone, so "+
+				"delete %s, %s* and %s in %s (keep %s) and restart to log in as a new device: %w", b.cfg.HomeserverURL, b.cfg.UserID, b.cli.DeviceID,
+				sessionFile, cryptoDBFile, pickleKeyFile, b.cfg.Encryption.Dir, recoveryKeyFile, err)
 		case f.kind == kindUnauthorized || f.kind == kindForbidden:
 			return fmt.Errorf("matrix: %s refused the access token of %s: %w", b.cfg.HomeserverURL, b.cfg.UserID, err)
 		case f.permanent: // 404 and the like: not a Matrix client-server API at that URL
@@ -280,6 +353,15 @@ func (b *Bridge) checkWhoami(resp *mautrix.RespWhoami) error {
 	}
 	if b.cfg.DeviceID != "" && resp.DeviceID != "" && string(resp.DeviceID) != b.cfg.DeviceID {
 		return fmt.Errorf("matrix: the access token is for device %s on %s, not %s", resp.DeviceID, b.cfg.HomeserverURL, b.cfg.DeviceID)
+	}
+	if b.cli.DeviceID != "" && resp.DeviceID != "" && resp.DeviceID != b.cli.DeviceID {
+		return fmt.Errorf("matrix: the stored session's token is for device %s on %s, not %s", resp.DeviceID, b.cfg.HomeserverURL, b.cli.DeviceID)
+	}
+	if b.cli.DeviceID == "" {
+		b.cli.DeviceID = resp.DeviceID
+	}
+	if b.cfg.Encryption != nil && b.cli.DeviceID == "" {
+		return fmt.Errorf("matrix: %s did not say which device the access token is for; set matrix.device_id", b.cfg.HomeserverURL)
 	}
 	b.log.Info().Str("homeserver", b.cfg.HomeserverURL).Str("user_id", b.cfg.UserID).
 		Str("device_id", string(resp.DeviceID)).Msg("matrix access token verified")

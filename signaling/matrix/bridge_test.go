@@ -22,7 +22,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"no homeserver", func(c *matrix.Config) { c.HomeserverURL = "" }, "matrix: homeserver_url: required"},
 		{"homeserver not a URL", func(c *matrix.Config) { c.HomeserverURL = "matrix.example.org" }, `matrix: homeserver_url: "matrix.example.org" is not an http(s) URL`},
 		{"user not a Matrix ID", func(c *matrix.Config) { c.UserID = "icebox" }, `matrix: service_user: "icebox" is not a Matrix user ID (@name:server)`},
-		{"no token", func(c *matrix.Config) { c.AccessToken = "" }, "matrix: access_token: required"},
+		{"no token", func(c *matrix.Config) { c.AccessToken = "" }, "matrix: access_token or password: required"},
+		{"token and password", func(c *matrix.Config) { c.Password = "pw-secret" }, "matrix: access_token and password are both set; keep one"},
+		{"password without encryption", func(c *matrix.Config) { c.AccessToken, c.Password = "", "pw-secret" }, "matrix: password login needs Encryption (its directory keeps the session)"},
+		{"encryption without dir", func(c *matrix.Config) { c.Encryption = &matrix.Encryption{Require: true} }, "matrix: Encryption.Dir is required"},
 		{"no store", func(c *matrix.Config) { c.Store = nil }, "matrix: Store is required"},
 		{"negative window", func(c *matrix.Config) { c.BatchWindow = -time.Second }, "matrix: batch window -1s is negative"},
 	}

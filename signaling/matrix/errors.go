@@ -34,7 +34,7 @@ const (
 
 var (
 	sendKinds   = []string{kindNetwork, kindTimeout, kindServer, kindRateLimited, kindUnauthorized, kindForbidden, kindNotFound, kindBadRequest, kindClientError, kindInvalid}
-	dropReasons = []string{reasonExpired, reasonInviteExpired, kindForbidden, kindNotFound, kindBadRequest, kindClientError, kindInvalid}
+	dropReasons = []string{reasonExpired, reasonInviteExpired, reasonUnencrypted, kindForbidden, kindNotFound, kindBadRequest, kindClientError, kindInvalid}
 )
 
 // failure is a classified send error.

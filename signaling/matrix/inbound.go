@@ -74,6 +74,9 @@ type inbound struct {
 	log     zerolog.Logger
 	metrics *inboundMetrics
 	now     func() time.Time
+	// requireEncrypted ignores call events that were not encrypted
+	// (Encryption.Require): icebox would not answer into their room.
+	requireEncrypted bool
 
 	// calls is set by Run before the sync starts; the handlers run on the
 	// sync's goroutine.
@@ -165,6 +168,9 @@ func (in *inbound) admit(ctx context.Context, evt *event.Event, o *eventOutcome)
 		return c, 0, false
 	case err != nil:
 		o.set(resultInvalid, err.Error())
+		return c, 0, false
+	case in.requireEncrypted && !evt.Mautrix.WasEncrypted:
+		o.set(resultIgnored, "not encrypted, and matrix.require_encryption is on")
 		return c, 0, false
 	case c.PartyID == "" && c.V0:
 		// VoIP v0 has no parties; icebox's calls need one to tell the

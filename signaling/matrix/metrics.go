@@ -56,7 +56,7 @@ func newMetrics(reg prometheus.Registerer, st Store) *metrics {
 		}),
 		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_matrix_outbox_dropped_total",
-			Help: "Outbox entries dropped unsent, by reason: expired (older than 24 h), invite_expired (the invite's lifetime passed first), or the homeserver's permanent refusal (forbidden, not_found, bad_request, client_error), or invalid_entry.",
+			Help: "Outbox entries dropped unsent, by reason: expired (older than 24 h), invite_expired (the invite's lifetime passed first), unencrypted_room (the room is not end-to-end encrypted and matrix.require_encryption is on), or the homeserver's permanent refusal (forbidden, not_found, bad_request, client_error), or invalid_entry.",
 		}, []string{"reason"}),
 		sendErrors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_matrix_send_errors_total",
@@ -90,6 +90,7 @@ type inboundMetrics struct {
 	answerReceived prometheus.Counter
 	syncErrors     *prometheus.CounterVec
 	autojoin       *prometheus.CounterVec
+	undecryptable  *prometheus.CounterVec
 	// observeCall records a call's duration (shared with the outbound
 	// side's histogram); nil in tests that build the handlers alone.
 	observeCall func(signaling.Call)
@@ -112,6 +113,10 @@ func newInboundMetrics(reg prometheus.Registerer, lag func() float64) *inboundMe
 			Name: "icebox_matrix_sync_errors_total",
 			Help: "Failed /sync rounds, by kind: network, timeout, server, rate_limited, unauthorized, forbidden, not_found, bad_request, client_error (the homeserver), store (the sync token or filter could not be read or written), processing (a response could not be dispatched). All are retried with backoff (1 s to 30 s).",
 		}, []string{"kind"}),
+		undecryptable: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_matrix_undecryptable_total",
+			Help: "Encrypted events that could not be decrypted, by reason: no_session (the room key never arrived, after waiting 25 s and asking the sender's devices for it), error (any other decryption failure).",
+		}, []string{"reason"}),
 		autojoin: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_matrix_autojoin_total",
 			Help: "Attempts to join rooms the service user was invited to, by result: ok, failed (retried after a later sync), dropped (refused, or 5 attempts failed).",
@@ -127,6 +132,9 @@ func newInboundMetrics(reg prometheus.Registerer, lag func() float64) *inboundMe
 	}
 	for _, r := range joinResults {
 		m.autojoin.WithLabelValues(r)
+	}
+	for _, r := range []string{"no_session", "error"} {
+		m.undecryptable.WithLabelValues(r)
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "icebox_matrix_sync_lag_seconds",

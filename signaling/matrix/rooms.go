@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/icebox-voip/icebox/signaling"
@@ -44,15 +45,15 @@ func (b *Bridge) createRoom(ctx context.Context, conv signaling.Conversation) (s
 			invite = append(invite, id.UserID(p))
 		}
 	}
-	// Rooms are plain for now. End-to-end encryption will be switched on
-	// here, at creation, with an m.room.encryption state event
-	// (m.megolm.v1.aes-sha2) in InitialState, so that no call event can
-	// ever be sent in the clear; the sender then waits until the crypto
-	// state store knows the room is encrypted before its first send.
 	req := &mautrix.ReqCreateRoom{
 		Preset: "private_chat",
 		Name:   "icebox: " + conv.ID,
 		Invite: invite,
+	}
+	// With encryption, the room is encrypted from its creation: no call
+	// event can ever be sent into it in the clear.
+	if b.cfg.Encryption != nil {
+		req.InitialState = []*event.Event{encryptionState()}
 	}
 	ctx, cancel := context.WithTimeout(quiet(ctx), roomTimeout)
 	defer cancel()

@@ -3,6 +3,7 @@ package matrix
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"sync"
 	"time"
@@ -59,6 +60,9 @@ type senderConfig struct {
 	wake         <-chan struct{}
 	batchWindow  time.Duration
 	onInviteSent func(ctx context.Context, e signaling.OutboxEntry, partyID, eventID string)
+	// checkRoom, when set, runs before each send: an error is handled
+	// like the send's own, errUnencryptedRoom drops the event.
+	checkRoom func(ctx context.Context, roomID id.RoomID) error
 
 	// Zero means the default above.
 	poll, minBackoff, maxBackoff, maxAge, sendTimeout time.Duration
@@ -317,15 +321,30 @@ func (s *sender) send(ctx context.Context, group []signaling.OutboxEntry, conten
 	flight := context.WithoutCancel(ctx)
 	sctx, cancel := context.WithTimeout(quiet(flight), s.sendTimeout)
 	begin := time.Now()
-	resp, err := s.client.SendMessageEvent(sctx, id.RoomID(e.RoomID),
-		event.Type{Type: e.EventType, Class: event.MessageEventType}, content,
-		mautrix.ReqSendEvent{TransactionID: e.TxnID})
+	var resp *mautrix.RespSendEvent
+	var err error
+	if s.checkRoom != nil {
+		err = s.checkRoom(sctx, id.RoomID(e.RoomID))
+	}
+	if err == nil {
+		resp, err = s.client.SendMessageEvent(sctx, id.RoomID(e.RoomID),
+			event.Type{Type: e.EventType, Class: event.MessageEventType}, content,
+			mautrix.ReqSendEvent{TransactionID: e.TxnID})
+	}
 	cancel()
 	if err == nil {
 		return s.sent(flight, group, content, string(resp.EventID), time.Since(begin))
 	}
 	if ctx.Err() != nil {
 		return stopped, time.Time{} // shutting down: not the entry's failure
+	}
+	if errors.Is(err, errUnencryptedRoom) {
+		s.log.Error().Str("type", e.EventType).Str("call_id", e.CallID).Str("room_id", e.RoomID).Int("entries", len(group)).
+			Msg("matrix event not sent: the room is not end-to-end encrypted and matrix.require_encryption is on; the call goes on without Matrix")
+		if !s.drop(ctx, group, reasonUnencrypted, e.Attempts+1) {
+			return stopped, time.Time{}
+		}
+		return dropped, time.Time{}
 	}
 
 	f := classify(err)

@@ -76,16 +76,26 @@ var syncKinds = []string{kindNetwork, kindTimeout, kindServer, kindRateLimited, 
 var noEventType = event.Type{Type: "io.icebox.none"}
 
 // syncFilter asks for what the handlers need and nothing else: the call
-// events of the rooms' timelines, and m.room.member state (invitations of
-// the service user arrive in rooms.invite).
+// events and membership changes of the rooms' timelines, and m.room.member
+// state (invitations of the service user arrive in rooms.invite). With
+// encryption, also m.room.encrypted events and the state the crypto
+// machine needs: m.room.encryption (whether to encrypt) and
+// m.room.history_visibility (whom to share keys with). To-device events
+// (room keys) and device lists are not filtered.
 //
 // Changing it changes its hash, so the stored filter ID is not reused.
-// When rooms become encrypted, m.room.encrypted joins the timeline types
-// (and m.room.encryption the state types).
-func syncFilter() *mautrix.Filter {
-	timeline := make([]event.Type, 0, len(inboundTypes))
+func syncFilter(encrypted bool) *mautrix.Filter {
+	state := []event.Type{event.StateMember}
+	if encrypted {
+		state = append(state, event.StateEncryption, event.StateHistoryVisibility)
+	}
+	timeline := make([]event.Type, 0, len(inboundTypes)+len(state)+1)
 	for _, t := range inboundTypes {
 		timeline = append(timeline, event.Type{Type: t, Class: event.MessageEventType})
+	}
+	timeline = append(timeline, state...)
+	if encrypted {
+		timeline = append(timeline, event.EventEncrypted)
 	}
 	none := &mautrix.FilterPart{Types: []event.Type{noEventType}}
 	return &mautrix.Filter{
@@ -94,7 +104,7 @@ func syncFilter() *mautrix.Filter {
 		Room: &mautrix.RoomFilter{
 			AccountData: none,
 			Ephemeral:   none,
-			State:       &mautrix.FilterPart{Types: []event.Type{event.StateMember}},
+			State:       &mautrix.FilterPart{Types: state},
 			Timeline:    &mautrix.FilterPart{Types: timeline, Limit: timelineLimit},
 		},
 	}
@@ -120,7 +130,7 @@ var (
 // newSyncer makes the syncer and registers the handlers.
 func newSyncer(b *Bridge) *syncer {
 	ds := mautrix.NewDefaultSyncer()
-	ds.FilterJSON = syncFilter()
+	ds.FilterJSON = syncFilter(b.cfg.Encryption != nil)
 	// mautrix drops an event whose content does not fit its own struct
 	// (an offer that is not an object…); call events must reach the
 	// handler, which parses them itself and counts them as invalid.
@@ -138,12 +148,13 @@ func newSyncer(b *Bridge) *syncer {
 // ProcessResponse runs the handlers over one sync response, then persists
 // its next_batch. The handlers finish the batch even if ctx ends meanwhile
 // (each within handlerTimeout): an event marked seen must also be applied.
+// The OnSync handlers run first: the crypto helper's (room keys), then
+// prepareBatch (beginBatch).
 func (s *syncer) ProcessResponse(ctx context.Context, resp *mautrix.RespSync, since string) error {
 	b := s.b
 	now := b.cfg.Now()
-	b.beginBatch(resp, since, now)
-	ctx = context.WithoutCancel(ctx)
-	err := s.DefaultSyncer.ProcessResponse(ctx, resp, since)
+	b.batchNow = now
+	err := s.DefaultSyncer.ProcessResponse(b.life, resp, since)
 	b.in.mu.Lock()
 	b.in.suppressed = nil
 	b.in.mu.Unlock()
@@ -187,9 +198,9 @@ func (b *Bridge) syncFailed(err error, f failure) time.Duration {
 }
 
 // beginBatch prepares the handlers for a response: it stamps its events
-// with the time it arrived, finds the invites that must not ring, and logs
-// the gaps of limited timelines.
-func (b *Bridge) beginBatch(resp *mautrix.RespSync, since string, now time.Time) {
+// with the time it arrived, decrypts the encrypted ones it can, finds the
+// invites that must not ring, and logs the gaps of limited timelines.
+func (b *Bridge) beginBatch(ctx context.Context, resp *mautrix.RespSync, since string, now time.Time) {
 	stamp := func(evs []*event.Event) {
 		for _, evt := range evs {
 			evt.Mautrix.ReceivedAt = now
@@ -199,6 +210,7 @@ func (b *Bridge) beginBatch(resp *mautrix.RespSync, since string, now time.Time)
 	for roomID, room := range resp.Rooms.Join {
 		stamp(room.Timeline.Events)
 		stamp(room.State.Events)
+		b.decryptTimeline(ctx, roomID, room.Timeline.Events)
 		if room.Timeline.Limited && since != "" {
 			b.log.Warn().Str("room_id", string(roomID)).Int("events", len(room.Timeline.Events)).
 				Msg("matrix sync skipped older call events of a room (limited timeline)")
@@ -464,6 +476,9 @@ func (s *syncStore) SaveFilterID(ctx context.Context, user id.UserID, filterID s
 
 // syncState is the bridge's sync bookkeeping (fields of Bridge).
 type syncState struct {
+	syncer       *syncer         // made by Run
+	life         context.Context // the handlers' context: Run's values, cancelled when Run returns
+	batchNow     time.Time       // when the response being processed arrived; the sync goroutine only
 	syncStore    *syncStore
 	syncTiming   syncTiming
 	inMetrics    *inboundMetrics

@@ -1,0 +1,366 @@
+package matrix
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"go.mau.fi/util/dbutil"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
+	"maunium.net/go/mautrix/crypto/cryptohelper"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+	_ "modernc.org/sqlite" // the pure-Go SQLite driver "sqlite": the binary builds with CGO_ENABLED=0
+
+	"github.com/icebox-voip/icebox/internal/fileutil"
+)
+
+// End-to-end encryption (Config.Encryption): mautrix's cryptohelper with
+// the pure-Go Olm (-tags goolm), its crypto and room-state stores in one
+// pure-Go SQLite file in Encryption.Dir. Around mautrix:
+//
+//   - The device is the service user's own (a password login, or a token
+//     made for icebox alone) and is bound to the crypto store: a store
+//     that lost its keys while the homeserver still has the device's, or
+//     a store of another device, stops the bridge with an explanation
+//     instead of a device that silently cannot decrypt.
+//   - Before its first send into a room, the bridge reads the room's whole
+//     state (once per room and process), so that mautrix knows whether the
+//     room is encrypted and whom to share the room key with; mautrix would
+//     otherwise send in plaintext into a room whose m.room.encryption it
+//     has not seen yet. With Require, call events are never sent into a
+//     room that is not encrypted, and plaintext call events are ignored.
+//   - Encrypted timeline events are decrypted before the batch is
+//     dispatched, so that the handlers see a batch of call events exactly
+//     as in a plain room (the whole-batch rule for ringing included).
+//     Events whose room key has not arrived yet go to mautrix's handler,
+//     which waits for the key, asks the sender's devices for it, and
+//     redispatches the event; those that stay undecryptable are counted.
+//   - The device cross-signs itself once and keeps the recovery key in
+//     Encryption.Dir (0600). The pickle key (which encrypts the keys in the
+//     store) is generated at the first start and kept there too. Neither is
+//     ever logged.
+
+// Encryption configures end-to-end encryption.
+type Encryption struct {
+	// Dir holds the crypto store (crypto.db), its pickle key, the recovery
+	// key and, with password login, the session. Created 0700. Required.
+	Dir string
+	// Require refuses to send call events into a room that is not
+	// encrypted (they are dropped, reason unencrypted_room) and ignores
+	// plaintext call events. Rooms the bridge creates are always encrypted.
+	Require bool
+}
+
+// Files in Encryption.Dir.
+const (
+	cryptoDBFile    = "crypto.db"
+	pickleKeyFile   = "pickle.key"
+	recoveryKeyFile = "recovery.key"
+	sessionFile     = "session.json"
+)
+
+// reasonUnencrypted is the drop reason of events refused for a room that
+// is not encrypted (Encryption.Require).
+const reasonUnencrypted = "unencrypted_room"
+
+// errUnencryptedRoom: the room is not encrypted and encryption is required.
+var errUnencryptedRoom = errors.New("the room is not end-to-end encrypted and matrix.require_encryption is on")
+
+// megolmAlgorithm is the room encryption icebox turns on.
+const megolmAlgorithm = id.AlgorithmMegolmV1
+
+// cryptoState is the bridge's encryption bookkeeping (fields of Bridge).
+type cryptoState struct {
+	helper *cryptohelper.CryptoHelper // nil until initCrypto succeeded
+
+	roomsMu     sync.Mutex
+	roomsLoaded map[id.RoomID]bool // rooms whose full state was read in this process
+}
+
+// initCrypto opens the crypto store and brings the device's encryption up:
+// keys on the homeserver, the syncer's handlers, cross-signing. It is
+// called once the token is verified (the device ID is known). A failure
+// leaves the client as it was, so that a transient one can be retried.
+func (b *Bridge) initCrypto(ctx context.Context) (err error) {
+	dir := b.cfg.Encryption.Dir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("matrix: encryption directory: %w", err)
+	}
+	dbPath := filepath.Join(dir, cryptoDBFile)
+	_, statErr := os.Stat(dbPath)
+	existing := statErr == nil
+	pickle, err := b.pickleKey(existing)
+	if err != nil {
+		return err
+	}
+	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate")
+	if err != nil {
+		return fmt.Errorf("matrix: crypto store %s: %w", dbPath, err)
+	}
+	dbu, err := dbutil.NewWithDB(db, "sqlite")
+	if err != nil {
+		_ = db.Close()
+		return fmt.Errorf("matrix: crypto store %s: %w", dbPath, err)
+	}
+	helper, err := cryptohelper.NewCryptoHelper(b.cli, pickle, dbu)
+	if err != nil {
+		_ = dbu.Close()
+		return fmt.Errorf("matrix: crypto: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = helper.Close()
+			b.cli.StateStore = nil // NewCryptoHelper sets it; a retry makes a new one
+		}
+	}()
+	helper.DecryptErrorCallback = b.undecryptable
+	if err := helper.Init(quiet(ctx)); err != nil {
+		return b.explainCryptoInit(err, dbPath)
+	}
+	mach := helper.Machine()
+	// Call content is parsed by the handlers themselves (leniently); an
+	// offer that does not fit mautrix's struct must still be decrypted.
+	mach.IgnorePostDecryptionParseErrors = true
+	b.cli.Crypto = helper
+	b.helper = helper
+	b.log.Info().Str("device_id", string(b.cli.DeviceID)).Str("identity_key", string(mach.OwnIdentity().IdentityKey)).
+		Bool("new_store", !existing).Msg("matrix end-to-end encryption ready")
+	b.crossSign(ctx)
+	// After cryptohelper's own sync handler, which imports the room keys
+	// of the same response's to-device events.
+	b.syncer.OnSync(b.prepareBatch)
+	return nil
+}
+
+// explainCryptoInit turns mautrix's errors about a device and a store that
+// do not belong together into what happened and what to do.
+func (b *Bridge) explainCryptoInit(err error, dbPath string) error {
+	msg := err.Error()
+	dev, dir := string(b.cli.DeviceID), b.cfg.Encryption.Dir
+	replace := fmt.Sprintf("log in as a new device: with password login, delete %s, %s* and %s in %s (keep %s: it cross-signs the new device) and restart; "+
+		"with an access token, make a new login for icebox, set matrix.access_token and matrix.device_id to it, and delete %s* and %s",
+		sessionFile, cryptoDBFile, pickleKeyFile, dir, recoveryKeyFile, cryptoDBFile, pickleKeyFile)
+	switch {
+	case strings.Contains(msg, "olm account is not marked as shared, but there are keys on the server"),
+		strings.Contains(msg, "mismatching identity key on server"):
+		return fmt.Errorf("matrix: device %s of %s already has encryption keys on %s, but the crypto store %s does not hold them (it was lost or replaced): "+
+			"this device can never decrypt or be trusted again; %s", dev, b.cfg.UserID, b.cfg.HomeserverURL, dbPath, replace)
+	case strings.Contains(msg, "olm account is marked as shared, keys seem to have disappeared from the server"):
+		return fmt.Errorf("matrix: device %s of %s has no keys on %s any more (the device was deleted or logged out?), but the crypto store %s holds its keys; %s",
+			dev, b.cfg.UserID, b.cfg.HomeserverURL, dbPath, replace)
+	case strings.Contains(msg, "mismatching device ID in client and crypto store"):
+		return fmt.Errorf("matrix: the crypto store %s belongs to another device than %s (%v): a store serves one device; %s", dbPath, dev, err, replace)
+	}
+	return fmt.Errorf("matrix: end-to-end encryption: %w", err)
+}
+
+// pickleKey returns the key that encrypts the crypto store's secrets,
+// generating it when the store is new. A store without its key cannot be
+// read: that is an error, not a reason to start over silently.
+func (b *Bridge) pickleKey(storeExists bool) ([]byte, error) {
+	path := filepath.Join(b.cfg.Encryption.Dir, pickleKeyFile)
+	raw, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		key, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
+		if derr != nil || len(key) < 32 {
+			return nil, fmt.Errorf("matrix: %s is not a pickle key icebox wrote (base64 of 32 bytes)", path)
+		}
+		return key, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("matrix: pickle key: %w", err)
+	case storeExists:
+		return nil, fmt.Errorf("matrix: %s is missing but the crypto store %s exists: the store cannot be read without it; "+
+			"restore the file, or replace the device (delete %s, %s* and %s in %s and restart)",
+			path, filepath.Join(b.cfg.Encryption.Dir, cryptoDBFile), sessionFile, cryptoDBFile, pickleKeyFile, b.cfg.Encryption.Dir)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("matrix: pickle key: %w", err)
+	}
+	if err := fileutil.WriteFileAtomic(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("matrix: pickle key: %w", err)
+	}
+	return key, nil
+}
+
+// crossSign makes the device trusted by its own account, once: it creates
+// the account's cross-signing keys (stored on the homeserver encrypted
+// with a new recovery key, which is written to recovery.key) and signs the
+// device with them; a later device of the same account is signed with the
+// stored recovery key. Failures are logged and retried at the next start:
+// an unsigned device still encrypts, clients merely show it unverified.
+func (b *Bridge) crossSign(ctx context.Context) {
+	ctx = quiet(ctx)
+	mach := b.helper.Machine()
+	path := filepath.Join(b.cfg.Encryption.Dir, recoveryKeyFile)
+	log := b.log.With().Str("device_id", string(b.cli.DeviceID)).Logger()
+	hasKeys, verified, err := mach.GetOwnVerificationStatus(ctx)
+	if err != nil {
+		log.Warn().Err(err).Msg("matrix cross-signing status unknown; the device stays as it is until the next start")
+		return
+	}
+	if verified {
+		return
+	}
+	stored, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		log.Warn().Err(err).Msg("matrix recovery key unreadable; the device is not cross-signed")
+		return
+	}
+	recoveryKey := strings.TrimSpace(string(stored))
+	switch {
+	case hasKeys && recoveryKey != "":
+		if err := mach.VerifyWithRecoveryKey(ctx, recoveryKey); err != nil {
+			log.Warn().Err(err).Str("recovery_key_file", path).Msg("matrix device not cross-signed with the stored recovery key")
+			return
+		}
+		log.Info().Msg("matrix device cross-signed with the stored recovery key")
+		return
+	case hasKeys:
+		log.Warn().Str("user_id", b.cfg.UserID).Str("recovery_key_file", path).
+			Msg("the service user has cross-signing keys that icebox did not make and no recovery key is stored: the device stays unverified (put the account's recovery key in the file, mode 0600, and restart)")
+		return
+	}
+	var uia mautrix.UIACallback
+	if b.cfg.Password != "" {
+		uia = func(resp *mautrix.RespUserInteractive) any {
+			return &mautrix.ReqUIAuthLogin{
+				BaseAuthData: mautrix.BaseAuthData{Type: mautrix.AuthTypePassword, Session: resp.Session},
+				User:         b.cfg.UserID,
+				Password:     b.cfg.Password,
+			}
+		}
+	}
+	key, _, err := mach.GenerateAndUploadCrossSigningKeys(ctx, uia, "")
+	if err != nil {
+		line := log.Warn().Err(err)
+		if uia == nil {
+			line = line.Str("hint", "with an access token icebox cannot answer the homeserver's password prompt; configure matrix.password_file")
+		}
+		line.Msg("matrix cross-signing keys not uploaded; the device stays unverified, retried at the next start")
+		return
+	}
+	if err := fileutil.WriteFileAtomic(path, []byte(key+"\n"), 0o600); err != nil {
+		log.Error().Err(err).Str("recovery_key_file", path).
+			Msg("matrix cross-signing keys uploaded but the recovery key could not be kept; a later device cannot be cross-signed with them")
+	}
+	if err := mach.SignOwnDevice(ctx, mach.OwnIdentity()); err != nil {
+		log.Warn().Err(err).Msg("matrix device not signed with the new cross-signing keys")
+		return
+	}
+	if err := mach.SignOwnMasterKey(ctx); err != nil {
+		log.Warn().Err(err).Msg("matrix master key not signed by the device")
+		return
+	}
+	log.Info().Str("recovery_key_file", path).Msg("matrix device cross-signed; recovery key stored")
+}
+
+// checkRoom decides whether call events may go into roomID: it makes sure
+// the client knows the room's encryption state and members (the whole
+// state is read once per room and process; the sync keeps it current) and,
+// with Require, refuses a room that is not encrypted.
+func (b *Bridge) checkRoom(ctx context.Context, roomID id.RoomID) error {
+	if b.cfg.Encryption == nil {
+		return nil
+	}
+	b.roomsMu.Lock()
+	loaded := b.roomsLoaded[roomID]
+	b.roomsMu.Unlock()
+	if !loaded {
+		if _, err := b.cli.State(ctx, roomID); err != nil {
+			return err
+		}
+		b.roomsMu.Lock()
+		b.roomsLoaded[roomID] = true
+		b.roomsMu.Unlock()
+	}
+	encrypted, err := b.cli.StateStore.IsEncrypted(ctx, roomID)
+	if err != nil {
+		return fmt.Errorf("reading the encryption state of %s: %w", roomID, err)
+	}
+	if !encrypted && b.cfg.Encryption.Require {
+		return errUnencryptedRoom
+	}
+	return nil
+}
+
+// prepareBatch runs as the syncer's last OnSync handler: it stamps the
+// response, decrypts what it can, and finds the invites that must not
+// ring (beginBatch).
+func (b *Bridge) prepareBatch(ctx context.Context, resp *mautrix.RespSync, since string) bool {
+	b.beginBatch(ctx, resp, since, b.batchNow)
+	return true
+}
+
+// decryptTimeline replaces the encrypted events of a joined room's
+// timeline by their decryption, in place. Events it cannot decrypt yet
+// stay: mautrix's handler waits for their keys and redispatches them.
+func (b *Bridge) decryptTimeline(ctx context.Context, roomID id.RoomID, events []*event.Event) {
+	if b.helper == nil {
+		return
+	}
+	for i, evt := range events {
+		if evt.Type.Type != event.EventEncrypted.Type || evt.StateKey != nil {
+			continue
+		}
+		evt.RoomID = roomID
+		evt.Type.Class = event.MessageEventType
+		if evt.Content.Parsed == nil && evt.Content.ParseRaw(evt.Type) != nil {
+			continue // mautrix's handler counts it
+		}
+		dec, err := b.helper.Decrypt(ctx, evt)
+		if err != nil {
+			continue
+		}
+		events[i] = dec
+	}
+}
+
+// undecryptable counts an encrypted event that could not be decrypted,
+// after mautrix waited for its key and asked the sender's devices for it.
+func (b *Bridge) undecryptable(evt *event.Event, err error) {
+	reason := "error"
+	if errors.Is(err, crypto.ErrNoSessionFound) {
+		reason = "no_session"
+	}
+	b.inMetrics.undecryptable.WithLabelValues(reason).Inc()
+	b.log.Warn().Err(err).Str("room_id", string(evt.RoomID)).Str("sender", string(evt.Sender)).
+		Str("event_id", string(evt.ID)).Str("reason", reason).Msg("matrix event could not be decrypted")
+}
+
+// encryptionContent is the m.room.encryption state of the rooms icebox
+// creates.
+func encryptionState() *event.Event {
+	return &event.Event{
+		Type:    event.StateEncryption,
+		Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: megolmAlgorithm}},
+	}
+}
+
+// closeCrypto closes the crypto store when Run ends; the next Run opens
+// it again.
+func (b *Bridge) closeCrypto() {
+	if b.helper == nil {
+		return
+	}
+	b.cli.Crypto = nil
+	if err := b.helper.Close(); err != nil {
+		b.log.Warn().Err(err).Msg("closing the matrix crypto store")
+	}
+	b.helper = nil
+	b.cli.StateStore = nil
+	b.roomsMu.Lock()
+	clear(b.roomsLoaded)
+	b.roomsMu.Unlock()
+}
