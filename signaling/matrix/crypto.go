@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
@@ -82,6 +83,7 @@ const megolmAlgorithm = id.AlgorithmMegolmV1
 // cryptoState is the bridge's encryption bookkeeping (fields of Bridge).
 type cryptoState struct {
 	helper *cryptohelper.CryptoHelper // nil until initCrypto succeeded
+	up     atomic.Bool                // initCrypto succeeded and Run goes on (tests)
 
 	roomsMu     sync.Mutex
 	roomsLoaded map[id.RoomID]bool // rooms whose full state was read in this process
@@ -102,6 +104,15 @@ func (b *Bridge) initCrypto(ctx context.Context) (err error) {
 	pickle, err := b.pickleKey(existing)
 	if err != nil {
 		return err
+	}
+	if !existing {
+		// SQLite creates files 0644, and its -wal and -shm files take the
+		// database's mode: the keys are for icebox alone.
+		f, err := os.OpenFile(dbPath, os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("matrix: crypto store: %w", err)
+		}
+		_ = f.Close()
 	}
 	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate")
 	if err != nil {
@@ -139,6 +150,7 @@ func (b *Bridge) initCrypto(ctx context.Context) (err error) {
 	// After cryptohelper's own sync handler, which imports the room keys
 	// of the same response's to-device events.
 	b.syncer.OnSync(b.prepareBatch)
+	b.up.Store(true)
 	return nil
 }
 
@@ -354,6 +366,7 @@ func (b *Bridge) closeCrypto() {
 	if b.helper == nil {
 		return
 	}
+	b.up.Store(false)
 	b.cli.Crypto = nil
 	if err := b.helper.Close(); err != nil {
 		b.log.Warn().Err(err).Msg("closing the matrix crypto store")

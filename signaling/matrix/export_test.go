@@ -35,3 +35,6 @@ func SetTiming(b *Bridge, t Timing) {
 
 // Waiters counts the WaitInviteSent calls in progress.
 func Waiters(b *Bridge) int { return b.waiters.len() }
+
+// EncryptionUp reports whether Run brought end-to-end encryption up.
+func EncryptionUp(b *Bridge) bool { return b.up.Load() }
