@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -12,13 +14,23 @@ import (
 	"github.com/icebox-voip/icebox/store"
 )
 
+// matrixDir is where the bridge keeps its device: the session of a
+// password login, the end-to-end encryption store and keys.
+func matrixDir(stateDir string) string { return filepath.Join(stateDir, "matrix") }
+
 // newBridge builds the Matrix VoIP bridge, or returns nil when Matrix (or
-// VoIP over it) is off: icebox then works exactly as without it.
-func newBridge(cfg config.Matrix, st *store.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger) (*matrix.Bridge, error) {
+// VoIP over it) is off: icebox then works exactly as without it. The
+// bridge always speaks end-to-end encryption; matrix.require_encryption
+// decides whether it also sends into rooms that are not encrypted.
+func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger) (*matrix.Bridge, error) {
 	if !cfg.Enabled || !cfg.VoIP.Enabled {
 		return nil, nil
 	}
 	token, err := cfg.Token()
+	var password string
+	if errors.Is(err, config.ErrMatrixPasswordLogin) {
+		password, err = cfg.LoginPassword()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("matrix: %w", err)
 	}
@@ -26,10 +38,12 @@ func newBridge(cfg config.Matrix, st *store.Store, pub signaling.Publisher, reg 
 		HomeserverURL: cfg.HomeserverURL,
 		UserID:        cfg.ServiceUser,
 		AccessToken:   token,
+		Password:      password,
 		DeviceID:      cfg.DeviceID,
 		Store:         st,
 		Publisher:     pub,
 		Logger:        log,
 		Registerer:    reg,
+		Encryption:    &matrix.Encryption{Dir: matrixDir(stateDir), Require: cfg.RequireEncryption},
 	})
 }

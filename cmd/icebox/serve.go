@@ -188,7 +188,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		MaxCallDuration: cfg.TURN.MaxAllocationDuration,
 		Logger:          log,
 	}
-	bridge, err := newBridge(cfg.Matrix, st, hub, reg, log)
+	bridge, err := newBridge(cfg.Matrix, cfg.StateDir, st, hub, reg, log)
 	if err != nil {
 		return usageError{err}
 	}

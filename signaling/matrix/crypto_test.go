@@ -49,8 +49,8 @@ func crossSigned(t *testing.T, hs *matrixtest.Homeserver, token, user, device st
 	t.Helper()
 	var resp struct {
 		DeviceKeys      map[string]map[string]struct{ Signatures map[string]map[string]string } `json:"device_keys"`
-		SelfSigningKeys map[string]struct{ Keys map[string]string }                          `json:"self_signing_keys"`
-		MasterKeys      map[string]struct{ Keys map[string]string }                          `json:"master_keys"`
+		SelfSigningKeys map[string]struct{ Keys map[string]string }                             `json:"self_signing_keys"`
+		MasterKeys      map[string]struct{ Keys map[string]string }                             `json:"master_keys"`
 	}
 	api(t, hs.URL(), http.MethodPost, "/_matrix/client/v3/keys/query", token,
 		map[string]any{"device_keys": map[string][]string{user: {}}}, &resp)
