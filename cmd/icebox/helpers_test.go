@@ -67,11 +67,7 @@ func runTests(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	iceboxBin = filepath.Join(dir, "icebox")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goTool, buildArgs()...)
+	build := exec.Command(goTool(), buildArgs()...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: go build icebox:", err)
@@ -97,6 +93,38 @@ func buildArgs() []string {
 		}
 	}
 	return append(args, "github.com/icebox-voip/icebox/cmd/icebox")
+}
+
+var (
+	staticOnce sync.Once
+	staticPath string
+	staticErr  error
+)
+
+// staticBin builds icebox as it ships (make build): CGO_ENABLED=0, pure-Go
+// Olm and SQLite; once per test run, beside iceboxBin.
+func staticBin(t *testing.T) string {
+	t.Helper()
+	staticOnce.Do(func() {
+		staticPath = iceboxBin + "-static"
+		build := exec.Command(goTool(), "build", "-tags", "goolm", "-trimpath", "-o", staticPath, "github.com/icebox-voip/icebox/cmd/icebox")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			staticErr = fmt.Errorf("CGO_ENABLED=0 go build -tags goolm: %v\n%s", err, out)
+		}
+	})
+	if staticErr != nil {
+		t.Fatal(staticErr)
+	}
+	return staticPath
+}
+
+// goTool is the go command that builds the binaries under test.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // iceboxEnv is the environment for icebox processes: this one's, without
@@ -352,9 +380,15 @@ var errPortTaken = errors.New("a port was taken before icebox bound it")
 // the process's stderr.
 func startIcebox(t *testing.T, cfgYAML string, env ...string) *instance {
 	t.Helper()
+	return startIceboxBin(t, iceboxBin, cfgYAML, env...)
+}
+
+// startIceboxBin is startIcebox with another icebox binary (staticBin).
+func startIceboxBin(t *testing.T, bin, cfgYAML string, env ...string) *instance {
+	t.Helper()
 	dir := t.TempDir()
 	for attempt := 1; ; attempt++ {
-		in, err := tryStartIcebox(t, dir, cfgYAML, env)
+		in, err := tryStartIcebox(t, bin, dir, cfgYAML, env)
 		if err == nil {
 			return in
 		}
@@ -365,7 +399,7 @@ func startIcebox(t *testing.T, cfgYAML string, env ...string) *instance {
 	}
 }
 
-func tryStartIcebox(t *testing.T, dir, cfgYAML string, env []string) (*instance, error) {
+func tryStartIcebox(t *testing.T, bin, dir, cfgYAML string, env []string) (*instance, error) {
 	t.Helper()
 	in := &instance{
 		cfgPath:  filepath.Join(dir, "icebox.yaml"),
@@ -381,7 +415,7 @@ func tryStartIcebox(t *testing.T, dir, cfgYAML string, env []string) (*instance,
 	if err := os.WriteFile(in.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	in.process = startProcessEnv(t, env, iceboxBin, "serve", "--config", in.cfgPath)
+	in.process = startProcessEnv(t, env, bin, "serve", "--config", in.cfgPath)
 
 	ready := waitFor(readyTimeout, func() bool {
 		return in.exited() || httpStatus(in.httpURL("/readyz")) == http.StatusOK

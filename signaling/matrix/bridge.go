@@ -167,6 +167,8 @@ func New(cfg Config) (*Bridge, error) {
 		batchWindow:  cfg.BatchWindow,
 		onInviteSent: b.inviteSent,
 		checkRoom:    b.checkRoom,
+		// An initiate waiting for the invite's event ID stops waiting.
+		onInviteDropped: func(callID string) { b.waiters.release(callID, "") },
 	})
 
 	b.calls = cfg.Calls
@@ -369,8 +371,8 @@ func (b *Bridge) checkWhoami(resp *mautrix.RespWhoami) error {
 }
 
 // WaitInviteSent waits until the call's m.call.invite was sent (returning
-// its event ID) or ctx ends (ok false). An invite sent before the wait
-// began is found in the store.
+// its event ID), or was dropped unsent, or ctx ends (ok false for both).
+// An invite sent before the wait began is found in the store.
 func (b *Bridge) WaitInviteSent(ctx context.Context, callID string) (eventID string, ok bool) {
 	ch, done := b.waiters.add(callID)
 	defer done()
@@ -380,7 +382,7 @@ func (b *Bridge) WaitInviteSent(ctx context.Context, callID string) (eventID str
 	}
 	select {
 	case id := <-ch:
-		return id, true
+		return id, id != ""
 	case <-ctx.Done():
 		return "", false
 	}

@@ -60,6 +60,8 @@ type senderConfig struct {
 	wake         <-chan struct{}
 	batchWindow  time.Duration
 	onInviteSent func(ctx context.Context, e signaling.OutboxEntry, partyID, eventID string)
+	// onInviteDropped runs when a call's invite is given up on.
+	onInviteDropped func(callID string)
 	// checkRoom, when set, runs before each send: an error is handled
 	// like the send's own, errUnencryptedRoom drops the event.
 	checkRoom func(ctx context.Context, roomID id.RoomID) error
@@ -430,6 +432,9 @@ func (s *sender) drop(ctx context.Context, group []signaling.OutboxEntry, reason
 		s.metrics.dropped.WithLabelValues(reason).Inc()
 		if e.EventType == TypeInvite {
 			s.metrics.inviteFailed.Inc()
+			if s.onInviteDropped != nil {
+				s.onInviteDropped(e.CallID)
+			}
 		}
 		if attempts == 0 { // send already logged refusals
 			s.log.Warn().Str("type", e.EventType).Str("call_id", e.CallID).Str("room_id", e.RoomID).

@@ -35,7 +35,8 @@ func (w *inviteWaiters) add(callID string) (ch chan string, done func()) {
 	}
 }
 
-// release hands eventID to every waiter of callID.
+// release hands eventID to every waiter of callID ("": the invite was
+// dropped).
 func (w *inviteWaiters) release(callID, eventID string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
