@@ -47,4 +47,3 @@ func (u *matrixUser) do(t *testing.T, method, path string, body any, out any) {
 		}
 	}
 }
-
