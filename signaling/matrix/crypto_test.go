@@ -94,8 +94,10 @@ func runUntilError(t *testing.T, tb *testBridge) error {
 // and signs nothing again; a store without its pickle key, or a lost
 // crypto store, stops the bridge with what happened and what to do. No
 // secret is ever logged.
+//
+// Not parallel: run's stop checks that no bridge goroutine is left in the
+// whole process.
 func TestEncryptedDeviceLifecycle(t *testing.T) {
-	t.Parallel()
 	hs := matrixtest.StartDendrite(t)
 	service, _, _ := hs.Register(t, "icebox", servicePassword, false)
 	dir := filepath.Join(t.TempDir(), "matrix")
