@@ -288,6 +288,7 @@ func TestMatrixE2EERestart(t *testing.T) {
 		t.Errorf("the first start did not cross-sign its device:\n%s", b.in.out.String())
 	}
 
+	first := b.in.out.String()
 	b.restart(t)
 	ws := b.dialAlice(t)
 	b.aliceCallsBob(t, "v=0 after-restart")
@@ -302,6 +303,22 @@ func TestMatrixE2EERestart(t *testing.T) {
 	}
 	if n := b.bob.DecryptFailures(); n != 0 {
 		t.Errorf("bob failed to decrypt %d events", n)
+	}
+	// The device's secrets never reach the log, in either run.
+	secrets := map[string]string{"password": servicePassword}
+	for _, f := range []string{"pickle.key", "recovery.key"} {
+		raw, err := os.ReadFile(filepath.Join(b.stateDir, "matrix", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[f] = strings.TrimSpace(string(raw))
+	}
+	for _, out := range []string{first, b.in.out.String()} {
+		for name, secret := range secrets {
+			if strings.Contains(out, secret) {
+				t.Errorf("the %s appears in icebox's log", name)
+			}
+		}
 	}
 }
 
