@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/labstack/echo/v4"
 
@@ -23,6 +24,16 @@ func (s *Server) routeAdmin(g *echo.Group) {
 	g.GET("/admin/allocations", s.allocations)
 	g.GET("/admin/keyring", s.getKeyring)
 	g.POST("/admin/keyring/rotate", s.rotateKeyring)
+	// Go's profiles, for operators and `make bench`: CPU (?seconds=N),
+	// execution trace, and the named ones (heap, allocs, goroutine, …).
+	// Admin only: a profile shows what the process does, and a CPU profile
+	// costs while it runs.
+	g.GET("/admin/debug/pprof/profile", echo.WrapHandler(http.HandlerFunc(pprof.Profile)))
+	g.GET("/admin/debug/pprof/trace", echo.WrapHandler(http.HandlerFunc(pprof.Trace)))
+	g.GET("/admin/debug/pprof/:name", func(c echo.Context) error {
+		pprof.Handler(c.Param("name")).ServeHTTP(c.Response(), c.Request())
+		return nil
+	})
 }
 
 func (s *Server) putConversation(c echo.Context) error {

@@ -297,3 +297,16 @@ func TestWebSocketEndsWhenTheTokenExpires(t *testing.T) {
 		t.Fatalf("session ended with %v after %v; want a close frame soon after the token expired", err, time.Since(start))
 	}
 }
+
+// TestPprofAdminOnly: Go's profiles are served to administrators only.
+func TestPprofAdminOnly(t *testing.T) {
+	e := newAPIEnv(t)
+	if got := e.mustDo(t, adminToken, "GET", "/admin/debug/pprof/goroutine?debug=1", "", http.StatusOK); !bytes.Contains(got, []byte("goroutine profile:")) {
+		t.Fatalf("goroutine profile: %.200s", got)
+	}
+	e.mustDo(t, adminToken, "GET", "/admin/debug/pprof/heap", "", http.StatusOK)
+	e.mustDo(t, adminToken, "GET", "/admin/debug/pprof/no-such-profile", "", http.StatusNotFound)
+	e.mustDo(t, userToken("alice"), "GET", "/admin/debug/pprof/heap", "", http.StatusForbidden)
+	e.mustDo(t, userToken("alice"), "GET", "/admin/debug/pprof/profile?seconds=1", "", http.StatusForbidden)
+	e.mustDo(t, "", "GET", "/admin/debug/pprof/heap", "", http.StatusUnauthorized)
+}
