@@ -42,6 +42,7 @@ const usage = `usage: icebox <command> [flags]
 commands:
   serve           run the relay and the HTTP API (the default)
   creds           mint TURN credentials from the configured keyring
+  check           test STUN/TURN servers as a client: binding, allocate, relay, NAT, TLS
   config defaults print a commented default configuration
   config check    validate a configuration file
   keyring list    show a running icebox's keyring (admin token)
@@ -65,6 +66,8 @@ func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) er
 		return serveCmd(sig, args, stderr, env)
 	case "creds":
 		return credsCmd(args, stdout, stderr, env)
+	case "check":
+		return checkCmd(ctx, args, stdout, stderr, env)
 	case "config":
 		return configCmd(args, stdout, stderr, env)
 	case "keyring":
