@@ -134,7 +134,16 @@ func (b *Bridge) initCrypto(ctx context.Context) (err error) {
 			b.cli.StateStore = nil // NewCryptoHelper sets it; a retry makes a new one
 		}
 	}()
-	helper.DecryptErrorCallback = b.undecryptable
+	// mautrix gives up waiting for a room key when Run ends (its waits
+	// end with the handlers' context): that is not an undecryptable event.
+	life := b.life
+	helper.DecryptErrorCallback = func(evt *event.Event, err error) {
+		if life.Err() != nil {
+			b.log.Debug().Str("event_id", string(evt.ID)).Msg("matrix decryption abandoned: the bridge is stopping")
+			return
+		}
+		b.undecryptable(evt, err)
+	}
 	if err := helper.Init(quiet(ctx)); err != nil {
 		return b.explainCryptoInit(err, dbPath)
 	}

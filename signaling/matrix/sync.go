@@ -211,7 +211,7 @@ func (b *Bridge) beginBatch(ctx context.Context, resp *mautrix.RespSync, since s
 		stamp(room.Timeline.Events)
 		stamp(room.State.Events)
 		b.decryptTimeline(ctx, roomID, room.Timeline.Events)
-		if room.Timeline.Limited && since != "" {
+		if room.Timeline.Limited && since != "" && !joinedIn(b.cfg.UserID, room.Timeline.Events) {
 			b.log.Warn().Str("room_id", string(roomID)).Int("events", len(room.Timeline.Events)).
 				Msg("matrix sync skipped older call events of a room (limited timeline)")
 		}
@@ -231,6 +231,23 @@ func (b *Bridge) beginBatch(ctx context.Context, resp *mautrix.RespSync, since s
 	b.in.mu.Lock()
 	b.in.suppressed = suppressed
 	b.in.mu.Unlock()
+}
+
+// joinedIn reports whether the timeline holds the service user's own join:
+// a homeserver marks the timeline of a room just joined as limited, though
+// there is nothing the bridge missed.
+func joinedIn(self string, timeline []*event.Event) bool {
+	for _, evt := range timeline {
+		if evt.Type.Type == event.StateMember.Type && evt.GetStateKey() == self {
+			var m struct {
+				Membership string `json:"membership"`
+			}
+			if json.Unmarshal(evt.Content.VeryRaw, &m) == nil && m.Membership == string(event.MembershipJoin) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // endedInvites returns the event IDs of the invites in a room's timeline
