@@ -51,21 +51,38 @@ func tlsHandshake(ctx context.Context, conn net.Conn, host string, roots *x509.C
 	for _, c := range cs.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
-	_, verr = leaf.Verify(x509.VerifyOptions{
-		DNSName:       host,
+	// The name and the chain separately, so that both problems are told.
+	var errs []error
+	if err := leaf.VerifyHostname(host); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
 		Roots:         roots, // nil = the system's
 		Intermediates: inter,
 		CurrentTime:   now,
-	})
+	}); err != nil {
+		errs = append(errs, err)
+	}
+	verr = errors.Join(errs...)
 	if verr != nil {
-		info.Error = verr.Error()
+		info.Error = strings.ReplaceAll(verr.Error(), "\n", "; ")
 	}
 	info.Verified = verr == nil
 	return tc, info, verr, nil
 }
 
-// tlsVerdict explains a verification error.
+// tlsVerdict explains a verification error: the most specific problem is
+// the verdict, and the message tells the others too.
 func tlsVerdict(verr error, host string, info *TLSInfo, now time.Time) (Verdict, string, string) {
+	var unknown x509.UnknownAuthorityError
+	v, msg, hint := tlsVerdict1(verr, host, info, now)
+	if v != VerdictTLSUntrusted && errors.As(verr, &unknown) {
+		msg += ", and it is signed by an unknown authority (issuer " + info.Issuer + ")"
+	}
+	return v, msg, hint
+}
+
+func tlsVerdict1(verr error, host string, info *TLSInfo, now time.Time) (Verdict, string, string) {
 	names := strings.Join(info.Names, ", ")
 	if names == "" {
 		names = "no subject alternative names"
