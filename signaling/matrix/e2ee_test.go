@@ -1,7 +1,6 @@
 package matrix_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,10 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
-	"runtime/pprof"
-	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -277,60 +273,6 @@ func TestE2EE(t *testing.T) {
 	} {
 		t.Run(tc.name, tc.fn)
 	}
-}
-
-// runLabel tells one runScoped run's goroutines from all others.
-var runLabel atomic.Int64
-
-// runScoped starts tb.Run under a pprof label of its own, which every
-// goroutine Run starts inherits. The returned stop (also a cleanup)
-// cancels it, waits for it to return nil, and checks that no goroutine of
-// that run in package matrix is left — unlike testBridge.run, whatever
-// other bridges of parallel tests are doing.
-func runScoped(t *testing.T, tb *testBridge) (stop func()) {
-	t.Helper()
-	label := strconv.FormatInt(runLabel.Add(1), 10)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go pprof.Do(ctx, pprof.Labels(runLabelKey, label), func(ctx context.Context) { done <- tb.Run(ctx) })
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run returned %v, want nil after cancel", err)
-				}
-			case <-time.After(10 * time.Second):
-				t.Fatal("Run did not return within 10 s of cancel")
-			}
-			var left string
-			waitFor(t, 5*time.Second, "the bridge's goroutines to end", func() bool {
-				left = labelledGoroutine(label, "icebox/signaling/matrix.")
-				return left == ""
-			}, func() string { return left })
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
-
-const runLabelKey = "icebox_test_run"
-
-// labelledGoroutine returns the first goroutine stack (pprof's debug=1
-// form) carrying the run's label and a frame of pkg; "" if none.
-func labelledGoroutine(label, pkg string) string {
-	var buf bytes.Buffer
-	if err := pprof.Lookup("goroutine").WriteTo(&buf, 1); err != nil {
-		return err.Error()
-	}
-	for _, g := range strings.Split(buf.String(), "\n\n") {
-		if strings.Contains(g, `"`+runLabelKey+`":"`+label+`"`) && strings.Contains(g, pkg) {
-			return g
-		}
-	}
-	return ""
 }
 
 // testE2EEOutboundCall: the room the encrypted bridge creates for a

@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,12 +137,23 @@ func closedURL(t *testing.T) string {
 }
 
 // run starts b.Run; the returned stop cancels it, waits for it to return
-// nil, and checks the bridge left no goroutine behind.
+// nil, and checks the bridge left no goroutine behind (runScoped).
 func (tb *testBridge) run(t *testing.T) (stop func()) {
 	t.Helper()
+	return runScoped(t, tb)
+}
+
+// runScoped starts tb.Run under a pprof label of its own, which every
+// goroutine Run starts inherits. The returned stop (also a cleanup)
+// cancels it, waits for it to return nil, and checks that no goroutine of
+// that run in package matrix is left — unlike testBridge.run, whatever
+// other bridges of parallel tests are doing.
+func runScoped(t *testing.T, tb *testBridge) (stop func()) {
+	t.Helper()
+	label := strconv.FormatInt(runLabel.Add(1), 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- tb.Run(ctx) }()
+	go pprof.Do(ctx, pprof.Labels(runLabelKey, label), func(ctx context.Context) { done <- tb.Run(ctx) })
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -153,11 +166,35 @@ func (tb *testBridge) run(t *testing.T) (stop func()) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("Run did not return within 10 s of cancel")
 			}
-			checkNoBridgeGoroutines(t)
+			var left string
+			waitFor(t, 5*time.Second, "the bridge's goroutines to end", func() bool {
+				left = labelledGoroutine(label, "icebox/signaling/matrix.")
+				return left == ""
+			}, func() string { return left })
 		})
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+const runLabelKey = "icebox_test_run"
+
+// runLabel tells one runScoped run's goroutines from all others.
+var runLabel atomic.Int64
+
+// labelledGoroutine returns the first goroutine stack (pprof's debug=1
+// form) carrying the run's label and a frame of pkg; "" if none.
+func labelledGoroutine(label, pkg string) string {
+	var buf bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&buf, 1); err != nil {
+		return err.Error()
+	}
+	for _, g := range strings.Split(buf.String(), "\n\n") {
+		if strings.Contains(g, `"`+runLabelKey+`":"`+label+`"`) && strings.Contains(g, pkg) {
+			return g
+		}
+	}
+	return ""
 }
 
 // checkNoBridgeGoroutines fails if a goroutine of package matrix (other
