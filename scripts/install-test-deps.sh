@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real test peers icebox's tests use, from Debian's packages:
-# coturn (turnutils_uclient, turnutils_peer) and systemd (systemd-analyze,
-# systemd-sysusers, for the unit's checks). Run as root (CI is); a developer
+# coturn (turnutils_uclient, turnutils_peer, turnserver), systemd
+# (systemd-analyze, systemd-sysusers, for the unit's checks), and iproute2 and
+# iptables (nft backend) for the network-namespace NAT test bed (internal/netbed). Run as root (CI is); a developer
 # without root gets a clear message and the tests that need the tools skip
 # with the same advice (under CI=true they fail instead).
 set -euo pipefail
@@ -9,6 +10,8 @@ set -euo pipefail
 missing=()
 command -v turnutils_uclient >/dev/null 2>&1 || missing+=(coturn)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # systemd-analyze verify of the unit
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)                # ip netns, veth, bridges
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)          # NAT rules in the namespaces
 
 if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
