@@ -35,6 +35,7 @@ type TURN struct {
 	Listen                Listen        `yaml:"listen"`
 	UDPSockets            int           `yaml:"udp_sockets"`   // 0 = one per CPU. Default: 0; max 64
 	SocketBuffer          int           `yaml:"socket_buffer"` // bytes of SO_RCVBUF/SO_SNDBUF per socket. Default: 4194304 (4 MiB); 0 = kernel default
+	RecvBatch             int           `yaml:"recv_batch"`    // datagrams one recvmmsg may read from a UDP listener socket; 1 = one per read. Default: 64; max 1024
 	TLS                   TLSFiles      `yaml:"tls"`
 	Relay                 Relay         `yaml:"relay"`
 	AllowedPeers          []string      `yaml:"allowed_peers"`           // CIDRs or bare IPs. Default: none
@@ -221,6 +222,7 @@ func Default() Config {
 			},
 			UDPSockets:   0,
 			SocketBuffer: 4 << 20,
+			RecvBatch:    64,
 			Relay: Relay{
 				BindIP:  "0.0.0.0",
 				MinPort: 49152,

@@ -89,6 +89,7 @@ turn:
     tls: [":5349"]
   udp_sockets: 4
   socket_buffer: 0
+  recv_batch: 16
   tls: {cert_file: $DIR/cert.pem, key_file: $DIR/key.pem}
   relay: {bind_ip: 10.1.2.3, public_ip: 198.18.0.1, min_port: 40000, max_port: 40100}
   allowed_peers: [10.0.0.0/8, 192.168.1.7]
@@ -118,6 +119,7 @@ ice_servers:
 					Listen:                Listen{UDP: []string{"127.0.0.1:3478", "[::1]:3478"}, TCP: []string{}, TLS: []string{":5349"}},
 					UDPSockets:            4,
 					SocketBuffer:          0,
+					RecvBatch:             16,
 					TLS:                   TLSFiles{CertFile: "$DIR/cert.pem", KeyFile: "$DIR/key.pem"},
 					Relay:                 Relay{BindIP: "10.1.2.3", PublicIP: "198.18.0.1", MinPort: 40000, MaxPort: 40100},
 					AllowedPeers:          []string{"10.0.0.0/8", "192.168.1.7"},
@@ -211,6 +213,8 @@ ice_servers:
 		{name: "udp_sockets too many", yaml: "turn: {udp_sockets: 65}", wantErr: []string{"turn.udp_sockets: must be 0..64 (got 65)"}},
 		{name: "udp_sockets negative", yaml: "turn: {udp_sockets: -1}", wantErr: []string{"turn.udp_sockets: must be 0..64 (got -1)"}},
 		{name: "socket_buffer negative", yaml: "turn: {socket_buffer: -1}", wantErr: []string{"turn.socket_buffer: must be >= 0 (got -1)"}},
+		{name: "recv_batch zero", yaml: "turn: {recv_batch: 0}", wantErr: []string{"turn.recv_batch: must be 1..1024 (got 0)"}},
+		{name: "recv_batch too big", yaml: "turn: {recv_batch: 5000}", wantErr: []string{"turn.recv_batch: must be 1..1024 (got 5000)"}},
 
 		// Validate: relay.
 		{name: "bad bind_ip", yaml: "turn: {relay: {bind_ip: eth0}}", wantErr: []string{`turn.relay.bind_ip: invalid IP "eth0"`}},
@@ -1164,7 +1168,7 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_LOG_LEVEL", "ICEBOX_LOG_FORMAT",
 		"ICEBOX_TURN_REALM",
 		"ICEBOX_TURN_LISTEN_UDP", "ICEBOX_TURN_LISTEN_TCP", "ICEBOX_TURN_LISTEN_TLS",
-		"ICEBOX_TURN_UDP_SOCKETS", "ICEBOX_TURN_SOCKET_BUFFER",
+		"ICEBOX_TURN_UDP_SOCKETS", "ICEBOX_TURN_SOCKET_BUFFER", "ICEBOX_TURN_RECV_BATCH",
 		"ICEBOX_TURN_TLS_CERT_FILE", "ICEBOX_TURN_TLS_KEY_FILE",
 		"ICEBOX_TURN_RELAY_BIND_IP", "ICEBOX_TURN_RELAY_PUBLIC_IP", "ICEBOX_TURN_RELAY_MIN_PORT", "ICEBOX_TURN_RELAY_MAX_PORT",
 		"ICEBOX_TURN_ALLOWED_PEERS", "ICEBOX_TURN_DENIED_PEERS", "ICEBOX_TURN_ALLOW_LOOPBACK_PEERS",

@@ -22,6 +22,9 @@ const (
 	// address buys nothing on any machine icebox targets, and each holds
 	// socket_buffer bytes of kernel memory twice.
 	maxUDPSockets = 64
+	// maxRecvBatch bounds turn.recv_batch: each batch holds 2 KiB per
+	// datagram per listener socket.
+	maxRecvBatch = 1024
 	// minDuration is the shortest allocation lifetime or credential TTL: a
 	// TURN client refreshes an allocation every few minutes, so anything
 	// shorter only breaks calls.
@@ -160,6 +163,9 @@ func (v *validator) turn(t *TURN) []portUse {
 	}
 	if t.SocketBuffer < 0 {
 		v.add("turn.socket_buffer", "must be >= 0 (got %d); 0 means the kernel's default", t.SocketBuffer)
+	}
+	if t.RecvBatch < 1 || t.RecvBatch > maxRecvBatch {
+		v.add("turn.recv_batch", "must be 1..%d (got %d); 1 reads one datagram per system call", maxRecvBatch, t.RecvBatch)
 	}
 	v.relay(&t.Relay)
 	v.peers("turn.allowed_peers", t.AllowedPeers)

@@ -47,6 +47,22 @@ type allocation struct {
 	packetsFromPeer atomic.Uint64
 }
 
+// traffic is what allocations relayed.
+type traffic struct {
+	bytesToPeer, bytesFromPeer, packetsToPeer, packetsFromPeer uint64
+}
+
+func (a *allocation) traffic() traffic {
+	return traffic{a.bytesToPeer.Load(), a.bytesFromPeer.Load(), a.packetsToPeer.Load(), a.packetsFromPeer.Load()}
+}
+
+func (t *traffic) add(o traffic) {
+	t.bytesToPeer += o.bytesToPeer
+	t.bytesFromPeer += o.bytesFromPeer
+	t.packetsToPeer += o.packetsToPeer
+	t.packetsFromPeer += o.packetsFromPeer
+}
+
 // AllocationInfo describes a live allocation, for the admin API and tests.
 type AllocationInfo struct {
 	User            string    `json:"user"`
@@ -74,6 +90,11 @@ type registry struct {
 	// tells its caller to close the socket it just bound.
 	closed  bool
 	drained chan struct{} // closed once closed is set and byID is empty
+	// retired is the traffic of the allocations released so far. An
+	// allocation's traffic moves here under the lock, in the same step that
+	// unlists it, so a sum never counts it twice (the exported counters
+	// never go down).
+	retired traffic
 
 	// reserved are the relay ports taken, per network, from before the
 	// bind until the socket closes. TCP relay listeners are bound with
@@ -276,6 +297,7 @@ func (r *registry) release(a *allocation) {
 		return
 	}
 	delete(r.byID, a.id)
+	r.retired.add(a.traffic())
 	decrement(r.perUser, a.user)
 	if a.callID != "" {
 		decrement(r.perCall, a.callID)
@@ -289,6 +311,17 @@ func decrement(m map[string]int, k string) {
 		return
 	}
 	m[k]--
+}
+
+// relayed sums the traffic of every allocation, live or released.
+func (r *registry) relayed() traffic {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t := r.retired
+	for _, a := range r.byID {
+		t.add(a.traffic())
+	}
+	return t
 }
 
 func (r *registry) count() int {

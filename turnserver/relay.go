@@ -275,6 +275,10 @@ type relayPacketConn struct {
 	a    *allocation
 	port relayPort
 	once sync.Once
+
+	// The last peer ReadFrom returned, and its net.Addr (the reader's).
+	lastFrom     netip.AddrPort
+	lastFromAddr *net.UDPAddr
 }
 
 var _ net.PacketConn = (*relayPacketConn)(nil)
@@ -290,21 +294,25 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if err == nil {
 		c.a.bytesToPeer.Add(uint64(n))
 		c.a.packetsToPeer.Add(1)
-		c.s.m.bytesToPeer.Add(float64(n))
-		c.s.m.packetsToPeer.Inc()
 	}
 	return n, err
 }
 
+// ReadFrom reads a datagram from a peer. The source address it returns is
+// the same *net.UDPAddr for as long as the peer stays the same (pion only
+// reads it), so a call's steady stream from one peer allocates nothing.
+// pion's relay loop is the only reader.
 func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := c.conn.ReadFrom(p)
-	if err == nil {
-		c.a.bytesFromPeer.Add(uint64(n))
-		c.a.packetsFromPeer.Add(1)
-		c.s.m.bytesFromPeer.Add(float64(n))
-		c.s.m.packetsFromPeer.Inc()
+	n, from, err := c.conn.ReadFromUDPAddrPort(p)
+	if err != nil {
+		return n, nil, err
 	}
-	return n, addr, err
+	c.a.bytesFromPeer.Add(uint64(n))
+	c.a.packetsFromPeer.Add(1)
+	if from != c.lastFrom || c.lastFromAddr == nil {
+		c.lastFrom, c.lastFromAddr = from, net.UDPAddrFromAddrPort(from)
+	}
+	return n, c.lastFromAddr, nil
 }
 
 func (c *relayPacketConn) Close() error {

@@ -64,6 +64,11 @@ type Config struct {
 	// receives) are cut. Negative: none.
 	TCPIdleTimeout time.Duration
 
+	// RecvBatch is how many datagrams one system call may receive on a UDP
+	// listener socket (recvmmsg). Default (0): DefaultRecvBatch; 1: one per
+	// call, as pion reads.
+	RecvBatch int
+
 	// Revoked are calls revoked before this server started (kept by the
 	// caller across restarts); they are refused from the first request.
 	Revoked []Revocation
@@ -149,6 +154,9 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	if cfg.TCPIdleTimeout == 0 {
 		cfg.TCPIdleTimeout = defaultTCPIdleTimeout
 	}
+	if cfg.RecvBatch == 0 {
+		cfg.RecvBatch = DefaultRecvBatch
+	}
 	log := cfg.Logger.With().Str("component", "turn").Logger()
 	reg := newRegistry(cfg.Quotas)
 	s := &Server{
@@ -171,8 +179,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 			s.revoked[r.CallID] = r.Until
 		}
 	}
-	s.m = newMetrics(cfg.Registerer,
-		func() float64 { return float64(s.reg.count()) },
+	s.m = newMetrics(cfg.Registerer, reg,
 		func() float64 { return float64(s.connLimits.count()) })
 
 	gen := relayAllocator{s: s}
@@ -192,6 +199,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		limiter = newSourceLimiter(cfg.ErrorRate)
 	}
 	for _, pc := range ln.UDP {
+		pc = newBatchConn(pc, cfg.RecvBatch)
 		if limiter != nil {
 			pc = &errorLimitedConn{PacketConn: pc, lim: limiter, dropped: s.m.errorsDropped}
 		}

@@ -155,6 +155,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		Quotas:                turnserver.Quotas{PerUser: cfg.TURN.Quotas.PerUser, PerCall: cfg.TURN.Quotas.PerCall, Total: cfg.TURN.Quotas.Total},
 		MaxAllocationDuration: cfg.TURN.MaxAllocationDuration,
 		ErrorRate:             turnserver.ErrorRate{PerSecond: cfg.TURN.ErrorRate, Burst: cfg.TURN.ErrorBurst},
+		RecvBatch:             cfg.TURN.RecvBatch,
 		Logger:                log,
 		Registerer:            reg,
 	}, ln.listeners)
