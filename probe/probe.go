@@ -129,7 +129,19 @@ func (p *prober) check(ctx context.Context) *Result {
 		return r
 	}
 	defer a.close()
-	private := relayPrivate(addrOf(a.relay.LocalAddr()), p.server.Addr())
+	if relayPrivate(addrOf(a.relay.LocalAddr()), p.server.Addr()) {
+		// Relay to relay on the same server may well work (the server
+		// reaches its own private address), so this is judged last: it is
+		// the verdict unless something else failed first.
+		defer func() {
+			msg, hint := relayPrivateMessage(r.Relay, p.server.Addr().String())
+			if r.Verdict == VerdictOK || r.Verdict == VerdictNoData {
+				r.Verdict, r.Message, r.Hint = VerdictRelayPrivate, msg, hint
+			} else {
+				r.Warnings = append(r.Warnings, msg)
+			}
+		}()
+	}
 
 	// The peer: a second allocation on the same server, over the same
 	// transport, as a client on the other side of a call would make.
@@ -152,10 +164,6 @@ func (p *prober) check(ctx context.Context) *Result {
 		return r
 	}
 	p.burst(a, b)
-	if private && r.Verdict == VerdictOK || private && r.Verdict == VerdictNoData {
-		msg, hint := relayPrivateMessage(r.Relay, p.server.Addr().String())
-		r.Verdict, r.Message, r.Hint = VerdictRelayPrivate, msg, hint
-	}
 	return r
 }
 
@@ -472,10 +480,6 @@ func (p *prober) allocate(ctx context.Context, c *conn, cr cred) (*alloc, bool) 
 		detail += ", credential valid until " + cr.expires.UTC().Format(time.RFC3339)
 	}
 	p.r.step("allocate", StatusOK, d, detail)
-	if relayPrivate(addrOf(a.relay.LocalAddr()), p.server.Addr()) {
-		msg, _ := relayPrivateMessage(p.r.Relay, p.server.Addr().String())
-		p.r.Warnings = append(p.r.Warnings, msg)
-	}
 	return a, true
 }
 

@@ -295,5 +295,17 @@ func TestNATIceboxBehind1to1NAT(t *testing.T) {
 		if !strings.Contains(r.Hint, "turn.relay.public_ip") || !strings.Contains(r.Hint, "external-ip") {
 			t.Errorf("hint %q does not name turn.relay.public_ip (icebox) and external-ip (coturn)", r.Hint)
 		}
+
+		// The human form, as an operator sees it.
+		ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+		defer cancel()
+		cmd := nb.a.Command(ctx, iceboxBin, "check", "--secret", testSecret, "turn:"+bedPublicIP)
+		cmd.Env = iceboxEnv()
+		out, _ := cmd.Output()
+		if !strings.Contains(string(out), "verdict: relay_address_private: the server advertises relay address "+bedPrivateIP) ||
+			!strings.Contains(string(out), "fix: ") || !strings.Contains(string(out), "FAIL: 0 of 1 passed") {
+			t.Errorf("icebox check (exit %d) printed:\n%s", cmd.ProcessState.ExitCode(), out)
+		}
+		t.Logf("icebox check from outside, public_ip unset:\n%s", out)
 	})
 }
