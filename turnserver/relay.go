@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,6 +79,7 @@ func (ra relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 	}
 	relay := &net.UDPAddr{IP: advertised.AsSlice(), Port: int(port.port)}
 	rc := &relayPacketConn{conn: c.(*net.UDPConn), s: s, a: a, port: port}
+	s.relays.Store(port, rc) // before pion answers the Allocate (fastListener.learnAllocation)
 	if err := s.track(a, relay, rc); err != nil {
 		return nil, nil, err
 	}
@@ -279,13 +281,30 @@ type relayPacketConn struct {
 	// The last peer ReadFrom returned, and its net.Addr (the reader's).
 	lastFrom     netip.AddrPort
 	lastFromAddr *net.UDPAddr
+
+	// The channel fast path (fastpath.go): the peers bound to channels
+	// (copy-on-write, nil until the first), and the reader's buffer with
+	// room for the ChannelData header.
+	peers  atomic.Pointer[map[netip.AddrPort]*binding]
+	bindMu sync.Mutex
+	out    []byte
+	closed atomic.Bool
 }
 
 var _ net.PacketConn = (*relayPacketConn)(nil)
 
 func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	peer, ok := addrPortOf(addr)
-	if !ok || !c.s.policy.Allow(peer) {
+	if !ok {
+		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
+		return len(p), nil
+	}
+	return c.writeToPeer(p, peer)
+}
+
+// writeToPeer sends p to peer if the peer policy allows it, and counts it.
+func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) (int, error) {
+	if !c.s.policy.Allow(peer) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		// Drop silently: an error here only makes pion log per packet.
 		return len(p), nil
@@ -298,17 +317,42 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
-// ReadFrom reads a datagram from a peer. The source address it returns is
-// the same *net.UDPAddr for as long as the peer stays the same (pion only
-// reads it), so a call's steady stream from one peer allocates nothing.
-// pion's relay loop is the only reader.
+// ReadFrom reads a datagram from a peer for pion. A datagram from a peer
+// bound on the channel fast path goes to the client on the way, and the
+// next is read. The source address it returns is the same *net.UDPAddr for
+// as long as the peer stays the same (pion only reads it), so a call's
+// steady stream from one peer allocates nothing. pion's relay loop is the
+// only reader.
 func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, from, err := c.conn.ReadFromUDPAddrPort(p)
-	if err != nil {
-		return n, nil, err
+	var n int
+	var from netip.AddrPort
+	for {
+		var err error
+		bound := c.peers.Load() != nil // read once: a binding may arrive meanwhile
+		if !bound { // no channel bound: straight into p
+			n, from, err = c.conn.ReadFromUDPAddrPort(p)
+		} else {
+			// 4 bytes of room for the ChannelData header.
+			if len(c.out) < 4+len(p) {
+				c.out = make([]byte, 4+len(p))
+			}
+			n, from, err = c.conn.ReadFromUDPAddrPort(c.out[4 : 4+len(p)])
+		}
+		if err != nil {
+			return n, nil, err
+		}
+		c.a.bytesFromPeer.Add(uint64(n))
+		c.a.packetsFromPeer.Add(1)
+		if !bound {
+			break
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if c.relayToClient(c.out, n, from) {
+			continue
+		}
+		copy(p, c.out[4:4+n])
+		break
 	}
-	c.a.bytesFromPeer.Add(uint64(n))
-	c.a.packetsFromPeer.Add(1)
 	if from != c.lastFrom || c.lastFromAddr == nil {
 		c.lastFrom, c.lastFromAddr = from, net.UDPAddrFromAddrPort(from)
 	}
@@ -316,8 +360,12 @@ func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *relayPacketConn) Close() error {
+	c.closed.Store(true)
 	err := c.conn.Close()
-	c.once.Do(func() { c.s.release(c.a, c.port) })
+	c.once.Do(func() {
+		c.s.relays.CompareAndDelete(c.port, c)
+		c.s.release(c.a, c.port)
+	})
 	if errors.Is(err, net.ErrClosed) {
 		return nil
 	}

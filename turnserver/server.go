@@ -69,6 +69,10 @@ type Config struct {
 	// call, as pion reads.
 	RecvBatch int
 
+	// NoFastPath leaves every datagram to pion, bound channels included
+	// (fastpath.go). For comparisons and as a way out.
+	NoFastPath bool
+
 	// Revoked are calls revoked before this server started (kept by the
 	// caller across restarts); they are refused from the first request.
 	Revoked []Revocation
@@ -117,6 +121,10 @@ type Server struct {
 	// testHookTrack, if set, runs when an allocation's socket is bound and
 	// before the allocation is published (tests stop it there).
 	testHookTrack atomic.Pointer[func(relay net.Addr)]
+
+	// relays are the live UDP relay sockets by port, for the channel fast
+	// path to find an allocation's socket from pion's Allocate answer.
+	relays sync.Map // relayPort → *relayPacketConn
 
 	revokedMu sync.RWMutex
 	revoked   map[string]time.Time // call ID → when the revocation may be forgotten
@@ -200,6 +208,9 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	}
 	for _, pc := range ln.UDP {
 		pc = newBatchConn(pc, cfg.RecvBatch)
+		if !cfg.NoFastPath {
+			pc = newFastListener(pc, s)
+		}
 		if limiter != nil {
 			pc = &errorLimitedConn{PacketConn: pc, lim: limiter, dropped: s.m.errorsDropped}
 		}

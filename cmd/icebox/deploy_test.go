@@ -960,6 +960,15 @@ func codeMetrics(t *testing.T, root string) map[string]*metricDef {
 					if len(n.Args) == 0 {
 						return true
 					}
+					// prometheus.NewDesc("name", help, labels, constLabels)
+					// describes a metric of a custom Collector; its type is
+					// only known where the value is made.
+					if strings.HasSuffix(calledName(n.Fun), "NewDesc") && len(n.Args) >= 3 {
+						if name, ok := stringValue(n.Args[0], consts); ok && strings.HasPrefix(name, "icebox_") {
+							defs[name] = &metricDef{name: name, labels: stringList(n.Args[2], consts), pos: fset.Position(n.Pos()).String()}
+						}
+						return true
+					}
 					d := optsMetric(fset, n.Args[0], consts)
 					if d == nil {
 						return true

@@ -1,0 +1,329 @@
+package turnserver
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+// The channel fast path. Media between a UDP client and its peers flows as
+// ChannelData once the client has bound a channel (every browser does), and
+// pion handles each such datagram with a chain of lookups, locks, log
+// calls that format addresses, and allocations. icebox relays bound
+// channels itself, with what pion already decided:
+//
+//   - It watches pion's answers on the UDP listener sockets: an Allocate
+//     success names the client's relay socket, a ChannelBind success (to
+//     the request it saw come in) a channel and its peer. Nothing is ever
+//     bound that pion did not authenticate and permit.
+//   - ChannelData from the client for a bound channel goes straight to the
+//     relay socket (whose WriteTo still applies the peer policy and counts
+//     it); a datagram from the bound peer goes straight back to the client
+//     as ChannelData. Everything else — unbound channels, other peers
+//     (Data indications), STUN — goes through pion as before.
+//   - A binding lasts as long as pion's (10 minutes from its last
+//     ChannelBind, which the client repeats to keep it) and ends with the
+//     relay socket: deleting, expiring or revoking the allocation closes it.
+//
+// Only the reader goroutine of a socket writes its own fields; the binding
+// tables are copy-on-write maps behind atomic pointers, read without locks.
+
+// channelLifetime is how long pion keeps a channel binding after a
+// ChannelBind (pion's proto.DefaultLifetime).
+const channelLifetime = 10 * time.Minute
+
+// maxPendingBinds bounds the ChannelBind requests awaiting pion's answer on
+// one listener socket; past it the table starts over (a client whose
+// request was forgotten just stays on pion's path until its next refresh).
+const maxPendingBinds = 4096
+
+// binding is one channel: client ↔ peer through relay.
+type binding struct {
+	channel uint16
+	peer    netip.AddrPort // unmapped
+	client  net.Addr       // as pion addresses the client
+	ln      *fastListener
+	relay   *relayPacketConn
+	expires time.Time
+
+	// Datagrams relayed on the fast path, each written by one goroutine
+	// (the listener's reader, the relay socket's reader).
+	toPeer, toClient atomic.Uint64
+}
+
+func (b *binding) live(now time.Time) bool { return now.Before(b.expires) && !b.relay.closed.Load() }
+
+// fastClient is what the fast path knows about one client 5-tuple.
+type fastClient struct {
+	relay    *relayPacketConn
+	client   net.Addr
+	channels map[uint16]*binding // copy-on-write
+}
+
+// pendingBind is a ChannelBind request awaiting pion's answer.
+type pendingBind struct {
+	client  netip.AddrPort
+	channel uint16
+	peer    netip.AddrPort
+	at      time.Time
+}
+
+// fastListener wraps a UDP listener socket (under the error limiter, over
+// batchConn): its ReadFrom relays ChannelData of bound channels itself,
+// and its WriteTo learns allocations and bindings from pion's answers.
+type fastListener struct {
+	net.PacketConn
+	s       *Server
+	clients atomic.Pointer[map[netip.AddrPort]*fastClient] // copy-on-write; written under mu
+
+	mu      sync.Mutex
+	pending map[[stun.TransactionIDSize]byte]pendingBind
+}
+
+func newFastListener(pc net.PacketConn, s *Server) *fastListener {
+	l := &fastListener{PacketConn: pc, s: s, pending: make(map[[stun.TransactionIDSize]byte]pendingBind)}
+	empty := map[netip.AddrPort]*fastClient{}
+	l.clients.Store(&empty)
+	return l
+}
+
+// ReadFrom returns the next datagram pion must handle; ChannelData for a
+// bound channel is relayed on the way.
+func (l *fastListener) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := l.PacketConn.ReadFrom(p)
+		if err != nil {
+			return n, addr, err
+		}
+		d := p[:n]
+		switch {
+		case len(d) >= 4 && d[0]&0xc0 == 0x40: // ChannelData (RFC 8656 §12.4)
+			if l.relayToPeer(d, addr) {
+				continue
+			}
+		case isSTUNType(d, stun.MethodChannelBind, stun.ClassRequest):
+			l.noteChannelBind(d, addr)
+		}
+		return n, addr, nil
+	}
+}
+
+// relayToPeer sends a ChannelData datagram's payload to the channel's peer
+// if the channel is bound on the fast path; false leaves it to pion.
+func (l *fastListener) relayToPeer(d []byte, from net.Addr) bool {
+	src, ok := addrPortOf(from)
+	if !ok {
+		return false
+	}
+	c := (*l.clients.Load())[src]
+	if c == nil {
+		return false
+	}
+	b := c.channels[binary.BigEndian.Uint16(d[0:2])]
+	size := int(binary.BigEndian.Uint16(d[2:4]))
+	if b == nil || 4+size > len(d) || !b.live(time.Now()) {
+		return false
+	}
+	_, _ = b.relay.writeToPeer(d[4:4+size], b.peer) // a refused peer or a send error is dropped, as pion would
+	b.toPeer.Add(1)
+	return true
+}
+
+// noteChannelBind remembers a ChannelBind request until pion answers it.
+func (l *fastListener) noteChannelBind(d []byte, from net.Addr) {
+	src, ok := addrPortOf(from)
+	if !ok {
+		return
+	}
+	m := &stun.Message{Raw: append([]byte(nil), d...)}
+	if m.Decode() != nil {
+		return
+	}
+	raw, err := m.Get(stun.AttrChannelNumber)
+	if err != nil || len(raw) < 2 {
+		return
+	}
+	var peer stun.XORMappedAddress
+	if peer.GetFromAs(m, stun.AttrXORPeerAddress) != nil {
+		return
+	}
+	pa, ok := netip.AddrFromSlice(peer.IP)
+	if !ok {
+		return
+	}
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.pending) >= maxPendingBinds {
+		clear(l.pending)
+	}
+	l.pending[m.TransactionID] = pendingBind{
+		client: src, channel: binary.BigEndian.Uint16(raw[0:2]),
+		peer: netip.AddrPortFrom(pa.Unmap(), uint16(peer.Port)), at: now,
+	}
+}
+
+// WriteTo sends pion's datagrams, learning from its Allocate and
+// ChannelBind success responses on the way.
+func (l *fastListener) WriteTo(p []byte, addr net.Addr) (int, error) {
+	switch {
+	case len(p) >= 4 && p[0]&0xc0 == 0x40: // ChannelData: the bulk, nothing to learn
+	case isSTUNType(p, stun.MethodAllocate, stun.ClassSuccessResponse):
+		l.learnAllocation(p, addr)
+	case isSTUNType(p, stun.MethodChannelBind, stun.ClassSuccessResponse):
+		l.learnBinding(p, addr)
+	}
+	return l.PacketConn.WriteTo(p, addr)
+}
+
+// learnAllocation maps the client to its relay socket, named by the
+// XOR-RELAYED-ADDRESS of pion's Allocate success response.
+func (l *fastListener) learnAllocation(p []byte, to net.Addr) {
+	client, ok := addrPortOf(to)
+	if !ok {
+		return
+	}
+	m := &stun.Message{Raw: append([]byte(nil), p...)}
+	if m.Decode() != nil {
+		return
+	}
+	var relayed stun.XORMappedAddress
+	if relayed.GetFromAs(m, stun.AttrXORRelayedAddress) != nil {
+		return
+	}
+	network := netUDP4
+	if relayed.IP.To4() == nil {
+		network = netUDP6
+	}
+	rc := l.s.relayConn(relayPort{network: network, port: uint16(relayed.Port)})
+	if rc == nil {
+		return
+	}
+	l.update(func(m map[netip.AddrPort]*fastClient) {
+		m[client] = &fastClient{relay: rc, client: to, channels: map[uint16]*binding{}}
+	})
+}
+
+// learnBinding commits the ChannelBind request pion just accepted.
+func (l *fastListener) learnBinding(p []byte, to net.Addr) {
+	if len(p) < 20 {
+		return
+	}
+	var id [stun.TransactionIDSize]byte
+	copy(id[:], p[8:20])
+	l.mu.Lock()
+	req, ok := l.pending[id]
+	delete(l.pending, id)
+	l.mu.Unlock()
+	client, cok := addrPortOf(to)
+	if !ok || !cok || client != req.client {
+		return
+	}
+	l.update(func(m map[netip.AddrPort]*fastClient) {
+		old := m[client]
+		if old == nil || old.relay.closed.Load() {
+			return
+		}
+		b := &binding{channel: req.channel, peer: req.peer, client: old.client, ln: l, relay: old.relay,
+			expires: req.at.Add(channelLifetime)}
+		c := &fastClient{relay: old.relay, client: old.client, channels: make(map[uint16]*binding, len(old.channels)+1)}
+		for ch, ob := range old.channels {
+			if ch != req.channel && ob.peer != req.peer {
+				c.channels[ch] = ob
+			}
+		}
+		c.channels[req.channel] = b
+		m[client] = c
+		old.relay.bind(b)
+	})
+}
+
+// update applies f to a copy of the client table and publishes it. It also
+// drops the clients whose relay socket is closed.
+func (l *fastListener) update(f func(map[netip.AddrPort]*fastClient)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := *l.clients.Load()
+	m := make(map[netip.AddrPort]*fastClient, len(old)+1)
+	for k, c := range old {
+		if !c.relay.closed.Load() {
+			m[k] = c
+		}
+	}
+	f(m)
+	l.clients.Store(&m)
+}
+
+// bind adds b to the relay socket's peers (copy-on-write): datagrams from
+// b.peer now go to the client as ChannelData on the fast path.
+func (c *relayPacketConn) bind(b *binding) {
+	c.bindMu.Lock()
+	defer c.bindMu.Unlock()
+	old := c.peers.Load()
+	m := make(map[netip.AddrPort]*binding)
+	if old != nil {
+		for peer, ob := range *old {
+			if peer != b.peer && ob.channel != b.channel {
+				m[peer] = ob
+			}
+		}
+	}
+	m[b.peer] = b
+	c.peers.Store(&m)
+}
+
+// relayToClient sends the datagram of n bytes at out[4:] from a bound peer
+// to the client as ChannelData, its header written into out[:4]; false
+// leaves it to pion.
+func (c *relayPacketConn) relayToClient(out []byte, n int, from netip.AddrPort) bool {
+	peers := c.peers.Load()
+	if peers == nil {
+		return false
+	}
+	b := (*peers)[from]
+	if b == nil || !b.live(time.Now()) {
+		return false
+	}
+	binary.BigEndian.PutUint16(out[0:2], b.channel)
+	binary.BigEndian.PutUint16(out[2:4], uint16(n))
+	_, _ = b.ln.PacketConn.WriteTo(out[:4+n], b.client) // lost like any UDP datagram on error
+	b.toClient.Add(1)
+	return true
+}
+
+// isSTUNType reports whether p is a STUN message of method and class.
+func isSTUNType(p []byte, method stun.Method, class stun.MessageClass) bool {
+	if len(p) < 20 || p[0]&0xc0 != 0 || binary.BigEndian.Uint32(p[4:8]) != stunMagicCookie {
+		return false
+	}
+	return binary.BigEndian.Uint16(p[0:2]) == stun.NewType(method, class).Value()
+}
+
+// relayConn returns the live UDP relay socket on port, or nil.
+func (s *Server) relayConn(port relayPort) *relayPacketConn {
+	v, ok := s.relays.Load(port)
+	if !ok {
+		return nil
+	}
+	return v.(*relayPacketConn)
+}
+
+// fastPathCounts sums what the live bindings relayed on the fast path
+// (tests).
+func (s *Server) fastPathCounts() (toPeer, toClient uint64) {
+	s.relays.Range(func(_, v any) bool {
+		if peers := v.(*relayPacketConn).peers.Load(); peers != nil {
+			for _, b := range *peers {
+				toPeer += b.toPeer.Load()
+				toClient += b.toClient.Load()
+			}
+		}
+		return true
+	})
+	return toPeer, toClient
+}
