@@ -81,6 +81,9 @@ func StartDendrite(t testing.TB, opts ...Option) *Homeserver {
 	for _, o := range opts {
 		o(&s)
 	}
+	// A slot first: its release is registered before everything below, so
+	// it runs after the server has stopped.
+	acquireSlot(t)
 	// Before any Cleanup below, so the directory is removed after the server
 	// has stopped (cleanups run last-registered first).
 	dir := t.TempDir()
@@ -347,4 +350,41 @@ func (hs *Homeserver) Restart(t testing.TB) {
 		t.Fatalf("matrixtest: restart: %v", err)
 	}
 	t.Logf("matrixtest: dendrite restarted at %s in %v", hs.url, time.Since(begin).Round(time.Millisecond))
+}
+
+// maxDendrites bounds the Dendrites that run at once on the machine, over
+// every test process (go test runs packages in parallel). Each is idle most
+// of the time, but on a 2-core machine many starting and syncing at once
+// starve Dendrite's SQLite writers past their 10 s busy timeout, and
+// Dendrite v0.13.8 then panics ("cannot start a transaction within a
+// transaction"). Tests wait for a slot instead.
+const maxDendrites = 4
+
+// slotWait bounds the wait for a slot; a test holds one for well under a
+// minute.
+const slotWait = 5 * time.Minute
+
+// acquireSlot takes one of maxDendrites lock files in the temp directory
+// (flock, released by the kernel if the process dies) until the test ends.
+func acquireSlot(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(slotWait)
+	for {
+		for i := range maxDendrites {
+			path := filepath.Join(os.TempDir(), fmt.Sprintf("icebox-matrixtest-dendrite-%d.lock", i))
+			f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+			if err != nil {
+				t.Fatalf("matrixtest: slot: %v", err)
+			}
+			if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+				t.Cleanup(func() { _ = f.Close() }) // closing releases the lock
+				return
+			}
+			_ = f.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("matrixtest: no Dendrite slot free within %v (%d run at once)", slotWait, maxDendrites)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
