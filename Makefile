@@ -32,8 +32,12 @@ test: test-deps
 	$(GO) vet -tags $(TAGS) ./...
 	$(GO) test -tags $(TAGS) -race -count=1 -timeout 20m ./...
 
-bench:
+# bench runs the Go micro-benchmarks, then (as root) icebox against coturn
+# side by side in network namespaces: bench/run.sh, report in bench/results/.
+# BENCH_QUICK=1 for a short smoke run, BENCH_ROUNDS=N for more rounds.
+bench: build
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./...
+	GO=$(GO) TAGS=$(TAGS) ./bench/run.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
