@@ -98,6 +98,10 @@ type HTTP struct {
 	// SIGHUP and when the files change). Default: none (plain HTTP, for
 	// loopback or behind a reverse proxy).
 	TLS TLSFiles `yaml:"tls"`
+	// UI serves the embedded web pages under /ui/ (ICE test, call demo,
+	// status): static files that ask for an API token, so they expose
+	// nothing without one. Default: true.
+	UI bool `yaml:"ui"`
 }
 
 // ICEServers configures what /calls/ice_servers tells clients.
@@ -239,7 +243,7 @@ func Default() Config {
 			TTL:     24 * time.Hour,
 			Secrets: []Secret{{KID: "k1", Compat: true}},
 		},
-		HTTP:       HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20},
+		HTTP:       HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, UI: true},
 		ICEServers: ICEServers{External: []ExternalServer{}},
 		Auth: Auth{
 			StaticTokens: []StaticToken{},

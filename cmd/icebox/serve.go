@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"runtime"
 	"sync/atomic"
@@ -23,6 +24,7 @@ import (
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/store"
 	"github.com/icebox-voip/icebox/turnserver"
+	"github.com/icebox-voip/icebox/web"
 )
 
 func serveCmd(sig *signals, args []string, stderr io.Writer, env []string) error {
@@ -209,6 +211,14 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	host := iceHost(cfg, plan, first(bound.udp, bound.tcp, bound.tls))
 	stunURIs, turnURIs := iceURIs(host, bound.udp, bound.tcp, bound.tls)
 	var ready, draining atomic.Bool
+	var ui http.Handler // nil: /ui/ answers 404
+	if cfg.HTTP.UI {
+		h, err := web.New()
+		if err != nil {
+			return fmt.Errorf("web ui: %w", err)
+		}
+		ui = h
+	}
 	api, err := httpapi.New(httpapi.Config{
 		Keyring: keyring.Load,
 		ICE: httpapi.ICEConfig{
@@ -227,6 +237,8 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		Auth:         auth,
 		Hub:          hub,
 		Allocations:  func() any { return turnSrv.Allocations() },
+		ActiveCalls:  st.ActiveCalls,
+		UI:           ui,
 		KeyringAdmin: keys,
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Draining:     draining.Load,

@@ -35,6 +35,12 @@ func userToken(user string) string { return "token-of-" + user }
 
 func newAPIEnv(t *testing.T) *apiEnv {
 	t.Helper()
+	return newAPIEnvWith(t, nil)
+}
+
+// newAPIEnvWith is newAPIEnv with edit applied to the Config (if not nil).
+func newAPIEnvWith(t *testing.T, edit func(*Config, *store.Store)) *apiEnv {
+	t.Helper()
 	st, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +74,7 @@ func newAPIEnv(t *testing.T) *apiEnv {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	api, err := New(Config{
+	cfg := Config{
 		Registerer:   reg,
 		Keyring:      func() *credentials.Keyring { return kr },
 		ICE:          ICEConfig{STUN: []string{"stun:127.0.0.1:3478"}, TURN: []string{"turn:127.0.0.1:3478?transport=udp"}, TTL: time.Hour},
@@ -77,7 +83,11 @@ func newAPIEnv(t *testing.T) *apiEnv {
 		Hub:          hub,
 		MaxBodyBytes: 1 << 20,
 		Logger:       zerolog.Nop(),
-	})
+	}
+	if edit != nil {
+		edit(&cfg, st)
+	}
+	api, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

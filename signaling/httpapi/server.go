@@ -35,6 +35,12 @@ type Config struct {
 	KeyringAdmin KeyringAdmin
 	// Allocations lists the relay's live allocations for /admin/allocations.
 	Allocations func() any
+	// ActiveCalls lists every ringing or answered call for /admin/calls;
+	// nil serves an empty list.
+	ActiveCalls func(ctx context.Context) ([]signaling.Call, error)
+	// UI serves the embedded web pages under /ui/ (package web), without a
+	// token: they are static and ask the user for one. nil = no UI (404).
+	UI http.Handler
 	// MaxBodyBytes bounds request bodies. Default: 1 MiB.
 	MaxBodyBytes int64
 
@@ -84,6 +90,7 @@ func New(cfg Config) (*Server, error) {
 		e.Use(requestMetrics(cfg.Registerer))
 	}
 	e.GET("/healthz", s.healthz)
+	s.routeUI(e)
 	e.GET("/readyz", s.readyz)
 	if cfg.Gatherer != nil {
 		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
@@ -141,6 +148,26 @@ func (s *Server) readyz(c echo.Context) error {
 		return apiError(http.StatusServiceUnavailable, "not_ready", "not ready")
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// routeUI mounts the web UI, outside the authenticated group: the pages are
+// public and hold no secret. With the UI off, /ui/ answers 404 (not the
+// 401 that the authenticated catch-all would give).
+func (s *Server) routeUI(e *echo.Echo) {
+	methods := []string{http.MethodGet, http.MethodHead}
+	if s.cfg.UI == nil {
+		off := func(echo.Context) error {
+			return apiError(http.StatusNotFound, "not_found", "the web UI is turned off (http.ui)")
+		}
+		e.Match(methods, "/ui", off)
+		e.Match(methods, "/ui/*", off)
+		return
+	}
+	e.Match(methods, "/ui", func(c echo.Context) error {
+		// Relative, so that it also works behind a reverse proxy's path prefix.
+		return c.Redirect(http.StatusMovedPermanently, "ui/")
+	})
+	e.Match(methods, "/ui/*", echo.WrapHandler(s.cfg.UI))
 }
 
 // websocket serves GET /ws for the authenticated user.
