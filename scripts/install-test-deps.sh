@@ -2,7 +2,11 @@
 # Installs the real test peers icebox's tests use, from Debian's packages:
 # coturn (turnutils_uclient, turnutils_peer, turnserver), systemd
 # (systemd-analyze, systemd-sysusers, for the unit's checks), and iproute2 and
-# iptables (nft backend) for the network-namespace NAT test bed (internal/netbed). Run as root (CI is); a developer
+# iptables (nft backend) for the network-namespace NAT test bed (internal/netbed),
+# Debian's chromium, node and npm for the web UI's browser tests, whose
+# driver, playwright-core (pinned in web/e2e/package-lock.json; it drives
+# /usr/bin/chromium and downloads no browser), npm ci installs into
+# web/e2e/node_modules. Run as root (CI is); a developer
 # without root gets a clear message and the tests that need the tools skip
 # with the same advice (under CI=true they fail instead).
 set -euo pipefail
@@ -12,13 +16,36 @@ command -v turnutils_uclient >/dev/null 2>&1 || missing+=(coturn)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # systemd-analyze verify of the unit
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)                # ip netns, veth, bridges
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)          # NAT rules in the namespaces
+[ -x /usr/bin/chromium ] || missing+=(chromium)                       # web UI browser tests
+command -v node >/dev/null 2>&1 || missing+=(nodejs)                  # runs web/e2e/ui.js
+command -v npm >/dev/null 2>&1 || missing+=(npm)                      # installs playwright-core
+
+# npm_deps installs web/e2e's locked packages unless they are there already.
+npm_deps() {
+	local dir
+	dir="$(cd "$(dirname "$0")/.." && pwd)/web/e2e"
+	local want
+	want=$(sed -n 's/.*"playwright-core": "\([0-9.]*\)".*/\1/p' "$dir/package.json")
+	if grep -q "\"version\": \"$want\"" "$dir/node_modules/playwright-core/package.json" 2>/dev/null; then
+		return 0
+	fi
+	if ! command -v npm >/dev/null 2>&1; then
+		echo "install-test-deps: npm missing: cannot install playwright-core into web/e2e" >&2
+		[ "${CI:-}" = "true" ] && return 1
+		return 0
+	fi
+	echo "install-test-deps: npm ci in web/e2e (playwright-core $want)" >&2
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >&2
+}
 
 if [ ${#missing[@]} -eq 0 ]; then
+	npm_deps
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-test-deps: missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
 	[ "${CI:-}" = "true" ] && exit 1
+	npm_deps || true
 	exit 0
 fi
 echo "install-test-deps: installing ${missing[*]}" >&2
@@ -30,3 +57,4 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 if command -v systemctl >/dev/null 2>&1; then
 	systemctl stop coturn >/dev/null 2>&1 || true
 fi
+npm_deps

@@ -1,0 +1,199 @@
+// Browser tests of icebox's web UI, driven by cmd/icebox/ui_test.go inside
+// a network namespace: playwright-core drives Debian's Chromium
+// (/usr/bin/chromium; nothing downloaded). One scenario per run:
+//
+//   node ui.js ice-test BASE_URL OUT_DIR
+//   node ui.js call     BASE_URL OUT_DIR CONVERSATION_ID
+//
+// Tokens come in the environment (UI_E2E_TOKENS, a JSON object: alice, bob,
+// admin, wrong), not on the command line. The result is one JSON line on
+// stdout; the Go test makes the assertions. Screenshots go to OUT_DIR.
+'use strict';
+
+const path = require('path');
+const { chromium } = require('playwright-core');
+
+const [scenario, base, outDir, conversation] = process.argv.slice(2);
+const tokens = JSON.parse(process.env.UI_E2E_TOKENS || '{}');
+const DEADLINE_MS = Number(process.env.UI_E2E_DEADLINE_MS || 90000);
+
+// The flags of ../shared/reference/turn.md ("Test beds").
+const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--autoplay-policy=no-user-gesture-required'];
+
+let browser;
+const consoleErrors = [];
+
+function watch(page, name) {
+  page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(name + ': ' + m.text()); });
+  page.on('pageerror', (e) => consoleErrors.push(name + ': uncaught ' + e.message));
+}
+
+async function signIn(page, token) {
+  await page.fill('#token', token);
+  await page.click('#signin-form button[type=submit]');
+}
+
+async function iceTest() {
+  const out = {};
+  const ctx = await browser.newContext({ viewport: { width: 1100, height: 900 } });
+  const page = await ctx.newPage();
+  watch(page, 'ice-test');
+  await page.goto(base + '/ui/ice-test');
+  await signIn(page, tokens.alice);
+  await page.waitForSelector('#verdict[data-verdict=pass], #verdict[data-verdict=fail]', { timeout: 45000 });
+  out.good = await page.evaluate(() => ({
+    verdict: document.querySelector('#verdict').dataset.verdict,
+    title: document.querySelector('#verdict-title').textContent,
+    detail: document.querySelector('#verdict-detail').textContent,
+    result: window.iceTestResult,
+    candidateRows: document.querySelectorAll('#candidates tbody tr').length,
+    relayRows: document.querySelectorAll('#candidates tbody tr[data-type=relay]').length,
+  }));
+  await page.screenshot({ path: path.join(outDir, 'ice-test.png'), fullPage: true });
+  await ctx.close();
+
+  const bad = await browser.newContext();
+  const p2 = await bad.newPage();
+  watch(p2, 'ice-test-bad-token');
+  await p2.goto(base + '/ui/ice-test');
+  await signIn(p2, tokens.wrong);
+  await p2.waitForSelector('#verdict[data-verdict=fail]', { timeout: 15000 });
+  out.bad = await p2.evaluate(() => ({
+    verdict: document.querySelector('#verdict').dataset.verdict,
+    cause: document.querySelector('#verdict').dataset.cause,
+    title: document.querySelector('#verdict-title').textContent,
+    detail: document.querySelector('#verdict-detail').textContent,
+  }));
+  await bad.close();
+  return out;
+}
+
+// poll evaluates fn in page until it returns a truthy value or timeoutMs
+// passes (then it throws with what it saw last).
+async function poll(page, fn, arg, timeoutMs, what) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    last = await page.evaluate(fn, arg);
+    if (last && last.ok) return last;
+    await page.waitForTimeout(250);
+  }
+  throw new Error(what + ' not seen within ' + timeoutMs + ' ms; last: ' + JSON.stringify(last));
+}
+
+async function callPage(name, token) {
+  const ctx = await browser.newContext({ viewport: { width: 1100, height: 1000 } });
+  const page = await ctx.newPage();
+  watch(page, name);
+  await page.goto(base + '/ui/call');
+  await signIn(page, token);
+  await page.waitForSelector('#ws-state[data-state=open]', { timeout: 10000 });
+  await page.fill('#conversation', conversation);
+  await page.selectOption('#media', 'generated');
+  return page;
+}
+
+const state = (page) => page.evaluate(() => window.iceboxDemo.state());
+
+// callDemo: alice calls bob through the demo page while an admin watches
+// the status page; both sides get RTP over a relay pair; alice hangs up.
+async function callDemo() {
+  const out = {};
+  const t0 = Date.now();
+  const admin = await (await browser.newContext({ viewport: { width: 1100, height: 1100 } })).newPage();
+  watch(admin, 'status');
+  await admin.goto(base + '/ui/status');
+  await signIn(admin, tokens.admin);
+  await admin.waitForSelector('#dashboard:not(.hidden)', { timeout: 10000 });
+
+  const alice = await callPage('alice', tokens.alice);
+  const bob = await callPage('bob', tokens.bob);
+  out.signedIn = { alice: await alice.textContent('#who'), bob: await bob.textContent('#who') };
+
+  await alice.click('#call-button');
+  await bob.waitForSelector('#incoming:not(.hidden)', { timeout: 10000 });
+  out.bobRang = await state(bob);
+  out.aliceRinging = await state(alice);
+  out.callId = await alice.evaluate(() => window.iceboxDemo.callId());
+  await bob.click('#answer-button');
+
+  const media = (p) => poll(p, async () => {
+    const s = await window.iceboxDemo.stats();
+    return { ok: window.iceboxDemo.state() === 'connected' && s.videoIn > 0 && s.local !== null, state: window.iceboxDemo.state(), stats: s };
+  }, null, 20000, 'inbound RTP over a selected pair');
+  const [a, b] = await Promise.all([media(alice), media(bob)]);
+  out.connectMs = Date.now() - t0;
+  out.aliceStats = a.stats;
+  out.bobStats = b.stats;
+
+  // The status page: the call's allocations, with counters that move.
+  const allocs = (p, id) => p.evaluate((id) => Array.from(document.querySelectorAll('#allocations tbody tr[data-call-id]'))
+    .filter((r) => r.dataset.callId === id)
+    .map((r) => ({ user: r.dataset.user, to: Number(r.dataset.bytesToPeer), from: Number(r.dataset.bytesFromPeer) })), id);
+  await poll(admin, async (id) => {
+    const rows = Array.from(document.querySelectorAll('#allocations tbody tr[data-call-id]')).filter((r) => r.dataset.callId === id);
+    return { ok: rows.length >= 2, rows: rows.length };
+  }, out.callId, 10000, 'two allocations of the call on the status page');
+  out.statusAllocationsFirst = await allocs(admin, out.callId);
+  await poll(admin, async (arg) => {
+    const rows = Array.from(document.querySelectorAll('#allocations tbody tr[data-call-id]')).filter((r) => r.dataset.callId === arg.id);
+    const total = rows.reduce((n, r) => n + Number(r.dataset.bytesToPeer) + Number(r.dataset.bytesFromPeer), 0);
+    return { ok: total > arg.before && Number(document.querySelector('#chart').dataset.points || 0) >= 4, total };
+  }, { id: out.callId, before: out.statusAllocationsFirst.reduce((n, r) => n + r.to + r.from, 0) }, 15000, 'allocation counters moving and 3 chart points');
+  out.statusAllocationsLater = await allocs(admin, out.callId);
+  out.statusCalls = await admin.evaluate(() => ({
+    answered: document.querySelector('#n-answered').textContent,
+    ringing: document.querySelector('#n-ringing').textContent,
+    rows: Array.from(document.querySelectorAll('#calls tbody tr[data-call-id]')).map((r) => ({ id: r.dataset.callId, status: r.dataset.status })),
+    chartPoints: Number(document.querySelector('#chart').dataset.points || 0),
+    keyring: Array.from(document.querySelectorAll('#keyring tbody tr')).map((r) => r.dataset.kid),
+    matrix: document.querySelector('#matrix').dataset.matrix,
+  }));
+  // Let a few more stats ticks paint before the screenshots.
+  await alice.waitForTimeout(1200);
+  await admin.screenshot({ path: path.join(outDir, 'status.png'), fullPage: true });
+  await alice.screenshot({ path: path.join(outDir, 'call.png'), fullPage: true });
+
+  await alice.click('#hangup-button');
+  const ended = (p) => poll(p, () => ({ ok: window.iceboxDemo.state() === 'ended', state: window.iceboxDemo.state(),
+    text: document.querySelector('#call-state').textContent }), null, 10000, 'the call ended');
+  const [ea, eb] = await Promise.all([ended(alice), ended(bob)]);
+  out.ended = { alice: ea.text, bob: eb.text };
+  out.bobLog = await bob.evaluate(() => Array.from(document.querySelectorAll('#log li')).map((li) => li.textContent).reverse());
+  out.aliceLog = await alice.evaluate(() => Array.from(document.querySelectorAll('#log li')).map((li) => li.textContent).reverse());
+  return out;
+}
+
+async function main() {
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: ARGS });
+  process.stderr.write('browser ' + browser.version() + '\n');
+  switch (scenario) {
+    case 'ice-test': return iceTest();
+    case 'call': return callDemo();
+    default: throw new Error('unknown scenario ' + scenario);
+  }
+}
+
+function finish(result) {
+  // The console errors of the pages the browser writes for itself (a
+  // refused API call shows as "Failed to load resource") are expected in
+  // the bad-token run; the Go test judges them.
+  process.stdout.write(JSON.stringify({ scenario, ...result, consoleErrors }) + '\n');
+}
+
+const deadline = setTimeout(async () => {
+  finish({ ok: false, error: 'scenario did not finish within ' + DEADLINE_MS + ' ms' });
+  if (browser) await browser.close().catch(() => {});
+  process.exit(2);
+}, DEADLINE_MS);
+
+main().then(async (r) => {
+  finish({ ok: true, ...r });
+}, async (err) => {
+  finish({ ok: false, error: String(err && err.stack || err) });
+}).finally(async () => {
+  clearTimeout(deadline);
+  if (browser) await browser.close().catch(() => {});
+});
