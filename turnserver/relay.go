@@ -329,7 +329,7 @@ func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		var err error
 		bound := c.peers.Load() != nil // read once: a binding may arrive meanwhile
-		if !bound { // no channel bound: straight into p
+		if !bound {                    // no channel bound: straight into p
 			n, from, err = c.conn.ReadFromUDPAddrPort(p)
 		} else {
 			// 4 bytes of room for the ChannelData header.
