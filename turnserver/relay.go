@@ -328,8 +328,10 @@ func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	var from netip.AddrPort
 	for {
 		var err error
-		bound := c.peers.Load() != nil // read once: a binding may arrive meanwhile
-		if !bound {                    // no channel bound: straight into p
+		// Read once: a binding may arrive meanwhile. With no channel
+		// bound, the datagram goes straight into p.
+		bound := c.peers.Load() != nil
+		if !bound {
 			n, from, err = c.conn.ReadFromUDPAddrPort(p)
 		} else {
 			// 4 bytes of room for the ChannelData header.
