@@ -607,21 +607,22 @@ const (
 	mAllocations = "icebox_turn_allocations_total"
 )
 
-// writeTestCert writes a self-signed certificate for 127.0.0.1 and its key
-// (mode 0600) into dir and returns their paths and a pool that trusts it.
-func writeTestCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+// writeCert writes a self-signed certificate for the given DNS names and IPs
+// (valid from notBefore to notAfter) and its key; it returns their paths and
+// the certificate's path as a CA file.
+func writeCert(t *testing.T, dir string, dns []string, ips []net.IP, notBefore, notAfter time.Time) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "icebox e2e"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"localhost"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "icebox check test"},
+		DNSNames:              dns,
+		IPAddresses:           ips,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -635,6 +636,9 @@ func writeTestCert(t *testing.T, dir string) (certFile, keyFile string, pool *x5
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
@@ -642,12 +646,24 @@ func writeTestCert(t *testing.T, dir string) (certFile, keyFile string, pool *x5
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cert, err := x509.ParseCertificate(der)
+	return certFile, keyFile
+}
+
+// writeTestCert writes a self-signed certificate for 127.0.0.1 and
+// localhost, valid for a day, and its key (mode 0600) into dir and returns
+// their paths and a pool that trusts it.
+func writeTestCert(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	certFile, keyFile = writeCert(t, dir, []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)},
+		time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour))
+	pemData, err := os.ReadFile(certFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pool = x509.NewCertPool()
-	pool.AddCert(cert)
+	if !pool.AppendCertsFromPEM(pemData) {
+		t.Fatal("test certificate not parsed")
+	}
 	return certFile, keyFile, pool
 }
 
