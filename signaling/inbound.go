@@ -306,6 +306,28 @@ func isMatrixUserID(user string) bool {
 	return len(user) > 3 && user[0] == '@' && strings.Contains(user[1:], ":")
 }
 
+// conversationOfRoom returns the room's conversation, or a new one (not
+// stored) with an ID derived from the room's.
+func (s *Service) conversationOfRoom(ctx context.Context, roomID string, now time.Time) (Conversation, error) {
+	conv, err := s.cfg.RoomIndex.ConversationByRoom(ctx, roomID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		sum := sha256.Sum256([]byte(roomID))
+		id := "room-" + hex.EncodeToString(sum[:8])
+		// An admin may have stored that conversation, room still unset.
+		if c, err := s.cfg.Store.Conversation(ctx, id); err == nil {
+			c.RoomID = roomID
+			return c, nil
+		} else if !errors.Is(err, ErrNotFound) {
+			return Conversation{}, err
+		}
+		return Conversation{ID: id, RoomID: roomID, CreatedAt: now}, nil
+	case err != nil:
+		return Conversation{}, err
+	}
+	return conv, nil
+}
+
 // RoomJoined makes a Matrix room the service user joined into a
 // conversation whose participants are the room's joined members (the
 // service user excluded), or refreshes the participants of the
@@ -324,12 +346,14 @@ func (s *Service) RoomJoined(ctx context.Context, roomID string, members []strin
 		return Conversation{}, invalidf("room %s has no members to call", roomID)
 	}
 	now := s.cfg.Now().UTC()
-	conv, err := s.cfg.RoomIndex.ConversationByRoom(ctx, roomID)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		sum := sha256.Sum256([]byte(roomID))
-		conv = Conversation{ID: "room-" + hex.EncodeToString(sum[:8]), RoomID: roomID, CreatedAt: now}
-	case err != nil:
+	conv, err := s.conversationOfRoom(ctx, roomID, now)
+	if err != nil {
+		return Conversation{}, err
+	}
+	// Read again under the conversation's lock: an admin PUT of the same
+	// conversation meanwhile must not be overwritten with stale members.
+	defer s.convLocks.lock(conv.ID)()
+	if conv, err = s.conversationOfRoom(ctx, roomID, now); err != nil {
 		return Conversation{}, err
 	}
 	// Local (non-Matrix) participants stay: they are icebox's users, not

@@ -3,6 +3,8 @@ package signaling_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/icebox-voip/icebox/signaling"
@@ -188,5 +190,42 @@ func TestRoomJoinedMapsMembers(t *testing.T) {
 	dan.Sender = "@dan:example.org"
 	if _, err := e.svc.InviteFromMatrix(ctx, signaling.MatrixInvite{MatrixEvent: dan, SDPOffer: "v=0", LifetimeMS: 60000}); err != nil {
 		t.Fatalf("invite from a member who joined: %v", err)
+	}
+}
+
+// TestRoomJoinedKeepsConcurrentAdminUpdate: an admin adding a local user
+// to a room's conversation while the room's members change loses nothing:
+// whichever runs second sees the other's write.
+func TestRoomJoinedKeepsConcurrentAdminUpdate(t *testing.T) {
+	e := newMatrixEnv(t)
+	ctx := context.Background()
+	for i := range 30 {
+		room := fmt.Sprintf("!race%d:example.org", i)
+		first, err := e.svc.RoomJoined(ctx, room, []string{bob})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := e.svc.PutConversation(ctx, first.ID, []string{"alice", bob}, room); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := e.svc.RoomJoined(ctx, room, []string{bob, "@carol:example.org"}); err != nil {
+				t.Error(err)
+			}
+		}()
+		wg.Wait()
+		conv, err := e.svc.Conversation(ctx, first.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !conv.HasParticipant("alice") {
+			t.Fatalf("round %d: the admin's alice was lost: %+v", i, conv.Participants)
+		}
 	}
 }

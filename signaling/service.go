@@ -81,6 +81,8 @@ type Service struct {
 	timers  map[string]*time.Timer
 	closed  bool
 	wg      sync.WaitGroup // expiry callbacks in flight
+
+	convLocks keyLocks // by conversation ID: PutConversation and RoomJoined
 }
 
 // NewService checks the configuration and applies defaults.
@@ -186,6 +188,7 @@ func (s *Service) PutConversation(ctx context.Context, id string, participants [
 		}
 		seen[p] = true
 	}
+	defer s.convLocks.lock(id)()
 	now := s.cfg.Now().UTC()
 	conv := Conversation{ID: id, Participants: slices.Clone(participants), RoomID: roomID, CreatedAt: now, UpdatedAt: now}
 	if old, err := s.cfg.Store.Conversation(ctx, id); err == nil {
