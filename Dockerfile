@@ -47,6 +47,8 @@ FROM golang:1.26-bookworm AS build
 WORKDIR /src
 # Modules first: this layer is rebuilt only when go.mod or go.sum change.
 COPY go.mod go.sum ./
+# go.mod replaces pion/stun with this patched copy (third_party/README.md).
+COPY third_party ./third_party
 RUN go mod download
 COPY . .
 # VERSION is what `icebox version` prints; the Makefile passes `git describe`.
