@@ -30,8 +30,10 @@ import (
 //     ChannelBind, which the client repeats to keep it) and ends with the
 //     relay socket: deleting, expiring or revoking the allocation closes it.
 //
-// Only the reader goroutine of a socket writes its own fields; the binding
-// tables are copy-on-write maps behind atomic pointers, read without locks.
+// Only the reader goroutine of a socket writes its own fields. The clients
+// of a listener are a sync.Map (written once per allocation, read per
+// datagram); a client's channels and a relay socket's peers are small
+// copy-on-write maps behind atomic pointers. All are read without locks.
 
 // channelLifetime is how long pion keeps a channel binding after a
 // ChannelBind (pion's proto.DefaultLifetime).
@@ -62,7 +64,7 @@ func (b *binding) live(now time.Time) bool { return now.Before(b.expires) && !b.
 type fastClient struct {
 	relay    *relayPacketConn
 	client   net.Addr
-	channels map[uint16]*binding // copy-on-write
+	channels atomic.Pointer[map[uint16]*binding] // copy-on-write under the listener's mu; nil: none
 }
 
 // pendingBind is a ChannelBind request awaiting pion's answer.
@@ -79,17 +81,14 @@ type pendingBind struct {
 type fastListener struct {
 	net.PacketConn
 	s       *Server
-	clients atomic.Pointer[map[netip.AddrPort]*fastClient] // copy-on-write; written under mu
+	clients sync.Map // netip.AddrPort → *fastClient; an entry goes when its relay socket closes
 
 	mu      sync.Mutex
 	pending map[[stun.TransactionIDSize]byte]pendingBind
 }
 
 func newFastListener(pc net.PacketConn, s *Server) *fastListener {
-	l := &fastListener{PacketConn: pc, s: s, pending: make(map[[stun.TransactionIDSize]byte]pendingBind)}
-	empty := map[netip.AddrPort]*fastClient{}
-	l.clients.Store(&empty)
-	return l
+	return &fastListener{PacketConn: pc, s: s, pending: make(map[[stun.TransactionIDSize]byte]pendingBind)}
 }
 
 // ReadFrom returns the next datagram pion must handle; ChannelData for a
@@ -120,11 +119,15 @@ func (l *fastListener) relayToPeer(d []byte, from net.Addr) bool {
 	if !ok {
 		return false
 	}
-	c := (*l.clients.Load())[src]
-	if c == nil {
+	v, ok := l.clients.Load(src)
+	if !ok {
 		return false
 	}
-	b := c.channels[binary.BigEndian.Uint16(d[0:2])]
+	channels := v.(*fastClient).channels.Load()
+	if channels == nil {
+		return false
+	}
+	b := (*channels)[binary.BigEndian.Uint16(d[0:2])]
 	size := int(binary.BigEndian.Uint16(d[2:4]))
 	if b == nil || 4+size > len(d) || !b.live(time.Now()) {
 		return false
@@ -204,9 +207,9 @@ func (l *fastListener) learnAllocation(p []byte, to net.Addr) {
 	if rc == nil {
 		return
 	}
-	l.update(func(m map[netip.AddrPort]*fastClient) {
-		m[client] = &fastClient{relay: rc, client: to, channels: map[uint16]*binding{}}
-	})
+	c := &fastClient{relay: rc, client: to}
+	l.clients.Store(client, c)
+	rc.forget(func() { l.clients.CompareAndDelete(client, c) })
 }
 
 // learnBinding commits the ChannelBind request pion just accepted.
@@ -224,39 +227,29 @@ func (l *fastListener) learnBinding(p []byte, to net.Addr) {
 	if !ok || !cok || client != req.client {
 		return
 	}
-	l.update(func(m map[netip.AddrPort]*fastClient) {
-		old := m[client]
-		if old == nil || old.relay.closed.Load() {
-			return
-		}
-		b := &binding{channel: req.channel, peer: req.peer, client: old.client, ln: l, relay: old.relay,
-			expires: req.at.Add(channelLifetime)}
-		c := &fastClient{relay: old.relay, client: old.client, channels: make(map[uint16]*binding, len(old.channels)+1)}
-		for ch, ob := range old.channels {
+	v, found := l.clients.Load(client)
+	if !found {
+		return
+	}
+	c := v.(*fastClient)
+	if c.relay.closed.Load() {
+		return
+	}
+	b := &binding{channel: req.channel, peer: req.peer, client: c.client, ln: l, relay: c.relay,
+		expires: req.at.Add(channelLifetime)}
+	l.mu.Lock()
+	m := make(map[uint16]*binding)
+	if old := c.channels.Load(); old != nil {
+		for ch, ob := range *old {
 			if ch != req.channel && ob.peer != req.peer {
-				c.channels[ch] = ob
+				m[ch] = ob
 			}
 		}
-		c.channels[req.channel] = b
-		m[client] = c
-		old.relay.bind(b)
-	})
-}
-
-// update applies f to a copy of the client table and publishes it. It also
-// drops the clients whose relay socket is closed.
-func (l *fastListener) update(f func(map[netip.AddrPort]*fastClient)) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	old := *l.clients.Load()
-	m := make(map[netip.AddrPort]*fastClient, len(old)+1)
-	for k, c := range old {
-		if !c.relay.closed.Load() {
-			m[k] = c
-		}
 	}
-	f(m)
-	l.clients.Store(&m)
+	m[req.channel] = b
+	c.channels.Store(&m)
+	l.mu.Unlock()
+	c.relay.bind(b)
 }
 
 // bind adds b to the relay socket's peers (copy-on-write): datagrams from
@@ -326,4 +319,16 @@ func (s *Server) fastPathCounts() (toPeer, toClient uint64) {
 		return true
 	})
 	return toPeer, toClient
+}
+
+// forget runs f when the relay socket closes (at once if it has).
+func (c *relayPacketConn) forget(f func()) {
+	c.bindMu.Lock()
+	if !c.closed.Load() {
+		c.onClose = append(c.onClose, f)
+		c.bindMu.Unlock()
+		return
+	}
+	c.bindMu.Unlock()
+	f()
 }

@@ -65,6 +65,10 @@ func TestChannelFastPath(t *testing.T) {
 		t.Fatalf("fast path carried %d to the peer and %d to the client, want >= %d and %d", toPeer, toClient-before, n, n-1)
 	}
 
+	if got := fastClients(r.srv); got != 1 {
+		t.Fatalf("fast path knows %d clients, want 1", got)
+	}
+
 	// Revoking the call closes the allocation: nothing more reaches the peer.
 	if closed := r.srv.RevokeCall("call-fast", time.Now().Add(time.Hour)); closed != 1 {
 		t.Fatalf("RevokeCall closed %d allocations, want 1", closed)
@@ -78,4 +82,16 @@ func TestChannelFastPath(t *testing.T) {
 	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
 		t.Fatal(err)
 	}
+	if got := fastClients(r.srv); got != 0 {
+		t.Fatalf("fast path still knows %d clients after the allocation closed", got)
+	}
+}
+
+// fastClients counts the clients the fast path knows, over all listeners.
+func fastClients(s *Server) int {
+	n := 0
+	for _, l := range s.fast {
+		l.clients.Range(func(_, _ any) bool { n++; return true })
+	}
+	return n
 }

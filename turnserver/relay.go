@@ -285,10 +285,11 @@ type relayPacketConn struct {
 	// The channel fast path (fastpath.go): the peers bound to channels
 	// (copy-on-write, nil until the first), and the reader's buffer with
 	// room for the ChannelData header.
-	peers  atomic.Pointer[map[netip.AddrPort]*binding]
-	bindMu sync.Mutex
-	out    []byte
-	closed atomic.Bool
+	peers   atomic.Pointer[map[netip.AddrPort]*binding]
+	bindMu  sync.Mutex
+	out     []byte
+	closed  atomic.Bool
+	onClose []func() // under bindMu: the fast path forgets the socket
 }
 
 var _ net.PacketConn = (*relayPacketConn)(nil)
@@ -362,7 +363,14 @@ func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (c *relayPacketConn) Close() error {
+	c.bindMu.Lock()
 	c.closed.Store(true)
+	forget := c.onClose
+	c.onClose = nil
+	c.bindMu.Unlock()
+	for _, f := range forget {
+		f()
+	}
 	err := c.conn.Close()
 	c.once.Do(func() {
 		c.s.relays.CompareAndDelete(c.port, c)

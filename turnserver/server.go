@@ -125,6 +125,7 @@ type Server struct {
 	// relays are the live UDP relay sockets by port, for the channel fast
 	// path to find an allocation's socket from pion's Allocate answer.
 	relays sync.Map // relayPort → *relayPacketConn
+	fast   []*fastListener
 
 	revokedMu sync.RWMutex
 	revoked   map[string]time.Time // call ID → when the revocation may be forgotten
@@ -209,7 +210,9 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	for _, pc := range ln.UDP {
 		pc = newBatchConn(pc, cfg.RecvBatch)
 		if !cfg.NoFastPath {
-			pc = newFastListener(pc, s)
+			fl := newFastListener(pc, s)
+			s.fast = append(s.fast, fl)
+			pc = fl
 		}
 		if limiter != nil {
 			pc = &errorLimitedConn{PacketConn: pc, lim: limiter, dropped: s.m.errorsDropped}
