@@ -143,8 +143,8 @@ func (l *fastListener) noteChannelBind(d []byte, from net.Addr) {
 	if !ok {
 		return
 	}
-	m := &stun.Message{Raw: append([]byte(nil), d...)}
-	if m.Decode() != nil {
+	m, ok := decodeSTUN(d)
+	if !ok {
 		return
 	}
 	raw, err := m.Get(stun.AttrChannelNumber)
@@ -191,8 +191,8 @@ func (l *fastListener) learnAllocation(p []byte, to net.Addr) {
 	if !ok {
 		return
 	}
-	m := &stun.Message{Raw: append([]byte(nil), p...)}
-	if m.Decode() != nil {
+	m, ok := decodeSTUN(p)
+	if !ok {
 		return
 	}
 	var relayed stun.XORMappedAddress
@@ -287,6 +287,12 @@ func (c *relayPacketConn) relayToClient(out []byte, n int, from netip.AddrPort) 
 	_, _ = b.ln.PacketConn.WriteTo(out[:4+n], b.client) // lost like any UDP datagram on error
 	b.toClient.Add(1)
 	return true
+}
+
+// decodeSTUN parses a copy of p (pion still owns p) as a STUN message.
+func decodeSTUN(p []byte) (*stun.Message, bool) {
+	m := &stun.Message{Raw: append([]byte(nil), p...)}
+	return m, m.Decode() == nil
 }
 
 // isSTUNType reports whether p is a STUN message of method and class.

@@ -240,6 +240,19 @@ func undecryptable(t *testing.T, b *testBridge) float64 {
 		metric(t, b.reg, "icebox_matrix_undecryptable_total", "reason", "error")
 }
 
+// checkClean: nothing was undecryptable on either side, and no secret
+// reached the bridge's log.
+func (w *e2eeWorld) checkClean(t *testing.T, b *testBridge) {
+	t.Helper()
+	if n := undecryptable(t, b); n != 0 {
+		t.Errorf("icebox_matrix_undecryptable_total = %v, want 0", n)
+	}
+	if n := w.bob.DecryptFailures(); n != 0 {
+		t.Errorf("bob failed to decrypt %d events", n)
+	}
+	checkNoE2EESecretsLogged(t, b, w.bobToken)
+}
+
 // checkNoE2EESecretsLogged: besides checkNoSecretsLogged's SDP, candidates
 // and token, neither bob's SDP nor the service user's password.
 func checkNoE2EESecretsLogged(t *testing.T, b *testBridge, token string) {
@@ -357,13 +370,7 @@ func testE2EEOutboundCall(t *testing.T) {
 	if got := metric(t, b.reg, "icebox_matrix_outbox_dropped_total", "reason", "unencrypted_room"); got != 0 {
 		t.Errorf("dropped{unencrypted_room} = %v, want 0", got)
 	}
-	if n := undecryptable(t, b.testBridge); n != 0 {
-		t.Errorf("icebox_matrix_undecryptable_total = %v, want 0", n)
-	}
-	if n := w.bob.DecryptFailures(); n != 0 {
-		t.Errorf("bob failed to decrypt %d events", n)
-	}
-	checkNoE2EESecretsLogged(t, b.testBridge, w.bobToken)
+	w.checkClean(t, b.testBridge)
 	t.Logf("total %v", time.Since(begin).Round(time.Millisecond))
 }
 
@@ -664,13 +671,7 @@ func testE2EERestart(t *testing.T) {
 	if c, ok := w.call(t, "afterrestart"); !ok || c.Status != signaling.StatusRinging || c.SDPOffer != bobSDP {
 		t.Errorf("bob's invite after the restart = %+v (found %v), want ringing with his offer", c, ok)
 	}
-	if n := undecryptable(t, again.testBridge); n != 0 {
-		t.Errorf("icebox_matrix_undecryptable_total = %v after the restart, want 0", n)
-	}
-	if n := w.bob.DecryptFailures(); n != 0 {
-		t.Errorf("bob failed to decrypt %d events", n)
-	}
-	checkNoE2EESecretsLogged(t, again.testBridge, w.bobToken)
+	w.checkClean(t, again.testBridge)
 	t.Logf("total %v", time.Since(begin).Round(time.Millisecond))
 }
 
