@@ -2,10 +2,12 @@ package matrixtest
 
 import (
 	"bytes"
+	"database/sql"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -67,7 +69,37 @@ func writeConfig(bins binaries, dir, serverName, sharedSecret string, extra []ov
 	if err := os.WriteFile(path, out, 0o600); err != nil {
 		return "", fmt.Errorf("dendrite.yaml: %w", err)
 	}
+	if err := walDatabases(out); err != nil {
+		return "", err
+	}
 	return path, nil
+}
+
+// sqliteFile matches the SQLite connection strings of dendrite.yaml.
+var sqliteFile = regexp.MustCompile(`connection_string:\s*"?file:([^"\s?]+)`)
+
+// walDatabases creates Dendrite's SQLite databases in WAL mode before it
+// starts (the mode is kept in the file; Dendrite's config cannot ask for
+// it). In its default rollback mode a long /sync read blocks writers past
+// Dendrite's 10 s busy timeout now and then, and v0.13.8 then panics
+// ("cannot start a transaction within a transaction") and exits.
+func walDatabases(cfg []byte) error {
+	for _, m := range sqliteFile.FindAllSubmatch(cfg, -1) {
+		path := string(m[1])
+		db, err := sql.Open("sqlite", "file:"+path)
+		if err != nil {
+			return fmt.Errorf("dendrite database %s: %w", path, err)
+		}
+		var mode string
+		err = db.QueryRow("PRAGMA journal_mode=WAL").Scan(&mode)
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil || mode != "wal" {
+			return fmt.Errorf("dendrite database %s: journal_mode=WAL: %q, %v", path, mode, err)
+		}
+	}
+	return nil
 }
 
 // testDefaults turn generate-config's production defaults into a closed,
