@@ -12,34 +12,53 @@ import (
 
 // ListenUDP binds n UDP sockets to addr with SO_REUSEPORT, so the kernel
 // spreads clients over n reader goroutines (one socket cannot keep up with a
-// busy relay: see reference/turn.md). If addr has port 0, the first socket
-// picks the port and the others join it. bufSize is asked for as SO_RCVBUF
-// and SO_SNDBUF; the returned size is what the kernel granted on the first
+// busy relay: see reference/turn.md). bufSize is asked for as SO_RCVBUF and
+// SO_SNDBUF; the returned size is what the kernel granted on the first
 // socket, so the caller can log a cap.
+//
+// The first socket is bound without SO_REUSEPORT and only then allowed to
+// share its port, so the bind fails if anything holds the port already.
+// Bound with SO_REUSEPORT at once, it would silently join any socket of the
+// same user on that port (coturn's, turnutils_peer's, a second icebox's) and
+// the kernel would hand part of the clients to it; with port 0, Linux may
+// even pick such a port. The other n-1 sockets then join the first.
 func ListenUDP(ctx context.Context, addr string, n, bufSize int) ([]net.PacketConn, int, error) {
 	if n < 1 {
 		n = 1
 	}
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		if err := reusePort(c); err != nil {
-			return err
+	first := net.ListenConfig{Control: setBuffers(bufSize)}
+	pc, err := first.ListenPacket(ctx, "udp", addr)
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			err = fmt.Errorf("%w (another socket holds the port: another process such as coturn or a second icebox, "+
+				"or another turn.listen.udp entry — [::]:port also takes IPv4)", err)
 		}
-		return setBuffers(bufSize)(network, address, c)
-	}}
-	conns := make([]net.PacketConn, 0, n)
+		return nil, 0, fmt.Errorf("turnserver: listen udp %s: %w", addr, err)
+	}
+	conns := []net.PacketConn{pc}
 	closeAll := func() {
 		for _, c := range conns {
 			_ = c.Close() // already failing; the bind error is the one to report
 		}
 	}
-	for i := range n {
+	if n > 1 {
+		if err := reusePort(pc.(syscall.Conn)); err != nil {
+			closeAll()
+			return nil, 0, fmt.Errorf("turnserver: listen udp %s: SO_REUSEPORT: %w", addr, err)
+		}
+	}
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		if err := reusePortRaw(c); err != nil {
+			return err
+		}
+		return setBuffers(bufSize)(network, address, c)
+	}}
+	addr = pc.LocalAddr().String()
+	for len(conns) < n {
 		pc, err := lc.ListenPacket(ctx, "udp", addr)
 		if err != nil {
 			closeAll()
 			return nil, 0, fmt.Errorf("turnserver: listen udp %s: %w", addr, err)
-		}
-		if i == 0 {
-			addr = pc.LocalAddr().String()
 		}
 		conns = append(conns, pc)
 	}
@@ -61,7 +80,16 @@ func ListenTCP(ctx context.Context, addr string) (net.Listener, error) {
 	return l, nil
 }
 
-func reusePort(c syscall.RawConn) error {
+// reusePort sets SO_REUSEPORT on a bound socket.
+func reusePort(c syscall.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return reusePortRaw(rc)
+}
+
+func reusePortRaw(c syscall.RawConn) error {
 	var sockErr error
 	err := c.Control(func(fd uintptr) {
 		sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)

@@ -36,9 +36,10 @@ func coturnTool(t *testing.T, name string) string {
 }
 
 // startEchoPeer runs turnutils_peer on 127.0.0.1 and waits until it echoes.
+// turnutils_peer binds the port it is given and the next one.
 func startEchoPeer(t *testing.T, bin string) int {
 	t.Helper()
-	port := freePort(t)
+	port := freePorts(t, 2)
 	p := startProcess(t, bin, "-L", "127.0.0.1", "-p", strconv.Itoa(port))
 	t.Cleanup(func() {
 		if t.Failed() {

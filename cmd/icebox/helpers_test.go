@@ -191,28 +191,62 @@ func inRelayRange(port int) bool { return port >= relayMinPort && port <= relayM
 // take it before icebox binds it; startIcebox retries once for that.
 func freePort(t testing.TB) int {
 	t.Helper()
+	return freePorts(t, 1)
+}
+
+// freePorts returns the first of n consecutive loopback ports, each free
+// for UDP and TCP a moment ago, outside the relay range and none handed out
+// before. turnutils_peer binds its port and the next one, both with
+// SO_REUSEPORT: given a port next to icebox's, it silently shares icebox's
+// TURN port and echoes clients' requests back to them.
+func freePorts(t testing.TB, n int) int {
+	t.Helper()
 	for range 200 {
 		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
 			t.Fatalf("freePort: %v", err)
 		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		base := pc.LocalAddr().(*net.UDPAddr).Port
 		pc.Close()
-		if err != nil {
+		if base+n-1 > 65535 || !portsFree(base, n) {
 			continue
 		}
-		l.Close()
 		portsMu.Lock()
-		taken := portsGiven[port]
-		portsGiven[port] = true
+		taken := false
+		for p := base; p < base+n; p++ {
+			taken = taken || portsGiven[p] || inRelayRange(p)
+		}
+		if !taken {
+			for p := base; p < base+n; p++ {
+				portsGiven[p] = true
+			}
+		}
 		portsMu.Unlock()
-		if !taken && !inRelayRange(port) {
-			return port
+		if !taken {
+			return base
 		}
 	}
-	t.Fatal("freePort: no free port found")
+	t.Fatalf("freePort: no %d consecutive free ports found", n)
 	return 0
+}
+
+// portsFree reports whether ports base..base+n-1 can be bound on 127.0.0.1
+// for UDP and for TCP right now.
+func portsFree(base, n int) bool {
+	for p := base; p < base+n; p++ {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		pc, err := net.ListenPacket("udp4", addr)
+		if err != nil {
+			return false
+		}
+		l, err := net.Listen("tcp4", addr)
+		pc.Close()
+		if err != nil {
+			return false
+		}
+		l.Close()
+	}
+	return true
 }
 
 // listenPeer opens the UDP socket of a plain peer on 127.0.0.1, outside the
