@@ -423,7 +423,7 @@ type profileResult struct {
 // runProfile runs the 100-session load once more on icebox while taking a
 // CPU profile through its admin pprof endpoint, if it has one.
 func (r *runner) runProfile(ctx context.Context) {
-	l := r.plan.Uclient[1]
+	l := r.plan.Uclient[r.plan.ProfileLoad]
 	l.Messages *= 2 // so that the profile's seconds fall within the relaying
 	rec := r.measureUclient(ctx, 0, "icebox", l, true)
 	if r.profile == nil {

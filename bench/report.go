@@ -189,6 +189,9 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 	if r.plan.Quick {
 		kind = "QUICK smoke run (BENCH_QUICK=1: loads divided by 5, figures not for comparison)"
 	}
+	if r.plan.Only != nil {
+		kind = "PARTIAL " + kind + " (-only: some measurements left out)"
+	}
 	fmt.Fprintf(&b, "# icebox vs coturn — %s\n\n", now.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "%s, %d round(s), %s. Written by `make bench` (`bench/`); method in `bench/README.md`.\n\n",
 		kind, r.plan.Rounds, time.Since(r.started).Round(time.Second))
@@ -254,6 +257,9 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 	if r.plan.Quick {
 		stamp += "-quick"
 	}
+	if r.plan.Only != nil {
+		stamp += "-partial"
+	}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
 	}
@@ -279,7 +285,7 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "bench: report %s\n", path)
-	if !r.plan.Quick {
+	if !r.plan.Quick && r.plan.Only == nil {
 		latest := filepath.Join(outDir, "latest.md")
 		if err := os.WriteFile(latest, []byte(b.String()), 0o644); err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -22,6 +23,8 @@ import (
 type plan struct {
 	Rounds        int
 	Quick         bool
+	Only          map[string]bool // measurements to run (nil: all); a partial run is not latest.md
+	ProfileLoad   int             // index in Uclient of the load profiled
 	Uclient       []uclientLoad
 	AllocWorkers  int
 	AllocDuration time.Duration
@@ -52,6 +55,7 @@ func newPlan(rounds int, quick bool) plan {
 		HTTPDuration:  10 * time.Second,
 		SigCalls:      300,
 		ProfileSecs:   10,
+		ProfileLoad:   1,
 	}
 	if quick {
 		for i := range p.Uclient {
@@ -101,6 +105,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	rounds := fs.Int("rounds", envInt("BENCH_ROUNDS", 0), "rounds (default 3, quick 1; $BENCH_ROUNDS)")
 	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "short smoke run: loads divided by 5 ($BENCH_QUICK=1)")
 	keep := fs.Bool("keep", os.Getenv("BENCH_KEEP") == "1", "keep the temporary directory (server logs, uclient output)")
+	only := fs.String("only", os.Getenv("BENCH_ONLY"), "comma-separated measurements to run, of hold, allocs, u20, u100, u200, u100x1000, api, profile ($BENCH_ONLY; default all); a partial report is not latest.md")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -122,7 +127,21 @@ func cmdRun(ctx context.Context, args []string) error {
 		return err
 	}
 
-	r := &runner{plan: newPlan(*rounds, *quick), bins: bins, ns: map[string]*netns{}, buffers: map[string]string{}, started: time.Now()}
+	p := newPlan(*rounds, *quick)
+	if name := os.Getenv("BENCH_PROFILE_LOAD"); name != "" {
+		for i, l := range p.Uclient {
+			if l.Name == name {
+				p.ProfileLoad = i
+			}
+		}
+	}
+	if *only != "" {
+		p.Only = map[string]bool{}
+		for _, name := range strings.Split(*only, ",") {
+			p.Only[strings.TrimSpace(name)] = true
+		}
+	}
+	r := &runner{plan: p, bins: bins, ns: map[string]*netns{}, buffers: map[string]string{}, started: time.Now()}
 	r.sec = secrets{TURN: rand.Text(), Alice: "alice-" + rand.Text(), Bob: "bob-" + rand.Text(), Admin: "admin-" + rand.Text()}
 	r.tmp, err = os.MkdirTemp("", "icebox-bench-")
 	if err != nil {
@@ -222,6 +241,9 @@ func (r *runner) runRounds(ctx context.Context) error {
 			}})
 		}
 		for _, st := range steps {
+			if !r.plan.runs(st.name) {
+				continue
+			}
 			for _, kind := range order {
 				r.progress("round %d/%d: %s on %s", round, r.plan.Rounds, st.name, kind)
 				rec := st.fn(ctx, round, kind)
@@ -231,18 +253,25 @@ func (r *runner) runRounds(ctx context.Context) error {
 				r.add(rec)
 			}
 		}
-		r.progress("round %d/%d: HTTP API and signaling on icebox, and the bare handler", round, r.plan.Rounds)
-		for _, rec := range r.measureAPI(ctx, round) {
-			r.add(rec)
+		if r.plan.runs("api") {
+			r.progress("round %d/%d: HTTP API and signaling on icebox, and the bare handler", round, r.plan.Rounds)
+			for _, rec := range r.measureAPI(ctx, round) {
+				r.add(rec)
+			}
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 	}
-	r.progress("profile: icebox CPU profile during %s", r.plan.Uclient[1].Name)
-	r.runProfile(ctx)
+	if r.plan.runs("profile") {
+		r.progress("profile: icebox CPU profile during %s", r.plan.Uclient[r.plan.ProfileLoad].Name)
+		r.runProfile(ctx)
+	}
 	return ctx.Err()
 }
+
+// runs reports whether the plan includes the named measurement.
+func (p plan) runs(name string) bool { return p.Only == nil || p.Only[name] }
 
 func (r *runner) add(rec record) {
 	if rec.Err != "" {

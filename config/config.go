@@ -35,7 +35,7 @@ type TURN struct {
 	Listen                Listen        `yaml:"listen"`
 	UDPSockets            int           `yaml:"udp_sockets"`   // 0 = one per CPU. Default: 0; max 64
 	SocketBuffer          int           `yaml:"socket_buffer"` // bytes of SO_RCVBUF/SO_SNDBUF per socket. Default: 4194304 (4 MiB); 0 = kernel default
-	RecvBatch             int           `yaml:"recv_batch"`    // datagrams one recvmmsg may read from a UDP listener socket; 1 = one per read. Default: 64; max 1024
+	RecvBatch             int           `yaml:"recv_batch"`    // datagrams one recvmmsg may read from one UDP socket (listener or relay); 1 = one per read. Default: 64; max 256 (the relay loop holds 256 datagrams)
 	TLS                   TLSFiles      `yaml:"tls"`
 	Relay                 Relay         `yaml:"relay"`
 	AllowedPeers          []string      `yaml:"allowed_peers"`           // CIDRs or bare IPs. Default: none

@@ -213,8 +213,8 @@ ice_servers:
 		{name: "udp_sockets too many", yaml: "turn: {udp_sockets: 65}", wantErr: []string{"turn.udp_sockets: must be 0..64 (got 65)"}},
 		{name: "udp_sockets negative", yaml: "turn: {udp_sockets: -1}", wantErr: []string{"turn.udp_sockets: must be 0..64 (got -1)"}},
 		{name: "socket_buffer negative", yaml: "turn: {socket_buffer: -1}", wantErr: []string{"turn.socket_buffer: must be >= 0 (got -1)"}},
-		{name: "recv_batch zero", yaml: "turn: {recv_batch: 0}", wantErr: []string{"turn.recv_batch: must be 1..1024 (got 0)"}},
-		{name: "recv_batch too big", yaml: "turn: {recv_batch: 5000}", wantErr: []string{"turn.recv_batch: must be 1..1024 (got 5000)"}},
+		{name: "recv_batch zero", yaml: "turn: {recv_batch: 0}", wantErr: []string{"turn.recv_batch: must be 1..256 (got 0)"}},
+		{name: "recv_batch too big", yaml: "turn: {recv_batch: 5000}", wantErr: []string{"turn.recv_batch: must be 1..256 (got 5000)"}},
 
 		// Validate: relay.
 		{name: "bad bind_ip", yaml: "turn: {relay: {bind_ip: eth0}}", wantErr: []string{`turn.relay.bind_ip: invalid IP "eth0"`}},

@@ -22,9 +22,9 @@ const (
 	// address buys nothing on any machine icebox targets, and each holds
 	// socket_buffer bytes of kernel memory twice.
 	maxUDPSockets = 64
-	// maxRecvBatch bounds turn.recv_batch: each batch holds 2 KiB per
-	// datagram per listener socket.
-	maxRecvBatch = 1024
+	// maxRecvBatch bounds turn.recv_batch: a relay loop holds 256
+	// datagrams between sends (turnserver's poolSlots).
+	maxRecvBatch = 256
 	// minDuration is the shortest allocation lifetime or credential TTL: a
 	// TURN client refreshes an allocation every few minutes, so anything
 	// shorter only breaks calls.

@@ -46,12 +46,12 @@ const maxPendingBinds = 4096
 
 // binding is one channel: client ↔ peer through relay.
 type binding struct {
-	channel uint16
-	peer    netip.AddrPort // unmapped
-	client  net.Addr       // as pion addresses the client
-	ln      *fastListener
-	relay   *relayPacketConn
-	expires time.Time
+	channel  uint16
+	peer     netip.AddrPort // unmapped
+	clientAP netip.AddrPort // as the listener socket reports the client
+	ln       *fastListener
+	relay    *relayPacketConn
+	expires  time.Time
 
 	// Datagrams relayed on the fast path, each written by one goroutine
 	// (the listener's reader, the relay socket's reader).
@@ -63,7 +63,6 @@ func (b *binding) live(now time.Time) bool { return now.Before(b.expires) && !b.
 // fastClient is what the fast path knows about one client 5-tuple.
 type fastClient struct {
 	relay    *relayPacketConn
-	client   net.Addr
 	channels atomic.Pointer[map[uint16]*binding] // copy-on-write under the listener's mu; nil: none
 }
 
@@ -80,6 +79,7 @@ type pendingBind struct {
 // and its WriteTo learns allocations and bindings from pion's answers.
 type fastListener struct {
 	net.PacketConn
+	el      *engineListener
 	s       *Server
 	clients sync.Map // netip.AddrPort → *fastClient; an entry goes when its relay socket closes
 
@@ -87,38 +87,26 @@ type fastListener struct {
 	pending map[[stun.TransactionIDSize]byte]pendingBind
 }
 
-func newFastListener(pc net.PacketConn, s *Server) *fastListener {
-	return &fastListener{PacketConn: pc, s: s, pending: make(map[[stun.TransactionIDSize]byte]pendingBind)}
+func newFastListener(el *engineListener, s *Server) *fastListener {
+	fl := &fastListener{PacketConn: el, el: el, s: s, pending: make(map[[stun.TransactionIDSize]byte]pendingBind)}
+	el.fast = fl
+	return fl
 }
 
-// ReadFrom returns the next datagram pion must handle; ChannelData for a
-// bound channel is relayed on the way.
+// ReadFrom returns the next datagram pion must handle (the engine relayed
+// bound channels' ChannelData already), noting ChannelBind requests.
 func (l *fastListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := l.PacketConn.ReadFrom(p)
-		if err != nil {
-			return n, addr, err
-		}
-		d := p[:n]
-		switch {
-		case len(d) >= 4 && d[0]&0xc0 == 0x40: // ChannelData (RFC 8656 §12.4)
-			if l.relayToPeer(d, addr) {
-				continue
-			}
-		case isSTUNType(d, stun.MethodChannelBind, stun.ClassRequest):
-			l.noteChannelBind(d, addr)
-		}
-		return n, addr, nil
+	n, addr, err := l.PacketConn.ReadFrom(p)
+	if err == nil && isSTUNType(p[:n], stun.MethodChannelBind, stun.ClassRequest) {
+		l.noteChannelBind(p[:n], addr)
 	}
+	return n, addr, err
 }
 
 // relayToPeer sends a ChannelData datagram's payload to the channel's peer
-// if the channel is bound on the fast path; false leaves it to pion.
-func (l *fastListener) relayToPeer(d []byte, from net.Addr) bool {
-	src, ok := addrPortOf(from)
-	if !ok {
-		return false
-	}
+// if the channel is bound on the fast path; false leaves it to pion. It
+// runs on an engine loop.
+func (l *fastListener) relayToPeer(d []byte, src netip.AddrPort, now time.Time) bool {
 	v, ok := l.clients.Load(src)
 	if !ok {
 		return false
@@ -129,10 +117,10 @@ func (l *fastListener) relayToPeer(d []byte, from net.Addr) bool {
 	}
 	b := (*channels)[binary.BigEndian.Uint16(d[0:2])]
 	size := int(binary.BigEndian.Uint16(d[2:4]))
-	if b == nil || 4+size > len(d) || !b.live(time.Now()) {
+	if b == nil || 4+size > len(d) || !b.live(now) {
 		return false
 	}
-	_, _ = b.relay.writeToPeer(d[4:4+size], b.peer) // a refused peer or a send error is dropped, as pion would
+	b.relay.writeToPeer(d[4:4+size], b.peer) // a refused peer or a send error drops it, as pion would
 	b.toPeer.Add(1)
 	return true
 }
@@ -207,7 +195,7 @@ func (l *fastListener) learnAllocation(p []byte, to net.Addr) {
 	if rc == nil {
 		return
 	}
-	c := &fastClient{relay: rc, client: to}
+	c := &fastClient{relay: rc}
 	l.clients.Store(client, c)
 	rc.forget(func() { l.clients.CompareAndDelete(client, c) })
 }
@@ -235,7 +223,7 @@ func (l *fastListener) learnBinding(p []byte, to net.Addr) {
 	if c.relay.closed.Load() {
 		return
 	}
-	b := &binding{channel: req.channel, peer: req.peer, client: c.client, ln: l, relay: c.relay,
+	b := &binding{channel: req.channel, peer: req.peer, clientAP: client, ln: l, relay: c.relay,
 		expires: req.at.Add(channelLifetime)}
 	l.mu.Lock()
 	m := make(map[uint16]*binding)
@@ -268,25 +256,6 @@ func (c *relayPacketConn) bind(b *binding) {
 	}
 	m[b.peer] = b
 	c.peers.Store(&m)
-}
-
-// relayToClient sends the datagram of n bytes at out[4:] from a bound peer
-// to the client as ChannelData, its header written into out[:4]; false
-// leaves it to pion.
-func (c *relayPacketConn) relayToClient(out []byte, n int, from netip.AddrPort) bool {
-	peers := c.peers.Load()
-	if peers == nil {
-		return false
-	}
-	b := (*peers)[from]
-	if b == nil || !b.live(time.Now()) {
-		return false
-	}
-	binary.BigEndian.PutUint16(out[0:2], b.channel)
-	binary.BigEndian.PutUint16(out[2:4], uint16(n))
-	_, _ = b.ln.PacketConn.WriteTo(out[:4+n], b.client) // lost like any UDP datagram on error
-	b.toClient.Add(1)
-	return true
 }
 
 // decodeSTUN parses a copy of p (pion still owns p) as a STUN message.

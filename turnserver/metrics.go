@@ -31,7 +31,15 @@ type metrics struct {
 	errorsDropped    prometheus.Counter
 	tcpRefused       *prometheus.CounterVec
 	tcpAcceptErrors  prometheus.Counter
+	udpDropped       *prometheus.CounterVec
 }
+
+// Why the relay dropped a UDP datagram, the "reason" label of
+// icebox_turn_udp_dropped_total.
+const (
+	dropQueueFull  = "queue_full"
+	dropSendFailed = "send_failed"
+)
 
 func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() float64) *metrics {
 	f := promauto.With(reg)
@@ -77,6 +85,10 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 			Name: "icebox_turn_tcp_accept_errors_total",
 			Help: "Failed accepts on TURN TCP/TLS listeners (e.g. out of file descriptors); each is retried after a backoff.",
 		}),
+		udpDropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_udp_dropped_total",
+			Help: "UDP datagrams the relay dropped, by reason: queue_full (pion's queue of STUN and slow-path datagrams was full), send_failed (the kernel refused a relayed datagram, e.g. a full send buffer).",
+		}, []string{"reason"}),
 	}
 	// Make every label value visible from the start, so dashboards and
 	// alerts see zeros rather than missing series.
@@ -91,6 +103,9 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 	}
 	for _, r := range []string{refusedPerSource, refusedTotal} {
 		m.tcpRefused.WithLabelValues(r)
+	}
+	for _, r := range []string{dropQueueFull, dropSendFailed} {
+		m.udpDropped.WithLabelValues(r)
 	}
 	return m
 }

@@ -53,15 +53,13 @@ func (ra relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 	if err != nil {
 		return nil, nil, err
 	}
-	bind := func(network, addr string) (io.Closer, error) {
-		lc := net.ListenConfig{Control: setBuffers(relaySocketBuffer)}
-		return lc.ListenPacket(context.Background(), network, addr)
-	}
 	if conf.UserID == "" {
 		// pion probes for a free even port (EVEN-PORT, which coturn's
 		// client sends) with no user and closes the socket at once; the
 		// real allocation then asks for that port.
-		c, port, err := s.bindRelay(conf.Network, bindIP, 0, bind)
+		c, port, err := s.bindRelay(conf.Network, bindIP, 0, func(network, addr string) (io.Closer, error) {
+			return net.ListenPacket(network, addr)
+		})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -72,14 +70,19 @@ func (ra relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 	if err != nil {
 		return nil, nil, err
 	}
-	c, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, bind)
+	c, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, func(_, addr string) (io.Closer, error) {
+		return openUDP(netip.MustParseAddrPort(addr), relaySocketBuffer)
+	})
 	if err != nil {
 		s.reg.release(a)
 		return nil, nil, err
 	}
 	relay := &net.UDPAddr{IP: advertised.AsSlice(), Port: int(port.port)}
-	rc := &relayPacketConn{conn: c.(*net.UDPConn), s: s, a: a, port: port}
+	rc := newRelayPacketConn(s, a, port, c.(*udpSock))
 	s.relays.Store(port, rc) // before pion answers the Allocate (fastListener.learnAllocation)
+	if err := s.engine.add(rc.sock); err != nil {
+		return nil, nil, errors.Join(err, rc.Close())
+	}
 	if err := s.track(a, relay, rc); err != nil {
 		return nil, nil, err
 	}
@@ -268,49 +271,59 @@ func (s *Server) release(a *allocation, port relayPort) {
 
 // relayPacketConn is a UDP relay socket: it applies the peer policy to every
 // packet sent (TURN permissions name IPs, not ports), counts traffic, and
-// unregisters the allocation when closed. It implements net.PacketConn and
-// nothing more: the *net.UDPConn is not embedded, so no Write, WriteToUDP,
-// WriteMsgUDP or SyscallConn can reach a peer around the policy.
+// unregisters the allocation when closed. The relay engine reads the socket
+// (engine.go); pion reads what the channel fast path does not relay. It
+// implements net.PacketConn and nothing more: nothing can reach a peer
+// around the policy.
 type relayPacketConn struct {
-	conn *net.UDPConn
-	s    *Server
-	a    *allocation
-	port relayPort
-	once sync.Once
+	sock  *udpSock
+	laddr *net.UDPAddr
+	s     *Server
+	a     *allocation
+	port  relayPort
+	once  sync.Once
 
-	// The last peer ReadFrom returned, and its net.Addr (the reader's).
+	inbox *pktQueue // datagrams for pion
+
+	// The last peer ReadFrom returned, and its net.Addr (the reader's): a
+	// call's steady stream from one peer allocates no address.
 	lastFrom     netip.AddrPort
 	lastFromAddr *net.UDPAddr
 
 	// The channel fast path (fastpath.go): the peers bound to channels
-	// (copy-on-write, nil until the first), and the reader's buffer with
-	// room for the ChannelData header.
+	// (copy-on-write, nil until the first).
 	peers   atomic.Pointer[map[netip.AddrPort]*binding]
 	bindMu  sync.Mutex
-	out     []byte
 	closed  atomic.Bool
 	onClose []func() // under bindMu: the fast path forgets the socket
 }
 
 var _ net.PacketConn = (*relayPacketConn)(nil)
 
+func newRelayPacketConn(s *Server, a *allocation, port relayPort, sock *udpSock) *relayPacketConn {
+	rc := &relayPacketConn{
+		sock: sock, laddr: net.UDPAddrFromAddrPort(sock.local), s: s, a: a, port: port,
+		inbox: newPktQueue(relayInboxSize),
+	}
+	sock.relay = rc
+	return rc
+}
+
+// WriteTo sends pion's datagram to a peer (a Send indication's or an
+// unbound channel's payload).
 func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	peer, ok := addrPortOf(addr)
 	if !ok {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
 	}
-	return c.writeToPeer(p, peer)
-}
-
-// writeToPeer sends p to peer if the peer policy allows it, and counts it.
-func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) (int, error) {
+	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
 	if !c.s.policy.Allow(peer) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		// Drop silently: an error here only makes pion log per packet.
 		return len(p), nil
 	}
-	n, err := c.conn.WriteToUDPAddrPort(p, peer)
+	n, err := c.sock.sendToWaiting(p, peer)
 	if err == nil {
 		c.a.bytesToPeer.Add(uint64(n))
 		c.a.packetsToPeer.Add(1)
@@ -318,48 +331,44 @@ func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) (int, error
 	return n, err
 }
 
-// ReadFrom reads a datagram from a peer for pion. A datagram from a peer
-// bound on the channel fast path goes to the client on the way, and the
-// next is read. The source address it returns is the same *net.UDPAddr for
-// as long as the peer stays the same (pion only reads it), so a call's
-// steady stream from one peer allocates nothing. pion's relay loop is the
-// only reader.
+// writeToPeer sends p to peer for the fast path if the peer policy allows
+// it, and counts it. It never waits: a datagram the kernel cannot take now
+// is dropped.
+func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) {
+	if !c.s.policy.Allow(peer) {
+		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
+		return
+	}
+	n, err := c.sock.sendTo(p, peer)
+	if err != nil {
+		if socketError(err) {
+			c.s.m.udpDropped.WithLabelValues(dropSendFailed).Inc()
+		}
+		return
+	}
+	c.a.bytesToPeer.Add(uint64(n))
+	c.a.packetsToPeer.Add(1)
+}
+
+// deliver queues a peer's datagram for pion (a copy: d is the engine's
+// buffer).
+func (c *relayPacketConn) deliver(d []byte, from netip.AddrPort) {
+	if !c.inbox.push(d, from) {
+		c.s.m.udpDropped.WithLabelValues(dropQueueFull).Inc()
+	}
+}
+
+// ReadFrom returns the next peer datagram the fast path left to pion.
+// pion's relay loop is the only reader.
 func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	var n int
-	var from netip.AddrPort
-	for {
-		var err error
-		// Read once: a binding may arrive meanwhile. With no channel
-		// bound, the datagram goes straight into p.
-		bound := c.peers.Load() != nil
-		if !bound {
-			n, from, err = c.conn.ReadFromUDPAddrPort(p)
-		} else {
-			// 4 bytes of room for the ChannelData header.
-			if len(c.out) < 4+len(p) {
-				c.out = make([]byte, 4+len(p))
-			}
-			n, from, err = c.conn.ReadFromUDPAddrPort(c.out[4 : 4+len(p)])
-		}
-		if err != nil {
-			return n, nil, err
-		}
-		c.a.bytesFromPeer.Add(uint64(n))
-		c.a.packetsFromPeer.Add(1)
-		if !bound {
-			break
-		}
-		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		if c.relayToClient(c.out, n, from) {
-			continue
-		}
-		copy(p, c.out[4:4+n])
-		break
+	pkt, err := c.inbox.read()
+	if err != nil {
+		return 0, nil, err
 	}
-	if from != c.lastFrom || c.lastFromAddr == nil {
-		c.lastFrom, c.lastFromAddr = from, net.UDPAddrFromAddrPort(from)
+	if pkt.from != c.lastFrom || c.lastFromAddr == nil {
+		c.lastFrom, c.lastFromAddr = pkt.from, net.UDPAddrFromAddrPort(pkt.from)
 	}
-	return n, c.lastFromAddr, nil
+	return copy(p, pkt.data), c.lastFromAddr, nil
 }
 
 func (c *relayPacketConn) Close() error {
@@ -371,8 +380,9 @@ func (c *relayPacketConn) Close() error {
 	for _, f := range forget {
 		f()
 	}
-	err := c.conn.Close()
+	err := c.sock.Close()
 	c.once.Do(func() {
+		close(c.inbox.done)
 		c.s.relays.CompareAndDelete(c.port, c)
 		c.s.release(c.a, c.port)
 	})
@@ -382,10 +392,10 @@ func (c *relayPacketConn) Close() error {
 	return err
 }
 
-func (c *relayPacketConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
-func (c *relayPacketConn) SetDeadline(t time.Time) error      { return c.conn.SetDeadline(t) }
-func (c *relayPacketConn) SetReadDeadline(t time.Time) error  { return c.conn.SetReadDeadline(t) }
-func (c *relayPacketConn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+func (c *relayPacketConn) LocalAddr() net.Addr                { return c.laddr }
+func (c *relayPacketConn) SetDeadline(t time.Time) error      { c.inbox.rd.set(t); return nil }
+func (c *relayPacketConn) SetReadDeadline(t time.Time) error  { c.inbox.rd.set(t); return nil }
+func (c *relayPacketConn) SetWriteDeadline(t time.Time) error { return nil }
 
 // relayListener is a TCP relay listener (RFC 6062). It implements
 // net.Listener only.

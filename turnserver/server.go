@@ -126,6 +126,7 @@ type Server struct {
 	// path to find an allocation's socket from pion's Allocate answer.
 	relays sync.Map // relayPort → *relayPacketConn
 	fast   []*fastListener
+	engine *engine
 
 	revokedMu sync.RWMutex
 	revoked   map[string]time.Time // call ID → when the revocation may be forgotten
@@ -207,12 +208,30 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	if cfg.ErrorRate.PerSecond > 0 {
 		limiter = newSourceLimiter(cfg.ErrorRate)
 	}
-	for _, pc := range ln.UDP {
-		pc = newBatchConn(pc, cfg.RecvBatch)
+	eng, err := newEngine(s, reserveProcs(), cfg.RecvBatch)
+	if err != nil {
+		s.cancel()
+		return nil, err
+	}
+	s.engine = eng
+	for i, raw := range ln.UDP {
+		sock, err := adoptUDP(raw)
+		if err != nil {
+			s.closeUDP(sc.PacketConnConfigs, ln.UDP[i+1:])
+			return nil, err
+		}
+		el := newEngineListener(eng, sock)
+		var pc net.PacketConn = el
 		if !cfg.NoFastPath {
-			fl := newFastListener(pc, s)
+			fl := newFastListener(el, s)
 			s.fast = append(s.fast, fl)
 			pc = fl
+		}
+		// Served from here on: the listener is complete.
+		if err := eng.addTo(i, sock); err != nil {
+			_ = el.Close()
+			s.closeUDP(sc.PacketConnConfigs, ln.UDP[i+1:])
+			return nil, err
 		}
 		if limiter != nil {
 			pc = &errorLimitedConn{PacketConn: pc, lim: limiter, dropped: s.m.errorsDropped}
@@ -222,6 +241,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		})
 	}
 	if len(ln.TLS) > 0 && ln.TLSConfig == nil {
+		s.closeUDP(sc.PacketConnConfigs, nil)
 		return nil, errors.New("turnserver: TLS listeners need a TLSConfig")
 	}
 	// Connections are tracked under the TLS layer, so pion still sees
@@ -238,11 +258,24 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	}
 	ts, err := turn.NewServer(sc)
 	if err != nil {
-		s.cancel()
+		s.closeUDP(sc.PacketConnConfigs, nil)
 		return nil, fmt.Errorf("turnserver: %w", err)
 	}
 	s.turn = ts
 	return s, nil
+}
+
+// closeUDP undoes a failed New: it closes the UDP listeners taken over so
+// far and those not reached yet, and stops the engine.
+func (s *Server) closeUDP(taken []turn.PacketConnConfig, rest []net.PacketConn) {
+	for _, c := range taken {
+		_ = c.PacketConn.Close()
+	}
+	for _, c := range rest {
+		_ = c.Close()
+	}
+	s.engine.close()
+	s.cancel()
 }
 
 // Run blocks until ctx is done, then closes the server.
@@ -279,6 +312,7 @@ func (s *Server) Close() error {
 			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("turnserver: close: %d allocations still open after %v",
 				s.reg.count(), closeDrainTimeout))
 		}
+		s.engine.close()
 	})
 	return s.closeErr
 }

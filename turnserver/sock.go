@@ -1,0 +1,286 @@
+package turnserver
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// UDP sockets outside Go's network poller. The relay engine (engine.go)
+// waits for them with its own epoll and reads and writes them with
+// recvmmsg, sendmmsg and sendto directly: a datagram costs its system calls
+// and nothing else — no goroutine woken per socket, no second read that
+// finds the socket empty.
+
+// sockaddrLen is room for a struct sockaddr_in6 (an IPv4 sockaddr_in is
+// its first 16 bytes).
+const sockaddrLen = unix.SizeofSockaddrInet6
+
+// udpSock is one UDP socket, read by one engine worker and written by any
+// goroutine. mu guards the file descriptor: readers and writers hold it
+// shared, close holds it exclusively, so the number is never used after
+// close (when the kernel may already have given it to another socket).
+type udpSock struct {
+	fd     int
+	family int // unix.AF_INET or unix.AF_INET6 (IPv4 peers as v4-mapped)
+	local  netip.AddrPort
+
+	mu     sync.RWMutex
+	closed bool
+
+	// Set once before the socket is added to the engine.
+	id    uint64
+	w     *worker
+	relay *relayPacketConn // a relay socket's allocation; nil on a listener
+	lis   *engineListener  // a listener socket's reader; nil on a relay socket
+}
+
+// openUDP binds a UDP socket on addr with SO_RCVBUF/SO_SNDBUF of bufSize
+// bytes (best effort, as setBuffers).
+func openUDP(addr netip.AddrPort, bufSize int) (*udpSock, error) {
+	family := unix.AF_INET
+	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("socket: %w", err)
+	}
+	if bufSize > 0 {
+		setSocketBuffers(fd, bufSize)
+	}
+	var sa unix.Sockaddr
+	if family == unix.AF_INET {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().Unmap().As4()}
+	} else {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, &net.OpError{Op: "listen", Net: "udp", Addr: net.UDPAddrFromAddrPort(addr), Err: err}
+	}
+	local := addr
+	if addr.Port() == 0 {
+		if got, err := unix.Getsockname(fd); err == nil {
+			local = netip.AddrPortFrom(addr.Addr(), uint16(sockaddrPort(got)))
+		}
+	}
+	return &udpSock{fd: fd, family: family, local: local}, nil
+}
+
+// adoptUDP takes over a socket bound by Go (a listener from ListenUDP):
+// the descriptor is duplicated and the original closed, so only the engine
+// polls it. The socket keeps its port and its SO_REUSEPORT group.
+func adoptUDP(pc net.PacketConn) (*udpSock, error) {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return nil, fmt.Errorf("turnserver: UDP listener is a %T, want *net.UDPConn", pc)
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd := -1
+	var dupErr error
+	if err := rc.Control(func(f uintptr) { fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("turnserver: dup UDP listener: %w", dupErr)
+	}
+	local := uc.LocalAddr().(*net.UDPAddr).AddrPort()
+	if err := uc.Close(); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	family, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("turnserver: UDP listener: %w", err)
+	}
+	return &udpSock{fd: fd, family: family, local: local}, nil
+}
+
+// setSocketBuffers asks for SO_RCVBUF and SO_SNDBUF of size bytes, past
+// net.core.[rw]mem_max when the process may (CAP_NET_ADMIN).
+func setSocketBuffers(fd, size int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, size) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, size)
+	}
+}
+
+// errSockClosed is what a closed socket's operations return.
+var errSockClosed = net.ErrClosed
+
+// sendTo sends p to addr. It does not wait: with the send buffer full the
+// datagram is dropped (EAGAIN), as a full queue drops it anyway.
+func (s *udpSock) sendTo(p []byte, to netip.AddrPort) (int, error) {
+	var sa [sockaddrLen]byte
+	salen := putSockaddr(&sa, s.family, to)
+	if salen == 0 {
+		return 0, errAddrFamily
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, errSockClosed
+	}
+	var ptr unsafe.Pointer
+	if len(p) > 0 {
+		ptr = unsafe.Pointer(&p[0])
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(ptr), uintptr(len(p)),
+		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa[0])), uintptr(salen))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// Close closes the socket once; later operations return net.ErrClosed.
+func (s *udpSock) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.w != nil {
+		s.w.remove(s)
+	}
+	return unix.Close(s.fd)
+}
+
+var errAddrFamily = errors.New("turnserver: address family does not match the socket")
+
+// putSockaddr writes to as a sockaddr for a socket of family into sa and
+// returns its length, or 0 if the socket cannot reach it (an IPv6 address
+// on an IPv4 socket).
+func putSockaddr(sa *[sockaddrLen]byte, family int, to netip.AddrPort) int {
+	ip := to.Addr()
+	if family == unix.AF_INET {
+		if !ip.Unmap().Is4() {
+			return 0
+		}
+		binary.NativeEndian.PutUint16(sa[0:2], unix.AF_INET)
+		binary.BigEndian.PutUint16(sa[2:4], to.Port())
+		a := ip.Unmap().As4()
+		copy(sa[4:8], a[:])
+		clear(sa[8:16])
+		return unix.SizeofSockaddrInet4
+	}
+	binary.NativeEndian.PutUint16(sa[0:2], unix.AF_INET6)
+	binary.BigEndian.PutUint16(sa[2:4], to.Port())
+	clear(sa[4:8]) // flow info
+	a := ip.As16() // an IPv4 address becomes v4-mapped
+	copy(sa[8:24], a[:])
+	clear(sa[24:28]) // scope: link-local peers are refused by the policy
+	return unix.SizeofSockaddrInet6
+}
+
+// parseSockaddr reads the address the kernel wrote into sa (as recvmmsg
+// fills msg_name). IPv4 peers of an IPv6 socket stay v4-mapped, as Go's
+// ReadFrom returns them.
+func parseSockaddr(sa *[sockaddrLen]byte) (netip.AddrPort, bool) {
+	port := binary.BigEndian.Uint16(sa[2:4])
+	switch binary.NativeEndian.Uint16(sa[0:2]) {
+	case unix.AF_INET:
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(sa[4:8])), port), true
+	case unix.AF_INET6:
+		return netip.AddrPortFrom(netip.AddrFrom16([16]byte(sa[8:24])), port), true
+	}
+	return netip.AddrPort{}, false
+}
+
+func sockaddrPort(sa unix.Sockaddr) int {
+	switch v := sa.(type) {
+	case *unix.SockaddrInet4:
+		return v.Port
+	case *unix.SockaddrInet6:
+		return v.Port
+	}
+	return 0
+}
+
+// mmsghdr is struct mmsghdr (a msghdr and the length the kernel fills).
+type mmsghdr struct {
+	hdr unix.Msghdr
+	n   uint32
+	_   [4]byte
+}
+
+// recvmmsg receives up to len(ms) queued datagrams without waiting; 0 with
+// a nil error means none was queued.
+func (s *udpSock) recvmmsg(ms []mmsghdr) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, errSockClosed
+	}
+	for {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&ms[0])),
+			uintptr(len(ms)), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			return int(n), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, nil
+		}
+		return 0, errno
+	}
+}
+
+// sendmmsg sends ms without waiting and returns how many went out. A
+// datagram the kernel refuses (EAGAIN: the send buffer is full; an
+// unreachable destination) is skipped and the rest still go; the last such
+// error is returned.
+func (s *udpSock) sendmmsg(ms []mmsghdr) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, errSockClosed
+	}
+	sent, failed := 0, 0
+	var lastErr error
+	for sent+failed < len(ms) {
+		i := sent + failed
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&ms[i])),
+			uintptr(len(ms)-i), unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+			sent += int(n)
+		case unix.EINTR:
+		default:
+			failed++
+			lastErr = errno
+		}
+	}
+	return sent, lastErr
+}
+
+// socketError reports whether err is a real failure of a socket (not
+// "closed").
+func socketError(err error) bool {
+	return err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EBADF)
+}
+
+// Address families, for tests.
+const (
+	afInet  = unix.AF_INET
+	afInet6 = unix.AF_INET6
+)
+
+var errEAGAIN error = unix.EAGAIN

@@ -1,0 +1,97 @@
+package turnserver
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// engineListener is a UDP listener socket served by the relay engine, as
+// pion sees it: ReadFrom returns the datagrams the engine queued for pion
+// (everything but fast-path ChannelData), WriteTo sends pion's answers.
+type engineListener struct {
+	e     *engine
+	sock  *udpSock
+	laddr *net.UDPAddr
+	fast  *fastListener // nil without the fast path
+	out   []*outBatch   // one per engine loop, used by that loop only
+
+	inbox     *pktQueue
+	closeOnce sync.Once
+}
+
+var _ net.PacketConn = (*engineListener)(nil)
+
+func newEngineListener(e *engine, sock *udpSock) *engineListener {
+	l := &engineListener{
+		e: e, sock: sock, laddr: net.UDPAddrFromAddrPort(sock.local),
+		inbox: newPktQueue(inboxSize),
+	}
+	for range e.workers {
+		l.out = append(l.out, newOutBatch(l))
+	}
+	sock.lis = l
+	return l
+}
+
+// deliver queues a datagram for pion (a copy: d is the engine's buffer).
+func (l *engineListener) deliver(d []byte, from netip.AddrPort) {
+	if !l.inbox.push(d, from) {
+		l.e.s.m.udpDropped.WithLabelValues(dropQueueFull).Inc()
+	}
+}
+
+func (l *engineListener) ReadFrom(p []byte) (int, net.Addr, error) {
+	pkt, err := l.inbox.read()
+	if err != nil {
+		return 0, nil, err
+	}
+	return copy(p, pkt.data), net.UDPAddrFromAddrPort(pkt.from), nil
+}
+
+// WriteTo sends pion's datagram. pion's writes may wait a moment for room
+// in the send buffer, as on a Go socket; the engine's never do.
+func (l *engineListener) WriteTo(p []byte, addr net.Addr) (int, error) {
+	to, ok := addrPortOf(addr)
+	if !ok {
+		return 0, errAddrFamily
+	}
+	return l.sock.sendToWaiting(p, to)
+}
+
+func (l *engineListener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.inbox.done)
+		err = l.sock.Close()
+	})
+	return err
+}
+
+func (l *engineListener) LocalAddr() net.Addr                { return l.laddr }
+func (l *engineListener) SetDeadline(t time.Time) error      { l.inbox.rd.set(t); return nil }
+func (l *engineListener) SetReadDeadline(t time.Time) error  { l.inbox.rd.set(t); return nil }
+func (l *engineListener) SetWriteDeadline(t time.Time) error { return nil }
+
+// sendWait bounds how long pion's send waits for room in a full send
+// buffer before the datagram is dropped.
+const sendWait = 100 * time.Millisecond
+
+// sendToWaiting is sendTo for pion's goroutines: a full send buffer is
+// waited on (briefly) instead of dropping the datagram at once.
+func (s *udpSock) sendToWaiting(p []byte, to netip.AddrPort) (int, error) {
+	n, err := s.sendTo(p, to)
+	if err != unix.EAGAIN {
+		return n, err
+	}
+	s.mu.RLock()
+	if !s.closed {
+		fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}
+		_, _ = unix.Poll(fds, int(sendWait/time.Millisecond))
+	}
+	s.mu.RUnlock()
+	return s.sendTo(p, to)
+}
