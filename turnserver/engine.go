@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,9 +58,9 @@ const (
 // engine runs the epoll loops.
 type engine struct {
 	s       *Server
+	log     zerolog.Logger // sampled: a failing socket must not flood the log
 	workers []*worker
 	next    atomic.Uint32
-	ids     atomic.Uint64
 	batch   int
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -69,7 +71,8 @@ func newEngine(s *Server, loops, batch int) (*engine, error) {
 		loops = 1
 	}
 	batch = max(1, min(batch, poolSlots))
-	e := &engine{s: s, batch: batch}
+	e := &engine{s: s, batch: batch,
+		log: s.log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second})}
 	for i := range loops {
 		w, err := newWorker(e, i)
 		if err != nil {
@@ -88,14 +91,18 @@ func newEngine(s *Server, loops, batch int) (*engine, error) {
 // add hands a socket to a loop. Sockets are spread round robin, so the
 // allocations of a busy server share all loops.
 func (e *engine) add(sock *udpSock) error {
-	w := e.workers[int(e.next.Add(1))%len(e.workers)]
-	return w.add(sock, e.ids.Add(1))
+	w := e.workers[e.next.Add(1)%uint32(len(e.workers))]
+	return w.add(sock, sockIDs.Add(1))
 }
 
 // addTo hands a socket to loop i (listeners: one per loop).
 func (e *engine) addTo(i int, sock *udpSock) error {
-	return e.workers[i%len(e.workers)].add(sock, e.ids.Add(1))
+	return e.workers[i%len(e.workers)].add(sock, sockIDs.Add(1))
 }
+
+// sockIDs numbers sockets in the epoll events, process-wide, from 1 (0 is
+// a loop's stop signal).
+var sockIDs atomic.Uint64
 
 // close stops the loops and waits for them. Sockets are closed by their
 // owners.
@@ -106,8 +113,11 @@ func (e *engine) close() {
 		}
 		e.wg.Wait()
 		for _, w := range e.workers {
+			w.mu.Lock()
+			w.closed = true // sockets added or closed later leave the closed epoll alone
 			unix.Close(w.epfd)
 			unix.Close(w.evfd)
+			w.mu.Unlock()
 		}
 	})
 }
@@ -119,8 +129,9 @@ type worker struct {
 	epfd int
 	evfd int // written to stop the loop
 
-	mu    sync.Mutex
-	socks map[uint64]*udpSock
+	mu     sync.Mutex
+	socks  map[uint64]*udpSock
+	closed bool
 
 	events    []unix.EpollEvent
 	ready     []*udpSock
@@ -173,6 +184,9 @@ func newWorker(e *engine, idx int) (*worker, error) {
 func (w *worker) add(sock *udpSock, id uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.closed {
+		return errServerClosed
+	}
 	sock.id, sock.w = id, w
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
 	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, sock.fd, &ev); err != nil {
@@ -187,6 +201,9 @@ func (w *worker) add(sock *udpSock, id uint64) error {
 func (w *worker) remove(sock *udpSock) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
 	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_DEL, sock.fd, nil) // closing the descriptor removes it anyway
 	delete(w.socks, sock.id)
 }
@@ -235,16 +252,23 @@ func (w *worker) run() {
 	}
 }
 
-// yieldEvery is how often a busy loop yields to Go's scheduler.
-const yieldEvery = time.Millisecond
+// yieldEvery is how often a busy loop yields to Go's scheduler: within
+// the monitor's 10 ms, and rarely, since a yield may wake another thread.
+const yieldEvery = 4 * time.Millisecond
 
 // reserveProcs raises GOMAXPROCS once so that each loop has a P of its own
 // besides the ones Go code runs on: a loop's goroutine waits in epoll_wait
 // holding its P, and with every P held that way, other goroutines (pion's
 // STUN handling, the HTTP API) would wait until the runtime takes one back.
 // It returns the number of loops to run.
+// A GOMAXPROCS set in the environment is left as it is (and all of it
+// used for loops' count: half of it, at least one).
 func reserveProcs() int {
 	procsOnce.Do(func() {
+		if os.Getenv("GOMAXPROCS") != "" {
+			procsBase = max(1, runtime.GOMAXPROCS(0)/2)
+			return
+		}
 		procsBase = runtime.GOMAXPROCS(0)
 		runtime.GOMAXPROCS(2 * procsBase)
 	})
@@ -273,7 +297,7 @@ func (w *worker) serve() {
 		got, err := sock.recvmmsg(ms)
 		if err != nil {
 			if socketError(err) {
-				w.e.s.log.Warn().Err(err).Stringer("socket", addrPortStringer(sock.local)).Msg("relay loop: receive failed")
+				w.e.log.Warn().Err(err).Stringer("socket", addrPortStringer(sock.local)).Msg("relay loop: receive failed")
 			}
 			continue
 		}
@@ -384,7 +408,7 @@ func (w *worker) flush() {
 func (w *worker) send(l *engineListener, ob *outBatch) {
 	sent, err := l.sock.sendmmsg(ob.msgs[:ob.n])
 	if lost := ob.n - sent; lost > 0 && socketError(err) {
-		w.e.s.m.udpDropped.WithLabelValues(dropSendFailed).Add(float64(lost))
+		w.e.s.m.sendFailed.Add(float64(lost))
 	}
 	ob.n = 0
 }
@@ -423,6 +447,13 @@ func (q *pktQueue) push(d []byte, from netip.AddrPort) bool {
 	if len(q.q)-q.head >= q.limit {
 		q.mu.Unlock()
 		return false
+	}
+	if q.head > 0 && q.head >= len(q.q)/2 {
+		// The reader lags: drop the consumed front before growing, so
+		// the queue holds at most about twice its limit.
+		n := copy(q.q, q.q[q.head:])
+		clear(q.q[n:])
+		q.q, q.head = q.q[:n], 0
 	}
 	q.q = append(q.q, inPacket{data: append([]byte(nil), d...), from: from})
 	q.mu.Unlock()

@@ -246,3 +246,25 @@ func TestPktQueue(t *testing.T) {
 		t.Fatalf("read after close: %v, want net.ErrClosed", err)
 	}
 }
+
+// TestPktQueueBoundedWhileReaderLags: a reader that never catches up does
+// not make the queue's memory grow with the traffic.
+func TestPktQueueBoundedWhileReaderLags(t *testing.T) {
+	const limit = 100
+	q := newPktQueue(limit)
+	from := netip.MustParseAddrPort("192.0.2.1:5")
+	for range limit - 1 {
+		q.push([]byte("x"), from)
+	}
+	for i := range 100 * limit {
+		if !q.push([]byte("x"), from) {
+			t.Fatalf("push %d refused with %d queued", i, len(q.q)-q.head)
+		}
+		if _, ok := q.pop(); !ok {
+			t.Fatal("pop found nothing")
+		}
+	}
+	if c := cap(q.q); c > 4*limit {
+		t.Fatalf("queue of at most %d datagrams holds room for %d", limit, c)
+	}
+}

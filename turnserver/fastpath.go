@@ -30,10 +30,11 @@ import (
 //     ChannelBind, which the client repeats to keep it) and ends with the
 //     relay socket: deleting, expiring or revoking the allocation closes it.
 //
-// Only the reader goroutine of a socket writes its own fields. The clients
-// of a listener are a sync.Map (written once per allocation, read per
-// datagram); a client's channels and a relay socket's peers are small
-// copy-on-write maps behind atomic pointers. All are read without locks.
+// The relay engine's loops (engine.go) do the relaying; pion's goroutines
+// do the learning. The clients of a listener are a sync.Map (written once
+// per allocation, read per datagram); a client's channels and a relay
+// socket's peers are small copy-on-write maps behind atomic pointers. All
+// are read without locks.
 
 // channelLifetime is how long pion keeps a channel binding after a
 // ChannelBind (pion's proto.DefaultLifetime).
@@ -75,8 +76,9 @@ type pendingBind struct {
 }
 
 // fastListener wraps a UDP listener socket (under the error limiter, over
-// batchConn): its ReadFrom relays ChannelData of bound channels itself,
-// and its WriteTo learns allocations and bindings from pion's answers.
+// the engine's listener): the engine asks it where bound channels'
+// ChannelData goes, its ReadFrom notes ChannelBind requests, and its
+// WriteTo learns allocations and bindings from pion's answers.
 type fastListener struct {
 	net.PacketConn
 	el      *engineListener

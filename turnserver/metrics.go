@@ -32,6 +32,8 @@ type metrics struct {
 	tcpRefused       *prometheus.CounterVec
 	tcpAcceptErrors  prometheus.Counter
 	udpDropped       *prometheus.CounterVec
+	queueFull        prometheus.Counter // udpDropped{reason="queue_full"}
+	sendFailed       prometheus.Counter // udpDropped{reason="send_failed"}
 }
 
 // Why the relay dropped a UDP datagram, the "reason" label of
@@ -104,9 +106,8 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 	for _, r := range []string{refusedPerSource, refusedTotal} {
 		m.tcpRefused.WithLabelValues(r)
 	}
-	for _, r := range []string{dropQueueFull, dropSendFailed} {
-		m.udpDropped.WithLabelValues(r)
-	}
+	m.queueFull = m.udpDropped.WithLabelValues(dropQueueFull)
+	m.sendFailed = m.udpDropped.WithLabelValues(dropSendFailed)
 	return m
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pion/transport/v5/reuseport"
 	"github.com/pion/turn/v5"
+	"golang.org/x/sys/unix"
 
 	"github.com/icebox-voip/icebox/credentials"
 )
@@ -71,7 +72,11 @@ func (ra relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 		return nil, nil, err
 	}
 	c, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, func(_, addr string) (io.Closer, error) {
-		return openUDP(netip.MustParseAddrPort(addr), relaySocketBuffer)
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("turnserver: relay address %q: %w", addr, err)
+		}
+		return openUDP(ap, relaySocketBuffer)
 	})
 	if err != nil {
 		s.reg.release(a)
@@ -324,9 +329,13 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return len(p), nil
 	}
 	n, err := c.sock.sendToWaiting(p, peer)
-	if err == nil {
+	switch {
+	case err == nil:
 		c.a.bytesToPeer.Add(uint64(n))
 		c.a.packetsToPeer.Add(1)
+	case err == unix.EAGAIN || err == unix.ENOBUFS:
+		c.s.m.sendFailed.Inc()
+		return len(p), nil // see engineListener.WriteTo
 	}
 	return n, err
 }
@@ -342,7 +351,7 @@ func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) {
 	n, err := c.sock.sendTo(p, peer)
 	if err != nil {
 		if socketError(err) {
-			c.s.m.udpDropped.WithLabelValues(dropSendFailed).Inc()
+			c.s.m.sendFailed.Inc()
 		}
 		return
 	}
@@ -354,7 +363,7 @@ func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) {
 // buffer).
 func (c *relayPacketConn) deliver(d []byte, from netip.AddrPort) {
 	if !c.inbox.push(d, from) {
-		c.s.m.udpDropped.WithLabelValues(dropQueueFull).Inc()
+		c.s.m.queueFull.Inc()
 	}
 }
 

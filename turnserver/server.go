@@ -217,7 +217,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	for i, raw := range ln.UDP {
 		sock, err := adoptUDP(raw)
 		if err != nil {
-			s.closeUDP(sc.PacketConnConfigs, ln.UDP[i+1:])
+			s.closeUDP(sc.PacketConnConfigs, ln.UDP[i:])
 			return nil, err
 		}
 		el := newEngineListener(eng, sock)

@@ -213,12 +213,18 @@ func sockaddrPort(sa unix.Sockaddr) int {
 	return 0
 }
 
-// mmsghdr is struct mmsghdr (a msghdr and the length the kernel fills).
+// mmsghdr is struct mmsghdr (a msghdr and the length the kernel fills);
+// Go pads it to the msghdr's alignment as C does, on 32- and 64-bit.
 type mmsghdr struct {
 	hdr unix.Msghdr
 	n   uint32
-	_   [4]byte
 }
+
+// The kernel walks arrays of mmsghdr: the sizes must agree exactly.
+var (
+	_ [unsafe.Sizeof(mmsghdr{}) - unix.SizeofMmsghdr]byte
+	_ [unix.SizeofMmsghdr - unsafe.Sizeof(mmsghdr{})]byte
+)
 
 // recvmmsg receives up to len(ms) queued datagrams without waiting; 0 with
 // a nil error means none was queued.
@@ -243,10 +249,10 @@ func (s *udpSock) recvmmsg(ms []mmsghdr) (int, error) {
 	}
 }
 
-// sendmmsg sends ms without waiting and returns how many went out. A
-// datagram the kernel refuses (EAGAIN: the send buffer is full; an
-// unreachable destination) is skipped and the rest still go; the last such
-// error is returned.
+// sendmmsg sends ms without waiting and returns how many went out. With
+// the send buffer full (EAGAIN, ENOBUFS) the rest is dropped at once; a
+// datagram refused for itself (an unreachable destination) is skipped and
+// the rest still go. The last error is returned.
 func (s *udpSock) sendmmsg(ms []mmsghdr) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -259,10 +265,14 @@ func (s *udpSock) sendmmsg(ms []mmsghdr) (int, error) {
 		i := sent + failed
 		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&ms[i])),
 			uintptr(len(ms)-i), unix.MSG_DONTWAIT, 0, 0)
-		switch errno {
-		case 0:
+		switch {
+		case errno == 0 && n > 0:
 			sent += int(n)
-		case unix.EINTR:
+		case errno == unix.EINTR:
+		case errno == unix.EAGAIN || errno == unix.ENOBUFS:
+			return sent, errno
+		case errno == 0: // sent nothing and said nothing: do not spin
+			return sent, unix.EIO
 		default:
 			failed++
 			lastErr = errno

@@ -40,7 +40,7 @@ func newEngineListener(e *engine, sock *udpSock) *engineListener {
 // deliver queues a datagram for pion (a copy: d is the engine's buffer).
 func (l *engineListener) deliver(d []byte, from netip.AddrPort) {
 	if !l.inbox.push(d, from) {
-		l.e.s.m.udpDropped.WithLabelValues(dropQueueFull).Inc()
+		l.e.s.m.queueFull.Inc()
 	}
 }
 
@@ -59,7 +59,14 @@ func (l *engineListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if !ok {
 		return 0, errAddrFamily
 	}
-	return l.sock.sendToWaiting(p, to)
+	n, err := l.sock.sendToWaiting(p, to)
+	if err == unix.EAGAIN || err == unix.ENOBUFS {
+		// Dropped as a full queue drops it; an error would only make pion
+		// log one line per datagram.
+		l.e.s.m.sendFailed.Inc()
+		return len(p), nil
+	}
+	return n, err
 }
 
 func (l *engineListener) Close() error {
@@ -81,17 +88,21 @@ func (l *engineListener) SetWriteDeadline(t time.Time) error { return nil }
 const sendWait = 100 * time.Millisecond
 
 // sendToWaiting is sendTo for pion's goroutines: a full send buffer is
-// waited on (briefly) instead of dropping the datagram at once.
+// waited on (briefly) instead of dropping the datagram at once. The wait
+// holds no lock, so closing the socket meanwhile stalls nobody (polling a
+// descriptor number closed meanwhile only ends the wait early).
 func (s *udpSock) sendToWaiting(p []byte, to netip.AddrPort) (int, error) {
 	n, err := s.sendTo(p, to)
 	if err != unix.EAGAIN {
 		return n, err
 	}
 	s.mu.RLock()
-	if !s.closed {
-		fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}
-		_, _ = unix.Poll(fds, int(sendWait/time.Millisecond))
-	}
+	fd, closed := s.fd, s.closed
 	s.mu.RUnlock()
+	if closed {
+		return 0, errSockClosed
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	_, _ = unix.Poll(fds, int(sendWait/time.Millisecond))
 	return s.sendTo(p, to)
 }
