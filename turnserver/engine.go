@@ -143,7 +143,12 @@ type worker struct {
 	names [][sockaddrLen]byte
 	bufs  []byte
 
-	pending []*outBatch // listener batches with datagrams queued this round
+	// What the fast path sends to clients this round, on any listener
+	// socket: out's entry i goes out on outL[i]. tmp gathers one
+	// listener's entries when several share the round.
+	out  *outBatch
+	outL []*engineListener
+	tmp  []mmsghdr
 }
 
 func newWorker(e *engine, idx int) (*worker, error) {
@@ -170,6 +175,9 @@ func newWorker(e *engine, idx int) (*worker, error) {
 		iov:    make([]unix.Iovec, poolSlots),
 		names:  make([][sockaddrLen]byte, poolSlots),
 		bufs:   make([]byte, poolSlots*slotSize),
+		out:    newOutBatch(),
+		outL:   make([]*engineListener, poolSlots),
+		tmp:    make([]mmsghdr, 0, poolSlots),
 	}
 	for i := range w.in {
 		w.iov[i].Base = &w.bufs[i*slotSize+4]
@@ -352,18 +360,16 @@ func (w *worker) fromClient(l *engineListener, d []byte, from netip.AddrPort) {
 	l.deliver(d, from)
 }
 
-// outBatch is what one loop sends on one listener socket in one round.
+// outBatch is what one loop sends to clients in one round.
 type outBatch struct {
-	l     *engineListener
 	msgs  []mmsghdr
 	iov   []unix.Iovec
 	names [][sockaddrLen]byte
 	n     int
 }
 
-func newOutBatch(l *engineListener) *outBatch {
+func newOutBatch() *outBatch {
 	b := &outBatch{
-		l:     l,
 		msgs:  make([]mmsghdr, poolSlots),
 		iov:   make([]unix.Iovec, poolSlots),
 		names: make([][sockaddrLen]byte, poolSlots),
@@ -379,38 +385,63 @@ func newOutBatch(l *engineListener) *outBatch {
 // queue adds p (in the loop's pool until the next flush) for the client
 // to on listener l.
 func (w *worker) queue(l *engineListener, p []byte, to netip.AddrPort) {
-	ob := l.out[w.idx]
+	ob := w.out
 	salen := putSockaddr(&ob.names[ob.n], l.sock.family, to)
 	if salen == 0 {
 		return
 	}
-	if ob.n == 0 {
-		w.pending = append(w.pending, ob)
-	}
 	ob.msgs[ob.n].hdr.Namelen = uint32(salen)
 	ob.iov[ob.n].Base = unsafe.SliceData(p)
 	ob.iov[ob.n].SetLen(len(p))
+	w.outL[ob.n] = l
 	ob.n++
 	if ob.n == len(ob.msgs) {
-		w.send(l, ob)
+		w.flush()
 	}
 }
 
+// flush sends what the round queued: one sendmmsg per listener socket,
+// each socket's datagrams in the order they were queued.
 func (w *worker) flush() {
-	for _, ob := range w.pending {
-		if ob.n > 0 {
-			w.send(ob.l, ob)
+	ob := w.out
+	n := ob.n
+	if n == 0 {
+		return
+	}
+	first, mixed := w.outL[0], false
+	for _, l := range w.outL[1:n] {
+		if l != first {
+			mixed = true
+			break
 		}
 	}
-	w.pending = w.pending[:0]
+	if !mixed {
+		w.send(first, ob.msgs[:n])
+	} else {
+		for k := range n {
+			l := w.outL[k]
+			if l == nil {
+				continue // sent with an earlier listener's group
+			}
+			t := w.tmp[:0]
+			for i := k; i < n; i++ {
+				if w.outL[i] == l {
+					t = append(t, ob.msgs[i]) // the copy points at the same name and iovec
+					w.outL[i] = nil
+				}
+			}
+			w.send(l, t)
+		}
+	}
+	clear(w.outL[:n])
+	ob.n = 0
 }
 
-func (w *worker) send(l *engineListener, ob *outBatch) {
-	sent, err := l.sock.sendmmsg(ob.msgs[:ob.n])
-	if lost := ob.n - sent; lost > 0 && socketError(err) {
+func (w *worker) send(l *engineListener, ms []mmsghdr) {
+	sent, err := l.sock.sendmmsg(ms)
+	if lost := len(ms) - sent; lost > 0 && socketError(err) {
 		w.e.s.m.sendFailed.Add(float64(lost))
 	}
-	ob.n = 0
 }
 
 // addrPortStringer formats an address only when a log line is written.
@@ -428,23 +459,38 @@ type inPacket struct {
 // takes memory only while it holds some: 10 000 quiet allocations cost no
 // buffer each.
 type pktQueue struct {
-	mu    sync.Mutex
-	q     []inPacket
-	head  int
-	limit int
-	ready chan struct{} // a token when the queue may have become non-empty
-	done  chan struct{} // closed when the socket closes
-	rd    deadline
+	mu     sync.Mutex
+	q      []inPacket
+	head   int
+	limit  int
+	closed bool          // discarded: nothing more is queued
+	ready  chan struct{} // a token when the queue may have become non-empty
+	done   chan struct{} // closed when the socket closes
+	rd     deadline
 }
 
 func newPktQueue(limit int) *pktQueue {
 	return &pktQueue{limit: limit, ready: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
+// queuedBytes is what all queues for pion hold, process-wide; past
+// maxQueuedBytes datagrams are dropped (counted as queue_full) however
+// long a single queue is: a flood to many relay ports while pion is
+// starved must not take the memory the kernel's socket buffers never
+// could.
+var queuedBytes atomic.Int64
+
+const maxQueuedBytes = 64 << 20
+
 // push queues a copy of d; false if the queue is full.
 func (q *pktQueue) push(d []byte, from netip.AddrPort) bool {
 	q.mu.Lock()
-	if len(q.q)-q.head >= q.limit {
+	if q.closed || len(q.q)-q.head >= q.limit {
+		q.mu.Unlock()
+		return false
+	}
+	if queuedBytes.Add(int64(len(d))) > maxQueuedBytes {
+		queuedBytes.Add(-int64(len(d)))
 		q.mu.Unlock()
 		return false
 	}
@@ -480,7 +526,24 @@ func (q *pktQueue) pop() (inPacket, bool) {
 	p := q.q[q.head]
 	q.q[q.head] = inPacket{}
 	q.head++
+	queuedBytes.Add(-int64(len(p.data)))
 	return p, true
+}
+
+// discard ends the queue when its socket closes: what it holds is
+// dropped (and given back to the budget), and a waiting reader returns.
+func (q *pktQueue) discard() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.closed = true
+	for _, p := range q.q[q.head:] {
+		queuedBytes.Add(-int64(len(p.data)))
+	}
+	q.q, q.head = nil, 0
+	close(q.done)
 }
 
 // read waits for the next datagram (the reader's side).

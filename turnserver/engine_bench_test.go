@@ -141,3 +141,80 @@ func BenchmarkFastPathToPeer(b *testing.B) {
 		}
 	}
 }
+
+// TestEngineSendsToClientsOnSeveralListeners: one loop relays peers'
+// datagrams to clients behind two listener sockets in the same rounds; each
+// client gets all of its own, in order, from its own listener.
+func TestEngineSendsToClientsOnSeveralListeners(t *testing.T) {
+	s := &Server{log: zerolog.Nop()}
+	s.m = newMetrics(prometheus.NewRegistry(), newRegistry(Quotas{}), func() float64 { return 0 })
+	e, err := newEngine(s, 1, DefaultRecvBatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.close()
+	peer := newPeer(t)
+	type side struct {
+		listener netip.AddrPort
+		relay    netip.AddrPort
+		client   *net.UDPConn
+	}
+	var sides []side
+	for i := range 2 {
+		conns, _, err := ListenUDP(context.Background(), "127.0.0.1:0", 1, 4<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lsock, err := adoptUDP(conns[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		el := newEngineListener(e, lsock)
+		fl := newFastListener(el, s)
+		defer el.Close()
+		rsock, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"), 4<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rsock.Close()
+		rc := newRelayPacketConn(s, &allocation{}, relayPort{}, rsock)
+		client := newPeer(t)
+		if err := client.SetReadBuffer(4 << 20); err != nil {
+			t.Fatal(err)
+		}
+		rc.bind(&binding{channel: uint16(0x4000 + i), peer: peer.LocalAddr().(*net.UDPAddr).AddrPort(),
+			clientAP: client.LocalAddr().(*net.UDPAddr).AddrPort(), ln: fl, relay: rc, expires: time.Now().Add(time.Hour)})
+		if err := e.addTo(0, lsock); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.add(rsock); err != nil {
+			t.Fatal(err)
+		}
+		sides = append(sides, side{listener: lsock.local, relay: rsock.local, client: client})
+	}
+
+	const each = 200
+	for n := range each {
+		for _, sd := range sides {
+			if _, err := peer.WriteToUDPAddrPort([]byte{byte(n), byte(n >> 8)}, sd.relay); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	buf := make([]byte, 64)
+	for i, sd := range sides {
+		_ = sd.client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for n := range each {
+			got, from, err := sd.client.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("client %d: datagram %d: %v", i, n, err)
+			}
+			if from != sd.listener {
+				t.Fatalf("client %d: datagram from %v, want its listener %v", i, from, sd.listener)
+			}
+			if got != 6 || binary.BigEndian.Uint16(buf[0:2]) != uint16(0x4000+i) || int(buf[4])|int(buf[5])<<8 != n {
+				t.Fatalf("client %d: datagram %d is % x", i, n, buf[:got])
+			}
+		}
+	}
+}

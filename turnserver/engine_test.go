@@ -240,7 +240,7 @@ func TestPktQueue(t *testing.T) {
 	q.rd.set(time.Time{})
 	go func() {
 		time.Sleep(20 * time.Millisecond)
-		close(q.done)
+		q.discard()
 	}()
 	if _, err := q.read(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("read after close: %v, want net.ErrClosed", err)

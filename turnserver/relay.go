@@ -391,7 +391,7 @@ func (c *relayPacketConn) Close() error {
 	}
 	err := c.sock.Close()
 	c.once.Do(func() {
-		close(c.inbox.done)
+		c.inbox.discard()
 		c.s.relays.CompareAndDelete(c.port, c)
 		c.s.release(c.a, c.port)
 	})

@@ -17,7 +17,6 @@ type engineListener struct {
 	sock  *udpSock
 	laddr *net.UDPAddr
 	fast  *fastListener // nil without the fast path
-	out   []*outBatch   // one per engine loop, used by that loop only
 
 	inbox     *pktQueue
 	closeOnce sync.Once
@@ -29,9 +28,6 @@ func newEngineListener(e *engine, sock *udpSock) *engineListener {
 	l := &engineListener{
 		e: e, sock: sock, laddr: net.UDPAddrFromAddrPort(sock.local),
 		inbox: newPktQueue(inboxSize),
-	}
-	for range e.workers {
-		l.out = append(l.out, newOutBatch(l))
 	}
 	sock.lis = l
 	return l
@@ -72,7 +68,7 @@ func (l *engineListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 func (l *engineListener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
-		close(l.inbox.done)
+		l.inbox.discard()
 		err = l.sock.Close()
 	})
 	return err
