@@ -20,7 +20,7 @@ import (
 	"github.com/icebox-voip/icebox/credentials"
 )
 
-// relaySocketBuffer is the receive/send buffer asked for on each relay
+// relaySocketBuffer is the receive buffer asked for on each relay
 // socket. A relay socket carries one client's media (a few hundred packets a
 // second at most), so it needs far less than a listener; 1 MiB absorbs
 // scheduling stalls without letting 10 000 allocations pin gigabytes.

@@ -42,8 +42,9 @@ type udpSock struct {
 	lis   *engineListener  // a listener socket's reader; nil on a relay socket
 }
 
-// openUDP binds a UDP socket on addr with SO_RCVBUF/SO_SNDBUF of bufSize
-// bytes (best effort, as setBuffers).
+// openUDP binds a UDP socket on addr with a receive buffer of bufSize
+// bytes (best effort, as setBuffers). The send buffer keeps the kernel's
+// default: sends never wait, and one system call fewer per allocation.
 func openUDP(addr netip.AddrPort, bufSize int) (*udpSock, error) {
 	family := unix.AF_INET
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
@@ -53,8 +54,8 @@ func openUDP(addr netip.AddrPort, bufSize int) (*udpSock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	if bufSize > 0 {
-		setSocketBuffers(fd, bufSize)
+	if bufSize > 0 && unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, bufSize) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, bufSize)
 	}
 	var sa unix.Sockaddr
 	if family == unix.AF_INET {
@@ -107,17 +108,6 @@ func adoptUDP(pc net.PacketConn) (*udpSock, error) {
 		return nil, fmt.Errorf("turnserver: UDP listener: %w", err)
 	}
 	return &udpSock{fd: fd, family: family, local: local}, nil
-}
-
-// setSocketBuffers asks for SO_RCVBUF and SO_SNDBUF of size bytes, past
-// net.core.[rw]mem_max when the process may (CAP_NET_ADMIN).
-func setSocketBuffers(fd, size int) {
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, size)
-	}
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, size) != nil {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, size)
-	}
 }
 
 // errSockClosed is what a closed socket's operations return.
