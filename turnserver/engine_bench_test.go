@@ -1,15 +1,11 @@
 package turnserver
 
 import (
-	"context"
 	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/rs/zerolog"
 )
 
 // fastPathBed is one allocation with one bound channel on a relay engine,
@@ -27,21 +23,10 @@ func newFastPathBed(b *testing.B) *fastPathBed {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &Server{log: zerolog.Nop(), policy: policy}
-	s.m = newMetrics(prometheus.NewRegistry(), newRegistry(Quotas{}), func() float64 { return 0 })
-	e, err := newEngine(s, 1, DefaultRecvBatch)
-	if err != nil {
-		b.Fatal(err)
-	}
-	conns, _, err := ListenUDP(context.Background(), "127.0.0.1:0", 1, 4<<20)
-	if err != nil {
-		b.Fatal(err)
-	}
-	lsock, err := adoptUDP(conns[0])
-	if err != nil {
-		b.Fatal(err)
-	}
-	el := newEngineListener(e, lsock)
+	e := testEngine(b, 1, DefaultRecvBatch, policy)
+	s := e.s
+	el := testListener(b, e)
+	lsock := el.sock
 	fl := newFastListener(el, s)
 	rsock, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"), 4<<20)
 	if err != nil {
@@ -76,8 +61,6 @@ func newFastPathBed(b *testing.B) *fastPathBed {
 		bed.client.Close()
 		bed.peer.Close()
 		rsock.Close() // rc.Close would release an allocation no registry holds
-		el.Close()
-		e.close()
 	})
 	return bed
 }
@@ -146,13 +129,8 @@ func BenchmarkFastPathToPeer(b *testing.B) {
 // datagrams to clients behind two listener sockets in the same rounds; each
 // client gets all of its own, in order, from its own listener.
 func TestEngineSendsToClientsOnSeveralListeners(t *testing.T) {
-	s := &Server{log: zerolog.Nop()}
-	s.m = newMetrics(prometheus.NewRegistry(), newRegistry(Quotas{}), func() float64 { return 0 })
-	e, err := newEngine(s, 1, DefaultRecvBatch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.close()
+	e := testEngine(t, 1, DefaultRecvBatch, nil)
+	s := e.s
 	peer := newPeer(t)
 	type side struct {
 		listener netip.AddrPort
@@ -161,17 +139,9 @@ func TestEngineSendsToClientsOnSeveralListeners(t *testing.T) {
 	}
 	var sides []side
 	for i := range 2 {
-		conns, _, err := ListenUDP(context.Background(), "127.0.0.1:0", 1, 4<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lsock, err := adoptUDP(conns[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		el := newEngineListener(e, lsock)
+		el := testListener(t, e)
+		lsock := el.sock
 		fl := newFastListener(el, s)
-		defer el.Close()
 		rsock, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"), 4<<20)
 		if err != nil {
 			t.Fatal(err)

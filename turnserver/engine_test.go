@@ -14,16 +14,24 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// engineListenerForTest runs an engine with loops loops and one listener
-// socket on 127.0.0.1 served by it.
-func engineListenerForTest(t testing.TB, loops, batch int) *engineListener {
+// testEngine runs an engine of loops loops for a Server without pion (its
+// metrics and the given peer policy only); it stops with the test.
+func testEngine(t testing.TB, loops, batch int, policy *Policy) *engine {
 	t.Helper()
-	s := &Server{log: zerolog.Nop()}
+	s := &Server{log: zerolog.Nop(), policy: policy}
 	s.m = newMetrics(prometheus.NewRegistry(), newRegistry(Quotas{}), func() float64 { return 0 })
 	e, err := newEngine(s, loops, batch)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.close)
+	return e
+}
+
+// testListener binds a listener socket on 127.0.0.1 (4 MiB buffers) as
+// an engineListener of e, not yet served; it closes with the test.
+func testListener(t testing.TB, e *engine) *engineListener {
+	t.Helper()
 	conns, _, err := ListenUDP(context.Background(), "127.0.0.1:0", 1, 4<<20)
 	if err != nil {
 		t.Fatal(err)
@@ -33,13 +41,19 @@ func engineListenerForTest(t testing.TB, loops, batch int) *engineListener {
 		t.Fatal(err)
 	}
 	l := newEngineListener(e, sock)
-	if err := e.addTo(0, sock); err != nil {
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// engineListenerForTest runs an engine with loops loops and one listener
+// socket on 127.0.0.1 served by it.
+func engineListenerForTest(t testing.TB, loops, batch int) *engineListener {
+	t.Helper()
+	e := testEngine(t, loops, batch, nil)
+	l := testListener(t, e)
+	if err := e.addTo(0, l.sock); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		l.Close()
-		e.close()
-	})
 	return l
 }
 
