@@ -343,7 +343,7 @@ func (w *worker) fromPeer(rc *relayPacketConn, slot []byte, from netip.AddrPort)
 		if b := (*peers)[from]; b != nil && b.live(w.now) {
 			binary.BigEndian.PutUint16(slot[0:2], b.channel)
 			binary.BigEndian.PutUint16(slot[2:4], uint16(n))
-			w.queue(b.ln.el, slot, b.clientAP)
+			w.queue(b.ln.engineListener, slot, b.clientAP)
 			b.toClient.Add(1)
 			return
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 )
 
 // testEngine runs an engine of loops loops for a Server without pion (its
@@ -147,10 +148,10 @@ func TestSockaddrRoundTrip(t *testing.T) {
 		in     string
 		want   string
 	}{
-		{afInet, "192.0.2.1:3478", "192.0.2.1:3478"},
-		{afInet, "[::ffff:192.0.2.1]:3478", "192.0.2.1:3478"},
-		{afInet6, "[2001:db8::1]:443", "[2001:db8::1]:443"},
-		{afInet6, "192.0.2.1:5", "[::ffff:192.0.2.1]:5"},
+		{unix.AF_INET, "192.0.2.1:3478", "192.0.2.1:3478"},
+		{unix.AF_INET, "[::ffff:192.0.2.1]:3478", "192.0.2.1:3478"},
+		{unix.AF_INET6, "[2001:db8::1]:443", "[2001:db8::1]:443"},
+		{unix.AF_INET6, "192.0.2.1:5", "[::ffff:192.0.2.1]:5"},
 	} {
 		if putSockaddr(&sa, tc.family, netip.MustParseAddrPort(tc.in)) == 0 {
 			t.Fatalf("putSockaddr(%s) refused", tc.in)
@@ -160,7 +161,7 @@ func TestSockaddrRoundTrip(t *testing.T) {
 			t.Errorf("%s → %v (%v), want %s", tc.in, got, ok, tc.want)
 		}
 	}
-	if putSockaddr(&sa, afInet, netip.MustParseAddrPort("[2001:db8::1]:1")) != 0 {
+	if putSockaddr(&sa, unix.AF_INET, netip.MustParseAddrPort("[2001:db8::1]:1")) != 0 {
 		t.Error("an IPv6 address was written for an IPv4 socket")
 	}
 }
@@ -220,7 +221,7 @@ func BenchmarkSockSendTo(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		if _, err := sock.sendTo(payload, to); err != nil && !errors.Is(err, errEAGAIN) {
+		if _, err := sock.sendTo(payload, to); err != nil && !errors.Is(err, unix.EAGAIN) {
 			b.Fatal(err)
 		}
 	}

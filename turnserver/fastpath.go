@@ -80,8 +80,7 @@ type pendingBind struct {
 // ChannelData goes, its ReadFrom notes ChannelBind requests, and its
 // WriteTo learns allocations and bindings from pion's answers.
 type fastListener struct {
-	net.PacketConn
-	el      *engineListener
+	*engineListener
 	s       *Server
 	clients sync.Map // netip.AddrPort → *fastClient; an entry goes when its relay socket closes
 
@@ -90,7 +89,7 @@ type fastListener struct {
 }
 
 func newFastListener(el *engineListener, s *Server) *fastListener {
-	fl := &fastListener{PacketConn: el, el: el, s: s, pending: make(map[[stun.TransactionIDSize]byte]pendingBind)}
+	fl := &fastListener{engineListener: el, s: s, pending: make(map[[stun.TransactionIDSize]byte]pendingBind)}
 	el.fast = fl
 	return fl
 }
@@ -98,7 +97,7 @@ func newFastListener(el *engineListener, s *Server) *fastListener {
 // ReadFrom returns the next datagram pion must handle (the engine relayed
 // bound channels' ChannelData already), noting ChannelBind requests.
 func (l *fastListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := l.PacketConn.ReadFrom(p)
+	n, addr, err := l.engineListener.ReadFrom(p)
 	if err == nil && isSTUNType(p[:n], stun.MethodChannelBind, stun.ClassRequest) {
 		l.noteChannelBind(p[:n], addr)
 	}
@@ -171,7 +170,7 @@ func (l *fastListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 	case isSTUNType(p, stun.MethodChannelBind, stun.ClassSuccessResponse):
 		l.learnBinding(p, addr)
 	}
-	return l.PacketConn.WriteTo(p, addr)
+	return l.engineListener.WriteTo(p, addr)
 }
 
 // learnAllocation maps the client to its relay socket, named by the

@@ -15,7 +15,6 @@ import (
 
 	"github.com/pion/transport/v5/reuseport"
 	"github.com/pion/turn/v5"
-	"golang.org/x/sys/unix"
 
 	"github.com/icebox-voip/icebox/credentials"
 )
@@ -322,41 +321,41 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
 	}
-	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	return c.send(p, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()), true)
+}
+
+// writeToPeer sends p to peer for the fast path; it never waits: a
+// datagram the kernel cannot take now is dropped.
+func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) {
+	_, _ = c.send(p, peer, false)
+}
+
+// send sends p to peer (unmapped) if the peer policy allows it, and counts
+// it. A refused peer or a full send buffer drops the datagram and reports
+// success: an error here only makes pion log one line per datagram. wait
+// is for pion's goroutines (sendToWaiting); the engine never waits.
+func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, error) {
 	if !c.s.policy.Allow(peer) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
-		// Drop silently: an error here only makes pion log per packet.
 		return len(p), nil
 	}
-	n, err := c.sock.sendToWaiting(p, peer)
+	var n int
+	var err error
+	if wait {
+		n, err = c.sock.sendToWaiting(p, peer)
+	} else {
+		n, err = c.sock.sendTo(p, peer)
+	}
 	switch {
 	case err == nil:
 		c.a.bytesToPeer.Add(uint64(n))
 		c.a.packetsToPeer.Add(1)
-	case err == unix.EAGAIN || err == unix.ENOBUFS:
+		return n, nil
+	case bufferFull(err) || (!wait && socketError(err)):
 		c.s.m.sendFailed.Inc()
-		return len(p), nil // see engineListener.WriteTo
+		return len(p), nil
 	}
 	return n, err
-}
-
-// writeToPeer sends p to peer for the fast path if the peer policy allows
-// it, and counts it. It never waits: a datagram the kernel cannot take now
-// is dropped.
-func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) {
-	if !c.s.policy.Allow(peer) {
-		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
-		return
-	}
-	n, err := c.sock.sendTo(p, peer)
-	if err != nil {
-		if socketError(err) {
-			c.s.m.sendFailed.Inc()
-		}
-		return
-	}
-	c.a.bytesToPeer.Add(uint64(n))
-	c.a.packetsToPeer.Add(1)
 }
 
 // deliver queues a peer's datagram for pion (a copy: d is the engine's

@@ -259,7 +259,7 @@ func (s *udpSock) sendmmsg(ms []mmsghdr) (int, error) {
 		case errno == 0 && n > 0:
 			sent += int(n)
 		case errno == unix.EINTR:
-		case errno == unix.EAGAIN || errno == unix.ENOBUFS:
+		case bufferFull(errno):
 			return sent, errno
 		case errno == 0: // sent nothing and said nothing: do not spin
 			return sent, unix.EIO
@@ -271,16 +271,12 @@ func (s *udpSock) sendmmsg(ms []mmsghdr) (int, error) {
 	return sent, lastErr
 }
 
+// bufferFull reports whether err says the socket's send buffer (or the
+// kernel's) had no room: the datagram is dropped, as a full queue drops it.
+func bufferFull(err error) bool { return err == unix.EAGAIN || err == unix.ENOBUFS }
+
 // socketError reports whether err is a real failure of a socket (not
 // "closed").
 func socketError(err error) bool {
 	return err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EBADF)
 }
-
-// Address families, for tests.
-const (
-	afInet  = unix.AF_INET
-	afInet6 = unix.AF_INET6
-)
-
-var errEAGAIN error = unix.EAGAIN

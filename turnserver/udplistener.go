@@ -56,7 +56,7 @@ func (l *engineListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return 0, errAddrFamily
 	}
 	n, err := l.sock.sendToWaiting(p, to)
-	if err == unix.EAGAIN || err == unix.ENOBUFS {
+	if bufferFull(err) {
 		// Dropped as a full queue drops it; an error would only make pion
 		// log one line per datagram.
 		l.e.s.m.sendFailed.Inc()
@@ -89,7 +89,7 @@ const sendWait = 100 * time.Millisecond
 // descriptor number closed meanwhile only ends the wait early).
 func (s *udpSock) sendToWaiting(p []byte, to netip.AddrPort) (int, error) {
 	n, err := s.sendTo(p, to)
-	if err != unix.EAGAIN {
+	if !bufferFull(err) {
 		return n, err
 	}
 	s.mu.RLock()
