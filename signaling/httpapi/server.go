@@ -86,8 +86,10 @@ func New(cfg Config) (*Server, error) {
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = s.handleError
+	var metrics *requestMetrics
 	if cfg.Registerer != nil {
-		e.Use(requestMetrics(cfg.Registerer))
+		metrics = newRequestMetrics(cfg.Registerer)
+		e.Use(metrics.middleware)
 	}
 	e.GET("/healthz", s.healthz)
 	s.routeUI(e)
@@ -104,6 +106,9 @@ func New(cfg Config) (*Server, error) {
 			api.GET("/ws", s.websocket)
 		}
 		s.routeAdmin(api.Group("", RequireAdmin))
+	}
+	if metrics != nil {
+		metrics.setRoutes(e.Routes())
 	}
 	s.echo = e
 	s.http = &http.Server{
