@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strconv"
 
 	"github.com/labstack/echo/v4"
 
@@ -31,11 +30,6 @@ func matrixOf(c signaling.Call) *matrixEvent {
 		return nil
 	}
 	return &matrixEvent{EventID: c.MatrixInviteEventID, PartyID: c.PartyID, RoomID: c.RoomID}
-}
-
-// callsResponse is GET /calls.
-type callsResponse struct {
-	Calls []signaling.Call `json:"calls"`
 }
 
 func (s *Server) routeCalls(g *echo.Group) {
@@ -143,37 +137,6 @@ func (s *Server) getCall(c echo.Context) error {
 		return err
 	}
 	return s.respondCall(c, http.StatusOK, call, false)
-}
-
-func (s *Server) listCalls(c echo.Context) error {
-	conv := c.QueryParam("conversation_id")
-	if conv == "" {
-		return apiError(http.StatusBadRequest, "invalid_request", "query parameter conversation_id is required")
-	}
-	active := false
-	if v := c.QueryParam("active"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return apiError(http.StatusBadRequest, "invalid_request", "active must be true or false")
-		}
-		active = b
-	}
-	limit := 100
-	if v := c.QueryParam("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return apiError(http.StatusBadRequest, "invalid_request", "limit must be 1-1000")
-		}
-		limit = n
-	}
-	calls, err := s.cfg.Calls.List(c.Request().Context(), s.user(c), conv, active, limit)
-	if err != nil {
-		return err
-	}
-	if calls == nil {
-		calls = []signaling.Call{}
-	}
-	return c.JSON(http.StatusOK, callsResponse{Calls: calls})
 }
 
 // respondCall writes a call, with per-call ICE servers for the caller when

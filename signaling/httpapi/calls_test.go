@@ -236,7 +236,7 @@ func TestTransitionConflicts(t *testing.T) {
 		t.Fatalf("hangup of an ended call: %s", body)
 	}
 	body = e.mustDo(t, userToken("alice"), "GET", "/calls?conversation_id=c1&active=true", "", http.StatusOK)
-	if string(body) != `{"calls":[]}`+"\n" {
+	if string(body) != `{"calls":[],"more":false}`+"\n" {
 		t.Fatalf("active calls after hangup = %s", body)
 	}
 	body = e.mustDo(t, userToken("alice"), "GET", "/calls/ice_servers?call_id="+c.ID, "", http.StatusConflict)
