@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -27,6 +28,7 @@ type apiEnv struct {
 	srv   *httptest.Server
 	store *store.Store
 	calls *signaling.Service
+	hub   *Hub
 }
 
 const adminToken = "admin-token-0123456789"
@@ -41,6 +43,13 @@ func newAPIEnv(t *testing.T) *apiEnv {
 // newAPIEnvWith is newAPIEnv with edit applied to the Config (if not nil).
 func newAPIEnvWith(t *testing.T, edit func(*Config, *store.Store)) *apiEnv {
 	t.Helper()
+	return newAPIEnvHub(t, HubConfig{}, edit)
+}
+
+// newAPIEnvHub is newAPIEnvWith with a hub built from hubCfg (its logger
+// and registerer are set here).
+func newAPIEnvHub(t *testing.T, hubCfg HubConfig, edit func(*Config, *store.Store)) *apiEnv {
+	t.Helper()
 	st, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +59,8 @@ func newAPIEnvWith(t *testing.T, edit func(*Config, *store.Store)) *apiEnv {
 			t.Error(err)
 		}
 	})
-	hub := NewHub(HubConfig{Logger: zerolog.Nop(), Registerer: prometheus.NewRegistry()})
+	hubCfg.Logger, hubCfg.Registerer = zerolog.Nop(), prometheus.NewRegistry()
+	hub := NewHub(hubCfg)
 	t.Cleanup(func() {
 		if err := hub.Close(); err != nil {
 			t.Error(err)
@@ -93,7 +103,7 @@ func newAPIEnvWith(t *testing.T, edit func(*Config, *store.Store)) *apiEnv {
 	}
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	e := &apiEnv{reg: reg, srv: srv, store: st, calls: calls}
+	e := &apiEnv{reg: reg, srv: srv, store: st, calls: calls, hub: hub}
 	e.mustDo(t, adminToken, "PUT", "/admin/conversations/c1", `{"participants":["alice","bob"]}`, http.StatusOK)
 	e.mustDo(t, adminToken, "PUT", "/admin/conversations/c2", `{"participants":["carol"]}`, http.StatusOK)
 	return e
@@ -305,6 +315,12 @@ func TestWebSocketEndsWhenTheTokenExpires(t *testing.T) {
 	}
 	if websocket.CloseStatus(err) == -1 || time.Since(start) > 5*time.Second {
 		t.Fatalf("session ended with %v after %v; want a close frame soon after the token expired", err, time.Since(start))
+	}
+	// Not "server shutting down" (1001): the client must renew its token,
+	// not look for another server.
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || ce.Reason != "token expired" {
+		t.Errorf("closed with %v; want 1008 \"token expired\"", err)
 	}
 }
 

@@ -183,8 +183,10 @@ func (s *Server) websocket(c echo.Context) error {
 	if !id.Expires.IsZero() {
 		// The token was checked once, at the upgrade: the session must not
 		// outlive it (commands mint TURN credentials).
+		// errSessionExpired tells the hub to close with "token expired",
+		// not as if the server were shutting down.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, id.Expires)
+		ctx, cancel = context.WithDeadlineCause(ctx, id.Expires, errSessionExpired)
 		defer cancel()
 	}
 	err := s.cfg.Hub.Serve(ctx, c.Response(), c.Request(), user, SubprotocolFrom(c), s.command)

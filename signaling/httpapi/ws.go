@@ -27,9 +27,26 @@ package httpapi
 //   - a client that does not read fast enough for its queue (QueueSize
 //     messages) is closed with 1013 "too slow"; it should reconnect and
 //     re-read the state of its calls (GET /calls), as events were lost.
+//   - each user has an output budget for events, a token bucket of bytes
+//     shared by all the user's connections (UserBytesPerSecond,
+//     UserBurstBytes): an event each connection is sent costs its size once
+//     per connection. A connection whose event finds the budget spent is
+//     closed with 1013 "output budget exceeded" (counted as dropped, reason
+//     "budget"), like a slow one: the client knows events were lost and
+//     re-reads its calls. The budget is kept while it refills, so
+//     reconnecting does not renew it. Replies to the user's own commands
+//     are not charged. Without it, whoever may post candidates to a
+//     conversation makes the server send them again to every connection
+//     of every member.
+//   - events and replies are encoded once, without HTML escaping ('<' is
+//     one byte, not six), and every connection gets the same bytes; an
+//     event reaches each connection at most once.
+//   - a session authenticated by a token that expires is closed at the
+//     expiry with 1008 "token expired"; the client reconnects with a new one.
 //   - on shutdown the server closes with 1001 "server shutting down".
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,7 +54,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -46,6 +62,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/icebox-voip/icebox/signaling"
 )
@@ -58,6 +75,15 @@ type HubConfig struct {
 	// MaxPerUser caps a user's open connections (429 beyond): each costs
 	// goroutines and a queue. Default: 16; negative = unlimited.
 	MaxPerUser int
+	// UserBytesPerSecond is the rate of each user's output budget: event
+	// bytes per second across all the user's connections (an event sent to
+	// 16 connections costs 16 times its size). Default: 512 KiB/s;
+	// negative = unlimited.
+	UserBytesPerSecond int
+	// UserBurstBytes is the size of each user's output budget. It must hold
+	// the largest event times the connections it goes to: an invite with
+	// a 64 KiB SDP to 16 connections is 1 MiB. Default: 4 MiB.
+	UserBurstBytes int
 	// QueueSize is the number of outgoing messages buffered per connection;
 	// a connection whose queue overflows is closed. Default: 256.
 	QueueSize int
@@ -87,7 +113,18 @@ const (
 	defaultPingInterval = 20 * time.Second
 	defaultWriteTimeout = 10 * time.Second
 	defaultMaxMessage   = 1 << 20
+	defaultUserRate     = 512 << 10
+	defaultUserBurst    = 4 << 20
 )
+
+// maxIdleBudgets bounds the budgets kept for users with no connection
+// (kept while they refill, so that reconnecting does not renew them).
+// Beyond it they are all forgotten: briefly generous, never unbounded.
+const maxIdleBudgets = 10_000
+
+// errSessionExpired is the cause of a Serve context that ended because the
+// client's token expired (see Server.websocket).
+var errSessionExpired = errors.New("ws: token expired")
 
 // maxPendingCommands bounds the commands read from one connection and not
 // yet run. The reader must keep reading while a command runs, or it would
@@ -107,8 +144,9 @@ type Hub struct {
 	log zerolog.Logger
 
 	mu     sync.RWMutex
-	conns  map[string]map[*wsConn]struct{} // by user
-	n      int
+	users  map[string]*userState // by user ID
+	n      int                   // open connections
+	idle   int                   // users entries kept only for their budget
 	closed bool
 	wg     sync.WaitGroup // one per Serve past the closed check
 
@@ -118,6 +156,17 @@ type Hub struct {
 }
 
 var _ signaling.Publisher = (*Hub)(nil)
+
+// userState is one user's connections, reservations and output budget.
+// Guarded by Hub.mu (the limiter locks itself).
+type userState struct {
+	conns map[*wsConn]struct{}
+	// reserved counts upgrades under way: a slot is taken under the lock
+	// before the upgrade, so concurrent requests cannot all pass the cap.
+	reserved int
+	budget   *rate.Limiter // nil = unlimited
+	idle     bool          // no connection or reservation; kept for budget
+}
 
 // NewHub returns a hub with no connections.
 func NewHub(cfg HubConfig) *Hub {
@@ -136,6 +185,12 @@ func NewHub(cfg HubConfig) *Hub {
 	if cfg.MaxMessage <= 0 {
 		cfg.MaxMessage = defaultMaxMessage
 	}
+	if cfg.UserBytesPerSecond == 0 {
+		cfg.UserBytesPerSecond = defaultUserRate
+	}
+	if cfg.UserBurstBytes <= 0 {
+		cfg.UserBurstBytes = defaultUserBurst
+	}
 	reg := cfg.Registerer
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -143,7 +198,7 @@ func NewHub(cfg HubConfig) *Hub {
 	h := &Hub{
 		cfg:   cfg,
 		log:   cfg.Logger.With().Str("component", "ws").Logger(),
-		conns: make(map[string]map[*wsConn]struct{}),
+		users: make(map[string]*userState),
 	}
 	f := promauto.With(reg)
 	f.NewGaugeFunc(prometheus.GaugeOpts{
@@ -160,9 +215,9 @@ func NewHub(cfg HubConfig) *Hub {
 	})
 	h.dropped = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "icebox_ws_dropped_connections_total",
-		Help: "WebSocket connections closed by the server: slow (queue overflow or write timeout), ping_timeout, error (protocol violation or I/O error).",
+		Help: "WebSocket connections closed by the server: slow (queue overflow or write timeout), budget (the user's output budget was spent), ping_timeout, error (protocol violation or I/O error).",
 	}, []string{"reason"})
-	for _, r := range []string{dropSlow, dropPingTimeout, dropError} {
+	for _, r := range []string{dropSlow, dropBudget, dropPingTimeout, dropError} {
 		h.dropped.WithLabelValues(r)
 	}
 	return h
@@ -171,6 +226,7 @@ func NewHub(cfg HubConfig) *Hub {
 // Labels of icebox_ws_dropped_connections_total.
 const (
 	dropSlow        = "slow"
+	dropBudget      = "budget"
 	dropPingTimeout = "ping_timeout"
 	dropError       = "error"
 )
@@ -187,6 +243,11 @@ type closeCause struct {
 var (
 	causeSlow = closeCause{name: "slow", drop: dropSlow,
 		code: websocket.StatusTryAgainLater, text: "too slow"}
+	causeBudget = closeCause{name: "budget", drop: dropBudget,
+		code: websocket.StatusTryAgainLater, text: "output budget exceeded"}
+	// Not a drop: the session ends as its token said it would.
+	causeExpired = closeCause{name: "token_expired",
+		code: websocket.StatusPolicyViolation, text: "token expired"}
 	// A peer that does not answer pings would not answer a close frame
 	// either: do not spend the handshake's 10s on it.
 	causePingTimeout = closeCause{name: "ping_timeout", drop: dropPingTimeout, abrupt: true}
@@ -217,8 +278,9 @@ type wsConn struct {
 	user   string
 	remote string
 
-	send chan []byte         // outgoing messages; never closed
-	cmds chan pendingCommand // read, not yet run; never closed
+	send   chan []byte         // outgoing messages; never closed
+	cmds   chan pendingCommand // read, not yet run; never closed
+	budget *rate.Limiter       // the user's output budget; nil = unlimited
 
 	once    sync.Once
 	closing chan struct{} // closed by shutdown
@@ -246,33 +308,60 @@ type wsError struct {
 	Error *Error `json:"error"`
 }
 
-// Publish implements signaling.Publisher: it queues the event's payload on
-// every open connection of every recipient. It never blocks; a connection
-// whose queue is full is closed as too slow.
+// Publish implements signaling.Publisher: it encodes the event's payload
+// once and queues those bytes on every open connection of every recipient,
+// once per connection however often a user is listed, within the user's
+// output budget. It never blocks; a connection whose queue is full is
+// closed as too slow, one whose budget is spent as over budget.
 func (h *Hub) Publish(ev signaling.Event) {
 	var targets []*wsConn
+	seen := make(map[string]struct{}, len(ev.Recipients))
 	h.mu.RLock()
-	for i, user := range ev.Recipients {
-		if slices.Contains(ev.Recipients[:i], user) {
-			continue // once per connection, even if listed twice
+	for _, user := range ev.Recipients {
+		if _, dup := seen[user]; dup {
+			continue
 		}
-		for c := range h.conns[user] {
-			targets = append(targets, c)
+		seen[user] = struct{}{}
+		if u := h.users[user]; u != nil {
+			for c := range u.conns {
+				targets = append(targets, c)
+			}
 		}
 	}
 	h.mu.RUnlock()
 	if len(targets) == 0 {
 		return
 	}
-	msg, err := json.Marshal(ev.Payload)
+	msg, err := encodeMessage(ev.Payload)
 	if err != nil {
 		// A bug in the payload type, not the client's fault.
 		h.log.Error().Err(err).Str("event", ev.Type).Str("call_id", ev.CallID).Msg("encoding event")
 		return
 	}
+	now := time.Now()
 	for _, c := range targets {
+		if c.isClosing() {
+			continue
+		}
+		if c.budget != nil && !c.budget.AllowN(now, len(msg)) {
+			c.shutdown(causeBudget)
+			continue
+		}
 		c.enqueue(msg)
 	}
+}
+
+// encodeMessage encodes a message for clients: without HTML escaping (no
+// message is embedded in HTML, and escaping makes '<' six bytes) and
+// without json.Encoder's trailing newline.
+func encodeMessage(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // Serve upgrades the request to a WebSocket for user (authenticated by the
@@ -293,23 +382,27 @@ func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 		_ = json.NewEncoder(w).Encode(map[string]*Error{"error": ae}) // the client is gone if this fails
 		return ae
 	}
-	h.wg.Add(1)
-	h.mu.Unlock()
-	defer h.wg.Done()
-
-	if h.cfg.MaxPerUser > 0 && h.userConns(user) >= h.cfg.MaxPerUser {
+	// The slot is taken before the upgrade, under the same lock as the
+	// count: checked and taken separately, concurrent upgrades all passed
+	// the check before any was counted.
+	if !h.reserve(user) {
+		h.mu.Unlock()
 		ae := apiError(http.StatusTooManyRequests, "rate_limited", "too many WebSocket connections for this user")
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(ae.Status)
 		_ = json.NewEncoder(w).Encode(map[string]*Error{"error": ae}) // the client is gone if this fails
 		return ae
 	}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	defer h.wg.Done()
 	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}
 	if subprotocol != "" {
 		opts.Subprotocols = []string{subprotocol}
 	}
 	ws, err := websocket.Accept(w, r, opts)
 	if err != nil {
+		h.release(user)
 		return fmt.Errorf("ws: accept: %w", err)
 	}
 	ws.SetReadLimit(h.cfg.MaxMessage)
@@ -377,8 +470,8 @@ func (h *Hub) Close() error {
 	h.mu.Lock()
 	h.closed = true
 	var all []*wsConn
-	for _, cs := range h.conns {
-		for c := range cs {
+	for _, u := range h.users {
+		for c := range u.conns {
 			all = append(all, c)
 		}
 	}
@@ -397,26 +490,50 @@ func (h *Hub) Connections() int {
 	return h.n
 }
 
-// userConns counts user's open connections.
-func (h *Hub) userConns(user string) int {
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return len(h.conns[user])
+// reserve takes one of user's connection slots, unless the cap is reached.
+// h.mu must be held.
+func (h *Hub) reserve(user string) bool {
+	u := h.users[user]
+	if u == nil {
+		u = &userState{conns: make(map[*wsConn]struct{})}
+		if h.cfg.UserBytesPerSecond > 0 {
+			u.budget = rate.NewLimiter(rate.Limit(h.cfg.UserBytesPerSecond), h.cfg.UserBurstBytes)
+		}
+		h.users[user] = u
+	}
+	if h.cfg.MaxPerUser > 0 && len(u.conns)+u.reserved >= h.cfg.MaxPerUser {
+		return false
+	}
+	if u.idle {
+		u.idle = false
+		h.idle--
+	}
+	u.reserved++
+	return true
 }
 
-// register adds c unless the hub has been closed since Serve began.
+// release gives back a slot reserve took, when the upgrade failed.
+func (h *Hub) release(user string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	u := h.users[user]
+	u.reserved--
+	h.forgetIfUnused(user, u)
+}
+
+// register turns c's reserved slot into an open connection, unless the hub
+// has been closed since Serve began.
 func (h *Hub) register(c *wsConn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	u := h.users[c.user]
+	u.reserved--
 	if h.closed {
+		h.forgetIfUnused(c.user, u)
 		return false
 	}
-	cs := h.conns[c.user]
-	if cs == nil {
-		cs = make(map[*wsConn]struct{})
-		h.conns[c.user] = cs
-	}
-	cs[c] = struct{}{}
+	u.conns[c] = struct{}{}
+	c.budget = u.budget
 	h.n++
 	return true
 }
@@ -424,15 +541,41 @@ func (h *Hub) register(c *wsConn) bool {
 func (h *Hub) unregister(c *wsConn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	cs := h.conns[c.user]
-	if _, ok := cs[c]; !ok {
+	u := h.users[c.user]
+	if u == nil {
 		return
 	}
-	delete(cs, c)
-	if len(cs) == 0 {
-		delete(h.conns, c.user)
+	if _, ok := u.conns[c]; !ok {
+		return
 	}
+	delete(u.conns, c)
 	h.n--
+	h.forgetIfUnused(c.user, u)
+}
+
+// forgetIfUnused drops the entry of a user with no connection and no
+// reservation, unless the budget is still refilling: then it is kept (up
+// to maxIdleBudgets such entries), so that reconnecting does not renew it.
+// h.mu must be held.
+func (h *Hub) forgetIfUnused(user string, u *userState) {
+	if len(u.conns) > 0 || u.reserved > 0 || u.idle {
+		return
+	}
+	if u.budget == nil || u.budget.TokensAt(time.Now()) >= float64(u.budget.Burst()) {
+		delete(h.users, user)
+		return
+	}
+	u.idle = true
+	h.idle++
+	if h.idle <= maxIdleBudgets {
+		return
+	}
+	for name, v := range h.users {
+		if v.idle {
+			delete(h.users, name)
+		}
+	}
+	h.idle = 0
 }
 
 // shutdown asks the writer to close the connection for cause, and counts
@@ -556,14 +699,14 @@ func (c *wsConn) run(ctx context.Context, cmd CommandFunc, pc pendingCommand) (r
 func (c *wsConn) reply(ref string, result any, err error) {
 	var msg []byte
 	if err == nil {
-		msg, err = json.Marshal(wsReply{Type: "reply", Ref: ref, Result: result})
+		msg, err = encodeMessage(wsReply{Type: "reply", Ref: ref, Result: result})
 	}
 	if err != nil {
 		ae := asAPIError(err)
 		if ae.Status == http.StatusInternalServerError {
 			c.hub.log.Error().Err(err).Str("user", c.user).Msg("websocket command failed")
 		}
-		msg, err = json.Marshal(wsError{Type: "error", Ref: ref, Error: ae})
+		msg, err = encodeMessage(wsError{Type: "error", Ref: ref, Error: ae})
 		if err != nil { // unreachable: *Error is three plain fields
 			c.hub.log.Error().Err(err).Msg("encoding websocket error reply")
 			return
@@ -589,7 +732,11 @@ func (c *wsConn) writeLoop(ctx, ioCtx context.Context, stop <-chan struct{}) {
 			return
 		case <-done:
 			done = nil
-			c.shutdown(causeShutdown)
+			if errors.Is(context.Cause(ctx), errSessionExpired) {
+				c.shutdown(causeExpired)
+			} else {
+				c.shutdown(causeShutdown)
+			}
 		case <-c.closing:
 		case msg := <-c.send:
 			wctx, cancel := context.WithTimeout(ioCtx, c.hub.cfg.WriteTimeout)

@@ -671,14 +671,15 @@ func TestHubMetricsRegistered(t *testing.T) {
 	if got := e.metric(t, "icebox_ws_connections"); got != 1 {
 		t.Errorf("icebox_ws_connections = %v, want 1", got)
 	}
-	for _, r := range []string{"slow", "ping_timeout", "error"} {
+	for _, r := range []string{"slow", "budget", "ping_timeout", "error"} {
 		if got := e.dropped(t, r); got != 0 {
 			t.Errorf("dropped{reason=%q} = %v, want 0", r, got)
 		}
 	}
 	// Zero values take the defaults.
 	h := NewHub(HubConfig{})
-	want := HubConfig{MaxPerUser: 16, QueueSize: 256, PingInterval: 20 * time.Second, WriteTimeout: 10 * time.Second, MaxMessage: 1 << 20}
+	want := HubConfig{MaxPerUser: 16, UserBytesPerSecond: 512 << 10, UserBurstBytes: 4 << 20,
+		QueueSize: 256, PingInterval: 20 * time.Second, WriteTimeout: 10 * time.Second, MaxMessage: 1 << 20}
 	got := h.cfg
 	got.Logger, got.Registerer = zerolog.Logger{}, nil
 	if !reflect.DeepEqual(got, want) {
@@ -820,4 +821,38 @@ func TestHubCapsConnectionsPerUser(t *testing.T) {
 		t.Fatalf("bob is not limited by alice: %v", err)
 	}
 	c.CloseNow()
+}
+
+// TestHubBudgetSurvivesReconnect: a user whose output budget is spent gets
+// a fresh connection, not a fresh budget; the connection that finds it
+// spent is closed with 1013 "output budget exceeded".
+func TestHubBudgetSurvivesReconnect(t *testing.T) {
+	e := newWSEnv(t, nil, HubConfig{UserBytesPerSecond: 1, UserBurstBytes: 1000}, nil)
+	ev := hangupEvent("call-1", "alice")
+	p := ev.Payload.(signaling.EndPayload)
+	p.Reason = strings.Repeat("r", 600) // one event fits the budget, two do not
+	ev.Payload = p
+
+	c := e.dial(t, "alice", nil)
+	e.waitConnections(t, 1)
+	e.hub.Publish(ev)
+	if got := readMsg(t, c); got["reason"] != p.Reason {
+		t.Fatalf("first event: %v", got)
+	}
+	_ = c.Close(websocket.StatusNormalClosure, "")
+	e.waitConnections(t, 0)
+
+	c = e.dial(t, "alice", nil)
+	e.waitConnections(t, 1)
+	e.hub.Publish(ev)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := c.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusTryAgainLater || ce.Reason != "output budget exceeded" {
+		t.Fatalf("second event after reconnecting: %v; want 1013 \"output budget exceeded\"", err)
+	}
+	if got := e.dropped(t, "budget"); got != 1 {
+		t.Errorf("dropped{reason=budget} = %v, want 1", got)
+	}
 }
