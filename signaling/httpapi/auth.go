@@ -107,6 +107,7 @@ const (
 	errTokenAudience   authError = "invalid token: missing or wrong audience (aud)"
 	errTokenNoExp      authError = "invalid token: no expiry (exp)"
 	errTokenTooLong    authError = "invalid token: expiry (exp) is further away than the server accepts"
+	errTokenCrit       authError = "invalid token: crit header names extensions this server does not support"
 	errQueryNotUpgrade authError = "missing bearer token (access_token is accepted only on WebSocket upgrades)"
 )
 
@@ -235,8 +236,15 @@ func (a *Authenticator) staticIdentity(token string) (Identity, bool) {
 
 func (a *Authenticator) jwtIdentity(token string) (Identity, error) {
 	claims := jwt.MapClaims{}
-	if _, err := a.jwtParser.ParseWithClaims(token, claims, a.jwtKeyFunc); err != nil {
+	tok, err := a.jwtParser.ParseWithClaims(token, claims, a.jwtKeyFunc)
+	if err != nil {
 		return Identity{}, jwtError(err, claims)
+	}
+	// RFC 7515 §4.1.11: extensions listed in "crit" must be understood or
+	// the token refused; icebox understands none (and an empty list is not
+	// allowed either). jwt ignores the header.
+	if _, ok := tok.Header["crit"]; ok {
+		return Identity{}, errTokenCrit
 	}
 	// The signature is verified from here on, so details help the host
 	// application's developers without helping a forger.

@@ -250,6 +250,16 @@ func TestMiddleware(t *testing.T) {
 		{name: "jwt forged HS256 header is accepted (control for the forgeries)", token: func(t *testing.T) string {
 			return forgeJWT(t, map[string]any{"alg": "HS256", "typ": "JWT"}, claims(nil))
 		}, req: func(tok string) req { return req{auth: bearer(tok)} }, want: &Identity{User: "bob", Method: MethodJWT}},
+		// RFC 7515 §4.1.11: a token whose "crit" names extensions the server
+		// does not understand (it understands none) must be refused.
+		{name: "jwt crit header", token: func(t *testing.T) string {
+			return forgeJWT(t, map[string]any{"alg": "HS256", "typ": "JWT", "crit": []string{"exp"}}, claims(nil))
+		}, req: func(tok string) req { return req{auth: bearer(tok)} }, status: 401, code: "unauthorized",
+			msg: "invalid token: crit header names extensions this server does not support"},
+		{name: "jwt empty crit header", token: func(t *testing.T) string {
+			return forgeJWT(t, map[string]any{"alg": "HS256", "typ": "JWT", "crit": []string{}}, claims(nil))
+		}, req: func(tok string) req { return req{auth: bearer(tok)} }, status: 401, code: "unauthorized",
+			msg: "invalid token: crit header names extensions this server does not support"},
 		{name: "jwt wrong secret", token: func(t *testing.T) string {
 			return signJWT(t, jwt.SigningMethodHS256, []byte("another-secret-of-32-bytes-or-more!!"), claims(nil))
 		}, req: func(tok string) req { return req{auth: bearer(tok)} }, status: 401, code: "unauthorized", msg: "invalid token"},
