@@ -125,9 +125,17 @@ func (ra relayAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net
 }
 
 // AllocateConn dials a peer for a TCP allocation's Connect request, from the
-// relay's bound address, after checking the peer policy.
+// relay's bound address, after checking the peer policy. See connect.go for
+// why the dial runs here, on the requesting client's own connection
+// goroutine, and how it is bounded.
 func (ra relayAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
 	s := ra.s
+	// pion dials for any allocation, from its relay port; RFC 6062 Connect
+	// is for TCP allocations only (a UDP allocation's relay address is a
+	// *net.UDPAddr).
+	if _, ok := conf.LocalAddr.(*net.TCPAddr); !ok {
+		return nil, errConnectNotTCP
+	}
 	peer, ok := addrPortOf(conf.RemoteAddr)
 	if !ok || !s.policy.AllowTCP(peer) {
 		s.m.peerDenied.WithLabelValues(stageConnect).Inc()
@@ -138,12 +146,17 @@ func (ra relayAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, e
 		return nil, err
 	}
 	local, ok := addrPortOf(conf.LocalAddr)
-	if !ok {
+	netIdx, known := relayNetwork(conf.Network)
+	if !ok || !known {
 		return nil, fmt.Errorf("turnserver: connect: unexpected local address %v", conf.LocalAddr)
 	}
+	slot := relayPort{network: netIdx, port: local.Port()}
+	if !s.dials.acquire(slot) {
+		return nil, errConnectBusy
+	}
+	defer s.dials.release(slot)
 	d := connectDialer(netip.AddrPortFrom(bindIP, local.Port()))
-	// pion handles Connect on the client's read loop; the server's context
-	// ends a pending dial when the server closes.
+	// The server's context ends a pending dial when the server closes.
 	return d.DialContext(s.ctx, conf.Network, peer.String())
 }
 

@@ -113,6 +113,7 @@ type Server struct {
 	turn    *turn.Server
 
 	connLimits *connLimits // TCP/TLS client connections, shared by all those listeners
+	dials      *dialLimits // RFC 6062 Connect dials in flight (connect.go)
 
 	// ctx ends with Close; it bounds RFC 6062 Connect dials.
 	ctx    context.Context
@@ -167,6 +168,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	if cfg.RecvBatch == 0 {
 		cfg.RecvBatch = DefaultRecvBatch
 	}
+
 	log := cfg.Logger.With().Str("component", "turn").Logger()
 	reg := newRegistry(cfg.Quotas)
 	s := &Server{
@@ -181,6 +183,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		reg:        reg,
 		revoked:    make(map[string]time.Time),
 		connLimits: newConnLimits(cfg.TCPMaxPerSource, cfg.TCPMaxTotal),
+		dials:      newDialLimits(defaultConnectDialsPerAllocation, defaultConnectDialsTotal),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	now := cfg.Now()
@@ -236,6 +239,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		if limiter != nil {
 			pc = &errorLimitedConn{PacketConn: pc, lim: limiter, dropped: s.m.errorsDropped}
 		}
+		pc = &connectGuard{PacketConn: pc}
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
 			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
