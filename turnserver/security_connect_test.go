@@ -186,8 +186,9 @@ func (r *rawTURN) authed(method stun.Method, attrs ...stun.Setter) *stun.Message
 	return stun.MustBuild(setters...)
 }
 
-// allocate makes an allocation relaying over transport proto (UDP or TCP).
-func (r *rawTURN) allocate(proto byte) {
+// allocate makes an allocation relaying over transport proto (UDP or TCP)
+// and returns its relayed address.
+func (r *rawTURN) allocate(proto byte) netip.AddrPort {
 	r.t.Helper()
 	transport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{proto, 0, 0, 0}}
 	res, err := r.roundTrip(stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
@@ -205,6 +206,12 @@ func (r *rawTURN) allocate(proto byte) {
 	if res.Type.Class != stun.ClassSuccessResponse {
 		r.t.Fatalf("Allocate: got %v (%d)", res.Type, errorCode(res))
 	}
+	var relayed stun.XORMappedAddress
+	if err := relayed.GetFromAs(res, stun.AttrXORRelayedAddress); err != nil {
+		r.t.Fatalf("Allocate: no XOR-RELAYED-ADDRESS: %v", err)
+	}
+	ip, _ := netip.AddrFromSlice(relayed.IP)
+	return netip.AddrPortFrom(ip.Unmap(), uint16(relayed.Port))
 }
 
 // connectMsg is an authenticated Connect towards peer.

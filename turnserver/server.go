@@ -80,6 +80,10 @@ type Config struct {
 	Logger     zerolog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time // Default: time.Now
+
+	// permissionTimeout is pion's permission lifetime; 0 leaves pion's
+	// default (5 minutes, RFC 8656 §9). Tests shorten it.
+	permissionTimeout time.Duration
 }
 
 // Revocation refuses a call's credentials until Until (when they would have
@@ -205,7 +209,10 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
+			OnPermissionCreated: s.onPermission(1),
+			OnPermissionDeleted: s.onPermission(-1),
 		},
+		PermissionTimeout: cfg.permissionTimeout,
 	}
 	var limiter *sourceLimiter
 	if cfg.ErrorRate.PerSecond > 0 {
