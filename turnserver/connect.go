@@ -1,11 +1,6 @@
 package turnserver
 
-import (
-	"net"
-	"sync"
-
-	"github.com/pion/stun/v4"
-)
+import "sync"
 
 // RFC 6062 Connect, and where its dial may run.
 //
@@ -21,7 +16,7 @@ import (
 //     stalls only that client's control connection.
 //
 // Decision: a Connect (and a ConnectionBind, its companion) that arrives over
-// UDP is answered 400 by connectGuard before pion reads it — RFC 6062 §4.3
+// UDP is answered 400 by udpGuard (guard.go) before pion reads it — RFC 6062 §4.3
 // and §5.2 define both for TCP and TLS control connections only — so no dial
 // can ever start on a listener's read path. AllocateConn also refuses any
 // allocation that is not a TCP one (a TCP client may hold a UDP allocation),
@@ -94,50 +89,4 @@ func (l *dialLimits) release(port relayPort) {
 		return
 	}
 	l.inFlight[port]--
-}
-
-// connectGuard is the outermost wrapper of a UDP listener socket, the one
-// pion reads: it answers Connect and ConnectionBind requests 400 itself
-// (see above) and passes everything else on. Its answers go out through
-// the wrapped socket, so the error-rate limit applies to them too.
-type connectGuard struct {
-	net.PacketConn
-}
-
-var _ net.PacketConn = (*connectGuard)(nil)
-
-func (g *connectGuard) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		n, addr, err := g.PacketConn.ReadFrom(p)
-		if err != nil || !isTCPOnlyRequest(p[:n]) {
-			return n, addr, err
-		}
-		g.refuse(p[:n], addr)
-	}
-}
-
-// refuse answers a TCP-only request that came over UDP with 400, before any
-// authentication: the answer reveals nothing, and no nonce is spent on a
-// request that can never succeed here.
-func (g *connectGuard) refuse(req []byte, to net.Addr) {
-	var id [stun.TransactionIDSize]byte
-	copy(id[:], req[8:20])
-	method := stun.MethodConnect
-	if isSTUNType(req, stun.MethodConnectionBind, stun.ClassRequest) {
-		method = stun.MethodConnectionBind
-	}
-	res, err := stun.Build(&stun.Message{TransactionID: id},
-		stun.NewType(method, stun.ClassErrorResponse),
-		stun.CodeBadRequest) // the standard reason phrase: a short answer to a possibly spoofed source
-	if err != nil {
-		return // cannot fail for these attributes
-	}
-	_, _ = g.PacketConn.WriteTo(res.Raw, to) // a lost answer is retransmitted for; pion would not report it either
-}
-
-// isTCPOnlyRequest reports whether p is an RFC 6062 Connect or
-// ConnectionBind request.
-func isTCPOnlyRequest(p []byte) bool {
-	return isSTUNType(p, stun.MethodConnect, stun.ClassRequest) ||
-		isSTUNType(p, stun.MethodConnectionBind, stun.ClassRequest)
 }

@@ -228,15 +228,6 @@ func (p xorPeer) AddTo(m *stun.Message) error {
 	return a.AddToAs(m, stun.AttrXORPeerAddress)
 }
 
-// errorCode returns the ERROR-CODE of m, 0 if none.
-func errorCode(m *stun.Message) stun.ErrorCode {
-	var code stun.ErrorCodeAttribute
-	if code.GetFrom(m) != nil {
-		return 0
-	}
-	return code.Code
-}
-
 const (
 	protoUDP = 17
 	protoTCP = 6

@@ -2,6 +2,7 @@ package turnserver
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
 )
 
 const testChannel = 0x4000
@@ -171,5 +173,65 @@ func TestSecurityChannelStopsWhenPermissionExpires(t *testing.T) {
 	}
 	if !b.relayedBoth(permLife / 2) {
 		t.Fatal("channel relays nothing after CreatePermission renewed its permission")
+	}
+}
+
+// TestSecurityDeniedPeerIs403: a ChannelBind or CreatePermission to a peer
+// the policy refuses is answered 403 Forbidden, signed with the client's
+// key, over UDP, TCP and TLS. pion answered a refused ChannelBind 401
+// Unauthorized, which tells the client its credentials are wrong.
+func TestSecurityDeniedPeerIs403(t *testing.T) {
+	r := startRelay(t, relayOptions{allowLoopback: true})
+	denied := netip.MustParseAddrPort("10.0.0.1:5000") // RFC 1918: refused by default
+	for _, tr := range []transport{overUDP, overTCP, overTLS} {
+		t.Run(string(tr), func(t *testing.T) {
+			cred := r.mint(t, "alice", "", time.Hour)
+			var c *rawTURN
+			switch tr {
+			case overUDP:
+				c = newRawUDP(t, r.udp, cred.Username, cred.Password)
+			case overTCP:
+				c = newRawTCP(t, r.tcp, cred.Username, cred.Password)
+			case overTLS:
+				conn, err := tls.Dial("tcp4", r.tls, r.tlsConf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { _ = conn.Close() })
+				c = &rawTURN{t: t, tcp: conn, user: cred.Username, pass: cred.Password}
+			}
+			c.allocate(protoUDP)
+			key := stun.MessageIntegrity(turn.GenerateAuthKey(cred.Username, testRealm, cred.Password))
+			for _, req := range []struct {
+				method stun.Method
+				attrs  []stun.Setter
+			}{
+				{stun.MethodChannelBind, []stun.Setter{channelNumber(testChannel), xorPeer(denied)}},
+				{stun.MethodCreatePermission, []stun.Setter{xorPeer(denied)}},
+			} {
+				res, err := c.roundTrip(c.authed(req.method, req.attrs...), 5*time.Second)
+				if err != nil {
+					t.Fatalf("%v: %v", req.method, err)
+				}
+				t.Logf("%v to %v over %s: %v %d", req.method, denied, tr, res.Type, errorCode(res))
+				if res.Type != stun.NewType(req.method, stun.ClassErrorResponse) || errorCode(res) != stun.CodeForbidden {
+					t.Errorf("%v to a refused peer: got %v %d, want a 403 error", req.method, res.Type, errorCode(res))
+				}
+				if err := key.Check(res); err != nil {
+					t.Errorf("%v: the answer's MESSAGE-INTEGRITY does not check with the client's key: %v", req.method, err)
+				}
+			}
+			// A ChannelBind to a permitted peer is answered as pion
+			// answers it.
+			peer := newPeer(t)
+			res, err := c.roundTrip(c.authed(stun.MethodChannelBind, channelNumber(testChannel+1),
+				xorPeer(peer.LocalAddr().(*net.UDPAddr).AddrPort())), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Type != stun.NewType(stun.MethodChannelBind, stun.ClassSuccessResponse) || key.Check(res) != nil {
+				t.Errorf("ChannelBind to a permitted peer: got %v %d, want a signed success", res.Type, errorCode(res))
+			}
+		})
 	}
 }

@@ -118,6 +118,7 @@ type Server struct {
 
 	connLimits *connLimits // TCP/TLS client connections, shared by all those listeners
 	dials      *dialLimits // RFC 6062 Connect dials in flight (connect.go)
+	bindKeys   channelBindKeys
 
 	// ctx ends with Close; it bounds RFC 6062 Connect dials.
 	ctx    context.Context
@@ -246,7 +247,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		if limiter != nil {
 			pc = &errorLimitedConn{PacketConn: pc, lim: limiter, dropped: s.m.errorsDropped}
 		}
-		pc = &connectGuard{PacketConn: pc}
+		pc = &udpGuard{PacketConn: pc, s: s} // outermost: pion reads this one (guard.go)
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
 			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
@@ -255,16 +256,18 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		s.closeUDP(sc.PacketConnConfigs, nil)
 		return nil, errors.New("turnserver: TLS listeners need a TLSConfig")
 	}
-	// Connections are tracked under the TLS layer, so pion still sees
-	// *tls.Conn (it bounds the handshake time) and Close can end them all.
+	// Connections are tracked under the TLS layer, so Close can end them
+	// all (and a silent one is cut before its handshake); the guard sits
+	// above it, where it sees STUN messages (guard.go).
 	for _, l := range ln.TCP {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener: s.trackConns(l), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			Listener: &streamGuard{Listener: s.trackConns(l), s: s}, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
 	for _, l := range ln.TLS {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener: tls.NewListener(s.trackConns(l), ln.TLSConfig), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			Listener:              &streamGuard{Listener: tls.NewListener(s.trackConns(l), ln.TLSConfig), s: s},
+			RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
 	ts, err := turn.NewServer(sc)
