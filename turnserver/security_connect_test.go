@@ -431,3 +431,39 @@ func TestSecurityConnectTCPBlackHoleBounded(t *testing.T) {
 		t.Errorf("%d bystander transactions lost while Connects dialed a black hole", lost)
 	}
 }
+
+// TestDialLimits: the bounds of dials in flight, per allocation and in
+// total, and slots coming back on release.
+func TestDialLimits(t *testing.T) {
+	l := newDialLimits(2, 3)
+	a, b := relayPort{network: netTCP4, port: 40000}, relayPort{network: netTCP4, port: 40001}
+	steps := []struct {
+		op   string
+		port relayPort
+		want bool
+	}{
+		{"acquire", a, true},
+		{"acquire", a, true},
+		{"acquire", a, false}, // per allocation
+		{"acquire", b, true},
+		{"acquire", b, false}, // in total
+		{"release", a, true},
+		{"acquire", b, true},
+		{"acquire", a, false}, // in total again
+		{"release", b, true},
+		{"release", b, true},
+		{"acquire", a, true},
+	}
+	for i, s := range steps {
+		if s.op == "release" {
+			l.release(s.port)
+			continue
+		}
+		if got := l.acquire(s.port); got != s.want {
+			t.Fatalf("step %d: acquire(%v) = %v, want %v", i, s.port, got, s.want)
+		}
+	}
+	if n := l.inFlightTotal(); n != 2 { // both on a
+		t.Errorf("in flight: %d, want 2", n)
+	}
+}
