@@ -6,7 +6,10 @@
 //
 //	expiry [ "." kid ] ":" [ "call-" call-id ":" ] user
 //
-// and its password is base64(HMAC-SHA1(secret, username)). The optional kid
+// and its password is base64(HMAC-SHA1(secret, username)). The expiry is
+// Unix seconds up to the end of the year 9999, the user printable UTF-8 (see
+// checkUser); Lookup and Verify also refuse an expiry more than
+// [MaxValidity] ahead. The optional kid
 // names the secret that signed it, so secrets can be rotated without breaking
 // live calls; a username without a kid (as Synapse, Dendrite and coturn's
 // tools mint them) is checked with the keyring's single "compat" secret.

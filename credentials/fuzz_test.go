@@ -18,6 +18,7 @@ func FuzzParseUsername(f *testing.F) {
 		"1732500000.:bob", "1732500000.k1", "1732500000.k1.k2:bob",
 		"1732500000:call-", "1732500000:call-xyz", "1732500000:call-abc:", "1732500000:call-abc:call-def:x",
 		"1732500000:calls:x", "1732500000:bob\xff", "1732500000:bob\x7f", "1732500000:@ålice:exämple.org",
+		"253402300799:bob", "253402300800:bob", "1732500000:bob\u0085", "1732500000:bob\u202e", "1732500000:@bob🙂:example.org",
 	} {
 		f.Add(seed)
 	}

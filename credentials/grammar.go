@@ -3,6 +3,8 @@ package credentials
 import (
 	"errors"
 	"strings"
+	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -15,10 +17,22 @@ const (
 	// MaxUserLen bounds the user part; Matrix user IDs are at most 255 bytes.
 	MaxUserLen = 256
 
-	maxExpiryDigits = 12           // year 33658: no realistic expiry needs more
-	maxExpiry       = 999999999999 // the largest 12-digit expiry
-	maxKIDLen       = 16
-	maxCallIDLen    = 64
+	// maxExpiryDigits bounds the expiry's digits, leading zeros included
+	// (coturn reads them too).
+	maxExpiryDigits = 12
+	// maxExpiry is 9999-12-31T23:59:59Z, the last second a four-digit year
+	// (RFC 3339, the logs) can show; twelve digits would reach year 33658.
+	maxExpiry = 253402300799
+
+	// MaxValidity bounds how far ahead of the keyring's clock a credential
+	// may expire: Lookup and Verify refuse a later expiry, Mint a longer
+	// TTL. A TURN REST credential lives for hours (Synapse's default
+	// turn_user_lifetime is one hour); a correctly signed username valid
+	// for decades is a mistake or a leaked secret's forgery, and it could
+	// never be revoked by expiry.
+	MaxValidity  = 10 * 365 * 24 * time.Hour
+	maxKIDLen    = 16
+	maxCallIDLen = 64
 
 	// callPrefix marks a per-call subject. A subject that starts with it is
 	// always read as per-call, so a plain user may not start with it.
@@ -39,6 +53,9 @@ func parseExpiry(s string) (int64, error) {
 		}
 		n = n*10 + int64(c-'0')
 	}
+	if n > maxExpiry {
+		return 0, errors.New("expiry is after the year 9999")
+	}
 	return n, nil
 }
 
@@ -57,7 +74,12 @@ func checkCallID(id string) error {
 }
 
 // checkUser accepts any opaque user (Matrix IDs contain ':') that is safe to
-// put into a log line: bounded, valid UTF-8, no ASCII control characters.
+// put into a log line or a terminal: bounded, valid UTF-8, printable only —
+// no C0 or C1 control characters, no DEL, and none of the invisible
+// characters that make one name look like another or reorder a log line
+// (format characters such as U+202E RIGHT-TO-LEFT OVERRIDE or U+200B ZERO
+// WIDTH SPACE, line and paragraph separators, unassigned code points). The
+// ASCII space stays allowed, as in "bob smith".
 func checkUser(user string) error {
 	switch {
 	case len(user) == 0:
@@ -66,8 +88,10 @@ func checkUser(user string) error {
 		return errors.New("user is longer than 256 bytes")
 	case !utf8.ValidString(user):
 		return errors.New("user is not valid UTF-8")
-	case strings.ContainsFunc(user, isControl):
+	case strings.ContainsFunc(user, unicode.IsControl):
 		return errors.New("user contains a control character")
+	case strings.ContainsFunc(user, isNotPrintable):
+		return errors.New("user contains a non-printable character")
 	}
 	return nil
 }
@@ -89,4 +113,6 @@ func isCallIDByte(c byte) bool {
 	return ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z') || ('0' <= c && c <= '9') || c == '_' || c == '-'
 }
 
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+// isNotPrintable: unicode.IsPrint allows letters, marks, numbers,
+// punctuation, symbols and the ASCII space.
+func isNotPrintable(r rune) bool { return !unicode.IsPrint(r) }

@@ -134,6 +134,9 @@ func (k *Keyring) Mint(sub Subject, ttl time.Duration) (Credential, error) {
 	if ttl < time.Second {
 		return Credential{}, fmt.Errorf("credentials: mint: ttl %v is shorter than 1s", ttl)
 	}
+	if ttl > MaxValidity {
+		return Credential{}, fmt.Errorf("credentials: mint: ttl %v is longer than %v (MaxValidity)", ttl, MaxValidity)
+	}
 	if err := sub.check(); err != nil {
 		return Credential{}, fmt.Errorf("credentials: mint: %w", err)
 	}
@@ -177,14 +180,19 @@ func checkExpiry(t time.Time) error {
 }
 
 // Lookup returns the claims of username and the password it should come
-// with, whatever its expiry: pion/turn's auth handler needs the password to
-// derive the long-term key, and the relay decides about expiry itself (an
-// expired credential may still refresh an existing allocation).
+// with, whatever its past expiry: pion/turn's auth handler needs the password
+// to derive the long-term key, and the relay decides about expiry itself (an
+// expired credential may still refresh an existing allocation). An expiry
+// more than MaxValidity ahead of the keyring's clock is refused as
+// malformed: no credential this keyring mints lives that long.
 // Errors: ErrMalformed, ErrUnknownKID.
 func (k *Keyring) Lookup(username string) (Claims, string, error) {
 	c, err := ParseUsername(username)
 	if err != nil {
 		return Claims{}, "", err
+	}
+	if c.Expires.After(k.now().Add(MaxValidity)) {
+		return Claims{}, "", malformed(fmt.Errorf("expiry %s is more than %v ahead", c.Expires.Format(time.RFC3339), MaxValidity))
 	}
 	s, err := k.secretFor(c.KID)
 	if err != nil {

@@ -42,7 +42,12 @@ func (s *Server) authenticate(ra *turn.RequestAttributes) (string, []byte, bool)
 			return "", nil, false
 		}
 	}
-	return ra.Username, turn.GenerateAuthKey(ra.Username, s.cfg.Realm, password), true
+	key := turn.GenerateAuthKey(ra.Username, s.cfg.Realm, password)
+	if ra.Method == stun.MethodChannelBind {
+		// To sign a 403 should the peer policy refuse it (guard.go).
+		s.bindKeys.remember(ra.SrcAddr, key)
+	}
+	return ra.Username, key, true
 }
 
 // refuse counts an authentication failure and logs it, rate-limited. The

@@ -50,6 +50,7 @@ func newFastPathBed(b *testing.B) *fastPathBed {
 	fc.channels.Store(&map[uint16]*binding{bed.channel: bd})
 	fl.clients.Store(clientAP, fc)
 	rc.bind(bd)
+	rc.permit(bd.peer.Addr(), 1) // as pion's permission event would
 
 	if err := e.addTo(0, lsock); err != nil {
 		b.Fatal(err)
@@ -154,6 +155,7 @@ func TestEngineSendsToClientsOnSeveralListeners(t *testing.T) {
 		}
 		rc.bind(&binding{channel: uint16(0x4000 + i), peer: peer.LocalAddr().(*net.UDPAddr).AddrPort(),
 			clientAP: client.LocalAddr().(*net.UDPAddr).AddrPort(), ln: fl, relay: rc, expires: time.Now().Add(time.Hour)})
+		rc.permit(peer.LocalAddr().(*net.UDPAddr).AddrPort().Addr(), 1) // as pion's permission event would
 		if err := e.addTo(0, lsock); err != nil {
 			t.Fatal(err)
 		}

@@ -12,4 +12,6 @@ var (
 	errNoListeners    = errors.New("turnserver: no listeners")
 	errServerClosed   = errors.New("turnserver: server closed")
 	errCallRevoked    = errors.New("turnserver: call revoked")
+	errConnectNotTCP  = errors.New("turnserver: connect: not a TCP allocation")
+	errConnectBusy    = errors.New("turnserver: connect: too many dials in flight")
 )

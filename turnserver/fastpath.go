@@ -59,7 +59,13 @@ type binding struct {
 	toPeer, toClient atomic.Uint64
 }
 
-func (b *binding) live(now time.Time) bool { return now.Before(b.expires) && !b.relay.closed.Load() }
+// live reports whether the fast path relays for b: the binding has not
+// expired, its relay socket is open, and pion still holds a permission for
+// the peer (RFC 8656 §12: a channel whose permission expired relays
+// nothing; pion's own path is checked in relayPacketConn.send and deliver).
+func (b *binding) live(now time.Time) bool {
+	return now.Before(b.expires) && !b.relay.closed.Load() && b.relay.permitted(b.peer.Addr())
+}
 
 // fastClient is what the fast path knows about one client 5-tuple.
 type fastClient struct {

@@ -68,6 +68,8 @@ type relayOptions struct {
 	revoked          []Revocation
 	// wrapTCP, if set, wraps the TURN-over-TCP listener before New.
 	wrapTCP func(net.Listener) net.Listener
+	// permissionTimeout: pion's permission lifetime (default 5 minutes).
+	permissionTimeout time.Duration
 }
 
 // testStart is the fake clock's time when a test relay starts.
@@ -134,6 +136,7 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 		Revoked:               o.revoked,
 		Logger:                testLogger(t),
 		Now:                   clock.Now,
+		permissionTimeout:     o.permissionTimeout,
 	}
 	relayAddrs := []netip.Addr{o.advertiseV4}
 	if o.ipv6 {

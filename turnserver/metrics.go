@@ -34,6 +34,7 @@ type metrics struct {
 	udpDropped       *prometheus.CounterVec
 	queueFull        prometheus.Counter // udpDropped{reason="queue_full"}
 	sendFailed       prometheus.Counter // udpDropped{reason="send_failed"}
+	noPermission     prometheus.Counter // udpDropped{reason="no_permission"}
 }
 
 // Why the relay dropped a UDP datagram, the "reason" label of
@@ -41,6 +42,10 @@ type metrics struct {
 const (
 	dropQueueFull  = "queue_full"
 	dropSendFailed = "send_failed"
+	// A datagram to or from a peer the allocation holds no permission for
+	// (a channel whose permission expired, or a stranger writing to the
+	// relay port).
+	dropNoPermission = "no_permission"
 )
 
 func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() float64) *metrics {
@@ -89,7 +94,7 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 		}),
 		udpDropped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_turn_udp_dropped_total",
-			Help: "UDP datagrams the relay dropped, by reason: queue_full (pion's queue of STUN and slow-path datagrams was full), send_failed (the kernel refused a relayed datagram, e.g. a full send buffer).",
+			Help: "UDP datagrams the relay dropped, by reason: queue_full (pion's queue of STUN and slow-path datagrams was full), send_failed (the kernel refused a relayed datagram, e.g. a full send buffer), no_permission (to or from a peer without a live permission).",
 		}, []string{"reason"}),
 	}
 	// Make every label value visible from the start, so dashboards and
@@ -108,6 +113,7 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 	}
 	m.queueFull = m.udpDropped.WithLabelValues(dropQueueFull)
 	m.sendFailed = m.udpDropped.WithLabelValues(dropSendFailed)
+	m.noPermission = m.udpDropped.WithLabelValues(dropNoPermission)
 	return m
 }
 

@@ -125,9 +125,17 @@ func (ra relayAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net
 }
 
 // AllocateConn dials a peer for a TCP allocation's Connect request, from the
-// relay's bound address, after checking the peer policy.
+// relay's bound address, after checking the peer policy. See connect.go for
+// why the dial runs here, on the requesting client's own connection
+// goroutine, and how it is bounded.
 func (ra relayAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
 	s := ra.s
+	// pion dials for any allocation, from its relay port; RFC 6062 Connect
+	// is for TCP allocations only (a UDP allocation's relay address is a
+	// *net.UDPAddr).
+	if _, ok := conf.LocalAddr.(*net.TCPAddr); !ok {
+		return nil, errConnectNotTCP
+	}
 	peer, ok := addrPortOf(conf.RemoteAddr)
 	if !ok || !s.policy.AllowTCP(peer) {
 		s.m.peerDenied.WithLabelValues(stageConnect).Inc()
@@ -138,12 +146,17 @@ func (ra relayAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, e
 		return nil, err
 	}
 	local, ok := addrPortOf(conf.LocalAddr)
-	if !ok {
+	netIdx, known := relayNetwork(conf.Network)
+	if !ok || !known {
 		return nil, fmt.Errorf("turnserver: connect: unexpected local address %v", conf.LocalAddr)
 	}
+	slot := relayPort{network: netIdx, port: local.Port()}
+	if !s.dials.acquire(slot) {
+		return nil, errConnectBusy
+	}
+	defer s.dials.release(slot)
 	d := connectDialer(netip.AddrPortFrom(bindIP, local.Port()))
-	// pion handles Connect on the client's read loop; the server's context
-	// ends a pending dial when the server closes.
+	// The server's context ends a pending dial when the server closes.
 	return d.DialContext(s.ctx, conf.Network, peer.String())
 }
 
@@ -294,6 +307,14 @@ type relayPacketConn struct {
 	lastFrom     netip.AddrPort
 	lastFromAddr *net.UDPAddr
 
+	// The peer IPs pion holds a permission for, as its permission events
+	// report them (copy-on-write under bindMu, nil until the first; a count
+	// per IP). pion relays a bound channel's data without looking at the
+	// permission its ChannelBind installed, also after it expired (RFC 8656
+	// §12 says the channel's data must stop then); icebox checks this set
+	// on every relayed datagram instead, both ways.
+	perms atomic.Pointer[map[netip.Addr]int]
+
 	// The channel fast path (fastpath.go): the peers bound to channels
 	// (copy-on-write, nil until the first).
 	peers   atomic.Pointer[map[netip.AddrPort]*binding]
@@ -335,6 +356,10 @@ func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) {
 // success: an error here only makes pion log one line per datagram. wait
 // is for pion's goroutines (sendToWaiting); the engine never waits.
 func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, error) {
+	if !c.permitted(peer.Addr()) {
+		c.s.m.noPermission.Inc()
+		return len(p), nil
+	}
 	if !c.s.policy.Allow(peer) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
@@ -361,8 +386,58 @@ func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, e
 // deliver queues a peer's datagram for pion (a copy: d is the engine's
 // buffer).
 func (c *relayPacketConn) deliver(d []byte, from netip.AddrPort) {
+	if !c.permitted(from.Addr()) {
+		c.s.m.noPermission.Inc()
+		return
+	}
 	if !c.inbox.push(d, from) {
 		c.s.m.queueFull.Inc()
+	}
+}
+
+// permitted reports whether pion holds a permission for the (unmapped)
+// peer IP.
+func (c *relayPacketConn) permitted(ip netip.Addr) bool {
+	perms := c.perms.Load()
+	return perms != nil && (*perms)[ip] > 0
+}
+
+// permit counts a permission pion created for ip (delta 1) or deleted
+// (delta -1).
+func (c *relayPacketConn) permit(ip netip.Addr, delta int) {
+	c.bindMu.Lock()
+	defer c.bindMu.Unlock()
+	m := make(map[netip.Addr]int)
+	if old := c.perms.Load(); old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	if n := m[ip] + delta; n > 0 {
+		m[ip] = n
+	} else {
+		delete(m, ip)
+	}
+	c.perms.Store(&m)
+}
+
+// onPermission is pion's OnPermissionCreated (delta 1) and
+// OnPermissionDeleted (delta -1): it keeps the relay socket's permission set
+// (relayPacketConn.perms) in step with pion's.
+func (s *Server) onPermission(delta int) func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+	return func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+		ra, ok := relay.(*net.UDPAddr) // TCP allocations relay over connections, not this socket
+		ip, iok := addrOf(peer)
+		if !ok || !iok {
+			return
+		}
+		network := netUDP4
+		if ra.IP.To4() == nil {
+			network = netUDP6
+		}
+		if rc := s.relayConn(relayPort{network: network, port: uint16(ra.Port)}); rc != nil {
+			rc.permit(ip, delta)
+		}
 	}
 }
 

@@ -80,6 +80,10 @@ type Config struct {
 	Logger     zerolog.Logger
 	Registerer prometheus.Registerer
 	Now        func() time.Time // Default: time.Now
+
+	// permissionTimeout is pion's permission lifetime; 0 leaves pion's
+	// default (5 minutes, RFC 8656 §9). Tests shorten it.
+	permissionTimeout time.Duration
 }
 
 // Revocation refuses a call's credentials until Until (when they would have
@@ -113,6 +117,8 @@ type Server struct {
 	turn    *turn.Server
 
 	connLimits *connLimits // TCP/TLS client connections, shared by all those listeners
+	dials      *dialLimits // RFC 6062 Connect dials in flight (connect.go)
+	bindKeys   channelBindKeys
 
 	// ctx ends with Close; it bounds RFC 6062 Connect dials.
 	ctx    context.Context
@@ -167,6 +173,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	if cfg.RecvBatch == 0 {
 		cfg.RecvBatch = DefaultRecvBatch
 	}
+
 	log := cfg.Logger.With().Str("component", "turn").Logger()
 	reg := newRegistry(cfg.Quotas)
 	s := &Server{
@@ -181,6 +188,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		reg:        reg,
 		revoked:    make(map[string]time.Time),
 		connLimits: newConnLimits(cfg.TCPMaxPerSource, cfg.TCPMaxTotal),
+		dials:      newDialLimits(defaultConnectDialsPerAllocation, defaultConnectDialsTotal),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	now := cfg.Now()
@@ -202,7 +210,10 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 			OnAuth:              s.onAuth,
 			OnAllocationCreated: s.onAllocationCreated,
 			OnAllocationDeleted: s.onAllocationDeleted,
+			OnPermissionCreated: s.onPermission(1),
+			OnPermissionDeleted: s.onPermission(-1),
 		},
+		PermissionTimeout: cfg.permissionTimeout,
 	}
 	var limiter *sourceLimiter
 	if cfg.ErrorRate.PerSecond > 0 {
@@ -236,6 +247,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		if limiter != nil {
 			pc = &errorLimitedConn{PacketConn: pc, lim: limiter, dropped: s.m.errorsDropped}
 		}
+		pc = &udpGuard{PacketConn: pc, s: s} // outermost: pion reads this one (guard.go)
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
 			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
@@ -244,16 +256,18 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		s.closeUDP(sc.PacketConnConfigs, nil)
 		return nil, errors.New("turnserver: TLS listeners need a TLSConfig")
 	}
-	// Connections are tracked under the TLS layer, so pion still sees
-	// *tls.Conn (it bounds the handshake time) and Close can end them all.
+	// Connections are tracked under the TLS layer, so Close can end them
+	// all (and a silent one is cut before its handshake); the guard sits
+	// above it, where it sees STUN messages (guard.go).
 	for _, l := range ln.TCP {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener: s.trackConns(l), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			Listener: &streamGuard{Listener: s.trackConns(l), s: s}, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
 	for _, l := range ln.TLS {
 		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
-			Listener: tls.NewListener(s.trackConns(l), ln.TLSConfig), RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			Listener:              &streamGuard{Listener: tls.NewListener(s.trackConns(l), ln.TLSConfig), s: s},
+			RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
 	ts, err := turn.NewServer(sc)
