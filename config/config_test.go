@@ -128,6 +128,8 @@ ice_servers:
 					MaxAllocationDuration: 90 * time.Minute,
 					ErrorRate:             5,
 					ErrorBurst:            20,
+					BindingRate:           50,
+					BindingBurst:          200,
 					Quotas:                Quotas{PerUser: 3, PerCall: 2, Total: 50},
 				}
 				c.Credentials = Credentials{TTL: time.Hour, Secrets: []Secret{
@@ -1175,6 +1177,8 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_TURN_MAX_ALLOCATION_DURATION",
 		"ICEBOX_TURN_ERROR_RATE",
 		"ICEBOX_TURN_ERROR_BURST",
+		"ICEBOX_TURN_BINDING_RATE",
+		"ICEBOX_TURN_BINDING_BURST",
 		"ICEBOX_TURN_QUOTAS_PER_USER", "ICEBOX_TURN_QUOTAS_PER_CALL", "ICEBOX_TURN_QUOTAS_TOTAL",
 		"ICEBOX_CREDENTIALS_TTL",
 		"ICEBOX_HTTP_LISTEN", "ICEBOX_HTTP_MAX_BODY_BYTES", "ICEBOX_HTTP_TLS_CERT_FILE", "ICEBOX_HTTP_TLS_KEY_FILE",
