@@ -269,3 +269,15 @@ func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, 
 	})
 	return c, err
 }
+
+// AddAddr adds an address (CIDR) to ifName inside ns. IPv6 addresses skip
+// duplicate address detection, so they are usable at once rather than
+// "tentative" for a second or more.
+func (ns *NS) AddAddr(ifName, cidr string) {
+	ns.bed.t.Helper()
+	args := []string{"addr", "add", cidr, "dev", ifName}
+	if strings.Contains(cidr, ":") {
+		args = append(args, "nodad")
+	}
+	ns.Run("ip", args...)
+}
