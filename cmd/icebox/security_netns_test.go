@@ -58,7 +58,10 @@ func newSecBed(t *testing.T, extraTURN string) *secBed {
 	netbed.Link(sb.srv, "eth0", secRelay4+"/24", sb.cl, "eth0", secClient4+"/24")
 	sb.srv.AddAddr("eth0", secSecond4+"/24")
 	sb.srv.AddAddr("eth0", secRelay6+"/64")
-	sb.srv.AddAddr("eth0", secSecond6+"/64")
+	// Listed first (the newest IPv6 address is), so it is the one
+	// advertised; deprecated, so the kernel never picks it as the source
+	// of a wildcard-bound socket: relays must bind it to send from it.
+	sb.srv.AddAddr("eth0", secSecond6+"/64", "preferred_lft", "0")
 	sb.cl.AddAddr("eth0", secClient6+"/64")
 	netbed.Link(sb.srv, "lan0", "", sb.lan, "eth0", "")
 	for _, p := range [][2]string{
@@ -493,6 +496,43 @@ func relayToRelay(t *testing.T, a, b *rawTURN) {
 	}
 }
 
+// relayToClient: a datagram relayed to a peer at ip in ns leaves from the
+// relay address c was told (bind_ip "::" on a host with two addresses per
+// family must not let the kernel pick another source).
+func relayToClient(t *testing.T, ns *netbed.NS, c *rawTURN, ip string) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := ns.Do(func() error {
+		var err error
+		pc, err = net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	peer := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	if code := c.permission(peer); code != 0 {
+		t.Fatalf("CreatePermission(%s): %d", peer, code)
+	}
+	buf := make([]byte, 1500)
+	var from net.Addr
+	if !waitFor(5*time.Second, func() bool {
+		c.send(peer, "to the client")
+		_ = pc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		var err error
+		_, from, err = pc.ReadFrom(buf)
+		return err == nil
+	}) {
+		t.Fatalf("nothing relayed from %s to %s", c.relay, peer)
+	}
+	got := from.(*net.UDPAddr).AddrPort()
+	if got = netip.AddrPortFrom(got.Addr().Unmap(), got.Port()); got != c.relay {
+		t.Errorf("relayed datagram left from %s, the client was told %s", got, c.relay)
+	} else {
+		t.Logf("relayed datagram left from the advertised relay address %s", got)
+	}
+}
+
 // TestSecurityHostAddresses: services on the server's second IPv4 and
 // IPv6 addresses (ports 22, 9999 and 40500, inside the relay range) are
 // unreachable through the relay by Send indication, ChannelData and RFC
@@ -521,6 +561,8 @@ func TestSecurityHostAddresses(t *testing.T) {
 	}
 	relayToRelay(t, relays[0], relays[1])
 	relayToRelay(t, relays[2], relays[3])
+	relayToClient(t, sb.cl, relays[0], secClient4)
+	relayToClient(t, sb.cl, relays[2], secClient6)
 
 	var sk sinks
 	var targets []netip.AddrPort
