@@ -23,7 +23,7 @@ const DefaultHostAddrsInterval = 5 * time.Second
 func ListHostAddrs() ([]netip.Addr, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
-		return nil, fmt.Errorf("turnserver: list interface addresses: %w", err)
+		return nil, fmt.Errorf("list interface addresses: %w", err)
 	}
 	out := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
@@ -76,7 +76,7 @@ func (h *hostAddrs) store(addrs []netip.Addr) {
 func (s *Server) refreshHostAddrs() error {
 	addrs, err := s.cfg.HostAddrs()
 	if err != nil {
-		return err
+		return fmt.Errorf("turnserver: host addresses: %w", err)
 	}
 	s.hosts.store(addrs)
 	return nil

@@ -1,8 +1,14 @@
 package turnserver
 
 import (
+	"context"
+	"errors"
 	"net/netip"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/icebox-voip/icebox/credentials"
 )
 
 // hostPolicy is a server's policy on a host with relay address 203.0.113.5
@@ -151,5 +157,45 @@ func BenchmarkPolicyAllowHostAddrs(b *testing.B) {
 	for b.Loop() {
 		p.Allow(peers[i&3])
 		i++
+	}
+}
+
+// TestSecurityServerTracksHostAddrs: a Server re-reads the host's
+// addresses (here every 10ms from a list the test changes) and its policy
+// follows at once; a failing first read fails New.
+func TestSecurityServerTracksHostAddrs(t *testing.T) {
+	var list atomic.Pointer[[]netip.Addr]
+	list.Store(&[]netip.Addr{})
+	r := startRelay(t, relayOptions{
+		hostAddrs:         func() ([]netip.Addr, error) { return *list.Load(), nil },
+		hostAddrsInterval: 10 * time.Millisecond,
+	})
+	ssh := netip.MustParseAddrPort("93.184.216.34:22")
+	if !r.srv.policy.Allow(ssh) {
+		t.Fatal("a public peer not on the host is denied")
+	}
+	added := time.Now()
+	list.Store(&[]netip.Addr{ssh.Addr()})
+	waitFor(t, "the added address to be tracked", 5*time.Second, func() bool {
+		return !r.srv.policy.Allow(ssh) && !r.srv.policy.AllowTCP(ssh)
+	})
+	t.Logf("an address added to the host is protected %v later (interval 10ms)", time.Since(added).Round(time.Millisecond))
+	list.Store(&[]netip.Addr{})
+	waitFor(t, "the removed address to be forgotten", 5*time.Second, func() bool { return r.srv.policy.Allow(ssh) })
+}
+
+func TestNewFailsWithoutHostAddrs(t *testing.T) {
+	udp, _, err := ListenUDP(context.Background(), "127.0.0.1:0", 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustPolicy(t, PolicyConfig{})
+	_, err = New(Config{
+		Keyring: func() *credentials.Keyring { return nil }, Policy: p, MinPort: 40000, MaxPort: 40999,
+		HostAddrs: func() ([]netip.Addr, error) { return nil, errors.New("netlink: permission denied") },
+	}, Listeners{UDP: udp})
+	requireErrContains(t, err, "netlink: permission denied")
+	for _, c := range udp {
+		_ = c.Close()
 	}
 }
