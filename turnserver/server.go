@@ -300,16 +300,16 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		return nil, fmt.Errorf("turnserver: %w", err)
 	}
 	s.turn = ts
-	s.watchHostAddrsFrom()
+	s.startHostAddrWatch()
 	return s, nil
 }
 
-// watchHostAddrsFrom starts tracking the host's addresses: subscribed to
+// startHostAddrWatch starts tracking the host's addresses: subscribed to
 // the kernel's address events where there are any (in the namespace of the
 // thread calling New, where its sockets were made), re-read once more now
 // so nothing added since New's first read is missed, then on every event
 // and every HostAddrsInterval until Close.
-func (s *Server) watchHostAddrsFrom() {
+func (s *Server) startHostAddrWatch() {
 	changed, stop, err := addrEvents()
 	if err != nil {
 		s.log.Warn().Err(err).Dur("interval", s.cfg.HostAddrsInterval).
