@@ -44,7 +44,12 @@ type TURN struct {
 	MaxAllocationDuration time.Duration `yaml:"max_allocation_duration"` // Default: 12h
 	ErrorRate             float64       `yaml:"error_rate"`              // STUN error responses per second per source IP on UDP (reflection guard); 0 = unlimited. Default: 5
 	ErrorBurst            int           `yaml:"error_burst"`             // Default: 20
-	Quotas                Quotas        `yaml:"quotas"`
+	// Binding success responses per second per source (IPv4 address, IPv6 /64) on UDP; 0 = unlimited.
+	// A browser sends a few Bindings a second per candidate pair, so the default leaves a whole
+	// office behind one NAT address room while capping a spoofed flood's 2–3× reflection. Default: 50
+	BindingRate  float64 `yaml:"binding_rate"`
+	BindingBurst int     `yaml:"binding_burst"` // Default: 200
+	Quotas       Quotas  `yaml:"quotas"`
 }
 
 // Listen lists the TURN listen addresses, "host:port" with an IP or empty host.
@@ -237,6 +242,8 @@ func Default() Config {
 			MaxAllocationDuration: 12 * time.Hour,
 			ErrorRate:             5,
 			ErrorBurst:            20,
+			BindingRate:           50,
+			BindingBurst:          200,
 			Quotas:                Quotas{PerUser: 10, PerCall: 8, Total: 10000},
 		},
 		Credentials: Credentials{

@@ -128,6 +128,8 @@ ice_servers:
 					MaxAllocationDuration: 90 * time.Minute,
 					ErrorRate:             5,
 					ErrorBurst:            20,
+					BindingRate:           50,
+					BindingBurst:          200,
 					Quotas:                Quotas{PerUser: 3, PerCall: 2, Total: 50},
 				}
 				c.Credentials = Credentials{TTL: time.Hour, Secrets: []Secret{
@@ -215,6 +217,8 @@ ice_servers:
 		{name: "socket_buffer negative", yaml: "turn: {socket_buffer: -1}", wantErr: []string{"turn.socket_buffer: must be >= 0 (got -1)"}},
 		{name: "recv_batch zero", yaml: "turn: {recv_batch: 0}", wantErr: []string{"turn.recv_batch: must be 1..256 (got 0)"}},
 		{name: "recv_batch too big", yaml: "turn: {recv_batch: 5000}", wantErr: []string{"turn.recv_batch: must be 1..256 (got 5000)"}},
+		{name: "binding_rate negative", yaml: "turn: {binding_rate: -1}", wantErr: []string{"turn.binding_rate: must be a finite number >= 0"}},
+		{name: "binding_burst zero", yaml: "turn: {binding_rate: 10, binding_burst: 0}", wantErr: []string{"turn.binding_burst: must be >= 1 when turn.binding_rate is set"}},
 
 		// Validate: relay.
 		{name: "bad bind_ip", yaml: "turn: {relay: {bind_ip: eth0}}", wantErr: []string{`turn.relay.bind_ip: invalid IP "eth0"`}},
@@ -1175,6 +1179,8 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_TURN_MAX_ALLOCATION_DURATION",
 		"ICEBOX_TURN_ERROR_RATE",
 		"ICEBOX_TURN_ERROR_BURST",
+		"ICEBOX_TURN_BINDING_RATE",
+		"ICEBOX_TURN_BINDING_BURST",
 		"ICEBOX_TURN_QUOTAS_PER_USER", "ICEBOX_TURN_QUOTAS_PER_CALL", "ICEBOX_TURN_QUOTAS_TOTAL",
 		"ICEBOX_CREDENTIALS_TTL",
 		"ICEBOX_HTTP_LISTEN", "ICEBOX_HTTP_MAX_BODY_BYTES", "ICEBOX_HTTP_TLS_CERT_FILE", "ICEBOX_HTTP_TLS_KEY_FILE",

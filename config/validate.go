@@ -176,6 +176,12 @@ func (v *validator) turn(t *TURN) []portUse {
 	if t.ErrorRate > 0 && t.ErrorBurst < 1 {
 		v.add("turn.error_burst", "must be >= 1 when turn.error_rate is set")
 	}
+	if t.BindingRate < 0 || math.IsNaN(t.BindingRate) || math.IsInf(t.BindingRate, 0) {
+		v.add("turn.binding_rate", "must be a finite number >= 0")
+	}
+	if t.BindingRate > 0 && t.BindingBurst < 1 {
+		v.add("turn.binding_burst", "must be >= 1 when turn.binding_rate is set")
+	}
 	if t.MaxAllocationDuration < minDuration {
 		v.add("turn.max_allocation_duration", "must be at least 1m (got %s)", t.MaxAllocationDuration)
 	}

@@ -60,6 +60,10 @@ type relayOptions struct {
 	ipv6          bool       // also relay IPv6, bound on ::1, advertised as advertiseV6
 	advertiseV6   netip.Addr
 	errorRate     ErrorRate
+	bindingRate   ErrorRate
+	// hostAddrs, hostAddrsInterval: Config.HostAddrs and its interval.
+	hostAddrs         func() ([]netip.Addr, error)
+	hostAddrsInterval time.Duration
 	// minPort, maxPort: the relay port range. Default: 40000–40999.
 	minPort, maxPort uint16
 	tcpMaxPerSource  int
@@ -130,6 +134,9 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 		Quotas:                o.quotas,
 		MaxAllocationDuration: o.maxDuration,
 		ErrorRate:             o.errorRate,
+		BindingRate:           o.bindingRate,
+		HostAddrs:             o.hostAddrs,
+		HostAddrsInterval:     o.hostAddrsInterval,
 		TCPMaxPerSource:       o.tcpMaxPerSource,
 		TCPMaxTotal:           o.tcpMaxTotal,
 		TCPIdleTimeout:        o.tcpIdleTimeout,

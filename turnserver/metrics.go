@@ -29,6 +29,7 @@ type metrics struct {
 	quotaRejected    *prometheus.CounterVec
 	revokedClosed    prometheus.Counter
 	errorsDropped    prometheus.Counter
+	bindingsDropped  prometheus.Counter
 	tcpRefused       *prometheus.CounterVec
 	tcpAcceptErrors  prometheus.Counter
 	udpDropped       *prometheus.CounterVec
@@ -79,6 +80,10 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 		errorsDropped: f.NewCounter(prometheus.CounterOpts{
 			Name: "icebox_turn_error_responses_dropped_total",
 			Help: "STUN error responses (401, 400, …) not sent because their source exceeded turn.error_rate (reflection guard).",
+		}),
+		bindingsDropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_turn_binding_responses_dropped_total",
+			Help: "STUN Binding success responses not sent because their source exceeded turn.binding_rate (reflection guard).",
 		}),
 		revokedClosed: f.NewCounter(prometheus.CounterOpts{
 			Name: "icebox_turn_revoked_allocations_closed_total",

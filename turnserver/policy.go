@@ -53,9 +53,15 @@ type PolicyConfig struct {
 	MinPort    uint16
 	MaxPort    uint16
 
-	// LocalAddrs are every address of this host; ServicePorts are the ports
-	// of its TURN listeners, HTTP API and metrics. The relay never sends to a
-	// local address on a service port, whatever the lists say.
+	// LocalAddrs are addresses of this host known up front. Every address
+	// of the host — these, loopback (127/8, ::1), the relay addresses and
+	// the addresses a Server tracks on its interfaces (Config.HostAddrs) —
+	// is treated like a relay address: reachable through the relay only on
+	// a live relay port of the same transport, whatever allowed_peers says,
+	// so a second public IPv4, a SLAAC IPv6 or a LAN address never opens
+	// SSH, a database or a service inside the relay range. ServicePorts are
+	// the ports of its TURN listeners, HTTP API and metrics: never
+	// reachable on a host address, not even with AllowLoopback.
 	LocalAddrs   []netip.Addr
 	ServicePorts []uint16
 }
@@ -63,12 +69,18 @@ type PolicyConfig struct {
 // Policy decides which peers a relay may reach. It is immutable and safe for
 // concurrent use; the per-packet check does not allocate.
 type Policy struct {
-	rules        []rule // longest prefix first
-	relayAddrs   []netip.Addr
-	minPort      uint16
-	maxPort      uint16
-	localAddrs   []netip.Addr
-	servicePorts []uint16
+	rules         []rule // longest prefix first
+	relayAddrs    []netip.Addr
+	minPort       uint16
+	maxPort       uint16
+	localAddrs    []netip.Addr // sorted (hostSet)
+	servicePorts  []uint16
+	allowLoopback bool
+
+	// host holds the addresses a Server tracks on its interfaces, swapped
+	// whole when they change; nil (a Policy on its own) tracks none. Set by
+	// New on its copy of the policy.
+	host *hostAddrs
 
 	// liveRelayPort reports whether a port of a relay network (netUDP4, …)
 	// is bound by a live relay socket; nil knows no live port. Set by New
@@ -124,20 +136,21 @@ func NewPolicy(cfg PolicyConfig) (*Policy, error) {
 		}
 		return a.rank - b.rank
 	})
-	canon := func(addrs []netip.Addr) []netip.Addr {
-		out := make([]netip.Addr, 0, len(addrs))
-		for _, a := range addrs {
-			out = append(out, Canonical(a))
+	var relay []netip.Addr
+	for _, a := range cfg.RelayAddrs {
+		// A wildcard bind address is not an address a peer can have.
+		if a = Canonical(a); a.IsValid() && !a.IsUnspecified() && !slices.Contains(relay, a) {
+			relay = append(relay, a)
 		}
-		return out
 	}
 	return &Policy{
-		rules:        rules,
-		relayAddrs:   canon(cfg.RelayAddrs),
-		minPort:      cfg.MinPort,
-		maxPort:      cfg.MaxPort,
-		localAddrs:   canon(cfg.LocalAddrs),
-		servicePorts: slices.Clone(cfg.ServicePorts),
+		rules:         rules,
+		relayAddrs:    relay,
+		minPort:       cfg.MinPort,
+		maxPort:       cfg.MaxPort,
+		localAddrs:    hostSet(cfg.LocalAddrs),
+		servicePorts:  slices.Clone(cfg.ServicePorts),
+		allowLoopback: cfg.AllowLoopback,
 	}, nil
 }
 
@@ -185,20 +198,26 @@ func Canonical(a netip.Addr) netip.Addr {
 }
 
 // AllowIP reports whether a permission (which names an IP, not a port) may be
-// installed for peer ip.
+// installed for peer ip. The relay addresses are allowed (relay to relay);
+// the host's other addresses go by the rules, and Allow still limits them
+// to live relay ports.
 func (p *Policy) AllowIP(ip netip.Addr) bool {
 	ip = Canonical(ip)
+	if ip.IsUnspecified() {
+		return false
+	}
 	if slices.Contains(p.relayAddrs, ip) {
 		return true
 	}
 	return p.allowByRules(ip)
 }
 
-// withLiveRelayPort returns a copy of p that allows the server's own relay
-// addresses on the ports live tells it are live relay sockets.
-func (p *Policy) withLiveRelayPort(live func(network int, port uint16) bool) *Policy {
+// forServer returns a copy of p that knows the server's live relay ports
+// (live) and the host addresses it tracks (host).
+func (p *Policy) forServer(live func(network int, port uint16) bool, host *hostAddrs) *Policy {
 	c := *p
 	c.liveRelayPort = live
+	c.host = host
 	return &c
 }
 
@@ -217,31 +236,46 @@ func (p *Policy) AllowTCP(peer netip.AddrPort) bool {
 
 func (p *Policy) allow(peer netip.AddrPort, net4, net6 int) bool {
 	ip := Canonical(peer.Addr())
-	port := peer.Port()
-	if p.isLocal(ip) && slices.Contains(p.servicePorts, port) {
+	if ip.IsUnspecified() {
+		// 0.0.0.0 and :: as a destination mean this host, on every
+		// address at once (coturn CVE-2020-26262): never a peer.
 		return false
 	}
-	if slices.Contains(p.relayAddrs, ip) {
-		network := net4
-		if ip.Is6() {
-			network = net6
-		}
-		if port >= p.minPort && port <= p.maxPort && p.liveRelayPort != nil && p.liveRelayPort(network, port) {
-			return true // relay to relay
-		}
-		// Anywhere else, the server's own address is reachable only where
-		// an operator's allow rule says so (the default rules only deny):
-		// a public relay IP must not reach the host's SSH, nor a service
-		// that happens to listen inside the relay port range.
-		allow, matched := p.matchRules(ip)
-		return matched && allow
+	if !p.isHost(ip) {
+		return p.allowByRules(ip)
 	}
-	return p.allowByRules(ip)
+	port := peer.Port()
+	if slices.Contains(p.servicePorts, port) {
+		return false
+	}
+	if p.allowLoopback && ip.IsLoopback() {
+		// The test-only switch: tests run their peers on 127.0.0.1 on
+		// ports of their choosing, so with it all of 127/8 and ::1 is
+		// open on every port but the services' (the server logs this
+		// loudly; production never sets it).
+		return p.allowByRules(ip)
+	}
+	// The host's own address: only a live relay socket of the same
+	// transport is a peer there (relay to relay). Anything else listening
+	// on the host — SSH, a database, a daemon inside the relay range — is
+	// not, whatever allowed_peers says.
+	network := net4
+	if ip.Is6() {
+		network = net6
+	}
+	if port < p.minPort || port > p.maxPort || p.liveRelayPort == nil || !p.liveRelayPort(network, port) {
+		return false
+	}
+	// The relay addresses are peers even inside a denied range (a LAN or
+	// test deployment); the host's other addresses only where the rules
+	// let a permission be installed anyway.
+	return slices.Contains(p.relayAddrs, ip) || p.allowByRules(ip)
 }
 
-func (p *Policy) isLocal(ip netip.Addr) bool {
-	return ip.IsLoopback() || ip.IsUnspecified() || slices.Contains(p.localAddrs, ip) ||
-		slices.Contains(p.relayAddrs, ip)
+// isHost reports whether ip (canonical) is an address of this host.
+func (p *Policy) isHost(ip netip.Addr) bool {
+	return ip.IsLoopback() || slices.Contains(p.relayAddrs, ip) || hostSetContains(p.localAddrs, ip) ||
+		(p.host != nil && p.host.contains(ip))
 }
 
 func (p *Policy) allowByRules(ip netip.Addr) bool {

@@ -93,9 +93,9 @@ func TestPolicyOwnAddressesAndServicePorts(t *testing.T) {
 	})
 	// Live relay sockets: UDP 50000 and TCP 50002 (and 22, which is out of
 	// the range and so never counts).
-	p := base.withLiveRelayPort(func(network int, port uint16) bool {
+	p := base.forServer(func(network int, port uint16) bool {
 		return network == netUDP4 && (port == 50000 || port == 22) || network == netTCP4 && port == 50002
-	})
+	}, nil)
 	for _, tc := range []struct {
 		addr     string
 		udp, tcp bool
@@ -212,9 +212,9 @@ func FuzzPolicy(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	own = own.withLiveRelayPort(func(network int, port uint16) bool {
+	own = own.forServer(func(network int, port uint16) bool {
 		return network == netUDP4 && (port == 50000 || port == 50010)
-	})
+	}, nil)
 	f.Fuzz(func(t *testing.T, raw []byte, port uint16) {
 		ip, ok := netip.AddrFromSlice(raw)
 		if !ok {

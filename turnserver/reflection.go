@@ -11,17 +11,21 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// ErrorRate limits STUN error responses (401, 400, …) per source address on
-// UDP listeners. An unauthenticated request is answered with a 401 about 2.4
-// times its size, so a spoofed source can use a TURN server to amplify
-// traffic toward a victim; a per-source budget caps what one victim gets.
+// ErrorRate limits STUN responses of one kind per source on UDP listeners.
+// An unauthenticated request is answered with a 401 about 2.4 times its
+// size, a Binding request with a success response 2–3 times its size, so a
+// spoofed source can use a TURN server to amplify traffic toward a victim;
+// a per-source budget caps what one victim gets. A source is an IPv4
+// address or an IPv6 /64: one subscriber (and so one attacker) holds a
+// whole /64, and a victim's network is reached through any address in it.
 type ErrorRate struct {
 	PerSecond float64 // 0 disables the limit
 	Burst     int
 }
 
-// maxTrackedSources bounds the limiter table; past it the table starts
+// maxTrackedSources bounds a limiter table; past it the table starts
 // over, which at worst lets a flood of distinct sources get one burst each.
+// The table's memory is bounded whatever arrives (≈ 100 bytes a source).
 const maxTrackedSources = 100_000
 
 type sourceLimiter struct {
@@ -34,7 +38,19 @@ func newSourceLimiter(cfg ErrorRate) *sourceLimiter {
 	return &sourceLimiter{cfg: cfg, m: make(map[netip.Addr]*rate.Limiter)}
 }
 
+// reflectionSource is what a reflection budget is per: an IPv4 address, or
+// the /64 of an IPv6 address.
+func reflectionSource(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.WithZone("").Prefix(64) // cannot fail for an IPv6 address
+		return p.Addr()
+	}
+	return a
+}
+
 func (l *sourceLimiter) allow(src netip.Addr, now time.Time) bool {
+	src = reflectionSource(src)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	lim, ok := l.m[src]
@@ -48,18 +64,27 @@ func (l *sourceLimiter) allow(src netip.Addr, now time.Time) bool {
 	return lim.AllowN(now, 1)
 }
 
-// errorLimitedConn wraps a UDP listener socket: STUN error responses beyond
-// the source's budget are dropped; everything else passes untouched.
-type errorLimitedConn struct {
+// reflectionLimitedConn wraps a UDP listener socket: STUN error responses
+// and Binding success responses beyond their source's budgets (nil: no
+// limit) are dropped; everything else passes untouched.
+type reflectionLimitedConn struct {
 	net.PacketConn
-	lim     *sourceLimiter
-	dropped prometheus.Counter
+	errors, bindings               *sourceLimiter
+	errorsDropped, bindingsDropped prometheus.Counter
 }
 
-func (c *errorLimitedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if isSTUNErrorResponse(p) {
-		if ap, ok := addrPortOf(addr); ok && !c.lim.allow(ap.Addr().Unmap(), time.Now()) {
-			c.dropped.Inc()
+func (c *reflectionLimitedConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	var lim *sourceLimiter
+	var dropped prometheus.Counter
+	switch {
+	case c.errors != nil && isSTUNErrorResponse(p):
+		lim, dropped = c.errors, c.errorsDropped
+	case c.bindings != nil && isSTUNBindingSuccess(p):
+		lim, dropped = c.bindings, c.bindingsDropped
+	}
+	if lim != nil {
+		if ap, ok := addrPortOf(addr); ok && !lim.allow(ap.Addr(), time.Now()) {
+			dropped.Inc()
 			return len(p), nil
 		}
 	}
@@ -78,4 +103,11 @@ func isSTUNErrorResponse(p []byte) bool {
 	}
 	t := binary.BigEndian.Uint16(p[0:2])
 	return t&0x0110 == 0x0110 // class bits C1 (0x0100) and C0 (0x0010): error response
+}
+
+// isSTUNBindingSuccess reports whether p is a STUN Binding success response
+// (type 0x0101).
+func isSTUNBindingSuccess(p []byte) bool {
+	return len(p) >= 20 && binary.BigEndian.Uint16(p[0:2]) == 0x0101 &&
+		binary.BigEndian.Uint32(p[4:8]) == stunMagicCookie
 }

@@ -42,9 +42,26 @@ type Config struct {
 	Policy *Policy
 	Quotas Quotas
 
+	// HostAddrs lists this host's addresses; the peer policy treats every
+	// one like a relay address (only live relay ports reachable, see
+	// PolicyConfig.LocalAddrs). New calls it first and fails if it fails
+	// (the policy cannot protect addresses it does not know); the server
+	// calls it again on every address change the kernel announces (Linux)
+	// and every HostAddrsInterval, and swaps the set atomically. Default:
+	// ListHostAddrs. Give your own where the server's sockets live in
+	// another network namespace than the threads that would list them.
+	HostAddrs func() ([]netip.Addr, error)
+	// HostAddrsInterval: how often HostAddrs is called without an event.
+	// Default (0): DefaultHostAddrsInterval.
+	HostAddrsInterval time.Duration
+
 	// ErrorRate limits STUN error responses per source on UDP (the
 	// reflection guard). Zero PerSecond disables it.
 	ErrorRate ErrorRate
+	// BindingRate limits Binding success responses per source on UDP, with
+	// a budget of its own (they are 2–3 times their request). Zero
+	// PerSecond disables it.
+	BindingRate ErrorRate
 
 	// MaxAllocationDuration caps an allocation's life, however often it is
 	// refreshed. Default: 12h.
@@ -112,6 +129,7 @@ type Server struct {
 	now     func() time.Time
 	keyring func() *credentials.Keyring
 	policy  *Policy
+	hosts   *hostAddrs // the host's addresses, tracked for the policy
 	reg     *registry
 	m       *metrics
 	turn    *turn.Server
@@ -136,6 +154,11 @@ type Server struct {
 
 	revokedMu sync.RWMutex
 	revoked   map[string]time.Time // call ID → when the revocation may be forgotten
+
+	// stopHostEvents ends the address-change subscription; watchers
+	// counts the goroutines Close waits for.
+	stopHostEvents func()
+	watchers       sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -173,22 +196,32 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	if cfg.RecvBatch == 0 {
 		cfg.RecvBatch = DefaultRecvBatch
 	}
-
+	if cfg.HostAddrs == nil {
+		cfg.HostAddrs = ListHostAddrs
+	}
+	if cfg.HostAddrsInterval <= 0 {
+		cfg.HostAddrsInterval = DefaultHostAddrsInterval
+	}
 	log := cfg.Logger.With().Str("component", "turn").Logger()
 	reg := newRegistry(cfg.Quotas)
+	hosts := &hostAddrs{}
 	s := &Server{
 		cfg:     cfg,
 		log:     log,
 		authLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 		now:     cfg.Now,
 		keyring: cfg.Keyring,
-		// The server's own relay address is a peer only on the ports of
-		// its live relay sockets.
-		policy:     cfg.Policy.withLiveRelayPort(reg.liveRelayPort),
+		// The server's own addresses are peers only on the ports of its
+		// live relay sockets.
+		policy:     cfg.Policy.forServer(reg.liveRelayPort, hosts),
+		hosts:      hosts,
 		reg:        reg,
 		revoked:    make(map[string]time.Time),
 		connLimits: newConnLimits(cfg.TCPMaxPerSource, cfg.TCPMaxTotal),
 		dials:      newDialLimits(defaultConnectDialsPerAllocation, defaultConnectDialsTotal),
+	}
+	if err := s.refreshHostAddrs(); err != nil {
+		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	now := cfg.Now()
@@ -215,9 +248,12 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		},
 		PermissionTimeout: cfg.permissionTimeout,
 	}
-	var limiter *sourceLimiter
+	var errLim, bindLim *sourceLimiter
 	if cfg.ErrorRate.PerSecond > 0 {
-		limiter = newSourceLimiter(cfg.ErrorRate)
+		errLim = newSourceLimiter(cfg.ErrorRate)
+	}
+	if cfg.BindingRate.PerSecond > 0 {
+		bindLim = newSourceLimiter(cfg.BindingRate)
 	}
 	eng, err := newEngine(s, reserveProcs(), cfg.RecvBatch)
 	if err != nil {
@@ -244,8 +280,9 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 			s.closeUDP(sc.PacketConnConfigs, ln.UDP[i+1:])
 			return nil, err
 		}
-		if limiter != nil {
-			pc = &errorLimitedConn{PacketConn: pc, lim: limiter, dropped: s.m.errorsDropped}
+		if errLim != nil || bindLim != nil {
+			pc = &reflectionLimitedConn{PacketConn: pc, errors: errLim, bindings: bindLim,
+				errorsDropped: s.m.errorsDropped, bindingsDropped: s.m.bindingsDropped}
 		}
 		pc = &udpGuard{PacketConn: pc, s: s} // outermost: pion reads this one (guard.go)
 		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
@@ -276,7 +313,31 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		return nil, fmt.Errorf("turnserver: %w", err)
 	}
 	s.turn = ts
+	s.startHostAddrWatch()
 	return s, nil
+}
+
+// startHostAddrWatch starts tracking the host's addresses: subscribed to
+// the kernel's address events where there are any (in the namespace of the
+// thread calling New, where its sockets were made), re-read once more now
+// so nothing added since New's first read is missed, then on every event
+// and every HostAddrsInterval until Close.
+func (s *Server) startHostAddrWatch() {
+	changed, stop, err := addrEvents()
+	if err != nil {
+		s.log.Warn().Err(err).Dur("interval", s.cfg.HostAddrsInterval).
+			Msg("no address-change events; the host's addresses are re-read periodically only")
+		changed, stop = nil, func() {}
+	}
+	s.stopHostEvents = stop
+	if err := s.refreshHostAddrs(); err != nil {
+		s.log.Warn().Err(err).Msg("re-reading the host's addresses; keeping the previous set")
+	}
+	s.watchers.Add(1)
+	go func() {
+		defer s.watchers.Done()
+		s.watchHostAddrs(s.ctx, changed, s.cfg.HostAddrsInterval)
+	}()
 }
 
 // closeUDP undoes a failed New: it closes the UDP listeners taken over so
@@ -309,7 +370,9 @@ func (s *Server) Close() error {
 		// Closing the registry first refuses allocations from now on, and
 		// makes one that is still binding its socket close it itself.
 		allocs := s.reg.close()
-		s.cancel() // pending RFC 6062 Connect dials
+		s.cancel() // pending RFC 6062 Connect dials, the address watcher
+		s.stopHostEvents()
+		s.watchers.Wait()
 		s.closeErr = s.turn.Close()
 		// pion closes allocations of TCP clients with their connections;
 		// UDP allocations' relay sockets are closed here.

@@ -20,7 +20,8 @@ type relayPlan struct {
 
 // planRelay decides the relay addresses. The advertised address is
 // relay.public_ip (1:1 NAT), else the bind address when it is specific, else
-// the host's first global unicast address of that family.
+// the host's first global unicast address of that family. A wildcard
+// bind_ip binds the advertised address where the host has it.
 func planRelay(r config.Relay, local []netip.Addr) (relayPlan, error) {
 	var p relayPlan
 	bind, err := netip.ParseAddr(r.BindIP)
@@ -65,6 +66,15 @@ func planRelay(r config.Relay, local []netip.Addr) (relayPlan, error) {
 			adv = b
 		default:
 			adv = firstGlobal(is4)
+		}
+		// A wildcard bind lets the kernel pick each datagram's source
+		// address: on a host with two global addresses of a family,
+		// relayed packets would leave from one the clients were not told
+		// (and their NATs would drop). Bind the advertised address when
+		// the host has it; the wildcard stays only for a public_ip that
+		// is not on the host (a 1:1 NAT maps whatever leaves).
+		if b.IsUnspecified() && adv.IsValid() && slices.Contains(local, adv) {
+			b = adv
 		}
 		return b, adv
 	}

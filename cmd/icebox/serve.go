@@ -81,7 +81,9 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	keyring.Store(kr)
 	keys := &keyringManager{cfg: cfg, ring: &keyring, now: time.Now}
 
-	local, plan, err := hostRelayPlan(cfg.TURN.Relay)
+	// The host's addresses are tracked by the relay itself (turnserver
+	// Config.HostAddrs): they may change while it runs.
+	_, plan, err := hostRelayPlan(cfg.TURN.Relay)
 	if err != nil {
 		return err
 	}
@@ -112,7 +114,6 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		RelayAddrs:    validAddrs(plan.adv4, plan.adv6, plan.bind4, plan.bind6),
 		MinPort:       uint16(cfg.TURN.Relay.MinPort),
 		MaxPort:       uint16(cfg.TURN.Relay.MaxPort),
-		LocalAddrs:    local,
 		ServicePorts:  listenPorts(bound.udp, bound.tcp, bound.tls, []string{httpLn.Addr().String()}),
 	})
 	if err != nil {
@@ -157,6 +158,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		Quotas:                turnserver.Quotas{PerUser: cfg.TURN.Quotas.PerUser, PerCall: cfg.TURN.Quotas.PerCall, Total: cfg.TURN.Quotas.Total},
 		MaxAllocationDuration: cfg.TURN.MaxAllocationDuration,
 		ErrorRate:             turnserver.ErrorRate{PerSecond: cfg.TURN.ErrorRate, Burst: cfg.TURN.ErrorBurst},
+		BindingRate:           turnserver.ErrorRate{PerSecond: cfg.TURN.BindingRate, Burst: cfg.TURN.BindingBurst},
 		RecvBatch:             cfg.TURN.RecvBatch,
 		Logger:                log,
 		Registerer:            reg,

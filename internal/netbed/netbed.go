@@ -269,3 +269,16 @@ func (ns *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, 
 	})
 	return c, err
 }
+
+// AddAddr adds an address (CIDR) to ifName inside ns, with extra `ip addr
+// add` options (e.g. "preferred_lft", "0": deprecated, never chosen as a
+// source address). IPv6 addresses skip duplicate address detection, so they
+// are usable at once rather than "tentative" for a second or more.
+func (ns *NS) AddAddr(ifName, cidr string, extra ...string) {
+	ns.bed.t.Helper()
+	args := append([]string{"addr", "add", cidr, "dev", ifName}, extra...)
+	if strings.Contains(cidr, ":") {
+		args = append(args, "nodad")
+	}
+	ns.Run("ip", args...)
+}
