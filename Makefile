@@ -1,4 +1,5 @@
 # icebox — the two commands are `make run` and `make test`.
+SHELL   := /bin/bash
 GO      ?= go
 TAGS    ?= goolm
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -13,7 +14,7 @@ RUN_ENV := ICEBOX_STATE_DIR=./data \
 	ICEBOX_TURN_RELAY_BIND_IP=127.0.0.1 \
 	ICEBOX_HTTP_LISTEN=127.0.0.1:8080
 
-.PHONY: build run test test-deps bench lint fuzz clean
+.PHONY: build run test test-deps bench lint fuzz security clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/icebox
@@ -42,10 +43,37 @@ bench: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags $(TAGS) ./...
+	@./scripts/fuzz-targets.sh check $(FUZZ_TARGETS)
 
+# fuzz runs every fuzz target for FUZZTIME each (go test -fuzz takes one
+# target per run, so they are listed here; scripts/fuzz-targets.sh finds them
+# and fails if one is missing from this list).
+FUZZTIME ?= 30s
+FUZZ_TARGETS := \
+	./credentials/:FuzzParseUsername \
+	./probe/:FuzzParseURL \
+	./turnserver/:FuzzPolicy \
+	./signaling/matrix/:FuzzParseCallContent \
+	./signaling/httpapi/:FuzzAuthenticate \
+	./signaling/httpapi/:FuzzDecodeJSON \
+	./signaling/httpapi/:FuzzWSParseCommand
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParseUsername -fuzztime 30s ./credentials/
-	$(GO) test -run '^$$' -fuzz FuzzPolicy -fuzztime 30s ./turnserver/
+	@./scripts/fuzz-targets.sh check $(FUZZ_TARGETS)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+		$(GO) test -tags $(TAGS) -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+# security runs the attack regression tests (TestSecurity*: Connect over UDP,
+# the host's other addresses, peer forms of the Enable Security checklist,
+# reflection per /64, metric labels, listing and fan-out bounds, state-file
+# loss) verbosely, so the figures they log — bystander loss, amplification,
+# series counts, bytes — are printed. Namespace tests need root.
+security: test-deps
+	@mkdir -p bin
+	set -o pipefail; $(GO) test -tags $(TAGS) -race -count=1 -timeout 20m -v -run 'Security' ./... 2>&1 \
+		| tee bin/security.log
 
 clean:
 	rm -rf bin
