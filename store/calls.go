@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -36,7 +35,10 @@ import (
 // to the call (CallByMatrixEvent, outbox.go). It needs no migration: nothing
 // set MatrixInviteEventID before putCall kept it.
 //
-// Calls are never deleted, so no index entry has to be removed for that.
+// Schema 5 adds calls_ended (retention.go): key = end time and call ID of
+// each call in a terminal status; empty value. PruneEndedCalls walks it
+// oldest first and deletes a call with every index entry it has; putCall
+// keeps it like the others.
 
 // CreateCall stores a new call; signaling.ErrConflict if the ID exists. The
 // conversation is not checked (the service does). It is CreateCallOutbox
@@ -208,7 +210,7 @@ func getCall(tx *bolt.Tx, id []byte) (signaling.Call, error) {
 // old is the stored call, nil when c is new. The caller has checked that c's
 // ID and ConversationID are usable keys and equal old's.
 func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
-	raw, err := json.Marshal(c)
+	raw, err := encode(c)
 	if err != nil {
 		return fmt.Errorf("encode call: %w", err)
 	}
@@ -247,6 +249,10 @@ func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
 		err = active.Delete(id)
 	}
 	if err != nil {
+		return err
+	}
+
+	if err := indexEnded(tx, old, c); err != nil {
 		return err
 	}
 

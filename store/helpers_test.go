@@ -52,7 +52,7 @@ func ids(calls []signaling.Call) []string {
 
 // checkIndexes asserts that calls_by_conversation, calls_ringing and
 // calls_active hold exactly one entry per call, per ringing call and per
-// ringing or answered call,
+// ringing or answered call, calls_ended one per call in a terminal status,
 // calls_by_matrix_event exactly one per call with a MatrixInviteEventID,
 // pointing to that call, and conversations_by_room exactly one per
 // conversation with a RoomID, pointing to that conversation (so no two
@@ -63,6 +63,7 @@ func checkIndexes(t *testing.T, s *Store) {
 		wantConv := map[string]bool{}
 		wantRinging := map[string]bool{}
 		wantActive := map[string]bool{}
+		wantEnded := map[string]bool{}
 		wantMatrix := map[string]string{} // event ID → call ID
 		err := tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
 			var c signaling.Call
@@ -75,6 +76,9 @@ func checkIndexes(t *testing.T, s *Store) {
 			}
 			if c.Status == signaling.StatusRinging || c.Status == signaling.StatusAnswered {
 				wantActive[string(k)] = true
+			}
+			if c.Status.Terminal() {
+				wantEnded[string(endedKey(c))] = true
 			}
 			if c.MatrixInviteEventID != "" {
 				if other, ok := wantMatrix[c.MatrixInviteEventID]; ok {
@@ -90,7 +94,7 @@ func checkIndexes(t *testing.T, s *Store) {
 		for _, ix := range []struct {
 			bucket []byte
 			want   map[string]bool
-		}{{bucketCallsByConv, wantConv}, {bucketCallsRinging, wantRinging}, {bucketCallsActive, wantActive}} {
+		}{{bucketCallsByConv, wantConv}, {bucketCallsRinging, wantRinging}, {bucketCallsActive, wantActive}, {bucketCallsEnded, wantEnded}} {
 			n := 0
 			_ = tx.Bucket(ix.bucket).ForEach(func(k, v []byte) error {
 				n++

@@ -36,6 +36,7 @@ var (
 	bucketCallsRinging    = []byte("calls_ringing")         // schema 2; see calls.go
 	bucketConvsByRoom     = []byte("conversations_by_room") // schema 3; see rooms.go
 	bucketCallsActive     = []byte("calls_active")          // schema 4; see calls.go
+	bucketCallsEnded      = []byte("calls_ended")           // schema 5; see retention.go
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -63,6 +64,9 @@ var migrations = []func(tx *bolt.Tx) error{
 	// 3 → 4: the index of ringing and answered calls, filled from the calls
 	// already stored.
 	migrateActiveIndex,
+	// 4 → 5: the index of ended calls by end time, for pruning them after
+	// calls.retention, filled from the calls already stored.
+	migrateEndedIndex,
 }
 
 // SchemaVersion is the version this build writes.

@@ -189,6 +189,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		// A call outlives its media by no more than an allocation can: an
 		// answered call whose clients vanished is ended then.
 		MaxCallDuration: cfg.TURN.MaxAllocationDuration,
+		CallRetention:   cfg.Calls.Retention,
 		Logger:          log,
 	}
 	bridge, err := newBridge(cfg.Matrix, cfg.StateDir, st, hub, reg, log)
