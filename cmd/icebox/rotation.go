@@ -54,10 +54,19 @@ func statePath(stateDir string) string {
 }
 
 // loadKeyringState reads the rotation record; ok is false if there is none
-// yet (the configured list applies).
+// yet (the configured list applies). A record that the state record says
+// was written and is now gone is an error: the configured list would bring
+// back a secret rotated away.
 func loadKeyringState(stateDir string) (st keyringState, ok bool, err error) {
 	b, err := os.ReadFile(statePath(stateDir))
 	if errors.Is(err, fs.ErrNotExist) {
+		rec, _, err := loadStateRecord(stateDir)
+		if err != nil {
+			return st, false, err
+		}
+		if rec.Keyring {
+			return st, false, keyringLost(stateDir)
+		}
 		return st, false, nil
 	}
 	if err != nil {
@@ -69,13 +78,21 @@ func loadKeyringState(stateDir string) (st keyringState, ok bool, err error) {
 	return st, true, nil
 }
 
-// saveKeyringState writes the record atomically (temp file, fsync, rename).
+// saveKeyringState writes the record atomically (temp file, fsync, rename),
+// and notes in the state record that it exists.
 func saveKeyringState(stateDir string, st keyringState) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	return fileutil.WriteFileAtomic(statePath(stateDir), append(b, '\n'), 0o600)
+	if err := fileutil.WriteFileAtomic(statePath(stateDir), append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return updateStateRecord(stateDir, func(r *stateRecord) bool {
+		changed := !r.Keyring
+		r.Keyring = true
+		return changed
+	})
 }
 
 // configuredState is the managed keyring as the configuration lists it.
