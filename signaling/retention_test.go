@@ -68,6 +68,25 @@ func TestSecurityStateFileRetentionSweep(t *testing.T) {
 	if !kept {
 		t.Errorf("the revocation of pruned call %s went with it: %+v", old.ID, revs)
 	}
+
+	// Once the credentials would have expired, the sweep deletes the
+	// revocation too (reading at the zero time lists what is stored
+	// without pruning anything).
+	clock.Advance(200 * time.Hour)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		stored, err := e.st.Revocations(ctx, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(stored) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("expired revocations still stored: %+v", stored)
+		}
+		<-poll.C
+	}
 }
 
 func TestRetentionDefaults(t *testing.T) {

@@ -858,6 +858,12 @@ func (s *Service) prune(ctx context.Context) {
 	if total > 0 {
 		s.log.Info().Int("pruned", total).Dur("retention", s.cfg.CallRetention).Msg("deleted calls that ended before the retention period")
 	}
+	// Revocations outlive their calls until the credentials would have
+	// expired; Revocations deletes the expired ones. Without this they
+	// were only pruned at start-up, one left behind per call ended.
+	if _, err := s.cfg.Store.Revocations(ctx, s.cfg.Now()); err != nil && ctx.Err() == nil {
+		s.log.Error().Err(err).Msg("pruning expired revocations")
+	}
 }
 
 // overdue reports whether c is answered and was answered more than

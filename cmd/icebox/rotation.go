@@ -126,11 +126,12 @@ func liveKeys(cfg config.Config, st keyringState, now time.Time) keyringState {
 	return out
 }
 
-// managedKeyringFrom builds the keyring of a managed state.
-func managedKeyringFrom(cfg config.Config, st keyringState) (*credentials.Keyring, error) {
+// managedKeyringFrom builds the keyring of a managed state, generating
+// secrets that were never generated when create is set.
+func managedKeyringFrom(cfg config.Config, st keyringState, create bool) (*credentials.Keyring, error) {
 	secrets := make([]credentials.Secret, 0, len(st.Keys))
 	for _, k := range st.Keys {
-		key, err := generatedSecret(cfg.StateDir, k.KID)
+		key, err := generatedSecret(cfg.StateDir, k.KID, create)
 		if err != nil {
 			return nil, fmt.Errorf("keyring %s: %w", k.KID, err)
 		}
@@ -180,7 +181,7 @@ func (m *keyringManager) Rotate(compat bool) (httpapi.KeyringInfo, error) {
 	}
 	st = liveKeys(m.cfg, st, now)
 	kid := nextKID(st)
-	if _, err := generatedSecret(m.cfg.StateDir, kid); err != nil {
+	if _, err := generatedSecret(m.cfg.StateDir, kid, true); err != nil {
 		return httpapi.KeyringInfo{}, err
 	}
 	retire := now.Add(m.cfg.Credentials.TTL + m.cfg.TURN.MaxAllocationDuration).UTC().Truncate(time.Second)
@@ -194,7 +195,7 @@ func (m *keyringManager) Rotate(compat bool) (httpapi.KeyringInfo, error) {
 		}
 	}
 	st.Keys = append([]managedKey{{KID: kid, Compat: compat}}, st.Keys...)
-	kr, err := managedKeyringFrom(m.cfg, st)
+	kr, err := managedKeyringFrom(m.cfg, st, true)
 	if err != nil {
 		return httpapi.KeyringInfo{}, err
 	}
@@ -246,7 +247,7 @@ func (m *keyringManager) refresh() (retired []string, err error) {
 	if sameKIDs(live, current.KIDs()) {
 		return nil, nil
 	}
-	kr, err := managedKeyringFrom(m.cfg, live)
+	kr, err := managedKeyringFrom(m.cfg, live, true)
 	if err != nil {
 		return nil, err
 	}
