@@ -38,19 +38,25 @@ func checkFile(path string, size int64) error {
 	if err != nil {
 		return err
 	}
+	// The second meta page starts one page in. A crash while bbolt wrote
+	// the first leaves it invalid, and bbolt then opens the file from the
+	// second, guessing the page size: so does this check.
+	offsets := []int64{int64(m0.pageSize)}
+	if !m0.valid {
+		offsets = []int64{int64(os.Getpagesize()), 4096, 16384, 65536}
+	}
 	best := m0
-	if m0.valid {
-		m1, err := readMeta(f, int64(m0.pageSize))
+	for _, off := range offsets {
+		m1, err := readMeta(f, off)
 		if err != nil {
 			return err
 		}
-		if m1.valid && m1.txid > m0.txid {
+		if m1.valid && int64(m1.pageSize) == off && (!best.valid || m1.txid > best.txid) {
 			best = m1
+			break
 		}
 	}
 	if !best.valid {
-		// bbolt would look for the second meta page at other page sizes;
-		// icebox never wrote one whose first meta page is unreadable.
 		return fmt.Errorf("%w: no valid bbolt meta page (%d bytes)", ErrCorrupt, size)
 	}
 	if need := int64(best.pgid) * int64(best.pageSize); size < need {

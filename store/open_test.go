@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -60,6 +61,9 @@ func TestSecurityStateFileOpenDamaged(t *testing.T) {
 	t.Logf("template file: %d bytes", len(good))
 	garbage := []byte(strings.Repeat("not a bbolt file ", 1000))
 	zeroMeta := append(make([]byte, 8192), good[8192:]...)
+	// Meta pages intact, every other page garbage: passes the size check,
+	// then bbolt panics on the first page it reads.
+	garbagePages := append(append([]byte(nil), good[:8192]...), bytes.Repeat([]byte{0xAB}, len(good)-8192)...)
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -70,6 +74,7 @@ func TestSecurityStateFileOpenDamaged(t *testing.T) {
 		{"few bytes", good[:100]},
 		{"garbage", garbage},
 		{"meta pages zeroed", zeroMeta},
+		{"data pages garbage", garbagePages},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -86,5 +91,35 @@ func TestSecurityStateFileOpenDamaged(t *testing.T) {
 			}
 			t.Logf("%s: %v", tc.name, err)
 		})
+	}
+}
+
+// TestOpenFirstMetaTorn: a crash while bbolt wrote the first meta page
+// leaves it invalid; bbolt opens such a file from the second one, and so
+// must the check before it.
+func TestOpenFirstMetaTorn(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, s, ringingCall("call-1", "conv", 0))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, FileName)
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 100), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTemp(t, dir)
+	if _, err := s.Call(t.Context(), "call-1"); err != nil {
+		t.Errorf("call after opening from the second meta page: %v", err)
 	}
 }

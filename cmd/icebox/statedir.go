@@ -173,8 +173,10 @@ func keyringLost(stateDir string) error {
 }
 
 // resetState is --init-state: it moves a damaged state file aside (an empty
-// or missing one is simply replaced) and drops from the record what no
-// longer holds, logging each step as a warning.
+// or missing one is simply replaced) and generated secrets that are
+// unusable or changed since recorded, then removes the record, which
+// openState and the keyring write anew from what is there; each step is
+// logged as a warning.
 func resetState(dir string, log zerolog.Logger) error {
 	log = log.With().Str("component", "state").Logger()
 	log.Warn().Str("state_dir", dir).Msg("--init-state: starting afresh on purpose; whatever state is missing or damaged is replaced by new, empty state")
