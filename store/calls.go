@@ -11,7 +11,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Calls live in bucket calls: key = call ID, value = JSON of signaling.Call.
+// Calls live in bucket calls: key = call ID, value = JSON of signaling.Call
+// without its SDPs, which are kept apart as bytes (sdp.go).
 // Two index buckets (schema 2) are kept in step by putCall, inside the
 // transaction that writes the call:
 //
@@ -202,20 +203,28 @@ func getCall(tx *bolt.Tx, id []byte) (signaling.Call, error) {
 		return signaling.Call{}, signaling.ErrNotFound
 	}
 	var c signaling.Call
-	err := decode("call", id, raw, &c)
-	return c, err
+	if err := decode("call", id, raw, &c); err != nil {
+		return signaling.Call{}, err
+	}
+	fillSDPs(tx, id, &c)
+	return c, nil
 }
 
 // putCall writes c and brings the indexes and revocations in step with it.
 // old is the stored call, nil when c is new. The caller has checked that c's
 // ID and ConversationID are usable keys and equal old's.
 func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
-	raw, err := encode(c)
+	rec := c
+	rec.SDPOffer, rec.SDPAnswer = "", "" // stored apart, as bytes (sdp.go)
+	raw, err := encode(rec)
 	if err != nil {
 		return fmt.Errorf("encode call: %w", err)
 	}
 	id := []byte(c.ID)
 	if err := tx.Bucket(bucketCalls).Put(id, raw); err != nil {
+		return err
+	}
+	if err := putSDPs(tx, old, c); err != nil {
 		return err
 	}
 

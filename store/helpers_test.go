@@ -56,7 +56,8 @@ func ids(calls []signaling.Call) []string {
 // calls_by_matrix_event exactly one per call with a MatrixInviteEventID,
 // pointing to that call, and conversations_by_room exactly one per
 // conversation with a RoomID, pointing to that conversation (so no two
-// conversations share a room, and no entry is stale).
+// conversations share a room, and no entry is stale), and call_sdps no entry
+// without its call.
 func checkIndexes(t *testing.T, s *Store) {
 	t.Helper()
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -118,6 +119,20 @@ func checkIndexes(t *testing.T, s *Store) {
 		if !maps.Equal(gotMatrix, wantMatrix) {
 			t.Errorf("%s: got %v, want %v", bucketCallsByMatrixEv, gotMatrix, wantMatrix)
 		}
+		// call_sdps: no entry without its call, none empty.
+		_ = tx.Bucket(bucketCallSDPs).ForEach(func(k, v []byte) error {
+			if len(k) < 3 || k[len(k)-2] != 0 || (k[len(k)-1] != sdpOffer && k[len(k)-1] != sdpAnswer) {
+				t.Errorf("%s: malformed key %q", bucketCallSDPs, k)
+				return nil
+			}
+			if tx.Bucket(bucketCalls).Get(k[:len(k)-2]) == nil {
+				t.Errorf("%s: entry %q of a missing call", bucketCallSDPs, k)
+			}
+			if len(v) == 0 {
+				t.Errorf("%s: entry %q is empty", bucketCallSDPs, k)
+			}
+			return nil
+		})
 		return checkRoomIndex(t, tx)
 	})
 	if err != nil {

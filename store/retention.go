@@ -135,7 +135,7 @@ func deleteCall(tx *bolt.Tx, k []byte) error {
 			return err
 		}
 	}
-	return nil
+	return deleteSDPs(tx, id)
 }
 
 // indexEnded brings calls_ended in step with c (old is the stored call, nil
@@ -172,8 +172,12 @@ func endedPrefix(t time.Time) []byte {
 }
 
 // migrateEndedIndex is migration 4 → 5: it creates calls_ended and indexes
-// the ended calls already stored.
+// the ended calls already stored, and creates call_sdps (sdp.go; records
+// keep their inline SDPs until they are next written).
 func migrateEndedIndex(tx *bolt.Tx) error {
+	if _, err := tx.CreateBucketIfNotExists(bucketCallSDPs); err != nil {
+		return fmt.Errorf("create bucket %s: %w", bucketCallSDPs, err)
+	}
 	ended, err := tx.CreateBucketIfNotExists(bucketCallsEnded)
 	if err != nil {
 		return fmt.Errorf("create bucket %s: %w", bucketCallsEnded, err)

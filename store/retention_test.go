@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,55 +14,71 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// TestSecurityStateFileSDPSize: an SDP full of '<' (and Matrix content
-// carrying it) must take about its own size in the state file. With
-// encoding/json's HTML escaping every '<' was stored as \u003c, six bytes:
-// one user at the allowed call rate grew the file by ≈1.9 GB an hour.
+// TestSecurityStateFileSDPSize: an SDP (and Matrix content carrying it)
+// must take about its own size in the state file, whatever its characters.
+// encoding/json wrote each '<' as \u003c (six bytes), and writes each
+// control character so even without HTML escaping; the signaling layer
+// accepts any UTF-8 in an SDP. One user at the allowed call rate grew the
+// file by ≈1.9 GB an hour.
 func TestSecurityStateFileSDPSize(t *testing.T) {
-	dir := t.TempDir()
-	s := openTemp(t, dir)
-	const (
-		calls   = 40
-		sdpSize = 32 << 10
-	)
-	sdp := "v=0\r\n" + strings.Repeat("<", sdpSize-5)
-	content, err := json.Marshal(map[string]string{"sdp": "PLACEHOLDER"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The Matrix content as the bridge hands it over: '<' unescaped.
-	content = []byte(strings.Replace(string(content), "PLACEHOLDER", strings.Repeat("<", sdpSize), 1))
-	before := dataSize(t, s)
-	for i := range calls {
-		c := ringingCall("call-"+strings.Repeat("x", 3)+string(rune('A'+i%26))+string(rune('a'+i/26)), "conv", time.Duration(i)*time.Second)
-		c.SDPOffer = sdp
-		invite := entry(c.ID, "m.call.invite")
-		invite.Content = content
-		if err := s.CreateCallOutbox(t.Context(), c, []signaling.OutboxEntry{invite}); err != nil {
-			t.Fatal(err)
-		}
-		_, err := s.UpdateCall(t.Context(), c.ID, func(c *signaling.Call) error {
-			c.Status, c.SDPAnswer, c.AnsweredAt = signaling.StatusAnswered, sdp, ptr(at(time.Minute))
-			return nil
+	for _, tc := range []struct {
+		name string
+		fill string
+	}{
+		{"less-than", "<"},
+		{"control", "\x01"},
+		{"quote", `"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTemp(t, t.TempDir())
+			const (
+				calls   = 40
+				sdpSize = 32 << 10
+			)
+			sdp := "v=0\r\n" + strings.Repeat(tc.fill, sdpSize-5)
+			// The Matrix content as the bridge hands it over: JSON, with
+			// its own escaping of what JSON must escape, '<' left as is.
+			content, err := encode(map[string]string{"sdp": sdp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := dataSize(t, s)
+			for i := range calls {
+				c := ringingCall(fmt.Sprintf("call-%02d", i), "conv", time.Duration(i)*time.Second)
+				c.SDPOffer = sdp
+				invite := entry(c.ID, "m.call.invite")
+				invite.Content = content
+				if err := s.CreateCallOutbox(t.Context(), c, []signaling.OutboxEntry{invite}); err != nil {
+					t.Fatal(err)
+				}
+				_, err := s.UpdateCall(t.Context(), c.ID, func(c *signaling.Call) error {
+					c.Status, c.SDPAnswer, c.AnsweredAt = signaling.StatusAnswered, sdp, ptr(at(time.Minute))
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The call's two SDPs; the outbox entry's content is the
+			// bridge's JSON, stored as it came.
+			sdps := int64(2 * len(sdp))
+			stored := sdps + int64(len(content))
+			perCall := (dataSize(t, s) - before) / calls
+			t.Logf("SDP of %q: state file grows %d bytes per call holding %d bytes of SDP and %d of Matrix content (%.2f×)",
+				tc.fill, perCall, sdps, len(content), float64(perCall)/float64(stored))
+			if perCall > 3*stored/2 {
+				t.Errorf("state file grows %d bytes per call for %d bytes of SDP and content; want at most 1.5×", perCall, stored)
+			}
+			got, err := s.Call(t.Context(), "call-00")
+			if err != nil || got.SDPOffer != sdp || got.SDPAnswer != sdp {
+				t.Fatalf("SDPs did not survive the round trip: %v", err)
+			}
+			es := pending(t, s)
+			if len(es) != calls || string(es[0].Content) != string(content) {
+				t.Fatalf("outbox content did not survive the round trip")
+			}
+			checkIndexes(t, s)
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Two SDPs in the call, one in its outbox entry.
-	stored := 3 * sdpSize
-	perCall := (dataSize(t, s) - before) / calls
-	t.Logf("state file: %d bytes per call holding %d bytes of SDP (%.2f×)", perCall, stored, float64(perCall)/float64(stored))
-	if perCall > 2*int64(stored) {
-		t.Errorf("state file grows %d bytes per call for %d bytes of SDP; want at most 2×", perCall, stored)
-	}
-	got, err := s.Call(t.Context(), "call-xxxAa")
-	if err != nil || got.SDPOffer != sdp || got.SDPAnswer != sdp {
-		t.Fatalf("SDPs did not survive the round trip: %v", err)
-	}
-	es := pending(t, s)
-	if len(es) != calls || string(es[0].Content) != string(content) {
-		t.Fatalf("outbox content did not survive the round trip")
 	}
 }
 
@@ -238,6 +255,25 @@ func TestMigrateSchema4To5(t *testing.T) {
 	checkIndexes(t, s)
 	if got, err := s.Call(t.Context(), "e"); err != nil || !reflect.DeepEqual(got, calls[1]) {
 		t.Errorf("escaped record: got %+v, %v", got, err)
+	}
+	// The next write of a call moves its inline SDP apart.
+	if _, err := s.UpdateCall(t.Context(), "r", func(c *signaling.Call) error { c.Invitee = "@bob:example.org"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		if raw := tx.Bucket(bucketCalls).Get([]byte("r")); strings.Contains(string(raw), "sdp_offer") {
+			t.Errorf("rewritten record still carries its SDP: %s", raw)
+		}
+		if got := tx.Bucket(bucketCallSDPs).Get(sdpKey([]byte("r"), sdpOffer)); string(got) != calls[0].SDPOffer {
+			t.Errorf("%s holds %q for r, want %q", bucketCallSDPs, got, calls[0].SDPOffer)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Call(t.Context(), "r"); err != nil || got.SDPOffer != calls[0].SDPOffer {
+		t.Errorf("r after its rewrite: %+v, %v", got, err)
 	}
 	if n, err := s.PruneEndedCalls(t.Context(), at(24*time.Hour), 10); n != 2 || err != nil {
 		t.Errorf("prune after migration: %d, %v; want 2", n, err)

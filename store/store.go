@@ -39,6 +39,7 @@ var (
 	bucketConvsByRoom     = []byte("conversations_by_room") // schema 3; see rooms.go
 	bucketCallsActive     = []byte("calls_active")          // schema 4; see calls.go
 	bucketCallsEnded      = []byte("calls_ended")           // schema 5; see retention.go
+	bucketCallSDPs        = []byte("call_sdps")             // schema 5; see sdp.go
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -67,7 +68,8 @@ var migrations = []func(tx *bolt.Tx) error{
 	// already stored.
 	migrateActiveIndex,
 	// 4 → 5: the index of ended calls by end time, for pruning them after
-	// calls.retention, filled from the calls already stored.
+	// calls.retention, filled from the calls already stored; and the bucket
+	// of SDP bodies kept apart from the call records.
 	migrateEndedIndex,
 }
 
