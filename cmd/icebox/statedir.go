@@ -164,6 +164,10 @@ func openState(cfg config.Config, initState bool, log zerolog.Logger) (*store.St
 	if err != nil {
 		return nil, errors.Join(err, st.Close())
 	}
+	if !haveRec {
+		log.Info().Str("component", "state").Str("record", stateRecordPath(dir)).
+			Msg("recorded this state directory: a later start refuses it if its state file, keyring record or generated secrets go missing")
+	}
 	return st, nil
 }
 
