@@ -168,6 +168,11 @@ type Calls struct {
 	MaxInviteLifetime time.Duration `yaml:"max_invite_lifetime"` // upper bound for a client's lifetime_ms. Default: 5m; 5s..10m
 	InitiateRate      float64       `yaml:"initiate_rate"`       // call initiations per second per user. Default: 0.5
 	InitiateBurst     int           `yaml:"initiate_burst"`      // initiations a user may make at once before the rate applies. Default: 5
+	// Retention is how long an ended call stays stored (GET /calls/{id},
+	// listings) before a periodic sweep deletes it with its index entries;
+	// its revocation is kept apart until its credentials expire. Default:
+	// 72h; 1m..8760h
+	Retention time.Duration `yaml:"retention"`
 }
 
 // Matrix configures the Matrix VoIP bridge. Default: off.
@@ -262,6 +267,7 @@ func Default() Config {
 			MaxInviteLifetime: 5 * time.Minute,
 			InitiateRate:      0.5,
 			InitiateBurst:     5,
+			Retention:         72 * time.Hour,
 		},
 		Matrix: Matrix{
 			VoIP:              VoIP{Enabled: true, Version: "1"},

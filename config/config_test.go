@@ -345,7 +345,7 @@ auth:
     audience: icebox
     admin_claim: icebox_admin
     max_ttl: 0s
-calls: {invite_lifetime: 30s, max_invite_lifetime: 10m, initiate_rate: 2, initiate_burst: 1}
+calls: {invite_lifetime: 30s, max_invite_lifetime: 10m, initiate_rate: 2, initiate_burst: 1, retention: 24h}
 `,
 			want: func(c *Config) {
 				c.HTTP.MaxBodyBytes = 65536
@@ -357,7 +357,7 @@ calls: {invite_lifetime: 30s, max_invite_lifetime: 10m, initiate_rate: 2, initia
 					JWT:          JWT{HS256SecretFile: "$DIR/secret", Issuer: "https://app.voip.test", Audience: "icebox", AdminClaim: "icebox_admin"},
 					MatrixTokens: Default().Auth.MatrixTokens,
 				}
-				c.Calls = Calls{InviteLifetime: 30 * time.Second, MaxInviteLifetime: 10 * time.Minute, InitiateRate: 2, InitiateBurst: 1}
+				c.Calls = Calls{InviteLifetime: 30 * time.Second, MaxInviteLifetime: 10 * time.Minute, InitiateRate: 2, InitiateBurst: 1, Retention: 24 * time.Hour}
 			},
 		},
 		{name: "inline jwt secret", yaml: "auth: {jwt: {hs256_secret: 0123456789abcdef0123456789abcdef}}", want: func(c *Config) { c.Auth.JWT.HS256Secret = "0123456789abcdef0123456789abcdef" }},
@@ -439,6 +439,8 @@ calls: {invite_lifetime: 30s, max_invite_lifetime: 10m, initiate_rate: 2, initia
 		{name: "NaN initiate_rate", yaml: "calls: {initiate_rate: .nan}", wantErr: []string{"calls.initiate_rate: must be a finite number > 0 (got NaN)"}},
 		{name: "infinite initiate_rate", yaml: "calls: {initiate_rate: .inf}", wantErr: []string{"calls.initiate_rate: must be a finite number > 0 (got +Inf)"}},
 		{name: "zero initiate_burst", yaml: "calls: {initiate_burst: 0}", wantErr: []string{"calls.initiate_burst: must be >= 1 (got 0)"}},
+		{name: "retention too short", yaml: "calls: {retention: 30s}", wantErr: []string{"calls.retention: must be between 1m and 8760h (got 30s)"}},
+		{name: "retention too long", yaml: "calls: {retention: 8761h}", wantErr: []string{"calls.retention: must be between 1m and 8760h (got 8761h0m0s)"}},
 
 		// Environment.
 		{
@@ -552,12 +554,12 @@ calls: {invite_lifetime: 30s, max_invite_lifetime: 10m, initiate_rate: 2, initia
 			env: []string{
 				"ICEBOX_AUTH_JWT_HS256_SECRET_FILE=$DIR/secret", "ICEBOX_AUTH_JWT_ISSUER=app", "ICEBOX_AUTH_JWT_AUDIENCE=icebox",
 				"ICEBOX_AUTH_JWT_ADMIN_CLAIM=adm", "ICEBOX_AUTH_JWT_MAX_TTL=1h", "ICEBOX_HTTP_MAX_BODY_BYTES=2048",
-				"ICEBOX_CALLS_INVITE_LIFETIME=30s", "ICEBOX_CALLS_MAX_INVITE_LIFETIME=2m", "ICEBOX_CALLS_INITIATE_RATE=2.5", "ICEBOX_CALLS_INITIATE_BURST=10",
+				"ICEBOX_CALLS_INVITE_LIFETIME=30s", "ICEBOX_CALLS_MAX_INVITE_LIFETIME=2m", "ICEBOX_CALLS_INITIATE_RATE=2.5", "ICEBOX_CALLS_INITIATE_BURST=10", "ICEBOX_CALLS_RETENTION=96h",
 			},
 			want: func(c *Config) {
 				c.Auth.JWT = JWT{HS256SecretFile: "$DIR/secret", Issuer: "app", Audience: "icebox", AdminClaim: "adm", MaxTTL: time.Hour}
 				c.HTTP.MaxBodyBytes = 2048
-				c.Calls = Calls{InviteLifetime: 30 * time.Second, MaxInviteLifetime: 2 * time.Minute, InitiateRate: 2.5, InitiateBurst: 10}
+				c.Calls = Calls{InviteLifetime: 30 * time.Second, MaxInviteLifetime: 2 * time.Minute, InitiateRate: 2.5, InitiateBurst: 10, Retention: 96 * time.Hour}
 			},
 		},
 		{name: "env bad float", noFile: true, env: []string{"ICEBOX_CALLS_INITIATE_RATE=fast"}, wantErr: []string{`config: environment: ICEBOX_CALLS_INITIATE_RATE: "fast" is not a number`}},
@@ -1190,7 +1192,7 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_AUTH_JWT_AUDIENCE", "ICEBOX_AUTH_JWT_ADMIN_CLAIM", "ICEBOX_AUTH_JWT_MAX_TTL",
 		"ICEBOX_AUTH_MATRIX_TOKENS_ENABLED", "ICEBOX_AUTH_MATRIX_TOKENS_CACHE", "ICEBOX_AUTH_MATRIX_TOKENS_NEGATIVE_CACHE",
 		"ICEBOX_CALLS_INVITE_LIFETIME", "ICEBOX_CALLS_MAX_INVITE_LIFETIME",
-		"ICEBOX_CALLS_INITIATE_RATE", "ICEBOX_CALLS_INITIATE_BURST",
+		"ICEBOX_CALLS_INITIATE_RATE", "ICEBOX_CALLS_INITIATE_BURST", "ICEBOX_CALLS_RETENTION",
 		"ICEBOX_MATRIX_ENABLED", "ICEBOX_MATRIX_HOMESERVER_URL", "ICEBOX_MATRIX_SERVICE_USER",
 		"ICEBOX_MATRIX_ACCESS_TOKEN", "ICEBOX_MATRIX_ACCESS_TOKEN_FILE",
 		"ICEBOX_MATRIX_PASSWORD", "ICEBOX_MATRIX_PASSWORD_FILE", "ICEBOX_MATRIX_DEVICE_ID",

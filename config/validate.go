@@ -426,6 +426,11 @@ func (v *validator) calls(c *Calls) {
 	if c.InitiateBurst < 1 {
 		v.add("calls.initiate_burst", "must be >= 1 (got %d)", c.InitiateBurst)
 	}
+	// Below a minute a call could vanish while its client still reads it;
+	// above a year the file grows without a useful bound.
+	if c.Retention < time.Minute || c.Retention > 8760*time.Hour {
+		v.add("calls.retention", "must be between 1m and 8760h (got %s)", c.Retention)
+	}
 }
 
 func (v *validator) inviteLifetime(path string, d time.Duration) bool {

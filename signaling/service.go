@@ -45,8 +45,14 @@ type ServiceConfig struct {
 	// its TURN credentials. Default: 12 h.
 	MaxCallDuration time.Duration
 	// SweepInterval is how often Run looks for answered calls past
-	// MaxCallDuration. Default: sweepInterval (5 min).
+	// MaxCallDuration and for ended calls past CallRetention. Default:
+	// sweepInterval (5 min).
 	SweepInterval time.Duration
+	// CallRetention is how long an ended call stays readable (GET
+	// /calls/{id}, listings) before the sweep deletes it. Its revocation
+	// is kept apart, until its credentials would have expired. Default:
+	// 72 h.
+	CallRetention time.Duration
 
 	Logger zerolog.Logger
 	Now    func() time.Time // Default: time.Now
@@ -61,6 +67,11 @@ const ReasonCallTimeout = "call_timeout"
 
 // sweepInterval is the default ServiceConfig.SweepInterval.
 var sweepInterval = 5 * time.Minute
+
+// pruneBatch is how many ended calls one prune transaction deletes: a
+// backlog is worked off in many short transactions, so bbolt's single
+// writer is never held long away from live calls.
+const pruneBatch = 200
 
 // errNotDue aborts a sweep transition that no longer applies (the call is
 // no longer answered, or not past its maximum duration): nothing is written.
@@ -111,8 +122,11 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 	if cfg.SweepInterval == 0 {
 		cfg.SweepInterval = sweepInterval
 	}
-	if cfg.MaxCallDuration < 0 || cfg.SweepInterval < 0 {
-		return nil, errors.New("signaling: MaxCallDuration and SweepInterval must not be negative")
+	if cfg.CallRetention == 0 {
+		cfg.CallRetention = 72 * time.Hour
+	}
+	if cfg.MaxCallDuration < 0 || cfg.SweepInterval < 0 || cfg.CallRetention < 0 {
+		return nil, errors.New("signaling: MaxCallDuration, SweepInterval and CallRetention must not be negative")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -793,6 +807,7 @@ func (s *Service) sweepLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		s.sweep(ctx)
+		s.prune(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -819,6 +834,35 @@ func (s *Service) sweep(ctx context.Context) {
 		if s.overdue(c, s.cfg.Now()) {
 			s.timeout(c.ID)
 		}
+	}
+}
+
+// prune deletes the calls that ended more than CallRetention ago, one
+// bounded batch per transaction, until none is left or ctx is done.
+func (s *Service) prune(ctx context.Context) {
+	before := s.cfg.Now().Add(-s.cfg.CallRetention)
+	total := 0
+	for ctx.Err() == nil {
+		n, err := s.cfg.Store.PruneEndedCalls(ctx, before, pruneBatch)
+		total += n
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error().Err(err).Msg("pruning ended calls")
+			}
+			break
+		}
+		if n < pruneBatch {
+			break
+		}
+	}
+	if total > 0 {
+		s.log.Info().Int("pruned", total).Dur("retention", s.cfg.CallRetention).Msg("deleted calls that ended before the retention period")
+	}
+	// Revocations outlive their calls until the credentials would have
+	// expired; Revocations deletes the expired ones. Without this they
+	// were only pruned at start-up, one left behind per call ended.
+	if _, err := s.cfg.Store.Revocations(ctx, s.cfg.Now()); err != nil && ctx.Err() == nil {
+		s.log.Error().Err(err).Msg("pruning expired revocations")
 	}
 }
 

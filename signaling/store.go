@@ -36,6 +36,10 @@ type Store interface {
 	// Revocations lists revocations still in force at now, and deletes
 	// the others.
 	Revocations(ctx context.Context, now time.Time) ([]Revocation, error)
+	// PruneEndedCalls deletes up to limit calls that ended before before,
+	// oldest first, in one transaction, and returns how many it deleted.
+	// Revocations are not deleted with them.
+	PruneEndedCalls(ctx context.Context, before time.Time, limit int) (int, error)
 
 	OutboxStore
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -12,7 +11,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Calls live in bucket calls: key = call ID, value = JSON of signaling.Call.
+// Calls live in bucket calls: key = call ID, value = JSON of signaling.Call
+// without its SDPs, which are kept apart as bytes (sdp.go).
 // Two index buckets (schema 2) are kept in step by putCall, inside the
 // transaction that writes the call:
 //
@@ -36,7 +36,10 @@ import (
 // to the call (CallByMatrixEvent, outbox.go). It needs no migration: nothing
 // set MatrixInviteEventID before putCall kept it.
 //
-// Calls are never deleted, so no index entry has to be removed for that.
+// Schema 5 adds calls_ended (retention.go): key = end time and call ID of
+// each call in a terminal status; empty value. PruneEndedCalls walks it
+// oldest first and deletes a call with every index entry it has; putCall
+// keeps it like the others.
 
 // CreateCall stores a new call; signaling.ErrConflict if the ID exists. The
 // conversation is not checked (the service does). It is CreateCallOutbox
@@ -200,20 +203,28 @@ func getCall(tx *bolt.Tx, id []byte) (signaling.Call, error) {
 		return signaling.Call{}, signaling.ErrNotFound
 	}
 	var c signaling.Call
-	err := decode("call", id, raw, &c)
-	return c, err
+	if err := decode("call", id, raw, &c); err != nil {
+		return signaling.Call{}, err
+	}
+	fillSDPs(tx, id, &c)
+	return c, nil
 }
 
 // putCall writes c and brings the indexes and revocations in step with it.
 // old is the stored call, nil when c is new. The caller has checked that c's
 // ID and ConversationID are usable keys and equal old's.
 func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
-	raw, err := json.Marshal(c)
+	rec := c
+	rec.SDPOffer, rec.SDPAnswer = "", "" // stored apart, as bytes (sdp.go)
+	raw, err := encode(rec)
 	if err != nil {
 		return fmt.Errorf("encode call: %w", err)
 	}
 	id := []byte(c.ID)
 	if err := tx.Bucket(bucketCalls).Put(id, raw); err != nil {
+		return err
+	}
+	if err := putSDPs(tx, old, c); err != nil {
 		return err
 	}
 
@@ -247,6 +258,10 @@ func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
 		err = active.Delete(id)
 	}
 	if err != nil {
+		return err
+	}
+
+	if err := indexEnded(tx, old, c); err != nil {
 		return err
 	}
 

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/icebox-voip/icebox/signaling"
@@ -25,7 +24,7 @@ func (s *Store) PutConversation(ctx context.Context, c signaling.Conversation) e
 	if err := checkKey("conversation ID", c.ID); err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
-	raw, err := json.Marshal(c)
+	raw, err := encode(c)
 	if err != nil {
 		return fmt.Errorf("store: %s %q: %w", op, c.ID, err)
 	}

@@ -52,17 +52,19 @@ func ids(calls []signaling.Call) []string {
 
 // checkIndexes asserts that calls_by_conversation, calls_ringing and
 // calls_active hold exactly one entry per call, per ringing call and per
-// ringing or answered call,
+// ringing or answered call, calls_ended one per call in a terminal status,
 // calls_by_matrix_event exactly one per call with a MatrixInviteEventID,
 // pointing to that call, and conversations_by_room exactly one per
 // conversation with a RoomID, pointing to that conversation (so no two
-// conversations share a room, and no entry is stale).
+// conversations share a room, and no entry is stale), and call_sdps no entry
+// without its call.
 func checkIndexes(t *testing.T, s *Store) {
 	t.Helper()
 	err := s.db.View(func(tx *bolt.Tx) error {
 		wantConv := map[string]bool{}
 		wantRinging := map[string]bool{}
 		wantActive := map[string]bool{}
+		wantEnded := map[string]bool{}
 		wantMatrix := map[string]string{} // event ID → call ID
 		err := tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
 			var c signaling.Call
@@ -75,6 +77,9 @@ func checkIndexes(t *testing.T, s *Store) {
 			}
 			if c.Status == signaling.StatusRinging || c.Status == signaling.StatusAnswered {
 				wantActive[string(k)] = true
+			}
+			if c.Status.Terminal() {
+				wantEnded[string(endedKey(c))] = true
 			}
 			if c.MatrixInviteEventID != "" {
 				if other, ok := wantMatrix[c.MatrixInviteEventID]; ok {
@@ -90,7 +95,7 @@ func checkIndexes(t *testing.T, s *Store) {
 		for _, ix := range []struct {
 			bucket []byte
 			want   map[string]bool
-		}{{bucketCallsByConv, wantConv}, {bucketCallsRinging, wantRinging}, {bucketCallsActive, wantActive}} {
+		}{{bucketCallsByConv, wantConv}, {bucketCallsRinging, wantRinging}, {bucketCallsActive, wantActive}, {bucketCallsEnded, wantEnded}} {
 			n := 0
 			_ = tx.Bucket(ix.bucket).ForEach(func(k, v []byte) error {
 				n++
@@ -114,6 +119,20 @@ func checkIndexes(t *testing.T, s *Store) {
 		if !maps.Equal(gotMatrix, wantMatrix) {
 			t.Errorf("%s: got %v, want %v", bucketCallsByMatrixEv, gotMatrix, wantMatrix)
 		}
+		// call_sdps: no entry without its call, none empty.
+		_ = tx.Bucket(bucketCallSDPs).ForEach(func(k, v []byte) error {
+			if len(k) < 3 || k[len(k)-2] != 0 || (k[len(k)-1] != sdpOffer && k[len(k)-1] != sdpAnswer) {
+				t.Errorf("%s: malformed key %q", bucketCallSDPs, k)
+				return nil
+			}
+			if tx.Bucket(bucketCalls).Get(k[:len(k)-2]) == nil {
+				t.Errorf("%s: entry %q of a missing call", bucketCallSDPs, k)
+			}
+			if len(v) == 0 {
+				t.Errorf("%s: entry %q is empty", bucketCallSDPs, k)
+			}
+			return nil
+		})
 		return checkRoomIndex(t, tx)
 	})
 	if err != nil {

@@ -346,7 +346,7 @@ func checkEntry(e signaling.OutboxEntry) error {
 
 // putEntry writes e under its Seq.
 func putEntry(b *bolt.Bucket, e signaling.OutboxEntry) error {
-	raw, err := json.Marshal(e)
+	raw, err := encode(e)
 	if err != nil {
 		return fmt.Errorf("encode outbox entry %d: %w", e.Seq, err)
 	}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -87,7 +86,7 @@ func putRevocation(tx *bolt.Tx, r signaling.Revocation) error {
 			return nil
 		}
 	}
-	raw, err := json.Marshal(r)
+	raw, err := encode(r)
 	if err != nil {
 		return fmt.Errorf("encode revocation: %w", err)
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,4 +47,19 @@ func decode(what string, key, raw []byte, v any) error {
 		return fmt.Errorf("%w: decode %s %q: %w", ErrCorrupt, what, key, err)
 	}
 	return nil
+}
+
+// encode marshals a value to store. HTML escaping is off: encoding/json
+// would write each '<', '>' and '&' of an SDP or a Matrix event's content
+// as a six-byte \u003c, so an SDP made of them took six times its size in
+// the file (issue 13). The file is never served to a browser; decode reads
+// both forms, so records written before stay readable.
+func encode(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

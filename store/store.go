@@ -11,8 +11,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -36,6 +38,8 @@ var (
 	bucketCallsRinging    = []byte("calls_ringing")         // schema 2; see calls.go
 	bucketConvsByRoom     = []byte("conversations_by_room") // schema 3; see rooms.go
 	bucketCallsActive     = []byte("calls_active")          // schema 4; see calls.go
+	bucketCallsEnded      = []byte("calls_ended")           // schema 5; see retention.go
+	bucketCallSDPs        = []byte("call_sdps")             // schema 5; see sdp.go
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -63,6 +67,10 @@ var migrations = []func(tx *bolt.Tx) error{
 	// 3 → 4: the index of ringing and answered calls, filled from the calls
 	// already stored.
 	migrateActiveIndex,
+	// 4 → 5: the index of ended calls by end time, for pruning them after
+	// calls.retention, filled from the calls already stored; and the bucket
+	// of SDP bodies kept apart from the call records.
+	migrateEndedIndex,
 }
 
 // SchemaVersion is the version this build writes.
@@ -78,10 +86,19 @@ type Options struct {
 	// LockTimeout is how long to wait for another process to release the
 	// file. Default: 2s.
 	LockTimeout time.Duration
+	// MustExist refuses a missing or empty file (ErrMissing) instead of
+	// creating a new one: bbolt initialises an empty file as a new
+	// database, and a new database has no revocations, so the credentials
+	// of calls that ended would work again. The caller sets it when it
+	// knows the state directory held state before. Default: false.
+	MustExist bool
 }
 
-// Open opens (creating if needed) the database in dir and brings its schema
-// up to date. A file written by a newer icebox is refused.
+// Open opens (creating if needed, unless opts.MustExist) the database in dir
+// and brings its schema up to date. A file written by a newer icebox is
+// refused; so is a file whose structure bbolt cannot trust (ErrCorrupt,
+// checked before bbolt maps it: bbolt panics, or faults, on a truncated
+// file).
 func Open(dir string, opts Options) (*Store, error) {
 	if opts.LockTimeout <= 0 {
 		opts.LockTimeout = 2 * time.Second
@@ -90,17 +107,57 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: create state dir: %w", err)
 	}
 	path := filepath.Join(dir, FileName)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.LockTimeout})
+	switch fi, err := os.Stat(path); {
+	case errors.Is(err, fs.ErrNotExist):
+		if opts.MustExist {
+			return nil, fmt.Errorf("store: %s does not exist: %w", path, ErrMissing)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	case fi.Size() == 0:
+		if opts.MustExist {
+			return nil, fmt.Errorf("store: %s is empty (0 bytes): %w", path, ErrMissing)
+		}
+	default:
+		if err := checkFile(path, fi.Size()); err != nil {
+			return nil, fmt.Errorf("store: %s: %w", path, err)
+		}
+	}
+	db, err := openBolt(path, opts.LockTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{db: db}, nil
+}
+
+// openBolt opens the file and migrates it. A panic or a memory fault in
+// bbolt while it reads a damaged file becomes ErrCorrupt: the process must
+// exit with a clear error, not a stack trace and Go's exit code 2.
+func openBolt(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // this goroutine only
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("store: %s: %w: bbolt failed reading it: %v", path, ErrCorrupt, r)
+			if db != nil {
+				err = errors.Join(err, db.Close())
+				db = nil
+			}
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout})
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, fmt.Errorf("store: %s is locked by another process (is icebox already running on this state_dir?): %w", path, ErrLocked)
+		}
+		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	if err := db.Update(migrate); err != nil {
 		return nil, errors.Join(fmt.Errorf("store: %s: %w", path, err), db.Close())
 	}
-	return &Store{db: db}, nil
+	return db, nil
 }
 
 func migrate(tx *bolt.Tx) error {
@@ -130,6 +187,20 @@ func migrate(tx *bolt.Tx) error {
 		return fmt.Errorf("instance id: %w", err)
 	}
 	return meta.Put(keySchemaVersion, binary.BigEndian.AppendUint64(nil, uint64(len(migrations))))
+}
+
+// InstanceID returns the file's random instance ID (created when the file
+// was): a caller can record it to notice that the file was replaced.
+func (s *Store) InstanceID() (string, error) {
+	var id string
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id = string(tx.Bucket(bucketMeta).Get(keyInstance))
+		if id == "" {
+			return fmt.Errorf("store: %w: no instance ID", ErrCorrupt)
+		}
+		return nil
+	})
+	return id, err
 }
 
 // Version returns the schema version stored in the file.

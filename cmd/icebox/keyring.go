@@ -42,7 +42,7 @@ func keyringFor(cfg config.Config, generate bool) (*credentials.Keyring, error) 
 			return nil, err
 		}
 		if ok {
-			return managedKeyringFrom(cfg, liveKeys(cfg, st, time.Now()))
+			return managedKeyringFrom(cfg, liveKeys(cfg, st, time.Now()), generate)
 		}
 	}
 	secrets := make([]credentials.Secret, 0, len(cfg.Credentials.Secrets))
@@ -51,13 +51,8 @@ func keyringFor(cfg config.Config, generate bool) (*credentials.Keyring, error) 
 		if err != nil {
 			return nil, fmt.Errorf("credentials.secrets[%d]: %w", i, err)
 		}
-		if len(key) == 0 && !generate {
-			if key, err = readSecretFile(filepath.Join(cfg.StateDir, secretsDir, s.KID)); err != nil {
-				return nil, fmt.Errorf("credentials.secrets[%d]: %w (start icebox serve once to generate it, or name a secret in the config)", i, err)
-			}
-		}
 		if len(key) == 0 {
-			if key, err = generatedSecret(cfg.StateDir, s.KID); err != nil {
+			if key, err = generatedSecret(cfg.StateDir, s.KID, generate); err != nil {
 				return nil, fmt.Errorf("credentials.secrets[%d]: %w", i, err)
 			}
 		}
@@ -67,14 +62,43 @@ func keyringFor(cfg config.Config, generate bool) (*credentials.Keyring, error) 
 }
 
 // generatedSecret reads the generated secret for kid, creating it first if
-// it does not exist. The file is written whole and synced before use, so a
-// crash never leaves a truncated secret that would then be trusted.
-func generatedSecret(stateDir, kid string) ([]byte, error) {
+// it does not exist and create is set. The file is written whole and synced
+// before use, so a crash never leaves a truncated secret that would then be
+// trusted. Without create (icebox creds, often run as another user than the
+// service) it writes nothing, not even the state record.
+//
+// The state record (statedir.go) keeps each generated secret's SHA-256: a
+// recorded secret whose file disappeared is refused rather than generated
+// anew under the same kid (credentials it signed, and homeservers sharing
+// it, would silently stop matching), and one whose content changed — cut
+// short, say — is refused rather than trusted. A secret the record does not
+// know yet (generated now, or by an icebox before the record) is added to it.
+func generatedSecret(stateDir, kid string, create bool) ([]byte, error) {
 	dir := filepath.Join(stateDir, secretsDir)
 	path := filepath.Join(dir, kid)
+	rec, _, err := loadStateRecord(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	want, recorded := rec.Secrets[kid]
 	key, err := readSecretFile(path)
-	if err == nil || !errors.Is(err, fs.ErrNotExist) {
-		return key, err
+	switch {
+	case err == nil && recorded && secretSum(key) != want:
+		return nil, stateError{fmt.Errorf("state: %s changed since icebox generated it (%s records another SHA-256): "+
+			"a truncated or replaced secret is not trusted; %s", path, stateRecordPath(stateDir), initStateHint)}
+	case err == nil && (recorded || !create):
+		return key, nil
+	case err == nil:
+		return key, recordSecret(stateDir, kid, key)
+	case recorded && errors.Is(err, fs.ErrNotExist):
+		return nil, stateError{fmt.Errorf("state: %s is missing, but %s records it: a new secret under kid %s would not "+
+			"match the credentials it signed; %s", path, stateRecordPath(stateDir), kid, initStateHint)}
+	case recorded:
+		return nil, stateError{fmt.Errorf("state: %w; %s", err, initStateHint)}
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	case !create:
+		return nil, fmt.Errorf("%w (start icebox serve once to generate it, or name a secret in the config)", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
@@ -98,7 +122,10 @@ func generatedSecret(stateDir, kid string) ([]byte, error) {
 	// Link, not rename: if another process generated it meanwhile, keep theirs.
 	if err := os.Link(tmp.Name(), path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return readSecretFile(path)
+			if key, err = readSecretFile(path); err != nil {
+				return nil, err
+			}
+			return key, recordSecret(stateDir, kid, key)
 		}
 		return nil, fmt.Errorf("write secret %s: %w", path, err)
 	}
@@ -108,7 +135,22 @@ func generatedSecret(stateDir, kid string) ([]byte, error) {
 			return nil, fmt.Errorf("sync %s: %w", dir, err)
 		}
 	}
-	return key, nil
+	return key, recordSecret(stateDir, kid, key)
+}
+
+// recordSecret adds a generated secret's SHA-256 to the state record.
+func recordSecret(stateDir, kid string, key []byte) error {
+	return updateStateRecord(stateDir, func(r *stateRecord) bool {
+		sum := secretSum(key)
+		if r.Secrets[kid] == sum {
+			return false
+		}
+		if r.Secrets == nil {
+			r.Secrets = map[string]string{}
+		}
+		r.Secrets[kid] = sum
+		return true
+	})
 }
 
 func readSecretFile(path string) ([]byte, error) {

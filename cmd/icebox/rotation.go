@@ -54,10 +54,19 @@ func statePath(stateDir string) string {
 }
 
 // loadKeyringState reads the rotation record; ok is false if there is none
-// yet (the configured list applies).
+// yet (the configured list applies). A record that the state record says
+// was written and is now gone is an error: the configured list would bring
+// back a secret rotated away.
 func loadKeyringState(stateDir string) (st keyringState, ok bool, err error) {
 	b, err := os.ReadFile(statePath(stateDir))
 	if errors.Is(err, fs.ErrNotExist) {
+		rec, _, err := loadStateRecord(stateDir)
+		if err != nil {
+			return st, false, err
+		}
+		if rec.Keyring {
+			return st, false, keyringLost(stateDir)
+		}
 		return st, false, nil
 	}
 	if err != nil {
@@ -69,13 +78,21 @@ func loadKeyringState(stateDir string) (st keyringState, ok bool, err error) {
 	return st, true, nil
 }
 
-// saveKeyringState writes the record atomically (temp file, fsync, rename).
+// saveKeyringState writes the record atomically (temp file, fsync, rename),
+// and notes in the state record that it exists.
 func saveKeyringState(stateDir string, st keyringState) error {
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
 	}
-	return fileutil.WriteFileAtomic(statePath(stateDir), append(b, '\n'), 0o600)
+	if err := fileutil.WriteFileAtomic(statePath(stateDir), append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	return updateStateRecord(stateDir, func(r *stateRecord) bool {
+		changed := !r.Keyring
+		r.Keyring = true
+		return changed
+	})
 }
 
 // configuredState is the managed keyring as the configuration lists it.
@@ -109,11 +126,12 @@ func liveKeys(cfg config.Config, st keyringState, now time.Time) keyringState {
 	return out
 }
 
-// managedKeyringFrom builds the keyring of a managed state.
-func managedKeyringFrom(cfg config.Config, st keyringState) (*credentials.Keyring, error) {
+// managedKeyringFrom builds the keyring of a managed state, generating
+// secrets that were never generated when create is set.
+func managedKeyringFrom(cfg config.Config, st keyringState, create bool) (*credentials.Keyring, error) {
 	secrets := make([]credentials.Secret, 0, len(st.Keys))
 	for _, k := range st.Keys {
-		key, err := generatedSecret(cfg.StateDir, k.KID)
+		key, err := generatedSecret(cfg.StateDir, k.KID, create)
 		if err != nil {
 			return nil, fmt.Errorf("keyring %s: %w", k.KID, err)
 		}
@@ -163,7 +181,7 @@ func (m *keyringManager) Rotate(compat bool) (httpapi.KeyringInfo, error) {
 	}
 	st = liveKeys(m.cfg, st, now)
 	kid := nextKID(st)
-	if _, err := generatedSecret(m.cfg.StateDir, kid); err != nil {
+	if _, err := generatedSecret(m.cfg.StateDir, kid, true); err != nil {
 		return httpapi.KeyringInfo{}, err
 	}
 	retire := now.Add(m.cfg.Credentials.TTL + m.cfg.TURN.MaxAllocationDuration).UTC().Truncate(time.Second)
@@ -177,7 +195,7 @@ func (m *keyringManager) Rotate(compat bool) (httpapi.KeyringInfo, error) {
 		}
 	}
 	st.Keys = append([]managedKey{{KID: kid, Compat: compat}}, st.Keys...)
-	kr, err := managedKeyringFrom(m.cfg, st)
+	kr, err := managedKeyringFrom(m.cfg, st, true)
 	if err != nil {
 		return httpapi.KeyringInfo{}, err
 	}
@@ -229,7 +247,7 @@ func (m *keyringManager) refresh() (retired []string, err error) {
 	if sameKIDs(live, current.KIDs()) {
 		return nil, nil
 	}
-	kr, err := managedKeyringFrom(m.cfg, live)
+	kr, err := managedKeyringFrom(m.cfg, live, true)
 	if err != nil {
 		return nil, err
 	}

@@ -26,10 +26,17 @@ func usagef(format string, args ...any) error {
 }
 
 func exitCode(err error) int {
-	var ue usageError
+	var (
+		ue usageError
+		se stateError
+	)
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, &se):
+		// Lost or damaged state is not a configuration mistake, even
+		// when it surfaces while the configured keyring is built.
+		return exitFailure
 	case errors.As(err, &ue):
 		return exitConfig
 	default:

@@ -22,7 +22,6 @@ import (
 	"github.com/icebox-voip/icebox/credentials"
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
-	"github.com/icebox-voip/icebox/store"
 	"github.com/icebox-voip/icebox/turnserver"
 	"github.com/icebox-voip/icebox/web"
 )
@@ -30,6 +29,8 @@ import (
 func serveCmd(sig *signals, args []string, stderr io.Writer, env []string) error {
 	fs := newFlagSet("serve", stderr)
 	path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
+	initState := fs.Bool("init-state", false, "start afresh on purpose when state_dir's state file, keyring record or generated "+
+		"secrets are missing or damaged (they are replaced by new ones; revocations and calls are lost)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -40,13 +41,15 @@ func serveCmd(sig *signals, args []string, stderr io.Writer, env []string) error
 	log := newLogger(cfg.Log, stderr)
 	log.Info().Str("config", used).Str("version", versionString()).Msg("starting")
 	warnReadableSecrets(*path, cfg, log)
-	return serve(sig, cfg, serveEnv{configPath: *path, env: env}, log)
+	return serve(sig, cfg, serveEnv{configPath: *path, env: env, initState: *initState}, log)
 }
 
-// serveEnv is what serve needs to reload its configuration.
+// serveEnv is what serve needs to reload its configuration, and how to
+// treat the state directory.
 type serveEnv struct {
 	configPath string
 	env        []string
+	initState  bool // --init-state
 }
 
 // serve runs icebox until the first stop signal, then drains (see drain)
@@ -61,7 +64,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	// The state file's lock comes first: a second icebox on the same state
 	// directory must fail here, before SO_REUSEPORT lets it share (and
 	// steal part of) the first one's UDP traffic.
-	st, err := store.Open(cfg.StateDir, store.Options{})
+	st, err := openState(cfg, senv.initState, log)
 	if err != nil {
 		return err
 	}
@@ -191,6 +194,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		// A call outlives its media by no more than an allocation can: an
 		// answered call whose clients vanished is ended then.
 		MaxCallDuration: cfg.TURN.MaxAllocationDuration,
+		CallRetention:   cfg.Calls.Retention,
 		Logger:          log,
 	}
 	bridge, err := newBridge(cfg.Matrix, cfg.StateDir, st, hub, reg, log)
