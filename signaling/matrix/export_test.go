@@ -37,4 +37,4 @@ func SetTiming(b *Bridge, t Timing) {
 func Waiters(b *Bridge) int { return b.waiters.len() }
 
 // EncryptionUp reports whether Run brought end-to-end encryption up.
-func EncryptionUp(b *Bridge) bool { return b.up.Load() }
+func EncryptionUp(b *Bridge) bool { return b.crypto.ready() }
