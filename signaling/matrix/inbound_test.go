@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -660,4 +661,44 @@ func TestSeenEventsPruned(t *testing.T) {
 	if first, err := st.MarkEventSeen(ctx, "$new", now); err != nil || first {
 		t.Errorf("$new was forgotten (first = %v, %v)", first, err)
 	}
+}
+
+// TestSetCallsWhileRunning: SetCalls may be called while Run runs (it takes
+// effect at the next Run); the sync's handlers, mapping a joined room to a
+// conversation here, must not read the calls service it writes. Under
+// -race, an unsynchronised read fails this test.
+func TestSetCallsWhileRunning(t *testing.T) {
+	w := newInWorld(t, inOptions{})
+	w.start(t, w.b)
+	done := make(chan struct{})
+	setting := make(chan struct{})
+	go func() {
+		defer close(setting)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				w.b.SetCalls(w.calls)
+				runtime.Gosched()
+			}
+		}
+	}()
+	defer func() { close(done); <-setting }()
+
+	// bob invites the service user to a room of his own: the bridge joins
+	// and maps the room to a conversation through the calls service.
+	var created struct {
+		RoomID string `json:"room_id"`
+	}
+	api(t, w.bob.base, http.MethodPost, "/_matrix/client/v3/createRoom", w.bob.token,
+		map[string]any{"preset": "private_chat", "invite": []string{w.svc.id}}, &created)
+	waitFor(t, 10*time.Second, "bob's room to be mapped", func() bool {
+		for _, line := range strings.Split(w.b.logs.String(), "\n") {
+			if strings.Contains(line, created.RoomID) && strings.Contains(line, "matrix room mapped to a conversation") {
+				return true
+			}
+		}
+		return false
+	}, w.b.logs.String)
 }
