@@ -161,10 +161,10 @@ func New(cfg Config) (*Bridge, error) {
 	wake := make(chan struct{}, 1)
 	b.enc = &Encoder{now: cfg.Now, wake: wake}
 	outMetrics := newMetrics(cfg.Registerer, cfg.Store)
+	b.in = newInbound(cfg, log)
 	b.rooms = newRooms(cfg, cli, log)
-	b.in = &inbound{user: cfg.UserID, store: cfg.Store, log: log, now: cfg.Now,
-		requireEncrypted: cfg.Encryption != nil && cfg.Encryption.Require}
-	b.sync = newSyncLoop(cfg, cli, log, b.in, b.rooms, nil)
+	// The sync loop before the inbound metrics: their lag gauge reads it.
+	b.sync = newSyncLoop(cfg, cli, log, b.in, b.rooms)
 	inMetrics := newInboundMetrics(cfg.Registerer, b.sync.lag)
 	inMetrics.observeCall = outMetrics.observeCall
 	b.in.metrics, b.sync.metrics, b.rooms.autojoin = inMetrics, inMetrics, inMetrics.autojoin

@@ -84,6 +84,12 @@ type inbound struct {
 	suppressed map[string]bool
 }
 
+// newInbound makes the handlers; New sets their metrics.
+func newInbound(cfg Config, log zerolog.Logger) *inbound {
+	return &inbound{user: cfg.UserID, store: cfg.Store, log: log, now: cfg.Now,
+		requireEncrypted: cfg.Encryption != nil && cfg.Encryption.Require}
+}
+
 // eventOutcome is what became of one inbound event.
 type eventOutcome struct {
 	callID string

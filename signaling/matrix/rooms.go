@@ -59,6 +59,7 @@ type rooms struct {
 	pending  map[id.RoomID]pendingJoin // failed joins retried; the sync goroutine only
 }
 
+// newRooms makes the rooms part; New sets its autojoin counter.
 func newRooms(cfg Config, cli *mautrix.Client, log zerolog.Logger) *rooms {
 	return &rooms{cli: cli, log: log, user: cfg.UserID, homeserver: cfg.HomeserverURL, encrypted: cfg.Encryption != nil,
 		now: cfg.Now, timing: syncTiming{minBackoff: defaultSyncMinBackoff, maxBackoff: defaultSyncMaxBackoff},

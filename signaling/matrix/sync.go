@@ -69,19 +69,20 @@ type syncLoop struct {
 	metrics    *inboundMetrics // set by New, after the lag gauge is made
 	in         *inbound
 	rooms      *rooms
-	crypto     *e2ee // nil without encryption
+	crypto     *e2ee // set by New; nil without encryption
 
 	failures int           // consecutive failures; the sync goroutine only
 	lastSync atomic.Int64  // unix nanoseconds; 0 when not syncing
 	syncs    atomic.Uint64 // responses processed (tests)
 }
 
-func newSyncLoop(cfg Config, cli *mautrix.Client, log zerolog.Logger, in *inbound, rooms *rooms, crypto *e2ee) *syncLoop {
+// newSyncLoop makes the sync; New sets its metrics and crypto part.
+func newSyncLoop(cfg Config, cli *mautrix.Client, log zerolog.Logger, in *inbound, rooms *rooms) *syncLoop {
 	encrypted := cfg.Encryption != nil
 	return &syncLoop{cli: cli, log: log, user: cfg.UserID, homeserver: cfg.HomeserverURL, now: cfg.Now,
 		encrypted: encrypted, store: newSyncStore(cfg.Store, cli.UserID, syncFilter(encrypted)),
 		timing: syncTiming{minBackoff: defaultSyncMinBackoff, maxBackoff: defaultSyncMaxBackoff},
-		in:     in, rooms: rooms, crypto: crypto}
+		in:     in, rooms: rooms}
 }
 
 // syncer is mautrix's DefaultSyncer (handlers by event type, Dispatch for
