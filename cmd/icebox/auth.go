@@ -3,15 +3,14 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
+	"github.com/icebox-voip/icebox/signaling/matrix"
 )
 
 // matrixWhoamiTimeout bounds one access-token check with the homeserver.
@@ -21,7 +20,7 @@ const matrixWhoamiTimeout = 5 * time.Second
 // With no method configured every API request is refused (401) and a
 // warning says how to configure one. Matrix access tokens are accepted when
 // the matrix section (optional) is enabled and auth.matrix_tokens too.
-func buildAuthenticator(cfg config.Auth, matrix ...config.Matrix) (*httpapi.Authenticator, error) {
+func buildAuthenticator(cfg config.Auth, mx ...config.Matrix) (*httpapi.Authenticator, error) {
 	ac := httpapi.AuthConfig{
 		JWTIssuer:     cfg.JWT.Issuer,
 		JWTAudience:   cfg.JWT.Audience,
@@ -42,8 +41,12 @@ func buildAuthenticator(cfg config.Auth, matrix ...config.Matrix) (*httpapi.Auth
 	if len(secret) > 0 {
 		ac.JWTSecret = secret
 	}
-	if len(matrix) > 0 && matrixTokensOn(cfg, matrix[0]) {
-		ac.MatrixWhoami = matrixWhoami(matrix[0].HomeserverURL, &http.Client{Timeout: matrixWhoamiTimeout})
+	if len(mx) > 0 && matrixTokensOn(cfg, mx[0]) {
+		check, err := matrixTokenCheck(mx[0].HomeserverURL, &http.Client{Timeout: matrixWhoamiTimeout})
+		if err != nil {
+			return nil, fmt.Errorf("auth.matrix_tokens: %w", err)
+		}
+		ac.MatrixWhoami = check
 		ac.MatrixCache = cfg.MatrixTokens.Cache
 		ac.MatrixNegativeCache = cfg.MatrixTokens.NegativeCache
 	}
@@ -56,41 +59,19 @@ func matrixTokensOn(auth config.Auth, m config.Matrix) bool {
 	return m.Enabled && auth.MatrixTokens.Enabled && m.HomeserverURL != ""
 }
 
-// matrixWhoami returns a check of a Matrix access token with the
-// homeserver's /_matrix/client/v3/account/whoami: the user ID,
-// httpapi.ErrMatrixTokenInvalid when the homeserver refused the token, or
-// another error when it could not say. Errors never hold the token.
-func matrixWhoami(homeserver string, client *http.Client) func(ctx context.Context, token string) (string, error) {
-	endpoint := strings.TrimRight(homeserver, "/") + "/_matrix/client/v3/account/whoami"
-	return func(ctx context.Context, token string) (string, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint, nil)
-		if err != nil {
-			return "", fmt.Errorf("matrix whoami: %w", err)
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := client.Do(req)
-		if err != nil {
-			// *url.Error holds the URL, not the header: no token here.
-			return "", fmt.Errorf("matrix whoami: %w", err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if err != nil {
-			return "", fmt.Errorf("matrix whoami: reading the answer: %w", err)
-		}
-		switch resp.StatusCode {
-		case http.StatusOK:
-		case http.StatusUnauthorized, http.StatusForbidden:
-			return "", httpapi.ErrMatrixTokenInvalid
-		default:
-			return "", fmt.Errorf("matrix whoami: homeserver answered %s", resp.Status)
-		}
-		var who struct {
-			UserID string `json:"user_id"`
-		}
-		if err := json.Unmarshal(body, &who); err != nil || !strings.HasPrefix(who.UserID, "@") {
-			return "", fmt.Errorf("matrix whoami: the homeserver's answer has no user_id")
-		}
-		return who.UserID, nil
+// matrixTokenCheck is the check of API users' Matrix access tokens with
+// the homeserver (matrix.TokenChecker), its refusals as the API's
+// ErrMatrixTokenInvalid.
+func matrixTokenCheck(homeserver string, client *http.Client) (func(ctx context.Context, token string) (string, error), error) {
+	check, err := matrix.TokenChecker(homeserver, client)
+	if err != nil {
+		return nil, err
 	}
+	return func(ctx context.Context, token string) (string, error) {
+		user, err := check(ctx, token)
+		if errors.Is(err, matrix.ErrTokenRefused) {
+			return "", httpapi.ErrMatrixTokenInvalid
+		}
+		return user, err
+	}, nil
 }

@@ -72,7 +72,8 @@ func (hs *fakeHomeserver) setDown(down bool) {
 	hs.down = down
 }
 
-// whoami is a minimal MatrixWhoami client for hs, as cmd/icebox builds one.
+// whoamiClient is a minimal MatrixWhoami client for hs, like the one
+// cmd/icebox builds from matrix.TokenChecker (which never errs with the token).
 // Its errors deliberately hold the token: Authenticate must not pass them on.
 func whoamiClient(base string) func(ctx context.Context, token string) (string, error) {
 	return func(ctx context.Context, token string) (string, error) {

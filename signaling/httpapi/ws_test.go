@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,7 +17,9 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
 
 	"github.com/icebox-voip/icebox/signaling"
 )
@@ -109,43 +110,20 @@ func (e *wsEnv) waitConnections(t *testing.T, n int) {
 		fmt.Sprintf("Connections() == %d", n))
 }
 
-// metric returns the value of a counter or gauge from the hub's registry.
-func (e *wsEnv) metric(t *testing.T, name string, labels ...string) float64 {
+// checkConnectionsGauge checks icebox_ws_connections as the hub's
+// registry exposes it.
+func (e *wsEnv) checkConnectionsGauge(t *testing.T, want int) {
 	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatalf("Gather: %v", err)
+	exp := fmt.Sprintf("# HELP icebox_ws_connections Open WebSocket connections.\n# TYPE icebox_ws_connections gauge\nicebox_ws_connections %d\n", want)
+	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(exp), "icebox_ws_connections"); err != nil {
+		t.Errorf("icebox_ws_connections: %v", err)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for i := 0; i+1 < len(labels); i += 2 {
-				found := false
-				for _, lp := range m.GetLabel() {
-					if lp.GetName() == labels[i] && lp.GetValue() == labels[i+1] {
-						found = true
-					}
-				}
-				if !found {
-					continue next
-				}
-			}
-			if m.GetCounter() != nil {
-				return m.GetCounter().GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("metric %s%v not registered", name, labels)
-	return 0
 }
 
+// dropped reads icebox_ws_dropped_connections_total{reason}.
 func (e *wsEnv) dropped(t *testing.T, reason string) float64 {
 	t.Helper()
-	return e.metric(t, "icebox_ws_dropped_connections_total", "reason", reason)
+	return testutil.ToFloat64(e.hub.dropped.WithLabelValues(reason))
 }
 
 // waitFor polls cond until it holds or timeout passes.
@@ -264,7 +242,7 @@ func TestHubPublishReachesEveryConnectionOfRecipients(t *testing.T) {
 
 	// The writer counts a message once Write returns, maybe after the
 	// client has read it.
-	waitFor(t, 5*time.Second, func() bool { return e.metric(t, "icebox_ws_messages_sent_total") == 4 },
+	waitFor(t, 5*time.Second, func() bool { return testutil.ToFloat64(e.hub.sent) == 4 },
 		"icebox_ws_messages_sent_total == 4")
 }
 
@@ -370,7 +348,7 @@ func TestHubCommands(t *testing.T) {
 			t.Errorf("sent %s\ngot  %v\nwant %v", tt.send, got, want)
 		}
 	}
-	if got, want := e.metric(t, "icebox_ws_messages_received_total"), float64(len(tests)); got != want {
+	if got, want := testutil.ToFloat64(e.hub.received), float64(len(tests)); got != want {
 		t.Errorf("icebox_ws_messages_received_total = %v, want %v", got, want)
 	}
 	if got := e.hub.Connections(); got != 1 {
@@ -627,9 +605,7 @@ func TestHubClose(t *testing.T) {
 	if got := e.hub.Connections(); got != 0 {
 		t.Errorf("Connections() = %d after Close, want 0", got)
 	}
-	if got := e.metric(t, "icebox_ws_connections"); got != 0 {
-		t.Errorf("icebox_ws_connections = %v after Close, want 0", got)
-	}
+	e.checkConnectionsGauge(t, 0)
 	if err := e.hub.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
@@ -668,8 +644,10 @@ func TestHubMetricsRegistered(t *testing.T) {
 	e := newWSEnv(t, nil, HubConfig{}, nil)
 	e.dial(t, "alice", nil)
 	e.waitConnections(t, 1)
-	if got := e.metric(t, "icebox_ws_connections"); got != 1 {
-		t.Errorf("icebox_ws_connections = %v, want 1", got)
+	e.checkConnectionsGauge(t, 1)
+	// Every reason is exported from the start.
+	if n, err := testutil.GatherAndCount(e.reg, "icebox_ws_dropped_connections_total"); err != nil || n != 4 {
+		t.Errorf("icebox_ws_dropped_connections_total has %d series (%v), want 4", n, err)
 	}
 	for _, r := range []string{"slow", "budget", "ping_timeout", "error"} {
 		if got := e.dropped(t, r); got != 0 {
@@ -742,52 +720,14 @@ func FuzzWSParseCommand(f *testing.F) {
 }
 
 // checkGoroutineLeaks fails the test if goroutines started during it are
-// still running (after a grace period) when it ends. It is goleak's
-// VerifyNone(t, IgnoreCurrent()) in a few lines, as go.uber.org/goleak is
-// not a requirement of go.mod. Register it before any other cleanup, so that
-// it runs last.
+// still running when it ends (goleak retries for a while first). Register
+// it before any other cleanup, so that it runs last. The tests of this
+// package do not run in parallel, so the goroutines that started during
+// the test are the test's.
 func checkGoroutineLeaks(t *testing.T) {
 	t.Helper()
-	before := goroutines()
-	t.Cleanup(func() {
-		var leaked []string
-		deadline := time.Now().Add(5 * time.Second)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for time.Now().Before(deadline) {
-			leaked = leaked[:0]
-			for id, stack := range goroutines() {
-				if _, ok := before[id]; !ok {
-					leaked = append(leaked, stack)
-				}
-			}
-			if len(leaked) == 0 {
-				return
-			}
-			<-tick.C
-		}
-		t.Errorf("%d goroutines leaked:\n\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-	})
-}
-
-// goroutines returns the stacks of all goroutines by ID.
-func goroutines() map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	all := make(map[string]string)
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		// "goroutine 42 [select]:"
-		id, _, _ := strings.Cut(strings.TrimPrefix(g, "goroutine "), " ")
-		all[id] = g
-	}
-	return all
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 }
 
 func TestHubCapsConnectionsPerUser(t *testing.T) {

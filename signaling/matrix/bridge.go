@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/singleflight"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 
@@ -103,22 +101,28 @@ const defaultBatchWindow = 200 * time.Millisecond
 // (Config.Calls), the calls of Matrix users into icebox. It implements
 // signaling.InviteWaiter and signaling.RoomCreator; Encoder returns its
 // signaling.Outbound.
+//
+// It is assembled from parts that each own their state, sharing one
+// mautrix client (one session, one HTTP client): login (the service
+// user's session and token check), crypto (end-to-end encryption), send
+// (the outbox worker), rooms (room creation and memberships), in (the
+// inbound handlers) and sync (the sync loop that feeds them).
 type Bridge struct {
 	cfg     Config
 	log     zerolog.Logger
 	cli     *mautrix.Client
 	enc     *Encoder
-	send    *sender
+	login   *login    // session.go
+	crypto  *e2ee     // crypto.go; nil without Config.Encryption
+	send    *sender   // sender.go
+	rooms   *rooms    // rooms.go
+	in      *inbound  // inbound.go
+	sync    *syncLoop // sync.go
 	waiters inviteWaiters
-	rooms   singleflight.Group
 	running atomic.Bool
 
-	in      *inbound
 	callsMu sync.Mutex
-	calls   InboundCalls // Config.Calls or SetCalls
-	syncState
-	cryptoState
-	sessionStored bool // the token is a stored session of a password login
+	calls   InboundCalls // Config.Calls or SetCalls; each Run takes it once
 }
 
 var (
@@ -153,10 +157,19 @@ func New(cfg Config) (*Bridge, error) {
 	// cli.Log is for what runs inside mautrix on its own (the sync loop and
 	// crypto, later). The requests the bridge makes itself run with quiet:
 	// the bridge logs their outcome once, without the request body.
-	b := &Bridge{cfg: cfg, log: log, cli: cli}
+	b := &Bridge{cfg: cfg, log: log, cli: cli, calls: cfg.Calls}
 	wake := make(chan struct{}, 1)
 	b.enc = &Encoder{now: cfg.Now, wake: wake}
 	outMetrics := newMetrics(cfg.Registerer, cfg.Store)
+	b.in = newInbound(cfg, log)
+	b.rooms = newRooms(cfg, cli, log)
+	// The sync loop before the inbound metrics: their lag gauge reads it.
+	b.sync = newSyncLoop(cfg, cli, log, b.in, b.rooms)
+	inMetrics := newInboundMetrics(cfg.Registerer, b.sync.lag)
+	inMetrics.observeCall = outMetrics.observeCall
+	b.in.metrics, b.sync.metrics, b.rooms.autojoin = inMetrics, inMetrics, inMetrics.autojoin
+	b.crypto = newE2EE(cfg, cli, log, inMetrics.undecryptable)
+	b.sync.crypto = b.crypto
 	b.send = newSender(senderConfig{
 		store:        cfg.Store,
 		client:       cli,
@@ -166,21 +179,15 @@ func New(cfg Config) (*Bridge, error) {
 		wake:         wake,
 		batchWindow:  cfg.BatchWindow,
 		onInviteSent: b.inviteSent,
-		checkRoom:    b.checkRoom,
 		// An initiate waiting for the invite's event ID stops waiting.
 		onInviteDropped: func(callID string) { b.waiters.release(callID, "") },
 	})
-
-	b.calls = cfg.Calls
-	b.inMetrics = newInboundMetrics(cfg.Registerer, b.syncLag)
-	b.inMetrics.observeCall = outMetrics.observeCall
-	b.syncTiming = syncTiming{minBackoff: defaultSyncMinBackoff, maxBackoff: defaultSyncMaxBackoff}
-	b.pendingJoins = make(map[id.RoomID]pendingJoin)
-	b.in = &inbound{user: cfg.UserID, store: cfg.Store, log: log, metrics: b.inMetrics, now: cfg.Now,
-		requireEncrypted: cfg.Encryption != nil && cfg.Encryption.Require}
-	b.roomsLoaded = make(map[id.RoomID]bool)
-	b.syncStore = newSyncStore(cfg.Store, cli.UserID, syncFilter(cfg.Encryption != nil))
-	cli.Store = b.syncStore
+	if b.crypto != nil {
+		b.send.checkRoom = b.crypto.checkRoom
+	}
+	// Logging in and the token check retry with the sender's backoff.
+	b.login = newLogin(cfg, cli, log, func(n int) time.Duration { return backoff(n, b.send.minBackoff, b.send.maxBackoff) })
+	cli.Store = b.sync.store
 	return b, nil
 }
 
@@ -245,40 +252,35 @@ func (b *Bridge) Run(ctx context.Context) error {
 	defer b.running.Store(false)
 	defer b.cli.Client.CloseIdleConnections()
 
+	// Once per Run: the handlers read it without a lock.
 	b.callsMu.Lock()
-	b.in.calls = b.calls
+	calls := b.calls
 	b.callsMu.Unlock()
-	syncing := b.in.calls != nil
-	// A fresh syncer per Run: the crypto helper registers its handlers on
-	// it, and a second Run must not register them twice.
-	b.syncer = newSyncer(b)
-	b.cli.Syncer = b.syncer
-	if b.cfg.Encryption == nil {
-		b.syncer.OnSync(b.prepareBatch)
-	}
+	syncing := calls != nil
 	// Late decryptions (a room key that arrives after its event) outlive
 	// the batch but not Run.
-	defer b.closeCrypto() // after stop: the late decryptions end first
+	defer b.crypto.close() // after stop: the late decryptions end first
 	life, stop := context.WithCancel(quiet(context.WithoutCancel(ctx)))
-	b.life = life
 	defer stop()
+	s := b.sync.newSyncer(life, calls)
+	b.cli.Syncer = s
 
 	// With encryption nothing may be sent before the crypto helper is up:
 	// mautrix would send in plaintext.
 	ready := make(chan struct{})
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := b.start(gctx); err != nil || gctx.Err() != nil {
+		if err := b.start(gctx, life, s); err != nil || gctx.Err() != nil {
 			return err
 		}
 		close(ready)
 		if !syncing {
 			return nil
 		}
-		return b.runSync(gctx)
+		return b.sync.run(gctx)
 	})
 	g.Go(func() error {
-		if b.cfg.Encryption != nil {
+		if b.crypto != nil {
 			select {
 			case <-ready:
 			case <-gctx.Done():
@@ -289,144 +291,24 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return nil
 	})
 	if syncing {
-		g.Go(func() error { b.pruneSeen(gctx); return nil })
+		g.Go(func() error { b.in.pruneSeen(gctx); return nil })
 	}
 	return g.Wait()
 }
 
-// start logs in (password login, or the stored session), verifies the
-// token and brings end-to-end encryption up, retrying while the homeserver
-// cannot be reached. It returns an error for what retrying cannot fix.
-func (b *Bridge) start(ctx context.Context) error {
-	if b.cfg.Password != "" {
-		if err := b.ensureSession(ctx); err != nil || ctx.Err() != nil {
-			return err
-		}
-	}
-	if err := b.verify(ctx); err != nil || ctx.Err() != nil {
+// start logs in and verifies the token (login), then brings end-to-end
+// encryption up, retrying while the homeserver cannot be reached. It
+// returns an error for what retrying cannot fix.
+func (b *Bridge) start(ctx, life context.Context, s *syncer) error {
+	if err := b.login.start(ctx); err != nil || ctx.Err() != nil || b.crypto == nil {
 		return err
 	}
-	if b.cfg.Encryption == nil {
-		return nil
+	err := b.login.retry(ctx, "setting up end-to-end encryption", func(ctx context.Context) error { return b.crypto.init(ctx, life) })
+	if err != nil || ctx.Err() != nil {
+		return err
 	}
-	return b.retry(ctx, "setting up end-to-end encryption", b.initCrypto)
-}
-
-// whoamiTimeout bounds one token check; the homeserver answers in
-// milliseconds when it is up.
-const whoamiTimeout = 30 * time.Second
-
-// verify checks the token with /account/whoami, retrying while the
-// homeserver cannot be reached or answers 5xx/429.
-func (b *Bridge) verify(ctx context.Context) error {
-	for attempt := 1; ; attempt++ {
-		wctx, cancel := context.WithTimeout(quiet(ctx), whoamiTimeout)
-		resp, err := b.cli.Whoami(wctx)
-		cancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err == nil {
-			return b.checkWhoami(resp)
-		}
-		f := classify(err)
-		switch {
-		case (f.kind == kindUnauthorized || f.kind == kindForbidden) && b.sessionStored:
-			return fmt.Errorf("matrix: %s refused the stored session of %s (device %s): it was logged out or deleted; that device and its keys are gone, so "+
-				"delete %s, %s* and %s in %s (keep %s) and restart to log in as a new device: %w", b.cfg.HomeserverURL, b.cfg.UserID, b.cli.DeviceID,
-				sessionFile, cryptoDBFile, pickleKeyFile, b.cfg.Encryption.Dir, recoveryKeyFile, err)
-		case f.kind == kindUnauthorized || f.kind == kindForbidden:
-			return fmt.Errorf("matrix: %s refused the access token of %s: %w", b.cfg.HomeserverURL, b.cfg.UserID, err)
-		case f.permanent: // 404 and the like: not a Matrix client-server API at that URL
-			return fmt.Errorf("matrix: %s failed the access token check of %s (is homeserver_url the client-server API's base URL?): %w", b.cfg.HomeserverURL, b.cfg.UserID, err)
-		}
-		delay := max(backoff(attempt, b.send.minBackoff, b.send.maxBackoff), f.retryAfter)
-		b.log.Warn().Err(err).Str("homeserver", b.cfg.HomeserverURL).Dur("retry_in", delay).
-			Msg("cannot verify the access token: homeserver unreachable; the outbox keeps events until it is back")
-		if !sleepCtx(ctx, delay) {
-			return nil
-		}
-	}
-}
-
-func (b *Bridge) checkWhoami(resp *mautrix.RespWhoami) error {
-	if string(resp.UserID) != b.cfg.UserID {
-		return fmt.Errorf("matrix: the access token is %s's on %s, not the service user %s", resp.UserID, b.cfg.HomeserverURL, b.cfg.UserID)
-	}
-	if b.cfg.DeviceID != "" && resp.DeviceID != "" && string(resp.DeviceID) != b.cfg.DeviceID {
-		return fmt.Errorf("matrix: the access token is for device %s on %s, not %s", resp.DeviceID, b.cfg.HomeserverURL, b.cfg.DeviceID)
-	}
-	if b.cli.DeviceID != "" && resp.DeviceID != "" && resp.DeviceID != b.cli.DeviceID {
-		return fmt.Errorf("matrix: the stored session's token is for device %s on %s, not %s", resp.DeviceID, b.cfg.HomeserverURL, b.cli.DeviceID)
-	}
-	if b.cli.DeviceID == "" {
-		b.cli.DeviceID = resp.DeviceID
-	}
-	if b.cfg.Encryption != nil && b.cli.DeviceID == "" {
-		return fmt.Errorf("matrix: %s did not say which device the access token is for; set matrix.device_id", b.cfg.HomeserverURL)
-	}
-	b.log.Info().Str("homeserver", b.cfg.HomeserverURL).Str("user_id", b.cfg.UserID).
-		Str("device_id", string(resp.DeviceID)).Msg("matrix access token verified")
+	// After cryptohelper's own sync handler, which imports the room keys
+	// of the same response's to-device events.
+	s.OnSync(s.prepareBatch)
 	return nil
-}
-
-// WaitInviteSent waits until the call's m.call.invite was sent (returning
-// its event ID), or was dropped unsent, or ctx ends (ok false for both).
-// An invite sent before the wait began is found in the store.
-func (b *Bridge) WaitInviteSent(ctx context.Context, callID string) (eventID string, ok bool) {
-	ch, done := b.waiters.add(callID)
-	defer done()
-	// After registering, so an invite sent in between is not missed.
-	if c, err := b.cfg.Store.Call(ctx, callID); err == nil && c.MatrixInviteEventID != "" {
-		return c.MatrixInviteEventID, true
-	}
-	select {
-	case id := <-ch:
-		return id, id != ""
-	case <-ctx.Done():
-		return "", false
-	}
-}
-
-// MatrixSentPayload is the body of CallMatrixSent: the call's m.call.invite
-// is in the room.
-type MatrixSentPayload struct {
-	Type           string `json:"type"` // CallMatrixSent
-	CallID         string `json:"call_id"`
-	ConversationID string `json:"conversation_id,omitempty"`
-	RoomID         string `json:"room_id"`
-	EventID        string `json:"event_id"`
-	PartyID        string `json:"party_id"`
-}
-
-// inviteSent runs after an m.call.invite was sent and completed in the
-// store: it releases WaitInviteSent and publishes CallMatrixSent to the
-// call's caller, invitee and answerer (the call is loaded from the store;
-// its conversation's other participants do not need the Matrix IDs).
-func (b *Bridge) inviteSent(ctx context.Context, e signaling.OutboxEntry, partyID, eventID string) {
-	b.waiters.release(e.CallID, eventID)
-	if b.cfg.Publisher == nil {
-		return
-	}
-	c, err := b.cfg.Store.Call(ctx, e.CallID)
-	if err != nil {
-		b.log.Warn().Err(err).Str("call_id", e.CallID).Msg("CallMatrixSent not published: loading the call")
-		return
-	}
-	var recipients []string
-	for _, u := range []string{c.Initiator, c.Invitee, c.Answerer} {
-		if u != "" && !slices.Contains(recipients, u) {
-			recipients = append(recipients, u)
-		}
-	}
-	b.cfg.Publisher.Publish(signaling.Event{
-		Type:           signaling.EventCallMatrixSent,
-		CallID:         c.ID,
-		ConversationID: c.ConversationID,
-		Recipients:     recipients,
-		Payload: MatrixSentPayload{
-			Type: signaling.EventCallMatrixSent, CallID: c.ID, ConversationID: c.ConversationID,
-			RoomID: e.RoomID, EventID: eventID, PartyID: partyID,
-		},
-	})
 }

@@ -76,11 +76,11 @@ func TestStaleEntriesDropped(t *testing.T) {
 
 	b.run(t)
 	waitFor(t, 10*time.Second, "the stale entries to be dropped", func() bool {
-		return metric(t, b.reg, "icebox_matrix_outbox_dropped_total", "reason", "expired") == 1 &&
-			metric(t, b.reg, "icebox_matrix_outbox_dropped_total", "reason", "invite_expired") == 2
+		return metric(t, b, "icebox_matrix_outbox_dropped_total", "reason", "expired") == 1 &&
+			metric(t, b, "icebox_matrix_outbox_dropped_total", "reason", "invite_expired") == 2
 	}, b.logs.String)
 	waitFor(t, 10*time.Second, "a failed attempt at the fresh invite", func() bool {
-		return metric(t, b.reg, "icebox_matrix_send_errors_total", "kind", "network") >= 1
+		return metric(t, b, "icebox_matrix_send_errors_total", "kind", "network") >= 1
 	})
 	pending, err := st.PendingOutbox(context.Background(), 0)
 	if err != nil {
@@ -89,7 +89,7 @@ func TestStaleEntriesDropped(t *testing.T) {
 	if len(pending) != 1 || pending[0].CallID != "fresh" {
 		t.Errorf("outbox holds %+v, want only the fresh invite", pending)
 	}
-	if got := metric(t, b.reg, "matrix_voip_invite_failed_total"); got != 1 {
+	if got := metric(t, b, "matrix_voip_invite_failed_total"); got != 1 {
 		t.Errorf("invite_failed = %v, want 1 (the lapsed invite)", got)
 	}
 	checkNoSecretsLogged(t, b.logs.String(), noServerToken)
@@ -121,7 +121,7 @@ func TestRestartResumesOutbox(t *testing.T) {
 
 	stop := w.b.run(t)
 	waitFor(t, 10*time.Second, "2 failed attempts", func() bool {
-		return metric(t, w.b.reg, "icebox_matrix_send_errors_total", "kind", "network") >= 2
+		return metric(t, w.b, "icebox_matrix_send_errors_total", "kind", "network") >= 2
 	})
 	stop()
 	if got := depth(t, w.st); got != 3 {

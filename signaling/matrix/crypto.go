@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto"
@@ -80,50 +82,63 @@ var errUnencryptedRoom = errors.New("the room is not end-to-end encrypted and ma
 // megolmAlgorithm is the room encryption icebox turns on.
 const megolmAlgorithm = id.AlgorithmMegolmV1
 
-// cryptoState is the bridge's encryption bookkeeping (fields of Bridge).
-type cryptoState struct {
-	helper *cryptohelper.CryptoHelper // nil until initCrypto succeeded
-	up     atomic.Bool                // initCrypto succeeded and Run goes on (tests)
+// e2ee is the bridge's end-to-end encryption: the crypto helper and its
+// store, the device's cross-signing, the rooms whose state was read before
+// a send, and the decryption of sync batches. The bridge has one only with
+// Config.Encryption; its methods take a nil *e2ee as "no encryption".
+type e2ee struct {
+	cli           *mautrix.Client
+	log           zerolog.Logger
+	dir           string // Encryption.Dir
+	require       bool   // Encryption.Require
+	homeserver    string
+	user          string
+	password      string // answers the homeserver's password prompt when cross-signing
+	undecryptable *prometheus.CounterVec
+
+	helper *cryptohelper.CryptoHelper // nil until init succeeded
+	up     atomic.Bool                // init succeeded and Run goes on (tests)
 
 	roomsMu     sync.Mutex
 	roomsLoaded map[id.RoomID]bool // rooms whose full state was read in this process
 }
 
-// initCrypto opens the crypto store and brings the device's encryption up:
-// keys on the homeserver, the syncer's handlers, cross-signing. It is
-// called once the token is verified (the device ID is known). A failure
-// leaves the client as it was, so that a transient one can be retried.
-func (b *Bridge) initCrypto(ctx context.Context) (err error) {
-	dir := b.cfg.Encryption.Dir
+// newE2EE returns the encryption part, or nil without Config.Encryption.
+func newE2EE(cfg Config, cli *mautrix.Client, log zerolog.Logger, undecryptable *prometheus.CounterVec) *e2ee {
+	if cfg.Encryption == nil {
+		return nil
+	}
+	return &e2ee{cli: cli, log: log, dir: cfg.Encryption.Dir, require: cfg.Encryption.Require,
+		homeserver: cfg.HomeserverURL, user: cfg.UserID, password: cfg.Password,
+		undecryptable: undecryptable, roomsLoaded: make(map[id.RoomID]bool)}
+}
+
+// ready reports whether encryption is up (tests).
+func (c *e2ee) ready() bool { return c != nil && c.up.Load() }
+
+// init opens the crypto store and brings the device's encryption up: keys
+// on the homeserver, the crypto helper's handlers on the client's syncer,
+// cross-signing. It is called once the token is verified (the device ID is
+// known). life is Run's: the helper's waits for late room keys end with it.
+// A failure leaves the client as it was, so that a transient one can be
+// retried.
+func (c *e2ee) init(ctx, life context.Context) (err error) {
+	dir := c.dir
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("matrix: encryption directory: %w", err)
 	}
 	dbPath := filepath.Join(dir, cryptoDBFile)
 	_, statErr := os.Stat(dbPath)
 	existing := statErr == nil
-	pickle, err := b.pickleKey(existing)
+	pickle, err := c.pickleKey(existing)
 	if err != nil {
 		return err
 	}
-	if !existing {
-		// SQLite creates files 0644, and its -wal and -shm files take the
-		// database's mode: the keys are for icebox alone.
-		f, err := os.OpenFile(dbPath, os.O_CREATE|os.O_WRONLY, 0o600)
-		if err != nil {
-			return fmt.Errorf("matrix: crypto store: %w", err)
-		}
-		_ = f.Close()
-	}
-	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate")
+	dbu, err := openCryptoStore(dbPath, existing)
 	if err != nil {
-		return fmt.Errorf("matrix: crypto store %s: %w", dbPath, err)
+		return err
 	}
-	dbu, err := dbutil.NewWithDB(db, "sqlite")
-	if err != nil {
-		_ = db.Close()
-		return fmt.Errorf("matrix: crypto store %s: %w", dbPath, err)
-	}
-	helper, err := cryptohelper.NewCryptoHelper(b.cli, pickle, dbu)
+	helper, err := cryptohelper.NewCryptoHelper(c.cli, pickle, dbu)
 	if err != nil {
 		_ = dbu.Close()
 		return fmt.Errorf("matrix: crypto: %w", err)
@@ -131,43 +146,63 @@ func (b *Bridge) initCrypto(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			_ = helper.Close()
-			b.cli.StateStore = nil // NewCryptoHelper sets it; a retry makes a new one
+			c.cli.StateStore = nil // NewCryptoHelper sets it; a retry makes a new one
 		}
 	}()
 	// mautrix gives up waiting for a room key when Run ends (its waits
 	// end with the handlers' context): that is not an undecryptable event.
-	life := b.life
 	helper.DecryptErrorCallback = func(evt *event.Event, err error) {
 		if life.Err() != nil {
-			b.log.Debug().Str("event_id", string(evt.ID)).Msg("matrix decryption abandoned: the bridge is stopping")
+			c.log.Debug().Str("event_id", string(evt.ID)).Msg("matrix decryption abandoned: the bridge is stopping")
 			return
 		}
-		b.undecryptable(evt, err)
+		c.countUndecryptable(evt, err)
 	}
 	if err := helper.Init(quiet(ctx)); err != nil {
-		return b.explainCryptoInit(err, dbPath)
+		return c.explainCryptoInit(err, dbPath)
 	}
 	mach := helper.Machine()
 	// Call content is parsed by the handlers themselves (leniently); an
 	// offer that does not fit mautrix's struct must still be decrypted.
 	mach.IgnorePostDecryptionParseErrors = true
-	b.cli.Crypto = helper
-	b.helper = helper
-	b.log.Info().Str("device_id", string(b.cli.DeviceID)).Str("identity_key", string(mach.OwnIdentity().IdentityKey)).
+	c.cli.Crypto = helper
+	c.helper = helper
+	c.log.Info().Str("device_id", string(c.cli.DeviceID)).Str("identity_key", string(mach.OwnIdentity().IdentityKey)).
 		Bool("new_store", !existing).Msg("matrix end-to-end encryption ready")
-	b.crossSign(ctx)
-	// After cryptohelper's own sync handler, which imports the room keys
-	// of the same response's to-device events.
-	b.syncer.OnSync(b.prepareBatch)
-	b.up.Store(true)
+	c.crossSign(ctx)
+	c.up.Store(true)
 	return nil
+}
+
+// openCryptoStore opens the SQLite file of the crypto and room-state
+// stores, creating it 0600 when it does not exist yet.
+func openCryptoStore(dbPath string, existing bool) (*dbutil.Database, error) {
+	if !existing {
+		// SQLite creates files 0644, and its -wal and -shm files take the
+		// database's mode: the keys are for icebox alone.
+		f, err := os.OpenFile(dbPath, os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("matrix: crypto store: %w", err)
+		}
+		_ = f.Close()
+	}
+	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_txlock=immediate")
+	if err != nil {
+		return nil, fmt.Errorf("matrix: crypto store %s: %w", dbPath, err)
+	}
+	dbu, err := dbutil.NewWithDB(db, "sqlite")
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("matrix: crypto store %s: %w", dbPath, err)
+	}
+	return dbu, nil
 }
 
 // explainCryptoInit turns mautrix's errors about a device and a store that
 // do not belong together into what happened and what to do.
-func (b *Bridge) explainCryptoInit(err error, dbPath string) error {
+func (c *e2ee) explainCryptoInit(err error, dbPath string) error {
 	msg := err.Error()
-	dev, dir := string(b.cli.DeviceID), b.cfg.Encryption.Dir
+	dev, dir := string(c.cli.DeviceID), c.dir
 	replace := fmt.Sprintf("log in as a new device: with password login, delete %s, %s* and %s in %s (keep %s: it cross-signs the new device) and restart; "+
 		"with an access token, make a new login for icebox, set matrix.access_token and matrix.device_id to it, and delete %s* and %s",
 		sessionFile, cryptoDBFile, pickleKeyFile, dir, recoveryKeyFile, cryptoDBFile, pickleKeyFile)
@@ -175,10 +210,10 @@ func (b *Bridge) explainCryptoInit(err error, dbPath string) error {
 	case strings.Contains(msg, "olm account is not marked as shared, but there are keys on the server"),
 		strings.Contains(msg, "mismatching identity key on server"):
 		return fmt.Errorf("matrix: device %s of %s already has encryption keys on %s, but the crypto store %s does not hold them (it was lost or replaced): "+
-			"this device can never decrypt or be trusted again; %s", dev, b.cfg.UserID, b.cfg.HomeserverURL, dbPath, replace)
+			"this device can never decrypt or be trusted again; %s", dev, c.user, c.homeserver, dbPath, replace)
 	case strings.Contains(msg, "olm account is marked as shared, keys seem to have disappeared from the server"):
 		return fmt.Errorf("matrix: device %s of %s has no keys on %s any more (the device was deleted or logged out?), but the crypto store %s holds its keys; %s",
-			dev, b.cfg.UserID, b.cfg.HomeserverURL, dbPath, replace)
+			dev, c.user, c.homeserver, dbPath, replace)
 	case strings.Contains(msg, "mismatching device ID in client and crypto store"):
 		return fmt.Errorf("matrix: the crypto store %s belongs to another device than %s (%v): a store serves one device; %s", dbPath, dev, err, replace)
 	}
@@ -188,8 +223,8 @@ func (b *Bridge) explainCryptoInit(err error, dbPath string) error {
 // pickleKey returns the key that encrypts the crypto store's secrets,
 // generating it when the store is new. A store without its key cannot be
 // read: that is an error, not a reason to start over silently.
-func (b *Bridge) pickleKey(storeExists bool) ([]byte, error) {
-	path := filepath.Join(b.cfg.Encryption.Dir, pickleKeyFile)
+func (c *e2ee) pickleKey(storeExists bool) ([]byte, error) {
+	path := filepath.Join(c.dir, pickleKeyFile)
 	raw, err := os.ReadFile(path)
 	switch {
 	case err == nil:
@@ -203,7 +238,7 @@ func (b *Bridge) pickleKey(storeExists bool) ([]byte, error) {
 	case storeExists:
 		return nil, fmt.Errorf("matrix: %s is missing but the crypto store %s exists: the store cannot be read without it; "+
 			"restore the file, or replace the device (delete %s, %s* and %s in %s and restart)",
-			path, filepath.Join(b.cfg.Encryption.Dir, cryptoDBFile), sessionFile, cryptoDBFile, pickleKeyFile, b.cfg.Encryption.Dir)
+			path, filepath.Join(c.dir, cryptoDBFile), sessionFile, cryptoDBFile, pickleKeyFile, c.dir)
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -221,11 +256,11 @@ func (b *Bridge) pickleKey(storeExists bool) ([]byte, error) {
 // device with them; a later device of the same account is signed with the
 // stored recovery key. Failures are logged and retried at the next start:
 // an unsigned device still encrypts, clients merely show it unverified.
-func (b *Bridge) crossSign(ctx context.Context) {
+func (c *e2ee) crossSign(ctx context.Context) {
 	ctx = quiet(ctx)
-	mach := b.helper.Machine()
-	path := filepath.Join(b.cfg.Encryption.Dir, recoveryKeyFile)
-	log := b.log.With().Str("device_id", string(b.cli.DeviceID)).Logger()
+	mach := c.helper.Machine()
+	path := filepath.Join(c.dir, recoveryKeyFile)
+	log := c.log.With().Str("device_id", string(c.cli.DeviceID)).Logger()
 	hasKeys, verified, err := mach.GetOwnVerificationStatus(ctx)
 	if err != nil {
 		log.Warn().Err(err).Msg("matrix cross-signing status unknown; the device stays as it is until the next start")
@@ -249,17 +284,17 @@ func (b *Bridge) crossSign(ctx context.Context) {
 		log.Info().Msg("matrix device cross-signed with the stored recovery key")
 		return
 	case hasKeys:
-		log.Warn().Str("user_id", b.cfg.UserID).Str("recovery_key_file", path).
+		log.Warn().Str("user_id", c.user).Str("recovery_key_file", path).
 			Msg("the service user has cross-signing keys that icebox did not make and no recovery key is stored: the device stays unverified (put the account's recovery key in the file, mode 0600, and restart)")
 		return
 	}
 	var uia mautrix.UIACallback
-	if b.cfg.Password != "" {
+	if c.password != "" {
 		uia = func(resp *mautrix.RespUserInteractive) any {
 			return &mautrix.ReqUIAuthLogin{
 				BaseAuthData: mautrix.BaseAuthData{Type: mautrix.AuthTypePassword, Session: resp.Session},
-				User:         b.cfg.UserID,
-				Password:     b.cfg.Password,
+				User:         c.user,
+				Password:     c.password,
 			}
 		}
 	}
@@ -291,44 +326,36 @@ func (b *Bridge) crossSign(ctx context.Context) {
 // the client knows the room's encryption state and members (the whole
 // state is read once per room and process; the sync keeps it current) and,
 // with Require, refuses a room that is not encrypted.
-func (b *Bridge) checkRoom(ctx context.Context, roomID id.RoomID) error {
-	if b.cfg.Encryption == nil {
+func (c *e2ee) checkRoom(ctx context.Context, roomID id.RoomID) error {
+	if c == nil {
 		return nil
 	}
-	b.roomsMu.Lock()
-	loaded := b.roomsLoaded[roomID]
-	b.roomsMu.Unlock()
+	c.roomsMu.Lock()
+	loaded := c.roomsLoaded[roomID]
+	c.roomsMu.Unlock()
 	if !loaded {
-		if _, err := b.cli.State(ctx, roomID); err != nil {
+		if _, err := c.cli.State(ctx, roomID); err != nil {
 			return err
 		}
-		b.roomsMu.Lock()
-		b.roomsLoaded[roomID] = true
-		b.roomsMu.Unlock()
+		c.roomsMu.Lock()
+		c.roomsLoaded[roomID] = true
+		c.roomsMu.Unlock()
 	}
-	encrypted, err := b.cli.StateStore.IsEncrypted(ctx, roomID)
+	encrypted, err := c.cli.StateStore.IsEncrypted(ctx, roomID)
 	if err != nil {
 		return fmt.Errorf("reading the encryption state of %s: %w", roomID, err)
 	}
-	if !encrypted && b.cfg.Encryption.Require {
+	if !encrypted && c.require {
 		return errUnencryptedRoom
 	}
 	return nil
 }
 
-// prepareBatch runs as the syncer's last OnSync handler: it stamps the
-// response, decrypts what it can, and finds the invites that must not
-// ring (beginBatch).
-func (b *Bridge) prepareBatch(ctx context.Context, resp *mautrix.RespSync, since string) bool {
-	b.beginBatch(ctx, resp, since, b.batchNow)
-	return true
-}
-
 // decryptTimeline replaces the encrypted events of a joined room's
 // timeline by their decryption, in place. Events it cannot decrypt yet
 // stay: mautrix's handler waits for their keys and redispatches them.
-func (b *Bridge) decryptTimeline(ctx context.Context, roomID id.RoomID, events []*event.Event) {
-	if b.helper == nil {
+func (c *e2ee) decryptTimeline(ctx context.Context, roomID id.RoomID, events []*event.Event) {
+	if c == nil || c.helper == nil {
 		return
 	}
 	for i, evt := range events {
@@ -340,7 +367,7 @@ func (b *Bridge) decryptTimeline(ctx context.Context, roomID id.RoomID, events [
 		if evt.Content.Parsed == nil && evt.Content.ParseRaw(evt.Type) != nil {
 			continue // mautrix's handler counts it
 		}
-		dec, err := b.helper.Decrypt(ctx, evt)
+		dec, err := c.helper.Decrypt(ctx, evt)
 		if err != nil {
 			continue
 		}
@@ -348,15 +375,15 @@ func (b *Bridge) decryptTimeline(ctx context.Context, roomID id.RoomID, events [
 	}
 }
 
-// undecryptable counts an encrypted event that could not be decrypted,
+// countUndecryptable counts an encrypted event that could not be decrypted,
 // after mautrix waited for its key and asked the sender's devices for it.
-func (b *Bridge) undecryptable(evt *event.Event, err error) {
+func (c *e2ee) countUndecryptable(evt *event.Event, err error) {
 	reason := "error"
 	if errors.Is(err, crypto.ErrNoSessionFound) {
 		reason = "no_session"
 	}
-	b.inMetrics.undecryptable.WithLabelValues(reason).Inc()
-	b.log.Warn().Err(err).Str("room_id", string(evt.RoomID)).Str("sender", string(evt.Sender)).
+	c.undecryptable.WithLabelValues(reason).Inc()
+	c.log.Warn().Err(err).Str("room_id", string(evt.RoomID)).Str("sender", string(evt.Sender)).
 		Str("event_id", string(evt.ID)).Str("reason", reason).Msg("matrix event could not be decrypted")
 }
 
@@ -369,20 +396,20 @@ func encryptionState() *event.Event {
 	}
 }
 
-// closeCrypto closes the crypto store when Run ends; the next Run opens
+// close closes the crypto store when Run ends; the next Run opens
 // it again.
-func (b *Bridge) closeCrypto() {
-	if b.helper == nil {
+func (c *e2ee) close() {
+	if c == nil || c.helper == nil {
 		return
 	}
-	b.up.Store(false)
-	b.cli.Crypto = nil
-	if err := b.helper.Close(); err != nil {
-		b.log.Warn().Err(err).Msg("closing the matrix crypto store")
+	c.up.Store(false)
+	c.cli.Crypto = nil
+	if err := c.helper.Close(); err != nil {
+		c.log.Warn().Err(err).Msg("closing the matrix crypto store")
 	}
-	b.helper = nil
-	b.cli.StateStore = nil
-	b.roomsMu.Lock()
-	clear(b.roomsLoaded)
-	b.roomsMu.Unlock()
+	c.helper = nil
+	c.cli.StateStore = nil
+	c.roomsMu.Lock()
+	clear(c.roomsLoaded)
+	c.roomsMu.Unlock()
 }

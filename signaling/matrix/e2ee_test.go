@@ -236,8 +236,8 @@ func e2eeTypes(evs []matrixtest.Event) string {
 // undecryptable sums icebox_matrix_undecryptable_total over its reasons.
 func undecryptable(t *testing.T, b *testBridge) float64 {
 	t.Helper()
-	return metric(t, b.reg, "icebox_matrix_undecryptable_total", "reason", "no_session") +
-		metric(t, b.reg, "icebox_matrix_undecryptable_total", "reason", "error")
+	return metric(t, b, "icebox_matrix_undecryptable_total", "reason", "no_session") +
+		metric(t, b, "icebox_matrix_undecryptable_total", "reason", "error")
 }
 
 // checkClean: nothing was undecryptable on either side, and no secret
@@ -363,11 +363,11 @@ func testE2EEOutboundCall(t *testing.T) {
 		"matrix_voip_invite_sent_total": 1, "matrix_voip_hangup_sent_total": 1,
 		"matrix_voip_ice_candidates_sent_total": float64(len(testCandidates)),
 	} {
-		if got := metric(t, b.reg, name); got != want {
+		if got := metric(t, b.testBridge, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	if got := metric(t, b.reg, "icebox_matrix_outbox_dropped_total", "reason", "unencrypted_room"); got != 0 {
+	if got := metric(t, b.testBridge, "icebox_matrix_outbox_dropped_total", "reason", "unencrypted_room"); got != 0 {
 		t.Errorf("dropped{unencrypted_room} = %v, want 0", got)
 	}
 	w.checkClean(t, b.testBridge)
@@ -479,12 +479,12 @@ func testE2EEPlainRoomRefused(t *testing.T) {
 		t.Fatalf("Hangup: %v", err)
 	}
 	waitFor(t, 10*time.Second, "the invite and hangup dropped, the outbox empty", func() bool {
-		return metric(t, b.reg, "icebox_matrix_outbox_dropped_total", "reason", "unencrypted_room") == 2 && depth(t, w.st) == 0
+		return metric(t, b.testBridge, "icebox_matrix_outbox_dropped_total", "reason", "unencrypted_room") == 2 && depth(t, w.st) == 0
 	}, b.logs.String)
-	if got := metric(t, b.reg, "icebox_matrix_outbox_depth"); got != 0 {
+	if got := metric(t, b.testBridge, "icebox_matrix_outbox_depth"); got != 0 {
 		t.Errorf("icebox_matrix_outbox_depth = %v, want 0", got)
 	}
-	if got, sent := metric(t, b.reg, "matrix_voip_invite_failed_total"), metric(t, b.reg, "matrix_voip_invite_sent_total"); got != 1 || sent != 0 {
+	if got, sent := metric(t, b.testBridge, "matrix_voip_invite_failed_total"), metric(t, b.testBridge, "matrix_voip_invite_sent_total"); got != 1 || sent != 0 {
 		t.Errorf("invites failed %v, sent %v; want 1 failed, none sent", got, sent)
 	}
 	if !strings.Contains(b.logs.String(), "matrix event not sent: the room is not end-to-end encrypted") {
@@ -542,7 +542,7 @@ func testE2EEPlainRoomRefused(t *testing.T) {
 	if c, ok := w.call(t, "plaincall2"); !ok || c.Status != signaling.StatusRinging {
 		t.Errorf("bob's plaintext invite without require_encryption: %+v (found %v), want ringing", c, ok)
 	}
-	if got := metric(t, open.reg, "icebox_matrix_outbox_dropped_total", "reason", "unencrypted_room"); got != 0 {
+	if got := metric(t, open.testBridge, "icebox_matrix_outbox_dropped_total", "reason", "unencrypted_room"); got != 0 {
 		t.Errorf("dropped{unencrypted_room} = %v without require_encryption, want 0", got)
 	}
 	t.Logf("total %v", time.Since(begin).Round(time.Millisecond))
@@ -564,7 +564,7 @@ func testE2EEUndecryptable(t *testing.T) {
 		"session_id": "nosuchsession", "device_id": "BOGUS",
 	})
 	waitFor(t, e2eeTimeout, "the corrupt event counted", func() bool {
-		return metric(t, b.reg, "icebox_matrix_undecryptable_total", "reason", "error") == 1
+		return metric(t, b.testBridge, "icebox_matrix_undecryptable_total", "reason", "error") == 1
 	}, b.logs.String)
 
 	// Well formed (base64 ciphertext, 43-character session ID) but no
@@ -579,7 +579,7 @@ func testE2EEUndecryptable(t *testing.T) {
 	t.Logf("an invite sent while the bridge awaited a room key rang %v later", time.Since(awaiting).Round(time.Millisecond))
 
 	waitFor(t, 40*time.Second, "the keyless event counted", func() bool {
-		return metric(t, b.reg, "icebox_matrix_undecryptable_total", "reason", "no_session") == 1
+		return metric(t, b.testBridge, "icebox_matrix_undecryptable_total", "reason", "no_session") == 1
 	}, b.logs.String)
 	t.Logf("the keyless event was counted no_session %v after it was sent", time.Since(awaiting).Round(time.Millisecond))
 	logs := b.logs.String()
@@ -598,7 +598,7 @@ func testE2EEUndecryptable(t *testing.T) {
 	if got := undecryptable(t, b.testBridge); got != 2 {
 		t.Errorf("icebox_matrix_undecryptable_total = %v, want 2", got)
 	}
-	if got := metric(t, b.reg, "icebox_matrix_sync_errors_total", "kind", "processing"); got != 0 {
+	if got := metric(t, b.testBridge, "icebox_matrix_sync_errors_total", "kind", "processing"); got != 0 {
 		t.Errorf("sync processing errors = %v, want 0", got)
 	}
 	checkNoE2EESecretsLogged(t, b.testBridge, w.bobToken)
@@ -689,7 +689,7 @@ func testE2EECallBeforeJoin(t *testing.T) {
 		t.Fatalf("Initiate: %v", err)
 	}
 	waitFor(t, 10*time.Second, "the invite sent", func() bool {
-		return metric(t, b.reg, "matrix_voip_invite_sent_total") == 1 && depth(t, w.st) == 0
+		return metric(t, b.testBridge, "matrix_voip_invite_sent_total") == 1 && depth(t, w.st) == 0
 	}, b.logs.String)
 	w.bob.Join(t, room)
 	inv := w.bob.WaitEvent(t, room, isCall("m.call.invite", c.ID), e2eeTimeout)

@@ -55,10 +55,33 @@ func (e *Encoder) Encode(ev signaling.Event, c signaling.Call) ([]signaling.Outb
 		// their party would be dropped as their own echo anyway.
 		return nil, nil
 	}
-	var (
-		typ      string
-		contents []any
-	)
+	typ, contents, err := wireContents(ev, c, party)
+	if err != nil || typ == "" {
+		return nil, err
+	}
+	created := e.clock()().UTC()
+	out := make([]signaling.OutboxEntry, 0, len(contents))
+	for _, content := range contents {
+		raw, err := json.Marshal(content)
+		if err != nil {
+			return nil, fmt.Errorf("matrix: encode %s: %w", typ, err)
+		}
+		out = append(out, signaling.OutboxEntry{
+			CallID:    c.ID,
+			RoomID:    c.RoomID,
+			EventType: typ,
+			Content:   raw,
+			TxnID:     newTxnID(),
+			CreatedAt: created,
+		})
+	}
+	return out, nil
+}
+
+// wireContents returns the Matrix event type and contents (more than one
+// for many candidates) of ev; typ "" when ev has no Matrix counterpart.
+// party fills in an absent party_id.
+func wireContents(ev signaling.Event, c signaling.Call, party func(string) string) (typ string, contents []any, err error) {
 	switch p := derefPayload(ev.Payload).(type) {
 	case signaling.InvitePayload:
 		lifetime := p.LifetimeMS
@@ -83,17 +106,7 @@ func (e *Encoder) Encode(ev signaling.Event, c signaling.Call) ([]signaling.Outb
 		// At most maxCandidatesPerEvent per entry; the sender merges
 		// entries up to the same bound. An empty list (the service refuses
 		// one) would still give one, harmless, event.
-		typ = TypeCandidates
-		cands := p.Candidates
-		for len(contents) == 0 || len(cands) > 0 {
-			n := min(len(cands), maxCandidatesPerEvent)
-			cc := candidatesContent{callBase: base(c.ID, party(p.PartyID)), Candidates: make([]candidate, n)}
-			for i, cand := range cands[:n] {
-				cc.Candidates[i] = wireCandidate(cand)
-			}
-			contents = append(contents, cc)
-			cands = cands[n:]
-		}
+		typ, contents = TypeCandidates, candidateContents(base(c.ID, party(p.PartyID)), p.Candidates)
 	case signaling.SelectAnswerPayload:
 		typ, contents = TypeSelectAnswer, []any{selectAnswerContent{
 			callBase:        base(c.ID, party(p.PartyID)),
@@ -122,35 +135,34 @@ func (e *Encoder) Encode(ev signaling.Event, c signaling.Call) ([]signaling.Outb
 				Reason:   hangupReason(p.Reason),
 			}}
 		default:
-			return nil, fmt.Errorf("matrix: encode %s: unexpected EndPayload", ev.Type)
+			return "", nil, fmt.Errorf("matrix: encode %s: unexpected EndPayload", ev.Type)
 		}
 	default:
 		switch ev.Type {
 		case signaling.EventCallInvite, signaling.EventCallAnswer, signaling.EventCallCandidates,
 			signaling.EventCallSelectAnswer, signaling.EventCallNegotiate, signaling.EventCallRejected,
 			signaling.EventCallHangup:
-			return nil, fmt.Errorf("matrix: encode %s: unexpected payload %T", ev.Type, ev.Payload)
+			return "", nil, fmt.Errorf("matrix: encode %s: unexpected payload %T", ev.Type, ev.Payload)
 		}
-		return nil, nil // CallMatrixSent and anything else without a Matrix event
+		return "", nil, nil // CallMatrixSent and anything else without a Matrix event
 	}
+	return typ, contents, nil
+}
 
-	created := e.clock()().UTC()
-	out := make([]signaling.OutboxEntry, 0, len(contents))
-	for _, content := range contents {
-		raw, err := json.Marshal(content)
-		if err != nil {
-			return nil, fmt.Errorf("matrix: encode %s: %w", typ, err)
+// candidateContents splits cands into m.call.candidates contents of at
+// most maxCandidatesPerEvent each; at least one.
+func candidateContents(b callBase, cands []signaling.Candidate) []any {
+	var contents []any
+	for len(contents) == 0 || len(cands) > 0 {
+		n := min(len(cands), maxCandidatesPerEvent)
+		cc := candidatesContent{callBase: b, Candidates: make([]candidate, n)}
+		for i, cand := range cands[:n] {
+			cc.Candidates[i] = wireCandidate(cand)
 		}
-		out = append(out, signaling.OutboxEntry{
-			CallID:    c.ID,
-			RoomID:    c.RoomID,
-			EventType: typ,
-			Content:   raw,
-			TxnID:     newTxnID(),
-			CreatedAt: created,
-		})
+		contents = append(contents, cc)
+		cands = cands[n:]
 	}
-	return out, nil
+	return contents
 }
 
 // Wake tells the sender that entries were committed. It never blocks.

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/signaling"
@@ -197,25 +197,6 @@ func labelledGoroutine(label, pkg string) string {
 	return ""
 }
 
-// checkNoBridgeGoroutines fails if a goroutine of package matrix (other
-// than this test's) is still running a moment after Run returned.
-func checkNoBridgeGoroutines(t *testing.T) {
-	t.Helper()
-	var leaked string
-	waitFor(t, 5*time.Second, "bridge goroutines to end", func() bool {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		leaked = ""
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "icebox/signaling/matrix.(") && !strings.Contains(g, "matrix_test.") {
-				leaked = g
-				return false
-			}
-		}
-		return true
-	}, func() string { return leaked })
-}
-
 // waitFor polls cond every 10 ms until it holds or d passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, detail ...func() string) {
 	t.Helper()
@@ -232,36 +213,15 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, detai
 	}
 }
 
-// metric returns the value of a counter or gauge in reg, 0 if absent;
-// labels are name, value pairs.
-func metric(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+// metric returns the value of b's counter or gauge name; labels are name,
+// value pairs.
+func metric(t *testing.T, b *testBridge, name string, labels ...string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
+	c := matrix.Collector(b.Bridge, name, labels...)
+	if c == nil {
+		t.Fatalf("the bridge has no metric %s%v", name, labels)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue next
-				}
-			}
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	return 0
+	return testutil.ToFloat64(c)
 }
 
 // depth reads the outbox depth from the store.

@@ -2,12 +2,9 @@ package matrix
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"time"
 
@@ -63,8 +60,11 @@ const (
 	// below seenRetention, so that every event acted on is still
 	// remembered if the sync delivers it again.
 	maxEventAge = 24 * time.Hour
-	// maxOpaqueID is the spec's bound on call_id and party_id.
-	maxOpaqueID = 255
+	// seenRetention: events seen longer ago than this are forgotten. It is
+	// twice maxEventAge, so every event old enough to be acted on is still
+	// remembered when the sync delivers it again.
+	seenRetention = 48 * time.Hour
+	pruneInterval = time.Hour
 )
 
 // inbound handles the m.call.* events of the sync.
@@ -78,14 +78,16 @@ type inbound struct {
 	// (Encryption.Require): icebox would not answer into their room.
 	requireEncrypted bool
 
-	// calls is set by Run before the sync starts; the handlers run on the
-	// sync's goroutine.
-	calls InboundCalls
-
 	mu sync.Mutex
 	// suppressed are the invites of the current sync batch that a later
 	// event of the same batch answered or ended: they must not ring.
 	suppressed map[string]bool
+}
+
+// newInbound makes the handlers; New sets their metrics.
+func newInbound(cfg Config, log zerolog.Logger) *inbound {
+	return &inbound{user: cfg.UserID, store: cfg.Store, log: log, now: cfg.Now,
+		requireEncrypted: cfg.Encryption != nil && cfg.Encryption.Require}
 }
 
 // eventOutcome is what became of one inbound event.
@@ -98,9 +100,10 @@ type eventOutcome struct {
 
 func (o *eventOutcome) set(result, reason string) { o.result, o.reason = result, reason }
 
-// handle is the handler registered for every m.call.* type. It never
-// panics: a panic in the work is recovered, counted and logged.
-func (in *inbound) handle(ctx context.Context, evt *event.Event) {
+// handle is the handler registered for every m.call.* type: it applies
+// evt through calls (the Run's calls service). It never panics: a panic in
+// the work is recovered, counted and logged.
+func (in *inbound) handle(ctx context.Context, evt *event.Event, calls InboundCalls) {
 	ctx, cancel := context.WithTimeout(ctx, handlerTimeout)
 	defer cancel()
 	var o eventOutcome
@@ -113,7 +116,7 @@ func (in *inbound) handle(ctx context.Context, evt *event.Event) {
 					Str("panic", fmt.Sprint(r)).Str("stack", string(debug.Stack())).Msg("matrix event handler panicked")
 			}
 		}()
-		in.process(ctx, evt, &o)
+		in.process(ctx, evt, calls, &o)
 	}()
 	in.metrics.inbound.WithLabelValues(evt.Type.Type, o.result).Inc()
 
@@ -138,12 +141,12 @@ func (in *inbound) handle(ctx context.Context, evt *event.Event) {
 }
 
 // process judges one event and applies it; o says what became of it.
-func (in *inbound) process(ctx context.Context, evt *event.Event, o *eventOutcome) {
+func (in *inbound) process(ctx context.Context, evt *event.Event, calls InboundCalls, o *eventOutcome) {
 	c, age, ok := in.admit(ctx, evt, o)
 	if !ok {
 		return
 	}
-	err := in.apply(ctx, evt, c, age, o)
+	err := in.apply(ctx, evt, calls, c, age, o)
 	if o.result != "" {
 		return // decided without the calls service
 	}
@@ -211,7 +214,7 @@ func (in *inbound) admit(ctx context.Context, evt *event.Event, o *eventOutcome)
 
 // apply hands an admitted event to the calls service and returns its
 // error; for an event it does not hand over, it sets o instead.
-func (in *inbound) apply(ctx context.Context, evt *event.Event, c callContent, age time.Duration, o *eventOutcome) error {
+func (in *inbound) apply(ctx context.Context, evt *event.Event, calls InboundCalls, c callContent, age time.Duration, o *eventOutcome) error {
 	ev := signaling.MatrixEvent{
 		RoomID: string(evt.RoomID), Sender: string(evt.Sender), EventID: string(evt.ID),
 		CallID: c.CallID, PartyID: c.PartyID,
@@ -229,24 +232,24 @@ func (in *inbound) apply(ctx context.Context, evt *event.Event, c callContent, a
 			// service user, who stands for the conversation's icebox users.
 			invitee = ""
 		}
-		_, err = in.calls.InviteFromMatrix(ctx, signaling.MatrixInvite{
+		_, err = calls.InviteFromMatrix(ctx, signaling.MatrixInvite{
 			MatrixEvent: ev, SDPOffer: c.SDP, Invitee: invitee, LifetimeMS: c.Lifetime, AgeMS: age.Milliseconds(),
 		})
 	case TypeAnswer:
-		if _, err = in.calls.AnswerFromMatrix(ctx, ev, c.SDP); err == nil {
+		if _, err = calls.AnswerFromMatrix(ctx, ev, c.SDP); err == nil {
 			in.metrics.answerReceived.Inc()
 		}
 	case TypeCandidates:
-		err = in.calls.CandidatesFromMatrix(ctx, ev, c.Candidates)
+		err = calls.CandidatesFromMatrix(ctx, ev, c.Candidates)
 	case TypeHangup:
 		var ended signaling.Call
-		if ended, err = in.calls.HangupFromMatrix(ctx, ev, c.Reason, false); err == nil && in.metrics.observeCall != nil {
+		if ended, err = calls.HangupFromMatrix(ctx, ev, c.Reason, false); err == nil && in.metrics.observeCall != nil {
 			in.metrics.observeCall(ended)
 		}
 	case TypeReject:
-		_, err = in.calls.HangupFromMatrix(ctx, ev, "", true)
+		_, err = calls.HangupFromMatrix(ctx, ev, "", true)
 	case TypeSelectAnswer:
-		_, err = in.calls.SelectAnswerFromMatrix(ctx, ev, c.Selected)
+		_, err = calls.SelectAnswerFromMatrix(ctx, ev, c.Selected)
 	case TypeNegotiate:
 		// Renegotiation from Matrix needs a publish-only Service method
 		// that does not exist yet.
@@ -309,198 +312,39 @@ func (in *inbound) age(evt *event.Event) time.Duration {
 	return max(age, 0)
 }
 
+// setSuppressed sets the invites of the batch being handled that must not
+// ring (nil after the batch).
+func (in *inbound) setSuppressed(m map[string]bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.suppressed = m
+}
+
 func (in *inbound) isSuppressed(eventID string) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.suppressed[eventID]
 }
 
-// --- content ---
-
-// callContent is the part of any m.call.* content icebox uses.
-type callContent struct {
-	CallID  string
-	PartyID string
-	V0      bool // "version": 0, the legacy VoIP version
-
-	SDP        string                // invite: offer.sdp; answer: answer.sdp
-	Lifetime   int64                 // invite, milliseconds
-	Invitee    string                // invite; "" means anyone
-	Candidates []signaling.Candidate // candidates
-	Selected   string                // select_answer
-	Reason     string                // hangup; "" when absent or not a string
-}
-
-// The received content. Fields are typed as the spec has them; version
-// and reason are taken as they come.
-type (
-	inBase struct {
-		CallID  string          `json:"call_id"`
-		PartyID string          `json:"party_id"`
-		Version json.RawMessage `json:"version"`
-	}
-	inSDP struct {
-		Type string `json:"type"`
-		SDP  string `json:"sdp"`
-	}
-	inInvite struct {
-		inBase
-		Offer    *inSDP   `json:"offer"`
-		Lifetime *float64 `json:"lifetime"`
-		Invitee  string   `json:"invitee"`
-	}
-	inAnswer struct {
-		inBase
-		Answer *inSDP `json:"answer"`
-	}
-	inCandidate struct {
-		Candidate     *string `json:"candidate"`
-		SDPMid        *string `json:"sdpMid"`
-		SDPMLineIndex *int    `json:"sdpMLineIndex"`
-	}
-	inCandidates struct {
-		inBase
-		Candidates []inCandidate `json:"candidates"`
-	}
-	inSelectAnswer struct {
-		inBase
-		SelectedPartyID string `json:"selected_party_id"`
-	}
-	inHangup struct {
-		inBase
-		Reason json.RawMessage `json:"reason"`
-	}
-)
-
-// parseCallContent reads the content of an m.call.* event of type typ.
-// It is lenient where clients differ: version may be 0, 1 or "1" (only 0
-// counts as the legacy version), unknown fields and hangup reasons are
-// accepted. It is strict where icebox would otherwise act on garbage: a
-// missing call_id, an offer or answer without SDP, candidates that are not
-// objects. The error says what is wrong without quoting the content. The
-// call ID is returned even with an error when it could be read.
-func parseCallContent(typ string, raw []byte) (callContent, error) {
-	var (
-		c    callContent
-		base *inBase
-		err  error
-	)
-	switch typ {
-	case TypeInvite:
-		var v inInvite
-		base, err = &v.inBase, unmarshalContent(raw, &v)
-		if err == nil {
-			c.SDP, err = sdpOf("offer", "offer", v.Offer)
+// pruneSeen forgets seen events older than seenRetention, at start and
+// then every pruneInterval, until ctx ends.
+func (in *inbound) pruneSeen(ctx context.Context) {
+	t := time.NewTicker(pruneInterval)
+	defer t.Stop()
+	for {
+		n, err := in.store.PruneSeenEvents(ctx, in.now().Add(-seenRetention))
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			in.log.Error().Err(err).Msg("pruning seen matrix events")
+		case n > 0:
+			in.log.Info().Int("removed", n).Msg("pruned seen matrix events")
 		}
-		if err == nil {
-			c.Lifetime, err = lifetimeOf(v.Lifetime)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
-		c.Invitee = v.Invitee
-	case TypeAnswer:
-		var v inAnswer
-		base, err = &v.inBase, unmarshalContent(raw, &v)
-		if err == nil {
-			c.SDP, err = sdpOf("answer", "answer", v.Answer)
-		}
-	case TypeCandidates:
-		var v inCandidates
-		base, err = &v.inBase, unmarshalContent(raw, &v)
-		if err == nil {
-			c.Candidates, err = candidatesOf(v.Candidates)
-		}
-	case TypeSelectAnswer:
-		var v inSelectAnswer
-		base, err = &v.inBase, unmarshalContent(raw, &v)
-		if err == nil && v.SelectedPartyID == "" {
-			err = errors.New("selected_party_id missing")
-		}
-		c.Selected = v.SelectedPartyID
-	case TypeHangup:
-		var v inHangup
-		base, err = &v.inBase, unmarshalContent(raw, &v)
-		_ = json.Unmarshal(v.Reason, &c.Reason) // a reason that is not a string is no reason
-	default: // reject, negotiate: the base is all icebox reads
-		var v inBase
-		base, err = &v, unmarshalContent(raw, &v)
 	}
-	c.CallID, c.PartyID, c.V0 = base.CallID, base.PartyID, isV0(base.Version)
-	if len(c.CallID) > maxOpaqueID {
-		c.CallID = "" // not worth a log line's length
-	}
-	if err != nil {
-		return c, err
-	}
-	switch {
-	case base.CallID == "":
-		return c, errors.New("call_id missing")
-	case len(base.CallID) > maxOpaqueID:
-		return c, fmt.Errorf("call_id longer than %d characters", maxOpaqueID)
-	case len(base.PartyID) > maxOpaqueID:
-		return c, fmt.Errorf("party_id longer than %d characters", maxOpaqueID)
-	}
-	return c, nil
-}
-
-// unmarshalContent decodes raw into v, with an error that names the field
-// but not the value.
-func unmarshalContent(raw []byte, v any) error {
-	err := json.Unmarshal(raw, v)
-	if err == nil {
-		return nil
-	}
-	var te *json.UnmarshalTypeError
-	if errors.As(err, &te) {
-		if te.Field == "" {
-			return fmt.Errorf("content is a JSON %s, not an object", te.Value)
-		}
-		// The path has the Go name of the embedded base struct.
-		return fmt.Errorf("%s is a JSON %s, not the expected type", strings.TrimPrefix(te.Field, "inBase."), te.Value)
-	}
-	return errors.New("content is not valid JSON")
-}
-
-// isV0 reports whether version is the number 0 (legacy VoIP). Anything
-// else — "1", 1, absent, unknown — is version "1".
-func isV0(version json.RawMessage) bool {
-	var f float64
-	return json.Unmarshal(version, &f) == nil && f == 0
-}
-
-func sdpOf(field, wantType string, d *inSDP) (string, error) {
-	switch {
-	case d == nil:
-		return "", fmt.Errorf("%s missing", field)
-	case d.Type != "" && d.Type != wantType:
-		return "", fmt.Errorf("%s.type is not %q", field, wantType)
-	case d.SDP == "":
-		return "", fmt.Errorf("%s.sdp missing", field)
-	}
-	return d.SDP, nil
-}
-
-func lifetimeOf(f *float64) (int64, error) {
-	switch {
-	case f == nil:
-		return 0, errors.New("lifetime missing")
-	case *f <= 0 || math.IsNaN(*f) || *f > float64(math.MaxInt32):
-		return 0, errors.New("lifetime out of range")
-	}
-	return int64(*f), nil
-}
-
-// candidatesOf converts the received candidates. An absent sdpMid or
-// sdpMLineIndex stays absent, so an end-of-candidates marker reaches
-// icebox's clients as {"candidate":""}, the way it was sent.
-func candidatesOf(in []inCandidate) ([]signaling.Candidate, error) {
-	if len(in) == 0 {
-		return nil, errors.New("candidates missing")
-	}
-	out := make([]signaling.Candidate, len(in))
-	for i, c := range in {
-		if c.Candidate == nil {
-			return nil, fmt.Errorf("candidates[%d].candidate missing", i)
-		}
-		out[i] = signaling.Candidate{Candidate: *c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex}
-	}
-	return out, nil
 }

@@ -17,13 +17,15 @@ import (
 
 // Test hooks for package matrix_test.
 
-// SetSyncBackoff shortens the sync's backoff. Call it before Run.
+// SetSyncBackoff shortens the sync's backoff, and the auto-join's, which
+// follows it. Call it before Run.
 func SetSyncBackoff(b *Bridge, lo, hi time.Duration) {
-	b.syncTiming = syncTiming{minBackoff: lo, maxBackoff: hi}
+	b.sync.timing = syncTiming{minBackoff: lo, maxBackoff: hi}
+	b.rooms.timing = b.sync.timing
 }
 
 // Syncs counts the sync responses the bridge has processed.
-func Syncs(b *Bridge) uint64 { return b.syncs.Load() }
+func Syncs(b *Bridge) uint64 { return b.sync.syncs.Load() }
 
 func strp(s string) *string { return &s }
 func intp(i int) *int       { return &i }

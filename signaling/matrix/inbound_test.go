@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -195,7 +196,7 @@ func (w *inWorld) published(typ, id string) []signaling.Event {
 // inbound reads icebox_matrix_inbound_total{type,result}.
 func inbound(t *testing.T, b *testBridge, typ, result string) float64 {
 	t.Helper()
-	return metric(t, b.reg, "icebox_matrix_inbound_total", "type", typ, "result", result)
+	return metric(t, b, "icebox_matrix_inbound_total", "type", typ, "result", result)
 }
 
 // waitInbound waits until icebox_matrix_inbound_total{type,result} is n.
@@ -380,7 +381,7 @@ func TestInboundAnswerFromMatrix(t *testing.T) {
 	if evs := w.published(signaling.EventCallAnswerViaMatrix, c.ID); len(evs) != 1 {
 		t.Errorf("CallAnswerViaMatrix published %d times, want 1", len(evs))
 	}
-	if got := metric(t, w.b.reg, "matrix_voip_answer_received_total"); got != 1 {
+	if got := metric(t, w.b, "matrix_voip_answer_received_total"); got != 1 {
 		t.Errorf("matrix_voip_answer_received_total = %v, want 1", got)
 	}
 
@@ -488,7 +489,7 @@ func TestInboundLenient(t *testing.T) {
 	api(t, w.bob.base, http.MethodPost, "/_matrix/client/v3/createRoom", w.bob.token,
 		map[string]any{"preset": "private_chat", "invite": []string{w.svc.id}}, &created)
 	waitFor(t, 10*time.Second, "the bridge to join bob's room", func() bool {
-		return metric(t, w.b.reg, "icebox_matrix_autojoin_total", "result", "ok") == 1
+		return metric(t, w.b, "icebox_matrix_autojoin_total", "result", "ok") == 1
 	}, w.b.logs.String)
 	var members struct {
 		Joined map[string]any `json:"joined"`
@@ -603,11 +604,11 @@ func TestInboundSyncOutage(t *testing.T) {
 
 	cut.setDown(true)
 	waitFor(t, 10*time.Second, "3 failed syncs", func() bool {
-		return metric(t, w.b.reg, "icebox_matrix_sync_errors_total", "kind", "network") >= 3
+		return metric(t, w.b, "icebox_matrix_sync_errors_total", "kind", "network") >= 3
 	}, w.b.logs.String)
 	w.sendRetrying(t, w.bob, "m.call.invite", invite("during", "bobdev", "1", 60000)) // bob's homeserver is up
 	waitFor(t, 10*time.Second, "the sync lag to grow", func() bool {
-		return metric(t, w.b.reg, "icebox_matrix_sync_lag_seconds") >= 0.3
+		return metric(t, w.b, "icebox_matrix_sync_lag_seconds") >= 0.3
 	})
 	if got := inbound(t, w.b, "m.call.invite", "ok"); got != 0 {
 		t.Fatalf("invite handled (%v) while the homeserver was cut off", got)
@@ -627,7 +628,7 @@ func TestInboundSyncOutage(t *testing.T) {
 	if err := bad.Run(ctx); err == nil || !strings.Contains(err.Error(), "refused the access token") {
 		t.Errorf("Run with a refused token = %v, want the refusal", err)
 	}
-	if got := metric(t, bad.reg, "icebox_matrix_sync_errors_total", "kind", "unauthorized"); got != 0 {
+	if got := metric(t, bad, "icebox_matrix_sync_errors_total", "kind", "unauthorized"); got != 0 {
 		t.Errorf("the sync ran with a refused token (%v failures)", got)
 	}
 	checkNoSecretsLogged(t, w.b.logs.String(), w.svc.token)
@@ -660,4 +661,44 @@ func TestSeenEventsPruned(t *testing.T) {
 	if first, err := st.MarkEventSeen(ctx, "$new", now); err != nil || first {
 		t.Errorf("$new was forgotten (first = %v, %v)", first, err)
 	}
+}
+
+// TestSetCallsWhileRunning: SetCalls may be called while Run runs (it takes
+// effect at the next Run); the sync's handlers, mapping a joined room to a
+// conversation here, must not read the calls service it writes. Under
+// -race, an unsynchronised read fails this test.
+func TestSetCallsWhileRunning(t *testing.T) {
+	w := newInWorld(t, inOptions{})
+	w.start(t, w.b)
+	done := make(chan struct{})
+	setting := make(chan struct{})
+	go func() {
+		defer close(setting)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				w.b.SetCalls(w.calls)
+				runtime.Gosched()
+			}
+		}
+	}()
+	defer func() { close(done); <-setting }()
+
+	// bob invites the service user to a room of his own: the bridge joins
+	// and maps the room to a conversation through the calls service.
+	var created struct {
+		RoomID string `json:"room_id"`
+	}
+	api(t, w.bob.base, http.MethodPost, "/_matrix/client/v3/createRoom", w.bob.token,
+		map[string]any{"preset": "private_chat", "invite": []string{w.svc.id}}, &created)
+	waitFor(t, 10*time.Second, "bob's room to be mapped", func() bool {
+		for _, line := range strings.Split(w.b.logs.String(), "\n") {
+			if strings.Contains(line, created.RoomID) && strings.Contains(line, "matrix room mapped to a conversation") {
+				return true
+			}
+		}
+		return false
+	}, w.b.logs.String)
 }

@@ -21,6 +21,7 @@ type metrics struct {
 	callDuration   prometheus.Histogram
 	dropped        *prometheus.CounterVec
 	sendErrors     *prometheus.CounterVec
+	depth          prometheus.GaugeFunc
 }
 
 // depthTimeout bounds the store read behind the outbox depth gauge.
@@ -69,7 +70,7 @@ func newMetrics(reg prometheus.Registerer, st Store) *metrics {
 	for _, r := range dropReasons {
 		m.dropped.WithLabelValues(r)
 	}
-	f.NewGaugeFunc(prometheus.GaugeOpts{
+	m.depth = f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "icebox_matrix_outbox_depth",
 		Help: "Matrix events waiting in the outbox (read from the store at scrape time; NaN if it cannot be read).",
 	}, func() float64 {
@@ -91,6 +92,7 @@ type inboundMetrics struct {
 	syncErrors     *prometheus.CounterVec
 	autojoin       *prometheus.CounterVec
 	undecryptable  *prometheus.CounterVec
+	syncLag        prometheus.GaugeFunc
 	// observeCall records a call's duration (shared with the outbound
 	// side's histogram); nil in tests that build the handlers alone.
 	observeCall func(signaling.Call)
@@ -136,7 +138,7 @@ func newInboundMetrics(reg prometheus.Registerer, lag func() float64) *inboundMe
 	for _, r := range []string{"no_session", "error"} {
 		m.undecryptable.WithLabelValues(r)
 	}
-	f.NewGaugeFunc(prometheus.GaugeOpts{
+	m.syncLag = f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "icebox_matrix_sync_lag_seconds",
 		Help: "Seconds since the last successful /sync response (counted from the start until the first); 0 when the sync is not running. A long poll returns within 30 s, so more than about 60 means the sync is failing (see icebox_matrix_sync_errors_total).",
 	}, lag)

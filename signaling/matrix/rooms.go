@@ -2,11 +2,15 @@ package matrix
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/sync/singleflight"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -14,8 +18,53 @@ import (
 	"github.com/icebox-voip/icebox/signaling"
 )
 
+// The rooms part: the rooms icebox creates for conversations, the rooms
+// the service user is invited to (joined automatically), and joined rooms
+// as conversations of their members.
+
 // roomTimeout bounds room creation.
 const roomTimeout = 30 * time.Second
+
+const (
+	// joinAttempts: a failed auto-join is retried after later syncs, up to
+	// this many attempts in all.
+	joinAttempts = 5
+	joinTimeout  = 30 * time.Second
+)
+
+// Results of an auto-join: the result label of icebox_matrix_autojoin_total.
+const (
+	joinOK      = "ok"      // joined
+	joinFailed  = "failed"  // an attempt failed; retried after the next sync
+	joinDropped = "dropped" // refused by the homeserver, or out of attempts
+)
+
+var joinResults = []string{joinOK, joinFailed, joinDropped}
+
+// rooms creates the conversations' rooms and follows the service user's
+// memberships.
+type rooms struct {
+	cli        *mautrix.Client
+	log        zerolog.Logger
+	user       string
+	homeserver string
+	encrypted  bool // rooms are created encrypted
+	now        func() time.Time
+	autojoin   *prometheus.CounterVec // set by New with the inbound metrics
+	// timing is the auto-join's backoff: the sync's (a join is retried
+	// after a later sync).
+	timing syncTiming
+
+	creating singleflight.Group        // by conversation ID
+	pending  map[id.RoomID]pendingJoin // failed joins retried; the sync goroutine only
+}
+
+// newRooms makes the rooms part; New sets its autojoin counter.
+func newRooms(cfg Config, cli *mautrix.Client, log zerolog.Logger) *rooms {
+	return &rooms{cli: cli, log: log, user: cfg.UserID, homeserver: cfg.HomeserverURL, encrypted: cfg.Encryption != nil,
+		now: cfg.Now, timing: syncTiming{minBackoff: defaultSyncMinBackoff, maxBackoff: defaultSyncMaxBackoff},
+		pending: make(map[id.RoomID]pendingJoin)}
+}
 
 // EnsureRoom returns conv's room, creating it when conv has none: a private
 // room (preset private_chat: invite only, shared history) named
@@ -28,20 +77,24 @@ const roomTimeout = 30 * time.Second
 // The caller stores the returned room ID on the conversation. Concurrent
 // calls for one conversation share one creation.
 func (b *Bridge) EnsureRoom(ctx context.Context, conv signaling.Conversation) (string, error) {
+	return b.rooms.ensure(ctx, conv)
+}
+
+func (r *rooms) ensure(ctx context.Context, conv signaling.Conversation) (string, error) {
 	if conv.RoomID != "" {
 		return conv.RoomID, nil
 	}
-	v, err, _ := b.rooms.Do(conv.ID, func() (any, error) { return b.createRoom(ctx, conv) })
+	v, err, _ := r.creating.Do(conv.ID, func() (any, error) { return r.create(ctx, conv) })
 	if err != nil {
 		return "", err
 	}
 	return v.(string), nil
 }
 
-func (b *Bridge) createRoom(ctx context.Context, conv signaling.Conversation) (string, error) {
+func (r *rooms) create(ctx context.Context, conv signaling.Conversation) (string, error) {
 	var invite []id.UserID
 	for _, p := range conv.Participants {
-		if isMatrixUserID(p) && p != b.cfg.UserID && !slices.Contains(invite, id.UserID(p)) {
+		if isMatrixUserID(p) && p != r.user && !slices.Contains(invite, id.UserID(p)) {
 			invite = append(invite, id.UserID(p))
 		}
 	}
@@ -52,18 +105,118 @@ func (b *Bridge) createRoom(ctx context.Context, conv signaling.Conversation) (s
 	}
 	// With encryption, the room is encrypted from its creation: no call
 	// event can ever be sent into it in the clear.
-	if b.cfg.Encryption != nil {
+	if r.encrypted {
 		req.InitialState = []*event.Event{encryptionState()}
 	}
 	ctx, cancel := context.WithTimeout(quiet(ctx), roomTimeout)
 	defer cancel()
-	resp, err := b.cli.CreateRoom(ctx, req)
+	resp, err := r.cli.CreateRoom(ctx, req)
 	if err != nil {
-		return "", fmt.Errorf("matrix: create the room of conversation %q on %s: %w", conv.ID, b.cfg.HomeserverURL, err)
+		return "", fmt.Errorf("matrix: create the room of conversation %q on %s: %w", conv.ID, r.homeserver, err)
 	}
-	b.log.Info().Str("conversation_id", conv.ID).Str("room_id", string(resp.RoomID)).
+	r.log.Info().Str("conversation_id", conv.ID).Str("room_id", string(resp.RoomID)).
 		Int("invited", len(invite)).Msg("matrix room created")
 	return string(resp.RoomID), nil
+}
+
+// --- memberships ---
+
+// pendingJoin is an invitation whose join failed and is retried.
+type pendingJoin struct {
+	attempts int
+	next     time.Time
+}
+
+// onMember joins the rooms the service user is invited to, and keeps the
+// participants of a joined room's conversation in step with its members.
+func (r *rooms) onMember(ctx context.Context, evt *event.Event, calls InboundCalls) {
+	if evt.Mautrix.EventSource&event.SourceInvite == 0 {
+		if evt.Mautrix.EventSource&event.SourceJoin != 0 && evt.GetStateKey() != r.user {
+			r.mapRoom(ctx, evt.RoomID, calls) // someone joined or left a room we are in
+		}
+		return
+	}
+	if evt.GetStateKey() != r.user {
+		return
+	}
+	var m struct {
+		Membership string `json:"membership"`
+	}
+	if json.Unmarshal(evt.Content.VeryRaw, &m) != nil || m.Membership != string(event.MembershipInvite) {
+		return
+	}
+	r.log.Info().Str("room_id", string(evt.RoomID)).Str("inviter", string(evt.Sender)).Msg("matrix invitation received")
+	r.join(ctx, evt.RoomID, 1, calls)
+}
+
+// join tries to join a room once; a transient failure is retried after a
+// later sync (retryJoins).
+func (r *rooms) join(ctx context.Context, roomID id.RoomID, attempt int, calls InboundCalls) {
+	jctx, cancel := context.WithTimeout(quiet(ctx), joinTimeout)
+	_, err := r.cli.JoinRoomByID(jctx, roomID)
+	cancel()
+	if err == nil {
+		delete(r.pending, roomID)
+		r.autojoin.WithLabelValues(joinOK).Inc()
+		r.log.Info().Str("room_id", string(roomID)).Int("attempts", attempt).Msg("matrix room joined")
+		r.mapRoom(ctx, roomID, calls)
+		return
+	}
+	f := classify(err)
+	if f.permanent || attempt >= joinAttempts {
+		delete(r.pending, roomID)
+		r.autojoin.WithLabelValues(joinDropped).Inc()
+		r.log.Error().Err(err).Str("room_id", string(roomID)).Str("kind", f.kind).Int("attempts", attempt).
+			Msg("matrix room not joined; giving up")
+		return
+	}
+	next := r.now().Add(max(backoff(attempt, r.timing.minBackoff, r.timing.maxBackoff), f.retryAfter))
+	r.pending[roomID] = pendingJoin{attempts: attempt, next: next}
+	r.autojoin.WithLabelValues(joinFailed).Inc()
+	r.log.Warn().Err(err).Str("room_id", string(roomID)).Str("kind", f.kind).Int("attempts", attempt).
+		Time("next_attempt", next).Msg("matrix room not joined; will retry")
+}
+
+// retryJoins retries the failed joins that are due. The invitation is not
+// delivered again by later syncs, so the bridge keeps it (in memory: an
+// initial sync after a restart lists pending invitations anew).
+func (r *rooms) retryJoins(ctx context.Context, calls InboundCalls) {
+	now := r.now()
+	for roomID, p := range r.pending {
+		if !now.Before(p.next) {
+			r.join(ctx, roomID, p.attempts+1, calls)
+		}
+	}
+}
+
+// mapRoom makes a joined room a conversation of its joined members (or
+// refreshes them). Failures are logged: the next membership change or
+// join tries again.
+func (r *rooms) mapRoom(ctx context.Context, roomID id.RoomID, calls InboundCalls) {
+	if calls == nil {
+		return
+	}
+	mctx, cancel := context.WithTimeout(quiet(ctx), joinTimeout)
+	resp, err := r.cli.JoinedMembers(mctx, roomID)
+	cancel()
+	if err != nil {
+		r.log.Warn().Err(err).Str("room_id", string(roomID)).Msg("listing the members of a joined room")
+		return
+	}
+	var members []string
+	for user := range resp.Joined {
+		if string(user) != r.user {
+			members = append(members, string(user))
+		}
+	}
+	slices.Sort(members)
+	conv, err := calls.RoomJoined(ctx, string(roomID), members)
+	if err != nil {
+		r.log.Warn().Err(err).Str("room_id", string(roomID)).Msg("mapping a joined room to a conversation")
+		return
+	}
+	r.log.Info().Str("room_id", string(roomID)).Str("conversation_id", conv.ID).Int("participants", len(conv.Participants)).
+		Msg("matrix room mapped to a conversation")
 }
 
 // isMatrixUserID reports whether s looks like a Matrix user ID,

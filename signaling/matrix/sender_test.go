@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/matrix"
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
@@ -229,7 +231,7 @@ func TestCallReachesMatrix(t *testing.T) {
 		{"icebox_matrix_outbox_dropped_total", []string{"reason", "expired"}, 0},
 		{"icebox_matrix_send_errors_total", []string{"kind", "network"}, 0},
 	} {
-		if got := metric(t, w.b.reg, m.name, m.labels...); got != m.want {
+		if got := metric(t, w.b, m.name, m.labels...); got != m.want {
 			t.Errorf("%s%v = %v, want %v", m.name, m.labels, got, m.want)
 		}
 	}
@@ -320,7 +322,7 @@ func TestHomeserverDown(t *testing.T) {
 		t.Fatal("WaitInviteSent = ok with the homeserver down")
 	}
 	waitFor(t, 10*time.Second, "3 failed attempts", func() bool {
-		return metric(t, w.b.reg, "icebox_matrix_send_errors_total", "kind", "network") >= 3
+		return metric(t, w.b, "icebox_matrix_send_errors_total", "kind", "network") >= 3
 	})
 	if got := depth(t, w.st); got != entries {
 		t.Errorf("outbox depth with the homeserver down = %d, want %d (nothing lost)", got, entries)
@@ -337,11 +339,11 @@ func TestHomeserverDown(t *testing.T) {
 			t.Errorf("%s (seq %d) was tried %d times while the invite before it was not sent", e.EventType, e.Seq, e.Attempts)
 		}
 	}
-	if got := metric(t, w.b.reg, "icebox_matrix_outbox_depth"); got != entries {
+	if got := metric(t, w.b, "icebox_matrix_outbox_depth"); got != entries {
 		t.Errorf("icebox_matrix_outbox_depth = %v, want %d", got, entries)
 	}
 	for _, r := range []string{"expired", "invite_expired", "forbidden", "not_found", "bad_request"} {
-		if got := metric(t, w.b.reg, "icebox_matrix_outbox_dropped_total", "reason", r); got != 0 {
+		if got := metric(t, w.b, "icebox_matrix_outbox_dropped_total", "reason", r); got != 0 {
 			t.Errorf("dropped{reason=%s} = %v, want 0", r, got)
 		}
 	}
@@ -361,7 +363,7 @@ func TestHomeserverDown(t *testing.T) {
 	if id, ok := w.b.WaitInviteSent(ctx, c.ID); !ok || id != evs[0].EventID {
 		t.Errorf("WaitInviteSent after recovery = %q, %v; want %q, true", id, ok, evs[0].EventID)
 	}
-	if got := metric(t, w.b.reg, "matrix_voip_invite_sent_total"); got != 1 {
+	if got := metric(t, w.b, "matrix_voip_invite_sent_total"); got != 1 {
 		t.Errorf("invite_sent = %v, want 1", got)
 	}
 	logs := w.b.logs.String()
@@ -402,23 +404,23 @@ func TestRefusedEventsDropped(t *testing.T) {
 	if _, ok := w.b.WaitInviteSent(ctx, good.ID); !ok {
 		t.Fatal("the other call's invite was not sent")
 	}
-	if got := metric(t, w.b.reg, "icebox_matrix_outbox_dropped_total", "reason", "forbidden"); got != 0 {
+	if got := metric(t, w.b, "icebox_matrix_outbox_dropped_total", "reason", "forbidden"); got != 0 {
 		t.Errorf("the refused call was dropped (%v) before the other call's invite went out: calls are not independent", got)
 	}
 	waitFor(t, 15*time.Second, "both refused entries dropped", func() bool {
-		return metric(t, w.b.reg, "icebox_matrix_outbox_dropped_total", "reason", "forbidden") == 2
+		return metric(t, w.b, "icebox_matrix_outbox_dropped_total", "reason", "forbidden") == 2
 	})
 	if got := depth(t, w.st); got != 0 {
 		t.Errorf("outbox depth = %d, want 0", got)
 	}
 	// 5 attempts for the invite, 5 for the hangup.
-	if got := metric(t, w.b.reg, "icebox_matrix_send_errors_total", "kind", "forbidden"); got != 10 {
+	if got := metric(t, w.b, "icebox_matrix_send_errors_total", "kind", "forbidden"); got != 10 {
 		t.Errorf("send_errors{kind=forbidden} = %v, want 10", got)
 	}
-	if got := metric(t, w.b.reg, "matrix_voip_invite_failed_total"); got != 1 {
+	if got := metric(t, w.b, "matrix_voip_invite_failed_total"); got != 1 {
 		t.Errorf("invite_failed = %v, want 1", got)
 	}
-	if got := metric(t, w.b.reg, "matrix_voip_invite_sent_total"); got != 1 {
+	if got := metric(t, w.b, "matrix_voip_invite_sent_total"); got != 1 {
 		t.Errorf("invite_sent = %v, want 1", got)
 	}
 	refused, err := w.st.Call(context.Background(), closed.ID)
@@ -446,6 +448,7 @@ func TestRunRefusedToken(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			before := goleak.IgnoreCurrent()
 			b := newBridge(t, matrix.Config{HomeserverURL: tt.url, UserID: svc, AccessToken: tt.token, DeviceID: tt.device, Store: openStore(t)}, matrix.Timing{})
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
@@ -458,7 +461,7 @@ func TestRunRefusedToken(t *testing.T) {
 					t.Errorf("Run error %q does not contain %q", err, s)
 				}
 			}
-			checkNoBridgeGoroutines(t)
+			goleak.VerifyNone(t, before) // Run left nothing behind
 		})
 	}
 }
