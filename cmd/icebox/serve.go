@@ -23,6 +23,7 @@ import (
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/turnserver"
+	"github.com/icebox-voip/icebox/turnserver/relayplan"
 	"github.com/icebox-voip/icebox/web"
 )
 
@@ -86,9 +87,13 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 
 	// The host's addresses are tracked by the relay itself (turnserver
 	// Config.HostAddrs): they may change while it runs.
-	_, plan, err := hostRelayPlan(cfg.TURN.Relay)
+	local, err := relayplan.HostAddrs()
 	if err != nil {
 		return err
+	}
+	plan, err := relayplan.New(cfg.TURN.Relay.BindIP, cfg.TURN.Relay.PublicIP, local)
+	if err != nil {
+		return usageError{err}
 	}
 
 	ln, bound, certs, err := bindTURN(ctx, cfg.TURN, log)
@@ -114,15 +119,15 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		Allowed:       cfg.TURN.AllowedPeers,
 		Denied:        cfg.TURN.DeniedPeers,
 		AllowLoopback: cfg.TURN.AllowLoopbackPeers,
-		RelayAddrs:    validAddrs(plan.adv4, plan.adv6, plan.bind4, plan.bind6),
+		RelayAddrs:    plan.Addrs(),
 		MinPort:       uint16(cfg.TURN.Relay.MinPort),
 		MaxPort:       uint16(cfg.TURN.Relay.MaxPort),
-		ServicePorts:  listenPorts(bound.udp, bound.tcp, bound.tls, []string{httpLn.Addr().String()}),
+		ServicePorts:  relayplan.ListenPorts(bound.udp, bound.tcp, bound.tls, []string{httpLn.Addr().String()}),
 	})
 	if err != nil {
 		return usageError{err}
 	}
-	for _, adv := range []netip.Addr{plan.adv4, plan.adv6} {
+	for _, adv := range []netip.Addr{plan.Adv4, plan.Adv6} {
 		if cfg.TURN.Relay.PublicIP == "" && adv.IsValid() && (adv.IsPrivate() || adv.IsLoopback() || adv.IsLinkLocalUnicast()) {
 			log.Warn().Str("component", "turn").Stringer("relay_address", adv).
 				Msg("relays advertise a private address: clients outside this network get no media. Behind a NAT (cloud VMs), set turn.relay.public_ip to the public address")
@@ -151,10 +156,10 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		Revoked:               revoked,
 		Realm:                 cfg.TURN.Realm,
 		Keyring:               keyring.Load,
-		RelayBindIPv4:         plan.bind4,
-		RelayIPv4:             plan.adv4,
-		RelayBindIPv6:         plan.bind6,
-		RelayIPv6:             plan.adv6,
+		RelayBindIPv4:         plan.Bind4,
+		RelayIPv4:             plan.Adv4,
+		RelayBindIPv6:         plan.Bind6,
+		RelayIPv6:             plan.Adv6,
 		MinPort:               uint16(cfg.TURN.Relay.MinPort),
 		MaxPort:               uint16(cfg.TURN.Relay.MaxPort),
 		Policy:                policy,
@@ -214,8 +219,8 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 		bridge.SetCalls(calls) // the sync loop turns Matrix users' m.call.* into transitions
 	}
 
-	host := iceHost(cfg, plan, first(bound.udp, bound.tcp, bound.tls))
-	stunURIs, turnURIs := iceURIs(host, bound.udp, bound.tcp, bound.tls)
+	host := relayplan.ICEHost(cfg.ICEServers.Hostname, cfg.TURN.Relay.PublicIP, plan, relayplan.First(bound.udp, bound.tcp, bound.tls))
+	stunURIs, turnURIs := relayplan.ICEURIs(host, bound.udp, bound.tcp, bound.tls)
 	var ready, draining atomic.Bool
 	var ui http.Handler // nil: /ui/ answers 404
 	if cfg.HTTP.UI {
@@ -303,7 +308,7 @@ func serve(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Logger) (
 	}
 	log.Info().
 		Strs("turn_udp", bound.udp).Strs("turn_tcp", bound.tcp).Strs("turn_tls", bound.tls).
-		Str("http", httpLn.Addr().String()).Stringer("relay_ipv4", plan.adv4).Stringer("relay_ipv6", plan.adv6).
+		Str("http", httpLn.Addr().String()).Stringer("relay_ipv4", plan.Adv4).Stringer("relay_ipv6", plan.Adv6).
 		Str("active_kid", kr.ActiveKID()).Str("state", st.Path()).
 		Msg("ready")
 
@@ -426,16 +431,6 @@ func externalServers(in []config.ExternalServer) []httpapi.ICEServer {
 	out := make([]httpapi.ICEServer, 0, len(in))
 	for _, e := range in {
 		out = append(out, httpapi.ICEServer{URLs: e.URLs, Username: e.Username, Credential: e.Credential})
-	}
-	return out
-}
-
-func validAddrs(addrs ...netip.Addr) []netip.Addr {
-	var out []netip.Addr
-	for _, a := range addrs {
-		if a.IsValid() && !a.IsUnspecified() {
-			out = append(out, a)
-		}
 	}
 	return out
 }
