@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
 )
 
@@ -38,7 +39,7 @@ func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
 	if *ttl < time.Second {
 		return usagef("creds: --ttl must be at least 1s")
 	}
-	kr, err := readKeyring(cfg)
+	kr, err := keystore.Read(cfg)
 	if err != nil {
 		return usageError{err}
 	}

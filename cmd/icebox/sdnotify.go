@@ -60,8 +60,8 @@ func cut(kv string) (k, v string, ok bool) {
 	return kv, "", false
 }
 
-// notify sends one state message, e.g. "READY=1".
-func (n *notifier) notify(state string) error {
+// Notify sends one state message, e.g. "READY=1".
+func (n *notifier) Notify(state string) error {
 	if n.addr == nil {
 		return nil
 	}
@@ -73,10 +73,10 @@ func (n *notifier) notify(state string) error {
 	return errors.Join(werr, conn.Close())
 }
 
-// runWatchdog pings the watchdog at half its interval until ctx is done;
+// RunWatchdog pings the watchdog at half its interval until ctx is done;
 // healthy is asked before each ping, so a stuck process stops pinging and
 // systemd restarts it.
-func (n *notifier) runWatchdog(ctx context.Context, healthy func() bool) error { //nolint:unparam // an errgroup member
+func (n *notifier) RunWatchdog(ctx context.Context, healthy func() bool) error { //nolint:unparam // an errgroup member
 	if n.addr == nil || n.watchdog == 0 {
 		<-ctx.Done()
 		return nil
@@ -93,7 +93,7 @@ func (n *notifier) runWatchdog(ctx context.Context, healthy func() bool) error {
 			}
 			// A failed ping is systemd's to judge (it restarts us when
 			// pings stop); it must not end the process by itself.
-			_ = n.notify("WATCHDOG=1")
+			_ = n.Notify("WATCHDOG=1")
 		}
 	}
 }
