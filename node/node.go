@@ -100,6 +100,7 @@ type Node struct {
 	api    *httpapi.Server
 
 	ready, draining atomic.Bool
+	serving         chan struct{} // closed once Run serves
 
 	closers   []func() error // in the order opened
 	closeOnce sync.Once
@@ -109,10 +110,13 @@ type Node struct {
 // New binds and builds a node; it serves nothing until Run. On failure
 // everything opened so far is closed again.
 func New(ctx context.Context, cfg config.Config, opts Options) (*Node, error) {
+	if opts.Registry == nil || opts.Auth == nil {
+		return nil, errors.New("node: Options.Registry and Options.Auth are required")
+	}
 	if opts.Notifier == nil {
 		opts.Notifier = nopNotifier{}
 	}
-	n := &Node{cfg: cfg, opts: opts, log: opts.Logger}
+	n := &Node{cfg: cfg, opts: opts, log: opts.Logger, serving: make(chan struct{})}
 	if err := n.bind(ctx); err != nil {
 		return nil, errors.Join(err, n.Close())
 	}
@@ -124,6 +128,10 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Node, error) {
 
 // Addrs returns where the node listens.
 func (n *Node) Addrs() Addrs { return n.addrs }
+
+// Serving is closed once Run has started every component and /readyz
+// answers 200.
+func (n *Node) Serving() <-chan struct{} { return n.serving }
 
 // Close closes everything New opened, last opened first, and joins the
 // errors. It is idempotent; call it after Run has returned.

@@ -16,7 +16,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer stopRun()
 	g, gctx := errgroup.WithContext(runCtx)
 	n.start(g, gctx)
-	n.serving()
+	n.markServing()
 	select {
 	case <-ctx.Done():
 	case <-gctx.Done(): // a component failed
@@ -47,9 +47,10 @@ func (n *Node) start(g *errgroup.Group, ctx context.Context) {
 	g.Go(func() error { return n.maintain(ctx) })
 }
 
-// serving marks the node ready, tells systemd and logs where it listens.
-func (n *Node) serving() {
+// markServing marks the node ready, tells systemd and logs where it listens.
+func (n *Node) markServing() {
 	n.ready.Store(true)
+	close(n.serving)
 	if err := n.opts.Notifier.Notify("READY=1\nSTATUS=serving"); err != nil {
 		n.log.Warn().Err(err).Msg("telling systemd we are ready")
 	}
