@@ -16,7 +16,7 @@ func TestExitCodeStateError(t *testing.T) {
 	}{
 		{"usage", usagef("bad flag"), exitConfig},
 		{"state", keystore.StateError{Err: errors.New("lost")}, exitFailure},
-		// buildKeyring's errors are wrapped as usage errors in serve; lost
+		// keystore.Build's errors are wrapped as config errors by the node; lost
 		// state among them is still a runtime failure.
 		{"state inside usage", usageError{keystore.StateError{Err: errors.New("lost")}}, exitFailure},
 		{"config", node.ConfigError{Err: errors.New("bad relay")}, exitConfig},
