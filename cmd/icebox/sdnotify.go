@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/icebox-voip/icebox/node"
 )
 
 // notifier speaks systemd's notify protocol (sd_notify(3)): datagrams of
@@ -17,6 +19,8 @@ type notifier struct {
 	addr     *net.UnixAddr
 	watchdog time.Duration // 0 = no watchdog requested
 }
+
+var _ node.Notifier = (*notifier)(nil)
 
 // newNotifier reads the systemd environment from env ("K=V" entries).
 func newNotifier(env []string) (*notifier, error) {
