@@ -89,6 +89,13 @@ func startCalls(t *testing.T, cfgYAML string, tok apiTokens) *callsEnv {
 	return &callsEnv{instance: startIcebox(t, cfgYAML, tok.env()), tok: tok}
 }
 
+// startCallsProcess is startCalls with icebox as a process (which crash
+// can kill).
+func startCallsProcess(t *testing.T, cfgYAML string, tok apiTokens) *callsEnv {
+	t.Helper()
+	return &callsEnv{instance: startIceboxProcess(t, cfgYAML, tok.env()), tok: tok}
+}
+
 // crash kills the process with SIGKILL, as a crash or the OOM killer would,
 // and waits for it. The harness's clean-stop check at cleanup is skipped: a
 // killed process has no exit code to check.
@@ -758,14 +765,14 @@ func TestCallSurvivesKill9(t *testing.T) {
 	cfg := callsConfig(filepath.Join(t.TempDir(), "state"), "")
 	tok := newAPITokens()
 
-	first := startCalls(t, cfg, tok)
+	first := startCallsProcess(t, cfg, tok)
 	first.putConversation(t, "c1", "alice", "bob")
 	offer := first.initiate(t, "alice", "c1", nil)
 	cred := first.callCred(t, offer, "alice")
 	first.answer(t, "bob", offer.ID)
 	first.crash()
 
-	second := startCalls(t, cfg, tok)
+	second := startCallsProcess(t, cfg, tok)
 	c := second.getCall(t, "alice", offer.ID)
 	if c.Status != "answered" || c.SDPOffer != testOffer || c.SDPAnswer != testAnswer || c.Answerer != "bob" {
 		t.Fatalf("after kill -9: call %+v, want answered by bob with the same offer and answer", c)
@@ -778,7 +785,7 @@ func TestCallSurvivesKill9(t *testing.T) {
 	second.mustAPI(t, "alice", http.MethodPost, "/calls/"+offer.ID+"/hangup", map[string]any{"reason": "user_hangup"}, http.StatusOK)
 	second.crash()
 
-	third := startCalls(t, cfg, tok)
+	third := startCallsProcess(t, cfg, tok)
 	if c := third.getCall(t, "alice", offer.ID); c.Status != "ended" || c.EndReason != "user_hangup" {
 		t.Errorf("after the second kill -9: call is %s (%s), want ended (user_hangup)", c.Status, c.EndReason)
 	}

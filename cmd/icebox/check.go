@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/probe"
 )
 
@@ -223,7 +224,7 @@ func keyringMinter(path, user string, env []string) (probe.Minter, error) {
 	if err != nil {
 		return nil, err
 	}
-	kr, err := readKeyring(cfg)
+	kr, err := keystore.Read(cfg)
 	if err != nil {
 		return nil, usageError{err}
 	}

@@ -78,9 +78,11 @@ func restCredential(secret, user string, exp time.Time) (string, string) {
 	return u, base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-func turnURLs(host string, port, tlsPort int) []string {
-	hp := net.JoinHostPort(host, strconv.Itoa(port))
-	urls := []string{"turn:" + hp + "?transport=udp", "turn:" + hp + "?transport=tcp"}
+func turnURLs(host string, udpPort, tcpPort, tlsPort int) []string {
+	urls := []string{
+		"turn:" + net.JoinHostPort(host, strconv.Itoa(udpPort)) + "?transport=udp",
+		"turn:" + net.JoinHostPort(host, strconv.Itoa(tcpPort)) + "?transport=tcp",
+	}
 	if tlsPort != 0 {
 		urls = append(urls, "turns:"+net.JoinHostPort(host, strconv.Itoa(tlsPort))+"?transport=tcp")
 	}
@@ -95,7 +97,7 @@ func TestCheckIcebox(t *testing.T) {
 	cert, key := writeCert(t, filepath.Join(dir, "tls"), []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
 	in := startIcebox(t, testConfig(filepath.Join(dir, "state"), cfgOpts{secret: testSecret, tlsCert: cert, tlsKey: key}))
 
-	args := append([]string{"--secret", testSecret, "--ca", cert, "--packets", "30"}, turnURLs("127.0.0.1", in.turnPort, in.tlsPort)...)
+	args := append([]string{"--secret", testSecret, "--ca", cert, "--packets", "30"}, turnURLs("127.0.0.1", in.turnPort, in.turnTCPPort, in.tlsPort)...)
 	args = append(args, "stun:"+in.turnAddr())
 	rep, code, _ := runCheck(t, testSecret, args...)
 	requirePass(t, rep, code, 4)
@@ -298,7 +300,7 @@ func TestCheckCoturn(t *testing.T) {
 	t.Parallel()
 	cert, key := writeCert(t, filepath.Join(t.TempDir(), "tls"), nil, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Now().Add(-time.Hour), time.Now().Add(90*24*time.Hour))
 	port, tlsPort := startCoturn(t, coturnOpts{loopbackPeers: true, cert: cert, key: key})
-	args := append([]string{"--secret", testSecret, "--ca", cert, "--packets", "30"}, turnURLs("127.0.0.1", port, tlsPort)...)
+	args := append([]string{"--secret", testSecret, "--ca", cert, "--packets", "30"}, turnURLs("127.0.0.1", port, port, tlsPort)...)
 	rep, code, _ := runCheck(t, testSecret, append(args, "stun:"+loopback(port))...)
 	requirePass(t, rep, code, 4)
 

@@ -111,17 +111,18 @@ func TestCoturnClientThroughIcebox(t *testing.T) {
 	// allocations a previous run left behind do not count against it.
 	for _, tc := range []struct {
 		name string
+		port int
 		args []string
 	}{
-		{"udp", []string{"-u", "alice", "-e", "127.0.0.1", "-r", peerPort}},
-		{"tcp", []string{"-t", "-u", "alicetcp", "-e", "127.0.0.1", "-r", peerPort}},
-		{"client-to-client", []string{"-y", "-u", "bob"}},
+		{"udp", in.turnPort, []string{"-u", "alice", "-e", "127.0.0.1", "-r", peerPort}},
+		{"tcp", in.turnTCPPort, []string{"-t", "-u", "alicetcp", "-e", "127.0.0.1", "-r", peerPort}},
+		{"client-to-client", in.turnPort, []string{"-y", "-u", "bob"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := in.metrics(t)
 			args := append([]string{"-W", testSecret}, tc.args...)
 			args = append(args, "-X", "-c", "-m", "4", "-n", "200", "-l", "172", "-z", "5",
-				"-p", strconv.Itoa(in.turnPort), "127.0.0.1")
+				"-p", strconv.Itoa(tc.port), "127.0.0.1")
 
 			ctx, cancel := context.WithTimeout(context.Background(), uclientTimeout)
 			defer cancel()

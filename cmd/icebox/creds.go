@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/credentials/keystore"
+	"github.com/icebox-voip/icebox/turnserver/relayplan"
 )
 
 // credsOutput is what `icebox creds` prints.
@@ -37,7 +39,7 @@ func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
 	if *ttl < time.Second {
 		return usagef("creds: --ttl must be at least 1s")
 	}
-	kr, err := readKeyring(cfg)
+	kr, err := keystore.Read(cfg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -45,12 +47,17 @@ func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	_, plan, err := hostRelayPlan(cfg.TURN.Relay)
+	local, err := relayplan.HostAddrs()
 	if err != nil {
 		return err
 	}
+	plan, err := relayplan.New(cfg.TURN.Relay.BindIP, cfg.TURN.Relay.PublicIP, local)
+	if err != nil {
+		return usageError{err}
+	}
 	l := cfg.TURN.Listen
-	_, turnURIs := iceURIs(iceHost(cfg, plan, first(l.UDP, l.TCP, l.TLS)), l.UDP, l.TCP, l.TLS)
+	host := relayplan.ICEHost(cfg.ICEServers.Hostname, cfg.TURN.Relay.PublicIP, plan, relayplan.First(l.UDP, l.TCP, l.TLS))
+	_, turnURIs := relayplan.ICEURIs(host, l.UDP, l.TCP, l.TLS)
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(credsOutput{
@@ -59,14 +66,4 @@ func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
 		TTL:      int64(cred.TTL / time.Second),
 		URIs:     turnURIs,
 	})
-}
-
-// first returns the first address of the first non-empty list.
-func first(lists ...[]string) string {
-	for _, l := range lists {
-		if len(l) > 0 {
-			return l[0]
-		}
-	}
-	return ""
 }

@@ -41,7 +41,7 @@ func TestServeRelaysWithPionClient(t *testing.T) {
 	// README: icebox_turn_allocations_total's transport is udp or tcp; TLS counts as tcp.
 	for _, tc := range []struct{ transport, addr, label string }{
 		{"udp", in.turnAddr(), "udp"},
-		{"tcp", in.turnAddr(), "tcp"},
+		{"tcp", in.turnTCPAddr(), "tcp"},
 		{"tls", in.tlsAddr(), "tcp"},
 	} {
 		t.Run(tc.transport, func(t *testing.T) {
@@ -209,7 +209,7 @@ func TestServeGeneratesSecretOnce(t *testing.T) {
 func TestServeRefusesLockedStateDir(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	in := startIcebox(t, testConfig(filepath.Join(dir, "state"), cfgOpts{secret: testSecret}))
+	in := startIceboxProcess(t, testConfig(filepath.Join(dir, "state"), cfgOpts{secret: testSecret}))
 
 	if len(openSockets(in.Process.Pid)) == 0 {
 		t.Fatalf("no sockets of the running instance (pid %d) in /proc; the check below would see nothing", in.Process.Pid)
@@ -301,10 +301,10 @@ func TestICEServersAPI(t *testing.T) {
 	if err := json.Unmarshal(body, &resp); err != nil {
 		t.Fatalf("ice_servers body %s: %v", body, err)
 	}
-	port := strconv.Itoa(in.turnPort)
+	port, tcpPort := strconv.Itoa(in.turnPort), strconv.Itoa(in.turnTCPPort)
 	wantTURN := map[string]bool{
-		"turn:127.0.0.1:" + port + "?transport=udp": false,
-		"turn:127.0.0.1:" + port + "?transport=tcp": false,
+		"turn:127.0.0.1:" + port + "?transport=udp":    false,
+		"turn:127.0.0.1:" + tcpPort + "?transport=tcp": false,
 	}
 	var user, pass string
 	for _, s := range resp.ICEServers {
@@ -313,7 +313,7 @@ func TestICEServersAPI(t *testing.T) {
 				continue
 			}
 			if _, ok := wantTURN[u]; !ok {
-				t.Errorf("unexpected TURN URI %q (bound port %s)", u, port)
+				t.Errorf("unexpected TURN URI %q (bound ports %s/udp, %s/tcp)", u, port, tcpPort)
 			}
 			wantTURN[u] = true
 			user, pass = s.Username, s.Credential

@@ -1,7 +1,9 @@
 package main
 
-// End-to-end test helpers: the icebox binary is built once by TestMain, and
-// each test runs it as a real process on loopback ports picked at run time.
+// End-to-end test helpers. Most tests start icebox in-process (startIcebox:
+// a node on loopback port 0, nodetest); tests of the process itself — signals,
+// exit codes, systemd, kill -9, the static binary, network namespaces — run
+// the binary that TestMain builds once, on loopback ports picked at run time.
 
 import (
 	"bufio"
@@ -35,6 +37,8 @@ import (
 
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
+
+	"github.com/icebox-voip/icebox/node/nodetest"
 )
 
 // The relay port range of every test config. Ports handed out for
@@ -388,18 +392,21 @@ func openSockets(pid int) []string {
 	return out
 }
 
-// instance is a running `icebox serve`.
+// instance is a running `icebox serve`: a process, or a node in-process.
 type instance struct {
-	*process
-	cfgPath  string
-	turnPort int // UDP and TCP
-	tlsPort  int
-	httpPort int
-	stopOnce sync.Once
+	*process                   // nil for a node in-process
+	node        *nodetest.Node // nil for a process
+	cfgPath     string
+	turnPort    int // UDP, and TCP for a process
+	turnTCPPort int
+	tlsPort     int
+	httpPort    int
+	stopOnce    sync.Once
 }
 
-func (in *instance) turnAddr() string { return loopback(in.turnPort) }
-func (in *instance) tlsAddr() string  { return loopback(in.tlsPort) }
+func (in *instance) turnAddr() string    { return loopback(in.turnPort) }
+func (in *instance) turnTCPAddr() string { return loopback(in.turnTCPPort) }
+func (in *instance) tlsAddr() string     { return loopback(in.tlsPort) }
 
 func (in *instance) httpURL(path string) string { return "http://" + loopback(in.httpPort) + path }
 
@@ -407,12 +414,12 @@ func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.It
 
 var errPortTaken = errors.New("a port was taken before icebox bound it")
 
-// startIcebox writes cfgYAML (with its port placeholders filled in) to a
-// file, runs `icebox serve --config` on it, with the extra environment
+// startIceboxProcess writes cfgYAML (with its port placeholders filled in)
+// to a file, runs `icebox serve --config` on it, with the extra environment
 // variables env ("KEY=value"), and waits for /readyz. At cleanup it stops the
 // process with SIGTERM and requires exit code 0; if the test failed it logs
 // the process's stderr.
-func startIcebox(t *testing.T, cfgYAML string, env ...string) *instance {
+func startIceboxProcess(t *testing.T, cfgYAML string, env ...string) *instance {
 	t.Helper()
 	return startIceboxBin(t, iceboxBin, cfgYAML, env...)
 }
@@ -441,6 +448,7 @@ func tryStartIcebox(t *testing.T, bin, dir, cfgYAML string, env []string) (*inst
 		tlsPort:  freePort(t),
 		httpPort: freePort(t),
 	}
+	in.turnTCPPort = in.turnPort
 	cfg := strings.NewReplacer(
 		phTURNPort, strconv.Itoa(in.turnPort),
 		phTLSPort, strconv.Itoa(in.tlsPort),
@@ -476,10 +484,17 @@ func tryStartIcebox(t *testing.T, bin, dir, cfgYAML string, env []string) (*inst
 }
 
 // stop sends SIGTERM and requires a clean exit (code 0) within stopTimeout;
-// after that the process is killed and the test fails. It runs once.
+// after that the process is killed and the test fails. A node in-process is
+// stopped as SIGTERM would and must return no error. It runs once.
 func (in *instance) stop(t *testing.T) {
 	t.Helper()
 	in.stopOnce.Do(func() {
+		if in.node != nil {
+			if err := in.node.Stop(); err != nil {
+				t.Errorf("icebox node: stop: %v", err)
+			}
+			return
+		}
 		if err := in.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			t.Errorf("SIGTERM icebox (pid %d): %v", in.Process.Pid, err)
 		}

@@ -66,7 +66,7 @@ func TestSystemdNotifyDrainAndSecondSignal(t *testing.T) {
 	sock, msgs := notifySocket(t)
 	cfg := strings.Replace(testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}),
 		"drain_timeout: 2s", "drain_timeout: 60s", 1)
-	in := startIcebox(t, cfg, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
+	in := startIceboxProcess(t, cfg, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=200000")
 	waitNotify(t, msgs, "READY=1")
 	waitNotify(t, msgs, "WATCHDOG=1")
 
@@ -128,7 +128,7 @@ func TestSIGHUPReloadsKeyring(t *testing.T) {
 	k1 := writeSecret("k1", "first-secret-0123456789abcdef")
 	base := testConfig(filepath.Join(dir, "state"), cfgOpts{})
 	cfg := base + "credentials:\n  secrets:\n    - {kid: k1, secret_file: " + k1 + ", compat: true}\n"
-	in := startIcebox(t, cfg, "ICEBOX_AUTH_STATIC_TOKENS="+hex.EncodeToString(sum[:])+":alice")
+	in := startIceboxProcess(t, cfg, "ICEBOX_AUTH_STATIC_TOKENS="+hex.EncodeToString(sum[:])+":alice")
 	kidOf := func() string {
 		code, body := httpGet(t, in.httpURL("/calls/ice_servers"), token)
 		if code != http.StatusOK {
@@ -184,7 +184,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	certFile, keyFile, pool := writeTestCert(t, dir)
-	in := startIcebox(t, testConfig(filepath.Join(dir, "state"), cfgOpts{secret: testSecret, tlsCert: certFile, tlsKey: keyFile}))
+	in := startIceboxProcess(t, testConfig(filepath.Join(dir, "state"), cfgOpts{secret: testSecret, tlsCert: certFile, tlsKey: keyFile}))
 	served := func() []byte {
 		conn, err := tls.Dial("tcp", in.tlsAddr(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // comparing raw certificates
 		if err != nil {

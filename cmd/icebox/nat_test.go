@@ -250,7 +250,7 @@ func TestNATTraversal(t *testing.T) {
 	t.Run("webrtc relay-only", nb.webrtcCall)
 
 	t.Run("icebox check from A", func(t *testing.T) {
-		args := append([]string{"--secret", testSecret, "--ca", nb.certFile}, turnURLs(bedPublicIP, 3478, 5349)...)
+		args := append([]string{"--secret", testSecret, "--ca", nb.certFile}, turnURLs(bedPublicIP, 3478, 3478, 5349)...)
 		rep, code := checkIn(t, nb.a, append(args, "stun:"+bedPublicIP)...)
 		requirePass(t, rep, code, 4)
 		for _, r := range rep.Results {
@@ -274,7 +274,7 @@ func TestNATIceboxBehind1to1NAT(t *testing.T) {
 
 	t.Run("public_ip set", func(t *testing.T) {
 		nb.startIcebox(t, bedPublicIP)
-		args := append([]string{"--secret", testSecret, "--ca", nb.certFile}, turnURLs(bedPublicIP, 3478, 5349)...)
+		args := append([]string{"--secret", testSecret, "--ca", nb.certFile}, turnURLs(bedPublicIP, 3478, 3478, 5349)...)
 		rep, code := checkIn(t, nb.a, args...)
 		requirePass(t, rep, code, 3)
 		nb.webrtcCall(t)

@@ -5,6 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+
+	"github.com/icebox-voip/icebox/credentials/keystore"
+	"github.com/icebox-voip/icebox/node"
 )
 
 // Exit codes: scripts and systemd tell a configuration mistake (fix the
@@ -28,7 +31,8 @@ func usagef(format string, args ...any) error {
 func exitCode(err error) int {
 	var (
 		ue usageError
-		se stateError
+		ce node.ConfigError
+		se keystore.StateError
 	)
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp):
@@ -37,7 +41,7 @@ func exitCode(err error) int {
 		// Lost or damaged state is not a configuration mistake, even
 		// when it surfaces while the configured keyring is built.
 		return exitFailure
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.As(err, &ce):
 		return exitConfig
 	default:
 		return exitFailure

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/icebox-voip/icebox/node"
 )
 
 // notifier speaks systemd's notify protocol (sd_notify(3)): datagrams of
@@ -17,6 +19,8 @@ type notifier struct {
 	addr     *net.UnixAddr
 	watchdog time.Duration // 0 = no watchdog requested
 }
+
+var _ node.Notifier = (*notifier)(nil)
 
 // newNotifier reads the systemd environment from env ("K=V" entries).
 func newNotifier(env []string) (*notifier, error) {
@@ -60,8 +64,8 @@ func cut(kv string) (k, v string, ok bool) {
 	return kv, "", false
 }
 
-// notify sends one state message, e.g. "READY=1".
-func (n *notifier) notify(state string) error {
+// Notify sends one state message, e.g. "READY=1".
+func (n *notifier) Notify(state string) error {
 	if n.addr == nil {
 		return nil
 	}
@@ -73,10 +77,10 @@ func (n *notifier) notify(state string) error {
 	return errors.Join(werr, conn.Close())
 }
 
-// runWatchdog pings the watchdog at half its interval until ctx is done;
+// RunWatchdog pings the watchdog at half its interval until ctx is done;
 // healthy is asked before each ping, so a stuck process stops pinging and
 // systemd restarts it.
-func (n *notifier) runWatchdog(ctx context.Context, healthy func() bool) error { //nolint:unparam // an errgroup member
+func (n *notifier) RunWatchdog(ctx context.Context, healthy func() bool) error { //nolint:unparam // an errgroup member
 	if n.addr == nil || n.watchdog == 0 {
 		<-ctx.Done()
 		return nil
@@ -93,7 +97,7 @@ func (n *notifier) runWatchdog(ctx context.Context, healthy func() bool) error {
 			}
 			// A failed ping is systemd's to judge (it restarts us when
 			// pings stop); it must not end the process by itself.
-			_ = n.notify("WATCHDOG=1")
+			_ = n.Notify("WATCHDOG=1")
 		}
 	}
 }

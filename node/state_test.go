@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/config"
+	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/store"
 )
 
@@ -28,7 +29,7 @@ func startState(t *testing.T, cfg config.Config, initState bool) error {
 		return err
 	}
 	defer st.Close()
-	_, err = buildKeyring(cfg)
+	_, err = keystore.Build(cfg)
 	return err
 }
 
@@ -37,20 +38,20 @@ func TestStateDirFirstStartAndUpgrade(t *testing.T) {
 	if err := startState(t, cfg, false); err != nil {
 		t.Fatalf("first start on an empty state_dir: %v", err)
 	}
-	rec, ok, err := loadStateRecord(cfg.StateDir)
+	rec, ok, err := keystore.LoadRecord(cfg.StateDir)
 	if err != nil || !ok || rec.StoreInstance == "" || len(rec.Secrets) != 1 || rec.Secrets["k1"] == "" {
 		t.Fatalf("record after the first start: %+v, %v, %v", rec, ok, err)
 	}
 
 	// An icebox from before the record: state file and secret, no record.
 	// The next start adopts them.
-	if err := os.Remove(stateRecordPath(cfg.StateDir)); err != nil {
+	if err := os.Remove(keystore.RecordPath(cfg.StateDir)); err != nil {
 		t.Fatal(err)
 	}
 	if err := startState(t, cfg, false); err != nil {
 		t.Fatalf("start on a state_dir without a record: %v", err)
 	}
-	again, ok, err := loadStateRecord(cfg.StateDir)
+	again, ok, err := keystore.LoadRecord(cfg.StateDir)
 	if err != nil || !ok || again.StoreInstance != rec.StoreInstance || again.Secrets["k1"] != rec.Secrets["k1"] {
 		t.Fatalf("adopted record %+v, want %+v (%v)", again, rec, err)
 	}
@@ -63,65 +64,46 @@ func TestStateDirEvidenceWithoutRecord(t *testing.T) {
 	if err := startState(t, cfg, false); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{stateRecordPath(cfg.StateDir), filepath.Join(cfg.StateDir, store.FileName)} {
+	for _, f := range []string{keystore.RecordPath(cfg.StateDir), filepath.Join(cfg.StateDir, store.FileName)} {
 		if err := os.Remove(f); err != nil {
 			t.Fatal(err)
 		}
 	}
 	err := startState(t, cfg, false)
-	var se stateError
+	var se keystore.StateError
 	if !errors.As(err, &se) || !errors.Is(err, store.ErrMissing) {
-		t.Fatalf("got %v, want a stateError with ErrMissing", err)
+		t.Fatalf("got %v, want a keystore.StateError with ErrMissing", err)
 	}
 	if err := startState(t, cfg, true); err != nil {
 		t.Fatalf("--init-state: %v", err)
 	}
 }
 
-// TestStateDirCredsWritesNothing: readKeyring (icebox creds) verifies but
+// TestStateDirCredsWritesNothing: keystore.Read (icebox creds) verifies but
 // never writes the record.
 func TestStateDirCredsWritesNothing(t *testing.T) {
 	cfg := stateCfg(t)
 	if err := startState(t, cfg, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(stateRecordPath(cfg.StateDir)); err != nil {
+	if err := os.Remove(keystore.RecordPath(cfg.StateDir)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readKeyring(cfg); err != nil {
+	if _, err := keystore.Read(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(stateRecordPath(cfg.StateDir)); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("readKeyring wrote the state record: %v", err)
+	if _, err := os.Stat(keystore.RecordPath(cfg.StateDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("keystore.Read wrote the state record: %v", err)
 	}
-	// A recorded secret that changed is refused by readKeyring too.
+	// A recorded secret that changed is refused by keystore.Read too.
 	if err := startState(t, cfg, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(cfg.StateDir, secretsDir, "k1"), []byte("another-secret-0123456789\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(keystore.SecretsPath(cfg.StateDir), "k1"), []byte("another-secret-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var se stateError
-	if _, err := readKeyring(cfg); !errors.As(err, &se) {
-		t.Errorf("readKeyring with a changed secret: got %v, want a stateError", err)
-	}
-}
-
-func TestExitCodeStateError(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		err  error
-		want int
-	}{
-		{"usage", usagef("bad flag"), exitConfig},
-		{"state", stateError{errors.New("lost")}, exitFailure},
-		// buildKeyring's errors are wrapped as usage errors in serve; lost
-		// state among them is still a runtime failure.
-		{"state inside usage", usageError{stateError{errors.New("lost")}}, exitFailure},
-		{"other", errors.New("socket"), exitFailure},
-	} {
-		if got := exitCode(tc.err); got != tc.want {
-			t.Errorf("%s: exitCode = %d, want %d", tc.name, got, tc.want)
-		}
+	var se keystore.StateError
+	if _, err := keystore.Read(cfg); !errors.As(err, &se) {
+		t.Errorf("keystore.Read with a changed secret: got %v, want a keystore.StateError", err)
 	}
 }

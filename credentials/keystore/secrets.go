@@ -1,65 +1,23 @@
-package main
+package keystore
 
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"time"
-
-	"github.com/icebox-voip/icebox/config"
-	"github.com/icebox-voip/icebox/credentials"
 )
 
 // secretsDir holds secrets icebox generated itself, inside state_dir.
 const secretsDir = "secrets"
 
-// buildKeyring turns the configured secrets into a keyring. A secret with
-// neither `secret` nor `secret_file` is generated once into
-// <state_dir>/secrets/<kid> (mode 0600) and reused after that.
-//
-// A managed keyring (all secrets generated) that was rotated is built from
-// its rotation record instead, without the keys that have retired.
-func buildKeyring(cfg config.Config) (*credentials.Keyring, error) {
-	return keyringFor(cfg, true)
-}
-
-// readKeyring is buildKeyring for commands that must not create files (icebox
-// creds, often run as another user than the service): a secret that was
-// never generated is an error.
-func readKeyring(cfg config.Config) (*credentials.Keyring, error) {
-	return keyringFor(cfg, false)
-}
-
-func keyringFor(cfg config.Config, generate bool) (*credentials.Keyring, error) {
-	if managedKeyring(cfg) {
-		st, ok, err := loadKeyringState(cfg.StateDir)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			return managedKeyringFrom(cfg, liveKeys(cfg, st, time.Now()), generate)
-		}
-	}
-	secrets := make([]credentials.Secret, 0, len(cfg.Credentials.Secrets))
-	for i, s := range cfg.Credentials.Secrets {
-		key, err := s.Value()
-		if err != nil {
-			return nil, fmt.Errorf("credentials.secrets[%d]: %w", i, err)
-		}
-		if len(key) == 0 {
-			if key, err = generatedSecret(cfg.StateDir, s.KID, generate); err != nil {
-				return nil, fmt.Errorf("credentials.secrets[%d]: %w", i, err)
-			}
-		}
-		secrets = append(secrets, credentials.Secret{KID: s.KID, Key: key, Compat: s.Compat})
-	}
-	return credentials.NewKeyring(secrets, nil)
-}
+// SecretsPath is the directory of generated secrets in stateDir.
+func SecretsPath(stateDir string) string { return filepath.Join(stateDir, secretsDir) }
 
 // generatedSecret reads the generated secret for kid, creating it first if
 // it does not exist and create is set. The file is written whole and synced
@@ -67,16 +25,16 @@ func keyringFor(cfg config.Config, generate bool) (*credentials.Keyring, error) 
 // trusted. Without create (icebox creds, often run as another user than the
 // service) it writes nothing, not even the state record.
 //
-// The state record (statedir.go) keeps each generated secret's SHA-256: a
+// The state record (record.go) keeps each generated secret's SHA-256: a
 // recorded secret whose file disappeared is refused rather than generated
 // anew under the same kid (credentials it signed, and homeservers sharing
 // it, would silently stop matching), and one whose content changed — cut
 // short, say — is refused rather than trusted. A secret the record does not
 // know yet (generated now, or by an icebox before the record) is added to it.
 func generatedSecret(stateDir, kid string, create bool) ([]byte, error) {
-	dir := filepath.Join(stateDir, secretsDir)
+	dir := SecretsPath(stateDir)
 	path := filepath.Join(dir, kid)
-	rec, _, err := loadStateRecord(stateDir)
+	rec, _, err := LoadRecord(stateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -84,22 +42,32 @@ func generatedSecret(stateDir, kid string, create bool) ([]byte, error) {
 	key, err := readSecretFile(path)
 	switch {
 	case err == nil && recorded && secretSum(key) != want:
-		return nil, stateError{fmt.Errorf("state: %s changed since icebox generated it (%s records another SHA-256): "+
-			"a truncated or replaced secret is not trusted; %s", path, stateRecordPath(stateDir), initStateHint)}
+		return nil, StateError{fmt.Errorf("state: %s changed since icebox generated it (%s records another SHA-256): "+
+			"a truncated or replaced secret is not trusted; %s", path, RecordPath(stateDir), InitStateHint)}
 	case err == nil && (recorded || !create):
 		return key, nil
 	case err == nil:
 		return key, recordSecret(stateDir, kid, key)
 	case recorded && errors.Is(err, fs.ErrNotExist):
-		return nil, stateError{fmt.Errorf("state: %s is missing, but %s records it: a new secret under kid %s would not "+
-			"match the credentials it signed; %s", path, stateRecordPath(stateDir), kid, initStateHint)}
+		return nil, StateError{fmt.Errorf("state: %s is missing, but %s records it: a new secret under kid %s would not "+
+			"match the credentials it signed; %s", path, RecordPath(stateDir), kid, InitStateHint)}
 	case recorded:
-		return nil, stateError{fmt.Errorf("state: %w; %s", err, initStateHint)}
+		return nil, StateError{fmt.Errorf("state: %w; %s", err, InitStateHint)}
 	case !errors.Is(err, fs.ErrNotExist):
 		return nil, err
 	case !create:
 		return nil, fmt.Errorf("%w (start icebox serve once to generate it, or name a secret in the config)", err)
 	}
+	if key, err = writeNewSecret(dir, kid); err != nil {
+		return nil, err
+	}
+	return key, recordSecret(stateDir, kid, key)
+}
+
+// writeNewSecret generates a secret into dir/kid, or returns the one
+// another process generated there meanwhile.
+func writeNewSecret(dir, kid string) ([]byte, error) {
+	path := filepath.Join(dir, kid)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
@@ -107,7 +75,7 @@ func generatedSecret(stateDir, kid string, create bool) ([]byte, error) {
 	if _, err := rand.Read(raw); err != nil {
 		return nil, fmt.Errorf("generate secret: %w", err)
 	}
-	key = []byte(base64.RawURLEncoding.EncodeToString(raw))
+	key := []byte(base64.RawURLEncoding.EncodeToString(raw))
 	tmp, err := os.CreateTemp(dir, "."+kid+".tmp*")
 	if err != nil {
 		return nil, fmt.Errorf("write secret: %w", err)
@@ -122,10 +90,7 @@ func generatedSecret(stateDir, kid string, create bool) ([]byte, error) {
 	// Link, not rename: if another process generated it meanwhile, keep theirs.
 	if err := os.Link(tmp.Name(), path); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			if key, err = readSecretFile(path); err != nil {
-				return nil, err
-			}
-			return key, recordSecret(stateDir, kid, key)
+			return readSecretFile(path)
 		}
 		return nil, fmt.Errorf("write secret %s: %w", path, err)
 	}
@@ -135,12 +100,12 @@ func generatedSecret(stateDir, kid string, create bool) ([]byte, error) {
 			return nil, fmt.Errorf("sync %s: %w", dir, err)
 		}
 	}
-	return key, recordSecret(stateDir, kid, key)
+	return key, nil
 }
 
 // recordSecret adds a generated secret's SHA-256 to the state record.
 func recordSecret(stateDir, kid string, key []byte) error {
-	return updateStateRecord(stateDir, func(r *stateRecord) bool {
+	return UpdateRecord(stateDir, func(r *Record) bool {
 		sum := secretSum(key)
 		if r.Secrets[kid] == sum {
 			return false
@@ -170,4 +135,10 @@ func readSecretFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: secret shorter than 16 bytes", path)
 	}
 	return b, nil
+}
+
+// secretSum is the SHA-256 (hex) the state record keeps of a secret.
+func secretSum(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:])
 }

@@ -1,18 +1,16 @@
-package main
+package relayplan
 
 import (
 	"net/netip"
 	"testing"
-
-	"github.com/icebox-voip/icebox/config"
 )
 
-// TestPlanRelay: where relay sockets bind and what clients are told. A
+// TestNew: where relay sockets bind and what clients are told. A
 // wildcard bind_ip binds the advertised address when the host has it, so
 // relayed packets leave from the advertised address even on a host with
 // two global addresses of a family; only a public_ip that is not on the
 // host (1:1 NAT) keeps the wildcard.
-func TestPlanRelay(t *testing.T) {
+func TestNew(t *testing.T) {
 	host := []netip.Addr{
 		netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("198.51.100.10"),
 		netip.MustParseAddr("198.51.100.11"), netip.MustParseAddr("10.0.0.5"),
@@ -36,7 +34,7 @@ func TestPlanRelay(t *testing.T) {
 		{"specific v6 bind", "2001:db8::11", "", host, "", "", "2001:db8::11", "2001:db8::11"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := planRelay(config.Relay{BindIP: tc.bindIP, PublicIP: tc.publicIP}, tc.local)
+			p, err := New(tc.bindIP, tc.publicIP, tc.local)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -46,14 +44,14 @@ func TestPlanRelay(t *testing.T) {
 				}
 				return a.String()
 			}
-			got := [4]string{str(p.bind4), str(p.adv4), str(p.bind6), str(p.adv6)}
+			got := [4]string{str(p.Bind4), str(p.Adv4), str(p.Bind6), str(p.Adv6)}
 			want := [4]string{tc.bind4, tc.adv4, tc.bind6, tc.adv6}
 			if got != want {
 				t.Errorf("bind4, adv4, bind6, adv6 = %q, want %q", got, want)
 			}
 		})
 	}
-	if _, err := planRelay(config.Relay{BindIP: "0.0.0.0"}, []netip.Addr{netip.MustParseAddr("127.0.0.1")}); err == nil {
+	if _, err := New("0.0.0.0", "", []netip.Addr{netip.MustParseAddr("127.0.0.1")}); err == nil {
 		t.Error("no global address and no public_ip: want an error")
 	}
 }

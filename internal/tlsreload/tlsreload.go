@@ -1,4 +1,7 @@
-package main
+// Package tlsreload serves a TLS certificate that can be replaced while
+// connections stay up: the files are polled for changes, and reloaded on
+// demand (SIGHUP); a pair that fails to load leaves the current one serving.
+package tlsreload
 
 import (
 	"context"
@@ -10,18 +13,16 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
-
-	"github.com/icebox-voip/icebox/credentials"
 )
 
-// certPollInterval is how often certificate files are checked for changes:
+// pollInterval is how often certificate files are checked for changes:
 // ACME clients replace them every few weeks, so seconds of delay are fine
 // and polling needs no inotify (which containers and NFS do not always give).
-const certPollInterval = 5 * time.Second
+const pollInterval = 5 * time.Second
 
-// certReloader serves a TLS certificate that can be replaced while
+// Reloader serves a TLS certificate that can be replaced while
 // connections stay up: tls.Config.GetCertificate reads the current one.
-type certReloader struct {
+type Reloader struct {
 	certFile, keyFile string
 	log               zerolog.Logger
 	cert              atomic.Pointer[tls.Certificate]
@@ -30,8 +31,9 @@ type certReloader struct {
 	stamp string     // mtimes and sizes of the files last loaded
 }
 
-func newCertReloader(certFile, keyFile string, log zerolog.Logger) (*certReloader, error) {
-	r := &certReloader{certFile: certFile, keyFile: keyFile,
+// New loads the certificate pair; the logger gets the component and file.
+func New(certFile, keyFile string, log zerolog.Logger) (*Reloader, error) {
+	r := &Reloader{certFile: certFile, keyFile: keyFile,
 		log: log.With().Str("component", "tls").Str("cert_file", certFile).Logger()}
 	if err := r.load(); err != nil {
 		return nil, err
@@ -39,12 +41,12 @@ func newCertReloader(certFile, keyFile string, log zerolog.Logger) (*certReloade
 	return r, nil
 }
 
-func (r *certReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (r *Reloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return r.cert.Load(), nil
 }
 
-// tlsConfig returns a server config that always uses the current certificate.
-func (r *certReloader) tlsConfig() *tls.Config {
+// TLSConfig returns a server config that always uses the current certificate.
+func (r *Reloader) TLSConfig() *tls.Config {
 	return &tls.Config{GetCertificate: r.getCertificate, MinVersion: tls.VersionTLS12}
 }
 
@@ -59,7 +61,7 @@ func fileStamp(paths ...string) string {
 }
 
 // load reads the pair; on any error the current certificate stays.
-func (r *certReloader) load() error {
+func (r *Reloader) load() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	stamp := fileStamp(r.certFile, r.keyFile)
@@ -75,8 +77,8 @@ func (r *certReloader) load() error {
 	return nil
 }
 
-// reload loads the files again and says what happened.
-func (r *certReloader) reload(why string) {
+// Reload loads the files again and says what happened.
+func (r *Reloader) Reload(why string) {
 	if err := r.load(); err != nil {
 		r.log.Error().Err(err).Str("trigger", why).Msg("certificate reload failed; keeping the current certificate")
 		return
@@ -88,9 +90,9 @@ func (r *certReloader) reload(why string) {
 	ev.Msg("certificate reloaded")
 }
 
-// watch reloads when the files change, until ctx is done.
-func (r *certReloader) watch(ctx context.Context) error {
-	t := time.NewTicker(certPollInterval)
+// Watch reloads when the files change, until ctx is done.
+func (r *Reloader) Watch(ctx context.Context) error {
+	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -101,32 +103,8 @@ func (r *certReloader) watch(ctx context.Context) error {
 			changed := fileStamp(r.certFile, r.keyFile) != r.stamp
 			r.mu.Unlock()
 			if changed {
-				r.reload("file change")
+				r.Reload("file change")
 			}
 		}
 	}
-}
-
-// reloadKeyring re-reads the configuration's credentials.secrets (or the
-// managed keyring's record) and swaps the keyring; on any error the current
-// keyring stays.
-func reloadKeyring(path string, env []string, keys *keyringManager, log zerolog.Logger) {
-	cfg, _, err := loadConfig(path, env)
-	if err == nil {
-		// Built under the manager's lock, so a concurrent rotation cannot
-		// be overwritten by a keyring built before it.
-		keys.mu.Lock()
-		var next *credentials.Keyring
-		if next, err = buildKeyring(cfg); err == nil {
-			keys.cfg = cfg
-			keys.ring.Store(next)
-		}
-		keys.mu.Unlock()
-		if err == nil {
-			log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
-				Strs("kids", next.KIDs()).Msg("keyring reloaded")
-			return
-		}
-	}
-	log.Error().Str("component", "credentials").Err(err).Msg("keyring reload failed; keeping the current keyring")
 }

@@ -1,0 +1,224 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/icebox-voip/icebox/config"
+	"github.com/icebox-voip/icebox/credentials/keystore"
+	"github.com/icebox-voip/icebox/signaling"
+	"github.com/icebox-voip/icebox/signaling/httpapi"
+	"github.com/icebox-voip/icebox/turnserver"
+	"github.com/icebox-voip/icebox/turnserver/relayplan"
+	"github.com/icebox-voip/icebox/web"
+)
+
+// build makes the components from the configuration, each handed the
+// sockets bind opened.
+func (n *Node) build(ctx context.Context) error {
+	for _, step := range []func(context.Context) error{n.buildKeyring, n.buildRelay, n.buildCalls, n.buildAPI} {
+		if err := step(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildKeyring builds the credentials keyring from the configuration and
+// the state directory (keystore).
+func (n *Node) buildKeyring(context.Context) error {
+	keys, err := keystore.NewManager(n.cfg, time.Now)
+	if err != nil {
+		return ConfigError{err}
+	}
+	n.keys = keys
+	return nil
+}
+
+// buildRelay plans the relay addresses and builds the TURN server on the
+// bound listeners, with the peer policy and the persisted revocations.
+func (n *Node) buildRelay(ctx context.Context) error {
+	cfg := n.cfg.TURN
+	// The host's addresses are tracked by the relay itself (turnserver
+	// Config.HostAddrs): they may change while it runs.
+	local, err := relayplan.HostAddrs()
+	if err != nil {
+		return err
+	}
+	if n.plan, err = relayplan.New(cfg.Relay.BindIP, cfg.Relay.PublicIP, local); err != nil {
+		return ConfigError{err}
+	}
+	policy, err := turnserver.NewPolicy(turnserver.PolicyConfig{
+		Allowed:       cfg.AllowedPeers,
+		Denied:        cfg.DeniedPeers,
+		AllowLoopback: cfg.AllowLoopbackPeers,
+		RelayAddrs:    n.plan.Addrs(),
+		MinPort:       uint16(cfg.Relay.MinPort),
+		MaxPort:       uint16(cfg.Relay.MaxPort),
+		ServicePorts:  relayplan.ListenPorts(n.addrs.TURNUDP, n.addrs.TURNTCP, n.addrs.TURNTLS, []string{n.addrs.HTTP}),
+	})
+	if err != nil {
+		return ConfigError{err}
+	}
+	n.warnRelay()
+	// Revocations outlive restarts: a call that ended before the restart
+	// must not get its credentials back, not even for a moment.
+	revs, err := n.state.Revocations(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	revoked := make([]turnserver.Revocation, 0, len(revs))
+	for _, r := range revs {
+		revoked = append(revoked, turnserver.Revocation{CallID: r.CallID, Until: r.Until})
+	}
+	n.relay, err = turnserver.New(n.relayConfig(policy, revoked), n.turnLn)
+	if err != nil {
+		return err
+	}
+	n.onClose(n.relay.Close)
+	return nil
+}
+
+func (n *Node) relayConfig(policy *turnserver.Policy, revoked []turnserver.Revocation) turnserver.Config {
+	cfg := n.cfg.TURN
+	return turnserver.Config{
+		Revoked:               revoked,
+		Realm:                 cfg.Realm,
+		Keyring:               n.keys.Keyring,
+		RelayBindIPv4:         n.plan.Bind4,
+		RelayIPv4:             n.plan.Adv4,
+		RelayBindIPv6:         n.plan.Bind6,
+		RelayIPv6:             n.plan.Adv6,
+		MinPort:               uint16(cfg.Relay.MinPort),
+		MaxPort:               uint16(cfg.Relay.MaxPort),
+		Policy:                policy,
+		Quotas:                turnserver.Quotas{PerUser: cfg.Quotas.PerUser, PerCall: cfg.Quotas.PerCall, Total: cfg.Quotas.Total},
+		MaxAllocationDuration: cfg.MaxAllocationDuration,
+		ErrorRate:             turnserver.ErrorRate{PerSecond: cfg.ErrorRate, Burst: cfg.ErrorBurst},
+		BindingRate:           turnserver.ErrorRate{PerSecond: cfg.BindingRate, Burst: cfg.BindingBurst},
+		RecvBatch:             cfg.RecvBatch,
+		Logger:                n.log,
+		Registerer:            n.opts.Registry,
+	}
+}
+
+// warnRelay says loudly what in the relay's configuration is likely a
+// mistake.
+func (n *Node) warnRelay() {
+	for _, adv := range []netip.Addr{n.plan.Adv4, n.plan.Adv6} {
+		if n.cfg.TURN.Relay.PublicIP == "" && adv.IsValid() && (adv.IsPrivate() || adv.IsLoopback() || adv.IsLinkLocalUnicast()) {
+			n.log.Warn().Str("component", "turn").Stringer("relay_address", adv).
+				Msg("relays advertise a private address: clients outside this network get no media. Behind a NAT (cloud VMs), set turn.relay.public_ip to the public address")
+		}
+	}
+	if n.cfg.TURN.AllowLoopbackPeers {
+		n.log.Warn().Str("component", "turn").
+			Msg("turn.allow_loopback_peers is on: the relay may reach 127.0.0.0/8 and ::1 — test setups only, never in production")
+	}
+}
+
+// buildCalls builds the WebSocket hub, the Matrix bridge (when on) and the
+// calls service between them.
+func (n *Node) buildCalls(context.Context) error {
+	cfg := n.cfg
+	n.hub = httpapi.NewHub(httpapi.HubConfig{Logger: n.log, Registerer: n.opts.Registry})
+	n.onClose(n.hub.Close)
+	svcCfg := signaling.ServiceConfig{
+		Store:             n.state,
+		Relay:             n.relay,
+		Publisher:         n.hub,
+		InviteLifetime:    cfg.Calls.InviteLifetime,
+		MaxInviteLifetime: cfg.Calls.MaxInviteLifetime,
+		CredentialTTL:     cfg.Credentials.TTL,
+		InitiateRate:      cfg.Calls.InitiateRate,
+		InitiateBurst:     cfg.Calls.InitiateBurst,
+		// A call outlives its media by no more than an allocation can: an
+		// answered call whose clients vanished is ended then.
+		MaxCallDuration: cfg.TURN.MaxAllocationDuration,
+		CallRetention:   cfg.Calls.Retention,
+		Logger:          n.log,
+		RoomIndex:       n.state,
+	}
+	bridge, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, n.hub, n.opts.Registry, n.log)
+	if err != nil {
+		return ConfigError{err}
+	}
+	if bridge != nil {
+		n.bridge = bridge
+		svcCfg.Outbound, svcCfg.Rooms, svcCfg.Invites = bridge.Encoder(), bridge, bridge
+		svcCfg.InviteWait = cfg.Matrix.InviteWait
+	}
+	if n.calls, err = signaling.NewService(svcCfg); err != nil {
+		return ConfigError{err}
+	}
+	if n.bridge != nil {
+		n.bridge.SetCalls(n.calls) // the sync loop turns Matrix users' m.call.* into transitions
+	}
+	return nil
+}
+
+// buildAPI builds the HTTP API: ICE servers for the bound listeners, the
+// calls, admin and operations endpoints.
+func (n *Node) buildAPI(context.Context) error {
+	cfg := n.cfg
+	if len(cfg.Auth.StaticTokens) == 0 && cfg.Auth.JWT.HS256Secret == "" && cfg.Auth.JWT.HS256SecretFile == "" &&
+		!(cfg.Matrix.Enabled && cfg.Auth.MatrixTokens.Enabled) {
+		n.log.Warn().Str("component", "http").
+			Msg("no API authentication is configured (auth.static_tokens, auth.jwt, Matrix tokens): every API request will be refused with 401")
+	}
+	var ui http.Handler // nil: /ui/ answers 404
+	if cfg.HTTP.UI {
+		h, err := web.New()
+		if err != nil {
+			return fmt.Errorf("web ui: %w", err)
+		}
+		ui = h
+	}
+	a := n.addrs
+	host := relayplan.ICEHost(cfg.ICEServers.Hostname, cfg.TURN.Relay.PublicIP, n.plan, relayplan.First(a.TURNUDP, a.TURNTCP, a.TURNTLS))
+	stunURIs, turnURIs := relayplan.ICEURIs(host, a.TURNUDP, a.TURNTCP, a.TURNTLS)
+	var err error
+	n.api, err = httpapi.New(httpapi.Config{
+		Keyring: n.keys.Keyring,
+		ICE: httpapi.ICEConfig{
+			STUN:     stunURIs,
+			TURN:     turnURIs,
+			TTL:      cfg.Credentials.TTL,
+			External: externalServers(cfg.ICEServers.External),
+		},
+		Ready:        n.readyErr,
+		Calls:        n.calls,
+		Auth:         n.opts.Auth,
+		Hub:          n.hub,
+		Allocations:  func() any { return n.relay.Allocations() },
+		ActiveCalls:  n.state.ActiveCalls,
+		UI:           ui,
+		KeyringAdmin: keyringAdmin{n.keys},
+		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
+		Draining:     n.draining.Load,
+		Gatherer:     n.opts.Registry,
+		Registerer:   n.opts.Registry,
+		Logger:       n.log,
+	})
+	return err
+}
+
+// readyErr is /readyz: serving, and the state file answers.
+func (n *Node) readyErr() error {
+	if !n.ready.Load() {
+		return errors.New("not serving")
+	}
+	return n.state.Ping()
+}
+
+func externalServers(in []config.ExternalServer) []httpapi.ICEServer {
+	out := make([]httpapi.ICEServer, 0, len(in))
+	for _, e := range in {
+		out = append(out, httpapi.ICEServer{URLs: e.URLs, Username: e.Username, Credential: e.Credential})
+	}
+	return out
+}

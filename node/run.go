@@ -1,0 +1,159 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Run serves until ctx is done or a component fails, then drains (see
+// drain) and stops every component. It returns the first component error;
+// Close releases the sockets and the state file afterwards.
+func (n *Node) Run(ctx context.Context) error {
+	// Components run until the drain is over, not until ctx is done.
+	runCtx, stopRun := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRun()
+	g, gctx := errgroup.WithContext(runCtx)
+	n.start(g, gctx)
+	n.markServing()
+	select {
+	case <-ctx.Done():
+	case <-gctx.Done(): // a component failed
+	}
+	n.ready.Store(false)
+	n.draining.Store(true)
+	if err := n.opts.Notifier.Notify("STOPPING=1\nSTATUS=draining"); err != nil {
+		n.log.Warn().Err(err).Msg("telling systemd we are stopping")
+	}
+	n.drain(gctx)
+	n.log.Info().Msg("shutting down")
+	stopRun()
+	return g.Wait()
+}
+
+// start runs every component, and what keeps them going, in g.
+func (n *Node) start(g *errgroup.Group, ctx context.Context) {
+	g.Go(func() error { return stopped(ctx, n.relay.Run(ctx)) })
+	g.Go(func() error { return stopped(ctx, n.api.Serve(ctx, n.httpLn)) })
+	g.Go(func() error { return stopped(ctx, n.calls.Run(ctx)) })
+	if n.bridge != nil {
+		g.Go(func() error { return stopped(ctx, n.bridge.Run(ctx)) })
+	}
+	g.Go(func() error { return n.opts.Notifier.RunWatchdog(ctx, func() bool { return n.state.Ping() == nil }) })
+	for _, r := range n.certs {
+		g.Go(func() error { return r.Watch(ctx) })
+	}
+	g.Go(func() error { return n.maintain(ctx) })
+}
+
+// stopped is a component's Run error, except the cancellation of its own
+// stop: a node stopped while a component was still starting (the calls
+// service loading ringing calls, say) stopped cleanly.
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// markServing marks the node ready, tells systemd and logs where it listens.
+func (n *Node) markServing() {
+	n.ready.Store(true)
+	close(n.serving)
+	if err := n.opts.Notifier.Notify("READY=1\nSTATUS=serving"); err != nil {
+		n.log.Warn().Err(err).Msg("telling systemd we are ready")
+	}
+	a := n.addrs
+	n.log.Info().
+		Strs("turn_udp", a.TURNUDP).Strs("turn_tcp", a.TURNTCP).Strs("turn_tls", a.TURNTLS).
+		Str("http", a.HTTP).Stringer("relay_ipv4", n.plan.Adv4).Stringer("relay_ipv6", n.plan.Adv6).
+		Str("active_kid", n.keys.Keyring().ActiveKID()).Str("state", n.state.Path()).
+		Msg("ready")
+}
+
+// maintain reloads on request and retires old keys, until ctx is done.
+func (n *Node) maintain(ctx context.Context) error {
+	retire := time.NewTicker(time.Minute)
+	defer retire.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-n.opts.Reload:
+			n.log.Info().Msg("SIGHUP: reloading certificates and keyring")
+			for _, r := range n.certs {
+				r.Reload("SIGHUP")
+			}
+			n.reloadKeyring()
+		case <-retire.C:
+			n.retireKeys()
+		}
+	}
+}
+
+// reloadKeyring re-reads the configuration's credentials.secrets (or the
+// managed keyring's record) and swaps the keyring; on any error the current
+// keyring stays.
+func (n *Node) reloadKeyring() {
+	if n.opts.LoadConfig == nil {
+		return
+	}
+	cfg, err := n.opts.LoadConfig()
+	if err == nil {
+		next, err2 := n.keys.Reload(cfg)
+		if err = err2; err == nil {
+			n.log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
+				Strs("kids", next.KIDs()).Msg("keyring reloaded")
+			return
+		}
+	}
+	n.log.Error().Str("component", "credentials").Err(err).Msg("keyring reload failed; keeping the current keyring")
+}
+
+// retireKeys drops keys whose credentials have all expired.
+func (n *Node) retireKeys() {
+	retired, err := n.keys.Retire()
+	if err != nil {
+		n.log.Error().Err(err).Str("component", "credentials").Msg("retiring old keys")
+	} else if len(retired) > 0 {
+		n.log.Info().Str("component", "credentials").Strs("retired", retired).Msg("retired keys whose credentials have expired")
+	}
+}
+
+// drainPoll is how often draining checks whether everything has ended.
+const drainPoll = 250 * time.Millisecond
+
+// drain waits, no longer than drain_timeout, until no allocation is open
+// and no invite rings (new credentials and calls are refused meanwhile).
+// Force or a failed component (failed is done) ends it at once.
+func (n *Node) drain(failed context.Context) {
+	timeout := n.cfg.DrainTimeout
+	if timeout <= 0 {
+		return
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	live := func() (int, int) { return n.relay.AllocationCount(), n.calls.ActiveTimers() }
+	allocs, ringing := live()
+	n.log.Info().Int("allocations", allocs).Int("ringing", ringing).Dur("timeout", timeout).
+		Msg("draining: no new credentials or calls; waiting for allocations and invites to end (signal again to exit now)")
+	for allocs+ringing > 0 {
+		select {
+		case <-n.opts.Force:
+			n.log.Warn().Int("allocations", allocs).Int("ringing", ringing).Msg("second signal: exiting without waiting")
+			return
+		case <-failed.Done():
+			return
+		case <-deadline.C:
+			n.log.Warn().Int("allocations", allocs).Int("ringing", ringing).Msg("drain timeout: exiting with allocations open")
+			return
+		case <-tick.C:
+			allocs, ringing = live()
+		}
+	}
+	n.log.Info().Msg("drained")
+}
