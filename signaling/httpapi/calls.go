@@ -10,28 +10,6 @@ import (
 	"github.com/icebox-voip/icebox/signaling"
 )
 
-// callResponse is a call with the ICE servers its participant should use:
-// credentials that name the call, so they die with it.
-type callResponse struct {
-	signaling.Call
-	ICEServers []ICEServer  `json:"ice_servers,omitempty"`
-	Matrix     *matrixEvent `json:"matrix,omitempty"`
-}
-
-// matrixEvent says where the call's Matrix invite went, once it was sent.
-type matrixEvent struct {
-	EventID string `json:"event_id"`
-	PartyID string `json:"party_id"`
-	RoomID  string `json:"room_id"`
-}
-
-func matrixOf(c signaling.Call) *matrixEvent {
-	if c.MatrixInviteEventID == "" {
-		return nil
-	}
-	return &matrixEvent{EventID: c.MatrixInviteEventID, PartyID: c.PartyID, RoomID: c.RoomID}
-}
-
 func (s *Server) routeCalls(g *echo.Group) {
 	g.POST("/calls/initiate", s.initiate, s.refuseWhileDraining)
 	g.GET("/calls", s.listCalls)
@@ -142,7 +120,7 @@ func (s *Server) getCall(c echo.Context) error {
 // respondCall writes a call, with per-call ICE servers for the caller when
 // the call is live and withICE is set.
 func (s *Server) respondCall(c echo.Context, status int, call signaling.Call, withICE bool) error {
-	resp := callResponse{Call: call, Matrix: matrixOf(call)}
+	resp := callResponse{callView: viewOf(call), Matrix: matrixOf(call)}
 	if withICE && !call.Status.Terminal() {
 		servers, _, err := s.iceServers(s.user(c), call.ID)
 		if err != nil {
@@ -177,7 +155,13 @@ func (s *Server) command(ctx context.Context, user string, msg json.RawMessage) 
 		if err != nil {
 			return nil, err
 		}
-		return callResponse{Call: call, ICEServers: servers, Matrix: matrixOf(call)}, nil
+		return callResponse{callView: viewOf(call), ICEServers: servers, Matrix: matrixOf(call)}, nil
+	}
+	view := func(call signaling.Call, err error) (any, error) {
+		if err != nil {
+			return nil, err
+		}
+		return viewOf(call), nil
 	}
 	switch env.Type {
 	case "initiate":
@@ -221,7 +205,7 @@ func (s *Server) command(ctx context.Context, user string, msg json.RawMessage) 
 		if err := decodeJSON(msg, &req); err != nil {
 			return nil, err
 		}
-		return calls.SelectAnswer(ctx, user, env.CallID, req.SelectAnswerRequest)
+		return view(calls.SelectAnswer(ctx, user, env.CallID, req.SelectAnswerRequest))
 	case "negotiate":
 		var req struct {
 			wsCommand
@@ -243,15 +227,15 @@ func (s *Server) command(ctx context.Context, user string, msg json.RawMessage) 
 			return nil, err
 		}
 		if env.Type == "reject" {
-			return calls.Reject(ctx, user, env.CallID, req.EndRequest)
+			return view(calls.Reject(ctx, user, env.CallID, req.EndRequest))
 		}
-		return calls.Hangup(ctx, user, env.CallID, req.EndRequest)
+		return view(calls.Hangup(ctx, user, env.CallID, req.EndRequest))
 	case "get":
 		var req wsCommand
 		if err := decodeJSON(msg, &req); err != nil {
 			return nil, err
 		}
-		return calls.Get(ctx, user, env.CallID)
+		return view(calls.Get(ctx, user, env.CallID))
 	default:
 		return nil, apiError(http.StatusBadRequest, "unknown_command",
 			"type must be one of initiate, answer, candidates, select_answer, negotiate, reject, hangup, get")
