@@ -31,7 +31,7 @@ func (s *Server) command(ctx context.Context, user string, msg json.RawMessage) 
 	}
 	op, ok := callOpsByName[env.Type]
 	if !ok {
-		return nil, unknownCommand
+		return nil, unknownCommand()
 	}
 	if op.starts && s.cfg.Draining() {
 		return nil, apiError(http.StatusServiceUnavailable, "draining", "this server is shutting down; retry on another")

@@ -88,13 +88,13 @@ var callOpsByName = func() map[string]callOp {
 }()
 
 // unknownCommand is the error of a command type not in callOps.
-var unknownCommand = func() *Error {
+func unknownCommand() *Error {
 	names := make([]string, len(callOps))
 	for i, op := range callOps {
 		names[i] = op.name
 	}
 	return apiError(http.StatusBadRequest, "unknown_command", "type must be one of "+strings.Join(names, ", "))
-}()
+}
 
 // noRequest is the request of an operation that takes none (get).
 type noRequest struct{}
