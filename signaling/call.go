@@ -61,36 +61,39 @@ func (c Conversation) HasParticipant(user string) bool {
 	return false
 }
 
-// Call is one call in a conversation. SDP bodies are stored (a restart must
-// not lose a ringing call's offer) but never logged.
+// Call is one call in a conversation, the domain's view of it. Its stored
+// record (package store) and its API view (package httpapi) are types of
+// their own, converted explicitly, so that neither the file nor the wire
+// changes with it. SDP bodies are kept (a restart must not lose a ringing
+// call's offer) but never logged.
 type Call struct {
-	ID             string `json:"id"`
-	ConversationID string `json:"conversation_id"`
-	RoomID         string `json:"room_id,omitempty"`
-	Initiator      string `json:"initiator"`
-	Invitee        string `json:"invitee,omitempty"`
-	PartyID        string `json:"party_id"` // the initiator's party
-	Status         Status `json:"status"`
-	SDPOffer       string `json:"sdp_offer,omitempty"`
-	SDPAnswer      string `json:"sdp_answer,omitempty"`
-	Answerer       string `json:"answerer,omitempty"`        // user whose answer was selected
-	AnswerPartyID  string `json:"answer_party_id,omitempty"` // their party
-	LifetimeMS     int64  `json:"lifetime_ms"`               // invite lifetime
-	Version        string `json:"version"`
+	ID             string
+	ConversationID string
+	RoomID         string
+	Initiator      string
+	Invitee        string
+	PartyID        string // the initiator's party
+	Status         Status
+	SDPOffer       string
+	SDPAnswer      string
+	Answerer       string // user whose answer was selected
+	AnswerPartyID  string // their party
+	LifetimeMS     int64  // invite lifetime
+	Version        string
 
-	CreatedAt  time.Time  `json:"created_at"`
-	AnsweredAt *time.Time `json:"answered_at,omitempty"`
-	EndedAt    *time.Time `json:"ended_at,omitempty"`
-	EndReason  string     `json:"end_reason,omitempty"`
-	EndedBy    string     `json:"ended_by,omitempty"`
+	CreatedAt  time.Time
+	AnsweredAt *time.Time
+	EndedAt    *time.Time
+	EndReason  string
+	EndedBy    string
 
-	MatrixInviteEventID string `json:"matrix_invite_event_id,omitempty"`
-	MatrixPartyID       string `json:"matrix_party_id,omitempty"`
+	MatrixInviteEventID string
+	MatrixPartyID       string
 
 	// RevokedUntil is set when the call ends: its TURN credentials are
 	// refused until then (when they would have expired anyway). The store
 	// persists a revocation in the same transaction.
-	RevokedUntil *time.Time `json:"revoked_until,omitempty"`
+	RevokedUntil *time.Time
 }
 
 // InviteDeadline is when an unanswered invite expires.

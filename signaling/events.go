@@ -43,6 +43,14 @@ type InvitePayload struct {
 	Status         Status `json:"status"`
 }
 
+// invitePayload is the CallInvite (or CallInviteViaMatrix) body of c.
+func invitePayload(eventType string, c Call) InvitePayload {
+	return InvitePayload{
+		Type: eventType, CallID: c.ID, ConversationID: c.ConversationID, InitiatorID: c.Initiator,
+		Invitee: c.Invitee, PartyID: c.PartyID, SDPOffer: c.SDPOffer, LifetimeMS: c.LifetimeMS, Status: c.Status,
+	}
+}
+
 // AnswerPayload is the body of CallAnswer.
 type AnswerPayload struct {
 	Type           string `json:"type"`

@@ -2,12 +2,8 @@ package signaling
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 )
 
@@ -109,10 +105,7 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 	}
 	s.logTransition(c, "invited from Matrix")
 	s.armExpiry(c)
-	s.emit(newEvent(conv, c, EventCallInviteViaMatrix, InvitePayload{
-		Type: EventCallInviteViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, InitiatorID: c.Initiator,
-		Invitee: c.Invitee, PartyID: c.PartyID, SDPOffer: c.SDPOffer, LifetimeMS: c.LifetimeMS, Status: c.Status,
-	}))
+	s.emit(newEvent(conv, c, EventCallInviteViaMatrix, invitePayload(EventCallInviteViaMatrix, c)))
 	return c, nil
 }
 
@@ -299,75 +292,4 @@ func (s *Service) resolveGlare(ctx context.Context, conv Conversation, in Matrix
 		s.ended(c, ev)
 	}
 	return true, nil
-}
-
-// isMatrixUserID reports whether user looks like @localpart:server.
-func isMatrixUserID(user string) bool {
-	return len(user) > 3 && user[0] == '@' && strings.Contains(user[1:], ":")
-}
-
-// conversationOfRoom returns the room's conversation, or a new one (not
-// stored) with an ID derived from the room's.
-func (s *Service) conversationOfRoom(ctx context.Context, roomID string, now time.Time) (Conversation, error) {
-	conv, err := s.cfg.RoomIndex.ConversationByRoom(ctx, roomID)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		sum := sha256.Sum256([]byte(roomID))
-		id := "room-" + hex.EncodeToString(sum[:8])
-		// An admin may have stored that conversation, room still unset.
-		if c, err := s.cfg.Store.Conversation(ctx, id); err == nil {
-			c.RoomID = roomID
-			return c, nil
-		} else if !errors.Is(err, ErrNotFound) {
-			return Conversation{}, err
-		}
-		return Conversation{ID: id, RoomID: roomID, CreatedAt: now}, nil
-	case err != nil:
-		return Conversation{}, err
-	}
-	return conv, nil
-}
-
-// RoomJoined makes a Matrix room the service user joined into a
-// conversation whose participants are the room's joined members (the
-// service user excluded), or refreshes the participants of the
-// conversation the room already maps to.
-func (s *Service) RoomJoined(ctx context.Context, roomID string, members []string) (Conversation, error) {
-	if s.cfg.RoomIndex == nil {
-		return Conversation{}, fmt.Errorf("%w: no room index", ErrInvalid)
-	}
-	var valid []string
-	for _, m := range members {
-		if validUser(m) && !slices.Contains(valid, m) {
-			valid = append(valid, m)
-		}
-	}
-	if len(valid) == 0 {
-		return Conversation{}, invalidf("room %s has no members to call", roomID)
-	}
-	now := s.cfg.Now().UTC()
-	conv, err := s.conversationOfRoom(ctx, roomID, now)
-	if err != nil {
-		return Conversation{}, err
-	}
-	// Read again under the conversation's lock: an admin PUT of the same
-	// conversation meanwhile must not be overwritten with stale members.
-	defer s.convLocks.lock(conv.ID)()
-	if conv, err = s.conversationOfRoom(ctx, roomID, now); err != nil {
-		return Conversation{}, err
-	}
-	// Local (non-Matrix) participants stay: they are icebox's users, not
-	// room members. Matrix participants are the room's joined members.
-	participants := make([]string, 0, len(conv.Participants)+len(valid))
-	for _, p := range conv.Participants {
-		if !isMatrixUserID(p) {
-			participants = append(participants, p)
-		}
-	}
-	conv.Participants = append(participants, valid...)
-	conv.UpdatedAt = now
-	if err := s.cfg.Store.PutConversation(ctx, conv); err != nil {
-		return Conversation{}, err
-	}
-	return conv, nil
 }

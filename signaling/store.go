@@ -5,16 +5,28 @@ import (
 	"time"
 )
 
-// Store is what the calls service needs from durable storage. Every method
-// commits (with fsync) before it returns nil. Implemented by package store.
+// Store is what the calls service needs from durable storage, one interface
+// per aggregate. Every method commits (with fsync) before it returns nil.
+// Implemented by package store.
 type Store interface {
+	ConversationStore
+	CallStore
+	RevocationStore
+	OutboxStore // outbox.go: transitions written with their Matrix events
+}
+
+// ConversationStore keeps conversations.
+type ConversationStore interface {
 	// PutConversation creates or replaces a conversation.
 	PutConversation(ctx context.Context, c Conversation) error
 	// Conversation returns ErrNotFound if there is none with that ID.
 	Conversation(ctx context.Context, id string) (Conversation, error)
 	// DeleteConversation returns ErrNotFound if there is none with that ID.
 	DeleteConversation(ctx context.Context, id string) error
+}
 
+// CallStore keeps calls.
+type CallStore interface {
 	// CreateCall stores a new call; ErrConflict if the ID exists.
 	CreateCall(ctx context.Context, c Call) error
 	// UpdateCall applies fn to the stored call in one transaction and
@@ -33,15 +45,18 @@ type Store interface {
 	// ActiveCalls lists every call in StatusRinging or StatusAnswered (to
 	// end answered calls that outlived the maximum call duration).
 	ActiveCalls(ctx context.Context) ([]Call, error)
-	// Revocations lists revocations still in force at now, and deletes
-	// the others.
-	Revocations(ctx context.Context, now time.Time) ([]Revocation, error)
 	// PruneEndedCalls deletes up to limit calls that ended before before,
 	// oldest first, in one transaction, and returns how many it deleted.
 	// Revocations are not deleted with them.
 	PruneEndedCalls(ctx context.Context, before time.Time, limit int) (int, error)
+}
 
-	OutboxStore
+// RevocationStore keeps the revocations that ended calls leave behind
+// (written by CallStore.UpdateCall with the end of the call).
+type RevocationStore interface {
+	// Revocations lists revocations still in force at now, and deletes
+	// the others.
+	Revocations(ctx context.Context, now time.Time) ([]Revocation, error)
 }
 
 // Relay is what the calls service needs from the TURN relay: refusing a

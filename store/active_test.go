@@ -134,7 +134,7 @@ func TestMigrateSchema3To4(t *testing.T) {
 			t.Errorf("bucket %s exists at schema 3", bucketCallsActive)
 		}
 		for _, c := range calls {
-			raw, err := json.Marshal(c)
+			raw, err := json.Marshal(recordOf(c))
 			if err != nil {
 				return err
 			}

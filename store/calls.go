@@ -11,8 +11,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Calls live in bucket calls: key = call ID, value = JSON of signaling.Call
-// without its SDPs, which are kept apart as bytes (sdp.go).
+// Calls live in bucket calls: key = call ID, value = JSON of callRecord
+// (callrecord.go) without its SDPs, which are kept apart as bytes (sdp.go).
 // Two index buckets (schema 2) are kept in step by putCall, inside the
 // transaction that writes the call:
 //
@@ -202,8 +202,8 @@ func getCall(tx *bolt.Tx, id []byte) (signaling.Call, error) {
 	if raw == nil {
 		return signaling.Call{}, signaling.ErrNotFound
 	}
-	var c signaling.Call
-	if err := decode("call", id, raw, &c); err != nil {
+	c, err := decodeCall(id, raw)
+	if err != nil {
 		return signaling.Call{}, err
 	}
 	fillSDPs(tx, id, &c)
@@ -214,7 +214,7 @@ func getCall(tx *bolt.Tx, id []byte) (signaling.Call, error) {
 // old is the stored call, nil when c is new. The caller has checked that c's
 // ID and ConversationID are usable keys and equal old's.
 func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
-	rec := c
+	rec := recordOf(c)
 	rec.SDPOffer, rec.SDPAnswer = "", "" // stored apart, as bytes (sdp.go)
 	raw, err := encode(rec)
 	if err != nil {
@@ -327,8 +327,8 @@ func migrateCallIndexes(tx *bolt.Tx) error {
 		}
 	}
 	return tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
-		var c signaling.Call
-		if err := decode("call", k, v, &c); err != nil {
+		c, err := decodeCall(k, v)
+		if err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketCallsByConv).Put(convKey(c), nil); err != nil {
@@ -349,8 +349,8 @@ func migrateActiveIndex(tx *bolt.Tx) error {
 		return fmt.Errorf("create bucket %s: %w", bucketCallsActive, err)
 	}
 	return tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
-		var c signaling.Call
-		if err := decode("call", k, v, &c); err != nil {
+		c, err := decodeCall(k, v)
+		if err != nil {
 			return err
 		}
 		if isActive(c.Status) {

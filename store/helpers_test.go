@@ -67,8 +67,8 @@ func checkIndexes(t *testing.T, s *Store) {
 		wantEnded := map[string]bool{}
 		wantMatrix := map[string]string{} // event ID → call ID
 		err := tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
-			var c signaling.Call
-			if err := decode("call", k, v, &c); err != nil {
+			c, err := decodeCall(k, v)
+			if err != nil {
 				return err
 			}
 			wantConv[string(convKey(c))] = true

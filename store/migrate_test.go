@@ -40,7 +40,7 @@ func TestMigrateSchema1To2(t *testing.T) {
 			}
 		}
 		for _, c := range calls {
-			raw, err := json.Marshal(c)
+			raw, err := json.Marshal(recordOf(c))
 			if err != nil {
 				return err
 			}

@@ -183,8 +183,8 @@ func migrateEndedIndex(tx *bolt.Tx) error {
 		return fmt.Errorf("create bucket %s: %w", bucketCallsEnded, err)
 	}
 	return tx.Bucket(bucketCalls).ForEach(func(k, v []byte) error {
-		var c signaling.Call
-		if err := decode("call", k, v, &c); err != nil {
+		c, err := decodeCall(k, v)
+		if err != nil {
 			return err
 		}
 		if c.Status.Terminal() {

@@ -220,7 +220,7 @@ func TestMigrateSchema4To5(t *testing.T) {
 			t.Errorf("bucket %s exists at schema 4", bucketCallsEnded)
 		}
 		for _, c := range calls {
-			raw, err := json.Marshal(c) // HTML-escaped, as schema 4 wrote it
+			raw, err := json.Marshal(recordOf(c)) // HTML-escaped, as schema 4 wrote it
 			if err != nil {
 				return err
 			}

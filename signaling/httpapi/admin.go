@@ -79,7 +79,7 @@ func (s *Server) adminGetCall(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, call)
+	return c.JSON(http.StatusOK, viewOf(call))
 }
 
 // revokeCall ends a call and kills its TURN credentials at once.
@@ -91,7 +91,7 @@ func (s *Server) revokeCall(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, call)
+	return c.JSON(http.StatusOK, viewOf(call))
 }
 
 func (s *Server) allocations(c echo.Context) error {

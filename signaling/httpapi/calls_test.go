@@ -155,7 +155,7 @@ func TestInitiateReturnsPerCallCredentials(t *testing.T) {
 	e := newAPIEnv(t)
 	c := e.initiate(t)
 	if c.Status != signaling.StatusRinging || c.ID == "" {
-		t.Fatalf("initiate = %+v", c.Call)
+		t.Fatalf("initiate = %+v", c.callView)
 	}
 	var turnUser string
 	for _, s := range c.ICEServers {

@@ -1,0 +1,74 @@
+package httpapi
+
+import (
+	"time"
+
+	"github.com/icebox-voip/icebox/signaling"
+)
+
+// callView is a call as the API writes it (GET /calls/{id}, the replies of
+// the call operations, the admin routes): the JSON names below are the API's,
+// apart from the domain's signaling.Call and the store's record of it, so
+// that neither can change the API by changing itself. GET /calls lists
+// callSummary (list.go), which leaves the SDPs out.
+type callView struct {
+	ID             string           `json:"id"`
+	ConversationID string           `json:"conversation_id"`
+	RoomID         string           `json:"room_id,omitempty"`
+	Initiator      string           `json:"initiator"`
+	Invitee        string           `json:"invitee,omitempty"`
+	PartyID        string           `json:"party_id"` // the initiator's party
+	Status         signaling.Status `json:"status"`
+	SDPOffer       string           `json:"sdp_offer,omitempty"`
+	SDPAnswer      string           `json:"sdp_answer,omitempty"`
+	Answerer       string           `json:"answerer,omitempty"`
+	AnswerPartyID  string           `json:"answer_party_id,omitempty"`
+	LifetimeMS     int64            `json:"lifetime_ms"`
+	Version        string           `json:"version"`
+
+	CreatedAt  time.Time  `json:"created_at"`
+	AnsweredAt *time.Time `json:"answered_at,omitempty"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	EndReason  string     `json:"end_reason,omitempty"`
+	EndedBy    string     `json:"ended_by,omitempty"`
+
+	MatrixInviteEventID string `json:"matrix_invite_event_id,omitempty"`
+	MatrixPartyID       string `json:"matrix_party_id,omitempty"`
+
+	RevokedUntil *time.Time `json:"revoked_until,omitempty"`
+}
+
+func viewOf(c signaling.Call) callView {
+	return callView{
+		ID: c.ID, ConversationID: c.ConversationID, RoomID: c.RoomID,
+		Initiator: c.Initiator, Invitee: c.Invitee, PartyID: c.PartyID, Status: c.Status,
+		SDPOffer: c.SDPOffer, SDPAnswer: c.SDPAnswer,
+		Answerer: c.Answerer, AnswerPartyID: c.AnswerPartyID, LifetimeMS: c.LifetimeMS, Version: c.Version,
+		CreatedAt: c.CreatedAt, AnsweredAt: c.AnsweredAt, EndedAt: c.EndedAt,
+		EndReason: c.EndReason, EndedBy: c.EndedBy,
+		MatrixInviteEventID: c.MatrixInviteEventID, MatrixPartyID: c.MatrixPartyID,
+		RevokedUntil: c.RevokedUntil,
+	}
+}
+
+// callResponse is a call with the ICE servers its participant should use:
+// credentials that name the call, so they die with it.
+type callResponse struct {
+	callView
+	ICEServers []ICEServer  `json:"ice_servers,omitempty"`
+	Matrix     *matrixEvent `json:"matrix,omitempty"`
+}
+
+// matrixEvent says where the call's Matrix invite went, once it was sent.
+type matrixEvent struct {
+	EventID string `json:"event_id"`
+	PartyID string `json:"party_id"`
+	RoomID  string `json:"room_id"`
+}
+
+func matrixOf(c signaling.Call) *matrixEvent {
+	if c.MatrixInviteEventID == "" {
+		return nil
+	}
+	return &matrixEvent{EventID: c.MatrixInviteEventID, PartyID: c.PartyID, RoomID: c.RoomID}
+}

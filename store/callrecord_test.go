@@ -1,0 +1,48 @@
+package store
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/icebox-voip/icebox/signaling"
+)
+
+// TestCallRecordOnDisk pins the JSON of a call record: these names are in
+// every file written so far, whatever the domain or the API call them.
+func TestCallRecordOnDisk(t *testing.T) {
+	at := func(s string) *time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &v
+	}
+	c := signaling.Call{
+		ID: "k", ConversationID: "c", RoomID: "!r:x", Initiator: "alice", Invitee: "bob", PartyID: "p1",
+		Status: signaling.StatusEnded, SDPOffer: "o", SDPAnswer: "a", Answerer: "bob", AnswerPartyID: "p2",
+		LifetimeMS: 60000, Version: "1", CreatedAt: *at("2026-01-02T03:04:05Z"),
+		AnsweredAt: at("2026-01-02T03:04:06Z"), EndedAt: at("2026-01-02T03:04:07Z"),
+		EndReason: "user_hangup", EndedBy: "alice", MatrixInviteEventID: "$e", MatrixPartyID: "m",
+		RevokedUntil: at("2026-01-03T03:05:07Z"),
+	}
+	const want = `{"id":"k","conversation_id":"c","room_id":"!r:x","initiator":"alice","invitee":"bob",` +
+		`"party_id":"p1","status":"ended","sdp_offer":"o","sdp_answer":"a","answerer":"bob",` +
+		`"answer_party_id":"p2","lifetime_ms":60000,"version":"1","created_at":"2026-01-02T03:04:05Z",` +
+		`"answered_at":"2026-01-02T03:04:06Z","ended_at":"2026-01-02T03:04:07Z","end_reason":"user_hangup",` +
+		`"ended_by":"alice","matrix_invite_event_id":"$e","matrix_party_id":"m","revoked_until":"2026-01-03T03:05:07Z"}`
+	raw, err := encode(recordOf(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(raw) != want {
+		t.Errorf("record of a call:\n got %s\nwant %s", raw, want)
+	}
+	got, err := decodeCall([]byte(c.ID), []byte(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, c) {
+		t.Errorf("decoded record:\n got %+v\nwant %+v", got, c)
+	}
+}
