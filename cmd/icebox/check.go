@@ -42,139 +42,22 @@ flags:
 
 // checkCmd is `icebox check`.
 func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
-	fs := newFlagSet("check", stderr)
-	fs.Usage = func() {
-		_, _ = io.WriteString(stderr, checkUsage)
-		fs.PrintDefaults()
+	f, err := parseCheckFlags(args, stderr, env)
+	if err != nil {
+		return err
 	}
-	secret := fs.String("secret", "", "TURN REST shared secret to mint credentials with (default: $ICEBOX_CHECK_SECRET)")
-	secretFile := fs.String("secret-file", "", "file holding the shared secret")
-	kid := fs.String("kid", "", "icebox key id to name in minted usernames (default: none, for a compat secret or coturn)")
-	user := fs.String("user", probe.DefaultUser, "user in minted usernames")
-	ttl := fs.Duration("ttl", probe.DefaultTTL, "lifetime of minted credentials")
-	cfgPath := fs.String("config", "", "mint credentials from this icebox configuration's keyring (on the server itself)")
-	username := fs.String("username", "", "TURN username (static or already minted)")
-	password := fs.String("password", "", "TURN password (default: $ICEBOX_CHECK_PASSWORD)")
-	iceURL := fs.String("ice-servers-url", "", "icebox's https://HOST/calls/ice_servers: check what it gives clients")
-	token := fs.String("token", "", "bearer token for --ice-servers-url (default: $ICEBOX_CHECK_TOKEN)")
-	caFile := fs.String("ca", "", "PEM file of CA certificates to verify TLS with (default: the system's)")
-	insecure := fs.Bool("insecure", false, "report TLS certificate problems as warnings and go on")
-	packets := fs.Int("packets", probe.DefaultPackets, "packets relayed per TURN URL")
-	timeout := fs.Duration("timeout", probe.DefaultTimeout, "timeout of each step")
-	jsonOut := fs.Bool("json", false, "print the report as JSON")
-
-	// Flags and URLs may come in any order.
-	var urls []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return err
-			}
-			return usageError{err}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		urls = append(urls, fs.Arg(0))
-		rest = fs.Args()[1:]
+	cfg, source, err := f.probeConfig(env)
+	if err != nil {
+		return err
 	}
-
-	if *secret == "" {
-		*secret = lookupEnv(env, "ICEBOX_CHECK_SECRET", "")
-	}
-	if *password == "" {
-		*password = lookupEnv(env, "ICEBOX_CHECK_PASSWORD", "")
-	}
-	if *token == "" {
-		*token = lookupEnv(env, "ICEBOX_CHECK_TOKEN", "")
-	}
-	if *secretFile != "" {
-		if *secret != "" {
-			return usagef("check: --secret and --secret-file are exclusive")
-		}
-		b, err := os.ReadFile(*secretFile)
-		if err != nil {
-			return usagef("check: --secret-file: %v", err)
-		}
-		*secret = strings.TrimSpace(string(b))
-		if *secret == "" {
-			return usagef("check: --secret-file %s is empty", *secretFile)
-		}
-	}
-	sources := 0
-	for _, set := range []bool{*secret != "", *cfgPath != "", *username != "", *iceURL != ""} {
-		if set {
-			sources++
-		}
-	}
-	if sources > 1 {
-		return usagef("check: give one of --secret, --config, --username/--password, --ice-servers-url")
-	}
-	if (*username == "") != (*password == "") {
-		return usagef("check: --username and --password go together")
-	}
-	if *iceURL == "" && len(urls) == 0 {
-		fs.Usage()
-		return usagef("check: no URL to check (give stun:/turn:/turns: URLs or --ice-servers-url)")
-	}
-	if *ttl < time.Second {
-		return usagef("check: --ttl must be at least 1s")
-	}
-	if *packets < 1 || *packets > 10000 {
-		return usagef("check: --packets must be 1-10000")
-	}
-	if *timeout < 100*time.Millisecond {
-		return usagef("check: --timeout must be at least 100ms")
-	}
-
-	cfg := probe.Config{TTL: *ttl, Insecure: *insecure, Packets: *packets, Timeout: *timeout}
-	if *caFile != "" {
-		pem, err := os.ReadFile(*caFile)
-		if err != nil {
-			return usagef("check: --ca: %v", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return usagef("check: --ca %s holds no PEM certificate", *caFile)
-		}
-	}
-	source := ""
-	for _, u := range urls {
-		t, err := probe.ParseURL(u)
-		if err != nil {
-			return usagef("check: %v", err)
-		}
-		t.Username, t.Password = *username, *password
-		cfg.Targets = append(cfg.Targets, t)
-	}
-	switch {
-	case *secret != "":
-		cfg.Mint = probe.SecretMinter([]byte(*secret), *kid, *user, nil)
-		source = "minted from the shared secret"
-	case *cfgPath != "":
-		m, err := keyringMinter(*cfgPath, *user, env)
-		if err != nil {
-			return err
-		}
-		cfg.Mint, source = m, "minted from the keyring of "+*cfgPath
-	case *username != "":
-		source = "given username and password"
-	}
-
 	var warnings []string
-	if *iceURL != "" {
-		if *token == "" {
+	if f.iceURL != "" {
+		if f.token == "" {
 			return usagef("check: --ice-servers-url needs --token (or $ICEBOX_CHECK_TOKEN)")
 		}
-		hc := &http.Client{Timeout: *timeout, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: cfg.RootCAs, InsecureSkipVerify: *insecure}, //nolint:gosec // --insecure asks for it
-		}}
-		fctx, cancel := context.WithTimeout(ctx, *timeout)
-		ice, err := probe.FetchICEServers(fctx, hc, *iceURL, *token, time.Now)
-		cancel()
+		ice, err := f.fetchICEServers(ctx, cfg.RootCAs)
 		if err != nil {
-			return fmt.Errorf("check: %w", err)
+			return err
 		}
 		warnings = ice.Warnings
 		if len(cfg.Targets) > 0 {
@@ -183,13 +66,13 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 		} else {
 			cfg.Targets = ice.Targets
 		}
-		source = "from " + *iceURL
+		source = "from " + f.iceURL
 	}
 
 	rep := probe.Run(ctx, cfg)
 	rep.Source = source
 	rep.Warnings = append(warnings, rep.Warnings...)
-	if *jsonOut {
+	if f.jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(rep); err != nil {
@@ -202,6 +85,175 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 		return errCheckFailed
 	}
 	return nil
+}
+
+// checkFlags are icebox check's flags and URLs, once parsed.
+type checkFlags struct {
+	secret, secretFile, kid, user string
+	ttl                           time.Duration
+	cfgPath, username, password   string
+	iceURL, token, caFile         string
+	insecure                      bool
+	packets                       int
+	timeout                       time.Duration
+	jsonOut                       bool
+	urls                          []string
+}
+
+// parseCheckFlags parses flags and URLs (in any order), fills what the
+// environment gives, and checks that they go together.
+func parseCheckFlags(args []string, stderr io.Writer, env []string) (*checkFlags, error) {
+	var f checkFlags
+	fs := newFlagSet("check", stderr)
+	fs.Usage = func() {
+		_, _ = io.WriteString(stderr, checkUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&f.secret, "secret", "", "TURN REST shared secret to mint credentials with (default: $ICEBOX_CHECK_SECRET)")
+	fs.StringVar(&f.secretFile, "secret-file", "", "file holding the shared secret")
+	fs.StringVar(&f.kid, "kid", "", "icebox key id to name in minted usernames (default: none, for a compat secret or coturn)")
+	fs.StringVar(&f.user, "user", probe.DefaultUser, "user in minted usernames")
+	fs.DurationVar(&f.ttl, "ttl", probe.DefaultTTL, "lifetime of minted credentials")
+	fs.StringVar(&f.cfgPath, "config", "", "mint credentials from this icebox configuration's keyring (on the server itself)")
+	fs.StringVar(&f.username, "username", "", "TURN username (static or already minted)")
+	fs.StringVar(&f.password, "password", "", "TURN password (default: $ICEBOX_CHECK_PASSWORD)")
+	fs.StringVar(&f.iceURL, "ice-servers-url", "", "icebox's https://HOST/calls/ice_servers: check what it gives clients")
+	fs.StringVar(&f.token, "token", "", "bearer token for --ice-servers-url (default: $ICEBOX_CHECK_TOKEN)")
+	fs.StringVar(&f.caFile, "ca", "", "PEM file of CA certificates to verify TLS with (default: the system's)")
+	fs.BoolVar(&f.insecure, "insecure", false, "report TLS certificate problems as warnings and go on")
+	fs.IntVar(&f.packets, "packets", probe.DefaultPackets, "packets relayed per TURN URL")
+	fs.DurationVar(&f.timeout, "timeout", probe.DefaultTimeout, "timeout of each step")
+	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
+
+	// Flags and URLs may come in any order.
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err}
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		f.urls = append(f.urls, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+
+	if f.secret == "" {
+		f.secret = lookupEnv(env, "ICEBOX_CHECK_SECRET", "")
+	}
+	if f.password == "" {
+		f.password = lookupEnv(env, "ICEBOX_CHECK_PASSWORD", "")
+	}
+	if f.token == "" {
+		f.token = lookupEnv(env, "ICEBOX_CHECK_TOKEN", "")
+	}
+	if f.secretFile != "" {
+		if f.secret != "" {
+			return nil, usagef("check: --secret and --secret-file are exclusive")
+		}
+		b, err := os.ReadFile(f.secretFile)
+		if err != nil {
+			return nil, usagef("check: --secret-file: %v", err)
+		}
+		f.secret = strings.TrimSpace(string(b))
+		if f.secret == "" {
+			return nil, usagef("check: --secret-file %s is empty", f.secretFile)
+		}
+	}
+	if err := f.exclusive(); err != nil {
+		return nil, err
+	}
+	if f.iceURL == "" && len(f.urls) == 0 {
+		fs.Usage()
+		return nil, usagef("check: no URL to check (give stun:/turn:/turns: URLs or --ice-servers-url)")
+	}
+	return &f, f.limits()
+}
+
+// exclusive checks that the credentials come from one source.
+func (f *checkFlags) exclusive() error {
+	sources := 0
+	for _, set := range []bool{f.secret != "", f.cfgPath != "", f.username != "", f.iceURL != ""} {
+		if set {
+			sources++
+		}
+	}
+	switch {
+	case sources > 1:
+		return usagef("check: give one of --secret, --config, --username/--password, --ice-servers-url")
+	case (f.username == "") != (f.password == ""):
+		return usagef("check: --username and --password go together")
+	}
+	return nil
+}
+
+// limits checks the flags' ranges.
+func (f *checkFlags) limits() error {
+	switch {
+	case f.ttl < time.Second:
+		return usagef("check: --ttl must be at least 1s")
+	case f.packets < 1 || f.packets > 10000:
+		return usagef("check: --packets must be 1-10000")
+	case f.timeout < 100*time.Millisecond:
+		return usagef("check: --timeout must be at least 100ms")
+	}
+	return nil
+}
+
+// probeConfig turns the flags into the prober's configuration, and says
+// where the credentials come from.
+func (f *checkFlags) probeConfig(env []string) (probe.Config, string, error) {
+	cfg := probe.Config{TTL: f.ttl, Insecure: f.insecure, Packets: f.packets, Timeout: f.timeout}
+	if f.caFile != "" {
+		pem, err := os.ReadFile(f.caFile)
+		if err != nil {
+			return cfg, "", usagef("check: --ca: %v", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return cfg, "", usagef("check: --ca %s holds no PEM certificate", f.caFile)
+		}
+	}
+	for _, u := range f.urls {
+		t, err := probe.ParseURL(u)
+		if err != nil {
+			return cfg, "", usagef("check: %v", err)
+		}
+		t.Username, t.Password = f.username, f.password
+		cfg.Targets = append(cfg.Targets, t)
+	}
+	switch {
+	case f.secret != "":
+		cfg.Mint = probe.SecretMinter([]byte(f.secret), f.kid, f.user, nil)
+		return cfg, "minted from the shared secret", nil
+	case f.cfgPath != "":
+		m, err := keyringMinter(f.cfgPath, f.user, env)
+		if err != nil {
+			return cfg, "", err
+		}
+		cfg.Mint = m
+		return cfg, "minted from the keyring of " + f.cfgPath, nil
+	case f.username != "":
+		return cfg, "given username and password", nil
+	}
+	return cfg, "", nil
+}
+
+// fetchICEServers asks icebox's /calls/ice_servers what it gives clients.
+func (f *checkFlags) fetchICEServers(ctx context.Context, roots *x509.CertPool) (*probe.ICEServers, error) {
+	hc := &http.Client{Timeout: f.timeout, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots, InsecureSkipVerify: f.insecure}, //nolint:gosec // --insecure asks for it
+	}}
+	fctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	ice, err := probe.FetchICEServers(fctx, hc, f.iceURL, f.token, time.Now)
+	if err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
+	return ice, nil
 }
 
 // withICECredentials gives each target the credentials the API handed out
