@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/pion/transport/v5/reuseport"
@@ -518,25 +517,4 @@ func (c *probeConn) Close() error {
 	err := c.PacketConn.Close()
 	c.once.Do(c.release)
 	return err
-}
-
-// setBuffers returns a socket Control func that asks for SO_RCVBUF and
-// SO_SNDBUF of size bytes (the kernel may cap them; see ListenUDP).
-func setBuffers(size int) func(network, address string, c syscall.RawConn) error {
-	return func(network, address string, c syscall.RawConn) error {
-		if size <= 0 {
-			return nil
-		}
-		// The *FORCE variants pass net.core.[rw]mem_max when the process may
-		// (CAP_NET_ADMIN); otherwise the plain ones are capped by the kernel,
-		// which ListenUDP reports. Neither failure stops the bind.
-		return c.Control(func(fd uintptr) {
-			if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, size) != nil {
-				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
-			}
-			if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, size) != nil {
-				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, size)
-			}
-		})
-	}
 }
