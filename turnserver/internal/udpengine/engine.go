@@ -15,10 +15,7 @@
 package udpengine
 
 import (
-	"errors"
-	"net"
 	"net/netip"
-	"syscall"
 
 	"github.com/rs/zerolog"
 )
@@ -59,19 +56,6 @@ type Counter interface{ Add(float64) }
 type nopCounter struct{}
 
 func (nopCounter) Add(float64) {}
-
-// errClosed is what adding a socket to a closed engine returns.
-var errClosed = errors.New("udpengine: engine closed")
-
-// errAddrFamily: the destination cannot be reached from the socket's
-// address family (an IPv6 address on an IPv4 socket).
-var errAddrFamily = errors.New("udpengine: address family does not match the socket")
-
-// SocketError reports whether err is a real failure of a socket (not
-// "closed").
-func SocketError(err error) bool {
-	return err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EBADF)
-}
 
 // addrPortStringer formats an address only when a log line is written.
 type addrPortStringer netip.AddrPort
