@@ -34,17 +34,14 @@ const RecvBufferSize = 2048
 // (the 4 bytes of a ChannelData header).
 const Headroom = 4
 
-// MaxBatch is the most datagrams a loop holds between sends, and so the
-// largest useful Config.Batch.
-const MaxBatch = poolSlots
-
-// poolSlots is how many datagrams one loop holds between sends.
+// poolSlots is how many datagrams one loop holds between sends, and so
+// the largest Config.Batch.
 const poolSlots = 256
 
 // Handler takes the datagrams one socket receives. Receive runs on an
 // engine loop: it must not block, and must not keep pkt after it returns
-// (copy what it queues). pkt[Headroom:] is the datagram; the Headroom bytes
-// before it are free. from is the source as the socket reports it (an IPv4
+// (copy what it queues) except by handing it to r.Send. pkt[Headroom:] is
+// the datagram; the Headroom bytes before it are free. from is the source as the socket reports it (an IPv4
 // source of an IPv6 socket is v4-mapped, as Go's ReadFrom returns it).
 type Handler interface {
 	Receive(r *Round, pkt []byte, from netip.AddrPort)
@@ -69,11 +66,12 @@ type Config struct {
 	// ignores it.
 	Loops int
 	// Batch is how many datagrams one recvmmsg may return from one socket,
-	// clamped to 1..MaxBatch. The portable engine reads one at a time.
+	// clamped to 1..256 (what a loop holds between sends). The portable
+	// engine reads one at a time.
 	Batch int
 	// Log gets the engine's failures; per-socket ones are sampled.
 	Log zerolog.Logger
 	// SendFailed counts the datagrams Round.Send dropped (a full send
-	// buffer). Default: not counted.
+	// buffer, a send error). Default: not counted.
 	SendFailed Counter
 }
