@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // HTTP API load: N clients, each on its own keep-alive connection, GET one

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Signaling latency: alice and bob on WebSockets in one conversation; alice

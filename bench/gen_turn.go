@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // TURN load generators on pion's client, run by the harness inside a

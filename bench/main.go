@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures icebox against coturn on one machine (issue 7):
 // relay throughput and CPU per message with coturn's turnutils_uclient,
 // allocation rate, memory with 10 000 allocations held, and icebox's HTTP

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The measurements. Each starts a fresh server in its namespace, reads

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Network namespaces: each server lives in its own, with only loopback, so

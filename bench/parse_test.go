@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The harness's parsers, on captured outputs. The harness itself (bench

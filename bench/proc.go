@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // What the kernel says about a server process: CPU time and resident memory

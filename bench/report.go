@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The Markdown report: machine, versions, method, configurations, the

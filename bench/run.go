@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // `bench run`: the plan (what is measured, how much), the namespaces, the

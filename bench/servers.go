@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The two servers under test, each started fresh for every measurement in

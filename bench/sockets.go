@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The server's own UDP sockets as `ss -uanmp` shows them inside its

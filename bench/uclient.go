@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // Relay throughput with coturn's own load client, turnutils_uclient, in

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/icebox-voip/icebox/turnserver/internal/udpengine"
 )
 
 // fastPathBed is one allocation with one bound channel on a relay engine,
@@ -23,18 +25,17 @@ func newFastPathBed(b *testing.B) *fastPathBed {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := testEngine(b, 1, DefaultRecvBatch, policy)
-	s := e.s
-	el := testListener(b, e)
+	s := testEngine(b, 1, DefaultRecvBatch, policy)
+	el := testListener(b, s)
 	lsock := el.sock
 	fl := newFastListener(el, s)
-	rsock, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"), 4<<20)
+	rsock, err := udpengine.Open(netip.MustParseAddrPort("127.0.0.1:0"), 4<<20)
 	if err != nil {
 		b.Fatal(err)
 	}
 	rc := newRelayPacketConn(s, &allocation{}, relayPort{}, rsock)
 
-	bed := &fastPathBed{listener: lsock.local, relay: rsock.local, channel: 0x4001}
+	bed := &fastPathBed{listener: lsock.LocalAddr(), relay: rsock.LocalAddr(), channel: 0x4001}
 	for _, c := range []**net.UDPConn{&bed.client, &bed.peer} {
 		if *c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
 			b.Fatal(err)
@@ -52,10 +53,10 @@ func newFastPathBed(b *testing.B) *fastPathBed {
 	rc.bind(bd)
 	rc.permit(bd.peer.Addr(), 1) // as pion's permission event would
 
-	if err := e.addTo(0, lsock); err != nil {
+	if err := s.engine.AddTo(0, lsock, fl); err != nil {
 		b.Fatal(err)
 	}
-	if err := e.add(rsock); err != nil {
+	if err := s.engine.Add(rsock, rc); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
@@ -130,8 +131,7 @@ func BenchmarkFastPathToPeer(b *testing.B) {
 // datagrams to clients behind two listener sockets in the same rounds; each
 // client gets all of its own, in order, from its own listener.
 func TestEngineSendsToClientsOnSeveralListeners(t *testing.T) {
-	e := testEngine(t, 1, DefaultRecvBatch, nil)
-	s := e.s
+	s := testEngine(t, 1, DefaultRecvBatch, nil)
 	peer := newPeer(t)
 	type side struct {
 		listener netip.AddrPort
@@ -140,10 +140,10 @@ func TestEngineSendsToClientsOnSeveralListeners(t *testing.T) {
 	}
 	var sides []side
 	for i := range 2 {
-		el := testListener(t, e)
+		el := testListener(t, s)
 		lsock := el.sock
 		fl := newFastListener(el, s)
-		rsock, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"), 4<<20)
+		rsock, err := udpengine.Open(netip.MustParseAddrPort("127.0.0.1:0"), 4<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,13 +156,13 @@ func TestEngineSendsToClientsOnSeveralListeners(t *testing.T) {
 		rc.bind(&binding{channel: uint16(0x4000 + i), peer: peer.LocalAddr().(*net.UDPAddr).AddrPort(),
 			clientAP: client.LocalAddr().(*net.UDPAddr).AddrPort(), ln: fl, relay: rc, expires: time.Now().Add(time.Hour)})
 		rc.permit(peer.LocalAddr().(*net.UDPAddr).AddrPort().Addr(), 1) // as pion's permission event would
-		if err := e.addTo(0, lsock); err != nil {
+		if err := s.engine.AddTo(0, lsock, fl); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.add(rsock); err != nil {
+		if err := s.engine.Add(rsock, rc); err != nil {
 			t.Fatal(err)
 		}
-		sides = append(sides, side{listener: lsock.local, relay: rsock.local, client: client})
+		sides = append(sides, side{listener: lsock.LocalAddr(), relay: rsock.LocalAddr(), client: client})
 	}
 
 	const each = 200

@@ -6,42 +6,44 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
+
+	"github.com/icebox-voip/icebox/turnserver/internal/udpengine"
 )
 
-// testEngine runs an engine of loops loops for a Server without pion (its
-// metrics and the given peer policy only); it stops with the test.
-func testEngine(t testing.TB, loops, batch int, policy *Policy) *engine {
+// testEngine runs a relay engine of loops loops for a Server without pion
+// (its metrics and the given peer policy only), as s.engine; it stops with
+// the test.
+func testEngine(t testing.TB, loops, batch int, policy *Policy) *Server {
 	t.Helper()
 	s := &Server{log: zerolog.Nop(), policy: policy}
 	s.m = newMetrics(prometheus.NewRegistry(), newRegistry(Quotas{}), func() float64 { return 0 })
-	e, err := newEngine(s, loops, batch)
+	e, err := udpengine.New(udpengine.Config{Loops: loops, Batch: batch, Log: s.log, SendFailed: s.m.sendFailed})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(e.close)
-	return e
+	t.Cleanup(e.Close)
+	s.engine = e
+	return s
 }
 
 // testListener binds a listener socket on 127.0.0.1 (4 MiB buffers) as
-// an engineListener of e, not yet served; it closes with the test.
-func testListener(t testing.TB, e *engine) *engineListener {
+// an engineListener of s, not yet served; it closes with the test.
+func testListener(t testing.TB, s *Server) *engineListener {
 	t.Helper()
 	conns, _, err := ListenUDP(context.Background(), "127.0.0.1:0", 1, 4<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock, err := adoptUDP(conns[0])
+	sock, err := udpengine.Adopt(conns[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newEngineListener(e, sock)
+	l := newEngineListener(s.m, sock)
 	t.Cleanup(func() { l.Close() })
 	return l
 }
@@ -50,9 +52,9 @@ func testListener(t testing.TB, e *engine) *engineListener {
 // socket on 127.0.0.1 served by it.
 func engineListenerForTest(t testing.TB, loops, batch int) *engineListener {
 	t.Helper()
-	e := testEngine(t, loops, batch, nil)
-	l := testListener(t, e)
-	if err := e.addTo(0, l.sock); err != nil {
+	s := testEngine(t, loops, batch, nil)
+	l := testListener(t, s)
+	if err := s.engine.AddTo(0, l.sock, l); err != nil {
 		t.Fatal(err)
 	}
 	return l
@@ -80,7 +82,7 @@ func TestEngineListenerReadsEveryDatagram(t *testing.T) {
 						t.Fatal(err)
 					}
 					if s == 1 && i == 10 {
-						if _, err := c.WriteTo(make([]byte, recvBufferSize+100), l.LocalAddr()); err != nil {
+						if _, err := c.WriteTo(make([]byte, udpengine.RecvBufferSize+100), l.LocalAddr()); err != nil {
 							t.Fatal(err)
 						}
 					}
@@ -138,34 +140,6 @@ func TestEngineListenerClose(t *testing.T) {
 	}
 }
 
-// TestSockaddrRoundTrip: addresses written for the kernel read back the
-// same, IPv4 on an IPv6 socket as v4-mapped; an IPv6 address has no form
-// on an IPv4 socket.
-func TestSockaddrRoundTrip(t *testing.T) {
-	var sa [sockaddrLen]byte
-	for _, tc := range []struct {
-		family int
-		in     string
-		want   string
-	}{
-		{unix.AF_INET, "192.0.2.1:3478", "192.0.2.1:3478"},
-		{unix.AF_INET, "[::ffff:192.0.2.1]:3478", "192.0.2.1:3478"},
-		{unix.AF_INET6, "[2001:db8::1]:443", "[2001:db8::1]:443"},
-		{unix.AF_INET6, "192.0.2.1:5", "[::ffff:192.0.2.1]:5"},
-	} {
-		if putSockaddr(&sa, tc.family, netip.MustParseAddrPort(tc.in)) == 0 {
-			t.Fatalf("putSockaddr(%s) refused", tc.in)
-		}
-		got, ok := parseSockaddr(&sa)
-		if !ok || got.String() != tc.want {
-			t.Errorf("%s → %v (%v), want %s", tc.in, got, ok, tc.want)
-		}
-	}
-	if putSockaddr(&sa, unix.AF_INET, netip.MustParseAddrPort("[2001:db8::1]:1")) != 0 {
-		t.Error("an IPv6 address was written for an IPv4 socket")
-	}
-}
-
 // BenchmarkEngineListenerReceive: datagrams queued 256 at a time on a
 // listener socket, received by the engine and read by pion's ReadFrom
 // (the path STUN requests take); per datagram.
@@ -192,94 +166,5 @@ func BenchmarkEngineListenerReceive(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-	}
-}
-
-// BenchmarkSockSendTo: one datagram sent by the fast path's sendTo; it
-// allocates nothing.
-func BenchmarkSockSendTo(b *testing.B) {
-	sock, err := openUDP(netip.MustParseAddrPort("127.0.0.1:0"), 4<<20)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sock.Close()
-	sink, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sink.Close()
-	to := sink.LocalAddr().(*net.UDPAddr).AddrPort()
-	go func() { // drain, so the sink's buffer never fills
-		buf := make([]byte, 1600)
-		for {
-			if _, _, err := sink.ReadFromUDPAddrPort(buf); err != nil {
-				return
-			}
-		}
-	}()
-	payload := make([]byte, 100)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		if _, err := sock.sendTo(payload, to); err != nil && !errors.Is(err, unix.EAGAIN) {
-			b.Fatal(err)
-		}
-	}
-}
-
-// TestPktQueue: datagrams come out in order and as copies; a full queue
-// refuses; the reader's deadline and the socket's close end a wait.
-func TestPktQueue(t *testing.T) {
-	q := newPktQueue(3)
-	from := netip.MustParseAddrPort("192.0.2.1:5")
-	buf := []byte("a")
-	for i := range 3 {
-		buf[0] = byte('a' + i)
-		if !q.push(buf, from) {
-			t.Fatalf("push %d refused", i)
-		}
-	}
-	if q.push(buf, from) {
-		t.Fatal("a fourth datagram was queued past the limit of 3")
-	}
-	for i := range 3 {
-		p, err := q.read()
-		if err != nil || string(p.data) != string(rune('a'+i)) || p.from != from {
-			t.Fatalf("read %d = %q from %v, %v", i, p.data, p.from, err)
-		}
-	}
-	q.rd.set(time.Now().Add(20 * time.Millisecond))
-	if _, err := q.read(); !errors.As(err, new(net.Error)) || !err.(net.Error).Timeout() {
-		t.Fatalf("read past the deadline: %v, want a timeout", err)
-	}
-	q.rd.set(time.Time{})
-	go func() {
-		time.Sleep(20 * time.Millisecond)
-		q.discard()
-	}()
-	if _, err := q.read(); !errors.Is(err, net.ErrClosed) {
-		t.Fatalf("read after close: %v, want net.ErrClosed", err)
-	}
-}
-
-// TestPktQueueBoundedWhileReaderLags: a reader that never catches up does
-// not make the queue's memory grow with the traffic.
-func TestPktQueueBoundedWhileReaderLags(t *testing.T) {
-	const limit = 100
-	q := newPktQueue(limit)
-	from := netip.MustParseAddrPort("192.0.2.1:5")
-	for range limit - 1 {
-		q.push([]byte("x"), from)
-	}
-	for i := range 100 * limit {
-		if !q.push([]byte("x"), from) {
-			t.Fatalf("push %d refused with %d queued", i, len(q.q)-q.head)
-		}
-		if _, ok := q.pop(); !ok {
-			t.Fatal("pop found nothing")
-		}
-	}
-	if c := cap(q.q); c > 4*limit {
-		t.Fatalf("queue of at most %d datagrams holds room for %d", limit, c)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"github.com/icebox-voip/icebox/turnserver/internal/udpengine"
 )
 
 // The channel fast path. Media between a UDP client and its peers flows as
@@ -30,8 +32,9 @@ import (
 //     ChannelBind, which the client repeats to keep it) and ends with the
 //     relay socket: deleting, expiring or revoking the allocation closes it.
 //
-// The relay engine's loops (engine.go) do the relaying; pion's goroutines
-// do the learning. The clients of a listener are a sync.Map (written once
+// The relay engine's loops (internal/udpengine) do the relaying, calling the
+// Receive methods here for each datagram; pion's goroutines do the
+// learning. The clients of a listener are a sync.Map (written once
 // per allocation, read per datagram); a client's channels and a relay
 // socket's peers are small copy-on-write maps behind atomic pointers. All
 // are read without locks.
@@ -94,10 +97,45 @@ type fastListener struct {
 	pending map[[stun.TransactionIDSize]byte]pendingBind
 }
 
+var _ udpengine.Handler = (*fastListener)(nil)
+
 func newFastListener(el *engineListener, s *Server) *fastListener {
-	fl := &fastListener{engineListener: el, s: s, pending: make(map[[stun.TransactionIDSize]byte]pendingBind)}
-	el.fast = fl
-	return fl
+	return &fastListener{engineListener: el, s: s, pending: make(map[[stun.TransactionIDSize]byte]pendingBind)}
+}
+
+// Receive handles a datagram the listener socket received (on an engine
+// loop): bound channels' ChannelData goes to the peer, the rest to pion.
+func (l *fastListener) Receive(r *udpengine.Round, pkt []byte, from netip.AddrPort) {
+	d := pkt[udpengine.Headroom:]
+	if len(d) >= 4 && d[0]&0xc0 == 0x40 { // ChannelData (RFC 8656 §12.4)
+		if l.relayToPeer(d, from, r.Now()) {
+			return
+		}
+	}
+	l.deliver(d, from)
+}
+
+// The ChannelData header goes into the headroom the engine leaves.
+var _ [udpengine.Headroom - 4]byte
+
+// Receive handles a datagram a relay socket received (on an engine loop):
+// from a peer bound to a channel it goes to the client as ChannelData, the
+// header written into the datagram's headroom; the rest goes to pion.
+func (c *relayPacketConn) Receive(r *udpengine.Round, pkt []byte, from netip.AddrPort) {
+	n := len(pkt) - udpengine.Headroom
+	c.a.bytesFromPeer.Add(uint64(n))
+	c.a.packetsFromPeer.Add(1)
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if peers := c.peers.Load(); peers != nil {
+		if b := (*peers)[from]; b != nil && b.live(r.Now()) {
+			binary.BigEndian.PutUint16(pkt[0:2], b.channel)
+			binary.BigEndian.PutUint16(pkt[2:4], uint16(n))
+			r.Send(b.ln.sock, pkt, b.clientAP)
+			b.toClient.Add(1)
+			return
+		}
+	}
+	c.deliver(pkt[udpengine.Headroom:], from)
 }
 
 // ReadFrom returns the next datagram pion must handle (the engine relayed

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // ListenUDP binds n UDP sockets to addr with SO_REUSEPORT, so the kernel
@@ -22,8 +20,13 @@ import (
 // same user on that port (coturn's, turnutils_peer's, a second icebox's) and
 // the kernel would hand part of the clients to it; with port 0, Linux may
 // even pick such a port. The other n-1 sockets then join the first.
+//
+// Windows has no SO_REUSEPORT (its SO_REUSEADDR would let another process
+// take the port over), so one socket is bound there whatever n is. The
+// BSDs and macOS share the port but do not spread datagrams over the
+// sockets.
 func ListenUDP(ctx context.Context, addr string, n, bufSize int) ([]net.PacketConn, int, error) {
-	if n < 1 {
+	if n < 1 || !haveReusePort {
 		n = 1
 	}
 	first := net.ListenConfig{Control: setBuffers(bufSize)}
@@ -87,36 +90,4 @@ func reusePort(c syscall.Conn) error {
 		return err
 	}
 	return reusePortRaw(rc)
-}
-
-func reusePortRaw(c syscall.RawConn) error {
-	var sockErr error
-	err := c.Control(func(fd uintptr) {
-		sockErr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	return errors.Join(err, sockErr)
-}
-
-// recvBuffer reads back SO_RCVBUF. Linux reports double the usable size
-// (bookkeeping overhead), so it is halved to compare with what was asked.
-func recvBuffer(pc net.PacketConn) (int, error) {
-	sc, ok := pc.(syscall.Conn)
-	if !ok {
-		return 0, nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0, fmt.Errorf("turnserver: %w", err)
-	}
-	var size int
-	var sockErr error
-	if err := rc.Control(func(fd uintptr) {
-		size, sockErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
-	}); err != nil {
-		return 0, fmt.Errorf("turnserver: %w", err)
-	}
-	if sockErr != nil {
-		return 0, fmt.Errorf("turnserver: getsockopt SO_RCVBUF: %w", sockErr)
-	}
-	return size / 2, nil
 }

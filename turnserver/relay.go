@@ -10,13 +10,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/pion/transport/v5/reuseport"
 	"github.com/pion/turn/v5"
 
 	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/turnserver/internal/udpengine"
 )
 
 // relaySocketBuffer is the receive buffer asked for on each relay
@@ -75,16 +75,16 @@ func (ra relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 		if err != nil {
 			return nil, fmt.Errorf("turnserver: relay address %q: %w", addr, err)
 		}
-		return openUDP(ap, relaySocketBuffer)
+		return udpengine.Open(ap, relaySocketBuffer)
 	})
 	if err != nil {
 		s.reg.release(a)
 		return nil, nil, err
 	}
 	relay := &net.UDPAddr{IP: advertised.AsSlice(), Port: int(port.port)}
-	rc := newRelayPacketConn(s, a, port, c.(*udpSock))
+	rc := newRelayPacketConn(s, a, port, c.(*udpengine.Socket))
 	s.relays.Store(port, rc) // before pion answers the Allocate (fastListener.learnAllocation)
-	if err := s.engine.add(rc.sock); err != nil {
+	if err := s.engine.Add(rc.sock, rc); err != nil {
 		return nil, nil, errors.Join(err, rc.Close())
 	}
 	if err := s.track(a, relay, rc); err != nil {
@@ -289,18 +289,18 @@ func (s *Server) release(a *allocation, port relayPort) {
 // relayPacketConn is a UDP relay socket: it applies the peer policy to every
 // packet sent (TURN permissions name IPs, not ports), counts traffic, and
 // unregisters the allocation when closed. The relay engine reads the socket
-// (engine.go); pion reads what the channel fast path does not relay. It
+// (Receive, fastpath.go); pion reads what the channel fast path does not relay. It
 // implements net.PacketConn and nothing more: nothing can reach a peer
 // around the policy.
 type relayPacketConn struct {
-	sock  *udpSock
+	sock  *udpengine.Socket
 	laddr *net.UDPAddr
 	s     *Server
 	a     *allocation
 	port  relayPort
 	once  sync.Once
 
-	inbox *pktQueue // datagrams for pion
+	inbox *udpengine.Inbox // datagrams for pion
 
 	// The last peer ReadFrom returned, and its net.Addr (the reader's): a
 	// call's steady stream from one peer allocates no address.
@@ -323,15 +323,16 @@ type relayPacketConn struct {
 	onClose []func() // under bindMu: the fast path forgets the socket
 }
 
-var _ net.PacketConn = (*relayPacketConn)(nil)
+var (
+	_ net.PacketConn    = (*relayPacketConn)(nil)
+	_ udpengine.Handler = (*relayPacketConn)(nil)
+)
 
-func newRelayPacketConn(s *Server, a *allocation, port relayPort, sock *udpSock) *relayPacketConn {
-	rc := &relayPacketConn{
-		sock: sock, laddr: net.UDPAddrFromAddrPort(sock.local), s: s, a: a, port: port,
-		inbox: newPktQueue(relayInboxSize),
+func newRelayPacketConn(s *Server, a *allocation, port relayPort, sock *udpengine.Socket) *relayPacketConn {
+	return &relayPacketConn{
+		sock: sock, laddr: net.UDPAddrFromAddrPort(sock.LocalAddr()), s: s, a: a, port: port,
+		inbox: udpengine.NewInbox(relayInboxSize),
 	}
-	sock.relay = rc
-	return rc
 }
 
 // WriteTo sends pion's datagram to a peer (a Send indication's or an
@@ -354,7 +355,7 @@ func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) {
 // send sends p to peer (unmapped) if the peer policy allows it, and counts
 // it. A refused peer or a full send buffer drops the datagram and reports
 // success: an error here only makes pion log one line per datagram. wait
-// is for pion's goroutines (sendToWaiting); the engine never waits.
+// is for pion's goroutines (SendToWaiting); the engine never waits.
 func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, error) {
 	if !c.permitted(peer.Addr()) {
 		c.s.m.noPermission.Inc()
@@ -367,16 +368,16 @@ func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, e
 	var n int
 	var err error
 	if wait {
-		n, err = c.sock.sendToWaiting(p, peer)
+		n, err = c.sock.SendToWaiting(p, peer)
 	} else {
-		n, err = c.sock.sendTo(p, peer)
+		n, err = c.sock.SendTo(p, peer)
 	}
 	switch {
 	case err == nil:
 		c.a.bytesToPeer.Add(uint64(n))
 		c.a.packetsToPeer.Add(1)
 		return n, nil
-	case bufferFull(err) || (!wait && socketError(err)):
+	case udpengine.BufferFull(err) || (!wait && udpengine.SocketError(err)):
 		c.s.m.sendFailed.Inc()
 		return len(p), nil
 	}
@@ -390,7 +391,7 @@ func (c *relayPacketConn) deliver(d []byte, from netip.AddrPort) {
 		c.s.m.noPermission.Inc()
 		return
 	}
-	if !c.inbox.push(d, from) {
+	if !c.inbox.Push(d, from) {
 		c.s.m.queueFull.Inc()
 	}
 }
@@ -444,14 +445,14 @@ func (s *Server) onPermission(delta int) func(_, _ net.Addr, _, _, _ string, rel
 // ReadFrom returns the next peer datagram the fast path left to pion.
 // pion's relay loop is the only reader.
 func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	pkt, err := c.inbox.read()
+	pkt, err := c.inbox.Read()
 	if err != nil {
 		return 0, nil, err
 	}
-	if pkt.from != c.lastFrom || c.lastFromAddr == nil {
-		c.lastFrom, c.lastFromAddr = pkt.from, net.UDPAddrFromAddrPort(pkt.from)
+	if pkt.From != c.lastFrom || c.lastFromAddr == nil {
+		c.lastFrom, c.lastFromAddr = pkt.From, net.UDPAddrFromAddrPort(pkt.From)
 	}
-	return copy(p, pkt.data), c.lastFromAddr, nil
+	return copy(p, pkt.Data), c.lastFromAddr, nil
 }
 
 func (c *relayPacketConn) Close() error {
@@ -465,7 +466,7 @@ func (c *relayPacketConn) Close() error {
 	}
 	err := c.sock.Close()
 	c.once.Do(func() {
-		c.inbox.discard()
+		c.inbox.Discard()
 		c.s.relays.CompareAndDelete(c.port, c)
 		c.s.release(c.a, c.port)
 	})
@@ -476,8 +477,8 @@ func (c *relayPacketConn) Close() error {
 }
 
 func (c *relayPacketConn) LocalAddr() net.Addr                { return c.laddr }
-func (c *relayPacketConn) SetDeadline(t time.Time) error      { c.inbox.rd.set(t); return nil }
-func (c *relayPacketConn) SetReadDeadline(t time.Time) error  { c.inbox.rd.set(t); return nil }
+func (c *relayPacketConn) SetDeadline(t time.Time) error      { c.inbox.SetReadDeadline(t); return nil }
+func (c *relayPacketConn) SetReadDeadline(t time.Time) error  { c.inbox.SetReadDeadline(t); return nil }
 func (c *relayPacketConn) SetWriteDeadline(t time.Time) error { return nil }
 
 // relayListener is a TCP relay listener (RFC 6062). It implements
@@ -516,25 +517,4 @@ func (c *probeConn) Close() error {
 	err := c.PacketConn.Close()
 	c.once.Do(c.release)
 	return err
-}
-
-// setBuffers returns a socket Control func that asks for SO_RCVBUF and
-// SO_SNDBUF of size bytes (the kernel may cap them; see ListenUDP).
-func setBuffers(size int) func(network, address string, c syscall.RawConn) error {
-	return func(network, address string, c syscall.RawConn) error {
-		if size <= 0 {
-			return nil
-		}
-		// The *FORCE variants pass net.core.[rw]mem_max when the process may
-		// (CAP_NET_ADMIN); otherwise the plain ones are capped by the kernel,
-		// which ListenUDP reports. Neither failure stops the bind.
-		return c.Control(func(fd uintptr) {
-			if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, size) != nil {
-				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
-			}
-			if syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUFFORCE, size) != nil {
-				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, size)
-			}
-		})
-	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/turnserver/internal/udpengine"
 )
 
 // Config configures a Server. Addresses and lists are parsed by the caller.
@@ -85,6 +86,12 @@ type Config struct {
 	// listener socket (recvmmsg). Default (0): DefaultRecvBatch; 1: one per
 	// call, as pion reads.
 	RecvBatch int
+
+	// EngineLoops is how many loops of the relay engine read the UDP
+	// sockets (Linux's epoll engine; the portable engine reads each socket
+	// with a goroutine and ignores it). Default (0): half of GOMAXPROCS, at
+	// least one (see defaultEngineLoops); New never changes GOMAXPROCS.
+	EngineLoops int
 
 	// NoFastPath leaves every datagram to pion, bound channels included
 	// (fastpath.go). For comparisons and as a way out.
@@ -150,7 +157,7 @@ type Server struct {
 	// path to find an allocation's socket from pion's Allocate answer.
 	relays sync.Map // relayPort → *relayPacketConn
 	fast   []*fastListener
-	engine *engine
+	engine *udpengine.Engine
 
 	revokedMu sync.RWMutex
 	revoked   map[string]time.Time // call ID → when the revocation may be forgotten
@@ -195,6 +202,9 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	}
 	if cfg.RecvBatch == 0 {
 		cfg.RecvBatch = DefaultRecvBatch
+	}
+	if cfg.EngineLoops <= 0 {
+		cfg.EngineLoops = defaultEngineLoops()
 	}
 	if cfg.HostAddrs == nil {
 		cfg.HostAddrs = ListHostAddrs
@@ -255,27 +265,29 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	if cfg.BindingRate.PerSecond > 0 {
 		bindLim = newSourceLimiter(cfg.BindingRate)
 	}
-	eng, err := newEngine(s, reserveProcs(), cfg.RecvBatch)
+	eng, err := udpengine.New(udpengine.Config{Loops: cfg.EngineLoops, Batch: cfg.RecvBatch,
+		Log: log, SendFailed: s.m.sendFailed})
 	if err != nil {
 		s.cancel()
 		return nil, err
 	}
 	s.engine = eng
 	for i, raw := range ln.UDP {
-		sock, err := adoptUDP(raw)
+		sock, err := udpengine.Adopt(raw)
 		if err != nil {
 			s.closeUDP(sc.PacketConnConfigs, ln.UDP[i:])
 			return nil, err
 		}
-		el := newEngineListener(eng, sock)
+		el := newEngineListener(s.m, sock)
 		var pc net.PacketConn = el
+		var h udpengine.Handler = el
 		if !cfg.NoFastPath {
 			fl := newFastListener(el, s)
 			s.fast = append(s.fast, fl)
-			pc = fl
+			pc, h = fl, fl
 		}
 		// Served from here on: the listener is complete.
-		if err := eng.addTo(i, sock); err != nil {
+		if err := eng.AddTo(i, sock, h); err != nil {
 			_ = el.Close()
 			s.closeUDP(sc.PacketConnConfigs, ln.UDP[i+1:])
 			return nil, err
@@ -349,7 +361,7 @@ func (s *Server) closeUDP(taken []turn.PacketConnConfig, rest []net.PacketConn) 
 	for _, c := range rest {
 		_ = c.Close()
 	}
-	s.engine.close()
+	s.engine.Close()
 	s.cancel()
 }
 
@@ -389,7 +401,7 @@ func (s *Server) Close() error {
 			s.closeErr = errors.Join(s.closeErr, fmt.Errorf("turnserver: close: %d allocations still open after %v",
 				s.reg.count(), closeDrainTimeout))
 		}
-		s.engine.close()
+		s.engine.Close()
 	})
 	return s.closeErr
 }

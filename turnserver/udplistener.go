@@ -6,46 +6,62 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/icebox-voip/icebox/turnserver/internal/udpengine"
+)
+
+const (
+	// inboxSize bounds the datagrams queued for pion per listener socket;
+	// past it they are dropped and counted (pion is not keeping up).
+	inboxSize = 4096
+	// relayInboxSize is the same for a relay socket, which carries one
+	// allocation's slow-path traffic (a TCP client's media, Data
+	// indications): room for a burst of a video key frame.
+	relayInboxSize = 512
 )
 
 // engineListener is a UDP listener socket served by the relay engine, as
 // pion sees it: ReadFrom returns the datagrams the engine queued for pion
 // (everything but fast-path ChannelData), WriteTo sends pion's answers.
+// Without the fast path it is the socket's engine Handler itself.
 type engineListener struct {
-	e     *engine
-	sock  *udpSock
+	m     *metrics
+	sock  *udpengine.Socket
 	laddr *net.UDPAddr
-	fast  *fastListener // nil without the fast path
 
-	inbox     *pktQueue
+	inbox     *udpengine.Inbox
 	closeOnce sync.Once
 }
 
-var _ net.PacketConn = (*engineListener)(nil)
+var (
+	_ net.PacketConn    = (*engineListener)(nil)
+	_ udpengine.Handler = (*engineListener)(nil)
+)
 
-func newEngineListener(e *engine, sock *udpSock) *engineListener {
-	l := &engineListener{
-		e: e, sock: sock, laddr: net.UDPAddrFromAddrPort(sock.local),
-		inbox: newPktQueue(inboxSize),
+func newEngineListener(m *metrics, sock *udpengine.Socket) *engineListener {
+	return &engineListener{
+		m: m, sock: sock, laddr: net.UDPAddrFromAddrPort(sock.LocalAddr()),
+		inbox: udpengine.NewInbox(inboxSize),
 	}
-	sock.lis = l
-	return l
+}
+
+// Receive queues every datagram for pion (an engine loop calls it).
+func (l *engineListener) Receive(_ *udpengine.Round, pkt []byte, from netip.AddrPort) {
+	l.deliver(pkt[udpengine.Headroom:], from)
 }
 
 // deliver queues a datagram for pion (a copy: d is the engine's buffer).
 func (l *engineListener) deliver(d []byte, from netip.AddrPort) {
-	if !l.inbox.push(d, from) {
-		l.e.s.m.queueFull.Inc()
+	if !l.inbox.Push(d, from) {
+		l.m.queueFull.Inc()
 	}
 }
 
 func (l *engineListener) ReadFrom(p []byte) (int, net.Addr, error) {
-	pkt, err := l.inbox.read()
+	pkt, err := l.inbox.Read()
 	if err != nil {
 		return 0, nil, err
 	}
-	return copy(p, pkt.data), net.UDPAddrFromAddrPort(pkt.from), nil
+	return copy(p, pkt.Data), net.UDPAddrFromAddrPort(pkt.From), nil
 }
 
 // WriteTo sends pion's datagram. pion's writes may wait a moment for room
@@ -55,11 +71,11 @@ func (l *engineListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if !ok {
 		return 0, errAddrFamily
 	}
-	n, err := l.sock.sendToWaiting(p, to)
-	if bufferFull(err) {
+	n, err := l.sock.SendToWaiting(p, to)
+	if udpengine.BufferFull(err) {
 		// Dropped as a full queue drops it; an error would only make pion
 		// log one line per datagram.
-		l.e.s.m.sendFailed.Inc()
+		l.m.sendFailed.Inc()
 		return len(p), nil
 	}
 	return n, err
@@ -68,37 +84,13 @@ func (l *engineListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 func (l *engineListener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
-		l.inbox.discard()
+		l.inbox.Discard()
 		err = l.sock.Close()
 	})
 	return err
 }
 
 func (l *engineListener) LocalAddr() net.Addr                { return l.laddr }
-func (l *engineListener) SetDeadline(t time.Time) error      { l.inbox.rd.set(t); return nil }
-func (l *engineListener) SetReadDeadline(t time.Time) error  { l.inbox.rd.set(t); return nil }
+func (l *engineListener) SetDeadline(t time.Time) error      { l.inbox.SetReadDeadline(t); return nil }
+func (l *engineListener) SetReadDeadline(t time.Time) error  { l.inbox.SetReadDeadline(t); return nil }
 func (l *engineListener) SetWriteDeadline(t time.Time) error { return nil }
-
-// sendWait bounds how long pion's send waits for room in a full send
-// buffer before the datagram is dropped.
-const sendWait = 100 * time.Millisecond
-
-// sendToWaiting is sendTo for pion's goroutines: a full send buffer is
-// waited on (briefly) instead of dropping the datagram at once. The wait
-// holds no lock, so closing the socket meanwhile stalls nobody (polling a
-// descriptor number closed meanwhile only ends the wait early).
-func (s *udpSock) sendToWaiting(p []byte, to netip.AddrPort) (int, error) {
-	n, err := s.sendTo(p, to)
-	if !bufferFull(err) {
-		return n, err
-	}
-	s.mu.RLock()
-	fd, closed := s.fd, s.closed
-	s.mu.RUnlock()
-	if closed {
-		return 0, errSockClosed
-	}
-	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	_, _ = unix.Poll(fds, int(sendWait/time.Millisecond))
-	return s.sendTo(p, to)
-}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netbed builds network test beds out of Linux network namespaces
 // for tests: namespaces, veth pairs, bridges, routes, iptables NAT rules,
 // and commands or sockets inside a namespace. Everything a bed creates is

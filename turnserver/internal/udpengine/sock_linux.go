@@ -1,33 +1,34 @@
-package turnserver
+//go:build !icebox_portable
+
+package udpengine
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// UDP sockets outside Go's network poller. The relay engine (engine.go)
-// waits for them with its own epoll and reads and writes them with
-// recvmmsg, sendmmsg and sendto directly: a datagram costs its system calls
-// and nothing else — no goroutine woken per socket, no second read that
-// finds the socket empty.
+// UDP sockets outside Go's network poller. The epoll engine waits for
+// them with its own epoll and reads and writes them with recvmmsg, sendmmsg
+// and sendto directly: a datagram costs its system calls and nothing else —
+// no goroutine woken per socket, no second read that finds the socket
+// empty.
 
 // sockaddrLen is room for a struct sockaddr_in6 (an IPv4 sockaddr_in is
 // its first 16 bytes).
 const sockaddrLen = unix.SizeofSockaddrInet6
 
-// udpSock is one UDP socket, read by one engine worker and written by any
+// Socket is one UDP socket, read by one engine loop and written by any
 // goroutine. mu guards the file descriptor: readers and writers hold it
 // shared, close holds it exclusively, so the number is never used after
 // close (when the kernel may already have given it to another socket).
-type udpSock struct {
+type Socket struct {
 	fd     int
 	family int // unix.AF_INET or unix.AF_INET6 (IPv4 peers as v4-mapped)
 	local  netip.AddrPort
@@ -35,17 +36,17 @@ type udpSock struct {
 	mu     sync.RWMutex
 	closed bool
 
-	// Set once before the socket is added to the engine.
-	id    uint64
-	w     *worker
-	relay *relayPacketConn // a relay socket's allocation; nil on a listener
-	lis   *engineListener  // a listener socket's reader; nil on a relay socket
+	// Set once when the socket is added to the engine.
+	id uint64
+	w  *worker
+	h  Handler
 }
 
-// openUDP binds a UDP socket on addr with a receive buffer of bufSize
-// bytes (best effort, as setBuffers). The send buffer keeps the kernel's
-// default: sends never wait, and one system call fewer per allocation.
-func openUDP(addr netip.AddrPort, bufSize int) (*udpSock, error) {
+// Open binds a UDP socket on addr with a receive buffer of bufSize bytes
+// (best effort: SO_RCVBUFFORCE where the process may, else SO_RCVBUF). The
+// send buffer keeps the kernel's default: sends never wait, and one system
+// call fewer per allocation.
+func Open(addr netip.AddrPort, bufSize int) (*Socket, error) {
 	family := unix.AF_INET
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
 		family = unix.AF_INET6
@@ -74,16 +75,16 @@ func openUDP(addr netip.AddrPort, bufSize int) (*udpSock, error) {
 			local = netip.AddrPortFrom(addr.Addr(), uint16(sockaddrPort(got)))
 		}
 	}
-	return &udpSock{fd: fd, family: family, local: local}, nil
+	return &Socket{fd: fd, family: family, local: local}, nil
 }
 
-// adoptUDP takes over a socket bound by Go (a listener from ListenUDP):
-// the descriptor is duplicated and the original closed, so only the engine
+// Adopt takes over a socket bound by Go (a listener from ListenUDP): the
+// descriptor is duplicated and the original closed, so only the engine
 // polls it. The socket keeps its port and its SO_REUSEPORT group.
-func adoptUDP(pc net.PacketConn) (*udpSock, error) {
+func Adopt(pc net.PacketConn) (*Socket, error) {
 	uc, ok := pc.(*net.UDPConn)
 	if !ok {
-		return nil, fmt.Errorf("turnserver: UDP listener is a %T, want *net.UDPConn", pc)
+		return nil, fmt.Errorf("udpengine: UDP listener is a %T, want *net.UDPConn", pc)
 	}
 	rc, err := uc.SyscallConn()
 	if err != nil {
@@ -95,7 +96,7 @@ func adoptUDP(pc net.PacketConn) (*udpSock, error) {
 		return nil, err
 	}
 	if dupErr != nil {
-		return nil, fmt.Errorf("turnserver: dup UDP listener: %w", dupErr)
+		return nil, fmt.Errorf("udpengine: dup UDP listener: %w", dupErr)
 	}
 	local := uc.LocalAddr().(*net.UDPAddr).AddrPort()
 	if err := uc.Close(); err != nil {
@@ -105,17 +106,21 @@ func adoptUDP(pc net.PacketConn) (*udpSock, error) {
 	family, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	if err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("turnserver: UDP listener: %w", err)
+		return nil, fmt.Errorf("udpengine: UDP listener: %w", err)
 	}
-	return &udpSock{fd: fd, family: family, local: local}, nil
+	return &Socket{fd: fd, family: family, local: local}, nil
 }
+
+// LocalAddr is the address the socket is bound to.
+func (s *Socket) LocalAddr() netip.AddrPort { return s.local }
 
 // errSockClosed is what a closed socket's operations return.
 var errSockClosed = net.ErrClosed
 
-// sendTo sends p to addr. It does not wait: with the send buffer full the
-// datagram is dropped (EAGAIN), as a full queue drops it anyway.
-func (s *udpSock) sendTo(p []byte, to netip.AddrPort) (int, error) {
+// SendTo sends p to addr. It does not wait: with the send buffer full the
+// datagram is dropped (EAGAIN, see BufferFull), as a full queue drops it
+// anyway.
+func (s *Socket) SendTo(p []byte, to netip.AddrPort) (int, error) {
 	var sa [sockaddrLen]byte
 	salen := putSockaddr(&sa, s.family, to)
 	if salen == 0 {
@@ -138,8 +143,33 @@ func (s *udpSock) sendTo(p []byte, to netip.AddrPort) (int, error) {
 	return int(n), nil
 }
 
+// sendWait bounds how long SendToWaiting waits for room in a full send
+// buffer before the datagram is dropped.
+const sendWait = 100 * time.Millisecond
+
+// SendToWaiting is SendTo for pion's goroutines: a full send buffer is
+// waited on (briefly) instead of dropping the datagram at once, as on a Go
+// socket; the engine's sends never wait. The wait holds no lock, so closing
+// the socket meanwhile stalls nobody (polling a descriptor number closed
+// meanwhile only ends the wait early).
+func (s *Socket) SendToWaiting(p []byte, to netip.AddrPort) (int, error) {
+	n, err := s.SendTo(p, to)
+	if !BufferFull(err) {
+		return n, err
+	}
+	s.mu.RLock()
+	fd, closed := s.fd, s.closed
+	s.mu.RUnlock()
+	if closed {
+		return 0, errSockClosed
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	_, _ = unix.Poll(fds, int(sendWait/time.Millisecond))
+	return s.SendTo(p, to)
+}
+
 // Close closes the socket once; later operations return net.ErrClosed.
-func (s *udpSock) Close() error {
+func (s *Socket) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -151,8 +181,6 @@ func (s *udpSock) Close() error {
 	}
 	return unix.Close(s.fd)
 }
-
-var errAddrFamily = errors.New("turnserver: address family does not match the socket")
 
 // putSockaddr writes to as a sockaddr for a socket of family into sa and
 // returns its length, or 0 if the socket cannot reach it (an IPv6 address
@@ -218,7 +246,7 @@ var (
 
 // recvmmsg receives up to len(ms) queued datagrams without waiting; 0 with
 // a nil error means none was queued.
-func (s *udpSock) recvmmsg(ms []mmsghdr) (int, error) {
+func (s *Socket) recvmmsg(ms []mmsghdr) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -243,7 +271,7 @@ func (s *udpSock) recvmmsg(ms []mmsghdr) (int, error) {
 // the send buffer full (EAGAIN, ENOBUFS) the rest is dropped at once; a
 // datagram refused for itself (an unreachable destination) is skipped and
 // the rest still go. The last error is returned.
-func (s *udpSock) sendmmsg(ms []mmsghdr) (int, error) {
+func (s *Socket) sendmmsg(ms []mmsghdr) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -259,7 +287,7 @@ func (s *udpSock) sendmmsg(ms []mmsghdr) (int, error) {
 		case errno == 0 && n > 0:
 			sent += int(n)
 		case errno == unix.EINTR:
-		case bufferFull(errno):
+		case BufferFull(errno):
 			return sent, errno
 		case errno == 0: // sent nothing and said nothing: do not spin
 			return sent, unix.EIO
@@ -271,12 +299,6 @@ func (s *udpSock) sendmmsg(ms []mmsghdr) (int, error) {
 	return sent, lastErr
 }
 
-// bufferFull reports whether err says the socket's send buffer (or the
+// BufferFull reports whether err says the socket's send buffer (or the
 // kernel's) had no room: the datagram is dropped, as a full queue drops it.
-func bufferFull(err error) bool { return err == unix.EAGAIN || err == unix.ENOBUFS }
-
-// socketError reports whether err is a real failure of a socket (not
-// "closed").
-func socketError(err error) bool {
-	return err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.EBADF)
-}
+func BufferFull(err error) bool { return err == unix.EAGAIN || err == unix.ENOBUFS }
