@@ -22,17 +22,11 @@ build:
 # cross builds the whole module for macOS, FreeBSD and Windows, where the
 # relay runs on its portable engine (see README). The Linux-only harnesses
 # (bench, internal/netbed: network namespaces) are left out by their build
-# tags. CROSS_SKIP_WINDOWS matches packages that do not build for Windows
-# yet: matrixtest locks its Dendrite slots with flock.
-CROSS_SKIP_WINDOWS := /signaling/matrix/matrixtest$$
+# tags.
 cross:
 	@set -e; for os in darwin freebsd windows; do \
-		pkgs=./...; \
-		if [ $$os = windows ]; then \
-			pkgs=$$(GOOS=windows $(GO) list -tags $(TAGS) ./... | grep -Ev '$(CROSS_SKIP_WINDOWS)'); \
-		fi; \
 		echo "cross: GOOS=$$os"; \
-		CGO_ENABLED=0 GOOS=$$os $(GO) build -tags $(TAGS) $$pkgs; \
+		CGO_ENABLED=0 GOOS=$$os $(GO) build -tags $(TAGS) ./...; \
 	done
 
 run: build

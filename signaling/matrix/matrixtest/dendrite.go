@@ -376,7 +376,7 @@ func acquireSlot(t testing.TB) {
 			if err != nil {
 				t.Fatalf("matrixtest: slot: %v", err)
 			}
-			if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			if err := tryLock(f); err == nil {
 				t.Cleanup(func() { _ = f.Close() }) // closing releases the lock
 				return
 			}
