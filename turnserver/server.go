@@ -173,14 +173,64 @@ type Server struct {
 
 // New starts serving the given listeners.
 func New(cfg Config, ln Listeners) (*Server, error) {
+	cfg, err := cfg.withDefaults(ln)
+	if err != nil {
+		return nil, err
+	}
+	s := newServer(cfg)
+	if err := s.refreshHostAddrs(); err != nil {
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.engine, err = udpengine.New(udpengine.Config{Loops: cfg.EngineLoops, Batch: cfg.RecvBatch,
+		Log: s.log, SendFailed: s.m.sendFailed})
+	if err != nil {
+		s.cancel()
+		return nil, err
+	}
+	gen := relayAllocator{s: s}
+	sc := turn.ServerConfig{
+		Realm:         cfg.Realm,
+		AuthHandler:   s.authenticate,
+		QuotaHandler:  s.allowQuota,
+		LoggerFactory: newPionLoggerFactory(s.log),
+		EventHandler: turn.EventHandler{
+			OnAuth:              s.onAuth,
+			OnAllocationCreated: s.onAllocationCreated,
+			OnAllocationDeleted: s.onAllocationDeleted,
+			OnPermissionCreated: s.onPermission(1),
+			OnPermissionDeleted: s.onPermission(-1),
+		},
+		PermissionTimeout: cfg.permissionTimeout,
+	}
+	if sc.PacketConnConfigs, err = s.serveUDP(ln.UDP, gen); err != nil {
+		return nil, err
+	}
+	if len(ln.TLS) > 0 && ln.TLSConfig == nil {
+		s.closeUDP(sc.PacketConnConfigs, nil)
+		return nil, errors.New("turnserver: TLS listeners need a TLSConfig")
+	}
+	sc.ListenerConfigs = s.streamListeners(ln, gen)
+	ts, err := turn.NewServer(sc)
+	if err != nil {
+		s.closeUDP(sc.PacketConnConfigs, nil)
+		return nil, fmt.Errorf("turnserver: %w", err)
+	}
+	s.turn = ts
+	s.startHostAddrWatch()
+	return s, nil
+}
+
+// withDefaults checks what New cannot do without and fills the zero values.
+func (cfg Config) withDefaults(ln Listeners) (Config, error) {
 	if cfg.Keyring == nil || cfg.Policy == nil {
-		return nil, errors.New("turnserver: Keyring and Policy are required")
+		return cfg, errors.New("turnserver: Keyring and Policy are required")
 	}
 	if len(ln.UDP)+len(ln.TCP)+len(ln.TLS) == 0 {
-		return nil, errNoListeners
+		return cfg, errNoListeners
 	}
 	if cfg.MinPort == 0 || cfg.MinPort > cfg.MaxPort {
-		return nil, fmt.Errorf("turnserver: relay port range %d–%d: want 0 < MinPort <= MaxPort", cfg.MinPort, cfg.MaxPort)
+		return cfg, fmt.Errorf("turnserver: relay port range %d–%d: want 0 < MinPort <= MaxPort", cfg.MinPort, cfg.MaxPort)
 	}
 	if cfg.MaxAllocationDuration <= 0 {
 		cfg.MaxAllocationDuration = 12 * time.Hour
@@ -212,6 +262,12 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	if cfg.HostAddrsInterval <= 0 {
 		cfg.HostAddrsInterval = DefaultHostAddrsInterval
 	}
+	return cfg, nil
+}
+
+// newServer makes the server's state from a complete config; it opens
+// nothing.
+func newServer(cfg Config) *Server {
 	log := cfg.Logger.With().Str("component", "turn").Logger()
 	reg := newRegistry(cfg.Quotas)
 	hosts := &hostAddrs{}
@@ -230,10 +286,6 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		connLimits: newConnLimits(cfg.TCPMaxPerSource, cfg.TCPMaxTotal),
 		dials:      newDialLimits(defaultConnectDialsPerAllocation, defaultConnectDialsTotal),
 	}
-	if err := s.refreshHostAddrs(); err != nil {
-		return nil, err
-	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	now := cfg.Now()
 	for _, r := range cfg.Revoked {
 		if r.CallID != "" && r.Until.After(now) {
@@ -242,54 +294,40 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	}
 	s.m = newMetrics(cfg.Registerer, reg,
 		func() float64 { return float64(s.connLimits.count()) })
+	return s
+}
 
-	gen := relayAllocator{s: s}
-	sc := turn.ServerConfig{
-		Realm:         cfg.Realm,
-		AuthHandler:   s.authenticate,
-		QuotaHandler:  s.allowQuota,
-		LoggerFactory: newPionLoggerFactory(log),
-		EventHandler: turn.EventHandler{
-			OnAuth:              s.onAuth,
-			OnAllocationCreated: s.onAllocationCreated,
-			OnAllocationDeleted: s.onAllocationDeleted,
-			OnPermissionCreated: s.onPermission(1),
-			OnPermissionDeleted: s.onPermission(-1),
-		},
-		PermissionTimeout: cfg.permissionTimeout,
-	}
+// serveUDP hands every UDP listener socket to the engine and returns what
+// pion reads from each: the guard, over the reflection limits, over the
+// fast path (or the engine listener alone). On failure every socket is
+// closed.
+func (s *Server) serveUDP(udp []net.PacketConn, gen relayAllocator) ([]turn.PacketConnConfig, error) {
 	var errLim, bindLim *sourceLimiter
-	if cfg.ErrorRate.PerSecond > 0 {
-		errLim = newSourceLimiter(cfg.ErrorRate)
+	if s.cfg.ErrorRate.PerSecond > 0 {
+		errLim = newSourceLimiter(s.cfg.ErrorRate)
 	}
-	if cfg.BindingRate.PerSecond > 0 {
-		bindLim = newSourceLimiter(cfg.BindingRate)
+	if s.cfg.BindingRate.PerSecond > 0 {
+		bindLim = newSourceLimiter(s.cfg.BindingRate)
 	}
-	eng, err := udpengine.New(udpengine.Config{Loops: cfg.EngineLoops, Batch: cfg.RecvBatch,
-		Log: log, SendFailed: s.m.sendFailed})
-	if err != nil {
-		s.cancel()
-		return nil, err
-	}
-	s.engine = eng
-	for i, raw := range ln.UDP {
+	var out []turn.PacketConnConfig
+	for i, raw := range udp {
 		sock, err := udpengine.Adopt(raw)
 		if err != nil {
-			s.closeUDP(sc.PacketConnConfigs, ln.UDP[i:])
+			s.closeUDP(out, udp[i:])
 			return nil, err
 		}
 		el := newEngineListener(s.m, sock)
 		var pc net.PacketConn = el
 		var h udpengine.Handler = el
-		if !cfg.NoFastPath {
+		if !s.cfg.NoFastPath {
 			fl := newFastListener(el, s)
 			s.fast = append(s.fast, fl)
 			pc, h = fl, fl
 		}
 		// Served from here on: the listener is complete.
-		if err := eng.AddTo(i, sock, h); err != nil {
+		if err := s.engine.AddTo(i, sock, h); err != nil {
 			_ = el.Close()
-			s.closeUDP(sc.PacketConnConfigs, ln.UDP[i+1:])
+			s.closeUDP(out, udp[i+1:])
 			return nil, err
 		}
 		if errLim != nil || bindLim != nil {
@@ -297,36 +335,31 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 				errorsDropped: s.m.errorsDropped, bindingsDropped: s.m.bindingsDropped}
 		}
 		pc = &udpGuard{PacketConn: pc, s: s} // outermost: pion reads this one (guard.go)
-		sc.PacketConnConfigs = append(sc.PacketConnConfigs, turn.PacketConnConfig{
+		out = append(out, turn.PacketConnConfig{
 			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
-	if len(ln.TLS) > 0 && ln.TLSConfig == nil {
-		s.closeUDP(sc.PacketConnConfigs, nil)
-		return nil, errors.New("turnserver: TLS listeners need a TLSConfig")
-	}
-	// Connections are tracked under the TLS layer, so Close can end them
-	// all (and a silent one is cut before its handshake); the guard sits
-	// above it, where it sees STUN messages (guard.go).
+	return out, nil
+}
+
+// streamListeners wraps the TCP and TLS listeners for pion. Connections are
+// tracked under the TLS layer, so Close can end them all (and a silent one
+// is cut before its handshake); the guard sits above it, where it sees STUN
+// messages (guard.go).
+func (s *Server) streamListeners(ln Listeners, gen relayAllocator) []turn.ListenerConfig {
+	var out []turn.ListenerConfig
 	for _, l := range ln.TCP {
-		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
+		out = append(out, turn.ListenerConfig{
 			Listener: &streamGuard{Listener: s.trackConns(l), s: s}, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
 	for _, l := range ln.TLS {
-		sc.ListenerConfigs = append(sc.ListenerConfigs, turn.ListenerConfig{
+		out = append(out, turn.ListenerConfig{
 			Listener:              &streamGuard{Listener: tls.NewListener(s.trackConns(l), ln.TLSConfig), s: s},
 			RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
 		})
 	}
-	ts, err := turn.NewServer(sc)
-	if err != nil {
-		s.closeUDP(sc.PacketConnConfigs, nil)
-		return nil, fmt.Errorf("turnserver: %w", err)
-	}
-	s.turn = ts
-	s.startHostAddrWatch()
-	return s, nil
+	return out
 }
 
 // startHostAddrWatch starts tracking the host's addresses: subscribed to
