@@ -37,6 +37,7 @@ import (
 
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
+	"go.uber.org/goleak"
 
 	"github.com/icebox-voip/icebox/node/nodetest"
 )
@@ -77,7 +78,20 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: go build icebox:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if code == 0 {
+		// As goleak.VerifyTestMain, which would exit before the deferred
+		// RemoveAll: only a passing run is checked. Nothing is ignored:
+		// every test stops its in-process nodes (nodetest), its processes,
+		// its Matrix and TURN clients and its Dendrite, and the keep-alive
+		// connections of httpClient end when the servers they reach stop
+		// (goleak.Find retries while they wind down).
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak: goroutines still running after the tests:", err)
+			return 1
+		}
+	}
+	return code
 }
 
 // buildArgs builds the binary as this test binary was built: with its build
