@@ -36,11 +36,14 @@ func TestRunStoppedWhileStarting(t *testing.T) {
 		t.Cleanup(func() { _ = st.Close() })
 		return st
 	}
-	run := func(t *testing.T, st signaling.Store, ctx context.Context) error {
+	newService := func(t *testing.T, st signaling.Store) *signaling.Service {
 		svc, err := signaling.NewService(signaling.ServiceConfig{Store: st, Logger: zerolog.Nop()})
 		if err != nil {
 			t.Fatal(err)
 		}
+		return svc
+	}
+	run := func(t *testing.T, svc *signaling.Service, ctx context.Context) error {
 		done := make(chan error, 1)
 		go func() { done <- svc.Run(ctx) }()
 		select {
@@ -55,27 +58,40 @@ func TestRunStoppedWhileStarting(t *testing.T) {
 	t.Run("cancelled before Run", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		if err := run(t, openStore(t), ctx); err != nil {
+		if err := run(t, newService(t, openStore(t)), ctx); err != nil {
 			t.Errorf("got %v, want nil", err)
 		}
 	})
 	t.Run("cancelled while loading ringing calls", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		if err := run(t, cancelOnLoad{Store: openStore(t), cancel: cancel}, ctx); err != nil {
+		if err := run(t, newService(t, cancelOnLoad{Store: openStore(t), cancel: cancel}), ctx); err != nil {
 			t.Errorf("got %v, want nil", err)
 		}
 	})
+	// A failed start stops the invite timers armed before it too.
 	t.Run("store fails", func(t *testing.T) {
 		st := openStore(t)
+		svc := newService(t, st)
+		ctx := context.Background()
+		if _, err := svc.PutConversation(ctx, "conv1", []string{"alice", "bob"}, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "conv1", SDPOffer: "v=0 offer"}); err != nil {
+			t.Fatal(err)
+		}
+		if got := svc.ActiveTimers(); got != 1 {
+			t.Fatalf("ActiveTimers after Initiate: got %d, want 1", got)
+		}
 		if err := st.Close(); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		err := run(t, st, ctx)
+		err := run(t, svc, ctx)
 		if err == nil || !strings.HasPrefix(err.Error(), "signaling: load ringing calls: ") {
 			t.Errorf("got %v, want the error of loading ringing calls", err)
+		}
+		if got := svc.ActiveTimers(); got != 0 {
+			t.Errorf("ActiveTimers after the failed Run: got %d, want 0", got)
 		}
 	})
 }
