@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -151,4 +152,26 @@ func allocate(t *testing.T, transport, server, user, pass string) net.PacketConn
 		t.Fatalf("allocate over %s: %v", transport, err)
 	}
 	return relay
+}
+
+// TestNodeStoppedAtOnce: a node whose Run starts with its context already
+// done stops cleanly, though its components are stopped while they start
+// (the calls service loading its ringing calls).
+func TestNodeStoppedAtOnce(t *testing.T) {
+	for i := range 5 {
+		cfg := nodetest.Config(filepath.Join(t.TempDir(), "state"), testSecret)
+		auth, err := httpapi.NewAuthenticator(httpapi.AuthConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := node.New(context.Background(), cfg, node.Options{Logger: zerolog.Nop(), Registry: prometheus.NewRegistry(), Auth: auth})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := errors.Join(n.Run(ctx), n.Close()); err != nil {
+			t.Errorf("run %d: a node stopped at once: %v, want nil", i, err)
+		}
+	}
 }

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -35,27 +34,17 @@ func (n *Node) Run(ctx context.Context) error {
 
 // start runs every component, and what keeps them going, in g.
 func (n *Node) start(g *errgroup.Group, ctx context.Context) {
-	g.Go(func() error { return stopped(ctx, n.relay.Run(ctx)) })
-	g.Go(func() error { return stopped(ctx, n.api.Serve(ctx, n.httpLn)) })
-	g.Go(func() error { return stopped(ctx, n.calls.Run(ctx)) })
+	g.Go(func() error { return n.relay.Run(ctx) })
+	g.Go(func() error { return n.api.Serve(ctx, n.httpLn) })
+	g.Go(func() error { return n.calls.Run(ctx) })
 	if n.bridge != nil {
-		g.Go(func() error { return stopped(ctx, n.bridge.Run(ctx)) })
+		g.Go(func() error { return n.bridge.Run(ctx) })
 	}
 	g.Go(func() error { return n.opts.Notifier.RunWatchdog(ctx, func() bool { return n.state.Ping() == nil }) })
 	for _, r := range n.certs {
 		g.Go(func() error { return r.Watch(ctx) })
 	}
 	g.Go(func() error { return n.maintain(ctx) })
-}
-
-// stopped is a component's Run error, except the cancellation of its own
-// stop: a node stopped while a component was still starting (the calls
-// service loading ringing calls, say) stopped cleanly.
-func stopped(ctx context.Context, err error) error {
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
 }
 
 // markServing marks the node ready, tells systemd and logs where it listens.

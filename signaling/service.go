@@ -133,10 +133,15 @@ func setDefault[T comparable](v *T, def T) {
 // Run re-arms the expiry of invites that were ringing when icebox stopped
 // (expiring at once those whose lifetime passed meanwhile), sweeps answered
 // calls past MaxCallDuration at once and then every SweepInterval, then
-// waits for ctx and stops the timers and the sweeper.
+// waits for ctx and stops the timers and the sweeper. It returns nil when
+// ctx is done, also when that happens while it loads the ringing calls.
 func (s *Service) Run(ctx context.Context) error {
+	defer s.stop()
 	ringing, err := s.cfg.Store.RingingCalls(ctx)
 	if err != nil {
+		if ctx.Err() != nil { // stopped while starting: err is that stop
+			return nil
+		}
 		return fmt.Errorf("signaling: load ringing calls: %w", err)
 	}
 	for _, c := range ringing {
@@ -144,10 +149,15 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	s.wg.Go(func() { s.sweepLoop(ctx) })
 	<-ctx.Done()
+	return nil
+}
+
+// stop stops the expiry timers (those armed by transitions before Run
+// too) and waits for the sweeper and the expiries in flight.
+func (s *Service) stop() {
 	s.timers.close()
 	s.wg.Wait()
 	s.timers.wait()
-	return nil
 }
 
 // ActiveTimers returns how many invites are waiting to expire (tests, metrics).

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"reflect"
 	"slices"
@@ -119,47 +118,9 @@ func TestMigrateSchema3To4(t *testing.T) {
 	calls[2].Status = signaling.StatusEnded
 	calls[3].Status = signaling.StatusExpired
 
-	all := migrations
-	migrations = all[:3]
-	s, err := Open(dir, Options{})
-	migrations = all
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, err := s.Version(); err != nil || v != 3 {
-		t.Fatalf("schema-3 file has version %d, %v", v, err)
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketCallsActive) != nil {
-			t.Errorf("bucket %s exists at schema 3", bucketCallsActive)
-		}
-		for _, c := range calls {
-			raw, err := json.Marshal(recordOf(c))
-			if err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketCalls).Put([]byte(c.ID), raw); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketCallsByConv).Put(convKey(c), nil); err != nil {
-				return err
-			}
-			if c.Status == signaling.StatusRinging {
-				if err := tx.Bucket(bucketCallsRinging).Put([]byte(c.ID), nil); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeSchemaFixture(t, dir, oldSchema{version: 3, absent: [][]byte{bucketCallsActive}, calls: calls})
 
-	s = openTemp(t, dir)
+	s := openTemp(t, dir)
 	if v, err := s.Version(); err != nil || v != SchemaVersion() {
 		t.Fatalf("after migration: version %d, %v; want %d", v, err, SchemaVersion())
 	}

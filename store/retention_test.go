@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -208,47 +207,9 @@ func TestMigrateSchema4To5(t *testing.T) {
 	}
 	calls[1].SDPOffer = "v=0\r\na=<&>\r\n"
 
-	all := migrations
-	migrations = all[:4]
-	s, err := Open(dir, Options{})
-	migrations = all
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketCallsEnded) != nil {
-			t.Errorf("bucket %s exists at schema 4", bucketCallsEnded)
-		}
-		for _, c := range calls {
-			raw, err := json.Marshal(recordOf(c)) // HTML-escaped, as schema 4 wrote it
-			if err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketCalls).Put([]byte(c.ID), raw); err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketCallsByConv).Put(convKey(c), nil); err != nil {
-				return err
-			}
-			if isActive(c.Status) {
-				if err := tx.Bucket(bucketCallsActive).Put([]byte(c.ID), nil); err != nil {
-					return err
-				}
-				if err := tx.Bucket(bucketCallsRinging).Put([]byte(c.ID), nil); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeSchemaFixture(t, dir, oldSchema{version: 4, absent: [][]byte{bucketCallsEnded}, calls: calls}) // HTML-escaped, as schema 4 wrote it
 
-	s = openTemp(t, dir)
+	s := openTemp(t, dir)
 	if v, err := s.Version(); err != nil || v != SchemaVersion() {
 		t.Fatalf("after migration: version %d, %v; want %d", v, err, SchemaVersion())
 	}
@@ -260,7 +221,7 @@ func TestMigrateSchema4To5(t *testing.T) {
 	if _, err := s.UpdateCall(t.Context(), "r", func(c *signaling.Call) error { c.Invitee = "@bob:example.org"; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err := s.db.View(func(tx *bolt.Tx) error {
 		if raw := tx.Bucket(bucketCalls).Get([]byte("r")); strings.Contains(string(raw), "sdp_offer") {
 			t.Errorf("rewritten record still carries its SDP: %s", raw)
 		}

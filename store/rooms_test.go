@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"maps"
 	"reflect"
@@ -292,39 +291,9 @@ func TestMigrateSchema2To3(t *testing.T) {
 	}
 	convs[1].UpdatedAt = at(time.Second)
 
-	all := migrations
-	migrations = all[:2]
-	s, err := Open(dir, Options{})
-	migrations = all
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v, err := s.Version(); err != nil || v != 2 {
-		t.Fatalf("schema-2 file has version %d, %v", v, err)
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
-		if tx.Bucket(bucketConvsByRoom) != nil {
-			t.Errorf("bucket %s exists at schema 2", bucketConvsByRoom)
-		}
-		for _, c := range convs {
-			raw, err := json.Marshal(c)
-			if err != nil {
-				return err
-			}
-			if err := tx.Bucket(bucketConversations).Put([]byte(c.ID), raw); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeSchemaFixture(t, dir, oldSchema{version: 2, absent: [][]byte{bucketConvsByRoom}, convs: convs})
 
-	s = openTemp(t, dir)
+	s := openTemp(t, dir)
 	ctx := t.Context()
 	if v, err := s.Version(); err != nil || v != SchemaVersion() {
 		t.Fatalf("after migration: version %d, %v; want %d", v, err, SchemaVersion())
@@ -340,7 +309,7 @@ func TestMigrateSchema2To3(t *testing.T) {
 	}
 
 	// The losers keep their RoomID, unindexed, until the admin moves them.
-	err = s.PutConversation(ctx, convs[0])
+	err := s.PutConversation(ctx, convs[0])
 	if wantMsg := `store: put conversation "a": already exists: room "!x:h" belongs to conversation "b"`; !errors.Is(err, signaling.ErrConflict) || err.Error() != wantMsg {
 		t.Errorf("PutConversation(a) with the shared room: got %v, want %q", err, wantMsg)
 	}

@@ -6,7 +6,6 @@ package main
 // the binary that TestMain builds once, on loopback ports picked at run time.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -20,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/http"
@@ -37,6 +37,10 @@ import (
 
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.uber.org/goleak"
 
 	"github.com/icebox-voip/icebox/node/nodetest"
 )
@@ -77,7 +81,20 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: go build icebox:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if code == 0 {
+		// As goleak.VerifyTestMain, which would exit before the deferred
+		// RemoveAll: only a passing run is checked. Nothing is ignored:
+		// every test stops its in-process nodes (nodetest), its processes,
+		// its Matrix and TURN clients and its Dendrite, and the keep-alive
+		// connections of httpClient end when the servers they reach stop
+		// (goleak.Find retries while they wind down).
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak: goroutines still running after the tests:", err)
+			return 1
+		}
+	}
+	return code
 }
 
 // buildArgs builds the binary as this test binary was built: with its build
@@ -602,24 +619,86 @@ func (in *instance) metrics(t *testing.T) map[string]float64 {
 	if code != http.StatusOK {
 		t.Fatalf("GET /metrics: status %d", code)
 	}
-	out := map[string]float64{}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			continue
-		}
-		out[line[:i]] = v
+	m, err := metricSamples(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
 	}
-	return out
+	return m
+}
+
+// metricSamples parses a text exposition (what GET /metrics serves) with
+// expfmt's parser into its samples, keyed by `name{labels}` as the text
+// prints them (`name` alone for a series without labels): a histogram's
+// or summary's by its _bucket (quantile), _sum and _count series. The
+// tests read /metrics over HTTP, from an in-process node or from a
+// process alike, so they read what a scraper reads.
+func metricSamples(r io.Reader) (map[string]float64, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return nil, fmt.Errorf("parse metrics: %w", err)
+	}
+	out := map[string]float64{}
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			key := func(suffix string, extra ...string) string {
+				return sampleKey(name+suffix, m.GetLabel(), extra...)
+			}
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
+				out[key("")] = m.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				out[key("")] = m.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				h := m.GetHistogram()
+				for _, b := range h.GetBucket() {
+					out[key("_bucket", "le", formatFloat(b.GetUpperBound()))] = float64(b.GetCumulativeCount())
+				}
+				out[key("_sum")], out[key("_count")] = h.GetSampleSum(), float64(h.GetSampleCount())
+			case dto.MetricType_SUMMARY:
+				s := m.GetSummary()
+				for _, q := range s.GetQuantile() {
+					out[key("", "quantile", formatFloat(q.GetQuantile()))] = q.GetValue()
+				}
+				out[key("_sum")], out[key("_count")] = s.GetSampleSum(), float64(s.GetSampleCount())
+			default:
+				out[key("")] = m.GetUntyped().GetValue()
+			}
+		}
+	}
+	return out, nil
+}
+
+// sampleKey prints a series as the text exposition does: name{l="v",…},
+// with extra label name/value pairs (le, quantile) last.
+func sampleKey(name string, labels []*dto.LabelPair, extra ...string) string {
+	var pairs []string
+	for _, l := range labels {
+		pairs = append(pairs, l.GetName(), l.GetValue())
+	}
+	pairs = append(pairs, extra...)
+	if len(pairs) == 0 {
+		return name
+	}
+	esc := strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+	var b strings.Builder
+	b.WriteString(name)
+	for i := 0; i < len(pairs); i += 2 {
+		sep := ","
+		if i == 0 {
+			sep = "{"
+		}
+		fmt.Fprintf(&b, `%s%s="%s"`, sep, pairs[i], esc.Replace(pairs[i+1]))
+	}
+	b.WriteString("}")
+	return b.String()
+}
+
+func formatFloat(v float64) string {
+	if math.IsInf(v, +1) {
+		return "+Inf"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
 // metricsLag bounds how long a counter may trail the traffic it counts: the

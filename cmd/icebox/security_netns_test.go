@@ -18,7 +18,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -133,19 +132,11 @@ func (sb *secBed) metric(t *testing.T, name string) float64 {
 		t.Fatalf("GET /metrics: %v", err)
 	}
 	defer resp.Body.Close()
-	var s float64
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
-			s += v
-		}
+	m, err := metricSamples(resp.Body)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
 	}
-	return s
+	return sum(m, name)
 }
 
 // sinks are UDP and TCP services that record what reaches them.

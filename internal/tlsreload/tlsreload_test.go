@@ -2,6 +2,7 @@ package tlsreload
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -87,5 +88,27 @@ func TestReload(t *testing.T) {
 	}
 	if _, err := New(certFile, keyFile, zerolog.Nop()); err == nil {
 		t.Error("New with a broken pair: want an error")
+	}
+}
+
+// TestWatchEndsWithContext: Watch returns nil once its context is done (and
+// TestMain checks that nothing of it is left running).
+func TestWatchEndsWithContext(t *testing.T) {
+	certFile, keyFile := writePair(t, t.TempDir(), "first")
+	r, err := New(certFile, keyFile, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Watch(ctx) }()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Watch: got %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Watch did not return after its context ended")
 	}
 }
