@@ -31,7 +31,7 @@ func (s *Service) List(ctx context.Context, user, convID string, activeOnly bool
 // read loads a call and its conversation and checks user takes part. A call
 // whose conversation was deleted stays visible to its caller and answerer.
 func (s *Service) read(ctx context.Context, user, callID string) (Conversation, Call, error) {
-	if !ValidID(callID) {
+	if !ValidCallID(callID) {
 		return Conversation{}, Call{}, fmt.Errorf("call %q: %w", callID, ErrNotFound)
 	}
 	c, err := s.cfg.Store.Call(ctx, callID)
