@@ -212,7 +212,7 @@ func TestRenegotiationBadInput(t *testing.T) {
 	}
 	// A call ID outside the grammar is a 400 too, on every call route.
 	for path, req := range map[string]string{
-		"/calls/a%20b/negotiate": `{"description":{"type":"offer","sdp":"v=0"}}`,
+		"/calls/a%20b/negotiate":                                   `{"description":{"type":"offer","sdp":"v=0"}}`,
 		"/calls/" + strings.Repeat("a", 256) + "/metadata_changed": `{"sdp_stream_metadata":{}}`,
 	} {
 		code, body := e.do(t, userToken("alice"), "POST", path, []byte(req))
