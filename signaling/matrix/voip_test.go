@@ -300,3 +300,55 @@ func TestMatrixRejectLeaveKick(t *testing.T) {
 		t.Errorf("call after bob was kicked: %s by %s", got.EndReason, got.EndedBy)
 	}
 }
+
+// TestMatrixAnsweredElsewhere: both ways of "answered elsewhere". alice
+// calls bob, whose two devices ring: the first answer wins, icebox selects
+// it (m.call.select_answer naming bobdev, so bobphone stops ringing) and
+// bobphone's later answer is ignored. Then bob calls, alice answers, and
+// bob's client selects another party: alice's call ends with
+// answered_elsewhere (CallHangupViaMatrix) and its credentials are revoked.
+func TestMatrixAnsweredElsewhere(t *testing.T) {
+	w := newInWorld(t, inOptions{})
+	w.start(t, w.b)
+	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
+	since := w.since
+
+	c, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, since = w.bob.callEvents(t, since, room, 15*time.Second, fromIcebox(svc, "m.call.invite"))
+	w.send(t, w.bob, "m.call.answer", with(base(c.ID, "bobdev"), "answer", map[string]any{"type": "answer", "sdp": answerSDP}))
+	waitInbound(t, w.b, "m.call.answer", "ok", 1)
+	w.send(t, w.bob, "m.call.answer", with(base(c.ID, "bobphone"), "answer", map[string]any{"type": "answer", "sdp": answerSDP}))
+	waitInbound(t, w.b, "m.call.answer", "ignored", 1)
+	evs, _ := w.bob.callEvents(t, since, room, 15*time.Second, fromIcebox(svc, "m.call.select_answer"))
+	if sel := lastFrom(t, evs, svc, "m.call.select_answer"); sel["selected_party_id"] != "bobdev" {
+		t.Errorf("select_answer = %v, want bobdev", sel)
+	}
+	if got, _ := w.call(t, c.ID); got.AnswerPartyID != "bobdev" || got.Status != signaling.StatusAnswered {
+		t.Errorf("call = %s answered by %s", got.Status, got.AnswerPartyID)
+	}
+
+	w.send(t, w.bob, "m.call.invite", invite("bob.calls", "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.calls", 1)
+	if _, err := w.calls.Answer(ctx, "alice", "bob.calls", signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
+		t.Fatal(err)
+	}
+	w.send(t, w.bob, "m.call.select_answer", with(base("bob.calls", "bobdev"), "selected_party_id", "someoneelse"))
+	h := w.waitPublished(t, signaling.EventCallHangupViaMatrix, "bob.calls", 1)[0].Payload.(signaling.EndPayload)
+	if h.Reason != signaling.ReasonAnsweredElsewhere || h.Status != signaling.StatusEnded {
+		t.Errorf("CallHangupViaMatrix = %+v", h)
+	}
+	revs, err := w.st.Revocations(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range revs {
+		found = found || r.CallID == signaling.CredentialID("bob.calls")
+	}
+	if !found {
+		t.Errorf("no revocation for the call answered elsewhere")
+	}
+}
