@@ -85,10 +85,14 @@ func newWorld(t *testing.T, timing matrix.Timing, cfg matrix.Config, homeserverU
 		t.Fatal(err)
 	}
 
-	first := w.bob.sync(t, "", 0)
-	if _, ok := first.Rooms.Invite[room]; !ok {
-		t.Fatalf("bob is not invited to %s (invites: %v)", room, first.Rooms.Invite)
-	}
+	// Dendrite delivers the invitation to bob's sync a moment after the
+	// room is created (later still on a loaded machine, under -race).
+	var first syncResponse
+	waitFor(t, 10*time.Second, "bob's invitation to "+room, func() bool {
+		first = w.bob.sync(t, "", 0)
+		_, ok := first.Rooms.Invite[room]
+		return ok
+	})
 	w.bob.join(t, room)
 	w.since = w.bob.sync(t, first.NextBatch, 0).NextBatch
 	return w
