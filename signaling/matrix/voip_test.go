@@ -250,6 +250,22 @@ func TestMatrixRejectLeaveKick(t *testing.T) {
 		t.Errorf("select_answer after the reject: %v", sel)
 	}
 
+	// alice declines bob's call: Matrix gets m.call.reject, not a hangup.
+	w.send(t, w.bob, "m.call.invite", invite("bob.declined", "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.declined", 1)
+	if _, err := w.calls.Reject(ctx, "alice", "bob.declined", signaling.EndRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	evs, since = w.bob.callEvents(t, since, room, 15*time.Second, fromIcebox(svc, "m.call.reject"))
+	if rej := lastFrom(t, evs, svc, "m.call.reject"); rej["call_id"] != "bob.declined" || rej["party_id"] != signaling.PartyIDFor("alice") {
+		t.Errorf("alice's reject reached bob as %v", rej)
+	}
+	for _, ev := range evs {
+		if ev.Type == "m.call.hangup" && ev.Sender == svc {
+			t.Errorf("alice's reject also went out as a hangup: %s", ev.Content)
+		}
+	}
+
 	// bob calls, alice answers, bob leaves the room.
 	w.send(t, w.bob, "m.call.invite", invite("bob.leaves~1", "bobdev", "1", 60000))
 	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.leaves~1", 1)
