@@ -36,6 +36,9 @@ const (
 	ReasonUnknownError  = "unknown_error"
 	ReasonRejected      = "rejected" // end_reason of a rejected call
 	ReasonRevoked       = "revoked"  // ended by an administrator
+	// ReasonAnsweredElsewhere: the Matrix caller selected another party's
+	// answer (m.call.select_answer).
+	ReasonAnsweredElsewhere = "answered_elsewhere"
 )
 
 // VoIPVersion is the Matrix VoIP version icebox speaks.
@@ -90,6 +93,13 @@ type Call struct {
 	MatrixInviteEventID string
 	MatrixPartyID       string
 
+	// OfferParty is the party whose renegotiation offer (m.call.negotiate
+	// of type offer) waits for its answer, until OfferExpires (the
+	// negotiate's lifetime); "" when none does. See applyNegotiate for the
+	// glare rule.
+	OfferParty   string
+	OfferExpires *time.Time
+
 	// RevokedUntil is set when the call ends: its TURN credentials are
 	// refused until then (when they would have expired anyway). The store
 	// persists a revocation in the same transaction.
@@ -101,12 +111,15 @@ func (c Call) InviteDeadline() time.Time {
 	return c.CreatedAt.Add(time.Duration(c.LifetimeMS) * time.Millisecond)
 }
 
-// Candidate is one ICE candidate as WebRTC and Matrix write it. An empty
-// Candidate string is the end-of-candidates marker.
+// Candidate is one ICE candidate as WebRTC (RTCIceCandidateInit) and
+// Matrix write it. An empty Candidate string is the end-of-candidates
+// marker. usernameFragment tells ICE generations apart after a restart;
+// absent fields stay absent.
 type Candidate struct {
-	Candidate     string  `json:"candidate"`
-	SDPMid        *string `json:"sdpMid,omitempty"`
-	SDPMLineIndex *int    `json:"sdpMLineIndex,omitempty"`
+	Candidate        string  `json:"candidate"`
+	SDPMid           *string `json:"sdpMid,omitempty"`
+	SDPMLineIndex    *int    `json:"sdpMLineIndex,omitempty"`
+	UsernameFragment *string `json:"usernameFragment,omitempty"`
 }
 
 // SessionDescription is an SDP offer or answer (m.call.negotiate's description).
@@ -116,6 +129,8 @@ type SessionDescription struct {
 }
 
 // Revocation says a call's TURN credentials are refused until Until.
+// CallID is the call's CredentialID (the call ID itself for every ID
+// icebox makes).
 type Revocation struct {
 	CallID string    `json:"call_id"`
 	Until  time.Time `json:"until"`

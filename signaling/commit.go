@@ -120,7 +120,7 @@ func (s *Service) revokeRelay(c Call) {
 	if s.cfg.Relay == nil || c.RevokedUntil == nil {
 		return
 	}
-	n := s.cfg.Relay.RevokeCall(c.ID, *c.RevokedUntil)
+	n := s.cfg.Relay.RevokeCall(CredentialID(c.ID), *c.RevokedUntil)
 	if n > 0 {
 		s.log.Info().Str("call_id", c.ID).Int("allocations", n).Msg("closed the relay allocations of an ended call")
 	}

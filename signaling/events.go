@@ -1,20 +1,48 @@
 package signaling
 
-// Event types, the "type" field of WebSocket messages (names from the seed
-// design note). The ViaMatrix variants are produced by the Matrix bridge.
-const (
-	EventCallInvite          = "CallInvite"
-	EventCallAnswer          = "CallAnswer"
-	EventCallCandidates      = "CallCandidates"
-	EventCallSelectAnswer    = "CallSelectAnswer"
-	EventCallNegotiate       = "CallNegotiate"
-	EventCallRejected        = "CallRejected"
-	EventCallHangup          = "CallHangup"
-	EventCallInviteViaMatrix = "CallInviteViaMatrix"
-	EventCallAnswerViaMatrix = "CallAnswerViaMatrix"
-	EventCallCandidatesVia   = "CallCandidatesViaMatrix"
-	EventCallMatrixSent      = "CallMatrixSent"
+import (
+	"encoding/json"
+	"strings"
 )
+
+// Event types, the "type" field of WebSocket messages (names from the seed
+// design note).
+//
+// One naming rule: an event caused by a Matrix user's m.call.* event (or
+// by their leaving the room) is named <Name>ViaMatrix; the same
+// transition caused by an icebox client, by expiry or by an administrator
+// is <Name>. The payloads are the same. A client that does not care where
+// an event came from strips the suffix (as the project's web UI does).
+const (
+	EventCallInvite                         = "CallInvite"
+	EventCallAnswer                         = "CallAnswer"
+	EventCallCandidates                     = "CallCandidates"
+	EventCallSelectAnswer                   = "CallSelectAnswer"
+	EventCallNegotiate                      = "CallNegotiate"
+	EventCallStreamMetadataChanged          = "CallStreamMetadataChanged"
+	EventCallRejected                       = "CallRejected"
+	EventCallHangup                         = "CallHangup"
+	EventCallMatrixSent                     = "CallMatrixSent"
+	EventCallInviteViaMatrix                = EventCallInvite + viaMatrix
+	EventCallAnswerViaMatrix                = EventCallAnswer + viaMatrix
+	EventCallCandidatesViaMatrix            = EventCallCandidates + viaMatrix
+	EventCallSelectAnswerViaMatrix          = EventCallSelectAnswer + viaMatrix
+	EventCallNegotiateViaMatrix             = EventCallNegotiate + viaMatrix
+	EventCallStreamMetadataChangedViaMatrix = EventCallStreamMetadataChanged + viaMatrix
+	EventCallRejectedViaMatrix              = EventCallRejected + viaMatrix
+	EventCallHangupViaMatrix                = EventCallHangup + viaMatrix
+
+	// EventCallCandidatesVia is the old name of EventCallCandidatesViaMatrix.
+	EventCallCandidatesVia = EventCallCandidatesViaMatrix
+)
+
+const viaMatrix = "ViaMatrix"
+
+// ViaMatrix is the name of event type name when Matrix caused it.
+func ViaMatrix(name string) string { return name + viaMatrix }
+
+// FromMatrix reports whether an event type is one Matrix caused.
+func FromMatrix(eventType string) bool { return strings.HasSuffix(eventType, viaMatrix) }
 
 // Event is a domain event: something happened to a call that its
 // conversation's participants must hear about.
@@ -41,13 +69,15 @@ type InvitePayload struct {
 	SDPOffer       string `json:"sdp_offer"`
 	LifetimeMS     int64  `json:"lifetime_ms"`
 	Status         Status `json:"status"`
+	Media                 // sdp_stream_metadata, capabilities
 }
 
 // invitePayload is the CallInvite (or CallInviteViaMatrix) body of c.
-func invitePayload(eventType string, c Call) InvitePayload {
+func invitePayload(eventType string, c Call, m Media) InvitePayload {
 	return InvitePayload{
 		Type: eventType, CallID: c.ID, ConversationID: c.ConversationID, InitiatorID: c.Initiator,
 		Invitee: c.Invitee, PartyID: c.PartyID, SDPOffer: c.SDPOffer, LifetimeMS: c.LifetimeMS, Status: c.Status,
+		Media: m,
 	}
 }
 
@@ -60,6 +90,7 @@ type AnswerPayload struct {
 	PartyID        string `json:"party_id"`
 	SDPAnswer      string `json:"sdp_answer"`
 	Status         Status `json:"status"`
+	Media                 // sdp_stream_metadata, capabilities
 }
 
 // CandidatesPayload is the body of CallCandidates.
@@ -91,6 +122,19 @@ type NegotiatePayload struct {
 	PartyID        string             `json:"party_id"`
 	Description    SessionDescription `json:"description"`
 	LifetimeMS     int64              `json:"lifetime_ms,omitempty"`
+	Media                             // sdp_stream_metadata, capabilities
+}
+
+// StreamMetadataPayload is the body of CallStreamMetadataChanged
+// (m.call.sdp_stream_metadata_changed): a party's streams were muted,
+// unmuted, put on hold, or changed purpose.
+type StreamMetadataPayload struct {
+	Type              string          `json:"type"`
+	CallID            string          `json:"call_id"`
+	ConversationID    string          `json:"conversation_id"`
+	ParticipantID     string          `json:"participant_id"`
+	PartyID           string          `json:"party_id"`
+	SDPStreamMetadata json.RawMessage `json:"sdp_stream_metadata"`
 }
 
 // EndPayload is the body of CallRejected and CallHangup.

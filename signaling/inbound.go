@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -32,6 +33,9 @@ type MatrixEvent struct {
 	EventID string
 	CallID  string
 	PartyID string
+	// Media is the event's sdp_stream_metadata and capabilities (invite,
+	// answer, negotiate), carried to icebox's clients as received.
+	Media Media
 }
 
 // MatrixInvite is an m.call.invite.
@@ -69,10 +73,14 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 	if err != nil {
 		return Call{}, err
 	}
-	if !ValidID(in.CallID) {
-		return Call{}, invalidf("call_id %q does not fit [A-Za-z0-9_-]{1,64}", in.CallID)
+	if !ValidCallID(in.CallID) {
+		return Call{}, invalidf("call_id does not fit [0-9a-zA-Z._~-]{1,255}")
 	}
 	if err := checkSDP("offer.sdp", in.SDPOffer); err != nil {
+		return Call{}, err
+	}
+	media, err := checkMedia(in.Media)
+	if err != nil {
 		return Call{}, err
 	}
 	left := time.Duration(in.LifetimeMS-in.AgeMS) * time.Millisecond
@@ -105,7 +113,7 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 	}
 	s.logTransition(c, "invited from Matrix")
 	s.armExpiry(c)
-	s.emit(newEvent(conv, c, EventCallInviteViaMatrix, invitePayload(EventCallInviteViaMatrix, c)))
+	s.emit(newEvent(conv, c, EventCallInviteViaMatrix, invitePayload(EventCallInviteViaMatrix, c, media)))
 	return c, nil
 }
 
@@ -120,6 +128,10 @@ func (s *Service) AnswerFromMatrix(ctx context.Context, ev MatrixEvent, sdp stri
 	if err := checkSDP("answer.sdp", sdp); err != nil {
 		return Call{}, err
 	}
+	media, err := checkMedia(ev.Media)
+	if err != nil {
+		return Call{}, err
+	}
 	var out Event
 	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
 		if c.ConversationID != conv.ID {
@@ -130,7 +142,7 @@ func (s *Service) AnswerFromMatrix(ctx context.Context, ev MatrixEvent, sdp stri
 		}
 		out = newEvent(conv, *c, EventCallAnswerViaMatrix, AnswerPayload{
 			Type: EventCallAnswerViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
-			PartyID: ev.PartyID, SDPAnswer: sdp, Status: c.Status,
+			PartyID: ev.PartyID, SDPAnswer: sdp, Status: c.Status, Media: media,
 		})
 		// The caller (an icebox client) selects the first answer.
 		sel := newEvent(conv, *c, EventCallSelectAnswer, SelectAnswerPayload{
@@ -168,15 +180,18 @@ func (s *Service) CandidatesFromMatrix(ctx context.Context, ev MatrixEvent, cs [
 	if err := checkInCall(&c, ev.Sender, ev.PartyID); err != nil {
 		return err
 	}
-	s.emit(newEvent(conv, c, EventCallCandidatesVia, CandidatesPayload{
-		Type: EventCallCandidatesVia, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
+	s.emit(newEvent(conv, c, EventCallCandidatesViaMatrix, CandidatesPayload{
+		Type: EventCallCandidatesViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
 		PartyID: ev.PartyID, Candidates: cs,
 	}))
 	return nil
 }
 
 // HangupFromMatrix ends a call by a Matrix party's m.call.hangup, or
-// rejects it by m.call.reject (reject=true).
+// rejects it by m.call.reject (reject=true). A reject of a call an icebox
+// client placed is selected like an answer (m.call.select_answer naming
+// the rejecting party, as the spec has the caller do), so the Matrix
+// user's other devices stop ringing.
 func (s *Service) HangupFromMatrix(ctx context.Context, ev MatrixEvent, reason string, reject bool) (Call, error) {
 	conv, err := s.matrixParty(ctx, ev)
 	if err != nil {
@@ -185,12 +200,12 @@ func (s *Service) HangupFromMatrix(ctx context.Context, ev MatrixEvent, reason s
 	if reason == "" || !reasonRE.MatchString(reason) {
 		reason = ReasonUserHangup // received reasons are parsed leniently
 	}
-	evType := EventCallHangup
+	evType := EventCallHangupViaMatrix
 	apply := func(c *Call) error {
 		return applyHangup(c, ev.Sender, ev.PartyID, reason, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
 	}
 	if reject {
-		evType = EventCallRejected
+		evType = EventCallRejectedViaMatrix
 		apply = func(c *Call) error {
 			return applyReject(c, ev.Sender, ev.PartyID, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
 		}
@@ -204,10 +219,19 @@ func (s *Service) HangupFromMatrix(ctx context.Context, ev MatrixEvent, reason s
 			return nil, err
 		}
 		out = endEvent(conv, *c, evType, ev.Sender, ev.PartyID)
-		return nil, nil
+		if !reject || c.MatrixPartyID != "" {
+			return nil, nil
+		}
+		return s.encode(newEvent(conv, *c, EventCallSelectAnswer, SelectAnswerPayload{
+			Type: EventCallSelectAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: c.Initiator,
+			PartyID: c.PartyID, SelectedPartyID: ev.PartyID,
+		}), *c)
 	})
 	if err != nil {
 		return Call{}, err
+	}
+	if reject && s.cfg.Outbound != nil {
+		s.cfg.Outbound.Wake()
 	}
 	s.ended(c, out)
 	return c, nil
@@ -226,8 +250,8 @@ func (s *Service) SelectAnswerFromMatrix(ctx context.Context, ev MatrixEvent, se
 		return Call{}, err
 	}
 	if err := checkSelectAnswer(&c, ev.Sender, ev.PartyID, selected); err == nil {
-		s.emit(newEvent(conv, c, EventCallSelectAnswer, SelectAnswerPayload{
-			Type: EventCallSelectAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
+		s.emit(newEvent(conv, c, EventCallSelectAnswerViaMatrix, SelectAnswerPayload{
+			Type: EventCallSelectAnswerViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
 			PartyID: ev.PartyID, SelectedPartyID: selected,
 		}))
 		return c, nil
@@ -236,8 +260,11 @@ func (s *Service) SelectAnswerFromMatrix(ctx context.Context, ev MatrixEvent, se
 	}
 	var out Event
 	c, err = s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
-		end(c, StatusEnded, "answered_elsewhere", ev.Sender, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
-		out = endEvent(conv, *c, EventCallHangup, ev.Sender, ev.PartyID)
+		if err := notEnded(c); err != nil {
+			return nil, err
+		}
+		end(c, StatusEnded, ReasonAnsweredElsewhere, ev.Sender, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
+		out = endEvent(conv, *c, EventCallHangupViaMatrix, ev.Sender, ev.PartyID)
 		return nil, nil
 	})
 	if err != nil {
@@ -245,6 +272,141 @@ func (s *Service) SelectAnswerFromMatrix(ctx context.Context, ev MatrixEvent, se
 	}
 	s.ended(c, out)
 	return c, nil
+}
+
+// NegotiateFromMatrix relays a Matrix party's m.call.negotiate (an offer,
+// or the answer to an icebox client's offer) to the conversation's icebox
+// clients as CallNegotiateViaMatrix, under the same glare rule as
+// Negotiate: an answer to no pending offer of the other party (no_offer),
+// a callee's offer crossing the caller's (negotiation_glare), anything on
+// an ended call or from a party not chosen is refused — the bridge counts
+// it as ignored. lifetimeMS 0 is the default, 60 s.
+func (s *Service) NegotiateFromMatrix(ctx context.Context, ev MatrixEvent, desc SessionDescription, lifetimeMS int64) (Call, error) {
+	conv, err := s.matrixParty(ctx, ev)
+	if err != nil {
+		return Call{}, err
+	}
+	if err := checkDescription(desc); err != nil {
+		return Call{}, err
+	}
+	if lifetimeMS != 0 {
+		// Received lifetimes are taken within the bounds, not refused.
+		lifetimeMS = min(max(lifetimeMS, minNegotiateLifetime.Milliseconds()), maxNegotiateLifetime.Milliseconds())
+	}
+	lifetime, _ := negotiateLifetime(lifetimeMS)
+	media, err := checkMedia(ev.Media)
+	if err != nil {
+		return Call{}, err
+	}
+	var out Event
+	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+		if c.ConversationID != conv.ID {
+			return nil, forbiddenf("the call is not in this room")
+		}
+		if err := applyNegotiate(c, ev.Sender, ev.PartyID, desc.Type, lifetime, s.cfg.Now().UTC()); err != nil {
+			return nil, err
+		}
+		out = newEvent(conv, *c, EventCallNegotiateViaMatrix, NegotiatePayload{
+			Type: EventCallNegotiateViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
+			PartyID: ev.PartyID, Description: desc, LifetimeMS: lifetime.Milliseconds(), Media: media,
+		})
+		return nil, nil
+	})
+	if err != nil {
+		return Call{}, err
+	}
+	s.emit(out)
+	return c, nil
+}
+
+// StreamMetadataFromMatrix relays a Matrix party's
+// m.call.sdp_stream_metadata_changed to the conversation's icebox clients
+// (CallStreamMetadataChangedViaMatrix), from the caller or the chosen
+// answerer of a live call only.
+func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, metadata json.RawMessage) error {
+	conv, err := s.matrixParty(ctx, ev)
+	if err != nil {
+		return err
+	}
+	md, err := checkStreamMetadata(metadata, true)
+	if err != nil {
+		return err
+	}
+	c, err := s.cfg.Store.Call(ctx, ev.CallID)
+	if err != nil {
+		return err
+	}
+	if c.ConversationID != conv.ID {
+		return forbiddenf("the call is not in this room")
+	}
+	if err := checkInCall(&c, ev.Sender, ev.PartyID); err != nil {
+		return err
+	}
+	s.emit(newEvent(conv, c, EventCallStreamMetadataChangedViaMatrix, StreamMetadataPayload{
+		Type: EventCallStreamMetadataChangedViaMatrix, CallID: c.ID, ConversationID: c.ConversationID,
+		ParticipantID: ev.Sender, PartyID: ev.PartyID, SDPStreamMetadata: md,
+	}))
+	return nil
+}
+
+// MemberLeft ends the live calls of a Matrix user who left the room of a
+// conversation, or was kicked or banned from it: the spec counts leaving
+// the room as a hangup. The calls ended are those the user placed, the
+// ones they answered, and the ringing ones that invite them by name; each
+// ends with reason user_hangup, ended by the user, its TURN credentials
+// revoked, and CallHangupViaMatrix goes to the conversation's icebox
+// clients. Nothing is sent to Matrix (the user is gone; the room's other
+// members saw the leave).
+func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, error) {
+	if s.cfg.RoomIndex == nil {
+		return nil, fmt.Errorf("%w: no room index", ErrInvalid)
+	}
+	conv, err := s.cfg.RoomIndex.ConversationByRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	active, err := s.cfg.Store.Calls(ctx, CallFilter{ConversationID: conv.ID, ActiveOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	var ended []Call
+	for _, c := range active {
+		if !involves(c, user) {
+			continue
+		}
+		var out Event
+		c, err := s.cfg.Store.UpdateCallOutbox(ctx, c.ID, func(c *Call) ([]OutboxEntry, error) {
+			if err := notEnded(c); err != nil {
+				return nil, err
+			}
+			if !involves(*c, user) {
+				return nil, transitionErr(c, "not_involved", "the user no longer takes part in the call")
+			}
+			end(c, StatusEnded, ReasonUserHangup, user, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
+			party := c.PartyID
+			if c.Answerer == user && c.Initiator != user {
+				party = c.AnswerPartyID
+			}
+			out = endEvent(conv, *c, EventCallHangupViaMatrix, user, party)
+			return nil, nil
+		})
+		var te *TransitionError
+		switch {
+		case errors.As(err, &te):
+			continue // ended meanwhile
+		case err != nil:
+			return ended, err
+		}
+		s.ended(c, out)
+		ended = append(ended, c)
+	}
+	return ended, nil
+}
+
+// involves reports whether user placed c, answered it, or is the invitee
+// of a ringing c.
+func involves(c Call, user string) bool {
+	return c.Initiator == user || c.Answerer == user || (c.Status == StatusRinging && c.Invitee == user)
 }
 
 func isTransition(err error, code string) bool {

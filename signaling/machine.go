@@ -90,6 +90,60 @@ func checkNegotiate(c *Call, user, partyID string) error {
 	return nil
 }
 
+// Renegotiation (m.call.negotiate) within an answered call, offers and
+// answers from either party, and the glare rule of the spec's "perfect
+// negotiation": when both parties send an offer at once, the polite party
+// yields — it drops its own offer and answers the other's. icebox makes
+// the callee (the answering party) polite and the caller impolite, as
+// matrix-js-sdk does (its inbound calls are the polite side), so both ends
+// of a bridged call agree without a tie-break.
+//
+// The call keeps the party whose offer waits for an answer (OfferParty,
+// until OfferExpires, the negotiate's lifetime: a lost offer does not
+// block the call for good):
+//
+//   - an offer with no other offer pending is relayed, and now pending;
+//   - the caller's offer crossing the callee's pending one wins: it is
+//     relayed and now pending (the callee rolls back and answers it);
+//   - the callee's offer crossing the caller's pending one is refused
+//     (negotiation_glare: the callee answers the caller's offer instead);
+//   - an offer replacing the same party's pending one is relayed;
+//   - an answer is relayed only to the other party's pending offer, and
+//     ends it; any other answer is refused (no_offer).
+
+// Negotiate description types.
+const (
+	DescriptionOffer  = "offer"
+	DescriptionAnswer = "answer"
+)
+
+func applyNegotiate(c *Call, user, partyID, descType string, lifetime time.Duration, now time.Time) error {
+	if err := checkNegotiate(c, user, partyID); err != nil {
+		return err
+	}
+	pending := c.OfferParty
+	if c.OfferExpires != nil && !now.Before(*c.OfferExpires) {
+		pending = "" // the offer's lifetime passed unanswered
+	}
+	switch descType {
+	case DescriptionOffer:
+		if pending != "" && pending != partyID && !isCaller(c, user, partyID) {
+			return transitionErr(c, "negotiation_glare",
+				"the caller's offer crossed yours; the callee yields: answer the caller's offer")
+		}
+		until := now.Add(lifetime)
+		c.OfferParty, c.OfferExpires = partyID, &until
+	case DescriptionAnswer:
+		if pending == "" || pending == partyID {
+			return transitionErr(c, "no_offer", "there is no offer of the other party to answer")
+		}
+		c.OfferParty, c.OfferExpires = "", nil
+	default:
+		return invalidf(`description.type must be "offer" or "answer"`)
+	}
+	return nil
+}
+
 func applyReject(c *Call, user, partyID string, now time.Time, revokeFor time.Duration) error {
 	if err := notEnded(c); err != nil {
 		return err

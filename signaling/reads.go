@@ -3,7 +3,6 @@ package signaling
 import (
 	"context"
 	"errors"
-	"fmt"
 )
 
 // Reading calls: by a participant, by the administrator, and for the
@@ -31,8 +30,8 @@ func (s *Service) List(ctx context.Context, user, convID string, activeOnly bool
 // read loads a call and its conversation and checks user takes part. A call
 // whose conversation was deleted stays visible to its caller and answerer.
 func (s *Service) read(ctx context.Context, user, callID string) (Conversation, Call, error) {
-	if !ValidID(callID) {
-		return Conversation{}, Call{}, fmt.Errorf("call %q: %w", callID, ErrNotFound)
+	if !ValidCallID(callID) {
+		return Conversation{}, Call{}, invalidf("a call ID is 1-255 characters of [0-9a-zA-Z._~-]")
 	}
 	c, err := s.cfg.Store.Call(ctx, callID)
 	if err != nil {

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -18,6 +19,7 @@ type InitiateRequest struct {
 	Invitee        string `json:"invitee,omitempty"`
 	LifetimeMS     int64  `json:"lifetime_ms,omitempty"`
 	PartyID        string `json:"party_id,omitempty"`
+	Media                 // sdp_stream_metadata, capabilities: optional
 }
 
 // Initiate starts a call: it rings every other participant (or only the
@@ -32,6 +34,10 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 		return Call{}, err
 	}
 	if err := checkSDP("sdp_offer", req.SDPOffer); err != nil {
+		return Call{}, err
+	}
+	media, err := checkMedia(req.Media)
+	if err != nil {
 		return Call{}, err
 	}
 	if req.Invitee != "" && (req.Invitee == user || !conv.HasParticipant(req.Invitee)) {
@@ -57,7 +63,7 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 		Version:        VoIPVersion,
 		CreatedAt:      s.cfg.Now().UTC(),
 	}
-	ev := newEvent(conv, c, EventCallInvite, invitePayload(EventCallInvite, c))
+	ev := newEvent(conv, c, EventCallInvite, invitePayload(EventCallInvite, c, media))
 	out, err := s.encode(ev, c)
 	if err != nil {
 		return Call{}, err
@@ -104,6 +110,7 @@ func (s *Service) awaitInviteSent(ctx context.Context, c *Call) {
 type AnswerRequest struct {
 	SDPAnswer string `json:"sdp_answer"`
 	PartyID   string `json:"party_id,omitempty"`
+	Media            // sdp_stream_metadata, capabilities: optional
 }
 
 // Answer accepts a ringing call; the first answer wins.
@@ -115,12 +122,16 @@ func (s *Service) Answer(ctx context.Context, user, callID string, req AnswerReq
 	if err := checkSDP("sdp_answer", req.SDPAnswer); err != nil {
 		return Call{}, err
 	}
+	media, err := checkMedia(req.Media)
+	if err != nil {
+		return Call{}, err
+	}
 	_, c, ev, err := s.update(ctx, user, callID, func(c *Call) error {
 		return applyAnswer(c, user, party, req.SDPAnswer, s.cfg.Now().UTC())
 	}, func(conv Conversation, c Call) Event {
 		return newEvent(conv, c, EventCallAnswer, AnswerPayload{
 			Type: EventCallAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
-			PartyID: party, SDPAnswer: c.SDPAnswer, Status: c.Status,
+			PartyID: party, SDPAnswer: c.SDPAnswer, Status: c.Status, Media: media,
 		})
 	})
 	if err != nil {
@@ -192,38 +203,112 @@ func (s *Service) SelectAnswer(ctx context.Context, user, callID string, req Sel
 	}))
 }
 
-// NegotiateRequest is POST /calls/{id}/negotiate.
+// NegotiateRequest is POST /calls/{id}/negotiate: a renegotiation offer,
+// or the answer to the other party's.
 type NegotiateRequest struct {
 	Description SessionDescription `json:"description"`
-	LifetimeMS  int64              `json:"lifetime_ms,omitempty"`
+	LifetimeMS  int64              `json:"lifetime_ms,omitempty"` // offer: how long it waits for its answer; default 60 s
 	PartyID     string             `json:"party_id,omitempty"`
+	Media                          // sdp_stream_metadata, capabilities: optional
 }
 
-// Negotiate relays a renegotiation offer or answer within an answered call.
+// Bounds of a negotiate's lifetime; matrix-js-sdk sends 60 s.
+const (
+	defaultNegotiateLifetime = 60 * time.Second
+	minNegotiateLifetime     = time.Second
+	maxNegotiateLifetime     = 5 * time.Minute
+)
+
+func negotiateLifetime(ms int64) (time.Duration, error) {
+	if ms == 0 {
+		return defaultNegotiateLifetime, nil
+	}
+	d := time.Duration(ms) * time.Millisecond
+	if d < minNegotiateLifetime || d > maxNegotiateLifetime {
+		return 0, invalidf("lifetime_ms must be between %d and %d", minNegotiateLifetime.Milliseconds(), maxNegotiateLifetime.Milliseconds())
+	}
+	return d, nil
+}
+
+// checkDescription checks a negotiate's description.
+func checkDescription(d SessionDescription) error {
+	if d.Type != DescriptionOffer && d.Type != DescriptionAnswer {
+		return invalidf(`description.type must be "offer" or "answer"`)
+	}
+	return checkSDP("description.sdp", d.SDP)
+}
+
+// Negotiate relays a renegotiation offer or answer within an answered call
+// (hold, a new track, screen share, ICE restart), under the glare rule of
+// applyNegotiate: the callee's offer crossing the caller's is refused
+// (negotiation_glare), an answer without the other party's offer too
+// (no_offer).
 func (s *Service) Negotiate(ctx context.Context, user, callID string, req NegotiateRequest) error {
 	party, err := partyOf(user, req.PartyID)
 	if err != nil {
 		return err
 	}
-	if req.Description.Type != "offer" && req.Description.Type != "answer" {
-		return invalidf(`description.type must be "offer" or "answer"`)
+	if err := checkDescription(req.Description); err != nil {
+		return err
 	}
-	if err := checkSDP("description.sdp", req.Description.SDP); err != nil {
+	lifetime, err := negotiateLifetime(req.LifetimeMS)
+	if err != nil {
+		return err
+	}
+	media, err := checkMedia(req.Media)
+	if err != nil {
 		return err
 	}
 	if !s.signals.allow(user) {
 		return fmt.Errorf("%w: too many renegotiations", ErrRateLimited)
 	}
+	_, _, ev, err := s.update(ctx, user, callID, func(c *Call) error {
+		return applyNegotiate(c, user, party, req.Description.Type, lifetime, s.cfg.Now().UTC())
+	}, func(conv Conversation, c Call) Event {
+		return newEvent(conv, c, EventCallNegotiate, NegotiatePayload{
+			Type: EventCallNegotiate, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
+			PartyID: party, Description: req.Description, LifetimeMS: lifetime.Milliseconds(), Media: media,
+		})
+	})
+	if err != nil {
+		return err
+	}
+	s.emit(ev)
+	return nil
+}
+
+// MetadataChangedRequest is POST /calls/{id}/metadata_changed: the
+// sender's streams were muted, unmuted or put on hold
+// (m.call.sdp_stream_metadata_changed).
+type MetadataChangedRequest struct {
+	SDPStreamMetadata json.RawMessage `json:"sdp_stream_metadata"`
+	PartyID           string          `json:"party_id,omitempty"`
+}
+
+// MetadataChanged relays a party's new stream metadata to the other
+// participants and to Matrix.
+func (s *Service) MetadataChanged(ctx context.Context, user, callID string, req MetadataChangedRequest) error {
+	party, err := partyOf(user, req.PartyID)
+	if err != nil {
+		return err
+	}
+	md, err := checkStreamMetadata(req.SDPStreamMetadata, true)
+	if err != nil {
+		return err
+	}
+	if !s.signals.allow(user) {
+		return fmt.Errorf("%w: too many metadata changes", ErrRateLimited)
+	}
 	conv, c, err := s.read(ctx, user, callID)
 	if err != nil {
 		return err
 	}
-	if err := checkNegotiate(&c, user, party); err != nil {
+	if err := checkInCall(&c, user, party); err != nil {
 		return err
 	}
-	return s.signal(ctx, c, newEvent(conv, c, EventCallNegotiate, NegotiatePayload{
-		Type: EventCallNegotiate, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
-		PartyID: party, Description: req.Description, LifetimeMS: req.LifetimeMS,
+	return s.signal(ctx, c, newEvent(conv, c, EventCallStreamMetadataChanged, StreamMetadataPayload{
+		Type: EventCallStreamMetadataChanged, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
+		PartyID: party, SDPStreamMetadata: md,
 	}))
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"regexp"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -18,16 +19,43 @@ const (
 )
 
 var (
-	// Conversation and call IDs: what fits a URL path segment and a TURN
-	// username's call-id ([A-Za-z0-9_-], credentials package).
+	// Conversation IDs, and the call IDs icebox makes (UUIDs): what fits a
+	// URL path segment and a TURN username's call-id ([A-Za-z0-9_-],
+	// credentials package).
 	idRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	// Matrix opaque IDs (party_id): 1–255 of [0-9a-zA-Z._~-].
+	// Matrix opaque IDs (call_id, party_id): 1–255 of [0-9a-zA-Z._~-]. A
+	// call placed from Matrix keeps its call_id as the icebox call ID.
 	partyRE  = regexp.MustCompile(`^[0-9a-zA-Z._~-]{1,255}$`)
 	reasonRE = regexp.MustCompile(`^[a-z_]{1,64}$`)
 )
 
-// ValidID reports whether s can be a conversation or call ID.
+// ValidID reports whether s can be a conversation ID (or a call ID icebox
+// makes).
 func ValidID(s string) bool { return idRE.MatchString(s) }
+
+// ValidCallID reports whether s can be a call ID: the Matrix opaque-ID
+// grammar, 1–255 of [0-9a-zA-Z._~-] (calls placed from Matrix keep their
+// call_id; icebox's own are UUIDs, a subset).
+func ValidCallID(s string) bool { return partyRE.MatchString(s) }
+
+// credentialPrefix marks a derived credential ID. No call ID that is used
+// as its own credential ID starts with it (CredentialID hashes those too),
+// so a derived ID never equals another call's.
+const credentialPrefix = "h_"
+
+// CredentialID is the call-id a call's TURN credentials carry, and the key
+// of its relay revocation. The credential grammar ([A-Za-z0-9_-]{1,64})
+// is narrower than the Matrix call_id's: a call ID that fits it (every
+// UUID icebox makes) is its own credential ID; any other — with '.' or '~',
+// longer than 64, or starting with "h_" — is "h_" and 40 hex digits of its
+// SHA-256.
+func CredentialID(callID string) string {
+	if idRE.MatchString(callID) && !strings.HasPrefix(callID, credentialPrefix) {
+		return callID
+	}
+	sum := sha256.Sum256([]byte(callID))
+	return credentialPrefix + hex.EncodeToString(sum[:20])
+}
 
 func validUser(u string) bool {
 	if u == "" || len(u) > maxUserID || !utf8.ValidString(u) {
@@ -85,6 +113,9 @@ func checkCandidates(cs []Candidate) error {
 		}
 		if c.SDPMid != nil && len(*c.SDPMid) > 64 {
 			return invalidf("candidates[%d].sdpMid too long", i)
+		}
+		if c.UsernameFragment != nil && (len(*c.UsernameFragment) > 256 || !utf8.ValidString(*c.UsernameFragment)) {
+			return invalidf("candidates[%d].usernameFragment is too long or not UTF-8", i)
 		}
 	}
 	return nil

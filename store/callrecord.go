@@ -36,6 +36,11 @@ type callRecord struct {
 	MatrixPartyID       string `json:"matrix_party_id,omitempty"`
 
 	RevokedUntil *time.Time `json:"revoked_until,omitempty"`
+
+	// Since schema 5, without a migration: absent in older records means
+	// no renegotiation offer is pending.
+	OfferParty   string     `json:"offer_party,omitempty"`
+	OfferExpires *time.Time `json:"offer_expires,omitempty"`
 }
 
 // recordOf is the record of c, SDPs included (putCall clears them).
@@ -49,6 +54,7 @@ func recordOf(c signaling.Call) callRecord {
 		EndReason: c.EndReason, EndedBy: c.EndedBy,
 		MatrixInviteEventID: c.MatrixInviteEventID, MatrixPartyID: c.MatrixPartyID,
 		RevokedUntil: c.RevokedUntil,
+		OfferParty:   c.OfferParty, OfferExpires: c.OfferExpires,
 	}
 }
 
@@ -63,6 +69,7 @@ func (r callRecord) call() signaling.Call {
 		EndReason: r.EndReason, EndedBy: r.EndedBy,
 		MatrixInviteEventID: r.MatrixInviteEventID, MatrixPartyID: r.MatrixPartyID,
 		RevokedUntil: r.RevokedUntil,
+		OfferParty:   r.OfferParty, OfferExpires: r.OfferExpires,
 	}
 }
 

@@ -270,7 +270,7 @@ func putCall(tx *bolt.Tx, old *signaling.Call, c signaling.Call) error {
 	}
 
 	if c.RevokedUntil != nil && (old == nil || old.RevokedUntil == nil || !old.RevokedUntil.Equal(*c.RevokedUntil)) {
-		return putRevocation(tx, signaling.Revocation{CallID: c.ID, Until: *c.RevokedUntil})
+		return putRevocation(tx, signaling.Revocation{CallID: signaling.CredentialID(c.ID), Until: *c.RevokedUntil})
 	}
 	return nil
 }

@@ -180,8 +180,9 @@ func (b *matrixBed) bobCallsAlice(t *testing.T, ws *wsClient, callID, sdp string
 		t.Fatalf("bob's copy of alice's answer: encrypted %v, content %s", answer.Encrypted, answer.Content)
 	}
 	send("m.call.hangup", map[string]any{"reason": "user_hangup"})
-	if hangup := ws.await(t, "the hangup", event("CallHangup", callID)); hangup.Status != "ended" {
-		t.Fatalf("CallHangup = %s", hangup.raw)
+	// Matrix caused it: CallHangupViaMatrix (every Matrix-caused event is <Name>ViaMatrix).
+	if hangup := ws.await(t, "the hangup", event("CallHangupViaMatrix", callID)); hangup.Status != "ended" {
+		t.Fatalf("CallHangupViaMatrix = %s", hangup.raw)
 	}
 }
 

@@ -72,7 +72,7 @@ func (s *Server) deleteConversation(c echo.Context) error {
 }
 
 func (s *Server) adminGetCall(c echo.Context) error {
-	if !signaling.ValidID(c.Param("id")) {
+	if !signaling.ValidCallID(c.Param("id")) {
 		return apiError(http.StatusNotFound, "not_found", "no such call")
 	}
 	call, err := s.cfg.Calls.GetAny(c.Request().Context(), c.Param("id"))
@@ -84,7 +84,7 @@ func (s *Server) adminGetCall(c echo.Context) error {
 
 // revokeCall ends a call and kills its TURN credentials at once.
 func (s *Server) revokeCall(c echo.Context) error {
-	if !signaling.ValidID(c.Param("id")) {
+	if !signaling.ValidCallID(c.Param("id")) {
 		return apiError(http.StatusNotFound, "not_found", "no such call")
 	}
 	call, err := s.cfg.Calls.Revoke(c.Request().Context(), c.Param("id"))

@@ -199,7 +199,7 @@ func TestAPIRefusalsChangeNothing(t *testing.T) {
 		{"2 MiB body", userToken("bob"), "POST", "/calls/" + c.ID + "/answer", big, 413, "too_large"},
 		{"missing answer", userToken("bob"), "POST", "/calls/" + c.ID + "/answer", `{}`, 400, "invalid_request"},
 		{"unknown call", userToken("bob"), "POST", "/calls/does-not-exist/answer", `{"sdp_answer":"x"}`, 404, "not_found"},
-		{"bad call id", userToken("bob"), "GET", "/calls/bad%20id", "", 404, "not_found"},
+		{"bad call id", userToken("bob"), "GET", "/calls/bad%20id", "", 400, "invalid_request"},
 		{"caller rejects", userToken("alice"), "POST", "/calls/" + c.ID + "/reject", ``, 403, "forbidden"},
 		{"negotiate while ringing", userToken("alice"), "POST", "/calls/" + c.ID + "/negotiate", `{"description":{"type":"offer","sdp":"v=0"}}`, 409, "not_answered"},
 		{"non-admin admin", userToken("alice"), "PUT", "/admin/conversations/c1", `{"participants":["alice"]}`, 403, "forbidden"},

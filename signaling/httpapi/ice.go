@@ -8,6 +8,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/signaling"
 )
 
 // ICEConfig says which ICE servers clients are told about.
@@ -65,7 +66,7 @@ func (s *Server) iceServers(user, callID string) ([]ICEServer, credentials.Crede
 	var cred credentials.Credential
 	if len(ice.TURN) > 0 {
 		var err error
-		cred, err = s.cfg.Keyring().Mint(credentials.Subject{User: user, CallID: callID}, ice.TTL)
+		cred, err = s.cfg.Keyring().Mint(credentials.Subject{User: user, CallID: credentialID(callID)}, ice.TTL)
 		if err != nil {
 			return nil, cred, apiError(http.StatusBadRequest, "invalid_subject", err.Error())
 		}
@@ -136,4 +137,14 @@ func (s *Server) matrixTURNServer(c echo.Context) error {
 		URIs:     s.cfg.ICE.TURN,
 		TTL:      int64(cred.TTL / time.Second),
 	})
+}
+
+// credentialID is the call-id the credentials of callID carry ("" stays
+// ""): the call ID, or a hash of a Matrix call_id outside the credential
+// grammar (signaling.CredentialID).
+func credentialID(callID string) string {
+	if callID == "" {
+		return ""
+	}
+	return signaling.CredentialID(callID)
 }

@@ -70,6 +70,8 @@ var callOps = []callOp{
 		reply: replyCall, run: callWith((*signaling.Service).SelectAnswer)},
 	{name: "negotiate", method: http.MethodPost, path: "/calls/:id/negotiate", status: http.StatusNoContent,
 		reply: replySent, run: sentWith((*signaling.Service).Negotiate)},
+	{name: "metadata_changed", method: http.MethodPost, path: "/calls/:id/metadata_changed", status: http.StatusNoContent,
+		reply: replySent, run: sentWith((*signaling.Service).MetadataChanged)},
 	{name: "reject", method: http.MethodPost, path: "/calls/:id/reject", status: http.StatusOK, body: bodyOptional,
 		reply: replyCall, run: callWith((*signaling.Service).Reject)},
 	{name: "hangup", method: http.MethodPost, path: "/calls/:id/hangup", status: http.StatusOK, body: bodyOptional,

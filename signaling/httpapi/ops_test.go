@@ -77,7 +77,11 @@ func TestCallOpsSameOverRESTAndWebSocket(t *testing.T) {
 		{"answer", "bob", `"sdp_answer":"v=0 answer"`, 409},
 		{"select_answer", "bob", `"selected_party_id":"` + bobParty + `"`, 403},
 		{"select_answer", "alice", `"selected_party_id":"` + bobParty + `"`, 200},
-		{"negotiate", "bob", `"description":{"type":"answer","sdp":"v=0"}`, 204},
+		{"negotiate", "bob", `"description":{"type":"offer","sdp":"v=0 reoffer"}`, 204},
+		{"negotiate", "alice", `"description":{"type":"answer","sdp":"v=0"}`, 204},
+		{"negotiate", "alice", `"description":{"type":"answer","sdp":"v=0"}`, 409},
+		{"metadata_changed", "bob", `"sdp_stream_metadata":{"s1":{"purpose":"m.usermedia","audio_muted":true}}`, 204},
+		{"metadata_changed", "bob", `"sdp_stream_metadata":["s1"]`, 400},
 		{"get", "alice", ``, 200},
 		{"get", "carol", ``, 403},
 		{"reject", "bob", ``, 409},
@@ -149,7 +153,7 @@ func TestCallOpsSameOverRESTAndWebSocket(t *testing.T) {
 
 	_, err := ws.command(t.Context(), "alice", json.RawMessage(`{"type":"dial"}`))
 	if ae := asAPIError(err); ae.Code != "unknown_command" ||
-		ae.Message != "type must be one of initiate, answer, candidates, select_answer, negotiate, reject, hangup, get" {
+		ae.Message != "type must be one of initiate, answer, candidates, select_answer, negotiate, metadata_changed, reject, hangup, get" {
 		t.Errorf("unknown command: %+v", ae)
 	}
 }

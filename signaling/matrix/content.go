@@ -24,6 +24,9 @@ const (
 	TypeNegotiate    = "m.call.negotiate"
 	TypeReject       = "m.call.reject"
 	TypeHangup       = "m.call.hangup"
+	// TypeStreamMetadataChanged: a party's streams were muted, unmuted or
+	// put on hold.
+	TypeStreamMetadataChanged = "m.call.sdp_stream_metadata_changed"
 )
 
 // callBase is what every m.call.* content carries. Version is a string:
@@ -51,20 +54,33 @@ type inviteContent struct {
 	Lifetime int64  `json:"lifetime"` // milliseconds
 	Offer    sdp    `json:"offer"`
 	Invitee  string `json:"invitee,omitempty"`
+	media
+}
+
+// media is the sdp_stream_metadata and capabilities of an invite, answer
+// or negotiate (negotiate has no capabilities in the spec; icebox sends
+// them there only when its client gave some).
+type media struct {
+	StreamMetadata json.RawMessage `json:"sdp_stream_metadata,omitempty"`
+	Capabilities   json.RawMessage `json:"capabilities,omitempty"`
 }
 
 // answerContent is m.call.answer.
 type answerContent struct {
 	callBase
 	Answer sdp `json:"answer"`
+	media
 }
 
-// candidate is one ICE candidate. The end-of-candidates marker is exactly
-// {"candidate":""}, as matrix-js-sdk sends it: no sdpMid, no sdpMLineIndex.
+// candidate is one ICE candidate. The end-of-candidates marker is
+// {"candidate":""}, as matrix-js-sdk sends it: no sdpMid, no sdpMLineIndex
+// unless the client gave them (a browser's end-of-candidates for one
+// m-line carries its sdpMid and usernameFragment).
 type candidate struct {
-	Candidate     string  `json:"candidate"`
-	SDPMid        *string `json:"sdpMid,omitempty"`
-	SDPMLineIndex *int    `json:"sdpMLineIndex,omitempty"`
+	Candidate        string  `json:"candidate"`
+	SDPMid           *string `json:"sdpMid,omitempty"`
+	SDPMLineIndex    *int    `json:"sdpMLineIndex,omitempty"`
+	UsernameFragment *string `json:"usernameFragment,omitempty"`
 }
 
 // candidatesContent is m.call.candidates. The sender merges entries, so it
@@ -93,6 +109,13 @@ type negotiateContent struct {
 	callBase
 	Description sdp   `json:"description"`
 	Lifetime    int64 `json:"lifetime"` // milliseconds
+	media
+}
+
+// streamMetadataContent is m.call.sdp_stream_metadata_changed.
+type streamMetadataContent struct {
+	callBase
+	StreamMetadata json.RawMessage `json:"sdp_stream_metadata"`
 }
 
 // rejectContent is m.call.reject: nothing beyond the base.
@@ -110,11 +133,9 @@ type hangupContent struct {
 // of ~150 bytes stay far below Matrix's 64 KiB event limit.
 const maxCandidatesPerEvent = 100
 
-// wireCandidate converts a domain candidate. An empty candidate is the
-// end-of-candidates marker and is written as exactly {"candidate":""}.
+// wireCandidate converts a domain candidate, every field as given: an
+// end-of-candidates marker sent as {"candidate":""} goes out as exactly
+// that (absent fields stay absent).
 func wireCandidate(c signaling.Candidate) candidate {
-	if c.Candidate == "" {
-		return candidate{}
-	}
-	return candidate{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex}
+	return candidate{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex, UsernameFragment: c.UsernameFragment}
 }

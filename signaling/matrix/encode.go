@@ -3,7 +3,6 @@ package matrix
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -37,7 +36,7 @@ const defaultNegotiateLifetime = 60_000
 // an end of call with no party (invite expiry, revocation by an
 // administrator) is sent as the caller's party, c.PartyID.
 func (e *Encoder) Encode(ev signaling.Event, c signaling.Call) ([]signaling.OutboxEntry, error) {
-	if c.RoomID == "" || strings.HasSuffix(ev.Type, "ViaMatrix") {
+	if c.RoomID == "" || signaling.FromMatrix(ev.Type) {
 		return nil, nil
 	}
 	if c.ID == "" {
@@ -96,11 +95,13 @@ func wireContents(ev signaling.Event, c signaling.Call, party func(string) strin
 			Lifetime: lifetime,
 			Offer:    sdp{Type: "offer", SDP: p.SDPOffer},
 			Invitee:  p.Invitee,
+			media:    withDefaults(p.Media, p.SDPOffer, true),
 		}}
 	case signaling.AnswerPayload:
 		typ, contents = TypeAnswer, []any{answerContent{
 			callBase: base(c.ID, party(p.PartyID)),
 			Answer:   sdp{Type: "answer", SDP: p.SDPAnswer},
+			media:    withDefaults(p.Media, p.SDPAnswer, true),
 		}}
 	case signaling.CandidatesPayload:
 		// At most maxCandidatesPerEvent per entry; the sender merges
@@ -124,6 +125,12 @@ func wireContents(ev signaling.Event, c signaling.Call, party func(string) strin
 			callBase:    base(c.ID, party(p.PartyID)),
 			Description: sdp{Type: p.Description.Type, SDP: p.Description.SDP},
 			Lifetime:    lifetime,
+			media:       withDefaults(p.Media, p.Description.SDP, false),
+		}}
+	case signaling.StreamMetadataPayload:
+		typ, contents = TypeStreamMetadataChanged, []any{streamMetadataContent{
+			callBase:       base(c.ID, party(p.PartyID)),
+			StreamMetadata: p.SDPStreamMetadata,
 		}}
 	case signaling.EndPayload:
 		switch ev.Type {
@@ -141,7 +148,7 @@ func wireContents(ev signaling.Event, c signaling.Call, party func(string) strin
 		switch ev.Type {
 		case signaling.EventCallInvite, signaling.EventCallAnswer, signaling.EventCallCandidates,
 			signaling.EventCallSelectAnswer, signaling.EventCallNegotiate, signaling.EventCallRejected,
-			signaling.EventCallHangup:
+			signaling.EventCallHangup, signaling.EventCallStreamMetadataChanged:
 			return "", nil, fmt.Errorf("matrix: encode %s: unexpected payload %T", ev.Type, ev.Payload)
 		}
 		return "", nil, nil // CallMatrixSent and anything else without a Matrix event
@@ -202,6 +209,8 @@ func derefPayload(p any) any {
 	case *signaling.NegotiatePayload:
 		return deref(v)
 	case *signaling.EndPayload:
+		return deref(v)
+	case *signaling.StreamMetadataPayload:
 		return deref(v)
 	}
 	return p

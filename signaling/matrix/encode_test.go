@@ -41,7 +41,7 @@ func TestEncode(t *testing.T) {
 				Type: signaling.EventCallInvite, CallID: "call-1", PartyID: "iceboxalice", SDPOffer: "v=0 offer", LifetimeMS: 45000,
 			}},
 			wantType: "m.call.invite",
-			want:     `{"call_id":"call-1","lifetime":45000,"offer":{"sdp":"v=0 offer","type":"offer"},"party_id":"iceboxalice","version":"1"}`,
+			want:     `{"call_id":"call-1","capabilities":{"m.call.dtmf":false,"m.call.transferee":false},"lifetime":45000,"offer":{"sdp":"v=0 offer","type":"offer"},"party_id":"iceboxalice","version":"1"}`,
 		},
 		{
 			name: "invite with invitee, by pointer, lifetime from the call",
@@ -49,26 +49,27 @@ func TestEncode(t *testing.T) {
 				PartyID: "iceboxalice", SDPOffer: "v=0", Invitee: "@bob:localhost",
 			}},
 			wantType: "m.call.invite",
-			want:     `{"call_id":"call-1","invitee":"@bob:localhost","lifetime":60000,"offer":{"sdp":"v=0","type":"offer"},"party_id":"iceboxalice","version":"1"}`,
+			want:     `{"call_id":"call-1","capabilities":{"m.call.dtmf":false,"m.call.transferee":false},"invitee":"@bob:localhost","lifetime":60000,"offer":{"sdp":"v=0","type":"offer"},"party_id":"iceboxalice","version":"1"}`,
 		},
 		{
 			name:     "answer",
 			ev:       signaling.Event{Type: signaling.EventCallAnswer, Payload: signaling.AnswerPayload{PartyID: "iceboxbob", SDPAnswer: "v=0 answer"}},
 			wantType: "m.call.answer",
-			want:     `{"answer":{"sdp":"v=0 answer","type":"answer"},"call_id":"call-1","party_id":"iceboxbob","version":"1"}`,
+			want:     `{"answer":{"sdp":"v=0 answer","type":"answer"},"call_id":"call-1","capabilities":{"m.call.dtmf":false,"m.call.transferee":false},"party_id":"iceboxbob","version":"1"}`,
 		},
 		{
 			name: "candidates with end of candidates",
 			ev: signaling.Event{Type: signaling.EventCallCandidates, Payload: signaling.CandidatesPayload{PartyID: "iceboxalice", Candidates: []signaling.Candidate{
 				{Candidate: "candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host", SDPMid: ptr("0"), SDPMLineIndex: ptr(0)},
 				{Candidate: "candidate:2 1 udp 1686052607 198.51.100.7 40000 typ srflx", SDPMid: ptr("1")},
-				{Candidate: "", SDPMid: ptr("0"), SDPMLineIndex: ptr(0)}, // end of candidates: other fields dropped
+				{Candidate: "", SDPMid: ptr("0"), SDPMLineIndex: ptr(0)}, // end of candidates for m-line 0: passed whole
+				{Candidate: ""}, // end of candidates as matrix-js-sdk sends it
 			}}},
 			wantType: "m.call.candidates",
 			want: `{"call_id":"call-1","candidates":[` +
 				`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.1 54321 typ host","sdpMLineIndex":0,"sdpMid":"0"},` +
 				`{"candidate":"candidate:2 1 udp 1686052607 198.51.100.7 40000 typ srflx","sdpMid":"1"},` +
-				`{"candidate":""}],"party_id":"iceboxalice","version":"1"}`,
+				`{"candidate":"","sdpMLineIndex":0,"sdpMid":"0"},{"candidate":""}],"party_id":"iceboxalice","version":"1"}`,
 		},
 		{
 			name:     "select answer",
@@ -123,6 +124,57 @@ func TestEncode(t *testing.T) {
 			want:     `{"call_id":"call-1","party_id":"iceboxalice","reason":"user_hangup","version":"1"}`,
 		},
 		{
+			name: "invite without metadata: derived from the SDP's a=msid streams, default capabilities",
+			ev: signaling.Event{Type: signaling.EventCallInvite, Payload: signaling.InvitePayload{
+				PartyID: "iceboxalice", SDPOffer: msidSDP, LifetimeMS: 60000,
+			}},
+			wantType: "m.call.invite",
+			want: `{"call_id":"call-1","capabilities":{"m.call.dtmf":false,"m.call.transferee":false},"lifetime":60000,` +
+				`"offer":{"sdp":` + jsonString(msidSDP) + `,"type":"offer"},"party_id":"iceboxalice",` +
+				`"sdp_stream_metadata":{"screen":{"audio_muted":false,"purpose":"m.usermedia","video_muted":false},` +
+				`"stream1":{"audio_muted":false,"purpose":"m.usermedia","video_muted":false}},"version":"1"}`,
+		},
+		{
+			name: "answer with the client's own metadata and capabilities, unchanged",
+			ev: signaling.Event{Type: signaling.EventCallAnswer, Payload: signaling.AnswerPayload{
+				PartyID: "iceboxbob", SDPAnswer: msidSDP, Media: signaling.Media{
+					StreamMetadata: json.RawMessage(`{"screen":{"purpose":"m.screenshare","x-extra":[1]}}`),
+					Capabilities:   json.RawMessage(`{"m.call.dtmf":true}`),
+				},
+			}},
+			wantType: "m.call.answer",
+			want: `{"answer":{"sdp":` + jsonString(msidSDP) + `,"type":"answer"},"call_id":"call-1","capabilities":{"m.call.dtmf":true},` +
+				`"party_id":"iceboxbob","sdp_stream_metadata":{"screen":{"purpose":"m.screenshare","x-extra":[1]}},"version":"1"}`,
+		},
+		{
+			name: "negotiate without metadata: derived, no capabilities",
+			ev: signaling.Event{Type: signaling.EventCallNegotiate, Payload: signaling.NegotiatePayload{
+				PartyID: "iceboxbob", Description: signaling.SessionDescription{Type: "offer", SDP: msidSDP}, LifetimeMS: 60000,
+			}},
+			wantType: "m.call.negotiate",
+			want: `{"call_id":"call-1","description":{"sdp":` + jsonString(msidSDP) + `,"type":"offer"},"lifetime":60000,"party_id":"iceboxbob",` +
+				`"sdp_stream_metadata":{"screen":{"audio_muted":false,"purpose":"m.usermedia","video_muted":false},` +
+				`"stream1":{"audio_muted":false,"purpose":"m.usermedia","video_muted":false}},"version":"1"}`,
+		},
+		{
+			name: "stream metadata changed",
+			ev: signaling.Event{Type: signaling.EventCallStreamMetadataChanged, Payload: signaling.StreamMetadataPayload{
+				PartyID: "iceboxbob", SDPStreamMetadata: json.RawMessage(`{"s":{"purpose":"m.usermedia","audio_muted":true}}`),
+			}},
+			wantType: "m.call.sdp_stream_metadata_changed",
+			want:     `{"call_id":"call-1","party_id":"iceboxbob","sdp_stream_metadata":{"s":{"audio_muted":true,"purpose":"m.usermedia"}},"version":"1"}`,
+		},
+		{
+			name: "candidates passed whole, usernameFragment included",
+			ev: signaling.Event{Type: signaling.EventCallCandidates, Payload: signaling.CandidatesPayload{PartyID: "iceboxalice", Candidates: []signaling.Candidate{
+				{Candidate: "candidate:1 1 udp 1 192.0.2.1 1 typ host", SDPMid: ptr("0"), SDPMLineIndex: ptr(0), UsernameFragment: ptr("uf2")},
+				{Candidate: "", SDPMid: ptr("0"), UsernameFragment: ptr("uf2")},
+			}}},
+			wantType: "m.call.candidates",
+			want: `{"call_id":"call-1","candidates":[{"candidate":"candidate:1 1 udp 1 192.0.2.1 1 typ host","sdpMLineIndex":0,"sdpMid":"0","usernameFragment":"uf2"},` +
+				`{"candidate":"","sdpMid":"0","usernameFragment":"uf2"}],"party_id":"iceboxalice","version":"1"}`,
+		},
+		{
 			name:     "hangup without reason",
 			ev:       signaling.Event{Type: signaling.EventCallHangup, Payload: signaling.EndPayload{PartyID: "iceboxbob"}},
 			wantType: "m.call.hangup",
@@ -161,6 +213,24 @@ func TestEncode(t *testing.T) {
 				t.Errorf("content %s has no \"version\":\"1\"", e.Content)
 			}
 		})
+	}
+}
+
+// msidSDP has two streams (and a track of no stream, "-").
+const msidSDP = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:stream1 track-a\r\n" +
+	"m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:stream1 track-v\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:screen track-s\r\n" +
+	"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:- track-x\r\n"
+
+// TestEncodeViaMatrixNothing: no event Matrix caused goes back to Matrix,
+// whatever its name.
+func TestEncodeViaMatrixNothing(t *testing.T) {
+	var enc matrix.Encoder
+	for _, typ := range []string{signaling.EventCallNegotiateViaMatrix, signaling.EventCallStreamMetadataChangedViaMatrix,
+		signaling.EventCallHangupViaMatrix, signaling.EventCallRejectedViaMatrix, signaling.EventCallSelectAnswerViaMatrix} {
+		got, err := enc.Encode(signaling.Event{Type: typ, Payload: signaling.EndPayload{PartyID: "p"}}, encodeCall)
+		if err != nil || len(got) != 0 {
+			t.Errorf("Encode(%s) = %d entries, %v; want none", typ, len(got), err)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package matrix
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
@@ -30,6 +31,9 @@ type InboundCalls interface {
 	CandidatesFromMatrix(ctx context.Context, ev signaling.MatrixEvent, cs []signaling.Candidate) error
 	HangupFromMatrix(ctx context.Context, ev signaling.MatrixEvent, reason string, reject bool) (signaling.Call, error)
 	SelectAnswerFromMatrix(ctx context.Context, ev signaling.MatrixEvent, selected string) (signaling.Call, error)
+	NegotiateFromMatrix(ctx context.Context, ev signaling.MatrixEvent, desc signaling.SessionDescription, lifetimeMS int64) (signaling.Call, error)
+	StreamMetadataFromMatrix(ctx context.Context, ev signaling.MatrixEvent, metadata json.RawMessage) error
+	MemberLeft(ctx context.Context, roomID, user string) ([]signaling.Call, error)
 	RoomJoined(ctx context.Context, roomID string, members []string) (signaling.Conversation, error)
 }
 
@@ -48,7 +52,8 @@ const (
 )
 
 var (
-	inboundTypes   = []string{TypeInvite, TypeCandidates, TypeAnswer, TypeSelectAnswer, TypeNegotiate, TypeReject, TypeHangup}
+	inboundTypes = []string{TypeInvite, TypeCandidates, TypeAnswer, TypeSelectAnswer, TypeNegotiate, TypeReject, TypeHangup,
+		TypeStreamMetadataChanged}
 	inboundResults = []string{resultOK, resultDuplicate, resultEcho, resultStale, resultIgnored, resultInvalid, resultError}
 )
 
@@ -217,7 +222,7 @@ func (in *inbound) admit(ctx context.Context, evt *event.Event, o *eventOutcome)
 func (in *inbound) apply(ctx context.Context, evt *event.Event, calls InboundCalls, c callContent, age time.Duration, o *eventOutcome) error {
 	ev := signaling.MatrixEvent{
 		RoomID: string(evt.RoomID), Sender: string(evt.Sender), EventID: string(evt.ID),
-		CallID: c.CallID, PartyID: c.PartyID,
+		CallID: c.CallID, PartyID: c.PartyID, Media: c.Media,
 	}
 	var err error
 	switch evt.Type.Type {
@@ -251,9 +256,9 @@ func (in *inbound) apply(ctx context.Context, evt *event.Event, calls InboundCal
 	case TypeSelectAnswer:
 		_, err = calls.SelectAnswerFromMatrix(ctx, ev, c.Selected)
 	case TypeNegotiate:
-		// Renegotiation from Matrix needs a publish-only Service method
-		// that does not exist yet.
-		o.set(resultIgnored, "m.call.negotiate is not supported yet")
+		_, err = calls.NegotiateFromMatrix(ctx, ev, c.Description, c.Lifetime)
+	case TypeStreamMetadataChanged:
+		err = calls.StreamMetadataFromMatrix(ctx, ev, c.Media.StreamMetadata)
 	default:
 		o.set(resultIgnored, "not a call event type")
 	}
@@ -287,8 +292,8 @@ func resultOf(err error) string {
 // event from someone else with icebox's party is not theirs to send.
 // Local users are the participants whose IDs are not Matrix user IDs.
 func (in *inbound) ourParty(ctx context.Context, callID, partyID string) (bool, error) {
-	if !signaling.ValidID(callID) {
-		return false, nil // not an icebox call ID: no call to look up
+	if !signaling.ValidCallID(callID) {
+		return false, nil // not a call ID: no call to look up
 	}
 	c, err := in.store.Call(ctx, callID)
 	if errors.Is(err, signaling.ErrNotFound) {

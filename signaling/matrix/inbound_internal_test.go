@@ -106,8 +106,63 @@ func TestParseCallContent(t *testing.T) {
 			callContent{CallID: "c1", PartyID: "p", Reason: "answered_elsewhere"}, ""},
 		{"hangup reason not a string", TypeHangup, `{"call_id":"c1","party_id":"p","version":"1","reason":7}`,
 			callContent{CallID: "c1", PartyID: "p"}, ""},
-		{"negotiate", TypeNegotiate, `{"call_id":"c1","party_id":"p","version":"1","description":"whatever"}`,
-			callContent{CallID: "c1", PartyID: "p"}, ""},
+		{"negotiate description not an object", TypeNegotiate, `{"call_id":"c1","party_id":"p","version":"1","description":"whatever"}`,
+			callContent{CallID: "c1", PartyID: "p"}, "description is a JSON string, not the expected type"},
+		{"negotiate offer with metadata", TypeNegotiate,
+			`{"call_id":"c1","party_id":"p","version":"1","lifetime":30000,"description":{"type":"offer","sdp":"v=0\r\n"},` +
+				`"sdp_stream_metadata":{"s1":{"purpose":"m.screenshare","video_muted":false,"x":1}}}`,
+			callContent{CallID: "c1", PartyID: "p", Lifetime: 30000,
+				Description: signaling.SessionDescription{Type: "offer", SDP: sdpBody},
+				Media:       signaling.Media{StreamMetadata: json.RawMessage(`{"s1":{"purpose":"m.screenshare","video_muted":false,"x":1}}`)}}, ""},
+		{"negotiate answer without lifetime", TypeNegotiate,
+			`{"call_id":"c1","party_id":"p","version":"1","description":{"type":"answer","sdp":"v=0\r\n"}}`,
+			callContent{CallID: "c1", PartyID: "p", Description: signaling.SessionDescription{Type: "answer", SDP: sdpBody}}, ""},
+		{"negotiate of type pranswer", TypeNegotiate,
+			`{"call_id":"c1","party_id":"p","version":"1","description":{"type":"pranswer","sdp":"v=0"}}`,
+			callContent{CallID: "c1", PartyID: "p"}, `description.type is not "offer" or "answer"`},
+		{"negotiate without sdp", TypeNegotiate,
+			`{"call_id":"c1","party_id":"p","version":"1","description":{"type":"offer"}}`,
+			callContent{CallID: "c1", PartyID: "p"}, "description.sdp missing"},
+		{"invite with metadata and capabilities", TypeInvite,
+			`{"call_id":"c1","party_id":"p1","version":"1","lifetime":60000,"offer":{"sdp":"x"},` +
+				`"sdp_stream_metadata":{"a":{"purpose":"m.usermedia","audio_muted":true}},"capabilities":{"m.call.dtmf":true}}`,
+			callContent{CallID: "c1", PartyID: "p1", SDP: "x", Lifetime: 60000, Media: signaling.Media{
+				StreamMetadata: json.RawMessage(`{"a":{"purpose":"m.usermedia","audio_muted":true}}`),
+				Capabilities:   json.RawMessage(`{"m.call.dtmf":true}`)}}, ""},
+		{"metadata not an object", TypeAnswer,
+			`{"call_id":"c1","party_id":"p","answer":{"sdp":"x"},"sdp_stream_metadata":["a"]}`,
+			callContent{CallID: "c1", PartyID: "p"}, "sdp_stream_metadata must be a JSON object"},
+		{"a stream's metadata not an object", TypeAnswer,
+			`{"call_id":"c1","party_id":"p","answer":{"sdp":"x"},"sdp_stream_metadata":{"a":true}}`,
+			callContent{CallID: "c1", PartyID: "p"}, "sdp_stream_metadata: each stream's metadata must be a JSON object"},
+		{"unknown purpose", TypeAnswer,
+			`{"call_id":"c1","party_id":"p","answer":{"sdp":"x"},"sdp_stream_metadata":{"a":{"purpose":"m.other"}}}`,
+			callContent{CallID: "c1", PartyID: "p"}, `sdp_stream_metadata: purpose must be "m.usermedia" or "m.screenshare"`},
+		{"capabilities not an object", TypeInvite,
+			`{"call_id":"c1","party_id":"p1","lifetime":60000,"offer":{"sdp":"x"},"capabilities":"all"}`,
+			callContent{CallID: "c1", PartyID: "p1"}, "capabilities is not a JSON object"},
+		{"metadata changed", TypeStreamMetadataChanged,
+			`{"call_id":"c1","party_id":"p","version":"1","sdp_stream_metadata":{"s":{"purpose":"m.usermedia","audio_muted":true,"video_muted":true}}}`,
+			callContent{CallID: "c1", PartyID: "p", Media: signaling.Media{
+				StreamMetadata: json.RawMessage(`{"s":{"purpose":"m.usermedia","audio_muted":true,"video_muted":true}}`)}}, ""},
+		{"metadata changed without metadata", TypeStreamMetadataChanged, `{"call_id":"c1","party_id":"p","version":"1"}`,
+			callContent{CallID: "c1", PartyID: "p"}, "sdp_stream_metadata is required"},
+		{"metadata changed, muted not a boolean", TypeStreamMetadataChanged,
+			`{"call_id":"c1","party_id":"p","sdp_stream_metadata":{"s":{"purpose":"m.usermedia","audio_muted":"yes"}}}`,
+			callContent{CallID: "c1", PartyID: "p"}, "sdp_stream_metadata: purpose must be a string, audio_muted and video_muted booleans"},
+		{"candidates passed whole", TypeCandidates,
+			`{"call_id":"c1","party_id":"p","version":"1","candidates":[{"candidate":"candidate:1 1 udp 1 192.0.2.1 1 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"uf2"},{"candidate":"","sdpMid":"0","usernameFragment":"uf2"}]}`,
+			callContent{CallID: "c1", PartyID: "p", Candidates: []signaling.Candidate{
+				{Candidate: "candidate:1 1 udp 1 192.0.2.1 1 typ host", SDPMid: strp("0"), SDPMLineIndex: intp(0), UsernameFragment: strp("uf2")},
+				{Candidate: "", SDPMid: strp("0"), UsernameFragment: strp("uf2")},
+			}}, ""},
+		{"opaque IDs of 255 characters with . and ~", TypeReject,
+			`{"call_id":"` + longID + `","party_id":"` + longID + `","version":"1"}`,
+			callContent{CallID: longID, PartyID: longID}, ""},
+		{"call_id outside the grammar", TypeReject, `{"call_id":"a/b","party_id":"p"}`,
+			callContent{CallID: "a/b", PartyID: "p"}, "call_id is not 1-255 characters of [0-9a-zA-Z._~-]"},
+		{"party_id outside the grammar", TypeHangup, `{"call_id":"c1","party_id":"p q"}`,
+			callContent{CallID: "c1", PartyID: "p q"}, "party_id is not 1-255 characters of [0-9a-zA-Z._~-]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -236,3 +291,7 @@ func TestAge(t *testing.T) {
 		t.Errorf("age without a receive time = %v, want 1.5s", got)
 	}
 }
+
+// longID is a valid opaque ID of the spec's greatest length, with every
+// kind of character the grammar allows.
+var longID = strings.Repeat("aZ09._~-", 32)[:255]

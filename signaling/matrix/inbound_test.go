@@ -211,7 +211,7 @@ func waitInbound(t *testing.T, b *testBridge, typ, result string, n float64) {
 func totals(t *testing.T, b *testBridge) map[string]float64 {
 	t.Helper()
 	out := map[string]float64{}
-	for _, typ := range []string{"m.call.invite", "m.call.candidates", "m.call.answer", "m.call.select_answer", "m.call.negotiate", "m.call.reject", "m.call.hangup"} {
+	for _, typ := range []string{"m.call.invite", "m.call.candidates", "m.call.answer", "m.call.select_answer", "m.call.negotiate", "m.call.reject", "m.call.hangup", "m.call.sdp_stream_metadata_changed"} {
 		for _, r := range []string{"ok", "duplicate", "echo", "stale", "ignored", "invalid", "error"} {
 			out[r] += inbound(t, b, typ, r)
 		}
@@ -314,8 +314,8 @@ func TestInboundCallFromMatrix(t *testing.T) {
 	if c.Status != signaling.StatusEnded || c.EndedBy != w.bob.id || c.EndReason != signaling.ReasonUserHangup || c.Answerer != "alice" {
 		t.Errorf("call = %+v; want answered by alice, ended by bob (user_hangup)", c)
 	}
-	if n := len(w.published(signaling.EventCallHangup, "bobcall1")); n != 1 {
-		t.Errorf("CallHangup published %d times, want 1", n)
+	if n := len(w.published(signaling.EventCallHangupViaMatrix, "bobcall1")); n != 1 {
+		t.Errorf("CallHangupViaMatrix published %d times, want 1", n)
 	}
 	if got := inbound(t, w.b, "m.call.invite", "ok"); got != 1 {
 		t.Errorf("invite ok = %v, want 1", got)

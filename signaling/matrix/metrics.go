@@ -105,7 +105,7 @@ func newInboundMetrics(reg prometheus.Registerer, lag func() float64) *inboundMe
 	m := &inboundMetrics{
 		inbound: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_matrix_inbound_total",
-			Help: "m.call.* events received from the sync, by type and result: ok (applied), duplicate (seen before), echo (icebox's own), stale (too old; an invite past its lifetime), ignored (not for icebox: unmapped room, unknown call, a transition the call's state refuses, v0 without party_id, negotiate), invalid (malformed content), error (store failure or handler panic).",
+			Help: "m.call.* events received from the sync, by type and result: ok (applied), duplicate (seen before), echo (icebox's own), stale (too old; an invite past its lifetime), ignored (not for icebox: unmapped room, unknown call, a transition the call's state refuses — a negotiate on an ended call, an answer to no pending offer, the callee's offer crossing the caller's —, v0 without party_id), invalid (malformed content), error (store failure or handler panic).",
 		}, []string{"type", "result"}),
 		answerReceived: f.NewCounter(prometheus.CounterOpts{
 			Name: "matrix_voip_answer_received_total",

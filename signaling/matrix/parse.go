@@ -1,6 +1,7 @@
 package matrix
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,9 @@ type callContent struct {
 	Candidates []signaling.Candidate // candidates
 	Selected   string                // select_answer
 	Reason     string                // hangup; "" when absent or not a string
+
+	Description signaling.SessionDescription // negotiate
+	Media       signaling.Media              // invite, answer, negotiate: as received; metadata_changed: its metadata
 }
 
 // The received content. Fields are typed as the spec has them; version
@@ -42,20 +46,33 @@ type (
 		Type string `json:"type"`
 		SDP  string `json:"sdp"`
 	}
+	inMedia struct {
+		StreamMetadata json.RawMessage `json:"sdp_stream_metadata"`
+		Capabilities   json.RawMessage `json:"capabilities"`
+	}
 	inInvite struct {
 		inBase
+		inMedia
 		Offer    *inSDP   `json:"offer"`
 		Lifetime *float64 `json:"lifetime"`
 		Invitee  string   `json:"invitee"`
 	}
 	inAnswer struct {
 		inBase
+		inMedia
 		Answer *inSDP `json:"answer"`
 	}
+	inNegotiate struct {
+		inBase
+		inMedia
+		Description *inSDP   `json:"description"`
+		Lifetime    *float64 `json:"lifetime"`
+	}
 	inCandidate struct {
-		Candidate     *string `json:"candidate"`
-		SDPMid        *string `json:"sdpMid"`
-		SDPMLineIndex *int    `json:"sdpMLineIndex"`
+		Candidate        *string `json:"candidate"`
+		SDPMid           *string `json:"sdpMid"`
+		SDPMLineIndex    *int    `json:"sdpMLineIndex"`
+		UsernameFragment *string `json:"usernameFragment"`
 	}
 	inCandidates struct {
 		inBase
@@ -95,11 +112,39 @@ func parseCallContent(typ string, raw []byte) (callContent, error) {
 			c.Lifetime, err = lifetimeOf(v.Lifetime)
 		}
 		c.Invitee = v.Invitee
+		if err == nil {
+			c.Media, err = mediaOf(v.inMedia)
+		}
 	case TypeAnswer:
 		var v inAnswer
 		base, err = &v.inBase, unmarshalContent(raw, &v)
 		if err == nil {
 			c.SDP, err = sdpOf("answer", "answer", v.Answer)
+		}
+		if err == nil {
+			c.Media, err = mediaOf(v.inMedia)
+		}
+	case TypeNegotiate:
+		var v inNegotiate
+		base, err = &v.inBase, unmarshalContent(raw, &v)
+		if err == nil {
+			c.Description, err = descriptionOf(v.Description)
+		}
+		if err == nil && v.Lifetime != nil {
+			c.Lifetime, err = lifetimeOf(v.Lifetime)
+		}
+		if err == nil {
+			c.Media, err = mediaOf(v.inMedia)
+		}
+	case TypeStreamMetadataChanged:
+		var v inMedia
+		var b inBase
+		base, err = &b, unmarshalContent(raw, &b)
+		if err == nil {
+			err = unmarshalContent(raw, &v)
+		}
+		if err == nil {
+			c.Media.StreamMetadata, err = streamMetadataOf(v.StreamMetadata, true)
 		}
 	case TypeCandidates:
 		var v inCandidates
@@ -118,7 +163,7 @@ func parseCallContent(typ string, raw []byte) (callContent, error) {
 		var v inHangup
 		base, err = &v.inBase, unmarshalContent(raw, &v)
 		_ = json.Unmarshal(v.Reason, &c.Reason) // a reason that is not a string is no reason
-	default: // reject, negotiate: the base is all icebox reads
+	default: // reject: the base is all icebox reads
 		var v inBase
 		base, err = &v, unmarshalContent(raw, &v)
 	}
@@ -134,10 +179,59 @@ func parseCallContent(typ string, raw []byte) (callContent, error) {
 		return c, errors.New("call_id missing")
 	case len(base.CallID) > maxOpaqueID:
 		return c, fmt.Errorf("call_id longer than %d characters", maxOpaqueID)
+	case !signaling.ValidCallID(base.CallID):
+		return c, errors.New("call_id is not 1-255 characters of [0-9a-zA-Z._~-]")
 	case len(base.PartyID) > maxOpaqueID:
 		return c, fmt.Errorf("party_id longer than %d characters", maxOpaqueID)
+	case base.PartyID != "" && !signaling.ValidCallID(base.PartyID):
+		return c, errors.New("party_id is not 1-255 characters of [0-9a-zA-Z._~-]")
 	}
 	return c, nil
+}
+
+// mediaOf checks the sdp_stream_metadata and capabilities of an invite,
+// answer or negotiate: each absent or a JSON object (the metadata's
+// streams objects with a known purpose). They are kept as received.
+func mediaOf(m inMedia) (signaling.Media, error) {
+	var out signaling.Media
+	var err error
+	if out.StreamMetadata, err = streamMetadataOf(m.StreamMetadata, false); err != nil {
+		return signaling.Media{}, err
+	}
+	caps := bytes.TrimSpace(m.Capabilities)
+	switch {
+	case len(caps) == 0 || string(caps) == "null":
+	case caps[0] != '{':
+		return signaling.Media{}, errors.New("capabilities is not a JSON object")
+	default:
+		out.Capabilities = caps
+	}
+	return out, nil
+}
+
+// streamMetadataOf checks received sdp_stream_metadata (see
+// signaling.CheckStreamMetadata), with an error without the domain's
+// prefix.
+func streamMetadataOf(raw json.RawMessage, required bool) (json.RawMessage, error) {
+	md, err := signaling.CheckStreamMetadata(raw, required)
+	if err != nil {
+		return nil, errors.New(strings.TrimPrefix(err.Error(), signaling.ErrInvalid.Error()+": "))
+	}
+	return md, nil
+}
+
+// descriptionOf reads a negotiate's description: type offer or answer,
+// and an SDP.
+func descriptionOf(d *inSDP) (signaling.SessionDescription, error) {
+	switch {
+	case d == nil:
+		return signaling.SessionDescription{}, errors.New("description missing")
+	case d.Type != "offer" && d.Type != "answer":
+		return signaling.SessionDescription{}, errors.New(`description.type is not "offer" or "answer"`)
+	case d.SDP == "":
+		return signaling.SessionDescription{}, errors.New("description.sdp missing")
+	}
+	return signaling.SessionDescription{Type: d.Type, SDP: d.SDP}, nil
 }
 
 // unmarshalContent decodes raw into v, with an error that names the field
@@ -199,7 +293,8 @@ func candidatesOf(in []inCandidate) ([]signaling.Candidate, error) {
 		if c.Candidate == nil {
 			return nil, fmt.Errorf("candidates[%d].candidate missing", i)
 		}
-		out[i] = signaling.Candidate{Candidate: *c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex}
+		out[i] = signaling.Candidate{Candidate: *c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex,
+			UsernameFragment: c.UsernameFragment}
 	}
 	return out, nil
 }

@@ -127,12 +127,14 @@ type pendingJoin struct {
 	next     time.Time
 }
 
-// onMember joins the rooms the service user is invited to, and keeps the
-// participants of a joined room's conversation in step with its members.
+// onMember joins the rooms the service user is invited to, keeps the
+// participants of a joined room's conversation in step with its members,
+// and ends the calls of a member who left or was kicked or banned.
 func (r *rooms) onMember(ctx context.Context, evt *event.Event, calls InboundCalls) {
 	if evt.Mautrix.EventSource&event.SourceInvite == 0 {
 		if evt.Mautrix.EventSource&event.SourceJoin != 0 && evt.GetStateKey() != r.user {
-			r.mapRoom(ctx, evt.RoomID, calls) // someone joined or left a room we are in
+			joined := r.mapRoom(ctx, evt.RoomID, calls) // someone joined or left a room we are in
+			r.memberGone(ctx, evt, joined, calls)
 		}
 		return
 	}
@@ -189,19 +191,52 @@ func (r *rooms) retryJoins(ctx context.Context, calls InboundCalls) {
 	}
 }
 
-// mapRoom makes a joined room a conversation of its joined members (or
-// refreshes them). Failures are logged: the next membership change or
-// join tries again.
-func (r *rooms) mapRoom(ctx context.Context, roomID id.RoomID, calls InboundCalls) {
-	if calls == nil {
+// memberGone ends the live calls of the member a leave or ban event is
+// about — leaving the room counts as a hangup (the spec) — unless joined,
+// the room's joined members now, still lists them (an old event replayed
+// by a sync without a token, after they came back). joined nil: the
+// members could not be listed, and nothing is ended on a guess.
+func (r *rooms) memberGone(ctx context.Context, evt *event.Event, joined map[id.UserID]bool, calls InboundCalls) {
+	var m struct {
+		Membership string `json:"membership"`
+	}
+	if calls == nil || joined == nil || json.Unmarshal(evt.Content.VeryRaw, &m) != nil ||
+		(m.Membership != string(event.MembershipLeave) && m.Membership != string(event.MembershipBan)) {
 		return
+	}
+	user := evt.GetStateKey()
+	if joined[id.UserID(user)] {
+		return
+	}
+	ended, err := calls.MemberLeft(ctx, string(evt.RoomID), user)
+	line := r.log.Info()
+	if err != nil {
+		line = r.log.Warn().Err(err)
+	}
+	if err != nil || len(ended) > 0 {
+		line.Str("room_id", string(evt.RoomID)).Str("user", user).Str("membership", m.Membership).
+			Str("by", string(evt.Sender)).Int("calls_ended", len(ended)).Msg("matrix member left; their calls ended")
+	}
+}
+
+// mapRoom makes a joined room a conversation of its joined members (or
+// refreshes them) and returns who is joined (nil if that could not be
+// read). Failures are logged: the next membership change or join tries
+// again.
+func (r *rooms) mapRoom(ctx context.Context, roomID id.RoomID, calls InboundCalls) map[id.UserID]bool {
+	if calls == nil {
+		return nil
 	}
 	mctx, cancel := context.WithTimeout(quiet(ctx), joinTimeout)
 	resp, err := r.cli.JoinedMembers(mctx, roomID)
 	cancel()
 	if err != nil {
 		r.log.Warn().Err(err).Str("room_id", string(roomID)).Msg("listing the members of a joined room")
-		return
+		return nil
+	}
+	joined := make(map[id.UserID]bool, len(resp.Joined))
+	for user := range resp.Joined {
+		joined[user] = true
 	}
 	var members []string
 	for user := range resp.Joined {
@@ -213,10 +248,11 @@ func (r *rooms) mapRoom(ctx context.Context, roomID id.RoomID, calls InboundCall
 	conv, err := calls.RoomJoined(ctx, string(roomID), members)
 	if err != nil {
 		r.log.Warn().Err(err).Str("room_id", string(roomID)).Msg("mapping a joined room to a conversation")
-		return
+		return joined
 	}
 	r.log.Info().Str("room_id", string(roomID)).Str("conversation_id", conv.ID).Int("participants", len(conv.Participants)).
 		Msg("matrix room mapped to a conversation")
+	return joined
 }
 
 // isMatrixUserID reports whether s looks like a Matrix user ID,
