@@ -15,6 +15,9 @@
   const calls = new Map();    // call ID → {id, role, status, pc, local, queue, events, negotiations}
   const invites = [];         // CallInvite… payloads not answered yet
   const log = [];             // {t, call, what}
+  // sendUfrag: send each candidate's usernameFragment (issue 15 has icebox
+  // pass it through; before that, icebox refuses the unknown field).
+  const options = { sendUfrag: false };
 
   function note(callId, what) {
     log.push({ t: Date.now(), call: callId || '', what });
@@ -96,7 +99,13 @@
     };
     c.pc.onicecandidate = (e) => {
       const x = e.candidate;
-      batch.push(x && x.candidate ? { candidate: x.candidate, sdpMid: x.sdpMid, sdpMLineIndex: x.sdpMLineIndex, usernameFragment: x.usernameFragment } : { candidate: '' });
+      if (x && x.candidate) {
+        const cand = { candidate: x.candidate, sdpMid: x.sdpMid, sdpMLineIndex: x.sdpMLineIndex };
+        if (options.sendUfrag) cand.usernameFragment = x.usernameFragment;
+        batch.push(cand);
+      } else {
+        batch.push({ candidate: '' });
+      }
       if (!timer) timer = setTimeout(flush, 100);
     };
     return () => { if (!timer) timer = setTimeout(flush, 0); };
@@ -269,6 +278,7 @@
 
   window.icebox = {
     ready: true, party, connect, placeCall, answer, state,
+    setOptions: (o) => Object.assign(options, o),
     invites: () => invites.map((v) => ({ callId: v.call_id, type: v.type, from: v.initiator_id, conversation: v.conversation_id })),
     hangup: (id) => end('hangup', id),
     reject: (id) => end('reject', id),

@@ -1,0 +1,5 @@
+package main
+
+import "testing"
+
+func jsScenarios(t *testing.T, s *jsSession) {}
