@@ -301,45 +301,22 @@ func jsonRequest(t *testing.T, hc *http.Client, method, url, token string, body 
 	return resp.StatusCode, out
 }
 
-// makeRooms sets up the two conversations between alice (icebox) and bob
-// (Matrix): "enc", whose encrypted room icebox creates and bob joins, and
-// "plain" (and any extra names), rooms without encryption that bob creates,
-// icebox's admin maps to a conversation, and icebox joins when invited.
-func (b *jsBed) makeRooms(t *testing.T, extraPlain ...string) {
+// makeRooms sets up conversations between alice (icebox) and bob (Matrix),
+// one room each: a name starting with "enc" is an encrypted room icebox
+// creates and bob joins; any other name is a room without encryption that
+// bob creates, icebox's admin maps to the conversation, and icebox joins
+// when bob invites it.
+func (b *jsBed) makeRooms(t *testing.T, names ...string) {
 	t.Helper()
-	rooms := map[string]string{}
-	code, resp := b.iceboxAPI(t, jsAdminTok, http.MethodPut, "/admin/conversations/enc", map[string]any{"participants": []string{"alice", b.bob}})
-	var conv struct {
-		RoomID string `json:"room_id"`
-	}
-	if code != http.StatusOK || json.Unmarshal(resp, &conv) != nil || conv.RoomID == "" {
-		t.Fatalf("PUT /admin/conversations/enc: %d %s", code, resp)
-	}
-	rooms["enc"] = conv.RoomID
-	if !waitFor(20*time.Second, func() bool {
-		code, _ := b.matrixAPI(t, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(conv.RoomID), map[string]any{})
-		return code == http.StatusOK
-	}) {
-		t.Fatalf("bob could not join the encrypted room %s", conv.RoomID)
-	}
-	for _, name := range append([]string{"plain"}, extraPlain...) {
-		code, resp := b.matrixAPI(t, http.MethodPost, "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "jssdk " + name})
-		var room struct {
-			RoomID string `json:"room_id"`
+	b.rooms = map[string]string{}
+	for _, name := range names {
+		if strings.HasPrefix(name, "enc") {
+			b.rooms[name] = b.encryptedRoom(t, name)
+		} else {
+			b.rooms[name] = b.plainRoomOf(t, name)
 		}
-		if code != http.StatusOK || json.Unmarshal(resp, &room) != nil || room.RoomID == "" {
-			t.Fatalf("createRoom: %d %s", code, resp)
-		}
-		if code, resp := b.iceboxAPI(t, jsAdminTok, http.MethodPut, "/admin/conversations/"+name,
-			map[string]any{"participants": []string{"alice", b.bob}, "room_id": room.RoomID}); code != http.StatusOK {
-			t.Fatalf("PUT /admin/conversations/%s with room %s: %d %s", name, room.RoomID, code, resp)
-		}
-		if code, resp := b.matrixAPI(t, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room.RoomID)+"/invite", map[string]any{"user_id": b.service}); code != http.StatusOK {
-			t.Fatalf("invite icebox to %s: %d %s", room.RoomID, code, resp)
-		}
-		rooms[name] = room.RoomID
 	}
-	for name, room := range rooms {
+	for name, room := range b.rooms {
 		if !waitFor(20*time.Second, func() bool {
 			code, resp := b.matrixAPI(t, http.MethodGet, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/joined_members", nil)
 			return code == http.StatusOK && strings.Contains(string(resp), b.service) && strings.Contains(string(resp), b.bob)
@@ -347,7 +324,44 @@ func (b *jsBed) makeRooms(t *testing.T, extraPlain ...string) {
 			t.Fatalf("room %s (%s): icebox and bob not both joined", name, room)
 		}
 	}
-	b.rooms, b.plainRoom, b.encRoom = rooms, rooms["plain"], rooms["enc"]
+	b.plainRoom, b.encRoom = b.rooms["plain"], b.rooms["enc"]
+}
+
+func (b *jsBed) encryptedRoom(t *testing.T, conv string) string {
+	t.Helper()
+	code, resp := b.iceboxAPI(t, jsAdminTok, http.MethodPut, "/admin/conversations/"+conv, map[string]any{"participants": []string{"alice", b.bob}})
+	var c struct {
+		RoomID string `json:"room_id"`
+	}
+	if code != http.StatusOK || json.Unmarshal(resp, &c) != nil || c.RoomID == "" {
+		t.Fatalf("PUT /admin/conversations/%s: %d %s", conv, code, resp)
+	}
+	if !waitFor(20*time.Second, func() bool {
+		code, _ := b.matrixAPI(t, http.MethodPost, "/_matrix/client/v3/join/"+url.PathEscape(c.RoomID), map[string]any{})
+		return code == http.StatusOK
+	}) {
+		t.Fatalf("bob could not join the encrypted room %s", c.RoomID)
+	}
+	return c.RoomID
+}
+
+func (b *jsBed) plainRoomOf(t *testing.T, conv string) string {
+	t.Helper()
+	code, resp := b.matrixAPI(t, http.MethodPost, "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "jssdk " + conv})
+	var room struct {
+		RoomID string `json:"room_id"`
+	}
+	if code != http.StatusOK || json.Unmarshal(resp, &room) != nil || room.RoomID == "" {
+		t.Fatalf("createRoom: %d %s", code, resp)
+	}
+	if code, resp := b.iceboxAPI(t, jsAdminTok, http.MethodPut, "/admin/conversations/"+conv,
+		map[string]any{"participants": []string{"alice", b.bob}, "room_id": room.RoomID}); code != http.StatusOK {
+		t.Fatalf("PUT /admin/conversations/%s with room %s: %d %s", conv, room.RoomID, code, resp)
+	}
+	if code, resp := b.matrixAPI(t, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room.RoomID)+"/invite", map[string]any{"user_id": b.service}); code != http.StatusOK {
+		t.Fatalf("invite icebox to %s: %d %s", room.RoomID, code, resp)
+	}
+	return room.RoomID
 }
 
 // roomEventTypes lists the types of the m.call.* events in a plain room,

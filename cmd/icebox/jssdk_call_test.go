@@ -8,6 +8,7 @@ package main
 // jssdk_scenarios_test.go.
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -75,7 +76,11 @@ type iceboxCall struct {
 	CallID, Role, Status, EndReason    string
 	Events                             []string
 	Negotiations                       struct{ Sent, Received []string }
-	RemoteMetadata                     map[string]map[string]any
+	RemoteMetadata                     map[string]map[string]any // the last CallStreamMetadataChanged or CallNegotiate's
+	MetadataChanges                    int
+	PeerMetadata                       map[string]map[string]any // of the Matrix side's invite or answer
+	PeerCapabilities                   map[string]any
+	Transceivers                       []struct{ Mid, Kind, Direction, CurrentDirection string }
 	CandidatesSeen                     int
 	CandidatesWithUfrag                int
 	SignalingState, IceConnectionState string
@@ -113,7 +118,7 @@ func openJSSession(t *testing.T, b *jsBed) *jsSession {
 	t.Logf("matrix-js-sdk: %s device %s, Rust crypto, TURN %v (%s), in %s", login.UserID, login.DeviceID,
 		login.TurnServers[0].URLs, login.TurnServers[0].Username, time.Since(begin).Round(time.Millisecond))
 	for name, room := range b.rooms {
-		s.br.call(t, "element", "harness.roomReady", nil, room, name == "enc")
+		s.br.call(t, "element", "harness.roomReady", nil, room, strings.HasPrefix(name, "enc"))
 	}
 	s.br.open(t, "icebox", b.front+"/icebox.html", "icebox")
 	s.br.call(t, "icebox", "icebox.connect", nil, jsAliceTok)
@@ -252,19 +257,7 @@ func (s *jsSession) iceboxCallsElement(t *testing.T, conversation, kind string) 
 	begin := time.Now()
 	var callID string
 	s.br.call(t, "icebox", "icebox.placeCall", &callID, conversation, s.b.bob, kind == "video")
-	var incoming []string
-	if !waitFor(jsConnectWait, func() bool {
-		s.br.call(t, "element", "harness.incomingCalls", &incoming)
-		for _, id := range incoming {
-			if id == callID {
-				return true
-			}
-		}
-		return false
-	}) {
-		s.dumpLogs(t, callID)
-		t.Fatalf("icebox's invite %s never rang matrix-js-sdk (incoming %v)", callID, incoming)
-	}
+	s.waitIncoming(t, callID)
 	s.waitElement(t, callID, "ringing", jsConnectWait, func(c elementCall) bool { return c.State == "ringing" })
 	s.br.call(t, "element", "harness.answer", nil, callID, true, kind == "video")
 	s.waitElement(t, callID, "connected", jsConnectWait, func(c elementCall) bool { return c.State == "connected" })
@@ -273,6 +266,20 @@ func (s *jsSession) iceboxCallsElement(t *testing.T, conversation, kind string) 
 	})
 	t.Logf("icebox → matrix-js-sdk call %s in %s connected in %s", callID, conversation, time.Since(begin).Round(time.Millisecond))
 	return callID
+}
+
+// waitIncoming waits until matrix-js-sdk has made an incoming call of
+// icebox's invite (before that, harness.state knows no such call).
+func (s *jsSession) waitIncoming(t *testing.T, callID string) {
+	t.Helper()
+	var incoming []string
+	if !waitFor(jsConnectWait, func() bool {
+		s.br.call(t, "element", "harness.incomingCalls", &incoming)
+		return slices.Contains(incoming, callID)
+	}) {
+		s.dumpLogs(t, callID)
+		t.Fatalf("icebox's invite %s never rang matrix-js-sdk (incoming %v)", callID, incoming)
+	}
 }
 
 // elementHangsUp: bob hangs up; the icebox client hears CallHangup and
@@ -307,7 +314,7 @@ func (s *jsSession) iceboxHangsUp(t *testing.T, callID string) {
 // (jssdk_scenarios_test.go) on the same bed.
 func TestJSSDKCalls(t *testing.T) {
 	b := newJSBed(t)
-	b.makeRooms(t, "leave")
+	b.makeRooms(t, "plain", "enc", "leave", "encleave")
 	s := openJSSession(t, b)
 
 	for _, room := range []struct{ name, id string }{{"plain", b.plainRoom}, {"enc", b.encRoom}} {

@@ -17,7 +17,17 @@
   const log = [];             // {t, call, what}
   // sendUfrag: send each candidate's usernameFragment (issue 15 has icebox
   // pass it through; before that, icebox refuses the unknown field).
-  const options = { sendUfrag: false };
+  // sendMetadata: send sdp_stream_metadata with initiate, answer and
+  // negotiate (issue 15; before it, icebox refuses the unknown field).
+  const options = { sendUfrag: false, sendMetadata: false };
+
+  // metadata is our sdp_stream_metadata: the local stream's id, as in the
+  // SDP's msid, is what matrix-js-sdk maps its feeds by.
+  function metadata(c) {
+    if (!options.sendMetadata || !c.local) return {};
+    const a = c.local.getAudioTracks()[0], v = c.local.getVideoTracks()[0];
+    return { sdp_stream_metadata: { [c.local.id]: { purpose: 'm.usermedia', audio_muted: !a || !a.enabled, video_muted: !v || !v.enabled } } };
+  }
 
   function note(callId, what) {
     log.push({ t: Date.now(), call: callId || '', what });
@@ -127,7 +137,7 @@
         const offer = await c.pc.createOffer();
         await c.pc.setLocalDescription(offer);
         c.negotiations.sent.push('offer');
-        await command('negotiate', { call_id: c.id, description: { type: 'offer', sdp: offer.sdp } });
+        await command('negotiate', { call_id: c.id, description: { type: 'offer', sdp: offer.sdp }, ...metadata(c) });
         note(c.id, 'negotiate offer sent');
       } catch (e) { note(c.id, 'negotiate offer failed: ' + e.message); }
     };
@@ -139,7 +149,7 @@
     const offerPC = new RTCPeerConnection({ iceTransportPolicy: 'relay', bundlePolicy: 'max-bundle' });
     for (const t of local.getTracks()) offerPC.addTrack(t, local);
     const offer = await offerPC.createOffer();
-    const fields = { conversation_id: conversationId, sdp_offer: offer.sdp };
+    const fields = { conversation_id: conversationId, sdp_offer: offer.sdp, ...metadata({ local }) };
     if (invitee) fields.invitee = invitee;
     const res = await command('initiate', fields);
     const c = newCall(res.id, 'caller');
@@ -169,7 +179,7 @@
     await addRemote(c, c.queue.splice(0));
     const ans = await pc.createAnswer();
     await pc.setLocalDescription(ans);
-    const res = await command('answer', { call_id: callId, sdp_answer: ans.sdp });
+    const res = await command('answer', { call_id: callId, sdp_answer: ans.sdp, ...metadata(c) });
     answered = true;
     c.status = res.status;
     flush();
@@ -197,13 +207,20 @@
     note(ev.call_id, 'event ' + ev.type + (ev.party_id === party ? ' (ours)' : ''));
     if (ev.party_id === party) return;
     switch (type) {
-      case 'CallInvite':
-        if (!calls.has(ev.call_id)) newCall(ev.call_id, 'callee').events.push(ev.type);
+      case 'CallInvite': {
+        const n = calls.get(ev.call_id) || newCall(ev.call_id, 'callee');
+        if (!c) n.events.push(ev.type);
+        n.peerMetadata = ev.sdp_stream_metadata || null;
+        n.peerCapabilities = ev.capabilities || null;
         invites.push(ev);
+        return;
+      }
         return;
       case 'CallAnswer':
         if (!c || c.role !== 'caller') return;
         c.status = ev.status;
+        c.peerMetadata = ev.sdp_stream_metadata || null;
+        c.peerCapabilities = ev.capabilities || null;
         await c.pc.setRemoteDescription({ type: 'answer', sdp: ev.sdp_answer });
         await addRemote(c, c.queue.splice(0));
         renegotiateOnDemand(c);
@@ -218,20 +235,21 @@
         if (!c || !c.pc) return;
         const d = ev.description;
         c.negotiations.received.push(d.type);
+        note(c.id, 'negotiate ' + d.type + ' received in ' + c.pc.signalingState);
         if (ev.sdp_stream_metadata) c.remoteMetadata = ev.sdp_stream_metadata;
         if (d.type === 'offer') {
           await c.pc.setRemoteDescription(d);
           const ans = await c.pc.createAnswer();
           await c.pc.setLocalDescription(ans);
           c.negotiations.sent.push('answer');
-          await command('negotiate', { call_id: c.id, description: { type: 'answer', sdp: ans.sdp } });
+          await command('negotiate', { call_id: c.id, description: { type: 'answer', sdp: ans.sdp }, ...metadata(c) });
         } else {
           await c.pc.setRemoteDescription(d);
         }
         return;
       }
       case 'CallStreamMetadataChanged':
-        if (c) c.remoteMetadata = ev.sdp_stream_metadata;
+        if (c) { c.remoteMetadata = ev.sdp_stream_metadata; c.metadataChanges = (c.metadataChanges || 0) + 1; }
         return;
       case 'CallHangup':
       case 'CallRejected':
@@ -268,7 +286,9 @@
     const pc = c.pc;
     return {
       callId, role: c.role, status: c.status, endReason: c.endReason || '', events: c.events.slice(),
-      negotiations: c.negotiations, remoteMetadata: c.remoteMetadata || null,
+      negotiations: c.negotiations, remoteMetadata: c.remoteMetadata || null, metadataChanges: c.metadataChanges || 0,
+      peerMetadata: c.peerMetadata || null, peerCapabilities: c.peerCapabilities || null,
+      transceivers: pc ? pc.getTransceivers().map((x) => ({ mid: x.mid, kind: x.receiver.track.kind, direction: x.direction, currentDirection: x.currentDirection })) : [],
       candidatesSeen: (c.candidatesSeen || []).length,
       candidatesWithUfrag: (c.candidatesSeen || []).filter((x) => x.usernameFragment).length,
       signalingState: pc ? pc.signalingState : '', iceConnectionState: pc ? pc.iceConnectionState : '',
@@ -283,6 +303,16 @@
     hangup: (id) => end('hangup', id),
     reject: (id) => end('reject', id),
     restartIce: (id) => calls.get(id).pc.restartIce(),
+    // hold puts the Matrix side on hold as Element does (our transceivers
+    // sendonly, then sendrecv): negotiationneeded sends the offer.
+    hold: (id, on) => { for (const x of calls.get(id).pc.getTransceivers()) x.direction = on ? 'sendonly' : 'sendrecv'; },
+    // mute disables our microphone and tells the Matrix side with the
+    // metadata_changed command (issue 15).
+    mute: async (id, muted) => {
+      const c = calls.get(id);
+      c.local.getAudioTracks().forEach((t) => { t.enabled = !muted; });
+      await command('metadata_changed', { call_id: id, ...metadata(c) });
+    },
     events: (since) => log.filter((e) => e.t >= (since || 0)),
   };
 })();
