@@ -214,7 +214,11 @@ func (s *jsSession) mediaFlows(t *testing.T, callID, kind, when string) {
 	e := s.waitElement(t, callID, kind+" RTP into matrix-js-sdk "+when, jsMediaWait, func(c elementCall) bool { return in(c.Stats) >= e0+jsMediaBytes })
 	i := s.waitIcebox(t, callID, kind+" RTP into the icebox client "+when, jsMediaWait, func(c iceboxCall) bool { return in(c.Stats) >= i0+jsMediaBytes })
 	for side, r := range map[string]jsRTP{"matrix-js-sdk": e.Stats, "icebox client": i.Stats} {
-		if r.Local == nil || r.Local.Type != "relay" || r.Local.Address != jsBedIP || r.Remote == nil || r.Remote.Type != "relay" {
+		// After an ICE restart the other side's checks can come before its
+		// candidates (trickled through Matrix in 500 ms batches): the remote
+		// is then peer-reflexive, with its address hidden. Both ends are
+		// relay-only, so the path is still icebox's relay.
+		if r.Local == nil || r.Local.Type != "relay" || r.Local.Address != jsBedIP || r.Remote == nil || (r.Remote.Type != "relay" && r.Remote.Type != "prflx") {
 			t.Errorf("%s %s: selected pair %+v -> %+v; want relay on %s to relay", side, when, r.Local, r.Remote, jsBedIP)
 		}
 	}

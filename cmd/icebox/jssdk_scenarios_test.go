@@ -183,7 +183,12 @@ func (s *jsSession) elementHolds(t *testing.T, conv string) {
 			t.Errorf("icebox client on hold: transceiver %s %s currentDirection %q, want recvonly", x.Mid, x.Kind, x.CurrentDirection)
 		}
 	}
-	s.iceboxReceives(t, id, "audio", "while held")
+	// matrix-js-sdk also disables its microphone while it holds the other
+	// side (updateMuteStatus), so what reaches icebox then is silence:
+	// too little to wait for, not asserted.
+	if f := e.feeds(false, "m.usermedia"); len(f) != 0 {
+		t.Errorf("matrix-js-sdk holding: remote feeds %+v; want none (it receives nothing on hold)", f)
+	}
 	s.br.call(t, "element", "harness.setRemoteOnHold", nil, id, false)
 	e, _ = s.renegotiated(t, id, "resume", received("offer", 2))
 	if e.RemoteOnHold {

@@ -234,7 +234,6 @@
       case 'CallNegotiate': {
         if (!c || !c.pc) return;
         const d = ev.description;
-        c.negotiations.received.push(d.type);
         note(c.id, 'negotiate ' + d.type + ' received in ' + c.pc.signalingState);
         if (ev.sdp_stream_metadata) c.remoteMetadata = ev.sdp_stream_metadata;
         if (d.type === 'offer') {
@@ -246,6 +245,9 @@
         } else {
           await c.pc.setRemoteDescription(d);
         }
+        // Counted once handled: an offer answered, an answer applied (so
+        // that "received and stable" means the new description is in place).
+        c.negotiations.received.push(d.type);
         return;
       }
       case 'CallStreamMetadataChanged':
