@@ -53,12 +53,16 @@ const (
 
 // Tokens of the bed's icebox users; the Matrix users' passwords.
 const (
-	jsAliceTok       = "jssdk-bed-alice-token-0001"
-	jsAdminTok       = "jssdk-bed-admin-token-0001"
-	jsServicePass    = "icebox-service-password-1"
-	jsBobPass        = "bob-password-12345"
-	jsDriverCallWait = 90 * time.Second // one driver command (a page load with the wasm, an answer)
+	jsAliceTok    = "jssdk-bed-alice-token-0001"
+	jsAdminTok    = "jssdk-bed-admin-token-0001"
+	jsServicePass = "icebox-service-password-1"
+	jsBobPass     = "bob-password-12345"
 )
+
+// jsDriverCallWait bounds one driver command: the longest are a page load
+// (the bundle and the 7.8 MB crypto wasm) and matrix-js-sdk's login with
+// its first sync; each takes about a second on an idle machine.
+const jsDriverCallWait = 90 * time.Second
 
 // requireJSSDK returns web/e2e-matrix once Chromium, node and the built
 // bundle are there and the bundle's stamp matches its sources; it skips

@@ -317,6 +317,7 @@ func (s *jsSession) iceboxHangsUp(t *testing.T, callID string) {
 // plain and an encrypted room, each way; then the scenarios of issue 15
 // (jssdk_scenarios_test.go) on the same bed.
 func TestJSSDKCalls(t *testing.T) {
+	t.Parallel()
 	b := newJSBed(t)
 	b.makeRooms(t, "plain", "enc", "leave", "encleave")
 	s := openJSSession(t, b)
