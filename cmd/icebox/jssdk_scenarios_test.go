@@ -43,6 +43,7 @@ func jsScenarios(t *testing.T, s *jsSession) {
 		t.Run(room.conv+"/element shares its screen", func(t *testing.T) { s.screenShare(t, room.conv) })
 		t.Run(room.conv+"/element restarts ICE", func(t *testing.T) { s.elementRestartsICE(t, room.conv) })
 		t.Run(room.conv+"/icebox restarts ICE", func(t *testing.T) { s.iceboxRestartsICE(t, room.conv) })
+		t.Run(room.conv+"/network blip: Element restarts ICE by itself", func(t *testing.T) { s.networkBlip(t, room.conv) })
 		t.Run(room.conv+"/mute both ways", func(t *testing.T) { s.mute(t, room.conv) })
 		t.Run(room.conv+"/element rejects", func(t *testing.T) { s.elementRejects(t, room.conv) })
 		t.Run(room.conv+"/icebox rejects", func(t *testing.T) { s.iceboxRejects(t, room.conv) })
@@ -284,6 +285,45 @@ func (s *jsSession) elementRestartsICE(t *testing.T, conv string) {
 		return c.CandidatesWithUfrag > before
 	})
 	s.mediaFlows(t, id, "audio", "after Element's ICE restart")
+	s.elementHangsUp(t, id)
+}
+
+// networkBlip cuts matrix-js-sdk off: iptables in the bed's namespace
+// drops what reaches its relay allocation on icebox (Chrome's stats hide
+// the TURN client's own port, the relay port is the selected candidate's).
+// Its checks go unanswered, ICE goes "disconnected", and matrix-js-sdk
+// restarts ICE by itself after 2 s: its negotiate offer travels over HTTP,
+// which the cut spares, and the icebox client answers. Then the cut ends,
+// the new ICE generation connects and media flows again.
+func (s *jsSession) networkBlip(t *testing.T, conv string) {
+	id := s.connected(t, conv)
+	e := s.element(t, id)
+	if e.Stats.Local == nil || e.Stats.Local.Type != "relay" || e.Stats.Local.Port == 0 {
+		t.Fatalf("matrix-js-sdk's selected local candidate %+v: no relay port to cut", e.Stats.Local)
+	}
+	rule := []string{"INPUT", "-p", "udp", "-d", jsBedIP, "--dport", fmt.Sprint(e.Stats.Local.Port), "-j", "DROP"}
+	s.b.ns.IPTables(append([]string{"-A"}, rule...)...)
+	cut := true
+	uncut := func() {
+		if cut {
+			cut = false
+			s.b.ns.IPTables(append([]string{"-D"}, rule...)...)
+		}
+	}
+	defer uncut()
+	begin := time.Now()
+	s.waitElement(t, id, "ICE disconnected by the cut", jsRenegotiateWait, func(c elementCall) bool {
+		return c.IceConnectionState == "disconnected" || c.IceConnectionState == "failed"
+	})
+	t.Logf("%s: ICE disconnected %s after the cut", id, time.Since(begin).Round(time.Millisecond))
+	s.waitIcebox(t, id, "matrix-js-sdk's own ICE restart offer, answered", jsRenegotiateWait, received("offer", 1))
+	t.Logf("%s: matrix-js-sdk's ICE restart answered %s after the cut", id, time.Since(begin).Round(time.Millisecond))
+	uncut()
+	s.waitElement(t, id, "connected again after the cut", jsConnectWait, func(c elementCall) bool {
+		return c.State == "connected" && c.SignalingState == "stable" &&
+			(c.IceConnectionState == "connected" || c.IceConnectionState == "completed")
+	})
+	s.mediaFlows(t, id, "audio", "after the network blip")
 	s.elementHangsUp(t, id)
 }
 
