@@ -6,7 +6,11 @@
 # Debian's chromium, node and npm for the web UI's browser tests, whose
 # driver, playwright-core (pinned in web/e2e/package-lock.json; it drives
 # /usr/bin/chromium and downloads no browser), npm ci installs into
-# web/e2e/node_modules. Run as root (CI is); a developer
+# web/e2e/node_modules; and the Matrix browser harness, web/e2e-matrix:
+# matrix-js-sdk (Element's call code), esbuild and playwright-core pinned in
+# its package-lock.json, npm ci'd, then bundled once (node build.js, which
+# does nothing while dist/.stamp matches the lockfile and the sources). Run
+# as root (CI is); a developer
 # without root gets a clear message and the tests that need the tools skip
 # with the same advice (under CI=true they fail instead).
 set -euo pipefail
@@ -38,14 +42,37 @@ npm_deps() {
 	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >&2
 }
 
+# matrix_deps installs web/e2e-matrix's locked packages when the lockfile
+# changed since the last npm ci (its hash is kept in node_modules), and
+# builds the bundle when its stamp is stale.
+matrix_deps() {
+	local dir
+	dir="$(cd "$(dirname "$0")/.." && pwd)/web/e2e-matrix"
+	if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+		echo "install-test-deps: node/npm missing: cannot install web/e2e-matrix" >&2
+		[ "${CI:-}" = "true" ] && return 1
+		return 0
+	fi
+	local lock
+	lock=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+	if [ "$(cat "$dir/node_modules/.icebox-lock-sha256" 2>/dev/null)" != "$lock" ]; then
+		echo "install-test-deps: npm ci in web/e2e-matrix (matrix-js-sdk, esbuild, playwright-core)" >&2
+		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >&2
+		echo "$lock" >"$dir/node_modules/.icebox-lock-sha256"
+	fi
+	(cd "$dir" && node build.js) >&2
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
 	npm_deps
+	matrix_deps
 	exit 0
 fi
 if [ "$(id -u)" -ne 0 ]; then
 	echo "install-test-deps: missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})" >&2
 	[ "${CI:-}" = "true" ] && exit 1
 	npm_deps || true
+	matrix_deps || true
 	exit 0
 fi
 echo "install-test-deps: installing ${missing[*]}" >&2
@@ -58,3 +85,4 @@ if command -v systemctl >/dev/null 2>&1; then
 	systemctl stop coturn >/dev/null 2>&1 || true
 fi
 npm_deps
+matrix_deps
