@@ -7,15 +7,9 @@ package main
 // both ways, leaving the room. Each asserts that media flows before and
 // after, and what matrix-js-sdk reports (CallState, isRemoteOnHold /
 // isLocalOnHold, feeds and their purpose, mute flags).
-//
-// They need the server side of issue 15 (m.call.negotiate inbound,
-// sdp_stream_metadata both ways, m.call.reject, leave = hangup, candidates
-// whole) and run only with ICEBOX_TEST_M15=1 until it is merged; the lead
-// turns them on then (drop jsNeedsM15).
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -25,16 +19,7 @@ import (
 // through Dendrite (and the encrypted room's megolm) and the browsers.
 const jsRenegotiateWait = 15 * time.Second
 
-// jsNeedsM15 gates the scenarios on ICEBOX_TEST_M15=1.
-func jsNeedsM15(t *testing.T) {
-	t.Helper()
-	if os.Getenv("ICEBOX_TEST_M15") != "1" {
-		t.Skip("needs issue 15's server side (negotiate, stream metadata, reject, leave); ICEBOX_TEST_M15=1 runs it")
-	}
-}
-
 func jsScenarios(t *testing.T, s *jsSession) {
-	jsNeedsM15(t)
 	for _, room := range []struct{ conv, leave string }{{"plain", "leave"}, {"enc", "encleave"}} {
 		t.Run(room.conv+"/stream metadata", func(t *testing.T) { s.streamMetadata(t, room.conv) })
 		t.Run(room.conv+"/element holds and resumes", func(t *testing.T) { s.elementHolds(t, room.conv) })
