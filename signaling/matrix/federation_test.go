@@ -117,8 +117,9 @@ func revoked(t *testing.T, st *store.Store, id string) bool {
 // TestFederationCall: a plain room across homeservers. bob calls; the
 // invite rings for alice, her answer, candidates both ways (every field)
 // and bob's hangup cross federation. Then alice calls; bob's answer is
-// selected, and her hangup reaches him. Both calls' credentials are
-// revoked at the end.
+// selected over his second device's, and her hangup reaches him. Then bob
+// calls and his client selects another party: answered elsewhere. Every
+// call's credentials are revoked at its end.
 func TestFederationCall(t *testing.T) {
 	w := newFedInWorld(t)
 	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
@@ -183,6 +184,10 @@ func TestFederationCall(t *testing.T) {
 	if got, _ := w.call(t, c.ID); got.Status != signaling.StatusAnswered || got.Answerer != w.bob.id || got.AnswerPartyID != "bobdev" {
 		t.Errorf("call = %+v; want answered by %s/bobdev", got, w.bob.id)
 	}
+	// bob's second device answers too, later: ignored, and the selection
+	// that reaches both devices names the first.
+	w.send(t, w.bob, "m.call.answer", with(base(c.ID, "bobphone"), "answer", map[string]any{"type": "answer", "sdp": answerSDP}))
+	waitInbound(t, w.b, "m.call.answer", "ignored", 1)
 	evs, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.select_answer"))
 	if sel := lastFrom(t, evs, svc, "m.call.select_answer"); sel["selected_party_id"] != "bobdev" || sel["call_id"] != c.ID {
 		t.Errorf("select_answer = %v", sel)
@@ -196,6 +201,19 @@ func TestFederationCall(t *testing.T) {
 	}
 	if !revoked(t, w.st, c.ID) {
 		t.Errorf("call %s's credentials not revoked after the hangup", c.ID)
+	}
+
+	// bob calls, alice answers, bob's client selects another party: alice's
+	// call ends as answered elsewhere.
+	w.send(t, w.bob, "m.call.invite", invite("bob.elsewhere", "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.elsewhere", 1)
+	if _, err := w.calls.Answer(ctx, "alice", "bob.elsewhere", signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
+		t.Fatal(err)
+	}
+	w.send(t, w.bob, "m.call.select_answer", with(base("bob.elsewhere", "bobdev"), "selected_party_id", "someoneelse"))
+	if h := w.waitPublished(t, signaling.EventCallHangupViaMatrix, "bob.elsewhere", 1)[0].Payload.(signaling.EndPayload); h.Reason != signaling.ReasonAnsweredElsewhere ||
+		h.Status != signaling.StatusEnded || !revoked(t, w.st, "bob.elsewhere") {
+		t.Errorf("CallHangupViaMatrix = %+v; want ended, answered elsewhere, credentials revoked", h)
 	}
 	if got := totals(t, w.b); got["error"]+got["invalid"] != 0 {
 		t.Errorf("results = %v; want nothing invalid or failed", got)
@@ -294,7 +312,8 @@ func TestFederationRenegotiation(t *testing.T) {
 // TestFederationRejectLeave: bob's m.call.reject ends alice's ringing call
 // as rejected; alice's decline of bob's call reaches him as m.call.reject,
 // never a hangup; bob leaving the room (on his homeserver) ends his
-// answered call and revokes its credentials.
+// answered call and revokes its credentials; his being kicked (by the
+// service user, on the room's homeserver) ends the call ringing for him.
 func TestFederationRejectLeave(t *testing.T) {
 	w := newFedInWorld(t)
 	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
@@ -344,6 +363,27 @@ func TestFederationRejectLeave(t *testing.T) {
 	}
 	if n := len(w.published(signaling.EventCallHangupViaMatrix, "bob.leaves")); n != 1 {
 		t.Errorf("CallHangupViaMatrix published %d times", n)
+	}
+
+	// bob is invited back (over federation) and joins; alice calls him; the
+	// service user on the room's homeserver kicks him while it rings.
+	api(t, w.svc.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", w.svc.token, map[string]any{"user_id": w.bob.id}, nil)
+	waitFor(t, fedTimeout, "bob's invitation back", func() bool {
+		_, ok := w.bob.sync(t, "", 0).Rooms.Invite[room]
+		return ok
+	})
+	w.bob.join(t, room)
+	rings, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api(t, w.svc.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/kick", w.svc.token, map[string]any{"user_id": w.bob.id, "reason": "test"}, nil)
+	waitFor(t, fedTimeout, "the ringing call ended by bob's kick", func() bool {
+		got, _ := w.call(t, rings.ID)
+		return got.Status == signaling.StatusEnded
+	}, w.b.logs.String)
+	if got, _ := w.call(t, rings.ID); got.EndReason != signaling.ReasonUserHangup || got.EndedBy != w.bob.id {
+		t.Errorf("call after bob was kicked: %s by %s", got.EndReason, got.EndedBy)
 	}
 }
 
