@@ -546,3 +546,45 @@ func TestFederationE2EE(t *testing.T) {
 	}
 	w.checkClean(t, b.testBridge)
 }
+
+// TestFederationInviteExpiry: invite expiry on either side of federation,
+// one call after the other (two invites ringing at once in one room would
+// be glare). alice's invite with the shortest lifetime icebox allows (5 s)
+// reaches bob with that lifetime and, unanswered, ends with an
+// m.call.hangup (invite_timeout) that reaches him too. bob's invite with a
+// 5 s lifetime rings for alice for what is left of it after crossing
+// federation, then expires. Both calls' credentials are revoked.
+func TestFederationInviteExpiry(t *testing.T) {
+	w := newFedInWorld(t)
+	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
+	expired := func(id string) {
+		t.Helper()
+		waitFor(t, fedTimeout, id+" expired", func() bool {
+			got, _ := w.call(t, id)
+			return got.Status == signaling.StatusExpired
+		}, w.b.logs.String)
+		if got, _ := w.call(t, id); got.EndReason != signaling.ReasonInviteTimeout || !revoked(t, w.st, id) {
+			t.Errorf("call %s ended %s, credentials revoked %v; want invite_timeout, revoked", id, got.EndReason, revoked(t, w.st, id))
+		}
+	}
+
+	c, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.id, LifetimeMS: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := w.bob.callEvents(t, w.since, room, fedTimeout, fromIcebox(svc, "m.call.hangup"))
+	if inv := lastFrom(t, evs, svc, "m.call.invite"); inv["call_id"] != c.ID || inv["lifetime"] != float64(5000) {
+		t.Errorf("bob saw the invite %v; want call %s with a lifetime of 5000", inv, c.ID)
+	}
+	if h := lastFrom(t, evs, svc, "m.call.hangup"); h["call_id"] != c.ID || h["reason"] != signaling.ReasonInviteTimeout {
+		t.Errorf("bob saw the hangup %v; want invite_timeout for %s", h, c.ID)
+	}
+	expired(c.ID)
+
+	w.send(t, w.bob, "m.call.invite", invite("bob.expires", "bobdev", "1", 5000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.expires", 1)
+	if got, _ := w.call(t, "bob.expires"); got.Status != signaling.StatusRinging || got.LifetimeMS > 5000 || got.LifetimeMS < 3000 {
+		t.Errorf("bob's call rings as %s for %d ms; want ringing for a little under 5000", got.Status, got.LifetimeMS)
+	}
+	expired("bob.expires")
+}
