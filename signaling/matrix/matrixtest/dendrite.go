@@ -1,6 +1,7 @@
 // Package matrixtest starts a real Matrix homeserver, Dendrite, for tests:
 // StartDendrite runs it as a subprocess on a loopback port with its data in
-// t.TempDir(), and Register and Login make users on it.
+// t.TempDir(), and Register and Login make users on it. StartFederation runs
+// several that federate, each in a network namespace of its own (Linux).
 //
 // The binaries come from scripts/install-dendrite.sh. Without them a test
 // fails under CI=true and is skipped elsewhere, saying what to run.
