@@ -3,6 +3,7 @@ package matrix_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -587,4 +588,76 @@ func TestFederationInviteExpiry(t *testing.T) {
 		t.Errorf("bob's call rings as %s for %d ms; want ringing for a little under 5000", got.Status, got.LifetimeMS)
 	}
 	expired("bob.expires")
+}
+
+// TestFederationNegotiationGlare: crossing renegotiations across
+// homeservers, in bob's call (bob the caller, alice the polite callee).
+// alice's offer and bob's cross in flight: bob's wins, reaches alice, and
+// her answer to it reaches him, while his answer to her dropped offer is
+// ignored. With bob's offer pending, alice's own is refused
+// (negotiation_glare) and nothing goes to Matrix.
+func TestFederationNegotiationGlare(t *testing.T) {
+	w := newFedInWorld(t)
+	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
+	const id = "bob.glare"
+	offer := func(sdp string) signaling.NegotiateRequest {
+		return signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "offer", SDP: sdp}}
+	}
+	negotiate := func(typ, sdp string) map[string]any {
+		return with(base(id, "bobdev"), "lifetime", 60000, "description", map[string]any{"type": typ, "sdp": sdp})
+	}
+
+	w.send(t, w.bob, "m.call.invite", invite(id, "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, id, 1)
+	if _, err := w.calls.Answer(ctx, "alice", id, signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
+		t.Fatal(err)
+	}
+	// alice's offer goes out; bob's is sent before he has seen it.
+	if err := w.calls.Negotiate(ctx, "alice", id, offer("v=0 alice offers")); err != nil {
+		t.Fatal(err)
+	}
+	w.send(t, w.bob, "m.call.negotiate", negotiate("offer", "v=0 bob offers"))
+	if p := w.waitPublished(t, signaling.EventCallNegotiateViaMatrix, id, 1)[0].Payload.(signaling.NegotiatePayload); p.Description.SDP != "v=0 bob offers" {
+		t.Errorf("CallNegotiateViaMatrix = %+v; want bob's offer, the caller's", p)
+	}
+	if c, _ := w.call(t, id); c.OfferParty != "bobdev" {
+		t.Errorf("pending offer of %q, want bob's", c.OfferParty)
+	}
+	if err := w.calls.Negotiate(ctx, "alice", id, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "answer", SDP: "v=0 alice answers"}}); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := w.bob.callEvents(t, w.since, room, fedTimeout, func(evs []roomEvent) bool {
+		for _, ev := range evs {
+			var c struct{ Description struct{ Type string } }
+			if ev.Type == "m.call.negotiate" && ev.Sender == svc && json.Unmarshal(ev.Content, &c) == nil && c.Description.Type == "answer" {
+				return true
+			}
+		}
+		return false
+	})
+	var sdps []string
+	for _, ev := range evs {
+		var c struct{ Description struct{ SDP string } }
+		if ev.Type == "m.call.negotiate" && ev.Sender == svc && json.Unmarshal(ev.Content, &c) == nil {
+			sdps = append(sdps, c.Description.SDP)
+		}
+	}
+	if !reflect.DeepEqual(sdps, []string{"v=0 alice offers", "v=0 alice answers"}) {
+		t.Errorf("bob saw alice's negotiates %q; want her dropped offer, then her answer to his", sdps)
+	}
+	// bob's client, impolite, would not answer her offer; if an answer to it
+	// came anyway, it answers nothing now.
+	w.send(t, w.bob, "m.call.negotiate", negotiate("answer", "v=0 bob answers the dropped offer"))
+	waitInbound(t, w.b, "m.call.negotiate", "ignored", 1)
+
+	// bob's offer pending: alice's own is refused.
+	w.send(t, w.bob, "m.call.negotiate", negotiate("offer", "v=0 bob again"))
+	w.waitPublished(t, signaling.EventCallNegotiateViaMatrix, id, 2)
+	var te *signaling.TransitionError
+	if err := w.calls.Negotiate(ctx, "alice", id, offer("v=0 alice again")); !errors.As(err, &te) || te.Code != "negotiation_glare" {
+		t.Errorf("alice's offer over bob's pending one: %v; want negotiation_glare", err)
+	}
+	if got := inbound(t, w.b, "m.call.negotiate", "ok"); got != 2 {
+		t.Errorf("negotiate ok = %v, want bob's two offers", got)
+	}
 }
