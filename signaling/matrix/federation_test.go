@@ -26,7 +26,10 @@ import (
 // are the single-homeserver tests' inWorld and e2eeWorld with bob moved to
 // the second homeserver, and the scenarios are theirs
 // (TestInboundCallFromMatrix, TestInboundAnswerFromMatrix,
-// TestMatrixRenegotiation, TestMatrixRejectLeaveKick, TestE2EERenegotiation).
+// TestMatrixRenegotiation, TestMatrixRejectLeaveKick,
+// TestMatrixAnsweredElsewhere, TestE2EERenegotiation, testE2EEOutboundCall),
+// plus what only federation's delays make interesting: invite expiry on
+// both sides and renegotiations that cross in flight.
 
 // fedTimeout bounds the wait for one event to cross federation. Delivery
 // takes tens of milliseconds; a federation send that failed is retried by
@@ -418,7 +421,8 @@ func newFedE2EEWorld(t *testing.T) (*e2eeWorld, *matrixtest.Homeserver) {
 
 // TestFederationE2EE: an encrypted room across homeservers. alice's call
 // reaches bob encrypted and his encrypted answer is selected; her hangup
-// reaches him. bob's encrypted call rings, alice answers; renegotiation
+// reaches him. Declines both ways (his reject ends her call as rejected,
+// hers reaches him as m.call.reject). bob's encrypted call rings, alice answers; renegotiation
 // both ways, a metadata change and whole candidates cross federation
 // encrypted; bob's leave ends the call. bob's homeserver only ever has the
 // call events as m.room.encrypted, and nothing is undecryptable.
@@ -466,6 +470,26 @@ func TestFederationE2EE(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.bob.WaitEvent(t, room, isCall("m.call.hangup", c.ID), fedTimeout)
+
+	// Declines both ways, encrypted.
+	declined, err := b.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.UserID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.bob.WaitEvent(t, room, isCall("m.call.invite", declined.ID), fedTimeout)
+	w.bob.Send(t, room, "m.call.reject", json.RawMessage(`{"call_id":"`+declined.ID+`","party_id":"bobdev","version":"1"}`))
+	waitFor(t, fedTimeout, "bob's encrypted reject", func() bool {
+		got, _ := w.call(t, declined.ID)
+		return got.Status == signaling.StatusRejected && got.EndedBy == w.bob.UserID()
+	}, b.logs.String)
+	w.bob.Send(t, room, "m.call.invite", bobInvite("bob.fed.declined"))
+	published(signaling.EventCallInviteViaMatrix, "bob.fed.declined", 1)
+	if _, err := b.calls.Reject(ctx, "alice", "bob.fed.declined", signaling.EndRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if rej := w.bob.WaitEvent(t, room, isCall("m.call.reject", "bob.fed.declined"), fedTimeout); rej.Sender != w.svcID {
+		t.Errorf("the reject of bob's call came from %s", rej.Sender)
+	}
 
 	// bob calls alice.
 	const callID = "bob.fed.e2ee~call"
@@ -525,7 +549,11 @@ func TestFederationE2EE(t *testing.T) {
 		return c.Status == signaling.StatusEnded && c.EndedBy == w.bob.UserID()
 	}, b.logs.String)
 
-	for _, ev := range append(callEventsOf(w.bob, room, c.ID), callEventsOf(w.bob, room, callID)...) {
+	var all []matrixtest.Event
+	for _, id := range []string{c.ID, declined.ID, "bob.fed.declined", callID} {
+		all = append(all, callEventsOf(w.bob, room, id)...)
+	}
+	for _, ev := range all {
 		if !ev.Encrypted {
 			t.Errorf("bob received the %s %s unencrypted", ev.Type, ev.ID)
 		}
