@@ -1,6 +1,7 @@
 // Package matrixtest starts a real Matrix homeserver, Dendrite, for tests:
 // StartDendrite runs it as a subprocess on a loopback port with its data in
-// t.TempDir(), and Register and Login make users on it.
+// t.TempDir(), and Register and Login make users on it. StartFederation runs
+// several that federate, each in a network namespace of its own (Linux).
 //
 // The binaries come from scripts/install-dendrite.sh. Without them a test
 // fails under CI=true and is skipped elsewhere, saying what to run.
@@ -20,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,6 +55,7 @@ type Homeserver struct {
 	client       *http.Client
 
 	binary, cfgPath, addr string // for Restart: same binary, data and address
+	place                 placement
 
 	mu   sync.Mutex
 	proc *process // the current run
@@ -76,6 +79,22 @@ type process struct {
 // failed.
 func StartDendrite(t testing.TB, opts ...Option) *Homeserver {
 	t.Helper()
+	return startDendrite(t, "localhost", placement{}, opts)
+}
+
+// placement is where a Dendrite runs and how the test reaches it. The zero
+// value is StartDendrite's: the test's own network namespace, a free
+// loopback port. StartFederation fills it in for a network namespace.
+type placement struct {
+	wrap []string // a command prefix, e.g. ip netns exec NAME
+	addr string   // -http-bind-address; "" picks a free loopback port
+	args []string // more flags (the TLS federation listener)
+	env  []string // more environment (the test CA)
+	url  string   // the client API as the test reaches it; "" is http://addr
+}
+
+func startDendrite(t testing.TB, serverName string, place placement, opts []Option) *Homeserver {
+	t.Helper()
 	bins := requireBinaries(t)
 	var s settings
 	for _, o := range opts {
@@ -89,7 +108,8 @@ func StartDendrite(t testing.TB, opts ...Option) *Homeserver {
 	dir := t.TempDir()
 
 	hs := &Homeserver{
-		serverName:   "localhost",
+		serverName:   serverName,
+		place:        place,
 		sharedSecret: randomHex(t, 32),
 		dir:          dir,
 		logPath:      filepath.Join(dir, "dendrite.log"),
@@ -110,7 +130,7 @@ func StartDendrite(t testing.TB, opts ...Option) *Homeserver {
 	var lastErr error
 	for attempt := 1; attempt <= startAttempts; attempt++ {
 		begin := time.Now()
-		hs.binary, hs.cfgPath, hs.addr = bins.dendrite, cfgPath, ""
+		hs.binary, hs.cfgPath, hs.addr = bins.dendrite, cfgPath, place.addr
 		lastErr = hs.start(t, bins.dendrite, cfgPath)
 		if lastErr == nil {
 			t.Logf("matrixtest: dendrite %s ready at %s in %v", DendriteVersion, hs.url, time.Since(begin).Round(time.Millisecond))
@@ -142,13 +162,15 @@ func (hs *Homeserver) start(t testing.TB, binary, cfgPath string) error {
 	}
 	defer logFile.Close() // the child has its own descriptor
 
-	cmd := exec.Command(binary, "-config", cfgPath, "-http-bind-address", addr)
+	argv := append(slices.Clone(hs.place.wrap), binary, "-config", cfgPath, "-http-bind-address", addr)
+	argv = append(argv, hs.place.args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = hs.dir
 	// A file, not a pipe: the child then holds no pipe of `go test`, which
 	// would otherwise wait for it if the test binary died first.
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), hs.place.env...)
 	cmd.SysProcAttr = sysProcAttr()
 
 	p := &process{cmd: cmd, exited: make(chan struct{})}
@@ -184,6 +206,9 @@ func (hs *Homeserver) start(t testing.TB, binary, cfgPath string) error {
 	})
 
 	hs.url = "http://" + addr
+	if hs.place.url != "" {
+		hs.url = hs.place.url
+	}
 	hs.addr = addr
 	if err := hs.waitReady(p); err != nil {
 		p.stop(t) // the error says how it ended
@@ -284,7 +309,8 @@ func (hs *Homeserver) readLog(n int64) string {
 	return string(b)
 }
 
-// URL is the client-server API's base URL, http://127.0.0.1:PORT.
+// URL is the client-server API's base URL, http://127.0.0.1:PORT: for a
+// homeserver of StartFederation, a forwarder into its network namespace.
 func (hs *Homeserver) URL() string { return hs.url }
 
 // ServerName is the homeserver's name, the part of user IDs after the colon.

@@ -298,6 +298,7 @@ func (u *E2EEUser) Join(t testing.TB, roomID string) {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	room := id.RoomID(roomID)
+	joinsBefore := u.ownJoins(roomID)
 	_, err := u.Client.JoinRoomByID(ctx, room)
 	if errors.Is(err, mautrix.MForbidden) {
 		invited, _ := u.waitUntil(inviteTimeout, func() bool {
@@ -311,6 +312,13 @@ func (u *E2EEUser) Join(t testing.TB, roomID string) {
 	}
 	if err != nil {
 		t.Fatalf("matrixtest: %s: join %s: %v", u.UserID(), roomID, err)
+	}
+	// The sync may still be handling a batch fetched before the join, with
+	// the invite in it, which would set the state store's membership back to
+	// "invite" after State below. Batches are handled in order: once the
+	// join itself has come through the sync, no earlier one is left.
+	if ok, err := u.waitUntil(inviteTimeout, func() bool { return u.ownJoins(roomID) > joinsBefore }); !ok {
+		t.Fatalf("matrixtest: %s: joined %s, but the join did not come through the sync within %v (%v)", u.UserID(), roomID, inviteTimeout, err)
 	}
 	// State, unlike the sync, has the room's whole state now, and it writes
 	// it to the state store.
@@ -326,6 +334,22 @@ func (u *E2EEUser) Join(t testing.TB, roomID string) {
 			t.Fatalf("matrixtest: %s: %s is encrypted, but the state store does not know it (err %v)", u.UserID(), roomID, err)
 		}
 	}
+}
+
+// ownJoins counts this user's own joins to roomID among the timeline events
+// received so far.
+func (u *E2EEUser) ownJoins(roomID string) int {
+	n := 0
+	for _, ev := range u.Events(roomID) {
+		var m struct {
+			Membership string `json:"membership"`
+		}
+		if ev.Type == event.StateMember.Type && ev.Sender == u.UserID() &&
+			json.Unmarshal(ev.Content, &m) == nil && m.Membership == string(event.MembershipJoin) {
+			n++
+		}
+	}
+	return n
 }
 
 // WaitJoined waits until this user's state store shows userID joined to

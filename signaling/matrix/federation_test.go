@@ -1,0 +1,691 @@
+package matrix_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/icebox-voip/icebox/signaling"
+	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
+	"github.com/icebox-voip/icebox/store"
+)
+
+// The call scenarios across homeservers: icebox's service user lives on
+// one Dendrite, bob on another, and every event between them crosses
+// federation (TLS from a test CA, matrixtest.StartFederation). The worlds
+// are the single-homeserver tests' inWorld and e2eeWorld with bob moved to
+// the second homeserver, and the scenarios are theirs
+// (TestInboundCallFromMatrix, TestInboundAnswerFromMatrix,
+// TestMatrixRenegotiation, TestMatrixRejectLeaveKick,
+// TestMatrixAnsweredElsewhere, TestE2EERenegotiation, testE2EEOutboundCall),
+// plus what only federation's delays make interesting: invite expiry on
+// both sides and renegotiations that cross in flight.
+
+// fedTimeout bounds the wait for one event to cross federation. Delivery
+// takes tens of milliseconds; a federation send that failed is retried by
+// Dendrite after seconds of backoff, which must still fit.
+const fedTimeout = 30 * time.Second
+
+// newFedInWorld is newInWorld with bob on the second homeserver of a
+// federation: the conversation's room is created on the service user's
+// homeserver, bob is invited and joins over federation.
+func newFedInWorld(t *testing.T) *inWorld {
+	t.Helper()
+	begin := time.Now()
+	fed := matrixtest.StartFederation(t, 2)
+	hs, remote := fed.Homeservers[0], fed.Homeservers[1]
+	svcID, _, _ := hs.Register(t, "icebox", "icebox-password", false)
+	svcToken, svcDevice := hs.Login(t, svcID, "icebox-password")
+	bobID, _, _ := remote.Register(t, "bob", "bob-password", false)
+	bobToken, _ := remote.Login(t, bobID, "bob-password")
+	w := &inWorld{
+		hs:  hs,
+		svc: matrixUser{hs.URL(), svcID, svcToken},
+		dev: svcDevice,
+		bob: matrixUser{remote.URL(), bobID, bobToken},
+		st:  openStore(t),
+		pub: &recorder{},
+	}
+	w.b = w.newBridge(t, hs.URL())
+	w.calls = startCalls(t, w.st, w.pub, w.b)
+	w.b.SetCalls(w.calls)
+
+	ctx, cancel := context.WithTimeout(context.Background(), fedTimeout)
+	defer cancel()
+	var err error
+	if w.conv, err = w.calls.PutConversation(ctx, inConv, []string{"alice", bobID}, ""); err != nil {
+		t.Fatalf("PutConversation: %v", err)
+	}
+	var first syncResponse
+	waitFor(t, fedTimeout, "bob's invitation to "+w.conv.RoomID+" across federation", func() bool {
+		first = w.bob.sync(t, "", 0)
+		_, ok := first.Rooms.Invite[w.conv.RoomID]
+		return ok
+	})
+	w.bob.join(t, w.conv.RoomID)
+	w.since = w.bob.sync(t, first.NextBatch, 0).NextBatch
+	w.start(t, w.b)
+	t.Logf("federated setup (two Dendrites, users, bridge, room, bob's join over federation) took %v", time.Since(begin).Round(time.Millisecond))
+	return w
+}
+
+// startCalls runs a calls service over st publishing to pub, with b as its
+// Matrix side, until the test ends.
+func startCalls(t *testing.T, st *store.Store, pub *recorder, b *testBridge) *signaling.Service {
+	t.Helper()
+	calls, err := signaling.NewService(signaling.ServiceConfig{
+		Store: st, RoomIndex: st, Publisher: pub,
+		Outbound: b.Encoder(), Rooms: b.Bridge,
+		Logger: zerolog.New(b.logs).With().Timestamp().Logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- calls.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("calls service Run: %v", err)
+		}
+	})
+	return calls
+}
+
+// revoked reports whether the credentials of call id are revoked.
+func revoked(t *testing.T, st *store.Store, id string) bool {
+	t.Helper()
+	revs, err := st.Revocations(context.Background(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range revs {
+		if r.CallID == signaling.CredentialID(id) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestFederationCall: a plain room across homeservers. bob calls; the
+// invite rings for alice, her answer, candidates both ways (every field)
+// and bob's hangup cross federation. Then alice calls; bob's answer is
+// selected over his second device's, and her hangup reaches him. Then bob
+// calls and his client selects another party: answered elsewhere. Every
+// call's credentials are revoked at its end.
+func TestFederationCall(t *testing.T) {
+	w := newFedInWorld(t)
+	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
+	since := w.since
+
+	begin := time.Now()
+	w.send(t, w.bob, "m.call.invite", invite("bob.fed~1", "bobdev", "1", 60000))
+	inv := w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.fed~1", 1)[0].Payload.(signaling.InvitePayload)
+	t.Logf("bob's invite rang for alice %v after he sent it", time.Since(begin).Round(time.Millisecond))
+	if inv.SDPOffer != offerSDP || inv.InitiatorID != w.bob.id || inv.PartyID != "bobdev" {
+		t.Errorf("CallInviteViaMatrix = %+v; want bob's offer from %s/bobdev", inv, w.bob.id)
+	}
+	if _, err := w.calls.Answer(ctx, "alice", "bob.fed~1", signaling.AnswerRequest{SDPAnswer: msidAnswerSDP}); err != nil {
+		t.Fatal(err)
+	}
+	evs, since := w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.answer"))
+	if ans := lastFrom(t, evs, svc, "m.call.answer"); ans["call_id"] != "bob.fed~1" || ans["party_id"] != signaling.PartyIDFor("alice") ||
+		ans["answer"].(map[string]any)["sdp"] != msidAnswerSDP {
+		t.Errorf("bob saw the answer %v", ans)
+	}
+
+	w.send(t, w.bob, "m.call.candidates", json.RawMessage(`{"call_id":"bob.fed~1","party_id":"bobdev","version":"1","candidates":[`+
+		`{"candidate":"candidate:1 1 udp 2122260223 192.0.2.9 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"bobuf"},`+
+		`{"candidate":""}]}`))
+	cs := w.waitPublished(t, signaling.EventCallCandidatesViaMatrix, "bob.fed~1", 1)[0].Payload.(signaling.CandidatesPayload)
+	if raw, _ := json.Marshal(cs.Candidates); string(raw) !=
+		`[{"candidate":"candidate:1 1 udp 2122260223 192.0.2.9 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"bobuf"},{"candidate":""}]` {
+		t.Errorf("bob's candidates reached alice as %s", raw)
+	}
+	if err := w.calls.Candidates(ctx, "alice", "bob.fed~1", signaling.CandidatesRequest{Candidates: testCandidates}); err != nil {
+		t.Fatal(err)
+	}
+	evs, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.candidates"))
+	var cc struct {
+		Candidates []signaling.Candidate `json:"candidates"`
+	}
+	raw, _ := json.Marshal(lastFrom(t, evs, svc, "m.call.candidates"))
+	if err := json.Unmarshal(raw, &cc); err != nil || !reflect.DeepEqual(cc.Candidates, testCandidates) {
+		t.Errorf("alice's candidates reached bob as %+v (%v)", cc.Candidates, err)
+	}
+
+	w.send(t, w.bob, "m.call.hangup", with(base("bob.fed~1", "bobdev"), "reason", "user_hangup"))
+	waitFor(t, fedTimeout, "bob's hangup", func() bool {
+		c, _ := w.call(t, "bob.fed~1")
+		return c.Status == signaling.StatusEnded
+	}, w.b.logs.String)
+	if c, _ := w.call(t, "bob.fed~1"); c.EndedBy != w.bob.id || c.Answerer != "alice" || !revoked(t, w.st, c.ID) {
+		t.Errorf("call = %+v; want answered by alice, ended by %s, credentials revoked", c, w.bob.id)
+	}
+
+	// alice calls bob.
+	c, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.invite"))
+	if got := lastFrom(t, evs, svc, "m.call.invite"); got["call_id"] != c.ID || got["invitee"] != w.bob.id {
+		t.Fatalf("bob saw the invite %v; want call %s for him", got, c.ID)
+	}
+	w.send(t, w.bob, "m.call.answer", with(base(c.ID, "bobdev"), "answer", map[string]any{"type": "answer", "sdp": answerSDP}))
+	waitInbound(t, w.b, "m.call.answer", "ok", 1)
+	if got, _ := w.call(t, c.ID); got.Status != signaling.StatusAnswered || got.Answerer != w.bob.id || got.AnswerPartyID != "bobdev" {
+		t.Errorf("call = %+v; want answered by %s/bobdev", got, w.bob.id)
+	}
+	// bob's second device answers too, later: ignored, and the selection
+	// that reaches both devices names the first.
+	w.send(t, w.bob, "m.call.answer", with(base(c.ID, "bobphone"), "answer", map[string]any{"type": "answer", "sdp": answerSDP}))
+	waitInbound(t, w.b, "m.call.answer", "ignored", 1)
+	evs, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.select_answer"))
+	if sel := lastFrom(t, evs, svc, "m.call.select_answer"); sel["selected_party_id"] != "bobdev" || sel["call_id"] != c.ID {
+		t.Errorf("select_answer = %v", sel)
+	}
+	if _, err := w.calls.Hangup(ctx, "alice", c.ID, signaling.EndRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.hangup"))
+	if h := lastFrom(t, evs, svc, "m.call.hangup"); h["call_id"] != c.ID || h["reason"] != signaling.ReasonUserHangup {
+		t.Errorf("bob saw the hangup %v", h)
+	}
+	if !revoked(t, w.st, c.ID) {
+		t.Errorf("call %s's credentials not revoked after the hangup", c.ID)
+	}
+
+	// bob calls, alice answers, bob's client selects another party: alice's
+	// call ends as answered elsewhere.
+	w.send(t, w.bob, "m.call.invite", invite("bob.elsewhere", "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.elsewhere", 1)
+	if _, err := w.calls.Answer(ctx, "alice", "bob.elsewhere", signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
+		t.Fatal(err)
+	}
+	w.send(t, w.bob, "m.call.select_answer", with(base("bob.elsewhere", "bobdev"), "selected_party_id", "someoneelse"))
+	if h := w.waitPublished(t, signaling.EventCallHangupViaMatrix, "bob.elsewhere", 1)[0].Payload.(signaling.EndPayload); h.Reason != signaling.ReasonAnsweredElsewhere ||
+		h.Status != signaling.StatusEnded || !revoked(t, w.st, "bob.elsewhere") {
+		t.Errorf("CallHangupViaMatrix = %+v; want ended, answered elsewhere, credentials revoked", h)
+	}
+	if got := totals(t, w.b); got["error"]+got["invalid"] != 0 {
+		t.Errorf("results = %v; want nothing invalid or failed", got)
+	}
+	checkNoSecretsLogged(t, w.b.logs.String(), w.svc.token)
+}
+
+// TestFederationRenegotiation: after bob's call is answered across
+// homeservers (a 255-character call_id, his metadata and capabilities passed
+// on unchanged), renegotiation both ways (his hold, her ICE restart) and
+// stream metadata changes both ways cross federation.
+func TestFederationRenegotiation(t *testing.T) {
+	w := newFedInWorld(t)
+	ctx, room, svc, id := context.Background(), w.conv.RoomID, w.svc.id, opaqueID
+	since := w.since
+
+	md := map[string]any{"bobstream": map[string]any{"purpose": "m.usermedia", "audio_muted": false, "video_muted": true}}
+	caps := map[string]any{"m.call.transferee": false, "m.call.dtmf": true}
+	w.send(t, w.bob, "m.call.invite", with(invite(id, "bobdev", "1", 60000), "sdp_stream_metadata", md, "capabilities", caps))
+	inv := w.waitPublished(t, signaling.EventCallInviteViaMatrix, id, 1)[0].Payload.(signaling.InvitePayload)
+	if !jsonEqual(t, inv.StreamMetadata, md) || !jsonEqual(t, inv.Capabilities, caps) {
+		t.Errorf("CallInviteViaMatrix media = %s, %s; want bob's, unchanged", inv.StreamMetadata, inv.Capabilities)
+	}
+	if _, err := w.calls.Answer(ctx, "alice", id, signaling.AnswerRequest{SDPAnswer: msidAnswerSDP}); err != nil {
+		t.Fatal(err)
+	}
+	evs, since := w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.answer"))
+	if ans := lastFrom(t, evs, svc, "m.call.answer"); ans["sdp_stream_metadata"] == nil || ans["capabilities"] == nil {
+		t.Errorf("bob saw the answer %v; want metadata and capabilities", ans)
+	}
+
+	// bob holds: his offer reaches alice, her answer reaches him.
+	hold := "v=0\r\na=sendonly\r\n"
+	w.send(t, w.bob, "m.call.negotiate", with(base(id, "bobdev"), "lifetime", 60000,
+		"description", map[string]any{"type": "offer", "sdp": hold}, "sdp_stream_metadata", md))
+	neg := w.waitPublished(t, signaling.EventCallNegotiateViaMatrix, id, 1)[0].Payload.(signaling.NegotiatePayload)
+	if neg.Description != (signaling.SessionDescription{Type: "offer", SDP: hold}) || neg.PartyID != "bobdev" || !jsonEqual(t, neg.StreamMetadata, md) {
+		t.Errorf("CallNegotiateViaMatrix = %+v", neg)
+	}
+	if err := w.calls.Negotiate(ctx, "alice", id, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "answer", SDP: "v=0\r\na=recvonly\r\n"}}); err != nil {
+		t.Fatal(err)
+	}
+	evs, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.negotiate"))
+	if d, _ := lastFrom(t, evs, svc, "m.call.negotiate")["description"].(map[string]any); d["type"] != "answer" || d["sdp"] != "v=0\r\na=recvonly\r\n" {
+		t.Errorf("bob saw the negotiate %v; want alice's answer", d)
+	}
+
+	// alice restarts ICE: her offer reaches bob, his answer reaches her.
+	restart := "v=0\r\na=ice-ufrag:new2\r\na=msid:alicestream alicetrack\r\n"
+	if err := w.calls.Negotiate(ctx, "alice", id, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "offer", SDP: restart}}); err != nil {
+		t.Fatal(err)
+	}
+	evs, since = w.bob.callEvents(t, since, room, fedTimeout, func(evs []roomEvent) bool {
+		for _, ev := range evs {
+			var c struct{ Description struct{ Type string } }
+			if ev.Type == "m.call.negotiate" && ev.Sender == svc && json.Unmarshal(ev.Content, &c) == nil && c.Description.Type == "offer" {
+				return true
+			}
+		}
+		return false
+	})
+	if got := lastFrom(t, evs, svc, "m.call.negotiate"); got["description"].(map[string]any)["sdp"] != restart || got["lifetime"] == nil {
+		t.Errorf("bob saw the negotiate %v; want alice's offer with a lifetime", got)
+	}
+	w.send(t, w.bob, "m.call.negotiate", with(base(id, "bobdev"), "lifetime", 60000,
+		"description", map[string]any{"type": "answer", "sdp": "v=0 bob answers"}))
+	if p := w.waitPublished(t, signaling.EventCallNegotiateViaMatrix, id, 2)[1].Payload.(signaling.NegotiatePayload); p.Description.Type != "answer" || p.Description.SDP != "v=0 bob answers" {
+		t.Errorf("bob's answer reached alice as %+v", p)
+	}
+
+	// Metadata changes both ways.
+	muted := map[string]any{"bobstream": map[string]any{"purpose": "m.usermedia", "audio_muted": true, "video_muted": true}}
+	w.send(t, w.bob, "m.call.sdp_stream_metadata_changed", with(base(id, "bobdev"), "sdp_stream_metadata", muted))
+	if mc := w.waitPublished(t, signaling.EventCallStreamMetadataChangedViaMatrix, id, 1)[0].Payload.(signaling.StreamMetadataPayload); !jsonEqual(t, mc.SDPStreamMetadata, muted) {
+		t.Errorf("CallStreamMetadataChangedViaMatrix metadata = %s", mc.SDPStreamMetadata)
+	}
+	aliceMuted := json.RawMessage(`{"alicestream":{"purpose":"m.screenshare","audio_muted":true,"video_muted":false}}`)
+	if err := w.calls.MetadataChanged(ctx, "alice", id, signaling.MetadataChangedRequest{SDPStreamMetadata: aliceMuted}); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.sdp_stream_metadata_changed"))
+	if raw, _ := json.Marshal(lastFrom(t, evs, svc, "m.call.sdp_stream_metadata_changed")["sdp_stream_metadata"]); !jsonEqual(t, raw, aliceMuted) {
+		t.Errorf("bob saw the metadata change %s", raw)
+	}
+
+	w.send(t, w.bob, "m.call.hangup", with(base(id, "bobdev"), "reason", "user_hangup"))
+	waitInbound(t, w.b, "m.call.hangup", "ok", 1)
+	if got := inbound(t, w.b, "m.call.negotiate", "ok"); got != 2 {
+		t.Errorf("negotiate ok = %v, want 2", got)
+	}
+	if got := totals(t, w.b); got["error"]+got["invalid"] != 0 {
+		t.Errorf("results = %v; want nothing invalid or failed", got)
+	}
+}
+
+// TestFederationRejectLeave: bob's m.call.reject ends alice's ringing call
+// as rejected; alice's decline of bob's call reaches him as m.call.reject,
+// never a hangup; bob leaving the room (on his homeserver) ends his
+// answered call and revokes its credentials; his being kicked (by the
+// service user, on the room's homeserver) ends the call ringing for him.
+func TestFederationRejectLeave(t *testing.T) {
+	w := newFedInWorld(t)
+	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
+	since := w.since
+
+	c, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.invite"))
+	w.send(t, w.bob, "m.call.reject", base(c.ID, "bobdev"))
+	waitInbound(t, w.b, "m.call.reject", "ok", 1)
+	if got, _ := w.call(t, c.ID); got.Status != signaling.StatusRejected || got.EndedBy != w.bob.id || !revoked(t, w.st, c.ID) {
+		t.Errorf("call after bob's reject: %s by %s", got.Status, got.EndedBy)
+	}
+	if n := len(w.published(signaling.EventCallRejectedViaMatrix, c.ID)); n != 1 {
+		t.Errorf("CallRejectedViaMatrix published %d times", n)
+	}
+
+	w.send(t, w.bob, "m.call.invite", invite("bob.declined", "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.declined", 1)
+	if _, err := w.calls.Reject(ctx, "alice", "bob.declined", signaling.EndRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.reject"))
+	if rej := lastFrom(t, evs, svc, "m.call.reject"); rej["call_id"] != "bob.declined" || rej["party_id"] != signaling.PartyIDFor("alice") {
+		t.Errorf("alice's reject reached bob as %v", rej)
+	}
+	for _, ev := range evs {
+		if ev.Type == "m.call.hangup" && ev.Sender == svc {
+			t.Errorf("alice's reject also went out as a hangup: %s", ev.Content)
+		}
+	}
+
+	w.send(t, w.bob, "m.call.invite", invite("bob.leaves", "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.leaves", 1)
+	if _, err := w.calls.Answer(ctx, "alice", "bob.leaves", signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
+		t.Fatal(err)
+	}
+	api(t, w.bob.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", w.bob.token, map[string]any{}, nil)
+	waitFor(t, fedTimeout, "the call ended by bob's leave", func() bool {
+		got, _ := w.call(t, "bob.leaves")
+		return got.Status == signaling.StatusEnded
+	}, w.b.logs.String)
+	if got, _ := w.call(t, "bob.leaves"); got.EndReason != signaling.ReasonUserHangup || got.EndedBy != w.bob.id || !revoked(t, w.st, got.ID) {
+		t.Errorf("call after bob left: %s by %s", got.EndReason, got.EndedBy)
+	}
+	if n := len(w.published(signaling.EventCallHangupViaMatrix, "bob.leaves")); n != 1 {
+		t.Errorf("CallHangupViaMatrix published %d times", n)
+	}
+
+	// bob is invited back (over federation) and joins; alice calls him; the
+	// service user on the room's homeserver kicks him while it rings.
+	api(t, w.svc.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", w.svc.token, map[string]any{"user_id": w.bob.id}, nil)
+	waitFor(t, fedTimeout, "bob's invitation back", func() bool {
+		_, ok := w.bob.sync(t, "", 0).Rooms.Invite[room]
+		return ok
+	})
+	w.bob.join(t, room)
+	rings, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api(t, w.svc.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/kick", w.svc.token, map[string]any{"user_id": w.bob.id, "reason": "test"}, nil)
+	waitFor(t, fedTimeout, "the ringing call ended by bob's kick", func() bool {
+		got, _ := w.call(t, rings.ID)
+		return got.Status == signaling.StatusEnded
+	}, w.b.logs.String)
+	if got, _ := w.call(t, rings.ID); got.EndReason != signaling.ReasonUserHangup || got.EndedBy != w.bob.id {
+		t.Errorf("call after bob was kicked: %s by %s", got.EndReason, got.EndedBy)
+	}
+}
+
+// newFedE2EEWorld is newE2EEWorld with bob, and his encrypting client, on
+// the second homeserver of a federation. w.hs is the service user's
+// homeserver; bob's own is returned too (e2eeWorld's sendRaw and stored
+// read w.hs with bob's token, so they are not for this world).
+func newFedE2EEWorld(t *testing.T) (*e2eeWorld, *matrixtest.Homeserver) {
+	t.Helper()
+	begin := time.Now()
+	fed := matrixtest.StartFederation(t, 2)
+	hs, remote := fed.Homeservers[0], fed.Homeservers[1]
+	svcID, _, _ := hs.Register(t, "icebox", servicePassword, false)
+	bobID, _, _ := remote.Register(t, "bob", "bob-password", false)
+	bob := remote.NewE2EEUser(t, bobID, "bob-password")
+	w := &e2eeWorld{
+		hs: hs, svcID: svcID, bob: bob, bobToken: bob.Client.AccessToken,
+		st: openStore(t), dir: filepath.Join(t.TempDir(), "matrix"),
+	}
+	w.cur = w.start(t, true)
+	ctx, cancel := context.WithTimeout(context.Background(), fedTimeout)
+	defer cancel()
+	var err error
+	if w.conv, err = w.cur.calls.PutConversation(ctx, inConv, []string{"alice", bobID}, ""); err != nil {
+		t.Fatalf("PutConversation: %v", err)
+	}
+	bob.Join(t, w.conv.RoomID)
+	t.Logf("federated setup (two Dendrites, bob's device, encrypted bridge, room, join over federation) took %v", time.Since(begin).Round(time.Millisecond))
+	return w, remote
+}
+
+// TestFederationE2EE: an encrypted room across homeservers. alice's call
+// reaches bob encrypted and his encrypted answer is selected; her hangup
+// reaches him. Declines both ways (his reject ends her call as rejected,
+// hers reaches him as m.call.reject). bob's encrypted call rings, alice answers; renegotiation
+// both ways, a metadata change and whole candidates cross federation
+// encrypted; bob's leave ends the call. bob's homeserver only ever has the
+// call events as m.room.encrypted, and nothing is undecryptable.
+func TestFederationE2EE(t *testing.T) {
+	w, remote := newFedE2EEWorld(t)
+	b, room, ctx := w.cur, w.conv.RoomID, context.Background()
+	published := func(typ, id string, n int) []signaling.Event {
+		t.Helper()
+		var out []signaling.Event
+		waitFor(t, fedTimeout, typ+" published", func() bool {
+			out = out[:0]
+			for _, ev := range b.pub.all() {
+				if ev.Type == typ && ev.CallID == id {
+					out = append(out, ev)
+				}
+			}
+			return len(out) >= n
+		}, b.logs.String)
+		return out
+	}
+	negotiate := func(descType string) func(matrixtest.Event) bool {
+		return func(ev matrixtest.Event) bool {
+			var c struct{ Description struct{ Type string } }
+			return ev.Type == "m.call.negotiate" && ev.Sender == w.svcID && json.Unmarshal(ev.Content, &c) == nil && c.Description.Type == descType
+		}
+	}
+
+	// alice calls bob.
+	sent := time.Now()
+	c, err := b.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.UserID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv := contentOf(t, w.bob.WaitEvent(t, room, isCall("m.call.invite", c.ID), fedTimeout)); inv.Offer.SDP != offerSDP || inv.Invitee != w.bob.UserID() {
+		t.Errorf("bob's decrypted invite = %+v", inv)
+	}
+	t.Logf("alice's encrypted invite reached bob across federation in %v", time.Since(sent).Round(time.Millisecond))
+	w.bob.Send(t, room, "m.call.answer", json.RawMessage(`{"call_id":"`+c.ID+`","party_id":"bobdev","version":"1","answer":{"type":"answer","sdp":"`+bobSDP+`"}}`))
+	waitFor(t, fedTimeout, "bob's encrypted answer", func() bool {
+		got, _ := w.call(t, c.ID)
+		return got.Status == signaling.StatusAnswered && got.AnswerPartyID == "bobdev" && got.SDPAnswer == bobSDP
+	}, b.logs.String)
+	w.bob.WaitEvent(t, room, isCall("m.call.select_answer", c.ID), fedTimeout)
+	if _, err := b.calls.Hangup(ctx, "alice", c.ID, signaling.EndRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	w.bob.WaitEvent(t, room, isCall("m.call.hangup", c.ID), fedTimeout)
+
+	// Declines both ways, encrypted.
+	declined, err := b.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.UserID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.bob.WaitEvent(t, room, isCall("m.call.invite", declined.ID), fedTimeout)
+	w.bob.Send(t, room, "m.call.reject", json.RawMessage(`{"call_id":"`+declined.ID+`","party_id":"bobdev","version":"1"}`))
+	waitFor(t, fedTimeout, "bob's encrypted reject", func() bool {
+		got, _ := w.call(t, declined.ID)
+		return got.Status == signaling.StatusRejected && got.EndedBy == w.bob.UserID()
+	}, b.logs.String)
+	w.bob.Send(t, room, "m.call.invite", bobInvite("bob.fed.declined"))
+	published(signaling.EventCallInviteViaMatrix, "bob.fed.declined", 1)
+	if _, err := b.calls.Reject(ctx, "alice", "bob.fed.declined", signaling.EndRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if rej := w.bob.WaitEvent(t, room, isCall("m.call.reject", "bob.fed.declined"), fedTimeout); rej.Sender != w.svcID {
+		t.Errorf("the reject of bob's call came from %s", rej.Sender)
+	}
+
+	// bob calls alice.
+	const callID = "bob.fed.e2ee~call"
+	w.bob.Send(t, room, "m.call.invite", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1","lifetime":60000,`+
+		`"offer":{"type":"offer","sdp":"`+bobSDP+`"},"sdp_stream_metadata":{"bs":{"purpose":"m.usermedia","audio_muted":false,"video_muted":false}},`+
+		`"capabilities":{"m.call.transferee":false,"m.call.dtmf":false}}`))
+	if inv := published(signaling.EventCallInviteViaMatrix, callID, 1)[0].Payload.(signaling.InvitePayload); inv.StreamMetadata == nil || inv.Capabilities == nil {
+		t.Errorf("CallInviteViaMatrix without bob's metadata or capabilities: %+v", inv)
+	}
+	if _, err := b.calls.Answer(ctx, "alice", callID, signaling.AnswerRequest{SDPAnswer: msidAnswerSDP}); err != nil {
+		t.Fatal(err)
+	}
+	w.bob.WaitEvent(t, room, isCall("m.call.answer", callID), fedTimeout)
+
+	w.bob.Send(t, room, "m.call.negotiate", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1","lifetime":60000,`+
+		`"description":{"type":"offer","sdp":"v=0 hold a=sendonly"},"sdp_stream_metadata":{"bs":{"purpose":"m.usermedia","audio_muted":true,"video_muted":true}}}`))
+	if neg := published(signaling.EventCallNegotiateViaMatrix, callID, 1)[0].Payload.(signaling.NegotiatePayload); neg.Description.SDP != "v=0 hold a=sendonly" || neg.StreamMetadata == nil {
+		t.Errorf("CallNegotiateViaMatrix = %+v", neg)
+	}
+	if err := b.calls.Negotiate(ctx, "alice", callID, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "answer", SDP: "v=0 a=recvonly"}}); err != nil {
+		t.Fatal(err)
+	}
+	w.bob.WaitEvent(t, room, negotiate("answer"), fedTimeout)
+	if err := b.calls.Negotiate(ctx, "alice", callID, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "offer", SDP: "v=0 ice-ufrag:new"}}); err != nil {
+		t.Fatal(err)
+	}
+	w.bob.WaitEvent(t, room, negotiate("offer"), fedTimeout)
+	w.bob.Send(t, room, "m.call.negotiate", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1","lifetime":60000,`+
+		`"description":{"type":"answer","sdp":"v=0 bob answers"}}`))
+	if p := published(signaling.EventCallNegotiateViaMatrix, callID, 2)[1].Payload.(signaling.NegotiatePayload); p.Description.Type != "answer" {
+		t.Errorf("bob's encrypted answer reached alice as %+v", p)
+	}
+	w.bob.Send(t, room, "m.call.sdp_stream_metadata_changed", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1",`+
+		`"sdp_stream_metadata":{"bs":{"purpose":"m.usermedia","audio_muted":false,"video_muted":true}}}`))
+	published(signaling.EventCallStreamMetadataChangedViaMatrix, callID, 1)
+	if err := b.calls.MetadataChanged(ctx, "alice", callID, signaling.MetadataChangedRequest{
+		SDPStreamMetadata: json.RawMessage(`{"alicestream":{"purpose":"m.usermedia","audio_muted":true,"video_muted":false}}`),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w.bob.WaitEvent(t, room, isCall("m.call.sdp_stream_metadata_changed", callID), fedTimeout)
+	w.bob.Send(t, room, "m.call.candidates", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1","candidates":[`+
+		`{"candidate":"candidate:1 1 udp 1 192.0.2.9 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"new"},{"candidate":""}]}`))
+	cs := published(signaling.EventCallCandidatesViaMatrix, callID, 1)[0].Payload.(signaling.CandidatesPayload)
+	if len(cs.Candidates) != 2 || cs.Candidates[0].UsernameFragment == nil || *cs.Candidates[0].UsernameFragment != "new" ||
+		cs.Candidates[1] != (signaling.Candidate{}) {
+		t.Errorf("bob's encrypted candidates reached alice as %+v", cs.Candidates)
+	}
+
+	lctx, cancel := context.WithTimeout(ctx, fedTimeout)
+	defer cancel()
+	if _, err := w.bob.Client.LeaveRoom(lctx, id.RoomID(room)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, fedTimeout, "the call ended by bob's leave", func() bool {
+		c, _ := w.call(t, callID)
+		return c.Status == signaling.StatusEnded && c.EndedBy == w.bob.UserID()
+	}, b.logs.String)
+
+	var all []matrixtest.Event
+	for _, id := range []string{c.ID, declined.ID, "bob.fed.declined", callID} {
+		all = append(all, callEventsOf(w.bob, room, id)...)
+	}
+	for _, ev := range all {
+		if !ev.Encrypted {
+			t.Errorf("bob received the %s %s unencrypted", ev.Type, ev.ID)
+		}
+	}
+	// What bob's homeserver stores of the room: no call event in plaintext.
+	for _, raw := range remote.RoomMessages(t, w.bobToken, room) {
+		var ev struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(ev.Type, "m.call.") {
+			t.Errorf("bob's homeserver has a %s in plaintext", ev.Type)
+		}
+	}
+	if got := totals(t, b.testBridge); got["invalid"]+got["error"] != 0 {
+		t.Errorf("results = %v; want nothing invalid or failed", got)
+	}
+	w.checkClean(t, b.testBridge)
+}
+
+// TestFederationInviteExpiry: invite expiry on either side of federation,
+// one call after the other (two invites ringing at once in one room would
+// be glare). alice's invite with the shortest lifetime icebox allows (5 s)
+// reaches bob with that lifetime and, unanswered, ends with an
+// m.call.hangup (invite_timeout) that reaches him too. bob's invite with a
+// 5 s lifetime rings for alice for what is left of it after crossing
+// federation, then expires. Both calls' credentials are revoked.
+func TestFederationInviteExpiry(t *testing.T) {
+	w := newFedInWorld(t)
+	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
+	expired := func(id string) {
+		t.Helper()
+		waitFor(t, fedTimeout, id+" expired", func() bool {
+			got, _ := w.call(t, id)
+			return got.Status == signaling.StatusExpired
+		}, w.b.logs.String)
+		if got, _ := w.call(t, id); got.EndReason != signaling.ReasonInviteTimeout || !revoked(t, w.st, id) {
+			t.Errorf("call %s ended %s, credentials revoked %v; want invite_timeout, revoked", id, got.EndReason, revoked(t, w.st, id))
+		}
+	}
+
+	c, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.id, LifetimeMS: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := w.bob.callEvents(t, w.since, room, fedTimeout, fromIcebox(svc, "m.call.hangup"))
+	if inv := lastFrom(t, evs, svc, "m.call.invite"); inv["call_id"] != c.ID || inv["lifetime"] != float64(5000) {
+		t.Errorf("bob saw the invite %v; want call %s with a lifetime of 5000", inv, c.ID)
+	}
+	if h := lastFrom(t, evs, svc, "m.call.hangup"); h["call_id"] != c.ID || h["reason"] != signaling.ReasonInviteTimeout {
+		t.Errorf("bob saw the hangup %v; want invite_timeout for %s", h, c.ID)
+	}
+	expired(c.ID)
+
+	w.send(t, w.bob, "m.call.invite", invite("bob.expires", "bobdev", "1", 5000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.expires", 1)
+	if got, _ := w.call(t, "bob.expires"); got.Status != signaling.StatusRinging || got.LifetimeMS > 5000 || got.LifetimeMS < 3000 {
+		t.Errorf("bob's call rings as %s for %d ms; want ringing for a little under 5000", got.Status, got.LifetimeMS)
+	}
+	expired("bob.expires")
+}
+
+// TestFederationNegotiationGlare: crossing renegotiations across
+// homeservers, in bob's call (bob the caller, alice the polite callee).
+// alice's offer and bob's cross in flight: bob's wins, reaches alice, and
+// her answer to it reaches him, while his answer to her dropped offer is
+// ignored. With bob's offer pending, alice's own is refused
+// (negotiation_glare) and nothing goes to Matrix.
+func TestFederationNegotiationGlare(t *testing.T) {
+	w := newFedInWorld(t)
+	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
+	const id = "bob.glare"
+	offer := func(sdp string) signaling.NegotiateRequest {
+		return signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "offer", SDP: sdp}}
+	}
+	negotiate := func(typ, sdp string) map[string]any {
+		return with(base(id, "bobdev"), "lifetime", 60000, "description", map[string]any{"type": typ, "sdp": sdp})
+	}
+
+	w.send(t, w.bob, "m.call.invite", invite(id, "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, id, 1)
+	if _, err := w.calls.Answer(ctx, "alice", id, signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
+		t.Fatal(err)
+	}
+	// alice's offer goes out; bob's is sent before he has seen it.
+	if err := w.calls.Negotiate(ctx, "alice", id, offer("v=0 alice offers")); err != nil {
+		t.Fatal(err)
+	}
+	w.send(t, w.bob, "m.call.negotiate", negotiate("offer", "v=0 bob offers"))
+	if p := w.waitPublished(t, signaling.EventCallNegotiateViaMatrix, id, 1)[0].Payload.(signaling.NegotiatePayload); p.Description.SDP != "v=0 bob offers" {
+		t.Errorf("CallNegotiateViaMatrix = %+v; want bob's offer, the caller's", p)
+	}
+	if c, _ := w.call(t, id); c.OfferParty != "bobdev" {
+		t.Errorf("pending offer of %q, want bob's", c.OfferParty)
+	}
+	if err := w.calls.Negotiate(ctx, "alice", id, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "answer", SDP: "v=0 alice answers"}}); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := w.bob.callEvents(t, w.since, room, fedTimeout, func(evs []roomEvent) bool {
+		for _, ev := range evs {
+			var c struct{ Description struct{ Type string } }
+			if ev.Type == "m.call.negotiate" && ev.Sender == svc && json.Unmarshal(ev.Content, &c) == nil && c.Description.Type == "answer" {
+				return true
+			}
+		}
+		return false
+	})
+	var sdps []string
+	for _, ev := range evs {
+		var c struct{ Description struct{ SDP string } }
+		if ev.Type == "m.call.negotiate" && ev.Sender == svc && json.Unmarshal(ev.Content, &c) == nil {
+			sdps = append(sdps, c.Description.SDP)
+		}
+	}
+	if !reflect.DeepEqual(sdps, []string{"v=0 alice offers", "v=0 alice answers"}) {
+		t.Errorf("bob saw alice's negotiates %q; want her dropped offer, then her answer to his", sdps)
+	}
+	// bob's client, impolite, would not answer her offer; if an answer to it
+	// came anyway, it answers nothing now.
+	w.send(t, w.bob, "m.call.negotiate", negotiate("answer", "v=0 bob answers the dropped offer"))
+	waitInbound(t, w.b, "m.call.negotiate", "ignored", 1)
+
+	// bob's offer pending: alice's own is refused.
+	w.send(t, w.bob, "m.call.negotiate", negotiate("offer", "v=0 bob again"))
+	w.waitPublished(t, signaling.EventCallNegotiateViaMatrix, id, 2)
+	var te *signaling.TransitionError
+	if err := w.calls.Negotiate(ctx, "alice", id, offer("v=0 alice again")); !errors.As(err, &te) || te.Code != "negotiation_glare" {
+		t.Errorf("alice's offer over bob's pending one: %v; want negotiation_glare", err)
+	}
+	if got := inbound(t, w.b, "m.call.negotiate", "ok"); got != 2 {
+		t.Errorf("negotiate ok = %v, want bob's two offers", got)
+	}
+}
