@@ -41,7 +41,8 @@ type e2eeWorld struct {
 	st       *store.Store
 	dir      string // Encryption.Dir
 	conv     signaling.Conversation
-	cur      *e2eeBridge // the bridge newE2EEWorld started
+	cur      *e2eeBridge   // the bridge newE2EEWorld started
+	wait     time.Duration // bounds the wait for one event to reach the other side
 	txn      atomic.Int64
 }
 
@@ -58,26 +59,33 @@ func newE2EEWorld(t *testing.T, bobJoins bool) *e2eeWorld {
 	t.Helper()
 	begin := time.Now()
 	hs := matrixtest.StartDendrite(t)
+	w := newE2EEWorldOn(t, hs, hs, e2eeTimeout, bobJoins)
+	t.Logf("setup (Dendrite, users, bob's device, bridge with encryption, room, join) took %v", time.Since(begin).Round(time.Millisecond))
+	return w
+}
+
+// newE2EEWorldOn builds the world with the service user on hs and bob, and
+// his encrypting client, on bobHS: hs itself, or a homeserver federating
+// with it. wait bounds each wait for an event to reach the other side.
+func newE2EEWorldOn(t *testing.T, hs, bobHS *matrixtest.Homeserver, wait time.Duration, bobJoins bool) *e2eeWorld {
+	t.Helper()
 	svcID, _, _ := hs.Register(t, "icebox", servicePassword, false)
-	bobID, _, _ := hs.Register(t, "bob", "bob-password", false)
-	bob := hs.NewE2EEUser(t, bobID, "bob-password")
+	bobID, _, _ := bobHS.Register(t, "bob", "bob-password", false)
+	bob := bobHS.NewE2EEUser(t, bobID, "bob-password")
 	w := &e2eeWorld{
 		hs: hs, svcID: svcID, bob: bob, bobToken: bob.Client.AccessToken,
-		st: openStore(t), dir: filepath.Join(t.TempDir(), "matrix"),
+		st: openStore(t), dir: filepath.Join(t.TempDir(), "matrix"), wait: wait,
 	}
-	b := w.start(t, true)
-	w.cur = b
+	w.cur = w.start(t, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conv, err := b.calls.PutConversation(ctx, inConv, []string{"alice", bobID}, "")
-	if err != nil {
+	var err error
+	if w.conv, err = w.cur.calls.PutConversation(ctx, inConv, []string{"alice", bobID}, ""); err != nil {
 		t.Fatalf("PutConversation: %v", err)
 	}
-	w.conv = conv
 	if bobJoins {
-		bob.Join(t, conv.RoomID)
+		bob.Join(t, w.conv.RoomID)
 	}
-	t.Logf("setup (Dendrite, users, bob's device, bridge with encryption, room, join) took %v", time.Since(begin).Round(time.Millisecond))
 	return w
 }
 

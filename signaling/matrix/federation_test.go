@@ -6,13 +6,11 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/icebox-voip/icebox/signaling"
@@ -38,69 +36,15 @@ const fedTimeout = 30 * time.Second
 
 // newFedInWorld is newInWorld with bob on the second homeserver of a
 // federation: the conversation's room is created on the service user's
-// homeserver, bob is invited and joins over federation.
+// homeserver, bob is invited and joins over federation. The bridge runs.
 func newFedInWorld(t *testing.T) *inWorld {
 	t.Helper()
 	begin := time.Now()
 	fed := matrixtest.StartFederation(t, 2)
-	hs, remote := fed.Homeservers[0], fed.Homeservers[1]
-	svcID, _, _ := hs.Register(t, "icebox", "icebox-password", false)
-	svcToken, svcDevice := hs.Login(t, svcID, "icebox-password")
-	bobID, _, _ := remote.Register(t, "bob", "bob-password", false)
-	bobToken, _ := remote.Login(t, bobID, "bob-password")
-	w := &inWorld{
-		hs:  hs,
-		svc: matrixUser{hs.URL(), svcID, svcToken},
-		dev: svcDevice,
-		bob: matrixUser{remote.URL(), bobID, bobToken},
-		st:  openStore(t),
-		pub: &recorder{},
-	}
-	w.b = w.newBridge(t, hs.URL())
-	w.calls = startCalls(t, w.st, w.pub, w.b)
-	w.b.SetCalls(w.calls)
-
-	ctx, cancel := context.WithTimeout(context.Background(), fedTimeout)
-	defer cancel()
-	var err error
-	if w.conv, err = w.calls.PutConversation(ctx, inConv, []string{"alice", bobID}, ""); err != nil {
-		t.Fatalf("PutConversation: %v", err)
-	}
-	var first syncResponse
-	waitFor(t, fedTimeout, "bob's invitation to "+w.conv.RoomID+" across federation", func() bool {
-		first = w.bob.sync(t, "", 0)
-		_, ok := first.Rooms.Invite[w.conv.RoomID]
-		return ok
-	})
-	w.bob.join(t, w.conv.RoomID)
-	w.since = w.bob.sync(t, first.NextBatch, 0).NextBatch
+	w := newInWorldOn(t, fed.Homeservers[0], fed.Homeservers[1], fedTimeout, inOptions{})
 	w.start(t, w.b)
 	t.Logf("federated setup (two Dendrites, users, bridge, room, bob's join over federation) took %v", time.Since(begin).Round(time.Millisecond))
 	return w
-}
-
-// startCalls runs a calls service over st publishing to pub, with b as its
-// Matrix side, until the test ends.
-func startCalls(t *testing.T, st *store.Store, pub *recorder, b *testBridge) *signaling.Service {
-	t.Helper()
-	calls, err := signaling.NewService(signaling.ServiceConfig{
-		Store: st, RoomIndex: st, Publisher: pub,
-		Outbound: b.Encoder(), Rooms: b.Bridge,
-		Logger: zerolog.New(b.logs).With().Timestamp().Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- calls.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("calls service Run: %v", err)
-		}
-	})
-	return calls
 }
 
 // revoked reports whether the credentials of call id are revoked.
@@ -399,24 +343,9 @@ func newFedE2EEWorld(t *testing.T) (*e2eeWorld, *matrixtest.Homeserver) {
 	t.Helper()
 	begin := time.Now()
 	fed := matrixtest.StartFederation(t, 2)
-	hs, remote := fed.Homeservers[0], fed.Homeservers[1]
-	svcID, _, _ := hs.Register(t, "icebox", servicePassword, false)
-	bobID, _, _ := remote.Register(t, "bob", "bob-password", false)
-	bob := remote.NewE2EEUser(t, bobID, "bob-password")
-	w := &e2eeWorld{
-		hs: hs, svcID: svcID, bob: bob, bobToken: bob.Client.AccessToken,
-		st: openStore(t), dir: filepath.Join(t.TempDir(), "matrix"),
-	}
-	w.cur = w.start(t, true)
-	ctx, cancel := context.WithTimeout(context.Background(), fedTimeout)
-	defer cancel()
-	var err error
-	if w.conv, err = w.cur.calls.PutConversation(ctx, inConv, []string{"alice", bobID}, ""); err != nil {
-		t.Fatalf("PutConversation: %v", err)
-	}
-	bob.Join(t, w.conv.RoomID)
+	w := newE2EEWorldOn(t, fed.Homeservers[0], fed.Homeservers[1], fedTimeout, true)
 	t.Logf("federated setup (two Dendrites, bob's device, encrypted bridge, room, join over federation) took %v", time.Since(begin).Round(time.Millisecond))
-	return w, remote
+	return w, fed.Homeservers[1]
 }
 
 // TestFederationE2EE: an encrypted room across homeservers. alice's call

@@ -35,7 +35,8 @@ type inWorld struct {
 	pub   *recorder // what the calls service published
 	b     *testBridge
 	conv  signaling.Conversation
-	since string // bob's sync position after joining
+	since string        // bob's sync position after joining
+	wait  time.Duration // bounds the wait for one event to reach the other side
 	txn   atomic.Int64
 }
 
@@ -52,54 +53,45 @@ const inConv = "c1"
 func newInWorld(t *testing.T, opts inOptions) *inWorld {
 	t.Helper()
 	hs := matrixtest.StartDendrite(t)
+	return newInWorldOn(t, hs, hs, 15*time.Second, opts)
+}
+
+// newInWorldOn builds the world with the service user on hs and bob on
+// bobHS: hs itself, or a homeserver federating with it. wait bounds each
+// wait for an event to reach the other side.
+func newInWorldOn(t *testing.T, hs, bobHS *matrixtest.Homeserver, wait time.Duration, opts inOptions) *inWorld {
+	t.Helper()
 	svcID, _, _ := hs.Register(t, "icebox", "icebox-password", false)
 	svcToken, svcDevice := hs.Login(t, svcID, "icebox-password")
-	bobID, _, _ := hs.Register(t, "bob", "bob-password", false)
-	bobToken, _ := hs.Login(t, bobID, "bob-password")
+	bobID, _, _ := bobHS.Register(t, "bob", "bob-password", false)
+	bobToken, _ := bobHS.Login(t, bobID, "bob-password")
 	w := &inWorld{
-		hs:  hs,
-		svc: matrixUser{hs.URL(), svcID, svcToken},
-		dev: svcDevice,
-		bob: matrixUser{hs.URL(), bobID, bobToken},
-		st:  openStore(t),
-		pub: &recorder{},
+		hs:   hs,
+		svc:  matrixUser{hs.URL(), svcID, svcToken},
+		dev:  svcDevice,
+		bob:  matrixUser{bobHS.URL(), bobID, bobToken},
+		st:   openStore(t),
+		pub:  &recorder{},
+		wait: wait,
 	}
 	hsURL := hs.URL()
 	if opts.homeserverURL != nil {
 		hsURL = opts.homeserverURL(hs)
 	}
 	w.b = w.newBridge(t, hsURL)
-
-	calls, err := signaling.NewService(signaling.ServiceConfig{
-		Store: w.st, RoomIndex: w.st, Publisher: w.pub,
-		Outbound: w.b.Encoder(), Rooms: w.b.Bridge,
-		Logger: zerolog.New(w.b.logs).With().Timestamp().Logger(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.calls = calls
-	runCtx, stopCalls := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- calls.Run(runCtx) }() // stops the invite expiry timers at the end
-	t.Cleanup(func() {
-		stopCalls()
-		if err := <-done; err != nil {
-			t.Errorf("calls service Run: %v", err)
-		}
-	})
+	w.calls = startCalls(t, w.st, w.pub, w.b)
 	w.b.SetCalls(w.inbound(opts))
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*wait)
 	defer cancel()
-	w.conv, err = calls.PutConversation(ctx, inConv, []string{"alice", bobID}, "")
-	if err != nil {
+	var err error
+	if w.conv, err = w.calls.PutConversation(ctx, inConv, []string{"alice", bobID}, ""); err != nil {
 		t.Fatalf("PutConversation: %v", err)
 	}
 	// Dendrite delivers the invitation to bob's sync a moment after the
-	// room is created.
+	// room is created (over federation, when it has crossed).
 	var first syncResponse
-	waitFor(t, 10*time.Second, "bob's invitation to "+w.conv.RoomID, func() bool {
+	waitFor(t, wait, "bob's invitation to "+w.conv.RoomID, func() bool {
 		first = w.bob.sync(t, "", 0)
 		_, ok := first.Rooms.Invite[w.conv.RoomID]
 		return ok
@@ -107,6 +99,30 @@ func newInWorld(t *testing.T, opts inOptions) *inWorld {
 	w.bob.join(t, w.conv.RoomID)
 	w.since = w.bob.sync(t, first.NextBatch, 0).NextBatch
 	return w
+}
+
+// startCalls runs a calls service over st publishing to pub, with b as its
+// Matrix side, until the test ends (which stops its invite expiry timers).
+func startCalls(t *testing.T, st *store.Store, pub *recorder, b *testBridge) *signaling.Service {
+	t.Helper()
+	calls, err := signaling.NewService(signaling.ServiceConfig{
+		Store: st, RoomIndex: st, Publisher: pub,
+		Outbound: b.Encoder(), Rooms: b.Bridge,
+		Logger: zerolog.New(b.logs).With().Timestamp().Logger(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- calls.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("calls service Run: %v", err)
+		}
+	})
+	return calls
 }
 
 func (w *inWorld) inbound(opts inOptions) matrix.InboundCalls {
