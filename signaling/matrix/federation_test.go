@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -15,7 +13,6 @@ import (
 
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
-	"github.com/icebox-voip/icebox/store"
 )
 
 // The call scenarios across homeservers: icebox's service user lives on
@@ -45,21 +42,6 @@ func newFedInWorld(t *testing.T) *inWorld {
 	w.start(t, w.b)
 	t.Logf("federated setup (two Dendrites, users, bridge, room, bob's join over federation) took %v", time.Since(begin).Round(time.Millisecond))
 	return w
-}
-
-// revoked reports whether the credentials of call id are revoked.
-func revoked(t *testing.T, st *store.Store, id string) bool {
-	t.Helper()
-	revs, err := st.Revocations(context.Background(), time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range revs {
-		if r.CallID == signaling.CredentialID(id) {
-			return true
-		}
-	}
-	return false
 }
 
 // TestFederationCall: a plain room across homeservers. bob calls; the
@@ -169,85 +151,13 @@ func TestFederationCall(t *testing.T) {
 	checkNoSecretsLogged(t, w.b.logs.String(), w.svc.token)
 }
 
-// TestFederationRenegotiation: after bob's call is answered across
-// homeservers (a 255-character call_id, his metadata and capabilities passed
-// on unchanged), renegotiation both ways (his hold, her ICE restart) and
-// stream metadata changes both ways cross federation.
+// TestFederationRenegotiation: renegotiation across homeservers, with a
+// 255-character call_id; then bob's hangup, and nothing was invalid or
+// failed.
 func TestFederationRenegotiation(t *testing.T) {
 	w := newFedInWorld(t)
-	ctx, room, svc, id := context.Background(), w.conv.RoomID, w.svc.id, opaqueID
-	since := w.since
-
-	md := map[string]any{"bobstream": map[string]any{"purpose": "m.usermedia", "audio_muted": false, "video_muted": true}}
-	caps := map[string]any{"m.call.transferee": false, "m.call.dtmf": true}
-	w.send(t, w.bob, "m.call.invite", with(invite(id, "bobdev", "1", 60000), "sdp_stream_metadata", md, "capabilities", caps))
-	inv := w.waitPublished(t, signaling.EventCallInviteViaMatrix, id, 1)[0].Payload.(signaling.InvitePayload)
-	if !jsonEqual(t, inv.StreamMetadata, md) || !jsonEqual(t, inv.Capabilities, caps) {
-		t.Errorf("CallInviteViaMatrix media = %s, %s; want bob's, unchanged", inv.StreamMetadata, inv.Capabilities)
-	}
-	if _, err := w.calls.Answer(ctx, "alice", id, signaling.AnswerRequest{SDPAnswer: msidAnswerSDP}); err != nil {
-		t.Fatal(err)
-	}
-	evs, since := w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.answer"))
-	if ans := lastFrom(t, evs, svc, "m.call.answer"); ans["sdp_stream_metadata"] == nil || ans["capabilities"] == nil {
-		t.Errorf("bob saw the answer %v; want metadata and capabilities", ans)
-	}
-
-	// bob holds: his offer reaches alice, her answer reaches him.
-	hold := "v=0\r\na=sendonly\r\n"
-	w.send(t, w.bob, "m.call.negotiate", with(base(id, "bobdev"), "lifetime", 60000,
-		"description", map[string]any{"type": "offer", "sdp": hold}, "sdp_stream_metadata", md))
-	neg := w.waitPublished(t, signaling.EventCallNegotiateViaMatrix, id, 1)[0].Payload.(signaling.NegotiatePayload)
-	if neg.Description != (signaling.SessionDescription{Type: "offer", SDP: hold}) || neg.PartyID != "bobdev" || !jsonEqual(t, neg.StreamMetadata, md) {
-		t.Errorf("CallNegotiateViaMatrix = %+v", neg)
-	}
-	if err := w.calls.Negotiate(ctx, "alice", id, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "answer", SDP: "v=0\r\na=recvonly\r\n"}}); err != nil {
-		t.Fatal(err)
-	}
-	evs, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.negotiate"))
-	if d, _ := lastFrom(t, evs, svc, "m.call.negotiate")["description"].(map[string]any); d["type"] != "answer" || d["sdp"] != "v=0\r\na=recvonly\r\n" {
-		t.Errorf("bob saw the negotiate %v; want alice's answer", d)
-	}
-
-	// alice restarts ICE: her offer reaches bob, his answer reaches her.
-	restart := "v=0\r\na=ice-ufrag:new2\r\na=msid:alicestream alicetrack\r\n"
-	if err := w.calls.Negotiate(ctx, "alice", id, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "offer", SDP: restart}}); err != nil {
-		t.Fatal(err)
-	}
-	evs, since = w.bob.callEvents(t, since, room, fedTimeout, func(evs []roomEvent) bool {
-		for _, ev := range evs {
-			var c struct{ Description struct{ Type string } }
-			if ev.Type == "m.call.negotiate" && ev.Sender == svc && json.Unmarshal(ev.Content, &c) == nil && c.Description.Type == "offer" {
-				return true
-			}
-		}
-		return false
-	})
-	if got := lastFrom(t, evs, svc, "m.call.negotiate"); got["description"].(map[string]any)["sdp"] != restart || got["lifetime"] == nil {
-		t.Errorf("bob saw the negotiate %v; want alice's offer with a lifetime", got)
-	}
-	w.send(t, w.bob, "m.call.negotiate", with(base(id, "bobdev"), "lifetime", 60000,
-		"description", map[string]any{"type": "answer", "sdp": "v=0 bob answers"}))
-	if p := w.waitPublished(t, signaling.EventCallNegotiateViaMatrix, id, 2)[1].Payload.(signaling.NegotiatePayload); p.Description.Type != "answer" || p.Description.SDP != "v=0 bob answers" {
-		t.Errorf("bob's answer reached alice as %+v", p)
-	}
-
-	// Metadata changes both ways.
-	muted := map[string]any{"bobstream": map[string]any{"purpose": "m.usermedia", "audio_muted": true, "video_muted": true}}
-	w.send(t, w.bob, "m.call.sdp_stream_metadata_changed", with(base(id, "bobdev"), "sdp_stream_metadata", muted))
-	if mc := w.waitPublished(t, signaling.EventCallStreamMetadataChangedViaMatrix, id, 1)[0].Payload.(signaling.StreamMetadataPayload); !jsonEqual(t, mc.SDPStreamMetadata, muted) {
-		t.Errorf("CallStreamMetadataChangedViaMatrix metadata = %s", mc.SDPStreamMetadata)
-	}
-	aliceMuted := json.RawMessage(`{"alicestream":{"purpose":"m.screenshare","audio_muted":true,"video_muted":false}}`)
-	if err := w.calls.MetadataChanged(ctx, "alice", id, signaling.MetadataChangedRequest{SDPStreamMetadata: aliceMuted}); err != nil {
-		t.Fatal(err)
-	}
-	evs, _ = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.sdp_stream_metadata_changed"))
-	if raw, _ := json.Marshal(lastFrom(t, evs, svc, "m.call.sdp_stream_metadata_changed")["sdp_stream_metadata"]); !jsonEqual(t, raw, aliceMuted) {
-		t.Errorf("bob saw the metadata change %s", raw)
-	}
-
-	w.send(t, w.bob, "m.call.hangup", with(base(id, "bobdev"), "reason", "user_hangup"))
+	renegotiation(t, w, opaqueID)
+	w.send(t, w.bob, "m.call.hangup", with(base(opaqueID, "bobdev"), "reason", "user_hangup"))
 	waitInbound(t, w.b, "m.call.hangup", "ok", 1)
 	if got := inbound(t, w.b, "m.call.negotiate", "ok"); got != 2 {
 		t.Errorf("negotiate ok = %v, want 2", got)
@@ -257,82 +167,9 @@ func TestFederationRenegotiation(t *testing.T) {
 	}
 }
 
-// TestFederationRejectLeave: bob's m.call.reject ends alice's ringing call
-// as rejected; alice's decline of bob's call reaches him as m.call.reject,
-// never a hangup; bob leaving the room (on his homeserver) ends his
-// answered call and revokes its credentials; his being kicked (by the
-// service user, on the room's homeserver) ends the call ringing for him.
+// TestFederationRejectLeave: rejectLeaveKick across homeservers.
 func TestFederationRejectLeave(t *testing.T) {
-	w := newFedInWorld(t)
-	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
-	since := w.since
-
-	c, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.invite"))
-	w.send(t, w.bob, "m.call.reject", base(c.ID, "bobdev"))
-	waitInbound(t, w.b, "m.call.reject", "ok", 1)
-	if got, _ := w.call(t, c.ID); got.Status != signaling.StatusRejected || got.EndedBy != w.bob.id || !revoked(t, w.st, c.ID) {
-		t.Errorf("call after bob's reject: %s by %s", got.Status, got.EndedBy)
-	}
-	if n := len(w.published(signaling.EventCallRejectedViaMatrix, c.ID)); n != 1 {
-		t.Errorf("CallRejectedViaMatrix published %d times", n)
-	}
-
-	w.send(t, w.bob, "m.call.invite", invite("bob.declined", "bobdev", "1", 60000))
-	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.declined", 1)
-	if _, err := w.calls.Reject(ctx, "alice", "bob.declined", signaling.EndRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	evs, _ := w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.reject"))
-	if rej := lastFrom(t, evs, svc, "m.call.reject"); rej["call_id"] != "bob.declined" || rej["party_id"] != signaling.PartyIDFor("alice") {
-		t.Errorf("alice's reject reached bob as %v", rej)
-	}
-	for _, ev := range evs {
-		if ev.Type == "m.call.hangup" && ev.Sender == svc {
-			t.Errorf("alice's reject also went out as a hangup: %s", ev.Content)
-		}
-	}
-
-	w.send(t, w.bob, "m.call.invite", invite("bob.leaves", "bobdev", "1", 60000))
-	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.leaves", 1)
-	if _, err := w.calls.Answer(ctx, "alice", "bob.leaves", signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
-		t.Fatal(err)
-	}
-	api(t, w.bob.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", w.bob.token, map[string]any{}, nil)
-	waitFor(t, fedTimeout, "the call ended by bob's leave", func() bool {
-		got, _ := w.call(t, "bob.leaves")
-		return got.Status == signaling.StatusEnded
-	}, w.b.logs.String)
-	if got, _ := w.call(t, "bob.leaves"); got.EndReason != signaling.ReasonUserHangup || got.EndedBy != w.bob.id || !revoked(t, w.st, got.ID) {
-		t.Errorf("call after bob left: %s by %s", got.EndReason, got.EndedBy)
-	}
-	if n := len(w.published(signaling.EventCallHangupViaMatrix, "bob.leaves")); n != 1 {
-		t.Errorf("CallHangupViaMatrix published %d times", n)
-	}
-
-	// bob is invited back (over federation) and joins; alice calls him; the
-	// service user on the room's homeserver kicks him while it rings.
-	api(t, w.svc.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", w.svc.token, map[string]any{"user_id": w.bob.id}, nil)
-	waitFor(t, fedTimeout, "bob's invitation back", func() bool {
-		_, ok := w.bob.sync(t, "", 0).Rooms.Invite[room]
-		return ok
-	})
-	w.bob.join(t, room)
-	rings, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api(t, w.svc.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/kick", w.svc.token, map[string]any{"user_id": w.bob.id, "reason": "test"}, nil)
-	waitFor(t, fedTimeout, "the ringing call ended by bob's kick", func() bool {
-		got, _ := w.call(t, rings.ID)
-		return got.Status == signaling.StatusEnded
-	}, w.b.logs.String)
-	if got, _ := w.call(t, rings.ID); got.EndReason != signaling.ReasonUserHangup || got.EndedBy != w.bob.id {
-		t.Errorf("call after bob was kicked: %s by %s", got.EndReason, got.EndedBy)
-	}
+	rejectLeaveKick(t, newFedInWorld(t))
 }
 
 // newFedE2EEWorld is newE2EEWorld with bob, and his encrypting client, on
@@ -583,15 +420,7 @@ func TestFederationNegotiationGlare(t *testing.T) {
 	if err := w.calls.Negotiate(ctx, "alice", id, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "answer", SDP: "v=0 alice answers"}}); err != nil {
 		t.Fatal(err)
 	}
-	evs, _ := w.bob.callEvents(t, w.since, room, fedTimeout, func(evs []roomEvent) bool {
-		for _, ev := range evs {
-			var c struct{ Description struct{ Type string } }
-			if ev.Type == "m.call.negotiate" && ev.Sender == svc && json.Unmarshal(ev.Content, &c) == nil && c.Description.Type == "answer" {
-				return true
-			}
-		}
-		return false
-	})
+	evs, _ := w.bob.callEvents(t, w.since, room, fedTimeout, negotiateFromIcebox(svc, "answer"))
 	var sdps []string
 	for _, ev := range evs {
 		var c struct{ Description struct{ SDP string } }
