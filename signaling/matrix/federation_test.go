@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"maunium.net/go/mautrix/id"
-
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
 )
@@ -195,26 +193,6 @@ func newFedE2EEWorld(t *testing.T) (*e2eeWorld, *matrixtest.Homeserver) {
 func TestFederationE2EE(t *testing.T) {
 	w, remote := newFedE2EEWorld(t)
 	b, room, ctx := w.cur, w.conv.RoomID, context.Background()
-	published := func(typ, id string, n int) []signaling.Event {
-		t.Helper()
-		var out []signaling.Event
-		waitFor(t, fedTimeout, typ+" published", func() bool {
-			out = out[:0]
-			for _, ev := range b.pub.all() {
-				if ev.Type == typ && ev.CallID == id {
-					out = append(out, ev)
-				}
-			}
-			return len(out) >= n
-		}, b.logs.String)
-		return out
-	}
-	negotiate := func(descType string) func(matrixtest.Event) bool {
-		return func(ev matrixtest.Event) bool {
-			var c struct{ Description struct{ Type string } }
-			return ev.Type == "m.call.negotiate" && ev.Sender == w.svcID && json.Unmarshal(ev.Content, &c) == nil && c.Description.Type == descType
-		}
-	}
 
 	// alice calls bob.
 	sent := time.Now()
@@ -249,7 +227,7 @@ func TestFederationE2EE(t *testing.T) {
 		return got.Status == signaling.StatusRejected && got.EndedBy == w.bob.UserID()
 	}, b.logs.String)
 	w.bob.Send(t, room, "m.call.invite", bobInvite("bob.fed.declined"))
-	published(signaling.EventCallInviteViaMatrix, "bob.fed.declined", 1)
+	w.published(t, signaling.EventCallInviteViaMatrix, "bob.fed.declined", 1)
 	if _, err := b.calls.Reject(ctx, "alice", "bob.fed.declined", signaling.EndRequest{}); err != nil {
 		t.Fatal(err)
 	}
@@ -257,63 +235,9 @@ func TestFederationE2EE(t *testing.T) {
 		t.Errorf("the reject of bob's call came from %s", rej.Sender)
 	}
 
-	// bob calls alice.
+	// bob calls alice: renegotiation, metadata, candidates, his leave.
 	const callID = "bob.fed.e2ee~call"
-	w.bob.Send(t, room, "m.call.invite", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1","lifetime":60000,`+
-		`"offer":{"type":"offer","sdp":"`+bobSDP+`"},"sdp_stream_metadata":{"bs":{"purpose":"m.usermedia","audio_muted":false,"video_muted":false}},`+
-		`"capabilities":{"m.call.transferee":false,"m.call.dtmf":false}}`))
-	if inv := published(signaling.EventCallInviteViaMatrix, callID, 1)[0].Payload.(signaling.InvitePayload); inv.StreamMetadata == nil || inv.Capabilities == nil {
-		t.Errorf("CallInviteViaMatrix without bob's metadata or capabilities: %+v", inv)
-	}
-	if _, err := b.calls.Answer(ctx, "alice", callID, signaling.AnswerRequest{SDPAnswer: msidAnswerSDP}); err != nil {
-		t.Fatal(err)
-	}
-	w.bob.WaitEvent(t, room, isCall("m.call.answer", callID), fedTimeout)
-
-	w.bob.Send(t, room, "m.call.negotiate", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1","lifetime":60000,`+
-		`"description":{"type":"offer","sdp":"v=0 hold a=sendonly"},"sdp_stream_metadata":{"bs":{"purpose":"m.usermedia","audio_muted":true,"video_muted":true}}}`))
-	if neg := published(signaling.EventCallNegotiateViaMatrix, callID, 1)[0].Payload.(signaling.NegotiatePayload); neg.Description.SDP != "v=0 hold a=sendonly" || neg.StreamMetadata == nil {
-		t.Errorf("CallNegotiateViaMatrix = %+v", neg)
-	}
-	if err := b.calls.Negotiate(ctx, "alice", callID, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "answer", SDP: "v=0 a=recvonly"}}); err != nil {
-		t.Fatal(err)
-	}
-	w.bob.WaitEvent(t, room, negotiate("answer"), fedTimeout)
-	if err := b.calls.Negotiate(ctx, "alice", callID, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "offer", SDP: "v=0 ice-ufrag:new"}}); err != nil {
-		t.Fatal(err)
-	}
-	w.bob.WaitEvent(t, room, negotiate("offer"), fedTimeout)
-	w.bob.Send(t, room, "m.call.negotiate", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1","lifetime":60000,`+
-		`"description":{"type":"answer","sdp":"v=0 bob answers"}}`))
-	if p := published(signaling.EventCallNegotiateViaMatrix, callID, 2)[1].Payload.(signaling.NegotiatePayload); p.Description.Type != "answer" {
-		t.Errorf("bob's encrypted answer reached alice as %+v", p)
-	}
-	w.bob.Send(t, room, "m.call.sdp_stream_metadata_changed", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1",`+
-		`"sdp_stream_metadata":{"bs":{"purpose":"m.usermedia","audio_muted":false,"video_muted":true}}}`))
-	published(signaling.EventCallStreamMetadataChangedViaMatrix, callID, 1)
-	if err := b.calls.MetadataChanged(ctx, "alice", callID, signaling.MetadataChangedRequest{
-		SDPStreamMetadata: json.RawMessage(`{"alicestream":{"purpose":"m.usermedia","audio_muted":true,"video_muted":false}}`),
-	}); err != nil {
-		t.Fatal(err)
-	}
-	w.bob.WaitEvent(t, room, isCall("m.call.sdp_stream_metadata_changed", callID), fedTimeout)
-	w.bob.Send(t, room, "m.call.candidates", json.RawMessage(`{"call_id":"`+callID+`","party_id":"bobdev","version":"1","candidates":[`+
-		`{"candidate":"candidate:1 1 udp 1 192.0.2.9 5000 typ host","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"new"},{"candidate":""}]}`))
-	cs := published(signaling.EventCallCandidatesViaMatrix, callID, 1)[0].Payload.(signaling.CandidatesPayload)
-	if len(cs.Candidates) != 2 || cs.Candidates[0].UsernameFragment == nil || *cs.Candidates[0].UsernameFragment != "new" ||
-		cs.Candidates[1] != (signaling.Candidate{}) {
-		t.Errorf("bob's encrypted candidates reached alice as %+v", cs.Candidates)
-	}
-
-	lctx, cancel := context.WithTimeout(ctx, fedTimeout)
-	defer cancel()
-	if _, err := w.bob.Client.LeaveRoom(lctx, id.RoomID(room)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, fedTimeout, "the call ended by bob's leave", func() bool {
-		c, _ := w.call(t, callID)
-		return c.Status == signaling.StatusEnded && c.EndedBy == w.bob.UserID()
-	}, b.logs.String)
+	e2eeRenegotiation(t, w, callID)
 
 	var all []matrixtest.Event
 	for _, id := range []string{c.ID, declined.ID, "bob.fed.declined", callID} {
