@@ -17,12 +17,14 @@ import (
 // one Dendrite, bob on another, and every event between them crosses
 // federation (TLS from a test CA, matrixtest.StartFederation). The worlds
 // are the single-homeserver tests' inWorld and e2eeWorld with bob moved to
-// the second homeserver, and the scenarios are theirs
-// (TestInboundCallFromMatrix, TestInboundAnswerFromMatrix,
-// TestMatrixRenegotiation, TestMatrixRejectLeaveKick,
-// TestMatrixAnsweredElsewhere, TestE2EERenegotiation, testE2EEOutboundCall),
-// plus what only federation's delays make interesting: invite expiry on
-// both sides and renegotiations that cross in flight.
+// the second homeserver (newInWorldOn, newE2EEWorldOn), and the scenarios
+// are the same bodies the single-homeserver tests run (renegotiation,
+// rejectLeaveKick, answeredElsewhere, e2eeRenegotiation), with checks of
+// their own around them in the spirit of TestInboundCallFromMatrix,
+// TestInboundAnswerFromMatrix and testE2EEOutboundCall; plus what only
+// federation makes interesting: bob's homeserver never stores a call event
+// in plaintext, invite expiry on both sides and renegotiations that cross
+// in flight.
 
 // fedTimeout bounds the wait for one event to cross federation. Delivery
 // takes tens of milliseconds; a federation send that failed is retried by
@@ -98,51 +100,8 @@ func TestFederationCall(t *testing.T) {
 		t.Errorf("call = %+v; want answered by alice, ended by %s, credentials revoked", c, w.bob.id)
 	}
 
-	// alice calls bob.
-	c, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: w.bob.id})
-	if err != nil {
-		t.Fatal(err)
-	}
-	evs, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.invite"))
-	if got := lastFrom(t, evs, svc, "m.call.invite"); got["call_id"] != c.ID || got["invitee"] != w.bob.id {
-		t.Fatalf("bob saw the invite %v; want call %s for him", got, c.ID)
-	}
-	w.send(t, w.bob, "m.call.answer", with(base(c.ID, "bobdev"), "answer", map[string]any{"type": "answer", "sdp": answerSDP}))
-	waitInbound(t, w.b, "m.call.answer", "ok", 1)
-	if got, _ := w.call(t, c.ID); got.Status != signaling.StatusAnswered || got.Answerer != w.bob.id || got.AnswerPartyID != "bobdev" {
-		t.Errorf("call = %+v; want answered by %s/bobdev", got, w.bob.id)
-	}
-	// bob's second device answers too, later: ignored, and the selection
-	// that reaches both devices names the first.
-	w.send(t, w.bob, "m.call.answer", with(base(c.ID, "bobphone"), "answer", map[string]any{"type": "answer", "sdp": answerSDP}))
-	waitInbound(t, w.b, "m.call.answer", "ignored", 1)
-	evs, since = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.select_answer"))
-	if sel := lastFrom(t, evs, svc, "m.call.select_answer"); sel["selected_party_id"] != "bobdev" || sel["call_id"] != c.ID {
-		t.Errorf("select_answer = %v", sel)
-	}
-	if _, err := w.calls.Hangup(ctx, "alice", c.ID, signaling.EndRequest{}); err != nil {
-		t.Fatal(err)
-	}
-	evs, _ = w.bob.callEvents(t, since, room, fedTimeout, fromIcebox(svc, "m.call.hangup"))
-	if h := lastFrom(t, evs, svc, "m.call.hangup"); h["call_id"] != c.ID || h["reason"] != signaling.ReasonUserHangup {
-		t.Errorf("bob saw the hangup %v", h)
-	}
-	if !revoked(t, w.st, c.ID) {
-		t.Errorf("call %s's credentials not revoked after the hangup", c.ID)
-	}
-
-	// bob calls, alice answers, bob's client selects another party: alice's
-	// call ends as answered elsewhere.
-	w.send(t, w.bob, "m.call.invite", invite("bob.elsewhere", "bobdev", "1", 60000))
-	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.elsewhere", 1)
-	if _, err := w.calls.Answer(ctx, "alice", "bob.elsewhere", signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
-		t.Fatal(err)
-	}
-	w.send(t, w.bob, "m.call.select_answer", with(base("bob.elsewhere", "bobdev"), "selected_party_id", "someoneelse"))
-	if h := w.waitPublished(t, signaling.EventCallHangupViaMatrix, "bob.elsewhere", 1)[0].Payload.(signaling.EndPayload); h.Reason != signaling.ReasonAnsweredElsewhere ||
-		h.Status != signaling.StatusEnded || !revoked(t, w.st, "bob.elsewhere") {
-		t.Errorf("CallHangupViaMatrix = %+v; want ended, answered elsewhere, credentials revoked", h)
-	}
+	// alice calls bob, then bob calls and selects another party.
+	answeredElsewhere(t, w, since, w.bob.id)
 	if got := totals(t, w.b); got["error"]+got["invalid"] != 0 {
 		t.Errorf("results = %v; want nothing invalid or failed", got)
 	}

@@ -361,54 +361,65 @@ func rejectLeaveKick(t *testing.T, w *inWorld) {
 	}
 }
 
-// TestMatrixAnsweredElsewhere: both ways of "answered elsewhere". alice
-// calls bob, whose two devices ring: the first answer wins, icebox selects
-// it (m.call.select_answer naming bobdev, so bobphone stops ringing) and
-// bobphone's later answer is ignored. Then bob calls, alice answers, and
-// bob's client selects another party: alice's call ends with
-// answered_elsewhere (CallHangupViaMatrix) and its credentials are revoked.
+// TestMatrixAnsweredElsewhere: answeredElsewhere on one homeserver, alice
+// calling anyone in the room.
 func TestMatrixAnsweredElsewhere(t *testing.T) {
 	w := newInWorld(t, inOptions{})
 	w.start(t, w.b)
-	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
-	since := w.since
+	answeredElsewhere(t, w, w.since, "")
+}
 
-	c, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP})
+// answeredElsewhere: both ways of "answered elsewhere". alice calls bob
+// (invitee, or anyone in the room if it is empty), whose two devices ring:
+// the first answer wins, icebox selects it (m.call.select_answer naming
+// bobdev, so bobphone stops ringing) and bobphone's later answer is
+// ignored; her hangup reaches him and revokes the call's credentials. Then
+// bob calls, alice answers, and bob's client selects another party:
+// alice's call ends with answered_elsewhere (CallHangupViaMatrix) and its
+// credentials are revoked. since is bob's sync position to read from.
+func answeredElsewhere(t *testing.T, w *inWorld, since, invitee string) {
+	t.Helper()
+	ctx, room, svc := context.Background(), w.conv.RoomID, w.svc.id
+
+	c, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP, Invitee: invitee})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, since = w.bob.callEvents(t, since, room, 15*time.Second, fromIcebox(svc, "m.call.invite"))
+	evs, since := w.bob.callEvents(t, since, room, w.wait, fromIcebox(svc, "m.call.invite"))
+	if got := lastFrom(t, evs, svc, "m.call.invite"); got["call_id"] != c.ID || invitee != "" && got["invitee"] != invitee {
+		t.Fatalf("bob saw the invite %v; want call %s for %q", got, c.ID, invitee)
+	}
 	w.send(t, w.bob, "m.call.answer", with(base(c.ID, "bobdev"), "answer", map[string]any{"type": "answer", "sdp": answerSDP}))
 	waitInbound(t, w.b, "m.call.answer", "ok", 1)
 	w.send(t, w.bob, "m.call.answer", with(base(c.ID, "bobphone"), "answer", map[string]any{"type": "answer", "sdp": answerSDP}))
 	waitInbound(t, w.b, "m.call.answer", "ignored", 1)
-	evs, _ := w.bob.callEvents(t, since, room, 15*time.Second, fromIcebox(svc, "m.call.select_answer"))
-	if sel := lastFrom(t, evs, svc, "m.call.select_answer"); sel["selected_party_id"] != "bobdev" {
+	evs, since = w.bob.callEvents(t, since, room, w.wait, fromIcebox(svc, "m.call.select_answer"))
+	if sel := lastFrom(t, evs, svc, "m.call.select_answer"); sel["selected_party_id"] != "bobdev" || sel["call_id"] != c.ID {
 		t.Errorf("select_answer = %v, want bobdev", sel)
 	}
-	if got, _ := w.call(t, c.ID); got.AnswerPartyID != "bobdev" || got.Status != signaling.StatusAnswered {
-		t.Errorf("call = %s answered by %s", got.Status, got.AnswerPartyID)
+	if got, _ := w.call(t, c.ID); got.Status != signaling.StatusAnswered || got.Answerer != w.bob.id || got.AnswerPartyID != "bobdev" {
+		t.Errorf("call = %s answered by %s/%s; want answered by %s/bobdev", got.Status, got.Answerer, got.AnswerPartyID, w.bob.id)
+	}
+	if _, err := w.calls.Hangup(ctx, "alice", c.ID, signaling.EndRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ = w.bob.callEvents(t, since, room, w.wait, fromIcebox(svc, "m.call.hangup"))
+	if h := lastFrom(t, evs, svc, "m.call.hangup"); h["call_id"] != c.ID || h["reason"] != signaling.ReasonUserHangup {
+		t.Errorf("bob saw the hangup %v", h)
+	}
+	if !revoked(t, w.st, c.ID) {
+		t.Errorf("call %s's credentials not revoked after the hangup", c.ID)
 	}
 
-	w.send(t, w.bob, "m.call.invite", invite("bob.calls", "bobdev", "1", 60000))
-	w.waitPublished(t, signaling.EventCallInviteViaMatrix, "bob.calls", 1)
-	if _, err := w.calls.Answer(ctx, "alice", "bob.calls", signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
+	const elsewhere = "bob.elsewhere"
+	w.send(t, w.bob, "m.call.invite", invite(elsewhere, "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, elsewhere, 1)
+	if _, err := w.calls.Answer(ctx, "alice", elsewhere, signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
 		t.Fatal(err)
 	}
-	w.send(t, w.bob, "m.call.select_answer", with(base("bob.calls", "bobdev"), "selected_party_id", "someoneelse"))
-	h := w.waitPublished(t, signaling.EventCallHangupViaMatrix, "bob.calls", 1)[0].Payload.(signaling.EndPayload)
-	if h.Reason != signaling.ReasonAnsweredElsewhere || h.Status != signaling.StatusEnded {
-		t.Errorf("CallHangupViaMatrix = %+v", h)
-	}
-	revs, err := w.st.Revocations(ctx, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, r := range revs {
-		found = found || r.CallID == signaling.CredentialID("bob.calls")
-	}
-	if !found {
-		t.Errorf("no revocation for the call answered elsewhere")
+	w.send(t, w.bob, "m.call.select_answer", with(base(elsewhere, "bobdev"), "selected_party_id", "someoneelse"))
+	if h := w.waitPublished(t, signaling.EventCallHangupViaMatrix, elsewhere, 1)[0].Payload.(signaling.EndPayload); h.Reason != signaling.ReasonAnsweredElsewhere ||
+		h.Status != signaling.StatusEnded || !revoked(t, w.st, elsewhere) {
+		t.Errorf("CallHangupViaMatrix = %+v; want ended, answered elsewhere, credentials revoked", h)
 	}
 }
