@@ -284,11 +284,7 @@ func TestFederationNegotiationGlare(t *testing.T) {
 		return with(base(id, "bobdev"), "lifetime", 60000, "description", map[string]any{"type": typ, "sdp": sdp})
 	}
 
-	w.send(t, w.bob, "m.call.invite", invite(id, "bobdev", "1", 60000))
-	w.waitPublished(t, signaling.EventCallInviteViaMatrix, id, 1)
-	if _, err := w.calls.Answer(ctx, "alice", id, signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
-		t.Fatal(err)
-	}
+	w.bobCallsAliceAnswers(t, id)
 	// alice's offer goes out; bob's is sent before he has seen it.
 	if err := w.calls.Negotiate(ctx, "alice", id, offer("v=0 alice offers")); err != nil {
 		t.Fatal(err)

@@ -76,6 +76,17 @@ func (w *inWorld) waitPublished(t *testing.T, typ, id string, n int) []signaling
 	return w.published(typ, id)
 }
 
+// bobCallsAliceAnswers: bob calls from Matrix (call id, party bobdev),
+// the call rings for alice and she answers it through icebox.
+func (w *inWorld) bobCallsAliceAnswers(t *testing.T, id string) {
+	t.Helper()
+	w.send(t, w.bob, "m.call.invite", invite(id, "bobdev", "1", 60000))
+	w.waitPublished(t, signaling.EventCallInviteViaMatrix, id, 1)
+	if _, err := w.calls.Answer(context.Background(), "alice", id, signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestMatrixRenegotiation: renegotiation on one homeserver, then what a
 // single client can get wrong: a metadata change that is not an object is
 // invalid; invites with bad identifiers are counted and change nothing;
@@ -319,11 +330,7 @@ func rejectLeaveKick(t *testing.T, w *inWorld) {
 
 	// bob calls, alice answers, bob leaves the room.
 	const leaves = "bob.leaves~1"
-	w.send(t, w.bob, "m.call.invite", invite(leaves, "bobdev", "1", 60000))
-	w.waitPublished(t, signaling.EventCallInviteViaMatrix, leaves, 1)
-	if _, err := w.calls.Answer(ctx, "alice", leaves, signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
-		t.Fatal(err)
-	}
+	w.bobCallsAliceAnswers(t, leaves)
 	api(t, w.bob.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", w.bob.token, map[string]any{}, nil)
 	waitFor(t, w.wait, "the call ended by bob's leave", func() bool {
 		got, _ := w.call(t, leaves)
@@ -412,11 +419,7 @@ func answeredElsewhere(t *testing.T, w *inWorld, since, invitee string) {
 	}
 
 	const elsewhere = "bob.elsewhere"
-	w.send(t, w.bob, "m.call.invite", invite(elsewhere, "bobdev", "1", 60000))
-	w.waitPublished(t, signaling.EventCallInviteViaMatrix, elsewhere, 1)
-	if _, err := w.calls.Answer(ctx, "alice", elsewhere, signaling.AnswerRequest{SDPAnswer: answerSDP}); err != nil {
-		t.Fatal(err)
-	}
+	w.bobCallsAliceAnswers(t, elsewhere)
 	w.send(t, w.bob, "m.call.select_answer", with(base(elsewhere, "bobdev"), "selected_party_id", "someoneelse"))
 	if h := w.waitPublished(t, signaling.EventCallHangupViaMatrix, elsewhere, 1)[0].Payload.(signaling.EndPayload); h.Reason != signaling.ReasonAnsweredElsewhere ||
 		h.Status != signaling.StatusEnded || !revoked(t, w.st, elsewhere) {
