@@ -66,6 +66,7 @@ FUZZ_TARGETS := \
 	./probe/:FuzzParseURL \
 	./turnserver/:FuzzPolicy \
 	./signaling/matrix/:FuzzParseCallContent \
+	./signaling/matrix/:FuzzParseNegotiateAndMedia \
 	./signaling/httpapi/:FuzzAuthenticate \
 	./signaling/httpapi/:FuzzDecodeJSON \
 	./signaling/httpapi/:FuzzWSParseCommand
