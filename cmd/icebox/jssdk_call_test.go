@@ -112,7 +112,7 @@ func openJSSession(t *testing.T, b *jsBed) *jsSession {
 	}
 	s.br.call(t, "element", "harness.login", &login, map[string]any{
 		"baseUrl": b.front, "userId": b.bob, "accessToken": tok, "deviceId": dev, "encryption": true})
-	if !login.Crypto || len(login.TurnServers) == 0 || !strings.Contains(strings.Join(login.TurnServers[0].URLs, " "), jsBedIP+":"+jsTURN) {
+	if !login.Crypto || len(login.TurnServers) == 0 || !strings.Contains(strings.Join(login.TurnServers[0].URLs, " "), browserBedIP+":"+browserBedTURN) {
 		t.Fatalf("matrix-js-sdk login: %+v; want Rust crypto and icebox's TURN from /voip/turnServer", login)
 	}
 	t.Logf("matrix-js-sdk: %s device %s, Rust crypto, TURN %v (%s), in %s", login.UserID, login.DeviceID,
@@ -218,8 +218,8 @@ func (s *jsSession) mediaFlows(t *testing.T, callID, kind, when string) {
 		// candidates (trickled through Matrix in 500 ms batches): the remote
 		// is then peer-reflexive, with its address hidden. Both ends are
 		// relay-only, so the path is still icebox's relay.
-		if r.Local == nil || r.Local.Type != "relay" || r.Local.Address != jsBedIP || r.Remote == nil || (r.Remote.Type != "relay" && r.Remote.Type != "prflx") {
-			t.Errorf("%s %s: selected pair %+v -> %+v; want relay on %s to relay", side, when, r.Local, r.Remote, jsBedIP)
+		if r.Local == nil || r.Local.Type != "relay" || r.Local.Address != browserBedIP || r.Remote == nil || (r.Remote.Type != "relay" && r.Remote.Type != "prflx") {
+			t.Errorf("%s %s: selected pair %+v -> %+v; want relay on %s to relay", side, when, r.Local, r.Remote, browserBedIP)
 		}
 	}
 	t.Logf("%s %s: %s in: matrix-js-sdk %d -> %d bytes, icebox client %d -> %d bytes", callID, when, kind, e0, in(e.Stats), i0, in(i.Stats))

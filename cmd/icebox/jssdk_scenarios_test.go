@@ -286,7 +286,7 @@ func (s *jsSession) networkBlip(t *testing.T, conv string) {
 	if e.Stats.Local == nil || e.Stats.Local.Type != "relay" || e.Stats.Local.Port == 0 {
 		t.Fatalf("matrix-js-sdk's selected local candidate %+v: no relay port to cut", e.Stats.Local)
 	}
-	rule := []string{"INPUT", "-p", "udp", "-d", jsBedIP, "--dport", fmt.Sprint(e.Stats.Local.Port), "-j", "DROP"}
+	rule := []string{"INPUT", "-p", "udp", "-d", browserBedIP, "--dport", fmt.Sprint(e.Stats.Local.Port), "-j", "DROP"}
 	s.b.ns.IPTables(append([]string{"-A"}, rule...)...)
 	cut := true
 	uncut := func() {
