@@ -143,23 +143,25 @@ func (s *jsSession) icebox(t *testing.T, callID string) iceboxCall {
 // with what it saw last.
 func (s *jsSession) waitElement(t *testing.T, callID, what string, d time.Duration, ok func(elementCall) bool) elementCall {
 	t.Helper()
-	var last elementCall
-	if waitFor(d, func() bool { last = s.element(t, callID); return ok(last) }) {
-		return last
-	}
-	s.dumpLogs(t, callID)
-	t.Fatalf("matrix-js-sdk, call %s: %s not within %s; last: %+v", callID, what, d, last)
-	return last
+	return waitCall(t, s, "matrix-js-sdk", s.element, callID, what, d, ok)
 }
 
+// waitIcebox is waitElement on the icebox client's view.
 func (s *jsSession) waitIcebox(t *testing.T, callID, what string, d time.Duration, ok func(iceboxCall) bool) iceboxCall {
 	t.Helper()
-	var last iceboxCall
-	if waitFor(d, func() bool { last = s.icebox(t, callID); return ok(last) }) {
+	return waitCall(t, s, "icebox client", s.icebox, callID, what, d, ok)
+}
+
+// waitCall polls state (one page's view of a call, the page named who)
+// until ok, or logs both pages' notes and fails with what it saw last.
+func waitCall[C any](t *testing.T, s *jsSession, who string, state func(*testing.T, string) C, callID, what string, d time.Duration, ok func(C) bool) C {
+	t.Helper()
+	var last C
+	if waitFor(d, func() bool { last = state(t, callID); return ok(last) }) {
 		return last
 	}
 	s.dumpLogs(t, callID)
-	t.Fatalf("icebox client, call %s: %s not within %s; last: %+v", callID, what, d, last)
+	t.Fatalf("%s, call %s: %s not within %s; last: %+v", who, callID, what, d, last)
 	return last
 }
 
