@@ -185,13 +185,13 @@ matrix:
 // iceboxAPI sends a request to icebox inside the namespace.
 func (b *jsBed) iceboxAPI(t *testing.T, token, method, path string, body any) (int, []byte) {
 	t.Helper()
-	return jsonRequest(t, b.hc, method, "http://"+nsHTTP+path, token, body)
+	return clientRequest(t, b.hc, method, "http://"+nsHTTP+path, token, body)
 }
 
 // matrixAPI sends a client-server API request to Dendrite as bob.
 func (b *jsBed) matrixAPI(t *testing.T, method, path string, body any) (int, []byte) {
 	t.Helper()
-	return jsonRequest(t, httpClient, method, b.hs.URL()+path, b.bobTok, body)
+	return clientRequest(t, httpClient, method, b.hs.URL()+path, b.bobTok, body)
 }
 
 // makeRooms sets up conversations between alice (icebox) and bob (Matrix),

@@ -7,10 +7,7 @@ package main
 // (ui_test.go, jssdk_bed_test.go).
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -69,35 +66,6 @@ func startIceboxIn(t *testing.T, ns *netbed.NS, hc *http.Client, config func(sta
 		}
 	})
 	return in
-}
-
-// jsonRequest sends body (if not nil) as JSON with a bearer token and
-// returns the status and the response body.
-func jsonRequest(t *testing.T, hc *http.Client, method, url, token string, body any) (int, []byte) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, out
 }
 
 // Addresses inside a browser bed's namespace: icebox's TURN listener and

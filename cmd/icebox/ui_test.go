@@ -120,7 +120,7 @@ func newUIBed(t *testing.T) *uiBed {
 // api sends a request to icebox inside the namespace as user.
 func (b *uiBed) api(t *testing.T, user, method, path string, body any) (int, []byte) {
 	t.Helper()
-	return jsonRequest(t, b.hc, method, "http://"+nsHTTP+path, b.tok[user], body)
+	return clientRequest(t, b.hc, method, "http://"+nsHTTP+path, b.tok[user], body)
 }
 
 // runScenario runs `node ui.js SCENARIO …` inside the namespace and decodes
