@@ -107,6 +107,13 @@ func (in *instance) crash() {
 // nil for none, a string or []byte as is, anything else as JSON.
 func apiRequest(t *testing.T, method, url, token string, body any) (int, []byte) {
 	t.Helper()
+	return clientRequest(t, httpClient, method, url, token, body)
+}
+
+// clientRequest is apiRequest through hc (one that dials inside a network
+// namespace, say).
+func clientRequest(t *testing.T, hc *http.Client, method, url, token string, body any) (int, []byte) {
+	t.Helper()
 	var r io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -131,7 +138,7 @@ func apiRequest(t *testing.T, method, url, token string, body any) (int, []byte)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := httpClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}

@@ -20,7 +20,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,15 +41,6 @@ import (
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
 )
 
-// Addresses inside the bed's namespace (its own loopback: fixed ports
-// cannot collide with anything outside it).
-const (
-	jsBedIP   = "198.18.0.1"
-	jsBedPeer = "198.18.0.2"
-	jsHTTP    = "127.0.0.1:8080"
-	jsTURN    = "3478"
-)
-
 // Tokens of the bed's icebox users; the Matrix users' passwords.
 const (
 	jsAliceTok    = "jssdk-bed-alice-token-0001"
@@ -69,38 +59,19 @@ const jsDriverCallWait = 90 * time.Second
 // (fails under CI=true) otherwise, saying what to run.
 func requireJSSDK(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "..", "web", "e2e-matrix"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var why string
-	switch {
-	case !executable("/usr/bin/chromium"):
-		why = "/usr/bin/chromium not found (apt-get install chromium)"
-	case lookPath("node") == "":
-		why = "node not found (apt-get install nodejs npm)"
-	default:
+	return requireChromium(t, "matrix-js-sdk browser tests", "e2e-matrix", func(dir string) string {
 		for _, f := range []string{"node_modules/playwright-core/package.json", "node_modules/matrix-js-sdk/package.json", "dist/.stamp"} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
-				why = f + " missing in web/e2e-matrix (npm ci && node build.js there)"
-				break
+				return f + " missing in web/e2e-matrix (npm ci && node build.js there)"
 			}
 		}
-		if why == "" {
-			want, err := exec.Command("node", filepath.Join(dir, "build.js"), "--stamp").Output()
-			have, _ := os.ReadFile(filepath.Join(dir, "dist", ".stamp"))
-			if err != nil || strings.TrimSpace(string(want)) != strings.TrimSpace(string(have)) {
-				why = "web/e2e-matrix/dist is older than its sources (node build.js there)"
-			}
+		want, err := exec.Command("node", filepath.Join(dir, "build.js"), "--stamp").Output()
+		have, _ := os.ReadFile(filepath.Join(dir, "dist", ".stamp"))
+		if err != nil || strings.TrimSpace(string(want)) != strings.TrimSpace(string(have)) {
+			return "web/e2e-matrix/dist is older than its sources (node build.js there)"
 		}
-	}
-	if why != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("matrix-js-sdk browser tests: %s; CI installs it with scripts/install-test-deps.sh", why)
-		}
-		t.Skipf("matrix-js-sdk browser tests: %s; scripts/install-test-deps.sh installs and builds everything", why)
-	}
-	return dir
+		return ""
+	})
 }
 
 // jsBed is one Dendrite, one icebox and one browser for every test of the
@@ -123,20 +94,17 @@ type jsBed struct {
 func newJSBed(t *testing.T) *jsBed {
 	t.Helper()
 	distDir := filepath.Join(requireJSSDK(t), "dist")
-	bed := netbed.New(t)
-	ns := bed.Namespace("js")
-	stub := bed.Namespace("jsstub") // the veth's other end, so the interface is up
-	netbed.Link(ns, "eth0", jsBedIP+"/24", stub, "eth0", jsBedPeer+"/24")
-
+	ns := newBrowserNS(t, "js")
 	hs := matrixtest.StartDendrite(t,
-		matrixtest.WithConfig("client_api.turn.turn_uris", []string{"turn:" + jsBedIP + ":" + jsTURN + "?transport=udp"}),
+		matrixtest.WithConfig("client_api.turn.turn_uris", []string{"turn:" + browserBedIP + ":" + browserBedTURN + "?transport=udp"}),
 		matrixtest.WithConfig("client_api.turn.turn_shared_secret", testSecret),
 		matrixtest.WithConfig("client_api.turn.turn_user_lifetime", "1h"))
-	b := &jsBed{ns: ns, hs: hs, hc: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext}}}
+	b := &jsBed{ns: ns, hs: hs, hc: nsClient(ns, 10*time.Second)}
 	b.service, _, _ = hs.Register(t, "icebox", jsServicePass, false)
 	b.bob, b.bobTok, _ = hs.Register(t, "bob", jsBobPass, false)
 	b.front = b.startFront(t, distDir)
-	b.startIcebox(t)
+	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig,
+		apiTokens{"alice": jsAliceTok, "admin": jsAdminTok}.env(), "ICEBOX_MATRIX_PASSWORD="+jsServicePass)
 	b.browser = startJSBrowser(t, ns, filepath.Dir(distDir))
 	return b
 }
@@ -161,7 +129,7 @@ func (b *jsBed) startFront(t *testing.T, distDir string) string {
 	matrix.ErrorHandler = quietProxyError
 	ice := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(&url.URL{Scheme: "http", Host: jsHTTP})
+			r.SetURL(&url.URL{Scheme: "http", Host: nsHTTP})
 			r.Out.URL.Path = strings.TrimPrefix(r.In.URL.Path, "/icebox")
 			r.Out.URL.RawPath = ""
 			// The page's origin is the front: keep its Host so that
@@ -199,110 +167,31 @@ func quietProxyError(w http.ResponseWriter, r *http.Request, err error) {
 	w.WriteHeader(http.StatusBadGateway)
 }
 
+// iceboxConfig is the browser bed's configuration with icebox's Matrix
+// bridge on the front's /_matrix/.
 func (b *jsBed) iceboxConfig(stateDir string) string {
-	return fmt.Sprintf(`state_dir: %[1]q
-drain_timeout: 2s
-log: {level: info, format: json}
-turn:
-  realm: jssdk.icebox.test
-  listen:
-    udp: ["%[2]s:%[3]s"]
-    tcp: ["%[2]s:%[3]s"]
-  udp_sockets: 2
-  relay: {bind_ip: %[2]s, min_port: %[4]d, max_port: %[5]d}
-  # Both browsers' relay candidates are on the bed's range, which the
-  # default deny-list holds (198.18.0.0/15).
-  allowed_peers: ["198.18.0.0/24"]
-  quotas: {per_user: 50, per_call: 50, total: 1000}
-credentials:
-  secrets:
-    - {kid: k1, secret: %[6]q, compat: true}
-http:
-  listen: %[7]q
-calls:
+	return browserBedConfig(stateDir, "jssdk.icebox.test") + fmt.Sprintf(`calls:
   invite_lifetime: 60s
 matrix:
   enabled: true
-  homeserver_url: %[8]q
-  service_user: %[9]q
+  homeserver_url: %q
+  service_user: %q
   # The plain-room tests need it off; rooms icebox creates are encrypted anyway.
   require_encryption: false
   invite_wait: 5s
-`, stateDir, jsBedIP, jsTURN, relayMinPort, relayMaxPort, testSecret, jsHTTP, b.front, b.service)
-}
-
-// startIcebox runs icebox inside the namespace (its relays must bind the
-// veth address, so not in-process) and waits for /readyz.
-func (b *jsBed) startIcebox(t *testing.T) {
-	t.Helper()
-	dir := t.TempDir()
-	in := &instance{cfgPath: filepath.Join(dir, "icebox.yaml")}
-	if err := os.WriteFile(in.cfgPath, []byte(b.iceboxConfig(filepath.Join(dir, "state"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tokens := apiTokens{"alice": jsAliceTok, "admin": jsAdminTok}
-	in.process = startProcessEnv(t, []string{tokens.env(), "ICEBOX_MATRIX_PASSWORD=" + jsServicePass},
-		"ip", "netns", "exec", b.ns.Name, iceboxBin, "serve", "--config", in.cfgPath)
-	ready := waitFor(readyTimeout, func() bool {
-		if in.exited() {
-			return true
-		}
-		resp, err := b.hc.Get("http://" + jsHTTP + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	if in.exited() || !ready {
-		t.Fatalf("icebox in namespace %s not ready (exited: %v, %v); output:\n%s", b.ns.Name, in.exited(), in.waitErr, in.out.String())
-	}
-	t.Cleanup(func() {
-		in.stop(t)
-		if t.Failed() {
-			t.Logf("icebox serve in %s:\n%s", b.ns.Name, tail(in.out.String(), 120))
-		}
-	})
-	b.icebox = in
+`, b.front, b.service)
 }
 
 // iceboxAPI sends a request to icebox inside the namespace.
 func (b *jsBed) iceboxAPI(t *testing.T, token, method, path string, body any) (int, []byte) {
 	t.Helper()
-	return jsonRequest(t, b.hc, method, "http://"+jsHTTP+path, token, body)
+	return clientRequest(t, b.hc, method, "http://"+nsHTTP+path, token, body)
 }
 
 // matrixAPI sends a client-server API request to Dendrite as bob.
 func (b *jsBed) matrixAPI(t *testing.T, method, path string, body any) (int, []byte) {
 	t.Helper()
-	return jsonRequest(t, httpClient, method, b.hs.URL()+path, b.bobTok, body)
-}
-
-func jsonRequest(t *testing.T, hc *http.Client, method, url, token string, body any) (int, []byte) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rd = bytes.NewReader(data)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, out
+	return clientRequest(t, httpClient, method, b.hs.URL()+path, b.bobTok, body)
 }
 
 // makeRooms sets up conversations between alice (icebox) and bob (Matrix),

@@ -112,7 +112,7 @@ func openJSSession(t *testing.T, b *jsBed) *jsSession {
 	}
 	s.br.call(t, "element", "harness.login", &login, map[string]any{
 		"baseUrl": b.front, "userId": b.bob, "accessToken": tok, "deviceId": dev, "encryption": true})
-	if !login.Crypto || len(login.TurnServers) == 0 || !strings.Contains(strings.Join(login.TurnServers[0].URLs, " "), jsBedIP+":"+jsTURN) {
+	if !login.Crypto || len(login.TurnServers) == 0 || !strings.Contains(strings.Join(login.TurnServers[0].URLs, " "), browserBedIP+":"+browserBedTURN) {
 		t.Fatalf("matrix-js-sdk login: %+v; want Rust crypto and icebox's TURN from /voip/turnServer", login)
 	}
 	t.Logf("matrix-js-sdk: %s device %s, Rust crypto, TURN %v (%s), in %s", login.UserID, login.DeviceID,
@@ -143,23 +143,25 @@ func (s *jsSession) icebox(t *testing.T, callID string) iceboxCall {
 // with what it saw last.
 func (s *jsSession) waitElement(t *testing.T, callID, what string, d time.Duration, ok func(elementCall) bool) elementCall {
 	t.Helper()
-	var last elementCall
-	if waitFor(d, func() bool { last = s.element(t, callID); return ok(last) }) {
-		return last
-	}
-	s.dumpLogs(t, callID)
-	t.Fatalf("matrix-js-sdk, call %s: %s not within %s; last: %+v", callID, what, d, last)
-	return last
+	return waitCall(t, s, "matrix-js-sdk", s.element, callID, what, d, ok)
 }
 
+// waitIcebox is waitElement on the icebox client's view.
 func (s *jsSession) waitIcebox(t *testing.T, callID, what string, d time.Duration, ok func(iceboxCall) bool) iceboxCall {
 	t.Helper()
-	var last iceboxCall
-	if waitFor(d, func() bool { last = s.icebox(t, callID); return ok(last) }) {
+	return waitCall(t, s, "icebox client", s.icebox, callID, what, d, ok)
+}
+
+// waitCall polls state (one page's view of a call, the page named who)
+// until ok, or logs both pages' notes and fails with what it saw last.
+func waitCall[C any](t *testing.T, s *jsSession, who string, state func(*testing.T, string) C, callID, what string, d time.Duration, ok func(C) bool) C {
+	t.Helper()
+	var last C
+	if waitFor(d, func() bool { last = state(t, callID); return ok(last) }) {
 		return last
 	}
 	s.dumpLogs(t, callID)
-	t.Fatalf("icebox client, call %s: %s not within %s; last: %+v", callID, what, d, last)
+	t.Fatalf("%s, call %s: %s not within %s; last: %+v", who, callID, what, d, last)
 	return last
 }
 
@@ -218,8 +220,8 @@ func (s *jsSession) mediaFlows(t *testing.T, callID, kind, when string) {
 		// candidates (trickled through Matrix in 500 ms batches): the remote
 		// is then peer-reflexive, with its address hidden. Both ends are
 		// relay-only, so the path is still icebox's relay.
-		if r.Local == nil || r.Local.Type != "relay" || r.Local.Address != jsBedIP || r.Remote == nil || (r.Remote.Type != "relay" && r.Remote.Type != "prflx") {
-			t.Errorf("%s %s: selected pair %+v -> %+v; want relay on %s to relay", side, when, r.Local, r.Remote, jsBedIP)
+		if r.Local == nil || r.Local.Type != "relay" || r.Local.Address != browserBedIP || r.Remote == nil || (r.Remote.Type != "relay" && r.Remote.Type != "prflx") {
+			t.Errorf("%s %s: selected pair %+v -> %+v; want relay on %s to relay", side, when, r.Local, r.Remote, browserBedIP)
 		}
 	}
 	t.Logf("%s %s: %s in: matrix-js-sdk %d -> %d bytes, icebox client %d -> %d bytes", callID, when, kind, e0, in(e.Stats), i0, in(i.Stats))

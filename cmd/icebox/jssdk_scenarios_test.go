@@ -19,19 +19,31 @@ import (
 // through Dendrite (and the encrypted room's megolm) and the browsers.
 const jsRenegotiateWait = 15 * time.Second
 
+// jsScenarioList is the scenarios in the order they run, in a plain and an
+// encrypted room; jsScenarios runs "element leaves the room" after them.
+var jsScenarioList = []struct {
+	name string
+	run  func(s *jsSession, t *testing.T, conv string)
+}{
+	{"stream metadata", (*jsSession).streamMetadata},
+	{"element holds and resumes", (*jsSession).elementHolds},
+	{"icebox holds and resumes", (*jsSession).iceboxHolds},
+	{"element adds video", (*jsSession).addVideo},
+	{"element shares its screen", (*jsSession).screenShare},
+	{"element restarts ICE", (*jsSession).elementRestartsICE},
+	{"icebox restarts ICE", (*jsSession).iceboxRestartsICE},
+	{"network blip: Element restarts ICE by itself", (*jsSession).networkBlip},
+	{"mute both ways", (*jsSession).mute},
+	{"element rejects", (*jsSession).elementRejects},
+	{"icebox rejects", (*jsSession).iceboxRejects},
+}
+
 func jsScenarios(t *testing.T, s *jsSession) {
 	for _, room := range []struct{ conv, leave string }{{"plain", "leave"}, {"enc", "encleave"}} {
-		t.Run(room.conv+"/stream metadata", func(t *testing.T) { s.streamMetadata(t, room.conv) })
-		t.Run(room.conv+"/element holds and resumes", func(t *testing.T) { s.elementHolds(t, room.conv) })
-		t.Run(room.conv+"/icebox holds and resumes", func(t *testing.T) { s.iceboxHolds(t, room.conv) })
-		t.Run(room.conv+"/element adds video", func(t *testing.T) { s.addVideo(t, room.conv) })
-		t.Run(room.conv+"/element shares its screen", func(t *testing.T) { s.screenShare(t, room.conv) })
-		t.Run(room.conv+"/element restarts ICE", func(t *testing.T) { s.elementRestartsICE(t, room.conv) })
-		t.Run(room.conv+"/icebox restarts ICE", func(t *testing.T) { s.iceboxRestartsICE(t, room.conv) })
-		t.Run(room.conv+"/network blip: Element restarts ICE by itself", func(t *testing.T) { s.networkBlip(t, room.conv) })
-		t.Run(room.conv+"/mute both ways", func(t *testing.T) { s.mute(t, room.conv) })
-		t.Run(room.conv+"/element rejects", func(t *testing.T) { s.elementRejects(t, room.conv) })
-		t.Run(room.conv+"/icebox rejects", func(t *testing.T) { s.iceboxRejects(t, room.conv) })
+		for _, sc := range jsScenarioList {
+			t.Run(room.conv+"/"+sc.name, func(t *testing.T) { sc.run(s, t, room.conv) })
+		}
+		// Last, in a room of its own, which it leaves.
 		t.Run(room.conv+"/element leaves the room", func(t *testing.T) { s.elementLeaves(t, room.leave) })
 	}
 }
@@ -52,6 +64,17 @@ func (s *jsSession) connected(t *testing.T, conv string) string {
 	id := s.elementCallsIcebox(t, s.b.rooms[conv], "voice")
 	t.Cleanup(func() { s.endQuietly(t, id) })
 	s.mediaFlows(t, id, "audio", "before")
+	return id
+}
+
+// connectedSendingMetadata is connected with the icebox client sending
+// sdp_stream_metadata until the scenario ends (the setting is reset before
+// the call is ended at cleanup).
+func (s *jsSession) connectedSendingMetadata(t *testing.T, conv string) string {
+	t.Helper()
+	s.iceboxSends(t, false, true)
+	id := s.connected(t, conv)
+	t.Cleanup(func() { s.iceboxSends(t, false, false) })
 	return id
 }
 
@@ -153,63 +176,80 @@ func (s *jsSession) streamMetadata(t *testing.T, conv string) {
 	s.iceboxHangsUp(t, id)
 }
 
+// holder is the side that holds the call in holdAndResume.
+type holder struct {
+	name     string                                          // in messages
+	page, fn string                                          // the page's function that holds (true) and resumes (false)
+	got      string                                          // the icebox client receives the holder's "offer" or its own offer's "answer"
+	flag     string                                          // the name of what held reads
+	held     func(elementCall) bool                          // matrix-js-sdk's report of the hold
+	onHold   func(t *testing.T, e elementCall, i iceboxCall) // more checks while held, if any
+	hangUp   func(s *jsSession, t *testing.T, id string)
+}
+
+// holdAndResume: the holder's hold is an m.call.negotiate offer the other
+// side answers, and matrix-js-sdk reports it (h.flag); after the resume it
+// does not, media flows both ways, and the holder hangs up.
+func (s *jsSession) holdAndResume(t *testing.T, conv string, h holder) {
+	id := s.connected(t, conv)
+	s.br.call(t, h.page, h.fn, nil, id, true)
+	e, i := s.renegotiated(t, id, h.name+"'s hold", received(h.got, 1))
+	if !h.held(e) {
+		t.Errorf("matrix-js-sdk after %s's hold: %s false", h.name, h.flag)
+	}
+	if h.onHold != nil {
+		h.onHold(t, e, i)
+	}
+	s.br.call(t, h.page, h.fn, nil, id, false)
+	e, _ = s.renegotiated(t, id, h.name+"'s resume", received(h.got, 2))
+	if h.held(e) {
+		t.Errorf("matrix-js-sdk after %s's resume: %s still true", h.name, h.flag)
+	}
+	s.mediaFlows(t, id, "audio", "after "+h.name+"'s resume")
+	h.hangUp(s, t, id)
+}
+
 // elementHolds: Element's hold (its transceivers sendonly) is an
 // m.call.negotiate offer the icebox client answers; matrix-js-sdk reports
 // isRemoteOnHold; on hold icebox still hears Element; after the resume
 // media flows both ways.
 func (s *jsSession) elementHolds(t *testing.T, conv string) {
-	id := s.connected(t, conv)
-	s.br.call(t, "element", "harness.setRemoteOnHold", nil, id, true)
-	e, i := s.renegotiated(t, id, "hold", received("offer", 1))
-	if !e.RemoteOnHold {
-		t.Errorf("matrix-js-sdk after its hold: isRemoteOnHold false")
-	}
-	for _, x := range i.Transceivers {
-		if x.CurrentDirection != "recvonly" {
-			t.Errorf("icebox client on hold: transceiver %s %s currentDirection %q, want recvonly", x.Mid, x.Kind, x.CurrentDirection)
-		}
-	}
-	// matrix-js-sdk also disables its microphone while it holds the other
-	// side (updateMuteStatus), so what reaches icebox then is silence:
-	// too little to wait for, not asserted.
-	if f := e.feeds(false, "m.usermedia"); len(f) != 0 {
-		t.Errorf("matrix-js-sdk holding: remote feeds %+v; want none (it receives nothing on hold)", f)
-	}
-	s.br.call(t, "element", "harness.setRemoteOnHold", nil, id, false)
-	e, _ = s.renegotiated(t, id, "resume", received("offer", 2))
-	if e.RemoteOnHold {
-		t.Errorf("matrix-js-sdk after resume: isRemoteOnHold still true")
-	}
-	s.mediaFlows(t, id, "audio", "after the resume")
-	s.elementHangsUp(t, id)
+	s.holdAndResume(t, conv, holder{
+		name: "Element", page: "element", fn: "harness.setRemoteOnHold", got: "offer",
+		flag: "isRemoteOnHold", held: func(e elementCall) bool { return e.RemoteOnHold },
+		onHold: func(t *testing.T, e elementCall, i iceboxCall) {
+			for _, x := range i.Transceivers {
+				if x.CurrentDirection != "recvonly" {
+					t.Errorf("icebox client on hold: transceiver %s %s currentDirection %q, want recvonly", x.Mid, x.Kind, x.CurrentDirection)
+				}
+			}
+			// matrix-js-sdk also disables its microphone while it holds the
+			// other side (updateMuteStatus), so what reaches icebox then is
+			// silence: too little to wait for, not asserted.
+			if f := e.feeds(false, "m.usermedia"); len(f) != 0 {
+				t.Errorf("matrix-js-sdk holding: remote feeds %+v; want none (it receives nothing on hold)", f)
+			}
+		},
+		hangUp: (*jsSession).elementHangsUp,
+	})
 }
 
 // iceboxHolds: the icebox client's hold goes out as a negotiate offer;
 // matrix-js-sdk answers with m.call.negotiate (type answer), which must
 // reach the client; matrix-js-sdk reports isLocalOnHold.
 func (s *jsSession) iceboxHolds(t *testing.T, conv string) {
-	id := s.connected(t, conv)
-	s.br.call(t, "icebox", "icebox.hold", nil, id, true)
-	e, _ := s.renegotiated(t, id, "icebox's hold", received("answer", 1))
-	if !e.LocalOnHold {
-		t.Errorf("matrix-js-sdk after icebox's hold: isLocalOnHold false")
-	}
-	s.br.call(t, "icebox", "icebox.hold", nil, id, false)
-	e, _ = s.renegotiated(t, id, "icebox's resume", received("answer", 2))
-	if e.LocalOnHold {
-		t.Errorf("matrix-js-sdk after icebox's resume: isLocalOnHold still true")
-	}
-	s.mediaFlows(t, id, "audio", "after icebox's resume")
-	s.iceboxHangsUp(t, id)
+	s.holdAndResume(t, conv, holder{
+		name: "icebox", page: "icebox", fn: "icebox.hold", got: "answer",
+		flag: "isLocalOnHold", held: func(e elementCall) bool { return e.LocalOnHold },
+		hangUp: (*jsSession).iceboxHangsUp,
+	})
 }
 
 // addVideo: Element turns its voice call into a video call (upgradeCall):
 // a new video m-line offered over m.call.negotiate; the icebox client gets
 // its video; audio still flows both ways.
 func (s *jsSession) addVideo(t *testing.T, conv string) {
-	s.iceboxSends(t, false, true)
-	defer s.iceboxSends(t, false, false)
-	id := s.connected(t, conv)
+	id := s.connectedSendingMetadata(t, conv)
 	s.needsMetadata(t, id, "upgradeCall")
 	s.br.call(t, "element", "harness.upgradeCall", nil, id, false, true)
 	e, _ := s.renegotiated(t, id, "video added", received("offer", 1))
@@ -225,9 +265,7 @@ func (s *jsSession) addVideo(t *testing.T, conv string) {
 // m.screenshare in the negotiate's metadata); the icebox client receives
 // it on its own m-line; stopping it renegotiates again.
 func (s *jsSession) screenShare(t *testing.T, conv string) {
-	s.iceboxSends(t, false, true)
-	defer s.iceboxSends(t, false, false)
-	id := s.connected(t, conv)
+	id := s.connectedSendingMetadata(t, conv)
 	s.needsMetadata(t, id, "a second (screen share) stream")
 	var ok bool
 	s.br.call(t, "element", "harness.setScreensharingEnabled", &ok, id, true)
@@ -286,7 +324,7 @@ func (s *jsSession) networkBlip(t *testing.T, conv string) {
 	if e.Stats.Local == nil || e.Stats.Local.Type != "relay" || e.Stats.Local.Port == 0 {
 		t.Fatalf("matrix-js-sdk's selected local candidate %+v: no relay port to cut", e.Stats.Local)
 	}
-	rule := []string{"INPUT", "-p", "udp", "-d", jsBedIP, "--dport", fmt.Sprint(e.Stats.Local.Port), "-j", "DROP"}
+	rule := []string{"INPUT", "-p", "udp", "-d", browserBedIP, "--dport", fmt.Sprint(e.Stats.Local.Port), "-j", "DROP"}
 	s.b.ns.IPTables(append([]string{"-A"}, rule...)...)
 	cut := true
 	uncut := func() {
@@ -330,9 +368,7 @@ func (s *jsSession) iceboxRestartsICE(t *testing.T, conv string) {
 // the icebox client mutes (metadata_changed command): matrix-js-sdk's
 // remote feed says audio muted. Unmuted, media flows.
 func (s *jsSession) mute(t *testing.T, conv string) {
-	s.iceboxSends(t, false, true)
-	defer s.iceboxSends(t, false, false)
-	id := s.connected(t, conv)
+	id := s.connectedSendingMetadata(t, conv)
 	s.br.call(t, "element", "harness.setMicrophoneMuted", nil, id, true)
 	s.waitElement(t, id, "its own mute", jsEndWait, func(c elementCall) bool {
 		f := c.feeds(true, "m.usermedia")

@@ -11,8 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -32,7 +30,6 @@ const (
 	bedNATB      = "198.18.0.22"
 	bedTURNPort  = "3478"
 	bedTLSPort   = "5349"
-	bedHTTP      = "127.0.0.1:8080" // inside icebox's namespace
 	peerTimeout  = 30 * time.Second // one webrtcpeer run
 )
 
@@ -107,42 +104,14 @@ credentials:
 http:
   listen: %[12]q
 `, nb.bindIP, bedTURNPort, bedTLSPort, nb.certFile, nb.keyFile, publicIP, relayMinPort, relayMaxPort,
-		bedNATA, bedNATB, testSecret, bedHTTP)
+		bedNATA, bedNATB, testSecret, nsHTTP)
 	return b.String()
 }
 
 // startIcebox runs `icebox serve` inside srv and waits for /readyz there.
-// At cleanup it is stopped with SIGTERM (by PID) and must exit 0.
 func (nb *natBed) startIcebox(t *testing.T, publicIP string) *instance {
 	t.Helper()
-	dir := t.TempDir()
-	in := &instance{cfgPath: filepath.Join(dir, "icebox.yaml")}
-	if err := os.WriteFile(in.cfgPath, []byte(nb.config(filepath.Join(dir, "state"), publicIP)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	in.process = startProcess(t, "ip", "netns", "exec", nb.srv.Name, iceboxBin, "serve", "--config", in.cfgPath)
-	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: nb.srv.DialContext}}
-	ready := waitFor(readyTimeout, func() bool {
-		if in.exited() {
-			return true
-		}
-		resp, err := hc.Get("http://" + bedHTTP + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	if in.exited() || !ready {
-		t.Fatalf("icebox in namespace %s not ready (exited: %v, %v); output:\n%s", nb.srv.Name, in.exited(), in.waitErr, in.out.String())
-	}
-	t.Cleanup(func() {
-		in.stop(t)
-		if t.Failed() {
-			t.Logf("icebox serve in %s:\n%s", nb.srv.Name, tail(in.out.String(), 40))
-		}
-	})
-	return in
+	return startIceboxIn(t, nb.srv, nsClient(nb.srv, time.Second), func(stateDir string) string { return nb.config(stateDir, publicIP) })
 }
 
 // checkIn runs `icebox check --json` inside ns and returns the report and

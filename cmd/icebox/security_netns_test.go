@@ -16,8 +16,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -37,8 +35,7 @@ const (
 	secLater6  = "2001:db8:1::12"
 	secClient4 = "198.18.0.20"
 	secClient6 = "2001:db8:1::20"
-	secHTTP    = "127.0.0.1:8080" // inside the server namespace
-	secProbe   = 2 * time.Second  // one request's answer, or one probe's fate
+	secProbe   = 2 * time.Second // one request's answer, or one probe's fate
 )
 
 // secBed: srv (icebox; eth0 with two IPv4 and two IPv6 addresses; lan0
@@ -70,16 +67,14 @@ func newSecBed(t *testing.T, extraTURN string) *secBed {
 		sb.srv.AddAddr("lan0", p[0])
 		sb.lan.AddAddr("eth0", p[1])
 	}
-	sb.hc = &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: sb.srv.DialContext}}
-
-	dir := t.TempDir()
-	sb.in = &instance{cfgPath: filepath.Join(dir, "icebox.yaml")}
+	sb.hc = nsClient(sb.srv, time.Second)
 	// bind_ip "::" on a host with two global addresses per family: the
 	// relay must still send from the address it advertises. The bed's
 	// ranges are in the default deny-list; listing them in allowed_peers
 	// is what an operator does for a LAN — and must not open the host's
 	// own addresses in it.
-	cfg := fmt.Sprintf(`state_dir: %q
+	sb.in = startIceboxIn(t, sb.srv, sb.hc, func(stateDir string) string {
+		return fmt.Sprintf(`state_dir: %q
 drain_timeout: 2s
 log: {level: info, format: json}
 turn:
@@ -96,30 +91,7 @@ turn:
     - {kid: k1, secret: %[7]q, compat: true}
 http:
   listen: %[8]q
-`, filepath.Join(dir, "state"), secRelay4, secRelay6, relayMinPort, relayMaxPort, extraTURN, testSecret, secHTTP)
-	if err := os.WriteFile(sb.in.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	sb.in.process = startProcess(t, "ip", "netns", "exec", sb.srv.Name, iceboxBin, "serve", "--config", sb.in.cfgPath)
-	ready := waitFor(readyTimeout, func() bool {
-		if sb.in.exited() {
-			return true
-		}
-		resp, err := sb.hc.Get("http://" + secHTTP + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	if sb.in.exited() || !ready {
-		t.Fatalf("icebox in %s not ready (exited %v: %v):\n%s", sb.srv.Name, sb.in.exited(), sb.in.waitErr, sb.in.out.String())
-	}
-	t.Cleanup(func() {
-		sb.in.stop(t)
-		if t.Failed() {
-			t.Logf("icebox serve in %s:\n%s", sb.srv.Name, tail(sb.in.out.String(), 40))
-		}
+`, stateDir, secRelay4, secRelay6, relayMinPort, relayMaxPort, extraTURN, testSecret, nsHTTP)
 	})
 	return sb
 }
@@ -127,7 +99,7 @@ http:
 // metric sums the series of name in the server's /metrics.
 func (sb *secBed) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := sb.hc.Get("http://" + secHTTP + "/metrics")
+	resp, err := sb.hc.Get("http://" + nsHTTP + "/metrics")
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}

@@ -9,12 +9,9 @@ package main
 // call demo, and the status page shows the call's allocation.
 
 import (
-	"bytes"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,15 +20,6 @@ import (
 	"time"
 
 	"github.com/icebox-voip/icebox/internal/netbed"
-)
-
-// Addresses of the browser bed: icebox's TURN listener and relays on the
-// veth address, its HTTP API on loopback (a secure context for the pages).
-const (
-	uiBedIP   = "198.18.0.1"
-	uiBedPeer = "198.18.0.2"
-	uiHTTP    = "127.0.0.1:8080"
-	uiTURN    = "3478"
 )
 
 // uiScenarioTimeout bounds one node run (it also has its own deadline).
@@ -83,43 +71,16 @@ func TestWebUIServed(t *testing.T) {
 	}
 }
 
-// requireBrowser skips (fails under CI=true) unless node, Debian's
-// Chromium and web/e2e's playwright-core are installed; it returns the
-// e2e directory.
+// requireBrowser returns web/e2e once Chromium, node and its
+// playwright-core are installed; it skips (fails under CI=true) otherwise.
 func requireBrowser(t *testing.T) string {
 	t.Helper()
-	dir, err := filepath.Abs(filepath.Join("..", "..", "web", "e2e"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var why string
-	switch {
-	case !executable("/usr/bin/chromium"):
-		why = "/usr/bin/chromium not found (apt-get install chromium)"
-	case !executable("/usr/bin/node") && lookPath("node") == "":
-		why = "node not found (apt-get install nodejs npm)"
-	default:
+	return requireChromium(t, "web UI browser tests", "e2e", func(dir string) string {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", "playwright-core", "package.json")); err != nil {
-			why = "playwright-core not installed in web/e2e (cd web/e2e && npm ci)"
+			return "playwright-core not installed in web/e2e (cd web/e2e && npm ci)"
 		}
-	}
-	if why != "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("web UI browser tests: %s; CI installs it with scripts/install-test-deps.sh", why)
-		}
-		t.Skipf("web UI browser tests: %s; scripts/install-test-deps.sh installs everything", why)
-	}
-	return dir
-}
-
-func executable(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0
-}
-
-func lookPath(name string) string {
-	p, _ := exec.LookPath(name)
-	return p
+		return ""
+	})
 }
 
 // uiBed is icebox in a namespace with loopback and one veth interface, where
@@ -137,14 +98,8 @@ type uiBed struct {
 func newUIBed(t *testing.T) *uiBed {
 	t.Helper()
 	e2eDir := requireBrowser(t)
-	bed := netbed.New(t)
-	ns := bed.Namespace("ui")
-	stub := bed.Namespace("stub") // the veth's other end, so the interface is up
-	netbed.Link(ns, "eth0", uiBedIP+"/24", stub, "eth0", uiBedPeer+"/24")
-	b := &uiBed{
-		ns: ns, e2eDir: e2eDir, tok: newAPITokens(), conversID: "ui-demo",
-		hc: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext}},
-	}
+	ns := newBrowserNS(t, "ui")
+	b := &uiBed{ns: ns, e2eDir: e2eDir, tok: newAPITokens(), conversID: "ui-demo", hc: nsClient(ns, 5*time.Second)}
 	// Screenshots land where ICEBOX_SCREENSHOTS_DIR says (relative to the
 	// repository root: web/screenshots for the README's), else in a
 	// temporary directory, so that a test run does not dirty the tree.
@@ -158,92 +113,14 @@ func newUIBed(t *testing.T) *uiBed {
 	if err := os.MkdirAll(b.shotDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	b.startIcebox(t)
+	b.icebox = startIceboxIn(t, ns, b.hc, func(stateDir string) string { return browserBedConfig(stateDir, "ui.icebox.test") }, b.tok.env())
 	return b
-}
-
-func (b *uiBed) config(stateDir string) string {
-	return fmt.Sprintf(`state_dir: %[1]q
-drain_timeout: 2s
-log: {level: info, format: json}
-turn:
-  realm: ui.icebox.test
-  listen:
-    udp: ["%[2]s:%[3]s"]
-    tcp: ["%[2]s:%[3]s"]
-  udp_sockets: 2
-  relay: {bind_ip: %[2]s, min_port: %[4]d, max_port: %[5]d}
-  # The browser's host candidates are on the bed's range, which the default
-  # deny-list holds (198.18.0.0/15).
-  allowed_peers: ["198.18.0.0/24"]
-  quotas: {per_user: 50, per_call: 50, total: 1000}
-credentials:
-  secrets:
-    - {kid: k1, secret: %[6]q, compat: true}
-http:
-  listen: %[7]q
-`, stateDir, uiBedIP, uiTURN, relayMinPort, relayMaxPort, testSecret, uiHTTP)
-}
-
-// startIcebox runs icebox inside the namespace and waits for /readyz. At
-// cleanup it is stopped with SIGTERM (by PID) and must exit 0.
-func (b *uiBed) startIcebox(t *testing.T) {
-	t.Helper()
-	dir := t.TempDir()
-	in := &instance{cfgPath: filepath.Join(dir, "icebox.yaml")}
-	if err := os.WriteFile(in.cfgPath, []byte(b.config(filepath.Join(dir, "state"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	in.process = startProcessEnv(t, []string{b.tok.env()}, "ip", "netns", "exec", b.ns.Name, iceboxBin, "serve", "--config", in.cfgPath)
-	ready := waitFor(readyTimeout, func() bool {
-		if in.exited() {
-			return true
-		}
-		resp, err := b.hc.Get("http://" + uiHTTP + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	if in.exited() || !ready {
-		t.Fatalf("icebox in namespace %s not ready (exited: %v, %v); output:\n%s", b.ns.Name, in.exited(), in.waitErr, in.out.String())
-	}
-	t.Cleanup(func() {
-		in.stop(t)
-		if t.Failed() {
-			t.Logf("icebox serve in %s:\n%s", b.ns.Name, tail(in.out.String(), 60))
-		}
-	})
-	b.icebox = in
 }
 
 // api sends a request to icebox inside the namespace as user.
 func (b *uiBed) api(t *testing.T, user, method, path string, body any) (int, []byte) {
 	t.Helper()
-	var data []byte
-	if body != nil {
-		var err error
-		if data, err = json.Marshal(body); err != nil {
-			t.Fatal(err)
-		}
-	}
-	req, err := http.NewRequest(method, "http://"+uiHTTP+path, bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+b.tok[user])
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	var out bytes.Buffer
-	_, _ = out.ReadFrom(resp.Body)
-	return resp.StatusCode, out.Bytes()
+	return clientRequest(t, b.hc, method, "http://"+nsHTTP+path, b.tok[user], body)
 }
 
 // runScenario runs `node ui.js SCENARIO …` inside the namespace and decodes
@@ -258,7 +135,7 @@ func (b *uiBed) runScenario(t *testing.T, out any, scenario string, args ...stri
 	}
 	env := []string{"UI_E2E_TOKENS=" + string(tokJSON), "UI_E2E_DEADLINE_MS=" + strconv.Itoa(int((uiScenarioTimeout - 10*time.Second).Milliseconds()))}
 	start := time.Now()
-	p := startProcessEnv(t, env, "ip", append([]string{"netns", "exec", b.ns.Name, "node", filepath.Join(b.e2eDir, "ui.js"), scenario, "http://" + uiHTTP, b.shotDir}, args...)...)
+	p := startProcessEnv(t, env, "ip", append([]string{"netns", "exec", b.ns.Name, "node", filepath.Join(b.e2eDir, "ui.js"), scenario, "http://" + nsHTTP, b.shotDir}, args...)...)
 	p.Dir = b.e2eDir
 	t.Cleanup(func() { killDescendants(p.Process.Pid) }) // runs before p.kill (registered later)
 	select {
@@ -370,8 +247,8 @@ func TestWebUIBrowser(t *testing.T) {
 		if g.Verdict != "pass" {
 			t.Fatalf("ICE test verdict %q: %s %s; result %+v", g.Verdict, g.Title, g.Detail, g.Result)
 		}
-		if g.RelayRows == 0 || !strings.HasPrefix(g.Result.Call.Local, "relay "+uiBedIP+":") {
-			t.Errorf("relay rows %d, selected local candidate %q; want relay candidates on %s", g.RelayRows, g.Result.Call.Local, uiBedIP)
+		if g.RelayRows == 0 || !strings.HasPrefix(g.Result.Call.Local, "relay "+browserBedIP+":") {
+			t.Errorf("relay rows %d, selected local candidate %q; want relay candidates on %s", g.RelayRows, g.Result.Call.Local, browserBedIP)
 		}
 		for _, gath := range g.Result.Gathered {
 			t.Logf("%s: %d candidates in %d ms (complete %v), errors %v", gath.URL, len(gath.Candidates), gath.MS, gath.Complete, gath.Errors)
@@ -448,8 +325,8 @@ func (b *uiBed) callDemo(t *testing.T) {
 		}
 		t.Logf("%s: %d video and %d audio packets in, %d out, over %s %s:%d (%s) -> %s %s:%d", side, s.VideoIn, s.AudioIn, s.PacketsOut,
 			s.Local.Type, s.Local.Address, s.Local.Port, s.Local.RelayProtocol, s.Remote.Type, s.Remote.Address, s.Remote.Port)
-		if s.Local.Type != "relay" || s.Local.Address != uiBedIP || s.Remote.Type != "relay" {
-			t.Errorf("%s: pair %s %s -> %s %s; want relay to relay on %s", side, s.Local.Type, s.Local.Address, s.Remote.Type, s.Remote.Address, uiBedIP)
+		if s.Local.Type != "relay" || s.Local.Address != browserBedIP || s.Remote.Type != "relay" {
+			t.Errorf("%s: pair %s %s -> %s %s; want relay to relay on %s", side, s.Local.Type, s.Local.Address, s.Remote.Type, s.Remote.Address, browserBedIP)
 		}
 	}
 	// The status page showed the call's two allocations (one per side,
