@@ -31,5 +31,6 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 	if err != nil {
 		return nil, ConfigError{err}
 	}
+	n.onClose(svc.Close)
 	return map[string]http.Handler{cfg.BasePath: svc.Handler(cfg.BasePath)}, nil
 }

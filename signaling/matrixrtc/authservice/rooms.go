@@ -80,3 +80,6 @@ func (t *twirpRooms) CreateRoom(ctx context.Context, name string) error {
 }
 
 var errRoomService = errors.New("livekit room service refused")
+
+// CloseIdleConnections drops idle connections to LiveKit (Service.Close).
+func (t *twirpRooms) CloseIdleConnections() { t.client.CloseIdleConnections() }

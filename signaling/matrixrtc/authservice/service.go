@@ -73,6 +73,17 @@ func New(cfg Config) (*Service, error) {
 	}, nil
 }
 
+// Close drops the idle connections to homeservers and LiveKit. The service
+// has no goroutines of its own; Close is idempotent, and requests after it
+// still work (they open new connections).
+func (s *Service) Close() error {
+	s.verifier.client.CloseIdleConnections()
+	if c, ok := s.cfg.Rooms.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+	return nil
+}
+
 // Handler serves /sfu/get, /get_token and /healthz below prefix (e.g.
 // "/livekit/jwt"; "" = at the root).
 func (s *Service) Handler(prefix string) http.Handler {

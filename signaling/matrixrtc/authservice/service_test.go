@@ -95,6 +95,7 @@ func newBed(t *testing.T, hs *matrixtest.Homeserver, fullAccess []string, overri
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = svc.Close() })
 	b.srv = httptest.NewServer(svc.Handler(prefix))
 	t.Cleanup(b.srv.Close)
 	return b

@@ -60,6 +60,7 @@ func TestDiscoveryOverTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() { _ = svc.Close() })
 			srv := httptest.NewServer(svc.Handler(""))
 			defer srv.Close()
 			tok := requestOpenID(t, hs, alice, aliceTok)
@@ -120,6 +121,7 @@ func TestTwirpRoomCreation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = svc.Close() })
 	srv := httptest.NewServer(svc.Handler(""))
 	defer srv.Close()
 	tok := requestOpenID(t, hs, alice, aliceTok)
