@@ -28,10 +28,11 @@ const (
 	reasonInternal      = "internal"
 	reasonBadHomeserver = "bad_response"
 	reasonMethod        = "method_not_allowed"
+	reasonBusy          = "busy" // too many verifications in flight (503)
 )
 
 var allReasons = []string{reasonNotJSON, reasonBadRequest, reasonInvalidToken, reasonUnreachable, reasonForeignUser,
-	reasonUserMismatch, reasonRoomCreate, reasonInternal, reasonBadHomeserver, reasonMethod}
+	reasonUserMismatch, reasonRoomCreate, reasonInternal, reasonBadHomeserver, reasonMethod, reasonBusy}
 
 func badJSON(msg string) *matrixError {
 	return &matrixError{status: http.StatusBadRequest, errcode: "M_BAD_JSON", msg: msg, reason: reasonBadRequest}
@@ -52,4 +53,5 @@ var (
 	errInvalidToken = errors.New("openid token refused by the homeserver")
 	errBadResponse  = errors.New("homeserver answered something that is not userinfo")
 	errForeignUser  = errors.New("userinfo names a user of another server")
+	errBusy         = errors.New("too many verifications in flight")
 )

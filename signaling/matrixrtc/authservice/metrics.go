@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer, known []string) *metrics {
 		}, []string{"endpoint", "access"}),
 		refusedC: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_matrixrtc_tokens_refused_total",
-			Help: "Token requests refused, by endpoint and reason (not_json, bad_request, invalid_token, homeserver_unreachable, bad_response, foreign_user, user_mismatch, room_create_failed, internal, method_not_allowed).",
+			Help: "Token requests refused, by endpoint and reason (not_json, bad_request, invalid_token, homeserver_unreachable, bad_response, foreign_user, user_mismatch, room_create_failed, internal, method_not_allowed, busy).",
 		}, []string{"endpoint", "reason"}),
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "icebox_matrixrtc_openid_verify_seconds",

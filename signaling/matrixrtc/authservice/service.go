@@ -162,6 +162,11 @@ func (s *Service) verify(ctx context.Context, endpoint string, tok openIDToken, 
 	hs := s.metrics.homeserverLabel(tok.MatrixServerName)
 	start := time.Now()
 	userID, err := s.verifier.Verify(ctx, tok.MatrixServerName, tok.AccessToken)
+	if errors.Is(err, errBusy) {
+		// Not the homeserver's fault and not the token's: the client may
+		// retry. (lk-jwt-service has no such bound.)
+		return "", &matrixError{status: http.StatusServiceUnavailable, errcode: "M_UNKNOWN", msg: "Too many requests in flight, retry later", reason: reasonBusy}
+	}
 	s.metrics.verified(hs, start, err)
 	if err != nil {
 		reason := reasonInvalidToken

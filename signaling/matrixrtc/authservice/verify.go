@@ -19,6 +19,11 @@ import (
 // both are a few dozen bytes; a homeserver streaming more is not one.
 const maxUserInfoBytes = 64 << 10
 
+// maxInFlight is how many verifications may run at once; more wait (within
+// the verification's time limit). Joins come in bursts of a few per call, so
+// this only bites under a flood.
+const maxInFlight = 128
+
 // verifier checks OpenID tokens at the homeserver that issued them, as
 // lk-jwt-service does through gomatrixserverlib's federation client: the
 // server name is resolved with the federation discovery rules (explicit
@@ -30,6 +35,9 @@ const maxUserInfoBytes = 64 << 10
 // token is asked for once per join, so a cache would only make a revoked
 // token live longer.
 type verifier struct {
+	// inFlight bounds concurrent verifications: a burst of requests (each
+	// naming any server) cannot open unbounded outbound connections.
+	inFlight  chan struct{}
 	overrides map[string]string // server name → base URL
 	client    *http.Client
 	timeout   time.Duration
@@ -39,7 +47,7 @@ type verifier struct {
 type resolvedKey struct{}
 
 func newVerifier(overrides map[string]string, roots *x509.CertPool, timeout time.Duration) *verifier {
-	v := &verifier{overrides: overrides, timeout: timeout, resolver: net.DefaultResolver}
+	v := &verifier{inFlight: make(chan struct{}, maxInFlight), overrides: overrides, timeout: timeout, resolver: net.DefaultResolver}
 	dialer := &net.Dialer{Timeout: timeout}
 	tr := &http.Transport{
 		Proxy:                 nil, // federation traffic goes direct, as Matrix servers send it
@@ -72,6 +80,12 @@ func newVerifier(overrides map[string]string, roots *x509.CertPool, timeout time
 func (v *verifier) Verify(ctx context.Context, serverName, token string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.timeout)
 	defer cancel()
+	select {
+	case v.inFlight <- struct{}{}:
+		defer func() { <-v.inFlight }()
+	case <-ctx.Done():
+		return "", errBusy
+	}
 	base, dialTo, err := v.resolve(ctx, serverName)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", errUnreachable, err)
