@@ -9,8 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
-type prometheusRegisterer = prometheus.Registerer
-
 const (
 	endpointSFUGet   = "sfu_get"
 	endpointGetToken = "get_token"

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/auth"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 )
 
@@ -31,7 +32,7 @@ type Config struct {
 	// Rooms creates LiveKit rooms for full-access users. Default: LiveKit's
 	// RoomService at LiveKitURL.
 	Rooms      RoomCreator
-	Registerer prometheusRegisterer
+	Registerer prometheus.Registerer // nil = metrics not registered
 	Logger     zerolog.Logger
 }
 
