@@ -69,7 +69,8 @@ FUZZ_TARGETS := \
 	./signaling/matrix/:FuzzParseNegotiateAndMedia \
 	./signaling/httpapi/:FuzzAuthenticate \
 	./signaling/httpapi/:FuzzDecodeJSON \
-	./signaling/httpapi/:FuzzWSParseCommand
+	./signaling/httpapi/:FuzzWSParseCommand \
+	./signaling/matrixrtc/authservice/:FuzzRequestBody
 fuzz:
 	@./scripts/fuzz-targets.sh check $(FUZZ_TARGETS)
 	@set -e; for t in $(FUZZ_TARGETS); do \

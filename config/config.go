@@ -21,6 +21,7 @@ type Config struct {
 	Auth         Auth          `yaml:"auth"`
 	Calls        Calls         `yaml:"calls"`
 	Matrix       Matrix        `yaml:"matrix"`
+	MatrixRTC    MatrixRTC     `yaml:"matrixrtc"`
 }
 
 // Log configures the process's logger.
@@ -212,6 +213,37 @@ type Matrix struct {
 	InviteWait time.Duration `yaml:"invite_wait"`
 }
 
+// MatrixRTC configures the MatrixRTC authorization service (Element Call,
+// Element X): the lk-jwt-service API that trades a Matrix OpenID token for a
+// LiveKit JWT. Default: off.
+type MatrixRTC struct {
+	Enabled bool `yaml:"enabled"` // Default: false
+	// BasePath is where /sfu/get, /get_token and /healthz are served on the
+	// HTTP listener; the homeserver's .well-known livekit_service_url is
+	// https://<this host><base_path>. Default: "/livekit/jwt"
+	BasePath string `yaml:"base_path"`
+	// FullAccessHomeservers are the server names whose users may create
+	// LiveKit rooms; others may only join rooms that exist. ["*"] alone =
+	// every homeserver. Default: none
+	FullAccessHomeservers []string `yaml:"full_access_homeservers"`
+	// HomeserverURLs maps a server name to the base URL of its federation
+	// API, skipping discovery (.well-known/matrix/server, SRV, port 8448),
+	// e.g. for a homeserver on the same host. Default: none
+	HomeserverURLs map[string]string `yaml:"homeserver_urls"`
+	LiveKit        LiveKit           `yaml:"livekit"`
+	JWTLifetime    time.Duration     `yaml:"jwt_lifetime"`   // lifetime of an issued LiveKit JWT. Default: 1h; 1m..24h
+	VerifyTimeout  time.Duration     `yaml:"verify_timeout"` // bound on one OpenID verification at a homeserver. Default: 10s; 1s..60s
+}
+
+// LiveKit is the LiveKit server the issued JWTs are for (external mode; the
+// managed mode comes later).
+type LiveKit struct {
+	URL        string `yaml:"url"`         // what clients connect to, ws:// or wss://; required when matrixrtc.enabled. Default: ""
+	APIKey     string `yaml:"api_key"`     // Default: ""
+	APISecret  string `yaml:"api_secret"`  // inline; prefer api_secret_file. Default: ""
+	SecretFile string `yaml:"secret_file"` // file holding the API secret (whitespace trimmed); mode 0600 or stricter. Default: ""
+}
+
 // VoIP configures the legacy 1:1 Matrix VoIP events (m.call.*).
 type VoIP struct {
 	Enabled bool   `yaml:"enabled"` // bridge calls to m.call.* events (when matrix.enabled). Default: true
@@ -273,6 +305,13 @@ func Default() Config {
 			VoIP:              VoIP{Enabled: true, Version: "1"},
 			RequireEncryption: true,
 			InviteWait:        2 * time.Second,
+		},
+		MatrixRTC: MatrixRTC{
+			BasePath:              "/livekit/jwt",
+			FullAccessHomeservers: []string{},
+			HomeserverURLs:        map[string]string{},
+			JWTLifetime:           time.Hour,
+			VerifyTimeout:         10 * time.Second,
 		},
 	}
 }

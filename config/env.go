@@ -84,8 +84,9 @@ func envVars() []envVar {
 			switch {
 			case isSection(f.typ):
 				walk(f.typ, n, idx)
-			case f.typ.Kind() == reflect.Slice && f.typ.Elem().Kind() != reflect.String:
-				// A list of sections: not expressible as one variable.
+			case f.typ.Kind() == reflect.Slice && f.typ.Elem().Kind() != reflect.String,
+				f.typ.Kind() == reflect.Map:
+				// A list of sections or a map: not expressible as one variable.
 			default:
 				vars = append(vars, envVar{name: n, index: idx, typ: f.typ})
 			}

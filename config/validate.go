@@ -113,6 +113,7 @@ func (c *Config) Validate() error {
 	v.auth(&c.Auth)
 	v.calls(&c.Calls)
 	v.matrix(&c.Matrix)
+	v.matrixRTC(&c.MatrixRTC)
 	return errors.Join(v.errs...)
 }
 

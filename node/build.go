@@ -181,7 +181,10 @@ func (n *Node) buildAPI(context.Context) error {
 	a := n.addrs
 	host := relayplan.ICEHost(cfg.ICEServers.Hostname, cfg.TURN.Relay.PublicIP, n.plan, relayplan.First(a.TURNUDP, a.TURNTCP, a.TURNTLS))
 	stunURIs, turnURIs := relayplan.ICEURIs(host, a.TURNUDP, a.TURNTCP, a.TURNTLS)
-	var err error
+	mounts, err := n.buildMatrixRTC()
+	if err != nil {
+		return err
+	}
 	n.api, err = httpapi.New(httpapi.Config{
 		Keyring: n.keys.Keyring,
 		ICE: httpapi.ICEConfig{
@@ -197,6 +200,7 @@ func (n *Node) buildAPI(context.Context) error {
 		Allocations:  func() any { return n.relay.Allocations() },
 		ActiveCalls:  n.state.ActiveCalls,
 		UI:           ui,
+		Mounts:       mounts,
 		KeyringAdmin: keyringAdmin{n.keys},
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Draining:     n.draining.Load,

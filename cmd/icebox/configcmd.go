@@ -91,6 +91,9 @@ func warnReadableSecrets(path string, cfg config.Config, log zerolog.Logger) {
 	if cfg.Matrix.Password != "" {
 		inline = append(inline, "matrix.password")
 	}
+	if cfg.MatrixRTC.LiveKit.APISecret != "" {
+		inline = append(inline, "matrixrtc.livekit.api_secret")
+	}
 	if len(inline) > 0 {
 		log.Warn().Str("config", path).Str("mode", fmt.Sprintf("%04o", fi.Mode().Perm())).Strs("keys", inline).
 			Msg("the config file is readable by others and holds secrets inline; chmod 600 it or move them to *_file settings")

@@ -41,6 +41,11 @@ type Config struct {
 	// UI serves the embedded web pages under /ui/ (package web), without a
 	// token: they are static and ask the user for one. nil = no UI (404).
 	UI http.Handler
+	// Mounts serves other handlers under path prefixes (key: "/prefix",
+	// no trailing slash), outside the API's authentication: a mounted
+	// service authenticates its callers itself (the MatrixRTC authorization
+	// service checks OpenID tokens). The handler sees the full path.
+	Mounts map[string]http.Handler
 	// MaxBodyBytes bounds request bodies. Default: 1 MiB.
 	MaxBodyBytes int64
 
@@ -96,6 +101,9 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/readyz", s.readyz)
 	if cfg.Gatherer != nil {
 		e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{})))
+	}
+	for prefix, h := range cfg.Mounts {
+		e.Any(prefix+"/*", echo.WrapHandler(h))
 	}
 	api := e.Group("", cfg.Auth.Middleware())
 	api.GET("/calls/ice_servers", s.getICEServers, s.refuseWhileDraining)

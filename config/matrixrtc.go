@@ -1,0 +1,77 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+var errBothLiveKitSecrets = errors.New("config: matrixrtc.livekit: api_secret and secret_file are both set")
+
+// SecretValue returns the LiveKit API secret: APISecret, or the contents of
+// SecretFile with surrounding whitespace trimmed (as Secret.Value).
+func (l LiveKit) SecretValue() (string, error) {
+	switch {
+	case l.APISecret != "" && l.SecretFile != "":
+		return "", errBothLiveKitSecrets
+	case l.APISecret != "":
+		return l.APISecret, nil
+	case l.SecretFile != "":
+		b, err := os.ReadFile(l.SecretFile)
+		if err != nil {
+			return "", fmt.Errorf("config: matrixrtc.livekit.secret_file: %w", err)
+		}
+		return string(bytes.TrimSpace(b)), nil
+	}
+	return "", nil
+}
+
+func (v *validator) matrixRTC(m *MatrixRTC) {
+	if !m.Enabled {
+		return
+	}
+	if !strings.HasPrefix(m.BasePath, "/") || strings.HasSuffix(m.BasePath, "/") || strings.ContainsAny(m.BasePath, "?#* \t") {
+		v.add("matrixrtc.base_path", "%q must start with / and not end with / (e.g. /livekit/jwt)", m.BasePath)
+	}
+	for i, hs := range m.FullAccessHomeservers {
+		if hs == "" || strings.ContainsFunc(hs, isSpaceOrControl) || (hs == "*" && len(m.FullAccessHomeservers) > 1) {
+			v.add(fmt.Sprintf("matrixrtc.full_access_homeservers[%d]", i), "%q is not a server name (or \"*\" alone)", hs)
+		}
+	}
+	for name, raw := range m.HomeserverURLs {
+		u, err := url.Parse(raw)
+		if name == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			v.add("matrixrtc.homeserver_urls."+name, "%q is not an http(s) base URL without a path", raw)
+		}
+	}
+	if u, err := url.Parse(m.LiveKit.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		v.add("matrixrtc.livekit.url", "%q must be a ws:// or wss:// URL (required when matrixrtc.enabled)", m.LiveKit.URL)
+	}
+	if m.LiveKit.APIKey == "" {
+		v.add("matrixrtc.livekit.api_key", "required when matrixrtc.enabled")
+	}
+	switch {
+	case m.LiveKit.APISecret != "" && m.LiveKit.SecretFile != "":
+		v.add("matrixrtc.livekit", "api_secret and secret_file are both set; keep one")
+	case m.LiveKit.APISecret != "":
+		if len(m.LiveKit.APISecret) < 32 {
+			v.add("matrixrtc.livekit.api_secret", "must be at least 32 bytes (LiveKit refuses shorter secrets)")
+		}
+	case m.LiveKit.SecretFile != "":
+		if b, ok := v.privateFile("matrixrtc.livekit.secret_file", m.LiveKit.SecretFile); ok && len(bytes.TrimSpace(b)) < 32 {
+			v.add("matrixrtc.livekit.secret_file", "%s holds fewer than 32 bytes (LiveKit refuses shorter secrets)", m.LiveKit.SecretFile)
+		}
+	default:
+		v.add("matrixrtc.livekit.api_secret", "required when matrixrtc.enabled (or matrixrtc.livekit.secret_file)")
+	}
+	if m.JWTLifetime < time.Minute || m.JWTLifetime > 24*time.Hour {
+		v.add("matrixrtc.jwt_lifetime", "must be between 1m and 24h (got %s)", m.JWTLifetime)
+	}
+	if m.VerifyTimeout < time.Second || m.VerifyTimeout > time.Minute {
+		v.add("matrixrtc.verify_timeout", "must be between 1s and 60s (got %s)", m.VerifyTimeout)
+	}
+}

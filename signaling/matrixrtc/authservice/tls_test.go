@@ -1,0 +1,148 @@
+package authservice_test
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/livekit/protocol/auth"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/authservice"
+)
+
+// TestDiscoveryOverTLS resolves a server name with an explicit port, as
+// federation discovery does, and asks over TLS with the CA the test hands
+// in; the homeserver is the real Dendrite behind a TLS front. Dendrite names
+// its users @…:localhost, so the answer is a user of another server than
+// the one asked: refused (a homeserver vouches for its own users only).
+// With the system roots instead, the certificate is not trusted: the
+// homeserver counts as unreachable.
+func TestDiscoveryOverTLS(t *testing.T) {
+	hs := matrixtest.StartDendrite(t, matrixtest.WithConfig("global.disable_federation", false))
+	alice, aliceTok, _ := hs.Register(t, "alice", "alice-password-1", false)
+	target, _ := url.Parse(hs.URL())
+	front := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
+	t.Cleanup(front.Close)
+	serverName := strings.TrimPrefix(front.URL, "https://") // 127.0.0.1:PORT
+	roots := x509.NewCertPool()
+	roots.AddCert(front.Certificate())
+
+	for _, tc := range []struct {
+		name   string
+		roots  *x509.CertPool
+		reason string
+	}{
+		{"test CA", roots, "foreign_user"},
+		{"untrusted", nil, "homeserver_unreachable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			svc, err := authservice.New(authservice.Config{
+				LiveKitURL: lkURL, APIKey: lkKey, APISecret: lkSecret,
+				FullAccessHomeservers: []string{serverName},
+				VerifyTimeout:         3 * time.Second,
+				RootCAs:               tc.roots,
+				Rooms:                 &rooms{},
+				Registerer:            reg,
+				Logger:                zerolog.Nop(),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = svc.Close() })
+			srv := httptest.NewServer(svc.Handler(""))
+			defer srv.Close()
+			tok := requestOpenID(t, hs, alice, aliceTok)
+			tok.MatrixServerName = serverName
+			js, _ := json.Marshal(map[string]any{"room": "!r:localhost", "openid_token": tok, "device_id": "D"})
+			resp, err := http.Post(srv.URL+"/sfu/get", "application/json", strings.NewReader(string(js)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 401 || !strings.Contains(string(body), "M_UNAUTHORIZED") {
+				t.Fatalf("got %d %s, want 401 M_UNAUTHORIZED", resp.StatusCode, body)
+			}
+			if got := metricValue(t, reg, "icebox_matrixrtc_openid_verify_failures_total", serverName, tc.reason); got != 1 {
+				t.Errorf("verify failures{%s,%s} = %v, want 1", serverName, tc.reason, got)
+			}
+		})
+	}
+}
+
+// TestTwirpRoomCreation checks the default room creator against a stand-in
+// for LiveKit's RoomService (the real livekit-server is the managed mode, a
+// later step): the Twirp path, a token with roomCreate signed by the
+// configured key, lk-jwt-service's room timeouts.
+func TestTwirpRoomCreation(t *testing.T) {
+	hs := matrixtest.StartDendrite(t, matrixtest.WithConfig("global.disable_federation", false))
+	alice, aliceTok, _ := hs.Register(t, "alice", "alice-password-1", false)
+	got := make(chan map[string]any, 1)
+	lk := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/twirp/livekit.RoomService/CreateRoom" || r.Header.Get("Content-Type") != "application/json" {
+			http.Error(w, "wrong path or type", http.StatusNotFound)
+			return
+		}
+		v, err := auth.ParseAPIToken(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		_, grants, err := v.Verify(lkSecret)
+		if err != nil || grants.Video == nil || !grants.Video.RoomCreate {
+			http.Error(w, "no roomCreate", http.StatusUnauthorized)
+			return
+		}
+		var body map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		got <- body
+		_, _ = w.Write([]byte(`{"name":"x"}`))
+	}))
+	defer lk.Close()
+	svc, err := authservice.New(authservice.Config{
+		LiveKitURL: "ws" + strings.TrimPrefix(lk.URL, "http"), APIKey: lkKey, APISecret: lkSecret,
+		FullAccessHomeservers: []string{"*"},
+		HomeserverURLs:        map[string]string{hs.ServerName(): hs.URL()},
+		Registerer:            prometheus.NewRegistry(),
+		Logger:                zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Close() })
+	srv := httptest.NewServer(svc.Handler(""))
+	defer srv.Close()
+	tok := requestOpenID(t, hs, alice, aliceTok)
+	js, _ := json.Marshal(map[string]any{"room": "!r:localhost", "openid_token": tok, "device_id": "D"})
+	resp, err := http.Post(srv.URL+"/sfu/get", "application/json", strings.NewReader(string(js)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	select {
+	case body := <-got:
+		want := authservice.RoomAlias("!r:localhost", authservice.LegacySlot)
+		if body["name"] != want || body["empty_timeout"] != float64(300) || body["departure_timeout"] != float64(20) {
+			t.Errorf("CreateRoom body %v, want name %q, empty_timeout 300, departure_timeout 20", body, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("no CreateRoom call")
+	}
+}
