@@ -45,7 +45,7 @@ func (n *Node) buildRelay(ctx context.Context) error {
 	cfg := n.cfg.TURN
 	// The host's addresses are tracked by the relay itself (turnserver
 	// Config.HostAddrs): they may change while it runs.
-	local, err := relayplan.HostAddrs()
+	local, err := turnserver.ListHostAddrs()
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,11 @@ package node
 
 import (
 	"net/http"
+	"net/netip"
+	"slices"
 
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/authservice"
+	"github.com/icebox-voip/icebox/turnserver"
 )
 
 // buildMatrixRTC builds the MatrixRTC authorization service when
@@ -17,7 +20,12 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 	if err != nil {
 		return nil, ConfigError{err}
 	}
+	allow, err := n.homeserverAddrPolicy()
+	if err != nil {
+		return nil, ConfigError{err}
+	}
 	svc, err := authservice.New(authservice.Config{
+		AllowAddr:             allow,
 		LiveKitURL:            cfg.LiveKit.URL,
 		APIKey:                cfg.LiveKit.APIKey,
 		APISecret:             secret,
@@ -33,4 +41,31 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 	}
 	n.onClose(svc.Close)
 	return map[string]http.Handler{cfg.BasePath: svc.Handler(cfg.BasePath)}, nil
+}
+
+// homeserverAddrPolicy is where the authorization service may reach a
+// homeserver it discovered from a request's server name: the relay's peer
+// rules (the deny-list, turn.allowed_peers and turn.denied_peers) and never
+// an address of this host — the same promise the relay makes, since a
+// server name is chosen by whoever sends the request.
+func (n *Node) homeserverAddrPolicy() (func(netip.Addr) bool, error) {
+	t := n.cfg.TURN
+	rules, err := turnserver.NewPolicy(turnserver.PolicyConfig{
+		Allowed: t.AllowedPeers, Denied: t.DeniedPeers, AllowLoopback: t.AllowLoopbackPeers,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func(a netip.Addr) bool {
+		a = turnserver.Canonical(a)
+		if !rules.AllowIP(a) {
+			return false
+		}
+		// Read at each dial (a verification is rare; addresses change).
+		host, err := turnserver.ListHostAddrs()
+		if err != nil {
+			return false
+		}
+		return !slices.ContainsFunc(host, func(h netip.Addr) bool { return turnserver.Canonical(h) == a })
+	}, nil
 }

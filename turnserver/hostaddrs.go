@@ -28,7 +28,7 @@ func ListHostAddrs() ([]netip.Addr, error) {
 	out := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
 		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			out = append(out, p.Addr())
+			out = append(out, p.Addr().Unmap())
 		}
 	}
 	return out, nil

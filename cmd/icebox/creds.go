@@ -7,6 +7,7 @@ import (
 
 	"github.com/icebox-voip/icebox/credentials"
 	"github.com/icebox-voip/icebox/credentials/keystore"
+	"github.com/icebox-voip/icebox/turnserver"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
 )
 
@@ -47,7 +48,7 @@ func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	local, err := relayplan.HostAddrs()
+	local, err := turnserver.ListHostAddrs()
 	if err != nil {
 		return err
 	}

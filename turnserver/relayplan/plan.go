@@ -8,7 +8,6 @@ package relayplan
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 )
@@ -103,19 +102,4 @@ func (p Plan) Addrs() []netip.Addr {
 		}
 	}
 	return out
-}
-
-// HostAddrs lists every address of this host's interfaces.
-func HostAddrs() ([]netip.Addr, error) {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil, fmt.Errorf("list interface addresses: %w", err)
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			out = append(out, p.Addr().Unmap())
-		}
-	}
-	return out, nil
 }

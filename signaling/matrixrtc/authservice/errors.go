@@ -54,4 +54,5 @@ var (
 	errBadResponse  = errors.New("homeserver answered something that is not userinfo")
 	errForeignUser  = errors.New("userinfo names a user of another server")
 	errBusy         = errors.New("too many verifications in flight")
+	errDeniedAddr   = errors.New("homeserver address refused by the peer policy")
 )

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -26,6 +27,13 @@ type Config struct {
 	HomeserverURLs map[string]string
 	JWTLifetime    time.Duration // Default: 1h (lk-jwt-service's fixed value)
 	VerifyTimeout  time.Duration // Default: 10s
+	// AllowAddr says whether a homeserver found by discovery (a server name
+	// taken from a request) may be dialled at that address; nil = any.
+	// node passes the relay's peer deny-list and the host's own addresses,
+	// so a request cannot make the service reach loopback, metadata or
+	// private services (lk-jwt-service has no such guard). Homeservers in
+	// HomeserverURLs are the operator's choice and are not checked.
+	AllowAddr func(netip.Addr) bool
 	// RootCAs verifies homeservers' certificates; nil = the system's.
 	// Tests hand in their CA.
 	RootCAs *x509.CertPool
@@ -68,7 +76,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	return &Service{
 		cfg:      cfg,
-		verifier: newVerifier(cfg.HomeserverURLs, cfg.RootCAs, cfg.VerifyTimeout),
+		verifier: newVerifier(cfg.HomeserverURLs, cfg.RootCAs, cfg.VerifyTimeout, cfg.AllowAddr),
 		metrics:  newMetrics(cfg.Registerer, known),
 		log:      cfg.Logger.With().Str("component", "matrixrtc-auth").Logger(),
 	}, nil

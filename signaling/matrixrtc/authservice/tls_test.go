@@ -8,8 +8,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,32 +29,45 @@ import (
 // its users @…:localhost, so the answer is a user of another server than
 // the one asked: refused (a homeserver vouches for its own users only).
 // With the system roots instead, the certificate is not trusted: the
-// homeserver counts as unreachable.
+// homeserver counts as unreachable. With an address policy that refuses
+// loopback (node's: the relay's deny-list and the host's own addresses),
+// the service does not even connect: a request cannot aim it at the host.
 func TestDiscoveryOverTLS(t *testing.T) {
 	hs := matrixtest.StartDendrite(t, matrixtest.WithConfig("global.disable_federation", false))
 	alice, aliceTok, _ := hs.Register(t, "alice", "alice-password-1", false)
 	target, _ := url.Parse(hs.URL())
-	front := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(target))
+	var asked atomic.Int64 // requests that reached the front
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		proxy.ServeHTTP(w, r)
+	}))
 	t.Cleanup(front.Close)
 	serverName := strings.TrimPrefix(front.URL, "https://") // 127.0.0.1:PORT
 	roots := x509.NewCertPool()
 	roots.AddCert(front.Certificate())
 
+	denyLoopback := func(a netip.Addr) bool { return !a.IsLoopback() }
 	for _, tc := range []struct {
-		name   string
-		roots  *x509.CertPool
-		reason string
+		name      string
+		roots     *x509.CertPool
+		allow     func(netip.Addr) bool
+		reason    string
+		connected bool
 	}{
-		{"test CA", roots, "foreign_user"},
-		{"untrusted", nil, "homeserver_unreachable"},
+		{"test CA", roots, nil, "foreign_user", true},
+		{"untrusted", nil, nil, "homeserver_unreachable", true},
+		{"denied address", roots, denyLoopback, "homeserver_unreachable", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			before := asked.Load()
 			reg := prometheus.NewRegistry()
 			svc, err := authservice.New(authservice.Config{
 				LiveKitURL: lkURL, APIKey: lkKey, APISecret: lkSecret,
 				FullAccessHomeservers: []string{serverName},
 				VerifyTimeout:         3 * time.Second,
 				RootCAs:               tc.roots,
+				AllowAddr:             tc.allow,
 				Rooms:                 &rooms{},
 				Registerer:            reg,
 				Logger:                zerolog.Nop(),
@@ -77,6 +92,13 @@ func TestDiscoveryOverTLS(t *testing.T) {
 			}
 			if got := metricValue(t, reg, "icebox_matrixrtc_openid_verify_failures_total", serverName, tc.reason); got != 1 {
 				t.Errorf("verify failures{%s,%s} = %v, want 1", serverName, tc.reason, got)
+			}
+			// An untrusted certificate is refused after the TLS handshake:
+			// no request reaches the front either way; a denied address is
+			// refused before connecting, so nothing is asked. The first
+			// case must have asked, or the other two prove nothing.
+			if got := asked.Load() - before; (got > 0) != (tc.connected && tc.roots != nil) {
+				t.Errorf("requests that reached the homeserver: %d", got)
 			}
 		})
 	}

@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -44,11 +46,23 @@ type verifier struct {
 	resolver  *net.Resolver
 }
 
-type resolvedKey struct{}
+type (
+	resolvedKey struct{}
+	trustedKey  struct{} // the request goes to a configured homeserver URL
+)
 
-func newVerifier(overrides map[string]string, roots *x509.CertPool, timeout time.Duration) *verifier {
+func newVerifier(overrides map[string]string, roots *x509.CertPool, timeout time.Duration, allow func(netip.Addr) bool) *verifier {
 	v := &verifier{inFlight: make(chan struct{}, maxInFlight), overrides: overrides, timeout: timeout, resolver: net.DefaultResolver}
 	dialer := &net.Dialer{Timeout: timeout}
+	guarded := &net.Dialer{Timeout: timeout, Control: func(_, address string, _ syscall.RawConn) error {
+		// Control sees the address after name resolution, so a name that
+		// resolves (or rebinds) to a denied address is refused too.
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil || allow == nil || allow(ap.Addr().Unmap()) {
+			return err
+		}
+		return fmt.Errorf("%w: %s", errDeniedAddr, ap.Addr())
+	}}
 	tr := &http.Transport{
 		Proxy:                 nil, // federation traffic goes direct, as Matrix servers send it
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
@@ -62,7 +76,10 @@ func newVerifier(overrides map[string]string, roots *x509.CertPool, timeout time
 			if to, ok := ctx.Value(resolvedKey{}).(string); ok && to != "" {
 				addr = to
 			}
-			return dialer.DialContext(ctx, network, addr)
+			if trusted, _ := ctx.Value(trustedKey{}).(bool); trusted {
+				return dialer.DialContext(ctx, network, addr)
+			}
+			return guarded.DialContext(ctx, network, addr)
 		},
 	}
 	v.client = &http.Client{
@@ -91,7 +108,11 @@ func (v *verifier) Verify(ctx context.Context, serverName, token string) (string
 		return "", fmt.Errorf("%w: %v", errUnreachable, err)
 	}
 	u := base + "/_matrix/federation/v1/openid/userinfo?access_token=" + url.QueryEscape(token)
-	req, err := http.NewRequestWithContext(context.WithValue(ctx, resolvedKey{}, dialTo), http.MethodGet, u, nil)
+	rctx := context.WithValue(ctx, resolvedKey{}, dialTo)
+	if v.overrides[serverName] != "" {
+		rctx = context.WithValue(rctx, trustedKey{}, true)
+	}
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", errUnreachable, err)
 	}

@@ -10,7 +10,7 @@ import (
 // TestVerifyBounded: with every slot taken, a verification waits at most
 // its time limit and asks no homeserver.
 func TestVerifyBounded(t *testing.T) {
-	v := newVerifier(map[string]string{"hs.example": "http://127.0.0.1:1"}, nil, 50*time.Millisecond)
+	v := newVerifier(map[string]string{"hs.example": "http://127.0.0.1:1"}, nil, 50*time.Millisecond, nil)
 	for range cap(v.inFlight) {
 		v.inFlight <- struct{}{}
 	}
