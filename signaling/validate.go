@@ -96,8 +96,24 @@ func checkSDP(field, sdp string) error {
 		return invalidf("%s is larger than %d bytes", field, maxSDP)
 	case !utf8.ValidString(sdp):
 		return invalidf("%s is not valid UTF-8", field)
+	case hasControl(sdp, "\r\n\t"):
+		return invalidf("%s holds a control character other than CR, LF or tab", field)
 	}
 	return nil
+}
+
+// hasControl reports an ASCII control character (or DEL) in s other than
+// those in allowed. SDP is text lines (RFC 8866 §5: CRLF-separated, no NUL,
+// CR or LF inside a value); browsers send nothing else, and each control
+// character costs six bytes in every JSON copy of the SDP (the store, the
+// Matrix event, each WebSocket frame).
+func hasControl(s, allowed string) bool {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; (b < 0x20 || b == 0x7f) && strings.IndexByte(allowed, b) < 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func checkCandidates(cs []Candidate) error {
@@ -107,6 +123,9 @@ func checkCandidates(cs []Candidate) error {
 	for i, c := range cs {
 		if len(c.Candidate) > maxCandidate || !utf8.ValidString(c.Candidate) {
 			return invalidf("candidates[%d] is too long or not UTF-8", i)
+		}
+		if hasControl(c.Candidate, "") {
+			return invalidf("candidates[%d].candidate holds a control character", i)
 		}
 		if c.SDPMLineIndex != nil && (*c.SDPMLineIndex < 0 || *c.SDPMLineIndex > 1024) {
 			return invalidf("candidates[%d].sdpMLineIndex out of range", i)

@@ -193,6 +193,8 @@ func TestRenegotiationBadInput(t *testing.T) {
 		{"metadata_changed with null", "metadata_changed", `"sdp_stream_metadata":null`, "invalid_request"},
 		{"metadata_changed, muted a string", "metadata_changed", `"sdp_stream_metadata":{"s":{"purpose":"m.usermedia","audio_muted":"yes"}}`, "invalid_request"},
 		{"metadata_changed, unknown field", "metadata_changed", `"sdp_stream_metadata":{},"muted":true`, "unknown_field"},
+		{"control character in the sdp", "negotiate", `"description":{"type":"offer","sdp":"v=0\r\na=x\u0001y\r\n"}`, "invalid_request"},
+		{"control character in a candidate", "candidates", `"candidates":[{"candidate":"candidate:1 1 udp 1 198.51.100.1 9 typ host\u001b"}]`, "invalid_request"},
 		{"usernameFragment a number", "candidates", `"candidates":[{"candidate":"c","usernameFragment":5}]`, "invalid_json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
