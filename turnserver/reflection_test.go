@@ -11,7 +11,24 @@ import (
 
 // unauthenticatedAllocates sends n Allocate requests without credentials
 // from one socket and counts the error responses that come back.
-func unauthenticatedAllocates(t *testing.T, from, server string, n int) (errors int) {
+func unauthenticatedAllocates(t *testing.T, from, server string, n int) int {
+	transport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
+	return countAnswers(t, from, server, n, func() []byte {
+		return stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), transport, stun.Fingerprint).Raw
+	}, isSTUNErrorResponse)
+}
+
+// bindings sends n Binding requests from one socket and counts the success
+// responses that come back.
+func bindings(t *testing.T, from, server string, n int) int {
+	return countAnswers(t, from, server, n, func() []byte {
+		return stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw
+	}, isSTUNBindingSuccess)
+}
+
+// countAnswers sends n requests built by req from one socket bound to from
+// and counts the responses that match.
+func countAnswers(t *testing.T, from, server string, n int, req func() []byte, match func([]byte) bool) (got int) {
 	t.Helper()
 	conn, err := net.ListenPacket("udp4", from+":0")
 	if err != nil {
@@ -22,10 +39,8 @@ func unauthenticatedAllocates(t *testing.T, from, server string, n int) (errors 
 	if err != nil {
 		t.Fatal(err)
 	}
-	transport := stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}}
 	for range n {
-		msg := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), transport, stun.Fingerprint)
-		if _, err := conn.WriteTo(msg.Raw, to); err != nil {
+		if _, err := conn.WriteTo(req(), to); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -38,10 +53,10 @@ func unauthenticatedAllocates(t *testing.T, from, server string, n int) (errors 
 		}
 		k, _, err := conn.ReadFrom(buf)
 		if err != nil {
-			return errors
+			return got
 		}
-		if isSTUNErrorResponse(buf[:k]) {
-			errors++
+		if match(buf[:k]) {
+			got++
 		}
 	}
 }
@@ -99,39 +114,6 @@ func BenchmarkErrorLimitedWriteDataPath(b *testing.B) {
 	for b.Loop() {
 		if isSTUNErrorResponse(p) {
 			b.Fatal("channel data taken for an error")
-		}
-	}
-}
-
-// bindings sends n Binding requests from one socket and counts the success
-// responses that come back.
-func bindings(t *testing.T, from, server string, n int) (got int) {
-	t.Helper()
-	conn, err := net.ListenPacket("udp4", from+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	to, err := net.ResolveUDPAddr("udp4", server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range n {
-		if _, err := conn.WriteTo(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint).Raw, to); err != nil {
-			t.Fatal(err)
-		}
-	}
-	buf := make([]byte, 1500)
-	for {
-		if err := conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond)); err != nil {
-			t.Fatal(err)
-		}
-		k, _, err := conn.ReadFrom(buf)
-		if err != nil {
-			return got
-		}
-		if isSTUNBindingSuccess(buf[:k]) {
-			got++
 		}
 	}
 }
