@@ -16,7 +16,7 @@ const path = require('path');
 
 const root = __dirname;
 const dist = path.join(root, 'dist');
-const sources = ['package-lock.json', 'build.js', 'src/element.js', 'src/element.html', 'src/icebox.js', 'src/icebox.html'];
+const sources = ['package-lock.json', 'build.js', 'src/element.js', 'src/element.html', 'src/icebox.js', 'src/icebox.html', 'src/rtpstats.js'];
 
 function stamp() {
   const h = crypto.createHash('sha256');
@@ -59,7 +59,7 @@ async function main() {
   // hoists it to the top of node_modules.
   const wasm = path.join(root, 'node_modules', '@matrix-org', 'matrix-sdk-crypto-wasm', 'pkg', 'matrix_sdk_crypto_wasm_bg.wasm');
   fs.copyFileSync(wasm, path.join(dist, 'pkg', 'matrix_sdk_crypto_wasm_bg.wasm'));
-  for (const f of ['element.html', 'icebox.js', 'icebox.html']) {
+  for (const f of ['element.html', 'icebox.js', 'icebox.html', 'rtpstats.js']) {
     fs.copyFileSync(path.join(root, 'src', f), path.join(dist, f));
   }
   fs.writeFileSync(stampFile, want + '\n');

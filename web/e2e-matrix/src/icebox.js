@@ -261,27 +261,6 @@
     }
   }
 
-  async function rtpStats(pc) {
-    const out = { audioBytesIn: 0, videoBytesIn: 0, bytesOut: 0, inbound: [], local: null, remote: null };
-    if (!pc || pc.connectionState === 'closed') return out;
-    const stats = await pc.getStats();
-    let pair = null;
-    stats.forEach((s) => {
-      if (s.type === 'inbound-rtp') {
-        out[s.kind === 'video' ? 'videoBytesIn' : 'audioBytesIn'] += s.bytesReceived || 0;
-        out.inbound.push({ kind: s.kind, mid: s.mid || '', bytes: s.bytesReceived || 0 });
-      }
-      if (s.type === 'outbound-rtp') out.bytesOut += s.bytesSent || 0;
-      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-    });
-    if (pair) {
-      const l = stats.get(pair.localCandidateId), r = stats.get(pair.remoteCandidateId);
-      if (l) out.local = { type: l.candidateType, address: l.address, port: l.port, relayProtocol: l.relayProtocol || '' };
-      if (r) out.remote = { type: r.candidateType, address: r.address, port: r.port };
-    }
-    return out;
-  }
-
   async function state(callId) {
     const c = calls.get(callId);
     if (!c) return null;
@@ -294,7 +273,7 @@
       candidatesSeen: (c.candidatesSeen || []).length,
       candidatesWithUfrag: (c.candidatesSeen || []).filter((x) => x.usernameFragment).length,
       signalingState: pc ? pc.signalingState : '', iceConnectionState: pc ? pc.iceConnectionState : '',
-      stats: await rtpStats(pc),
+      stats: await globalThis.rtpStats(pc),
     };
   }
 
