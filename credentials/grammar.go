@@ -30,9 +30,11 @@ const (
 	// turn_user_lifetime is one hour); a correctly signed username valid
 	// for decades is a mistake or a leaked secret's forgery, and it could
 	// never be revoked by expiry.
-	MaxValidity  = 10 * 365 * 24 * time.Hour
-	maxKIDLen    = 16
-	maxCallIDLen = 64
+	MaxValidity = 10 * 365 * 24 * time.Hour
+	// maxValidityText is MaxValidity as error messages say it.
+	maxValidityText = "10 years"
+	maxKIDLen       = 16
+	maxCallIDLen    = 64
 
 	// callPrefix marks a per-call subject. A subject that starts with it is
 	// always read as per-call, so a plain user may not start with it.

@@ -135,7 +135,7 @@ func (k *Keyring) Mint(sub Subject, ttl time.Duration) (Credential, error) {
 		return Credential{}, fmt.Errorf("credentials: mint: ttl %v is shorter than 1s", ttl)
 	}
 	if ttl > MaxValidity {
-		return Credential{}, fmt.Errorf("credentials: mint: ttl %v is longer than %v (MaxValidity)", ttl, MaxValidity)
+		return Credential{}, fmt.Errorf("credentials: mint: ttl %v is longer than %s", ttl, maxValidityText)
 	}
 	if err := sub.check(); err != nil {
 		return Credential{}, fmt.Errorf("credentials: mint: %w", err)
@@ -192,7 +192,7 @@ func (k *Keyring) Lookup(username string) (Claims, string, error) {
 		return Claims{}, "", err
 	}
 	if c.Expires.After(k.now().Add(MaxValidity)) {
-		return Claims{}, "", malformed(fmt.Errorf("expiry %s is more than %v ahead", c.Expires.Format(time.RFC3339), MaxValidity))
+		return Claims{}, "", malformed(fmt.Errorf("expiry %s is more than %s ahead", c.Expires.Format(time.RFC3339), maxValidityText))
 	}
 	s, err := k.secretFor(c.KID)
 	if err != nil {

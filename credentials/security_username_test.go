@@ -75,9 +75,9 @@ func TestSecurityFarExpiry(t *testing.T) {
 		want    string
 	}{
 		{"ten years and a second", now.Add(MaxValidity + time.Second),
-			prefix() + "expiry 2034-11-23T02:00:01Z is more than 87600h0m0s ahead"},
+			prefix() + "expiry 2034-11-23T02:00:01Z is more than 10 years ahead"},
 		{"year 9999", time.Unix(253402300799, 0).UTC(),
-			prefix() + "expiry 9999-12-31T23:59:59Z is more than 87600h0m0s ahead"},
+			prefix() + "expiry 9999-12-31T23:59:59Z is more than 10 years ahead"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			username := strconv.FormatInt(tt.expires.Unix(), 10) + ".k1:bob"
@@ -97,7 +97,7 @@ func TestSecurityFarExpiry(t *testing.T) {
 	}
 
 	_, err := k.Mint(Subject{User: "bob"}, MaxValidity+time.Second)
-	const wantMint = "credentials: mint: ttl 87600h0m1s is longer than 87600h0m0s (MaxValidity)"
+	const wantMint = "credentials: mint: ttl 87600h0m1s is longer than 10 years"
 	if err == nil || err.Error() != wantMint {
 		t.Errorf("Mint with a TTL past MaxValidity: error %v, want %q", err, wantMint)
 	}

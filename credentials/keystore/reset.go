@@ -56,6 +56,9 @@ func Reset(stateDir, suffix string, log zerolog.Logger) error {
 		}
 		path := filepath.Join(secrets, e.Name())
 		key, err := readSecretFile(path)
+		if errors.Is(err, errSecretExposed) {
+			return fmt.Errorf("state: --init-state: %w (the secret itself is kept)", err)
+		}
 		if want, ok := rec.Secrets[e.Name()]; err == nil && (!ok || want == secretSum(key)) {
 			continue
 		}
@@ -68,6 +71,17 @@ func Reset(stateDir, suffix string, log zerolog.Logger) error {
 	// A new record is written from what is there now.
 	if err := os.Remove(RecordPath(stateDir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("state: --init-state: %w", err)
+	}
+	if _, _, err := loadRotation(stateDir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// A keyring record that does not parse (or names no key) would
+		// refuse every start: moved aside like a damaged secret.
+		path := KeyringRecordPath(stateDir)
+		if _, serr := os.Stat(path); serr == nil {
+			if err := os.Rename(path, path+suffix); err != nil {
+				return fmt.Errorf("state: --init-state: %w", err)
+			}
+			log.Warn().Str("moved_to", path+suffix).Msg("--init-state: keyring record unreadable; moved aside: the configured secrets sign")
+		}
 	}
 	if _, err := os.Stat(KeyringRecordPath(stateDir)); errors.Is(err, fs.ErrNotExist) {
 		log.Warn().Msg("--init-state: no keyring record: the configured secrets sign")

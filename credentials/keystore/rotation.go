@@ -66,8 +66,11 @@ func loadRotation(stateDir string) (st rotation, ok bool, err error) {
 	if err != nil {
 		return st, false, err
 	}
-	if err := json.Unmarshal(b, &st); err != nil || len(st.Keys) == 0 {
-		return st, false, fmt.Errorf("%s: unreadable keyring record: %v", KeyringRecordPath(stateDir), err)
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, false, StateError{fmt.Errorf("state: %s is unreadable (%v): %s", KeyringRecordPath(stateDir), err, InitStateHint)}
+	}
+	if len(st.Keys) == 0 {
+		return st, false, StateError{fmt.Errorf("state: %s names no key: %s", KeyringRecordPath(stateDir), InitStateHint)}
 	}
 	return st, true, nil
 }

@@ -51,6 +51,8 @@ func generatedSecret(stateDir, kid string, create bool) ([]byte, error) {
 	case recorded && errors.Is(err, fs.ErrNotExist):
 		return nil, StateError{fmt.Errorf("state: %s is missing, but %s records it: a new secret under kid %s would not "+
 			"match the credentials it signed; %s", path, RecordPath(stateDir), kid, InitStateHint)}
+	case errors.Is(err, errSecretExposed):
+		return nil, err // the secret is fine; its mode is not: no state was lost
 	case recorded:
 		return nil, StateError{fmt.Errorf("state: %w; %s", err, InitStateHint)}
 	case !errors.Is(err, fs.ErrNotExist):
@@ -118,13 +120,17 @@ func recordSecret(stateDir, kid string, key []byte) error {
 	})
 }
 
+// errSecretExposed is a secret file that others may read: fixed with chmod,
+// never by replacing the secret.
+var errSecretExposed = errors.New("secret file readable by others")
+
 func readSecretFile(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
 	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s is readable by others (mode %04o); chmod 600 it", path, fi.Mode().Perm())
+		return nil, fmt.Errorf("%w: %s (mode %04o); chmod 600 it", errSecretExposed, path, fi.Mode().Perm())
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
