@@ -134,8 +134,8 @@ func (s *Service) AnswerFromMatrix(ctx context.Context, ev MatrixEvent, sdp stri
 	}
 	var out Event
 	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
-		if c.ConversationID != conv.ID {
-			return nil, forbiddenf("the call is not in this room")
+		if err := inRoom(c, conv); err != nil {
+			return nil, err
 		}
 		if err := applyAnswer(c, ev.Sender, ev.PartyID, sdp, s.cfg.Now().UTC()); err != nil {
 			return nil, err
@@ -177,6 +177,9 @@ func (s *Service) CandidatesFromMatrix(ctx context.Context, ev MatrixEvent, cs [
 	if err != nil {
 		return err
 	}
+	if err := inRoom(&c, conv); err != nil {
+		return err
+	}
 	if err := checkInCall(&c, ev.Sender, ev.PartyID); err != nil {
 		return err
 	}
@@ -212,8 +215,8 @@ func (s *Service) HangupFromMatrix(ctx context.Context, ev MatrixEvent, reason s
 	}
 	var out Event
 	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
-		if c.ConversationID != conv.ID {
-			return nil, forbiddenf("the call is not in this room")
+		if err := inRoom(c, conv); err != nil {
+			return nil, err
 		}
 		if err := apply(c); err != nil {
 			return nil, err
@@ -249,6 +252,9 @@ func (s *Service) SelectAnswerFromMatrix(ctx context.Context, ev MatrixEvent, se
 	if err != nil {
 		return Call{}, err
 	}
+	if err := inRoom(&c, conv); err != nil {
+		return Call{}, err
+	}
 	if err := checkSelectAnswer(&c, ev.Sender, ev.PartyID, selected); err == nil {
 		s.emit(newEvent(conv, c, EventCallSelectAnswerViaMatrix, SelectAnswerPayload{
 			Type: EventCallSelectAnswerViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
@@ -260,6 +266,9 @@ func (s *Service) SelectAnswerFromMatrix(ctx context.Context, ev MatrixEvent, se
 	}
 	var out Event
 	c, err = s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+		if err := inRoom(c, conv); err != nil {
+			return nil, err
+		}
 		if err := notEnded(c); err != nil {
 			return nil, err
 		}
@@ -300,8 +309,8 @@ func (s *Service) NegotiateFromMatrix(ctx context.Context, ev MatrixEvent, desc 
 	}
 	var out Event
 	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
-		if c.ConversationID != conv.ID {
-			return nil, forbiddenf("the call is not in this room")
+		if err := inRoom(c, conv); err != nil {
+			return nil, err
 		}
 		if err := applyNegotiate(c, ev.Sender, ev.PartyID, desc.Type, lifetime, s.cfg.Now().UTC()); err != nil {
 			return nil, err
@@ -336,8 +345,8 @@ func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, 
 	if err != nil {
 		return err
 	}
-	if c.ConversationID != conv.ID {
-		return forbiddenf("the call is not in this room")
+	if err := inRoom(&c, conv); err != nil {
+		return err
 	}
 	if err := checkInCall(&c, ev.Sender, ev.PartyID); err != nil {
 		return err
@@ -454,4 +463,14 @@ func (s *Service) resolveGlare(ctx context.Context, conv Conversation, in Matrix
 		s.ended(c, ev)
 	}
 	return true, nil
+}
+
+// inRoom refuses a Matrix event about a call of another conversation than
+// the room it was sent in: a member of one room must not reach the calls
+// (and the clients) of another.
+func inRoom(c *Call, conv Conversation) error {
+	if c.ConversationID != conv.ID {
+		return forbiddenf("the call is not in this room")
+	}
+	return nil
 }

@@ -121,6 +121,39 @@ func TestAnswerFromMatrixSelectsIt(t *testing.T) {
 	}
 }
 
+// TestMatrixEventsStayInTheirRoom: a Matrix member of two rooms cannot
+// reach a call of one room with events sent in the other (a ringing call
+// with no invitee lets any member of its own room take part).
+func TestMatrixEventsStayInTheirRoom(t *testing.T) {
+	e := newMatrixEnv(t)
+	ctx := context.Background()
+	if _, err := e.svc.PutConversation(ctx, "other", []string{"carol", bob}, "!other:example.org"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "mx", SDPOffer: "v=0 alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := mxEvent(c.ID, "bobdev")
+	elsewhere.RoomID = "!other:example.org"
+	published := e.rec.count()
+	if err := e.svc.CandidatesFromMatrix(ctx, elsewhere, []signaling.Candidate{{Candidate: "candidate:1"}}); !errors.Is(err, signaling.ErrForbidden) {
+		t.Errorf("candidates sent in another room: %v, want forbidden", err)
+	}
+	if _, err := e.svc.SelectAnswerFromMatrix(ctx, elsewhere, "someone"); !errors.Is(err, signaling.ErrForbidden) {
+		t.Errorf("select_answer sent in another room: %v, want forbidden", err)
+	}
+	if _, err := e.svc.AnswerFromMatrix(ctx, elsewhere, "v=0 bob"); !errors.Is(err, signaling.ErrForbidden) {
+		t.Errorf("answer sent in another room: %v, want forbidden", err)
+	}
+	if n := e.rec.count(); n != published {
+		t.Errorf("%d events published for events from another room", n-published)
+	}
+	if got, err := e.svc.Get(ctx, "alice", c.ID); err != nil || got.Status != signaling.StatusRinging {
+		t.Errorf("the call after events from another room: %+v, %v", got, err)
+	}
+}
+
 func TestGlareKeepsTheLesserCallID(t *testing.T) {
 	ctx := context.Background()
 	// alice rings bob with an ID that sorts after bob's: bob's call wins.
