@@ -3,7 +3,6 @@ package httpapi
 import (
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -18,48 +17,19 @@ const (
 	listLimitMax     = 200
 )
 
-// callSummary is a call as GET /calls lists it: everything but the SDP
-// bodies, which only GET /calls/{id} returns. Field names are those of the
-// full call.
-type callSummary struct {
-	ID             string           `json:"id"`
-	ConversationID string           `json:"conversation_id"`
-	RoomID         string           `json:"room_id,omitempty"`
-	Initiator      string           `json:"initiator"`
-	Invitee        string           `json:"invitee,omitempty"`
-	PartyID        string           `json:"party_id"`
-	Status         signaling.Status `json:"status"`
-	Answerer       string           `json:"answerer,omitempty"`
-	AnswerPartyID  string           `json:"answer_party_id,omitempty"`
-	LifetimeMS     int64            `json:"lifetime_ms"`
-	Version        string           `json:"version"`
-
-	CreatedAt  time.Time  `json:"created_at"`
-	AnsweredAt *time.Time `json:"answered_at,omitempty"`
-	EndedAt    *time.Time `json:"ended_at,omitempty"`
-	EndReason  string     `json:"end_reason,omitempty"`
-	EndedBy    string     `json:"ended_by,omitempty"`
-
-	MatrixInviteEventID string `json:"matrix_invite_event_id,omitempty"`
-	MatrixPartyID       string `json:"matrix_party_id,omitempty"`
-}
-
-func summaryOf(c signaling.Call) callSummary {
-	return callSummary{
-		ID: c.ID, ConversationID: c.ConversationID, RoomID: c.RoomID,
-		Initiator: c.Initiator, Invitee: c.Invitee, PartyID: c.PartyID, Status: c.Status,
-		Answerer: c.Answerer, AnswerPartyID: c.AnswerPartyID, LifetimeMS: c.LifetimeMS, Version: c.Version,
-		CreatedAt: c.CreatedAt, AnsweredAt: c.AnsweredAt, EndedAt: c.EndedAt,
-		EndReason: c.EndReason, EndedBy: c.EndedBy,
-		MatrixInviteEventID: c.MatrixInviteEventID, MatrixPartyID: c.MatrixPartyID,
-	}
+// summaryOf is a call as GET /calls lists it: its view without the SDP
+// bodies (omitted when empty), which only GET /calls/{id} returns.
+func summaryOf(c signaling.Call) callView {
+	v := viewOf(c)
+	v.SDPOffer, v.SDPAnswer = "", ""
+	return v
 }
 
 // callsResponse is GET /calls. More says that the conversation has more
 // (older) calls than were listed.
 type callsResponse struct {
-	Calls []callSummary `json:"calls"`
-	More  bool          `json:"more"`
+	Calls []callView `json:"calls"` // without SDPs (summaryOf)
+	More  bool       `json:"more"`
 }
 
 // listCalls serves GET /calls?conversation_id=C[&active=true][&limit=N]: the
@@ -93,7 +63,7 @@ func (s *Server) listCalls(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	resp := callsResponse{Calls: make([]callSummary, 0, min(len(calls), limit))}
+	resp := callsResponse{Calls: make([]callView, 0, min(len(calls), limit))}
 	for i, call := range calls {
 		if i == limit {
 			resp.More = true

@@ -10,7 +10,7 @@ import (
 // the call operations, the admin routes): the JSON names below are the API's,
 // apart from the domain's signaling.Call and the store's record of it, so
 // that neither can change the API by changing itself. GET /calls lists
-// callSummary (list.go), which leaves the SDPs out.
+// summaries (list.go), views without the SDPs.
 type callView struct {
 	ID             string           `json:"id"`
 	ConversationID string           `json:"conversation_id"`
