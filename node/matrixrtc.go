@@ -58,7 +58,9 @@ func (n *Node) homeserverAddrPolicy() (func(netip.Addr) bool, error) {
 	}
 	return func(a netip.Addr) bool {
 		a = turnserver.Canonical(a)
-		if !rules.AllowIP(a) {
+		// All of loopback is this host, also where a test allows
+		// loopback peers for the relay.
+		if a.IsLoopback() || !rules.AllowIP(a) {
 			return false
 		}
 		// Read at each dial (a verification is rare; addresses change).
