@@ -238,10 +238,10 @@ type MatrixRTC struct {
 // LiveKit is the LiveKit server the issued JWTs are for (external mode; the
 // managed mode comes later).
 type LiveKit struct {
-	URL        string `yaml:"url"`         // what clients connect to, ws:// or wss://; required when matrixrtc.enabled. Default: ""
-	APIKey     string `yaml:"api_key"`     // Default: ""
-	APISecret  string `yaml:"api_secret"`  // inline; prefer api_secret_file. Default: ""
-	SecretFile string `yaml:"secret_file"` // file holding the API secret (whitespace trimmed); mode 0600 or stricter. Default: ""
+	URL           string `yaml:"url"`             // what clients connect to, ws:// or wss://; required when matrixrtc.enabled. Default: ""
+	APIKey        string `yaml:"api_key"`         // Default: ""
+	APISecret     string `yaml:"api_secret"`      // inline; prefer api_secret_file. Default: ""
+	APISecretFile string `yaml:"api_secret_file"` // file holding the API secret (whitespace trimmed); mode 0600 or stricter. Default: ""
 }
 
 // VoIP configures the legacy 1:1 Matrix VoIP events (m.call.*).

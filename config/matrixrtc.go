@@ -10,20 +10,20 @@ import (
 	"time"
 )
 
-var errBothLiveKitSecrets = errors.New("config: matrixrtc.livekit: api_secret and secret_file are both set")
+var errBothLiveKitSecrets = errors.New("config: matrixrtc.livekit: api_secret and api_secret_file are both set")
 
 // SecretValue returns the LiveKit API secret: APISecret, or the contents of
-// SecretFile with surrounding whitespace trimmed (as Secret.Value).
+// APISecretFile with surrounding whitespace trimmed (as Secret.Value).
 func (l LiveKit) SecretValue() (string, error) {
 	switch {
-	case l.APISecret != "" && l.SecretFile != "":
+	case l.APISecret != "" && l.APISecretFile != "":
 		return "", errBothLiveKitSecrets
 	case l.APISecret != "":
 		return l.APISecret, nil
-	case l.SecretFile != "":
-		b, err := os.ReadFile(l.SecretFile)
+	case l.APISecretFile != "":
+		b, err := os.ReadFile(l.APISecretFile)
 		if err != nil {
-			return "", fmt.Errorf("config: matrixrtc.livekit.secret_file: %w", err)
+			return "", fmt.Errorf("config: matrixrtc.livekit.api_secret_file: %w", err)
 		}
 		return string(bytes.TrimSpace(b)), nil
 	}
@@ -55,18 +55,18 @@ func (v *validator) matrixRTC(m *MatrixRTC) {
 		v.add("matrixrtc.livekit.api_key", "required when matrixrtc.enabled")
 	}
 	switch {
-	case m.LiveKit.APISecret != "" && m.LiveKit.SecretFile != "":
-		v.add("matrixrtc.livekit", "api_secret and secret_file are both set; keep one")
+	case m.LiveKit.APISecret != "" && m.LiveKit.APISecretFile != "":
+		v.add("matrixrtc.livekit", "api_secret and api_secret_file are both set; keep one")
 	case m.LiveKit.APISecret != "":
 		if len(m.LiveKit.APISecret) < 32 {
 			v.add("matrixrtc.livekit.api_secret", "must be at least 32 bytes (LiveKit refuses shorter secrets)")
 		}
-	case m.LiveKit.SecretFile != "":
-		if b, ok := v.privateFile("matrixrtc.livekit.secret_file", m.LiveKit.SecretFile); ok && len(bytes.TrimSpace(b)) < 32 {
-			v.add("matrixrtc.livekit.secret_file", "%s holds fewer than 32 bytes (LiveKit refuses shorter secrets)", m.LiveKit.SecretFile)
+	case m.LiveKit.APISecretFile != "":
+		if b, ok := v.privateFile("matrixrtc.livekit.api_secret_file", m.LiveKit.APISecretFile); ok && len(bytes.TrimSpace(b)) < 32 {
+			v.add("matrixrtc.livekit.api_secret_file", "%s holds fewer than 32 bytes (LiveKit refuses shorter secrets)", m.LiveKit.APISecretFile)
 		}
 	default:
-		v.add("matrixrtc.livekit.api_secret", "required when matrixrtc.enabled (or matrixrtc.livekit.secret_file)")
+		v.add("matrixrtc.livekit.api_secret", "required when matrixrtc.enabled (or matrixrtc.livekit.api_secret_file)")
 	}
 	if m.JWTLifetime < time.Minute || m.JWTLifetime > 24*time.Hour {
 		v.add("matrixrtc.jwt_lifetime", "must be between 1m and 24h (got %s)", m.JWTLifetime)

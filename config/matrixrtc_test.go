@@ -31,15 +31,15 @@ func TestMatrixRTCValidate(t *testing.T) {
 	}{
 		{"off needs nothing", func(m *MatrixRTC) { *m = Default().MatrixRTC }, ""},
 		{"good", func(*MatrixRTC) {}, ""},
-		{"secret file", func(m *MatrixRTC) { m.LiveKit.APISecret, m.LiveKit.SecretFile = "", private }, ""},
+		{"secret file", func(m *MatrixRTC) { m.LiveKit.APISecret, m.LiveKit.APISecretFile = "", private }, ""},
 		{"wildcard", func(m *MatrixRTC) { m.FullAccessHomeservers = []string{"*"} }, ""},
 		{"no url", func(m *MatrixRTC) { m.LiveKit.URL = "" }, `matrixrtc.livekit.url: "" must be a ws:// or wss:// URL (required when matrixrtc.enabled)`},
 		{"http url", func(m *MatrixRTC) { m.LiveKit.URL = "https://sfu" }, `matrixrtc.livekit.url: "https://sfu" must be a ws:// or wss:// URL`},
 		{"no key", func(m *MatrixRTC) { m.LiveKit.APIKey = "" }, "matrixrtc.livekit.api_key: required when matrixrtc.enabled"},
 		{"no secret", func(m *MatrixRTC) { m.LiveKit.APISecret = "" }, "matrixrtc.livekit.api_secret: required when matrixrtc.enabled"},
 		{"short secret", func(m *MatrixRTC) { m.LiveKit.APISecret = "short" }, "matrixrtc.livekit.api_secret: must be at least 32 bytes"},
-		{"both secrets", func(m *MatrixRTC) { m.LiveKit.SecretFile = private }, "matrixrtc.livekit: api_secret and secret_file are both set; keep one"},
-		{"open secret file", func(m *MatrixRTC) { m.LiveKit.APISecret, m.LiveKit.SecretFile = "", open }, "is readable by others (mode 0644); chmod 600 it"},
+		{"both secrets", func(m *MatrixRTC) { m.LiveKit.APISecretFile = private }, "matrixrtc.livekit: api_secret and api_secret_file are both set; keep one"},
+		{"open secret file", func(m *MatrixRTC) { m.LiveKit.APISecret, m.LiveKit.APISecretFile = "", open }, "is readable by others (mode 0644); chmod 600 it"},
 		{"base path slash", func(m *MatrixRTC) { m.BasePath = "/rtc/" }, `matrixrtc.base_path: "/rtc/" must start with / and not end with /`},
 		{"base path relative", func(m *MatrixRTC) { m.BasePath = "rtc" }, `matrixrtc.base_path: "rtc" must start with /`},
 		{"wildcard and more", func(m *MatrixRTC) { m.FullAccessHomeservers = []string{"*", "a.org"} }, `matrixrtc.full_access_homeservers[0]: "*" is not a server name (or "*" alone)`},
@@ -60,7 +60,7 @@ func TestMatrixRTCValidate(t *testing.T) {
 			}
 		})
 	}
-	l := LiveKit{SecretFile: private}
+	l := LiveKit{APISecretFile: private}
 	if got, err := l.SecretValue(); err != nil || got != strings.Repeat("s", 40) {
 		t.Errorf("SecretValue() = %q, %v; want the file's secret, trimmed", got, err)
 	}
