@@ -14,5 +14,4 @@ var (
 	errCallRevoked    = errors.New("turnserver: call revoked")
 	errConnectNotTCP  = errors.New("turnserver: connect: not a TCP allocation")
 	errConnectBusy    = errors.New("turnserver: connect: too many dials in flight")
-	errAddrFamily     = errors.New("turnserver: address family does not match the socket")
 )

@@ -232,11 +232,7 @@ func (l *fastListener) learnAllocation(p []byte, to net.Addr) {
 	if relayed.GetFromAs(m, stun.AttrXORRelayedAddress) != nil {
 		return
 	}
-	network := netUDP4
-	if relayed.IP.To4() == nil {
-		network = netUDP6
-	}
-	rc := l.s.relayConn(relayPort{network: network, port: uint16(relayed.Port)})
+	rc := l.s.relayConn(udpRelayPort(relayed.IP, relayed.Port))
 	if rc == nil {
 		return
 	}

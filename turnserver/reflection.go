@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pion/stun/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
@@ -108,6 +109,5 @@ func isSTUNErrorResponse(p []byte) bool {
 // isSTUNBindingSuccess reports whether p is a STUN Binding success response
 // (type 0x0101).
 func isSTUNBindingSuccess(p []byte) bool {
-	return len(p) >= 20 && binary.BigEndian.Uint16(p[0:2]) == 0x0101 &&
-		binary.BigEndian.Uint32(p[4:8]) == stunMagicCookie
+	return isSTUNType(p, stun.MethodBinding, stun.ClassSuccessResponse)
 }

@@ -118,6 +118,15 @@ const (
 )
 
 // relayNetwork maps pion's network names to the registry's index.
+// udpRelayPort is the registry's key of the UDP relay socket at ip:port.
+func udpRelayPort(ip net.IP, port int) relayPort {
+	network := netUDP4
+	if ip.To4() == nil {
+		network = netUDP6
+	}
+	return relayPort{network: network, port: uint16(port)}
+}
+
 func relayNetwork(network string) (int, bool) {
 	switch network {
 	case "udp4":

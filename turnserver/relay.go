@@ -432,11 +432,7 @@ func (s *Server) onPermission(delta int) func(_, _ net.Addr, _, _, _ string, rel
 		if !ok || !iok {
 			return
 		}
-		network := netUDP4
-		if ra.IP.To4() == nil {
-			network = netUDP6
-		}
-		if rc := s.relayConn(relayPort{network: network, port: uint16(ra.Port)}); rc != nil {
+		if rc := s.relayConn(udpRelayPort(ra.IP, ra.Port)); rc != nil {
 			rc.permit(ip, delta)
 		}
 	}

@@ -1,6 +1,7 @@
 package turnserver
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -69,7 +70,7 @@ func (l *engineListener) ReadFrom(p []byte) (int, net.Addr, error) {
 func (l *engineListener) WriteTo(p []byte, addr net.Addr) (int, error) {
 	to, ok := addrPortOf(addr)
 	if !ok {
-		return 0, errAddrFamily
+		return 0, fmt.Errorf("turnserver: WriteTo: unsupported address %T", addr)
 	}
 	n, err := l.sock.SendToWaiting(p, to)
 	if udpengine.BufferFull(err) {
