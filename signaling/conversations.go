@@ -71,12 +71,6 @@ func (s *Service) participantOf(ctx context.Context, user, convID string) (Conve
 	return conv, nil
 }
 
-// CheckParticipant reports whether user may use a call's credentials (the
-// HTTP API mints per-call ICE servers only for participants).
-func (s *Service) CheckParticipant(ctx context.Context, user, callID string) (Call, error) {
-	return s.Get(ctx, user, callID)
-}
-
 // checkConversation validates a conversation an administrator puts.
 func checkConversation(id string, participants []string) error {
 	if !ValidID(id) {

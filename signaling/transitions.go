@@ -188,7 +188,7 @@ func (s *Service) SelectAnswer(ctx context.Context, user, callID string, req Sel
 		return Call{}, err
 	}
 	if !partyRE.MatchString(req.SelectedPartyID) {
-		return Call{}, invalidf("selected_party_id is required")
+		return Call{}, invalidf("selected_party_id must be 1-255 characters of [0-9a-zA-Z._~-]")
 	}
 	conv, c, err := s.read(ctx, user, callID)
 	if err != nil {

@@ -58,15 +58,7 @@ func CredentialID(callID string) string {
 }
 
 func validUser(u string) bool {
-	if u == "" || len(u) > maxUserID || !utf8.ValidString(u) {
-		return false
-	}
-	for _, r := range u {
-		if r < 0x20 || r == 0x7f {
-			return false
-		}
-	}
-	return true
+	return u != "" && len(u) <= maxUserID && utf8.ValidString(u) && !hasControl(u, "")
 }
 
 // PartyIDFor is the party ID of a user's icebox client that did not name
@@ -121,8 +113,11 @@ func checkCandidates(cs []Candidate) error {
 		return invalidf("candidates must hold 1-%d entries", maxCandidates)
 	}
 	for i, c := range cs {
-		if len(c.Candidate) > maxCandidate || !utf8.ValidString(c.Candidate) {
-			return invalidf("candidates[%d] is too long or not UTF-8", i)
+		if len(c.Candidate) > maxCandidate {
+			return invalidf("candidates[%d].candidate is longer than %d bytes", i, maxCandidate)
+		}
+		if !utf8.ValidString(c.Candidate) {
+			return invalidf("candidates[%d].candidate is not valid UTF-8", i)
 		}
 		if hasControl(c.Candidate, "") {
 			return invalidf("candidates[%d].candidate holds a control character", i)
@@ -130,11 +125,11 @@ func checkCandidates(cs []Candidate) error {
 		if c.SDPMLineIndex != nil && (*c.SDPMLineIndex < 0 || *c.SDPMLineIndex > 1024) {
 			return invalidf("candidates[%d].sdpMLineIndex out of range", i)
 		}
-		if c.SDPMid != nil && len(*c.SDPMid) > 64 {
-			return invalidf("candidates[%d].sdpMid too long", i)
+		if c.SDPMid != nil && (len(*c.SDPMid) > 64 || hasControl(*c.SDPMid, "")) {
+			return invalidf("candidates[%d].sdpMid is longer than 64 bytes or holds a control character", i)
 		}
-		if c.UsernameFragment != nil && (len(*c.UsernameFragment) > 256 || !utf8.ValidString(*c.UsernameFragment)) {
-			return invalidf("candidates[%d].usernameFragment is too long or not UTF-8", i)
+		if c.UsernameFragment != nil && (len(*c.UsernameFragment) > 256 || !utf8.ValidString(*c.UsernameFragment) || hasControl(*c.UsernameFragment, "")) {
+			return invalidf("candidates[%d].usernameFragment is longer than 256 bytes, not UTF-8 or holds a control character", i)
 		}
 	}
 	return nil

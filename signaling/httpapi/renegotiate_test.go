@@ -195,6 +195,7 @@ func TestRenegotiationBadInput(t *testing.T) {
 		{"metadata_changed, unknown field", "metadata_changed", `"sdp_stream_metadata":{},"muted":true`, "unknown_field"},
 		{"control character in the sdp", "negotiate", `"description":{"type":"offer","sdp":"v=0\r\na=x\u0001y\r\n"}`, "invalid_request"},
 		{"control character in a candidate", "candidates", `"candidates":[{"candidate":"candidate:1 1 udp 1 198.51.100.1 9 typ host\u001b"}]`, "invalid_request"},
+		{"control character in a usernameFragment", "candidates", `"candidates":[{"candidate":"c","usernameFragment":"a\u0000"}]`, "invalid_request"},
 		{"usernameFragment a number", "candidates", `"candidates":[{"candidate":"c","usernameFragment":5}]`, "invalid_json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
