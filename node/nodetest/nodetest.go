@@ -90,9 +90,6 @@ func (n *Node) Stop() error {
 	return n.err
 }
 
-// Done is closed once the node has stopped.
-func (n *Node) Done() <-chan struct{} { return n.done }
-
 // Port returns the port of a bound "host:port" address, or 0.
 func Port(addr string) int {
 	_, p, err := net.SplitHostPort(addr)
