@@ -141,4 +141,5 @@ type CallFilter struct {
 	ConversationID string // required
 	ActiveOnly     bool   // only ringing and answered calls
 	Limit          int    // 0 = no limit; newest first
+	NoSDP          bool   // leave the SDP bodies out (a listing needs none; up to 128 KiB a call)
 }

@@ -374,7 +374,7 @@ func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, 
 	if err != nil {
 		return nil, err
 	}
-	active, err := s.cfg.Store.Calls(ctx, CallFilter{ConversationID: conv.ID, ActiveOnly: true})
+	active, err := s.cfg.Store.Calls(ctx, CallFilter{ConversationID: conv.ID, ActiveOnly: true, NoSDP: true})
 	if err != nil {
 		return nil, err
 	}
@@ -432,7 +432,7 @@ var ErrGlare = errors.New("glare")
 // If theirs wins, ours ends ("replaced", sent to Matrix too); if ours
 // wins, theirs is refused with ErrGlare.
 func (s *Service) resolveGlare(ctx context.Context, conv Conversation, in MatrixInvite) (keepTheirs bool, err error) {
-	active, err := s.cfg.Store.Calls(ctx, CallFilter{ConversationID: conv.ID, ActiveOnly: true})
+	active, err := s.cfg.Store.Calls(ctx, CallFilter{ConversationID: conv.ID, ActiveOnly: true, NoSDP: true})
 	if err != nil {
 		return false, err
 	}

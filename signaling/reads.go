@@ -24,7 +24,7 @@ func (s *Service) List(ctx context.Context, user, convID string, activeOnly bool
 	if _, err := s.participantOf(ctx, user, convID); err != nil {
 		return nil, err
 	}
-	return s.cfg.Store.Calls(ctx, CallFilter{ConversationID: convID, ActiveOnly: activeOnly, Limit: limit})
+	return s.cfg.Store.Calls(ctx, CallFilter{ConversationID: convID, ActiveOnly: activeOnly, Limit: limit, NoSDP: true})
 }
 
 // read loads a call and its conversation and checks user takes part. A call

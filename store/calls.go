@@ -112,12 +112,16 @@ func (s *Store) Calls(ctx context.Context, f signaling.CallFilter) ([]signaling.
 			if len(k) <= len(prefix)+9 || k[len(prefix)+8] != 0 {
 				return fmt.Errorf("%w: malformed %s key %q", ErrCorrupt, bucketCallsByConv, k)
 			}
-			c, err := getCall(tx, k[len(prefix)+9:])
+			id := k[len(prefix)+9:]
+			c, err := getCallRecord(tx, id)
 			if err != nil {
 				return fmt.Errorf("%s entry %q: %w", bucketCallsByConv, k, err)
 			}
-			if f.ActiveOnly && c.Status != signaling.StatusRinging && c.Status != signaling.StatusAnswered {
+			if f.ActiveOnly && !isActive(c.Status) {
 				continue
+			}
+			if !f.NoSDP {
+				fillSDPs(tx, id, &c)
 			}
 			out = append(out, c)
 			if f.Limit > 0 && len(out) == f.Limit {
@@ -198,16 +202,22 @@ func isActive(st signaling.Status) bool {
 
 // getCall reads one call; signaling.ErrNotFound if there is none.
 func getCall(tx *bolt.Tx, id []byte) (signaling.Call, error) {
-	raw := tx.Bucket(bucketCalls).Get(id)
-	if raw == nil {
-		return signaling.Call{}, signaling.ErrNotFound
-	}
-	c, err := decodeCall(id, raw)
+	c, err := getCallRecord(tx, id)
 	if err != nil {
 		return signaling.Call{}, err
 	}
 	fillSDPs(tx, id, &c)
 	return c, nil
+}
+
+// getCallRecord reads one call without the SDP bodies kept apart in
+// call_sdps (records written before schema 5 may still hold theirs inline).
+func getCallRecord(tx *bolt.Tx, id []byte) (signaling.Call, error) {
+	raw := tx.Bucket(bucketCalls).Get(id)
+	if raw == nil {
+		return signaling.Call{}, signaling.ErrNotFound
+	}
+	return decodeCall(id, raw)
 }
 
 // putCall writes c and brings the indexes and revocations in step with it.

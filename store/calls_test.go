@@ -364,6 +364,20 @@ func TestCallsListing(t *testing.T) {
 		}
 	})
 
+	t.Run("without SDPs", func(t *testing.T) {
+		got, err := s.Calls(ctx, signaling.CallFilter{ConversationID: "z", NoSDP: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []signaling.Call{calls[9], calls[8]}
+		for i := range want {
+			want[i].SDPOffer, want[i].SDPAnswer = "", ""
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got %+v\nwant %+v", got, want)
+		}
+	})
+
 	t.Run("CreatedAt changed by update", func(t *testing.T) {
 		if _, err := s.UpdateCall(ctx, "old", func(c *signaling.Call) error {
 			c.CreatedAt = at(time.Hour)
