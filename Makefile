@@ -34,10 +34,12 @@ run: build
 
 # test-deps installs the real peers the tests use when they are missing:
 # Debian's coturn (turnutils_uclient/turnutils_peer) and systemd
-# (systemd-analyze), and a pinned Dendrite homeserver built with go install.
+# (systemd-analyze), and a pinned Dendrite homeserver and livekit-server (the
+# LiveKit SFU of the MatrixRTC tests and managed mode), built with go install.
 test-deps:
 	@./scripts/install-test-deps.sh
 	@./scripts/install-dendrite.sh
+	@./scripts/install-livekit.sh
 
 test: test-deps
 	$(GO) vet -tags $(TAGS) ./...
