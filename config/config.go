@@ -233,6 +233,25 @@ type MatrixRTC struct {
 	LiveKit        LiveKit           `yaml:"livekit"`
 	JWTLifetime    time.Duration     `yaml:"jwt_lifetime"`   // lifetime of an issued LiveKit JWT. Default: 1h; 1m..24h
 	VerifyTimeout  time.Duration     `yaml:"verify_timeout"` // bound on one OpenID verification at a homeserver. Default: 10s; 1s..60s
+
+	// Discovery, verification cache and room policy.
+
+	// PublicURL is where clients reach icebox's HTTP API from outside
+	// (scheme://host[:port], through the reverse proxy): the
+	// .well-known livekit_service_url is PublicURL + BasePath, and
+	// `icebox check` asks PublicURL + BasePath + "/healthz". Default: ""
+	// (unknown: `icebox matrixrtc well-known` then needs --public-url)
+	PublicURL string `yaml:"public_url"`
+	// RequireJoined refuses a token to a user who is not joined to the
+	// Matrix room named in the request, asked as icebox's Matrix service
+	// user (matrix.enabled with an access token; the service user must be
+	// in the room). lk-jwt-service does not check. Default: false
+	RequireJoined bool `yaml:"require_joined"`
+	// VerifyCacheTTL keeps a successful OpenID verification this long
+	// (keyed by a hash of the token, never the token), so a client asking
+	// again with the same token is not sent to its homeserver again; 0 =
+	// no cache. Failures are never cached. Default: 1m; 0..5m
+	VerifyCacheTTL time.Duration `yaml:"verify_cache_ttl"`
 }
 
 // LiveKit is the LiveKit server the issued JWTs are for (external mode; the
@@ -312,6 +331,7 @@ func Default() Config {
 			HomeserverURLs:        map[string]string{},
 			JWTLifetime:           time.Hour,
 			VerifyTimeout:         10 * time.Second,
+			VerifyCacheTTL:        time.Minute,
 		},
 	}
 }

@@ -75,3 +75,58 @@ func (v *validator) matrixRTC(m *MatrixRTC) {
 		v.add("matrixrtc.verify_timeout", "must be between 1s and 60s (got %s)", m.VerifyTimeout)
 	}
 }
+
+// maxVerifyCacheTTL bounds matrixrtc.verify_cache_ttl: a cached
+// verification lets a token work that long after the homeserver stopped
+// vouching for it, so it stays far below an OpenID token's lifetime
+// (Synapse and Dendrite issue them for an hour).
+const maxVerifyCacheTTL = 5 * time.Minute
+
+// ServiceURL is the livekit_service_url of the homeserver's
+// .well-known/matrix/client: PublicURL followed by BasePath. It is ""
+// when PublicURL is not set.
+func (m MatrixRTC) ServiceURL() string {
+	if m.PublicURL == "" {
+		return ""
+	}
+	return strings.TrimSuffix(m.PublicURL, "/") + m.BasePath
+}
+
+// CheckPublicURL checks a public URL of icebox's HTTP API (the
+// matrixrtc.public_url key, or the same given on a command line).
+func CheckPublicURL(raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil, u.Scheme != "https" && u.Scheme != "http", u.Host == "", u.Opaque != "":
+		return fmt.Errorf("%q is not an http(s) URL such as https://icebox.your.domain", raw)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(u.Path, "/"):
+		return fmt.Errorf("%q must be scheme://host[:port][/prefix], without user, query, fragment or final /", raw)
+	}
+	return nil
+}
+
+// matrixRTCDiscovery checks the discovery, cache and room policy keys,
+// which need the Matrix section too.
+func (v *validator) matrixRTCDiscovery(m *MatrixRTC, mx *Matrix) {
+	if !m.Enabled {
+		return
+	}
+	if m.PublicURL != "" {
+		if err := CheckPublicURL(m.PublicURL); err != nil {
+			v.add("matrixrtc.public_url", "%v", err)
+		}
+	}
+	if m.VerifyCacheTTL < 0 || m.VerifyCacheTTL > maxVerifyCacheTTL {
+		v.add("matrixrtc.verify_cache_ttl", "must be between 0s (no cache) and %s (got %s)", maxVerifyCacheTTL, m.VerifyCacheTTL)
+	}
+	if m.RequireJoined {
+		switch {
+		case !mx.Enabled:
+			// Membership is private to the room's members: only a user in
+			// the room can ask, and icebox asks as its service user.
+			v.add("matrixrtc.require_joined", "needs matrix.enabled: room membership is asked as icebox's Matrix service user (set require_joined: false, or configure matrix)")
+		case !mx.hasToken():
+			v.add("matrixrtc.require_joined", "needs matrix.access_token or matrix.access_token_file: a password login's session belongs to the VoIP bridge")
+		}
+	}
+}

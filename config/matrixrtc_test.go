@@ -65,3 +65,52 @@ func TestMatrixRTCValidate(t *testing.T) {
 		t.Errorf("SecretValue() = %q, %v; want the file's secret, trimmed", got, err)
 	}
 }
+
+func TestMatrixRTCDiscoveryValidate(t *testing.T) {
+	withToken := Matrix{Enabled: true, AccessToken: "tok"}
+	for _, tc := range []struct {
+		name string
+		edit func(*MatrixRTC, *Matrix)
+		want string // "" = valid
+	}{
+		{"defaults", func(*MatrixRTC, *Matrix) {}, ""},
+		{"public url", func(m *MatrixRTC, _ *Matrix) { m.PublicURL = "https://icebox.example.org" }, ""},
+		{"public url with prefix", func(m *MatrixRTC, _ *Matrix) { m.PublicURL = "https://example.org/icebox" }, ""},
+		{"public url ws", func(m *MatrixRTC, _ *Matrix) { m.PublicURL = "wss://example.org" }, `matrixrtc.public_url: "wss://example.org" is not an http(s) URL`},
+		{"public url no host", func(m *MatrixRTC, _ *Matrix) { m.PublicURL = "example.org" }, `matrixrtc.public_url: "example.org" is not an http(s) URL`},
+		{"public url slash", func(m *MatrixRTC, _ *Matrix) { m.PublicURL = "https://example.org/" }, "without user, query, fragment or final /"},
+		{"public url query", func(m *MatrixRTC, _ *Matrix) { m.PublicURL = "https://example.org?a=b" }, "without user, query, fragment or final /"},
+		{"cache off", func(m *MatrixRTC, _ *Matrix) { m.VerifyCacheTTL = 0 }, ""},
+		{"cache too long", func(m *MatrixRTC, _ *Matrix) { m.VerifyCacheTTL = time.Hour }, "matrixrtc.verify_cache_ttl: must be between 0s (no cache) and 5m0s (got 1h0m0s)"},
+		{"cache negative", func(m *MatrixRTC, _ *Matrix) { m.VerifyCacheTTL = -time.Second }, "matrixrtc.verify_cache_ttl: must be between"},
+		{"require joined with token", func(m *MatrixRTC, mx *Matrix) { m.RequireJoined, *mx = true, withToken }, ""},
+		{"require joined without matrix", func(m *MatrixRTC, _ *Matrix) { m.RequireJoined = true }, "matrixrtc.require_joined: needs matrix.enabled"},
+		{"require joined with password", func(m *MatrixRTC, mx *Matrix) {
+			m.RequireJoined, *mx = true, Matrix{Enabled: true, Password: "pw"}
+		}, "matrixrtc.require_joined: needs matrix.access_token or matrix.access_token_file"},
+		{"off checks nothing", func(m *MatrixRTC, _ *Matrix) { m.Enabled, m.RequireJoined, m.PublicURL = false, true, "x" }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := Default().MatrixRTC
+			m.Enabled = true
+			mx := Default().Matrix
+			tc.edit(&m, &mx)
+			v := &validator{}
+			v.matrixRTCDiscovery(&m, &mx)
+			switch {
+			case tc.want == "" && len(v.errs) > 0:
+				t.Errorf("got %v, want valid", v.errs)
+			case tc.want != "" && (len(v.errs) != 1 || !strings.Contains(v.errs[0].Error(), tc.want)):
+				t.Errorf("got %v, want one error containing %q", v.errs, tc.want)
+			}
+		})
+	}
+	m := MatrixRTC{BasePath: "/livekit/jwt"}
+	if got := m.ServiceURL(); got != "" {
+		t.Errorf("ServiceURL() without public_url = %q, want \"\"", got)
+	}
+	m.PublicURL = "https://icebox.example.org"
+	if got, want := m.ServiceURL(), "https://icebox.example.org/livekit/jwt"; got != want {
+		t.Errorf("ServiceURL() = %q, want %q", got, want)
+	}
+}
