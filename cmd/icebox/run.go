@@ -58,6 +58,7 @@ commands:
   config check    validate a configuration file
   keyring list    show a running icebox's keyring (admin token)
   keyring rotate  make a new secret sign; the old ones retire once unused
+  matrixrtc well-known  print the .well-known/matrix/client fragment for Element Call
   health          exit 0 if a running icebox is ready (Docker HEALTHCHECK)
   version         print the version
 
@@ -83,6 +84,8 @@ func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) er
 		return configCmd(args, stdout, stderr, env)
 	case "keyring":
 		return keyringCmd(ctx, args, stdout, stderr, env)
+	case "matrixrtc":
+		return matrixRTCCmd(args, stdout, stderr, env)
 	case "health":
 		return healthCmd(ctx, args, stdout, stderr, env)
 	case "version":
