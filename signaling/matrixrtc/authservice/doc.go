@@ -14,6 +14,11 @@
 // nothing from the signaling domain: it is an HTTP handler that node mounts
 // on the API listener under matrixrtc.base_path.
 //
+// Beyond lk-jwt-service, on the operator's choice: a short cache of
+// successful verifications (by a hash of the token), and the policy that
+// the user must be joined to the Matrix room (asked as icebox's own Matrix
+// user, Membership).
+//
 // Not here (yet): delegated delayed leave (MSC4140; the delay_* fields are
-// accepted and ignored), the managed livekit-server, room membership checks.
+// accepted and ignored), the managed livekit-server.
 package authservice

@@ -29,10 +29,15 @@ const (
 	reasonBadHomeserver = "bad_response"
 	reasonMethod        = "method_not_allowed"
 	reasonBusy          = "busy" // too many verifications in flight (503)
+	// matrixrtc.require_joined
+	reasonNotJoined         = "not_joined"         // the user is not joined to the room (401)
+	reasonMembershipUnknown = "membership_unknown" // icebox's Matrix user is not in the room (401)
+	reasonMembershipFailed  = "membership_failed"  // the homeserver could not be asked (503)
 )
 
 var allReasons = []string{reasonNotJSON, reasonBadRequest, reasonInvalidToken, reasonUnreachable, reasonForeignUser,
-	reasonUserMismatch, reasonRoomCreate, reasonInternal, reasonBadHomeserver, reasonMethod, reasonBusy}
+	reasonUserMismatch, reasonRoomCreate, reasonInternal, reasonBadHomeserver, reasonMethod, reasonBusy,
+	reasonNotJoined, reasonMembershipUnknown, reasonMembershipFailed}
 
 func badJSON(msg string) *matrixError {
 	return &matrixError{status: http.StatusBadRequest, errcode: "M_BAD_JSON", msg: msg, reason: reasonBadRequest}

@@ -27,7 +27,10 @@ type metrics struct {
 	refusedC *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	failures *prometheus.CounterVec
-	known    []string
+	// cacheHits counts verifications answered from the cache (no
+	// homeserver request, so not in latency or failures).
+	cacheHits prometheus.Counter
+	known     []string
 }
 
 func newMetrics(reg prometheus.Registerer, known []string) *metrics {
@@ -39,7 +42,7 @@ func newMetrics(reg prometheus.Registerer, known []string) *metrics {
 		}, []string{"endpoint", "access"}),
 		refusedC: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_matrixrtc_tokens_refused_total",
-			Help: "Token requests refused, by endpoint and reason (not_json, bad_request, invalid_token, homeserver_unreachable, bad_response, foreign_user, user_mismatch, room_create_failed, internal, method_not_allowed, busy).",
+			Help: "Token requests refused, by endpoint and reason (not_json, bad_request, invalid_token, homeserver_unreachable, bad_response, foreign_user, user_mismatch, not_joined, membership_unknown, membership_failed, room_create_failed, internal, method_not_allowed, busy).",
 		}, []string{"endpoint", "reason"}),
 		latency: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "icebox_matrixrtc_openid_verify_seconds",
@@ -50,6 +53,10 @@ func newMetrics(reg prometheus.Registerer, known []string) *metrics {
 			Name: "icebox_matrixrtc_openid_verify_failures_total",
 			Help: "OpenID token verifications that failed, by homeserver (configured names, else \"other\") and reason (invalid_token, homeserver_unreachable, bad_response, foreign_user).",
 		}, []string{"homeserver", "reason"}),
+		cacheHits: f.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_matrixrtc_openid_cache_hits_total",
+			Help: "OpenID tokens accepted from the verification cache (matrixrtc.verify_cache_ttl) without asking the homeserver.",
+		}),
 	}
 	for _, k := range known {
 		if k != "*" && !slices.Contains(m.known, k) {

@@ -42,12 +42,23 @@ type Config struct {
 	Rooms      RoomCreator
 	Registerer prometheus.Registerer // nil = metrics not registered
 	Logger     zerolog.Logger
+
+	// VerifyCacheTTL keeps a successful OpenID verification this long,
+	// keyed by a hash of the server name and token; 0 = no cache (as
+	// lk-jwt-service). Bounded by the token's expires_in too.
+	VerifyCacheTTL time.Duration
+	// Membership, when set, refuses a token to a user who is not joined
+	// to the request's Matrix room (matrixrtc.require_joined); nil = not
+	// checked (as lk-jwt-service).
+	Membership Membership
+	Now        func() time.Time // Default: time.Now (tests move the cache's clock)
 }
 
 // Service serves the authorization API.
 type Service struct {
 	cfg      Config
 	verifier *verifier
+	cache    *verifyCache // nil = off
 	metrics  *metrics
 	log      zerolog.Logger
 }
@@ -63,6 +74,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.VerifyTimeout <= 0 {
 		cfg.VerifyTimeout = 10 * time.Second
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.Rooms == nil {
 		rc, err := newTwirpRooms(cfg.LiveKitURL, cfg.APIKey, cfg.APISecret)
 		if err != nil {
@@ -77,6 +91,7 @@ func New(cfg Config) (*Service, error) {
 	return &Service{
 		cfg:      cfg,
 		verifier: newVerifier(cfg.HomeserverURLs, cfg.RootCAs, cfg.VerifyTimeout, cfg.AllowAddr),
+		cache:    newVerifyCache(cfg.VerifyCacheTTL, cfg.Now),
 		metrics:  newMetrics(cfg.Registerer, known),
 		log:      cfg.Logger.With().Str("component", "matrixrtc-auth").Logger(),
 	}, nil
@@ -87,8 +102,10 @@ func New(cfg Config) (*Service, error) {
 // still work (they open new connections).
 func (s *Service) Close() error {
 	s.verifier.client.CloseIdleConnections()
-	if c, ok := s.cfg.Rooms.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
+	for _, x := range []any{s.cfg.Rooms, s.cfg.Membership} {
+		if c, ok := x.(interface{ CloseIdleConnections() }); ok {
+			c.CloseIdleConnections()
+		}
 	}
 	return nil
 }
@@ -168,6 +185,11 @@ func decode(r *http.Request, into any) error {
 
 // verify checks the OpenID token and, for /get_token, the claimed user.
 func (s *Service) verify(ctx context.Context, endpoint string, tok openIDToken, claimedUser string) (string, error) {
+	key := newCacheKey(tok.MatrixServerName, tok.AccessToken)
+	if userID, ok := s.cache.get(key); ok {
+		s.metrics.cacheHits.Inc()
+		return s.checkClaim(endpoint, userID, claimedUser)
+	}
 	hs := s.metrics.homeserverLabel(tok.MatrixServerName)
 	start := time.Now()
 	userID, err := s.verifier.Verify(ctx, tok.MatrixServerName, tok.AccessToken)
@@ -193,6 +215,13 @@ func (s *Service) verify(ctx context.Context, endpoint string, tok openIDToken, 
 			Str("error", err.Error()).Msg("openid token not verified")
 		return "", unauthorized(reason)
 	}
+	s.cache.put(key, userID, tok.ExpiresIn)
+	return s.checkClaim(endpoint, userID, claimedUser)
+}
+
+// checkClaim refuses a /get_token whose claimed user is not the one the
+// token was verified for.
+func (s *Service) checkClaim(endpoint, userID, claimedUser string) (string, error) {
 	if claimedUser != "" && claimedUser != userID {
 		s.log.Warn().Str("endpoint", endpoint).Str("user", userID).Str("claimed_user", claimedUser).
 			Msg("claimed user does not match the openid token")
@@ -259,6 +288,9 @@ func (s *Service) sfuGet(ctx context.Context, r *http.Request) (*sfuResponse, st
 	if err != nil {
 		return nil, "", err
 	}
+	if err := s.checkJoined(ctx, endpointSFUGet, req.Room, userID); err != nil {
+		return nil, "", err
+	}
 	return s.issue(ctx, endpointSFUGet, req.OpenIDToken.MatrixServerName, userID,
 		RoomAlias(req.Room, LegacySlot), LegacyIdentity(userID, req.DeviceID))
 }
@@ -273,6 +305,9 @@ func (s *Service) getToken(ctx context.Context, r *http.Request) (*sfuResponse, 
 	}
 	userID, err := s.verify(ctx, endpointGetToken, req.OpenIDToken, req.Member.ClaimedUserID)
 	if err != nil {
+		return nil, "", err
+	}
+	if err := s.checkJoined(ctx, endpointGetToken, req.RoomID, userID); err != nil {
 		return nil, "", err
 	}
 	return s.issue(ctx, endpointGetToken, req.OpenIDToken.MatrixServerName, userID,

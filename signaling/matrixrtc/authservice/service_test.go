@@ -79,10 +79,10 @@ type bed struct {
 	log   *bytes.Buffer
 }
 
-func newBed(t *testing.T, hs *matrixtest.Homeserver, fullAccess []string, overrides map[string]string) *bed {
+func newBed(t *testing.T, hs *matrixtest.Homeserver, fullAccess []string, overrides map[string]string, opts ...func(*authservice.Config)) *bed {
 	t.Helper()
 	b := &bed{reg: prometheus.NewRegistry(), rooms: &rooms{}, hs: hs, log: &bytes.Buffer{}}
-	svc, err := authservice.New(authservice.Config{
+	cfg := authservice.Config{
 		LiveKitURL: lkURL, APIKey: lkKey, APISecret: lkSecret,
 		FullAccessHomeservers: fullAccess,
 		HomeserverURLs:        overrides,
@@ -91,7 +91,11 @@ func newBed(t *testing.T, hs *matrixtest.Homeserver, fullAccess []string, overri
 		Rooms:                 b.rooms,
 		Registerer:            b.reg,
 		Logger:                zerolog.New(&syncWriter{w: b.log}),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	svc, err := authservice.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

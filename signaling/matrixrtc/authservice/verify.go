@@ -33,9 +33,8 @@ const maxInFlight = 128
 // _matrix-fed._tcp / _matrix._tcp, then port 8448), and the request goes
 // over TLS with the server name (or the delegated host) as SNI.
 //
-// Results are not cached: lk-jwt-service does not cache them either, and a
-// token is asked for once per join, so a cache would only make a revoked
-// token live longer.
+// The verifier itself keeps nothing: the Service's verifyCache, when on,
+// keeps successes for a short, bounded time.
 type verifier struct {
 	// inFlight bounds concurrent verifications: a burst of requests (each
 	// naming any server) cannot open unbounded outbound connections.
