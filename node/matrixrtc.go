@@ -24,6 +24,16 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 	if err != nil {
 		return nil, ConfigError{err}
 	}
+	var members authservice.Membership // matrixrtc.require_joined: asked as matrix.service_user
+	if cfg.RequireJoined {
+		tok, err := n.cfg.Matrix.Token()
+		if err != nil {
+			return nil, ConfigError{err}
+		}
+		if members, err = authservice.NewMatrixMembership(n.cfg.Matrix.HomeserverURL, tok, cfg.VerifyTimeout); err != nil {
+			return nil, ConfigError{err}
+		}
+	}
 	svc, err := authservice.New(authservice.Config{
 		AllowAddr:             allow,
 		LiveKitURL:            cfg.LiveKit.URL,
@@ -33,6 +43,8 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 		HomeserverURLs:        cfg.HomeserverURLs,
 		JWTLifetime:           cfg.JWTLifetime,
 		VerifyTimeout:         cfg.VerifyTimeout,
+		VerifyCacheTTL:        cfg.VerifyCacheTTL,
+		Membership:            members,
 		Registerer:            n.opts.Registry,
 		Logger:                n.log,
 	})
