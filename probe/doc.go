@@ -9,5 +9,9 @@
 // policy that refuses relay to relay, and a relay address that is private
 // while the server is reached on a public one (the NAT external-IP mistake).
 //
+// CheckMatrixRTC tests the MatrixRTC stack the same way: the authorization
+// service's /healthz, and the LiveKit server (reachable, answering as
+// livekit-server, accepting the API key and secret).
+//
 // It never reports a password, secret or token.
 package probe

@@ -25,6 +25,7 @@ import (
 var errCheckFailed = errors.New("check: not every server passed")
 
 const checkUsage = `usage: icebox check [flags] URL...
+       icebox check --config FILE [URL...]
 
 Checks STUN/TURN servers (icebox, coturn, eturnal...) from this machine, as a
 client: STUN binding, then for TURN URLs authenticate, allocate, create a
@@ -36,6 +37,12 @@ URLs (RFC 7064/7065):  stun:HOST[:PORT]  turn:HOST[:PORT][?transport=udp|tcp]
 Credentials: --secret (TURN REST shared secret), --config (icebox's keyring),
 --username/--password, or --ice-servers-url with --token (checks the URLs and
 credentials icebox's API gives clients).
+
+With --config and matrixrtc.enabled it also checks the MatrixRTC stack (Element
+Call, Element X): the authorization service's /healthz (at matrixrtc.public_url
++ base_path, else on the local http.listen), and the LiveKit server at
+matrixrtc.livekit.url: reachable, answering as livekit-server, and accepting
+the API key and secret. URLs are then optional.
 
 flags:
 `
@@ -49,6 +56,13 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 	cfg, source, err := f.probeConfig(env)
 	if err != nil {
 		return err
+	}
+	rtc, err := f.matrixRTC(cfg.RootCAs, env)
+	if err != nil {
+		return err
+	}
+	if rtc == nil && f.iceURL == "" && len(f.urls) == 0 {
+		return usagef("check: no URL to check, and matrixrtc is not enabled in %s (give stun:/turn:/turns: URLs or --ice-servers-url)", f.cfgPath)
 	}
 	var warnings []string
 	if f.iceURL != "" {
@@ -70,6 +84,13 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env 
 	}
 
 	rep := probe.Run(ctx, cfg)
+	if rtc != nil {
+		rep.Results = append(rep.Results, probe.CheckMatrixRTC(ctx, *rtc)...)
+		rep.OK = len(rep.Results) > 0
+		for _, r := range rep.Results {
+			rep.OK = rep.OK && r.OK()
+		}
+	}
 	rep.Source = source
 	rep.Warnings = append(warnings, rep.Warnings...)
 	if f.jsonOut {
@@ -114,7 +135,7 @@ func parseCheckFlags(args []string, stderr io.Writer, env []string) (*checkFlags
 	fs.StringVar(&f.kid, "kid", "", "icebox key id to name in minted usernames (default: none, for a compat secret or coturn)")
 	fs.StringVar(&f.user, "user", probe.DefaultUser, "user in minted usernames")
 	fs.DurationVar(&f.ttl, "ttl", probe.DefaultTTL, "lifetime of minted credentials")
-	fs.StringVar(&f.cfgPath, "config", "", "mint credentials from this icebox configuration's keyring (on the server itself)")
+	fs.StringVar(&f.cfgPath, "config", "", "mint credentials from this icebox configuration's keyring (on the server itself); with matrixrtc.enabled, also check the MatrixRTC service and LiveKit")
 	fs.StringVar(&f.username, "username", "", "TURN username (static or already minted)")
 	fs.StringVar(&f.password, "password", "", "TURN password (default: $ICEBOX_CHECK_PASSWORD)")
 	fs.StringVar(&f.iceURL, "ice-servers-url", "", "icebox's https://HOST/calls/ice_servers: check what it gives clients")
@@ -166,7 +187,7 @@ func parseCheckFlags(args []string, stderr io.Writer, env []string) (*checkFlags
 	if err := f.exclusive(); err != nil {
 		return nil, err
 	}
-	if f.iceURL == "" && len(f.urls) == 0 {
+	if f.iceURL == "" && len(f.urls) == 0 && f.cfgPath == "" {
 		fs.Usage()
 		return nil, usagef("check: no URL to check (give stun:/turn:/turns: URLs or --ice-servers-url)")
 	}
@@ -229,7 +250,7 @@ func (f *checkFlags) probeConfig(env []string) (probe.Config, string, error) {
 	case f.secret != "":
 		cfg.Mint = probe.SecretMinter([]byte(f.secret), f.kid, f.user, nil)
 		return cfg, "minted from the shared secret", nil
-	case f.cfgPath != "":
+	case f.cfgPath != "" && len(cfg.Targets) > 0:
 		m, err := keyringMinter(f.cfgPath, f.user, env)
 		if err != nil {
 			return cfg, "", err
@@ -240,6 +261,23 @@ func (f *checkFlags) probeConfig(env []string) (probe.Config, string, error) {
 		return cfg, "given username and password", nil
 	}
 	return cfg, "", nil
+}
+
+// matrixRTC is what to check of the MatrixRTC stack: nil without --config
+// or with matrixrtc off.
+func (f *checkFlags) matrixRTC(roots *x509.CertPool, env []string) (*probe.MatrixRTC, error) {
+	if f.cfgPath == "" {
+		return nil, nil
+	}
+	cfg, _, err := loadConfig(f.cfgPath, env)
+	if err != nil || !cfg.MatrixRTC.Enabled {
+		return nil, err
+	}
+	m, err := matrixRTCChecks(cfg, roots, f.insecure, f.timeout)
+	if err != nil {
+		return nil, err
+	}
+	return &m, nil
 }
 
 // fetchICEServers asks icebox's /calls/ice_servers what it gives clients.
