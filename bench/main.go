@@ -27,6 +27,8 @@ const usage = `usage: bench <command> [flags]
   httpload  keep-alive HTTP GET load generator
   ceiling   bare Go HTTP handler returning a fixed JSON body
   siglat    WebSocket initiate → CallInvite latency
+  userinfo  stand-in homeserver answering OpenID userinfo
+  tokenload MatrixRTC POST /get_token load generator
 `
 
 func main() {
@@ -59,6 +61,10 @@ func dispatch(args []string) error {
 		return cmdCeiling(args[1:])
 	case "siglat":
 		return cmdSigLat(args[1:])
+	case "userinfo":
+		return cmdUserinfo(args[1:])
+	case "tokenload":
+		return cmdTokenLoad(args[1:])
 	default:
 		fmt.Fprint(os.Stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])

@@ -47,6 +47,10 @@ var (
 		{"rps", "req/s", "%.0f"}, {"p50_us", "p50 µs", "%.0f"}, {"p99_us", "p99 µs", "%.0f"}, {"p999_us", "p99.9 µs", "%.0f"},
 		{"cpu_us_per_req", "server CPU µs/req", "%.1f"}, {"errors", "errors", "%.0f"}, {"body_bytes", "body bytes", "%.0f"},
 	}
+	rtcCols = []column{
+		{"rps", "req/s", "%.0f"}, {"p50_us", "p50 µs", "%.0f"}, {"p99_us", "p99 µs", "%.0f"}, {"p999_us", "p99.9 µs", "%.0f"},
+		{"cpu_us_per_req", "server CPU µs/req", "%.1f"}, {"errors", "errors", "%.0f"}, {"hs_requests", "userinfo requests", "%.0f"},
+	}
 	sigCols = []column{
 		{"calls", "calls", "%.0f"}, {"p50_us", "invite p50 µs", "%.0f"}, {"p99_us", "invite p99 µs", "%.0f"},
 		{"max_us", "invite max µs", "%.0f"}, {"reply_p50", "initiate reply p50 µs", "%.0f"}, {"reply_p99", "reply p99 µs", "%.0f"},
@@ -151,6 +155,17 @@ func (r *runner) summaryTable(b *strings.Builder) {
 	hrow("server CPU µs per request", "cpu_us_per_req", "%.1f")
 	fmt.Fprintf(b, "| WebSocket initiate → callee's `CallInvite`, p50 µs | %s | | |\n", num("%.0f", r.med("icebox", "siglat", "p50_us")))
 	fmt.Fprintf(b, "| WebSocket initiate → callee's `CallInvite`, p99 µs | %s | | |\n", num("%.0f", r.med("icebox", "siglat", "p99_us")))
+
+	fmt.Fprintf(b, "\n| MatrixRTC `POST /get_token` (%d keep-alive clients, %d users; median over rounds) | verification cached | not cached | cached/not |\n|---|---:|---:|---:|\n", r.plan.HTTPClients, rtcTokens)
+	rrow := func(label, key, format string) {
+		a, c := r.med("icebox", "get_token_cached", key), r.med("icebox", "get_token_uncached", key)
+		fmt.Fprintf(b, "| %s | %s | %s | %s |\n", label, num(format, a), num(format, c), ratioText(ratio(a, c)))
+	}
+	rrow("requests/s", "rps", "%.0f")
+	rrow("p50 latency µs", "p50_us", "%.0f")
+	rrow("p99 latency µs", "p99_us", "%.0f")
+	rrow("server CPU µs per request", "cpu_us_per_req", "%.1f")
+	rrow("userinfo requests to the homeserver", "hs_requests", "%.0f")
 }
 
 func (r *runner) rawTable(b *strings.Builder, workload string, servers []string, cols []column) {
@@ -226,7 +241,10 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 	fmt.Fprintf(&b, "bench allocs --server %s --workers %d --duration %s\n", turnAddr, r.plan.AllocWorkers, r.plan.AllocDuration)
 	fmt.Fprintf(&b, "bench hold --server %s --n %d   # holds until the harness has read the server's RSS\n", turnAddr, r.plan.HoldN)
 	fmt.Fprintf(&b, "bench httpload --url http://%s/calls/ice_servers --clients %d --duration %s   # against icebox, then against: bench ceiling --body <icebox's body>\n", httpAddr, r.plan.HTTPClients, r.plan.HTTPDuration)
-	fmt.Fprintf(&b, "bench siglat --calls %d\n```\n", r.plan.SigCalls)
+	fmt.Fprintf(&b, "bench siglat --calls %d\n", r.plan.SigCalls)
+	fmt.Fprintf(&b, "bench userinfo --listen %s &   # stand-in homeserver; icebox gets the matrixrtc section below\n", userinfoAddr)
+	fmt.Fprintf(&b, "bench tokenload --url http://%s/livekit/jwt/get_token --clients %d --tokens %d --duration %s\n```\n", httpAddr, r.plan.HTTPClients, rtcTokens, r.plan.HTTPDuration)
+	b.WriteString("\nicebox's MatrixRTC section for the `/get_token` load (verify_cache_ttl 1m0s cached, 0s not):\n\n```yaml\n" + rtcConfig(time.Minute) + "```\n")
 
 	b.WriteString("\n## Every round\n")
 	for _, l := range r.plan.Uclient {
@@ -241,6 +259,10 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 	r.rawTable(&b, "http", []string{"icebox", "ceiling"}, httpCols)
 	fmt.Fprintf(&b, "\n### Signaling, %d calls\n\n", r.plan.SigCalls)
 	r.rawTable(&b, "siglat", []string{"icebox"}, sigCols)
+	fmt.Fprintf(&b, "\n### MatrixRTC `POST /get_token`, verification cached (verify_cache_ttl 1m), %d clients, %d users, %s\n\n", r.plan.HTTPClients, rtcTokens, r.plan.HTTPDuration)
+	r.rawTable(&b, "get_token_cached", []string{"icebox"}, rtcCols)
+	b.WriteString("\n### MatrixRTC `POST /get_token`, not cached (verify_cache_ttl 0s)\n\n")
+	r.rawTable(&b, "get_token_uncached", []string{"icebox"}, rtcCols)
 
 	var errs []string
 	for _, rec := range r.records {
@@ -420,5 +442,11 @@ func methodText(p plan) string {
 - **Signaling**: alice and bob on WebSockets; alice sends the "initiate" command; latency = until bob's CallInvite arrives.
   Then alice hangs up and both wait for it; %d calls one after another. icebox's state is bbolt on the filesystem below
   (each transition is an fsync'd transaction).
-`, p.Rounds, relayMin, relayMax, ephemeralMin, ephemeralMax, p.AllocWorkers, p.AllocDuration, p.HoldN, p.HTTPClients, p.HTTPDuration, p.SigCalls)
+- **MatrixRTC /get_token**: %d clients, one keep-alive connection each, POST /livekit/jwt/get_token back to back for %s,
+  cycling through %d users' OpenID tokens; icebox verifies them at a stand-in homeserver in the same namespace that
+  answers userinfo at once (bench userinfo), so "not cached" is icebox's own cost of a verification round trip on
+  loopback — a real homeserver adds its lookup and, over federation, the network and TLS. No user has full access:
+  no LiveKit room is created. "cached" keeps verifications for verify_cache_ttl 1m (the default).
+`, p.Rounds, relayMin, relayMax, ephemeralMin, ephemeralMax, p.AllocWorkers, p.AllocDuration, p.HoldN, p.HTTPClients, p.HTTPDuration, p.SigCalls,
+		p.HTTPClients, p.HTTPDuration, rtcTokens)
 }

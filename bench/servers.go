@@ -233,6 +233,12 @@ func (s secrets) redact(text string) string {
 // startServer starts a fresh server of kind in ns, its files in a new
 // directory under tmp, and waits until it answers.
 func startServer(ctx context.Context, kind string, ns *netns, tmp string, bins binaries, s secrets) (*server, error) {
+	return startServerWith(ctx, kind, ns, tmp, bins, s, "")
+}
+
+// startServerWith is startServer with extra top-level YAML appended to
+// icebox's configuration (the MatrixRTC section of the get_token load).
+func startServerWith(ctx context.Context, kind string, ns *netns, tmp string, bins binaries, s secrets, extra string) (*server, error) {
 	dir, err := os.MkdirTemp(tmp, kind+"-")
 	if err != nil {
 		return nil, err
@@ -241,7 +247,7 @@ func startServer(ctx context.Context, kind string, ns *netns, tmp string, bins b
 	switch kind {
 	case "icebox":
 		cfg := filepath.Join(dir, "icebox.yaml")
-		if err := os.WriteFile(cfg, []byte(iceboxConfig(filepath.Join(dir, "state"), s)), 0o600); err != nil {
+		if err := os.WriteFile(cfg, []byte(iceboxConfig(filepath.Join(dir, "state"), s)+extra), 0o600); err != nil {
 			return nil, err
 		}
 		cmd = ns.command(context.Background(), bins.icebox, "serve", "--config", cfg)
