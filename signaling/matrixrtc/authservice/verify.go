@@ -67,7 +67,13 @@ func newVerifier(overrides map[string]string, roots *x509.CertPool, timeout time
 		TLSClientConfig:       &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:   timeout,
 		ResponseHeaderTimeout: timeout,
-		MaxIdleConnsPerHost:   2,
+		// A burst of joins is verified at one homeserver (mostly the
+		// operator's own) at once: with 2 idle connections per host most
+		// verifications opened a new connection (bench, 16 clients, no
+		// cache: 145 → 91 µs CPU and 3.4k → 5.3k /get_token per second).
+		// MaxIdleConns bounds them over all homeservers.
+		MaxIdleConnsPerHost: 16,
+		MaxIdleConns:        64,
 		IdleConnTimeout:       90 * time.Second,
 		// An SRV target or a delegated host:port is dialled in place of the
 		// URL's host, which stays the name TLS checks the certificate for.
