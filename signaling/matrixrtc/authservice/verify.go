@@ -74,7 +74,7 @@ func newVerifier(overrides map[string]string, roots *x509.CertPool, timeout time
 		// MaxIdleConns bounds them over all homeservers.
 		MaxIdleConnsPerHost: 16,
 		MaxIdleConns:        64,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:     90 * time.Second,
 		// An SRV target or a delegated host:port is dialled in place of the
 		// URL's host, which stays the name TLS checks the certificate for.
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
