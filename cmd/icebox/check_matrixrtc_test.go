@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/probe"
 )
 
@@ -218,4 +219,23 @@ func TestCheckMatrixRTC(t *testing.T) {
 			t.Errorf("exit %d, stderr %q", code, stderr)
 		}
 	})
+}
+
+// TestLocalHTTPBase: where `icebox check` asks the local listener.
+func TestLocalHTTPBase(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		h    config.HTTP
+		want string
+	}{
+		{config.HTTP{Listen: "127.0.0.1:8080"}, "http://127.0.0.1:8080"},
+		{config.HTTP{Listen: "0.0.0.0:8443", TLS: config.TLSFiles{CertFile: "c", KeyFile: "k"}}, "https://127.0.0.1:8443"},
+		{config.HTTP{Listen: ":8080"}, "http://127.0.0.1:8080"},
+		{config.HTTP{Listen: "[::]:8080"}, "http://[::1]:8080"},
+		{config.HTTP{Listen: "[2001:db8::1]:8080"}, "http://[2001:db8::1]:8080"},
+	} {
+		if got := localHTTPBase(tc.h); got != tc.want {
+			t.Errorf("localHTTPBase(%+v) = %q, want %q", tc.h, got, tc.want)
+		}
+	}
 }
