@@ -137,6 +137,9 @@ func (k *Keyring) hasSFUKID(kid string) bool {
 	return false
 }
 
+// SFUSecrets is how many SFU secrets the keyring holds.
+func (k *Keyring) SFUSecrets() int { return len(k.sfu) }
+
 // SFUKIDs lists the kids of the SFU secrets, the one the SFU holds first;
 // none if the keyring has no SFU secret.
 func (k *Keyring) SFUKIDs() []string {
