@@ -390,7 +390,7 @@ func TestSecuritySFUFastPathScope(t *testing.T) {
 	if _, err := cb.c.udp.WriteTo(d, cb.c.server); err != nil {
 		t.Fatal(err)
 	}
-	if cb.toPeer(2 * time.Second) != true {
+	if cb.toPeer(2*time.Second) != true {
 		t.Fatal("the SFU channel stopped")
 	}
 	if receive(b.other, 100*time.Millisecond, func(p []byte) bool { return bytes.Equal(p, []byte("leak")) }) {
