@@ -100,9 +100,16 @@ func (t LiveKitTURN) PeerRanges() ([]PeerRange, error) {
 	return out, nil
 }
 
-func (v *validator) liveKitTURN(t *LiveKitTURN) {
+func (v *validator) liveKitTURN(c *Config) {
+	t := &c.MatrixRTC.LiveKit.TURN
 	if !t.Enabled {
 		return
+	}
+	for i, s := range c.Credentials.Secrets {
+		if n, err := strconv.Atoi(strings.TrimPrefix(s.KID, "sfu")); strings.HasPrefix(s.KID, "sfu") && err == nil && n > 0 {
+			v.add(fmt.Sprintf("credentials.secrets[%d].kid", i), "%q is reserved for the SFU TURN secrets (sfu1, sfu2, …) "+
+				"when matrixrtc.livekit.turn.enabled; pick another kid", s.KID)
+		}
 	}
 	if len(t.Peers) == 0 {
 		v.add("matrixrtc.livekit.turn.peers", "required when matrixrtc.livekit.turn.enabled: the SFU's media addresses "+

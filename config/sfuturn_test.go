@@ -38,6 +38,12 @@ func TestLiveKitTURNValidate(t *testing.T) {
 			}
 		})
 	}
+	c := Default()
+	c.MatrixRTC.LiveKit.TURN = LiveKitTURN{Enabled: true, Peers: []string{"198.51.100.7:7881"}, TTL: time.Hour}
+	c.Credentials.Secrets[0].KID = "sfu1"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `credentials.secrets[0].kid: "sfu1" is reserved for the SFU TURN secrets`) {
+		t.Errorf("a credentials kid sfu1 with the SFU TURN on: %v", err)
+	}
 	ranges, err := LiveKitTURN{Peers: []string{"198.51.100.7:50000-60000", "[2001:db8::7]:7882"}}.PeerRanges()
 	if err != nil {
 		t.Fatal(err)

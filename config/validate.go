@@ -114,7 +114,7 @@ func (c *Config) Validate() error {
 	v.calls(&c.Calls)
 	v.matrix(&c.Matrix)
 	v.matrixRTC(&c.MatrixRTC)
-	v.liveKitTURN(&c.MatrixRTC.LiveKit.TURN)
+	v.liveKitTURN(c)
 	return errors.Join(v.errs...)
 }
 
