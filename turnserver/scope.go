@@ -146,29 +146,38 @@ func (s *Server) allowScopedIP(ip netip.Addr) bool {
 }
 
 // allowListed is the policy's verdict on a peer an allow-list names: the
-// rules decide, except on this host's addresses, which are reachable on a
-// listed port but never on a service port.
+// rules decide (deny-list wins), except that on this host's addresses the
+// allow-list stands in for the host-address rule and the built-in
+// deny-list (the managed SFU listens on this host, on a LAN address or
+// loopback as well): reachable on the listed ports unless the operator's
+// denied_peers says otherwise, and never on a service port.
 func (p *Policy) allowListed(peer netip.AddrPort) bool {
-	ip := peer.Addr()
-	if ip.IsUnspecified() {
+	if !p.allowListedIP(peer.Addr()) {
 		return false
 	}
-	if p.isHost(ip) {
+	if p.isHost(peer.Addr()) {
 		for _, sp := range p.servicePorts {
 			if sp == peer.Port() {
 				return false
 			}
 		}
-		return true
 	}
-	return p.allowByRules(ip)
+	return true
 }
 
 func (p *Policy) allowListedIP(ip netip.Addr) bool {
 	if ip.IsUnspecified() {
 		return false
 	}
-	return p.isHost(ip) || p.allowByRules(ip)
+	if !p.isHost(ip) {
+		return p.allowByRules(ip)
+	}
+	for i := range p.rules {
+		if p.rules[i].prefix.Contains(ip) {
+			return p.rules[i].allow || p.rules[i].rank != rankOperatorDeny
+		}
+	}
+	return true
 }
 
 // scopedClients are the clients whose allocation is scoped, by the
