@@ -77,6 +77,9 @@ type AllocationInfo struct {
 	BytesFromPeer   uint64    `json:"bytes_from_peer"`
 	PacketsToPeer   uint64    `json:"packets_to_peer"`
 	PacketsFromPeer uint64    `json:"packets_from_peer"`
+	// Scoped: made with the LiveKit SFU's credential, it reaches the SFU
+	// allow-list only.
+	Scoped bool `json:"scoped,omitempty"`
 }
 
 // registry tracks live allocations for quotas, revocation and listing, and
@@ -383,6 +386,7 @@ func (r *registry) list() []AllocationInfo {
 			BytesFromPeer:   a.bytesFromPeer.Load(),
 			PacketsToPeer:   a.packetsToPeer.Load(),
 			PacketsFromPeer: a.packetsFromPeer.Load(),
+			Scoped:          a.scoped,
 		})
 	}
 	r.mu.Unlock()

@@ -1,8 +1,13 @@
 package turnserver
 
 import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"testing"
+
+	"github.com/pion/stun/v4"
 )
 
 // TestScopedPolicy: what a scoped allocation may reach among the peers its
@@ -61,5 +66,57 @@ func TestScopedPolicy(t *testing.T) {
 	var none *peerScope
 	if none.allow(netip.MustParseAddrPort("8.8.8.8:1")) || none.allowIP(netip.MustParseAddr("8.8.8.8")) {
 		t.Error("no allow-list allowed something")
+	}
+}
+
+// TestFrameReader: over a TCP stream of STUN messages and padded
+// ChannelData, cut anywhere into reads, frameReader shows every STUN
+// message whole and nothing else, as pion's STUNConn frames them.
+func TestFrameReader(t *testing.T) {
+	var stream []byte
+	var want [][]byte
+	for i := range 6 {
+		if i%2 == 0 {
+			m := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodChannelBind, stun.ClassRequest),
+				stun.NewUsername(fmt.Sprintf("user-%d", i)), stun.Fingerprint)
+			stream = append(stream, m.Raw...)
+			want = append(want, m.Raw)
+			continue
+		}
+		payload := bytes.Repeat([]byte{byte(i)}, 5+i) // odd lengths: padded on TCP
+		d := binary.BigEndian.AppendUint16(nil, 0x4000)
+		d = binary.BigEndian.AppendUint16(d, uint16(len(payload)))
+		d = append(d, payload...)
+		for len(d)%4 != 0 {
+			d = append(d, 0)
+		}
+		stream = append(stream, d...)
+	}
+	big := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
+		stun.RawAttribute{Type: stun.AttrData, Value: make([]byte, maxObservedFrame)})
+	last := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest))
+	stream = append(append(stream, big.Raw...), last.Raw...)
+	want = append(want, last.Raw) // the oversized one is skipped unseen
+	for cut := 1; cut <= 64; cut++ {
+		var f frameReader
+		var got [][]byte
+		for p := stream; len(p) > 0; {
+			n := min(cut, len(p))
+			f.feed(p[:n], func(m []byte) { got = append(got, append([]byte(nil), m...)) })
+			p = p[n:]
+		}
+		if len(got) != len(want) || f.lost {
+			t.Fatalf("reads of %d bytes: saw %d messages (lost %v), want %d", cut, len(got), f.lost, len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("reads of %d bytes: message %d differs", cut, i)
+			}
+		}
+	}
+	var f frameReader
+	f.feed([]byte{0x80, 0, 0, 0, 1, 2}, func([]byte) { t.Error("saw a message in garbage") })
+	if !f.lost {
+		t.Error("garbage not recognised as lost framing")
 	}
 }

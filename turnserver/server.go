@@ -507,6 +507,9 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, r
 	ev := s.log.Info().Str("transport", transport).Stringer("client", src).Stringer("relay", relay)
 	if c, err := credentials.ParseUsername(username); err == nil {
 		ev = ev.Str("user", c.User).Str("call_id", c.CallID)
+		if c.SFU {
+			ev = ev.Bool("sfu_scoped", true)
+		}
 	}
 	ev.Msg("allocation created")
 }
