@@ -97,21 +97,27 @@ func (s *Server) fixAnswer(ln int, p []byte, dst net.Addr) []byte {
 	if key == nil {
 		return p
 	}
+	if !errResp {
+		// Success: pion bound it; a scoped client's bind to an unlisted
+		// port is refused all the same (its datagrams are dropped by the
+		// scope, and the fast path never learns a binding it sees
+		// refused). Other successes go out untouched, undecoded.
+		var id [stun.TransactionIDSize]byte
+		copy(id[:], p[8:20])
+		k, kok := keyOf(ln, dst)
+		if !kok || !s.binds.take(bindKey{c: k, id: id}) {
+			return p
+		}
+	}
 	m, ok := decodeSTUN(p)
 	if !ok || stun.MessageIntegrity(key).Check(m) != nil {
 		return p // not signed with the key remembered
 	}
-	if !errResp {
-		// Success: pion bound it; a scoped client's bind to an unlisted
-		// port is refused all the same (its datagrams are dropped by the
-		// scope, and the fast path never learns a binding it sees refused).
-		k, kok := keyOf(ln, dst)
-		if !kok || !s.binds.take(bindKey{c: k, id: m.TransactionID}) {
-			return p
-		}
-		s.m.scopeRefused.WithLabelValues(scopeStageChannelBind).Inc()
-	} else if errorCode(m) != stun.CodeUnauthorized {
+	if errResp && errorCode(m) != stun.CodeUnauthorized {
 		return p // not the policy refusal
+	}
+	if !errResp {
+		s.m.scopeRefused.WithLabelValues(scopeStageChannelBind).Inc()
 	}
 	res, err := stun.Build(&stun.Message{TransactionID: m.TransactionID},
 		stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse),
