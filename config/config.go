@@ -261,6 +261,8 @@ type LiveKit struct {
 	APIKey        string `yaml:"api_key"`         // Default: ""
 	APISecret     string `yaml:"api_secret"`      // inline; prefer api_secret_file. Default: ""
 	APISecretFile string `yaml:"api_secret_file"` // file holding the API secret (whitespace trimmed); mode 0600 or stricter. Default: ""
+
+	TURN LiveKitTURN `yaml:"turn"` // icebox's relay as the SFU's TURN, with scoped credentials (sfuturn.go)
 }
 
 // VoIP configures the legacy 1:1 Matrix VoIP events (m.call.*).
@@ -332,6 +334,7 @@ func Default() Config {
 			JWTLifetime:           time.Hour,
 			VerifyTimeout:         10 * time.Second,
 			VerifyCacheTTL:        time.Minute,
+			LiveKit:               LiveKit{TURN: defaultLiveKitTURN()},
 		},
 	}
 }

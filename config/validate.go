@@ -115,6 +115,7 @@ func (c *Config) Validate() error {
 	v.matrix(&c.Matrix)
 	v.matrixRTC(&c.MatrixRTC)
 	v.matrixRTCDiscovery(&c.MatrixRTC, &c.Matrix)
+	v.liveKitTURN(c)
 	return errors.Join(v.errs...)
 }
 

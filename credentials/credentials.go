@@ -17,6 +17,10 @@ type Claims struct {
 	KID     string    // "" for compat usernames
 	CallID  string    // "" when not per-call
 	User    string
+	// SFU: no kid and a LiveKit participant-ID user (IsSFUClaims), a
+	// username the SFU secret signs. Username does not write it; it
+	// follows from the other fields.
+	SFU bool
 }
 
 // Username formats c per the grammar, writing the kid only if KID != "".
@@ -66,6 +70,7 @@ func ParseUsername(s string) (Claims, error) {
 	if c.CallID, c.User, err = parseSubject(rest); err != nil {
 		return Claims{}, malformed(err)
 	}
+	c.SFU = IsSFUClaims(c)
 	return c, nil
 }
 

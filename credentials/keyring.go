@@ -17,10 +17,17 @@ type Secret struct {
 	KID    string // [a-z0-9]{1,16}
 	Key    []byte // at least MinKeyLen bytes
 	Compat bool   // verifies usernames without a kid (Synapse/Dendrite/coturn tools)
+	// SFU marks a secret shared with the LiveKit SFU (sfu.go): it verifies
+	// kid-less usernames with a participant-ID user and nothing else, and
+	// never signs. At most one of Compat and SFU.
+	SFU bool
 }
 
 // String hides the key so a Secret printed by mistake (%v, %+v) leaks nothing.
 func (s Secret) String() string {
+	if s.SFU {
+		return fmt.Sprintf("credentials.Secret{KID:%q, Key:<%d bytes redacted>, SFU:true}", s.KID, len(s.Key))
+	}
 	return fmt.Sprintf("credentials.Secret{KID:%q, Key:<%d bytes redacted>, Compat:%t}", s.KID, len(s.Key), s.Compat)
 }
 
@@ -50,12 +57,17 @@ type Keyring struct {
 	secrets []Secret       // copies of the caller's, secrets[0] is active
 	byKID   map[string]int // index into secrets
 	compat  int            // index of the compat secret, -1 if none
-	now     func() time.Time
+	// sfu are the SFU secrets (Secret.SFU), the active one first; apart
+	// from secrets so that they never sign nor verify a username by kid.
+	sfu []Secret
+	now func() time.Time
 }
 
 // NewKeyring validates secrets and builds a keyring from them. Key ids must
-// be well-formed and distinct, keys at least MinKeyLen bytes, and at most one
-// secret may be Compat. A nil now means time.Now. Keys are copied, so the
+// be well-formed and distinct, keys at least MinKeyLen bytes, at most one
+// secret may be Compat, and at least one must not be SFU (it signs). SFU
+// secrets keep their order among themselves: the first is the one the SFU
+// holds now, the others are still accepted after a rotation. A nil now means time.Now. Keys are copied, so the
 // caller may wipe its slices afterwards.
 func NewKeyring(secrets []Secret, now func() time.Time) (*Keyring, error) {
 	if len(secrets) == 0 {
@@ -75,6 +87,9 @@ func NewKeyring(secrets []Secret, now func() time.Time) (*Keyring, error) {
 			return nil, fmt.Errorf("credentials: secrets[%d]: %w", i, err)
 		}
 	}
+	if len(k.secrets) == 0 {
+		return nil, errors.New("credentials: keyring needs a secret that is not an SFU secret, to sign")
+	}
 	return k, nil
 }
 
@@ -91,6 +106,16 @@ func (k *Keyring) add(s Secret) error {
 	if len(s.Key) < MinKeyLen {
 		return fmt.Errorf("key %q is %d bytes, need at least %d", s.KID, len(s.Key), MinKeyLen)
 	}
+	if k.hasSFUKID(s.KID) {
+		return fmt.Errorf("key id %q already used by an SFU secret", s.KID)
+	}
+	if s.SFU {
+		if s.Compat {
+			return fmt.Errorf("key %q is both compat and SFU; it may be one only", s.KID)
+		}
+		k.sfu = append(k.sfu, Secret{KID: s.KID, Key: append([]byte(nil), s.Key...), SFU: true})
+		return nil
+	}
 	if s.Compat && k.compat >= 0 {
 		return fmt.Errorf("key %q is compat, but secrets[%d] already is; at most one may be", s.KID, k.compat)
 	}
@@ -103,11 +128,33 @@ func (k *Keyring) add(s Secret) error {
 	return nil
 }
 
+func (k *Keyring) hasSFUKID(kid string) bool {
+	for _, s := range k.sfu {
+		if s.KID == kid {
+			return true
+		}
+	}
+	return false
+}
+
+// SFUSecrets is how many SFU secrets the keyring holds.
+func (k *Keyring) SFUSecrets() int { return len(k.sfu) }
+
+// SFUKIDs lists the kids of the SFU secrets, the one the SFU holds first;
+// none if the keyring has no SFU secret.
+func (k *Keyring) SFUKIDs() []string {
+	kids := make([]string, len(k.sfu))
+	for i, s := range k.sfu {
+		kids[i] = s.KID
+	}
+	return kids
+}
+
 // ActiveKID is the kid of the secret that signs new credentials.
 func (k *Keyring) ActiveKID() string { return k.secrets[0].KID }
 
 // KIDs lists every kid in the ring, active first, in the order given to
-// NewKeyring.
+// NewKeyring; SFU secrets are not among them (SFUKIDs).
 func (k *Keyring) KIDs() []string {
 	kids := make([]string, len(k.secrets))
 	for i, s := range k.secrets {
@@ -187,6 +234,16 @@ func checkExpiry(t time.Time) error {
 // malformed: no credential this keyring mints lives that long.
 // Errors: ErrMalformed, ErrUnknownKID.
 func (k *Keyring) Lookup(username string) (Claims, string, error) {
+	return k.LookupSFU(username, "")
+}
+
+// LookupSFU is Lookup that verifies an SFU username (Claims.SFU) with the
+// SFU secret sfuKID rather than the one the SFU holds now: kid-less
+// usernames cannot say which SFU secret signed them, so after a rotation
+// the relay finds out from the request's MESSAGE-INTEGRITY (SFUPasswords)
+// and asks for that one. An sfuKID the keyring does not hold, or "", means
+// the current SFU secret; for other usernames sfuKID is ignored.
+func (k *Keyring) LookupSFU(username, sfuKID string) (Claims, string, error) {
 	c, err := ParseUsername(username)
 	if err != nil {
 		return Claims{}, "", err
@@ -194,13 +251,48 @@ func (k *Keyring) Lookup(username string) (Claims, string, error) {
 	if c.Expires.After(k.now().Add(MaxValidity)) {
 		return Claims{}, "", malformed(fmt.Errorf("expiry %s is more than %s ahead", c.Expires.Format(time.RFC3339), maxValidityText))
 	}
-	s, err := k.secretFor(c.KID)
+	var s Secret
+	if c.SFU {
+		s, err = k.sfuSecret(sfuKID)
+	} else {
+		s, err = k.secretFor(c.KID)
+	}
 	if err != nil {
 		return Claims{}, "", err
 	}
 	// The HMAC covers the username as received, not c.Username(): the two
 	// differ if the expiry had leading zeros.
 	return c, Password(s.Key, username), nil
+}
+
+// sfuSecret returns the SFU secret kid, or the current one.
+func (k *Keyring) sfuSecret(kid string) (Secret, error) {
+	if len(k.sfu) == 0 {
+		return Secret{}, fmt.Errorf("%w: a kid-less username with a LiveKit participant ID is verified with the SFU "+
+			"secret only, and the keyring has none", ErrUnknownKID)
+	}
+	for _, s := range k.sfu {
+		if s.KID == kid {
+			return s, nil
+		}
+	}
+	return k.sfu[0], nil
+}
+
+// SFUPasswords returns, for an SFU username, the password each SFU secret
+// gives it, in the order of SFUKIDs; nil for any other username. The relay
+// checks a request's MESSAGE-INTEGRITY against each to learn which secret
+// signed it.
+func (k *Keyring) SFUPasswords(username string) []string {
+	c, err := ParseUsername(username)
+	if err != nil || !c.SFU || len(k.sfu) == 0 {
+		return nil
+	}
+	out := make([]string, len(k.sfu))
+	for i, s := range k.sfu {
+		out[i] = Password(s.Key, username)
+	}
+	return out
 }
 
 // secretFor finds the secret that signed a username with this kid.

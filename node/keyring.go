@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
+	"github.com/icebox-voip/icebox/turnserver"
 )
 
 // keyringAdmin serves /admin/keyring from the keystore, converting its
@@ -14,13 +16,32 @@ type keyringAdmin struct{ keys *keystore.Manager }
 
 var _ httpapi.KeyringAdmin = keyringAdmin{}
 
+// Rotate rotates the keyring and, with matrixrtc.livekit.turn on, the SFU
+// TURN secret too (`icebox keyring rotate` rotates every secret icebox
+// generates). The SFU rotation calls the keystore Manager's OnSFURotated
+// hook, where the managed livekit-server is restarted to read the new
+// secret; credentials of the old one stay accepted meanwhile. A keyring
+// of configured secrets (not managed) is not rotated, but the SFU secret
+// still is, and the error says so.
 func (a keyringAdmin) Rotate(compat bool) (httpapi.KeyringInfo, error) {
 	info, err := a.keys.Rotate(compat)
-	if errors.Is(err, keystore.ErrNotManaged) {
-		return httpapi.KeyringInfo{}, fmt.Errorf("%w: %w", httpapi.ErrKeyringNotManaged, err)
-	}
-	if err != nil {
+	notManaged := errors.Is(err, keystore.ErrNotManaged)
+	if err != nil && !notManaged {
 		return httpapi.KeyringInfo{}, err
+	}
+	sfu := ""
+	if a.keys.SFUEnabled() {
+		si, serr := a.keys.RotateSFU()
+		if serr != nil {
+			return httpapi.KeyringInfo{}, fmt.Errorf("node: rotate the SFU TURN secret: %w", serr)
+		}
+		sfu = si.CurrentKID
+	}
+	if notManaged {
+		if sfu != "" {
+			err = fmt.Errorf("%w (the SFU TURN secret was rotated: %s)", err, sfu)
+		}
+		return httpapi.KeyringInfo{}, fmt.Errorf("%w: %w", httpapi.ErrKeyringNotManaged, err)
 	}
 	return apiKeyringInfo(info), nil
 }
@@ -33,4 +54,25 @@ func apiKeyringInfo(in keystore.Info) httpapi.KeyringInfo {
 		out.Keys = append(out.Keys, httpapi.KeyInfo{KID: k.KID, Compat: k.Compat, RetireAt: k.RetireAt})
 	}
 	return out
+}
+
+// sfuPeers is the relay's SFU allow-list (turnserver.Config.SFUPeers,
+// Server.SetSFUPeers): matrixrtc.livekit.turn.peers and, for a managed
+// LiveKit, the media addresses and ports icebox gives it (managed: its
+// node IPs with rtc.port_range_start..end, rtc.udp_port, rtc.tcp_port).
+// Off, it is empty: SFU credentials are refused anyway (no SFU secret).
+func sfuPeers(cfg config.Config, managed []turnserver.PeerRange) ([]turnserver.PeerRange, error) {
+	t := cfg.MatrixRTC.LiveKit.TURN
+	if !t.Enabled {
+		return nil, nil
+	}
+	ranges, err := t.PeerRanges()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]turnserver.PeerRange, 0, len(ranges)+len(managed))
+	for _, r := range ranges {
+		out = append(out, turnserver.PeerRange{Prefix: r.Prefix, MinPort: r.MinPort, MaxPort: r.MaxPort})
+	}
+	return append(out, managed...), nil
 }

@@ -22,7 +22,13 @@ import (
 // every method.
 func (s *Server) authenticate(ra *turn.RequestAttributes) (string, []byte, bool) {
 	kr := s.keyring()
-	claims, password, err := kr.Lookup(ra.Username)
+	sfuKID := ""
+	if kr.SFUSecrets() > 1 {
+		if k, ok := keyOf(-1, ra.SrcAddr); ok {
+			sfuKID = s.kids.get(kidKey{c: k, username: ra.Username})
+		}
+	}
+	claims, password, err := kr.LookupSFU(ra.Username, sfuKID)
 	if err != nil {
 		reason := authMalformed
 		if errors.Is(err, credentials.ErrUnknownKID) {

@@ -19,7 +19,9 @@ type fastPathBed struct {
 	channel      uint16
 }
 
-func newFastPathBed(b *testing.B) *fastPathBed {
+// With scoped, the allocation is an SFU credential's and the peer its
+// allow-list.
+func newFastPathBed(b *testing.B, scoped bool) *fastPathBed {
 	b.Helper()
 	policy, err := NewPolicy(PolicyConfig{AllowLoopback: true, MinPort: 40000, MaxPort: 40999})
 	if err != nil {
@@ -33,7 +35,7 @@ func newFastPathBed(b *testing.B) *fastPathBed {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rc := newRelayPacketConn(s, &allocation{}, relayPort{}, rsock)
+	rc := newRelayPacketConn(s, &allocation{scoped: scoped}, relayPort{}, rsock)
 
 	bed := &fastPathBed{listener: lsock.LocalAddr(), relay: rsock.LocalAddr(), channel: 0x4001}
 	for _, c := range []**net.UDPConn{&bed.client, &bed.peer} {
@@ -52,6 +54,11 @@ func newFastPathBed(b *testing.B) *fastPathBed {
 	fl.clients.Store(clientAP, fc)
 	rc.bind(bd)
 	rc.permit(bd.peer.Addr(), 1) // as pion's permission event would
+	if scoped {
+		if err := s.SetSFUPeers([]PeerRange{{Prefix: netip.PrefixFrom(bd.peer.Addr(), 32), MinPort: bd.peer.Port(), MaxPort: bd.peer.Port()}}); err != nil {
+			b.Fatal(err)
+		}
+	}
 
 	if err := s.engine.AddTo(0, lsock, fl); err != nil {
 		b.Fatal(err)
@@ -74,8 +81,14 @@ const burst = 64
 // BenchmarkFastPathToClient: a peer's datagram, received by the engine on
 // the relay socket and sent to the client as ChannelData (sendmmsg); per
 // datagram, sender and receiver included. The engine allocates nothing.
-func BenchmarkFastPathToClient(b *testing.B) {
-	bed := newFastPathBed(b)
+func BenchmarkFastPathToClient(b *testing.B) { benchFastPathToClient(b, false) }
+
+// BenchmarkFastPathToClientScoped: the same for a scoped (SFU credential)
+// allocation, whose peer is checked against the allow-list.
+func BenchmarkFastPathToClientScoped(b *testing.B) { benchFastPathToClient(b, true) }
+
+func benchFastPathToClient(b *testing.B, scoped bool) {
+	bed := newFastPathBed(b, scoped)
 	payload := make([]byte, 100)
 	buf := make([]byte, 1600)
 	b.ReportAllocs()
@@ -101,8 +114,13 @@ func BenchmarkFastPathToClient(b *testing.B) {
 // BenchmarkFastPathToPeer: the client's ChannelData, received by the engine
 // on the listener and sent to the peer from the relay socket (policy
 // checked, counted); per datagram, sender and receiver included.
-func BenchmarkFastPathToPeer(b *testing.B) {
-	bed := newFastPathBed(b)
+func BenchmarkFastPathToPeer(b *testing.B) { benchFastPathToPeer(b, false) }
+
+// BenchmarkFastPathToPeerScoped: the same for a scoped allocation.
+func BenchmarkFastPathToPeerScoped(b *testing.B) { benchFastPathToPeer(b, true) }
+
+func benchFastPathToPeer(b *testing.B, scoped bool) {
+	bed := newFastPathBed(b, scoped)
 	msg := make([]byte, 4+100)
 	binary.BigEndian.PutUint16(msg[0:2], bed.channel)
 	binary.BigEndian.PutUint16(msg[2:4], 100)

@@ -14,4 +14,5 @@ var (
 	errCallRevoked    = errors.New("turnserver: call revoked")
 	errConnectNotTCP  = errors.New("turnserver: connect: not a TCP allocation")
 	errConnectBusy    = errors.New("turnserver: connect: too many dials in flight")
+	errScopedTCP      = errors.New("turnserver: allocate: an SFU credential gets no TCP relay")
 )

@@ -123,9 +123,15 @@ var _ [udpengine.Headroom - 4]byte
 // header written into the datagram's headroom; the rest goes to pion.
 func (c *relayPacketConn) Receive(r *udpengine.Round, pkt []byte, from netip.AddrPort) {
 	n := len(pkt) - udpengine.Headroom
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	if c.a.scoped && !c.s.allowScoped(from) {
+		// A scoped allocation hears its allow-list only, whatever
+		// permission pion holds.
+		c.s.m.scopeRefused.WithLabelValues(scopeStageReceive).Inc()
+		return
+	}
 	c.a.bytesFromPeer.Add(uint64(n))
 	c.a.packetsFromPeer.Add(1)
-	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	if peers := c.peers.Load(); peers != nil {
 		if b := (*peers)[from]; b != nil && b.live(r.Now()) {
 			binary.BigEndian.PutUint16(pkt[0:2], b.channel)

@@ -3,12 +3,14 @@ package turnserver
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
 )
 
 // The guards are the outermost wrappers of the sockets pion serves: they
@@ -79,20 +81,43 @@ func (k *channelBindKeys) take(dst net.Addr) []byte {
 	return key
 }
 
-// fixAnswer returns what to send instead of pion's answer p to dst: p
-// itself, or for a ChannelBind refused by the peer policy a 403.
-func (s *Server) fixAnswer(p []byte, dst net.Addr) []byte {
-	if !isSTUNType(p, stun.MethodChannelBind, stun.ClassErrorResponse) &&
-		!isSTUNType(p, stun.MethodChannelBind, stun.ClassSuccessResponse) {
-		return p // the common case: two comparisons of the header
-	}
-	key := s.bindKeys.take(dst)
-	if key == nil || !isSTUNType(p, stun.MethodChannelBind, stun.ClassErrorResponse) {
+// fixAnswer returns what to send instead of pion's answer p to dst through
+// listener ln: p itself; for a ChannelBind refused by the peer policy or
+// the scope a 403. It learns scoped clients from Allocate successes.
+func (s *Server) fixAnswer(ln int, p []byte, dst net.Addr) []byte {
+	if isSTUNType(p, stun.MethodAllocate, stun.ClassSuccessResponse) {
+		s.learnScoped(ln, p, dst)
 		return p
 	}
+	errResp := isSTUNType(p, stun.MethodChannelBind, stun.ClassErrorResponse)
+	if !errResp && !isSTUNType(p, stun.MethodChannelBind, stun.ClassSuccessResponse) {
+		return p // the common case: a few comparisons of the header
+	}
+	key := s.bindKeys.take(dst)
+	if key == nil {
+		return p
+	}
+	if !errResp {
+		// Success: pion bound it; a scoped client's bind to an unlisted
+		// port is refused all the same (its datagrams are dropped by the
+		// scope, and the fast path never learns a binding it sees
+		// refused). Other successes go out untouched, undecoded.
+		var id [stun.TransactionIDSize]byte
+		copy(id[:], p[8:20])
+		k, kok := keyOf(ln, dst)
+		if !kok || !s.binds.take(bindKey{c: k, id: id}) {
+			return p
+		}
+	}
 	m, ok := decodeSTUN(p)
-	if !ok || errorCode(m) != stun.CodeUnauthorized || stun.MessageIntegrity(key).Check(m) != nil {
-		return p // not the policy refusal, or not signed with the key remembered
+	if !ok || stun.MessageIntegrity(key).Check(m) != nil {
+		return p // not signed with the key remembered
+	}
+	if errResp && errorCode(m) != stun.CodeUnauthorized {
+		return p // not the policy refusal
+	}
+	if !errResp {
+		s.m.scopeRefused.WithLabelValues(scopeStageChannelBind).Inc()
 	}
 	res, err := stun.Build(&stun.Message{TransactionID: m.TransactionID},
 		stun.NewType(stun.MethodChannelBind, stun.ClassErrorResponse),
@@ -101,6 +126,70 @@ func (s *Server) fixAnswer(p []byte, dst net.Addr) []byte {
 		return p
 	}
 	return res.Raw
+}
+
+// inspectRequest looks at a client's STUN request before pion does, for
+// what the scope needs and pion's callbacks do not tell: which SFU secret
+// signed an SFU username while several are live (sfuKIDs), and the port of
+// a scoped client's ChannelBind (scopedBinds). Cheap for everything else:
+// a header check, and a lookup for ChannelBinds.
+func (s *Server) inspectRequest(ln int, p []byte, src net.Addr) {
+	// The class bits (RFC 8489 §5: 0x0110) are zero in a request.
+	if len(p) < 20 || p[0]&0xc0 != 0 || binary.BigEndian.Uint32(p[4:8]) != stunMagicCookie ||
+		binary.BigEndian.Uint16(p[0:2])&0x0110 != 0 {
+		return // not a STUN request
+	}
+	bind := isSTUNType(p, stun.MethodChannelBind, stun.ClassRequest)
+	k, ok := keyOf(ln, src)
+	if !ok {
+		return
+	}
+	var rc *relayPacketConn
+	if bind {
+		rc = s.scoped.get(k)
+	}
+	multi := s.keyring().SFUSecrets() > 1
+	if rc == nil && !multi {
+		return
+	}
+	m, ok := decodeSTUN(p)
+	if !ok {
+		return
+	}
+	if rc != nil {
+		var peer stun.XORMappedAddress
+		if peer.GetFromAs(m, stun.AttrXORPeerAddress) == nil {
+			if pa, ok := netip.AddrFromSlice(peer.IP); ok && !s.allowScoped(netip.AddrPortFrom(pa.Unmap(), uint16(peer.Port))) {
+				s.binds.add(bindKey{c: k, id: m.TransactionID})
+			}
+		}
+	}
+	if multi {
+		s.learnSFUKID(m, src)
+	}
+}
+
+// learnSFUKID finds which SFU secret signed m's username, if it is an SFU
+// username, by its MESSAGE-INTEGRITY.
+func (s *Server) learnSFUKID(m *stun.Message, src net.Addr) {
+	var user stun.Username
+	if user.GetFrom(m) != nil || !m.Contains(stun.AttrMessageIntegrity) {
+		return
+	}
+	kr := s.keyring()
+	username := user.String()
+	pws := kr.SFUPasswords(username)
+	kids := kr.SFUKIDs()
+	k, ok := keyOf(-1, src)
+	if !ok {
+		return
+	}
+	for i, pw := range pws {
+		if stun.MessageIntegrity(turn.GenerateAuthKey(username, s.cfg.Realm, pw)).Check(m) == nil {
+			s.kids.put(kidKey{c: k, username: username}, kids[i])
+			return
+		}
+	}
 }
 
 // errorCode returns the ERROR-CODE of m, 0 if it has none.
@@ -117,7 +206,8 @@ func errorCode(m *stun.Message) stun.ErrorCode {
 // them too.
 type udpGuard struct {
 	net.PacketConn
-	s *Server
+	s  *Server
+	ln int // the listener's index (scope.go)
 }
 
 var _ net.PacketConn = (*udpGuard)(nil)
@@ -125,15 +215,19 @@ var _ net.PacketConn = (*udpGuard)(nil)
 func (g *udpGuard) ReadFrom(p []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := g.PacketConn.ReadFrom(p)
-		if err != nil || !isTCPOnlyRequest(p[:n]) {
+		if err != nil {
 			return n, addr, err
+		}
+		if !isTCPOnlyRequest(p[:n]) {
+			g.s.inspectRequest(g.ln, p[:n], addr)
+			return n, addr, nil
 		}
 		g.refuseTCPOnly(p[:n], addr)
 	}
 }
 
 func (g *udpGuard) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if _, err := g.PacketConn.WriteTo(g.s.fixAnswer(p, addr), addr); err != nil {
+	if _, err := g.PacketConn.WriteTo(g.s.fixAnswer(g.ln, p, addr), addr); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -176,7 +270,8 @@ const tlsHandshakeTimeout = 10 * time.Second
 // it); streamConn bounds the handshake itself.
 type streamGuard struct {
 	net.Listener
-	s *Server
+	s  *Server
+	ln int // the listener's index among the TCP and TLS ones (scope.go)
 }
 
 func (l *streamGuard) Accept() (net.Conn, error) {
@@ -184,14 +279,18 @@ func (l *streamGuard) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &streamConn{Conn: c, s: l.s}, nil
+	return &streamConn{Conn: c, s: l.s, ln: l.ln}, nil
 }
 
 // streamConn is a TURN client connection over TCP or TLS. pion writes one
 // STUN message or ChannelData per Write.
 type streamConn struct {
 	net.Conn
-	s *Server
+	s  *Server
+	ln int
+	// frames follows the stream's framing to show each STUN request to
+	// inspectRequest (scope.go) before pion reads it.
+	frames frameReader
 
 	handshake sync.Once
 	hsErr     error
@@ -208,11 +307,15 @@ func (c *streamConn) Read(p []byte) (int, error) {
 			return 0, c.hsErr
 		}
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.frames.feed(p[:n], func(req []byte) { c.s.inspectRequest(c.ln, req, c.Conn.RemoteAddr()) })
+	}
+	return n, err
 }
 
 func (c *streamConn) Write(p []byte) (int, error) {
-	if _, err := c.Conn.Write(c.s.fixAnswer(p, c.Conn.RemoteAddr())); err != nil {
+	if _, err := c.Conn.Write(c.s.fixAnswer(c.ln, p, c.Conn.RemoteAddr())); err != nil {
 		return 0, err
 	}
 	return len(p), nil

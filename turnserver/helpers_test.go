@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,6 +75,10 @@ type relayOptions struct {
 	wrapTCP func(net.Listener) net.Listener
 	// permissionTimeout: pion's permission lifetime (default 5 minutes).
 	permissionTimeout time.Duration
+	// sfuKeys are SFU secrets (the current first, kids sfuN..sfu1);
+	// sfuPeers the allow-list of their allocations.
+	sfuKeys  []string
+	sfuPeers []PeerRange
 }
 
 // testStart is the fake clock's time when a test relay starts.
@@ -85,6 +90,7 @@ type testRelay struct {
 	reg     *prometheus.Registry
 	clock   *fakeClock
 	keyring *credentials.Keyring
+	ring    *atomic.Pointer[credentials.Keyring] // what the server uses; setKeyring swaps it
 	udp     string
 	tcp     string
 	tls     string
@@ -94,13 +100,19 @@ type testRelay struct {
 func startRelay(t *testing.T, o relayOptions) *testRelay {
 	t.Helper()
 	clock := &fakeClock{t: testStart}
-	kr, err := credentials.NewKeyring([]credentials.Secret{
+	secrets := []credentials.Secret{
 		{KID: "k2", Key: testSecret},
 		{KID: "k1", Key: testOldSecret, Compat: true},
-	}, clock.Now)
+	}
+	for i, k := range o.sfuKeys {
+		secrets = append(secrets, credentials.Secret{KID: fmt.Sprintf("sfu%d", len(o.sfuKeys)-i), Key: []byte(k), SFU: true})
+	}
+	kr, err := credentials.NewKeyring(secrets, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ring := &atomic.Pointer[credentials.Keyring]{}
+	ring.Store(kr)
 	ctx := context.Background()
 	udp, _, err := ListenUDP(ctx, "127.0.0.1:0", 2, 1<<20)
 	if err != nil {
@@ -126,7 +138,8 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 	}
 	cfg := Config{
 		Realm:                 testRealm,
-		Keyring:               func() *credentials.Keyring { return kr },
+		Keyring:               ring.Load,
+		SFUPeers:              o.sfuPeers,
 		RelayBindIPv4:         netip.MustParseAddr("127.0.0.1"),
 		RelayIPv4:             o.advertiseV4,
 		MinPort:               o.minPort,
@@ -182,7 +195,7 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 		}
 	})
 	return &testRelay{
-		srv: srv, reg: reg, clock: clock, keyring: kr,
+		srv: srv, reg: reg, clock: clock, keyring: kr, ring: ring,
 		udp: udp[0].LocalAddr().String(), tcp: tcp.Addr().String(), tls: tlsLn.Addr().String(),
 		tlsConf: clientTLS,
 	}

@@ -22,7 +22,18 @@ const (
 	stageConnect    = "connect"
 )
 
+// Where a scoped (SFU) allocation was refused a peer, the "stage" label of
+// icebox_turn_scoped_refusals_total.
+const (
+	scopeStagePermission  = "permission"   // CreatePermission or ChannelBind to an unlisted IP: 403
+	scopeStageChannelBind = "channel_bind" // ChannelBind to a listed IP on an unlisted port: 403
+	scopeStageSend        = "send"         // a datagram to an unlisted peer: dropped
+	scopeStageReceive     = "receive"      // a datagram from an unlisted peer: dropped
+	scopeStageTCP         = "tcp_allocate" // a TCP relay (RFC 6062): refused
+)
+
 type metrics struct {
+	scopeRefused     *prometheus.CounterVec
 	allocationsTotal *prometheus.CounterVec
 	auth             *prometheus.CounterVec
 	peerDenied       *prometheus.CounterVec
@@ -69,6 +80,10 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 			Name: "icebox_turn_auth_total",
 			Help: "TURN authentication results by outcome (ok, malformed, unknown_kid, bad_hmac, expired, revoked).",
 		}, []string{"outcome"}),
+		scopeRefused: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_scoped_refusals_total",
+			Help: "Peers refused to scoped (LiveKit SFU credential) allocations, by stage: permission and channel_bind (403), send and receive (datagram dropped), tcp_allocate (TCP relay refused).",
+		}, []string{"stage"}),
 		peerDenied: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_turn_peer_denied_total",
 			Help: "Peers refused by the peer policy, by stage (permission, send, connect).",
@@ -117,6 +132,9 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 		m.tcpRefused.WithLabelValues(r)
 	}
 	m.queueFull = m.udpDropped.WithLabelValues(dropQueueFull)
+	for _, st := range []string{scopeStagePermission, scopeStageChannelBind, scopeStageSend, scopeStageReceive, scopeStageTCP} {
+		m.scopeRefused.WithLabelValues(st)
+	}
 	m.sendFailed = m.udpDropped.WithLabelValues(dropSendFailed)
 	m.noPermission = m.udpDropped.WithLabelValues(dropNoPermission)
 	return m
@@ -134,15 +152,21 @@ var (
 		"Payload bytes relayed, by direction (to_peer, from_peer).", []string{"direction"}, nil)
 	relayedPacketsDesc = prometheus.NewDesc("icebox_turn_relayed_packets_total",
 		"Packets relayed, by direction (to_peer, from_peer).", []string{"direction"}, nil)
+	scopedBytesDesc = prometheus.NewDesc("icebox_turn_scoped_relayed_bytes_total",
+		"Payload bytes relayed by scoped (LiveKit SFU credential) allocations, by direction (to_peer, from_peer); part of icebox_turn_relayed_bytes_total.",
+		[]string{"direction"}, nil)
 )
 
 func (c relayedCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- relayedBytesDesc
 	ch <- relayedPacketsDesc
+	ch <- scopedBytesDesc
 }
 
 func (c relayedCollector) Collect(ch chan<- prometheus.Metric) {
-	t := c.reg.relayed()
+	t, scoped := c.reg.relayed()
+	ch <- prometheus.MustNewConstMetric(scopedBytesDesc, prometheus.CounterValue, float64(scoped.bytesToPeer), "to_peer")
+	ch <- prometheus.MustNewConstMetric(scopedBytesDesc, prometheus.CounterValue, float64(scoped.bytesFromPeer), "from_peer")
 	ch <- prometheus.MustNewConstMetric(relayedBytesDesc, prometheus.CounterValue, float64(t.bytesToPeer), "to_peer")
 	ch <- prometheus.MustNewConstMetric(relayedBytesDesc, prometheus.CounterValue, float64(t.bytesFromPeer), "from_peer")
 	ch <- prometheus.MustNewConstMetric(relayedPacketsDesc, prometheus.CounterValue, float64(t.packetsToPeer), "to_peer")

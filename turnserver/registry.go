@@ -34,6 +34,9 @@ type allocation struct {
 	callID  string
 	network string
 	created time.Time
+	// scoped: made with an SFU credential; reaches the SFU allow-list
+	// only (scope.go).
+	scoped bool
 
 	// Set once by registry.activate, under the registry's lock; nil closer
 	// means the socket is still being bound.
@@ -74,6 +77,9 @@ type AllocationInfo struct {
 	BytesFromPeer   uint64    `json:"bytes_from_peer"`
 	PacketsToPeer   uint64    `json:"packets_to_peer"`
 	PacketsFromPeer uint64    `json:"packets_from_peer"`
+	// Scoped: made with the LiveKit SFU's credential, it reaches the SFU
+	// allow-list only.
+	Scoped bool `json:"scoped,omitempty"`
 }
 
 // registry tracks live allocations for quotas, revocation and listing, and
@@ -95,6 +101,9 @@ type registry struct {
 	// unlists it, so a sum never counts it twice (the exported counters
 	// never go down).
 	retired traffic
+	// retiredScoped is the part of retired that scoped allocations
+	// relayed.
+	retiredScoped traffic
 
 	// reserved are the relay ports taken, per network, from before the
 	// bind until the socket closes. TCP relay listeners are bound with
@@ -307,6 +316,9 @@ func (r *registry) release(a *allocation) {
 	}
 	delete(r.byID, a.id)
 	r.retired.add(a.traffic())
+	if a.scoped {
+		r.retiredScoped.add(a.traffic())
+	}
 	decrement(r.perUser, a.user)
 	if a.callID != "" {
 		decrement(r.perCall, a.callID)
@@ -322,15 +334,20 @@ func decrement(m map[string]int, k string) {
 	m[k]--
 }
 
-// relayed sums the traffic of every allocation, live or released.
-func (r *registry) relayed() traffic {
+// relayed sums the traffic of every allocation, live or released, and
+// that of the scoped ones.
+func (r *registry) relayed() (all, scoped traffic) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := r.retired
+	all, scoped = r.retired, r.retiredScoped
 	for _, a := range r.byID {
-		t.add(a.traffic())
+		t := a.traffic()
+		all.add(t)
+		if a.scoped {
+			scoped.add(t)
+		}
 	}
-	return t
+	return all, scoped
 }
 
 func (r *registry) count() int {
@@ -369,6 +386,7 @@ func (r *registry) list() []AllocationInfo {
 			BytesFromPeer:   a.bytesFromPeer.Load(),
 			PacketsToPeer:   a.packetsToPeer.Load(),
 			PacketsFromPeer: a.packetsFromPeer.Load(),
+			Scoped:          a.scoped,
 		})
 	}
 	r.mu.Unlock()

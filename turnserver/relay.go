@@ -104,6 +104,13 @@ func (ra relayAllocator) AllocateListener(conf turn.AllocateListenerConfig) (net
 	if err != nil {
 		return nil, nil, err
 	}
+	if a.scoped {
+		// The SFU speaks UDP; a TCP relay would reach its TCP ports
+		// through Connect, outside what the scope checks per datagram.
+		s.reg.release(a)
+		s.m.scopeRefused.WithLabelValues(scopeStageTCP).Inc()
+		return nil, nil, errScopedTCP
+	}
 	l, port, err := s.bindRelay(conf.Network, bindIP, conf.RequestedPort, func(network, addr string) (io.Closer, error) {
 		// SO_REUSEPORT lets Connect bind outgoing peer connections to the
 		// relay address, as RFC 6062 requires. It also lets a second
@@ -191,7 +198,7 @@ func (s *Server) newAllocation(username, network string) (*allocation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("turnserver: allocate: %w", err)
 	}
-	a := &allocation{user: claims.User, callID: claims.CallID, network: network, created: s.now()}
+	a := &allocation{user: claims.User, callID: claims.CallID, network: network, created: s.now(), scoped: claims.SFU}
 	q, err := s.reg.reserve(a)
 	if err != nil {
 		return nil, err
@@ -361,7 +368,12 @@ func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, e
 		c.s.m.noPermission.Inc()
 		return len(p), nil
 	}
-	if !c.s.policy.Allow(peer) {
+	if c.a.scoped {
+		if !c.s.allowScoped(peer) {
+			c.s.m.scopeRefused.WithLabelValues(scopeStageSend).Inc()
+			return len(p), nil
+		}
+	} else if !c.s.policy.Allow(peer) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
 	}

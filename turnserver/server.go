@@ -93,6 +93,12 @@ type Config struct {
 	// least one (see defaultEngineLoops); New never changes GOMAXPROCS.
 	EngineLoops int
 
+	// SFUPeers is the allow-list of allocations made with an SFU
+	// credential (credentials.Claims.SFU): the SFU's media addresses and
+	// ports. Empty: such allocations reach nothing. SetSFUPeers replaces
+	// it at run time.
+	SFUPeers []PeerRange
+
 	// NoFastPath leaves every datagram to pion, bound channels included
 	// (fastpath.go). For comparisons and as a way out.
 	NoFastPath bool
@@ -145,6 +151,8 @@ type Server struct {
 	dials      *dialLimits // RFC 6062 Connect dials in flight (connect.go)
 	bindKeys   channelBindKeys
 
+	scopeState // scoped (SFU) allocations: scope.go
+
 	// ctx ends with Close; it bounds RFC 6062 Connect dials.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -178,6 +186,9 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		return nil, err
 	}
 	s := newServer(cfg)
+	if err := s.SetSFUPeers(cfg.SFUPeers); err != nil {
+		return nil, err
+	}
 	if err := s.refreshHostAddrs(); err != nil {
 		return nil, err
 	}
@@ -334,9 +345,9 @@ func (s *Server) serveUDP(udp []net.PacketConn, gen relayAllocator) ([]turn.Pack
 			pc = &reflectionLimitedConn{PacketConn: pc, errors: errLim, bindings: bindLim,
 				errorsDropped: s.m.errorsDropped, bindingsDropped: s.m.bindingsDropped}
 		}
-		pc = &udpGuard{PacketConn: pc, s: s} // outermost: pion reads this one (guard.go)
+		pc = &udpGuard{PacketConn: pc, s: s, ln: i} // outermost: pion reads this one (guard.go)
 		out = append(out, turn.PacketConnConfig{
-			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.scopedPermission(i),
 		})
 	}
 	return out, nil
@@ -347,16 +358,20 @@ func (s *Server) serveUDP(udp []net.PacketConn, gen relayAllocator) ([]turn.Pack
 // is cut before its handshake); the guard sits above it, where it sees STUN
 // messages (guard.go).
 func (s *Server) streamListeners(ln Listeners, gen relayAllocator) []turn.ListenerConfig {
+	// Stream listeners are numbered after each other (TCP, then TLS): a
+	// scoped client is known by listener and address (scope.go).
 	var out []turn.ListenerConfig
-	for _, l := range ln.TCP {
+	for i, l := range ln.TCP {
 		out = append(out, turn.ListenerConfig{
-			Listener: &streamGuard{Listener: s.trackConns(l), s: s}, RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			Listener: &streamGuard{Listener: s.trackConns(l), s: s, ln: i}, RelayAddressGenerator: gen,
+			PermissionHandler: s.scopedPermission(i),
 		})
 	}
-	for _, l := range ln.TLS {
+	for i, l := range ln.TLS {
+		n := len(ln.TCP) + i
 		out = append(out, turn.ListenerConfig{
-			Listener:              &streamGuard{Listener: tls.NewListener(s.trackConns(l), ln.TLSConfig), s: s},
-			RelayAddressGenerator: gen, PermissionHandler: s.allowPeer,
+			Listener:              &streamGuard{Listener: tls.NewListener(s.trackConns(l), ln.TLSConfig), s: s, ln: n},
+			RelayAddressGenerator: gen, PermissionHandler: s.scopedPermission(n),
 		})
 	}
 	return out
@@ -492,6 +507,9 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, r
 	ev := s.log.Info().Str("transport", transport).Stringer("client", src).Stringer("relay", relay)
 	if c, err := credentials.ParseUsername(username); err == nil {
 		ev = ev.Str("user", c.User).Str("call_id", c.CallID)
+		if c.SFU {
+			ev = ev.Bool("sfu_scoped", true)
+		}
 	}
 	ev.Msg("allocation created")
 }

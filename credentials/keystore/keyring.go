@@ -14,25 +14,29 @@ import (
 //
 // A managed keyring (all secrets generated) that was rotated is built from
 // its rotation record instead, without the keys that have retired.
+//
+// With matrixrtc.livekit.turn.enabled the keyring also holds the live SFU
+// TURN secrets (sfu.go), generated as needed.
 func Build(cfg config.Config) (*credentials.Keyring, error) {
-	return keyringFor(cfg, true)
+	return buildAt(cfg, true, time.Now())
 }
 
 // Read is Build for commands that must not create files (icebox creds,
 // often run as another user than the service): a secret that was never
 // generated is an error.
 func Read(cfg config.Config) (*credentials.Keyring, error) {
-	return keyringFor(cfg, false)
+	return buildAt(cfg, false, time.Now())
 }
 
-func keyringFor(cfg config.Config, generate bool) (*credentials.Keyring, error) {
+// buildAt builds the keyring as it is at now (which keys have retired).
+func buildAt(cfg config.Config, generate bool, now time.Time) (*credentials.Keyring, error) {
 	if managed(cfg) {
 		st, ok, err := loadRotation(cfg.StateDir)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			return managedKeyringFrom(cfg, liveKeys(cfg, st, time.Now()), generate)
+			return managedKeyringFrom(cfg, liveKeys(cfg, st, now), generate, now)
 		}
 	}
 	secrets := make([]credentials.Secret, 0, len(cfg.Credentials.Secrets))
@@ -47,6 +51,10 @@ func keyringFor(cfg config.Config, generate bool) (*credentials.Keyring, error) 
 			}
 		}
 		secrets = append(secrets, credentials.Secret{KID: s.KID, Key: key, Compat: s.Compat})
+	}
+	secrets, err := withSFU(cfg, secrets, generate, now)
+	if err != nil {
+		return nil, err
 	}
 	return credentials.NewKeyring(secrets, nil)
 }

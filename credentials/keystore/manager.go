@@ -30,6 +30,8 @@ type Manager struct {
 	cfg  config.Config
 	ring atomic.Pointer[credentials.Keyring]
 	now  func() time.Time
+
+	sfuRotated func(kid string) // OnSFURotated; under mu
 }
 
 // NewManager builds the keyring of cfg (Build) and manages it.
@@ -83,7 +85,7 @@ func (m *Manager) Rotate(compat bool) (Info, error) {
 		}
 	}
 	st.Keys = append([]managedKey{{KID: kid, Compat: compat}}, st.Keys...)
-	kr, err := managedKeyringFrom(m.cfg, st, true)
+	kr, err := managedKeyringFrom(m.cfg, st, true, now)
 	if err != nil {
 		return Info{}, err
 	}
@@ -120,33 +122,47 @@ func infoOf(st rotation) Info {
 }
 
 // Retire drops keys whose retirement time has come from the live keyring
-// and returns their kids.
+// (SFU TURN secrets included) and returns their kids.
 func (m *Manager) Retire() (retired []string, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !managed(m.cfg) {
-		return nil, nil
-	}
-	st, ok, err := loadRotation(m.cfg.StateDir)
-	if err != nil || !ok {
+	now := m.now()
+	current := m.ring.Load()
+	if due, err := m.retiring(current, now); err != nil || !due {
 		return nil, err
 	}
-	live := liveKeys(m.cfg, st, m.now())
-	current := m.ring.Load()
-	if sameKIDs(live, current.KIDs()) {
-		return nil, nil
-	}
-	kr, err := managedKeyringFrom(m.cfg, live, true)
+	kr, err := buildAt(m.cfg, true, now)
 	if err != nil {
 		return nil, err
 	}
-	for _, kid := range current.KIDs() {
-		if !slices.Contains(kr.KIDs(), kid) {
+	for _, kid := range append(current.KIDs(), current.SFUKIDs()...) {
+		if !slices.Contains(kr.KIDs(), kid) && !slices.Contains(kr.SFUKIDs(), kid) {
 			retired = append(retired, kid)
 		}
 	}
 	m.ring.Store(kr)
 	return retired, nil
+}
+
+// retiring reports whether a key of current has reached its retirement.
+func (m *Manager) retiring(current *credentials.Keyring, now time.Time) (bool, error) {
+	if managed(m.cfg) {
+		st, ok, err := loadRotation(m.cfg.StateDir)
+		if err != nil {
+			return false, err
+		}
+		if ok && !sameKIDs(liveKeys(m.cfg, st, now), current.KIDs()) {
+			return true, nil
+		}
+	}
+	if sfuEnabled(m.cfg) {
+		st, err := loadSFU(m.cfg.StateDir)
+		if err != nil {
+			return false, err
+		}
+		return !sameKIDs(liveSFU(st, now), current.SFUKIDs()), nil
+	}
+	return false, nil
 }
 
 // Reload builds the keyring of a newly loaded configuration (its

@@ -34,6 +34,9 @@ type Record struct {
 	// without it the configured list would sign again, bringing back a
 	// secret rotated away.
 	Keyring bool `json:"keyring,omitempty"`
+	// SFUKeyring is set once secrets/sfu.json was written (a rotation of
+	// the SFU TURN secret), for the same reason.
+	SFUKeyring bool `json:"sfu_keyring,omitempty"`
 }
 
 // RecordPath is the state record's path in stateDir.

@@ -18,6 +18,12 @@ func CheckRotation(stateDir string, rec Record) error {
 			return KeyringLost(stateDir)
 		}
 	}
+	if rec.SFUKeyring {
+		if _, err := os.Stat(SFURecordPath(stateDir)); errors.Is(err, fs.ErrNotExist) {
+			_, err := loadSFU(stateDir) // the StateError that says so
+			return err
+		}
+	}
 	return nil
 }
 
@@ -51,7 +57,7 @@ func Reset(stateDir, suffix string, log zerolog.Logger) error {
 		return fmt.Errorf("state: --init-state: %w", err)
 	}
 	for _, e := range entries {
-		if e.IsDir() || e.Name() == rotationFile || e.Name()[0] == '.' {
+		if e.IsDir() || e.Name() == rotationFile || e.Name() == sfuRotationFile || e.Name() == sfuSecretFile || e.Name()[0] == '.' {
 			continue
 		}
 		path := filepath.Join(secrets, e.Name())
@@ -81,6 +87,28 @@ func Reset(stateDir, suffix string, log zerolog.Logger) error {
 				return fmt.Errorf("state: --init-state: %w", err)
 			}
 			log.Warn().Str("moved_to", path+suffix).Msg("--init-state: keyring record unreadable; moved aside: the configured secrets sign")
+		}
+	}
+	if _, err := loadSFU(stateDir); err != nil {
+		// Likewise the SFU TURN secrets' record: the first generation
+		// is current again (give livekit-server the new sfu-turn.secret).
+		path := SFURecordPath(stateDir)
+		if _, serr := os.Stat(path); serr == nil {
+			if err := os.Rename(path, path+suffix); err != nil {
+				return fmt.Errorf("state: --init-state: %w", err)
+			}
+			log.Warn().Str("moved_to", path+suffix).Msg("--init-state: SFU TURN secret record unreadable; moved aside: the first SFU secret is current")
+		}
+	}
+	if _, err := loadSFU(stateDir); err != nil {
+		// Likewise the SFU TURN secrets' record: the first generation
+		// is current again (give livekit-server the new sfu-turn.secret).
+		path := SFURecordPath(stateDir)
+		if _, serr := os.Stat(path); serr == nil {
+			if err := os.Rename(path, path+suffix); err != nil {
+				return fmt.Errorf("state: --init-state: %w", err)
+			}
+			log.Warn().Str("moved_to", path+suffix).Msg("--init-state: SFU TURN secret record unreadable; moved aside: the first SFU secret is current")
 		}
 	}
 	if _, err := os.Stat(KeyringRecordPath(stateDir)); errors.Is(err, fs.ErrNotExist) {

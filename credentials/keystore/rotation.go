@@ -125,7 +125,7 @@ func liveKeys(cfg config.Config, st rotation, now time.Time) rotation {
 
 // managedKeyringFrom builds the keyring of a managed state, generating
 // secrets that were never generated when create is set.
-func managedKeyringFrom(cfg config.Config, st rotation, create bool) (*credentials.Keyring, error) {
+func managedKeyringFrom(cfg config.Config, st rotation, create bool, now time.Time) (*credentials.Keyring, error) {
 	secrets := make([]credentials.Secret, 0, len(st.Keys))
 	for _, k := range st.Keys {
 		key, err := generatedSecret(cfg.StateDir, k.KID, create)
@@ -133,6 +133,10 @@ func managedKeyringFrom(cfg config.Config, st rotation, create bool) (*credentia
 			return nil, fmt.Errorf("keyring %s: %w", k.KID, err)
 		}
 		secrets = append(secrets, credentials.Secret{KID: k.KID, Key: key, Compat: k.Compat})
+	}
+	secrets, err := withSFU(cfg, secrets, create, now)
+	if err != nil {
+		return nil, err
 	}
 	return credentials.NewKeyring(secrets, nil)
 }

@@ -1,0 +1,65 @@
+package node
+
+import (
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/icebox-voip/icebox/config"
+	"github.com/icebox-voip/icebox/credentials/keystore"
+	"github.com/icebox-voip/icebox/signaling/httpapi"
+	"github.com/icebox-voip/icebox/turnserver"
+)
+
+// TestKeyringRotateRotatesSFUSecret: `icebox keyring rotate` (the admin
+// API's Rotate) rotates the SFU TURN secret with the keyring and calls the
+// restart hook; with configured (unmanaged) secrets only the SFU secret
+// rotates and the answer says so.
+func TestKeyringRotateRotatesSFUSecret(t *testing.T) {
+	cfg := config.Default()
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	cfg.MatrixRTC.LiveKit.TURN.Enabled = true
+	cfg.MatrixRTC.LiveKit.TURN.Peers = []string{"198.51.100.7:50000-60000"}
+	keys, err := keystore.NewManager(cfg, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var restarts []string
+	keys.OnSFURotated(func(kid string) { restarts = append(restarts, kid) })
+	info, err := keyringAdmin{keys}.Rotate(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ActiveKID != "k2" || len(restarts) != 1 || restarts[0] != "sfu2" || keys.Keyring().SFUKIDs()[0] != "sfu2" {
+		t.Fatalf("after Rotate: active %s, SFU %v, restarts %v", info.ActiveKID, keys.Keyring().SFUKIDs(), restarts)
+	}
+
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	cfg.Credentials.Secrets = []config.Secret{{KID: "k1", Secret: "configured-secret-0123456789", Compat: true}}
+	keys, err = keystore.NewManager(cfg, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = keyringAdmin{keys}.Rotate(false)
+	if !errors.Is(err, httpapi.ErrKeyringNotManaged) || keys.Keyring().SFUKIDs()[0] != "sfu2" {
+		t.Fatalf("unmanaged keyring: %v, SFU %v; want not-managed and the SFU secret rotated", err, keys.Keyring().SFUKIDs())
+	}
+	t.Logf("unmanaged keyring: %v", err)
+}
+
+func TestSFUPeers(t *testing.T) {
+	cfg := config.Default()
+	if got, err := sfuPeers(cfg, nil); err != nil || got != nil {
+		t.Fatalf("off: %v, %v", got, err)
+	}
+	cfg.MatrixRTC.LiveKit.TURN.Enabled = true
+	cfg.MatrixRTC.LiveKit.TURN.Peers = []string{"198.51.100.7:50000-60000"}
+	managed := turnserver.PeerRange{Prefix: netip.MustParsePrefix("203.0.113.9/32"), MinPort: 7881, MaxPort: 7881}
+	got, err := sfuPeers(cfg, []turnserver.PeerRange{managed})
+	want := []turnserver.PeerRange{{Prefix: netip.MustParsePrefix("198.51.100.7/32"), MinPort: 50000, MaxPort: 60000}, managed}
+	if err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("sfuPeers = %v, %v; want %v", got, err, want)
+	}
+}
