@@ -100,6 +100,55 @@ func TestMemberLeftEndsTheirCalls(t *testing.T) {
 	}
 }
 
+// TestMemberLeftEndsCallsForAnyone: alice's ringing call that invites
+// nobody by name ends when bob, the room's only other member, leaves
+// (user_hangup, ended by him, credentials revoked, CallHangupViaMatrix) —
+// it rang on until it expired before; one in a room where carol could
+// still answer keeps ringing. The conversation may still list bob: with
+// nobody left, the room is not mapped again.
+func TestMemberLeftEndsCallsForAnyone(t *testing.T) {
+	e, _ := newBridgedEnv(t)
+	ctx := context.Background()
+	if _, err := e.svc.PutConversation(ctx, "mx3", []string{"alice", "carol", bob}, "!three:example.org"); err != nil {
+		t.Fatal(err)
+	}
+	anyone, err := e.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "mx", SDPOffer: "v=0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stays, err := e.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "mx3", SDPOffer: "v=0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outBefore := len(e.outboxTypes(t))
+	ended, err := e.svc.MemberLeft(ctx, "!room:example.org", bob)
+	if err != nil || len(ended) != 1 || ended[0].ID != anyone.ID {
+		t.Fatalf("MemberLeft = %d calls, %v; want %s", len(ended), err, anyone.ID)
+	}
+	c, err := e.st.Call(ctx, anyone.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status != signaling.StatusEnded || c.EndReason != signaling.ReasonUserHangup || c.EndedBy != bob {
+		t.Errorf("call after bob left: %s %s by %s", c.Status, c.EndReason, c.EndedBy)
+	}
+	if _, ok := e.rec.revokedUntil(signaling.CredentialID(anyone.ID)); !ok {
+		t.Error("credentials not revoked")
+	}
+	if ev := e.rec.last(); ev.Type != signaling.EventCallHangupViaMatrix || ev.CallID != anyone.ID {
+		t.Errorf("event = %s for %s", ev.Type, ev.CallID)
+	}
+	if n := len(e.outboxTypes(t)); n != outBefore {
+		t.Errorf("leaving sent %d Matrix events", n-outBefore)
+	}
+	if got, err := e.svc.MemberLeft(ctx, "!three:example.org", bob); err != nil || len(got) != 0 {
+		t.Fatalf("MemberLeft where carol stays = %d calls, %v; want none", len(got), err)
+	}
+	if c, err := e.st.Call(ctx, stays.ID); err != nil || c.Status != signaling.StatusRinging {
+		t.Errorf("call carol may answer: %s, %v; want ringing", c.Status, err)
+	}
+}
+
 // TestMatrixOpaqueIDs: call_id and party_id take the spec's grammar, 1-255
 // of [0-9a-zA-Z._~-]; such a call is read, answered and revoked like any
 // (its TURN credentials carry a hash of its ID); anything else is invalid.

@@ -361,8 +361,11 @@ func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, 
 // MemberLeft ends the live calls of a Matrix user who left the room of a
 // conversation, or was kicked or banned from it: the spec counts leaving
 // the room as a hangup. The calls ended are those the user placed, the
-// ones they answered, and the ringing ones that invite them by name; each
-// ends with reason user_hangup, ended by the user, its TURN credentials
+// ones they answered, the ringing ones that invite them by name, and the
+// ringing ones that invite nobody by name when nobody but their caller is
+// left to answer (the user was the room's only other member: such a call
+// would otherwise ring on until it expires); each ends with reason
+// user_hangup, ended by the user, its TURN credentials
 // revoked, and CallHangupViaMatrix goes to the conversation's icebox
 // clients. Nothing is sent to Matrix (the user is gone; the room's other
 // members saw the leave).
@@ -380,7 +383,7 @@ func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, 
 	}
 	var ended []Call
 	for _, c := range active {
-		if !involves(c, user) {
+		if !involves(c, user) && !orphaned(c, conv, user) {
 			continue
 		}
 		var out Event
@@ -388,7 +391,7 @@ func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, 
 			if err := notEnded(c); err != nil {
 				return nil, err
 			}
-			if !involves(*c, user) {
+			if !involves(*c, user) && !orphaned(*c, conv, user) {
 				return nil, transitionErr(c, "not_involved", "the user no longer takes part in the call")
 			}
 			end(c, StatusEnded, ReasonUserHangup, user, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
@@ -416,6 +419,22 @@ func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, 
 // of a ringing c.
 func involves(c Call, user string) bool {
 	return c.Initiator == user || c.Answerer == user || (c.Status == StatusRinging && c.Invitee == user)
+}
+
+// orphaned reports whether c rings for anyone (no invitee named) in conv
+// while nobody but its caller and the user who left could answer it. The
+// conversation may still list the user: mapping the room to the
+// conversation refuses a room with no member left but the service user.
+func orphaned(c Call, conv Conversation, user string) bool {
+	if c.Status != StatusRinging || c.Invitee != "" {
+		return false
+	}
+	for _, p := range conv.Participants {
+		if p != c.Initiator && p != user {
+			return false
+		}
+	}
+	return true
 }
 
 func isTransition(err error, code string) bool {
