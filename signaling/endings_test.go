@@ -202,8 +202,9 @@ func TestMatrixOpaqueIDs(t *testing.T) {
 }
 
 // TestMatrixMediaCarried: an invite's and an answer's metadata and
-// capabilities from Matrix reach the clients unchanged; metadata that is
-// not an object refuses the event and creates nothing.
+// capabilities from Matrix reach the clients unchanged and are kept as the
+// latest of their side; metadata that is not an object refuses the event
+// and creates nothing.
 func TestMatrixMediaCarried(t *testing.T) {
 	e, _ := newBridgedEnv(t)
 	ctx := context.Background()
@@ -216,6 +217,37 @@ func TestMatrixMediaCarried(t *testing.T) {
 	p, _ := e.rec.last().Payload.(signaling.InvitePayload)
 	if string(p.StreamMetadata) != string(ev.Media.StreamMetadata) || string(p.Capabilities) != string(ev.Media.Capabilities) {
 		t.Fatalf("CallInviteViaMatrix media = %s %s", p.StreamMetadata, p.Capabilities)
+	}
+	// Kept as the caller's latest; alice's answer's as the answerer's; bob's
+	// negotiate and metadata change replace his (capabilities stay); a
+	// change from a party not chosen is refused and changes nothing.
+	if c, _ := e.st.Call(ctx, "bobcall"); string(c.CallerMedia.StreamMetadata) != string(ev.Media.StreamMetadata) ||
+		string(c.CallerMedia.Capabilities) != string(ev.Media.Capabilities) {
+		t.Fatalf("stored caller media = %s %s", c.CallerMedia.StreamMetadata, c.CallerMedia.Capabilities)
+	}
+	amd := json.RawMessage(`{"a":{"purpose":"m.usermedia"}}`)
+	if _, err := e.svc.Answer(ctx, "alice", "bobcall", signaling.AnswerRequest{SDPAnswer: "v=0", Media: signaling.Media{StreamMetadata: amd}}); err != nil {
+		t.Fatal(err)
+	}
+	held := mxEvent("bobcall", "bobdev")
+	held.Media.StreamMetadata = json.RawMessage(`{"s":{"purpose":"m.usermedia","audio_muted":true,"video_muted":true}}`)
+	if _, err := e.svc.NegotiateFromMatrix(ctx, held, desc("offer", "v=0 hold"), 0); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := e.st.Call(ctx, "bobcall")
+	if string(c.CallerMedia.StreamMetadata) != string(held.Media.StreamMetadata) || string(c.CallerMedia.Capabilities) != string(ev.Media.Capabilities) ||
+		string(c.AnswererMedia.StreamMetadata) != string(amd) {
+		t.Fatalf("after bob's negotiate: caller %s %s, answerer %s", c.CallerMedia.StreamMetadata, c.CallerMedia.Capabilities, c.AnswererMedia.StreamMetadata)
+	}
+	unmuted := json.RawMessage(`{"s":{"purpose":"m.usermedia","audio_muted":false}}`)
+	if err := e.svc.StreamMetadataFromMatrix(ctx, mxEvent("bobcall", "bobdev"), unmuted); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.StreamMetadataFromMatrix(ctx, mxEvent("bobcall", "bobphone"), amd); err == nil {
+		t.Fatal("a metadata change from a party not chosen was taken")
+	}
+	if c, _ := e.st.Call(ctx, "bobcall"); string(c.CallerMedia.StreamMetadata) != string(unmuted) || string(c.AnswererMedia.StreamMetadata) != string(amd) {
+		t.Fatalf("after bob's metadata change: caller %s, answerer %s", c.CallerMedia.StreamMetadata, c.AnswererMedia.StreamMetadata)
 	}
 	bad := mxEvent("bobcall2", "bobdev")
 	bad.Media.StreamMetadata = json.RawMessage(`[]`)

@@ -107,6 +107,7 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 		CreatedAt:           s.cfg.Now().UTC(),
 		MatrixInviteEventID: in.EventID,
 		MatrixPartyID:       in.PartyID,
+		CallerMedia:         media,
 	}
 	if err := s.cfg.Store.CreateCallOutbox(ctx, c, nil); err != nil {
 		return Call{}, err
@@ -140,6 +141,7 @@ func (s *Service) AnswerFromMatrix(ctx context.Context, ev MatrixEvent, sdp stri
 		if err := applyAnswer(c, ev.Sender, ev.PartyID, sdp, s.cfg.Now().UTC()); err != nil {
 			return nil, err
 		}
+		keepMedia(c, ev.Sender, ev.PartyID, media)
 		out = newEvent(conv, *c, EventCallAnswerViaMatrix, AnswerPayload{
 			Type: EventCallAnswerViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
 			PartyID: ev.PartyID, SDPAnswer: sdp, Status: c.Status, Media: media,
@@ -315,6 +317,7 @@ func (s *Service) NegotiateFromMatrix(ctx context.Context, ev MatrixEvent, desc 
 		if err := applyNegotiate(c, ev.Sender, ev.PartyID, desc.Type, lifetime, s.cfg.Now().UTC()); err != nil {
 			return nil, err
 		}
+		keepMedia(c, ev.Sender, ev.PartyID, media)
 		out = newEvent(conv, *c, EventCallNegotiateViaMatrix, NegotiatePayload{
 			Type: EventCallNegotiateViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
 			PartyID: ev.PartyID, Description: desc, LifetimeMS: lifetime.Milliseconds(), Media: media,
@@ -331,7 +334,7 @@ func (s *Service) NegotiateFromMatrix(ctx context.Context, ev MatrixEvent, desc 
 // StreamMetadataFromMatrix relays a Matrix party's
 // m.call.sdp_stream_metadata_changed to the conversation's icebox clients
 // (CallStreamMetadataChangedViaMatrix), from the caller or the chosen
-// answerer of a live call only.
+// answerer of a live call only, and keeps it as the latest of that side.
 func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, metadata json.RawMessage) error {
 	conv, err := s.matrixParty(ctx, ev)
 	if err != nil {
@@ -341,14 +344,17 @@ func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, 
 	if err != nil {
 		return err
 	}
-	c, err := s.cfg.Store.Call(ctx, ev.CallID)
+	c, err := s.cfg.Store.UpdateCall(ctx, ev.CallID, func(c *Call) error {
+		if err := inRoom(c, conv); err != nil {
+			return err
+		}
+		if err := checkInCall(c, ev.Sender, ev.PartyID); err != nil {
+			return err
+		}
+		keepMedia(c, ev.Sender, ev.PartyID, Media{StreamMetadata: md})
+		return nil
+	})
 	if err != nil {
-		return err
-	}
-	if err := inRoom(&c, conv); err != nil {
-		return err
-	}
-	if err := checkInCall(&c, ev.Sender, ev.PartyID); err != nil {
 		return err
 	}
 	s.emit(newEvent(conv, c, EventCallStreamMetadataChangedViaMatrix, StreamMetadataPayload{
