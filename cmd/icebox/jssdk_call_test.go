@@ -109,17 +109,17 @@ func (s *jsSession) ep() string {
 func openJSSession(t *testing.T, b *jsBed) *jsSession {
 	t.Helper()
 	s := &jsSession{b: b, br: b.browser}
-	s.login(t)
+	s.login(t, b.rooms)
 	s.br.open(t, "icebox", b.front+"/icebox.html", "icebox")
 	s.br.call(t, "icebox", "icebox.connect", nil, jsAliceTok)
 	return s
 }
 
 // login opens bob's matrix-js-sdk page, logs a new device of his in (Rust
-// crypto, TURN from /voip/turnServer) and waits until it knows the bed's
-// rooms. It returns the device ID, which matrix-js-sdk uses as its
-// party_id.
-func (s *jsSession) login(t *testing.T) string {
+// crypto, TURN from /voip/turnServer) and waits until it knows rooms
+// (conversation → room ID). It returns the device ID, which matrix-js-sdk
+// uses as its party_id.
+func (s *jsSession) login(t *testing.T, rooms map[string]string) string {
 	t.Helper()
 	b := s.b
 	tok, dev := b.hs.Login(t, b.bob, jsBobPass)
@@ -140,7 +140,7 @@ func (s *jsSession) login(t *testing.T) string {
 	}
 	t.Logf("matrix-js-sdk (%s): %s device %s, Rust crypto, TURN %v (%s), in %s", s.ep(), login.UserID, login.DeviceID,
 		login.TurnServers[0].URLs, login.TurnServers[0].Username, time.Since(begin).Round(time.Millisecond))
-	for name, room := range b.rooms {
+	for name, room := range rooms {
 		s.br.call(t, s.ep(), "harness.roomReady", nil, room, strings.HasPrefix(name, "enc"))
 	}
 	return login.DeviceID

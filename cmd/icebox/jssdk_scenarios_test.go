@@ -490,7 +490,7 @@ const jsInviteLifetime = 8 * time.Second
 // hangup reaches it.
 func (s *jsSession) answeredElsewhere(t *testing.T, conv string) {
 	other := &jsSession{b: s.b, br: s.br, page: "element2"}
-	dev := other.login(t)
+	dev := other.login(t, map[string]string{conv: s.b.rooms[conv]}) // bob may have left others
 	t.Cleanup(func() { _ = s.br.do(t, nil, map[string]any{"op": "closePage", "page": other.page}) })
 	var id string
 	s.br.call(t, "icebox", "icebox.placeCall", &id, conv, s.b.bob, false)
