@@ -91,9 +91,8 @@ type jsBed struct {
 	plainRoom, encRoom string
 
 	// The federated bed's (jssdk_federation_test.go); empty in this one.
-	ip        string // icebox's TURN and relay address in ns (browserBedIP if empty)
-	iceboxHS  string // the homeserver URL icebox's bridge uses (the front if empty)
-	extraConf string // appended to icebox's configuration
+	ip       string // icebox's TURN and relay address in ns (browserBedIP if empty)
+	iceboxHS string // the homeserver URL icebox's bridge uses (the front if empty)
 }
 
 // relayIP is icebox's TURN and relay address in the bed's namespace.
@@ -205,7 +204,7 @@ matrix:
   # The plain-room tests need it off; rooms icebox creates are encrypted anyway.
   require_encryption: false
   invite_wait: 5s
-`, hs, b.service) + b.extraConf
+`, hs, b.service)
 }
 
 // iceboxAPI sends a request to icebox inside the namespace.
