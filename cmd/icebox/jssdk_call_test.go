@@ -4,8 +4,9 @@ package main
 // web/e2e-matrix) and an icebox WebSocket client, through a real Dendrite,
 // with real WebRTC media relayed by icebox (issue 15, "How it is tested").
 // The bed is in jssdk_bed_test.go; the scenarios after the first answer
-// (hold, video, screen share, ICE restart, mute, reject, leave) are in
-// jssdk_scenarios_test.go.
+// (hold, video, screen share, ICE restart, mute, reject, answered
+// elsewhere, the invite's expiry, leave) are in jssdk_scenarios_test.go;
+// the same across two homeservers in jssdk_federation_test.go.
 
 import (
 	"slices"

@@ -54,26 +54,15 @@ func newFedJSBed(t *testing.T) *jsBed {
 	return b
 }
 
-// jsScenario is the body of a scenario of jsScenarioList, by name.
-func jsScenario(t *testing.T, name string) func(s *jsSession, t *testing.T, conv string) {
-	t.Helper()
-	for _, sc := range jsScenarioList {
-		if sc.name == name {
-			return sc.run
-		}
-	}
-	t.Fatalf("no scenario %q", name)
-	return nil
-}
-
 // TestJSSDKFederation: Element's call code on bob's homeserver, icebox's
 // service user on another. In the encrypted room (icebox's, bob joined
-// over federation): a call each way with media through icebox's TURN, and
-// a hold and resume by each side (m.call.negotiate both ways across
-// federation). In the plain room (bob's, icebox joined over federation):
-// a call from Element. The plain room's other scenarios run on one
-// homeserver (TestJSSDKCalls); across federation they would add CPU time,
-// not another path.
+// over federation): a call each way with media through icebox's TURN,
+// then every scenario of jsScenarioList (renegotiation both ways, hold,
+// video, screen share, ICE restarts, mute, rejects, answered elsewhere,
+// the invite's expiry), each event crossing federation. In the plain room
+// (bob's, icebox joined over federation): a call from Element; its other
+// scenarios run on one homeserver (TestJSSDKCalls), where they take no
+// other path.
 func TestJSSDKFederation(t *testing.T) {
 	t.Parallel()
 	b := newFedJSBed(t)
