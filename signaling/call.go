@@ -100,6 +100,14 @@ type Call struct {
 	OfferParty   string
 	OfferExpires *time.Time
 
+	// CallerMedia and AnswererMedia are the latest sdp_stream_metadata and
+	// capabilities of each side (the caller's party, the chosen answer's
+	// party), from its invite or answer, negotiates and metadata changes;
+	// a field an event lacks leaves the one before. GET /calls/{id} returns
+	// them, so that a client joining late knows who is muted or on hold.
+	CallerMedia   Media
+	AnswererMedia Media
+
 	// RevokedUntil is set when the call ends: its TURN credentials are
 	// refused until then (when they would have expired anyway). The store
 	// persists a revocation in the same transaction.

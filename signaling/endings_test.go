@@ -100,6 +100,55 @@ func TestMemberLeftEndsTheirCalls(t *testing.T) {
 	}
 }
 
+// TestMemberLeftEndsCallsForAnyone: alice's ringing call that invites
+// nobody by name ends when bob, the room's only other member, leaves
+// (user_hangup, ended by him, credentials revoked, CallHangupViaMatrix) —
+// it rang on until it expired before; one in a room where carol could
+// still answer keeps ringing. The conversation may still list bob: with
+// nobody left, the room is not mapped again.
+func TestMemberLeftEndsCallsForAnyone(t *testing.T) {
+	e, _ := newBridgedEnv(t)
+	ctx := context.Background()
+	if _, err := e.svc.PutConversation(ctx, "mx3", []string{"alice", "carol", bob}, "!three:example.org"); err != nil {
+		t.Fatal(err)
+	}
+	anyone, err := e.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "mx", SDPOffer: "v=0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stays, err := e.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "mx3", SDPOffer: "v=0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outBefore := len(e.outboxTypes(t))
+	ended, err := e.svc.MemberLeft(ctx, "!room:example.org", bob)
+	if err != nil || len(ended) != 1 || ended[0].ID != anyone.ID {
+		t.Fatalf("MemberLeft = %d calls, %v; want %s", len(ended), err, anyone.ID)
+	}
+	c, err := e.st.Call(ctx, anyone.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Status != signaling.StatusEnded || c.EndReason != signaling.ReasonUserHangup || c.EndedBy != bob {
+		t.Errorf("call after bob left: %s %s by %s", c.Status, c.EndReason, c.EndedBy)
+	}
+	if _, ok := e.rec.revokedUntil(signaling.CredentialID(anyone.ID)); !ok {
+		t.Error("credentials not revoked")
+	}
+	if ev := e.rec.last(); ev.Type != signaling.EventCallHangupViaMatrix || ev.CallID != anyone.ID {
+		t.Errorf("event = %s for %s", ev.Type, ev.CallID)
+	}
+	if n := len(e.outboxTypes(t)); n != outBefore {
+		t.Errorf("leaving sent %d Matrix events", n-outBefore)
+	}
+	if got, err := e.svc.MemberLeft(ctx, "!three:example.org", bob); err != nil || len(got) != 0 {
+		t.Fatalf("MemberLeft where carol stays = %d calls, %v; want none", len(got), err)
+	}
+	if c, err := e.st.Call(ctx, stays.ID); err != nil || c.Status != signaling.StatusRinging {
+		t.Errorf("call carol may answer: %s, %v; want ringing", c.Status, err)
+	}
+}
+
 // TestMatrixOpaqueIDs: call_id and party_id take the spec's grammar, 1-255
 // of [0-9a-zA-Z._~-]; such a call is read, answered and revoked like any
 // (its TURN credentials carry a hash of its ID); anything else is invalid.
@@ -153,8 +202,9 @@ func TestMatrixOpaqueIDs(t *testing.T) {
 }
 
 // TestMatrixMediaCarried: an invite's and an answer's metadata and
-// capabilities from Matrix reach the clients unchanged; metadata that is
-// not an object refuses the event and creates nothing.
+// capabilities from Matrix reach the clients unchanged and are kept as the
+// latest of their side; metadata that is not an object refuses the event
+// and creates nothing.
 func TestMatrixMediaCarried(t *testing.T) {
 	e, _ := newBridgedEnv(t)
 	ctx := context.Background()
@@ -167,6 +217,37 @@ func TestMatrixMediaCarried(t *testing.T) {
 	p, _ := e.rec.last().Payload.(signaling.InvitePayload)
 	if string(p.StreamMetadata) != string(ev.Media.StreamMetadata) || string(p.Capabilities) != string(ev.Media.Capabilities) {
 		t.Fatalf("CallInviteViaMatrix media = %s %s", p.StreamMetadata, p.Capabilities)
+	}
+	// Kept as the caller's latest; alice's answer's as the answerer's; bob's
+	// negotiate and metadata change replace his (capabilities stay); a
+	// change from a party not chosen is refused and changes nothing.
+	if c, _ := e.st.Call(ctx, "bobcall"); string(c.CallerMedia.StreamMetadata) != string(ev.Media.StreamMetadata) ||
+		string(c.CallerMedia.Capabilities) != string(ev.Media.Capabilities) {
+		t.Fatalf("stored caller media = %s %s", c.CallerMedia.StreamMetadata, c.CallerMedia.Capabilities)
+	}
+	amd := json.RawMessage(`{"a":{"purpose":"m.usermedia"}}`)
+	if _, err := e.svc.Answer(ctx, "alice", "bobcall", signaling.AnswerRequest{SDPAnswer: "v=0", Media: signaling.Media{StreamMetadata: amd}}); err != nil {
+		t.Fatal(err)
+	}
+	held := mxEvent("bobcall", "bobdev")
+	held.Media.StreamMetadata = json.RawMessage(`{"s":{"purpose":"m.usermedia","audio_muted":true,"video_muted":true}}`)
+	if _, err := e.svc.NegotiateFromMatrix(ctx, held, desc("offer", "v=0 hold"), 0); err != nil {
+		t.Fatal(err)
+	}
+	c, _ := e.st.Call(ctx, "bobcall")
+	if string(c.CallerMedia.StreamMetadata) != string(held.Media.StreamMetadata) || string(c.CallerMedia.Capabilities) != string(ev.Media.Capabilities) ||
+		string(c.AnswererMedia.StreamMetadata) != string(amd) {
+		t.Fatalf("after bob's negotiate: caller %s %s, answerer %s", c.CallerMedia.StreamMetadata, c.CallerMedia.Capabilities, c.AnswererMedia.StreamMetadata)
+	}
+	unmuted := json.RawMessage(`{"s":{"purpose":"m.usermedia","audio_muted":false}}`)
+	if err := e.svc.StreamMetadataFromMatrix(ctx, mxEvent("bobcall", "bobdev"), unmuted); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.StreamMetadataFromMatrix(ctx, mxEvent("bobcall", "bobphone"), amd); err == nil {
+		t.Fatal("a metadata change from a party not chosen was taken")
+	}
+	if c, _ := e.st.Call(ctx, "bobcall"); string(c.CallerMedia.StreamMetadata) != string(unmuted) || string(c.AnswererMedia.StreamMetadata) != string(amd) {
+		t.Fatalf("after bob's metadata change: caller %s, answerer %s", c.CallerMedia.StreamMetadata, c.AnswererMedia.StreamMetadata)
 	}
 	bad := mxEvent("bobcall2", "bobdev")
 	bad.Media.StreamMetadata = json.RawMessage(`[]`)

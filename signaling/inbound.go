@@ -107,6 +107,7 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 		CreatedAt:           s.cfg.Now().UTC(),
 		MatrixInviteEventID: in.EventID,
 		MatrixPartyID:       in.PartyID,
+		CallerMedia:         media,
 	}
 	if err := s.cfg.Store.CreateCallOutbox(ctx, c, nil); err != nil {
 		return Call{}, err
@@ -140,6 +141,7 @@ func (s *Service) AnswerFromMatrix(ctx context.Context, ev MatrixEvent, sdp stri
 		if err := applyAnswer(c, ev.Sender, ev.PartyID, sdp, s.cfg.Now().UTC()); err != nil {
 			return nil, err
 		}
+		keepMedia(c, ev.Sender, ev.PartyID, media)
 		out = newEvent(conv, *c, EventCallAnswerViaMatrix, AnswerPayload{
 			Type: EventCallAnswerViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
 			PartyID: ev.PartyID, SDPAnswer: sdp, Status: c.Status, Media: media,
@@ -315,6 +317,7 @@ func (s *Service) NegotiateFromMatrix(ctx context.Context, ev MatrixEvent, desc 
 		if err := applyNegotiate(c, ev.Sender, ev.PartyID, desc.Type, lifetime, s.cfg.Now().UTC()); err != nil {
 			return nil, err
 		}
+		keepMedia(c, ev.Sender, ev.PartyID, media)
 		out = newEvent(conv, *c, EventCallNegotiateViaMatrix, NegotiatePayload{
 			Type: EventCallNegotiateViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
 			PartyID: ev.PartyID, Description: desc, LifetimeMS: lifetime.Milliseconds(), Media: media,
@@ -331,7 +334,7 @@ func (s *Service) NegotiateFromMatrix(ctx context.Context, ev MatrixEvent, desc 
 // StreamMetadataFromMatrix relays a Matrix party's
 // m.call.sdp_stream_metadata_changed to the conversation's icebox clients
 // (CallStreamMetadataChangedViaMatrix), from the caller or the chosen
-// answerer of a live call only.
+// answerer of a live call only, and keeps it as the latest of that side.
 func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, metadata json.RawMessage) error {
 	conv, err := s.matrixParty(ctx, ev)
 	if err != nil {
@@ -341,14 +344,17 @@ func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, 
 	if err != nil {
 		return err
 	}
-	c, err := s.cfg.Store.Call(ctx, ev.CallID)
+	c, err := s.cfg.Store.UpdateCall(ctx, ev.CallID, func(c *Call) error {
+		if err := inRoom(c, conv); err != nil {
+			return err
+		}
+		if err := checkInCall(c, ev.Sender, ev.PartyID); err != nil {
+			return err
+		}
+		keepMedia(c, ev.Sender, ev.PartyID, Media{StreamMetadata: md})
+		return nil
+	})
 	if err != nil {
-		return err
-	}
-	if err := inRoom(&c, conv); err != nil {
-		return err
-	}
-	if err := checkInCall(&c, ev.Sender, ev.PartyID); err != nil {
 		return err
 	}
 	s.emit(newEvent(conv, c, EventCallStreamMetadataChangedViaMatrix, StreamMetadataPayload{
@@ -361,8 +367,11 @@ func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, 
 // MemberLeft ends the live calls of a Matrix user who left the room of a
 // conversation, or was kicked or banned from it: the spec counts leaving
 // the room as a hangup. The calls ended are those the user placed, the
-// ones they answered, and the ringing ones that invite them by name; each
-// ends with reason user_hangup, ended by the user, its TURN credentials
+// ones they answered, the ringing ones that invite them by name, and the
+// ringing ones that invite nobody by name when nobody but their caller is
+// left to answer (the user was the room's only other member: such a call
+// would otherwise ring on until it expires); each ends with reason
+// user_hangup, ended by the user, its TURN credentials
 // revoked, and CallHangupViaMatrix goes to the conversation's icebox
 // clients. Nothing is sent to Matrix (the user is gone; the room's other
 // members saw the leave).
@@ -380,7 +389,7 @@ func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, 
 	}
 	var ended []Call
 	for _, c := range active {
-		if !involves(c, user) {
+		if !involves(c, user) && !orphaned(c, conv, user) {
 			continue
 		}
 		var out Event
@@ -388,7 +397,7 @@ func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, 
 			if err := notEnded(c); err != nil {
 				return nil, err
 			}
-			if !involves(*c, user) {
+			if !involves(*c, user) && !orphaned(*c, conv, user) {
 				return nil, transitionErr(c, "not_involved", "the user no longer takes part in the call")
 			}
 			end(c, StatusEnded, ReasonUserHangup, user, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
@@ -416,6 +425,22 @@ func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, 
 // of a ringing c.
 func involves(c Call, user string) bool {
 	return c.Initiator == user || c.Answerer == user || (c.Status == StatusRinging && c.Invitee == user)
+}
+
+// orphaned reports whether c rings for anyone (no invitee named) in conv
+// while nobody but its caller and the user who left could answer it. The
+// conversation may still list the user: mapping the room to the
+// conversation refuses a room with no member left but the service user.
+func orphaned(c Call, conv Conversation, user string) bool {
+	if c.Status != StatusRinging || c.Invitee != "" {
+		return false
+	}
+	for _, p := range conv.Participants {
+		if p != c.Initiator && p != user {
+			return false
+		}
+	}
+	return true
 }
 
 func isTransition(err error, code string) bool {

@@ -39,6 +39,27 @@ type Media struct {
 	Capabilities json.RawMessage `json:"capabilities,omitempty"`
 }
 
+// keepMedia records m as the latest media of the side that sent it: the
+// caller's party or the chosen answer's. Another party (a device still
+// ringing) is carried to the others but not kept: it is no side yet.
+func keepMedia(c *Call, user, party string, m Media) {
+	var side *Media
+	switch {
+	case isCaller(c, user, party):
+		side = &c.CallerMedia
+	case isAnswerer(c, user, party):
+		side = &c.AnswererMedia
+	default:
+		return
+	}
+	if m.StreamMetadata != nil {
+		side.StreamMetadata = m.StreamMetadata
+	}
+	if m.Capabilities != nil {
+		side.Capabilities = m.Capabilities
+	}
+}
+
 // StreamMetadataEntry is one stream's metadata, the fields icebox checks.
 type StreamMetadataEntry struct {
 	Purpose    string `json:"purpose"`

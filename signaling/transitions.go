@@ -62,6 +62,7 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 		LifetimeMS:     lifetime.Milliseconds(),
 		Version:        VoIPVersion,
 		CreatedAt:      s.cfg.Now().UTC(),
+		CallerMedia:    media,
 	}
 	ev := newEvent(conv, c, EventCallInvite, invitePayload(EventCallInvite, c, media))
 	out, err := s.encode(ev, c)
@@ -127,7 +128,11 @@ func (s *Service) Answer(ctx context.Context, user, callID string, req AnswerReq
 		return Call{}, err
 	}
 	_, c, ev, err := s.update(ctx, user, callID, func(c *Call) error {
-		return applyAnswer(c, user, party, req.SDPAnswer, s.cfg.Now().UTC())
+		if err := applyAnswer(c, user, party, req.SDPAnswer, s.cfg.Now().UTC()); err != nil {
+			return err
+		}
+		keepMedia(c, user, party, media)
+		return nil
 	}, func(conv Conversation, c Call) Event {
 		return newEvent(conv, c, EventCallAnswer, AnswerPayload{
 			Type: EventCallAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
@@ -263,7 +268,11 @@ func (s *Service) Negotiate(ctx context.Context, user, callID string, req Negoti
 		return fmt.Errorf("%w: too many renegotiations", ErrRateLimited)
 	}
 	_, _, ev, err := s.update(ctx, user, callID, func(c *Call) error {
-		return applyNegotiate(c, user, party, req.Description.Type, lifetime, s.cfg.Now().UTC())
+		if err := applyNegotiate(c, user, party, req.Description.Type, lifetime, s.cfg.Now().UTC()); err != nil {
+			return err
+		}
+		keepMedia(c, user, party, media)
+		return nil
 	}, func(conv Conversation, c Call) Event {
 		return newEvent(conv, c, EventCallNegotiate, NegotiatePayload{
 			Type: EventCallNegotiate, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
@@ -299,17 +308,25 @@ func (s *Service) MetadataChanged(ctx context.Context, user, callID string, req 
 	if !s.signals.allow(user) {
 		return fmt.Errorf("%w: too many metadata changes", ErrRateLimited)
 	}
-	conv, c, err := s.read(ctx, user, callID)
+	// Kept with the call (the latest of its side) in the transaction that
+	// queues it for Matrix.
+	_, _, ev, err := s.update(ctx, user, callID, func(c *Call) error {
+		if err := checkInCall(c, user, party); err != nil {
+			return err
+		}
+		keepMedia(c, user, party, Media{StreamMetadata: md})
+		return nil
+	}, func(conv Conversation, c Call) Event {
+		return newEvent(conv, c, EventCallStreamMetadataChanged, StreamMetadataPayload{
+			Type: EventCallStreamMetadataChanged, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
+			PartyID: party, SDPStreamMetadata: md,
+		})
+	})
 	if err != nil {
 		return err
 	}
-	if err := checkInCall(&c, user, party); err != nil {
-		return err
-	}
-	return s.signal(ctx, c, newEvent(conv, c, EventCallStreamMetadataChanged, StreamMetadataPayload{
-		Type: EventCallStreamMetadataChanged, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
-		PartyID: party, SDPStreamMetadata: md,
-	}))
+	s.emit(ev)
+	return nil
 }
 
 // EndRequest is POST /calls/{id}/reject and /hangup.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/icebox-voip/icebox/signaling"
@@ -41,6 +42,34 @@ type callRecord struct {
 	// no renegotiation offer is pending.
 	OfferParty   string     `json:"offer_party,omitempty"`
 	OfferExpires *time.Time `json:"offer_expires,omitempty"`
+
+	// Since schema 5, without a migration: absent means that side sent no
+	// sdp_stream_metadata and no capabilities (or the record is older).
+	// Each is at most 8 KiB (signaling checks them), a few hundred bytes
+	// in practice.
+	CallerMedia   *mediaRecord `json:"caller_media,omitempty"`
+	AnswererMedia *mediaRecord `json:"answerer_media,omitempty"`
+}
+
+// mediaRecord is one side's latest sdp_stream_metadata and capabilities,
+// JSON objects as received.
+type mediaRecord struct {
+	StreamMetadata json.RawMessage `json:"sdp_stream_metadata,omitempty"`
+	Capabilities   json.RawMessage `json:"capabilities,omitempty"`
+}
+
+func mediaRecordOf(m signaling.Media) *mediaRecord {
+	if m.StreamMetadata == nil && m.Capabilities == nil {
+		return nil
+	}
+	return &mediaRecord{StreamMetadata: m.StreamMetadata, Capabilities: m.Capabilities}
+}
+
+func (r *mediaRecord) media() signaling.Media {
+	if r == nil {
+		return signaling.Media{}
+	}
+	return signaling.Media{StreamMetadata: r.StreamMetadata, Capabilities: r.Capabilities}
 }
 
 // recordOf is the record of c, SDPs included (putCall clears them).
@@ -55,6 +84,7 @@ func recordOf(c signaling.Call) callRecord {
 		MatrixInviteEventID: c.MatrixInviteEventID, MatrixPartyID: c.MatrixPartyID,
 		RevokedUntil: c.RevokedUntil,
 		OfferParty:   c.OfferParty, OfferExpires: c.OfferExpires,
+		CallerMedia: mediaRecordOf(c.CallerMedia), AnswererMedia: mediaRecordOf(c.AnswererMedia),
 	}
 }
 
@@ -70,6 +100,7 @@ func (r callRecord) call() signaling.Call {
 		MatrixInviteEventID: r.MatrixInviteEventID, MatrixPartyID: r.MatrixPartyID,
 		RevokedUntil: r.RevokedUntil,
 		OfferParty:   r.OfferParty, OfferExpires: r.OfferExpires,
+		CallerMedia: r.CallerMedia.media(), AnswererMedia: r.AnswererMedia.media(),
 	}
 }
 

@@ -89,7 +89,22 @@ type jsBed struct {
 
 	rooms              map[string]string // conversation → room: "plain", "enc" and the extra plain ones
 	plainRoom, encRoom string
+
+	// The federated bed's (jssdk_federation_test.go); empty in this one.
+	ip       string // icebox's TURN and relay address in ns (browserBedIP if empty)
+	iceboxHS string // the homeserver URL icebox's bridge uses (the front if empty)
 }
+
+// relayIP is icebox's TURN and relay address in the bed's namespace.
+func (b *jsBed) relayIP() string {
+	if b.ip == "" {
+		return browserBedIP
+	}
+	return b.ip
+}
+
+// turnAddr is icebox's TURN server, ip:port.
+func (b *jsBed) turnAddr() string { return b.relayIP() + ":" + browserBedTURN }
 
 func newJSBed(t *testing.T) *jsBed {
 	t.Helper()
@@ -170,7 +185,17 @@ func quietProxyError(w http.ResponseWriter, r *http.Request, err error) {
 // iceboxConfig is the browser bed's configuration with icebox's Matrix
 // bridge on the front's /_matrix/.
 func (b *jsBed) iceboxConfig(stateDir string) string {
-	return browserBedConfig(stateDir, "jssdk.icebox.test") + fmt.Sprintf(`calls:
+	conf := browserBedConfig(stateDir, "jssdk.icebox.test")
+	if b.relayIP() != browserBedIP {
+		// The federated bed's address: the TURN listeners and the relays.
+		conf = strings.ReplaceAll(conf, browserBedIP+":"+browserBedTURN, b.turnAddr())
+		conf = strings.ReplaceAll(conf, "bind_ip: "+browserBedIP+",", "bind_ip: "+b.relayIP()+",")
+	}
+	hs := b.iceboxHS
+	if hs == "" {
+		hs = b.front
+	}
+	return conf + fmt.Sprintf(`calls:
   invite_lifetime: 60s
 matrix:
   enabled: true
@@ -179,7 +204,7 @@ matrix:
   # The plain-room tests need it off; rooms icebox creates are encrypted anyway.
   require_encryption: false
   invite_wait: 5s
-`, b.front, b.service)
+`, hs, b.service)
 }
 
 // iceboxAPI sends a request to icebox inside the namespace.

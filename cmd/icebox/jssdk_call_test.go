@@ -4,8 +4,9 @@ package main
 // web/e2e-matrix) and an icebox WebSocket client, through a real Dendrite,
 // with real WebRTC media relayed by icebox (issue 15, "How it is tested").
 // The bed is in jssdk_bed_test.go; the scenarios after the first answer
-// (hold, video, screen share, ICE restart, mute, reject, leave) are in
-// jssdk_scenarios_test.go.
+// (hold, video, screen share, ICE restart, mute, reject, answered
+// elsewhere, the invite's expiry, leave) are in jssdk_scenarios_test.go;
+// the same across two homeservers in jssdk_federation_test.go.
 
 import (
 	"slices"
@@ -87,11 +88,21 @@ type iceboxCall struct {
 	Stats                              jsRTP
 }
 
-// jsSession is the two pages of a bed: bob on matrix-js-sdk ("element")
-// and alice on icebox's WebSocket API ("icebox").
+// jsSession is the two pages of a bed: bob on matrix-js-sdk (page
+// "element", or page of a second device) and alice on icebox's WebSocket
+// API ("icebox").
 type jsSession struct {
-	b  *jsBed
-	br *jsBrowser
+	b    *jsBed
+	br   *jsBrowser
+	page string // bob's matrix-js-sdk page; "" is "element"
+}
+
+// ep is the page of bob's matrix-js-sdk.
+func (s *jsSession) ep() string {
+	if s.page == "" {
+		return "element"
+	}
+	return s.page
 }
 
 // openJSSession logs bob's new device into matrix-js-sdk (with Rust crypto)
@@ -99,9 +110,22 @@ type jsSession struct {
 func openJSSession(t *testing.T, b *jsBed) *jsSession {
 	t.Helper()
 	s := &jsSession{b: b, br: b.browser}
+	s.login(t, b.rooms)
+	s.br.open(t, "icebox", b.front+"/icebox.html", "icebox")
+	s.br.call(t, "icebox", "icebox.connect", nil, jsAliceTok)
+	return s
+}
+
+// login opens bob's matrix-js-sdk page, logs a new device of his in (Rust
+// crypto, TURN from /voip/turnServer) and waits until it knows rooms
+// (conversation → room ID). It returns the device ID, which matrix-js-sdk
+// uses as its party_id.
+func (s *jsSession) login(t *testing.T, rooms map[string]string) string {
+	t.Helper()
+	b := s.b
 	tok, dev := b.hs.Login(t, b.bob, jsBobPass)
 	begin := time.Now()
-	s.br.open(t, "element", b.front+"/element.html", "harness")
+	s.br.open(t, s.ep(), b.front+"/element.html", "harness")
 	var login struct {
 		UserID, DeviceID string
 		Crypto           bool
@@ -110,25 +134,23 @@ func openJSSession(t *testing.T, b *jsBed) *jsSession {
 			Username string
 		}
 	}
-	s.br.call(t, "element", "harness.login", &login, map[string]any{
+	s.br.call(t, s.ep(), "harness.login", &login, map[string]any{
 		"baseUrl": b.front, "userId": b.bob, "accessToken": tok, "deviceId": dev, "encryption": true})
-	if !login.Crypto || len(login.TurnServers) == 0 || !strings.Contains(strings.Join(login.TurnServers[0].URLs, " "), browserBedIP+":"+browserBedTURN) {
+	if !login.Crypto || len(login.TurnServers) == 0 || !strings.Contains(strings.Join(login.TurnServers[0].URLs, " "), b.turnAddr()) {
 		t.Fatalf("matrix-js-sdk login: %+v; want Rust crypto and icebox's TURN from /voip/turnServer", login)
 	}
-	t.Logf("matrix-js-sdk: %s device %s, Rust crypto, TURN %v (%s), in %s", login.UserID, login.DeviceID,
+	t.Logf("matrix-js-sdk (%s): %s device %s, Rust crypto, TURN %v (%s), in %s", s.ep(), login.UserID, login.DeviceID,
 		login.TurnServers[0].URLs, login.TurnServers[0].Username, time.Since(begin).Round(time.Millisecond))
-	for name, room := range b.rooms {
-		s.br.call(t, "element", "harness.roomReady", nil, room, strings.HasPrefix(name, "enc"))
+	for name, room := range rooms {
+		s.br.call(t, s.ep(), "harness.roomReady", nil, room, strings.HasPrefix(name, "enc"))
 	}
-	s.br.open(t, "icebox", b.front+"/icebox.html", "icebox")
-	s.br.call(t, "icebox", "icebox.connect", nil, jsAliceTok)
-	return s
+	return login.DeviceID
 }
 
 func (s *jsSession) element(t *testing.T, callID string) elementCall {
 	t.Helper()
 	var c elementCall
-	s.br.call(t, "element", "harness.state", &c, callID)
+	s.br.call(t, s.ep(), "harness.state", &c, callID)
 	return c
 }
 
@@ -172,8 +194,8 @@ func (s *jsSession) dumpLogs(t *testing.T, callID string) {
 		T          int64
 		Call, What string
 	}
-	for _, page := range []string{"element", "icebox"} {
-		global := map[string]string{"element": "harness", "icebox": "icebox"}[page]
+	for _, page := range []string{s.ep(), "icebox"} {
+		global := map[bool]string{true: "icebox", false: "harness"}[page == "icebox"]
 		if err := s.br.try(t, page, global+".events", &notes, 0); err != nil {
 			t.Logf("%s page: events: %v", page, err)
 			continue
@@ -187,7 +209,7 @@ func (s *jsSession) dumpLogs(t *testing.T, callID string) {
 		t.Logf("%s page, call %s:\n  %s", page, callID, strings.Join(tail2(lines, 60), "\n  "))
 	}
 	var warn []string
-	for _, l := range s.br.console(t, "element", 0) {
+	for _, l := range s.br.console(t, s.ep(), 0) {
 		if (l.Type == "warning" || l.Type == "error") && strings.Contains(l.Text, callID) {
 			warn = append(warn, l.Text)
 		}
@@ -220,8 +242,8 @@ func (s *jsSession) mediaFlows(t *testing.T, callID, kind, when string) {
 		// candidates (trickled through Matrix in 500 ms batches): the remote
 		// is then peer-reflexive, with its address hidden. Both ends are
 		// relay-only, so the path is still icebox's relay.
-		if r.Local == nil || r.Local.Type != "relay" || r.Local.Address != browserBedIP || r.Remote == nil || (r.Remote.Type != "relay" && r.Remote.Type != "prflx") {
-			t.Errorf("%s %s: selected pair %+v -> %+v; want relay on %s to relay", side, when, r.Local, r.Remote, browserBedIP)
+		if r.Local == nil || r.Local.Type != "relay" || r.Local.Address != s.b.relayIP() || r.Remote == nil || (r.Remote.Type != "relay" && r.Remote.Type != "prflx") {
+			t.Errorf("%s %s: selected pair %+v -> %+v; want relay on %s to relay", side, when, r.Local, r.Remote, s.b.relayIP())
 		}
 	}
 	t.Logf("%s %s: %s in: matrix-js-sdk %d -> %d bytes, icebox client %d -> %d bytes", callID, when, kind, e0, in(e.Stats), i0, in(i.Stats))
@@ -233,7 +255,7 @@ func (s *jsSession) elementCallsIcebox(t *testing.T, room, kind string) string {
 	t.Helper()
 	begin := time.Now()
 	var callID string
-	s.br.call(t, "element", "harness.placeCall", &callID, room, kind)
+	s.br.call(t, s.ep(), "harness.placeCall", &callID, room, kind)
 	var invites []struct{ CallID, Type, From, Conversation string }
 	if !waitFor(jsConnectWait, func() bool {
 		s.br.call(t, "icebox", "icebox.invites", &invites)
@@ -265,7 +287,7 @@ func (s *jsSession) iceboxCallsElement(t *testing.T, conversation, kind string) 
 	s.br.call(t, "icebox", "icebox.placeCall", &callID, conversation, s.b.bob, kind == "video")
 	s.waitIncoming(t, callID)
 	s.waitElement(t, callID, "ringing", jsConnectWait, func(c elementCall) bool { return c.State == "ringing" })
-	s.br.call(t, "element", "harness.answer", nil, callID, true, kind == "video")
+	s.br.call(t, s.ep(), "harness.answer", nil, callID, true, kind == "video")
 	s.waitElement(t, callID, "connected", jsConnectWait, func(c elementCall) bool { return c.State == "connected" })
 	s.waitIcebox(t, callID, "ICE connected", jsConnectWait, func(c iceboxCall) bool {
 		return c.IceConnectionState == "connected" || c.IceConnectionState == "completed"
@@ -280,7 +302,7 @@ func (s *jsSession) waitIncoming(t *testing.T, callID string) {
 	t.Helper()
 	var incoming []string
 	if !waitFor(jsConnectWait, func() bool {
-		s.br.call(t, "element", "harness.incomingCalls", &incoming)
+		s.br.call(t, s.ep(), "harness.incomingCalls", &incoming)
 		return slices.Contains(incoming, callID)
 	}) {
 		s.dumpLogs(t, callID)
@@ -292,7 +314,7 @@ func (s *jsSession) waitIncoming(t *testing.T, callID string) {
 // matrix-js-sdk reports the call ended by the local party.
 func (s *jsSession) elementHangsUp(t *testing.T, callID string) {
 	t.Helper()
-	s.br.call(t, "element", "harness.hangup", nil, callID, "user_hangup")
+	s.br.call(t, s.ep(), "harness.hangup", nil, callID, "user_hangup")
 	e := s.waitElement(t, callID, "ended", jsEndWait, func(c elementCall) bool { return c.State == "ended" })
 	if e.HangupParty != "local" || e.HangupReason != "user_hangup" {
 		t.Errorf("matrix-js-sdk after its hangup: party %q reason %q; want local user_hangup", e.HangupParty, e.HangupReason)

@@ -4,12 +4,15 @@ package main
 // between matrix-js-sdk and an icebox WebSocket client, in a plain and an
 // encrypted room: hold and resume both ways, video added to a voice call,
 // screen share, ICE restart both ways, mute with stream metadata, reject
-// both ways, leaving the room. Each asserts that media flows before and
+// both ways, answered elsewhere, the invite's expiry, leaving the room.
+// Each asserts that media flows before and
 // after, and what matrix-js-sdk reports (CallState, isRemoteOnHold /
 // isLocalOnHold, feeds and their purpose, mute flags).
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -36,6 +39,8 @@ var jsScenarioList = []struct {
 	{"mute both ways", (*jsSession).mute},
 	{"element rejects", (*jsSession).elementRejects},
 	{"icebox rejects", (*jsSession).iceboxRejects},
+	{"answered elsewhere", (*jsSession).answeredElsewhere},
+	{"icebox's invite expires", (*jsSession).inviteExpires},
 }
 
 func jsScenarios(t *testing.T, s *jsSession) {
@@ -81,8 +86,8 @@ func (s *jsSession) connectedSendingMetadata(t *testing.T, conv string) string {
 // endQuietly hangs a call up on both pages if it still runs.
 func (s *jsSession) endQuietly(t *testing.T, id string) {
 	var e elementCall
-	if s.br.try(t, "element", "harness.state", &e, id) == nil && e.State != "ended" {
-		_ = s.br.try(t, "element", "harness.hangup", nil, id, "user_hangup")
+	if s.br.try(t, s.ep(), "harness.state", &e, id) == nil && e.State != "ended" {
+		_ = s.br.try(t, s.ep(), "harness.hangup", nil, id, "user_hangup")
 	}
 	var i iceboxCall
 	if s.br.try(t, "icebox", "icebox.state", &i, id) == nil && i.Status != "ended" && i.Status != "rejected" {
@@ -215,7 +220,7 @@ func (s *jsSession) holdAndResume(t *testing.T, conv string, h holder) {
 // media flows both ways.
 func (s *jsSession) elementHolds(t *testing.T, conv string) {
 	s.holdAndResume(t, conv, holder{
-		name: "Element", page: "element", fn: "harness.setRemoteOnHold", got: "offer",
+		name: "Element", page: s.ep(), fn: "harness.setRemoteOnHold", got: "offer",
 		flag: "isRemoteOnHold", held: func(e elementCall) bool { return e.RemoteOnHold },
 		onHold: func(t *testing.T, e elementCall, i iceboxCall) {
 			for _, x := range i.Transceivers {
@@ -251,7 +256,7 @@ func (s *jsSession) iceboxHolds(t *testing.T, conv string) {
 func (s *jsSession) addVideo(t *testing.T, conv string) {
 	id := s.connectedSendingMetadata(t, conv)
 	s.needsMetadata(t, id, "upgradeCall")
-	s.br.call(t, "element", "harness.upgradeCall", nil, id, false, true)
+	s.br.call(t, s.ep(), "harness.upgradeCall", nil, id, false, true)
 	e, _ := s.renegotiated(t, id, "video added", received("offer", 1))
 	if f := e.feeds(true, "m.usermedia"); len(f) != 1 || f[0].VideoTracks != 1 || f[0].VideoMuted {
 		t.Errorf("matrix-js-sdk after upgradeCall: local usermedia feeds %+v; want one with an unmuted video track", f)
@@ -268,7 +273,7 @@ func (s *jsSession) screenShare(t *testing.T, conv string) {
 	id := s.connectedSendingMetadata(t, conv)
 	s.needsMetadata(t, id, "a second (screen share) stream")
 	var ok bool
-	s.br.call(t, "element", "harness.setScreensharingEnabled", &ok, id, true)
+	s.br.call(t, s.ep(), "harness.setScreensharingEnabled", &ok, id, true)
 	if !ok {
 		s.dumpLogs(t, id)
 		t.Fatalf("setScreensharingEnabled(true) returned false (getDisplayMedia refused in headless Chromium?)")
@@ -286,7 +291,7 @@ func (s *jsSession) screenShare(t *testing.T, conv string) {
 	}
 	i = s.iceboxReceives(t, id, "video", "while sharing the screen")
 	t.Logf("icebox client's inbound RTP while sharing: %+v", i.Stats.Inbound)
-	s.br.call(t, "element", "harness.setScreensharingEnabled", &ok, id, false)
+	s.br.call(t, s.ep(), "harness.setScreensharingEnabled", &ok, id, false)
 	e, _ = s.renegotiated(t, id, "screen share stopped", received("offer", 2))
 	if e.Screensharing || len(e.feeds(true, "m.screenshare")) != 0 {
 		t.Errorf("matrix-js-sdk after stopping: screensharing %v, feeds %+v", e.Screensharing, e.Feeds)
@@ -302,7 +307,7 @@ func (s *jsSession) screenShare(t *testing.T, conv string) {
 func (s *jsSession) elementRestartsICE(t *testing.T, conv string) {
 	id := s.connected(t, conv)
 	before := s.icebox(t, id).CandidatesWithUfrag
-	s.br.call(t, "element", "harness.restartIce", nil, id)
+	s.br.call(t, s.ep(), "harness.restartIce", nil, id)
 	s.renegotiated(t, id, "Element's ICE restart", received("offer", 1))
 	s.waitIcebox(t, id, "candidates of the new ICE generation with their usernameFragment", jsRenegotiateWait, func(c iceboxCall) bool {
 		return c.CandidatesWithUfrag > before
@@ -324,7 +329,7 @@ func (s *jsSession) networkBlip(t *testing.T, conv string) {
 	if e.Stats.Local == nil || e.Stats.Local.Type != "relay" || e.Stats.Local.Port == 0 {
 		t.Fatalf("matrix-js-sdk's selected local candidate %+v: no relay port to cut", e.Stats.Local)
 	}
-	rule := []string{"INPUT", "-p", "udp", "-d", browserBedIP, "--dport", fmt.Sprint(e.Stats.Local.Port), "-j", "DROP"}
+	rule := []string{"INPUT", "-p", "udp", "-d", s.b.relayIP(), "--dport", fmt.Sprint(e.Stats.Local.Port), "-j", "DROP"}
 	s.b.ns.IPTables(append([]string{"-A"}, rule...)...)
 	cut := true
 	uncut := func() {
@@ -369,7 +374,7 @@ func (s *jsSession) iceboxRestartsICE(t *testing.T, conv string) {
 // remote feed says audio muted. Unmuted, media flows.
 func (s *jsSession) mute(t *testing.T, conv string) {
 	id := s.connectedSendingMetadata(t, conv)
-	s.br.call(t, "element", "harness.setMicrophoneMuted", nil, id, true)
+	s.br.call(t, s.ep(), "harness.setMicrophoneMuted", nil, id, true)
 	s.waitElement(t, id, "its own mute", jsEndWait, func(c elementCall) bool {
 		f := c.feeds(true, "m.usermedia")
 		return c.MicMuted && len(f) == 1 && f[0].AudioMuted
@@ -387,7 +392,7 @@ func (s *jsSession) mute(t *testing.T, conv string) {
 		f := c.feeds(false, "m.usermedia")
 		return len(f) == 1 && f[0].AudioMuted
 	})
-	s.br.call(t, "element", "harness.setMicrophoneMuted", nil, id, false)
+	s.br.call(t, s.ep(), "harness.setMicrophoneMuted", nil, id, false)
 	s.br.call(t, "icebox", "icebox.mute", nil, id, false)
 	s.waitIcebox(t, id, "CallStreamMetadataChanged with audio unmuted", jsRenegotiateWait, func(c iceboxCall) bool {
 		for _, m := range c.RemoteMetadata {
@@ -419,7 +424,7 @@ func (s *jsSession) elementRejects(t *testing.T, conv string) {
 	t.Cleanup(func() { s.endQuietly(t, id) })
 	s.waitIncoming(t, id)
 	s.waitElement(t, id, "ringing", jsConnectWait, func(c elementCall) bool { return c.State == "ringing" })
-	s.br.call(t, "element", "harness.reject", nil, id)
+	s.br.call(t, s.ep(), "harness.reject", nil, id)
 	i := s.waitIcebox(t, id, "ended by Element's reject", jsEndWait, func(c iceboxCall) bool { return c.Status == "rejected" || c.Status == "ended" })
 	if i.Status != "rejected" || !hasEvent(i.Events, "CallRejected") {
 		t.Errorf("icebox client after Element's reject: status %q, events %v; want rejected, CallRejected", i.Status, i.Events)
@@ -435,7 +440,7 @@ func (s *jsSession) elementRejects(t *testing.T, conv string) {
 // m.call.reject (not a hangup) and ends the call as rejected by the remote.
 func (s *jsSession) iceboxRejects(t *testing.T, conv string) {
 	var id string
-	s.br.call(t, "element", "harness.placeCall", &id, s.b.rooms[conv], "voice")
+	s.br.call(t, s.ep(), "harness.placeCall", &id, s.b.rooms[conv], "voice")
 	t.Cleanup(func() { s.endQuietly(t, id) })
 	if !waitFor(jsConnectWait, func() bool {
 		var inv []struct{ CallID string }
@@ -464,10 +469,140 @@ func (s *jsSession) iceboxRejects(t *testing.T, conv string) {
 // his call (user_hangup or a documented reason) and the client hears it.
 func (s *jsSession) elementLeaves(t *testing.T, conv string) {
 	id := s.connected(t, conv)
-	s.br.call(t, "element", "harness.leaveRoom", nil, s.b.rooms[conv])
+	s.br.call(t, s.ep(), "harness.leaveRoom", nil, s.b.rooms[conv])
 	i := s.waitIcebox(t, id, "ended by bob leaving the room", jsEndWait, func(c iceboxCall) bool { return c.Status == "ended" })
 	if i.EndReason == "" {
 		t.Errorf("icebox client after bob left: reason %q; want user_hangup or a documented one", i.EndReason)
 	}
 	t.Logf("bob left the room: the icebox client's call ended (%s)", i.EndReason)
+}
+
+// jsInviteLifetime is the lifetime of the invite that inviteExpires lets
+// run out: matrix-js-sdk rings only for an invite with more than 3 s left
+// when it arrives, icebox takes 5 s at least.
+const jsInviteLifetime = 8 * time.Second
+
+// How long answeredElsewhere waits for the second device to ring, and how
+// many calls it places for it (see there).
+const (
+	jsSecondDeviceWait     = 5 * time.Second
+	jsSecondDeviceAttempts = 3
+)
+
+// answeredElsewhere: alice calls bob, who has a second matrix-js-sdk
+// device (page "element2"): both ring, the second answers. icebox selects
+// it (m.call.select_answer naming its party, its device ID), the first
+// device ends the call as answered_elsewhere, and alice's call goes on with
+// the second device: media flows both ways over icebox's relay, and her
+// hangup reaches it.
+func (s *jsSession) answeredElsewhere(t *testing.T, conv string) {
+	other := &jsSession{b: s.b, br: s.br, page: "element2"}
+	dev := other.login(t, map[string]string{conv: s.b.rooms[conv]}) // bob may have left others
+	t.Cleanup(func() { _ = s.br.do(t, nil, map[string]any{"op": "closePage", "page": other.page}) })
+	// In an encrypted room, icebox encrypts to the devices it knows: one
+	// logged in a moment ago is known once icebox's next /sync brought its
+	// device-list change (then mautrix starts a new megolm session). An
+	// invite sent before cannot be decrypted there, and matrix-js-sdk's
+	// key request is refused (the session was not shared with it), as
+	// between any two Matrix clients: the call is then placed again.
+	var id string
+	for attempt := 1; ; attempt++ {
+		s.br.call(t, "icebox", "icebox.placeCall", &id, conv, s.b.bob, false)
+		callID := id
+		t.Cleanup(func() { other.endQuietly(t, callID); s.endQuietly(t, callID) })
+		s.waitIncoming(t, id)
+		var incoming []string
+		if waitFor(jsSecondDeviceWait, func() bool {
+			other.br.call(t, other.ep(), "harness.incomingCalls", &incoming)
+			return slices.Contains(incoming, id)
+		}) {
+			if attempt > 1 {
+				t.Logf("the second device rang on attempt %d (icebox learnt of it from its next sync)", attempt)
+			}
+			break
+		}
+		if attempt == jsSecondDeviceAttempts {
+			other.dumpLogs(t, id)
+			t.Fatalf("icebox's invite never rang the second device %s in %d attempts", dev, attempt)
+		}
+		s.iceboxHangsUp(t, id)
+	}
+	for _, d := range []*jsSession{s, other} {
+		d.waitElement(t, id, "ringing on "+d.ep(), jsConnectWait, func(c elementCall) bool { return c.State == "ringing" })
+	}
+	other.br.call(t, other.ep(), "harness.answer", nil, id, true, false)
+	other.waitElement(t, id, "connected", jsConnectWait, func(c elementCall) bool { return c.State == "connected" })
+	s.waitIcebox(t, id, "ICE connected with the second device", jsConnectWait, func(c iceboxCall) bool {
+		return c.IceConnectionState == "connected" || c.IceConnectionState == "completed"
+	})
+	e := s.waitElement(t, id, "ended on the first device", jsEndWait, func(c elementCall) bool { return c.State == "ended" })
+	if e.HangupReason != "answered_elsewhere" || e.HangupParty != "remote" {
+		t.Errorf("first device: hangup party %q reason %q; want remote answered_elsewhere", e.HangupParty, e.HangupReason)
+	}
+	var view struct {
+		Status        string `json:"status"`
+		Answerer      string `json:"answerer"`
+		AnswerPartyID string `json:"answer_party_id"`
+	}
+	code, body := s.b.iceboxAPI(t, jsAliceTok, http.MethodGet, "/calls/"+id, nil)
+	if code != http.StatusOK || json.Unmarshal(body, &view) != nil || view.Status != "answered" || view.Answerer != s.b.bob || view.AnswerPartyID != dev {
+		t.Errorf("GET /calls/%s: %d %+v; want answered by %s/%s", id, code, view, s.b.bob, dev)
+	}
+	s.waitCallEvent(t, id, "icebox's m.call.select_answer naming the second device", func(ev jsCallEvent) bool {
+		return ev.Type == "m.call.select_answer" && ev.Sender == s.b.service && ev.Selected == dev
+	})
+	other.mediaFlows(t, id, "audio", "with the second device")
+	other.iceboxHangsUp(t, id)
+	t.Logf("%s: answered on %s (%s); the first device ended it as %s", id, other.ep(), dev, e.HangupReason)
+}
+
+// inviteExpires: alice calls with an invite lifetime of jsInviteLifetime
+// and bob never answers. matrix-js-sdk stops ringing when the invite's
+// lifetime has passed (its own timer ends the call with the remote as the
+// party and no reason, or icebox's hangup arrives first and gives
+// invite_timeout), icebox expires the call (status expired, invite_timeout,
+// CallHangup to the client) and sends m.call.hangup with invite_timeout,
+// which matrix-js-sdk receives (decrypted, in the encrypted room).
+func (s *jsSession) inviteExpires(t *testing.T, conv string) {
+	var id string
+	begin := time.Now()
+	s.br.call(t, "icebox", "icebox.placeCall", &id, conv, s.b.bob, false, jsInviteLifetime.Milliseconds())
+	t.Cleanup(func() { s.endQuietly(t, id) })
+	s.waitIncoming(t, id)
+	s.waitElement(t, id, "ringing", jsConnectWait, func(c elementCall) bool { return c.State == "ringing" })
+	e := s.waitElement(t, id, "ended by the invite's expiry", jsInviteLifetime+jsEndWait, func(c elementCall) bool { return c.State == "ended" })
+	elementEnded := time.Since(begin)
+	if e.HangupParty != "remote" || (e.HangupReason != "" && e.HangupReason != "invite_timeout") {
+		t.Errorf("matrix-js-sdk after the expiry: party %q reason %q; want remote, invite_timeout or none", e.HangupParty, e.HangupReason)
+	}
+	i := s.waitIcebox(t, id, "expired", jsEndWait, func(c iceboxCall) bool { return c.Status != "ringing" && c.Status != "new" })
+	if i.Status != "expired" || i.EndReason != "invite_timeout" || !slices.Contains(i.Events, "CallHangup") {
+		t.Errorf("icebox client after the expiry: status %q reason %q events %v; want expired, invite_timeout, CallHangup", i.Status, i.EndReason, i.Events)
+	}
+	s.waitCallEvent(t, id, "icebox's m.call.hangup with invite_timeout", func(ev jsCallEvent) bool {
+		return ev.Type == "m.call.hangup" && ev.Sender == s.b.service && ev.Reason == "invite_timeout"
+	})
+	if elementEnded < jsInviteLifetime-time.Second {
+		t.Errorf("matrix-js-sdk ended the call %s after the invite; its lifetime is %s", elementEnded, jsInviteLifetime)
+	}
+	t.Logf("%s: lifetime %s; matrix-js-sdk ended it after %s (reason %q), icebox as %s/%s", id, jsInviteLifetime,
+		elementEnded.Round(time.Millisecond), e.HangupReason, i.Status, i.EndReason)
+}
+
+// jsCallEvent is an m.call.* event as bob's client received it (decrypted).
+type jsCallEvent struct {
+	Call, Type, Sender, Reason, Party, Selected string
+}
+
+// waitCallEvent waits until bob's client received an event of call id
+// that ok accepts.
+func (s *jsSession) waitCallEvent(t *testing.T, id, what string, ok func(jsCallEvent) bool) {
+	t.Helper()
+	var evs []jsCallEvent
+	if !waitFor(jsEndWait, func() bool {
+		s.br.call(t, s.ep(), "harness.callEvents", &evs, id)
+		return slices.ContainsFunc(evs, ok)
+	}) {
+		t.Errorf("%s: %s not received within %s; got %+v", s.ep(), what, jsEndWait, evs)
+	}
 }

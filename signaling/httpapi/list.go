@@ -18,10 +18,12 @@ const (
 )
 
 // summaryOf is a call as GET /calls lists it: its view without the SDP
-// bodies (omitted when empty), which only GET /calls/{id} returns.
+// bodies and the media of each side (omitted when empty), which only GET
+// /calls/{id} returns: up to 200 calls are listed at once.
 func summaryOf(c signaling.Call) callView {
 	v := viewOf(c)
 	v.SDPOffer, v.SDPAnswer = "", ""
+	v.CallerMedia, v.AnswererMedia = nil, nil
 	return v
 }
 

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/icebox-voip/icebox/signaling"
@@ -36,6 +37,24 @@ type callView struct {
 	MatrixPartyID       string `json:"matrix_party_id,omitempty"`
 
 	RevokedUntil *time.Time `json:"revoked_until,omitempty"`
+
+	// The latest sdp_stream_metadata and capabilities of each side, as
+	// sent (GET /calls/{id} and the call operations; not GET /calls).
+	CallerMedia   *mediaView `json:"caller_media,omitempty"`
+	AnswererMedia *mediaView `json:"answerer_media,omitempty"`
+}
+
+// mediaView is one side's latest sdp_stream_metadata and capabilities.
+type mediaView struct {
+	SDPStreamMetadata json.RawMessage `json:"sdp_stream_metadata,omitempty"`
+	Capabilities      json.RawMessage `json:"capabilities,omitempty"`
+}
+
+func mediaViewOf(m signaling.Media) *mediaView {
+	if m.StreamMetadata == nil && m.Capabilities == nil {
+		return nil
+	}
+	return &mediaView{SDPStreamMetadata: m.StreamMetadata, Capabilities: m.Capabilities}
 }
 
 func viewOf(c signaling.Call) callView {
@@ -48,6 +67,7 @@ func viewOf(c signaling.Call) callView {
 		EndReason: c.EndReason, EndedBy: c.EndedBy,
 		MatrixInviteEventID: c.MatrixInviteEventID, MatrixPartyID: c.MatrixPartyID,
 		RevokedUntil: c.RevokedUntil,
+		CallerMedia:  mediaViewOf(c.CallerMedia), AnswererMedia: mediaViewOf(c.AnswererMedia),
 	}
 }
 

@@ -165,7 +165,12 @@ func (r *rooms) join(ctx context.Context, roomID id.RoomID, attempt int, calls I
 		return
 	}
 	f := classify(err)
-	if f.permanent || attempt >= joinAttempts {
+	// A 403 is retried too (within joinAttempts): an invitation over
+	// federation can reach us before the inviting homeserver has the
+	// invite in the room's state, and until then it refuses the join
+	// (Dendrite: "not allowed to change their membership from leave to
+	// join"); seen in the federated browser bed (jssdk_federation_test.go).
+	if (f.permanent && f.kind != kindForbidden) || attempt >= joinAttempts {
 		delete(r.pending, roomID)
 		r.autojoin.WithLabelValues(joinDropped).Inc()
 		r.log.Error().Err(err).Str("room_id", string(roomID)).Str("kind", f.kind).Int("attempts", attempt).

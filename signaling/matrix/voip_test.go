@@ -366,6 +366,32 @@ func rejectLeaveKick(t *testing.T, w *inWorld) {
 	if got, _ := w.call(t, rings.ID); got.EndReason != signaling.ReasonUserHangup || got.EndedBy != w.bob.id {
 		t.Errorf("call after bob was kicked: %s by %s", got.EndReason, got.EndedBy)
 	}
+
+	// Invited back once more, bob joins; alice calls anyone in the room
+	// and bob, its only other member, leaves while it rings: the call
+	// ends as his hangup (it rang on until it expired before).
+	api(t, w.svc.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", w.svc.token, map[string]any{"user_id": w.bob.id}, nil)
+	waitFor(t, w.wait, "bob's second invitation back", func() bool {
+		_, ok := w.bob.sync(t, "", 0).Rooms.Invite[room]
+		return ok
+	})
+	w.bob.join(t, room)
+	waitFor(t, w.wait, "bob a participant again", func() bool {
+		conv, err := w.calls.Conversation(ctx, inConv)
+		return err == nil && conv.HasParticipant(w.bob.id)
+	}, w.b.logs.String)
+	anyone, err := w.calls.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: inConv, SDPOffer: offerSDP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api(t, w.bob.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", w.bob.token, map[string]any{}, nil)
+	waitFor(t, w.wait, "the call for anyone ended by bob's leave", func() bool {
+		got, _ := w.call(t, anyone.ID)
+		return got.Status == signaling.StatusEnded
+	}, w.b.logs.String)
+	if got, _ := w.call(t, anyone.ID); got.EndReason != signaling.ReasonUserHangup || got.EndedBy != w.bob.id || !revoked(t, w.st, anyone.ID) {
+		t.Errorf("call for anyone after bob left: %s by %s, credentials revoked %v", got.EndReason, got.EndedBy, revoked(t, w.st, anyone.ID))
+	}
 }
 
 // TestMatrixAnsweredElsewhere: answeredElsewhere on one homeserver, alice

@@ -40,6 +40,9 @@ type Federation struct {
 	// dialFrom[i] dials from inside homeserver i's namespace (tests of this
 	// package).
 	dialFrom []func(ctx context.Context, network, addr string) (net.Conn, error)
+	// lan is the *netbed.NS of LANBridge, for AttachNamespace (any: netbed
+	// builds on Linux only, and so does everything that sets this).
+	lan any
 }
 
 const (

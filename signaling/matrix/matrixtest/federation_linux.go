@@ -47,7 +47,7 @@ func StartFederation(t testing.TB, n int, opts ...Option) *Federation {
 	_, lanNet, _ := net.ParseCIDR(federationLAN)
 	prefix, _ := lanNet.Mask.Size()
 
-	fed := &Federation{LANNamespace: lan.Name, LANBridge: bridge, CAFile: ca.file}
+	fed := &Federation{LANNamespace: lan.Name, LANBridge: bridge, CAFile: ca.file, lan: lan}
 	for i := range n {
 		ip := federationIP(i)
 		ns := bed.Namespace(fmt.Sprintf("hs%d", i+1))
@@ -77,6 +77,32 @@ func StartFederation(t testing.TB, n int, opts ...Option) *Federation {
 	}
 	t.Logf("matrixtest: federation of %d homeservers ready in %v", n, time.Since(begin).Round(time.Millisecond))
 	return fed
+}
+
+// AttachNamespace connects ns, a namespace of another bed (a browser's,
+// and the services it talks to), to the federation's bridge: interface
+// ifName in ns with addr, an address of the bed's 198.18.0.0/24 that no
+// homeserver has (198.18.0.1 to .n are theirs; .10 and up stay free).
+// From there the client APIs answer at LANURLs and the federation ports at
+// 198.18.0.N:8448, and the homeservers reach what listens on addr (a TURN
+// server their /voip/turnServer names, say). The link goes with ns.
+func (f *Federation) AttachNamespace(t testing.TB, ns *netbed.NS, ifName, addr string) {
+	t.Helper()
+	ip, sub, err := net.ParseCIDR(addr)
+	_, lanNet, _ := net.ParseCIDR(federationLAN)
+	if err != nil || sub.String() != lanNet.String() {
+		t.Fatalf("matrixtest: AttachNamespace(%q): want an address of %s", addr, federationLAN)
+	}
+	for i := range f.Homeservers {
+		if ip.Equal(federationIP(i)) {
+			t.Fatalf("matrixtest: AttachNamespace(%q): homeserver %d has that address", addr, i+1)
+		}
+	}
+	lan, ok := f.lan.(*netbed.NS)
+	if !ok {
+		t.Fatal("matrixtest: AttachNamespace on a Federation StartFederation did not make")
+	}
+	ns.Attach(ifName, addr, lan, f.LANBridge)
 }
 
 // federationEnv makes a homeserver trust the test CA and nothing else, and

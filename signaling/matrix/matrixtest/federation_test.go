@@ -19,7 +19,8 @@ import (
 // TestFederation: two homeservers of StartFederation serve federation over
 // TLS with certificates of the test CA (a client that trusts only the
 // system roots is refused), and an encrypted room of a user on the first
-// carries a message, decrypted, to a user on the second.
+// carries a message, decrypted, to a user on the second. A namespace
+// attached to the bed's bridge reaches both client APIs.
 func TestFederation(t *testing.T) {
 	begin := time.Now()
 	fed := StartFederation(t, 2)
@@ -53,6 +54,8 @@ func TestFederation(t *testing.T) {
 	if err := fed.getTLS(0, b.ServerName(), nil, "/_matrix/key/v2/server", &keys); !errors.As(err, &unknown) {
 		t.Errorf("with the system roots, b's federation port gave %v; want an unknown authority", err)
 	}
+
+	checkAttachNamespace(t, fed)
 
 	aliceID, _, _ := a.Register(t, "alice", "alice-password", false)
 	bobID, _, _ := b.Register(t, "bob", "bob-password", false)

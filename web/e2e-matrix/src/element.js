@@ -9,11 +9,23 @@ import * as sdk from 'matrix-js-sdk';
 const calls = new Map(); // call ID → MatrixCall (placed or incoming)
 const incoming = [];     // call IDs of incoming calls, in arrival order
 const log = [];          // {t, call, what}: what matrix-js-sdk reported
+const received = [];     // m.call.* events the client got (decrypted): {call, type, sender, reason, party, selected}
 let client = null;
 
 function note(callId, what) {
   log.push({ t: Date.now(), call: callId || '', what });
   if (log.length > 1000) log.shift();
+}
+
+// recordCallEvent keeps what an m.call.* event of the room timeline said,
+// whether or not matrix-js-sdk's call code still acts on it (an ended call
+// ignores a later hangup).
+function recordCallEvent(ev) {
+  const type = ev.getType();
+  if (!type.startsWith('m.call.')) return;
+  const c = ev.getContent();
+  received.push({ call: c.call_id || '', type, sender: ev.getSender(), reason: c.reason || '', party: c.party_id || '', selected: c.selected_party_id || '' });
+  if (received.length > 2000) received.shift();
 }
 
 function track(call) {
@@ -57,6 +69,12 @@ async function login({ baseUrl, userId, accessToken, deviceId, encryption }) {
     timelineSupport: false,
   });
   if (encryption) await client.initRustCrypto({ useIndexedDB: false });
+  // ClientEvent.Event; an encrypted one is recorded once decrypted
+  // (MatrixEventEvent.Decrypted).
+  client.on('event', (ev) => {
+    if (ev.getType() === 'm.room.encrypted') ev.once('Event.decrypted', () => recordCallEvent(ev));
+    else recordCallEvent(ev);
+  });
   client.on('Call.incoming', (call) => {
     track(call);
     incoming.push(call.callId);
@@ -141,9 +159,10 @@ async function state(callId) {
 }
 
 const events = (since) => log.filter((e) => e.t >= (since || 0));
+const callEvents = (callId) => received.filter((e) => e.call === callId);
 
 window.harness = {
   ready: true, login, roomReady, placeCall, incomingCalls, answer, hangup, reject, setRemoteOnHold,
   setMicrophoneMuted, setLocalVideoMuted, setScreensharingEnabled, upgradeCall, restartIce, leaveRoom,
-  state, events,
+  state, events, callEvents,
 };

@@ -143,7 +143,9 @@
     };
   }
 
-  async function placeCall(conversationId, invitee, video) {
+  // lifetimeMs, if given, is the invite's lifetime_ms (icebox's
+  // invite_lifetime otherwise).
+  async function placeCall(conversationId, invitee, video, lifetimeMs) {
     const local = await media(video);
     const pcTmp = { local };
     const offerPC = new RTCPeerConnection({ iceTransportPolicy: 'relay', bundlePolicy: 'max-bundle' });
@@ -151,6 +153,7 @@
     const offer = await offerPC.createOffer();
     const fields = { conversation_id: conversationId, sdp_offer: offer.sdp, ...metadata({ local }) };
     if (invitee) fields.invitee = invitee;
+    if (lifetimeMs) fields.lifetime_ms = lifetimeMs;
     const res = await command('initiate', fields);
     const c = newCall(res.id, 'caller');
     c.status = res.status;
