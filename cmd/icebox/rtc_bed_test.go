@@ -144,7 +144,7 @@ func (b *rtcBed) encryptedRoom(t *testing.T, name string, users []string) string
 	t.Helper()
 	code, resp := b.matrixAPI(t, users[0], http.MethodPost, "/_matrix/client/v3/createRoom", map[string]any{
 		"preset": "private_chat", "name": "rtc " + name, "invite": users[1:],
-		"initial_state": []map[string]any{{"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}},
+		"initial_state":                []map[string]any{{"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}},
 		"power_level_content_override": map[string]any{"events": map[string]int{"org.matrix.msc3401.call.member": 0}},
 	})
 	var room struct {
@@ -193,12 +193,15 @@ type rtcState struct {
 		DeviceID string `json:"deviceId"`
 		Identity string `json:"identity"`
 	} `json:"memberships"`
-	Identity         string         `json:"identity"`
-	Connection       string         `json:"connection"`
-	E2EE             bool           `json:"e2ee"`
-	Keys             map[string]int `json:"keys"`
-	EncryptionErrors int            `json:"encryptionErrors"`
-	ErrorSamples     []struct {
+	Identity   string         `json:"identity"`
+	Connection string         `json:"connection"`
+	E2EE       bool           `json:"e2ee"`
+	Keys       map[string]int `json:"keys"`
+	// livekit-client's E2EE errors: MissingKey for a key still on its way
+	// (WaitingForKey), and every other (DecryptFailures).
+	WaitingForKey   int `json:"waitingForKey"`
+	DecryptFailures int `json:"decryptFailures"`
+	ErrorSamples    []struct {
 		Participant string `json:"participant"`
 		Message     string `json:"message"`
 	} `json:"errorSamples"`

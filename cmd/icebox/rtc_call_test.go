@@ -42,6 +42,7 @@ func TestMatrixRTCBrowser(t *testing.T) {
 		relay bool
 	}{
 		{"two", 2, false},
+		{"two-relay", 2, true},
 		{"three-relay", 3, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,7 +128,7 @@ func (b *rtcBed) rtcCall(t *testing.T, room string, pages []rtcPage, relay bool)
 				What string `json:"what"`
 			}
 			_ = b.browser.try(t, p.name, "rtc.events", &ev, 0)
-			t.Logf("%s: state %+v\nevents %v", p.name, states[p.name], ev)
+			t.Logf("%s: state %+v\nevents %v", p.name, b.state(t, p.name), ev)
 		}
 		t.Fatalf("media not flowing within %v: %s", rtcMediaStartWait, why)
 	}
@@ -192,8 +193,8 @@ func (b *rtcBed) rtcCall(t *testing.T, room string, pages []rtcPage, relay bool)
 		if !s.E2EE || !s.Joined || len(s.Memberships) != len(pages) {
 			t.Errorf("%s: e2ee %v, MatrixRTC joined %v with %d memberships, want e2ee, joined, %d", p.name, s.E2EE, s.Joined, len(s.Memberships), len(pages))
 		}
-		if s.EncryptionErrors != 0 {
-			t.Errorf("%s: livekit-client reported %d E2EE failures, e.g. %+v", p.name, s.EncryptionErrors, s.ErrorSamples)
+		if s.DecryptFailures != 0 {
+			t.Errorf("%s: livekit-client reported %d E2EE failures, e.g. %+v", p.name, s.DecryptFailures, s.ErrorSamples)
 		}
 		if i := slices.IndexFunc(s.Publishing, func(x struct {
 			Kind      string `json:"kind"`
@@ -203,7 +204,7 @@ func (b *rtcBed) rtcCall(t *testing.T, room string, pages []rtcPage, relay bool)
 		}); i >= 0 {
 			t.Errorf("%s publishes %s unencrypted", p.name, s.Publishing[i].Kind)
 		}
-		t.Logf("%s received (E2EE failures %d): %s", p.name, s.EncryptionErrors, strings.Join(row, "; "))
+		t.Logf("%s received (E2EE failures %d, MissingKey while keys were in flight %d): %s", p.name, s.DecryptFailures, s.WaitingForKey, strings.Join(row, "; "))
 	}
 }
 

@@ -17,7 +17,13 @@ let room = null;      // livekit-client Room
 let keyProvider = null;
 let joinedAt = 0;
 const keysFrom = new Map();  // LiveKit identity → media keys the session handed over
-const encryptionErrors = []; // {t, participant, message}: livekit-client's E2EE failures
+const keySetAt = new Map();  // "identity/index" → when the key went to livekit-client
+// livekit-client's E2EE errors, {t, participant, message, waiting}: waiting
+// marks a MissingKey for a key that had not reached livekit-client yet (a
+// joiner gets media before the to-device keys arrive; Element Call's tile
+// says KeyMissing until media decrypts); any other error is a decryption
+// failure.
+const encryptionErrors = [];
 const log = [];
 
 function note(what) {
@@ -59,7 +65,10 @@ class SessionKeyProvider extends BaseKeyProvider {
     keysFrom.set(identity, (keysFrom.get(identity) || 0) + 1);
     note(`key ${index} for ${identity} (${membership.userId}/${membership.deviceId})`);
     crypto.subtle.importKey('raw', key, 'HKDF', false, ['deriveBits', 'deriveKey']).then(
-      (material) => this.onSetEncryptionKey(material, identity, index),
+      (material) => {
+        this.onSetEncryptionKey(material, identity, index);
+        if (!keySetAt.has(identity + '/' + index)) keySetAt.set(identity + '/' + index, Date.now());
+      },
       (e) => note('importKey failed for ' + identity + ': ' + e));
   };
 }
@@ -131,7 +140,10 @@ async function join({ roomId, serviceUrl, relay }) {
   const worker = new Worker(new URL('./livekit-e2ee-worker.mjs', import.meta.url), { type: 'module' });
   room = new Room({ e2ee: { keyProvider, worker }, adaptiveStream: false, dynacast: false });
   room.on(RoomEvent.EncryptionError, (e, p) => {
-    encryptionErrors.push({ t: Date.now(), participant: p?.identity || '', message: String(e?.message || e) });
+    const t = Date.now(), participant = p?.identity || '', message = String(e?.message || e);
+    const m = /^MissingKey: missing key at index (\d+)/.exec(message);
+    const setAt = m ? keySetAt.get(participant + '/' + m[1]) : undefined;
+    encryptionErrors.push({ t, participant, message, waiting: !!m && (setAt === undefined || setAt > t) });
     if (encryptionErrors.length > 1000) encryptionErrors.shift();
   });
   room.on(RoomEvent.ParticipantConnected, (p) => note('participant connected ' + p.identity));
@@ -179,7 +191,10 @@ async function state() {
   const out = {
     joined: !!session?.isJoined(), memberships: (session?.memberships || []).map((m) => ({ sender: m.sender, deviceId: m.deviceId, identity: m.rtcBackendIdentity })),
     identity: room?.localParticipant?.identity || '', connection: room?.state || '', e2ee: !!room?.isE2EEEnabled,
-    keys: Object.fromEntries(keysFrom), encryptionErrors: encryptionErrors.length, errorSamples: encryptionErrors.slice(0, 5),
+    keys: Object.fromEntries(keysFrom),
+    waitingForKey: encryptionErrors.filter((e) => e.waiting).length,
+    decryptFailures: encryptionErrors.filter((e) => !e.waiting).length,
+    errorSamples: encryptionErrors.filter((e) => !e.waiting).slice(0, 5),
     remotes: [], publishing: [],
   };
   if (!room) return out;
@@ -213,6 +228,7 @@ async function leave() {
   }
   session = null;
   keysFrom.clear();
+  keySetAt.clear();
   encryptionErrors.length = 0;
 }
 
