@@ -58,6 +58,7 @@ func TestMatrixRTCBrowser(t *testing.T) {
 		})
 	}
 	t.Run("forged-openid", func(t *testing.T) { b.forgedOpenID(t) })
+	t.Run("element-call-embedded", func(t *testing.T) { b.elementCall(t) })
 }
 
 // rtcCall joins every page to the MatrixRTC session of room and checks that

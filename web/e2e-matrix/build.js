@@ -19,7 +19,7 @@ const path = require('path');
 
 const root = __dirname;
 const dist = path.join(root, 'dist');
-const sources = ['package-lock.json', 'build.js', 'src/element.js', 'src/element.html', 'src/icebox.js', 'src/icebox.html', 'src/rtpstats.js', 'src/rtc.js', 'src/rtc.html'];
+const sources = ['package-lock.json', 'build.js', 'src/element.js', 'src/element.html', 'src/icebox.js', 'src/icebox.html', 'src/rtpstats.js', 'src/rtc.js', 'src/rtc.html', 'src/rtc-ec.js', 'src/rtc-ec.html'];
 
 function stamp() {
   const h = crypto.createHash('sha256');
@@ -46,7 +46,7 @@ async function main() {
   fs.mkdirSync(path.join(dist, 'pkg'), { recursive: true });
   const t0 = Date.now();
   await esbuild.build({
-    entryPoints: [path.join(root, 'src', 'element.js'), path.join(root, 'src', 'rtc.js')],
+    entryPoints: ['element.js', 'rtc.js', 'rtc-ec.js'].map((f) => path.join(root, 'src', f)),
     outdir: dist,
     bundle: true,
     format: 'esm',
@@ -62,12 +62,15 @@ async function main() {
   // hoists it to the top of node_modules.
   const wasm = path.join(root, 'node_modules', '@matrix-org', 'matrix-sdk-crypto-wasm', 'pkg', 'matrix_sdk_crypto_wasm_bg.wasm');
   fs.copyFileSync(wasm, path.join(dist, 'pkg', 'matrix_sdk_crypto_wasm_bg.wasm'));
-  for (const f of ['element.html', 'icebox.js', 'icebox.html', 'rtpstats.js', 'rtc.html']) {
+  for (const f of ['element.html', 'icebox.js', 'icebox.html', 'rtpstats.js', 'rtc.html', 'rtc-ec.html']) {
     fs.copyFileSync(path.join(root, 'src', f), path.join(dist, f));
   }
   // The worker is a self-contained module; rtc.js starts it by this name.
   fs.copyFileSync(path.join(root, 'node_modules', 'livekit-client', 'dist', 'livekit-client.e2ee.worker.mjs'),
     path.join(dist, 'livekit-e2ee-worker.mjs'));
+  // Element Call's embedded build (a static site) under dist/ec/, linked
+  // rather than copied (44 MB); rtc-ec.html loads it as its widget.
+  fs.symlinkSync(path.join(root, 'node_modules', '@element-hq', 'element-call-embedded', 'dist'), path.join(dist, 'ec'));
   fs.writeFileSync(stampFile, want + '\n');
   process.stderr.write(`e2e-matrix: bundled matrix-js-sdk and livekit-client into dist/ in ${Date.now() - t0} ms\n`);
 }

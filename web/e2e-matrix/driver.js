@@ -3,6 +3,7 @@
 // stdin and answers each with one JSON line on stdout:
 //
 //   {"id":1,"op":"open","page":"element","url":"http://127.0.0.1:PORT/element.html","global":"harness"}
+//     (optional "init": a script run in every frame before its own)
 //   {"id":2,"op":"call","page":"element","fn":"harness.placeCall","args":["!room:localhost","voice"]}
 //   {"id":3,"op":"console","page":"element","since":0}
 //   → {"id":N,"ok":true,"result":…} or {"id":N,"ok":false,"error":"…"}
@@ -27,9 +28,12 @@ const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run
 let browser;
 const pages = new Map(); // name → {page, console: [{t, type, text}]}
 
-async function open(name, url, global) {
+async function open(name, url, global, init) {
   const ctx = await browser.newContext({ viewport: { width: 800, height: 600 } });
   await ctx.grantPermissions(['camera', 'microphone']);
+  // init runs in every frame of the context before the frame's own
+  // scripts (rtc_ec_test.go counts the peer connections Element Call makes).
+  if (init) await ctx.addInitScript({ content: init });
   const page = await ctx.newPage();
   const entry = { page, console: [] };
   const keep = (type, text) => {
@@ -62,7 +66,7 @@ async function call(name, fn, args) {
 
 async function handle(cmd) {
   switch (cmd.op) {
-    case 'open': return open(cmd.page, cmd.url, cmd.global);
+    case 'open': return open(cmd.page, cmd.url, cmd.global, cmd.init);
     case 'call': return call(cmd.page, cmd.fn, cmd.args);
     case 'console': return page(cmd.page).console.filter((c) => c.t >= (cmd.since || 0));
     case 'closePage': {
