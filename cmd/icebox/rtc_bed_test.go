@@ -102,12 +102,12 @@ func newRTCBed(t *testing.T) *rtcBed {
 }
 
 // requireRTC is requireJSSDK (Chromium, node, a fresh bundle) plus
-// livekit-client and its E2EE worker.
+// livekit-client and its E2EE worker, and Element Call's embedded build.
 func requireRTC(t *testing.T) string {
 	t.Helper()
 	requireJSSDK(t)
 	return requireChromium(t, "MatrixRTC browser tests", "e2e-matrix", func(dir string) string {
-		for _, f := range []string{"node_modules/livekit-client/package.json", "dist/rtc.js", "dist/livekit-e2ee-worker.mjs"} {
+		for _, f := range []string{"node_modules/livekit-client/package.json", "dist/rtc.js", "dist/livekit-e2ee-worker.mjs", "dist/rtc-ec.js", "dist/ec/index.html"} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 				return f + " missing in web/e2e-matrix (npm ci && node build.js there)"
 			}

@@ -63,7 +63,8 @@ func (b *rtcBed) elementCall(t *testing.T) {
 	b.browser.call(t, host, "ec.login", nil, map[string]any{"baseUrl": b.front, "userId": users[1], "accessToken": tok, "deviceId": dev})
 	b.browser.call(t, host, "ec.start", nil, map[string]any{"room": room, "serviceUrl": b.service, "ecPath": "ec/index.html"})
 	var j struct {
-		Identity string `json:"identity"`
+		Identity    string `json:"identity"`
+		LiveKitRoom string `json:"livekitRoom"`
 	}
 	b.browser.call(t, alice.name, "rtc.join", &j, map[string]any{"roomId": room, "serviceUrl": b.service, "relay": false})
 	t.Cleanup(func() { _ = b.browser.try(t, alice.name, "rtc.leave", nil) })
@@ -147,7 +148,8 @@ func (b *rtcBed) elementCall(t *testing.T) {
 	t.Logf("Element Call received from alice (%d peer connections): video %d B (%d frames), audio %d B; its video elements %+v; %v",
 		ec.RTP.PCs, ec.RTP.VideoBytesIn, ec.RTP.FramesDecoded, ec.RTP.AudioBytesIn, ec.Videos, time.Since(begin).Round(time.Millisecond))
 	for _, l := range strings.Split(b.icebox.out.String(), "\n") {
-		if strings.Contains(l, `"matrixrtc-auth"`) && strings.Contains(l, users[1]) {
+		// What Element Call asked of the service (its LiveKit room is alice's).
+		if strings.Contains(l, `"matrixrtc-auth"`) && strings.Contains(l, users[1]) && strings.Contains(l, j.LiveKitRoom) {
 			t.Logf("icebox: %s", l)
 		}
 	}
