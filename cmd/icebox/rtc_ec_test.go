@@ -147,6 +147,13 @@ func (b *rtcBed) elementCall(t *testing.T) {
 	t.Logf("alice received from Element Call (E2EE failures %d, MissingKey while keys were in flight %d): video %d B (%d frames), audio %d B", s.DecryptFailures, s.WaitingForKey, v.Bytes, v.FramesDecoded, a.Bytes)
 	t.Logf("Element Call received from alice (%d peer connections): video %d B (%d frames), audio %d B; its video elements %+v; %v",
 		ec.RTP.PCs, ec.RTP.VideoBytesIn, ec.RTP.FramesDecoded, ec.RTP.AudioBytesIn, ec.Videos, time.Since(begin).Round(time.Millisecond))
+	// What failed over HTTP in Element Call's frame and its host (the
+	// homeserver's and the authorization service's answers).
+	for _, c := range b.browser.console(t, host, 0) {
+		if c.Type == "http" {
+			t.Logf("element call http: %s", c.Text)
+		}
+	}
 	for _, l := range strings.Split(b.icebox.out.String(), "\n") {
 		// What Element Call asked of the service (its LiveKit room is alice's).
 		if strings.Contains(l, `"matrixrtc-auth"`) && strings.Contains(l, users[1]) && strings.Contains(l, j.LiveKitRoom) {

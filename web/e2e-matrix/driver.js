@@ -42,6 +42,11 @@ async function open(name, url, global, init) {
   };
   page.on('console', (m) => keep(m.type(), m.text()));
   page.on('pageerror', (e) => keep('pageerror', e.message));
+  // Failed requests of every frame, as type "http" (path only: a query may
+  // carry a token).
+  const where = (u) => { try { const x = new URL(u); return x.origin + x.pathname; } catch { return '?'; } };
+  page.on('response', (r) => { if (r.status() >= 400) keep('http', `${r.status()} ${r.request().method()} ${where(r.url())}`); });
+  page.on('requestfailed', (r) => keep('http', `failed ${r.method()} ${where(r.url())}: ${r.failure()?.errorText || ''}`));
   pages.set(name, entry);
   await page.goto(url);
   // The page's script is loaded when its global (window.harness or
