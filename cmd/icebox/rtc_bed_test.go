@@ -197,8 +197,9 @@ type rtcState struct {
 	Connection string         `json:"connection"`
 	E2EE       bool           `json:"e2ee"`
 	Keys       map[string]int `json:"keys"`
-	// livekit-client's E2EE errors: MissingKey for a key still on its way
-	// (WaitingForKey), and every other (DecryptFailures).
+	// livekit-client's E2EE errors: MissingKey before every page decrypted
+	// every other's media, a key still on its way (WaitingForKey), and
+	// every other one (DecryptFailures).
 	WaitingForKey   int `json:"waitingForKey"`
 	DecryptFailures int `json:"decryptFailures"`
 	ErrorSamples    []struct {

@@ -134,6 +134,12 @@ func (b *rtcBed) rtcCall(t *testing.T, room string, pages []rtcPage, relay bool)
 		t.Fatalf("media not flowing within %v: %s", rtcMediaStartWait, why)
 	}
 
+	// Every key has reached every page's livekit-client: from now on a
+	// MissingKey is a failure too.
+	for _, p := range pages {
+		b.browser.call(t, p.name, "rtc.markSteady", nil)
+	}
+
 	// Inbound RTP keeps growing over the media window (not just a first
 	// burst), and decoding with it.
 	first := map[string]rtcState{}

@@ -101,6 +101,7 @@ func (b *rtcBed) elementCall(t *testing.T) {
 	if !waitFor(rtcMediaStartWait, received) {
 		t.Fatalf("media not flowing within %v: alice's state %+v; Element Call's videos %+v", rtcMediaStartWait, s, ec)
 	}
+	b.browser.call(t, alice.name, "rtc.markSteady", nil)
 	s0, ec0 := s, ec
 	windowEnd := time.Now().Add(rtcMediaWindow)
 	var why string

@@ -17,13 +17,14 @@ let room = null;      // livekit-client Room
 let keyProvider = null;
 let joinedAt = 0;
 const keysFrom = new Map();  // LiveKit identity → media keys the session handed over
-const keySetAt = new Map();  // "identity/index" → when the key went to livekit-client
-// livekit-client's E2EE errors, {t, participant, message, waiting}: waiting
-// marks a MissingKey for a key that had not reached livekit-client yet (a
-// joiner gets media before the to-device keys arrive; Element Call's tile
-// says KeyMissing until media decrypts); any other error is a decryption
-// failure.
+// livekit-client's E2EE errors, {t, participant, message}. A MissingKey
+// before steadyAt is a key still on its way (a joiner gets media before the
+// to-device keys arrive, and livekit-client's worker gets a key a moment
+// after the session hands it over; Element Call's tile says KeyMissing
+// until media decrypts); any other error, and a MissingKey once every
+// participant's media was decrypted (markSteady), is a decryption failure.
 const encryptionErrors = [];
+let steadyAt = 0;
 const log = [];
 
 function note(what) {
@@ -65,10 +66,7 @@ class SessionKeyProvider extends BaseKeyProvider {
     keysFrom.set(identity, (keysFrom.get(identity) || 0) + 1);
     note(`key ${index} for ${identity} (${membership.userId}/${membership.deviceId})`);
     crypto.subtle.importKey('raw', key, 'HKDF', false, ['deriveBits', 'deriveKey']).then(
-      (material) => {
-        this.onSetEncryptionKey(material, identity, index);
-        if (!keySetAt.has(identity + '/' + index)) keySetAt.set(identity + '/' + index, Date.now());
-      },
+      (material) => this.onSetEncryptionKey(material, identity, index),
       (e) => note('importKey failed for ' + identity + ': ' + e));
   };
 }
@@ -140,10 +138,7 @@ async function join({ roomId, serviceUrl, relay }) {
   const worker = new Worker(new URL('./livekit-e2ee-worker.mjs', import.meta.url), { type: 'module' });
   room = new Room({ e2ee: { keyProvider, worker }, adaptiveStream: false, dynacast: false });
   room.on(RoomEvent.EncryptionError, (e, p) => {
-    const t = Date.now(), participant = p?.identity || '', message = String(e?.message || e);
-    const m = /^MissingKey: missing key at index (\d+)/.exec(message);
-    const setAt = m ? keySetAt.get(participant + '/' + m[1]) : undefined;
-    encryptionErrors.push({ t, participant, message, waiting: !!m && (setAt === undefined || setAt > t) });
+    encryptionErrors.push({ t: Date.now(), participant: p?.identity || '', message: String(e?.message || e) });
     if (encryptionErrors.length > 1000) encryptionErrors.shift();
   });
   room.on(RoomEvent.ParticipantConnected, (p) => note('participant connected ' + p.identity));
@@ -184,6 +179,12 @@ async function receiverStats(track) {
   return s;
 }
 
+const waiting = (e) => e.message.startsWith('MissingKey') && (!steadyAt || e.t < steadyAt);
+
+// markSteady is called by the test once every participant decrypts every
+// other's media: from then on a MissingKey is a failure.
+function markSteady() { steadyAt = Date.now(); }
+
 // state reports the MatrixRTC memberships, the keys the session handed
 // over, and per remote LiveKit participant the tracks received with their
 // inbound RTP bytes and whether livekit-client decrypts them.
@@ -192,9 +193,9 @@ async function state() {
     joined: !!session?.isJoined(), memberships: (session?.memberships || []).map((m) => ({ sender: m.sender, deviceId: m.deviceId, identity: m.rtcBackendIdentity })),
     identity: room?.localParticipant?.identity || '', connection: room?.state || '', e2ee: !!room?.isE2EEEnabled,
     keys: Object.fromEntries(keysFrom),
-    waitingForKey: encryptionErrors.filter((e) => e.waiting).length,
-    decryptFailures: encryptionErrors.filter((e) => !e.waiting).length,
-    errorSamples: encryptionErrors.filter((e) => !e.waiting).slice(0, 5),
+    waitingForKey: encryptionErrors.filter(waiting).length,
+    decryptFailures: encryptionErrors.filter((e) => !waiting(e)).length,
+    errorSamples: encryptionErrors.filter((e) => !waiting(e)).slice(0, 5),
     remotes: [], publishing: [],
   };
   if (!room) return out;
@@ -228,10 +229,10 @@ async function leave() {
   }
   session = null;
   keysFrom.clear();
-  keySetAt.clear();
+  steadyAt = 0;
   encryptionErrors.length = 0;
 }
 
 const events = (since) => log.filter((e) => e.t >= (since || 0));
 
-window.rtc = { ready: true, login, roomReady, openID, sfuGet, join, state, leave, events, joinedAt: () => joinedAt };
+window.rtc = { ready: true, login, roomReady, openID, sfuGet, join, state, markSteady, leave, events, joinedAt: () => joinedAt };
