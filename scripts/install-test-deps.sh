@@ -56,7 +56,7 @@ matrix_deps() {
 	local lock
 	lock=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
 	if [ "$(cat "$dir/node_modules/.icebox-lock-sha256" 2>/dev/null)" != "$lock" ]; then
-		echo "install-test-deps: npm ci in web/e2e-matrix (matrix-js-sdk, esbuild, playwright-core)" >&2
+		echo "install-test-deps: npm ci in web/e2e-matrix (matrix-js-sdk, livekit-client, Element Call embedded, esbuild, playwright-core)" >&2
 		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >&2
 		echo "$lock" >"$dir/node_modules/.icebox-lock-sha256"
 	fi

@@ -3,6 +3,7 @@
 // stdin and answers each with one JSON line on stdout:
 //
 //   {"id":1,"op":"open","page":"element","url":"http://127.0.0.1:PORT/element.html","global":"harness"}
+//     (optional "init": a script run in every frame before its own)
 //   {"id":2,"op":"call","page":"element","fn":"harness.placeCall","args":["!room:localhost","voice"]}
 //   {"id":3,"op":"console","page":"element","since":0}
 //   → {"id":N,"ok":true,"result":…} or {"id":N,"ok":false,"error":"…"}
@@ -27,9 +28,12 @@ const ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run
 let browser;
 const pages = new Map(); // name → {page, console: [{t, type, text}]}
 
-async function open(name, url, global) {
+async function open(name, url, global, init) {
   const ctx = await browser.newContext({ viewport: { width: 800, height: 600 } });
   await ctx.grantPermissions(['camera', 'microphone']);
+  // init runs in every frame of the context before the frame's own
+  // scripts (rtc_ec_test.go counts the peer connections Element Call makes).
+  if (init) await ctx.addInitScript({ content: init });
   const page = await ctx.newPage();
   const entry = { page, console: [] };
   const keep = (type, text) => {
@@ -38,6 +42,11 @@ async function open(name, url, global) {
   };
   page.on('console', (m) => keep(m.type(), m.text()));
   page.on('pageerror', (e) => keep('pageerror', e.message));
+  // Failed requests of every frame, as type "http" (path only: a query may
+  // carry a token).
+  const where = (u) => { try { const x = new URL(u); return x.origin + x.pathname; } catch { return '?'; } };
+  page.on('response', (r) => { if (r.status() >= 400) keep('http', `${r.status()} ${r.request().method()} ${where(r.url())}`); });
+  page.on('requestfailed', (r) => keep('http', `failed ${r.method()} ${where(r.url())}: ${r.failure()?.errorText || ''}`));
   pages.set(name, entry);
   await page.goto(url);
   // The page's script is loaded when its global (window.harness or
@@ -62,7 +71,7 @@ async function call(name, fn, args) {
 
 async function handle(cmd) {
   switch (cmd.op) {
-    case 'open': return open(cmd.page, cmd.url, cmd.global);
+    case 'open': return open(cmd.page, cmd.url, cmd.global, cmd.init);
     case 'call': return call(cmd.page, cmd.fn, cmd.args);
     case 'console': return page(cmd.page).console.filter((c) => c.t >= (cmd.since || 0));
     case 'closePage': {
