@@ -123,7 +123,22 @@ func (s *Service) Handler(prefix string) http.Handler {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
+	// Element Call asks whether the service takes over its delayed leave
+	// (MSC4140) right after joining. Not supported (no homeserver here
+	// implements MSC4140), but answered as JSON with CORS headers: a bare
+	// 404 without them is a "Failed to fetch" CORS error in the browser's
+	// console, though Element Call carries on either way.
+	mux.HandleFunc(prefix+"/delegate_delayed_leave", corsJSON(notFound("M_UNRECOGNIZED", "Delegation of delayed leave events is not supported")))
+	mux.HandleFunc(prefix+"/", corsJSON(notFound("M_NOT_FOUND", "No such endpoint")))
 	return mux
+}
+
+// notFound answers 404 with a Matrix error body.
+func notFound(errcode, msg string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		_ = json.NewEncoder(w).Encode(map[string]string{"errcode": errcode, "error": msg})
+	}
 }
 
 // corsJSON sets lk-jwt-service's CORS and JSON headers and answers a

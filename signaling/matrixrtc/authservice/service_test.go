@@ -406,6 +406,23 @@ func TestBadInput(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Errorf("healthz: %d", resp.StatusCode)
 	}
+	// What Element Call probes, and any other path under the prefix:
+	// JSON 404s a browser on another origin can read, preflight included.
+	for path, errcode := range map[string]string{"/delegate_delayed_leave": "M_UNRECOGNIZED", "/nope": "M_NOT_FOUND"} {
+		status, out, hdr := b.post(t, path, map[string]any{})
+		if status != 404 || out["errcode"] != errcode || hdr.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("POST %s: %d %v %v, want 404 %s with CORS", path, status, out, hdr, errcode)
+		}
+		req, _ := http.NewRequest(http.MethodOptions, b.srv.URL+prefix+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("OPTIONS %s: %d %v", path, resp.StatusCode, resp.Header)
+		}
+	}
 	if got := metricValue(t, b.reg, "icebox_matrixrtc_tokens_refused_total", "sfu_get", "not_json"); got != 2 {
 		t.Errorf("refused{sfu_get,not_json} = %v, want 2", got)
 	}
