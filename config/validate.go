@@ -114,6 +114,7 @@ func (c *Config) Validate() error {
 	v.calls(&c.Calls)
 	v.matrix(&c.Matrix)
 	v.matrixRTC(&c.MatrixRTC)
+	v.liveKitManaged(c, listenPorts)
 	return errors.Join(v.errs...)
 }
 
