@@ -40,6 +40,11 @@ func (n *Node) start(g *errgroup.Group, ctx context.Context) {
 	if n.bridge != nil {
 		g.Go(func() error { return n.bridge.Run(ctx) })
 	}
+	if n.liveKit != nil {
+		// It stops with the other components, after the drain: calls on
+		// the SFU go on while icebox drains.
+		g.Go(func() error { return n.liveKit.sup.Run(ctx) })
+	}
 	g.Go(func() error { return n.opts.Notifier.RunWatchdog(ctx, func() bool { return n.state.Ping() == nil }) })
 	for _, r := range n.certs {
 		g.Go(func() error { return r.Watch(ctx) })

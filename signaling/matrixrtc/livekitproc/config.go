@@ -1,0 +1,138 @@
+package livekitproc
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/icebox-voip/icebox/internal/fileutil"
+)
+
+// ConfigFile is livekit-server's config file's name in the managed
+// LiveKit's directory.
+const ConfigFile = "livekit.yaml"
+
+// ServerConfig is what icebox tells livekit-server; WriteConfig turns it
+// into livekit-server's own config file.
+type ServerConfig struct {
+	Bind netip.Addr // the signal port's address (bind_addresses)
+	Port int        // the signal port (HTTP, WebSocket, room API)
+	// NodeIP is advertised in ICE candidates; invalid = LiveKit picks a
+	// local address. External IP discovery (STUN to the internet) is off.
+	NodeIP     netip.Addr
+	TCPPort    int // ICE/TCP media port
+	UDPMin     int // ICE/UDP media port range
+	UDPMax     int
+	Keys       Keys   // only the key and its file go into the config
+	WebhookURL string // where LiveKit posts its events, signed with Keys
+	LogLevel   string // debug, info, warn, error
+	// TURNServers are handed to LiveKit's clients (rtc.turn_servers); nil =
+	// none. See TURNServer.
+	TURNServers []TURNServer
+}
+
+// TURNServer is one entry of livekit-server's rtc.turn_servers: a TURN
+// server LiveKit tells its clients about. With SecretFile, LiveKit reads a
+// TURN REST shared secret from that file (which others must not be able to
+// read: LiveKit checks) and mints per-participant credentials valid for
+// TTL seconds; the file is the keystore's, never written here.
+type TURNServer struct {
+	Host       string `yaml:"host"`
+	Port       int    `yaml:"port"`
+	Protocol   string `yaml:"protocol"` // udp, tcp or tls
+	SecretFile string `yaml:"secret_file,omitempty"`
+	TTL        int    `yaml:"ttl,omitempty"` // seconds; LiveKit's default 14400
+}
+
+// fileConfig is the subset of livekit-server v1.13.5's config
+// (pkg/config/config.go; it decodes with unknown keys refused) that icebox
+// sets; everything else keeps LiveKit's defaults.
+type fileConfig struct {
+	Port          int         `yaml:"port"`
+	BindAddresses []string    `yaml:"bind_addresses"`
+	RTC           fileRTC     `yaml:"rtc"`
+	Room          fileRoom    `yaml:"room"`
+	KeyFile       string      `yaml:"key_file"`
+	WebHook       fileWebhook `yaml:"webhook"`
+	Logging       fileLogging `yaml:"logging"`
+}
+
+type fileRTC struct {
+	TCPPort        int    `yaml:"tcp_port"`
+	PortRangeStart int    `yaml:"port_range_start"`
+	PortRangeEnd   int    `yaml:"port_range_end"`
+	NodeIP         string `yaml:"node_ip,omitempty"`
+	// UseExternalIP off: the node IP is the configured one, never a STUN
+	// server's idea of it (and no request leaves for one at start).
+	UseExternalIP bool         `yaml:"use_external_ip"`
+	TURNServers   []TURNServer `yaml:"turn_servers,omitempty"`
+}
+
+// fileRoom: rooms are made by the authorization service for users of
+// full-access homeservers only (lk-jwt-service's advice), so a JWT must
+// not create one by joining it.
+type fileRoom struct {
+	AutoCreate bool `yaml:"auto_create"`
+}
+
+type fileWebhook struct {
+	APIKey string   `yaml:"api_key"`
+	URLs   []string `yaml:"urls"`
+}
+
+type fileLogging struct {
+	Level string `yaml:"level"`
+	JSON  bool   `yaml:"json"`
+}
+
+// Render returns livekit-server's config file for c.
+func (c ServerConfig) Render() ([]byte, error) {
+	if c.Port == 0 || c.TCPPort == 0 || c.UDPMin == 0 || c.UDPMax < c.UDPMin || !c.Bind.IsValid() {
+		return nil, errors.New("livekitproc: config: Bind, Port, TCPPort and UDPMin..UDPMax are required")
+	}
+	if c.Keys.APIKey == "" || c.Keys.File == "" || c.WebhookURL == "" {
+		return nil, errors.New("livekitproc: config: Keys and WebhookURL are required")
+	}
+	for i, t := range c.TURNServers {
+		if t.Host == "" || t.Port < 1 || t.Port > 65535 || (t.Protocol != "udp" && t.Protocol != "tcp" && t.Protocol != "tls") {
+			return nil, fmt.Errorf("livekitproc: config: turn server %d: want host, port 1..65535 and protocol udp, tcp or tls", i)
+		}
+	}
+	f := fileConfig{
+		Port:          c.Port,
+		BindAddresses: []string{c.Bind.String()},
+		RTC: fileRTC{
+			TCPPort:        c.TCPPort,
+			PortRangeStart: c.UDPMin,
+			PortRangeEnd:   c.UDPMax,
+			TURNServers:    c.TURNServers,
+		},
+		KeyFile: c.Keys.File,
+		WebHook: fileWebhook{APIKey: c.Keys.APIKey, URLs: []string{c.WebhookURL}},
+		// JSON lines: one log record per line, whatever the message holds.
+		Logging: fileLogging{Level: c.LogLevel, JSON: true},
+	}
+	if c.NodeIP.IsValid() {
+		f.RTC.NodeIP = c.NodeIP.String()
+	}
+	b, err := yaml.Marshal(f)
+	if err != nil {
+		return nil, fmt.Errorf("livekitproc: config: %w", err)
+	}
+	return append([]byte("# Written by icebox from its configuration at every start; edits are lost.\n"), b...), nil
+}
+
+// WriteConfig writes livekit-server's config file to path (0600: it names
+// the key file and the webhook URL).
+func WriteConfig(path string, c ServerConfig) error {
+	b, err := c.Render()
+	if err != nil {
+		return err
+	}
+	if err := fileutil.WriteFileAtomic(path, b, 0o600); err != nil {
+		return fmt.Errorf("livekitproc: config: %w", err)
+	}
+	return nil
+}
