@@ -355,8 +355,10 @@ func (s *Supervisor) probe(ctx context.Context) error {
 }
 
 // stop ends the child and returns once it has exited: SIGTERM; a second
-// SIGTERM after half of StopTimeout (LiveKit's first waits for every
-// participant to leave); SIGKILL after StopTimeout.
+// SIGTERM after half of StopTimeout; SIGKILL after StopTimeout. LiveKit's
+// first SIGTERM waits for every participant to leave (idle, it exits in
+// about 2 s), and v1.13.5 given it within a second of starting hangs in
+// shutdown until the second, which stops it at once.
 func (s *Supervisor) stop(p *process) {
 	proc := p.cmd.Process
 	signal := func(name string, f func(*os.Process) error) {
