@@ -171,3 +171,12 @@ func (n *Node) checkLiveKitVersion(binary string) {
 			Str("want", livekitproc.Version).Msg("livekit-server is not the version icebox is built for; run scripts/install-livekit.sh")
 	}
 }
+
+// LiveKit reports the managed livekit-server's state; false when the mode
+// is not managed.
+func (n *Node) LiveKit() (livekitproc.State, bool) {
+	if n.liveKit == nil {
+		return livekitproc.State{}, false
+	}
+	return n.liveKit.sup.State(), true
+}
