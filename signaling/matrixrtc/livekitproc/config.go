@@ -1,11 +1,10 @@
 package livekitproc
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/icebox-voip/icebox/internal/fileutil"
 )
@@ -39,52 +38,52 @@ type ServerConfig struct {
 // read: LiveKit checks) and mints per-participant credentials valid for
 // TTL seconds; the file is the keystore's, never written here.
 type TURNServer struct {
-	Host       string `yaml:"host"`
-	Port       int    `yaml:"port"`
-	Protocol   string `yaml:"protocol"` // udp, tcp or tls
-	SecretFile string `yaml:"secret_file,omitempty"`
-	TTL        int    `yaml:"ttl,omitempty"` // seconds; LiveKit's default 14400
+	Host       string `json:"host"`
+	Port       int    `json:"port"`
+	Protocol   string `json:"protocol"` // udp, tcp or tls
+	SecretFile string `json:"secret_file,omitempty"`
+	TTL        int    `json:"ttl,omitempty"` // seconds; LiveKit's default 14400
 }
 
 // fileConfig is the subset of livekit-server v1.13.5's config
-// (pkg/config/config.go; it decodes with unknown keys refused) that icebox
-// sets; everything else keeps LiveKit's defaults.
+// (pkg/config/config.go, YAML; it refuses unknown keys) that icebox sets;
+// everything else keeps LiveKit's defaults.
 type fileConfig struct {
-	Port          int         `yaml:"port"`
-	BindAddresses []string    `yaml:"bind_addresses"`
-	RTC           fileRTC     `yaml:"rtc"`
-	Room          fileRoom    `yaml:"room"`
-	KeyFile       string      `yaml:"key_file"`
-	WebHook       fileWebhook `yaml:"webhook"`
-	Logging       fileLogging `yaml:"logging"`
+	Port          int         `json:"port"`
+	BindAddresses []string    `json:"bind_addresses"`
+	RTC           fileRTC     `json:"rtc"`
+	Room          fileRoom    `json:"room"`
+	KeyFile       string      `json:"key_file"`
+	WebHook       fileWebhook `json:"webhook"`
+	Logging       fileLogging `json:"logging"`
 }
 
 type fileRTC struct {
-	TCPPort        int    `yaml:"tcp_port"`
-	PortRangeStart int    `yaml:"port_range_start"`
-	PortRangeEnd   int    `yaml:"port_range_end"`
-	NodeIP         string `yaml:"node_ip,omitempty"`
+	TCPPort        int    `json:"tcp_port"`
+	PortRangeStart int    `json:"port_range_start"`
+	PortRangeEnd   int    `json:"port_range_end"`
+	NodeIP         string `json:"node_ip,omitempty"`
 	// UseExternalIP off: the node IP is the configured one, never a STUN
 	// server's idea of it (and no request leaves for one at start).
-	UseExternalIP bool         `yaml:"use_external_ip"`
-	TURNServers   []TURNServer `yaml:"turn_servers,omitempty"`
+	UseExternalIP bool         `json:"use_external_ip"`
+	TURNServers   []TURNServer `json:"turn_servers,omitempty"`
 }
 
 // fileRoom: rooms are made by the authorization service for users of
 // full-access homeservers only (lk-jwt-service's advice), so a JWT must
 // not create one by joining it.
 type fileRoom struct {
-	AutoCreate bool `yaml:"auto_create"`
+	AutoCreate bool `json:"auto_create"`
 }
 
 type fileWebhook struct {
-	APIKey string   `yaml:"api_key"`
-	URLs   []string `yaml:"urls"`
+	APIKey string   `json:"api_key"`
+	URLs   []string `json:"urls"`
 }
 
 type fileLogging struct {
-	Level string `yaml:"level"`
-	JSON  bool   `yaml:"json"`
+	Level string `json:"level"`
+	JSON  bool   `json:"json"`
 }
 
 // Render returns livekit-server's config file for c.
@@ -117,11 +116,14 @@ func (c ServerConfig) Render() ([]byte, error) {
 	if c.NodeIP.IsValid() {
 		f.RTC.NodeIP = c.NodeIP.String()
 	}
-	b, err := yaml.Marshal(f)
+	// JSON, which YAML reads as is: a YAML encoder would make the linker
+	// keep every MarshalYAML method of LiveKit's protocol types (≈ 0.9 MB).
+	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("livekitproc: config: %w", err)
 	}
-	return append([]byte("# Written by icebox from its configuration at every start; edits are lost.\n"), b...), nil
+	b = append([]byte("# Written by icebox from its configuration at every start; edits are lost.\n"), b...)
+	return append(b, '\n'), nil
 }
 
 // WriteConfig writes livekit-server's config file to path (0600: it names

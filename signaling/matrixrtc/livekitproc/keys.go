@@ -78,11 +78,10 @@ func generateKeys(dir, path string) (Keys, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Keys{}, fmt.Errorf("livekitproc: keys: %w", err)
 	}
-	k := Keys{APIKey: "API" + rand.Text()[:keyRandomLen], APISecret: randomString(secretLen), File: path}
-	b, err := yaml.Marshal(map[string]string{k.APIKey: k.APISecret})
-	if err != nil {
-		return Keys{}, fmt.Errorf("livekitproc: keys: %w", err)
-	}
+	k := Keys{APIKey: "API" + randomString(keyRandomLen), APISecret: randomString(secretLen), File: path}
+	// Both are [A-Za-z0-9]: the YAML line needs no quoting (and no YAML
+	// encoder, see Render).
+	b := []byte(k.APIKey + ": " + k.APISecret + "\n")
 	if err := fileutil.WriteFileAtomic(path, b, 0o600); err != nil {
 		return Keys{}, fmt.Errorf("livekitproc: keys: %w", err)
 	}
