@@ -84,8 +84,11 @@ func (v *validator) liveKitManaged(c *Config, listeners []portUse) {
 		v.add(p+"bind", "%q is not an IP address", m.Bind)
 	}
 	if m.NodeIP != "" {
-		if ip, err := netip.ParseAddr(m.NodeIP); err != nil || ip.IsUnspecified() {
+		switch ip, err := netip.ParseAddr(m.NodeIP); {
+		case err != nil || ip.IsUnspecified():
 			v.add(p+"node_ip", "%q is not an IP address clients can reach", m.NodeIP)
+		case isDocumentationIP(ip):
+			v.add(p+"node_ip", "%s is a documentation address (an example's placeholder); give this host's public IP", ip)
 		}
 	}
 	if l.URL == "" && err == nil && bind.IsUnspecified() && c.ManagedNodeIP() == "" {

@@ -27,8 +27,9 @@ func TestLiveKitManagedValidate(t *testing.T) {
 		{"bad bind", func(c *Config) { c.MatrixRTC.LiveKit.Managed.Bind = "localhost" }, `matrixrtc.livekit.managed.bind: "localhost" is not an IP address`},
 		{"wildcard bind without an address", func(c *Config) { c.MatrixRTC.LiveKit.Managed.Bind = "0.0.0.0" }, "matrixrtc.livekit.url: required when matrixrtc.livekit.managed.bind is 0.0.0.0"},
 		{"wildcard bind with node_ip", func(c *Config) {
-			c.MatrixRTC.LiveKit.Managed.Bind, c.MatrixRTC.LiveKit.Managed.NodeIP = "0.0.0.0", "192.0.2.7"
+			c.MatrixRTC.LiveKit.Managed.Bind, c.MatrixRTC.LiveKit.Managed.NodeIP = "0.0.0.0", "10.0.0.7"
 		}, ""},
+		{"placeholder node_ip", func(c *Config) { c.MatrixRTC.LiveKit.Managed.NodeIP = "203.0.113.10" }, "matrixrtc.livekit.managed.node_ip: 203.0.113.10 is a documentation address"},
 		{"bad node_ip", func(c *Config) { c.MatrixRTC.LiveKit.Managed.NodeIP = "0.0.0.0" }, `matrixrtc.livekit.managed.node_ip: "0.0.0.0" is not an IP address clients can reach`},
 		{"log level", func(c *Config) { c.MatrixRTC.LiveKit.Managed.LogLevel = "trace" }, `matrixrtc.livekit.managed.log_level: "trace" is not one of debug, info, warn, error`},
 		{"port range", func(c *Config) { c.MatrixRTC.LiveKit.Managed.Port = 70000 }, "matrixrtc.livekit.managed.port: 70000 is outside 1..65535"},
