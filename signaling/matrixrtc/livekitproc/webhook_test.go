@@ -27,7 +27,7 @@ const (
 // signed is a webhook request as LiveKit's notifier sends it: the event
 // as protojson, and an access token of key signed with secret that
 // carries the body's SHA-256.
-func signed(t *testing.T, ev *livekit.WebhookEvent, key, secret string) *http.Request {
+func signed(t testing.TB, ev *livekit.WebhookEvent, key, secret string) *http.Request {
 	t.Helper()
 	body, err := protojson.Marshal(ev)
 	if err != nil {
@@ -36,10 +36,9 @@ func signed(t *testing.T, ev *livekit.WebhookEvent, key, secret string) *http.Re
 	return signedBody(t, body, key, secret)
 }
 
-func signedBody(t *testing.T, body []byte, key, secret string) *http.Request {
+func signedBody(t testing.TB, body []byte, key, secret string) *http.Request {
 	t.Helper()
-	sum := sha256.Sum256(body)
-	tok, err := auth.NewAccessToken(key, secret).SetValidFor(5 * time.Minute).SetSha256(base64.StdEncoding.EncodeToString(sum[:])).ToJWT()
+	tok, err := signToken(body, key, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,6 +46,12 @@ func signedBody(t *testing.T, body []byte, key, secret string) *http.Request {
 	r.Header.Set("Authorization", tok)
 	r.Header.Set("Content-Type", "application/webhook+json")
 	return r
+}
+
+// signToken signs body as LiveKit's notifier does.
+func signToken(body []byte, key, secret string) (string, error) {
+	sum := sha256.Sum256(body)
+	return auth.NewAccessToken(key, secret).SetValidFor(5 * time.Minute).SetSha256(base64.StdEncoding.EncodeToString(sum[:])).ToJWT()
 }
 
 func event(name, room, participant string) *livekit.WebhookEvent {
