@@ -180,3 +180,13 @@ func (n *Node) LiveKit() (livekitproc.State, bool) {
 	}
 	return n.liveKit.sup.State(), true
 }
+
+// liveKitParticipants is how many are in rooms of the managed LiveKit, by
+// its webhooks (0 when not managed): the drain waits for them.
+func (n *Node) liveKitParticipants() int {
+	if n.liveKit == nil {
+		return 0
+	}
+	_, p := n.liveKit.hook.Counts()
+	return p
+}

@@ -303,3 +303,53 @@ func openIDToken(t *testing.T, hsURL, userID, token string) map[string]any {
 	}
 	return o
 }
+
+// TestNodeDrainWaitsForLiveKitParticipants: a node stopping with someone
+// in a room of its LiveKit drains until they leave (the webhooks say so),
+// as it waits for allocations.
+func TestNodeDrainWaitsForLiveKitParticipants(t *testing.T) {
+	requireLiveKit(t)
+	stateDir := filepath.Join(t.TempDir(), "state")
+	cfg := managedConfig(t, stateDir)
+	cfg.DrainTimeout = 10 * time.Second
+	log := &syncBuffer{}
+	n := nodetest.Start(t, cfg, node.Options{Logger: zerolog.New(log)})
+	poll(t, 30*time.Second, "/readyz 200", func() bool { return readyz(t, n) == http.StatusOK })
+	keys, err := livekitproc.LoadKeys(filepath.Join(stateDir, "livekit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := func(ev string) {
+		t.Helper()
+		body := []byte(`{"event":"` + ev + `","room":{"name":"r1","sid":"RM_1"},"participant":{"sid":"PA_1","identity":"@a:b:D"}}`)
+		req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addrs.HTTP+livekitproc.WebhookPath, bytes.NewReader(body))
+		req.Header.Set("Authorization", signWebhook(t, body, keys.APIKey, keys.APISecret))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("webhook %s: %d", ev, resp.StatusCode)
+		}
+	}
+	hook("participant_joined")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- n.Stop() }()
+	poll(t, 10*time.Second, "draining for one LiveKit participant", func() bool {
+		return strings.Contains(log.String(), `"livekit_participants":1,"timeout"`)
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("the node stopped with a participant in a LiveKit room: %v", err)
+	default:
+	}
+	hook("participant_left")
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), `"drained"`) {
+		t.Error("the drain did not end by itself")
+	}
+}

@@ -108,8 +108,9 @@ func NewSupervisor(cfg SupervisorConfig) (*Supervisor, error) {
 	s := &Supervisor{
 		cfg: cfg,
 		log: cfg.Logger.With().Str("component", "livekit").Logger(),
-		// One probe must not outlast the interval between probes.
-		client:  &http.Client{Timeout: time.Second},
+		// One probe must not outlast the interval between probes; no
+		// connection is kept between probes (nor outlives Run).
+		client:  &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}},
 		restart: make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 		done:    make(chan struct{}),
