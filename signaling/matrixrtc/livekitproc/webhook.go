@@ -18,7 +18,8 @@ import (
 // WebhookPath is where icebox's HTTP listener receives the managed
 // LiveKit's webhooks: outside matrixrtc.base_path (which the authorization
 // service owns) and outside the API's bearer-token authentication — each
-// request carries LiveKit's own signature instead.
+// request carries LiveKit's own signature instead. config refuses a
+// matrixrtc.base_path under /_icebox/.
 const WebhookPath = "/_icebox/livekit/webhook"
 
 // maxWebhookBody bounds a webhook's body (LiveKit's events are a few KiB).
