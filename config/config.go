@@ -271,7 +271,8 @@ type LiveKitManaged struct {
 	// turn.relay.public_ip when set, else LiveKit picks a local address
 	NodeIP string `yaml:"node_ip"`
 	// RTCTCPPort is LiveKit's ICE/TCP media port (rtc.tcp_port), on every
-	// interface. Default: 7881
+	// interface (LiveKit has no bind address for it); 0 = no ICE over TCP.
+	// Default: 7881
 	RTCTCPPort int `yaml:"rtc_tcp_port"`
 	// RTCUDPPorts is LiveKit's ICE/UDP media port range "min-max"
 	// (rtc.port_range_start..end), on every interface; it must not overlap

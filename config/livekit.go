@@ -106,7 +106,7 @@ func (v *validator) liveKitManaged(c *Config, listeners []portUse) {
 		return true
 	}
 	signalOK := portOK("port", m.Port)
-	tcpOK := portOK("rtc_tcp_port", m.RTCTCPPort)
+	tcpOK := m.RTCTCPPort == 0 || portOK("rtc_tcp_port", m.RTCTCPPort) // 0: no ICE over TCP
 	if signalOK && tcpOK && m.Port == m.RTCTCPPort {
 		v.add(p+"rtc_tcp_port", "%d is also %sport; LiveKit needs two TCP ports", m.RTCTCPPort, p)
 	}
@@ -115,7 +115,7 @@ func (v *validator) liveKitManaged(c *Config, listeners []portUse) {
 			key  string
 			port int
 		}{{"port", m.Port}, {"rtc_tcp_port", m.RTCTCPPort}} {
-			if own.port == l.port {
+			if own.port != 0 && own.port == l.port {
 				v.add(p+own.key, "%d is also the port of %s", own.port, l.path)
 			}
 		}

@@ -34,6 +34,8 @@ func TestLiveKitManagedValidate(t *testing.T) {
 		{"bad node_ip", func(c *Config) { c.MatrixRTC.LiveKit.Managed.NodeIP = "0.0.0.0" }, `matrixrtc.livekit.managed.node_ip: "0.0.0.0" is not an IP address clients can reach`},
 		{"log level", func(c *Config) { c.MatrixRTC.LiveKit.Managed.LogLevel = "trace" }, `matrixrtc.livekit.managed.log_level: "trace" is not one of debug, info, warn, error`},
 		{"port range", func(c *Config) { c.MatrixRTC.LiveKit.Managed.Port = 70000 }, "matrixrtc.livekit.managed.port: 70000 is outside 1..65535"},
+		{"no ICE/TCP", func(c *Config) { c.MatrixRTC.LiveKit.Managed.RTCTCPPort = 0 }, ""},
+		{"negative tcp port", func(c *Config) { c.MatrixRTC.LiveKit.Managed.RTCTCPPort = -1 }, "matrixrtc.livekit.managed.rtc_tcp_port: -1 is outside 1..65535"},
 		{"same tcp ports", func(c *Config) { c.MatrixRTC.LiveKit.Managed.RTCTCPPort = 7880 }, "matrixrtc.livekit.managed.rtc_tcp_port: 7880 is also matrixrtc.livekit.managed.port"},
 		{"signal port is http.listen's", func(c *Config) { c.MatrixRTC.LiveKit.Managed.Port = 8080 }, "matrixrtc.livekit.managed.port: 8080 is also the port of http.listen"},
 		{"tcp port is turn's", func(c *Config) { c.MatrixRTC.LiveKit.Managed.RTCTCPPort = 3478 }, "matrixrtc.livekit.managed.rtc_tcp_port: 3478 is also the port of turn.listen.udp[0]"},

@@ -42,7 +42,7 @@ func requireLiveKit(t *testing.T) {
 }
 
 // managedConfig is a node on loopback running its own livekit-server on
-// free loopback ports, with media ports apart from nodetest's relay range.
+// a free loopback port, with media ports apart from nodetest's relay range.
 func managedConfig(t *testing.T, stateDir string) config.Config {
 	t.Helper()
 	cfg := nodetest.Config(stateDir, testSecret)
@@ -50,7 +50,9 @@ func managedConfig(t *testing.T, stateDir string) config.Config {
 	cfg.MatrixRTC.LiveKit.Mode = config.LiveKitModeManaged
 	m := &cfg.MatrixRTC.LiveKit.Managed
 	m.Bind, m.NodeIP = "127.0.0.1", "127.0.0.1"
-	m.Port, m.RTCTCPPort = freeTCPPort(t), freeTCPPort(t)
+	// No ICE/TCP: LiveKit would listen for it on every interface, and
+	// tests listen on loopback only.
+	m.Port, m.RTCTCPPort = freeTCPPort(t), 0
 	m.RTCUDPPorts = "41000-41099"
 	return cfg
 }

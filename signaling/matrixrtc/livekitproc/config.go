@@ -21,7 +21,7 @@ type ServerConfig struct {
 	// NodeIP is advertised in ICE candidates; invalid = LiveKit picks a
 	// local address. External IP discovery (STUN to the internet) is off.
 	NodeIP     netip.Addr
-	TCPPort    int // ICE/TCP media port
+	TCPPort    int // ICE/TCP media port, on every interface; 0 = no ICE over TCP
 	UDPMin     int // ICE/UDP media port range
 	UDPMax     int
 	Keys       Keys   // only the key and its file go into the config
@@ -88,8 +88,8 @@ type fileLogging struct {
 
 // Render returns livekit-server's config file for c.
 func (c ServerConfig) Render() ([]byte, error) {
-	if c.Port == 0 || c.TCPPort == 0 || c.UDPMin == 0 || c.UDPMax < c.UDPMin || !c.Bind.IsValid() {
-		return nil, errors.New("livekitproc: config: Bind, Port, TCPPort and UDPMin..UDPMax are required")
+	if c.Port == 0 || c.UDPMin == 0 || c.UDPMax < c.UDPMin || !c.Bind.IsValid() {
+		return nil, errors.New("livekitproc: config: Bind, Port and UDPMin..UDPMax are required")
 	}
 	if c.Keys.APIKey == "" || c.Keys.File == "" || c.WebhookURL == "" {
 		return nil, errors.New("livekitproc: config: Keys and WebhookURL are required")

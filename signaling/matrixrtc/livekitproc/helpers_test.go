@@ -43,7 +43,9 @@ func freePort(t testing.TB) int {
 }
 
 // serverConfig is a loopback livekit-server config in dir, with fresh keys,
-// posting webhooks to webhookURL.
+// posting webhooks to webhookURL. Nothing listens beyond loopback: the
+// signal port is on 127.0.0.1, ICE/TCP is off, and ICE/UDP ports are
+// bound only for peer connections (none here).
 func serverConfig(t testing.TB, dir, webhookURL string) livekitproc.ServerConfig {
 	t.Helper()
 	keys, err := livekitproc.LoadKeys(dir)
@@ -54,7 +56,7 @@ func serverConfig(t testing.TB, dir, webhookURL string) livekitproc.ServerConfig
 		Bind:       netip.MustParseAddr("127.0.0.1"),
 		Port:       freePort(t),
 		NodeIP:     netip.MustParseAddr("127.0.0.1"),
-		TCPPort:    freePort(t),
+		TCPPort:    0, // no ICE/TCP: LiveKit would listen on every interface
 		UDPMin:     41000,
 		UDPMax:     41099,
 		Keys:       keys,
