@@ -38,7 +38,7 @@ func (n *Node) buildManagedLiveKit() (*managedLiveKit, error) {
 	m := cfg.MatrixRTC.LiveKit.Managed
 	binary, err := livekitproc.FindBinary(m.Binary)
 	if err != nil {
-		return nil, ConfigError{err}
+		return nil, ConfigError{fmt.Errorf("matrixrtc.livekit.managed.binary: %w", err)}
 	}
 	n.checkLiveKitVersion(binary)
 	dir := filepath.Join(cfg.StateDir, liveKitDir)

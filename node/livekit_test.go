@@ -24,6 +24,7 @@ import (
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/node"
 	"github.com/icebox-voip/icebox/node/nodetest"
+	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/authservice"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekitproc"
@@ -353,5 +354,26 @@ func TestNodeDrainWaitsForLiveKitParticipants(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), `"drained"`) {
 		t.Error("the drain did not end by itself")
+	}
+}
+
+// TestNodeManagedLiveKitMissingBinary: without livekit-server, New fails
+// with a configuration error that says what to install, and leaves
+// nothing running.
+func TestNodeManagedLiveKitMissingBinary(t *testing.T) {
+	cfg := managedConfig(t, filepath.Join(t.TempDir(), "state"))
+	cfg.MatrixRTC.LiveKit.Managed.Binary = filepath.Join(t.TempDir(), "livekit-server")
+	auth, err := httpapi.NewAuthenticator(httpapi.AuthConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.New(context.Background(), cfg, node.Options{Logger: zerolog.Nop(), Registry: prometheus.NewRegistry(), Auth: auth})
+	if err == nil {
+		n.Close()
+		t.Fatal("New succeeded without livekit-server")
+	}
+	var ce node.ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "matrixrtc.livekit.managed.binary: ") || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("New: %v (%T), want a ConfigError naming the missing file", err, err)
 	}
 }
