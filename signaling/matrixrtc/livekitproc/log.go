@@ -22,8 +22,9 @@ func (s *Supervisor) logOutput(r io.Reader) {
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
-			// Log what fits, skip the rest of the line.
-			s.logLine(line)
+			// Log what fits, skip the rest of the line — and the fragment's
+			// tail, which could be the start of a secret cut in two.
+			s.logLine(line[:max(0, len(line)-s.longestRedact())])
 			for errors.Is(err, bufio.ErrBufferFull) {
 				_, err = br.ReadSlice('\n')
 			}
@@ -46,16 +47,24 @@ func (s *Supervisor) logLine(line []byte) {
 	if len(line) == 0 {
 		return
 	}
-	line = redact(line, s.cfg.Redact)
 	ev := s.log.Debug()
 	if !ev.Enabled() {
 		return
 	}
+	line = redact(line, s.cfg.Redact)
 	if json.Valid(line) {
 		ev.RawJSON("livekit", line).Msg("livekit-server")
 		return
 	}
 	ev.Str("line", string(line)).Msg("livekit-server")
+}
+
+func (s *Supervisor) longestRedact() int {
+	n := 0
+	for _, r := range s.cfg.Redact {
+		n = max(n, len(r))
+	}
+	return n
 }
 
 // redact replaces every occurrence of each secret with "[redacted]".
