@@ -2,19 +2,28 @@ package livekitproc_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
 	"errors"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekitproc"
 )
@@ -167,6 +176,33 @@ func TestLiveKitAcceptsTURNServers(t *testing.T) {
 	turn := []livekitproc.TURNServer{{Host: "127.0.0.1", Port: 3478, Protocol: "udp", SecretFile: secret, TTL: 3600}}
 	s := startSupervisor(t, func(c *livekitproc.ServerConfig) { c.TURNServers = turn })
 	waitFor(t, 30*time.Second, "livekit-server ready with turn_servers", func() bool { return s.sup.Ready() == nil })
+	// A participant is handed the server with TURN REST credentials minted
+	// from the file's secret (whitespace trimmed): username
+	// "<unix expiry>:<participant SID>", password
+	// base64(HMAC-SHA1(secret, username)), valid for ttl.
+	join := joinRoom(t, s.cfg, "turn-room", "@alice:example.org:DEV")
+	var got *livekit.ICEServer
+	for _, is := range join.GetIceServers() {
+		if slices.Contains(is.GetUrls(), "turn:127.0.0.1:3478?transport=udp") {
+			got = is
+		}
+	}
+	if got == nil {
+		t.Fatalf("JoinResponse ice_servers %v lack turn:127.0.0.1:3478?transport=udp", join.GetIceServers())
+	}
+	expiry, sid, ok := strings.Cut(got.GetUsername(), ":")
+	exp, err := strconv.ParseInt(expiry, 10, 64)
+	if !ok || err != nil || sid != join.GetParticipant().GetSid() {
+		t.Errorf("TURN username %q, want <expiry>:%s", got.GetUsername(), join.GetParticipant().GetSid())
+	}
+	if ttl := time.Until(time.Unix(exp, 0)); ttl < 3500*time.Second || ttl > 3600*time.Second {
+		t.Errorf("TURN credential valid for %s, want the configured ttl 3600 s", ttl)
+	}
+	mac := hmac.New(sha1.New, []byte("a-turn-rest-secret-0123456789abcdef"))
+	mac.Write([]byte(got.GetUsername()))
+	if want := base64.StdEncoding.EncodeToString(mac.Sum(nil)); got.GetCredential() != want {
+		t.Errorf("TURN password %q, want HMAC-SHA1 of the username with the file's secret", got.GetCredential())
+	}
 	if strings.Contains(s.log.String(), "a-turn-rest-secret") {
 		t.Error("the TURN secret is in the log")
 	}
@@ -183,5 +219,40 @@ func TestLiveKitAcceptsTURNServers(t *testing.T) {
 	out, err := exec.CommandContext(ctx, requireBinary(t), "--config", path).CombinedOutput()
 	if ctx.Err() != nil || !strings.Contains(string(out), "turn secret file others permissions must be set to 0") {
 		t.Errorf("livekit-server with a world-readable TURN secret file: %v\n%s", err, out)
+	}
+}
+
+// joinRoom opens LiveKit's signal WebSocket as identity with a token that
+// may create room, and returns the JoinResponse; it leaves again.
+func joinRoom(t *testing.T, c livekitproc.ServerConfig, room, identity string) *livekit.JoinResponse {
+	t.Helper()
+	jwt, err := auth.NewAccessToken(c.Keys.APIKey, c.Keys.APISecret).SetIdentity(identity).SetValidFor(time.Minute).
+		SetVideoGrant(&auth.VideoGrant{RoomJoin: true, RoomCreate: true, Room: room}).ToJWT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	u := "ws://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Port)) + "/rtc?" + url.Values{"access_token": {jwt}, "protocol": {"15"}}.Encode()
+	ws, _, err := websocket.Dial(ctx, u, nil)
+	if err != nil {
+		t.Fatalf("join LiveKit: %v", err)
+	}
+	defer ws.CloseNow()
+	for {
+		_, msg, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("join LiveKit: %v", err)
+		}
+		var res livekit.SignalResponse
+		if err := proto.Unmarshal(msg, &res); err != nil {
+			t.Fatalf("join LiveKit: %v", err)
+		}
+		if j := res.GetJoin(); j != nil {
+			leave, _ := proto.Marshal(&livekit.SignalRequest{Message: &livekit.SignalRequest_Leave{Leave: &livekit.LeaveRequest{}}})
+			_ = ws.Write(ctx, websocket.MessageBinary, leave)
+			ws.Close(websocket.StatusNormalClosure, "")
+			return j
+		}
 	}
 }
