@@ -72,7 +72,8 @@ FUZZ_TARGETS := \
 	./signaling/httpapi/:FuzzAuthenticate \
 	./signaling/httpapi/:FuzzDecodeJSON \
 	./signaling/httpapi/:FuzzWSParseCommand \
-	./signaling/matrixrtc/authservice/:FuzzRequestBody
+	./signaling/matrixrtc/authservice/:FuzzRequestBody \
+	./signaling/matrixrtc/livekitproc/:FuzzWebhook
 fuzz:
 	@./scripts/fuzz-targets.sh check $(FUZZ_TARGETS)
 	@set -e; for t in $(FUZZ_TARGETS); do \

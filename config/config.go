@@ -254,15 +254,53 @@ type MatrixRTC struct {
 	VerifyCacheTTL time.Duration `yaml:"verify_cache_ttl"`
 }
 
-// LiveKit is the LiveKit server the issued JWTs are for (external mode; the
-// managed mode comes later).
+// LiveKit is the LiveKit server the issued JWTs are for: in mode external
+// one you run (url, api_key and a secret are required); in mode managed a
+// livekit-server icebox runs as its child (see LiveKitManaged: the key and
+// secret are generated into state_dir, url defaults to the child's address).
 type LiveKit struct {
-	URL           string `yaml:"url"`             // what clients connect to, ws:// or wss://; required when matrixrtc.enabled. Default: ""
+	URL           string `yaml:"url"`             // what clients connect to, ws:// or wss://; required when matrixrtc.enabled in mode external. Default: ""
 	APIKey        string `yaml:"api_key"`         // Default: ""
 	APISecret     string `yaml:"api_secret"`      // inline; prefer api_secret_file. Default: ""
 	APISecretFile string `yaml:"api_secret_file"` // file holding the API secret (whitespace trimmed); mode 0600 or stricter. Default: ""
 
 	TURN LiveKitTURN `yaml:"turn"` // icebox's relay as the SFU's TURN, with scoped credentials (sfuturn.go)
+	// Mode is "external" (a LiveKit server you run, LiveKit Cloud
+	// included) or "managed" (icebox runs livekit-server). Default: "external"
+	Mode    string         `yaml:"mode"`
+	Managed LiveKitManaged `yaml:"managed"`
+}
+
+// LiveKitManaged configures the livekit-server icebox runs in
+// matrixrtc.livekit.mode: managed. icebox writes its config file
+// (state_dir/livekit/livekit.yaml, 0600) from these keys, generates its API
+// key and secret (state_dir/livekit/keys.yaml, 0600, kept across restarts),
+// points its webhooks at icebox's HTTP listener, starts it, restarts it
+// with backoff when it dies and stops it on shutdown.
+type LiveKitManaged struct {
+	// Binary is the livekit-server executable (scripts/install-livekit.sh
+	// builds the pinned version). Default: "" = livekit-server on PATH, else
+	// $GOPATH/bin/livekit-server
+	Binary string `yaml:"binary"`
+	// Bind is the IP the signal port (clients' WebSocket, the room API)
+	// listens on; production puts a TLS reverse proxy in front. Default: "127.0.0.1"
+	Bind string `yaml:"bind"`
+	Port int    `yaml:"port"` // the signal port (HTTP and WebSocket). Default: 7880
+	// NodeIP is the address LiveKit advertises in its ICE candidates
+	// (rtc.node_ip; external IP discovery is off). Default: "" =
+	// turn.relay.public_ip when set, else LiveKit picks a local address
+	NodeIP string `yaml:"node_ip"`
+	// RTCTCPPort is LiveKit's ICE/TCP media port (rtc.tcp_port), on every
+	// interface (LiveKit has no bind address for it); 0 = no ICE over TCP.
+	// Default: 7881
+	RTCTCPPort int `yaml:"rtc_tcp_port"`
+	// RTCUDPPorts is LiveKit's ICE/UDP media port range "min-max"
+	// (rtc.port_range_start..end), on every interface; it must not overlap
+	// turn.relay.min_port..max_port. Default: "47000-48999"
+	RTCUDPPorts string `yaml:"rtc_udp_ports"`
+	// LogLevel is livekit-server's log level (debug, info, warn, error); its
+	// lines go to icebox's log at debug level. Default: "info"
+	LogLevel string `yaml:"log_level"`
 }
 
 // VoIP configures the legacy 1:1 Matrix VoIP events (m.call.*).
@@ -334,7 +372,17 @@ func Default() Config {
 			JWTLifetime:           time.Hour,
 			VerifyTimeout:         10 * time.Second,
 			VerifyCacheTTL:        time.Minute,
-			LiveKit:               LiveKit{TURN: defaultLiveKitTURN()},
+			LiveKit: LiveKit{
+				TURN: defaultLiveKitTURN(),
+				Mode: LiveKitModeExternal,
+				Managed: LiveKitManaged{
+					Bind:        "127.0.0.1",
+					Port:        7880,
+					RTCTCPPort:  7881,
+					RTCUDPPorts: "47000-48999",
+					LogLevel:    "info",
+				},
+			},
 		},
 	}
 }

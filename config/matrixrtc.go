@@ -48,25 +48,13 @@ func (v *validator) matrixRTC(m *MatrixRTC) {
 			v.add("matrixrtc.homeserver_urls."+name, "%q is not an http(s) base URL without a path", raw)
 		}
 	}
-	if u, err := url.Parse(m.LiveKit.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		v.add("matrixrtc.livekit.url", "%q must be a ws:// or wss:// URL (required when matrixrtc.enabled)", m.LiveKit.URL)
-	}
-	if m.LiveKit.APIKey == "" {
-		v.add("matrixrtc.livekit.api_key", "required when matrixrtc.enabled")
-	}
-	switch {
-	case m.LiveKit.APISecret != "" && m.LiveKit.APISecretFile != "":
-		v.add("matrixrtc.livekit", "api_secret and api_secret_file are both set; keep one")
-	case m.LiveKit.APISecret != "":
-		if len(m.LiveKit.APISecret) < 32 {
-			v.add("matrixrtc.livekit.api_secret", "must be at least 32 bytes (LiveKit refuses shorter secrets)")
-		}
-	case m.LiveKit.APISecretFile != "":
-		if b, ok := v.privateFile("matrixrtc.livekit.api_secret_file", m.LiveKit.APISecretFile); ok && len(bytes.TrimSpace(b)) < 32 {
-			v.add("matrixrtc.livekit.api_secret_file", "%s holds fewer than 32 bytes (LiveKit refuses shorter secrets)", m.LiveKit.APISecretFile)
-		}
+	switch m.LiveKit.Mode {
+	case LiveKitModeExternal, "": // "": a LiveKit literal without a mode (Default says external)
+		v.liveKitExternal(&m.LiveKit)
+	case LiveKitModeManaged:
+		// Validate's liveKitManaged: it needs the relay's and listeners' ports.
 	default:
-		v.add("matrixrtc.livekit.api_secret", "required when matrixrtc.enabled (or matrixrtc.livekit.api_secret_file)")
+		v.add("matrixrtc.livekit.mode", "%q is not one of %s, %s", m.LiveKit.Mode, LiveKitModeExternal, LiveKitModeManaged)
 	}
 	if m.JWTLifetime < time.Minute || m.JWTLifetime > 24*time.Hour {
 		v.add("matrixrtc.jwt_lifetime", "must be between 1m and 24h (got %s)", m.JWTLifetime)
@@ -128,5 +116,30 @@ func (v *validator) matrixRTCDiscovery(m *MatrixRTC, mx *Matrix) {
 		case !mx.hasToken():
 			v.add("matrixrtc.require_joined", "needs matrix.access_token or matrix.access_token_file: a password login's session belongs to the VoIP bridge")
 		}
+	}
+}
+
+// liveKitExternal checks mode external: the URL, key and secret of a
+// LiveKit server run elsewhere.
+func (v *validator) liveKitExternal(l *LiveKit) {
+	if u, err := url.Parse(l.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		v.add("matrixrtc.livekit.url", "%q must be a ws:// or wss:// URL (required when matrixrtc.enabled)", l.URL)
+	}
+	if l.APIKey == "" {
+		v.add("matrixrtc.livekit.api_key", "required when matrixrtc.enabled")
+	}
+	switch {
+	case l.APISecret != "" && l.APISecretFile != "":
+		v.add("matrixrtc.livekit", "api_secret and api_secret_file are both set; keep one")
+	case l.APISecret != "":
+		if len(l.APISecret) < 32 {
+			v.add("matrixrtc.livekit.api_secret", "must be at least 32 bytes (LiveKit refuses shorter secrets)")
+		}
+	case l.APISecretFile != "":
+		if b, ok := v.privateFile("matrixrtc.livekit.api_secret_file", l.APISecretFile); ok && len(bytes.TrimSpace(b)) < 32 {
+			v.add("matrixrtc.livekit.api_secret_file", "%s holds fewer than 32 bytes (LiveKit refuses shorter secrets)", l.APISecretFile)
+		}
+	default:
+		v.add("matrixrtc.livekit.api_secret", "required when matrixrtc.enabled (or matrixrtc.livekit.api_secret_file)")
 	}
 }

@@ -116,6 +116,7 @@ func (c *Config) Validate() error {
 	v.matrixRTC(&c.MatrixRTC)
 	v.matrixRTCDiscovery(&c.MatrixRTC, &c.Matrix)
 	v.liveKitTURN(c)
+	v.liveKitManaged(c, listenPorts)
 	return errors.Join(v.errs...)
 }
 

@@ -211,10 +211,16 @@ func (n *Node) buildAPI(context.Context) error {
 	return err
 }
 
-// readyErr is /readyz: serving, and the state file answers.
+// readyErr is /readyz: serving, the state file answers, and the managed
+// livekit-server (if any) runs and answers.
 func (n *Node) readyErr() error {
 	if !n.ready.Load() {
 		return errors.New("not serving")
+	}
+	if n.liveKit != nil {
+		if err := n.liveKit.sup.Ready(); err != nil {
+			return err
+		}
 	}
 	return n.state.Ping()
 }

@@ -10,15 +10,27 @@ import (
 )
 
 // buildMatrixRTC builds the MatrixRTC authorization service when
-// matrixrtc.enabled, as a mount of the HTTP API under matrixrtc.base_path.
+// matrixrtc.enabled, as a mount of the HTTP API under matrixrtc.base_path,
+// and in matrixrtc.livekit.mode: managed the livekit-server it issues
+// tokens for (its keys, its supervisor, its webhook receiver's mount).
 func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 	cfg := n.cfg.MatrixRTC
 	if !cfg.Enabled {
 		return nil, nil
 	}
+	url, key := cfg.LiveKit.URL, cfg.LiveKit.APIKey
 	secret, err := cfg.LiveKit.SecretValue()
 	if err != nil {
 		return nil, ConfigError{err}
+	}
+	mounts := map[string]http.Handler{}
+	if cfg.IsManaged() {
+		if n.liveKit, err = n.buildManagedLiveKit(); err != nil {
+			return nil, err
+		}
+		url, key, secret = n.liveKit.url, n.liveKit.keys.APIKey, n.liveKit.keys.APISecret
+		prefix, hook := n.liveKit.webhookMount()
+		mounts[prefix] = hook
 	}
 	allow, err := n.homeserverAddrPolicy()
 	if err != nil {
@@ -36,8 +48,8 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 	}
 	svc, err := authservice.New(authservice.Config{
 		AllowAddr:             allow,
-		LiveKitURL:            cfg.LiveKit.URL,
-		APIKey:                cfg.LiveKit.APIKey,
+		LiveKitURL:            url,
+		APIKey:                key,
 		APISecret:             secret,
 		FullAccessHomeservers: cfg.FullAccessHomeservers,
 		HomeserverURLs:        cfg.HomeserverURLs,
@@ -52,7 +64,8 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 		return nil, ConfigError{err}
 	}
 	n.onClose(svc.Close)
-	return map[string]http.Handler{cfg.BasePath: svc.Handler(cfg.BasePath)}, nil
+	mounts[cfg.BasePath] = svc.Handler(cfg.BasePath)
+	return mounts, nil
 }
 
 // homeserverAddrPolicy is where the authorization service may reach a

@@ -98,6 +98,8 @@ type Node struct {
 	bridge *matrix.Bridge // nil: Matrix is off
 	calls  *signaling.Service
 	api    *httpapi.Server
+	// liveKit is the managed livekit-server; nil: not managed.
+	liveKit *managedLiveKit
 
 	ready, draining atomic.Bool
 	serving         chan struct{} // closed once Run serves

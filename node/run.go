@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -39,6 +40,11 @@ func (n *Node) start(g *errgroup.Group, ctx context.Context) {
 	g.Go(func() error { return n.calls.Run(ctx) })
 	if n.bridge != nil {
 		g.Go(func() error { return n.bridge.Run(ctx) })
+	}
+	if n.liveKit != nil {
+		// It stops with the other components, after the drain: calls on
+		// the SFU go on while icebox drains.
+		g.Go(func() error { return n.liveKit.sup.Run(ctx) })
 	}
 	g.Go(func() error { return n.opts.Notifier.RunWatchdog(ctx, func() bool { return n.state.Ping() == nil }) })
 	for _, r := range n.certs {
@@ -114,9 +120,10 @@ func (n *Node) retireKeys() {
 // drainPoll is how often draining checks whether everything has ended.
 const drainPoll = 250 * time.Millisecond
 
-// drain waits, no longer than drain_timeout, until no allocation is open
-// and no invite rings (new credentials and calls are refused meanwhile).
-// Force or a failed component (failed is done) ends it at once.
+// drain waits, no longer than drain_timeout, until no allocation is open,
+// no invite rings and no one is in a room of the managed LiveKit (new
+// credentials and calls are refused meanwhile). Force or a failed
+// component (failed is done) ends it at once.
 func (n *Node) drain(failed context.Context) {
 	timeout := n.cfg.DrainTimeout
 	if timeout <= 0 {
@@ -126,23 +133,35 @@ func (n *Node) drain(failed context.Context) {
 	defer deadline.Stop()
 	tick := time.NewTicker(drainPoll)
 	defer tick.Stop()
-	live := func() (int, int) { return n.relay.AllocationCount(), n.calls.ActiveTimers() }
-	allocs, ringing := live()
-	n.log.Info().Int("allocations", allocs).Int("ringing", ringing).Dur("timeout", timeout).
-		Msg("draining: no new credentials or calls; waiting for allocations and invites to end (signal again to exit now)")
-	for allocs+ringing > 0 {
+	l := n.live()
+	l.log(n.log.Info()).Dur("timeout", timeout).
+		Msg("draining: no new credentials or calls; waiting for allocations, invites and LiveKit participants to end (signal again to exit now)")
+	for l.any() {
 		select {
 		case <-n.opts.Force:
-			n.log.Warn().Int("allocations", allocs).Int("ringing", ringing).Msg("second signal: exiting without waiting")
+			l.log(n.log.Warn()).Msg("second signal: exiting without waiting")
 			return
 		case <-failed.Done():
 			return
 		case <-deadline.C:
-			n.log.Warn().Int("allocations", allocs).Int("ringing", ringing).Msg("drain timeout: exiting with allocations open")
+			l.log(n.log.Warn()).Msg("drain timeout: exiting with allocations open")
 			return
 		case <-tick.C:
-			allocs, ringing = live()
+			l = n.live()
 		}
 	}
 	n.log.Info().Msg("drained")
+}
+
+// liveCounts is what a drain waits for.
+type liveCounts struct{ allocations, ringing, liveKit int }
+
+func (n *Node) live() liveCounts {
+	return liveCounts{n.relay.AllocationCount(), n.calls.ActiveTimers(), n.liveKitParticipants()}
+}
+
+func (l liveCounts) any() bool { return l.allocations+l.ringing+l.liveKit > 0 }
+
+func (l liveCounts) log(e *zerolog.Event) *zerolog.Event {
+	return e.Int("allocations", l.allocations).Int("ringing", l.ringing).Int("livekit_participants", l.liveKit)
 }
