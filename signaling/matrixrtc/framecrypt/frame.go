@@ -1,6 +1,7 @@
 package framecrypt
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 )
@@ -79,12 +80,18 @@ func header(frame []byte, codec Codec, keyFrame bool) (int, bool, error) {
 // its quirks: a NAL unit starting in the last 3 bytes is not seen, data
 // before the first start code is an error) and the clear part ends two
 // bytes into the first slice NAL unit. It stops at the first slice instead
-// of collecting all indexes; the outcome is the same.
+// of collecting all indexes, and looks at a NAL unit's type when it starts
+// rather than when its end is found (the end scan would not change the
+// outcome: once the loop is entered the unit is collected), so a frame
+// whose slice comes first is not scanned to its end.
 func firstSliceHeader(s []byte, codec Codec) (int, bool) {
 	n := len(s)
 	search := n - 3
 	start, pos := 0, 0
 	for pos < search {
+		if start > 0 && isSlice(s[start], codec) {
+			return start + 2, true
+		}
 		for pos < search {
 			if pos < search-1 && s[pos] == 0 && s[pos+1] == 0 && s[pos+2] == 0 && s[pos+3] == 1 {
 				break
@@ -97,16 +104,14 @@ func firstSliceHeader(s []byte, codec Codec) (int, bool) {
 		if pos >= search {
 			pos = n
 		}
-		end := pos
-		for end > start && s[end-1] == 0 {
-			end--
-		}
 		if start == 0 {
+			end := pos
+			for end > start && s[end-1] == 0 {
+				end--
+			}
 			if end != start {
 				return 0, false // "byte stream contains leading data"
 			}
-		} else if isSlice(s[start], codec) {
-			return start + 2, true
 		}
 		scl := 3
 		if pos < n-3 && s[pos] == 0 && s[pos+1] == 0 && s[pos+2] == 0 && s[pos+3] == 1 {
@@ -166,10 +171,13 @@ func (k *Key) Seal(dst, frame []byte, codec Codec, keyFrame bool, iv [IVLength]b
 	out := grow(dst, h+slack+body)
 	copy(out[base:], frame[:h])
 	sealAt := base + h + slack
-	ct := k.aead.Seal(out[sealAt:sealAt], iv[:], frame[h:], frame[:h])
-	copy(out[sealAt+len(ct):], iv[:])
-	out[sealAt+len(ct)+IVLength] = IVLength
-	out[sealAt+len(ct)+IVLength+1] = keyIndex
+	// The IV goes to its place first and is the nonce from there: a slice
+	// of the local array would escape to the heap through the interface.
+	ivAt := sealAt + len(frame) - h + tagLength
+	copy(out[ivAt:], iv[:])
+	out[ivAt+IVLength] = IVLength
+	out[ivAt+IVLength+1] = keyIndex
+	k.aead.Seal(out[sealAt:sealAt], out[ivAt:ivAt+IVLength], frame[h:], frame[:h])
 	if !nalu {
 		return out, nil
 	}
@@ -183,7 +191,21 @@ func (k *Key) Seal(dst, frame []byte, codec Codec, keyFrame bool, iv [IVLength]b
 // if it leaves room for the inserted bytes.
 func escapeRBSP(dst, src []byte) int {
 	w, zeros := 0, 0
-	for i := 0; i < len(src); i++ {
+	for i := 0; i < len(src); {
+		if zeros < 2 {
+			// Runs without a zero byte need no escape: copy them whole
+			// (copy is a memmove, safe for the overlap).
+			j := bytes.IndexByte(src[i:], 0)
+			if j < 0 {
+				j = len(src) - i
+			}
+			if j > 0 {
+				w += copy(dst[w:], src[i:i+j])
+				i += j
+				zeros = 0
+				continue
+			}
+		}
 		b := src[i]
 		if b <= 3 && zeros >= 2 {
 			dst[w] = 3
@@ -192,6 +214,7 @@ func escapeRBSP(dst, src []byte) int {
 		}
 		dst[w] = b
 		w++
+		i++
 		if b == 0 {
 			zeros++
 		} else {
@@ -201,28 +224,24 @@ func escapeRBSP(dst, src []byte) int {
 	return w
 }
 
-// needsUnescape is livekit's needsRbspUnescaping, with its loop bound.
+var emulationPrevention = []byte{0, 0, 3}
+
+// needsUnescape is livekit's needsRbspUnescaping, with its loop bound (a
+// 00 00 03 ending on the last byte does not count).
 func needsUnescape(s []byte) bool {
-	for i := 0; i < len(s)-3; i++ {
-		if s[i] == 0 && s[i+1] == 0 && s[i+2] == 3 {
-			return true
-		}
-	}
-	return false
+	return len(s) >= 4 && bytes.Index(s[:len(s)-1], emulationPrevention) >= 0
 }
 
 // appendUnescaped is livekit's parseRbsp: 00 00 03 becomes 00 00.
 func appendUnescaped(dst, s []byte) []byte {
-	for i := 0; i < len(s); {
-		if len(s)-i >= 3 && s[i] == 0 && s[i+1] == 0 && s[i+2] == 3 {
-			dst = append(dst, 0, 0)
-			i += 3
-			continue
+	for {
+		j := bytes.Index(s, emulationPrevention)
+		if j < 0 {
+			return append(dst, s...)
 		}
-		dst = append(dst, s[i])
-		i++
+		dst = append(dst, s[:j+2]...)
+		s = s[j+3:]
 	}
-	return dst
 }
 
 // FrameKeyIndex returns the key index in an encrypted frame's trailer.
@@ -267,10 +286,10 @@ func (k *Key) openAt(out []byte, base, h int) ([]byte, error) {
 	if n := f[len(f)-2]; n != IVLength {
 		return out[:base], fmt.Errorf("framecrypt: open: %w: IV length %d", ErrBadTrailer, n)
 	}
+	// The plaintext (and, on failure, the cleared output) ends before the
+	// IV, so the IV is read in place.
 	ivAt := len(f) - trailerLength - IVLength
-	var iv [IVLength]byte
-	copy(iv[:], f[ivAt:])
-	pt, err := k.aead.Open(f[h:h], iv[:], f[h:ivAt], f[:h])
+	pt, err := k.aead.Open(f[h:h], f[ivAt:ivAt+IVLength], f[h:ivAt], f[:h])
 	if err != nil {
 		return out[:base], fmt.Errorf("framecrypt: open: %w", ErrDecrypt)
 	}
