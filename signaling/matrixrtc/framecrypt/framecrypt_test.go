@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"testing"
 )
 
@@ -261,6 +262,16 @@ func TestOptions(t *testing.T) {
 	if idx, k := r.Current(); idx != 1 || k == nil {
 		t.Errorf("index 17 in a ring of 16: current %d", idx)
 	}
+	// Put without current keeps encrypting with the old index.
+	k2, _ := NewKey([]byte("next key"), o)
+	r.Put(2, k2, false)
+	if idx, k := r.Current(); idx != 1 || k == k2 {
+		t.Errorf("after Put(2, current=false): current %d", idx)
+	}
+	r.Put(2, k2, true)
+	if idx, k := r.Current(); idx != 2 || k != k2 {
+		t.Errorf("after Put(2, current=true): current %d", idx)
+	}
 }
 
 // TestPassphraseKey: 256-bit keys and PBKDF2 passphrase keys round-trip
@@ -405,4 +416,54 @@ func TestFirstSliceHeaderMatchesLiveKit(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestConcurrentKeyChanges: decrypting and encrypting on several goroutines
+// while keys are set and rotated is race-free (run with -race) and every
+// frame either decrypts to its plaintext or fails with a typed error.
+func TestConcurrentKeyChanges(t *testing.T) {
+	r := testRing(t, ElementCallOptions(), 0, key16)
+	frames := make([][]byte, 0, 8)
+	e := NewEncryptor(r)
+	for i := 0; i < 8; i++ {
+		ct, err := e.Encrypt(nil, []byte{0x78, byte(i), 1, 2, 3}, Opus, false, 1, uint32(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, ct)
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := make([]byte, 0, 64)
+			enc := NewEncryptor(r)
+			for i := 0; i < 300; i++ {
+				f := frames[i%len(frames)]
+				out, err := r.Decrypt(dst, f, Opus, false)
+				if err == nil && (len(out) != 5 || out[1] != byte(i%len(frames))) {
+					t.Errorf("decrypted %x", out)
+					return
+				}
+				if err != nil && !errors.Is(err, ErrDecrypt) && !errors.Is(err, ErrKeyInvalid) && !errors.Is(err, ErrMissingKey) {
+					t.Errorf("untyped %v", err)
+					return
+				}
+				if _, err := enc.Encrypt(dst, []byte{0x78, 1}, Opus, false, 2, uint32(i)); err != nil {
+					t.Errorf("encrypt: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 50; i++ {
+		if err := r.SetKey(i%3, []byte{byte(i), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.SetKey(0, unhex(t, key16)); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
 }

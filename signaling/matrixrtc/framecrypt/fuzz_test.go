@@ -50,6 +50,22 @@ func FuzzDecrypt(f *testing.F) {
 				if out != nil {
 					t.Fatalf("error %v with output %x", err, out)
 				}
+				continue
+			}
+			// What decrypted re-seals with the frame's IV and index to the
+			// frame itself (VP8/VP9/Opus: no escaping to normalize).
+			if len(frame) < IVLength+trailerLength || bytes.HasSuffix(frame, sif) || (Codec(codec) != Opus && Codec(codec) != VP8 && Codec(codec) != VP9) {
+				continue
+			}
+			idx := frame[len(frame)-1]
+			var iv [IVLength]byte
+			copy(iv[:], frame[len(frame)-trailerLength-IVLength:])
+			r.mu.Lock()
+			k := r.keys[int(idx)%len(r.keys)]
+			r.mu.Unlock()
+			again, err := k.Seal(nil, out, Codec(codec), keyFrame, iv, idx)
+			if err != nil || !bytes.Equal(again, frame) {
+				t.Fatalf("re-seal: %v\n %x\nwant\n %x", err, again, frame)
 			}
 		}
 	})

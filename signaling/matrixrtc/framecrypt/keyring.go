@@ -51,13 +51,21 @@ func (r *KeyRing) SetKey(index int, material []byte) error {
 
 // Set puts a derived key at index (modulo the ring size), makes it current
 // and clears its failures.
-func (r *KeyRing) Set(index int, k *Key) {
+func (r *KeyRing) Set(index int, k *Key) { r.Put(index, k, true) }
+
+// Put puts a derived key at index (modulo the ring size) and clears its
+// failures; current makes it the index Encryptors use (livekit's setKey
+// with updateCurrentKeyIndex), which a sender does only once the others
+// had time to receive the key.
+func (r *KeyRing) Put(index int, k *Key, current bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	i := r.slot(index)
 	r.keys[i] = k
 	r.failures[i] = 0
-	r.current = i
+	if current {
+		r.current = i
+	}
 }
 
 func (r *KeyRing) slot(index int) int {
