@@ -262,6 +262,11 @@ func TestOptions(t *testing.T) {
 	if idx, k := r.Current(); idx != 1 || k == nil {
 		t.Errorf("index 17 in a ring of 16: current %d", idx)
 	}
+	// A frame naming index 17 finds no key: livekit does not wrap on lookup.
+	f17, _ := r.keys[1].Seal(nil, []byte{0x78, 1}, Opus, false, MakeIV(1, 1, 1), 17)
+	if _, err := r.Decrypt(nil, f17, Opus, false); !errors.Is(err, ErrMissingKey) {
+		t.Errorf("index 17 in a ring of 16: %v, want ErrMissingKey", err)
+	}
 	// Put without current keeps encrypting with the old index.
 	k2, _ := NewKey([]byte("next key"), o)
 	r.Put(2, k2, false)

@@ -103,7 +103,12 @@ func (r *KeyRing) Decrypt(dst, frame []byte, codec Codec, keyFrame bool) ([]byte
 		}
 		return append(dst, payload...), nil
 	}
-	idx := int(frame[len(frame)-1]) % len(r.keys)
+	idx := int(frame[len(frame)-1])
+	if idx >= len(r.keys) {
+		// livekit looks the index up without the modulo it applies when
+		// setting keys: beyond the ring there is no key (and no count).
+		return dst, fmt.Errorf("framecrypt: decrypt: %w: index %d beyond a ring of %d", ErrMissingKey, idx, len(r.keys))
+	}
 	r.mu.Lock()
 	if r.invalid(idx) {
 		r.mu.Unlock()
