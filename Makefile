@@ -73,7 +73,8 @@ FUZZ_TARGETS := \
 	./signaling/httpapi/:FuzzDecodeJSON \
 	./signaling/httpapi/:FuzzWSParseCommand \
 	./signaling/matrixrtc/authservice/:FuzzRequestBody \
-	./signaling/matrixrtc/livekitproc/:FuzzWebhook
+	./signaling/matrixrtc/livekitproc/:FuzzWebhook \
+	./signaling/matrixrtc/framecrypt/:FuzzDecrypt
 fuzz:
 	@./scripts/fuzz-targets.sh check $(FUZZ_TARGETS)
 	@set -e; for t in $(FUZZ_TARGETS); do \
