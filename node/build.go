@@ -211,10 +211,14 @@ func (n *Node) buildAPI(context.Context) error {
 	return err
 }
 
-// readyErr is /readyz: serving, and the state file answers.
+// readyErr is /readyz: serving, the state file answers, and ACME (if
+// used) has a valid certificate for every domain.
 func (n *Node) readyErr() error {
 	if !n.ready.Load() {
 		return errors.New("not serving")
+	}
+	if err := n.certsReady(); err != nil {
+		return err
 	}
 	return n.state.Ping()
 }
