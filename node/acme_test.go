@@ -322,8 +322,7 @@ func TestNodeACMETLSALPN(t *testing.T) {
 // obtained (the CA is down from the start), /readyz is 503, the failure is
 // counted and in ACMEStatus; TURN over UDP serves meanwhile.
 func TestNodeACMEUnreadyWithoutCertificate(t *testing.T) {
-	p := acmetest.New(t) // never started: nothing answers at its address
-	acmetest.Binary(t)
+	p := acmetest.New(t) // never started (no binary needed): nothing answers at its address
 	chalPort, turnPort, apiPort := freePort(t), freePort(t), freePort(t)
 	cfg := acmeConfig(t, p, config.ChallengeHTTP01, chalPort, turnPort, apiPort, false, "turn.down.node.icebox.test")
 	reg := prometheus.NewRegistry()
