@@ -47,7 +47,7 @@ const LetsEncrypt = certmagic.LetsEncryptProductionCA
 type Config struct {
 	// Domains are the names to get certificates for, one certificate each
 	// (certmagic's model); the first also answers clients that send no
-	// SNI, such as TURN clients given an IP address.
+	// SNI (TURN clients given an IP address) or another name.
 	Domains []string
 	// Email is given to the CA for expiry notices; "" registers without.
 	Email string
@@ -149,6 +149,10 @@ func New(cfg Config) (*Manager, error) {
 	m.magic = certmagic.New(m.cache, certmagic.Config{
 		RenewalWindowRatio: cfg.RenewalWindowRatio,
 		DefaultServerName:  cfg.Domains[0],
+		// A name not managed here gets the first domain's certificate
+		// (the client then refuses it), as one certificate from files
+		// answers every name, rather than a failed handshake.
+		FallbackServerName: cfg.Domains[0],
 		Storage:            &certmagic.FileStorage{Path: cfg.StorageDir},
 		OnEvent:            m.onEvent,
 		// tls_get_certificate comes with every handshake: not wanted.

@@ -288,19 +288,22 @@ func TestObtainTLSALPN01(t *testing.T) {
 		c.Close()
 	}
 	// No SNI (a TURN client given an IP address): the first domain's
-	// certificate.
+	// certificate, which a client verifying an empty name refuses.
 	c, err := dial(t, tlsLn.Addr().String(), "", roots)
 	if err == nil {
 		c.Close()
 		t.Error("a client verifying an empty name accepted the certificate")
 	}
-	raw, err := tls.Dial("tcp", tlsLn.Addr().String(), &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatalf("TLS without SNI: %v", err)
-	}
-	defer raw.Close()
-	if got := raw.ConnectionState().PeerCertificates[0].DNSNames; len(got) != 1 || got[0] != domain {
-		t.Errorf("without SNI the certificate names %q, want %s", got, domain)
+	// Another name: the same certificate (which that client refuses).
+	for _, sni := range []string{"", "other.icebox.test"} {
+		raw, err := tls.Dial("tcp", tlsLn.Addr().String(), &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatalf("TLS with SNI %q: %v", sni, err)
+		}
+		if got := raw.ConnectionState().PeerCertificates[0].DNSNames; len(got) != 1 || got[0] != domain {
+			t.Errorf("with SNI %q the certificate names %q, want %s", sni, got, domain)
+		}
+		raw.Close()
 	}
 }
 
