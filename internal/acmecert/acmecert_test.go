@@ -348,3 +348,48 @@ func TestNewErrors(t *testing.T) {
 		t.Errorf("storage dir: %v %v, want mode 0700", fi, err)
 	}
 }
+
+// TestStoredCertificateAfterRestart: a certificate in the storage
+// directory serves after a restart without the CA: nothing is ordered, and
+// with the CA down nothing fails.
+func TestStoredCertificateAfterRestart(t *testing.T) {
+	httpLn := listen(t)
+	p := acmetest.New(t)
+	p.Start(t, acmetest.Options{HTTPPort: port(httpLn), TLSPort: 1})
+	const domain = "stored.icebox.test"
+	storage := filepath.Join(t.TempDir(), "acme")
+	cfg := Config{Domains: []string{domain}, CA: p.DirectoryURL(), CARoots: rootPool(t, p.RootFile()),
+		AgreeTOS: true, Challenge: HTTP01, HTTPListener: httpLn, StorageDir: storage, Logger: zerolog.Nop()}
+	m1, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m1.Watch(ctx) }()
+	waitFor(t, 30*time.Second, "first certificate", func() bool { return m1.Ready() == nil })
+	firstNotAfter := m1.NotAfter()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	m1.Close()
+	p.Stop()
+
+	cfg.HTTPListener = listen(t)
+	cfg.Registerer = prometheus.NewRegistry()
+	m2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	run(t, m2)
+	waitFor(t, 10*time.Second, "the stored certificate", func() bool { return m2.Ready() == nil })
+	t.Logf("stored certificate serving %s after the restart", time.Since(start).Round(time.Millisecond))
+	if !m2.NotAfter().Equal(firstNotAfter) {
+		t.Errorf("after the restart serves a certificate until %s, want the stored one (%s)", m2.NotAfter(), firstNotAfter)
+	}
+	if n := testutil.ToFloat64(m2.metrics.obtained) + testutil.ToFloat64(m2.metrics.failures.WithLabelValues("obtain")); n != 0 {
+		t.Errorf("the restart ordered or failed %v times, want 0", n)
+	}
+}
