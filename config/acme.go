@@ -5,6 +5,7 @@ import (
 	"net/mail"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -19,6 +20,7 @@ type ACME struct {
 	// Domains are the names to get certificates for (one certificate
 	// each); each must resolve to this host. The first answers clients
 	// that send no name (SNI), such as TURN clients given an IP address.
+	// With turn.tls.acme, ice_servers.hostname must be one of them.
 	// Required when a listener sets tls.acme. Default: none
 	Domains []string `yaml:"domains"`
 	// Email is the account's contact, for the CA's expiry notices.
@@ -90,6 +92,7 @@ func (v *validator) acme(c *Config) {
 	if len(a.Domains) == 0 {
 		v.add("acme.domains", "required when a listener sets tls.acme: the names to get certificates for (e.g. [turn.example.com])")
 	}
+	errsBefore := len(v.errs)
 	seen := map[string]bool{}
 	for i, d := range a.Domains {
 		path := fmt.Sprintf("acme.domains[%d]", i)
@@ -98,6 +101,8 @@ func (v *validator) acme(c *Config) {
 			v.add(path, "%q: wildcard names need the dns-01 challenge, which icebox does not do; list each name", d)
 		case strings.HasSuffix(d, "."), !validHostname(d), !strings.Contains(d, "."):
 			v.add(path, "%q is not a fully qualified domain name (e.g. turn.example.com)", d)
+		case isExampleHost(d):
+			v.add(path, "%q is the example's placeholder; no CA issues certificates for it: give this server's name", d)
 		case isIPText(d):
 			v.add(path, "%q is an IP address; ACME certificates here are for domain names", d)
 		case seen[strings.ToLower(d)]:
@@ -119,6 +124,16 @@ func (v *validator) acme(c *Config) {
 	v.oneOf("acme.challenge", a.Challenge, ChallengeHTTP01, ChallengeTLSALPN01)
 	if a.Challenge == ChallengeHTTP01 {
 		v.hostPort("acme.http_listen", a.HTTPListen, true)
+	}
+	domainsOK := len(v.errs) == errsBefore && len(a.Domains) > 0
+	if c.TURN.TLS.ACME && len(c.TURN.Listen.TLS) > 0 && domainsOK {
+		// Clients verify the turns: certificate against the URL's host,
+		// which /calls/ice_servers takes from ice_servers.hostname (else an
+		// IP address, which no ACME certificate here names).
+		h := c.ICEServers.Hostname
+		if !slices.ContainsFunc(a.Domains, func(d string) bool { return strings.EqualFold(d, h) }) {
+			v.add("ice_servers.hostname", "%q must be one of acme.domains with turn.tls.acme: clients check the turns: certificate against this name", h)
+		}
 	}
 	if !a.AgreeTOS {
 		v.add("acme.agree_tos", "must be true: getting certificates means accepting the CA's terms of service (read them at the CA, e.g. Let's Encrypt's subscriber agreement)")
