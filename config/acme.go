@@ -14,8 +14,8 @@ import (
 // CA — instead of files: obtained at start, stored with the ACME account in
 // state_dir/acme (directories 0700, files 0600) and renewed before they
 // expire; a renewal serves new handshakes while open connections and TURN
-// allocations carry on. Unused (and its keys unchecked but domains) while
-// no listener sets tls.acme.
+// allocations carry on. Unused while no listener sets tls.acme: its keys are
+// then not checked, except that domains must be empty.
 type ACME struct {
 	// Domains are the names to get certificates for (one certificate
 	// each); each must resolve to this host. The first answers clients

@@ -399,8 +399,11 @@ func (m *Manager) onEvent(_ context.Context, event string, data map[string]any) 
 		m.mu.Unlock()
 		m.log.Info().Str("domain", domain).Bool("renewal", renewal).Msg("certificate obtained")
 	case "cert_failed":
-		m.metrics.failed(op)
 		err, _ := data["error"].(error)
+		if errors.Is(err, context.Canceled) {
+			return nil // icebox is stopping: not the CA's failure
+		}
+		m.metrics.failed(op)
 		msg := "unknown error"
 		if err != nil {
 			msg = err.Error()
