@@ -1,7 +1,10 @@
 package acmecert
 
 import (
+	"fmt"
+	"math"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 	"go.uber.org/zap"
@@ -63,18 +66,57 @@ func secretField(key string) bool {
 }
 
 func (c zerologCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
-	enc := zapcore.NewMapObjectEncoder()
-	for _, f := range append(append([]zapcore.Field(nil), c.fields...), fields...) {
-		if !secretField(f.Key) {
-			f.AddTo(enc)
-		}
-	}
 	ev := c.log.WithLevel(level(e.Level))
 	if e.LoggerName != "" {
 		ev = ev.Str("certmagic", e.LoggerName)
 	}
-	ev.Fields(enc.Fields).Msg(e.Message)
+	for _, f := range append(append([]zapcore.Field(nil), c.fields...), fields...) {
+		if !secretField(f.Key) {
+			ev = addField(ev, f)
+		}
+	}
+	ev.Msg(e.Message)
 	return nil
+}
+
+// addField adds the field kinds certmagic logs, by hand rather than with
+// Field.AddTo: AddTo's object case makes the linker keep every reachable
+// zapcore.ObjectMarshaler, livekit's among them, whose text/template use
+// then turns off dead-code elimination of methods for the whole binary
+// (several MB). Objects and arrays are left out.
+func addField(ev *zerolog.Event, f zapcore.Field) *zerolog.Event {
+	switch f.Type {
+	case zapcore.StringType:
+		return ev.Str(f.Key, f.String)
+	case zapcore.BoolType:
+		return ev.Bool(f.Key, f.Integer == 1)
+	case zapcore.Int64Type, zapcore.Int32Type, zapcore.Int16Type, zapcore.Int8Type,
+		zapcore.Uint64Type, zapcore.Uint32Type, zapcore.Uint16Type, zapcore.Uint8Type:
+		return ev.Int64(f.Key, f.Integer)
+	case zapcore.Float64Type:
+		return ev.Float64(f.Key, math.Float64frombits(uint64(f.Integer)))
+	case zapcore.DurationType:
+		return ev.Dur(f.Key, time.Duration(f.Integer))
+	case zapcore.TimeType:
+		t := time.Unix(0, f.Integer)
+		if loc, ok := f.Interface.(*time.Location); ok {
+			t = t.In(loc)
+		}
+		return ev.Time(f.Key, t)
+	case zapcore.TimeFullType:
+		if t, ok := f.Interface.(time.Time); ok {
+			return ev.Time(f.Key, t)
+		}
+	case zapcore.ErrorType:
+		if err, ok := f.Interface.(error); ok {
+			return ev.Str(f.Key, err.Error())
+		}
+	case zapcore.StringerType:
+		if s, ok := f.Interface.(fmt.Stringer); ok {
+			return ev.Str(f.Key, s.String())
+		}
+	}
+	return ev
 }
 
 func (zerologCore) Sync() error { return nil }
