@@ -116,3 +116,10 @@ require (
 // v4.0.1 with the map built once (see its attributes.go); drop this when a
 // release fixes it.
 replace github.com/pion/stun/v4 => ./third_party/pion-stun
+
+// certmagic v0.25.6 builds a zap console logger at package init, which
+// makes the linker keep every reachable zap ObjectMarshaler: livekit's
+// runs text/template and turns off method dead-code elimination (+8 MB of
+// binary). third_party/certmagic is v0.25.6 with a no-op default logger
+// (see its README.icebox.md); drop this when a release builds it lazily.
+replace github.com/caddyserver/certmagic => ./third_party/certmagic
