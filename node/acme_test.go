@@ -200,15 +200,17 @@ func value(m *dto.Metric) float64 {
 // TestNodeACME: a node gets certificates from pebble (real http-01
 // validation on its challenge listener) for the API and TURN over TLS;
 // an HTTPS client and pion's TURN client over TLS verify them against
-// pebble's root. Renewals (pebble issues 15 s certificates) swap them for
-// new handshakes while the TURN-over-TLS allocation opened before stays up
-// (relay, CreatePermission and Refresh on its connection after the swap).
+// pebble's root. Renewals (pebble issues 21 s certificates, renewed with
+// 7 s left: the failure below leaves time to see the old one serve) swap
+// them for new handshakes while the TURN-over-TLS allocation opened before
+// stays up (relay, CreatePermission and Refresh on its connection after
+// the swap).
 // With pebble gone, a renewal fails: counted, in ACMEStatus, and the node
 // stays ready with the old certificate.
 func TestNodeACME(t *testing.T) {
 	p := acmetest.New(t)
 	chalPort, turnPort, apiPort := freePort(t), freePort(t), freePort(t)
-	p.Start(t, acmetest.Options{HTTPPort: chalPort, TLSPort: apiPort, Validity: 15 * time.Second})
+	p.Start(t, acmetest.Options{HTTPPort: chalPort, TLSPort: apiPort, Validity: 21 * time.Second})
 	const turnName, apiName = "turn.node.icebox.test", "api.node.icebox.test"
 	cfg := acmeConfig(t, p, config.ChallengeHTTP01, chalPort, turnPort, apiPort, true, turnName, apiName)
 	reg := prometheus.NewRegistry()
