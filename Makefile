@@ -40,6 +40,7 @@ test-deps:
 	@./scripts/install-test-deps.sh
 	@./scripts/install-dendrite.sh
 	@./scripts/install-livekit.sh
+	@./scripts/install-pebble.sh # the ACME CA of the certificate tests
 
 test: test-deps
 	$(GO) vet -tags $(TAGS) ./...

@@ -22,6 +22,7 @@ type Config struct {
 	Calls        Calls         `yaml:"calls"`
 	Matrix       Matrix        `yaml:"matrix"`
 	MatrixRTC    MatrixRTC     `yaml:"matrixrtc"`
+	ACME         ACME          `yaml:"acme"` // certificates for listeners with tls.acme (config/acme.go)
 }
 
 // Log configures the process's logger.
@@ -64,6 +65,7 @@ type Listen struct {
 type TLSFiles struct {
 	CertFile string `yaml:"cert_file"` // Default: ""
 	KeyFile  string `yaml:"key_file"`  // Default: ""
+	ACME     bool   `yaml:"acme"`      // get the certificate from the CA of the acme section instead of files. Default: false
 }
 
 // Relay configures the relayed-transport addresses.
@@ -384,6 +386,7 @@ func Default() Config {
 				},
 			},
 		},
+		ACME: defaultACME(),
 	}
 }
 

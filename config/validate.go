@@ -97,7 +97,7 @@ func (c *Config) Validate() error {
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "auto", "json", "console")
 	listenPorts := v.turn(&c.TURN)
-	if tf := c.HTTP.TLS; tf.CertFile != "" || tf.KeyFile != "" {
+	if tf := c.HTTP.TLS; !tf.ACME && (tf.CertFile != "" || tf.KeyFile != "") {
 		v.requiredFile("http.tls.cert_file", tf.CertFile, "http.tls")
 		v.requiredFile("http.tls.key_file", tf.KeyFile, "http.tls")
 	}
@@ -117,6 +117,7 @@ func (c *Config) Validate() error {
 	v.matrixRTCDiscovery(&c.MatrixRTC, &c.Matrix)
 	v.liveKitTURN(c)
 	v.liveKitManaged(c, listenPorts)
+	v.acme(c)
 	return errors.Join(v.errs...)
 }
 
@@ -158,7 +159,7 @@ func (v *validator) turn(t *TURN) []portUse {
 	if len(t.Listen.UDP)+len(t.Listen.TCP)+len(t.Listen.TLS) == 0 {
 		v.add("turn.listen", "no TURN listener: udp, tcp and tls are all empty")
 	}
-	if len(t.Listen.TLS) > 0 {
+	if len(t.Listen.TLS) > 0 && !t.TLS.ACME {
 		v.requiredFile("turn.tls.cert_file", t.TLS.CertFile, "turn.listen.tls")
 		v.requiredFile("turn.tls.key_file", t.TLS.KeyFile, "turn.listen.tls")
 	}

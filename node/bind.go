@@ -2,13 +2,11 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"runtime"
 
-	"github.com/icebox-voip/icebox/internal/tlsreload"
 	"github.com/icebox-voip/icebox/turnserver"
 )
 
@@ -24,7 +22,11 @@ func (n *Node) bind(ctx context.Context) error {
 	if err := n.bindTURN(ctx); err != nil {
 		return err
 	}
-	return n.bindHTTP(ctx)
+	if err := n.bindHTTP(ctx); err != nil {
+		return err
+	}
+	// Certificates last: tls-alpn-01 answers on a bound TLS listener.
+	return n.bindCerts(ctx)
 }
 
 // openState opens the state file (state.go) and closes it last.
@@ -38,8 +40,8 @@ func (n *Node) openState() error {
 	return nil
 }
 
-// bindTURN binds every configured TURN listener; TLS listeners get a
-// certificate reloader.
+// bindTURN binds every configured TURN listener (bindCerts gives the TLS
+// ones their certificate).
 func (n *Node) bindTURN(ctx context.Context) error {
 	cfg := n.cfg.TURN
 	n.onClose(n.closeTURN)
@@ -67,15 +69,6 @@ func (n *Node) bindTURN(ctx context.Context) error {
 		n.turnLn.TCP = append(n.turnLn.TCP, l)
 		n.addrs.TURNTCP = append(n.addrs.TURNTCP, l.Addr().String())
 	}
-	if len(cfg.Listen.TLS) == 0 {
-		return nil
-	}
-	certs, err := tlsreload.New(cfg.TLS.CertFile, cfg.TLS.KeyFile, n.log)
-	if err != nil {
-		return ConfigError{fmt.Errorf("turn.tls: %w", err)}
-	}
-	n.certs = append(n.certs, certs)
-	n.turnLn.TLSConfig = certs.TLSConfig()
 	for _, addr := range cfg.Listen.TLS {
 		l, err := turnserver.ListenTCP(ctx, addr)
 		if err != nil {
@@ -98,7 +91,7 @@ func (n *Node) closeTURN() error {
 	return errors.Join(errs...)
 }
 
-// bindHTTP binds the API's listener, with TLS if configured.
+// bindHTTP binds the API's listener (bindCerts adds TLS if configured).
 func (n *Node) bindHTTP(ctx context.Context) error {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", n.cfg.HTTP.Listen)
@@ -108,14 +101,5 @@ func (n *Node) bindHTTP(ctx context.Context) error {
 	n.onClose(func() error { return ignoreClosed(ln.Close()) })
 	n.addrs.HTTP = ln.Addr().String()
 	n.httpLn = ln
-	if n.cfg.HTTP.TLS.CertFile == "" {
-		return nil
-	}
-	certs, err := tlsreload.New(n.cfg.HTTP.TLS.CertFile, n.cfg.HTTP.TLS.KeyFile, n.log)
-	if err != nil {
-		return ConfigError{fmt.Errorf("http.tls: %w", err)}
-	}
-	n.certs = append(n.certs, certs)
-	n.httpLn = tls.NewListener(ln, certs.TLSConfig())
 	return nil
 }

@@ -211,11 +211,15 @@ func (n *Node) buildAPI(context.Context) error {
 	return err
 }
 
-// readyErr is /readyz: serving, the state file answers, and the managed
-// livekit-server (if any) runs and answers.
+// readyErr is /readyz: serving, the state file answers, ACME (if used) has
+// a valid certificate for every domain, and the managed livekit-server (if
+// any) runs and answers.
 func (n *Node) readyErr() error {
 	if !n.ready.Load() {
 		return errors.New("not serving")
+	}
+	if err := n.certsReady(); err != nil {
+		return err
 	}
 	if n.liveKit != nil {
 		if err := n.liveKit.sup.Ready(); err != nil {

@@ -21,13 +21,14 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials/keystore"
-	"github.com/icebox-voip/icebox/internal/tlsreload"
+	"github.com/icebox-voip/icebox/internal/acmecert"
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrix"
@@ -60,6 +61,10 @@ type Options struct {
 	// Notifier tells a service manager about the node's state; nil tells
 	// no one.
 	Notifier Notifier
+	// ACMERenewCheck is how often ACME certificates are checked for
+	// renewal; 0 = certmagic's 10 minutes. For tests with short-lived
+	// certificates.
+	ACMERenewCheck time.Duration
 }
 
 // Notifier is what a node tells its service manager (systemd's sd_notify).
@@ -87,7 +92,8 @@ type Node struct {
 	state  *store.Store
 	turnLn turnserver.Listeners
 	httpLn net.Listener
-	certs  []*tlsreload.Reloader
+	certs  []certSource      // of the TLS listeners (certs.go)
+	acme   *acmecert.Manager // nil: no listener uses ACME
 	addrs  Addrs
 
 	// build

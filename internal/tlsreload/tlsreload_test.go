@@ -9,12 +9,16 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 )
 
@@ -110,5 +114,30 @@ func TestWatchEndsWithContext(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Watch did not return after its context ended")
+	}
+}
+
+// TestExpiry: the gauge follows the served certificate per listener, and
+// leaves out a listener without one.
+func TestExpiry(t *testing.T) {
+	certFile, keyFile := writePair(t, t.TempDir(), "first")
+	r, err := New(certFile, keyFile, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	e := NewExpiry(reg)
+	e.Track("turn", r.NotAfter)
+	e.Track("api", func() time.Time { return time.Time{} })
+	want := fmt.Sprintf(`
+# HELP icebox_tls_certificate_expiry_timestamp_seconds When the certificate a TLS listener serves expires (Unix seconds); listener is api or turn.
+# TYPE icebox_tls_certificate_expiry_timestamp_seconds gauge
+icebox_tls_certificate_expiry_timestamp_seconds{listener="turn"} %d
+`, r.NotAfter().Unix())
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	if r.NotAfter().IsZero() {
+		t.Error("NotAfter of a loaded certificate is zero")
 	}
 }
