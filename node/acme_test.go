@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -78,6 +79,23 @@ func httpsStatus(url, name string, roots *x509.CertPool) (int, *x509.Certificate
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, resp.TLS.PeerCertificates[0], nil
+}
+
+// httpsBody GETs url over TLS verified against roots and returns the body.
+func httpsBody(t *testing.T, url, name string, roots *x509.CertPool) []byte {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{ServerName: name, RootCAs: roots}}}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // turnOverTLS opens TURN over TLS to addr, verifying name against roots,
@@ -285,6 +303,37 @@ func TestNodeACME(t *testing.T) {
 	}
 	if !failed {
 		t.Errorf("ACMEStatus after the failed renewal: %+v, want a renewal error next to a valid certificate", n.ACMEStatus())
+	}
+	// /readyz tells anyone that the renewal fails (when, not why: no token).
+	body := httpsBody(t, readyz, apiName, roots)
+	var ready struct {
+		Status  string `json:"status"`
+		Details struct {
+			ACME []struct {
+				Domain        string     `json:"domain"`
+				NotAfter      *time.Time `json:"not_after"`
+				Failing       string     `json:"failing"`
+				LastFailureAt *time.Time `json:"last_failure_at"`
+			} `json:"acme"`
+		} `json:"details"`
+	}
+	if err := json.Unmarshal(body, &ready); err != nil || ready.Status != "ready" || len(ready.Details.ACME) == 0 {
+		t.Fatalf("/readyz body %s: %v", body, err)
+	}
+	failing := 0
+	for _, d := range ready.Details.ACME {
+		if d.NotAfter == nil {
+			t.Errorf("/readyz details of %s: %+v, want its expiry", d.Domain, d)
+		}
+		if d.Failing == "renew" && d.LastFailureAt != nil {
+			failing++
+		}
+	}
+	if failing == 0 {
+		t.Errorf("/readyz details %s: no domain's renewal failing", body)
+	}
+	if strings.Contains(string(body), "error\"") {
+		t.Errorf("/readyz carries an error text: %s", body)
 	}
 	relayRoundTrip(t, relay, "after the failed renewal")
 }

@@ -204,6 +204,7 @@ func (n *Node) buildAPI(context.Context) error {
 		KeyringAdmin: keyringAdmin{n.keys},
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Draining:     n.draining.Load,
+		ReadyDetails: n.readyDetails,
 		Gatherer:     n.opts.Registry,
 		Registerer:   n.opts.Registry,
 		Logger:       n.log,

@@ -156,3 +156,31 @@ func (n *Node) ACMEStatus() []acmecert.DomainStatus {
 	}
 	return n.acme.Status()
 }
+
+// readyDetails is /readyz's "details": each ACME domain's certificate expiry
+// and whether its last order or renewal failed (when, not why: /readyz needs
+// no token; the log has the CA's error). nil without ACME.
+func (n *Node) readyDetails() map[string]any {
+	st := n.ACMEStatus()
+	if len(st) == 0 {
+		return nil
+	}
+	type domain struct {
+		Domain      string     `json:"domain"`
+		NotAfter    *time.Time `json:"not_after,omitempty"`
+		FailedAt    *time.Time `json:"last_failure_at,omitempty"`
+		FailingStep string     `json:"failing,omitempty"` // "renew" or "obtain"
+	}
+	out := make([]domain, 0, len(st))
+	for _, d := range st {
+		v := domain{Domain: d.Domain, NotAfter: d.NotAfter}
+		if d.LastError != "" {
+			v.FailedAt, v.FailingStep = d.LastErrorAt, "obtain"
+			if d.Renewal {
+				v.FailingStep = "renew"
+			}
+		}
+		out = append(out, v)
+	}
+	return map[string]any{"acme": out}
+}

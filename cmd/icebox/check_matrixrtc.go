@@ -48,7 +48,7 @@ func localHTTPBase(h config.HTTP) string {
 		host = "::1"
 	}
 	scheme := "http://"
-	if h.TLS.CertFile != "" && h.TLS.KeyFile != "" {
+	if h.TLS.ACME || (h.TLS.CertFile != "" && h.TLS.KeyFile != "") {
 		scheme = "https://"
 	}
 	return scheme + net.JoinHostPort(strings.Trim(host, "[]"), port)

@@ -231,6 +231,7 @@ func TestLocalHTTPBase(t *testing.T) {
 		{config.HTTP{Listen: "127.0.0.1:8080"}, "http://127.0.0.1:8080"},
 		{config.HTTP{Listen: "0.0.0.0:8443", TLS: config.TLSFiles{CertFile: "c", KeyFile: "k"}}, "https://127.0.0.1:8443"},
 		{config.HTTP{Listen: ":8080"}, "http://127.0.0.1:8080"},
+		{config.HTTP{Listen: ":443", TLS: config.TLSFiles{ACME: true}}, "https://127.0.0.1:443"},
 		{config.HTTP{Listen: "[::]:8080"}, "http://[::1]:8080"},
 		{config.HTTP{Listen: "[2001:db8::1]:8080"}, "http://[2001:db8::1]:8080"},
 	} {

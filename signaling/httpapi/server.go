@@ -55,6 +55,10 @@ type Config struct {
 
 	// Ready reports why the service is not ready, or nil. Default: ready.
 	Ready func() error
+	// ReadyDetails, when set, adds a "details" object to /readyz, ready or
+	// not. /readyz needs no token: only what anyone could learn anyway
+	// (a certificate's names and expiry) belongs there, never error texts.
+	ReadyDetails func() map[string]any
 
 	Gatherer   prometheus.Gatherer
 	Registerer prometheus.Registerer // HTTP request metrics; nil = not recorded
@@ -155,12 +159,24 @@ func (s *Server) healthz(c echo.Context) error {
 }
 
 func (s *Server) readyz(c echo.Context) error {
+	var details map[string]any
+	if s.cfg.ReadyDetails != nil {
+		details = s.cfg.ReadyDetails()
+	}
 	if err := s.cfg.Ready(); err != nil {
 		// Unauthenticated: say only that, and keep the reason for the log.
 		s.log.Debug().Err(err).Msg("not ready")
-		return apiError(http.StatusServiceUnavailable, "not_ready", "not ready")
+		if len(details) == 0 {
+			return apiError(http.StatusServiceUnavailable, "not_ready", "not ready")
+		}
+		return c.JSON(http.StatusServiceUnavailable, map[string]any{
+			"error": apiError(http.StatusServiceUnavailable, "not_ready", "not ready"), "details": details,
+		})
 	}
-	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	if len(details) == 0 {
+		return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"status": "ready", "details": details})
 }
 
 // routeUI mounts the web UI, outside the authenticated group: the pages are
