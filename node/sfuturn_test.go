@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
 	"net"
 	"net/http"
@@ -19,12 +20,14 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/node"
 	"github.com/icebox-voip/icebox/node/nodetest"
+	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekitproc"
 )
 
@@ -259,5 +262,88 @@ func echo(t *testing.T, relay, peer net.PacketConn) {
 	n, _, err = relay.ReadFrom(buf)
 	if err != nil || !bytes.Equal(buf[:n], back) {
 		t.Fatalf("relay from LiveKit's port: %q, %v; want %q", buf[:n], err, back)
+	}
+}
+
+// TestNodeRotateSFUSecretRestartsLiveKit: `icebox keyring rotate` (POST
+// /admin/keyring/rotate) rotates the SFU TURN secret, which rewrites the
+// secret file and restarts the managed livekit-server (a new PID, not
+// counted as a failure); the new child hands out credentials of the new
+// secret, which allocate on icebox, while a credential of the old secret
+// still does (grace: ttl + max allocation duration).
+func TestNodeRotateSFUSecretRestartsLiveKit(t *testing.T) {
+	requireLiveKit(t)
+	stateDir := filepath.Join(t.TempDir(), "state")
+	cfg := managedTURNConfig(t, stateDir)
+	cfg.Credentials.Secrets = []config.Secret{{KID: "k1", Compat: true}} // generated: rotate answers 200
+	const adminToken = "node-test-admin-token"
+	authn, err := httpapi.NewAuthenticator(httpapi.AuthConfig{
+		StaticTokens: []httpapi.StaticToken{{SHA256: sha256.Sum256([]byte(adminToken)), User: "admin", Admin: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	n := nodetest.Start(t, cfg, node.Options{Logger: zerolog.Nop(), Registry: reg, Auth: authn})
+	poll(t, 30*time.Second, "/readyz 200 with livekit-server up", func() bool { return readyz(t, n) == http.StatusOK })
+	before, _ := n.LiveKit()
+	udp := first(n.Addrs.TURNUDP)
+	turnURL := "turn:" + udp + "?transport=udp"
+	oldUser, oldPass, _ := liveKitICE(t, cfg, "rotate-room", "@alice:example.org:DEV", turnURL)
+	oldSecret, err := os.ReadFile(keystore.SFUSecretPath(stateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addrs.HTTP+"/admin/keyring/rotate", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /admin/keyring/rotate: %d", resp.StatusCode)
+	}
+	rotated := time.Now()
+	poll(t, 30*time.Second, "livekit-server restarted with a new PID", func() bool {
+		st, _ := n.LiveKit()
+		return st.Ready && st.PID != before.PID && st.PID != 0
+	})
+	after, _ := n.LiveKit()
+	t.Logf("rotate to ready again: %v (pid %d -> %d, restarts counted %d -> %d)",
+		time.Since(rotated).Round(time.Millisecond), before.PID, after.PID, before.Restarts, after.Restarts)
+	if after.Restarts != before.Restarts {
+		t.Errorf("a requested restart counted as a failure: %d -> %d", before.Restarts, after.Restarts)
+	}
+	newSecret, err := os.ReadFile(keystore.SFUSecretPath(stateDir))
+	if err != nil || bytes.Equal(newSecret, oldSecret) {
+		t.Fatalf("the SFU secret file after rotation: %v, same as before: %v", err, bytes.Equal(newSecret, oldSecret))
+	}
+
+	newUser, newPass, _ := liveKitICE(t, cfg, "rotate-room", "@bob:example.org:DEV", turnURL)
+	sign := func(secret []byte, user string) string {
+		mac := hmac.New(sha1.New, bytes.TrimSpace(secret))
+		mac.Write([]byte(user))
+		return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	}
+	if newPass != sign(newSecret, newUser) {
+		t.Errorf("the restarted livekit-server's credential is not signed with the new secret")
+	}
+	if oldPass != sign(oldSecret, oldUser) {
+		t.Errorf("the first credential is not signed with the first secret")
+	}
+	var peer net.PacketConn
+	for p := 41099; p >= 41000 && peer == nil; p-- {
+		peer, _ = net.ListenPacket("udp4", "127.0.0.1:"+itoa(p))
+	}
+	if peer == nil {
+		t.Fatal("no free port in the managed LiveKit's range 41000-41099")
+	}
+	defer peer.Close()
+	for name, cred := range map[string][2]string{"new secret": {newUser, newPass}, "old secret (grace)": {oldUser, oldPass}} {
+		_, relay := turnClient(t, udp, cred[0], cred[1])
+		echo(t, relay, peer)
+		t.Logf("%s: allocated and relayed to LiveKit's port", name)
 	}
 }
