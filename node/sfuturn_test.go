@@ -347,3 +347,64 @@ func TestNodeRotateSFUSecretRestartsLiveKit(t *testing.T) {
 		t.Logf("%s: allocated and relayed to LiveKit's port", name)
 	}
 }
+
+// sfuCredential mints a credential as livekit-server does from the SFU
+// secret file: "<expiry>:PA_<12 of LiveKit's alphabet>", base64
+// HMAC-SHA1 of the file's (trimmed) contents.
+func sfuCredential(t *testing.T, stateDir string) (user, pass string) {
+	t.Helper()
+	secret, err := os.ReadFile(keystore.SFUSecretPath(stateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user = strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10) + ":PA_Zx7kQm3RtV9w"
+	mac := hmac.New(sha1.New, bytes.TrimSpace(secret))
+	mac.Write([]byte(user))
+	return user, base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// TestNodeReloadSFUPeers: SIGHUP re-reads matrixrtc.livekit.turn.peers
+// into the relay's SFU allow-list: an SFU credential reaches the newly
+// listed port, and the live allocation no longer reaches the unlisted one.
+func TestNodeReloadSFUPeers(t *testing.T) {
+	var peers [2]net.PacketConn
+	for i := range peers {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		peers[i] = pc
+	}
+	stateDir := filepath.Join(t.TempDir(), "state")
+	cfg := nodetest.Config(stateDir, testSecret)
+	cfg.TURN.AllowLoopbackPeers = false // only the SFU allow-list opens these ports
+	cfg.MatrixRTC.LiveKit.TURN.Enabled = true
+	cfg.MatrixRTC.LiveKit.TURN.Peers = []string{peers[0].LocalAddr().String()}
+	reload := make(chan struct{}, 1)
+	next := cfg
+	next.MatrixRTC.LiveKit.TURN.Peers = []string{peers[1].LocalAddr().String()}
+	log := &syncBuffer{}
+	n := nodetest.Start(t, cfg, node.Options{
+		Logger: zerolog.New(log), Reload: reload,
+		LoadConfig: func() (config.Config, error) { return next, nil },
+	})
+	udp := first(n.Addrs.TURNUDP)
+	user, pass := sfuCredential(t, stateDir)
+	_, relay := turnClient(t, udp, user, pass)
+	echo(t, relay, peers[0])
+
+	reload <- struct{}{}
+	poll(t, 10*time.Second, "SIGHUP handled", func() bool { return strings.Contains(log.String(), "keyring reloaded") })
+	_, relay2 := turnClient(t, udp, user, pass)
+	// The live allocation's datagram to the port no longer listed goes
+	// first; the new one's to the listed port after it.
+	if _, err := relay.WriteTo([]byte("to-unlisted"), peers[0].LocalAddr()); err != nil {
+		t.Logf("WriteTo the unlisted port: %v", err)
+	}
+	echo(t, relay2, peers[1])
+	_ = peers[0].SetReadDeadline(time.Now())
+	if n, _, err := peers[0].ReadFrom(make([]byte, 64)); err == nil {
+		t.Errorf("a port dropped from matrixrtc.livekit.turn.peers still got %d bytes", n)
+	}
+}
