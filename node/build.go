@@ -217,7 +217,7 @@ func (n *Node) buildAPI(context.Context) error {
 		ActiveCalls:  n.state.ActiveCalls,
 		UI:           ui,
 		Mounts:       mounts,
-		KeyringAdmin: keyringAdmin{n.keys},
+		KeyringAdmin: keyringAdmin{keys: n.keys, liveKit: n.liveKitState},
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Draining:     n.draining.Load,
 		Gatherer:     n.opts.Registry,

@@ -6,6 +6,8 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -295,6 +297,10 @@ func TestNodeRotateSFUSecretRestartsLiveKit(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	k := adminKeyring(t, n.Addrs.HTTP, adminToken)
+	if k.SFU == nil || k.SFU.CurrentKID != "sfu1" || len(k.SFU.Keys) != 1 || k.LiveKit == nil || !k.LiveKit.Up || k.LiveKit.PID != before.PID {
+		t.Errorf("GET /admin/keyring before rotating: sfu %+v, livekit %+v; want sfu1 alone and LiveKit up as pid %d", k.SFU, k.LiveKit, before.PID)
+	}
 	req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addrs.HTTP+"/admin/keyring/rotate", nil)
 	req.Header.Set("Authorization", "Bearer "+adminToken)
 	resp, err := http.DefaultClient.Do(req)
@@ -315,6 +321,11 @@ func TestNodeRotateSFUSecretRestartsLiveKit(t *testing.T) {
 		time.Since(rotated).Round(time.Millisecond), before.PID, after.PID, before.Restarts, after.Restarts)
 	if after.Restarts != before.Restarts {
 		t.Errorf("a requested restart counted as a failure: %d -> %d", before.Restarts, after.Restarts)
+	}
+	k = adminKeyring(t, n.Addrs.HTTP, adminToken)
+	if k.SFU == nil || k.SFU.CurrentKID != "sfu2" || len(k.SFU.Keys) != 2 || k.SFU.Keys[1].KID != "sfu1" || k.SFU.Keys[1].RetireAt == nil ||
+		k.LiveKit == nil || !k.LiveKit.Up || k.LiveKit.PID != after.PID || k.LiveKit.Restarts != 0 {
+		t.Errorf("GET /admin/keyring after rotating: sfu %+v, livekit %+v; want sfu2 current, sfu1 retiring, LiveKit up as pid %d", k.SFU, k.LiveKit, after.PID)
 	}
 	newSecret, err := os.ReadFile(keystore.SFUSecretPath(stateDir))
 	if err != nil || bytes.Equal(newSecret, oldSecret) {
@@ -407,4 +418,23 @@ func TestNodeReloadSFUPeers(t *testing.T) {
 	if n, _, err := peers[0].ReadFrom(make([]byte, 64)); err == nil {
 		t.Errorf("a port dropped from matrixrtc.livekit.turn.peers still got %d bytes", n)
 	}
+}
+
+// adminKeyring is GET /admin/keyring with an admin token.
+func adminKeyring(t *testing.T, httpAddr, token string) httpapi.KeyringInfo {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/admin/keyring", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var k httpapi.KeyringInfo
+	if err := json.Unmarshal(body, &k); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /admin/keyring: %d %v", resp.StatusCode, err)
+	}
+	t.Logf("GET /admin/keyring: %s", bytes.TrimSpace(body))
+	return k
 }
