@@ -36,6 +36,18 @@ func (n *Node) buildKeyring(context.Context) error {
 		return ConfigError{err}
 	}
 	n.keys = keys
+	// A rotated SFU TURN secret (`icebox keyring rotate`) reaches the
+	// managed livekit-server only through a restart: it reads its
+	// secret_file once. The old secret stays accepted for the credentials
+	// it minted before.
+	keys.OnSFURotated(func(kid string) {
+		if n.liveKit == nil {
+			return
+		}
+		n.log.Info().Str("component", "livekit").Str("sfu_kid", kid).
+			Msg("SFU TURN secret rotated: restarting livekit-server to read it")
+		n.liveKit.sup.Restart()
+	})
 	return nil
 }
 
@@ -75,7 +87,11 @@ func (n *Node) buildRelay(ctx context.Context) error {
 	for _, r := range revs {
 		revoked = append(revoked, turnserver.Revocation{CallID: r.CallID, Until: r.Until})
 	}
-	n.relay, err = turnserver.New(n.relayConfig(policy, revoked), n.turnLn)
+	rc := n.relayConfig(policy, revoked)
+	if rc.SFUPeers, err = relaySFUPeers(n.cfg); err != nil {
+		return ConfigError{err}
+	}
+	n.relay, err = turnserver.New(rc, n.turnLn)
 	if err != nil {
 		return err
 	}
@@ -201,7 +217,7 @@ func (n *Node) buildAPI(context.Context) error {
 		ActiveCalls:  n.state.ActiveCalls,
 		UI:           ui,
 		Mounts:       mounts,
-		KeyringAdmin: keyringAdmin{n.keys},
+		KeyringAdmin: keyringAdmin{keys: n.keys, liveKit: n.liveKitState},
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Draining:     n.draining.Load,
 		ReadyDetails: n.readyDetails,
