@@ -339,7 +339,8 @@ func rejectLeaveKick(t *testing.T, w *inWorld) {
 	if got, _ := w.call(t, leaves); got.EndReason != signaling.ReasonUserHangup || got.EndedBy != w.bob.id {
 		t.Errorf("call after bob left: %s by %s", got.EndReason, got.EndedBy)
 	}
-	if n := len(w.published(signaling.EventCallHangupViaMatrix, leaves)); n != 1 {
+	// Published after the commit the store already shows: wait for it.
+	if n := len(w.waitPublished(t, signaling.EventCallHangupViaMatrix, leaves, 1)); n != 1 {
 		t.Errorf("CallHangupViaMatrix published %d times", n)
 	}
 	if !revoked(t, w.st, leaves) {
