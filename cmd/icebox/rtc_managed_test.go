@@ -1,0 +1,137 @@
+package main
+
+// MatrixRTC calls on the livekit-server icebox runs (matrixrtc.livekit.mode:
+// managed, issue 16 items 2 and 3), on rtc_bed_test.go's bed after
+// manage(): the SFU on icebox's own address, icebox's relay as its TURN
+// with credentials scoped to the SFU's media ports, and the SFU killed
+// mid-call.
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// rtcRestartWait bounds icebox's restart of a killed livekit-server: its
+// first backoff (0.5 s) and a start (about 0.1 s idle; 30 s at most
+// before the supervisor gives up on it).
+const rtcRestartWait = 30 * time.Second
+
+// Series of icebox's /metrics the managed tests read.
+const (
+	rtcScopedToPeer   = `icebox_turn_scoped_relayed_bytes_total{direction="to_peer"}`
+	rtcScopedFromPeer = `icebox_turn_scoped_relayed_bytes_total{direction="from_peer"}`
+	rtcLiveKitRestart = `icebox_livekit_restarts_total`
+)
+
+// scopedRelayCall: two participants, relay-forced, on the managed SFU at
+// icebox's own address. Their relay candidates are icebox's, and every
+// byte they receive came through allocations of the SFU's scoped TURN
+// credentials, the ones livekit-server minted from icebox's SFU secret
+// (an ordinary credential cannot reach a port of icebox's host). Then the
+// SFU is killed mid-call (livekit-killed).
+func (b *rtcBed) scopedRelayCall(t *testing.T) {
+	begin := time.Now()
+	m0 := b.metrics(t)
+	room, pages := b.callPages(t, "managed-relay", 2)
+	identity, states := b.rtcCall(t, room, pages, true, true)
+	m1 := b.metrics(t)
+	var inbound int64
+	for _, p := range pages {
+		for _, r := range states[p.name].Remotes {
+			for _, tr := range r.Tracks {
+				inbound += tr.Bytes
+			}
+		}
+	}
+	to, from := m1[rtcScopedToPeer]-m0[rtcScopedToPeer], m1[rtcScopedFromPeer]-m0[rtcScopedFromPeer]
+	// The relayed bytes hold the RTP payloads the pages count and their
+	// headers, SRTP tags, RTCP, DTLS and ICE checks: at least as many.
+	if from < float64(inbound) || to <= 0 {
+		t.Errorf("scoped relayed bytes: %v to the SFU, %v from it; want >0 and at least the %d bytes of media the pages received", to, from, inbound)
+	}
+	t.Logf("scoped TURN: %.0f B relayed to the SFU, %.0f B from it (pages received %d B of media), scoped refusals %v; %v",
+		to, from, inbound, scopedRefusals(m1)-scopedRefusals(m0), time.Since(begin).Round(time.Millisecond))
+	t.Run("livekit-killed", func(t *testing.T) { b.liveKitKilled(t, pages, identity) })
+}
+
+// scopedRefusals sums icebox_turn_scoped_refusals_total over its stages.
+func scopedRefusals(m map[string]float64) float64 {
+	var n float64
+	for k, v := range m {
+		if strings.HasPrefix(k, "icebox_turn_scoped_refusals_total") {
+			n += v
+		}
+	}
+	return n
+}
+
+// liveKitKilled: livekit-server is killed (SIGKILL, by PID) mid-call.
+// icebox starts a new one (icebox_livekit_restarts_total +1, /readyz 200
+// again); livekit-client tries to resume, which the new server refuses (it
+// knows no room: rooms are made by the authorization service only, and the
+// old one died with the old server), and gives up; each page then joins
+// LiveKit again as Element Call does after "Connection lost" — a new
+// /sfu/get, which makes the room again, and a new connection — with its
+// MatrixRTC session and keys unchanged. Media must flow again, relayed as
+// before, decrypted with no E2EE failure once the keys reached the new
+// connections.
+func (b *rtcBed) liveKitKilled(t *testing.T, pages []rtcPage, identity map[string]string) {
+	pid := b.liveKitPID(t)
+	if pid == 0 {
+		t.Fatal("no livekit-server below icebox")
+	}
+	m0 := b.metrics(t)
+	killedAt := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 livekit-server (pid %d): %v", pid, err)
+	}
+	notReady, newPID := false, 0
+	if !waitFor(rtcRestartWait, func() bool {
+		code := b.readyz()
+		notReady = notReady || code != 200
+		newPID = b.liveKitPID(t)
+		return code == 200 && newPID != 0 && newPID != pid
+	}) {
+		t.Fatalf("livekit-server not restarted within %v (pid %d, /readyz %d); icebox's output:\n%s", rtcRestartWait, newPID, b.readyz(), tail(b.icebox.out.String(), 30))
+	}
+	restartedAt := time.Now()
+	if d := b.metrics(t)[rtcLiveKitRestart] - m0[rtcLiveKitRestart]; d != 1 {
+		t.Errorf("icebox_livekit_restarts_total grew by %v, want 1", d)
+	}
+
+	// Each page's connection after the kill: resumed by livekit-client, or
+	// joined again by the page.
+	since := killedAt.UnixMilli()
+	how := map[string]string{}
+	if !waitFor(rtcMediaStartWait, func() bool {
+		for _, p := range pages {
+			var seen []string
+			back := ""
+			for _, e := range b.state(t, p.name).LiveKitEvents {
+				if e.T < since {
+					continue
+				}
+				seen = append(seen, e.What)
+				if e.What == "rejoined" || e.What == "reconnected" {
+					back = e.What
+				}
+			}
+			how[p.name] = strings.Join(seen, ", ")
+			if back == "" {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("not connected to LiveKit again within %v of the restart: %v", rtcMediaStartWait, how)
+	}
+	flowingAt, _ := b.mediaFlows(t, pages, identity, true)
+	for _, p := range pages {
+		t.Logf("%s after the kill: %s", p.name, how[p.name])
+	}
+	t.Logf("kill -9 livekit-server (pid %d): new pid %d after %v (/readyz not 200 seen: %v); media flowing again %v after the kill, %v after the restart",
+		pid, newPID, restartedAt.Sub(killedAt).Round(time.Millisecond), notReady,
+		flowingAt.Sub(killedAt).Round(time.Millisecond), flowingAt.Sub(restartedAt).Round(time.Millisecond))
+}
