@@ -18,7 +18,9 @@ type LiveKitTURN struct {
 	Enabled bool `yaml:"enabled"` // Default: false
 	// Peers are the SFU's media addresses and ports: "IP:port",
 	// "IP:port-port", "CIDR:port-port" ("[IPv6]:port" or "[CIDR]:..." for
-	// IPv6). Required when enabled (a managed LiveKit's are added by icebox).
+	// IPv6). Required when enabled in mode external; in mode managed icebox
+	// adds the managed LiveKit's own (its node IP, else this host's
+	// addresses, with rtc_udp_ports and rtc_tcp_port) and these extra ones.
 	// Default: []
 	Peers []string `yaml:"peers"`
 	// TTL is the lifetime LiveKit gives the credentials it mints
@@ -111,7 +113,9 @@ func (v *validator) liveKitTURN(c *Config) {
 				"when matrixrtc.livekit.turn.enabled; pick another kid", s.KID)
 		}
 	}
-	if len(t.Peers) == 0 {
+	// A managed LiveKit's media addresses and ports are icebox's own
+	// (node/keyring.go managedSFUPeers); listed peers are added to them.
+	if len(t.Peers) == 0 && !c.MatrixRTC.IsManaged() {
 		v.add("matrixrtc.livekit.turn.peers", "required when matrixrtc.livekit.turn.enabled: the SFU's media addresses "+
 			"and ports (its rtc.node_ip with rtc.port_range_start-rtc.port_range_end, rtc.udp_port, rtc.tcp_port), "+
 			"e.g. [\"198.51.100.7:50000-60000\", \"198.51.100.7:7881\"]")

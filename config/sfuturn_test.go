@@ -44,6 +44,14 @@ func TestLiveKitTURNValidate(t *testing.T) {
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), `credentials.secrets[0].kid: "sfu1" is reserved for the SFU TURN secrets`) {
 		t.Errorf("a credentials kid sfu1 with the SFU TURN on: %v", err)
 	}
+	// In mode managed the managed LiveKit's peers are icebox's own: none
+	// need be listed.
+	c = Default()
+	c.MatrixRTC.Enabled, c.MatrixRTC.LiveKit.Mode = true, LiveKitModeManaged
+	c.MatrixRTC.LiveKit.TURN = LiveKitTURN{Enabled: true, TTL: time.Hour}
+	if err := c.Validate(); err != nil && strings.Contains(err.Error(), "matrixrtc.livekit.turn.peers") {
+		t.Errorf("managed mode without peers: %v", err)
+	}
 	ranges, err := LiveKitTURN{Peers: []string{"198.51.100.7:50000-60000", "[2001:db8::7]:7882"}}.PeerRanges()
 	if err != nil {
 		t.Fatal(err)

@@ -75,7 +75,11 @@ func (n *Node) buildRelay(ctx context.Context) error {
 	for _, r := range revs {
 		revoked = append(revoked, turnserver.Revocation{CallID: r.CallID, Until: r.Until})
 	}
-	n.relay, err = turnserver.New(n.relayConfig(policy, revoked), n.turnLn)
+	rc := n.relayConfig(policy, revoked)
+	if rc.SFUPeers, err = relaySFUPeers(n.cfg); err != nil {
+		return ConfigError{err}
+	}
+	n.relay, err = turnserver.New(rc, n.turnLn)
 	if err != nil {
 		return err
 	}

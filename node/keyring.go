@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials/keystore"
@@ -75,4 +76,59 @@ func sfuPeers(cfg config.Config, managed []turnserver.PeerRange) ([]turnserver.P
 		out = append(out, turnserver.PeerRange{Prefix: r.Prefix, MinPort: r.MinPort, MaxPort: r.MaxPort})
 	}
 	return append(out, managed...), nil
+}
+
+// managedSFUPeers are the media addresses and ports of the managed
+// LiveKit (none when not managed): its node IP (matrixrtc.livekit.managed
+// .node_ip, else turn.relay.public_ip) — the one address LiveKit then puts
+// in its candidates — or, without one, every address of this host but
+// loopback and link-local ones, since LiveKit then offers candidates on
+// each interface; on its rtc_udp_ports and its rtc_tcp_port (when not 0).
+func managedSFUPeers(cfg config.Config) ([]turnserver.PeerRange, error) {
+	if !cfg.MatrixRTC.IsManaged() || !cfg.MatrixRTC.LiveKit.TURN.Enabled {
+		return nil, nil
+	}
+	m := cfg.MatrixRTC.LiveKit.Managed
+	var ips []netip.Addr
+	if s := cfg.ManagedNodeIP(); s != "" {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("matrixrtc.livekit.managed.node_ip: %w", err)
+		}
+		ips = append(ips, ip)
+	} else {
+		host, err := turnserver.ListHostAddrs()
+		if err != nil {
+			return nil, err
+		}
+		for _, ip := range host {
+			if !ip.IsLoopback() && !ip.IsUnspecified() && !ip.IsLinkLocalUnicast() {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	lo, hi, err := config.ParsePortRange(m.RTCUDPPorts)
+	if err != nil {
+		return nil, fmt.Errorf("matrixrtc.livekit.managed.rtc_udp_ports: %w", err)
+	}
+	var out []turnserver.PeerRange
+	for _, ip := range ips {
+		ip = turnserver.Canonical(ip)
+		p := netip.PrefixFrom(ip, ip.BitLen())
+		out = append(out, turnserver.PeerRange{Prefix: p, MinPort: uint16(lo), MaxPort: uint16(hi)})
+		if m.RTCTCPPort != 0 {
+			out = append(out, turnserver.PeerRange{Prefix: p, MinPort: uint16(m.RTCTCPPort), MaxPort: uint16(m.RTCTCPPort)})
+		}
+	}
+	return out, nil
+}
+
+// relaySFUPeers is the relay's SFU allow-list for cfg: its listed peers
+// and the managed LiveKit's.
+func relaySFUPeers(cfg config.Config) ([]turnserver.PeerRange, error) {
+	managed, err := managedSFUPeers(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return sfuPeers(cfg, managed)
 }

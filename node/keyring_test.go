@@ -63,3 +63,45 @@ func TestSFUPeers(t *testing.T) {
 		t.Fatalf("sfuPeers = %v, %v; want %v", got, err, want)
 	}
 }
+
+// TestManagedSFUPeers: in managed mode the relay's SFU allow-list is the
+// managed LiveKit's node IP on its rtc_udp_ports and rtc_tcp_port, plus
+// the peers listed; in mode external only the listed ones.
+func TestManagedSFUPeers(t *testing.T) {
+	cfg := config.Default()
+	cfg.MatrixRTC.Enabled = true
+	cfg.MatrixRTC.LiveKit.Mode = config.LiveKitModeManaged
+	cfg.MatrixRTC.LiveKit.TURN.Enabled = true
+	cfg.MatrixRTC.LiveKit.TURN.Peers = []string{"198.51.100.7:50000-60000"}
+	cfg.MatrixRTC.LiveKit.Managed.NodeIP = "203.0.113.9"
+	got, err := relaySFUPeers(cfg)
+	want := []string{"198.51.100.7/32:50000-60000", "203.0.113.9/32:47000-48999", "203.0.113.9/32:7881"}
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("managed: %v, %v; want %v", got, err, want)
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Errorf("managed [%d] = %s, want %s", i, got[i], want[i])
+		}
+	}
+	cfg.MatrixRTC.LiveKit.Managed.RTCTCPPort = 0
+	if got, _ := relaySFUPeers(cfg); len(got) != 2 {
+		t.Errorf("rtc_tcp_port 0: %v, want no TCP port entry", got)
+	}
+	// No node IP: this host's non-loopback addresses.
+	cfg.MatrixRTC.LiveKit.Managed.NodeIP, cfg.TURN.Relay.PublicIP = "", ""
+	got, err = relaySFUPeers(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range got[1:] {
+		if r.Prefix.Addr().IsLoopback() || r.MinPort != 47000 {
+			t.Errorf("no node IP: %s", r)
+		}
+	}
+	t.Logf("no node IP: %v", got)
+	cfg.MatrixRTC.LiveKit.Mode = config.LiveKitModeExternal
+	if got, _ := relaySFUPeers(cfg); len(got) != 1 {
+		t.Errorf("external: %v, want the listed peer only", got)
+	}
+}

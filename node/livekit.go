@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/icebox-voip/icebox/config"
+	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekitproc"
+	"github.com/icebox-voip/icebox/turnserver/relayplan"
 )
 
 // managedLiveKit is the livekit-server a node runs in
@@ -117,13 +119,43 @@ func (n *Node) liveKitServerConfig(keys livekitproc.Keys) (livekitproc.ServerCon
 }
 
 // liveKitTURNServers are the TURN servers the managed LiveKit hands its
-// clients (rtc.turn_servers), read at each start of the child. None yet:
-// icebox's relay with a secret scoped to the SFU (issue 16, item 3) goes
-// here — entries {Host, Port, Protocol: "udp", SecretFile, TTL}, the secret
-// file written by the keystore (0600; LiveKit refuses it readable by
-// others).
+// clients (rtc.turn_servers), read at each start of the child: with
+// matrixrtc.livekit.turn.enabled, icebox's own relay on each of its
+// listeners, at the host /calls/ice_servers advertises, with the SFU TURN
+// secret's file (keystore.SFUSecretPath, 0600 — LiveKit refuses a file
+// others may read) from which LiveKit mints per-participant credentials
+// valid for matrixrtc.livekit.turn.ttl; their allocations are scoped to
+// the SFU (sfuPeers). TLS listeners are listed only with
+// ice_servers.hostname: a turns: client verifies the certificate against
+// the host it is given, and an IP address or a wildcard listen address is
+// not the name on the certificate.
 func (n *Node) liveKitTURNServers() ([]livekitproc.TURNServer, error) {
-	return nil, nil
+	t := n.cfg.MatrixRTC.LiveKit.TURN
+	if !t.Enabled {
+		return nil, nil
+	}
+	a := n.addrs
+	host := relayplan.ICEHost(n.cfg.ICEServers.Hostname, n.cfg.TURN.Relay.PublicIP, n.plan, relayplan.First(a.TURNUDP, a.TURNTCP, a.TURNTLS))
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() {
+		host = "[" + host + "]" // LiveKit writes turn:<host>:<port> as is
+	}
+	secret := keystore.SFUSecretPath(n.cfg.StateDir)
+	ttl := int(t.TTL / time.Second)
+	var out []livekitproc.TURNServer
+	add := func(proto string, addrs []string) {
+		for _, p := range relayplan.ListenPorts(addrs) {
+			out = append(out, livekitproc.TURNServer{Host: host, Port: int(p), Protocol: proto, SecretFile: secret, TTL: ttl})
+		}
+	}
+	add("udp", a.TURNUDP)
+	add("tcp", a.TURNTCP)
+	if n.cfg.ICEServers.Hostname != "" {
+		add("tls", a.TURNTLS)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("matrixrtc.livekit.turn: icebox has no TURN listener for LiveKit's clients")
+	}
+	return out, nil
 }
 
 // liveKitWebhookURL is where livekit-server posts its webhooks: icebox's

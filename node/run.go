@@ -6,6 +6,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/icebox-voip/icebox/config"
 )
 
 // Run serves until ctx is done or a component fails, then drains (see
@@ -101,10 +103,36 @@ func (n *Node) reloadKeyring() {
 		if err = err2; err == nil {
 			n.log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
 				Strs("kids", next.KIDs()).Msg("keyring reloaded")
+			n.reloadSFUPeers(cfg)
 			return
 		}
 	}
 	n.log.Error().Str("component", "credentials").Err(err).Msg("keyring reload failed; keeping the current keyring")
+}
+
+// reloadSFUPeers swaps the relay's SFU allow-list for the reloaded
+// matrixrtc.livekit.turn.peers (and the managed LiveKit's addresses, read
+// again: without a node IP they are this host's, which may have changed).
+// The managed LiveKit's own settings are not reloaded, so its part comes
+// from the configuration the node started with; on error the current list
+// stays.
+func (n *Node) reloadSFUPeers(cfg config.Config) {
+	started := n.cfg.MatrixRTC
+	cfg.MatrixRTC.Enabled, cfg.MatrixRTC.LiveKit.Mode, cfg.MatrixRTC.LiveKit.Managed = started.Enabled, started.LiveKit.Mode, started.LiveKit.Managed
+	cfg.TURN.Relay.PublicIP = n.cfg.TURN.Relay.PublicIP
+	peers, err := relaySFUPeers(cfg)
+	if err == nil {
+		err = n.relay.SetSFUPeers(peers)
+	}
+	if err != nil {
+		n.log.Error().Str("component", "turn").Err(err).Msg("SFU peer list reload failed; keeping the current list")
+		return
+	}
+	list := make([]string, 0, len(peers))
+	for _, p := range peers {
+		list = append(list, p.String())
+	}
+	n.log.Info().Str("component", "turn").Strs("sfu_peers", list).Msg("SFU peer list reloaded")
 }
 
 // retireKeys drops keys whose credentials have all expired.
