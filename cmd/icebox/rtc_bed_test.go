@@ -18,9 +18,12 @@ package main
 //	namespace "rtcsfu" (veth 198.18.0.2/24, linked to "rtc")
 //	  livekit-server: ws://198.18.0.2:7880, ICE on 198.18.0.2 UDP 7882 /
 //	     TCP 7881, hands clients turn:198.18.0.1:3478 with REST credentials
-//	     of icebox's secret
+//	     of icebox's SFU secret (matrixrtc.livekit.turn, peers: those ports)
 //
-// That is icebox in matrixrtc.livekit.mode: external. manage() then
+// That is icebox in matrixrtc.livekit.mode: external, started before the
+// livekit-server, which is given the SFU secret icebox generated into its
+// state_dir: LiveKit's credentials ("<expiry>:PA_…") verify with that
+// secret only, never with the compat one. manage() then
 // restarts icebox in mode managed, with the TURN of issue 16 item 3: icebox
 // runs livekit-server itself in "rtc" (ws://198.18.0.1:7880, ICE on
 // 198.18.0.1 UDP rtcManagedUDP / TCP 7881), on its own host, and that
@@ -36,6 +39,8 @@ package main
 // Call on its own domain sends.
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,12 +82,16 @@ type rtcBed struct {
 	front   string // http://127.0.0.1:P inside the namespace
 	service string // the authorization service as the pages reach it
 	lk      *livekittest.Server
+	lkKey   string // lk's API key and secret, chosen before it starts
+	lkSec   string
 	lkURL   string // the LiveKit URL /sfu/get answers: lk's, or the managed one's
-	managed bool   // icebox runs livekit-server (manage)
-	hsProxy *rtcHSProxy
-	icebox  *instance
-	browser *jsBrowser
-	hc      *http.Client // dials inside the namespace
+	// stateDir is the running icebox's state_dir.
+	stateDir string
+	managed  bool // icebox runs livekit-server (manage)
+	hsProxy  *rtcHSProxy
+	icebox   *instance
+	browser  *jsBrowser
+	hc       *http.Client // dials inside the namespace
 	// lkBinary is livekit-server, for the managed mode.
 	lkBinary string
 
@@ -116,13 +125,22 @@ func newRTCBed(t *testing.T) *rtcBed {
 	// The jssdk bed's front: only its fields ns and hs are used.
 	b.front = (&jsBed{ns: ns, hs: hs}).startFront(t, distDir)
 	b.hsProxy = startRTCHSProxy(t, ns, b.front)
+	b.lkKey, b.lkSec = "APIrtc"+rtcRandomHex(t, 4), rtcRandomHex(t, 32)
+	b.lkURL = "ws://" + net.JoinHostPort(browserBedPeer, strconv.Itoa(rtcLiveKitPort))
+	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig, apiTokens{"admin": rtcAdminTok}.env())
+	sfuSecret, err := os.ReadFile(filepath.Join(b.stateDir, "secrets", "sfu-turn.secret"))
+	if err != nil {
+		t.Fatalf("icebox's SFU TURN secret: %v", err)
+	}
 	b.lk = livekittest.Start(t, livekittest.Config{
 		Command: sfuNS.Command, Dial: sfuNS.DialContext,
-		BindIP: browserBedPeer, Port: rtcLiveKitPort, NodeIP: browserBedPeer,
-		TURNServers: []livekittest.TURNServer{{Host: browserBedIP, Port: 3478, Protocol: "udp", Secret: testSecret, TTL: 3600}},
+		BindIP: browserBedPeer, Port: rtcLiveKitPort, NodeIP: browserBedPeer, TCPPort: rtcLiveKitPort + 1, UDPPort: rtcLiveKitPort + 2,
+		APIKey: b.lkKey, APISecret: b.lkSec,
+		TURNServers: []livekittest.TURNServer{{Host: browserBedIP, Port: 3478, Protocol: "udp", Secret: strings.TrimSpace(string(sfuSecret)), TTL: 3600}},
 	})
-	b.lkURL = b.lk.URL
-	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig, apiTokens{"admin": rtcAdminTok}.env())
+	if b.lk.URL != b.lkURL {
+		t.Fatalf("livekit-server at %s, icebox told it is at %s", b.lk.URL, b.lkURL)
+	}
 	b.browser = startJSBrowser(t, ns, filepath.Dir(distDir))
 	return b
 }
@@ -147,6 +165,7 @@ func requireRTC(t *testing.T) string {
 // the "rtcsfu" namespace's livekit-server (external mode), or after
 // manage() a livekit-server of its own with icebox's relay as its TURN.
 func (b *rtcBed) iceboxConfig(stateDir string) string {
+	b.stateDir = stateDir
 	conf := browserBedConfig(stateDir, "rtc.icebox.test") + fmt.Sprintf(`matrixrtc:
   enabled: true
   full_access_homeservers: [%[1]q]
@@ -157,7 +176,11 @@ func (b *rtcBed) iceboxConfig(stateDir string) string {
     url: %q
     api_key: %q
     api_secret: %q
-`, b.lk.URL, b.lk.APIKey, b.lk.APISecret)
+    turn:
+      enabled: true
+      peers: ["%s:%d-%d"]
+      ttl: 1h
+`, b.lkURL, b.lkKey, b.lkSec, browserBedPeer, rtcLiveKitPort+1, rtcLiveKitPort+2)
 	}
 	// No turn.peers: icebox derives the SFU's from the managed ports.
 	return conf + fmt.Sprintf(`  livekit:
@@ -252,6 +275,15 @@ func (b *rtcBed) readyz() int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+func rtcRandomHex(t *testing.T, n int) string {
+	t.Helper()
+	buf := make([]byte, n)
+	if _, err := rand.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(buf)
 }
 
 // rtcHSProxy is the authorization service's way to the homeserver: a

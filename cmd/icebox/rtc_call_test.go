@@ -41,24 +41,65 @@ const (
 // with scoped credentials as its TURN (rtc_managed_test.go).
 func TestMatrixRTCBrowser(t *testing.T) {
 	b := newRTCBed(t)
-	t.Run("three-relay", func(t *testing.T) { b.groupCall(t, "three-relay", 3, true) })
+	t.Run("three-relay", func(t *testing.T) { b.groupCall(t, "three-relay", 3, true, false) })
 	t.Run("refusals", func(t *testing.T) { b.refusals(t) })
 	t.Run("element-call-embedded", func(t *testing.T) { b.elementCall(t) })
 	if t.Failed() {
 		return
 	}
 	b.manage(t)
-	t.Run("managed/two", func(t *testing.T) { b.groupCall(t, "managed-two", 2, false) })
+	t.Run("managed/two", func(t *testing.T) { b.groupCall(t, "managed-two", 2, false, false) })
 	t.Run("managed/two-relay", func(t *testing.T) { b.scopedRelayCall(t) })
 }
 
 // groupCall: n participants, each in a page of its own, in a new encrypted
-// room; relay forces their media through icebox's TURN.
-func (b *rtcBed) groupCall(t *testing.T, name string, n int, relay bool) {
+// room; relay forces their media through icebox's TURN, where LiveKit's
+// credentials are the SFU's scoped ones: every byte the pages receive must
+// then have come through scoped allocations. With rejoin, a page joins
+// LiveKit again when its connection is lost.
+func (b *rtcBed) groupCall(t *testing.T, name string, n int, relay, rejoin bool) ([]rtcPage, map[string]string) {
 	begin := time.Now()
+	m0 := b.metrics(t)
 	room, pages := b.callPages(t, name, n)
-	b.rtcCall(t, room, pages, relay, false)
+	identity, states := b.rtcCall(t, room, pages, relay, rejoin)
+	if relay {
+		m1 := b.metrics(t)
+		var inbound int64
+		for _, p := range pages {
+			for _, r := range states[p.name].Remotes {
+				for _, tr := range r.Tracks {
+					inbound += tr.Bytes
+				}
+			}
+		}
+		to, from := m1[rtcScopedToPeer]-m0[rtcScopedToPeer], m1[rtcScopedFromPeer]-m0[rtcScopedFromPeer]
+		// The relayed bytes hold the RTP payloads the pages count and
+		// their headers, SRTP tags, RTCP, DTLS and ICE checks: more.
+		if from < float64(inbound) || to <= 0 {
+			t.Errorf("scoped relayed bytes: %v to the SFU, %v from it; want >0 and at least the %d bytes of media the pages received", to, from, inbound)
+		}
+		t.Logf("scoped TURN: %.0f B relayed to the SFU, %.0f B from it (the pages received %d B of media); scoped refusals %v",
+			to, from, inbound, scopedRefusals(m1)-scopedRefusals(m0))
+	}
 	t.Logf("%s: %d participants, relay %v, LiveKit %s, %v", name, n, relay, b.lkURL, time.Since(begin).Round(time.Millisecond))
+	return pages, identity
+}
+
+// Series of icebox's /metrics the relayed calls read.
+const (
+	rtcScopedToPeer   = `icebox_turn_scoped_relayed_bytes_total{direction="to_peer"}`
+	rtcScopedFromPeer = `icebox_turn_scoped_relayed_bytes_total{direction="from_peer"}`
+)
+
+// scopedRefusals sums icebox_turn_scoped_refusals_total over its stages.
+func scopedRefusals(m map[string]float64) float64 {
+	var n float64
+	for k, v := range m {
+		if strings.HasPrefix(k, "icebox_turn_scoped_refusals_total") {
+			n += v
+		}
+	}
+	return n
 }
 
 // callPages makes an encrypted room of the first n users and opens a page

@@ -18,53 +18,18 @@ import (
 // before the supervisor gives up on it).
 const rtcRestartWait = 30 * time.Second
 
-// Series of icebox's /metrics the managed tests read.
-const (
-	rtcScopedToPeer   = `icebox_turn_scoped_relayed_bytes_total{direction="to_peer"}`
-	rtcScopedFromPeer = `icebox_turn_scoped_relayed_bytes_total{direction="from_peer"}`
-	rtcLiveKitRestart = `icebox_livekit_restarts_total`
-)
+// rtcLiveKitRestarts counts icebox's restarts of its livekit-server.
+const rtcLiveKitRestarts = `icebox_livekit_restarts_total`
 
 // scopedRelayCall: two participants, relay-forced, on the managed SFU at
-// icebox's own address. Their relay candidates are icebox's, and every
-// byte they receive came through allocations of the SFU's scoped TURN
-// credentials, the ones livekit-server minted from icebox's SFU secret
-// (an ordinary credential cannot reach a port of icebox's host). Then the
-// SFU is killed mid-call (livekit-killed).
+// icebox's own address (groupCall: their relay candidates are icebox's,
+// the SFU's candidates icebox's address, and every byte they receive came
+// through allocations of the scoped credentials livekit-server minted from
+// icebox's SFU secret — an ordinary credential cannot reach a port of
+// icebox's host). Then the SFU is killed mid-call (livekit-killed).
 func (b *rtcBed) scopedRelayCall(t *testing.T) {
-	begin := time.Now()
-	m0 := b.metrics(t)
-	room, pages := b.callPages(t, "managed-relay", 2)
-	identity, states := b.rtcCall(t, room, pages, true, true)
-	m1 := b.metrics(t)
-	var inbound int64
-	for _, p := range pages {
-		for _, r := range states[p.name].Remotes {
-			for _, tr := range r.Tracks {
-				inbound += tr.Bytes
-			}
-		}
-	}
-	to, from := m1[rtcScopedToPeer]-m0[rtcScopedToPeer], m1[rtcScopedFromPeer]-m0[rtcScopedFromPeer]
-	// The relayed bytes hold the RTP payloads the pages count and their
-	// headers, SRTP tags, RTCP, DTLS and ICE checks: at least as many.
-	if from < float64(inbound) || to <= 0 {
-		t.Errorf("scoped relayed bytes: %v to the SFU, %v from it; want >0 and at least the %d bytes of media the pages received", to, from, inbound)
-	}
-	t.Logf("scoped TURN: %.0f B relayed to the SFU, %.0f B from it (pages received %d B of media), scoped refusals %v; %v",
-		to, from, inbound, scopedRefusals(m1)-scopedRefusals(m0), time.Since(begin).Round(time.Millisecond))
+	pages, identity := b.groupCall(t, "managed-relay", 2, true, true)
 	t.Run("livekit-killed", func(t *testing.T) { b.liveKitKilled(t, pages, identity) })
-}
-
-// scopedRefusals sums icebox_turn_scoped_refusals_total over its stages.
-func scopedRefusals(m map[string]float64) float64 {
-	var n float64
-	for k, v := range m {
-		if strings.HasPrefix(k, "icebox_turn_scoped_refusals_total") {
-			n += v
-		}
-	}
-	return n
 }
 
 // liveKitKilled: livekit-server is killed (SIGKILL, by PID) mid-call.
@@ -97,7 +62,7 @@ func (b *rtcBed) liveKitKilled(t *testing.T, pages []rtcPage, identity map[strin
 		t.Fatalf("livekit-server not restarted within %v (pid %d, /readyz %d); icebox's output:\n%s", rtcRestartWait, newPID, b.readyz(), tail(b.icebox.out.String(), 30))
 	}
 	restartedAt := time.Now()
-	if d := b.metrics(t)[rtcLiveKitRestart] - m0[rtcLiveKitRestart]; d != 1 {
+	if d := b.metrics(t)[rtcLiveKitRestarts] - m0[rtcLiveKitRestarts]; d != 1 {
 		t.Errorf("icebox_livekit_restarts_total grew by %v, want 1", d)
 	}
 

@@ -181,7 +181,8 @@ async function connectLiveKit() {
   room.on(RoomEvent.SignalReconnecting, () => lk('signalReconnecting'));
   room.on(RoomEvent.Reconnected, () => lk('reconnected'));
   room.on(RoomEvent.Disconnected, (r) => {
-    lk('disconnected ' + r);
+    // r is livekit-client's DisconnectReason; none when it gave up reconnecting.
+    lk(r === undefined ? 'disconnected' : 'disconnected (reason ' + r + ')');
     worker.terminate();
     if (leaving || !joinArgs?.rejoin || room !== thisRoom || !connected) return;
     // Every key goes to the new Room's worker: in flight again.
