@@ -40,6 +40,7 @@ const (
 // livekit-server icebox runs on its own address and hands icebox's relay
 // with scoped credentials as its TURN (rtc_managed_test.go).
 func TestMatrixRTCBrowser(t *testing.T) {
+	t.Parallel() // its own namespaces, Dendrite, livekit-servers and Chromium
 	b := newRTCBed(t)
 	t.Run("three-relay", func(t *testing.T) { b.groupCall(t, "three-relay", 3, true, false) })
 	t.Run("refusals", func(t *testing.T) { b.refusals(t) })
