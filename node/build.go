@@ -36,6 +36,18 @@ func (n *Node) buildKeyring(context.Context) error {
 		return ConfigError{err}
 	}
 	n.keys = keys
+	// A rotated SFU TURN secret (`icebox keyring rotate`) reaches the
+	// managed livekit-server only through a restart: it reads its
+	// secret_file once. The old secret stays accepted for the credentials
+	// it minted before.
+	keys.OnSFURotated(func(kid string) {
+		if n.liveKit == nil {
+			return
+		}
+		n.log.Info().Str("component", "livekit").Str("sfu_kid", kid).
+			Msg("SFU TURN secret rotated: restarting livekit-server to read it")
+		n.liveKit.sup.Restart()
+	})
 	return nil
 }
 
@@ -205,7 +217,7 @@ func (n *Node) buildAPI(context.Context) error {
 		ActiveCalls:  n.state.ActiveCalls,
 		UI:           ui,
 		Mounts:       mounts,
-		KeyringAdmin: keyringAdmin{n.keys},
+		KeyringAdmin: keyringAdmin{keys: n.keys, liveKit: n.liveKitState},
 		MaxBodyBytes: cfg.HTTP.MaxBodyBytes,
 		Draining:     n.draining.Load,
 		Gatherer:     n.opts.Registry,

@@ -12,8 +12,13 @@ import (
 )
 
 // keyringAdmin serves /admin/keyring from the keystore, converting its
-// descriptions to the API's.
-type keyringAdmin struct{ keys *keystore.Manager }
+// descriptions to the API's, with the SFU TURN secrets and the managed
+// livekit-server (liveKit; nil or answering nil: not managed) that a
+// rotation of them restarts.
+type keyringAdmin struct {
+	keys    *keystore.Manager
+	liveKit func() *httpapi.LiveKitState
+}
 
 var _ httpapi.KeyringAdmin = keyringAdmin{}
 
@@ -44,10 +49,37 @@ func (a keyringAdmin) Rotate(compat bool) (httpapi.KeyringInfo, error) {
 		}
 		return httpapi.KeyringInfo{}, fmt.Errorf("%w: %w", httpapi.ErrKeyringNotManaged, err)
 	}
-	return apiKeyringInfo(info), nil
+	return a.withSFU(apiKeyringInfo(info)), nil
 }
 
-func (a keyringAdmin) Info() httpapi.KeyringInfo { return apiKeyringInfo(a.keys.Info()) }
+func (a keyringAdmin) Info() httpapi.KeyringInfo { return a.withSFU(apiKeyringInfo(a.keys.Info())) }
+
+// withSFU adds the SFU TURN secrets (when on) and the managed LiveKit's
+// state (when managed) to info.
+func (a keyringAdmin) withSFU(info httpapi.KeyringInfo) httpapi.KeyringInfo {
+	if si, err := a.keys.SFUInfo(); err == nil {
+		sfu := &httpapi.SFUKeyring{CurrentKID: si.CurrentKID}
+		for _, k := range si.Keys {
+			sfu.Keys = append(sfu.Keys, httpapi.KeyInfo{KID: k.KID, RetireAt: k.RetireAt})
+		}
+		info.SFU = sfu
+	}
+	if a.liveKit != nil {
+		info.LiveKit = a.liveKit()
+	}
+	return info
+}
+
+// liveKitState is the managed livekit-server's state for /admin/keyring;
+// nil when not managed.
+func (n *Node) liveKitState() *httpapi.LiveKitState {
+	if n.liveKit == nil {
+		return nil
+	}
+	st := n.liveKit.sup.State()
+	rooms, participants := n.liveKit.hook.Counts()
+	return &httpapi.LiveKitState{Up: st.Ready, PID: st.PID, Restarts: st.Restarts, Rooms: rooms, Participants: participants}
+}
 
 func apiKeyringInfo(in keystore.Info) httpapi.KeyringInfo {
 	out := httpapi.KeyringInfo{ActiveKID: in.ActiveKID}

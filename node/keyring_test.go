@@ -28,7 +28,7 @@ func TestKeyringRotateRotatesSFUSecret(t *testing.T) {
 	}
 	var restarts []string
 	keys.OnSFURotated(func(kid string) { restarts = append(restarts, kid) })
-	info, err := keyringAdmin{keys}.Rotate(false)
+	info, err := keyringAdmin{keys: keys}.Rotate(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestKeyringRotateRotatesSFUSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = keyringAdmin{keys}.Rotate(false)
+	_, err = keyringAdmin{keys: keys}.Rotate(false)
 	if !errors.Is(err, httpapi.ErrKeyringNotManaged) || keys.Keyring().SFUKIDs()[0] != "sfu2" {
 		t.Fatalf("unmanaged keyring: %v, SFU %v; want not-managed and the SFU secret rotated", err, keys.Keyring().SFUKIDs())
 	}

@@ -26,6 +26,10 @@ type managedLiveKit struct {
 	url  string // what clients are told (matrixrtc.livekit.url or its default)
 	sup  *livekitproc.Supervisor
 	hook *livekitproc.Webhook
+
+	// roomServiceURL is the child's signal port as icebox dials it, for
+	// the authorization service's room creation.
+	roomServiceURL string
 }
 
 // liveKitDir is the managed LiveKit's directory in state_dir: its key file
@@ -87,7 +91,8 @@ func (n *Node) buildManagedLiveKit() (*managedLiveKit, error) {
 		n.log.Warn().Str("component", "livekit").
 			Msg("http.tls is on: livekit-server's webhooks to icebox's own address cannot verify its certificate, so the room and participant gauges stay empty")
 	}
-	return &managedLiveKit{keys: keys, url: cfg.ManagedLiveKitURL(), sup: sup, hook: hook}, nil
+	local := "http://" + net.JoinHostPort(dialable(server.Bind).String(), strconv.Itoa(server.Port)) // as HealthURL
+	return &managedLiveKit{keys: keys, url: cfg.ManagedLiveKitURL(), roomServiceURL: local, sup: sup, hook: hook}, nil
 }
 
 // liveKitServerConfig is livekit-server's configuration from icebox's.

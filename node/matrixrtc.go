@@ -19,6 +19,7 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 		return nil, nil
 	}
 	url, key := cfg.LiveKit.URL, cfg.LiveKit.APIKey
+	roomService := "" // external: LiveKit's RoomService at url
 	secret, err := cfg.LiveKit.SecretValue()
 	if err != nil {
 		return nil, ConfigError{err}
@@ -29,6 +30,9 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 			return nil, err
 		}
 		url, key, secret = n.liveKit.url, n.liveKit.keys.APIKey, n.liveKit.keys.APISecret
+		// Rooms are created at the child's own signal port, not at url
+		// (a public wss:// proxy address icebox may not reach).
+		roomService = n.liveKit.roomServiceURL
 		prefix, hook := n.liveKit.webhookMount()
 		mounts[prefix] = hook
 	}
@@ -49,6 +53,7 @@ func (n *Node) buildMatrixRTC() (map[string]http.Handler, error) {
 	svc, err := authservice.New(authservice.Config{
 		AllowAddr:             allow,
 		LiveKitURL:            url,
+		RoomServiceURL:        roomService,
 		APIKey:                key,
 		APISecret:             secret,
 		FullAccessHomeservers: cfg.FullAccessHomeservers,

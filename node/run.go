@@ -101,9 +101,9 @@ func (n *Node) reloadKeyring() {
 	if err == nil {
 		next, err2 := n.keys.Reload(cfg)
 		if err = err2; err == nil {
+			n.reloadSFUPeers(cfg) // before the log line that says the reload is done
 			n.log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
 				Strs("kids", next.KIDs()).Msg("keyring reloaded")
-			n.reloadSFUPeers(cfg)
 			return
 		}
 	}

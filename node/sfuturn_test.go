@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -19,12 +22,14 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/node"
 	"github.com/icebox-voip/icebox/node/nodetest"
+	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekitproc"
 )
 
@@ -260,4 +265,176 @@ func echo(t *testing.T, relay, peer net.PacketConn) {
 	if err != nil || !bytes.Equal(buf[:n], back) {
 		t.Fatalf("relay from LiveKit's port: %q, %v; want %q", buf[:n], err, back)
 	}
+}
+
+// TestNodeRotateSFUSecretRestartsLiveKit: `icebox keyring rotate` (POST
+// /admin/keyring/rotate) rotates the SFU TURN secret, which rewrites the
+// secret file and restarts the managed livekit-server (a new PID, not
+// counted as a failure); the new child hands out credentials of the new
+// secret, which allocate on icebox, while a credential of the old secret
+// still does (grace: ttl + max allocation duration).
+func TestNodeRotateSFUSecretRestartsLiveKit(t *testing.T) {
+	requireLiveKit(t)
+	stateDir := filepath.Join(t.TempDir(), "state")
+	cfg := managedTURNConfig(t, stateDir)
+	cfg.Credentials.Secrets = []config.Secret{{KID: "k1", Compat: true}} // generated: rotate answers 200
+	const adminToken = "node-test-admin-token"
+	authn, err := httpapi.NewAuthenticator(httpapi.AuthConfig{
+		StaticTokens: []httpapi.StaticToken{{SHA256: sha256.Sum256([]byte(adminToken)), User: "admin", Admin: true}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	n := nodetest.Start(t, cfg, node.Options{Logger: zerolog.Nop(), Registry: reg, Auth: authn})
+	poll(t, 30*time.Second, "/readyz 200 with livekit-server up", func() bool { return readyz(t, n) == http.StatusOK })
+	before, _ := n.LiveKit()
+	udp := first(n.Addrs.TURNUDP)
+	turnURL := "turn:" + udp + "?transport=udp"
+	oldUser, oldPass, _ := liveKitICE(t, cfg, "rotate-room", "@alice:example.org:DEV", turnURL)
+	oldSecret, err := os.ReadFile(keystore.SFUSecretPath(stateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	k := adminKeyring(t, n.Addrs.HTTP, adminToken)
+	if k.SFU == nil || k.SFU.CurrentKID != "sfu1" || len(k.SFU.Keys) != 1 || k.LiveKit == nil || !k.LiveKit.Up || k.LiveKit.PID != before.PID {
+		t.Errorf("GET /admin/keyring before rotating: sfu %+v, livekit %+v; want sfu1 alone and LiveKit up as pid %d", k.SFU, k.LiveKit, before.PID)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+n.Addrs.HTTP+"/admin/keyring/rotate", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("POST /admin/keyring/rotate: %d", resp.StatusCode)
+	}
+	rotated := time.Now()
+	poll(t, 30*time.Second, "livekit-server restarted with a new PID", func() bool {
+		st, _ := n.LiveKit()
+		return st.Ready && st.PID != before.PID && st.PID != 0
+	})
+	after, _ := n.LiveKit()
+	t.Logf("rotate to ready again: %v (pid %d -> %d, restarts counted %d -> %d)",
+		time.Since(rotated).Round(time.Millisecond), before.PID, after.PID, before.Restarts, after.Restarts)
+	if after.Restarts != before.Restarts {
+		t.Errorf("a requested restart counted as a failure: %d -> %d", before.Restarts, after.Restarts)
+	}
+	k = adminKeyring(t, n.Addrs.HTTP, adminToken)
+	if k.SFU == nil || k.SFU.CurrentKID != "sfu2" || len(k.SFU.Keys) != 2 || k.SFU.Keys[1].KID != "sfu1" || k.SFU.Keys[1].RetireAt == nil ||
+		k.LiveKit == nil || !k.LiveKit.Up || k.LiveKit.PID != after.PID || k.LiveKit.Restarts != 0 {
+		t.Errorf("GET /admin/keyring after rotating: sfu %+v, livekit %+v; want sfu2 current, sfu1 retiring, LiveKit up as pid %d", k.SFU, k.LiveKit, after.PID)
+	}
+	newSecret, err := os.ReadFile(keystore.SFUSecretPath(stateDir))
+	if err != nil || bytes.Equal(newSecret, oldSecret) {
+		t.Fatalf("the SFU secret file after rotation: %v, same as before: %v", err, bytes.Equal(newSecret, oldSecret))
+	}
+
+	newUser, newPass, _ := liveKitICE(t, cfg, "rotate-room", "@bob:example.org:DEV", turnURL)
+	sign := func(secret []byte, user string) string {
+		mac := hmac.New(sha1.New, bytes.TrimSpace(secret))
+		mac.Write([]byte(user))
+		return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	}
+	if newPass != sign(newSecret, newUser) {
+		t.Errorf("the restarted livekit-server's credential is not signed with the new secret")
+	}
+	if oldPass != sign(oldSecret, oldUser) {
+		t.Errorf("the first credential is not signed with the first secret")
+	}
+	var peer net.PacketConn
+	for p := 41099; p >= 41000 && peer == nil; p-- {
+		peer, _ = net.ListenPacket("udp4", "127.0.0.1:"+itoa(p))
+	}
+	if peer == nil {
+		t.Fatal("no free port in the managed LiveKit's range 41000-41099")
+	}
+	defer peer.Close()
+	for name, cred := range map[string][2]string{"new secret": {newUser, newPass}, "old secret (grace)": {oldUser, oldPass}} {
+		_, relay := turnClient(t, udp, cred[0], cred[1])
+		echo(t, relay, peer)
+		t.Logf("%s: allocated and relayed to LiveKit's port", name)
+	}
+}
+
+// sfuCredential mints a credential as livekit-server does from the SFU
+// secret file: "<expiry>:PA_<12 of LiveKit's alphabet>", base64
+// HMAC-SHA1 of the file's (trimmed) contents.
+func sfuCredential(t *testing.T, stateDir string) (user, pass string) {
+	t.Helper()
+	secret, err := os.ReadFile(keystore.SFUSecretPath(stateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	user = strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10) + ":PA_Zx7kQm3RtV9w"
+	mac := hmac.New(sha1.New, bytes.TrimSpace(secret))
+	mac.Write([]byte(user))
+	return user, base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// TestNodeReloadSFUPeers: SIGHUP re-reads matrixrtc.livekit.turn.peers
+// into the relay's SFU allow-list: an SFU credential reaches the newly
+// listed port, and the live allocation no longer reaches the unlisted one.
+func TestNodeReloadSFUPeers(t *testing.T) {
+	var peers [2]net.PacketConn
+	for i := range peers {
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		peers[i] = pc
+	}
+	stateDir := filepath.Join(t.TempDir(), "state")
+	cfg := nodetest.Config(stateDir, testSecret)
+	cfg.TURN.AllowLoopbackPeers = false // only the SFU allow-list opens these ports
+	cfg.MatrixRTC.LiveKit.TURN.Enabled = true
+	cfg.MatrixRTC.LiveKit.TURN.Peers = []string{peers[0].LocalAddr().String()}
+	reload := make(chan struct{}, 1)
+	next := cfg
+	next.MatrixRTC.LiveKit.TURN.Peers = []string{peers[1].LocalAddr().String()}
+	log := &syncBuffer{}
+	n := nodetest.Start(t, cfg, node.Options{
+		Logger: zerolog.New(log), Reload: reload,
+		LoadConfig: func() (config.Config, error) { return next, nil },
+	})
+	udp := first(n.Addrs.TURNUDP)
+	user, pass := sfuCredential(t, stateDir)
+	_, relay := turnClient(t, udp, user, pass)
+	echo(t, relay, peers[0])
+
+	reload <- struct{}{}
+	poll(t, 10*time.Second, "SIGHUP handled", func() bool { return strings.Contains(log.String(), "keyring reloaded") })
+	_, relay2 := turnClient(t, udp, user, pass)
+	// The live allocation's datagram to the port no longer listed goes
+	// first; the new one's to the listed port after it.
+	if _, err := relay.WriteTo([]byte("to-unlisted"), peers[0].LocalAddr()); err != nil {
+		t.Logf("WriteTo the unlisted port: %v", err)
+	}
+	echo(t, relay2, peers[1])
+	_ = peers[0].SetReadDeadline(time.Now())
+	if n, _, err := peers[0].ReadFrom(make([]byte, 64)); err == nil {
+		t.Errorf("a port dropped from matrixrtc.livekit.turn.peers still got %d bytes", n)
+	}
+}
+
+// adminKeyring is GET /admin/keyring with an admin token.
+func adminKeyring(t *testing.T, httpAddr, token string) httpapi.KeyringInfo {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+httpAddr+"/admin/keyring", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var k httpapi.KeyringInfo
+	if err := json.Unmarshal(body, &k); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /admin/keyring: %d %v", resp.StatusCode, err)
+	}
+	t.Logf("GET /admin/keyring: %s", bytes.TrimSpace(body))
+	return k
 }

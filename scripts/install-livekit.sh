@@ -7,8 +7,9 @@
 # Pinned to github.com/livekit/livekit-server (Apache-2.0) v1.13.5: it builds
 # with CGO_ENABLED=0; v1.13.6 and later `replace` pion modules with forks
 # the module proxy does not serve, so `go install` refuses them. Keep
-# LIVEKIT_VERSION equal to the version the Go side pins (livekittest.Version;
-# a test checks it).
+# LIVEKIT_VERSION equal to the version the Go side pins (livekitproc.Version,
+# which livekittest uses too; livekitproc's TestInstallScriptPinsSameVersion
+# checks it).
 #
 # Idempotent: does nothing when the binary is there and the stamp file says
 # it is this version built this way. Installs into $LIVEKIT_BIN when set, else

@@ -27,6 +27,32 @@ var ErrKeyringNotManaged = errors.New("keyring not managed by icebox")
 type KeyringInfo struct {
 	ActiveKID string    `json:"active_kid"`
 	Keys      []KeyInfo `json:"keys"`
+
+	// SFU describes the LiveKit SFU's TURN secrets
+	// (matrixrtc.livekit.turn), which a rotation rotates too; absent when
+	// off.
+	SFU *SFUKeyring `json:"sfu,omitempty"`
+	// LiveKit is the managed livekit-server, which a rotation of the SFU
+	// secret restarts; absent when matrixrtc.livekit.mode is not managed.
+	LiveKit *LiveKitState `json:"livekit,omitempty"`
+}
+
+// SFUKeyring is the SFU TURN secrets: the one LiveKit mints credentials
+// with (current_kid), and older ones still accepted until retire_at.
+type SFUKeyring struct {
+	CurrentKID string    `json:"current_kid"`
+	Keys       []KeyInfo `json:"keys"`
+}
+
+// LiveKitState is the managed livekit-server: running and answering (up),
+// its restarts after failures (not those a rotation asks for), and its
+// rooms and participants as its webhooks report them.
+type LiveKitState struct {
+	Up           bool `json:"up"`
+	PID          int  `json:"pid,omitempty"`
+	Restarts     int  `json:"restarts"`
+	Rooms        int  `json:"rooms"`
+	Participants int  `json:"participants"`
 }
 
 // KeyInfo is one key of the keyring.

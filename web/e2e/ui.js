@@ -152,6 +152,10 @@ async function callDemo() {
     rows: Array.from(document.querySelectorAll('#calls tbody tr[data-call-id]')).map((r) => ({ id: r.dataset.callId, status: r.dataset.status })),
     chartPoints: Number(document.querySelector('#chart').dataset.points || 0),
     keyring: Array.from(document.querySelectorAll('#keyring tbody tr')).map((r) => r.dataset.kid),
+    // With matrixrtc.livekit.turn on: the SFU TURN kids ({kid, role:
+    // current|accepted}); in mode managed the LiveKit panel's data.
+    sfu: Array.from(document.querySelectorAll('#keyring tbody tr[data-sfu]')).map((r) => ({ kid: r.dataset.kid, role: r.dataset.sfu })),
+    livekit: document.querySelector('#livekit') ? { ...document.querySelector('#livekit').dataset } : null,
     matrix: document.querySelector('#matrix').dataset.matrix,
   }));
   // Let a few more stats ticks paint before the screenshots.

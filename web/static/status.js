@@ -72,10 +72,47 @@
   }
 
   function showKeyring(k) {
-    $('#keyring tbody').replaceChildren(...k.keys.map((key) => el('tr', { 'data-kid': key.kid },
+    const retires = (key) => el('td', { text: key.retire_at ? new Date(key.retire_at).toLocaleString() : '–' });
+    const rows = k.keys.map((key) => el('tr', { 'data-kid': key.kid },
       el('td', { class: 'mono', text: key.kid }),
       el('td', { text: (key.kid === k.active_kid ? 'signs' : 'accepted') + (key.compat ? ', compat' : '') }),
-      el('td', { text: key.retire_at ? new Date(key.retire_at).toLocaleString() : '–' }))));
+      retires(key)));
+    // The LiveKit SFU's TURN secrets (matrixrtc.livekit.turn): LiveKit
+    // mints its participants' credentials with the current one.
+    if (k.sfu) {
+      for (const key of k.sfu.keys || []) {
+        rows.push(el('tr', { 'data-kid': key.kid, 'data-sfu': key.kid === k.sfu.current_kid ? 'current' : 'accepted' },
+          el('td', { class: 'mono', text: key.kid }),
+          el('td', { text: key.kid === k.sfu.current_kid ? 'LiveKit TURN, current' : 'LiveKit TURN, accepted' }),
+          retires(key)));
+      }
+    }
+    $('#keyring tbody').replaceChildren(...rows);
+    showLiveKit(k.livekit);
+  }
+
+  // showLiveKit shows the managed livekit-server (matrixrtc.livekit.mode:
+  // managed) under the keyring: a rotation of its TURN secret restarts it.
+  function showLiveKit(lk) {
+    let box = document.getElementById('livekit');
+    if (!lk) {
+      if (box) box.remove();
+      return;
+    }
+    if (!box) {
+      box = el('div', { class: 'panel', id: 'livekit' });
+      $('#keyring').after(box);
+    }
+    const stat = (v, k) => el('span', { class: 'stat' }, el('span', { class: 'v', text: String(v) }), el('span', { class: 'k', text: k }));
+    box.dataset.up = String(lk.up);
+    box.dataset.restarts = String(lk.restarts);
+    box.dataset.rooms = String(lk.rooms);
+    box.dataset.participants = String(lk.participants);
+    box.replaceChildren(
+      stat(lk.up ? 'up' : 'down', 'LiveKit'),
+      stat(lk.restarts, 'restarts'),
+      stat(lk.rooms, 'rooms'),
+      stat(lk.participants, 'participants'));
   }
 
   function showMetrics(m) {

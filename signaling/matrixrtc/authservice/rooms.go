@@ -47,7 +47,7 @@ func newTwirpRooms(liveKitURL, key, secret string) (*twirpRooms, error) {
 		u.Scheme = "https"
 	case "http", "https":
 	default:
-		return nil, fmt.Errorf("authservice: livekit url %q: want ws:// or wss://", liveKitURL)
+		return nil, fmt.Errorf("authservice: livekit room service url %q: want http://, https://, ws:// or wss://", liveKitURL)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/") + "/twirp/livekit.RoomService/CreateRoom"
 	return &twirpRooms{endpoint: u.String(), key: key, secret: secret, client: &http.Client{Timeout: 10 * time.Second}}, nil

@@ -38,7 +38,7 @@ type Config struct {
 	// Tests hand in their CA.
 	RootCAs *x509.CertPool
 	// Rooms creates LiveKit rooms for full-access users. Default: LiveKit's
-	// RoomService at LiveKitURL.
+	// RoomService at RoomServiceURL.
 	Rooms      RoomCreator
 	Registerer prometheus.Registerer // nil = metrics not registered
 	Logger     zerolog.Logger
@@ -52,6 +52,13 @@ type Config struct {
 	// checked (as lk-jwt-service).
 	Membership Membership
 	Now        func() time.Time // Default: time.Now (tests move the cache's clock)
+
+	// RoomServiceURL is where the service calls LiveKit's RoomService to
+	// create rooms (http://, https://, ws:// or wss://): node sets it to
+	// the managed livekit-server's own address, since LiveKitURL is then
+	// often the public wss:// address of a reverse proxy that icebox
+	// itself may not reach. Default: LiveKitURL.
+	RoomServiceURL string
 }
 
 // Service serves the authorization API.
@@ -78,7 +85,11 @@ func New(cfg Config) (*Service, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Rooms == nil {
-		rc, err := newTwirpRooms(cfg.LiveKitURL, cfg.APIKey, cfg.APISecret)
+		rsURL := cfg.RoomServiceURL
+		if rsURL == "" {
+			rsURL = cfg.LiveKitURL
+		}
+		rc, err := newTwirpRooms(rsURL, cfg.APIKey, cfg.APISecret)
 		if err != nil {
 			return nil, err
 		}

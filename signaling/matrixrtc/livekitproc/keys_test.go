@@ -11,7 +11,7 @@ import (
 )
 
 // TestInstallScriptPinsSameVersion keeps scripts/install-livekit.sh and
-// Version in step.
+// Version, the one pin (livekittest runs the same), in step.
 func TestInstallScriptPinsSameVersion(t *testing.T) {
 	script, err := os.ReadFile("../../../scripts/install-livekit.sh")
 	if err != nil {

@@ -4,7 +4,8 @@
 // binary (in a network namespace when the test gives a command wrapper),
 // waits until it answers and stops it by PID at the end of the test.
 //
-// The binary comes from scripts/install-livekit.sh (Version). Without it a
+// The binary comes from scripts/install-livekit.sh (livekitproc.Version, the
+// one release icebox pins for its managed mode and its tests). Without it a
 // test fails under CI=true and is skipped elsewhere, saying what to run.
 package livekittest
 
@@ -30,11 +31,9 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
-)
 
-// Version is the livekit-server the tests run; scripts/install-livekit.sh
-// installs it (a test keeps the two equal).
-const Version = "v1.13.5"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekitproc"
+)
 
 const (
 	// startTimeout bounds start-up: livekit-server answers within a second
@@ -103,7 +102,7 @@ type Server struct {
 	stopOnce sync.Once
 }
 
-// Binary returns the path of livekit-server at Version, or skips the test
+// Binary returns the path of livekit-server at livekitproc.Version, or skips the test
 // (fails it under CI=true) saying what to run.
 func Binary(t testing.TB) string {
 	t.Helper()
@@ -149,7 +148,7 @@ func find() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("livekittest: %s --version: %w: %s", path, err, out)
 	}
-	if got, want := strings.TrimSpace(string(out)), "livekit-server version "+strings.TrimPrefix(Version, "v"); got != want {
+	if got, want := strings.TrimSpace(string(out)), "livekit-server version "+strings.TrimPrefix(livekitproc.Version, "v"); got != want {
 		return "", fmt.Errorf("livekittest: %s reports %q, want %q", path, got, want)
 	}
 	return path, nil
@@ -232,7 +231,7 @@ func Start(t testing.TB, cfg Config) *Server {
 	if err := s.waitReady(cfg.Dial); err != nil {
 		t.Fatalf("livekittest: %v\n%s", err, s.Log())
 	}
-	t.Logf("livekittest: livekit-server %s ready at %s (node IP %s, UDP %d) in %v", Version, s.URL, cfg.NodeIP, cfg.UDPPort, time.Since(begin).Round(time.Millisecond))
+	t.Logf("livekittest: livekit-server %s ready at %s (node IP %s, UDP %d) in %v", livekitproc.Version, s.URL, cfg.NodeIP, cfg.UDPPort, time.Since(begin).Round(time.Millisecond))
 	return s
 }
 

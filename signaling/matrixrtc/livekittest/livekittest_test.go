@@ -3,8 +3,6 @@ package livekittest_test
 import (
 	"io"
 	"net/http"
-	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -13,22 +11,6 @@ import (
 
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekittest"
 )
-
-// TestInstallScriptPinsSameVersion keeps scripts/install-livekit.sh and
-// Version in step.
-func TestInstallScriptPinsSameVersion(t *testing.T) {
-	script, err := os.ReadFile("../../../scripts/install-livekit.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^LIVEKIT_VERSION=(\S+)$`).FindSubmatch(script)
-	if m == nil {
-		t.Fatal("scripts/install-livekit.sh has no LIVEKIT_VERSION= line")
-	}
-	if got := string(m[1]); got != livekittest.Version {
-		t.Errorf("install-livekit.sh pins %s, livekittest.Version is %s", got, livekittest.Version)
-	}
-}
 
 // TestStart runs the real server on loopback and creates a room through
 // its RoomService with the generated key: the key file and the API work.
