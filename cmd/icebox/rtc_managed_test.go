@@ -34,14 +34,16 @@ func (b *rtcBed) scopedRelayCall(t *testing.T) {
 
 // liveKitKilled: livekit-server is killed (SIGKILL, by PID) mid-call.
 // icebox starts a new one (icebox_livekit_restarts_total +1, /readyz 200
-// again); livekit-client tries to resume, which the new server refuses (it
-// knows no room: rooms are made by the authorization service only, and the
-// old one died with the old server), and gives up; each page then joins
-// LiveKit again as Element Call does after "Connection lost" — a new
+// again). livekit-client tries to resume, then to join again with its
+// JWT; the new server refuses while the room does not exist (rooms are
+// made by the authorization service only, and the old one died with the
+// old server), and livekit-client gives up. A page whose livekit-client
+// gave up joins LiveKit again as a client re-running its join does — a new
 // /sfu/get, which makes the room again, and a new connection — with its
-// MatrixRTC session and keys unchanged. Media must flow again, relayed as
-// before, decrypted with no E2EE failure once the keys reached the new
-// connections.
+// MatrixRTC session and keys unchanged; a page whose livekit-client tries
+// after that succeeds by itself. Either counts: the test logs which.
+// Media must flow again, relayed as before, decrypted with no E2EE failure
+// once the keys reached the new connections.
 func (b *rtcBed) liveKitKilled(t *testing.T, pages []rtcPage, identity map[string]string) {
 	pid := b.liveKitPID(t)
 	if pid == 0 {

@@ -131,9 +131,12 @@ async function openID() { return client.getOpenIdToken(); }
 // publishing Chromium's fake camera and microphone. relay forces
 // iceTransportPolicy "relay": media only through the TURN servers that
 // LiveKit hands out. With rejoin, a LiveKit connection that livekit-client
-// gives up (its own reconnection failed) is made again as Element Call
-// makes it after "Connection lost": a new /sfu/get, a new Room; the
-// MatrixRTC session, its membership and its keys stay.
+// gives up (its own reconnection failed: a restarted SFU knows no room, and
+// a JWT cannot create one) is made again as a client re-running its join
+// makes it: a new /sfu/get, which makes the room again, and a new Room;
+// the MatrixRTC session, its membership and its keys stay. (Element Call
+// 0.26.1 has its ConnectionLostError on a LiveKit disconnect commented
+// out, so it is not a behaviour of its to copy here.)
 async function join({ roomId, serviceUrl, relay, rejoin }) {
   const mroom = client.getRoom(roomId);
   if (!mroom) throw new Error('no room ' + roomId);
