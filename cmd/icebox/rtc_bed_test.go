@@ -56,6 +56,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/internal/netbed"
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekittest"
@@ -128,7 +129,7 @@ func newRTCBed(t *testing.T) *rtcBed {
 	b.lkKey, b.lkSec = "APIrtc"+rtcRandomHex(t, 4), rtcRandomHex(t, 32)
 	b.lkURL = "ws://" + net.JoinHostPort(browserBedPeer, strconv.Itoa(rtcLiveKitPort))
 	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig, apiTokens{"admin": rtcAdminTok}.env())
-	sfuSecret, err := os.ReadFile(filepath.Join(b.stateDir, "secrets", "sfu-turn.secret"))
+	sfuSecret, err := os.ReadFile(keystore.SFUSecretPath(b.stateDir))
 	if err != nil {
 		t.Fatalf("icebox's SFU TURN secret: %v", err)
 	}
