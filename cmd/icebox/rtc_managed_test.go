@@ -7,10 +7,15 @@ package main
 // mid-call.
 
 import (
+	"bytes"
+	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/icebox-voip/icebox/credentials/keystore"
 )
 
 // rtcRestartWait bounds icebox's restart of a killed livekit-server: its
@@ -26,10 +31,12 @@ const rtcLiveKitRestarts = `icebox_livekit_restarts_total`
 // the SFU's candidates icebox's address, and every byte they receive came
 // through allocations of the scoped credentials livekit-server minted from
 // icebox's SFU secret — an ordinary credential cannot reach a port of
-// icebox's host). Then the SFU is killed mid-call (livekit-killed).
+// icebox's host). Then the SFU is killed mid-call (livekit-killed), and
+// its TURN secret rotated (sfu-secret-rotated).
 func (b *rtcBed) scopedRelayCall(t *testing.T) {
 	pages, identity := b.groupCall(t, "managed-relay", 2, true, true)
 	t.Run("livekit-killed", func(t *testing.T) { b.liveKitKilled(t, pages, identity) })
+	t.Run("sfu-secret-rotated", func(t *testing.T) { b.sfuSecretRotated(t, pages, identity) })
 }
 
 // liveKitKilled: livekit-server is killed (SIGKILL, by PID) mid-call.
@@ -68,16 +75,67 @@ func (b *rtcBed) liveKitKilled(t *testing.T, pages []rtcPage, identity map[strin
 		t.Errorf("icebox_livekit_restarts_total grew by %v, want 1", d)
 	}
 
-	// Each page's connection after the kill: resumed by livekit-client, or
-	// joined again by the page.
-	since := killedAt.UnixMilli()
+	how := b.connectedAgain(t, pages, killedAt)
+	flowingAt, _ := b.mediaFlows(t, pages, identity, true)
+	for _, p := range pages {
+		t.Logf("%s after the kill: %s", p.name, how[p.name])
+	}
+	t.Logf("kill -9 livekit-server (pid %d): new pid %d after %v (/readyz not 200 seen: %v); media flowing again %v after the kill, %v after the restart",
+		pid, newPID, restartedAt.Sub(killedAt).Round(time.Millisecond), notReady,
+		flowingAt.Sub(killedAt).Round(time.Millisecond), flowingAt.Sub(restartedAt).Round(time.Millisecond))
+}
+
+// sfuSecretRotated: POST /admin/keyring/rotate mid-call rotates the SFU
+// TURN secret too, and icebox restarts its livekit-server to read the new
+// one (a configured keyring, as the bed's, is not rotated: the answer says
+// so, and that the SFU secret was). The pages connect again as after a
+// kill (liveKitKilled), now relayed with credentials the new server mints
+// from the new secret, and media flows again.
+func (b *rtcBed) sfuSecretRotated(t *testing.T, pages []rtcPage, identity map[string]string) {
+	pid := b.liveKitPID(t)
+	secret0, err := os.ReadFile(keystore.SFUSecretPath(b.stateDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotatedAt := time.Now()
+	code, body := clientRequest(t, b.hc, http.MethodPost, "http://"+nsHTTP+"/admin/keyring/rotate", rtcAdminTok, map[string]any{})
+	if !strings.Contains(string(body), "SFU TURN secret was rotated") {
+		t.Errorf("POST /admin/keyring/rotate: %d %s; want it to say that the SFU TURN secret was rotated", code, body)
+	}
+	secret1, err := os.ReadFile(keystore.SFUSecretPath(b.stateDir))
+	if err != nil || bytes.Equal(secret0, secret1) {
+		t.Fatalf("the SFU secret file after the rotation: unchanged or unreadable (%v)", err)
+	}
+	newPID := 0
+	if !waitFor(rtcRestartWait, func() bool {
+		newPID = b.liveKitPID(t)
+		return newPID != 0 && newPID != pid && b.readyz() == http.StatusOK
+	}) {
+		t.Fatalf("livekit-server not restarted within %v of the rotation (pid %d, /readyz %d)", rtcRestartWait, newPID, b.readyz())
+	}
+	restartedAt := time.Now()
+	how := b.connectedAgain(t, pages, rotatedAt)
+	flowingAt, _ := b.mediaFlows(t, pages, identity, true)
+	for _, p := range pages {
+		t.Logf("%s after the rotation: %s", p.name, how[p.name])
+	}
+	t.Logf("SFU secret rotated (POST /admin/keyring/rotate: %d): livekit-server pid %d → %d after %v; media flowing again %v after the rotation",
+		code, pid, newPID, restartedAt.Sub(rotatedAt).Round(time.Millisecond), flowingAt.Sub(rotatedAt).Round(time.Millisecond))
+}
+
+// connectedAgain waits until every page's LiveKit connection came back
+// after since (livekit-client's own reconnect, or the page's rejoin) and
+// returns each page's connection events since then.
+func (b *rtcBed) connectedAgain(t *testing.T, pages []rtcPage, since time.Time) map[string]string {
+	t.Helper()
+	ms := since.UnixMilli()
 	how := map[string]string{}
 	if !waitFor(rtcMediaStartWait, func() bool {
 		for _, p := range pages {
 			var seen []string
 			back := ""
 			for _, e := range b.state(t, p.name).LiveKitEvents {
-				if e.T < since {
+				if e.T < ms {
 					continue
 				}
 				seen = append(seen, e.What)
@@ -92,13 +150,7 @@ func (b *rtcBed) liveKitKilled(t *testing.T, pages []rtcPage, identity map[strin
 		}
 		return true
 	}) {
-		t.Fatalf("not connected to LiveKit again within %v of the restart: %v", rtcMediaStartWait, how)
+		t.Fatalf("not connected to LiveKit again within %v: %v", rtcMediaStartWait, how)
 	}
-	flowingAt, _ := b.mediaFlows(t, pages, identity, true)
-	for _, p := range pages {
-		t.Logf("%s after the kill: %s", p.name, how[p.name])
-	}
-	t.Logf("kill -9 livekit-server (pid %d): new pid %d after %v (/readyz not 200 seen: %v); media flowing again %v after the kill, %v after the restart",
-		pid, newPID, restartedAt.Sub(killedAt).Round(time.Millisecond), notReady,
-		flowingAt.Sub(killedAt).Round(time.Millisecond), flowingAt.Sub(restartedAt).Round(time.Millisecond))
+	return how
 }
