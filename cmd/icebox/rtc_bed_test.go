@@ -403,6 +403,12 @@ type rtcState struct {
 	// every other's media, a key still on its way (WaitingForKey), and
 	// every other one (DecryptFailures).
 	WaitingForKey int `json:"waitingForKey"`
+	// The TURN servers LiveKit handed the page (credentials: never logged).
+	ICEServers []struct {
+		URLs       []string `json:"urls"`
+		Username   string   `json:"username"`
+		Credential string   `json:"credential"`
+	} `json:"iceServers"`
 	// livekit-client's connection events and the page's rejoins.
 	LiveKitEvents []struct {
 		T    int64  `json:"t"` // ms since the epoch

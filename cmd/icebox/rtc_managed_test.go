@@ -8,13 +8,18 @@ package main
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/icebox-voip/icebox/credentials"
 	"github.com/icebox-voip/icebox/credentials/keystore"
 )
 
@@ -97,6 +102,11 @@ func (b *rtcBed) sfuSecretRotated(t *testing.T, pages []rtcPage, identity map[st
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range pages {
+		if !b.mintedWith(t, p.name, secret0) {
+			t.Fatalf("%s: LiveKit did not hand out icebox's TURN with a credential of the SFU secret", p.name)
+		}
+	}
 	rotatedAt := time.Now()
 	code, body := clientRequest(t, b.hc, http.MethodPost, "http://"+nsHTTP+"/admin/keyring/rotate", rtcAdminTok, map[string]any{})
 	if !strings.Contains(string(body), "SFU TURN secret was rotated") {
@@ -116,6 +126,11 @@ func (b *rtcBed) sfuSecretRotated(t *testing.T, pages []rtcPage, identity map[st
 	restartedAt := time.Now()
 	how := b.connectedAgain(t, pages, rotatedAt)
 	flowingAt, _ := b.mediaFlows(t, pages, identity, true)
+	for _, p := range pages {
+		if !b.mintedWith(t, p.name, secret1) || b.mintedWith(t, p.name, secret0) {
+			t.Errorf("%s: LiveKit's TURN credential is not one of the new SFU secret", p.name)
+		}
+	}
 	for _, p := range pages {
 		t.Logf("%s after the rotation: %s", p.name, how[p.name])
 	}
@@ -153,4 +168,23 @@ func (b *rtcBed) connectedAgain(t *testing.T, pages []rtcPage, since time.Time) 
 		t.Fatalf("not connected to LiveKit again within %v: %v", rtcMediaStartWait, how)
 	}
 	return how
+}
+
+// mintedWith reports whether LiveKit handed page icebox's TURN
+// (turn:<icebox>:3478) with a credential it minted from secret: username
+// "<expiry>:PA_…", password base64(HMAC-SHA1(secret, username)).
+func (b *rtcBed) mintedWith(t *testing.T, page string, secret []byte) bool {
+	t.Helper()
+	for _, s := range b.state(t, page).ICEServers {
+		if !slices.ContainsFunc(s.URLs, func(u string) bool { return strings.HasPrefix(u, "turn:"+browserBedIP+":"+browserBedTURN) }) {
+			continue
+		}
+		_, user, _ := strings.Cut(s.Username, ":")
+		mac := hmac.New(sha1.New, bytes.TrimSpace(secret))
+		mac.Write([]byte(s.Username))
+		if credentials.IsParticipantID(user) && s.Credential == base64.StdEncoding.EncodeToString(mac.Sum(nil)) {
+			return true
+		}
+	}
+	return false
 }

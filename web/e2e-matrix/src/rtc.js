@@ -257,6 +257,9 @@ async function state() {
     keys: Object.fromEntries(keysFrom),
     waitingForKey: encryptionErrors.filter(waiting).length,
     livekitEvents: lkEvents.slice(-50),
+    // The TURN servers LiveKit's join response handed livekit-client (the
+    // test checks the credentials against icebox's SFU secret; never logged).
+    iceServers: (room?.engine?.latestJoinResponse?.iceServers || []).map((s) => ({ urls: s.urls, username: s.username, credential: s.credential })),
     decryptFailures: encryptionErrors.filter((e) => !waiting(e)).length,
     errorSamples: encryptionErrors.filter((e) => !waiting(e)).slice(0, 5),
     remotes: [], publishing: [],
