@@ -18,23 +18,45 @@ package main
 //	namespace "rtcsfu" (veth 198.18.0.2/24, linked to "rtc")
 //	  livekit-server: ws://198.18.0.2:7880, ICE on 198.18.0.2 UDP 7882 /
 //	     TCP 7881, hands clients turn:198.18.0.1:3478 with REST credentials
-//	     of icebox's secret
+//	     of icebox's SFU secret (matrixrtc.livekit.turn, peers: those ports)
+//
+// That is icebox in matrixrtc.livekit.mode: external, started before the
+// livekit-server, which is given the SFU secret icebox generated into its
+// state_dir: LiveKit's credentials ("<expiry>:PA_…") verify with that
+// secret only, never with the compat one. manage() then
+// restarts icebox in mode managed, with the TURN of issue 16 item 3: icebox
+// runs livekit-server itself in "rtc" (ws://198.18.0.1:7880, ICE on
+// 198.18.0.1 UDP rtcManagedUDP / TCP 7881), on its own host, and that
+// server hands clients turn:198.18.0.1:3478 with credentials of icebox's
+// SFU secret, scoped to the SFU's media ports.
+//
+// The authorization service reaches the homeserver (homeserver_urls)
+// through hsProxy, a proxy to the front that the homeserver-down test
+// turns off.
 //
 // The page calls /sfu/get on icebox's own origin (127.0.0.1:8080), not the
 // front's: the cross-origin request with its CORS preflight is what Element
 // Call on its own domain sends.
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/internal/netbed"
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekittest"
@@ -48,6 +70,9 @@ const (
 	rtcLiveKitPort = 7880
 	// rtcServicePath is matrixrtc.base_path (the default).
 	rtcServicePath = "/livekit/jwt"
+	// rtcManagedUDP is the managed livekit-server's ICE/UDP port range,
+	// apart from icebox's relay range (relayMinPort..relayMaxPort).
+	rtcManagedUDP = "47000-47099"
 )
 
 // rtcBed is one Dendrite, one livekit-server, one icebox and one browser
@@ -58,9 +83,18 @@ type rtcBed struct {
 	front   string // http://127.0.0.1:P inside the namespace
 	service string // the authorization service as the pages reach it
 	lk      *livekittest.Server
-	icebox  *instance
-	browser *jsBrowser
-	hc      *http.Client // dials inside the namespace
+	lkKey   string // lk's API key and secret, chosen before it starts
+	lkSec   string
+	lkURL   string // the LiveKit URL /sfu/get answers: lk's, or the managed one's
+	// stateDir is the running icebox's state_dir.
+	stateDir string
+	managed  bool // icebox runs livekit-server (manage)
+	hsProxy  *rtcHSProxy
+	icebox   *instance
+	browser  *jsBrowser
+	hc       *http.Client // dials inside the namespace
+	// lkBinary is livekit-server, for the managed mode.
+	lkBinary string
 
 	users  []string          // Matrix user IDs: alice, bob, carol
 	tokens map[string]string // user ID → the Go side's token (room set-up)
@@ -69,7 +103,7 @@ type rtcBed struct {
 func newRTCBed(t *testing.T) *rtcBed {
 	t.Helper()
 	distDir := filepath.Join(requireRTC(t), "dist")
-	livekittest.Binary(t) // skip before building anything when it is missing
+	lkBinary := livekittest.Binary(t) // skip before building anything when it is missing
 	// Chromium and icebox in "rtc" (198.18.0.1), livekit-server beside it
 	// in "rtcsfu" (198.18.0.2): icebox's relay never reaches a port of its
 	// own host but another allocation's (turnserver.Policy), so an SFU on
@@ -82,7 +116,7 @@ func newRTCBed(t *testing.T) *rtcBed {
 	// The federation API serves /_matrix/federation/v1/openid/userinfo,
 	// where the authorization service checks the pages' OpenID tokens.
 	hs := matrixtest.StartDendrite(t, matrixtest.WithConfig("global.disable_federation", false))
-	b := &rtcBed{ns: ns, hs: hs, hc: nsClient(ns, 10*time.Second), tokens: map[string]string{},
+	b := &rtcBed{ns: ns, hs: hs, hc: nsClient(ns, 10*time.Second), tokens: map[string]string{}, lkBinary: lkBinary,
 		service: "http://" + nsHTTP + rtcServicePath}
 	for _, name := range []string{"alice", "bob", "carol"} {
 		id, tok, _ := hs.Register(t, name, rtcPass, false)
@@ -91,12 +125,23 @@ func newRTCBed(t *testing.T) *rtcBed {
 	}
 	// The jssdk bed's front: only its fields ns and hs are used.
 	b.front = (&jsBed{ns: ns, hs: hs}).startFront(t, distDir)
+	b.hsProxy = startRTCHSProxy(t, ns, b.front)
+	b.lkKey, b.lkSec = "APIrtc"+rtcRandomHex(t, 4), rtcRandomHex(t, 32)
+	b.lkURL = "ws://" + net.JoinHostPort(browserBedPeer, strconv.Itoa(rtcLiveKitPort))
+	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig, apiTokens{"admin": rtcAdminTok}.env())
+	sfuSecret, err := os.ReadFile(keystore.SFUSecretPath(b.stateDir))
+	if err != nil {
+		t.Fatalf("icebox's SFU TURN secret: %v", err)
+	}
 	b.lk = livekittest.Start(t, livekittest.Config{
 		Command: sfuNS.Command, Dial: sfuNS.DialContext,
-		BindIP: browserBedPeer, Port: rtcLiveKitPort, NodeIP: browserBedPeer,
-		TURNServers: []livekittest.TURNServer{{Host: browserBedIP, Port: 3478, Protocol: "udp", Secret: testSecret, TTL: 3600}},
+		BindIP: browserBedPeer, Port: rtcLiveKitPort, NodeIP: browserBedPeer, TCPPort: rtcLiveKitPort + 1, UDPPort: rtcLiveKitPort + 2,
+		APIKey: b.lkKey, APISecret: b.lkSec,
+		TURNServers: []livekittest.TURNServer{{Host: browserBedIP, Port: 3478, Protocol: "udp", Secret: strings.TrimSpace(string(sfuSecret)), TTL: 3600}},
 	})
-	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig, apiTokens{"admin": rtcAdminTok}.env())
+	if b.lk.URL != b.lkURL {
+		t.Fatalf("livekit-server at %s, icebox told it is at %s", b.lk.URL, b.lkURL)
+	}
 	b.browser = startJSBrowser(t, ns, filepath.Dir(distDir))
 	return b
 }
@@ -117,18 +162,175 @@ func requireRTC(t *testing.T) string {
 }
 
 // iceboxConfig is the browser bed's configuration with the MatrixRTC
-// authorization service on, for the namespace's livekit-server (external
-// mode) and the bed's Dendrite, reached through the front.
+// authorization service on, for the bed's Dendrite (through hsProxy) and
+// the "rtcsfu" namespace's livekit-server (external mode), or after
+// manage() a livekit-server of its own with icebox's relay as its TURN.
 func (b *rtcBed) iceboxConfig(stateDir string) string {
-	return browserBedConfig(stateDir, "rtc.icebox.test") + fmt.Sprintf(`matrixrtc:
+	b.stateDir = stateDir
+	conf := browserBedConfig(stateDir, "rtc.icebox.test") + fmt.Sprintf(`matrixrtc:
   enabled: true
   full_access_homeservers: [%[1]q]
   homeserver_urls: {%[1]q: %[2]q}
-  livekit:
-    url: %[3]q
-    api_key: %[4]q
-    api_secret: %[5]q
-`, b.hs.ServerName(), b.front, b.lk.URL, b.lk.APIKey, b.lk.APISecret)
+`, b.hs.ServerName(), b.hsProxy.url)
+	if !b.managed {
+		return conf + fmt.Sprintf(`  livekit:
+    url: %q
+    api_key: %q
+    api_secret: %q
+    turn:
+      enabled: true
+      peers: ["%s:%d-%d"]
+      ttl: 1h
+`, b.lkURL, b.lkKey, b.lkSec, browserBedPeer, rtcLiveKitPort+1, rtcLiveKitPort+2)
+	}
+	// No turn.peers: icebox derives the SFU's from the managed ports.
+	return conf + fmt.Sprintf(`  livekit:
+    mode: managed
+    managed:
+      binary: %[1]q
+      bind: %[2]s
+      port: %[3]d
+      node_ip: %[2]s
+      rtc_tcp_port: %[4]d
+      rtc_udp_ports: %[5]q
+    turn:
+      enabled: true
+      ttl: 1h
+`, b.lkBinary, browserBedIP, rtcLiveKitPort, rtcLiveKitPort+1, rtcManagedUDP)
+}
+
+// manage restarts icebox in matrixrtc.livekit.mode: managed (the bed's
+// comment); /readyz waits for its livekit-server.
+func (b *rtcBed) manage(t *testing.T) {
+	t.Helper()
+	begin := time.Now()
+	b.icebox.stop(t)
+	b.managed = true
+	b.lkURL = "ws://" + browserBedIP + ":" + strconv.Itoa(rtcLiveKitPort)
+	b.icebox = startIceboxIn(t, b.ns, b.hc, b.iceboxConfig, apiTokens{"admin": rtcAdminTok}.env())
+	t.Logf("icebox restarted with a managed livekit-server (pid %d) in %v", b.liveKitPID(t), time.Since(begin).Round(time.Millisecond))
+}
+
+// liveKitPID is the managed livekit-server's PID: icebox's child, found in
+// /proc (icebox reports no PID over HTTP); 0 if there is none.
+func (b *rtcBed) liveKitPID(t *testing.T) int {
+	t.Helper()
+	parent := map[int]int{}
+	var found []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold spaces and parentheses.
+		s := string(stat)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := strings.Fields(s[end+1:])
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		parent[pid] = ppid
+		if s[open+1:end] == "livekit-server" && f[0] != "Z" {
+			found = append(found, pid)
+		}
+	}
+	for _, pid := range found {
+		for p, n := pid, 0; p > 1 && n < 10; p, n = parent[p], n+1 {
+			if p == b.icebox.Process.Pid {
+				return pid
+			}
+		}
+	}
+	return 0
+}
+
+// metrics reads icebox's /metrics inside the namespace.
+func (b *rtcBed) metrics(t *testing.T) map[string]float64 {
+	t.Helper()
+	resp, err := b.hc.Get("http://" + nsHTTP + "/metrics")
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	m, err := metricSamples(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	return m
+}
+
+// readyz is icebox's /readyz status (0: no answer).
+func (b *rtcBed) readyz() int {
+	resp, err := b.hc.Get("http://" + nsHTTP + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func rtcRandomHex(t *testing.T, n int) string {
+	t.Helper()
+	buf := make([]byte, n)
+	if _, err := rand.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(buf)
+}
+
+// rtcHSProxy is the authorization service's way to the homeserver: a
+// reverse proxy to the front's /_matrix/ inside the namespace that answers
+// 502 while down, as a reverse proxy in front of a stopped homeserver does.
+type rtcHSProxy struct {
+	url  string
+	down atomic.Bool
+}
+
+func startRTCHSProxy(t *testing.T, ns *netbed.NS, front string) *rtcHSProxy {
+	t.Helper()
+	target, err := url.Parse(front)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := ns.Do(func() error {
+		ln, err = net.Listen("tcp", "127.0.0.1:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := &rtcHSProxy{url: "http://" + ln.Addr().String()}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{DialContext: ns.DialContext}
+	rp.ErrorHandler = quietProxyError
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p.down.Load() {
+			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("homeserver proxy: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	return p
 }
 
 // matrixAPI sends a client-server API request to Dendrite as user.
@@ -200,7 +402,18 @@ type rtcState struct {
 	// livekit-client's E2EE errors: MissingKey before every page decrypted
 	// every other's media, a key still on its way (WaitingForKey), and
 	// every other one (DecryptFailures).
-	WaitingForKey   int `json:"waitingForKey"`
+	WaitingForKey int `json:"waitingForKey"`
+	// The TURN servers LiveKit handed the page (credentials: never logged).
+	ICEServers []struct {
+		URLs       []string `json:"urls"`
+		Username   string   `json:"username"`
+		Credential string   `json:"credential"`
+	} `json:"iceServers"`
+	// livekit-client's connection events and the page's rejoins.
+	LiveKitEvents []struct {
+		T    int64  `json:"t"` // ms since the epoch
+		What string `json:"what"`
+	} `json:"livekitEvents"`
 	DecryptFailures int `json:"decryptFailures"`
 	ErrorSamples    []struct {
 		Participant string `json:"participant"`

@@ -24,8 +24,15 @@ const keysFrom = new Map();  // LiveKit identity → media keys the session hand
 // until media decrypts); any other error, and a MissingKey once every
 // participant's media was decrypted (markSteady), is a decryption failure.
 const encryptionErrors = [];
-let steadyAt = 0;
+// The steady windows [from, to): from markSteady until the page lost the
+// SFU (a rejoin hands every key to a new worker, in flight again).
+const steady = [];
 const log = [];
+// livekit-client's connection events (RoomEvent.Reconnecting, Reconnected,
+// SignalReconnecting, Disconnected) and the page's rejoins: {t, what}.
+const lkEvents = [];
+let joinArgs = null;  // join's arguments, for a rejoin
+let leaving = false;
 
 function note(what) {
   log.push({ t: Date.now(), what });
@@ -94,19 +101,24 @@ async function roomReady(roomId) {
   return { members: client.getRoom(roomId).getJoinedMembers().map((m) => m.userId) };
 }
 
+// post sends body as JSON to url and returns {status, body (JSON), raw}.
+async function post(url, body) {
+  const res = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* reported below */ }
+  return { status: res.status, body: json, raw: json ? '' : text.slice(0, 500) };
+}
+
+// getToken is MSC4195's POST <service>/get_token, as the newer Element Call
+// sends it (for the failure tests: body is the Go test's).
+async function getToken(serviceUrl, body) { return post(serviceUrl + '/get_token', body); }
+
 // sfuGet asks the authorization service for the SFU's URL and a JWT, as
 // Element Call's legacy path does (the one its org.matrix.msc3401.call.member
 // memberships use): POST {room, openid_token, device_id} to <service>/sfu/get.
 async function sfuGet(serviceUrl, roomId, openidToken) {
-  const res = await fetch(serviceUrl + '/sfu/get', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ room: roomId, openid_token: openidToken, device_id: client.getDeviceId() }),
-  });
-  const body = await res.text();
-  let json = null;
-  try { json = JSON.parse(body); } catch { /* reported below */ }
-  return { status: res.status, body: json, raw: json ? '' : body.slice(0, 500) };
+  return post(serviceUrl + '/sfu/get', { room: roomId, openid_token: openidToken, device_id: client.getDeviceId() });
 }
 
 // openID returns an OpenID token of the logged-in user (the Go side's
@@ -118,18 +130,34 @@ async function openID() { return client.getOpenIdToken(); }
 // from /sfu/get and connects livekit-client with per-participant E2EE,
 // publishing Chromium's fake camera and microphone. relay forces
 // iceTransportPolicy "relay": media only through the TURN servers that
-// LiveKit hands out.
-async function join({ roomId, serviceUrl, relay }) {
+// LiveKit hands out. With rejoin, a LiveKit connection that livekit-client
+// gives up (its own reconnection failed: a restarted SFU knows no room, and
+// a JWT cannot create one) is made again as a client re-running its join
+// makes it: a new /sfu/get, which makes the room again, and a new Room;
+// the MatrixRTC session, its membership and its keys stay. (Element Call
+// 0.26.1 has its ConnectionLostError on a LiveKit disconnect commented
+// out, so it is not a behaviour of its to copy here.)
+async function join({ roomId, serviceUrl, relay, rejoin }) {
   const mroom = client.getRoom(roomId);
   if (!mroom) throw new Error('no room ' + roomId);
   session = client.matrixRTC.getRoomSession(mroom);
   session.on(MatrixRTCSessionEvent.MembershipsChanged, (_old, now) => note('memberships ' + now.map((m) => m.sender + '/' + m.deviceId).join(', ')));
   session.on(MatrixRTCSessionEvent.MembershipManagerError, (e) => note('membership manager error ' + e));
-  keyProvider = new SessionKeyProvider();
-  keyProvider.attach(session);
   const transport = { type: 'livekit', livekit_service_url: serviceUrl, livekit_alias: roomId };
   session.joinRoomSession([transport], undefined, { manageMediaKeys: true });
+  joinArgs = { roomId, serviceUrl, relay, rejoin: !!rejoin };
+  leaving = false;
+  return connectLiveKit();
+}
 
+// connectLiveKit gets a JWT from /sfu/get and connects a new livekit-client
+// Room with a new key provider fed by the session (which hands it every
+// key it holds).
+async function connectLiveKit() {
+  const { roomId, serviceUrl, relay } = joinArgs;
+  if (keyProvider) keyProvider.detach(session);
+  keyProvider = new SessionKeyProvider();
+  keyProvider.attach(session);
   const sfu = await sfuGet(serviceUrl, roomId, await client.getOpenIdToken());
   if (sfu.status !== 200 || !sfu.body?.url || !sfu.body?.jwt) {
     throw new Error('/sfu/get: ' + sfu.status + ' ' + (sfu.raw || JSON.stringify(sfu.body)));
@@ -149,9 +177,25 @@ async function join({ roomId, serviceUrl, relay }) {
     if (t.kind === Track.Kind.Audio) document.body.appendChild(t.attach());
   });
   room.on(RoomEvent.ParticipantEncryptionStatusChanged, (on, p) => note(`encryption ${on} for ${p?.identity}`));
-  room.on(RoomEvent.Disconnected, (r) => note('disconnected ' + r));
+  const thisRoom = room;
+  let connected = false; // a Room that never connected is retried by rejoinLiveKit
+  const lk = (what) => { lkEvents.push({ t: Date.now(), what }); note('livekit ' + what); };
+  room.on(RoomEvent.Reconnecting, () => lk('reconnecting'));
+  room.on(RoomEvent.SignalReconnecting, () => lk('signalReconnecting'));
+  room.on(RoomEvent.Reconnected, () => lk('reconnected'));
+  room.on(RoomEvent.Disconnected, (r) => {
+    // r is livekit-client's DisconnectReason; none when it gave up reconnecting.
+    lk(r === undefined ? 'disconnected' : 'disconnected (reason ' + r + ')');
+    worker.terminate();
+    if (leaving || !joinArgs?.rejoin || room !== thisRoom || !connected) return;
+    // Every key goes to the new Room's worker: in flight again.
+    const last = steady[steady.length - 1];
+    if (last && last.to === Infinity) last.to = Date.now();
+    rejoinLiveKit(1);
+  });
   await room.setE2EEEnabled(true);
   await room.connect(sfu.body.url, sfu.body.jwt, relay ? { rtcConfig: { iceTransportPolicy: 'relay' } } : {});
+  connected = true;
   await room.localParticipant.enableCameraAndMicrophone();
   joinedAt = Date.now();
   const claims = JSON.parse(atob(sfu.body.jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
@@ -179,11 +223,29 @@ async function receiverStats(track) {
   return s;
 }
 
-const waiting = (e) => e.message.startsWith('MissingKey') && (!steadyAt || e.t < steadyAt);
+// rejoinLiveKit retries connectLiveKit a few times, a second apart (the SFU
+// may still be starting); bounded, as a user clicking "Reconnect" is.
+async function rejoinLiveKit(attempt) {
+  lkEvents.push({ t: Date.now(), what: 'rejoin ' + attempt });
+  note('rejoin ' + attempt);
+  try {
+    const r = await connectLiveKit();
+    lkEvents.push({ t: Date.now(), what: 'rejoined' });
+    note('rejoined as ' + r.identity);
+  } catch (e) {
+    note('rejoin ' + attempt + ' failed: ' + e);
+    try {
+      await room?.disconnect();
+    } catch { /* it never connected */ }
+    if (attempt < 10 && !leaving) setTimeout(() => rejoinLiveKit(attempt + 1), 1000);
+  }
+}
+
+const waiting = (e) => e.message.startsWith('MissingKey') && !steady.some((w) => e.t >= w.from && e.t < w.to);
 
 // markSteady is called by the test once every participant decrypts every
-// other's media: from then on a MissingKey is a failure.
-function markSteady() { steadyAt = Date.now(); }
+// other's media: from then on (until a rejoin) a MissingKey is a failure.
+function markSteady() { steady.push({ from: Date.now(), to: Infinity }); }
 
 // state reports the MatrixRTC memberships, the keys the session handed
 // over, and per remote LiveKit participant the tracks received with their
@@ -194,6 +256,10 @@ async function state() {
     identity: room?.localParticipant?.identity || '', connection: room?.state || '', e2ee: !!room?.isE2EEEnabled,
     keys: Object.fromEntries(keysFrom),
     waitingForKey: encryptionErrors.filter(waiting).length,
+    livekitEvents: lkEvents.slice(-50),
+    // The TURN servers LiveKit's join response handed livekit-client (the
+    // test checks the credentials against icebox's SFU secret; never logged).
+    iceServers: (room?.engine?.latestJoinResponse?.iceServers || []).map((s) => ({ urls: s.urls, username: s.username, credential: s.credential })),
     decryptFailures: encryptionErrors.filter((e) => !waiting(e)).length,
     errorSamples: encryptionErrors.filter((e) => !waiting(e)).slice(0, 5),
     remotes: [], publishing: [],
@@ -221,6 +287,8 @@ async function state() {
 // leave disconnects from LiveKit and leaves the MatrixRTC session (its
 // membership event is emptied).
 async function leave() {
+  leaving = true;
+  joinArgs = null;
   if (room) await room.disconnect();
   room = null;
   if (session) {
@@ -228,11 +296,13 @@ async function leave() {
     await session.leaveRoomSession(5000);
   }
   session = null;
+  keyProvider = null;
   keysFrom.clear();
-  steadyAt = 0;
+  steady.length = 0;
+  lkEvents.length = 0;
   encryptionErrors.length = 0;
 }
 
 const events = (since) => log.filter((e) => e.t >= (since || 0));
 
-window.rtc = { ready: true, login, roomReady, openID, sfuGet, join, state, markSteady, leave, events, joinedAt: () => joinedAt };
+window.rtc = { ready: true, login, roomReady, openID, sfuGet, getToken, join, state, markSteady, leave, events, joinedAt: () => joinedAt };
