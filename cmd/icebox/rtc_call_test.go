@@ -375,8 +375,9 @@ func (b *rtcBed) claimedUser(t *testing.T, p rtcPage, room string) {
 
 // homeserverDown: while the homeserver does not answer (its reverse proxy
 // answers 502), a genuine OpenID token cannot be verified: lk-jwt-service
-// answers every verification failure, an unreachable homeserver included,
-// with 401 M_UNAUTHORIZED, and so does icebox; its metrics say why. The
+// answers every verification failure with 401 M_UNAUTHORIZED, icebox an
+// unreachable homeserver with 503 naming it (the token may be good); its
+// metrics say why. The
 // same token is accepted once the homeserver is back (a failure is not
 // cached).
 func (b *rtcBed) homeserverDown(t *testing.T, p rtcPage, room string) {
@@ -387,8 +388,8 @@ func (b *rtcBed) homeserverDown(t *testing.T, p rtcPage, room string) {
 	var got rtcRefusal
 	b.browser.call(t, p.name, "rtc.sfuGet", &got, b.service, room, tok)
 	b.hsProxy.down.Store(false)
-	if got.Status != http.StatusUnauthorized || got.Body.Errcode != "M_UNAUTHORIZED" {
-		t.Errorf("/sfu/get while the homeserver is down: %d %s %q, want 401 M_UNAUTHORIZED", got.Status, got.Body.Errcode, got.Raw)
+	if got.Status != http.StatusServiceUnavailable || got.Body.Errcode != "M_UNKNOWN" || !strings.Contains(got.Raw, b.hs.ServerName()) {
+		t.Errorf("/sfu/get while the homeserver is down: %d %s %q, want 503 M_UNKNOWN naming %s", got.Status, got.Body.Errcode, got.Raw, b.hs.ServerName())
 	}
 	m1 := b.metrics(t)
 	if d := refusedDelta(m0, m1, "sfu_get", "homeserver_unreachable"); d != 1 {

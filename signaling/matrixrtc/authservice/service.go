@@ -239,6 +239,14 @@ func (s *Service) verify(ctx context.Context, endpoint string, tok openIDToken, 
 		// name is the caller's claim, logged as the place we asked.
 		s.log.Warn().Str("endpoint", endpoint).Str("homeserver", tok.MatrixServerName).Str("reason", reason).
 			Str("error", err.Error()).Msg("openid token not verified")
+		if reason == reasonUnreachable && validServerName(tok.MatrixServerName) {
+			// Not the token's fault, and maybe not for long: 503 naming
+			// the homeserver tells the user whom to wait for (lk-jwt-service
+			// answers 401 here as for a bad token). A string that is not a
+			// server name is no homeserver to name: 401 below.
+			return "", &matrixError{status: http.StatusServiceUnavailable, errcode: "M_UNKNOWN",
+				msg: "Homeserver " + tok.MatrixServerName + " cannot be reached to verify the OpenID token", reason: reason}
+		}
 		return "", unauthorized(reason)
 	}
 	s.cache.put(key, userID, tok.ExpiresIn)

@@ -309,11 +309,24 @@ func TestAgainstDendrite(t *testing.T) {
 		l.Close()
 		b := newBed(t, hs, nil, map[string]string{"down.example": dead})
 		tok := openID{AccessToken: "sometoken", MatrixServerName: "down.example"}
-		// lk-jwt-service answers 401 for any failed verification, the
-		// unreachable homeserver included; icebox follows it on the wire
-		// and tells the cases apart in metrics and the log.
-		check401(t, b, "/sfu/get", map[string]any{"room": roomID, "openid_token": tok, "device_id": "D"}, "homeserver_unreachable")
-		if got := metricValue(t, b.reg, "icebox_matrixrtc_openid_verify_failures_total", "down.example", "homeserver_unreachable"); got != 1 {
+		// lk-jwt-service answers 401 for any failed verification; icebox
+		// answers 503 naming the homeserver when it could not ask it (the
+		// token may be good), and tells the cases apart in metrics and the log.
+		for _, path := range []string{"/sfu/get", "/get_token"} {
+			body := map[string]any{"room": roomID, "openid_token": tok, "device_id": "D"}
+			if path == "/get_token" {
+				body = map[string]any{"room_id": roomID, "slot_id": "m.call#ROOM", "openid_token": tok,
+					"member": map[string]string{"id": "m", "claimed_user_id": "@u:down.example", "claimed_device_id": "D"}}
+			}
+			status, out, _ := b.post(t, path, body)
+			if status != 503 || out["errcode"] != "M_UNKNOWN" || !strings.Contains(out["error"], "down.example") {
+				t.Errorf("%s with the homeserver down: %d %v, want 503 M_UNKNOWN naming down.example", path, status, out)
+			}
+		}
+		if got := metricValue(t, b.reg, "icebox_matrixrtc_tokens_refused_total", "sfu_get", "homeserver_unreachable"); got != 1 {
+			t.Errorf("refused{sfu_get,homeserver_unreachable} = %v, want 1", got)
+		}
+		if got := metricValue(t, b.reg, "icebox_matrixrtc_openid_verify_failures_total", "down.example", "homeserver_unreachable"); got != 2 {
 			t.Errorf("verify failures{down.example,homeserver_unreachable} = %v", got)
 		}
 		if !strings.Contains(b.log.String(), `"homeserver":"down.example"`) {

@@ -87,8 +87,14 @@ func TestDiscoveryOverTLS(t *testing.T) {
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 401 || !strings.Contains(string(body), "M_UNAUTHORIZED") {
-				t.Fatalf("got %d %s, want 401 M_UNAUTHORIZED", resp.StatusCode, body)
+			// A homeserver not asked (untrusted, denied) is 503 naming it;
+			// one that answered about a user not its own, 401.
+			wantStatus, wantCode := 401, "M_UNAUTHORIZED"
+			if tc.reason == "homeserver_unreachable" {
+				wantStatus, wantCode = 503, serverName
+			}
+			if resp.StatusCode != wantStatus || !strings.Contains(string(body), wantCode) {
+				t.Fatalf("got %d %s, want %d %s", resp.StatusCode, body, wantStatus, wantCode)
 			}
 			if got := metricValue(t, reg, "icebox_matrixrtc_openid_verify_failures_total", serverName, tc.reason); got != 1 {
 				t.Errorf("verify failures{%s,%s} = %v, want 1", serverName, tc.reason, got)
