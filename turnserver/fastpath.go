@@ -130,10 +130,13 @@ func (c *relayPacketConn) Receive(r *udpengine.Round, pkt []byte, from netip.Add
 		c.s.m.scopeRefused.WithLabelValues(scopeStageReceive).Inc()
 		return
 	}
-	c.a.bytesFromPeer.Add(uint64(n))
-	c.a.packetsFromPeer.Add(1)
 	if peers := c.peers.Load(); peers != nil {
 		if b := (*peers)[from]; b != nil && b.live(r.Now()) {
+			if bw := c.s.reg.bw; bw.on.Load() && !bw.admit(c.a, dirFromPeer, n, r.Now()) {
+				return
+			}
+			c.a.bytesFromPeer.Add(uint64(n))
+			c.a.packetsFromPeer.Add(1)
 			binary.BigEndian.PutUint16(pkt[0:2], b.channel)
 			binary.BigEndian.PutUint16(pkt[2:4], uint16(n))
 			r.Send(b.ln.sock, pkt, b.clientAP)

@@ -210,6 +210,22 @@ func (s *Server) newAllocation(username, network string) (*allocation, error) {
 	return a, nil
 }
 
+// relayPortOf is the registry's key of a relay address (a *net.UDPAddr or
+// *net.TCPAddr).
+func relayPortOf(relay net.Addr) (relayPort, bool) {
+	switch a := relay.(type) {
+	case *net.UDPAddr:
+		return udpRelayPort(a.IP, a.Port), true
+	case *net.TCPAddr:
+		network := netTCP4
+		if a.IP.To4() == nil {
+			network = netTCP6
+		}
+		return relayPort{network: network, port: uint16(a.Port)}, true
+	}
+	return relayPort{}, false
+}
+
 // relayPort is a port taken in the registry's port set.
 type relayPort struct {
 	network int // netUDP4, …
@@ -272,7 +288,8 @@ func (s *Server) track(a *allocation, relay net.Addr, c io.Closer) error {
 			s.log.Warn().Err(err).Msg("closing allocation at its cap")
 		}
 	})
-	if !s.reg.activate(a, relay, c, capTimer) {
+	port, _ := relayPortOf(relay)
+	if !s.reg.activate(a, relay, port, c, capTimer) {
 		return errors.Join(errServerClosed, c.Close())
 	}
 	if a.callID != "" && s.isRevoked(a.callID) {
@@ -377,6 +394,9 @@ func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, e
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
 	}
+	if bw := c.s.reg.bw; bw.on.Load() && !bw.admit(c.a, dirToPeer, len(p), time.Now()) {
+		return len(p), nil
+	}
 	var n int
 	var err error
 	if wait {
@@ -403,6 +423,13 @@ func (c *relayPacketConn) deliver(d []byte, from netip.AddrPort) {
 		c.s.m.noPermission.Inc()
 		return
 	}
+	// Charged after the permission check: a stranger writing to the relay
+	// port spends nobody's bandwidth.
+	if bw := c.s.reg.bw; bw.on.Load() && !bw.admit(c.a, dirFromPeer, len(d), time.Now()) {
+		return
+	}
+	c.a.bytesFromPeer.Add(uint64(len(d)))
+	c.a.packetsFromPeer.Add(1)
 	if !c.inbox.Push(d, from) {
 		c.s.m.queueFull.Inc()
 	}
