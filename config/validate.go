@@ -117,6 +117,7 @@ func (c *Config) Validate() error {
 	v.matrixRTCDiscovery(&c.MatrixRTC, &c.Matrix)
 	v.liveKitTURN(c)
 	v.liveKitManaged(c, listenPorts)
+	v.bandwidth(&c.TURN.Quotas)
 	return errors.Join(v.errs...)
 }
 
