@@ -156,7 +156,9 @@ ice_servers:
 		{
 			name: "merge key within a section",
 			yaml: "turn:\n  quotas:\n    <<: {per_user: 1, per_call: 1}\n    total: 5\n",
-			want: func(c *Config) { c.TURN.Quotas = Quotas{PerUser: 1, PerCall: 1, Total: 5, BandwidthBurst: 500 * time.Millisecond} },
+			want: func(c *Config) {
+				c.TURN.Quotas = Quotas{PerUser: 1, PerCall: 1, Total: 5, BandwidthBurst: 500 * time.Millisecond}
+			},
 		},
 		{
 			name:    "unknown key inside a merged list of anchors",
