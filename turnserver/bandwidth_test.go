@@ -269,22 +269,40 @@ func TestBucket(t *testing.T) {
 	}
 }
 
-// BenchmarkBandwidthAdmit: the limiter's cost per datagram with all three
-// limits on (none refusing), without the sockets around it.
+// BenchmarkBandwidthAdmit: the limiter's cost per datagram without the
+// sockets around it: off (no limit configured: one atomic load), and with
+// all three limits on (none refusing), given the engine round's time or
+// reading the clock (pion's path).
 func BenchmarkBandwidthAdmit(b *testing.B) {
 	const huge = 1 << 50
-	l, err := newLimiter(Bandwidth{PerAllocation: huge, PerUser: huge, Total: huge})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := testEngine(b, 1, 1, nil)
-	l.registerMetrics(s.m)
-	a := &allocation{user: "bench"}
-	l.attach(a)
-	b.ReportAllocs()
-	for b.Loop() {
-		if !l.admit(a, dirToPeer, 1000, time.Now()) {
-			b.Fatal("refused")
-		}
+	for _, bc := range []struct {
+		name  string
+		bw    Bandwidth
+		clock bool
+	}{
+		{"off", Bandwidth{}, false},
+		{"on", Bandwidth{PerAllocation: huge, PerUser: huge, Total: huge}, false},
+		{"on+clock", Bandwidth{PerAllocation: huge, PerUser: huge, Total: huge}, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			l, err := newLimiter(bc.bw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s := testEngine(b, 1, 1, nil)
+			l.registerMetrics(s.m)
+			a := &allocation{user: "bench"}
+			l.attach(a)
+			now := time.Now()
+			b.ReportAllocs()
+			for b.Loop() {
+				if bc.clock {
+					now = time.Now()
+				}
+				if l.on.Load() && !l.admit(a, dirToPeer, 1000, now) {
+					b.Fatal("refused")
+				}
+			}
+		})
 	}
 }

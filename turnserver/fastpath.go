@@ -144,7 +144,7 @@ func (c *relayPacketConn) Receive(r *udpengine.Round, pkt []byte, from netip.Add
 			return
 		}
 	}
-	c.deliver(pkt[udpengine.Headroom:], from)
+	c.deliver(pkt[udpengine.Headroom:], from, r.Now())
 }
 
 // ReadFrom returns the next datagram pion must handle (the engine relayed
@@ -174,7 +174,7 @@ func (l *fastListener) relayToPeer(d []byte, src netip.AddrPort, now time.Time) 
 	if b == nil || 4+size > len(d) || !b.live(now) {
 		return false
 	}
-	b.relay.writeToPeer(d[4:4+size], b.peer) // a refused peer or a send error drops it, as pion would
+	b.relay.writeToPeer(d[4:4+size], b.peer, now) // a refused peer or a send error drops it, as pion would
 	b.toPeer.Add(1)
 	return true
 }

@@ -367,20 +367,22 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
 	}
-	return c.send(p, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()), true)
+	return c.send(p, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()), true, time.Time{})
 }
 
 // writeToPeer sends p to peer for the fast path; it never waits: a
 // datagram the kernel cannot take now is dropped.
-func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) {
-	_, _ = c.send(p, peer, false)
+func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort, now time.Time) {
+	_, _ = c.send(p, peer, false, now)
 }
 
 // send sends p to peer (unmapped) if the peer policy allows it, and counts
 // it. A refused peer or a full send buffer drops the datagram and reports
 // success: an error here only makes pion log one line per datagram. wait
-// is for pion's goroutines (SendToWaiting); the engine never waits.
-func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, error) {
+// is for pion's goroutines (SendToWaiting); the engine never waits. now is
+// the engine round's time for the bandwidth limits; zero: read the clock
+// (only when a limit is on).
+func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool, now time.Time) (int, error) {
 	if !c.permitted(peer.Addr()) {
 		c.s.m.noPermission.Inc()
 		return len(p), nil
@@ -394,8 +396,13 @@ func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, e
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
 	}
-	if bw := c.s.reg.bw; bw.on.Load() && !bw.admit(c.a, dirToPeer, len(p), time.Now()) {
-		return len(p), nil
+	if bw := c.s.reg.bw; bw.on.Load() {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if !bw.admit(c.a, dirToPeer, len(p), now) {
+			return len(p), nil
+		}
 	}
 	var n int
 	var err error
@@ -417,15 +424,15 @@ func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, e
 }
 
 // deliver queues a peer's datagram for pion (a copy: d is the engine's
-// buffer).
-func (c *relayPacketConn) deliver(d []byte, from netip.AddrPort) {
+// buffer); now is the engine round's time.
+func (c *relayPacketConn) deliver(d []byte, from netip.AddrPort, now time.Time) {
 	if !c.permitted(from.Addr()) {
 		c.s.m.noPermission.Inc()
 		return
 	}
 	// Charged after the permission check: a stranger writing to the relay
 	// port spends nobody's bandwidth.
-	if bw := c.s.reg.bw; bw.on.Load() && !bw.admit(c.a, dirFromPeer, len(d), time.Now()) {
+	if bw := c.s.reg.bw; bw.on.Load() && !bw.admit(c.a, dirFromPeer, len(d), now) {
 		return
 	}
 	c.a.bytesFromPeer.Add(uint64(len(d)))
