@@ -97,9 +97,9 @@ type userBuckets struct {
 // limiter holds the bandwidth limits: the total buckets, the per-user
 // buckets of the users with live allocations, and the per-user overrides.
 type limiter struct {
-	cfg   Bandwidth
-	base  time.Time // the monotonic clock's zero
-	burst int64     // ns
+	cfg   Bandwidth    // under mu
+	base  time.Time    // the monotonic clock's zero
+	burst atomic.Int64 // ns
 	// on is set once any limit is or was configured: until then the
 	// relay does not even read the clock per datagram.
 	on    atomic.Bool
@@ -113,20 +113,52 @@ type limiter struct {
 	dropped [3][numDirs]prometheus.Counter
 }
 
-func newLimiter(cfg Bandwidth) (*limiter, error) {
+func (cfg Bandwidth) withDefaults() (Bandwidth, error) {
 	if cfg.PerAllocation < 0 || cfg.PerUser < 0 || cfg.Total < 0 || cfg.Burst < 0 {
-		return nil, errNegativeBandwidth
+		return cfg, errNegativeBandwidth
 	}
 	if cfg.Burst == 0 {
 		cfg.Burst = DefaultBandwidthBurst
 	}
-	l := &limiter{cfg: cfg, base: time.Now(), burst: cfg.Burst.Nanoseconds(),
+	return cfg, nil
+}
+
+func newLimiter(cfg Bandwidth) (*limiter, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	l := &limiter{cfg: cfg, base: time.Now(),
 		users: make(map[string]*userBuckets), overrides: make(map[string]int64)}
+	l.burst.Store(cfg.Burst.Nanoseconds())
 	for d := range numDirs {
 		l.total[d].setBPS(cfg.Total)
 	}
 	l.on.Store(cfg.PerAllocation > 0 || cfg.PerUser > 0 || cfg.Total > 0)
 	return l, nil
+}
+
+// set replaces the configured limits (a reload): the total and the users
+// without an override at once; live allocations are the caller's (they
+// are the registry's).
+func (l *limiter) set(cfg Bandwidth) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cfg = cfg
+	l.burst.Store(cfg.Burst.Nanoseconds())
+	for d := range numDirs {
+		l.total[d].setBPS(cfg.Total)
+	}
+	for user, u := range l.users {
+		if _, ok := l.overrides[user]; !ok {
+			for d := range numDirs {
+				u.dir[d].setBPS(cfg.PerUser)
+			}
+		}
+	}
+	if cfg.PerAllocation > 0 || cfg.PerUser > 0 || cfg.Total > 0 {
+		l.on.Store(true)
+	}
 }
 
 func (l *limiter) registerMetrics(m *metrics) {
@@ -139,11 +171,11 @@ func (l *limiter) registerMetrics(m *metrics) {
 
 // attach gives a new allocation its buckets (its own, and its user's).
 func (l *limiter) attach(a *allocation) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for d := range numDirs {
 		a.bw[d].setBPS(l.cfg.PerAllocation)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	u := l.users[a.user]
 	if u == nil {
 		u = &userBuckets{}
@@ -179,21 +211,21 @@ func (l *limiter) detach(a *allocation) {
 // that refused. A bucket that admitted is refunded when a later one
 // refuses, so a drop costs no limit anything.
 func (l *limiter) admit(a *allocation, dir, n int, now time.Time) bool {
-	t := now.Sub(l.base).Nanoseconds()
-	ok, c1 := a.bw[dir].take(n, t, l.burst)
+	t, burst := now.Sub(l.base).Nanoseconds(), l.burst.Load()
+	ok, c1 := a.bw[dir].take(n, t, burst)
 	if !ok {
 		l.dropped[0][dir].Inc()
 		return false
 	}
 	var c2 int64
 	if u := a.userBW; u != nil {
-		if ok, c2 = u.dir[dir].take(n, t, l.burst); !ok {
+		if ok, c2 = u.dir[dir].take(n, t, burst); !ok {
 			a.bw[dir].refund(c1)
 			l.dropped[1][dir].Inc()
 			return false
 		}
 	}
-	if ok, _ := l.total[dir].take(n, t, l.burst); !ok {
+	if ok, _ := l.total[dir].take(n, t, burst); !ok {
 		a.bw[dir].refund(c1)
 		if u := a.userBW; u != nil {
 			u.dir[dir].refund(c2)
@@ -245,6 +277,25 @@ func (l *limiter) setUser(user string, bps int64, clear bool) error {
 	if u := l.users[user]; u != nil {
 		for d := range numDirs {
 			u.dir[d].setBPS(bps)
+		}
+	}
+	return nil
+}
+
+// SetBandwidth replaces the bandwidth limits (a configuration reload):
+// live allocations, users without an override and the total follow at
+// once. Per-user overrides stay.
+func (s *Server) SetBandwidth(cfg Bandwidth) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	s.reg.bw.set(cfg)
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	for _, a := range s.reg.byID {
+		for d := range numDirs {
+			a.bw[d].setBPS(cfg.PerAllocation)
 		}
 	}
 	return nil

@@ -219,8 +219,43 @@ func TestBandwidthConfig(t *testing.T) {
 		t.Fatal("a negative limit was accepted")
 	}
 	l, err := newLimiter(Bandwidth{})
-	if err != nil || l.on.Load() || l.burst != DefaultBandwidthBurst.Nanoseconds() {
-		t.Fatalf("newLimiter(zero) = on %v burst %v, %v", l.on.Load(), l.burst, err)
+	if err != nil || l.on.Load() || l.burst.Load() != DefaultBandwidthBurst.Nanoseconds() {
+		t.Fatalf("newLimiter(zero) = on %v burst %v, %v", l.on.Load(), l.burst.Load(), err)
+	}
+}
+
+// TestSetBandwidth: a reload's limits reach live allocations, their users
+// (unless overridden) and the total at once.
+func TestSetBandwidth(t *testing.T) {
+	r := startRelay(t, relayOptions{allowLoopback: true})
+	r.allocate(t, "alice")
+	r.allocate(t, "bob")
+	if err := r.srv.SetUserBandwidth("bob", 64_000); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.srv.SetBandwidth(Bandwidth{PerAllocation: 8_000_000, PerUser: 16_000_000, Total: -1}); err == nil {
+		t.Fatal("a negative total was accepted")
+	}
+	if err := r.srv.SetBandwidth(Bandwidth{PerAllocation: 8_000_000, PerUser: 16_000_000, Total: 80_000_000, Burst: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	bw := r.srv.reg.bw
+	if !bw.on.Load() || bw.burst.Load() != int64(time.Second) || bw.total[dirToPeer].rate.Load() != 10_000_000 {
+		t.Fatalf("limiter after SetBandwidth: on %v burst %v total %v B/s", bw.on.Load(), bw.burst.Load(), bw.total[dirToPeer].rate.Load())
+	}
+	r.srv.reg.mu.Lock()
+	defer r.srv.reg.mu.Unlock()
+	for _, a := range r.srv.reg.byID {
+		want := int64(2_000_000) // 16 Mbit/s
+		if a.user == "bob" {
+			want = 8_000 // his override, 64 kbit/s
+		}
+		if got := a.bw[dirFromPeer].rate.Load(); got != 1_000_000 {
+			t.Errorf("%s's allocation: %d B/s, want 1000000", a.user, got)
+		}
+		if got := a.userBW.dir[dirToPeer].rate.Load(); got != want {
+			t.Errorf("%s's user bucket: %d B/s, want %d", a.user, got, want)
+		}
 	}
 }
 
