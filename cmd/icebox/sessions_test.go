@@ -164,6 +164,19 @@ func TestSessionsCLI(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
+	for _, body := range []string{`{"max_bps":-1}`, `{"max_bps":7}`, `{}`, `{"max_bps":"1M"}`} {
+		req, _ := http.NewRequest(http.MethodPut, in.httpURL("/admin/users/alice/bandwidth"), strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+adminTok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("PUT bandwidth %s: %d, want 400", body, resp.StatusCode)
+		}
+	}
 	if code, _ := httpGet(t, in.httpURL("/admin/allocations"), aliceTok); code != http.StatusForbidden {
 		t.Fatalf("GET /admin/allocations as a user: %d, want 403", code)
 	}
