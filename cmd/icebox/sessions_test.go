@@ -126,6 +126,9 @@ func TestSessionsCLI(t *testing.T) {
 	if _, errOut, code := sessions("kill", "0123456789abcdef01234567"); code == 0 || !strings.Contains(errOut, "not_found") {
 		t.Fatalf("kill of an unknown ID: exit %d: %s", code, errOut)
 	}
+	if out, _, code := runIcebox(t, 10*time.Second, "sessions", "--help"); code != 0 || !strings.Contains(out, "icebox sessions list") {
+		t.Fatalf("sessions --help: exit %d: %s", code, out)
+	}
 	if _, _, code := sessions("kill"); code != exitConfig {
 		t.Fatalf("kill without a target: exit %d, want %d", code, exitConfig)
 	}

@@ -29,6 +29,10 @@ a restart).
 // sessionsCmd administers a running icebox's TURN allocations and
 // per-user bandwidth limits through its admin API.
 func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		_, err := io.WriteString(stdout, sessionsUsage)
+		return err
+	}
 	if len(args) == 0 || (args[0] != "list" && args[0] != "kill" && args[0] != "bandwidth") {
 		_, _ = io.WriteString(stderr, sessionsUsage)
 		return usagef("sessions: want a subcommand: list | kill | bandwidth")
