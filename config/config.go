@@ -81,6 +81,17 @@ type Quotas struct {
 	PerUser int `yaml:"per_user"` // allocations per user. Default: 10
 	PerCall int `yaml:"per_call"` // allocations per call. Default: 8
 	Total   int `yaml:"total"`    // Default: 10000
+
+	// Bandwidth limits: bits per second of relayed UDP payload, each
+	// direction (to the peers, from the peers) on its own, as token
+	// buckets; 0 = unlimited. Per-user overrides: PUT
+	// /admin/users/{user}/bandwidth. TCP relays (RFC 6062) are not limited.
+	MaxBPSPerAllocation int64 `yaml:"max_bps_per_allocation"` // Default: 0
+	MaxBPSPerUser       int64 `yaml:"max_bps_per_user"`       // all of a user's allocations together. Default: 0
+	MaxBPSTotal         int64 `yaml:"max_bps_total"`          // Default: 0
+	// BandwidthBurst is how far ahead of its rate a limit may run: R×burst
+	// bits pass at once after a quiet spell (a video key frame). 10ms..10s.
+	BandwidthBurst time.Duration `yaml:"bandwidth_burst"` // Default: 500ms
 }
 
 // Credentials configures the TURN REST credentials keyring.
@@ -342,7 +353,7 @@ func Default() Config {
 			ErrorBurst:            20,
 			BindingRate:           50,
 			BindingBurst:          200,
-			Quotas:                Quotas{PerUser: 10, PerCall: 8, Total: 10000},
+			Quotas:                Quotas{PerUser: 10, PerCall: 8, Total: 10000, BandwidthBurst: 500 * time.Millisecond},
 		},
 		Credentials: Credentials{
 			TTL:     24 * time.Hour,

@@ -130,7 +130,7 @@ ice_servers:
 					ErrorBurst:            20,
 					BindingRate:           50,
 					BindingBurst:          200,
-					Quotas:                Quotas{PerUser: 3, PerCall: 2, Total: 50},
+					Quotas:                Quotas{PerUser: 3, PerCall: 2, Total: 50, BandwidthBurst: 500 * time.Millisecond},
 				}
 				c.Credentials = Credentials{TTL: time.Hour, Secrets: []Secret{
 					{KID: "k2", SecretFile: "$DIR/secret"},
@@ -156,7 +156,9 @@ ice_servers:
 		{
 			name: "merge key within a section",
 			yaml: "turn:\n  quotas:\n    <<: {per_user: 1, per_call: 1}\n    total: 5\n",
-			want: func(c *Config) { c.TURN.Quotas = Quotas{PerUser: 1, PerCall: 1, Total: 5} },
+			want: func(c *Config) {
+				c.TURN.Quotas = Quotas{PerUser: 1, PerCall: 1, Total: 5, BandwidthBurst: 500 * time.Millisecond}
+			},
 		},
 		{
 			name:    "unknown key inside a merged list of anchors",
@@ -1184,6 +1186,8 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_TURN_BINDING_RATE",
 		"ICEBOX_TURN_BINDING_BURST",
 		"ICEBOX_TURN_QUOTAS_PER_USER", "ICEBOX_TURN_QUOTAS_PER_CALL", "ICEBOX_TURN_QUOTAS_TOTAL",
+		"ICEBOX_TURN_QUOTAS_MAX_BPS_PER_ALLOCATION", "ICEBOX_TURN_QUOTAS_MAX_BPS_PER_USER",
+		"ICEBOX_TURN_QUOTAS_MAX_BPS_TOTAL", "ICEBOX_TURN_QUOTAS_BANDWIDTH_BURST",
 		"ICEBOX_CREDENTIALS_TTL",
 		"ICEBOX_HTTP_LISTEN", "ICEBOX_HTTP_MAX_BODY_BYTES", "ICEBOX_HTTP_TLS_CERT_FILE", "ICEBOX_HTTP_TLS_KEY_FILE", "ICEBOX_HTTP_TLS_ACME",
 		"ICEBOX_HTTP_UI",

@@ -118,6 +118,7 @@ func (c *Config) Validate() error {
 	v.liveKitTURN(c)
 	v.liveKitManaged(c, listenPorts)
 	v.acme(c)
+	v.bandwidth(&c.TURN.Quotas)
 	return errors.Join(v.errs...)
 }
 

@@ -21,7 +21,9 @@ type fastPathBed struct {
 
 // With scoped, the allocation is an SFU credential's and the peer its
 // allow-list.
-func newFastPathBed(b *testing.B, scoped bool) *fastPathBed {
+// With limited, the allocation is under all three bandwidth limits, set so
+// high that nothing is dropped: what the buckets cost per datagram.
+func newFastPathBed(b *testing.B, scoped, limited bool) *fastPathBed {
 	b.Helper()
 	policy, err := NewPolicy(PolicyConfig{AllowLoopback: true, MinPort: 40000, MaxPort: 40999})
 	if err != nil {
@@ -35,7 +37,18 @@ func newFastPathBed(b *testing.B, scoped bool) *fastPathBed {
 	if err != nil {
 		b.Fatal(err)
 	}
-	rc := newRelayPacketConn(s, &allocation{scoped: scoped}, relayPort{}, rsock)
+	a := &allocation{scoped: scoped, user: "bench"}
+	if limited {
+		const huge = 1 << 50 // bits per second
+		bw, err := newLimiter(Bandwidth{PerAllocation: huge, PerUser: huge, Total: huge})
+		if err != nil {
+			b.Fatal(err)
+		}
+		bw.registerMetrics(s.m)
+		s.reg.bw = bw
+		bw.attach(a)
+	}
+	rc := newRelayPacketConn(s, a, relayPort{}, rsock)
 
 	bed := &fastPathBed{listener: lsock.LocalAddr(), relay: rsock.LocalAddr(), channel: 0x4001}
 	for _, c := range []**net.UDPConn{&bed.client, &bed.peer} {
@@ -81,14 +94,18 @@ const burst = 64
 // BenchmarkFastPathToClient: a peer's datagram, received by the engine on
 // the relay socket and sent to the client as ChannelData (sendmmsg); per
 // datagram, sender and receiver included. The engine allocates nothing.
-func BenchmarkFastPathToClient(b *testing.B) { benchFastPathToClient(b, false) }
+func BenchmarkFastPathToClient(b *testing.B) { benchFastPathToClient(b, false, false) }
+
+// BenchmarkFastPathToClientLimited: the same under bandwidth limits (per
+// allocation, per user, total) that admit everything.
+func BenchmarkFastPathToClientLimited(b *testing.B) { benchFastPathToClient(b, false, true) }
 
 // BenchmarkFastPathToClientScoped: the same for a scoped (SFU credential)
 // allocation, whose peer is checked against the allow-list.
-func BenchmarkFastPathToClientScoped(b *testing.B) { benchFastPathToClient(b, true) }
+func BenchmarkFastPathToClientScoped(b *testing.B) { benchFastPathToClient(b, true, false) }
 
-func benchFastPathToClient(b *testing.B, scoped bool) {
-	bed := newFastPathBed(b, scoped)
+func benchFastPathToClient(b *testing.B, scoped, limited bool) {
+	bed := newFastPathBed(b, scoped, limited)
 	payload := make([]byte, 100)
 	buf := make([]byte, 1600)
 	b.ReportAllocs()
@@ -114,13 +131,17 @@ func benchFastPathToClient(b *testing.B, scoped bool) {
 // BenchmarkFastPathToPeer: the client's ChannelData, received by the engine
 // on the listener and sent to the peer from the relay socket (policy
 // checked, counted); per datagram, sender and receiver included.
-func BenchmarkFastPathToPeer(b *testing.B) { benchFastPathToPeer(b, false) }
+func BenchmarkFastPathToPeer(b *testing.B) { benchFastPathToPeer(b, false, false) }
+
+// BenchmarkFastPathToPeerLimited: the same under bandwidth limits that
+// admit everything.
+func BenchmarkFastPathToPeerLimited(b *testing.B) { benchFastPathToPeer(b, false, true) }
 
 // BenchmarkFastPathToPeerScoped: the same for a scoped allocation.
-func BenchmarkFastPathToPeerScoped(b *testing.B) { benchFastPathToPeer(b, true) }
+func BenchmarkFastPathToPeerScoped(b *testing.B) { benchFastPathToPeer(b, true, false) }
 
-func benchFastPathToPeer(b *testing.B, scoped bool) {
-	bed := newFastPathBed(b, scoped)
+func benchFastPathToPeer(b *testing.B, scoped, limited bool) {
+	bed := newFastPathBed(b, scoped, limited)
 	msg := make([]byte, 4+100)
 	binary.BigEndian.PutUint16(msg[0:2], bed.channel)
 	binary.BigEndian.PutUint16(msg[2:4], 100)

@@ -20,8 +20,9 @@ import (
 // the test.
 func testEngine(t testing.TB, loops, batch int, policy *Policy) *Server {
 	t.Helper()
-	s := &Server{log: zerolog.Nop(), policy: policy}
-	s.m = newMetrics(prometheus.NewRegistry(), newRegistry(Quotas{}), func() float64 { return 0 })
+	s := &Server{log: zerolog.Nop(), policy: policy, reg: newRegistry(Quotas{})}
+	s.m = newMetrics(prometheus.NewRegistry(), s.reg, func() float64 { return 0 })
+	s.reg.bw.registerMetrics(s.m)
 	e, err := udpengine.New(udpengine.Config{Loops: loops, Batch: batch, Log: s.log, SendFailed: s.m.sendFailed})
 	if err != nil {
 		t.Fatal(err)

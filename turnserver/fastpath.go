@@ -130,10 +130,13 @@ func (c *relayPacketConn) Receive(r *udpengine.Round, pkt []byte, from netip.Add
 		c.s.m.scopeRefused.WithLabelValues(scopeStageReceive).Inc()
 		return
 	}
-	c.a.bytesFromPeer.Add(uint64(n))
-	c.a.packetsFromPeer.Add(1)
 	if peers := c.peers.Load(); peers != nil {
 		if b := (*peers)[from]; b != nil && b.live(r.Now()) {
+			if bw := c.s.reg.bw; bw.on.Load() && !bw.admit(c.a, dirFromPeer, n, r.Now()) {
+				return
+			}
+			c.a.bytesFromPeer.Add(uint64(n))
+			c.a.packetsFromPeer.Add(1)
 			binary.BigEndian.PutUint16(pkt[0:2], b.channel)
 			binary.BigEndian.PutUint16(pkt[2:4], uint16(n))
 			r.Send(b.ln.sock, pkt, b.clientAP)
@@ -141,7 +144,7 @@ func (c *relayPacketConn) Receive(r *udpengine.Round, pkt []byte, from netip.Add
 			return
 		}
 	}
-	c.deliver(pkt[udpengine.Headroom:], from)
+	c.deliver(pkt[udpengine.Headroom:], from, r.Now())
 }
 
 // ReadFrom returns the next datagram pion must handle (the engine relayed
@@ -171,7 +174,7 @@ func (l *fastListener) relayToPeer(d []byte, src netip.AddrPort, now time.Time) 
 	if b == nil || 4+size > len(d) || !b.live(now) {
 		return false
 	}
-	b.relay.writeToPeer(d[4:4+size], b.peer) // a refused peer or a send error drops it, as pion would
+	b.relay.writeToPeer(d[4:4+size], b.peer, now) // a refused peer or a send error drops it, as pion would
 	b.toPeer.Add(1)
 	return true
 }

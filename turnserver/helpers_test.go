@@ -79,6 +79,9 @@ type relayOptions struct {
 	// sfuPeers the allow-list of their allocations.
 	sfuKeys  []string
 	sfuPeers []PeerRange
+	// bandwidth: Config.Bandwidth; rateInterval: Config.RateInterval.
+	bandwidth    Bandwidth
+	rateInterval time.Duration
 }
 
 // testStart is the fake clock's time when a test relay starts.
@@ -145,6 +148,8 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 		MinPort:               o.minPort,
 		MaxPort:               o.maxPort,
 		Quotas:                o.quotas,
+		Bandwidth:             o.bandwidth,
+		RateInterval:          o.rateInterval,
 		MaxAllocationDuration: o.maxDuration,
 		ErrorRate:             o.errorRate,
 		BindingRate:           o.bindingRate,

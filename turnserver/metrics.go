@@ -39,6 +39,8 @@ type metrics struct {
 	peerDenied       *prometheus.CounterVec
 	quotaRejected    *prometheus.CounterVec
 	revokedClosed    prometheus.Counter
+	killed           prometheus.Counter
+	bandwidthDropped *prometheus.CounterVec
 	errorsDropped    prometheus.Counter
 	bindingsDropped  prometheus.Counter
 	tcpRefused       *prometheus.CounterVec
@@ -104,6 +106,14 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 			Name: "icebox_turn_revoked_allocations_closed_total",
 			Help: "Live allocations closed because their call was revoked.",
 		}),
+		killed: f.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_turn_allocations_killed_total",
+			Help: "Live allocations closed through the admin API (DELETE /admin/allocations).",
+		}),
+		bandwidthDropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_turn_bandwidth_dropped_total",
+			Help: "Relayed UDP datagrams dropped by a bandwidth limit, by limit (allocation, user, total) and direction (to_peer, from_peer).",
+		}, []string{"limit", "direction"}),
 		tcpRefused: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_turn_tcp_connections_refused_total",
 			Help: "TURN TCP/TLS client connections closed at accept, by the limit they hit (per_source, total).",

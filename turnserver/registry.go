@@ -1,6 +1,8 @@
 package turnserver
 
 import (
+	crand "crypto/rand"
+	"encoding/hex"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -29,7 +31,10 @@ type Quotas struct {
 // who owns it, what it relayed, and how to end it. pion/turn has no API to
 // delete an allocation; closing the relay socket ends it.
 type allocation struct {
-	id      uint64
+	id uint64
+	// key is the allocation's ID in the admin API: random, so it says
+	// nothing about the allocations before it and cannot be guessed.
+	key     string
 	user    string
 	callID  string
 	network string
@@ -41,8 +46,24 @@ type allocation struct {
 	// Set once by registry.activate, under the registry's lock; nil closer
 	// means the socket is still being bound.
 	relay    net.Addr
+	port     relayPort
 	closer   io.Closer
 	capTimer *time.Timer
+	// client and transport: the client's address and how it reaches the
+	// server (udp, tcp, tls), set by pion's OnAllocationCreated under the
+	// registry's lock ("" until then).
+	client, transport string
+
+	// Bandwidth buckets (bandwidth.go): the allocation's own, by
+	// direction, and its user's (set by reserve, nil without a limiter).
+	bw     [numDirs]bucket
+	userBW *userBuckets
+
+	// The bit rate, sampled by the registry's sampler under its lock: the
+	// byte counters at the last sample and the rates since the one before.
+	sampledAt                time.Time
+	sampledTo, sampledFrom   uint64
+	rateToPeer, rateFromPeer uint64
 
 	bytesToPeer     atomic.Uint64
 	bytesFromPeer   atomic.Uint64
@@ -68,15 +89,27 @@ func (t *traffic) add(o traffic) {
 
 // AllocationInfo describes a live allocation, for the admin API and tests.
 type AllocationInfo struct {
-	User            string    `json:"user"`
-	CallID          string    `json:"call_id,omitempty"`
-	Network         string    `json:"network"`
-	RelayAddr       string    `json:"relay_addr"`
+	// ID names the allocation in DELETE /admin/allocations/{id}: random,
+	// not derived from anything a client sees.
+	ID        string `json:"id"`
+	User      string `json:"user"`
+	CallID    string `json:"call_id,omitempty"`
+	Network   string `json:"network"`
+	RelayAddr string `json:"relay_addr"`
+	// ClientAddr and Transport: the client's address as the server sees
+	// it, and udp, tcp or tls.
+	ClientAddr      string    `json:"client_addr,omitempty"`
+	Transport       string    `json:"transport,omitempty"`
 	Created         time.Time `json:"created_at"`
+	AgeSeconds      float64   `json:"age_seconds"`
 	BytesToPeer     uint64    `json:"bytes_to_peer"`
 	BytesFromPeer   uint64    `json:"bytes_from_peer"`
 	PacketsToPeer   uint64    `json:"packets_to_peer"`
 	PacketsFromPeer uint64    `json:"packets_from_peer"`
+	// BPSToPeer and BPSFromPeer: the bit rate relayed over the last
+	// sampling interval (RateInterval).
+	BPSToPeer   uint64 `json:"bps_to_peer"`
+	BPSFromPeer uint64 `json:"bps_from_peer"`
 	// Scoped: made with the LiveKit SFU's credential, it reaches the SFU
 	// allow-list only.
 	Scoped bool `json:"scoped,omitempty"`
@@ -86,10 +119,13 @@ type AllocationInfo struct {
 // the relay ports in use.
 type registry struct {
 	quotas Quotas
+	bw     *limiter // bandwidth limits: never nil
 
 	mu      sync.Mutex
 	nextID  uint64
 	byID    map[uint64]*allocation
+	byKey   map[string]*allocation
+	byPort  map[relayPort]*allocation // active ones
 	perUser map[string]int
 	perCall map[string]int
 	// closed is set by close: from then on reserve refuses and activate
@@ -163,9 +199,13 @@ func (b *atomicPortBits) set(p uint16)      { b[p/64].Or(1 << (p % 64)) }
 func (b *atomicPortBits) clear(p uint16)    { b[p/64].And(^uint64(1 << (p % 64))) }
 
 func newRegistry(q Quotas) *registry {
+	bw, _ := newLimiter(Bandwidth{}) // no limits: cannot fail
 	return &registry{
 		quotas:  q,
+		bw:      bw,
 		byID:    make(map[uint64]*allocation),
+		byKey:   make(map[string]*allocation),
+		byPort:  make(map[relayPort]*allocation),
 		perUser: make(map[string]int),
 		perCall: make(map[string]int),
 		drained: make(chan struct{}),
@@ -255,7 +295,10 @@ func (r *registry) reserve(a *allocation) (quota string, err error) {
 	}
 	r.nextID++
 	a.id = r.nextID
+	a.key = newAllocationKey()
 	r.byID[a.id] = a
+	r.byKey[a.key] = a
+	r.bw.attach(a)
 	r.perUser[a.user]++
 	if a.callID != "" {
 		r.perCall[a.callID]++
@@ -266,11 +309,30 @@ func (r *registry) reserve(a *allocation) (quota string, err error) {
 // activate publishes a reserved allocation once its socket exists. It
 // reports false if the registry was closed meanwhile: close did not see the
 // socket, so the caller must close it.
-func (r *registry) activate(a *allocation, relay net.Addr, closer io.Closer, capTimer *time.Timer) bool {
+func (r *registry) activate(a *allocation, relay net.Addr, port relayPort, closer io.Closer, capTimer *time.Timer) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	a.relay, a.closer, a.capTimer = relay, closer, capTimer
+	a.relay, a.port, a.closer, a.capTimer = relay, port, closer, capTimer
+	a.sampledAt = time.Now() // the sampler's clock: real, not Config.Now
+	r.byPort[port] = a
 	return !r.closed
+}
+
+// newAllocationKey returns 96 random bits, hex.
+func newAllocationKey() string {
+	var b [12]byte
+	_, _ = crand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24)
+	return hex.EncodeToString(b[:])
+}
+
+// noteClient records the client of the allocation on relay port, from
+// pion's OnAllocationCreated.
+func (r *registry) noteClient(port relayPort, client, transport string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a := r.byPort[port]; a != nil {
+		a.client, a.transport = client, transport
+	}
 }
 
 // close refuses new allocations from now on and returns the active ones,
@@ -315,6 +377,11 @@ func (r *registry) release(a *allocation) {
 		return
 	}
 	delete(r.byID, a.id)
+	delete(r.byKey, a.key)
+	if r.byPort[a.port] == a {
+		delete(r.byPort, a.port)
+	}
+	r.bw.detach(a)
 	r.retired.add(a.traffic())
 	if a.scoped {
 		r.retiredScoped.add(a.traffic())
@@ -369,23 +436,38 @@ func (r *registry) ofCall(callID string) []*allocation {
 	return out
 }
 
-func (r *registry) list() []AllocationInfo {
+// Filter selects allocations by user and call; empty fields match all.
+type Filter struct {
+	User, CallID string
+}
+
+func (f Filter) match(a *allocation) bool {
+	return (f.User == "" || a.user == f.User) && (f.CallID == "" || a.callID == f.CallID)
+}
+
+func (r *registry) list(f Filter, now time.Time) []AllocationInfo {
 	r.mu.Lock()
 	out := make([]AllocationInfo, 0, len(r.byID))
 	for _, a := range r.byID {
-		if a.closer == nil {
-			continue // still being set up
+		if a.closer == nil || !f.match(a) {
+			continue // still being set up, or not asked for
 		}
 		out = append(out, AllocationInfo{
+			ID:              a.key,
 			User:            a.user,
 			CallID:          a.callID,
 			Network:         a.network,
 			RelayAddr:       a.relay.String(),
+			ClientAddr:      a.client,
+			Transport:       a.transport,
 			Created:         a.created,
+			AgeSeconds:      max(now.Sub(a.created), 0).Seconds(),
 			BytesToPeer:     a.bytesToPeer.Load(),
 			BytesFromPeer:   a.bytesFromPeer.Load(),
 			PacketsToPeer:   a.packetsToPeer.Load(),
 			PacketsFromPeer: a.packetsFromPeer.Load(),
+			BPSToPeer:       a.rateToPeer,
+			BPSFromPeer:     a.rateFromPeer,
 			Scoped:          a.scoped,
 		})
 	}
@@ -397,4 +479,50 @@ func (r *registry) list() []AllocationInfo {
 		return strings.Compare(a.RelayAddr, b.RelayAddr)
 	})
 	return out
+}
+
+// byKeyOf returns the active allocation named key, or nil.
+func (r *registry) byKeyOf(key string) *allocation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a := r.byKey[key]; a != nil && a.closer != nil {
+		return a
+	}
+	return nil
+}
+
+// matching returns the active allocations f selects; an empty filter
+// selects none (a kill of everything is Close's job, not a typo's).
+func (r *registry) matching(f Filter) []*allocation {
+	if f == (Filter{}) {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*allocation
+	for _, a := range r.byID {
+		if a.closer != nil && f.match(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// sampleRates updates every allocation's bit rates from its byte counters:
+// the counters the relay keeps anyway, read once per interval, so the rate
+// costs nothing per packet.
+func (r *registry) sampleRates(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, a := range r.byID {
+		if a.closer == nil {
+			continue
+		}
+		to, from := a.bytesToPeer.Load(), a.bytesFromPeer.Load()
+		if dt := now.Sub(a.sampledAt).Seconds(); dt > 0 {
+			a.rateToPeer = uint64(float64(to-a.sampledTo) * 8 / dt)
+			a.rateFromPeer = uint64(float64(from-a.sampledFrom) * 8 / dt)
+		}
+		a.sampledAt, a.sampledTo, a.sampledFrom = now, to, from
+	}
 }

@@ -210,6 +210,22 @@ func (s *Server) newAllocation(username, network string) (*allocation, error) {
 	return a, nil
 }
 
+// relayPortOf is the registry's key of a relay address (a *net.UDPAddr or
+// *net.TCPAddr).
+func relayPortOf(relay net.Addr) (relayPort, bool) {
+	switch a := relay.(type) {
+	case *net.UDPAddr:
+		return udpRelayPort(a.IP, a.Port), true
+	case *net.TCPAddr:
+		network := netTCP4
+		if a.IP.To4() == nil {
+			network = netTCP6
+		}
+		return relayPort{network: network, port: uint16(a.Port)}, true
+	}
+	return relayPort{}, false
+}
+
 // relayPort is a port taken in the registry's port set.
 type relayPort struct {
 	network int // netUDP4, …
@@ -272,7 +288,8 @@ func (s *Server) track(a *allocation, relay net.Addr, c io.Closer) error {
 			s.log.Warn().Err(err).Msg("closing allocation at its cap")
 		}
 	})
-	if !s.reg.activate(a, relay, c, capTimer) {
+	port, _ := relayPortOf(relay)
+	if !s.reg.activate(a, relay, port, c, capTimer) {
 		return errors.Join(errServerClosed, c.Close())
 	}
 	if a.callID != "" && s.isRevoked(a.callID) {
@@ -350,20 +367,22 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
 	}
-	return c.send(p, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()), true)
+	return c.send(p, netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()), true, time.Time{})
 }
 
 // writeToPeer sends p to peer for the fast path; it never waits: a
 // datagram the kernel cannot take now is dropped.
-func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort) {
-	_, _ = c.send(p, peer, false)
+func (c *relayPacketConn) writeToPeer(p []byte, peer netip.AddrPort, now time.Time) {
+	_, _ = c.send(p, peer, false, now)
 }
 
 // send sends p to peer (unmapped) if the peer policy allows it, and counts
 // it. A refused peer or a full send buffer drops the datagram and reports
 // success: an error here only makes pion log one line per datagram. wait
-// is for pion's goroutines (SendToWaiting); the engine never waits.
-func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, error) {
+// is for pion's goroutines (SendToWaiting); the engine never waits. now is
+// the engine round's time for the bandwidth limits; zero: read the clock
+// (only when a limit is on).
+func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool, now time.Time) (int, error) {
 	if !c.permitted(peer.Addr()) {
 		c.s.m.noPermission.Inc()
 		return len(p), nil
@@ -376,6 +395,14 @@ func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, e
 	} else if !c.s.policy.Allow(peer) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
+	}
+	if bw := c.s.reg.bw; bw.on.Load() {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if !bw.admit(c.a, dirToPeer, len(p), now) {
+			return len(p), nil
+		}
 	}
 	var n int
 	var err error
@@ -397,12 +424,19 @@ func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool) (int, e
 }
 
 // deliver queues a peer's datagram for pion (a copy: d is the engine's
-// buffer).
-func (c *relayPacketConn) deliver(d []byte, from netip.AddrPort) {
+// buffer); now is the engine round's time.
+func (c *relayPacketConn) deliver(d []byte, from netip.AddrPort, now time.Time) {
 	if !c.permitted(from.Addr()) {
 		c.s.m.noPermission.Inc()
 		return
 	}
+	// Charged after the permission check: a stranger writing to the relay
+	// port spends nobody's bandwidth.
+	if bw := c.s.reg.bw; bw.on.Load() && !bw.admit(c.a, dirFromPeer, len(d), now) {
+		return
+	}
+	c.a.bytesFromPeer.Add(uint64(len(d)))
+	c.a.packetsFromPeer.Add(1)
 	if !c.inbox.Push(d, from) {
 		c.s.m.queueFull.Inc()
 	}

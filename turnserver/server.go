@@ -43,6 +43,14 @@ type Config struct {
 	Policy *Policy
 	Quotas Quotas
 
+	// Bandwidth limits relayed UDP traffic per allocation, per user and
+	// in total (bandwidth.go). Zero: unlimited.
+	Bandwidth Bandwidth
+	// RateInterval is how often each allocation's bit rate is computed
+	// from its byte counters (AllocationInfo.BPSToPeer). Default (0):
+	// DefaultRateInterval.
+	RateInterval time.Duration
+
 	// HostAddrs lists this host's addresses; the peer policy treats every
 	// one like a relay address (only live relay ports reachable, see
 	// PolicyConfig.LocalAddrs). New calls it first and fails if it fails
@@ -114,7 +122,13 @@ type Config struct {
 	// permissionTimeout is pion's permission lifetime; 0 leaves pion's
 	// default (5 minutes, RFC 8656 §9). Tests shorten it.
 	permissionTimeout time.Duration
+	// tlsListeners are the TLS listeners' addresses, to tell a TLS client
+	// from a TCP one (pion's events name the listener's address only).
+	tlsListeners map[string]bool
 }
+
+// DefaultRateInterval is Config.RateInterval's default.
+const DefaultRateInterval = 2 * time.Second
 
 // Revocation refuses a call's credentials until Until (when they would have
 // expired anyway).
@@ -186,6 +200,12 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		return nil, err
 	}
 	s := newServer(cfg)
+	bw, err := newLimiter(cfg.Bandwidth)
+	if err != nil {
+		return nil, err
+	}
+	bw.registerMetrics(s.m)
+	s.reg.bw = bw
 	if err := s.SetSFUPeers(cfg.SFUPeers); err != nil {
 		return nil, err
 	}
@@ -229,6 +249,11 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	}
 	s.turn = ts
 	s.startHostAddrWatch()
+	s.watchers.Add(1)
+	go func() {
+		defer s.watchers.Done()
+		s.sampleRates(s.ctx)
+	}()
 	return s, nil
 }
 
@@ -272,6 +297,15 @@ func (cfg Config) withDefaults(ln Listeners) (Config, error) {
 	}
 	if cfg.HostAddrsInterval <= 0 {
 		cfg.HostAddrsInterval = DefaultHostAddrsInterval
+	}
+	if cfg.RateInterval <= 0 {
+		cfg.RateInterval = DefaultRateInterval
+	}
+	for i, l := range ln.TLS {
+		if i == 0 {
+			cfg.tlsListeners = make(map[string]bool)
+		}
+		cfg.tlsListeners[l.Addr().String()] = true
 	}
 	return cfg, nil
 }
@@ -458,7 +492,58 @@ func (s *Server) Close() error {
 func (s *Server) AllocationCount() int { return s.reg.count() }
 
 // Allocations lists the live allocations.
-func (s *Server) Allocations() []AllocationInfo { return s.reg.list() }
+func (s *Server) Allocations() []AllocationInfo { return s.reg.list(Filter{}, s.now()) }
+
+// ListAllocations lists the live allocations f selects.
+func (s *Server) ListAllocations(f Filter) []AllocationInfo { return s.reg.list(f, s.now()) }
+
+// KillAllocation closes the allocation named id (AllocationInfo.ID) and
+// reports whether there was one. Closing the relay socket ends the
+// allocation in pion too: the client's next Refresh fails (437) and its
+// data goes nowhere. The credential stays valid: the client may allocate
+// again (RevokeCall is what refuses a call's credentials).
+func (s *Server) KillAllocation(id string) bool {
+	a := s.reg.byKeyOf(id)
+	if a == nil {
+		return false
+	}
+	s.kill(a)
+	return true
+}
+
+// KillAllocations closes every allocation f selects and returns how many.
+// An empty filter selects none.
+func (s *Server) KillAllocations(f Filter) int {
+	allocs := s.reg.matching(f)
+	for _, a := range allocs {
+		s.kill(a)
+	}
+	return len(allocs)
+}
+
+func (s *Server) kill(a *allocation) {
+	s.log.Info().Str("user", a.user).Str("call_id", a.callID).Stringer("relay", a.relay).
+		Msg("allocation killed through the admin API")
+	if err := a.closer.Close(); err != nil {
+		s.log.Warn().Err(err).Msg("closing a killed allocation")
+	}
+	s.m.killed.Inc()
+}
+
+// sampleRates computes the allocations' bit rates every RateInterval until
+// ctx ends.
+func (s *Server) sampleRates(ctx context.Context) {
+	t := time.NewTicker(s.cfg.RateInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.reg.sampleRates(now)
+		}
+	}
+}
 
 // RevokeCall refuses the call's credentials from now until `until` (when
 // they would have expired anyway) and closes its live allocations. It returns
@@ -504,6 +589,13 @@ func clientTransport(listener net.Addr) string {
 func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, relay net.Addr, _ int) {
 	transport := clientTransport(dst)
 	s.m.allocationsTotal.WithLabelValues(transport).Inc()
+	if port, ok := relayPortOf(relay); ok {
+		shown := transport
+		if transport == "tcp" && s.cfg.tlsListeners[dst.String()] {
+			shown = "tls"
+		}
+		s.reg.noteClient(port, src.String(), shown)
+	}
 	ev := s.log.Info().Str("transport", transport).Stringer("client", src).Stringer("relay", relay)
 	if c, err := credentials.ParseUsername(username); err == nil {
 		ev = ev.Str("user", c.User).Str("call_id", c.CallID)

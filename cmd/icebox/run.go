@@ -58,6 +58,9 @@ commands:
   config check    validate a configuration file
   keyring list    show a running icebox's keyring (admin token)
   keyring rotate  make a new secret sign; the old ones retire once unused
+  sessions list   show a running icebox's TURN allocations (admin token)
+  sessions kill   close an allocation by ID, or all of a user or a call
+  sessions bandwidth  show or override a user's bandwidth limit
   matrixrtc well-known  print the .well-known/matrix/client fragment for Element Call
   health          exit 0 if a running icebox is ready (Docker HEALTHCHECK)
   version         print the version
@@ -84,6 +87,8 @@ func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) er
 		return configCmd(args, stdout, stderr, env)
 	case "keyring":
 		return keyringCmd(ctx, args, stdout, stderr, env)
+	case "sessions":
+		return sessionsCmd(ctx, args, stdout, stderr, env)
 	case "matrixrtc":
 		return matrixRTCCmd(args, stdout, stderr, env)
 	case "health":

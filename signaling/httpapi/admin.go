@@ -23,7 +23,7 @@ func (s *Server) routeAdmin(g *echo.Group) {
 	g.GET("/admin/calls", s.adminActiveCalls)
 	g.GET("/admin/calls/:id", s.adminGetCall)
 	g.POST("/admin/calls/:id/revoke", s.revokeCall)
-	g.GET("/admin/allocations", s.allocations)
+	s.routeSessions(g)
 	g.GET("/admin/keyring", s.getKeyring)
 	g.POST("/admin/keyring/rotate", s.rotateKeyring)
 	// Go's profiles, for operators and `make bench`: CPU (?seconds=N),
@@ -92,13 +92,6 @@ func (s *Server) revokeCall(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, viewOf(call))
-}
-
-func (s *Server) allocations(c echo.Context) error {
-	if s.cfg.Allocations == nil {
-		return c.JSON(http.StatusOK, map[string]any{"allocations": []any{}})
-	}
-	return c.JSON(http.StatusOK, map[string]any{"allocations": s.cfg.Allocations()})
 }
 
 // activeCall is one live call in GET /admin/calls: who and since when,

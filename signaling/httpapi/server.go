@@ -35,6 +35,10 @@ type Config struct {
 	KeyringAdmin KeyringAdmin
 	// Allocations lists the relay's live allocations for /admin/allocations.
 	Allocations func() any
+	// Sessions serves /admin/allocations (listing with filters, kill) and
+	// /admin/users/{user}/bandwidth; it replaces Allocations. nil: listing
+	// through Allocations only.
+	Sessions Sessions
 	// ActiveCalls lists every ringing or answered call for /admin/calls;
 	// nil serves an empty list.
 	ActiveCalls func(ctx context.Context) ([]signaling.Call, error)

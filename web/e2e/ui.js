@@ -163,6 +163,24 @@ async function callDemo() {
   await admin.screenshot({ path: path.join(outDir, 'status.png'), fullPage: true });
   await alice.screenshot({ path: path.join(outDir, 'call.png'), fullPage: true });
 
+  // Kill one of the call's allocations from the status page: Kill asks
+  // for confirmation (Cancel keeps it), Confirm kill closes it and its row
+  // goes.
+  const victim = await admin.evaluate((id) => {
+    const r = Array.from(document.querySelectorAll('#allocations tbody tr[data-call-id]')).find((x) => x.dataset.callId === id && x.dataset.id);
+    return r ? r.dataset.id : '';
+  }, out.callId);
+  if (!victim) throw new Error('no allocation ID on the status page');
+  const row = `#allocations tbody tr[data-id="${victim}"]`;
+  await admin.locator(row + ' button.kill').click();
+  await admin.locator(row + ' button.cancel-kill').click();
+  await admin.locator(row + ' button.kill').waitFor({ timeout: 5000 });
+  await admin.locator(row + ' button.kill').click();
+  await admin.locator(row + ' button.confirm-kill').click();
+  await poll(admin, (sel) => ({ ok: document.querySelector(sel) === null, error: document.querySelector('#kill-error').textContent }),
+    row, 10000, 'the killed allocation gone from the status page');
+  out.statusKilled = victim;
+
   await alice.click('#hangup-button');
   const ended = (p) => poll(p, () => ({ ok: window.iceboxDemo.state() === 'ended', state: window.iceboxDemo.state(),
     text: document.querySelector('#call-state').textContent }), null, 10000, 'the call ended');

@@ -7,6 +7,8 @@
   const WINDOW_MS = 5 * 60 * 1000;
   const SVG = 'http://www.w3.org/2000/svg';
   let timer = null;
+  let confirming = '';      // the allocation ID whose kill awaits confirmation
+  let lastAllocations = [];
   let last = null;          // previous relayed byte counters {t, to_peer, from_peer}
   const series = [];        // {t, to_peer, from_peer} in bytes/s
 
@@ -43,19 +45,51 @@
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
   }
 
+  const fmtBits = (bps) => bps >= 1e6 ? (bps / 1e6).toFixed(1) + ' Mbit/s' : bps >= 1e3 ? Math.round(bps / 1e3) + ' kbit/s' : bps + ' bit/s';
+
+  // killCell is the row's kill control: a button, then a confirm step
+  // (Confirm / Cancel) that survives the table's refreshes.
+  function killCell(a) {
+    if (!a.id) return el('td', {});
+    if (confirming !== a.id) {
+      const b = el('button', { class: 'secondary kill', type: 'button', text: 'Kill' });
+      b.addEventListener('click', () => { confirming = a.id; showAllocations(lastAllocations); });
+      return el('td', {}, b);
+    }
+    const yes = el('button', { class: 'danger confirm-kill', type: 'button', text: 'Confirm kill' });
+    const no = el('button', { class: 'secondary cancel-kill', type: 'button', text: 'Cancel' });
+    yes.addEventListener('click', async () => {
+      yes.disabled = true;
+      try {
+        await api('DELETE', '/admin/allocations/' + encodeURIComponent(a.id));
+        $('#kill-error').textContent = '';
+      } catch (e) {
+        $('#kill-error').textContent = 'kill: ' + explain(e);
+      }
+      confirming = '';
+      await poll();
+    });
+    no.addEventListener('click', () => { confirming = ''; showAllocations(lastAllocations); });
+    return el('td', {}, yes, ' ', no);
+  }
+
   function showAllocations(list) {
+    lastAllocations = list;
+    if (confirming && !list.some((a) => a.id === confirming)) confirming = '';
     $('#n-allocations').textContent = list.length;
-    const rows = list.map((a) => el('tr', { 'data-call-id': a.call_id || '', 'data-user': a.user,
+    const rows = list.map((a) => el('tr', { 'data-call-id': a.call_id || '', 'data-user': a.user, 'data-id': a.id || '',
       'data-bytes-to-peer': a.bytes_to_peer, 'data-bytes-from-peer': a.bytes_from_peer },
     el('td', { text: a.user }),
     el('td', { class: 'mono', text: a.call_id || '–' }),
-    el('td', { text: a.network }),
+    el('td', { class: 'mono', text: a.client_addr ? (a.transport || a.network) + ' ' + a.client_addr : a.network }),
     el('td', { class: 'mono', text: a.relay_addr }),
     el('td', { class: 'num', text: fmtAge(a.created_at) }),
     el('td', { class: 'num', text: fmtBytes(a.bytes_to_peer) }),
     el('td', { class: 'num', text: fmtBytes(a.bytes_from_peer) }),
-    el('td', { class: 'num', text: (a.packets_to_peer + a.packets_from_peer).toLocaleString() })));
-    $('#allocations tbody').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { class: 'muted', colspan: '8', text: 'no allocations' }))]));
+    el('td', { class: 'num', text: (a.packets_to_peer + a.packets_from_peer).toLocaleString() }),
+    el('td', { class: 'num', text: fmtBits(a.bps_to_peer || 0) + ' / ' + fmtBits(a.bps_from_peer || 0) }),
+    killCell(a)));
+    $('#allocations tbody').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { class: 'muted', colspan: '10', text: 'no allocations' }))]));
   }
 
   function showCalls(c) {
