@@ -23,7 +23,7 @@ const (
 const (
 	ReasonConfigured = "configured"    // the setting is legacy or matrixrtc
 	ReasonLiveCall   = "live_call"     // auto: the room has a live MatrixRTC call
-	ReasonLastCall   = "last_call_rtc" // auto: the room's last call was MatrixRTC
+	ReasonLastCall   = "last_call_rtc" // auto: the members' last calls were MatrixRTC
 	ReasonNoRTC      = "no_rtc_call"   // auto: neither, so legacy
 	ReasonNoRoom     = "no_room"       // auto: the conversation has no Matrix room
 	ReasonUnknown    = "state_unknown" // auto: the room's MatrixRTC state could not be loaded; legacy
@@ -37,7 +37,7 @@ func ValidCallProtocol(p string) bool {
 // RTCRooms is the MatrixRTC state of the bridge's rooms
 // (membership.Rooms).
 type RTCRooms interface {
-	State(ctx context.Context, roomID string, now time.Time) (membership.State, error)
+	State(ctx context.Context, roomID string, members []string, now time.Time) (membership.State, error)
 }
 
 var _ RTCRooms = (*membership.Rooms)(nil)
@@ -49,12 +49,17 @@ type ResolvedProtocol struct {
 	Source   string `json:"source"`           // "conversation" or "default"
 	Reason   string `json:"reason"`           // Reason*
 	LiveRTC  int    `json:"live_rtc_members"` // unexpired MatrixRTC memberships in the room (auto only)
+	// Participants whose last call was MatrixRTC / legacy (auto only).
+	MembersRTC    int `json:"members_last_rtc"`
+	MembersLegacy int `json:"members_last_legacy"`
 }
 
 // ResolveCallProtocol is the rule: setting legacy or matrixrtc is taken as
 // is; auto is matrixrtc when the room has a live MatrixRTC call (an
-// unexpired joined membership) or its last call was MatrixRTC (its newest
-// membership is newer than its newest legacy invite), else legacy.
+// unexpired joined membership) or its members' last calls were MatrixRTC
+// (of the conversation's participants whose last call icebox saw, in any
+// room, at least one joined a MatrixRTC call last and none placed a legacy
+// invite last), else legacy.
 func ResolveCallProtocol(setting string, st membership.State) (protocol, reason string) {
 	switch setting {
 	case CallProtocolMatrixRTC:
@@ -87,13 +92,13 @@ func (s *Service) CallProtocol(ctx context.Context, conv Conversation) ResolvedP
 		r.Protocol, r.Reason = CallProtocolLegacy, ReasonNoRoom
 		return r
 	}
-	st, err := s.cfg.RTCRooms.State(ctx, conv.RoomID, s.cfg.Now())
+	st, err := s.cfg.RTCRooms.State(ctx, conv.RoomID, conv.Participants, s.cfg.Now())
 	if err != nil {
 		s.log.Warn().Err(err).Str("conversation_id", conv.ID).Msg("MatrixRTC state of the room not loaded; auto resolves to legacy")
 		r.Protocol, r.Reason = CallProtocolLegacy, ReasonUnknown
 		return r
 	}
 	r.Protocol, r.Reason = ResolveCallProtocol(r.Setting, st)
-	r.LiveRTC = st.Live
+	r.LiveRTC, r.MembersRTC, r.MembersLegacy = st.Live, st.MembersRTC, st.MembersLegacy
 	return r
 }

@@ -2,13 +2,11 @@ package signaling
 
 import (
 	"testing"
-	"time"
 
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
 )
 
 func TestResolveCallProtocol(t *testing.T) {
-	now := time.Unix(1_780_000_000, 0)
 	tests := []struct {
 		setting      string
 		st           membership.State
@@ -18,11 +16,12 @@ func TestResolveCallProtocol(t *testing.T) {
 		{CallProtocolMatrixRTC, membership.State{}, CallProtocolMatrixRTC, ReasonConfigured},
 		{CallProtocolAuto, membership.State{}, CallProtocolLegacy, ReasonNoRTC},
 		{CallProtocolAuto, membership.State{Live: 1}, CallProtocolMatrixRTC, ReasonLiveCall},
-		{CallProtocolAuto, membership.State{LastRTC: now}, CallProtocolMatrixRTC, ReasonLastCall},
-		{CallProtocolAuto, membership.State{LastRTC: now, LastLegacy: now.Add(time.Second)}, CallProtocolLegacy, ReasonNoRTC},
-		{CallProtocolAuto, membership.State{LastRTC: now.Add(time.Second), LastLegacy: now}, CallProtocolMatrixRTC, ReasonLastCall},
-		// A live call wins over a newer legacy call.
-		{CallProtocolAuto, membership.State{Live: 1, LastRTC: now, LastLegacy: now.Add(time.Second)}, CallProtocolMatrixRTC, ReasonLiveCall},
+		{CallProtocolAuto, membership.State{MembersRTC: 1}, CallProtocolMatrixRTC, ReasonLastCall},
+		{CallProtocolAuto, membership.State{MembersRTC: 2}, CallProtocolMatrixRTC, ReasonLastCall},
+		{CallProtocolAuto, membership.State{MembersRTC: 1, MembersLegacy: 1}, CallProtocolLegacy, ReasonNoRTC},
+		{CallProtocolAuto, membership.State{MembersLegacy: 1}, CallProtocolLegacy, ReasonNoRTC},
+		// A live call wins over members' legacy last calls.
+		{CallProtocolAuto, membership.State{Live: 1, MembersLegacy: 2}, CallProtocolMatrixRTC, ReasonLiveCall},
 	}
 	for _, tt := range tests {
 		got, reason := ResolveCallProtocol(tt.setting, tt.st)

@@ -64,29 +64,35 @@ func TestParse(t *testing.T) {
 func TestRoomsLiveAndLastCall(t *testing.T) {
 	r := NewRooms(0, 0, nil)
 	ctx := context.Background()
-	st, _ := r.State(ctx, "!r:x", t0)
+	members := []string{"@a:x", "@b:x"}
+	st, _ := r.State(ctx, "!r:x", members, t0)
 	if st.Live != 0 || st.LastCallRTC() || st.Known {
 		t.Fatalf("unknown room = %+v", st)
 	}
-	// A legacy call, then a MatrixRTC one.
-	r.ObserveLegacyCall("!r:x", t0)
+	// a's legacy call (another room), then a MatrixRTC one here.
+	r.ObserveLegacyCall("@a:x", t0)
 	if err := r.Observe("!r:x", Event{StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: elementCall("DEV", 0, 60_000), TS: t0.Add(time.Second)}); err != nil {
 		t.Fatal(err)
 	}
-	st, _ = r.State(ctx, "!r:x", t0.Add(2*time.Second))
-	if st.Live != 1 || !st.LastCallRTC() {
+	st, _ = r.State(ctx, "!r:x", members, t0.Add(2*time.Second))
+	if st.Live != 1 || !st.LastCallRTC() || st.MembersRTC != 1 {
 		t.Fatalf("after a membership: %+v", st)
 	}
-	// Expired: no longer live, but the last call was MatrixRTC.
-	st, _ = r.State(ctx, "!r:x", t0.Add(2*time.Minute))
+	// Expired: no longer live, but a's last call was MatrixRTC.
+	st, _ = r.State(ctx, "!r:x", members, t0.Add(2*time.Minute))
 	if st.Live != 0 || !st.LastCallRTC() {
 		t.Fatalf("after expiry: %+v", st)
 	}
-	// Emptied (left) then a legacy call: legacy again.
+	// Another room's members know nothing of a.
+	if st, _ := r.State(ctx, "!other:x", []string{"@c:x"}, t0.Add(2*time.Minute)); st.LastCallRTC() || st.Live != 0 {
+		t.Fatalf("another room: %+v", st)
+	}
+	// Emptied (left), then b places a legacy call: one member's last call
+	// is legacy, so not "the members' last calls were MatrixRTC".
 	_ = r.Observe("!r:x", Event{StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: []byte(`{}`), TS: t0.Add(3 * time.Minute)})
-	r.ObserveLegacyCall("!r:x", t0.Add(4*time.Minute))
-	st, _ = r.State(ctx, "!r:x", t0.Add(5*time.Minute))
-	if st.Live != 0 || st.LastCallRTC() {
+	r.ObserveLegacyCall("@b:x", t0.Add(4*time.Minute))
+	st, _ = r.State(ctx, "!r:x", members, t0.Add(5*time.Minute))
+	if st.Live != 0 || st.LastCallRTC() || st.MembersRTC != 1 || st.MembersLegacy != 1 {
 		t.Fatalf("after leaving and a legacy call: %+v", st)
 	}
 	// An invalid membership changes nothing.
@@ -100,16 +106,16 @@ func TestRoomsBounds(t *testing.T) {
 	for i := range 5 {
 		_ = r.Observe("!r:x", Event{StateKey: fmt.Sprint(i), Sender: "@a:x", Content: elementCall(fmt.Sprint(i), t0.UnixMilli(), 60_000), TS: t0})
 	}
-	st, _ := r.State(context.Background(), "!r:x", t0)
+	st, _ := r.State(context.Background(), "!r:x", nil, t0)
 	if st.Live != 3 || st.Dropped != 2 {
 		t.Fatalf("members past the bound: %+v", st)
 	}
-	r.ObserveLegacyCall("!b:x", t0)
-	r.ObserveLegacyCall("!c:x", t0) // evicts !r:x, the least recently updated
+	_ = r.Observe("!b:x", Event{StateKey: "k", Content: []byte(`{}`)})
+	_ = r.Observe("!c:x", Event{StateKey: "k", Content: []byte(`{}`)}) // evicts !r:x, the least recently updated
 	if r.Len() != 2 {
 		t.Fatalf("rooms = %d, want 2", r.Len())
 	}
-	if st, _ := r.State(context.Background(), "!r:x", t0); st.Known {
+	if st, _ := r.State(context.Background(), "!r:x", nil, t0); st.Known {
 		t.Fatalf("evicted room still known: %+v", st)
 	}
 }
@@ -127,15 +133,15 @@ func TestRoomsLoader(t *testing.T) {
 			{StateKey: "b", Sender: "@b:x", Content: []byte(`{}`), TS: t0},
 		}, nil
 	})
-	if _, err := r.State(context.Background(), "!r:x", t0); err == nil {
+	if _, err := r.State(context.Background(), "!r:x", nil, t0); err == nil {
 		t.Fatal("a failed load is not reported")
 	}
 	fail = false
-	st, err := r.State(context.Background(), "!r:x", t0)
+	st, err := r.State(context.Background(), "!r:x", nil, t0)
 	if err != nil || st.Live != 1 || !st.Known {
 		t.Fatalf("loaded state = %+v, %v", st, err)
 	}
-	if _, err := r.State(context.Background(), "!r:x", t0); err != nil || calls != 2 {
+	if _, err := r.State(context.Background(), "!r:x", nil, t0); err != nil || calls != 2 {
 		t.Fatalf("loaded twice: %d calls, %v", calls, err)
 	}
 }

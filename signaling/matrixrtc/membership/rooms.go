@@ -11,6 +11,9 @@ const (
 	// DefaultMaxRooms bounds the rooms tracked; the least recently
 	// updated is forgotten past it (it is loaded again when asked).
 	DefaultMaxRooms = 10000
+	// DefaultMaxUsers bounds the users whose last call is remembered;
+	// the least recently updated is forgotten past it.
+	DefaultMaxUsers = 10000
 	// DefaultMaxMembers bounds one room's memberships (device by device);
 	// past it new ones are dropped and counted in State.Dropped. A live
 	// call of that size is live anyway.
@@ -32,36 +35,45 @@ type Event struct {
 // stopped and does not repeat the memberships already in the room.
 type Loader func(ctx context.Context, roomID string) ([]Event, error)
 
-// State is what the rule reads of one room.
+// State is what the rule reads of one room and its members.
 type State struct {
-	Live       int       // unexpired joined memberships
-	LastRTC    time.Time // newest joined membership's creation; zero if none seen
-	LastLegacy time.Time // newest legacy m.call.invite seen; zero if none
-	Dropped    int       // memberships not kept (MaxMembers)
-	Known      bool      // the room's state was loaded or seen in the sync
+	Live    int  // unexpired joined memberships
+	Dropped int  // memberships not kept (MaxMembers)
+	Known   bool // the room's state was loaded or seen in the sync
+	// Of the members asked about whose last call icebox saw (in any
+	// room): how many last called with MatrixRTC, how many with a legacy
+	// m.call.invite.
+	MembersRTC, MembersLegacy int
 }
 
-// LastCallRTC reports whether the room's last call was a MatrixRTC one.
-func (s State) LastCallRTC() bool { return !s.LastRTC.IsZero() && s.LastRTC.After(s.LastLegacy) }
+// LastCallRTC reports whether the members' last calls were MatrixRTC: at
+// least one member's was, and none's was legacy.
+func (s State) LastCallRTC() bool { return s.MembersRTC > 0 && s.MembersLegacy == 0 }
 
 // Rooms keeps the MatrixRTC memberships of the rooms it is told about.
 // Safe for concurrent use.
 type Rooms struct {
-	maxRooms, maxMembers int
-	load                 Loader
+	maxRooms, maxMembers, maxUsers int
+	load                           Loader
 
 	mu    sync.Mutex
 	rooms map[string]*room
-	seq   uint64 // update counter, for least-recently-updated eviction
+	users map[string]*lastCall // by user ID
+	seq   uint64               // update counter, for least-recently-updated eviction
 }
 
 type room struct {
-	members    map[string]Member // by state key
-	lastRTC    time.Time
-	lastLegacy time.Time
-	dropped    int
-	loaded     bool
-	touched    uint64
+	members map[string]Member // by state key
+	dropped int
+	loaded  bool
+	touched uint64
+}
+
+// lastCall is when a user last joined a MatrixRTC call and last sent a
+// legacy invite.
+type lastCall struct {
+	rtc, legacy time.Time
+	touched     uint64
 }
 
 // NewRooms makes an empty tracker; 0 bounds take the defaults. load may
@@ -73,7 +85,8 @@ func NewRooms(maxRooms, maxMembers int, load Loader) *Rooms {
 	if maxMembers <= 0 {
 		maxMembers = DefaultMaxMembers
 	}
-	return &Rooms{maxRooms: maxRooms, maxMembers: maxMembers, load: load, rooms: make(map[string]*room)}
+	return &Rooms{maxRooms: maxRooms, maxMembers: maxMembers, maxUsers: DefaultMaxUsers, load: load,
+		rooms: make(map[string]*room), users: make(map[string]*lastCall)}
 }
 
 // SetLoader sets the Loader (the Matrix bridge, once its client exists).
@@ -107,18 +120,18 @@ func (r *Rooms) applyLocked(rm *room, stateKey string, m Member, left bool) {
 	} else {
 		rm.members[stateKey] = m
 	}
-	if m.Created.After(rm.lastRTC) {
-		rm.lastRTC = m.Created
+	if u := r.userLocked(m.Sender); m.Created.After(u.rtc) {
+		u.rtc = m.Created
 	}
 }
 
-// ObserveLegacyCall records a legacy m.call.invite sent in a room at ts.
-func (r *Rooms) ObserveLegacyCall(roomID string, ts time.Time) {
+// ObserveLegacyCall records a legacy m.call.invite sent by sender at ts
+// (in any room: a user's last call is theirs, not the room's).
+func (r *Rooms) ObserveLegacyCall(sender string, ts time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rm := r.roomLocked(roomID)
-	if ts.After(rm.lastLegacy) {
-		rm.lastLegacy = ts
+	if u := r.userLocked(sender); ts.After(u.legacy) {
+		u.legacy = ts
 	}
 }
 
@@ -129,10 +142,10 @@ func (r *Rooms) Forget(roomID string) {
 	r.mu.Unlock()
 }
 
-// State returns a room's state at now. A room whose state was never
+// State returns a room's state at now, and the last calls of members. A room whose state was never
 // loaded is loaded first through the Loader (once; a failed load is
 // tried again at the next call).
-func (r *Rooms) State(ctx context.Context, roomID string, now time.Time) (State, error) {
+func (r *Rooms) State(ctx context.Context, roomID string, members []string, now time.Time) (State, error) {
 	r.mu.Lock()
 	rm, ok := r.rooms[roomID]
 	load := r.load
@@ -142,7 +155,7 @@ func (r *Rooms) State(ctx context.Context, roomID string, now time.Time) (State,
 		evs, err := load(lctx, roomID)
 		cancel()
 		if err != nil {
-			return r.state(roomID, now), err
+			return r.state(roomID, members, now), err
 		}
 		r.mu.Lock()
 		rm = r.roomLocked(roomID)
@@ -159,17 +172,27 @@ func (r *Rooms) State(ctx context.Context, roomID string, now time.Time) (State,
 		}
 		r.mu.Unlock()
 	}
-	return r.state(roomID, now), nil
+	return r.state(roomID, members, now), nil
 }
 
-func (r *Rooms) state(roomID string, now time.Time) State {
+func (r *Rooms) state(roomID string, members []string, now time.Time) State {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var s State
+	for _, u := range members {
+		switch lc, ok := r.users[u]; {
+		case !ok:
+		case lc.rtc.After(lc.legacy):
+			s.MembersRTC++
+		case !lc.legacy.IsZero():
+			s.MembersLegacy++
+		}
+	}
 	rm, ok := r.rooms[roomID]
 	if !ok {
-		return State{}
+		return s
 	}
-	s := State{LastRTC: rm.lastRTC, LastLegacy: rm.lastLegacy, Dropped: rm.dropped, Known: true}
+	s.Dropped, s.Known = rm.dropped, true
 	for _, m := range rm.members {
 		if m.Live(now) {
 			s.Live++
@@ -202,6 +225,35 @@ func (r *Rooms) Len() int {
 	return len(r.rooms)
 }
 
+// userLocked returns user's entry, made (and the least recently updated
+// one evicted past maxUsers) if needed, and marks it updated.
+func (r *Rooms) userLocked(user string) *lastCall {
+	r.seq++
+	u, ok := r.users[user]
+	if !ok {
+		if len(r.users) >= r.maxUsers {
+			evictOldest(r.users, func(u *lastCall) uint64 { return u.touched })
+		}
+		u = &lastCall{}
+		r.users[user] = u
+	}
+	u.touched = r.seq
+	return u
+}
+
+// evictOldest deletes the entry with the smallest touched.
+func evictOldest[V any](m map[string]V, touched func(V) uint64) {
+	var oldest string
+	var min uint64
+	first := true
+	for k, v := range m {
+		if t := touched(v); first || t < min {
+			oldest, min, first = k, t, false
+		}
+	}
+	delete(m, oldest)
+}
+
 // roomLocked returns roomID's entry, made (and the least recently updated
 // one evicted past maxRooms) if needed, and marks it updated.
 func (r *Rooms) roomLocked(roomID string) *room {
@@ -209,14 +261,7 @@ func (r *Rooms) roomLocked(roomID string) *room {
 	rm, ok := r.rooms[roomID]
 	if !ok {
 		if len(r.rooms) >= r.maxRooms {
-			var oldest string
-			var min uint64
-			for id, o := range r.rooms {
-				if oldest == "" || o.touched < min {
-					oldest, min = id, o.touched
-				}
-			}
-			delete(r.rooms, oldest)
+			evictOldest(r.rooms, func(o *room) uint64 { return o.touched })
 		}
 		rm = &room{members: make(map[string]Member)}
 		r.rooms[roomID] = rm
