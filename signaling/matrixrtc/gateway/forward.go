@@ -112,7 +112,7 @@ func (g *Gateway) onClientTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver
 	if g.cfg.Transformer.Encrypts() {
 		opts.Encryption = livekit.Encryption_GCM
 	}
-	if g.refuses() {
+	if g.scanRoom(room); g.refuses() {
 		g.fail(ErrUnencrypted)
 		return
 	}

@@ -12,6 +12,13 @@
 // into an end-to-end encrypted room (Config.E2EE, or a member's track
 // published encrypted) unless the transformer encrypts.
 //
+// Whether a room is end-to-end encrypted is the caller's to say
+// (Config.E2EE: Element Call encrypts the media of calls in encrypted
+// Matrix rooms); the gateway also learns it from the members' tracks, at
+// join and as they publish, and then stops. Without Config.E2EE, a room
+// whose first encrypted track is published after the gateway started
+// publishing has had the gateway's first frames in clear: set it.
+//
 // One Gateway is one client's leg: one client PeerConnection, one LiveKit
 // participant. The client gets one audio and one video track down; the
 // first member track of each kind fills it (a one-to-one call; mixing or
@@ -26,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
@@ -142,7 +150,9 @@ func (g *Gateway) Answer(ctx context.Context, offer string) (string, error) {
 	if err != nil {
 		g.fail(err)
 		_ = g.Close()
-		return "", err
+		// The first reason: an E2EE room found while joining closes the
+		// client connection under the answer being made.
+		return "", g.Err()
 	}
 	return answer, nil
 }
@@ -175,6 +185,10 @@ func (g *Gateway) start(ctx context.Context, offer string) (string, error) {
 	if g.closed.Load() {
 		room.Disconnect()
 		return "", errors.New("gateway: closed while joining")
+	}
+	if g.scanRoom(room); g.refuses() {
+		// A member's track already in the room is end-to-end encrypted.
+		return "", ErrUnencrypted
 	}
 
 	answer, err := g.pc.CreateAnswer(nil)
@@ -244,6 +258,19 @@ func (g *Gateway) newClientPC() error {
 		}
 	})
 	return nil
+}
+
+// scanRoom learns from the members' publications known at join (the join
+// response lists them; the callbacks come later, with the subscriptions)
+// whether the room is end-to-end encrypted.
+func (g *Gateway) scanRoom(room *lksdk.Room) {
+	for _, rp := range room.GetRemoteParticipants() {
+		for _, pub := range rp.TrackPublications() {
+			if info := pub.TrackInfo(); info != nil && info.Encryption != livekit.Encryption_NONE {
+				g.e2ee.Store(true)
+			}
+		}
+	}
 }
 
 // Done is closed when the leg ends (failure or Close); Err says why.

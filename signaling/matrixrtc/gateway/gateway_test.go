@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/livekit/protocol/auth"
+	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
@@ -70,9 +72,19 @@ type sampleWriter interface {
 	WriteSample(media.Sample) error
 }
 
-type lkSampleWriter struct{ *lksdk.LocalTrack }
+// lkSampleWriter writes into a server-sdk-go track, each frame changed
+// by frame (if set).
+type lkSampleWriter struct {
+	*lksdk.LocalTrack
+	frame func([]byte) []byte
+}
 
-func (w lkSampleWriter) WriteSample(s media.Sample) error { return w.LocalTrack.WriteSample(s, nil) }
+func (w lkSampleWriter) WriteSample(s media.Sample) error {
+	if w.frame != nil {
+		s.Data = w.frame(s.Data)
+	}
+	return w.LocalTrack.WriteSample(s, nil)
+}
 
 // sendMedia writes 50 Opus frames and 30 VP8 frames (a key frame every
 // 10th) a second into audio and video until ctx ends.
@@ -107,7 +119,10 @@ func sendMedia(ctx context.Context, wg *sync.WaitGroup, audio, video sampleWrite
 }
 
 // counter counts RTP payload bytes of received tracks by kind.
-type counter struct{ audio, video atomic.Uint64 }
+type counter struct {
+	audio, video atomic.Uint64
+	onPayload    func(webrtc.RTPCodecType, []byte)
+}
 
 func (c *counter) read(wg *sync.WaitGroup, track *webrtc.TrackRemote) {
 	wg.Add(1)
@@ -123,6 +138,9 @@ func (c *counter) read(wg *sync.WaitGroup, track *webrtc.TrackRemote) {
 				return
 			}
 			n.Add(uint64(len(pkt.Payload)))
+			if c.onPayload != nil {
+				c.onPayload(track.Kind(), pkt.Payload)
+			}
 		}
 	}()
 }
@@ -165,33 +183,54 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// TestGatewayForwardsBothWays: a plain WebRTC client (pion) sends Opus and
-// VP8 to the gateway, which publishes them into a room of the real
-// livekit-server, where a second participant (server-sdk-go) receives
-// them; that participant's Opus and VP8 come back down to the client. No
-// E2EE (Identity transformer, the room not encrypted).
-func TestGatewayForwardsBothWays(t *testing.T) {
+// bed is one leg under test: the real livekit-server in its namespace, a
+// member (server-sdk-go) publishing Opus and VP8 and counting what it
+// receives, a plain WebRTC client (pion) doing the same, and the gateway
+// between the client and the room.
+type bed struct {
+	gw                 *gateway.Gateway
+	atMember, atClient counter
+	joined             time.Duration // Answer: join the room and answer
+	start              time.Time
+}
+
+// bedOptions vary newBed.
+type bedOptions struct {
+	transformer gateway.FrameTransformer
+	// memberEncryption is how the member declares its tracks.
+	memberEncryption livekit.Encryption_Type
+	// memberFrame changes each frame the member sends.
+	memberFrame func([]byte) []byte
+	// onMemberPayload sees each RTP payload the member receives.
+	onMemberPayload func(kind webrtc.RTPCodecType, payload []byte)
+	// onClientPayload sees each RTP payload the client receives.
+	onClientPayload func(kind webrtc.RTPCodecType, payload []byte)
+	// answerErr, if set, takes Answer's error instead of failing on it.
+	answerErr *error
+}
+
+func newBed(t *testing.T, o bedOptions) *bed {
+	t.Helper()
 	// Checked after every cleanup (the SFU's stop included): registered first.
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, before) })
 	lk := startSFU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
 	var wg sync.WaitGroup
 	mediaCtx, stopMedia := context.WithCancel(ctx)
-	defer func() { stopMedia(); wg.Wait() }()
+	b := &bed{}
+	b.atMember.onPayload, b.atClient.onPayload = o.onMemberPayload, o.onClientPayload
 
 	// The member: joins, publishes, counts what it receives.
-	var atMember counter
 	cb := lksdk.NewRoomCallback()
 	cb.OnTrackSubscribed = func(track *webrtc.TrackRemote, _ *lksdk.RemoteTrackPublication, _ *lksdk.RemoteParticipant) {
-		atMember.read(&wg, track)
+		b.atMember.read(&wg, track)
 	}
 	member, err := lksdk.ConnectToRoomWithToken(lk.URL, token(t, lk, "member"), cb, lksdk.WithAutoSubscribe(true))
 	if err != nil {
 		t.Fatalf("member join: %v", err)
 	}
-	defer member.Disconnect()
 	mAudio, err := lksdk.NewLocalSampleTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -200,13 +239,20 @@ func TestGatewayForwardsBothWays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := member.LocalParticipant.PublishTrack(mAudio, &lksdk.TrackPublicationOptions{Name: "mic"}); err != nil {
+	if _, err := member.LocalParticipant.PublishTrack(mAudio, &lksdk.TrackPublicationOptions{Name: "mic", Encryption: o.memberEncryption}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := member.LocalParticipant.PublishTrack(mVideo, &lksdk.TrackPublicationOptions{Name: "cam", VideoWidth: 640, VideoHeight: 480}); err != nil {
+	if _, err := member.LocalParticipant.PublishTrack(mVideo, &lksdk.TrackPublicationOptions{Name: "cam", VideoWidth: 640, VideoHeight: 480, Encryption: o.memberEncryption}); err != nil {
 		t.Fatal(err)
 	}
-	sendMedia(mediaCtx, &wg, lkSampleWriter{mAudio}, lkSampleWriter{mVideo})
+	sendMedia(mediaCtx, &wg, lkSampleWriter{mAudio, o.memberFrame}, lkSampleWriter{mVideo, o.memberFrame})
+	// The member's tracks are in the room (the SFU lists a track once its
+	// media arrives) before the gateway joins.
+	rs := lksdk.NewRoomServiceClient(lk.HTTPURL, lk.APIKey, lk.APISecret)
+	waitFor(t, 30*time.Second, "the member's tracks published", func() bool {
+		resp, err := rs.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: roomName})
+		return err == nil && len(resp.GetParticipants()) == 1 && len(resp.GetParticipants()[0].GetTracks()) == 2
+	})
 
 	// The client: a plain pion PeerConnection that offers Opus and VP8,
 	// sendrecv.
@@ -218,7 +264,6 @@ func TestGatewayForwardsBothWays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer client.Close()
 	cAudio, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "client")
 	if err != nil {
 		t.Fatal(err)
@@ -232,8 +277,7 @@ func TestGatewayForwardsBothWays(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var atClient counter
-	client.OnTrack(func(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { atClient.read(&wg, track) })
+	client.OnTrack(func(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) { b.atClient.read(&wg, track) })
 	offer, err := client.CreateOffer(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -244,55 +288,159 @@ func TestGatewayForwardsBothWays(t *testing.T) {
 	}
 	<-gathered
 
-	gw, err := gateway.New(gateway.Config{URL: lk.URL, Token: token(t, lk, "icebox-gw"), Transformer: gateway.Identity{},
+	gw, err := gateway.New(gateway.Config{URL: lk.URL, Token: token(t, lk, "icebox-gw"), Transformer: o.transformer,
 		Settings: loopback(), Logger: zerolog.New(zerolog.NewTestWriter(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer gw.Close()
-	start := time.Now()
+	b.gw = gw
+	// Stopped before the SFU (cleanups run last-registered first).
+	t.Cleanup(func() {
+		_ = gw.Close()
+		stopMedia()
+		member.Disconnect()
+		_ = client.Close()
+		wg.Wait()
+	})
+	b.start = time.Now()
 	answer, err := gw.Answer(ctx, client.LocalDescription().SDP)
+	if err != nil && o.answerErr != nil {
+		*o.answerErr = err
+		return b
+	}
 	if err != nil {
 		t.Fatalf("Answer: %v", err)
 	}
-	joined := time.Since(start)
+	b.joined = time.Since(b.start)
 	if err := client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
 		t.Fatal(err)
 	}
 	sendMedia(mediaCtx, &wg, cAudio, cVideo)
+	return b
+}
 
+// TestGatewayForwardsBothWays: a plain WebRTC client (pion) sends Opus and
+// VP8 to the gateway, which publishes them into a room of the real
+// livekit-server, where a second participant (server-sdk-go) receives
+// them; that participant's Opus and VP8 come back down to the client. No
+// E2EE (Identity transformer, the room not encrypted).
+func TestGatewayForwardsBothWays(t *testing.T) {
+	b := newBed(t, bedOptions{transformer: gateway.Identity{}})
 	waitFor(t, 60*time.Second, "first media both ways", func() bool {
-		return atMember.audio.Load() > 0 && atMember.video.Load() > 0 && atClient.audio.Load() > 0 && atClient.video.Load() > 0
+		return b.atMember.audio.Load() > 0 && b.atMember.video.Load() > 0 && b.atClient.audio.Load() > 0 && b.atClient.video.Load() > 0
 	})
-	firstMedia := time.Since(start)
+	firstMedia := time.Since(b.start)
 	// Two seconds' worth each way: 50 Opus frames of 80 B, 30 VP8 frames
 	// of 900 B a second.
 	waitFor(t, 60*time.Second, "media both ways", func() bool {
-		return atMember.audio.Load() > 8_000 && atMember.video.Load() > 54_000 &&
-			atClient.audio.Load() > 8_000 && atClient.video.Load() > 54_000
+		return b.atMember.audio.Load() > 8_000 && b.atMember.video.Load() > 54_000 &&
+			b.atClient.audio.Load() > 8_000 && b.atClient.video.Load() > 54_000
 	})
 	// And it keeps flowing.
-	a0, v0, ca0, cv0 := atMember.audio.Load(), atMember.video.Load(), atClient.audio.Load(), atClient.video.Load()
+	a0, v0, ca0, cv0 := b.atMember.audio.Load(), b.atMember.video.Load(), b.atClient.audio.Load(), b.atClient.video.Load()
 	waitFor(t, 30*time.Second, "media still flowing", func() bool {
-		return atMember.audio.Load() > a0 && atMember.video.Load() > v0 && atClient.audio.Load() > ca0 && atClient.video.Load() > cv0
+		return b.atMember.audio.Load() > a0 && b.atMember.video.Load() > v0 && b.atClient.audio.Load() > ca0 && b.atClient.video.Load() > cv0
 	})
-	st := gw.Stats()
+	st := b.gw.Stats()
 	t.Logf("join+answer %v, first media both ways after %v; member received audio %d B video %d B; client received audio %d B video %d B; gateway %+v",
-		joined.Round(time.Millisecond), firstMedia.Round(time.Millisecond),
-		atMember.audio.Load(), atMember.video.Load(), atClient.audio.Load(), atClient.video.Load(), st)
+		b.joined.Round(time.Millisecond), firstMedia.Round(time.Millisecond),
+		b.atMember.audio.Load(), b.atMember.video.Load(), b.atClient.audio.Load(), b.atClient.video.Load(), st)
 	if st.UpFrames == 0 || st.DownFrames == 0 || st.Dropped != 0 {
 		t.Errorf("gateway stats %+v", st)
 	}
-	if err := gw.Close(); err != nil {
+	if err := b.gw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := gw.Err(); err != nil {
+	if err := b.gw.Err(); err != nil {
 		t.Errorf("Err after Close = %v", err)
 	}
-	stopMedia()
-	member.Disconnect()
-	_ = client.Close()
-	wg.Wait()
+}
+
+// TestGatewayLeavesE2EERoomWithoutEncryption: a member publishes its
+// tracks as end-to-end encrypted before the gateway joins (Config.E2EE not
+// set); the gateway, whose transformer does not encrypt, learns it from
+// the join and ends the leg with ErrUnencrypted instead of publishing the
+// client's media in clear: not one frame goes out.
+func TestGatewayLeavesE2EERoomWithoutEncryption(t *testing.T) {
+	var answerErr error
+	b := newBed(t, bedOptions{transformer: gateway.Identity{}, memberEncryption: livekit.Encryption_GCM, answerErr: &answerErr})
+	// The member's encrypted tracks are known while the gateway joins (the
+	// answer is refused) or just after (the leg ends).
+	if answerErr == nil {
+		select {
+		case <-b.gw.Done():
+		case <-time.After(30 * time.Second):
+			t.Fatal("the leg did not end")
+		}
+	}
+	if !errors.Is(answerErr, gateway.ErrUnencrypted) && answerErr != nil {
+		t.Fatalf("Answer = %v, want ErrUnencrypted", answerErr)
+	}
+	if !errors.Is(b.gw.Err(), gateway.ErrUnencrypted) {
+		t.Fatalf("Err = %v, want ErrUnencrypted", b.gw.Err())
+	}
+	_ = b.gw.Close()
+	if n := b.atMember.audio.Load() + b.atMember.video.Load(); n != 0 || b.gw.Stats().UpBytes != 0 {
+		t.Fatalf("the member received %d B from the gateway (stats %+v)", n, b.gw.Stats())
+	}
+}
+
+// marker is a stand-in for the frame crypto (framecrypt's): it says it
+// encrypts, appends "ICBX" to each frame going into the room and takes the
+// member's "MEMB" off each frame coming out (refusing a frame without it),
+// so the test sees the transformer applied once per frame each way.
+type marker struct{ refused atomic.Int64 }
+
+func (*marker) Encrypts() bool { return true }
+func (*marker) Outbound(f gateway.Frame) ([]byte, error) {
+	return append(append([]byte(nil), f.Payload...), "ICBX"...), nil
+}
+func (m *marker) Inbound(f gateway.Frame) ([]byte, error) {
+	if !bytes.HasSuffix(f.Payload, []byte("MEMB")) || f.Participant != "member" {
+		m.refused.Add(1)
+		return nil, errors.New("not the member's")
+	}
+	return f.Payload[:len(f.Payload)-4], nil
+}
+
+// TestGatewayTransformsEachFrame: with an encrypting transformer the
+// gateway publishes into the E2EE room, declaring its tracks encrypted;
+// every Opus packet the member receives carries the transformer's mark,
+// none the client receives carries the member's.
+func TestGatewayTransformsEachFrame(t *testing.T) {
+	var memberMarked, memberPlain, clientMarked atomic.Int64
+	tr := &marker{}
+	b := newBed(t, bedOptions{
+		transformer:      tr,
+		memberEncryption: livekit.Encryption_GCM,
+		memberFrame:      func(f []byte) []byte { return append(f, "MEMB"...) },
+		onMemberPayload: func(kind webrtc.RTPCodecType, p []byte) {
+			if kind != webrtc.RTPCodecTypeAudio {
+				return
+			}
+			if bytes.HasSuffix(p, []byte("ICBX")) {
+				memberMarked.Add(1)
+			} else {
+				memberPlain.Add(1)
+			}
+		},
+		onClientPayload: func(kind webrtc.RTPCodecType, p []byte) {
+			if bytes.HasSuffix(p, []byte("MEMB")) {
+				clientMarked.Add(1)
+			}
+		},
+	})
+	waitFor(t, 60*time.Second, "media both ways", func() bool {
+		return memberMarked.Load() > 50 && b.atMember.video.Load() > 20_000 &&
+			b.atClient.audio.Load() > 4_000 && b.atClient.video.Load() > 20_000
+	})
+	if memberPlain.Load() != 0 || clientMarked.Load() != 0 || tr.refused.Load() != 0 {
+		t.Fatalf("member: %d marked, %d unmarked Opus packets; client: %d packets with the member's mark; refused %d",
+			memberMarked.Load(), memberPlain.Load(), clientMarked.Load(), tr.refused.Load())
+	}
+	if err := b.gw.Err(); err != nil {
+		t.Fatalf("Err = %v", err)
+	}
 }
 
 // TestGatewayRefusesUnencrypted: with the room known to be end-to-end
