@@ -103,10 +103,11 @@ type Gateway struct {
 	e2ee   atomic.Bool // the room is end-to-end encrypted
 	closed atomic.Bool
 
-	mu      sync.Mutex
-	err     error         // why the leg ended (first failure)
-	done    chan struct{} // closed when the leg fails or is closed
-	started bool
+	mu       sync.Mutex
+	err      error         // why the leg ended (first failure)
+	roomLeft bool          // room.Disconnect was called
+	done     chan struct{} // closed when the leg fails or is closed
+	started  bool
 
 	wg sync.WaitGroup // forwarding goroutines
 
@@ -182,9 +183,14 @@ func (g *Gateway) start(ctx context.Context, offer string) (string, error) {
 	g.mu.Lock()
 	g.room = room
 	g.mu.Unlock()
-	if g.closed.Load() {
-		room.Disconnect()
+	select {
+	case <-g.done: // failed or closed while joining
+		g.stop()
+		if err := g.Err(); err != nil {
+			return "", err
+		}
 		return "", errors.New("gateway: closed while joining")
+	default:
 	}
 	if g.scanRoom(room); g.refuses() {
 		// A member's track already in the room is end-to-end encrypted.
@@ -230,7 +236,9 @@ func (g *Gateway) newClientPC() error {
 	if err != nil {
 		return fmt.Errorf("gateway: client PeerConnection: %w", err)
 	}
+	g.mu.Lock()
 	g.pc = pc
+	g.mu.Unlock()
 	g.down = make(map[webrtc.RTPCodecType]*downTrack, 2)
 	for _, c := range []webrtc.RTPCodecParameters{opusCodec, vp8Codec} {
 		kind := webrtc.RTPCodecTypeAudio
@@ -298,23 +306,26 @@ func (g *Gateway) fail(err error) {
 	}
 }
 
-// stop disconnects both sides once (without waiting).
+// stop ends the leg (without waiting): Done closes, and both sides are
+// disconnected, each once, also one that start sets after a failure.
 func (g *Gateway) stop() {
 	g.mu.Lock()
 	select {
 	case <-g.done:
-		g.mu.Unlock()
-		return
 	default:
 		close(g.done)
 	}
-	room, pc := g.room, g.pc
+	var room *lksdk.Room
+	if !g.roomLeft {
+		room, g.roomLeft = g.room, g.room != nil
+	}
+	pc := g.pc
 	g.mu.Unlock()
 	if room != nil {
 		room.Disconnect()
 	}
 	if pc != nil {
-		_ = pc.Close()
+		_ = pc.Close() // idempotent
 	}
 }
 

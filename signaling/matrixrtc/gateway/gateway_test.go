@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -172,6 +175,43 @@ func startSFU(t *testing.T) *livekittest.Server {
 	return livekittest.Start(t, livekittest.Config{Command: ns.Command, Dial: ns.DialContext, BindIP: net + "2", NodeIP: net + "2"})
 }
 
+// roomList asks LiveKit's RoomService how many participants the room has
+// and how many tracks they publish (its own HTTP client: no connection
+// outlives the test).
+func roomList(t *testing.T, lk *livekittest.Server) (participants, tracks int) {
+	t.Helper()
+	jwt, err := auth.NewAccessToken(lk.APIKey, lk.APISecret).SetVideoGrant(&auth.VideoGrant{RoomAdmin: true, Room: roomName}).
+		SetValidFor(time.Minute).ToJWT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, lk.HTTPURL+"/twirp/livekit.RoomService/ListParticipants", strings.NewReader(`{"room":"`+roomName+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+jwt)
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return -1, -1
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Participants []struct {
+			Tracks []json.RawMessage `json:"tracks"`
+		} `json:"participants"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&list) != nil {
+		return -1, -1
+	}
+	for _, p := range list.Participants {
+		tracks += len(p.Tracks)
+	}
+	return len(list.Participants), tracks
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -188,6 +228,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // receives, a plain WebRTC client (pion) doing the same, and the gateway
 // between the client and the room.
 type bed struct {
+	lk                 *livekittest.Server
 	gw                 *gateway.Gateway
 	atMember, atClient counter
 	joined             time.Duration // Answer: join the room and answer
@@ -219,7 +260,7 @@ func newBed(t *testing.T, o bedOptions) *bed {
 	t.Cleanup(cancel)
 	var wg sync.WaitGroup
 	mediaCtx, stopMedia := context.WithCancel(ctx)
-	b := &bed{}
+	b := &bed{lk: lk}
 	b.atMember.onPayload, b.atClient.onPayload = o.onMemberPayload, o.onClientPayload
 
 	// The member: joins, publishes, counts what it receives.
@@ -248,10 +289,9 @@ func newBed(t *testing.T, o bedOptions) *bed {
 	sendMedia(mediaCtx, &wg, lkSampleWriter{mAudio, o.memberFrame}, lkSampleWriter{mVideo, o.memberFrame})
 	// The member's tracks are in the room (the SFU lists a track once its
 	// media arrives) before the gateway joins.
-	rs := lksdk.NewRoomServiceClient(lk.HTTPURL, lk.APIKey, lk.APISecret)
 	waitFor(t, 30*time.Second, "the member's tracks published", func() bool {
-		resp, err := rs.ListParticipants(ctx, &livekit.ListParticipantsRequest{Room: roomName})
-		return err == nil && len(resp.GetParticipants()) == 1 && len(resp.GetParticipants()[0].GetTracks()) == 2
+		p, tr := roomList(t, lk)
+		return p == 1 && tr == 2
 	})
 
 	// The client: a plain pion PeerConnection that offers Opus and VP8,
@@ -383,6 +423,11 @@ func TestGatewayLeavesE2EERoomWithoutEncryption(t *testing.T) {
 	if n := b.atMember.audio.Load() + b.atMember.video.Load(); n != 0 || b.gw.Stats().UpBytes != 0 {
 		t.Fatalf("the member received %d B from the gateway (stats %+v)", n, b.gw.Stats())
 	}
+	// The gateway left the room (it joined before refusing).
+	waitFor(t, 20*time.Second, "only the member in the room", func() bool {
+		p, _ := roomList(t, b.lk)
+		return p == 1
+	})
 }
 
 // marker is a stand-in for the frame crypto (framecrypt's): it says it
