@@ -216,7 +216,7 @@ type Matrix struct {
 	// conversation does not say (admin API call_protocol): "legacy" (1:1
 	// m.call.* events), "matrixrtc" (MatrixRTC: call membership, LiveKit
 	// media) or "auto" (MatrixRTC when the room has a live MatrixRTC call
-	// or its last call was one, else legacy). Default: "legacy", so that
+	// or its members' last calls were, else legacy). Default: "legacy", so that
 	// an upgrade changes no existing installation's calls (see README).
 	CallProtocol string `yaml:"call_protocol"`
 }

@@ -1,8 +1,8 @@
 // Package membership reads MatrixRTC call memberships
 // (org.matrix.msc3401.call.member state events, as Element Call and
 // Element X send them) and keeps, per Matrix room, which members are in a
-// live MatrixRTC call and whether the room's last call was a MatrixRTC
-// one. It is what matrix.call_protocol "auto" decides by.
+// live MatrixRTC call, and per user whether their last call was a
+// MatrixRTC one. It is what matrix.call_protocol "auto" decides by.
 //
 // Which membership is live follows matrix-js-sdk (CallMembership,
 // MatrixRTCSession, v43): a state event whose content is empty (or holds
