@@ -147,21 +147,20 @@ func (g *Gateway) onClientTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver
 			if g.refuses() {
 				// Never media sent unencrypted: the room turned out
 				// to be end-to-end encrypted (a member's track said so).
-				g.dropped.Add(1)
+				g.drop(dirUp, reasonUnencrypted)
 				continue
 			}
 			out, err := g.cfg.Transformer.Outbound(Frame{Participant: identity, MimeType: codec.MimeType,
 				RTPTimestamp: s.PacketTimestamp, Payload: s.Data})
 			if err != nil {
-				g.dropped.Add(1)
+				g.drop(dirUp, reasonTransform)
 				continue
 			}
 			if err := local.WriteSample(media.Sample{Data: out, Duration: s.Duration, PacketTimestamp: s.PacketTimestamp}, nil); err != nil {
-				g.dropped.Add(1)
+				g.drop(dirUp, reasonWrite)
 				continue
 			}
-			g.upFrames.Add(1)
-			g.upBytes.Add(uint64(len(out)))
+			g.forwarded(dirUp, len(out))
 		}
 	}
 }
@@ -222,15 +221,14 @@ func (g *Gateway) onMemberTrack(track *webrtc.TrackRemote, pub *lksdk.RemoteTrac
 				out, err := g.cfg.Transformer.Inbound(Frame{Participant: identity, MimeType: codec.MimeType,
 					RTPTimestamp: s.PacketTimestamp, Payload: s.Data})
 				if err != nil || out == nil {
-					g.dropped.Add(1)
+					g.drop(dirDown, reasonTransform)
 					continue
 				}
 				if err := d.track.WriteSample(media.Sample{Data: out, Duration: s.Duration}); err != nil {
-					g.dropped.Add(1)
+					g.drop(dirDown, reasonWrite)
 					continue
 				}
-				g.downFrames.Add(1)
-				g.downBytes.Add(uint64(len(out)))
+				g.forwarded(dirDown, len(out))
 			}
 		}
 	}()

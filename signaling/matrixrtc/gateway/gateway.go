@@ -78,6 +78,8 @@ type Config struct {
 	ICEServers []webrtc.ICEServer
 	// JoinTimeout bounds joining the LiveKit room. Default: 15 s.
 	JoinTimeout time.Duration
+	// Metrics are shared by the legs (NewMetrics). Default: none.
+	Metrics *Metrics
 	// Logger is the parent logger; the gateway adds component=gateway.
 	Logger zerolog.Logger
 }
@@ -106,6 +108,7 @@ type Gateway struct {
 	mu       sync.Mutex
 	err      error         // why the leg ended (first failure)
 	roomLeft bool          // room.Disconnect was called
+	live     bool          // counted in the legs gauge (answered, not ended)
 	done     chan struct{} // closed when the leg fails or is closed
 	started  bool
 
@@ -126,6 +129,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.JoinTimeout <= 0 {
 		cfg.JoinTimeout = defaultJoinTimeout
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger.With().Str("component", "gateway").Logger(), done: make(chan struct{})}
 	g.e2ee.Store(cfg.E2EE)
@@ -155,6 +161,14 @@ func (g *Gateway) Answer(ctx context.Context, offer string) (string, error) {
 		// client connection under the answer being made.
 		return "", g.Err()
 	}
+	g.mu.Lock()
+	select {
+	case <-g.done:
+	default:
+		g.live = true
+		g.cfg.Metrics.legs.Inc()
+	}
+	g.mu.Unlock()
 	return answer, nil
 }
 
@@ -314,6 +328,18 @@ func (g *Gateway) stop() {
 	case <-g.done:
 	default:
 		close(g.done)
+		reason := "closed"
+		switch {
+		case errors.Is(g.err, ErrUnencrypted):
+			reason = "unencrypted"
+		case g.err != nil:
+			reason = "failed"
+		}
+		g.cfg.Metrics.ended.WithLabelValues(reason).Inc()
+		if g.live {
+			g.live = false
+			g.cfg.Metrics.legs.Dec()
+		}
 	}
 	var room *lksdk.Room
 	if !g.roomLeft {
@@ -350,6 +376,25 @@ func (g *Gateway) goForward() bool {
 	}
 	g.wg.Add(1)
 	return true
+}
+
+// forwarded counts a frame of n bytes forwarded in direction dir.
+func (g *Gateway) forwarded(dir string, n int) {
+	if dir == dirUp {
+		g.upFrames.Add(1)
+		g.upBytes.Add(uint64(n))
+	} else {
+		g.downFrames.Add(1)
+		g.downBytes.Add(uint64(n))
+	}
+	g.cfg.Metrics.frames.WithLabelValues(dir).Inc()
+	g.cfg.Metrics.bytes.WithLabelValues(dir).Add(float64(n))
+}
+
+// drop counts a frame not forwarded.
+func (g *Gateway) drop(dir, reason string) {
+	g.dropped.Add(1)
+	g.cfg.Metrics.dropped.WithLabelValues(dir, reason).Inc()
 }
 
 // Stats returns the leg's counters.

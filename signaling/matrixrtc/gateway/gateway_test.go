@@ -20,6 +20,7 @@ import (
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
@@ -212,6 +213,40 @@ func roomList(t *testing.T, lk *livekittest.Server) (participants, tracks int) {
 	return len(list.Participants), tracks
 }
 
+// metric is the value of the gateway metric name with labels (name,
+// value pairs); -1 if absent.
+func (b *bed) metric(t *testing.T, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := b.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(labels); i += 2 {
+				found := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == labels[i] && l.GetValue() == labels[i+1] {
+						found = true
+					}
+				}
+				if !found {
+					continue next
+				}
+			}
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return -1
+}
+
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -228,6 +263,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 // receives, a plain WebRTC client (pion) doing the same, and the gateway
 // between the client and the room.
 type bed struct {
+	reg                *prometheus.Registry
 	lk                 *livekittest.Server
 	gw                 *gateway.Gateway
 	atMember, atClient counter
@@ -260,7 +296,7 @@ func newBed(t *testing.T, o bedOptions) *bed {
 	t.Cleanup(cancel)
 	var wg sync.WaitGroup
 	mediaCtx, stopMedia := context.WithCancel(ctx)
-	b := &bed{lk: lk}
+	b := &bed{lk: lk, reg: prometheus.NewRegistry()}
 	b.atMember.onPayload, b.atClient.onPayload = o.onMemberPayload, o.onClientPayload
 
 	// The member: joins, publishes, counts what it receives.
@@ -329,7 +365,7 @@ func newBed(t *testing.T, o bedOptions) *bed {
 	<-gathered
 
 	gw, err := gateway.New(gateway.Config{URL: lk.URL, Token: token(t, lk, "icebox-gw"), Transformer: o.transformer,
-		Settings: loopback(), Logger: zerolog.New(zerolog.NewTestWriter(t))})
+		Settings: loopback(), Metrics: gateway.NewMetrics(b.reg), Logger: zerolog.New(zerolog.NewTestWriter(t))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,8 +424,17 @@ func TestGatewayForwardsBothWays(t *testing.T) {
 	if st.UpFrames == 0 || st.DownFrames == 0 || st.Dropped != 0 {
 		t.Errorf("gateway stats %+v", st)
 	}
+	if up, down := b.metric(t, "icebox_gateway_frame_bytes_total", "direction", "up"), b.metric(t, "icebox_gateway_frame_bytes_total", "direction", "down"); up <= 0 || down <= 0 {
+		t.Errorf("icebox_gateway_frame_bytes_total up %v down %v", up, down)
+	}
+	if v := b.metric(t, "icebox_gateway_legs_active"); v != 1 {
+		t.Errorf("icebox_gateway_legs_active = %v during the leg", v)
+	}
 	if err := b.gw.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if a, e := b.metric(t, "icebox_gateway_legs_active"), b.metric(t, "icebox_gateway_legs_ended_total", "reason", "closed"); a != 0 || e != 1 {
+		t.Errorf("after Close: legs_active %v, legs_ended_total{closed} %v", a, e)
 	}
 	if err := b.gw.Err(); err != nil {
 		t.Errorf("Err after Close = %v", err)
@@ -422,6 +467,9 @@ func TestGatewayLeavesE2EERoomWithoutEncryption(t *testing.T) {
 	_ = b.gw.Close()
 	if n := b.atMember.audio.Load() + b.atMember.video.Load(); n != 0 || b.gw.Stats().UpBytes != 0 {
 		t.Fatalf("the member received %d B from the gateway (stats %+v)", n, b.gw.Stats())
+	}
+	if a, e := b.metric(t, "icebox_gateway_legs_active"), b.metric(t, "icebox_gateway_legs_ended_total", "reason", "unencrypted"); a != 0 || e != 1 {
+		t.Errorf("legs_active %v, legs_ended_total{unencrypted} %v", a, e)
 	}
 	// The gateway left the room (it joined before refusing).
 	waitFor(t, 20*time.Second, "only the member in the room", func() bool {
@@ -485,6 +533,9 @@ func TestGatewayTransformsEachFrame(t *testing.T) {
 	}
 	if err := b.gw.Err(); err != nil {
 		t.Fatalf("Err = %v", err)
+	}
+	if v := b.metric(t, "icebox_gateway_frames_dropped_total", "direction", "down", "reason", "transform"); v != 0 {
+		t.Errorf("frames dropped by the transformer: %v", v)
 	}
 }
 
