@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -76,6 +77,9 @@ func Parse(raw []byte, sender, stateKey string, ts time.Time) (m Member, left bo
 	if _, ok := keys["application"]; !ok || len(keys) < 2 {
 		return Member{}, true, nil
 	}
+	if !ownKey(stateKey, sender) {
+		return Member{}, false, fmt.Errorf("%w: state key of another user", ErrInvalid)
+	}
 	var c content
 	if err := json.Unmarshal(raw, &c); err != nil {
 		return Member{}, false, fmt.Errorf("%w: %s", ErrInvalid, typeError(err))
@@ -103,6 +107,16 @@ func Parse(raw []byte, sender, stateKey string, ts time.Time) (m Member, left bo
 		Application: *c.Application, FocusType: *c.FocusActive.Type,
 		Created: created, Expiry: created.Add(expires),
 	}, false, nil
+}
+
+// ownKey reports whether a membership's state key is the sender's: the
+// forms are "_@user:server_DEVICE_m.call" (MSC3757's owned state, what
+// Element Call sends), "@user:server_DEVICE" and the user ID itself (older
+// ones). A homeserver without MSC3757 lets anyone with the power write any
+// key; a member must not make another user look in a call.
+func ownKey(stateKey, sender string) bool {
+	k := strings.TrimPrefix(stateKey, "_")
+	return sender != "" && (k == sender || strings.HasPrefix(k, sender+"_"))
 }
 
 // typeError names the field of a json type error without the value.

@@ -45,6 +45,14 @@ func TestParse(t *testing.T) {
 		{"application not a string", `{"application":1,"call_id":"","device_id":"D","focus_active":{"type":"livekit"}}`, false, true, time.Time{}},
 		{"not an object", `[1]`, false, true, time.Time{}},
 	}
+	// The state key must be the sender's.
+	for key, ok := range map[string]bool{"_@a:x_DEV_m.call": true, "@a:x_DEV": true, "@a:x": true,
+		"_@b:x_DEV_m.call": false, "@a:xy_DEV": false, "_@a:x.evil_DEV_m.call": false, "": false} {
+		_, _, err := Parse(elementCall("DEV", 0, 0), "@a:x", key, t0)
+		if (err == nil) != ok {
+			t.Errorf("state key %q of @a:x: err = %v, want ok %v", key, err, ok)
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m, left, err := Parse([]byte(tt.raw), "@a:x", "_@a:x_DEV_m.call", t0.Add(10*time.Second))
@@ -96,7 +104,7 @@ func TestRoomsLiveAndLastCall(t *testing.T) {
 		t.Fatalf("after leaving and a legacy call: %+v", st)
 	}
 	// An invalid membership changes nothing.
-	if err := r.Observe("!r:x", Event{StateKey: "k", Sender: "@a:x", Content: []byte(`{"application":"m.call","x":1}`), TS: t0}); !errors.Is(err, ErrInvalid) {
+	if err := r.Observe("!r:x", Event{StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: []byte(`{"application":"m.call","x":1}`), TS: t0}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("invalid membership: %v", err)
 	}
 }
@@ -104,7 +112,7 @@ func TestRoomsLiveAndLastCall(t *testing.T) {
 func TestRoomsBounds(t *testing.T) {
 	r := NewRooms(2, 3, nil)
 	for i := range 5 {
-		_ = r.Observe("!r:x", Event{StateKey: fmt.Sprint(i), Sender: "@a:x", Content: elementCall(fmt.Sprint(i), t0.UnixMilli(), 60_000), TS: t0})
+		_ = r.Observe("!r:x", Event{StateKey: fmt.Sprintf("_@a:x_D%d_m.call", i), Sender: "@a:x", Content: elementCall(fmt.Sprint(i), t0.UnixMilli(), 60_000), TS: t0})
 	}
 	st, _ := r.State(context.Background(), "!r:x", nil, t0)
 	if st.Live != 3 || st.Dropped != 2 {
@@ -129,8 +137,8 @@ func TestRoomsLoader(t *testing.T) {
 			return nil, errors.New("homeserver down")
 		}
 		return []Event{
-			{StateKey: "a", Sender: "@a:x", Content: elementCall("A", t0.UnixMilli(), 60_000), TS: t0},
-			{StateKey: "b", Sender: "@b:x", Content: []byte(`{}`), TS: t0},
+			{StateKey: "_@a:x_A_m.call", Sender: "@a:x", Content: elementCall("A", t0.UnixMilli(), 60_000), TS: t0},
+			{StateKey: "_@b:x_B_m.call", Sender: "@b:x", Content: []byte(`{}`), TS: t0},
 		}, nil
 	})
 	if _, err := r.State(context.Background(), "!r:x", nil, t0); err == nil {
