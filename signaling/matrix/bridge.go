@@ -197,6 +197,7 @@ func New(cfg Config) (*Bridge, error) {
 	cli.Store = b.sync.store
 	if cfg.RTCRooms != nil {
 		cfg.RTCRooms.SetLoader(b.loadRTCMembers)
+		b.sync.rtcSeen = newRTCMetrics(cfg.Registerer)
 	}
 	return b, nil
 }

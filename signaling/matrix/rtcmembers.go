@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -29,14 +31,42 @@ func (s *syncer) onRTCMember(_ context.Context, evt *event.Event) {
 	if rtc == nil || evt.StateKey == nil {
 		return
 	}
-	err := rtc.Observe(string(evt.RoomID), membership.Event{
+	left, err := rtc.Observe(string(evt.RoomID), membership.Event{
 		StateKey: *evt.StateKey, Sender: string(evt.Sender), Content: evt.Content.VeryRaw,
 		TS: time.UnixMilli(evt.Timestamp),
 	})
-	if err != nil {
-		s.loop.log.Debug().Err(err).Str("room_id", string(evt.RoomID)).Str("sender", string(evt.Sender)).
+	result := rtcJoined
+	switch {
+	case err != nil:
+		result = rtcInvalid
+		// The reason names a field, never the content.
+		s.loop.log.Info().Err(err).Str("room_id", string(evt.RoomID)).Str("sender", string(evt.Sender)).
 			Msg("MatrixRTC membership ignored")
+	case left:
+		result = rtcLeft
 	}
+	if m := s.loop.rtcSeen; m != nil {
+		m.WithLabelValues(result).Inc()
+	}
+}
+
+// Results of a membership event (icebox_matrix_rtc_memberships_total).
+const (
+	rtcJoined  = "joined"
+	rtcLeft    = "left"
+	rtcInvalid = "invalid"
+)
+
+// newRTCMetrics registers icebox_matrix_rtc_memberships_total.
+func newRTCMetrics(reg prometheus.Registerer) *prometheus.CounterVec {
+	c := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+		Name: "icebox_matrix_rtc_memberships_total",
+		Help: "MatrixRTC call membership state events (org.matrix.msc3401.call.member) from the sync, by result: joined, left (empty content), invalid (a required field missing or of the wrong type, or a state key of another user; ignored).",
+	}, []string{"result"})
+	for _, r := range []string{rtcJoined, rtcLeft, rtcInvalid} {
+		c.WithLabelValues(r)
+	}
+	return c
 }
 
 // onLegacyInvite records that the sender placed a legacy call (icebox's

@@ -99,6 +99,22 @@ func TestCallProtocolAutoFollowsMemberships(t *testing.T) {
 		}
 	}
 
+	// What Element Call would never send (no device_id), and a membership
+	// under another user's state key: counted invalid, nothing changes.
+	for key, content := range map[string]map[string]any{
+		stateKey: {"application": "m.call", "call_id": "", "focus_active": map[string]any{"type": "livekit"}},
+		"_" + svcID + "_" + svcDevice + "_m.call": {"application": "m.call", "call_id": "", "device_id": bobDevice,
+			"focus_active": map[string]any{"type": "livekit"}},
+	} {
+		if _, err := bobCli.SendStateEvent(ctx, id.RoomID(conv.RoomID), event.Type{Type: membership.EventType, Class: event.StateEventType}, key, content); err != nil {
+			t.Fatalf("bob's invalid membership: %v", err)
+		}
+	}
+	waitFor(t, 20*time.Second, "two invalid memberships counted", func() bool { return rtcCount(t, b, "invalid") == 2 })
+	if r := resolved(); r.Protocol != signaling.CallProtocolLegacy || r.LiveRTC != 0 {
+		t.Fatalf("after invalid memberships: %+v", r)
+	}
+
 	join(3 * time.Second)
 	waitProtocol("matrixrtc while bob's membership is live", signaling.CallProtocolMatrixRTC, signaling.ReasonLiveCall)
 	if r := resolved(); r.LiveRTC != 1 {
@@ -128,6 +144,10 @@ func TestCallProtocolAutoFollowsMemberships(t *testing.T) {
 		t.Fatalf("members' last calls = %+v", r)
 	}
 
+	if j, l := rtcCount(t, b, "joined"), rtcCount(t, b, "left"); j != 2 || l != 1 {
+		t.Errorf("icebox_matrix_rtc_memberships_total joined %v left %v, want 2 and 1", j, l)
+	}
+
 	// A conversation's own setting wins over the default.
 	mx := signaling.CallProtocolMatrixRTC
 	conv, err = calls.PutConversationSpec(ctx, "c1", signaling.ConversationSpec{Participants: conv.Participants, CallProtocol: &mx})
@@ -137,4 +157,26 @@ func TestCallProtocolAutoFollowsMemberships(t *testing.T) {
 	if r := calls.CallProtocol(ctx, conv); r.Protocol != signaling.CallProtocolMatrixRTC || r.Source != "conversation" {
 		t.Fatalf("conversation override: %+v", r)
 	}
+}
+
+// rtcCount reads icebox_matrix_rtc_memberships_total{result}.
+func rtcCount(t *testing.T, b *testBridge, result string) float64 {
+	t.Helper()
+	mfs, err := b.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "icebox_matrix_rtc_memberships_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -71,8 +72,9 @@ type syncLoop struct {
 	metrics    *inboundMetrics // set by New, after the lag gauge is made
 	in         *inbound
 	rooms      *rooms
-	crypto     *e2ee             // set by New; nil without encryption
-	rtc        *membership.Rooms // Config.RTCRooms; nil: memberships not read (rtcmembers.go)
+	crypto     *e2ee                  // set by New; nil without encryption
+	rtc        *membership.Rooms      // Config.RTCRooms; nil: memberships not read (rtcmembers.go)
+	rtcSeen    *prometheus.CounterVec // membership events by result; set by New with rtc
 
 	failures int           // consecutive failures; the sync goroutine only
 	lastSync atomic.Int64  // unix nanoseconds; 0 when not syncing

@@ -79,7 +79,7 @@ func TestRoomsLiveAndLastCall(t *testing.T) {
 	}
 	// a's legacy call (another room), then a MatrixRTC one here.
 	r.ObserveLegacyCall("@a:x", t0)
-	if err := r.Observe("!r:x", Event{StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: elementCall("DEV", 0, 60_000), TS: t0.Add(time.Second)}); err != nil {
+	if left, err := r.Observe("!r:x", Event{StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: elementCall("DEV", 0, 60_000), TS: t0.Add(time.Second)}); err != nil || left {
 		t.Fatal(err)
 	}
 	st, _ = r.State(ctx, "!r:x", members, t0.Add(2*time.Second))
@@ -97,14 +97,16 @@ func TestRoomsLiveAndLastCall(t *testing.T) {
 	}
 	// Emptied (left), then b places a legacy call: one member's last call
 	// is legacy, so not "the members' last calls were MatrixRTC".
-	_ = r.Observe("!r:x", Event{StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: []byte(`{}`), TS: t0.Add(3 * time.Minute)})
+	if left, err := r.Observe("!r:x", Event{StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: []byte(`{}`), TS: t0.Add(3 * time.Minute)}); err != nil || !left {
+		t.Fatalf("leaving: left %v, %v", left, err)
+	}
 	r.ObserveLegacyCall("@b:x", t0.Add(4*time.Minute))
 	st, _ = r.State(ctx, "!r:x", members, t0.Add(5*time.Minute))
 	if st.Live != 0 || st.LastCallRTC() || st.MembersRTC != 1 || st.MembersLegacy != 1 {
 		t.Fatalf("after leaving and a legacy call: %+v", st)
 	}
 	// An invalid membership changes nothing.
-	if err := r.Observe("!r:x", Event{StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: []byte(`{"application":"m.call","x":1}`), TS: t0}); !errors.Is(err, ErrInvalid) {
+	if _, err := r.Observe("!r:x", Event{StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: []byte(`{"application":"m.call","x":1}`), TS: t0}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("invalid membership: %v", err)
 	}
 }
@@ -112,14 +114,14 @@ func TestRoomsLiveAndLastCall(t *testing.T) {
 func TestRoomsBounds(t *testing.T) {
 	r := NewRooms(2, 3, nil)
 	for i := range 5 {
-		_ = r.Observe("!r:x", Event{StateKey: fmt.Sprintf("_@a:x_D%d_m.call", i), Sender: "@a:x", Content: elementCall(fmt.Sprint(i), t0.UnixMilli(), 60_000), TS: t0})
+		_, _ = r.Observe("!r:x", Event{StateKey: fmt.Sprintf("_@a:x_D%d_m.call", i), Sender: "@a:x", Content: elementCall(fmt.Sprint(i), t0.UnixMilli(), 60_000), TS: t0})
 	}
 	st, _ := r.State(context.Background(), "!r:x", nil, t0)
 	if st.Live != 3 || st.Dropped != 2 {
 		t.Fatalf("members past the bound: %+v", st)
 	}
-	_ = r.Observe("!b:x", Event{StateKey: "k", Content: []byte(`{}`)})
-	_ = r.Observe("!c:x", Event{StateKey: "k", Content: []byte(`{}`)}) // evicts !r:x, the least recently updated
+	_, _ = r.Observe("!b:x", Event{StateKey: "k", Content: []byte(`{}`)})
+	_, _ = r.Observe("!c:x", Event{StateKey: "k", Content: []byte(`{}`)}) // evicts !r:x, the least recently updated
 	if r.Len() != 2 {
 		t.Fatalf("rooms = %d, want 2", r.Len())
 	}

@@ -96,18 +96,19 @@ func (r *Rooms) SetLoader(load Loader) {
 	r.mu.Unlock()
 }
 
-// Observe applies a membership state event of a room. An invalid
-// membership is returned as ErrInvalid and changes nothing.
-func (r *Rooms) Observe(roomID string, ev Event) error {
+// Observe applies a membership state event of a room and reports whether
+// it was a member leaving. An invalid membership is returned as ErrInvalid
+// and changes nothing.
+func (r *Rooms) Observe(roomID string, ev Event) (left bool, err error) {
 	m, left, err := Parse(ev.Content, ev.Sender, ev.StateKey, ev.TS)
 	if err != nil {
-		return err
+		return false, err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rm := r.roomLocked(roomID)
 	r.applyLocked(rm, ev.StateKey, m, left)
-	return nil
+	return left, nil
 }
 
 func (r *Rooms) applyLocked(rm *room, stateKey string, m Member, left bool) {
