@@ -155,3 +155,10 @@ func TestRoomsLoader(t *testing.T) {
 		t.Fatalf("loaded twice: %d calls, %v", calls, err)
 	}
 }
+
+func TestNilRooms(t *testing.T) {
+	var r *Rooms
+	if st, err := r.State(context.Background(), "!r:x", []string{"@a:x"}, t0); err != nil || st.Known || st.Live != 0 {
+		t.Fatalf("nil Rooms: %+v, %v", st, err)
+	}
+}

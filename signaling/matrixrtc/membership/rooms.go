@@ -147,6 +147,9 @@ func (r *Rooms) Forget(roomID string) {
 // loaded is loaded first through the Loader (once; a failed load is
 // tried again at the next call).
 func (r *Rooms) State(ctx context.Context, roomID string, members []string, now time.Time) (State, error) {
+	if r == nil { // a nil *Rooms in an interface: nothing known
+		return State{}, nil
+	}
 	r.mu.Lock()
 	rm, ok := r.rooms[roomID]
 	load := r.load
