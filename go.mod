@@ -1,6 +1,6 @@
 module github.com/icebox-voip/icebox
 
-go 1.26.0
+go 1.26.8
 
 require (
 	github.com/caddyserver/certmagic v0.25.6
@@ -9,6 +9,21 @@ require (
 	github.com/google/uuid v1.6.0
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/livekit/protocol v1.54.1
+	// server-sdk-go (the gateway's LiveKit participant) is pinned at
+	// v2.19.0, the newest that compiles here: v2.20.0 is built against
+	// livekit's fork of pion/webrtc (its go.mod replaces pion/webrtc/v4
+	// with livekit/webrtc-pion v4.2.25-warp.3 and pion/ice/v4 with
+	// livekit/ice v4.4.8-warp.4, replaces that do not apply to a
+	// dependency) and passes pion/dtls/v4 types to upstream pion/webrtc
+	// v4.2.26, which takes pion/dtls/v3 ("cannot use
+	// dtls.SRTP_AEAD_AES_128_GCM (…dtls/v4.SRTPProtectionProfile) as
+	// …dtls/v3.SRTPProtectionProfile", transport.go:223); the fork is not
+	// in the module proxy. v2.18.0 does not compile against
+	// livekit/protocol v1.54.1 (sipclient.go:354). v2.19.0 uses
+	// pion/dtls/v3 and upstream pion/webrtc: with pion/webrtc v4.2.26,
+	// pion/dtls/v3 v3.1.15 and livekit/protocol v1.54.1 it builds with
+	// CGO_ENABLED=0 -tags goolm. It asks for go 1.26.8.
+	github.com/livekit/server-sdk-go/v2 v2.19.0
 	github.com/mattn/go-isatty v0.0.24
 	github.com/mholt/acmez/v3 v3.1.7
 	github.com/miekg/dns v1.1.73
@@ -35,13 +50,16 @@ require (
 	cel.dev/expr v0.25.2 // indirect
 	github.com/antlr4-go/antlr/v4 v4.13.1 // indirect
 	github.com/benbjohnson/clock v1.3.5 // indirect
+	github.com/bep/debounce v1.2.1 // indirect
 	github.com/caddyserver/zerossl v0.1.6 // indirect
 	github.com/dennwc/iters v1.2.2 // indirect
 	github.com/frostbyte73/core v0.1.1 // indirect
 	github.com/fsnotify/fsnotify v1.10.1 // indirect
 	github.com/gammazero/deque v1.2.2 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
+	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/google/cel-go v0.29.0 // indirect
+	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674 // indirect
 	github.com/hashicorp/go-cleanhttp v0.5.2 // indirect
 	github.com/hashicorp/go-retryablehttp v0.7.8 // indirect
 	github.com/jxskiss/base62 v1.1.0 // indirect
@@ -50,13 +68,15 @@ require (
 	github.com/libdns/libdns v1.1.1 // indirect
 	github.com/lithammer/shortuuid/v4 v4.3.0 // indirect
 	github.com/livekit/mageutil v0.0.0-20250511045019-0f1ff63f7731 // indirect
+	github.com/livekit/mediatransportutil v0.0.0-20260821083140-f234b534b095 // indirect
 	github.com/livekit/psrpc v0.8.2 // indirect
+	github.com/magefile/mage v1.17.2 // indirect
 	github.com/puzpuzpuz/xsync/v4 v4.5.0 // indirect
 	github.com/twitchtv/twirp v8.1.3+incompatible // indirect
 	github.com/zeebo/blake3 v0.2.4 // indirect
 	github.com/zeebo/xxh3 v1.1.0 // indirect
 	go.opentelemetry.io/otel v1.47.0 // indirect
-	go.uber.org/atomic v1.11.0 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
 	go.uber.org/zap/exp v0.3.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260803160001-6ac0973c030d // indirect
@@ -80,11 +100,11 @@ require (
 	github.com/pion/datachannel v1.6.3 // indirect
 	github.com/pion/dtls/v3 v3.1.15 // indirect
 	github.com/pion/ice/v4 v4.4.8 // indirect
-	github.com/pion/interceptor v0.1.51 // indirect
+	github.com/pion/interceptor v0.1.51
 	github.com/pion/mdns/v2 v2.2.2 // indirect
 	github.com/pion/randutil v0.1.0 // indirect
-	github.com/pion/rtcp v1.2.20 // indirect
-	github.com/pion/rtp v1.10.6 // indirect
+	github.com/pion/rtcp v1.2.20
+	github.com/pion/rtp v1.10.6
 	github.com/pion/sctp v1.12.0 // indirect
 	github.com/pion/sdp/v3 v3.0.20 // indirect
 	github.com/pion/srtp/v3 v3.1.3 // indirect
@@ -105,7 +125,7 @@ require (
 	golang.org/x/exp v0.0.0-20261014143641-f0251eb4aa3e // indirect
 	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	google.golang.org/protobuf v1.36.12
 	modernc.org/libc v1.80.1 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect

@@ -224,7 +224,22 @@ type Matrix struct {
 	// invite to go out, to report its event ID; the call does not depend
 	// on it. Default: 2s; 0..10s (0 = never wait)
 	InviteWait time.Duration `yaml:"invite_wait"`
+
+	// CallProtocol is which protocol a conversation's calls use when the
+	// conversation does not say (admin API call_protocol): "legacy" (1:1
+	// m.call.* events), "matrixrtc" (MatrixRTC: call membership, LiveKit
+	// media) or "auto" (MatrixRTC when the room has a live MatrixRTC call
+	// or its members' last calls were, else legacy). Default: "legacy", so that
+	// an upgrade changes no existing installation's calls (see README).
+	CallProtocol string `yaml:"call_protocol"`
 }
+
+// The values of matrix.call_protocol and of a conversation's call_protocol.
+const (
+	CallProtocolLegacy    = "legacy"
+	CallProtocolMatrixRTC = "matrixrtc"
+	CallProtocolAuto      = "auto"
+)
 
 // MatrixRTC configures the MatrixRTC authorization service (Element Call,
 // Element X): the lk-jwt-service API that trades a Matrix OpenID token for a
@@ -377,6 +392,7 @@ func Default() Config {
 			VoIP:              VoIP{Enabled: true, Version: "1"},
 			RequireEncryption: true,
 			InviteWait:        2 * time.Second,
+			CallProtocol:      CallProtocolLegacy,
 		},
 		MatrixRTC: MatrixRTC{
 			BasePath:              "/livekit/jwt",

@@ -616,7 +616,7 @@ matrix:
 			want: func(c *Config) {
 				c.Matrix = Matrix{
 					Enabled: true, HomeserverURL: "https://matrix.voip.test:8448/", ServiceUser: "@icebox:voip.test",
-					AccessTokenFile: "$DIR/token", DeviceID: "ICEBOXDEV", VoIP: VoIP{Enabled: false, Version: "1"},
+					AccessTokenFile: "$DIR/token", DeviceID: "ICEBOXDEV", VoIP: VoIP{Enabled: false, Version: "1"}, CallProtocol: CallProtocolLegacy,
 				}
 			},
 		},
@@ -639,6 +639,16 @@ matrix:
 			name:    "matrix disabled still checks its defaulted values",
 			yaml:    `matrix: {voip: {version: "2"}, invite_wait: 11s}`,
 			wantErr: []string{`matrix.voip.version: "2" is not supported; icebox speaks Matrix VoIP version "1"`, "matrix.invite_wait: must be between 0s and 10s (got 11s)"},
+		},
+		{
+			name: "matrix call_protocol matrixrtc",
+			yaml: `matrix: {call_protocol: matrixrtc}`,
+			want: func(c *Config) { c.Matrix.CallProtocol = CallProtocolMatrixRTC },
+		},
+		{
+			name:    "matrix call_protocol unknown",
+			yaml:    `matrix: {call_protocol: MatrixRTC}`,
+			wantErr: []string{`matrix.call_protocol: "MatrixRTC" is not one of legacy, matrixrtc, auto`},
 		},
 		{
 			name: "matrix enabled with nothing",
@@ -829,11 +839,13 @@ matrix:
 				"ICEBOX_MATRIX_ENABLED=true", "ICEBOX_MATRIX_HOMESERVER_URL=http://localhost:8008", "ICEBOX_MATRIX_SERVICE_USER=@icebox:localhost",
 				"ICEBOX_MATRIX_ACCESS_TOKEN_FILE=$DIR/token", "ICEBOX_MATRIX_DEVICE_ID=DEV", "ICEBOX_MATRIX_VOIP_ENABLED=false",
 				"ICEBOX_MATRIX_VOIP_VERSION=1", "ICEBOX_MATRIX_REQUIRE_ENCRYPTION=false", "ICEBOX_MATRIX_INVITE_WAIT=500ms",
+				"ICEBOX_MATRIX_CALL_PROTOCOL=auto",
 			},
 			want: func(c *Config) {
 				c.Matrix = Matrix{
 					Enabled: true, HomeserverURL: "http://localhost:8008", ServiceUser: "@icebox:localhost", AccessTokenFile: "$DIR/token",
 					DeviceID: "DEV", VoIP: VoIP{Enabled: false, Version: "1"}, InviteWait: 500 * time.Millisecond,
+					CallProtocol: CallProtocolAuto,
 				}
 			},
 		},
@@ -1201,7 +1213,7 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_MATRIX_ACCESS_TOKEN", "ICEBOX_MATRIX_ACCESS_TOKEN_FILE",
 		"ICEBOX_MATRIX_PASSWORD", "ICEBOX_MATRIX_PASSWORD_FILE", "ICEBOX_MATRIX_DEVICE_ID",
 		"ICEBOX_MATRIX_VOIP_ENABLED", "ICEBOX_MATRIX_VOIP_VERSION",
-		"ICEBOX_MATRIX_REQUIRE_ENCRYPTION", "ICEBOX_MATRIX_INVITE_WAIT",
+		"ICEBOX_MATRIX_REQUIRE_ENCRYPTION", "ICEBOX_MATRIX_INVITE_WAIT", "ICEBOX_MATRIX_CALL_PROTOCOL",
 		"ICEBOX_MATRIXRTC_ENABLED", "ICEBOX_MATRIXRTC_BASE_PATH", "ICEBOX_MATRIXRTC_FULL_ACCESS_HOMESERVERS",
 		"ICEBOX_MATRIXRTC_LIVEKIT_URL", "ICEBOX_MATRIXRTC_LIVEKIT_API_KEY",
 		"ICEBOX_MATRIXRTC_LIVEKIT_API_SECRET", "ICEBOX_MATRIXRTC_LIVEKIT_API_SECRET_FILE",

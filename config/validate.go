@@ -457,6 +457,11 @@ func (v *validator) matrix(m *Matrix) {
 	if m.InviteWait < 0 || m.InviteWait > maxInviteWait {
 		v.add("matrix.invite_wait", "must be between 0s and 10s (got %s)", m.InviteWait)
 	}
+	switch m.CallProtocol {
+	case CallProtocolLegacy, CallProtocolMatrixRTC, CallProtocolAuto:
+	default:
+		v.add("matrix.call_protocol", "%q is not one of legacy, matrixrtc, auto", m.CallProtocol)
+	}
 	if !m.Enabled {
 		return
 	}

@@ -47,9 +47,12 @@ const VoIPVersion = "1"
 // Conversation is a set of participants who may call each other; with Matrix
 // on, it maps to one room.
 type Conversation struct {
-	ID           string    `json:"id"`
-	Participants []string  `json:"participants"`
-	RoomID       string    `json:"room_id,omitempty"`
+	ID           string   `json:"id"`
+	Participants []string `json:"participants"`
+	RoomID       string   `json:"room_id,omitempty"`
+	// CallProtocol overrides matrix.call_protocol for this conversation:
+	// legacy, matrixrtc or auto; "" follows the default.
+	CallProtocol string    `json:"call_protocol,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 }

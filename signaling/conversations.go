@@ -14,18 +14,45 @@ import (
 // Conversations, as the admin API and the Matrix rooms the service user
 // joins make them, and the participant checks of the call operations.
 
-// PutConversation creates or replaces a conversation (admin).
+// PutConversation creates or replaces a conversation (admin), keeping its
+// call protocol setting.
 func (s *Service) PutConversation(ctx context.Context, id string, participants []string, roomID string) (Conversation, error) {
+	return s.PutConversationSpec(ctx, id, ConversationSpec{Participants: participants, RoomID: roomID})
+}
+
+// ConversationSpec is what an administrator puts (PUT
+// /admin/conversations/{id}).
+type ConversationSpec struct {
+	Participants []string
+	RoomID       string // "" keeps the stored room
+	// CallProtocol: nil keeps the stored setting, "" clears it (the
+	// conversation follows matrix.call_protocol), else legacy, matrixrtc
+	// or auto.
+	CallProtocol *string
+}
+
+// PutConversationSpec creates or replaces a conversation (admin).
+func (s *Service) PutConversationSpec(ctx context.Context, id string, spec ConversationSpec) (Conversation, error) {
+	participants, roomID := spec.Participants, spec.RoomID
 	if err := checkConversation(id, participants); err != nil {
 		return Conversation{}, err
+	}
+	if p := spec.CallProtocol; p != nil && *p != "" && !ValidCallProtocol(*p) {
+		return Conversation{}, invalidf("call_protocol must be one of legacy, matrixrtc, auto (or \"\" for matrix.call_protocol)")
 	}
 	defer s.convLocks.lock(id)()
 	now := s.cfg.Now().UTC()
 	conv := Conversation{ID: id, Participants: slices.Clone(participants), RoomID: roomID, CreatedAt: now, UpdatedAt: now}
+	if spec.CallProtocol != nil {
+		conv.CallProtocol = *spec.CallProtocol
+	}
 	if old, err := s.cfg.Store.Conversation(ctx, id); err == nil {
 		conv.CreatedAt = old.CreatedAt
 		if roomID == "" {
 			conv.RoomID = old.RoomID
+		}
+		if spec.CallProtocol == nil {
+			conv.CallProtocol = old.CallProtocol
 		}
 	} else if !errors.Is(err, ErrNotFound) {
 		return Conversation{}, err

@@ -53,6 +53,14 @@ type ServiceConfig struct {
 	// 72 h.
 	CallRetention time.Duration
 
+	// Which protocol conversations' calls use (callprotocol.go):
+	// CallProtocol is matrix.call_protocol, the default of a conversation
+	// that does not set its own ("" = legacy); RTCRooms is the bridge's
+	// MatrixRTC membership state ("auto" reads it; nil: no MatrixRTC
+	// call is ever seen, so auto means legacy).
+	CallProtocol string
+	RTCRooms     RTCRooms
+
 	Logger zerolog.Logger
 	Now    func() time.Time // Default: time.Now
 	NewID  func() string    // Default: a random UUID
@@ -115,6 +123,10 @@ func (cfg ServiceConfig) withDefaults() (ServiceConfig, error) {
 	}
 	if cfg.NewID == nil {
 		cfg.NewID = func() string { return uuid.NewString() }
+	}
+	setDefault(&cfg.CallProtocol, CallProtocolLegacy)
+	if !ValidCallProtocol(cfg.CallProtocol) {
+		return cfg, fmt.Errorf("signaling: call protocol %q is not one of legacy, matrixrtc, auto", cfg.CallProtocol)
 	}
 	if cfg.InviteLifetime < minInviteLifetime || cfg.InviteLifetime > cfg.MaxInviteLifetime {
 		return cfg, fmt.Errorf("signaling: invite lifetime %v outside [%v, %v]", cfg.InviteLifetime, minInviteLifetime, cfg.MaxInviteLifetime)

@@ -18,6 +18,7 @@ func TestConversationRoundTrip(t *testing.T) {
 			ID:           "team-standup_2",
 			Participants: []string{"@alice:example.org", "@bob:example.org", "@zoë:example.org"},
 			RoomID:       "!room:example.org",
+			CallProtocol: signaling.CallProtocolAuto,
 			CreatedAt:    at(0),
 			UpdatedAt:    at(5e9),
 		}},

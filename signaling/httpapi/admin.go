@@ -14,6 +14,20 @@ import (
 type conversationRequest struct {
 	Participants []string `json:"participants"`
 	RoomID       string   `json:"room_id,omitempty"`
+	// CallProtocol is the conversation's call protocol: legacy, matrixrtc
+	// or auto; "" follows matrix.call_protocol; absent keeps the stored one.
+	CallProtocol *string `json:"call_protocol,omitempty"`
+}
+
+// conversationView is a conversation as the admin API shows it: the
+// stored fields and the protocol its next call would use.
+type conversationView struct {
+	signaling.Conversation
+	CallProtocolResolved signaling.ResolvedProtocol `json:"call_protocol_resolved"`
+}
+
+func (s *Server) conversationView(c echo.Context, conv signaling.Conversation) conversationView {
+	return conversationView{Conversation: conv, CallProtocolResolved: s.cfg.Calls.CallProtocol(c.Request().Context(), conv)}
 }
 
 func (s *Server) routeAdmin(g *echo.Group) {
@@ -43,11 +57,12 @@ func (s *Server) putConversation(c echo.Context) error {
 	if err := decodeBody(c, s.cfg.MaxBodyBytes, &req); err != nil {
 		return err
 	}
-	conv, err := s.cfg.Calls.PutConversation(c.Request().Context(), c.Param("id"), req.Participants, req.RoomID)
+	conv, err := s.cfg.Calls.PutConversationSpec(c.Request().Context(), c.Param("id"),
+		signaling.ConversationSpec{Participants: req.Participants, RoomID: req.RoomID, CallProtocol: req.CallProtocol})
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, conv)
+	return c.JSON(http.StatusOK, s.conversationView(c, conv))
 }
 
 func (s *Server) getConversation(c echo.Context) error {
@@ -58,7 +73,7 @@ func (s *Server) getConversation(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, conv)
+	return c.JSON(http.StatusOK, s.conversationView(c, conv))
 }
 
 func (s *Server) deleteConversation(c echo.Context) error {

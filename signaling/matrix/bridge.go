@@ -16,6 +16,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/icebox-voip/icebox/signaling"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
 )
 
 // Store is what the bridge needs from durable storage (package store
@@ -93,6 +94,12 @@ type Config struct {
 	// Encryption turns on end-to-end encryption (crypto.go). Default: nil,
 	// plain rooms only: nothing is encrypted or decrypted.
 	Encryption *Encryption
+	// RTCRooms receives the rooms' MatrixRTC call memberships
+	// (org.matrix.msc3401.call.member state) and legacy invites, for
+	// matrix.call_protocol auto (rtcmembers.go); the bridge also loads a
+	// room's memberships from the homeserver when it is first asked.
+	// Default: nil, memberships are not read.
+	RTCRooms *membership.Rooms
 }
 
 const defaultBatchWindow = 200 * time.Millisecond
@@ -188,6 +195,10 @@ func New(cfg Config) (*Bridge, error) {
 	// Logging in and the token check retry with the sender's backoff.
 	b.login = newLogin(cfg, cli, log, func(n int) time.Duration { return backoff(n, b.send.minBackoff, b.send.maxBackoff) })
 	cli.Store = b.sync.store
+	if cfg.RTCRooms != nil {
+		cfg.RTCRooms.SetLoader(b.loadRTCMembers)
+		b.sync.rtcSeen = newRTCMetrics(cfg.Registerer)
+	}
 	return b, nil
 }
 

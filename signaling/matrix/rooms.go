@@ -102,6 +102,17 @@ func (r *rooms) create(ctx context.Context, conv signaling.Conversation) (string
 		Preset: "private_chat",
 		Name:   "icebox: " + conv.ID,
 		Invite: invite,
+		// Members may join the room's MatrixRTC calls (Element Call,
+		// Element X): a call membership is a state event, which
+		// private_chat reserves to power 50. The override replaces the
+		// default "events" map, so it restates the defaults (as Element
+		// Web does when it creates a room).
+		PowerLevelOverride: &event.PowerLevelsEventContent{Events: map[string]int{
+			"m.room.name": 50, "m.room.avatar": 50, "m.room.canonical_alias": 50, "m.room.topic": 50,
+			"m.room.power_levels": 100, "m.room.history_visibility": 100, "m.room.encryption": 100,
+			"m.room.tombstone": 100, "m.room.server_acl": 100,
+			rtcMemberType.Type: 0,
+		}},
 	}
 	// With encryption, the room is encrypted from its creation: no call
 	// event can ever be sent into it in the clear.

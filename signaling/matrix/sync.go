@@ -7,9 +7,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
 )
 
 // The sync loop: mautrix's SyncWithContext long-polls /sync with a filter
@@ -69,7 +72,9 @@ type syncLoop struct {
 	metrics    *inboundMetrics // set by New, after the lag gauge is made
 	in         *inbound
 	rooms      *rooms
-	crypto     *e2ee // set by New; nil without encryption
+	crypto     *e2ee                  // set by New; nil without encryption
+	rtc        *membership.Rooms      // Config.RTCRooms; nil: memberships not read (rtcmembers.go)
+	rtcSeen    *prometheus.CounterVec // membership events by result; set by New with rtc
 
 	failures int           // consecutive failures; the sync goroutine only
 	lastSync atomic.Int64  // unix nanoseconds; 0 when not syncing
@@ -82,7 +87,7 @@ func newSyncLoop(cfg Config, cli *mautrix.Client, log zerolog.Logger, in *inboun
 	return &syncLoop{cli: cli, log: log, user: cfg.UserID, homeserver: cfg.HomeserverURL, now: cfg.Now,
 		encrypted: encrypted, store: newSyncStore(cfg.Store, cli.UserID, syncFilter(encrypted)),
 		timing: syncTiming{minBackoff: defaultSyncMinBackoff, maxBackoff: defaultSyncMaxBackoff},
-		in:     in, rooms: rooms}
+		in:     in, rooms: rooms, rtc: cfg.RTCRooms}
 }
 
 // syncer is mautrix's DefaultSyncer (handlers by event type, Dispatch for
@@ -125,6 +130,10 @@ func (l *syncLoop) newSyncer(life context.Context, calls InboundCalls) *syncer {
 		ds.OnEventType(event.Type{Type: t, Class: event.MessageEventType}, s.onCallEvent)
 	}
 	ds.OnEventType(event.StateMember, s.onMember)
+	if l.rtc != nil {
+		ds.OnEventType(rtcMemberType, s.onRTCMember)
+		ds.OnEventType(event.Type{Type: TypeInvite, Class: event.MessageEventType}, s.onLegacyInvite)
+	}
 	if !l.encrypted {
 		ds.OnSync(s.prepareBatch)
 	}

@@ -24,12 +24,15 @@ var noEventType = event.Type{Type: "io.icebox.none"}
 // state (invitations of the service user arrive in rooms.invite). With
 // encryption, also m.room.encrypted events and the state the crypto
 // machine needs: m.room.encryption (whether to encrypt) and
-// m.room.history_visibility (whom to share keys with). To-device events
-// (room keys) and device lists are not filtered.
+// m.room.history_visibility (whom to share keys with). MatrixRTC call
+// memberships (org.matrix.msc3401.call.member state, rtcmembers.go) come
+// in both parts: a few small events per call, and what decides
+// matrix.call_protocol auto. To-device events (room keys) and device lists
+// are not filtered.
 //
 // Changing it changes its hash, so the stored filter ID is not reused.
 func syncFilter(encrypted bool) *mautrix.Filter {
-	state := []event.Type{event.StateMember}
+	state := []event.Type{event.StateMember, rtcMemberType}
 	if encrypted {
 		state = append(state, event.StateEncryption, event.StateHistoryVisibility)
 	}

@@ -1,0 +1,116 @@
+package matrix
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
+)
+
+// icebox's own MatrixRTC call membership, for the gateway (issue 17): the
+// state event Element Call sends when its device joins a room's call
+// (matrix-js-sdk MembershipManager.makeMyMembership, session form), sent
+// for icebox's device, and emptied when it leaves. LeaveAllRTC empties
+// every one icebox left behind (a restart mid-call), at start-up.
+
+// RTCMembership is what icebox's membership says.
+type RTCMembership struct {
+	// ServiceURL is the LiveKit focus's livekit_service_url (the
+	// MatrixRTC authorization service members get their LiveKit token
+	// from: icebox's own, or the one the room's call already uses).
+	ServiceURL string
+	// Intent is m.call.intent, "audio" or "video"; "" leaves it out.
+	Intent string
+	// Expires is the membership's lifetime. Default: 4 h (Element Call's).
+	Expires time.Duration
+	// CreatedTS keeps the creation time of a membership being renewed
+	// (Element Call sends created_ts on updates); zero for a new one.
+	CreatedTS time.Time
+}
+
+// rtcStateKey is the state key of icebox's device's membership in a room
+// (MSC3757's owned-state form with the leading underscore, as Element Call
+// writes it for rooms of today's versions).
+func (b *Bridge) rtcStateKey() string {
+	return "_" + string(b.cli.UserID) + "_" + string(b.cli.DeviceID) + "_m.call"
+}
+
+// JoinRTC sends icebox's device's membership of the room's MatrixRTC call.
+func (b *Bridge) JoinRTC(ctx context.Context, roomID string, m RTCMembership) error {
+	if b.cli.DeviceID == "" {
+		return errors.New("matrix: join the MatrixRTC call: the device is not known yet (Run logs in)")
+	}
+	if m.Expires <= 0 {
+		m.Expires = membership.DefaultExpires
+	}
+	content := map[string]any{
+		"application": "m.call",
+		"call_id":     "",
+		"scope":       "m.room",
+		"device_id":   string(b.cli.DeviceID),
+		// LiveKit's participant identity for session memberships.
+		"membershipID": string(b.cli.UserID) + ":" + string(b.cli.DeviceID),
+		"expires":      m.Expires.Milliseconds(),
+		"focus_active": map[string]any{"type": "livekit", "focus_selection": "oldest_membership"},
+		"foci_preferred": []any{map[string]any{
+			"type": "livekit", "livekit_service_url": m.ServiceURL, "livekit_alias": roomID,
+		}},
+	}
+	if m.Intent != "" {
+		content["m.call.intent"] = m.Intent
+	}
+	if !m.CreatedTS.IsZero() {
+		content["created_ts"] = m.CreatedTS.UnixMilli()
+	}
+	if _, err := b.cli.SendStateEvent(quiet(ctx), id.RoomID(roomID), rtcMemberType, b.rtcStateKey(), content); err != nil {
+		return fmt.Errorf("matrix: join the MatrixRTC call of %s: %w", roomID, err)
+	}
+	b.log.Info().Str("room_id", roomID).Msg("joined the room's MatrixRTC call")
+	return nil
+}
+
+// LeaveRTC empties icebox's device's membership (a member who left).
+func (b *Bridge) LeaveRTC(ctx context.Context, roomID string) error {
+	if _, err := b.cli.SendStateEvent(quiet(ctx), id.RoomID(roomID), rtcMemberType, b.rtcStateKey(), map[string]any{}); err != nil {
+		return fmt.Errorf("matrix: leave the MatrixRTC call of %s: %w", roomID, err)
+	}
+	b.log.Info().Str("room_id", roomID).Msg("left the room's MatrixRTC call")
+	return nil
+}
+
+// LeaveAllRTC empties icebox's device's membership in every joined room
+// where it is not empty: after a restart no call shows icebox as a member
+// it no longer is. It returns how many it emptied; it goes on past a room
+// that fails and returns the failures joined.
+func (b *Bridge) LeaveAllRTC(ctx context.Context) (int, error) {
+	rooms, err := b.cli.JoinedRooms(quiet(ctx))
+	if err != nil {
+		return 0, fmt.Errorf("matrix: joined rooms: %w", err)
+	}
+	key := b.rtcStateKey()
+	var errs []error
+	n := 0
+	for _, room := range rooms.JoinedRooms {
+		var content map[string]json.RawMessage
+		err := b.cli.StateEvent(quiet(ctx), room, rtcMemberType, key, &content)
+		if errors.Is(err, mautrix.MNotFound) || (err == nil && len(content) == 0) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("matrix: MatrixRTC membership in %s: %w", room, err))
+			continue
+		}
+		if err := b.LeaveRTC(ctx, string(room)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}

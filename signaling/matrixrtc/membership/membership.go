@@ -1,0 +1,129 @@
+// Package membership reads MatrixRTC call memberships
+// (org.matrix.msc3401.call.member state events, as Element Call and
+// Element X send them) and keeps, per Matrix room, which members are in a
+// live MatrixRTC call, and per user whether their last call was a
+// MatrixRTC one. It is what matrix.call_protocol "auto" decides by.
+//
+// Which membership is live follows matrix-js-sdk (CallMembership,
+// MatrixRTCSession, v43): a state event whose content is empty (or holds
+// only the deprecated "memberships" list) is a member who left; a joined
+// one carries application, call_id, device_id and focus_active.type; it
+// expires at created_ts (else the event's origin_server_ts) plus expires
+// (else 4 hours).
+package membership
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// EventType is the state event type of a MatrixRTC call membership.
+const EventType = "org.matrix.msc3401.call.member"
+
+// DefaultExpires is a membership's lifetime when its content has no
+// expires (matrix-js-sdk's DEFAULT_EXPIRE_DURATION).
+const DefaultExpires = 4 * time.Hour
+
+// stickyKey is MSC4354's field, not counted as content (matrix-js-sdk).
+const stickyKey = "msc4354_sticky_key"
+
+// Member is one device's joined membership.
+type Member struct {
+	StateKey    string
+	Sender      string
+	DeviceID    string
+	CallID      string // "" is the room's call
+	Application string // "m.call" for Element Call
+	FocusType   string // focus_active.type, "livekit" for Element Call
+	Created     time.Time
+	Expiry      time.Time
+}
+
+// Live reports whether the membership has not expired at now.
+func (m Member) Live(now time.Time) bool { return now.Before(m.Expiry) }
+
+// ErrInvalid marks a joined-looking content that is not a membership
+// matrix-js-sdk would accept.
+var ErrInvalid = errors.New("membership: invalid call membership")
+
+// content is the joined membership's fields icebox reads.
+type content struct {
+	Application *string `json:"application"`
+	CallID      *string `json:"call_id"`
+	DeviceID    *string `json:"device_id"`
+	CreatedTS   *int64  `json:"created_ts"`
+	Expires     *int64  `json:"expires"`
+	FocusActive *struct {
+		Type *string `json:"type"`
+	} `json:"focus_active"`
+}
+
+// Parse reads a membership state event's content. left is true for a
+// member who left (empty content, or only the deprecated "memberships"
+// list, which matrix-js-sdk ignores). A joined-looking content missing a
+// required field is ErrInvalid. ts is the event's origin_server_ts.
+func Parse(raw []byte, sender, stateKey string, ts time.Time) (m Member, left bool, err error) {
+	var keys map[string]json.RawMessage
+	if len(raw) == 0 {
+		return Member{}, true, nil
+	}
+	if err := json.Unmarshal(raw, &keys); err != nil {
+		return Member{}, false, fmt.Errorf("%w: content is not an object", ErrInvalid)
+	}
+	delete(keys, stickyKey)
+	if _, ok := keys["application"]; !ok || len(keys) < 2 {
+		return Member{}, true, nil
+	}
+	if !ownKey(stateKey, sender) {
+		return Member{}, false, fmt.Errorf("%w: state key of another user", ErrInvalid)
+	}
+	var c content
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return Member{}, false, fmt.Errorf("%w: %s", ErrInvalid, typeError(err))
+	}
+	switch {
+	case c.Application == nil:
+		return Member{}, false, fmt.Errorf("%w: application must be a string", ErrInvalid)
+	case c.CallID == nil:
+		return Member{}, false, fmt.Errorf("%w: call_id must be a string", ErrInvalid)
+	case c.DeviceID == nil:
+		return Member{}, false, fmt.Errorf("%w: device_id must be a string", ErrInvalid)
+	case c.FocusActive == nil || c.FocusActive.Type == nil:
+		return Member{}, false, fmt.Errorf("%w: focus_active.type must be a string", ErrInvalid)
+	}
+	created := ts
+	if c.CreatedTS != nil {
+		created = time.UnixMilli(*c.CreatedTS)
+	}
+	expires := DefaultExpires
+	if c.Expires != nil {
+		expires = time.Duration(*c.Expires) * time.Millisecond
+	}
+	return Member{
+		StateKey: stateKey, Sender: sender, DeviceID: *c.DeviceID, CallID: *c.CallID,
+		Application: *c.Application, FocusType: *c.FocusActive.Type,
+		Created: created, Expiry: created.Add(expires),
+	}, false, nil
+}
+
+// ownKey reports whether a membership's state key is the sender's: the
+// forms are "_@user:server_DEVICE_m.call" (MSC3757's owned state, what
+// Element Call sends), "@user:server_DEVICE" and the user ID itself (older
+// ones). A homeserver without MSC3757 lets anyone with the power write any
+// key; a member must not make another user look in a call.
+func ownKey(stateKey, sender string) bool {
+	k := strings.TrimPrefix(stateKey, "_")
+	return sender != "" && (k == sender || strings.HasPrefix(k, sender+"_"))
+}
+
+// typeError names the field of a json type error without the value.
+func typeError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return te.Field + " has the wrong type"
+	}
+	return "malformed content"
+}
