@@ -213,7 +213,7 @@ func Start(t testing.TB, cfg Config) *Server {
 		name, _, _ := strings.Cut(kv, "=")
 		return slices.Contains(flagVars, name)
 	})
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	s.cmd.SysProcAttr = sysProcAttr()
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("livekittest: start %s: %v", bin, err)
 	}
