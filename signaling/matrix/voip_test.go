@@ -370,7 +370,14 @@ func rejectLeaveKick(t *testing.T, w *inWorld) {
 
 	// Invited back once more, bob joins; alice calls anyone in the room
 	// and bob, its only other member, leaves while it rings: the call
-	// ends as his hangup (it rang on until it expired before).
+	// ends as his hangup (it rang on until it expired before). Across
+	// homeservers the kick reaches bob's homeserver over federation: an
+	// invitation that arrives before it is refused there as for a member
+	// already joined, and never shows in bob's sync.
+	waitFor(t, w.wait, "bob's homeserver to know of the kick", func() bool {
+		_, joined := w.bob.sync(t, "", 0).Rooms.Join[room]
+		return !joined
+	})
 	api(t, w.svc.base, http.MethodPost, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", w.svc.token, map[string]any{"user_id": w.bob.id}, nil)
 	waitFor(t, w.wait, "bob's second invitation back", func() bool {
 		_, ok := w.bob.sync(t, "", 0).Rooms.Invite[room]
