@@ -235,7 +235,11 @@ func (b *jsBed) makeRooms(t *testing.T, names ...string) {
 		}
 	}
 	for name, room := range b.rooms {
-		if !waitFor(20*time.Second, func() bool {
+		// 45 s: across homeservers icebox's first join can be refused
+		// (the invitation arrived before the inviting homeserver stored
+		// it), and the bridge retries after its next sync, a long poll of
+		// up to 30 s when nothing else happens.
+		if !waitFor(45*time.Second, func() bool {
 			code, resp := b.matrixAPI(t, http.MethodGet, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/joined_members", nil)
 			return code == http.StatusOK && strings.Contains(string(resp), b.service) && strings.Contains(string(resp), b.bob)
 		}) {
