@@ -55,9 +55,10 @@ const fedNS = "198.18.0.10"
 // with room auto-creation off, as lk-jwt-service deployments run it.
 //
 //   - bob of HS2 alone: a JWT (200, as lk-jwt-service), without roomCreate,
-//     and no room is created;
+//     and no room is created: LiveKit refuses that JWT (404) until …
 //   - alice of HS1: /sfu/get creates the LiveKit room;
-//   - bob again, /sfu/get and /get_token: the same room, no roomCreate;
+//   - bob again, /sfu/get and /get_token: the same room, no roomCreate,
+//     and LiveKit now accepts his JWTs;
 //   - bob's token presented as HS1's, or claiming a user of HS1: 401;
 //   - a node without turn.allowed_peers does not dial the bed (503 naming
 //     the homeserver): the guard is on.
@@ -118,6 +119,15 @@ func TestMatrixRTCFederation(t *testing.T) {
 		})
 		return postJSON(t, hc, base+"/get_token", js)
 	}
+	// LiveKit's own check of a JWT before a client connects: 404 while
+	// the room does not exist and the JWT cannot create it (auto_create
+	// off), 200 "success" when the client may join.
+	validate := func(jwt string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, lk.HTTPURL+"/rtc/validate?access_token="+url.QueryEscape(jwt), nil)
+		return do(t, hc, req)
+	}
+	jwts := map[string]string{} // what → the JWT of grantOf
 	grantOf := func(what string, res func() (int, string)) *auth.ClaimGrants {
 		t.Helper()
 		code, body := res()
@@ -128,6 +138,7 @@ func TestMatrixRTCFederation(t *testing.T) {
 		if r.URL != lk.URL {
 			t.Errorf("%s: url %q, want %q", what, r.URL, lk.URL)
 		}
+		jwts[what] = r.JWT
 		v, err := auth.ParseAPIToken(r.JWT)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
@@ -150,6 +161,9 @@ func TestMatrixRTCFederation(t *testing.T) {
 	}
 	if got := rooms(); len(got) != 0 {
 		t.Fatalf("after bob alone, LiveKit has rooms %q; want none", got)
+	}
+	if code, body := validate(jwts["bob alone /sfu/get"]); code != http.StatusNotFound {
+		t.Errorf("LiveKit /rtc/validate of bob's JWT before the room exists: %d %s, want 404", code, body)
 	}
 
 	// Alice of HS1 (full access) creates the room.
@@ -178,6 +192,9 @@ func TestMatrixRTCFederation(t *testing.T) {
 		}
 		if !strings.Contains(g.Identity, bobID) && name == "/sfu/get" {
 			t.Errorf("bob /sfu/get: identity %q does not name %s", g.Identity, bobID)
+		}
+		if code, body := validate(jwts["bob "+name]); code != http.StatusOK {
+			t.Errorf("LiveKit /rtc/validate of bob's %s JWT in alice's room: %d %s, want 200", name, code, body)
 		}
 	}
 
