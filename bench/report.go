@@ -51,6 +51,10 @@ var (
 		{"rps", "req/s", "%.0f"}, {"p50_us", "p50 µs", "%.0f"}, {"p99_us", "p99 µs", "%.0f"}, {"p999_us", "p99.9 µs", "%.0f"},
 		{"cpu_us_per_req", "server CPU µs/req", "%.1f"}, {"errors", "errors", "%.0f"}, {"hs_requests", "userinfo requests", "%.0f"},
 	}
+	rtcFrameCols = []column{
+		{"connected_ms", "JWT → LiveKit connected ms", "%.0f"}, {"video_ms", "JWT → first decrypted video ms", "%.0f"},
+		{"audio_ms", "JWT → first decrypted audio ms", "%.0f"},
+	}
 	sigCols = []column{
 		{"calls", "calls", "%.0f"}, {"p50_us", "invite p50 µs", "%.0f"}, {"p99_us", "invite p99 µs", "%.0f"},
 		{"max_us", "invite max µs", "%.0f"}, {"reply_p50", "initiate reply p50 µs", "%.0f"}, {"reply_p99", "reply p99 µs", "%.0f"},
@@ -166,6 +170,18 @@ func (r *runner) summaryTable(b *strings.Builder) {
 	rrow("p99 latency µs", "p99_us", "%.0f")
 	rrow("server CPU µs per request", "cpu_us_per_req", "%.1f")
 	rrow("userinfo requests to the homeserver", "hs_requests", "%.0f")
+
+	d, rl := rtcFrameWorkload(false), rtcFrameWorkload(true)
+	fmt.Fprintf(b, "\n| MatrixRTC time from token (JWT from `/sfu/get`) to first decrypted frame, the joiner of a two-party E2EE call (%d joins direct, %d relay-forced) | direct | relay-forced (icebox's TURN) |\n|---|---:|---:|\n",
+		len(r.values("icebox", d, "video_ms")), len(r.values("icebox", rl, "video_ms")))
+	frow := func(label, key string, stat func([]float64) float64) {
+		fmt.Fprintf(b, "| %s | %s | %s |\n", label, num("%.0f", stat(r.values("icebox", d, key))), num("%.0f", stat(r.values("icebox", rl, key))))
+	}
+	frow("first decrypted video frame, median ms", "video_ms", median)
+	frow("first decrypted video frame, p90 ms", "video_ms", p90)
+	frow("first decrypted audio, median ms", "audio_ms", median)
+	frow("first decrypted audio, p90 ms", "audio_ms", p90)
+	frow("LiveKit connected, median ms", "connected_ms", median)
 }
 
 func (r *runner) rawTable(b *strings.Builder, workload string, servers []string, cols []column) {
@@ -263,6 +279,10 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 	r.rawTable(&b, "get_token_cached", []string{"icebox"}, rtcCols)
 	b.WriteString("\n### MatrixRTC `POST /get_token`, not cached (verify_cache_ttl 0s)\n\n")
 	r.rawTable(&b, "get_token_uncached", []string{"icebox"}, rtcCols)
+	b.WriteString("\n### MatrixRTC token → first decrypted frame, direct (round = join)\n\n")
+	r.rawTable(&b, rtcFrameWorkload(false), []string{"icebox"}, rtcFrameCols)
+	b.WriteString("\n### MatrixRTC token → first decrypted frame, relay-forced (round = join)\n\n")
+	r.rawTable(&b, rtcFrameWorkload(true), []string{"icebox"}, rtcFrameCols)
 
 	var errs []string
 	for _, rec := range r.records {
@@ -447,6 +467,14 @@ func methodText(p plan) string {
   answers userinfo at once (bench userinfo), so "not cached" is icebox's own cost of a verification round trip on
   loopback — a real homeserver adds its lookup and, over federation, the network and TLS. No user has full access:
   no LiveKit room is created. "cached" keeps verifications for verify_cache_ttl 1m (the default).
+- **MatrixRTC token → first decrypted frame**: go test -run TestMatrixRTCFirstFrame ./cmd/icebox/ (the MatrixRTC browser
+  bed: Dendrite, icebox with /sfu/get, the real livekit-server, Chromium running matrix-js-sdk's MatrixRTC session and
+  livekit-client with per-participant E2EE). Each join is a new two-party call in a new encrypted room; the figure is the
+  second joiner's, from its JWT (/sfu/get answered) to the first remote video frame decoded (framesDecoded > 0) and the
+  first audio decoded (samples not concealed) on an encrypted track, polled in the page every 20 ms; livekit-client drops
+  frames it cannot decrypt, so decoded means decrypted. It includes LiveKit's signalling, ICE, DTLS, the MatrixRTC
+  media keys' to-device delivery and the first keyframe. Relay-forced: iceTransportPolicy "relay", media through icebox's
+  TURN with LiveKit's scoped credentials. Run once per bench (not per round); n joins of each kind.
 `, p.Rounds, relayMin, relayMax, ephemeralMin, ephemeralMax, p.AllocWorkers, p.AllocDuration, p.HoldN, p.HTTPClients, p.HTTPDuration, p.SigCalls,
 		p.HTTPClients, p.HTTPDuration, rtcTokens)
 }

@@ -107,7 +107,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	rounds := fs.Int("rounds", envInt("BENCH_ROUNDS", 0), "rounds (default 3, quick 1; $BENCH_ROUNDS)")
 	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "short smoke run: loads divided by 5 ($BENCH_QUICK=1)")
 	keep := fs.Bool("keep", os.Getenv("BENCH_KEEP") == "1", "keep the temporary directory (server logs, uclient output)")
-	only := fs.String("only", os.Getenv("BENCH_ONLY"), "comma-separated measurements to run, of hold, allocs, u20, u100, u200, u100x1000, api, rtc, profile ($BENCH_ONLY; default all); a partial report is not latest.md")
+	only := fs.String("only", os.Getenv("BENCH_ONLY"), "comma-separated measurements to run, of hold, allocs, u20, u100, u200, u100x1000, api, rtc, rtcframe, profile ($BENCH_ONLY; default all); a partial report is not latest.md")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -266,6 +266,15 @@ func (r *runner) runRounds(ctx context.Context) error {
 			for _, rec := range r.measureRTC(ctx, round) {
 				r.add(rec)
 			}
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	if r.plan.runs("rtcframe") {
+		r.progress("MatrixRTC: time from token to first decrypted frame (browser bed, go test %s)", rtcFramePkg)
+		for _, rec := range r.measureRTCFrame(ctx) {
+			r.add(rec)
 		}
 		if err := ctx.Err(); err != nil {
 			return err

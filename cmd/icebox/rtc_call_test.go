@@ -146,6 +146,7 @@ func (b *rtcBed) rtcCall(t *testing.T, room string, pages []rtcPage, relay, rejo
 		}
 	})
 	_, states := b.mediaFlows(t, pages, identity, relay)
+	b.logFirstFrames(t, pages, relay)
 	return identity, states
 }
 

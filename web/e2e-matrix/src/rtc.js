@@ -32,6 +32,15 @@ const log = [];
 // SignalReconnecting, Disconnected) and the page's rejoins: {t, what}.
 const lkEvents = [];
 let joinArgs = null;  // join's arguments, for a rejoin
+// timing of the last LiveKit connection (ms since the epoch; 0 = not yet):
+// jwtAt when /sfu/get answered, connectedAt when livekit-client connected,
+// and per kind the first moment a remote encrypted track's receiver had
+// decoded media (video: framesDecoded > 0; audio: samples not concealed).
+// livekit-client's E2EE transform drops a frame it cannot decrypt before
+// the decoder, so decoded media on an encrypted track was decrypted. Read
+// by the Go test (rtc.timing) and reported as a figure, never judged.
+let timing = { jwtAt: 0, connectedAt: 0, video: 0, audio: 0 };
+let timingPoll = null;
 let leaving = false;
 
 function note(what) {
@@ -162,6 +171,7 @@ async function connectLiveKit() {
   if (sfu.status !== 200 || !sfu.body?.url || !sfu.body?.jwt) {
     throw new Error('/sfu/get: ' + sfu.status + ' ' + (sfu.raw || JSON.stringify(sfu.body)));
   }
+  startTiming();
   // One worker per Room, as Element Call does.
   const worker = new Worker(new URL('./livekit-e2ee-worker.mjs', import.meta.url), { type: 'module' });
   room = new Room({ e2ee: { keyProvider, worker }, adaptiveStream: false, dynacast: false });
@@ -196,6 +206,7 @@ async function connectLiveKit() {
   await room.setE2EEEnabled(true);
   await room.connect(sfu.body.url, sfu.body.jwt, relay ? { rtcConfig: { iceTransportPolicy: 'relay' } } : {});
   connected = true;
+  timing.connectedAt = Date.now();
   await room.localParticipant.enableCameraAndMicrophone();
   joinedAt = Date.now();
   const claims = JSON.parse(atob(sfu.body.jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
@@ -221,6 +232,41 @@ async function receiverStats(track) {
     s.audioEnergy += r.totalAudioEnergy || 0;
   });
   return s;
+}
+
+// startTiming restarts the timing for a new LiveKit connection: the JWT is
+// here; a poll of the remote encrypted tracks' receivers every 20 ms (the
+// figure's resolution) notes the first decoded video frame and audio, for
+// at most two minutes.
+function startTiming() {
+  if (timingPoll) clearInterval(timingPoll);
+  const t = { jwtAt: Date.now(), connectedAt: 0, video: 0, audio: 0 };
+  timing = t;
+  let busy = false;
+  timingPoll = setInterval(async () => {
+    if (busy) return;
+    if ((t.video && t.audio) || Date.now() - t.jwtAt > 120000 || timing !== t) {
+      clearInterval(timingPoll);
+      return;
+    }
+    busy = true;
+    try {
+      for (const p of room?.remoteParticipants?.values() || []) {
+        for (const pub of p.trackPublications.values()) {
+          const receiver = pub.track?.receiver;
+          if (!pub.isEncrypted || !receiver) continue;
+          const report = await receiver.getStats();
+          report.forEach((r) => {
+            if (r.type !== 'inbound-rtp') return;
+            if (r.kind === 'video' && (r.framesDecoded || 0) > 0 && !t.video) t.video = Date.now();
+            if (r.kind === 'audio' && (r.totalSamplesReceived || 0) - (r.concealedSamples || 0) > 0 && !t.audio) t.audio = Date.now();
+          });
+        }
+      }
+    } finally {
+      busy = false;
+    }
+  }, 20);
 }
 
 // rejoinLiveKit retries connectLiveKit a few times, a second apart (the SFU
@@ -289,6 +335,7 @@ async function state() {
 async function leave() {
   leaving = true;
   joinArgs = null;
+  if (timingPoll) clearInterval(timingPoll);
   if (room) await room.disconnect();
   room = null;
   if (session) {
@@ -305,4 +352,4 @@ async function leave() {
 
 const events = (since) => log.filter((e) => e.t >= (since || 0));
 
-window.rtc = { ready: true, login, roomReady, openID, sfuGet, getToken, join, state, markSteady, leave, events, joinedAt: () => joinedAt };
+window.rtc = { ready: true, login, roomReady, openID, sfuGet, getToken, join, state, markSteady, leave, events, joinedAt: () => joinedAt, timing: () => ({ ...timing }) };
