@@ -335,7 +335,7 @@ func (m *Mux) classify(raw net.Conn) (string, net.Conn, error) {
 // and refuses one from anyone else.
 func (m *Mux) proxyHeader(pc *peekConn) error {
 	if !m.trusted(pc.remote) {
-		if b, err := pc.r.Peek(len(v2Signature)); (err == nil || len(b) >= 6) && (bytes.HasPrefix(b, []byte("PROXY ")) || bytes.Equal(b, v2Signature)) {
+		if hasProxyHeader(pc.r) {
 			m.m.proxyRefused.WithLabelValues("untrusted").Inc()
 			m.log.Warn().Stringer("source", pc.remote).Msg("PROXY protocol header from a source not in turn.mux.proxy_protocol.trusted; connection closed")
 			return errors.New("portmux: PROXY header from an untrusted source")
@@ -360,6 +360,28 @@ func (m *Mux) proxyHeader(pc *peekConn) error {
 		}
 	}
 	return nil
+}
+
+// hasProxyHeader reports whether r starts with a PROXY v1 or v2 header. It
+// peeks past the first byte only when that byte may start one ('P' is
+// also POST, PUT and PATCH, whose request lines are longer), so a short
+// first message of another protocol is not held up.
+func hasProxyHeader(r *bufio.Reader) bool {
+	b, err := r.Peek(1)
+	if err != nil {
+		return false
+	}
+	var sig []byte
+	switch b[0] {
+	case 'P':
+		sig = []byte("PROXY ")
+	case '\r':
+		sig = v2Signature
+	default:
+		return false
+	}
+	b, _ = r.Peek(len(sig))
+	return bytes.Equal(b, sig)
 }
 
 func (m *Mux) trusted(a net.Addr) bool {
