@@ -265,6 +265,15 @@ func TestSharedPort(t *testing.T) {
 		}
 	})
 
+	t.Run("turn over udp on the same port number", func(t *testing.T) {
+		creds := mintCreds(t, in.cfgPath, "muxudp")
+		a, err := allocate(t, "udp", addr, nil, creds.Username, creds.Password)
+		if err != nil {
+			t.Fatalf("allocate over UDP on the shared port: %v", err)
+		}
+		relayRoundTrip(t, a, listenPeer(t))
+	})
+
 	t.Run("turnutils_uclient over tls and tcp", func(t *testing.T) {
 		uclient := coturnTool(t, "turnutils_uclient")
 		peerPort := strconv.Itoa(startEchoPeer(t, coturnTool(t, "turnutils_peer")))
