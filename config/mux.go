@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -84,6 +85,17 @@ func (v *validator) mux(t *TURN) []portUse {
 		path := fmt.Sprintf("turn.mux.listen[%d]", i)
 		if port, ok := v.hostPort(path, addr, true); ok {
 			ports = append(ports, portUse{path, port})
+		}
+		// The same address in another TURN listener would fail to bind
+		// at start; say which keys collide now.
+		for _, other := range []struct {
+			key   string
+			addrs []string
+			check bool
+		}{{"turn.listen.tcp", t.Listen.TCP, true}, {"turn.listen.tls", t.Listen.TLS, true}, {"turn.listen.udp", t.Listen.UDP, m.UDP}} {
+			if other.check && slices.Contains(other.addrs, addr) {
+				v.add(path, "%s is also in %s: the shared port serves that protocol itself (remove it there, or set turn.mux.udp: false for UDP)", addr, other.key)
+			}
 		}
 	}
 	if len(m.Listen) > 0 && !t.TLS.ACME {

@@ -56,6 +56,14 @@ func TestMux(t *testing.T) {
 			},
 		},
 		{
+			name: "the same address in another listener",
+			yaml: "turn: {" + tlsFiles + ", listen: {udp: [\"0.0.0.0:443\"], tcp: [\"0.0.0.0:3478\"], tls: [\"0.0.0.0:443\"]}, mux: {listen: [\"0.0.0.0:443\"]}}",
+			wantErr: []string{
+				"turn.mux.listen[0]: 0.0.0.0:443 is also in turn.listen.tls",
+				"turn.mux.listen[0]: 0.0.0.0:443 is also in turn.listen.udp",
+			},
+		},
+		{
 			name:    "trusted without a shared port",
 			yaml:    "turn: {mux: {proxy_protocol: {trusted: [10.0.0.5]}}}",
 			wantErr: []string{"turn.mux.proxy_protocol.trusted: set, but turn.mux.listen is empty"},
