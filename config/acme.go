@@ -64,7 +64,7 @@ func defaultACME() ACME {
 
 // UsesACME reports whether any listener gets its certificate from acme.
 func (c *Config) UsesACME() bool {
-	return (c.TURN.TLS.ACME && len(c.TURN.Listen.TLS) > 0) || c.HTTP.TLS.ACME
+	return (c.TURN.TLS.ACME && len(c.TURN.Listen.TLS)+len(c.TURN.Mux.Listen) > 0) || c.HTTP.TLS.ACME
 }
 
 // tlsSource checks one listener's certificate source: files or ACME, not
@@ -79,8 +79,8 @@ func (v *validator) tlsSource(path string, tf TLSFiles) {
 func (v *validator) acme(c *Config) {
 	v.tlsSource("turn.tls", c.TURN.TLS)
 	v.tlsSource("http.tls", c.HTTP.TLS)
-	if c.TURN.TLS.ACME && len(c.TURN.Listen.TLS) == 0 {
-		v.add("turn.tls.acme", "is set but turn.listen.tls is empty: no TURN TLS listener would use the certificate")
+	if c.TURN.TLS.ACME && len(c.TURN.Listen.TLS)+len(c.TURN.Mux.Listen) == 0 {
+		v.add("turn.tls.acme", "is set but turn.listen.tls is empty (and so is turn.mux.listen): no TURN TLS listener would use the certificate")
 	}
 	a := &c.ACME
 	if !c.UsesACME() {

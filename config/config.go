@@ -52,6 +52,7 @@ type TURN struct {
 	BindingRate  float64 `yaml:"binding_rate"`
 	BindingBurst int     `yaml:"binding_burst"` // Default: 200
 	Quotas       Quotas  `yaml:"quotas"`
+	Mux          Mux     `yaml:"mux"` // one port for TURN/TCP, TURN/TLS and the API (config/mux.go)
 }
 
 // Listen lists the TURN listen addresses, "host:port" with an IP or empty host.
@@ -369,6 +370,7 @@ func Default() Config {
 			BindingRate:           50,
 			BindingBurst:          200,
 			Quotas:                Quotas{PerUser: 10, PerCall: 8, Total: 10000, BandwidthBurst: 500 * time.Millisecond},
+			Mux:                   defaultMux(),
 		},
 		Credentials: Credentials{
 			TTL:     24 * time.Hour,

@@ -131,6 +131,7 @@ ice_servers:
 					BindingRate:           50,
 					BindingBurst:          200,
 					Quotas:                Quotas{PerUser: 3, PerCall: 2, Total: 50, BandwidthBurst: 500 * time.Millisecond},
+					Mux:                   defaultMux(),
 				}
 				c.Credentials = Credentials{TTL: time.Hour, Secrets: []Secret{
 					{KID: "k2", SecretFile: "$DIR/secret"},
@@ -1200,6 +1201,7 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_TURN_QUOTAS_PER_USER", "ICEBOX_TURN_QUOTAS_PER_CALL", "ICEBOX_TURN_QUOTAS_TOTAL",
 		"ICEBOX_TURN_QUOTAS_MAX_BPS_PER_ALLOCATION", "ICEBOX_TURN_QUOTAS_MAX_BPS_PER_USER",
 		"ICEBOX_TURN_QUOTAS_MAX_BPS_TOTAL", "ICEBOX_TURN_QUOTAS_BANDWIDTH_BURST",
+		"ICEBOX_TURN_MUX_LISTEN", "ICEBOX_TURN_MUX_UDP", "ICEBOX_TURN_MUX_HANDSHAKE_TIMEOUT", "ICEBOX_TURN_MUX_PROXY_PROTOCOL_TRUSTED",
 		"ICEBOX_CREDENTIALS_TTL",
 		"ICEBOX_HTTP_LISTEN", "ICEBOX_HTTP_MAX_BODY_BYTES", "ICEBOX_HTTP_TLS_CERT_FILE", "ICEBOX_HTTP_TLS_KEY_FILE", "ICEBOX_HTTP_TLS_ACME",
 		"ICEBOX_HTTP_UI",

@@ -157,7 +157,8 @@ func (v *validator) turn(t *TURN) []portUse {
 			}
 		}
 	}
-	if len(t.Listen.UDP)+len(t.Listen.TCP)+len(t.Listen.TLS) == 0 {
+	ports = append(ports, v.mux(t)...)
+	if len(t.Listen.UDP)+len(t.Listen.TCP)+len(t.Listen.TLS)+len(t.Mux.Listen) == 0 {
 		v.add("turn.listen", "no TURN listener: udp, tcp and tls are all empty")
 	}
 	if len(t.Listen.TLS) > 0 && !t.TLS.ACME {

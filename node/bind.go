@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 
+	"github.com/icebox-voip/icebox/internal/portmux"
 	"github.com/icebox-voip/icebox/turnserver"
 )
 
@@ -26,7 +28,10 @@ func (n *Node) bind(ctx context.Context) error {
 		return err
 	}
 	// Certificates last: tls-alpn-01 answers on a bound TLS listener.
-	return n.bindCerts(ctx)
+	if err := n.bindCerts(ctx); err != nil {
+		return err
+	}
+	return n.bindMux()
 }
 
 // openState opens the state file (state.go) and closes it last.
@@ -77,6 +82,57 @@ func (n *Node) bindTURN(ctx context.Context) error {
 		n.turnLn.TLS = append(n.turnLn.TLS, l)
 		n.addrs.TURNTLS = append(n.addrs.TURNTLS, l.Addr().String())
 	}
+	// The shared ports (turn.mux) count as TLS listeners for the
+	// addresses: the ACME tls-alpn-01 listener is picked among them, and
+	// the relay must not reach them as peers. UDP joins on the same port.
+	for _, addr := range cfg.Mux.Listen {
+		l, err := turnserver.ListenTCP(ctx, addr)
+		if err != nil {
+			return err
+		}
+		n.onClose(func() error { return ignoreClosed(l.Close()) })
+		n.muxLn = append(n.muxLn, l)
+		n.addrs.TURNTLS = append(n.addrs.TURNTLS, l.Addr().String())
+		if !cfg.Mux.UDP {
+			continue
+		}
+		conns, _, err := turnserver.ListenUDP(ctx, l.Addr().String(), sockets, cfg.SocketBuffer)
+		if err != nil {
+			return fmt.Errorf("turn.mux.udp: %w", err)
+		}
+		n.turnLn.UDP = append(n.turnLn.UDP, conns...)
+		n.addrs.TURNUDP = append(n.addrs.TURNUDP, conns[0].LocalAddr().String())
+	}
+	return nil
+}
+
+// bindMux serves the shared ports (turn.mux) with turn.tls's certificate
+// (bindCerts): TURN over TCP and TLS go to the relay's listeners, the API's
+// connections join the API's own listener.
+func (n *Node) bindMux() error {
+	if len(n.muxLn) == 0 {
+		return nil
+	}
+	mc := n.cfg.TURN.Mux
+	trusted, err := mc.ProxyProtocol.Prefixes()
+	if err != nil {
+		return ConfigError{fmt.Errorf("turn.mux.proxy_protocol.trusted: %w", err)}
+	}
+	m, err := portmux.New(portmux.Config{
+		TLS:              n.turnLn.TLSConfig,
+		TrustedProxies:   trusted,
+		HandshakeTimeout: mc.HandshakeTimeout,
+		Logger:           n.log,
+		Registerer:       n.opts.Registry,
+	}, n.muxLn...)
+	if err != nil {
+		return err
+	}
+	m.Serve()
+	n.onClose(m.Close)
+	n.turnLn.TCP = append(n.turnLn.TCP, m.TURN())
+	n.turnLn.TLSDone = append(n.turnLn.TLSDone, m.TURNTLS())
+	n.httpLn = portmux.Merge(n.httpLn, m.HTTP())
 	return nil
 }
 
@@ -85,7 +141,7 @@ func (n *Node) closeTURN() error {
 	for _, c := range n.turnLn.UDP {
 		errs = append(errs, ignoreClosed(c.Close()))
 	}
-	for _, l := range append(append([]net.Listener{}, n.turnLn.TCP...), n.turnLn.TLS...) {
+	for _, l := range slices.Concat(n.turnLn.TCP, n.turnLn.TLS, n.turnLn.TLSDone) {
 		errs = append(errs, ignoreClosed(l.Close()))
 	}
 	return errors.Join(errs...)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/icebox-voip/icebox/config"
@@ -198,6 +200,7 @@ func (n *Node) buildAPI(context.Context) error {
 	a := n.addrs
 	host := relayplan.ICEHost(cfg.ICEServers.Hostname, cfg.TURN.Relay.PublicIP, n.plan, relayplan.First(a.TURNUDP, a.TURNTCP, a.TURNTLS))
 	stunURIs, turnURIs := relayplan.ICEURIs(host, a.TURNUDP, a.TURNTCP, a.TURNTLS)
+	turnURIs = muxFirst(host, turnURIs, n.muxLn)
 	mounts, err := n.buildMatrixRTC()
 	if err != nil {
 		return err
@@ -254,4 +257,21 @@ func externalServers(in []config.ExternalServer) []httpapi.ICEServer {
 		out = append(out, httpapi.ICEServer{URLs: e.URLs, Username: e.Username, Credential: e.Credential})
 	}
 	return out
+}
+
+// muxFirst puts the shared ports' turns: URIs (turn.mux) first: TURN over
+// TLS on 443 is what gets through the strictest firewalls, and clients
+// that try servers in order reach it without waiting for UDP to fail.
+func muxFirst(host string, uris []string, mux []net.Listener) []string {
+	addrs := make([]string, 0, len(mux))
+	for _, l := range mux {
+		addrs = append(addrs, l.Addr().String())
+	}
+	_, first := relayplan.ICEURIs(host, nil, nil, addrs)
+	for _, u := range uris {
+		if !slices.Contains(first, u) {
+			first = append(first, u)
+		}
+	}
+	return first
 }

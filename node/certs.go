@@ -29,7 +29,7 @@ type certSource interface {
 // http.tls) their certificates, from files or ACME, and exports their
 // expiry per listener.
 func (n *Node) bindCerts(ctx context.Context) error {
-	turnTLS := len(n.turnLn.TLS) > 0
+	turnTLS := len(n.turnLn.TLS)+len(n.muxLn) > 0 // the shared port serves turn.tls's certificate
 	apiTLS := n.cfg.HTTP.TLS.ACME || n.cfg.HTTP.TLS.CertFile != ""
 	if !turnTLS && !apiTLS {
 		return nil

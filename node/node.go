@@ -92,6 +92,7 @@ type Node struct {
 	state  *store.Store
 	turnLn turnserver.Listeners
 	httpLn net.Listener
+	muxLn  []net.Listener    // turn.mux's shared ports, bound; served by bindMux (bind.go)
 	certs  []certSource      // of the TLS listeners (certs.go)
 	acme   *acmecert.Manager // nil: no listener uses ACME
 	addrs  Addrs

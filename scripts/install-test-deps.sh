@@ -3,6 +3,7 @@
 # coturn (turnutils_uclient, turnutils_peer, turnserver), systemd
 # (systemd-analyze, systemd-sysusers, for the unit's checks), and iproute2 and
 # iptables (nft backend) for the network-namespace NAT test bed (internal/netbed),
+# haproxy (a PROXY protocol v2 load balancer in front of the shared port),
 # Debian's chromium, node and npm for the web UI's browser tests, whose
 # driver, playwright-core (pinned in web/e2e/package-lock.json; it drives
 # /usr/bin/chromium and downloads no browser), npm ci installs into
@@ -17,6 +18,7 @@ set -euo pipefail
 
 missing=()
 command -v turnutils_uclient >/dev/null 2>&1 || missing+=(coturn)
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)            # PROXY protocol v2 in front of the shared port (turn.mux)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # systemd-analyze verify of the unit
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)                # ip netns, veth, bridges
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)          # NAT rules in the namespaces
@@ -83,6 +85,7 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # holds port 3478 on a machine where it was.
 if command -v systemctl >/dev/null 2>&1; then
 	systemctl stop coturn >/dev/null 2>&1 || true
+	systemctl stop haproxy >/dev/null 2>&1 || true # the tests run their own
 fi
 npm_deps
 matrix_deps

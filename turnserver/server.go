@@ -143,6 +143,9 @@ type Listeners struct {
 	UDP []net.PacketConn
 	TCP []net.Listener // TURN over TCP
 	TLS []net.Listener // TCP listeners for TURN over TLS; New wraps them with TLSConfig
+	// TLSDone are listeners of TURN over TLS whose handshake the caller
+	// did (the shared port, internal/portmux); New does not wrap them.
+	TLSDone []net.Listener
 	// TLSConfig serves the TLS listeners; use GetCertificate to reload
 	// certificates without a restart.
 	TLSConfig *tls.Config
@@ -178,8 +181,11 @@ type Server struct {
 	// relays are the live UDP relay sockets by port, for the channel fast
 	// path to find an allocation's socket from pion's Allocate answer.
 	relays sync.Map // relayPort → *relayPacketConn
-	fast   []*fastListener
-	engine *udpengine.Engine
+	// tlsClients are the connected clients of TLSDone listeners
+	// (address → struct{}), for the allocation list's transport.
+	tlsClients sync.Map
+	fast       []*fastListener
+	engine     *udpengine.Engine
 
 	revokedMu sync.RWMutex
 	revoked   map[string]time.Time // call ID → when the revocation may be forgotten
@@ -262,7 +268,7 @@ func (cfg Config) withDefaults(ln Listeners) (Config, error) {
 	if cfg.Keyring == nil || cfg.Policy == nil {
 		return cfg, errors.New("turnserver: Keyring and Policy are required")
 	}
-	if len(ln.UDP)+len(ln.TCP)+len(ln.TLS) == 0 {
+	if len(ln.UDP)+len(ln.TCP)+len(ln.TLS)+len(ln.TLSDone) == 0 {
 		return cfg, errNoListeners
 	}
 	if cfg.MinPort == 0 || cfg.MinPort > cfg.MaxPort {
@@ -408,7 +414,43 @@ func (s *Server) streamListeners(ln Listeners, gen relayAllocator) []turn.Listen
 			RelayAddressGenerator: gen, PermissionHandler: s.scopedPermission(n),
 		})
 	}
+	for i, l := range ln.TLSDone {
+		n := len(ln.TCP) + len(ln.TLS) + i
+		out = append(out, turn.ListenerConfig{
+			Listener:              &streamGuard{Listener: s.trackConns(&tlsDoneListener{Listener: l, s: s}), s: s, ln: n},
+			RelayAddressGenerator: gen, PermissionHandler: s.scopedPermission(n),
+		})
+	}
 	return out
+}
+
+// tlsDoneListener notes its clients' addresses while they are connected:
+// the shared port's TLS and TCP clients have the same listener address, so
+// the allocation list tells "tls" from "tcp" by the client's address.
+type tlsDoneListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *tlsDoneListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	key := c.RemoteAddr().String()
+	l.s.tlsClients.Store(key, struct{}{})
+	return &tlsDoneConn{Conn: c, forget: func() { l.s.tlsClients.Delete(key) }}, nil
+}
+
+type tlsDoneConn struct {
+	net.Conn
+	once   sync.Once
+	forget func()
+}
+
+func (c *tlsDoneConn) Close() error {
+	c.once.Do(c.forget)
+	return c.Conn.Close()
 }
 
 // startHostAddrWatch starts tracking the host's addresses: subscribed to
@@ -591,7 +633,7 @@ func (s *Server) onAllocationCreated(src, dst net.Addr, _, username, _ string, r
 	s.m.allocationsTotal.WithLabelValues(transport).Inc()
 	if port, ok := relayPortOf(relay); ok {
 		shown := transport
-		if transport == "tcp" && s.cfg.tlsListeners[dst.String()] {
+		if _, ok := s.tlsClients.Load(src.String()); transport == "tcp" && (s.cfg.tlsListeners[dst.String()] || ok) {
 			shown = "tls"
 		}
 		s.reg.noteClient(port, src.String(), shown)
