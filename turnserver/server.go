@@ -155,8 +155,8 @@ type Server struct {
 	authLog zerolog.Logger
 	now     func() time.Time
 	keyring func() *credentials.Keyring
-	policy  *Policy
-	hosts   *hostAddrs // the host's addresses, tracked for the policy
+	policy  atomic.Pointer[Policy] // swapped whole by SetPolicy
+	hosts   *hostAddrs             // the host's addresses, tracked for the policy
 	reg     *registry
 	m       *metrics
 	turn    *turn.Server
@@ -317,20 +317,20 @@ func newServer(cfg Config) *Server {
 	reg := newRegistry(cfg.Quotas)
 	hosts := &hostAddrs{}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		authLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
-		now:     cfg.Now,
-		keyring: cfg.Keyring,
-		// The server's own addresses are peers only on the ports of its
-		// live relay sockets.
-		policy:     cfg.Policy.forServer(reg.liveRelayPort, hosts),
+		cfg:        cfg,
+		log:        log,
+		authLog:    log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
+		now:        cfg.Now,
+		keyring:    cfg.Keyring,
 		hosts:      hosts,
 		reg:        reg,
 		revoked:    make(map[string]time.Time),
 		connLimits: newConnLimits(cfg.TCPMaxPerSource, cfg.TCPMaxTotal),
 		dials:      newDialLimits(defaultConnectDialsPerAllocation, defaultConnectDialsTotal),
 	}
+	// The server's own addresses are peers only on the ports of its live
+	// relay sockets.
+	s.policy.Store(cfg.Policy.forServer(reg.liveRelayPort, hosts))
 	now := cfg.Now()
 	for _, r := range cfg.Revoked {
 		if r.CallID != "" && r.Until.After(now) {
