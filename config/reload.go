@@ -77,3 +77,30 @@ func Changes(old, next Config) (live, restart []string) {
 	}
 	return live, restart
 }
+
+// WithKeys returns dst with the values of keys (yaml key paths, as Diff
+// returns them) taken from src: the running configuration after a reload
+// applied those keys.
+func WithKeys(dst, src Config, keys []string) Config {
+	d, s := reflect.ValueOf(&dst).Elem(), reflect.ValueOf(src)
+	for _, k := range keys {
+		copyKey(d, s, strings.Split(k, "."))
+	}
+	return dst
+}
+
+func copyKey(d, s reflect.Value, path []string) {
+	if len(path) == 0 {
+		d.Set(s)
+		return
+	}
+	if !isSection(d.Type()) {
+		return
+	}
+	for _, f := range yamlFields(d.Type()) {
+		if f.key == path[0] {
+			copyKey(d.Field(f.index), s.Field(f.index), path[1:])
+			return
+		}
+	}
+}

@@ -32,6 +32,12 @@ func TestDiffNamesChangedKeys(t *testing.T) {
 	if wantRestart := []string{"credentials.ttl", "http.listen", "matrixrtc.livekit.managed.port"}; !slices.Equal(restart, wantRestart) {
 		t.Errorf("restart = %q, want %q", restart, wantRestart)
 	}
+	// The running configuration after applying the live keys differs from
+	// the file in the restart keys only.
+	running := WithKeys(a, b, live)
+	if got := Diff(running, b); !slices.Equal(got, restart) {
+		t.Errorf("Diff(WithKeys(a, b, live), b) = %q, want the restart keys %q", got, restart)
+	}
 }
 
 func TestCORSValidation(t *testing.T) {

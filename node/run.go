@@ -74,38 +74,30 @@ func (n *Node) markServing() {
 func (n *Node) maintain(ctx context.Context) error {
 	retire := time.NewTicker(time.Minute)
 	defer retire.Stop()
+	cur := n.cfg // the configuration in effect, changed by reloads
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-n.opts.Reload:
-			n.log.Info().Msg("SIGHUP: reloading certificates and keyring")
-			for _, r := range n.certs {
-				r.Reload("SIGHUP")
-			}
-			n.reloadKeyring()
+			n.log.Info().Msg("SIGHUP: reloading the configuration, certificates and keyring")
+			cur = n.reload(cur)
 		case <-retire.C:
 			n.retireKeys()
 		}
 	}
 }
 
-// reloadKeyring re-reads the configuration's credentials.secrets (or the
-// managed keyring's record) and swaps the keyring; on any error the current
+// reloadKeyring swaps the keyring for cfg's credentials.secrets (read
+// again, or the managed keyring's record); on any error the current
 // keyring stays.
-func (n *Node) reloadKeyring() {
-	if n.opts.LoadConfig == nil {
-		return
-	}
-	cfg, err := n.opts.LoadConfig()
+func (n *Node) reloadKeyring(cfg config.Config) {
+	next, err := n.keys.Reload(cfg)
 	if err == nil {
-		next, err2 := n.keys.Reload(cfg)
-		if err = err2; err == nil {
-			n.reloadSFUPeers(cfg) // before the log line that says the reload is done
-			n.log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
-				Strs("kids", next.KIDs()).Msg("keyring reloaded")
-			return
-		}
+		n.reloadSFUPeers(cfg) // before the log line that says the reload is done
+		n.log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
+			Strs("kids", next.KIDs()).Msg("keyring reloaded")
+		return
 	}
 	n.log.Error().Str("component", "credentials").Err(err).Msg("keyring reload failed; keeping the current keyring")
 }
