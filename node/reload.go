@@ -37,12 +37,12 @@ func (n *Node) reload(cur config.Config) config.Config {
 	}
 	// The keyring reads its secret files again even when the keys did not
 	// change (a rotated file), and with it the SFU peers.
-	n.reloadKeyring(next)
+	keyringErr := n.reloadKeyring(next)
 
 	live, restart := config.Changes(cur, next)
 	var applied, failed []string
 	for _, group := range groupKeys(live) {
-		if err := n.applyLive(group.prefix, cur, next); err != nil {
+		if err := n.applyLive(group.prefix, cur, next, keyringErr); err != nil {
 			n.log.Error().Err(err).Strs("keys", group.keys).Msg("SIGHUP: applying changed keys failed; their running values stay")
 			failed = append(failed, group.keys...)
 			continue
@@ -132,8 +132,9 @@ func groupKeys(keys []string) []keyGroup {
 }
 
 // applyLive applies the step for prefix from next; cur is the running
-// configuration (for the restart-only keys a step depends on).
-func (n *Node) applyLive(prefix string, cur, next config.Config) error {
+// configuration (for the restart-only keys a step depends on), keyringErr
+// what reloadKeyring returned.
+func (n *Node) applyLive(prefix string, cur, next config.Config, keyringErr error) error {
 	switch prefix {
 	case "log.level":
 		if n.opts.LogLevel == nil {
@@ -177,6 +178,7 @@ func (n *Node) applyLive(prefix string, cur, next config.Config) error {
 		n.api.SetCORS(next.HTTP.CORS.AllowedOrigins)
 	case "credentials.secrets", "matrixrtc.livekit.turn.peers":
 		// reloadKeyring did it (and logged it).
+		return keyringErr
 	default:
 		return errors.New("node: reload: no apply step for " + prefix)
 	}
