@@ -15,6 +15,7 @@ var liveKeys = []string{
 	"turn.allowed_peers",
 	"turn.denied_peers",
 	"turn.quotas.",
+	"turn.error_rate", "turn.error_burst", "turn.binding_rate", "turn.binding_burst",
 	"credentials.secrets", // the keyring (secret files are read again too)
 	"http.cors.allowed_origins",
 	"ice_servers.",

@@ -105,7 +105,7 @@ type keyGroup struct {
 
 // applyPrefixes are the apply steps, by the key prefix each handles.
 func applyPrefixes() []string {
-	return []string{"log.level", "turn.allowed_peers", "turn.denied_peers", "turn.quotas.", "auth.", "ice_servers.",
+	return []string{"log.level", "turn.allowed_peers", "turn.denied_peers", "turn.quotas.", "turn.error_", "turn.binding_", "auth.", "ice_servers.",
 		"http.cors.", "credentials.secrets", "matrixrtc.livekit.turn.peers"}
 }
 
@@ -159,6 +159,10 @@ func (n *Node) applyLive(prefix string, cur, next config.Config, keyringErr erro
 			return err
 		}
 		n.relay.SetQuotas(turnserver.Quotas{PerUser: q.PerUser, PerCall: q.PerCall, Total: q.Total})
+	case "turn.error_", "turn.binding_":
+		t := next.TURN
+		n.relay.SetRateLimits(turnserver.ErrorRate{PerSecond: t.ErrorRate, Burst: t.ErrorBurst},
+			turnserver.ErrorRate{PerSecond: t.BindingRate, Burst: t.BindingBurst})
 	case "auth.":
 		if n.opts.BuildAuth == nil {
 			return nil

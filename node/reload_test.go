@@ -131,6 +131,7 @@ func TestNodeReloadConfig(t *testing.T) {
 	next.Auth.JWT.HS256Secret = jwtSecret
 	next.Log.Level = "debug"
 	next.TURN.Quotas.MaxBPSPerUser = 2_000_000
+	next.TURN.BindingRate = 10
 	next.HTTP.CORS.AllowedOrigins = []string{origin}
 	next.HTTP.Listen = "127.0.0.1:1" // needs a restart
 	mu.Lock()
@@ -184,7 +185,7 @@ func TestNodeReloadConfig(t *testing.T) {
 	summary := reloadSummary(t, out)
 	t.Logf("reload summary: applied %q, needs_restart %q", summary.Applied, summary.Restart)
 	for _, k := range []string{"turn.denied_peers", "auth.static_tokens", "auth.jwt.hs256_secret", "log.level",
-		"turn.quotas.max_bps_per_user", "http.cors.allowed_origins"} {
+		"turn.quotas.max_bps_per_user", "http.cors.allowed_origins", "turn.binding_rate"} {
 		if !contains(summary.Applied, k) {
 			t.Errorf("applied %q: %s missing", summary.Applied, k)
 		}

@@ -21,3 +21,15 @@ func (s *Server) SetQuotas(q Quotas) {
 	s.reg.quotas = q
 	s.reg.mu.Unlock()
 }
+
+// SetRateLimits replaces the per-source limits of STUN error responses and
+// Binding success responses on the UDP listeners (Config.ErrorRate,
+// BindingRate); PerSecond 0 turns one off.
+func (s *Server) SetRateLimits(errorRate, bindingRate ErrorRate) {
+	if s.errLim != nil {
+		s.errLim.set(errorRate)
+	}
+	if s.bindLim != nil {
+		s.bindLim.set(bindingRate)
+	}
+}

@@ -161,6 +161,10 @@ type Server struct {
 	m       *metrics
 	turn    *turn.Server
 
+	// errLim and bindLim are the UDP listeners' reflection limits
+	// (Config.ErrorRate, BindingRate), shared by all of them.
+	errLim, bindLim *sourceLimiter
+
 	connLimits *connLimits // TCP/TLS client connections, shared by all those listeners
 	dials      *dialLimits // RFC 6062 Connect dials in flight (connect.go)
 	bindKeys   channelBindKeys
@@ -347,13 +351,10 @@ func newServer(cfg Config) *Server {
 // fast path (or the engine listener alone). On failure every socket is
 // closed.
 func (s *Server) serveUDP(udp []net.PacketConn, gen relayAllocator) ([]turn.PacketConnConfig, error) {
-	var errLim, bindLim *sourceLimiter
-	if s.cfg.ErrorRate.PerSecond > 0 {
-		errLim = newSourceLimiter(s.cfg.ErrorRate)
-	}
-	if s.cfg.BindingRate.PerSecond > 0 {
-		bindLim = newSourceLimiter(s.cfg.BindingRate)
-	}
+	// Made even when off (PerSecond 0 passes everything): SetRateLimits
+	// may turn them on while serving.
+	errLim, bindLim := newSourceLimiter(s.cfg.ErrorRate), newSourceLimiter(s.cfg.BindingRate)
+	s.errLim, s.bindLim = errLim, bindLim
 	var out []turn.PacketConnConfig
 	for i, raw := range udp {
 		sock, err := udpengine.Adopt(raw)
@@ -375,10 +376,8 @@ func (s *Server) serveUDP(udp []net.PacketConn, gen relayAllocator) ([]turn.Pack
 			s.closeUDP(out, udp[i+1:])
 			return nil, err
 		}
-		if errLim != nil || bindLim != nil {
-			pc = &reflectionLimitedConn{PacketConn: pc, errors: errLim, bindings: bindLim,
-				errorsDropped: s.m.errorsDropped, bindingsDropped: s.m.bindingsDropped}
-		}
+		pc = &reflectionLimitedConn{PacketConn: pc, errors: errLim, bindings: bindLim,
+			errorsDropped: s.m.errorsDropped, bindingsDropped: s.m.bindingsDropped}
 		pc = &udpGuard{PacketConn: pc, s: s, ln: i} // outermost: pion reads this one (guard.go)
 		out = append(out, turn.PacketConnConfig{
 			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.scopedPermission(i),
