@@ -40,6 +40,13 @@ func (n *Node) reload(cur config.Config) config.Config {
 	keyringErr := n.reloadKeyring(next)
 
 	live, restart := config.Changes(cur, next)
+	if next.Auth.JWT.HS256SecretFile != "" && !slices.ContainsFunc(live, func(k string) bool { return strings.HasPrefix(k, "auth.") }) {
+		// The secret file may hold a new secret under the same name: read
+		// it again, as the keyring does its files.
+		if err := n.applyLive("auth.", cur, next, nil); err != nil {
+			n.log.Error().Err(err).Msg("SIGHUP: reading auth.jwt.hs256_secret_file again failed; the running JWT secret stays")
+		}
+	}
 	var applied, failed []string
 	for _, group := range groupKeys(live) {
 		if err := n.applyLive(group.prefix, cur, next, keyringErr); err != nil {

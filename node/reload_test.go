@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/config"
@@ -34,7 +35,11 @@ func authFromConfig(c config.Config) (*httpapi.Authenticator, error) {
 		}
 		ac.StaticTokens = append(ac.StaticTokens, httpapi.StaticToken{SHA256: [32]byte(raw), User: st.User, Admin: st.Admin})
 	}
-	ac.JWTSecret = []byte(c.Auth.JWT.HS256Secret)
+	secret, err := c.Auth.JWT.SecretValue()
+	if err != nil {
+		return nil, err
+	}
+	ac.JWTSecret = secret
 	return httpapi.NewAuthenticator(ac)
 }
 
@@ -219,6 +224,52 @@ func TestNodeReloadConfig(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "turn.denied_peers") {
 		t.Errorf("the refusal does not name the bad key")
+	}
+}
+
+// TestNodeReloadJWTSecretFile: a JWT secret file rewritten under the same
+// name is read again on SIGHUP, as the keyring's files are: a JWT of the
+// new secret is accepted, one of the old refused.
+func TestNodeReloadJWTSecretFile(t *testing.T) {
+	oldSecret, newSecret := "jwt-file-old-secret-0123456789abcdef", "jwt-file-new-secret-0123456789abcdef"
+	file := filepath.Join(t.TempDir(), "jwt")
+	if err := os.WriteFile(file, []byte(oldSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodetest.Config(filepath.Join(t.TempDir(), "state"), testSecret)
+	cfg.Auth.JWT.HS256SecretFile = file
+	auth, err := authFromConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	reload := make(chan struct{}, 1)
+	n := nodetest.Start(t, cfg, node.Options{
+		Logger: zerolog.New(logs), Auth: auth, Reload: reload, BuildAuth: authFromConfig,
+		LoadConfig: func() (config.Config, error) { return cfg, nil },
+	})
+	mint := func(secret string) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+			"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(),
+		}).SignedString([]byte(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	if code, _, _ := apiGet(t, n.Addrs.HTTP, http.MethodGet, "/calls/ice_servers", mint(oldSecret), ""); code != http.StatusOK {
+		t.Fatalf("before the reload: a JWT of the file's secret got %d", code)
+	}
+	if err := os.WriteFile(file, []byte(newSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	poll(t, 10*time.Second, "the reload's summary", func() bool { return strings.Contains(logs.String(), "configuration reloaded") })
+	if code, _, _ := apiGet(t, n.Addrs.HTTP, http.MethodGet, "/calls/ice_servers", mint(newSecret), ""); code != http.StatusOK {
+		t.Errorf("after the reload: a JWT of the new secret got %d, want 200", code)
+	}
+	if code, _, _ := apiGet(t, n.Addrs.HTTP, http.MethodGet, "/calls/ice_servers", mint(oldSecret), ""); code != http.StatusUnauthorized {
+		t.Errorf("after the reload: a JWT of the old secret got %d, want 401", code)
 	}
 }
 
