@@ -122,6 +122,8 @@ type HTTP struct {
 	// status): static files that ask for an API token, so they expose
 	// nothing without one. Default: true.
 	UI bool `yaml:"ui"`
+
+	CORS CORS `yaml:"cors"` // browser clients on other origins (cors.go)
 }
 
 // ICEServers configures what /calls/ice_servers tells clients.
@@ -376,7 +378,7 @@ func Default() Config {
 			TTL:     24 * time.Hour,
 			Secrets: []Secret{{KID: "k1", Compat: true}},
 		},
-		HTTP:       HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, UI: true},
+		HTTP:       HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, UI: true, CORS: CORS{AllowedOrigins: []string{}}},
 		ICEServers: ICEServers{External: []ExternalServer{}},
 		Auth: Auth{
 			StaticTokens: []StaticToken{},

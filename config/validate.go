@@ -107,6 +107,7 @@ func (c *Config) Validate() error {
 	if n := c.HTTP.MaxBodyBytes; n < minBodyBytes || n > maxBodyBytes {
 		v.add("http.max_body_bytes", "must be between %d (1 KiB) and %d (64 MiB) (got %d)", minBodyBytes, maxBodyBytes, n)
 	}
+	v.cors(&c.HTTP.CORS)
 	v.relayOverlap(&c.TURN.Relay, listenPorts)
 	v.credentials(&c.Credentials)
 	v.iceServers(&c.ICEServers)

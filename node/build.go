@@ -66,15 +66,7 @@ func (n *Node) buildRelay(ctx context.Context) error {
 	if n.plan, err = relayplan.New(cfg.Relay.BindIP, cfg.Relay.PublicIP, local); err != nil {
 		return ConfigError{err}
 	}
-	policy, err := turnserver.NewPolicy(turnserver.PolicyConfig{
-		Allowed:       cfg.AllowedPeers,
-		Denied:        cfg.DeniedPeers,
-		AllowLoopback: cfg.AllowLoopbackPeers,
-		RelayAddrs:    n.plan.Addrs(),
-		MinPort:       uint16(cfg.Relay.MinPort),
-		MaxPort:       uint16(cfg.Relay.MaxPort),
-		ServicePorts:  relayplan.ListenPorts(n.addrs.TURNUDP, n.addrs.TURNTCP, n.addrs.TURNTLS, []string{n.addrs.HTTP}),
-	})
+	policy, err := n.peerPolicy(cfg)
 	if err != nil {
 		return ConfigError{err}
 	}
@@ -197,22 +189,14 @@ func (n *Node) buildAPI(context.Context) error {
 		}
 		ui = h
 	}
-	a := n.addrs
-	host := relayplan.ICEHost(cfg.ICEServers.Hostname, cfg.TURN.Relay.PublicIP, n.plan, relayplan.First(a.TURNUDP, a.TURNTCP, a.TURNTLS))
-	stunURIs, turnURIs := relayplan.ICEURIs(host, a.TURNUDP, a.TURNTCP, a.TURNTLS)
-	turnURIs = muxFirst(host, turnURIs, n.muxLn)
 	mounts, err := n.buildMatrixRTC()
 	if err != nil {
 		return err
 	}
 	n.api, err = httpapi.New(httpapi.Config{
-		Keyring: n.keys.Keyring,
-		ICE: httpapi.ICEConfig{
-			STUN:     stunURIs,
-			TURN:     turnURIs,
-			TTL:      cfg.Credentials.TTL,
-			External: externalServers(cfg.ICEServers.External),
-		},
+		Keyring:      n.keys.Keyring,
+		ICE:          n.iceConfig(cfg),
+		CORSOrigins:  cfg.HTTP.CORS.AllowedOrigins,
 		Ready:        n.readyErr,
 		Calls:        n.calls,
 		Auth:         n.opts.Auth,

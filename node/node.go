@@ -52,9 +52,17 @@ type Options struct {
 	// LoadConfig reads the configuration again on Reload, for the keyring;
 	// nil reloads certificates only.
 	LoadConfig func() (config.Config, error)
-	// Reload asks for a reload of certificates and keyring, one value per
-	// request (SIGHUP); nil never reloads.
+	// Reload asks for a reload of the configuration (LoadConfig), the
+	// certificates and the keyring, one value per request (SIGHUP); nil
+	// never reloads. See reload.go for what applies live.
 	Reload <-chan struct{}
+	// BuildAuth makes the API authenticator from a reloaded configuration
+	// (its auth section; the matrix section as the node started), swapped
+	// into Auth; nil: auth.* changes need a restart.
+	BuildAuth func(config.Config) (*httpapi.Authenticator, error)
+	// LogLevel is the filter under Logger whose level log.level sets on
+	// reload; nil: log.level changes need a restart.
+	LogLevel *LevelFilter
 	// Force, once closed, cuts the drain short (a second stop signal);
 	// nil waits for the drain.
 	Force <-chan struct{}

@@ -74,40 +74,33 @@ func (n *Node) markServing() {
 func (n *Node) maintain(ctx context.Context) error {
 	retire := time.NewTicker(time.Minute)
 	defer retire.Stop()
+	cur := n.cfg // the configuration in effect, changed by reloads
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-n.opts.Reload:
-			n.log.Info().Msg("SIGHUP: reloading certificates and keyring")
-			for _, r := range n.certs {
-				r.Reload("SIGHUP")
-			}
-			n.reloadKeyring()
+			n.log.Info().Msg("SIGHUP: reloading the configuration, certificates and keyring")
+			cur = n.reload(cur)
 		case <-retire.C:
 			n.retireKeys()
 		}
 	}
 }
 
-// reloadKeyring re-reads the configuration's credentials.secrets (or the
-// managed keyring's record) and swaps the keyring; on any error the current
+// reloadKeyring swaps the keyring for cfg's credentials.secrets (read
+// again, or the managed keyring's record); on any error the current
 // keyring stays.
-func (n *Node) reloadKeyring() {
-	if n.opts.LoadConfig == nil {
-		return
-	}
-	cfg, err := n.opts.LoadConfig()
+func (n *Node) reloadKeyring(cfg config.Config) error {
+	next, err := n.keys.Reload(cfg)
 	if err == nil {
-		next, err2 := n.keys.Reload(cfg)
-		if err = err2; err == nil {
-			n.reloadSFUPeers(cfg) // before the log line that says the reload is done
-			n.log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
-				Strs("kids", next.KIDs()).Msg("keyring reloaded")
-			return
-		}
+		err = n.reloadSFUPeers(cfg) // before the log line that says the reload is done
+		n.log.Info().Str("component", "credentials").Str("active_kid", next.ActiveKID()).
+			Strs("kids", next.KIDs()).Msg("keyring reloaded")
+		return err
 	}
 	n.log.Error().Str("component", "credentials").Err(err).Msg("keyring reload failed; keeping the current keyring")
+	return err
 }
 
 // reloadSFUPeers swaps the relay's SFU allow-list for the reloaded
@@ -116,7 +109,7 @@ func (n *Node) reloadKeyring() {
 // The managed LiveKit's own settings are not reloaded, so its part comes
 // from the configuration the node started with; on error the current list
 // stays.
-func (n *Node) reloadSFUPeers(cfg config.Config) {
+func (n *Node) reloadSFUPeers(cfg config.Config) error {
 	started := n.cfg.MatrixRTC
 	cfg.MatrixRTC.Enabled, cfg.MatrixRTC.LiveKit.Mode, cfg.MatrixRTC.LiveKit.Managed = started.Enabled, started.LiveKit.Mode, started.LiveKit.Managed
 	cfg.TURN.Relay.PublicIP = n.cfg.TURN.Relay.PublicIP
@@ -126,13 +119,14 @@ func (n *Node) reloadSFUPeers(cfg config.Config) {
 	}
 	if err != nil {
 		n.log.Error().Str("component", "turn").Err(err).Msg("SFU peer list reload failed; keeping the current list")
-		return
+		return err
 	}
 	list := make([]string, 0, len(peers))
 	for _, p := range peers {
 		list = append(list, p.String())
 	}
 	n.log.Info().Str("component", "turn").Strs("sfu_peers", list).Msg("SFU peer list reloaded")
+	return nil
 }
 
 // retireKeys drops keys whose credentials have all expired.

@@ -94,7 +94,7 @@ func (s *Server) allowQuota(username, _ string, _ net.Addr) bool {
 // allowPeer is pion's PermissionHandler, for CreatePermission and ChannelBind.
 func (s *Server) allowPeer(_ net.Addr, peerIP net.IP) bool {
 	ip, ok := addrOf(peerIP)
-	if ok && s.policy.AllowIP(ip) {
+	if ok && s.policy.Load().AllowIP(ip) {
 		return true
 	}
 	s.m.peerDenied.WithLabelValues(stagePermission).Inc()

@@ -20,7 +20,8 @@ import (
 // the test.
 func testEngine(t testing.TB, loops, batch int, policy *Policy) *Server {
 	t.Helper()
-	s := &Server{log: zerolog.Nop(), policy: policy, reg: newRegistry(Quotas{})}
+	s := &Server{log: zerolog.Nop(), reg: newRegistry(Quotas{})}
+	s.policy.Store(policy)
 	s.m = newMetrics(prometheus.NewRegistry(), s.reg, func() float64 { return 0 })
 	s.reg.bw.registerMetrics(s.m)
 	e, err := udpengine.New(udpengine.Config{Loops: loops, Batch: batch, Log: s.log, SendFailed: s.m.sendFailed})

@@ -50,10 +50,22 @@ func reflectionSource(a netip.Addr) netip.Addr {
 	return a
 }
 
+// set replaces the limit (a configuration reload); every source starts
+// again with a full burst. PerSecond 0 lets everything pass.
+func (l *sourceLimiter) set(cfg ErrorRate) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cfg = cfg
+	clear(l.m)
+}
+
 func (l *sourceLimiter) allow(src netip.Addr, now time.Time) bool {
 	src = reflectionSource(src)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.cfg.PerSecond <= 0 {
+		return true
+	}
 	lim, ok := l.m[src]
 	if !ok {
 		if len(l.m) >= maxTrackedSources {

@@ -144,7 +144,7 @@ func (ra relayAllocator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, e
 		return nil, errConnectNotTCP
 	}
 	peer, ok := addrPortOf(conf.RemoteAddr)
-	if !ok || !s.policy.AllowTCP(peer) {
+	if !ok || !s.policy.Load().AllowTCP(peer) {
 		s.m.peerDenied.WithLabelValues(stageConnect).Inc()
 		return nil, errPeerDenied
 	}
@@ -392,7 +392,7 @@ func (c *relayPacketConn) send(p []byte, peer netip.AddrPort, wait bool, now tim
 			c.s.m.scopeRefused.WithLabelValues(scopeStageSend).Inc()
 			return len(p), nil
 		}
-	} else if !c.s.policy.Allow(peer) {
+	} else if !c.s.policy.Load().Allow(peer) {
 		c.s.m.peerDenied.WithLabelValues(stageSend).Inc()
 		return len(p), nil
 	}

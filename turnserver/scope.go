@@ -133,7 +133,7 @@ func (s *Server) allowScoped(peer netip.AddrPort) bool {
 	if !s.sfuScope.Load().allow(ap) {
 		return false
 	}
-	return s.policy.allowListed(ap)
+	return s.policy.Load().allowListed(ap)
 }
 
 // allowScopedIP is allowScoped for a permission (an IP).
@@ -142,7 +142,7 @@ func (s *Server) allowScopedIP(ip netip.Addr) bool {
 	if !s.sfuScope.Load().allowIP(ip) {
 		return false
 	}
-	return s.policy.allowListedIP(ip)
+	return s.policy.Load().allowListedIP(ip)
 }
 
 // allowListed is the policy's verdict on a peer an allow-list names: the

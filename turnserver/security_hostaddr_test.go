@@ -171,17 +171,17 @@ func TestSecurityServerTracksHostAddrs(t *testing.T) {
 		hostAddrsInterval: 10 * time.Millisecond,
 	})
 	ssh := netip.MustParseAddrPort("93.184.216.34:22")
-	if !r.srv.policy.Allow(ssh) {
+	if !r.srv.policy.Load().Allow(ssh) {
 		t.Fatal("a public peer not on the host is denied")
 	}
 	added := time.Now()
 	list.Store(&[]netip.Addr{ssh.Addr()})
 	waitFor(t, "the added address to be tracked", 5*time.Second, func() bool {
-		return !r.srv.policy.Allow(ssh) && !r.srv.policy.AllowTCP(ssh)
+		return !r.srv.policy.Load().Allow(ssh) && !r.srv.policy.Load().AllowTCP(ssh)
 	})
 	t.Logf("an address added to the host is protected %v later (interval 10ms)", time.Since(added).Round(time.Millisecond))
 	list.Store(&[]netip.Addr{})
-	waitFor(t, "the removed address to be forgotten", 5*time.Second, func() bool { return r.srv.policy.Allow(ssh) })
+	waitFor(t, "the removed address to be forgotten", 5*time.Second, func() bool { return r.srv.policy.Load().Allow(ssh) })
 }
 
 func TestNewFailsWithoutHostAddrs(t *testing.T) {

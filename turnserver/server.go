@@ -158,11 +158,15 @@ type Server struct {
 	authLog zerolog.Logger
 	now     func() time.Time
 	keyring func() *credentials.Keyring
-	policy  *Policy
-	hosts   *hostAddrs // the host's addresses, tracked for the policy
+	policy  atomic.Pointer[Policy] // swapped whole by SetPolicy
+	hosts   *hostAddrs             // the host's addresses, tracked for the policy
 	reg     *registry
 	m       *metrics
 	turn    *turn.Server
+
+	// errLim and bindLim are the UDP listeners' reflection limits
+	// (Config.ErrorRate, BindingRate), shared by all of them.
+	errLim, bindLim *sourceLimiter
 
 	connLimits *connLimits // TCP/TLS client connections, shared by all those listeners
 	dials      *dialLimits // RFC 6062 Connect dials in flight (connect.go)
@@ -323,20 +327,20 @@ func newServer(cfg Config) *Server {
 	reg := newRegistry(cfg.Quotas)
 	hosts := &hostAddrs{}
 	s := &Server{
-		cfg:     cfg,
-		log:     log,
-		authLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
-		now:     cfg.Now,
-		keyring: cfg.Keyring,
-		// The server's own addresses are peers only on the ports of its
-		// live relay sockets.
-		policy:     cfg.Policy.forServer(reg.liveRelayPort, hosts),
+		cfg:        cfg,
+		log:        log,
+		authLog:    log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
+		now:        cfg.Now,
+		keyring:    cfg.Keyring,
 		hosts:      hosts,
 		reg:        reg,
 		revoked:    make(map[string]time.Time),
 		connLimits: newConnLimits(cfg.TCPMaxPerSource, cfg.TCPMaxTotal),
 		dials:      newDialLimits(defaultConnectDialsPerAllocation, defaultConnectDialsTotal),
 	}
+	// The server's own addresses are peers only on the ports of its live
+	// relay sockets.
+	s.policy.Store(cfg.Policy.forServer(reg.liveRelayPort, hosts))
 	now := cfg.Now()
 	for _, r := range cfg.Revoked {
 		if r.CallID != "" && r.Until.After(now) {
@@ -353,13 +357,10 @@ func newServer(cfg Config) *Server {
 // fast path (or the engine listener alone). On failure every socket is
 // closed.
 func (s *Server) serveUDP(udp []net.PacketConn, gen relayAllocator) ([]turn.PacketConnConfig, error) {
-	var errLim, bindLim *sourceLimiter
-	if s.cfg.ErrorRate.PerSecond > 0 {
-		errLim = newSourceLimiter(s.cfg.ErrorRate)
-	}
-	if s.cfg.BindingRate.PerSecond > 0 {
-		bindLim = newSourceLimiter(s.cfg.BindingRate)
-	}
+	// Made even when off (PerSecond 0 passes everything): SetRateLimits
+	// may turn them on while serving.
+	errLim, bindLim := newSourceLimiter(s.cfg.ErrorRate), newSourceLimiter(s.cfg.BindingRate)
+	s.errLim, s.bindLim = errLim, bindLim
 	var out []turn.PacketConnConfig
 	for i, raw := range udp {
 		sock, err := udpengine.Adopt(raw)
@@ -381,10 +382,8 @@ func (s *Server) serveUDP(udp []net.PacketConn, gen relayAllocator) ([]turn.Pack
 			s.closeUDP(out, udp[i+1:])
 			return nil, err
 		}
-		if errLim != nil || bindLim != nil {
-			pc = &reflectionLimitedConn{PacketConn: pc, errors: errLim, bindings: bindLim,
-				errorsDropped: s.m.errorsDropped, bindingsDropped: s.m.bindingsDropped}
-		}
+		pc = &reflectionLimitedConn{PacketConn: pc, errors: errLim, bindings: bindLim,
+			errorsDropped: s.m.errorsDropped, bindingsDropped: s.m.bindingsDropped}
 		pc = &udpGuard{PacketConn: pc, s: s, ln: i} // outermost: pion reads this one (guard.go)
 		out = append(out, turn.PacketConnConfig{
 			PacketConn: pc, RelayAddressGenerator: gen, PermissionHandler: s.scopedPermission(i),

@@ -172,7 +172,9 @@ func TestSIGHUPReloadsKeyring(t *testing.T) {
 	if err := in.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(in.out.String(), "keyring reload failed") }) {
+	if !waitFor(10*time.Second, func() bool {
+		return strings.Contains(in.out.String(), "the configuration is invalid; nothing reloaded")
+	}) {
 		t.Fatal("a bad config on SIGHUP was not reported")
 	}
 	if got := kidOf(); got != "k2" {

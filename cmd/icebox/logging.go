@@ -9,11 +9,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/config"
+	"github.com/icebox-voip/icebox/node"
 )
 
 // newLogger builds the process logger: JSON for journald and Docker, a
-// console format on a terminal (log.format: auto).
-func newLogger(cfg config.Log, w io.Writer) zerolog.Logger {
+// console format on a terminal (log.format: auto). Its level is the
+// returned filter's, which a reload changes (log.level).
+func newLogger(cfg config.Log, w io.Writer) (zerolog.Logger, *node.LevelFilter) {
 	level, err := zerolog.ParseLevel(cfg.Level)
 	if err != nil {
 		level = zerolog.InfoLevel // Validate already refused anything else
@@ -28,5 +30,6 @@ func newLogger(cfg config.Log, w io.Writer) zerolog.Logger {
 	if format == "console" {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
-	return zerolog.New(w).Level(level).With().Timestamp().Logger()
+	filter := node.NewLevelFilter(w, level)
+	return zerolog.New(filter).Level(zerolog.DebugLevel).With().Timestamp().Logger(), filter
 }

@@ -49,8 +49,8 @@ func startIcebox(t *testing.T, cfgYAML string, env ...string) *instance {
 			t.Logf("icebox node (config %s) log:\n%s", in.cfgPath, logs.String())
 		}
 	})
-	log := newLogger(cfg.Log, logs)
-	opts, err := nodeOptions(newSignals(context.Background()), cfg, serveEnv{configPath: in.cfgPath, env: env}, log)
+	log, logLevel := newLogger(cfg.Log, logs)
+	opts, err := nodeOptions(newSignals(context.Background()), cfg, serveEnv{configPath: in.cfgPath, env: env, logLevel: logLevel}, log)
 	if err != nil {
 		t.Fatalf("start icebox in-process: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/node"
+	"github.com/icebox-voip/icebox/signaling/httpapi"
 )
 
 func serveCmd(sig *signals, args []string, stderr io.Writer, env []string) error {
@@ -24,10 +25,10 @@ func serveCmd(sig *signals, args []string, stderr io.Writer, env []string) error
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	log, logLevel := newLogger(cfg.Log, stderr)
 	log.Info().Str("config", used).Str("version", versionString()).Msg("starting")
 	warnReadableSecrets(*path, cfg, log)
-	return serve(sig, cfg, serveEnv{configPath: *path, env: env, initState: *initState}, log)
+	return serve(sig, cfg, serveEnv{configPath: *path, env: env, initState: *initState, logLevel: logLevel}, log)
 }
 
 // serveEnv is what serve needs to reload its configuration, and how to
@@ -35,7 +36,8 @@ func serveCmd(sig *signals, args []string, stderr io.Writer, env []string) error
 type serveEnv struct {
 	configPath string
 	env        []string
-	initState  bool // --init-state
+	initState  bool              // --init-state
+	logLevel   *node.LevelFilter // the logger's level, set on reload; nil: fixed
 }
 
 // serve runs an icebox node until the first stop signal, then drains it
@@ -74,6 +76,8 @@ func nodeOptions(sig *signals, cfg config.Config, senv serveEnv, log zerolog.Log
 		Auth:       auth,
 		LoadConfig: func() (config.Config, error) { c, _, err := loadConfig(senv.configPath, senv.env); return c, err },
 		Reload:     sig.reload,
+		BuildAuth:  func(c config.Config) (*httpapi.Authenticator, error) { return buildAuthenticator(c.Auth, c.Matrix) },
+		LogLevel:   senv.logLevel,
 		Force:      sig.force,
 		Notifier:   notify,
 	}, nil

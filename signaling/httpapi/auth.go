@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -111,8 +112,14 @@ const (
 	errQueryNotUpgrade authError = "missing bearer token (access_token is accepted only on WebSocket upgrades)"
 )
 
-// Authenticator verifies API clients' bearer tokens.
+// Authenticator verifies API clients' bearer tokens. Its settings can be
+// swapped whole while it serves (Swap, on a configuration reload).
 type Authenticator struct {
+	cur atomic.Pointer[authState]
+}
+
+// authState is one configuration of an Authenticator.
+type authState struct {
 	static     []StaticToken
 	jwtKey     []byte
 	jwtParser  *jwt.Parser
@@ -152,7 +159,7 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 	if now == nil {
 		now = time.Now
 	}
-	a := &Authenticator{
+	a := &authState{
 		static:     append([]StaticToken(nil), cfg.StaticTokens...),
 		adminClaim: cfg.JWTAdminClaim,
 		maxTTL:     cfg.JWTMaxTTL,
@@ -178,7 +185,9 @@ func NewAuthenticator(cfg AuthConfig) (*Authenticator, error) {
 		}
 		a.jwtParser = jwt.NewParser(opts...)
 	}
-	return a, nil
+	auth := &Authenticator{}
+	auth.cur.Store(a)
+	return auth, nil
 }
 
 // Authenticate is AuthenticateContext without a context.
@@ -193,7 +202,8 @@ func (a *Authenticator) Authenticate(token string) (Identity, error) {
 // Its error's text is safe to show the client: it never holds the token.
 // When the homeserver cannot be reached the error is one for which
 // IsUpstreamUnavailable is true (503, not 401).
-func (a *Authenticator) AuthenticateContext(ctx context.Context, token string) (Identity, error) {
+func (auth *Authenticator) AuthenticateContext(ctx context.Context, token string) (Identity, error) {
+	a := auth.cur.Load()
 	if token == "" {
 		return Identity{}, errMissingToken
 	}
@@ -212,6 +222,13 @@ func (a *Authenticator) AuthenticateContext(ctx context.Context, token string) (
 	return a.jwtIdentity(token)
 }
 
+// Swap makes a take next's settings (static tokens, JWT, Matrix tokens)
+// from now on; requests being checked finish with the old ones. next is
+// not used afterwards.
+func (auth *Authenticator) Swap(next *Authenticator) {
+	auth.cur.Store(next.cur.Load())
+}
+
 // IsUpstreamUnavailable reports whether an Authenticate error means the
 // token could not be checked (the Matrix homeserver did not answer), rather
 // than that it was refused.
@@ -220,7 +237,7 @@ func IsUpstreamUnavailable(err error) bool { return errors.Is(err, errMatrixUnav
 // staticIdentity compares the token's hash with every configured hash,
 // without stopping at a match, so the time taken says nothing about which
 // token (if any) matched.
-func (a *Authenticator) staticIdentity(token string) (Identity, bool) {
+func (a *authState) staticIdentity(token string) (Identity, bool) {
 	sum := sha256.Sum256([]byte(token))
 	match := -1
 	for i := range a.static {
@@ -234,7 +251,7 @@ func (a *Authenticator) staticIdentity(token string) (Identity, bool) {
 	return Identity{User: t.User, Admin: t.Admin, Method: MethodStatic}, true
 }
 
-func (a *Authenticator) jwtIdentity(token string) (Identity, error) {
+func (a *authState) jwtIdentity(token string) (Identity, error) {
 	claims := jwt.MapClaims{}
 	tok, err := a.jwtParser.ParseWithClaims(token, claims, a.jwtKeyFunc)
 	if err != nil {
@@ -270,7 +287,7 @@ func (a *Authenticator) jwtIdentity(token string) (Identity, error) {
 	return id, nil
 }
 
-func (a *Authenticator) jwtKeyFunc(*jwt.Token) (any, error) { return a.jwtKey, nil }
+func (a *authState) jwtKeyFunc(*jwt.Token) (any, error) { return a.jwtKey, nil }
 
 // jwtError maps the jwt package's error to what the client is told. jwt
 // checks the signature before any claim, so the claim errors below are

@@ -30,6 +30,7 @@ type apiEnv struct {
 	store *store.Store
 	calls *signaling.Service
 	hub   *Hub
+	api   *Server
 }
 
 const adminToken = "admin-token-0123456789"
@@ -104,7 +105,7 @@ func newAPIEnvHub(t *testing.T, hubCfg HubConfig, edit func(*Config, *store.Stor
 	}
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	e := &apiEnv{reg: reg, srv: srv, store: st, calls: calls, hub: hub}
+	e := &apiEnv{reg: reg, srv: srv, store: st, calls: calls, hub: hub, api: api}
 	e.mustDo(t, adminToken, "PUT", "/admin/conversations/c1", `{"participants":["alice","bob"]}`, http.StatusOK)
 	e.mustDo(t, adminToken, "PUT", "/admin/conversations/c2", `{"participants":["carol"]}`, http.StatusOK)
 	return e

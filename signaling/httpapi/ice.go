@@ -55,10 +55,20 @@ type MatrixTURNServerResponse struct {
 	TTL      int64    `json:"ttl"` // seconds
 }
 
+// SetICE replaces the ICE servers clients are told about (a configuration
+// reload); on error the current list stays.
+func (s *Server) SetICE(c ICEConfig) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	s.ice.Store(&c)
+	return nil
+}
+
 // iceServers mints the ICE server list for user (and call, if callID is
 // not empty: per-call credentials that die with the call).
 func (s *Server) iceServers(user, callID string) ([]ICEServer, credentials.Credential, error) {
-	ice := s.cfg.ICE
+	ice := s.ice.Load()
 	var out []ICEServer
 	if len(ice.STUN) > 0 {
 		out = append(out, ICEServer{URLs: ice.STUN})
@@ -118,7 +128,8 @@ func (s *Server) getICEServers(c echo.Context) error {
 
 // matrixTURNServer answers GET /_matrix/client/v3/voip/turnServer.
 func (s *Server) matrixTURNServer(c echo.Context) error {
-	if len(s.cfg.ICE.TURN) == 0 {
+	ice := s.ice.Load()
+	if len(ice.TURN) == 0 {
 		return apiError(http.StatusNotFound, "no_turn", "no TURN server is configured")
 	}
 	user := s.user(c)
@@ -134,7 +145,7 @@ func (s *Server) matrixTURNServer(c echo.Context) error {
 	return c.JSON(http.StatusOK, MatrixTURNServerResponse{
 		Username: cred.Username,
 		Password: cred.Password,
-		URIs:     s.cfg.ICE.TURN,
+		URIs:     ice.TURN,
 		TTL:      int64(cred.TTL / time.Second),
 	})
 }

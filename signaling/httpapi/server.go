@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -50,6 +51,11 @@ type Config struct {
 	// service authenticates its callers itself (the MatrixRTC authorization
 	// service checks OpenID tokens). The handler sees the full path.
 	Mounts map[string]http.Handler
+	// CORSOrigins are the browser origins besides the API's own that may
+	// call it (CORS) and open /ws: exact "scheme://host[:port]" origins,
+	// or "*" alone for any. Default: none (same-origin only). SetCORS
+	// replaces them while serving.
+	CORSOrigins []string
 	// MaxBodyBytes bounds request bodies. Default: 1 MiB.
 	MaxBodyBytes int64
 
@@ -75,6 +81,10 @@ type Server struct {
 	log  zerolog.Logger
 	echo *echo.Echo
 	http *http.Server
+
+	// Swapped whole on a configuration reload (SetICE, SetCORS).
+	ice  atomic.Pointer[ICEConfig]
+	cors atomic.Pointer[corsOrigins]
 }
 
 // New builds the routes.
@@ -95,6 +105,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.Ready = func() error { return nil }
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With().Str("component", "http").Logger()}
+	s.ice.Store(&cfg.ICE)
+	s.SetCORS(cfg.CORSOrigins)
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
@@ -104,6 +116,7 @@ func New(cfg Config) (*Server, error) {
 		metrics = newRequestMetrics(cfg.Registerer)
 		e.Use(metrics.middleware)
 	}
+	e.Use(s.corsMiddleware())
 	e.GET("/healthz", s.healthz)
 	s.routeUI(e)
 	e.GET("/readyz", s.readyz)

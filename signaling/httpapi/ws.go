@@ -52,7 +52,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -104,6 +106,13 @@ type HubConfig struct {
 	OriginPatterns []string
 }
 
+// SetOriginPatterns replaces HubConfig.OriginPatterns for the upgrades
+// from now on (a configuration reload); open sockets stay.
+func (h *Hub) SetOriginPatterns(patterns []string) {
+	p := slices.Clone(patterns)
+	h.origins.Store(&p)
+}
+
 // Defaults of HubConfig.
 const (
 	defaultQueueSize    = 256
@@ -137,8 +146,9 @@ type CommandFunc func(ctx context.Context, user string, msg json.RawMessage) (an
 // Hub tracks the open WebSocket connections by user and delivers events to
 // them. It implements signaling.Publisher.
 type Hub struct {
-	cfg HubConfig
-	log zerolog.Logger
+	cfg     HubConfig
+	log     zerolog.Logger
+	origins atomic.Pointer[[]string] // HubConfig.OriginPatterns, swapped by SetOriginPatterns
 
 	mu     sync.RWMutex
 	users  map[string]*userState // by user ID
@@ -197,6 +207,7 @@ func NewHub(cfg HubConfig) *Hub {
 		log:   cfg.Logger.With().Str("component", "ws").Logger(),
 		users: make(map[string]*userState),
 	}
+	h.SetOriginPatterns(cfg.OriginPatterns)
 	f := promauto.With(reg)
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "icebox_ws_connections",
@@ -308,7 +319,7 @@ func (h *Hub) Serve(ctx context.Context, w http.ResponseWriter, r *http.Request,
 	h.wg.Add(1)
 	h.mu.Unlock()
 	defer h.wg.Done()
-	opts := &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns}
+	opts := &websocket.AcceptOptions{OriginPatterns: *h.origins.Load()}
 	if subprotocol != "" {
 		opts.Subprotocols = []string{subprotocol}
 	}
