@@ -154,7 +154,7 @@ func (n *Node) buildCalls(context.Context) error {
 		Logger:          n.log,
 		RoomIndex:       n.state,
 	}
-	bridge, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, n.hub, n.opts.Registry, n.log)
+	bridge, rtc, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, n.hub, n.opts.Registry, n.log)
 	if err != nil {
 		return ConfigError{err}
 	}
@@ -162,6 +162,10 @@ func (n *Node) buildCalls(context.Context) error {
 		n.bridge = bridge
 		svcCfg.Outbound, svcCfg.Rooms, svcCfg.Invites = bridge.Encoder(), bridge, bridge
 		svcCfg.InviteWait = cfg.Matrix.InviteWait
+		// Which protocol conversations' calls use: matrix.call_protocol,
+		// "auto" reading the memberships the bridge's sync keeps. With
+		// Matrix off both stay unset: calls are icebox's own, legacy.
+		svcCfg.CallProtocol, svcCfg.RTCRooms = cfg.Matrix.CallProtocol, rtc
 	}
 	if n.calls, err = signaling.NewService(svcCfg); err != nil {
 		return ConfigError{err}

@@ -11,6 +11,7 @@ import (
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/matrix"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
 	"github.com/icebox-voip/icebox/store"
 )
 
@@ -22,9 +23,13 @@ func matrixDir(stateDir string) string { return filepath.Join(stateDir, "matrix"
 // VoIP over it) is off: icebox then works exactly as without it. The
 // bridge always speaks end-to-end encryption; matrix.require_encryption
 // decides whether it also sends into rooms that are not encrypted.
-func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger) (*matrix.Bridge, error) {
+//
+// rtc receives the MatrixRTC call memberships the bridge's sync reads, for
+// matrix.call_protocol "auto" (signaling.ServiceConfig.RTCRooms); nil when
+// Matrix is off.
+func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger) (b *matrix.Bridge, rtc *membership.Rooms, err error) {
 	if !cfg.Enabled || !cfg.VoIP.Enabled {
-		return nil, nil
+		return nil, nil, nil
 	}
 	token, err := cfg.Token()
 	var password string
@@ -32,9 +37,10 @@ func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signalin
 		password, err = cfg.LoginPassword()
 	}
 	if err != nil {
-		return nil, fmt.Errorf("matrix: %w", err)
+		return nil, nil, fmt.Errorf("matrix: %w", err)
 	}
-	return matrix.New(matrix.Config{
+	rtc = membership.NewRooms(0, 0, nil) // the default bounds; the bridge sets its loader
+	b, err = matrix.New(matrix.Config{
 		HomeserverURL: cfg.HomeserverURL,
 		UserID:        cfg.ServiceUser,
 		AccessToken:   token,
@@ -45,5 +51,10 @@ func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signalin
 		Logger:        log,
 		Registerer:    reg,
 		Encryption:    &matrix.Encryption{Dir: matrixDir(stateDir), Require: cfg.RequireEncryption},
+		RTCRooms:      rtc,
 	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, rtc, nil
 }

@@ -20,6 +20,11 @@ var (
 	ErrRateLimited = errors.New("rate limited")
 	// ErrUnavailable: a dependency (the Matrix homeserver) did not answer.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrMatrixRTCUnsupported: the conversation's calls resolve to
+	// MatrixRTC, which icebox cannot place yet (the gateway, issue 17
+	// items 2 and 3, is not built); a legacy m.call.invite would ring
+	// clients (Element X) that cannot answer it.
+	ErrMatrixRTCUnsupported = errors.New("matrixrtc calls are not supported yet")
 )
 
 // TransitionError is a transition the call's state does not allow

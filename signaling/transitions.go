@@ -50,6 +50,9 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 	if !s.initiates.allow(user) {
 		return Call{}, fmt.Errorf("%w: too many calls started; try again shortly", ErrRateLimited)
 	}
+	if err := s.checkProtocol(ctx, conv); err != nil {
+		return Call{}, err
+	}
 	c := Call{
 		ID:             s.cfg.NewID(),
 		ConversationID: conv.ID,
@@ -80,6 +83,26 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 		s.awaitInviteSent(ctx, &c)
 	}
 	return c, nil
+}
+
+// checkProtocol refuses a call in a conversation whose calls resolve to
+// MatrixRTC while Matrix is on: until icebox can join the room's MatrixRTC
+// session itself, sending the call as a legacy m.call.invite would ring
+// members (Element X) who cannot answer it. With Matrix off no Matrix event
+// goes out whatever the protocol, so nothing is refused. It runs after the
+// rate limit: resolving "auto" may ask the homeserver for the room's state.
+func (s *Service) checkProtocol(ctx context.Context, conv Conversation) error {
+	if s.cfg.Outbound == nil {
+		return nil
+	}
+	r := s.CallProtocol(ctx, conv)
+	if r.Protocol != CallProtocolMatrixRTC {
+		return nil
+	}
+	s.log.Info().Str("conversation_id", conv.ID).Str("reason", r.Reason).
+		Msg("call refused: the conversation's calls resolve to MatrixRTC, which icebox cannot place yet")
+	return fmt.Errorf("%w: the conversation's calls use MatrixRTC (%s %s, %s); icebox cannot place MatrixRTC calls yet — set its call_protocol to legacy to call with m.call.* events",
+		ErrMatrixRTCUnsupported, r.Source, r.Setting, r.Reason)
 }
 
 // inviteLifetime is the lifetime an invite asks for, or the default.

@@ -79,6 +79,10 @@ func asAPIError(err error) *Error {
 		return apiError(http.StatusForbidden, "forbidden", err.Error())
 	case errors.Is(err, signaling.ErrInvalid):
 		return apiError(http.StatusBadRequest, "invalid_request", err.Error())
+	case errors.Is(err, signaling.ErrMatrixRTCUnsupported):
+		// 409, not 5xx: the conversation's setting conflicts with the
+		// request; an administrator's call_protocol: legacy resolves it.
+		return apiError(http.StatusConflict, "matrixrtc_unsupported", err.Error())
 	case errors.Is(err, signaling.ErrUnavailable):
 		return apiError(http.StatusBadGateway, "upstream_unavailable", err.Error())
 	case errors.Is(err, signaling.ErrRateLimited):

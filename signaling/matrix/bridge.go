@@ -301,6 +301,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 		b.send.run(gctx)
 		return nil
 	})
+	g.Go(func() error {
+		select {
+		case <-ready:
+		case <-gctx.Done():
+			return nil
+		}
+		b.leaveStaleRTC(gctx)
+		return nil
+	})
 	if syncing {
 		g.Go(func() error { b.in.pruneSeen(gctx); return nil })
 	}

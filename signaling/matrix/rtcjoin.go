@@ -114,3 +114,22 @@ func (b *Bridge) LeaveAllRTC(ctx context.Context) (int, error) {
 	}
 	return n, errors.Join(errs...)
 }
+
+// leaveStaleRTC is Run's LeaveAllRTC, once after login: a membership icebox
+// left behind when it stopped mid-call would show a member that is no longer
+// there until it expires (4 h). It runs beside the sync, not before it (one
+// state read per joined room); a failure is logged, not fatal: the
+// memberships still expire.
+func (b *Bridge) leaveStaleRTC(ctx context.Context) {
+	n, err := b.LeaveAllRTC(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	if err != nil {
+		b.log.Warn().Err(err).Int("left", n).Msg("stale MatrixRTC memberships of icebox's device not all emptied; they expire on their own")
+		return
+	}
+	if n > 0 {
+		b.log.Info().Int("left", n).Msg("emptied MatrixRTC memberships icebox's device left behind before a restart")
+	}
+}
