@@ -78,7 +78,7 @@ func TestNodeCallProtocolMatrixRTC(t *testing.T) {
 		RoomID   string   `json:"room_id"`
 		Resolved resolved `json:"call_protocol_resolved"`
 	}
-	code, body := do(t, adminToken, http.MethodPut, base+"/admin/conversations/c1", `{"participants":["alice","`+bobID+`"]}`)
+	code, body := doReq(t, adminToken, http.MethodPut, base+"/admin/conversations/c1", `{"participants":["alice","`+bobID+`"]}`)
 	if code != http.StatusOK || json.Unmarshal(body, &conv) != nil || conv.RoomID == "" {
 		t.Fatalf("PUT conversation: %d %s", code, body)
 	}
@@ -86,7 +86,7 @@ func TestNodeCallProtocolMatrixRTC(t *testing.T) {
 	// bob accepts the invitation to the room icebox made (power 0 for
 	// call memberships), so he may send his membership.
 	poll(t, 20*time.Second, "bob joins the conversation's room", func() bool {
-		code, _ := do(t, bobToken, http.MethodPost, hs.URL()+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/join", `{}`)
+		code, _ := doReq(t, bobToken, http.MethodPost, hs.URL()+"/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/join", `{}`)
 		return code == http.StatusOK
 	})
 	view := func() resolved {
@@ -94,7 +94,7 @@ func TestNodeCallProtocolMatrixRTC(t *testing.T) {
 		var v struct {
 			Resolved resolved `json:"call_protocol_resolved"`
 		}
-		code, body := do(t, adminToken, http.MethodGet, base+"/admin/conversations/c1", "")
+		code, body := doReq(t, adminToken, http.MethodGet, base+"/admin/conversations/c1", "")
 		if code != http.StatusOK || json.Unmarshal(body, &v) != nil {
 			t.Fatalf("GET conversation: %d %s", code, body)
 		}
@@ -114,12 +114,12 @@ func TestNodeCallProtocolMatrixRTC(t *testing.T) {
 	}
 	// auto resolving to legacy: calls go as before.
 	initiate := `{"conversation_id":"c1","sdp_offer":"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}`
-	code, body = do(t, aliceToken, http.MethodPost, base+"/calls/initiate", initiate)
+	code, body = doReq(t, aliceToken, http.MethodPost, base+"/calls/initiate", initiate)
 	var call struct{ ID string }
 	if code != http.StatusCreated || json.Unmarshal(body, &call) != nil {
 		t.Fatalf("initiate with auto → legacy: %d %s, want 201", code, body)
 	}
-	if code, body := do(t, aliceToken, http.MethodPost, base+"/calls/"+call.ID+"/hangup", `{}`); code != http.StatusOK {
+	if code, body := doReq(t, aliceToken, http.MethodPost, base+"/calls/"+call.ID+"/hangup", `{}`); code != http.StatusOK {
 		t.Fatalf("hangup: %d %s", code, body)
 	}
 
@@ -136,7 +136,7 @@ func TestNodeCallProtocolMatrixRTC(t *testing.T) {
 	waitView("matrixrtc once bob's membership is synced", "matrixrtc", "live_call", 1)
 
 	// A call now would be an m.call.invite bob's Element X cannot answer.
-	code, body = do(t, aliceToken, http.MethodPost, base+"/calls/initiate", initiate)
+	code, body = doReq(t, aliceToken, http.MethodPost, base+"/calls/initiate", initiate)
 	if code != http.StatusConflict || !strings.Contains(string(body), `"code":"matrixrtc_unsupported"`) {
 		t.Fatalf("initiate in a matrixrtc conversation: %d %s, want 409 matrixrtc_unsupported", code, body)
 	}
@@ -146,7 +146,7 @@ func TestNodeCallProtocolMatrixRTC(t *testing.T) {
 		t.Fatalf("WebSocket initiate: %+v, want error matrixrtc_unsupported", wsErr)
 	}
 	var active struct{ Calls []json.RawMessage }
-	code, body = do(t, aliceToken, http.MethodGet, base+"/calls?conversation_id=c1&active=true", "")
+	code, body = doReq(t, aliceToken, http.MethodGet, base+"/calls?conversation_id=c1&active=true", "")
 	if code != http.StatusOK || json.Unmarshal(body, &active) != nil || len(active.Calls) != 0 {
 		t.Fatalf("active calls after the refusals: %d %s, want none", code, body)
 	}
@@ -184,7 +184,7 @@ func TestNodeCallProtocolMatrixRTC(t *testing.T) {
 
 // do sends an HTTP request with a bearer token and returns the status and
 // body.
-func do(t *testing.T, token, method, url, body string) (int, []byte) {
+func doReq(t *testing.T, token, method, url, body string) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -218,7 +218,7 @@ func sendState(t *testing.T, hsURL, token, room, key string, content map[string]
 		t.Fatal(err)
 	}
 	u := hsURL + "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/state/" + membership.EventType + "/" + url.PathEscape(key)
-	if code, body := do(t, token, http.MethodPut, u, string(b)); code != http.StatusOK {
+	if code, body := doReq(t, token, http.MethodPut, u, string(b)); code != http.StatusOK {
 		t.Fatalf("membership %s: %d %s", key, code, body)
 	}
 }
@@ -228,7 +228,7 @@ func sendState(t *testing.T, hsURL, token, room, key string, content map[string]
 func readMembership(t *testing.T, hsURL, token, room, sender, key string) (membership.Member, bool) {
 	t.Helper()
 	u := hsURL + "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/state/" + membership.EventType + "/" + url.PathEscape(key)
-	code, body := do(t, token, http.MethodGet, u, "")
+	code, body := doReq(t, token, http.MethodGet, u, "")
 	if code != http.StatusOK {
 		t.Fatalf("membership %s: %d %s", key, code, body)
 	}
