@@ -182,7 +182,7 @@ func TestNodeCallProtocolMatrixRTC(t *testing.T) {
 	waitView("after the restart only bob is in the call", "matrixrtc", "live_call", 1)
 }
 
-// do sends an HTTP request with a bearer token and returns the status and
+// doReq sends an HTTP request with a bearer token and returns the status and
 // body.
 func doReq(t *testing.T, token, method, url, body string) (int, []byte) {
 	t.Helper()
