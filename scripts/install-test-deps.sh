@@ -18,6 +18,7 @@ set -euo pipefail
 
 missing=()
 command -v turnutils_uclient >/dev/null 2>&1 || missing+=(coturn)
+command -v curl >/dev/null 2>&1 || missing+=(curl)                  # HTTPS through the shared port 443 (mux_netns_test.go)
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)            # PROXY protocol v2 in front of the shared port (turn.mux)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # systemd-analyze verify of the unit
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)                # ip netns, veth, bridges

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -24,7 +25,10 @@ func TestSharedPort443BehindFirewall(t *testing.T) {
 	peerBin := coturnTool(t, "turnutils_peer")
 	curl, err := exec.LookPath("curl")
 	if err != nil {
-		t.Skip("curl not found")
+		if os.Getenv("CI") == "true" {
+			t.Fatal("curl not found (scripts/install-test-deps.sh installs it)")
+		}
+		t.Skip("curl not found (run scripts/install-test-deps.sh)")
 	}
 	const srvIP, cliIP, peerIP = "198.18.0.1", "198.18.0.2", "198.18.1.2"
 	bed := netbed.New(t)
