@@ -50,15 +50,39 @@ func cmdHTTPLoad(args []string) error {
 	if tok == "" {
 		tok = os.Getenv("BENCH_TOKEN")
 	}
+	req, err := http.NewRequest(http.MethodGet, *url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return printJSON(httpLoad(*clients, *duration, func(client *http.Client, _ int) (int, error) {
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return int(n), err
+	}))
+}
+
+// httpLoad runs one request after another from each of clients keep-alive
+// clients until duration has passed: request i of client c is do(client,
+// c+i*clients). It returns the latency percentiles of the requests that
+// succeeded, the errors and the largest body do reported.
+func httpLoad(clients int, duration time.Duration, do func(client *http.Client, k int) (bodyBytes int, err error)) httpResult {
 	type worker struct {
 		lat       []time.Duration
 		errs      int64
 		firstErr  string
 		bodyBytes int
 	}
-	ws := make([]*worker, *clients)
+	ws := make([]*worker, clients)
 	start := time.Now()
-	deadline := start.Add(*duration)
+	deadline := start.Add(duration)
 	var wg sync.WaitGroup
 	for i := range ws {
 		w := &worker{lat: make([]time.Duration, 0, 1<<16)}
@@ -67,25 +91,9 @@ func cmdHTTPLoad(args []string) error {
 		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 		wg.Go(func() {
 			defer tr.CloseIdleConnections()
-			req, err := http.NewRequest(http.MethodGet, *url, nil)
-			if err != nil {
-				w.errs++
-				w.firstErr = err.Error()
-				return
-			}
-			req.Header.Set("Authorization", "Bearer "+tok)
-			for time.Now().Before(deadline) {
+			for k := i; time.Now().Before(deadline); k += clients {
 				t0 := time.Now()
-				resp, err := client.Do(req)
-				if err == nil {
-					var n int64
-					n, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-					w.bodyBytes = int(n)
-				}
+				n, err := do(client, k)
 				if err != nil {
 					w.errs++
 					if w.firstErr == "" {
@@ -93,6 +101,7 @@ func cmdHTTPLoad(args []string) error {
 					}
 					continue
 				}
+				w.bodyBytes = max(w.bodyBytes, n)
 				w.lat = append(w.lat, time.Since(t0))
 			}
 		})
@@ -112,7 +121,7 @@ func cmdHTTPLoad(args []string) error {
 	res.Requests = int64(len(all))
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	res.P50us, res.P99us, res.P999us = us(percentile(all, 50)), us(percentile(all, 99)), us(percentile(all, 99.9))
-	return printJSON(res)
+	return res
 }
 
 // cmdCeiling serves GET on every path: 401 without "Authorization: Bearer

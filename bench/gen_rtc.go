@@ -18,10 +18,8 @@ import (
 	"net"
 	"net/http"
 	"os/signal"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -109,60 +107,20 @@ func cmdTokenLoad(args []string) error {
 	for i := range bodies {
 		bodies[i] = getTokenBody(i)
 	}
-	type worker struct {
-		lat      []time.Duration
-		errs     int64
-		firstErr string
-	}
-	ws := make([]*worker, *clients)
-	start := time.Now()
-	deadline := start.Add(*duration)
-	var wg sync.WaitGroup
-	for i := range ws {
-		w := &worker{lat: make([]time.Duration, 0, 1<<15)}
-		ws[i] = w
-		tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}
-		client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-		wg.Go(func() {
-			defer tr.CloseIdleConnections()
-			for k := i; time.Now().Before(deadline); k += *clients {
-				t0 := time.Now()
-				resp, err := client.Post(*url, "application/json", bytes.NewReader(bodies[k%*tokens]))
-				if err == nil {
-					var out struct {
-						JWT string `json:"jwt"`
-					}
-					err = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out)
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && (resp.StatusCode != http.StatusOK || out.JWT == "") {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					w.errs++
-					if w.firstErr == "" {
-						w.firstErr = err.Error()
-					}
-					continue
-				}
-				w.lat = append(w.lat, time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
-	res := httpResult{Seconds: time.Since(start).Seconds()}
-	var all []time.Duration
-	for _, w := range ws {
-		all = append(all, w.lat...)
-		res.Errors += w.errs
-		if res.FirstError == "" {
-			res.FirstError = w.firstErr
+	return printJSON(httpLoad(*clients, *duration, func(client *http.Client, k int) (int, error) {
+		resp, err := client.Post(*url, "application/json", bytes.NewReader(bodies[k%*tokens]))
+		if err != nil {
+			return 0, err
 		}
-	}
-	slices.Sort(all)
-	res.Requests = int64(len(all))
-	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	res.P50us, res.P99us, res.P999us = us(percentile(all, 50)), us(percentile(all, 99)), us(percentile(all, 99.9))
-	return printJSON(res)
+		var out struct {
+			JWT string `json:"jwt"`
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&out)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil && (resp.StatusCode != http.StatusOK || out.JWT == "") {
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return 0, err
+	}))
 }
