@@ -1,14 +1,13 @@
 package node_test
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/icebox-voip/icebox/internal/syncbuf"
 	"github.com/livekit/protocol/auth"
 )
 
@@ -30,19 +29,4 @@ func signWebhook(t *testing.T, body []byte, key, secret string) string {
 }
 
 // syncBuffer is a log writer tests read while the node writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = syncbuf.Buffer

@@ -9,7 +9,6 @@
 package acmetest
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -35,6 +34,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icebox-voip/icebox/internal/syncbuf"
 	"github.com/miekg/dns"
 )
 
@@ -355,19 +355,4 @@ func (p *Pebble) IssuerRoots(t testing.TB) *x509.CertPool {
 }
 
 // lockedBuffer collects pebble's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type lockedBuffer = syncbuf.Buffer

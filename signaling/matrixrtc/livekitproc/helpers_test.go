@@ -1,17 +1,16 @@
 package livekitproc_test
 
 import (
-	"bytes"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/icebox-voip/icebox/internal/syncbuf"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekitproc"
 )
 
@@ -121,19 +120,4 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // logBuffer is a zerolog writer that tests read while goroutines write.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer = syncbuf.Buffer
