@@ -58,8 +58,10 @@ func startMatrixBed(t *testing.T, bin string) *matrixBed {
 	b.bob = hs.NewE2EEUser(t, bobID, "bob-password-123")
 
 	// A conversation between a local user and a Matrix user gets an
-	// encrypted room, and the Matrix user is invited.
-	code, resp := apiRequest(t, http.MethodPut, b.in.httpURL("/admin/conversations/c1"), matrixAdminTok,
+	// encrypted room, and the Matrix user is invited: the PUT creates the
+	// room at the homeserver before it answers, which took over the
+	// shared client's 5 s on a loaded CI machine.
+	code, resp := clientRequest(t, roomCreateClient, http.MethodPut, b.in.httpURL("/admin/conversations/c1"), matrixAdminTok,
 		fmt.Sprintf(`{"participants":["alice",%q]}`, bobID))
 	if code != http.StatusOK {
 		t.Fatalf("PUT conversation: %d %s", code, resp)
@@ -388,6 +390,10 @@ func TestMatrixUnencryptedRoomRefused(t *testing.T) {
 // TestMatrixOutageKeepsEventsInOrder: the homeserver stops mid-call; the call
 // goes on over the API, its events wait in the outbox, and once the
 // homeserver is back every one arrives once, in order, encrypted.
+// roomCreateClient is for requests that create a Matrix room before they
+// answer.
+var roomCreateClient = &http.Client{Timeout: 30 * time.Second}
+
 func TestMatrixOutageKeepsEventsInOrder(t *testing.T) {
 	t.Parallel()
 	b := startMatrixBed(t, iceboxBin)
