@@ -64,7 +64,7 @@
 
   function log(msg) {
     const t = new Date();
-    $('#log').prepend(el('li', {}, el('time', { text: t.toLocaleTimeString() + '.' + String(t.getMilliseconds()).padStart(3, '0') }), msg));
+    $('#log').prepend(el('li', {}, el('time', { text: t.toLocaleTimeString(undefined, { hour: 'numeric', minute: '2-digit', second: '2-digit', fractionalSecondDigits: 3 }) }), msg));
   }
   function setState(state, detail) {
     const s = $('#call-state');
@@ -249,8 +249,6 @@
     const conversation = $('#conversation').value.trim();
     if (!conversation) { showError(new Error('pick a conversation')); return; }
     sessionStorage.setItem('icebox.conversation', conversation);
-    remember(conversation);
-    refreshConversations().catch(() => {});
     setState('calling');
     try {
       local = await localMedia();
@@ -264,6 +262,8 @@
       if ($('#invitee').value.trim()) fields.invitee = $('#invitee').value.trim();
       const res = await command('initiate', fields);
       call = { id: res.id, role: 'caller', status: res.status };
+      remember(conversation); // icebox took it: ours
+      refreshConversations().catch(() => {});
       $('#call-id').textContent = res.id;
       log('initiate → ' + res.status + ' (call ' + res.id + ')');
       setState(res.status);

@@ -221,6 +221,7 @@
     // Minute marks, every other one when the chart is narrow.
     const step = W < 600 ? 2 : 1;
     for (let min = minutes; min >= 1; min -= step) {
+      if (x(now - min * 60000) > W - 70) continue; // "now" is there
       const label = svg('text', { x: x(now - min * 60000), y: H - 4 });
       label.textContent = '−' + min + ' min';
       nodes.push(label);
