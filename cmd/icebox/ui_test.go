@@ -10,9 +10,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -232,7 +235,63 @@ type iceTestResult struct {
 		}
 	}
 	Bad           struct{ Verdict, Cause, Title, Detail string }
+	Layout        map[string]pageLayout
 	ConsoleErrors []string
+}
+
+// pageLayout is ui.js's measure of one page in one view (NAME,
+// NAME-phone: 390 px wide, NAME-dark: prefers-color-scheme dark).
+type pageLayout struct {
+	ScrollWidth, Width int
+	BG                 string
+	Dark               bool
+	Wide               []string
+}
+
+// checkLayouts: every view named in want was measured; the phone views
+// (390 px) do not scroll sideways, the dark views have a dark background
+// and the light ones a light one.
+func checkLayouts(t *testing.T, got map[string]pageLayout, want ...string) {
+	t.Helper()
+	for _, name := range want {
+		l, ok := got[name]
+		if !ok {
+			t.Errorf("layout of %s not measured (have %d views)", name, len(got))
+			continue
+		}
+		dark := strings.Contains(name, "dark")
+		lum, err := luminance(l.BG)
+		t.Logf("%s: %d px wide in %d, background %s (luminance %.2f)", name, l.ScrollWidth, l.Width, l.BG, lum)
+		if err != nil {
+			t.Errorf("%s: background %q: %v", name, l.BG, err)
+		}
+		if strings.Contains(name, "phone") && (l.Width != 390 || l.ScrollWidth > 390) {
+			t.Errorf("%s: document %d px wide in a %d px viewport, want ≤ 390 (sticking out: %v)", name, l.ScrollWidth, l.Width, l.Wide)
+		}
+		if l.Dark != dark {
+			t.Errorf("%s: prefers-color-scheme dark %v, want %v", name, l.Dark, dark)
+		}
+		if dark && lum > 0.2 || !dark && lum < 0.8 {
+			t.Errorf("%s: background %s (luminance %.2f), want %s", name, l.BG, lum, map[bool]string{true: "dark (≤ 0.2)", false: "light (≥ 0.8)"}[dark])
+		}
+	}
+}
+
+// luminance is the relative luminance (0 black … 1 white, WCAG) of a
+// computed CSS colour "rgb(r, g, b)".
+func luminance(css string) (float64, error) {
+	var r, g, b float64
+	if _, err := fmt.Sscanf(css, "rgb(%g, %g, %g)", &r, &g, &b); err != nil {
+		return 0, fmt.Errorf("not rgb(r, g, b): %w", err)
+	}
+	lin := func(c float64) float64 {
+		c /= 255
+		if c <= 0.04045 {
+			return c / 12.92
+		}
+		return math.Pow((c+0.055)/1.055, 2.4)
+	}
+	return 0.2126*lin(r) + 0.7152*lin(g) + 0.0722*lin(b), nil
 }
 
 // TestWebUIBrowser runs the pages in Chromium inside the namespace bed.
@@ -257,6 +316,7 @@ func TestWebUIBrowser(t *testing.T) {
 		if r.Bad.Verdict != "fail" || r.Bad.Cause != "bad_token" || !strings.Contains(r.Bad.Detail, "refused the token") {
 			t.Errorf("wrong token: verdict %q cause %q: %s %s; want fail, bad_token, a sentence about the token", r.Bad.Verdict, r.Bad.Cause, r.Bad.Title, r.Bad.Detail)
 		}
+		checkLayouts(t, r.Layout, "ice-test", "ice-test-phone", "ice-test-dark", "index", "index-phone", "index-dark", "ice-test-bad-token-phone-dark")
 		for _, e := range r.ConsoleErrors {
 			// The bad-token run's refused request is logged by the browser.
 			if strings.Contains(e, "Content Security Policy") || strings.Contains(e, "uncaught") {
@@ -298,6 +358,12 @@ type callDemoResult struct {
 		ChartPoints       int
 		Keyring           []string
 		Matrix            string
+	}
+	Layout           map[string]pageLayout
+	ConversationList []struct{ ID, Text string }
+	ChartWindow      struct {
+		Minutes int
+		Heading string
 	}
 	Ended            struct{ Alice, Bob string }
 	AliceLog, BobLog []string
@@ -349,6 +415,16 @@ func (b *uiBed) callDemo(t *testing.T) {
 	}
 	if sc.ChartPoints < 3 || len(sc.Keyring) == 0 || sc.Matrix != "off" {
 		t.Errorf("status page: %d chart points, keyring %v, matrix %q; want ≥3 points, kids, off", sc.ChartPoints, sc.Keyring, sc.Matrix)
+	}
+	checkLayouts(t, r.Layout, "status", "status-phone", "status-dark", "call", "call-phone", "call-dark")
+	// The chart says its window, in local times of day (not ISO strings).
+	if r.ChartWindow.Minutes != 5 || !regexp.MustCompile(`last 5 minutes \(\d{1,2}:\d\d:\d\d[^–]*–\d{1,2}:\d\d:\d\d`).MatchString(r.ChartWindow.Heading) {
+		t.Errorf("status chart window %d min, heading %q; want 5 and \"last 5 minutes (HH:MM:SS–HH:MM:SS)\"", r.ChartWindow.Minutes, r.ChartWindow.Heading)
+	}
+	// Alice's conversation list holds the conversation she called in,
+	// checked with icebox (its last call's state).
+	if len(r.ConversationList) != 1 || r.ConversationList[0].ID != b.conversID || !regexp.MustCompile(`last call: (ringing|answered) \d`).MatchString(r.ConversationList[0].Text) {
+		t.Errorf("alice's conversation list %+v; want %s with its last call (ringing or answered, when)", r.ConversationList, b.conversID)
 	}
 	if !strings.Contains(r.Ended.Alice, "ended") || !strings.Contains(r.Ended.Bob, "ended (user_hangup)") {
 		t.Errorf("after hangup: alice %q, bob %q; want both ended (user_hangup)", r.Ended.Alice, r.Ended.Bob)

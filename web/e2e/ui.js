@@ -7,7 +7,9 @@
 //
 // Tokens come in the environment (UI_E2E_TOKENS, a JSON object: alice, bob,
 // admin, wrong), not on the command line. The result is one JSON line on
-// stdout; the Go test makes the assertions. Screenshots go to OUT_DIR.
+// stdout; the Go test makes the assertions. Screenshots go to OUT_DIR: each
+// page as on a desktop (NAME.png), on a phone 390 px wide (NAME-phone.png)
+// and in dark mode (NAME-dark.png).
 'use strict';
 
 const path = require('path');
@@ -28,6 +30,52 @@ const consoleErrors = [];
 function watch(page, name) {
   page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(name + ': ' + m.text()); });
   page.on('pageerror', (e) => consoleErrors.push(name + ': uncaught ' + e.message));
+}
+
+const PHONE = { width: 390, height: 844 };
+
+// layout measures what the phone and dark-mode checks judge: the
+// document's width against the viewport's (a wider document scrolls
+// sideways), the elements sticking out on the right (for the error
+// message), the body's computed background and which scheme the page saw.
+function layout(page) {
+  return page.evaluate(() => ({
+    scrollWidth: document.documentElement.scrollWidth,
+    width: window.innerWidth,
+    bg: getComputedStyle(document.body).backgroundColor,
+    dark: window.matchMedia('(prefers-color-scheme: dark)').matches,
+    wide: Array.from(document.querySelectorAll('body *'))
+      .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 0.5)
+      .slice(0, 8).map((e) => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className && typeof e.className === 'string' ? '.' + e.className.replace(/ /g, '.') : '')),
+  }));
+}
+
+// views measures page as it is, then on a phone (PHONE, light) and in
+// the dark (its own size), screenshotting each as NAME[-phone|-dark].png;
+// settle(page) waits for the page to redraw after a change. The page ends
+// as it started (size and scheme).
+async function views(page, name, out, settle) {
+  const size = page.viewportSize();
+  await page.screenshot({ path: path.join(outDir, name + '.png'), fullPage: true });
+  out[name] = await layout(page);
+  await page.setViewportSize(PHONE);
+  if (settle) await settle(page);
+  out[name + '-phone'] = await layout(page);
+  await page.screenshot({ path: path.join(outDir, name + '-phone.png'), fullPage: true });
+  await page.setViewportSize(size);
+  await page.emulateMedia({ colorScheme: 'dark' });
+  if (settle) await settle(page);
+  out[name + '-dark'] = await layout(page);
+  await page.screenshot({ path: path.join(outDir, name + '-dark.png'), fullPage: true });
+  await page.emulateMedia({ colorScheme: 'light' });
+  if (settle) await settle(page);
+}
+
+// nextPoll waits for the status page's next refresh (its chart is drawn
+// for the size it has then).
+async function nextPoll(page) {
+  const n = await page.evaluate(() => Number(document.body.dataset.polls || 0));
+  await page.waitForFunction((n) => Number(document.body.dataset.polls || 0) > n, n, { timeout: 10000 });
 }
 
 async function signIn(page, token) {
@@ -51,10 +99,14 @@ async function iceTest() {
     candidateRows: document.querySelectorAll('#candidates tbody tr').length,
     relayRows: document.querySelectorAll('#candidates tbody tr[data-type=relay]').length,
   }));
-  await page.screenshot({ path: path.join(outDir, 'ice-test.png'), fullPage: true });
+  out.layout = {};
+  await views(page, 'ice-test', out.layout);
+  await page.goto(base + '/ui/');
+  await views(page, 'index', out.layout);
   await ctx.close();
 
-  const bad = await browser.newContext();
+  // The sign-in form and a refused token on a phone in the dark.
+  const bad = await browser.newContext({ viewport: PHONE, colorScheme: 'dark' });
   const p2 = await bad.newPage();
   watch(p2, 'ice-test-bad-token');
   await p2.goto(base + '/ui/ice-test');
@@ -66,6 +118,7 @@ async function iceTest() {
     title: document.querySelector('#verdict-title').textContent,
     detail: document.querySelector('#verdict-detail').textContent,
   }));
+  out.layout['ice-test-bad-token-phone-dark'] = await layout(p2);
   await bad.close();
   return out;
 }
@@ -160,8 +213,16 @@ async function callDemo() {
   }));
   // Let a few more stats ticks paint before the screenshots.
   await alice.waitForTimeout(1200);
-  await admin.screenshot({ path: path.join(outDir, 'status.png'), fullPage: true });
-  await alice.screenshot({ path: path.join(outDir, 'call.png'), fullPage: true });
+  out.layout = {};
+  await views(admin, 'status', out.layout, nextPoll);
+  await views(alice, 'call', out.layout);
+  // The conversation list: the conversation alice called in, checked.
+  out.conversationList = await alice.evaluate(() => Array.from(document.querySelectorAll('#conversation-list option'))
+    .filter((o) => o.value).map((o) => ({ id: o.value, text: o.textContent })));
+  out.chartWindow = await admin.evaluate(() => ({
+    minutes: Number(document.querySelector('#chart').dataset.windowMinutes || 0),
+    heading: document.querySelector('#window').closest('h2').textContent,
+  }));
 
   // Kill one of the call's allocations from the status page: Kill asks
   // for confirmation (Cancel keeps it), Confirm kill closes it and its row

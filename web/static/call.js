@@ -5,7 +5,7 @@
 'use strict';
 
 (() => {
-  const { api, explain, openSocket, userOf, el, $ } = Icebox;
+  const { api, explain, openSocket, userOf, el, $, fmtTime } = Icebox;
   // This tab's party: icebox tells parties apart by it, so our own echoes
   // (events go to every participant, us included) are recognised.
   const party = 'ui' + Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('');
@@ -22,11 +22,49 @@
   const remoteQueue = new Map();    // call_id → candidates received before the remote description
   let statsTimer = null;
 
+  // --- conversations ---------------------------------------------------------
+  //
+  // icebox lists no user's conversations (only an admin reads one by ID),
+  // so the list is the ones this browser used or was called in, per user,
+  // each checked with GET /calls?conversation_id= (participants only):
+  // one the user left or that was deleted drops out.
+  const MAX_KNOWN = 20;
+  const knownKey = () => 'icebox.conversations.' + me;
+  function known() {
+    try { return JSON.parse(localStorage.getItem(knownKey()) || '[]').filter((c) => typeof c === 'string'); } catch (_) { return []; }
+  }
+  function remember(id) {
+    if (!id || !me) return;
+    localStorage.setItem(knownKey(), JSON.stringify([id, ...known().filter((c) => c !== id)].slice(0, MAX_KNOWN)));
+  }
+  async function refreshConversations() {
+    const list = $('#conversation-list');
+    const ids = known();
+    const checked = await Promise.all(ids.map(async (id) => {
+      try {
+        const r = await api('GET', '/calls?conversation_id=' + encodeURIComponent(id) + '&limit=1');
+        const c = r.calls && r.calls[0];
+        return { id, last: c ? c.status + ' ' + fmtTime(c.created_at) : 'no calls yet' };
+      } catch (e) {
+        if (e.status === 403 || e.status === 404) return null; // no longer ours
+        return { id, last: 'unchecked: ' + e.message };
+      }
+    }));
+    const ok = checked.filter(Boolean);
+    localStorage.setItem(knownKey(), JSON.stringify(ok.map((c) => c.id)));
+    const current = $('#conversation').value.trim();
+    list.replaceChildren(
+      el('option', { value: '', text: ok.length ? 'pick one (' + ok.length + ')' : '(none known yet: type its ID)' }),
+      ...ok.map((c) => el('option', { value: c.id, text: c.id + ' · last call: ' + c.last })));
+    list.value = ok.some((c) => c.id === current) ? current : '';
+    list.dataset.count = String(ok.length);
+  }
+
   // --- log and state -------------------------------------------------------
 
   function log(msg) {
     const t = new Date();
-    $('#log').prepend(el('li', {}, el('time', { text: t.toLocaleTimeString() + '.' + String(t.getMilliseconds()).padStart(3, '0') }), msg));
+    $('#log').prepend(el('li', {}, el('time', { text: t.toLocaleTimeString(undefined, { hour: 'numeric', minute: '2-digit', second: '2-digit', fractionalSecondDigits: 3 }) }), msg));
   }
   function setState(state, detail) {
     const s = $('#call-state');
@@ -123,7 +161,7 @@
       g.font = 'bold 22px sans-serif';
       g.fillText(me || 'icebox', 12, 30);
       g.font = '16px monospace';
-      g.fillText(new Date().toISOString().slice(11, 23), 12, 228);
+      g.fillText(new Date().toLocaleTimeString(), 12, 228);
     };
     draw();
     const timer = setInterval(draw, 1000 / 15);
@@ -224,6 +262,8 @@
       if ($('#invitee').value.trim()) fields.invitee = $('#invitee').value.trim();
       const res = await command('initiate', fields);
       call = { id: res.id, role: 'caller', status: res.status };
+      remember(conversation); // icebox took it: ours
+      refreshConversations().catch(() => {});
       $('#call-id').textContent = res.id;
       log('initiate → ' + res.status + ' (call ' + res.id + ')');
       setState(res.status);
@@ -306,6 +346,7 @@
     $('#remote-video').srcObject = null;
     setState(state, reason);
     call = null;
+    refreshConversations().catch(() => {}); // its last call changed
   }
 
   // --- events ----------------------------------------------------------------
@@ -319,6 +360,8 @@
         if (ours) return;
         log('CallInvite from ' + ev.initiator_id + ' (call ' + ev.call_id + ')');
         if (call || (ev.invitee && ev.invitee !== me)) return; // busy, or for someone else
+        remember(ev.conversation_id);
+        refreshConversations().catch(() => {});
         incoming = ev;
         $('#incoming-text').textContent = 'Incoming call from ' + ev.initiator_id + ' in ' + ev.conversation_id;
         $('#incoming').classList.remove('hidden');
@@ -419,6 +462,7 @@
   $('#answer-button').addEventListener('click', answerCall);
   $('#reject-button').addEventListener('click', rejectCall);
   $('#reconnect').addEventListener('click', connect);
+  $('#conversation-list').addEventListener('change', (e) => { if (e.target.value) $('#conversation').value = e.target.value; });
   setState('idle');
 
   Icebox.signin({
@@ -430,7 +474,7 @@
     },
     onChange: (signedIn) => {
       $('#demo').classList.toggle('hidden', !signedIn);
-      if (signedIn) connect();
+      if (signedIn) { connect(); refreshConversations().catch(() => {}); }
       else if (ws) { const s = ws; ws = null; s.close(); setWS('closed'); }
     },
   });

@@ -158,5 +158,35 @@ const Icebox = (() => {
     apply();
   }
 
-  return { api, text, explain, APIError, openSocket, userOf, el, $, fmtBytes, fmtAge, token, setToken, signin };
+  // fmtTime is a moment in the reader's own time zone and locale
+  // ("14:03:07"), with the date too when it is not today.
+  function fmtTime(when) {
+    const d = when instanceof Date ? when : new Date(when);
+    if (isNaN(d)) return '–';
+    const today = new Date().toDateString() === d.toDateString();
+    return today ? d.toLocaleTimeString() : d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+  }
+
+  // stackTables labels every body cell with its column's name (data-label,
+  // from the table head) whenever the rows change, so that on a narrow
+  // screen style.css can show each row as a card of "name value" lines.
+  function stackTables() {
+    for (const table of document.querySelectorAll('table')) {
+      const names = Array.from(table.querySelectorAll('thead th'), (th) => th.textContent.trim());
+      const label = () => {
+        for (const tr of table.tBodies[0] ? table.tBodies[0].rows : []) {
+          Array.from(tr.cells).forEach((td, i) => {
+            if (td.colSpan > 1) return;
+            if (names[i] && td.dataset.label !== names[i]) td.dataset.label = names[i];
+          });
+        }
+      };
+      table.classList.add('stack');
+      label();
+      if (table.tBodies[0]) new MutationObserver(label).observe(table.tBodies[0], { childList: true });
+    }
+  }
+  stackTables();
+
+  return { api, text, explain, APIError, openSocket, userOf, el, $, fmtBytes, fmtAge, fmtTime, token, setToken, signin };
 })();

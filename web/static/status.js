@@ -3,7 +3,7 @@
 'use strict';
 
 (() => {
-  const { api, text, explain, el, $, fmtBytes, fmtAge } = Icebox;
+  const { api, text, explain, el, $, fmtBytes, fmtAge, fmtTime } = Icebox;
   const WINDOW_MS = 5 * 60 * 1000;
   const SVG = 'http://www.w3.org/2000/svg';
   let timer = null;
@@ -40,7 +40,7 @@
     if (calls) showCalls(calls);
     if (keyring) showKeyring(keyring);
     showMetrics(metrics);
-    $('#updated').textContent = new Date().toLocaleTimeString();
+    $('#updated').textContent = fmtTime(new Date());
     $('#poll-error').textContent = errors.length ? explain(errors[0]) : '';
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
   }
@@ -83,7 +83,7 @@
     el('td', { class: 'mono', text: a.call_id || '–' }),
     el('td', { class: 'mono', text: a.client_addr ? (a.transport || a.network) + ' ' + a.client_addr : a.network }),
     el('td', { class: 'mono', text: a.relay_addr }),
-    el('td', { class: 'num', text: fmtAge(a.created_at) }),
+    el('td', { class: 'num', text: fmtAge(a.created_at), title: 'since ' + fmtTime(a.created_at) }),
     el('td', { class: 'num', text: fmtBytes(a.bytes_to_peer) }),
     el('td', { class: 'num', text: fmtBytes(a.bytes_from_peer) }),
     el('td', { class: 'num', text: (a.packets_to_peer + a.packets_from_peer).toLocaleString() }),
@@ -101,12 +101,12 @@
       el('td', {}, el('span', { class: 'state ' + x.status, text: x.status })),
       el('td', { text: x.initiator }),
       el('td', { text: x.answerer || '–' }),
-      el('td', { class: 'num', text: fmtAge(x.created_at) })));
+      el('td', { class: 'num', text: fmtAge(x.created_at), title: 'since ' + fmtTime(x.created_at) })));
     $('#calls tbody').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { class: 'muted', colspan: '6', text: 'no ringing or answered calls' }))]));
   }
 
   function showKeyring(k) {
-    const retires = (key) => el('td', { text: key.retire_at ? new Date(key.retire_at).toLocaleString() : '–' });
+    const retires = (key) => el('td', { text: key.retire_at ? fmtTime(key.retire_at) : '–' });
     const rows = k.keys.map((key) => el('tr', { 'data-kid': key.kid },
       el('td', { class: 'mono', text: key.kid }),
       el('td', { text: (key.kid === k.active_kid ? 'signs' : 'accepted') + (key.compat ? ', compat' : '') }),
@@ -199,8 +199,15 @@
 
   function drawChart() {
     const chart = $('#chart');
-    const W = 1000, H = 220, L = 70, B = 20, T = 10;
+    // Drawn in the chart's own pixels (not a stretched fixed viewBox), so
+    // labels stay legible on a phone.
+    const W = Math.round(chart.clientWidth) || 1000, H = Math.round(chart.clientHeight) || 220, L = 70, B = 20, T = 10;
+    chart.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
     const now = Date.now();
+    const minutes = WINDOW_MS / 60000;
+    $('#window').textContent = '(' + fmtTime(new Date(now - WINDOW_MS)) + '–' + fmtTime(new Date(now)) + ')';
+    chart.setAttribute('aria-label', 'relayed bytes per second, last ' + minutes + ' minutes');
+    chart.dataset.windowMinutes = String(minutes);
     const max = Math.max(1024, ...series.map((p) => Math.max(p.to_peer, p.from_peer)));
     const x = (t) => L + (W - L - 5) * (1 - (now - t) / WINDOW_MS);
     const y = (v) => H - B - (H - B - T) * (v / max);
@@ -211,11 +218,17 @@
       label.textContent = fmtBytes(max * f) + '/s';
       nodes.push(label);
     }
-    for (const min of [5, 4, 3, 2, 1]) {
+    // Minute marks, every other one when the chart is narrow.
+    const step = W < 600 ? 2 : 1;
+    for (let min = minutes; min >= 1; min -= step) {
+      if (x(now - min * 60000) > W - 70) continue; // "now" is there
       const label = svg('text', { x: x(now - min * 60000), y: H - 4 });
-      label.textContent = '-' + min + ' min';
+      label.textContent = '−' + min + ' min';
       nodes.push(label);
     }
+    const nowLabel = svg('text', { x: W - 5, y: H - 4, 'text-anchor': 'end' });
+    nowLabel.textContent = 'now';
+    nodes.push(nowLabel);
     for (const k of ['to_peer', 'from_peer']) {
       if (series.length < 2) break;
       const pts = series.map((p) => x(p.t).toFixed(1) + ',' + y(p[k]).toFixed(1)).join(' ');
