@@ -71,6 +71,9 @@ func (n *Node) buildManagedLiveKit() (*managedLiveKit, error) {
 	if err != nil {
 		return nil, err
 	}
+	if c, ok := rooms.(interface{ CloseIdleConnections() }); ok {
+		n.onClose(func() error { c.CloseIdleConnections(); return nil })
+	}
 	recovery, err := livekitproc.NewRecovery(livekitproc.RecoveryConfig{
 		Create: rooms.CreateRoom, Registerer: n.opts.Registry, Logger: n.log,
 	})
