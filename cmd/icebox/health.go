@@ -14,7 +14,7 @@ import (
 // answers 200, 1 otherwise. It is the Docker HEALTHCHECK, so it needs no
 // shell or curl in the image.
 func healthCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
-	fs := newFlagSet("health", stderr)
+	fs := newFlagSet("health", "Exits 0 if a running icebox is ready (GET /readyz answers 200), 1 otherwise.", stdout, stderr)
 	url := fs.String("url", "", "readiness URL (default: http://<http.listen>/readyz, from ICEBOX_HTTP_LISTEN or 127.0.0.1:8080)")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	insecure := fs.Bool("insecure", false, "with an https URL, do not verify the certificate (a probe of the local process)")

@@ -10,14 +10,33 @@ import (
 	"time"
 )
 
+const keyringUsage = `usage:
+  icebox keyring list [--url URL] [--token T]
+  icebox keyring rotate [--compat] [--url URL] [--token T]
+
+list shows a running icebox's keyring; rotate makes a new secret sign (the
+old ones retire once unused). Both need the admin token.
+Run "icebox keyring <subcommand> -h" for its flags.
+`
+
+var keyringSynopsis = map[string]string{
+	"list":   "Shows a running icebox's keyring (admin token).",
+	"rotate": "Makes a new secret sign; the old ones retire once unused (admin token).",
+}
+
 // keyringCmd administers the keyring of a running icebox through its admin
 // API: `icebox keyring list` and `icebox keyring rotate`.
 func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		_, err := io.WriteString(stdout, keyringUsage)
+		return err
+	}
 	if len(args) == 0 || (args[0] != "list" && args[0] != "rotate") {
+		_, _ = io.WriteString(stderr, keyringUsage)
 		return usagef("keyring: want a subcommand: list | rotate")
 	}
 	sub := args[0]
-	fs := newFlagSet("keyring "+sub, stderr)
+	fs := newFlagSet("keyring "+sub, keyringSynopsis[sub], stdout, stderr)
 	base := fs.String("url", "", "icebox HTTP API (default: http://<ICEBOX_HTTP_LISTEN or 127.0.0.1:8080>)")
 	token := fs.String("token", "", "admin bearer token (default: $ICEBOX_ADMIN_TOKEN)")
 	compat := fs.Bool("compat", false, "rotate: the new secret also takes over the compat role (usernames without a kid); give it to your homeserver/coturn first")
