@@ -183,6 +183,9 @@ func parseCheckFlags(args []string, stdout, stderr io.Writer, env []string) (*ch
 	if err := f.exclusive(); err != nil {
 		return nil, err
 	}
+	if f.iceURL != "" && !strings.Contains(f.iceURL, "://") {
+		return nil, usagef("check: --ice-servers-url %q has no scheme: use https://%s (or http:// on loopback)", f.iceURL, f.iceURL)
+	}
 	if f.iceURL == "" && len(f.urls) == 0 && f.cfgPath == "" {
 		fs.Usage()
 		return nil, usagef("check: no URL to check (give stun:/turn:/turns: URLs or --ice-servers-url)")

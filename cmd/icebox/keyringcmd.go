@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 )
 
@@ -37,14 +36,15 @@ func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, en
 	}
 	sub := args[0]
 	fs := newFlagSet("keyring "+sub, keyringSynopsis[sub], stdout, stderr)
-	base := fs.String("url", "", "icebox HTTP API (default: http://<ICEBOX_HTTP_LISTEN or 127.0.0.1:8080>)")
+	urlFlag := fs.String("url", "", urlFlagHelp)
 	token := fs.String("token", "", "admin bearer token (default: $ICEBOX_ADMIN_TOKEN)")
 	compat := fs.Bool("compat", false, "rotate: the new secret also takes over the compat role (usernames without a kid); give it to your homeserver/coturn first")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	if *base == "" {
-		*base = "http://" + localAddr(lookupEnv(env, "ICEBOX_HTTP_LISTEN", "127.0.0.1:8080"))
+	base, err := apiBase("keyring "+sub, *urlFlag, env)
+	if err != nil {
+		return err
 	}
 	if *token == "" {
 		*token = lookupEnv(env, "ICEBOX_ADMIN_TOKEN", "")
@@ -61,7 +61,7 @@ func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, en
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(*base, "/")+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
 	if err != nil {
 		return usagef("keyring: %v", err)
 	}

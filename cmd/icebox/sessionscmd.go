@@ -38,7 +38,7 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	sub := args[0]
 	fs := newFlagSet("sessions "+sub, "", stdout, stderr)
 	fs.Usage = func() { _, _ = io.WriteString(fs.Output(), sessionsUsage); fs.PrintDefaults() }
-	base := fs.String("url", "", "icebox HTTP API (default: http://<ICEBOX_HTTP_LISTEN or 127.0.0.1:8080>)")
+	urlFlag := fs.String("url", "", urlFlagHelp)
 	token := fs.String("token", "", "admin bearer token (default: $ICEBOX_ADMIN_TOKEN)")
 	var user, call, set *string
 	var asJSON, clear *bool
@@ -68,8 +68,9 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	} else if fs.NArg() > 0 {
 		return usagef("sessions %s: unexpected argument %q", sub, fs.Arg(0))
 	}
-	if *base == "" {
-		*base = "http://" + localAddr(lookupEnv(env, "ICEBOX_HTTP_LISTEN", "127.0.0.1:8080"))
+	base, err := apiBase("sessions "+sub, *urlFlag, env)
+	if err != nil {
+		return err
 	}
 	if *token == "" {
 		*token = lookupEnv(env, "ICEBOX_ADMIN_TOKEN", "")
@@ -77,7 +78,7 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	if *token == "" {
 		return usagef("sessions: an admin token is required (--token or ICEBOX_ADMIN_TOKEN)")
 	}
-	api := adminClient{base: strings.TrimSuffix(*base, "/"), token: *token, what: "sessions " + sub}
+	api := adminClient{base: base, token: *token, what: "sessions " + sub}
 
 	switch sub {
 	case "list":
