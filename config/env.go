@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,6 +64,90 @@ const (
 
 const envPrefix = "ICEBOX"
 
+// cliEnv are the ICEBOX_* variables that are not configuration but read by
+// the command line or the tests; applyEnv lets them be. Any other ICEBOX_*
+// name that is no configuration variable is a mistake, reported like an
+// unknown YAML key.
+var cliEnv = []string{
+	"ICEBOX_ADMIN_TOKEN",    // keyring and sessions: the admin bearer token
+	"ICEBOX_CHECK_SECRET",   // check: the TURN REST secret
+	"ICEBOX_CHECK_PASSWORD", // check: the TURN password
+	"ICEBOX_CHECK_TOKEN",    // check: the bearer token of --ice-servers-url
+	"ICEBOX_URL",            // the CLI's API base URL in scripts and the browser tests
+	// The name wrappers and container entrypoints give a config path; icebox
+	// takes --config, and passing the path on is theirs.
+	"ICEBOX_CONFIG",
+	"ICEBOX_SCREENSHOTS_DIR", // the browser tests' screenshot directory
+}
+
+// cliEnvPrefixes are families of test and benchmark switches.
+var cliEnvPrefixes = []string{"ICEBOX_TEST_", "ICEBOX_BENCH_"}
+
+// unknownEnv returns an error for each ICEBOX_* variable in env that is
+// neither configuration nor the command line's, naming the nearest known
+// variable when the name looks like a typo of it.
+func unknownEnv(env map[string]string) []error {
+	known := map[string]bool{EnvSecret: true, EnvSecretFile: true, EnvKID: true, EnvStaticTokens: true}
+	for _, ev := range envVars() {
+		known[ev.name] = true
+	}
+	var unknown []string
+	for k := range env {
+		if !strings.HasPrefix(k, envPrefix+"_") || known[k] || slices.Contains(cliEnv, k) ||
+			slices.ContainsFunc(cliEnvPrefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+			continue
+		}
+		unknown = append(unknown, k)
+	}
+	slices.Sort(unknown)
+	var errs []error
+	for _, k := range unknown {
+		msg := fmt.Sprintf("config: environment: %s is not a configuration variable", k)
+		if near := nearestName(k, known); near != "" {
+			msg += fmt.Sprintf(" (did you mean %s?)", near)
+		}
+		errs = append(errs, invalid(msg+" (a variable is ICEBOX_ + the key path in capitals: turn.realm is ICEBOX_TURN_REALM)"))
+	}
+	return errs
+}
+
+// nearestName returns the known name closest to name by edit distance, if
+// it is close enough to be a typo (a third of the name's length, at most
+// 4 edits), else "". Ties go to the alphabetically first, for stable
+// messages.
+func nearestName(name string, known map[string]bool) string {
+	limit := min(4, len(name)/3)
+	best, bestD := "", limit+1
+	for k := range known {
+		d := editDistance(name, k)
+		if d < bestD || (d == bestD && k < best) {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of two ASCII names.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
 // envVar is one generic variable: ICEBOX_ + the yaml path upper-cased and
 // joined with "_" (turn.relay.public_ip → ICEBOX_TURN_RELAY_PUBLIC_IP).
 type envVar struct {
@@ -121,13 +206,14 @@ func parseEnviron(environ []string) map[string]string {
 // since deployments that template them often pass them empty; a seed Matrix
 // name is ignored when its ICEBOX_MATRIX_* twin is set, even empty. A Matrix
 // login (token or password) from the environment replaces the file's (see
-// applyMatrixLoginEnv). ICEBOX_* names that are not config keys are ignored
-// (the command line may use its own, such as a config path).
+// applyMatrixLoginEnv). An ICEBOX_* name that is not a config variable is
+// an error, as an unknown key in the file is, unless the command line or
+// the tests read it (cliEnv).
 // EnvStaticTokens follows the generic rule: set and empty, it empties
 // auth.static_tokens.
 func applyEnv(cfg *Config, environ []string) error {
 	env := parseEnviron(environ)
-	var errs []error
+	errs := unknownEnv(env)
 	root := reflect.ValueOf(cfg).Elem()
 	for _, ev := range envVars() {
 		s, ok := env[ev.name]

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -49,7 +48,7 @@ flags:
 
 // checkCmd is `icebox check`.
 func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
-	f, err := parseCheckFlags(args, stderr, env)
+	f, err := parseCheckFlags(args, stdout, stderr, env)
 	if err != nil {
 		return err
 	}
@@ -123,11 +122,11 @@ type checkFlags struct {
 
 // parseCheckFlags parses flags and URLs (in any order), fills what the
 // environment gives, and checks that they go together.
-func parseCheckFlags(args []string, stderr io.Writer, env []string) (*checkFlags, error) {
+func parseCheckFlags(args []string, stdout, stderr io.Writer, env []string) (*checkFlags, error) {
 	var f checkFlags
-	fs := newFlagSet("check", stderr)
+	fs := newFlagSet("check", "", stdout, stderr)
 	fs.Usage = func() {
-		_, _ = io.WriteString(stderr, checkUsage)
+		_, _ = io.WriteString(fs.Output(), checkUsage)
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&f.secret, "secret", "", "TURN REST shared secret to mint credentials with (default: $ICEBOX_CHECK_SECRET)")
@@ -149,11 +148,8 @@ func parseCheckFlags(args []string, stderr io.Writer, env []string) (*checkFlags
 	// Flags and URLs may come in any order.
 	rest := args
 	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, usageError{err}
+		if err := fs.parse(rest); err != nil {
+			return nil, err
 		}
 		if fs.NArg() == 0 {
 			break
@@ -186,6 +182,9 @@ func parseCheckFlags(args []string, stderr io.Writer, env []string) (*checkFlags
 	}
 	if err := f.exclusive(); err != nil {
 		return nil, err
+	}
+	if f.iceURL != "" && !strings.Contains(f.iceURL, "://") {
+		return nil, usagef("check: --ice-servers-url %q has no scheme: use https://%s (or http:// on loopback)", f.iceURL, f.iceURL)
 	}
 	if f.iceURL == "" && len(f.urls) == 0 && f.cfgPath == "" {
 		fs.Usage()

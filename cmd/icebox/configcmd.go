@@ -15,20 +15,32 @@ import (
 // defaultConfigPath is read when --config is not given, if it exists.
 const defaultConfigPath = "/etc/icebox/icebox.yaml"
 
+const configUsage = `usage:
+  icebox config defaults          print a commented default configuration
+  icebox config check [--config FILE]  validate a configuration file
+
+Run "icebox config <subcommand> -h" for its flags.
+`
+
 func configCmd(args []string, stdout, stderr io.Writer, env []string) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		_, err := io.WriteString(stdout, configUsage)
+		return err
+	}
 	if len(args) == 0 {
+		_, _ = io.WriteString(stderr, configUsage)
 		return usagef("config: want a subcommand: defaults | check")
 	}
 	switch args[0] {
 	case "defaults":
-		fs := newFlagSet("config defaults", stderr)
+		fs := newFlagSet("config defaults", "Prints a commented default configuration.", stdout, stderr)
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
 		}
 		_, err := stdout.Write(config.DefaultYAML())
 		return err
 	case "check":
-		fs := newFlagSet("config check", stderr)
+		fs := newFlagSet("config check", "Validates a configuration file (and the ICEBOX_* variables).", stdout, stderr)
 		path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
 		if err := parseFlags(fs, args[1:]); err != nil {
 			return err
@@ -40,6 +52,7 @@ func configCmd(args []string, stdout, stderr io.Writer, env []string) error {
 		_, err = fmt.Fprintf(stdout, "%s: ok (state_dir %s, realm %s)\n", used, cfg.StateDir, cfg.TURN.Realm)
 		return err
 	default:
+		_, _ = io.WriteString(stderr, configUsage)
 		return usagef("config: unknown subcommand %q", args[0])
 	}
 }

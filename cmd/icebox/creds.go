@@ -22,7 +22,7 @@ type credsOutput struct {
 // credsCmd mints a credential from the configured keyring, as the HTTP API
 // would, for scripts and for testing a deployment by hand.
 func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
-	fs := newFlagSet("creds", stderr)
+	fs := newFlagSet("creds", "Mints a TURN credential from the configured keyring and prints it as JSON.", stdout, stderr)
 	path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
 	user := fs.String("user", "icebox-cli", "user the credential is for")
 	call := fs.String("call", "", "call ID, for a per-call credential")

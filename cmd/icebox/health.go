@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -14,19 +15,26 @@ import (
 // answers 200, 1 otherwise. It is the Docker HEALTHCHECK, so it needs no
 // shell or curl in the image.
 func healthCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
-	fs := newFlagSet("health", stderr)
-	url := fs.String("url", "", "readiness URL (default: http://<http.listen>/readyz, from ICEBOX_HTTP_LISTEN or 127.0.0.1:8080)")
+	fs := newFlagSet("health", "Exits 0 if a running icebox is ready (GET /readyz answers 200), 1 otherwise.", stdout, stderr)
+	urlFlag := fs.String("url", "", urlFlagHelp+"; /readyz is asked (a URL ending in /readyz is taken as it is)")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	insecure := fs.Bool("insecure", false, "with an https URL, do not verify the certificate (a probe of the local process)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *url == "" {
-		*url = "http://" + localAddr(lookupEnv(env, "ICEBOX_HTTP_LISTEN", "127.0.0.1:8080")) + "/readyz"
+	base, err := apiBase("health", *urlFlag, env)
+	if err != nil {
+		return err
+	}
+	// --url is the API's base URL, as for every command; a full readiness
+	// URL, which --url meant before, still works.
+	readyURL := base
+	if !strings.HasSuffix(readyURL, "/readyz") {
+		readyURL += "/readyz"
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, readyURL, nil)
 	if err != nil {
 		return usagef("health: %v", err)
 	}
@@ -40,7 +48,7 @@ func healthCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096)) // best effort: the status decides
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("health: %s: %s %s", *url, resp.Status, body)
+		return fmt.Errorf("health: %s: %s %s", readyURL, resp.Status, body)
 	}
 	_, err = fmt.Fprintf(stdout, "ready\n")
 	return err

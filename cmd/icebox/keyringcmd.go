@@ -6,26 +6,45 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 )
+
+const keyringUsage = `usage:
+  icebox keyring list [--url URL] [--token T]
+  icebox keyring rotate [--compat] [--url URL] [--token T]
+
+list shows a running icebox's keyring; rotate makes a new secret sign (the
+old ones retire once unused). Both need the admin token.
+Run "icebox keyring <subcommand> -h" for its flags.
+`
+
+var keyringSynopsis = map[string]string{
+	"list":   "Shows a running icebox's keyring (admin token).",
+	"rotate": "Makes a new secret sign; the old ones retire once unused (admin token).",
+}
 
 // keyringCmd administers the keyring of a running icebox through its admin
 // API: `icebox keyring list` and `icebox keyring rotate`.
 func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		_, err := io.WriteString(stdout, keyringUsage)
+		return err
+	}
 	if len(args) == 0 || (args[0] != "list" && args[0] != "rotate") {
+		_, _ = io.WriteString(stderr, keyringUsage)
 		return usagef("keyring: want a subcommand: list | rotate")
 	}
 	sub := args[0]
-	fs := newFlagSet("keyring "+sub, stderr)
-	base := fs.String("url", "", "icebox HTTP API (default: http://<ICEBOX_HTTP_LISTEN or 127.0.0.1:8080>)")
+	fs := newFlagSet("keyring "+sub, keyringSynopsis[sub], stdout, stderr)
+	urlFlag := fs.String("url", "", urlFlagHelp)
 	token := fs.String("token", "", "admin bearer token (default: $ICEBOX_ADMIN_TOKEN)")
 	compat := fs.Bool("compat", false, "rotate: the new secret also takes over the compat role (usernames without a kid); give it to your homeserver/coturn first")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	if *base == "" {
-		*base = "http://" + localAddr(lookupEnv(env, "ICEBOX_HTTP_LISTEN", "127.0.0.1:8080"))
+	base, err := apiBase("keyring "+sub, *urlFlag, env)
+	if err != nil {
+		return err
 	}
 	if *token == "" {
 		*token = lookupEnv(env, "ICEBOX_ADMIN_TOKEN", "")
@@ -42,7 +61,7 @@ func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, en
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(*base, "/")+path, nil)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
 	if err != nil {
 		return usagef("keyring: %v", err)
 	}

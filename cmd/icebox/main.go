@@ -3,6 +3,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"runtime"
@@ -13,7 +15,7 @@ func main() {
 	sig := watchSignals()
 	err := run(sig, os.Args[1:], os.Stdout, os.Stderr, os.Environ())
 	sig.stop()
-	if err != nil {
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "icebox:", err)
 	}
 	os.Exit(exitCode(err))

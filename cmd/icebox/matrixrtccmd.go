@@ -22,6 +22,10 @@ flags:
 
 // matrixRTCCmd is `icebox matrixrtc`.
 func matrixRTCCmd(args []string, stdout, stderr io.Writer, env []string) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		_, err := io.WriteString(stdout, matrixRTCUsage)
+		return err
+	}
 	if len(args) == 0 || args[0] != "well-known" {
 		_, _ = io.WriteString(stderr, matrixRTCUsage)
 		if len(args) == 0 {
@@ -29,9 +33,9 @@ func matrixRTCCmd(args []string, stdout, stderr io.Writer, env []string) error {
 		}
 		return usagef("matrixrtc: unknown subcommand %q", args[0])
 	}
-	fs := newFlagSet("matrixrtc well-known", stderr)
+	fs := newFlagSet("matrixrtc well-known", "", stdout, stderr)
 	fs.Usage = func() {
-		_, _ = io.WriteString(stderr, matrixRTCUsage)
+		_, _ = io.WriteString(fs.Output(), matrixRTCUsage)
 		fs.PrintDefaults()
 	}
 	path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -73,12 +74,20 @@ Run "icebox <command> -h" for a command's flags.
 func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) error {
 	ctx := sig.ctx
 	cmd := "serve"
+	if len(args) > 0 && isHelp(args[0]) {
+		// "icebox help CMD" is "icebox CMD --help".
+		if len(args) > 1 && !isHelp(args[1]) {
+			return run(sig, append(args[1:], "--help"), stdout, stderr, env)
+		}
+		_, err := io.WriteString(stdout, usage)
+		return err
+	}
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
 	case "serve":
-		return serveCmd(sig, args, stderr, env)
+		return serveCmd(sig, args, stdout, stderr, env)
 	case "creds":
 		return credsCmd(args, stdout, stderr, env)
 	case "check":
@@ -94,10 +103,11 @@ func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) er
 	case "health":
 		return healthCmd(ctx, args, stdout, stderr, env)
 	case "version":
+		fs := newFlagSet("version", "Prints the version.", stdout, stderr)
+		if err := parseFlags(fs, args); err != nil {
+			return err
+		}
 		_, err := fmt.Fprintln(stdout, versionString())
-		return err
-	case "help", "-h", "--help":
-		_, err := io.WriteString(stdout, usage)
 		return err
 	default:
 		_, _ = io.WriteString(stderr, usage)
@@ -105,23 +115,56 @@ func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) er
 	}
 }
 
+// cliFlags is a command's flag set. Help asked for (-h, --help) goes to
+// stdout and exits 0; the usage printed after a flag error goes to stderr.
+type cliFlags struct {
+	*flag.FlagSet
+	stdout, stderr io.Writer
+}
+
 // newFlagSet returns a flag set that reports errors instead of exiting.
-func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("icebox "+name, flag.ContinueOnError)
+// synopsis is what the command does, printed above its flags.
+func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *cliFlags {
+	fs := &cliFlags{FlagSet: flag.NewFlagSet("icebox "+name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: icebox %s [flags]\n\n%s\n\nflags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
 	return fs
 }
 
-// parseFlags wraps flag errors as usage errors.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
+// parse parses args, the usage going to stdout on -h and to stderr with
+// a flag error (wrapped as a usage error). Positional arguments are left
+// to the caller.
+func (fs *cliFlags) parse(args []string) error {
+	var out bytes.Buffer
+	fs.SetOutput(&out)
+	err := fs.Parse(args)
+	fs.SetOutput(fs.stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		_, _ = fs.stdout.Write(out.Bytes())
+		return err
+	case err != nil:
+		_, _ = fs.stderr.Write(out.Bytes())
 		return usageError{err}
+	}
+	return nil
+}
+
+// parseFlags parses a command's flags; it takes no positional arguments.
+func parseFlags(fs *cliFlags, args []string) error {
+	if err := fs.parse(args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
 	}
 	return nil
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
 }

@@ -13,8 +13,8 @@ import (
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 )
 
-func serveCmd(sig *signals, args []string, stderr io.Writer, env []string) error {
-	fs := newFlagSet("serve", stderr)
+func serveCmd(sig *signals, args []string, stdout, stderr io.Writer, env []string) error {
+	fs := newFlagSet("serve", "Runs the relay and the HTTP API (the default command).", stdout, stderr)
 	path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
 	initState := fs.Bool("init-state", false, "start afresh on purpose when state_dir's state file, keyring record or generated "+
 		"secrets are missing or damaged (they are replaced by new ones; revocations and calls are lost)")

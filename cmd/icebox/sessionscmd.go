@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -29,7 +27,7 @@ a restart).
 // sessionsCmd administers a running icebox's TURN allocations and
 // per-user bandwidth limits through its admin API.
 func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+	if len(args) > 0 && isHelp(args[0]) {
 		_, err := io.WriteString(stdout, sessionsUsage)
 		return err
 	}
@@ -38,9 +36,9 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, e
 		return usagef("sessions: want a subcommand: list | kill | bandwidth")
 	}
 	sub := args[0]
-	fs := newFlagSet("sessions "+sub, stderr)
-	fs.Usage = func() { _, _ = io.WriteString(stderr, sessionsUsage); fs.PrintDefaults() }
-	base := fs.String("url", "", "icebox HTTP API (default: http://<ICEBOX_HTTP_LISTEN or 127.0.0.1:8080>)")
+	fs := newFlagSet("sessions "+sub, "", stdout, stderr)
+	fs.Usage = func() { _, _ = io.WriteString(fs.Output(), sessionsUsage); fs.PrintDefaults() }
+	urlFlag := fs.String("url", "", urlFlagHelp)
 	token := fs.String("token", "", "admin bearer token (default: $ICEBOX_ADMIN_TOKEN)")
 	var user, call, set *string
 	var asJSON, clear *bool
@@ -62,19 +60,17 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
 		pos, rest = rest[0], rest[1:]
 	}
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
+	if err := fs.parse(rest); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 && pos == "" {
 		pos = fs.Arg(0)
 	} else if fs.NArg() > 0 {
 		return usagef("sessions %s: unexpected argument %q", sub, fs.Arg(0))
 	}
-	if *base == "" {
-		*base = "http://" + localAddr(lookupEnv(env, "ICEBOX_HTTP_LISTEN", "127.0.0.1:8080"))
+	base, err := apiBase("sessions "+sub, *urlFlag, env)
+	if err != nil {
+		return err
 	}
 	if *token == "" {
 		*token = lookupEnv(env, "ICEBOX_ADMIN_TOKEN", "")
@@ -82,7 +78,7 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	if *token == "" {
 		return usagef("sessions: an admin token is required (--token or ICEBOX_ADMIN_TOKEN)")
 	}
-	api := adminClient{base: strings.TrimSuffix(*base, "/"), token: *token, what: "sessions " + sub}
+	api := adminClient{base: base, token: *token, what: "sessions " + sub}
 
 	switch sub {
 	case "list":

@@ -136,6 +136,13 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.routeAdmin(api.Group("", RequireAdmin))
 	}
+	// A group with middleware registers a catch-all that runs it, so an
+	// unknown path would answer 401 without a token and 403 with a user's.
+	// Registered last, these replace the groups' catch-alls: a path icebox
+	// does not serve is 404 for anyone; its routes keep their guards.
+	notFound := func(echo.Context) error { return echo.ErrNotFound }
+	e.RouteNotFound("", notFound)
+	e.RouteNotFound("/*", notFound)
 	if metrics != nil {
 		metrics.setRoutes(e.Routes())
 	}
@@ -197,8 +204,8 @@ func (s *Server) readyz(c echo.Context) error {
 }
 
 // routeUI mounts the web UI, outside the authenticated group: the pages are
-// public and hold no secret. With the UI off, /ui/ answers 404 (not the
-// 401 that the authenticated catch-all would give).
+// public and hold no secret. With the UI off, /ui/ answers 404 with a
+// reason.
 func (s *Server) routeUI(e *echo.Echo) {
 	methods := []string{http.MethodGet, http.MethodHead}
 	if s.cfg.UI == nil {
