@@ -75,6 +75,9 @@ func TestRenegotiationOverRESTAndWebSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Accept returns before the hub registers a connection: an event
+	// published in between is not bob's (failed once on a loaded machine).
+	waitFor(t, 5*time.Second, func() bool { return e.hub.Connections() == 2 }, "alice's and bob's connections registered")
 	md := `{"as":{"purpose":"m.usermedia","audio_muted":false,"video_muted":true,"x-vendor":1}}`
 	caps := `{"m.call.transferee":false,"m.call.dtmf":true}`
 	reply := command(t, alice, "i", `{"type":"initiate","conversation_id":"c1","sdp_offer":"v=0 offer","sdp_stream_metadata":`+md+`,"capabilities":`+caps+`}`)
