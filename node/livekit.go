@@ -15,7 +15,6 @@ import (
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials/keystore"
-	"github.com/icebox-voip/icebox/signaling/matrixrtc/authservice"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekitproc"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
 )
@@ -63,23 +62,6 @@ func (n *Node) buildManagedLiveKit() (*managedLiveKit, error) {
 	if err != nil {
 		return nil, ConfigError{err}
 	}
-	local := "http://" + net.JoinHostPort(dialable(server.Bind).String(), strconv.Itoa(server.Port)) // as HealthURL
-	// The rooms of a child that died are recreated on the next one with
-	// the authorization service's own room creation (same settings), so
-	// clients' own reconnect finds its room (auto_create is off).
-	rooms, err := authservice.NewRoomCreator(local, keys.APIKey, keys.APISecret)
-	if err != nil {
-		return nil, err
-	}
-	if c, ok := rooms.(interface{ CloseIdleConnections() }); ok {
-		n.onClose(func() error { c.CloseIdleConnections(); return nil })
-	}
-	recovery, err := livekitproc.NewRecovery(livekitproc.RecoveryConfig{
-		Create: rooms.CreateRoom, Registerer: n.opts.Registry, Logger: n.log,
-	})
-	if err != nil {
-		return nil, err
-	}
 	cfgPath := filepath.Join(dir, livekitproc.ConfigFile)
 	// Written here too, so a config livekit-server would refuse fails New.
 	if err := livekitproc.WriteConfig(cfgPath, server); err != nil {
@@ -88,20 +70,16 @@ func (n *Node) buildManagedLiveKit() (*managedLiveKit, error) {
 	sup, err := livekitproc.NewSupervisor(livekitproc.SupervisorConfig{
 		Binary:     binary,
 		ConfigPath: cfgPath,
-		HealthURL:  local + "/",
+		HealthURL:  "http://" + net.JoinHostPort(dialable(server.Bind).String(), strconv.Itoa(server.Port)) + "/",
 		Redact:     []string{keys.APISecret},
 		OnStart: func() error {
-			// A new child has no rooms; those the last one had (none
-			// at icebox's start, none after a deliberate stop, which
-			// starts nothing) are recreated once it is ready.
-			recovery.Remember(hook.Reset())
+			hook.Reset() // a new child has no rooms
 			server, err := n.liveKitServerConfig(keys)
 			if err != nil {
 				return err
 			}
 			return livekitproc.WriteConfig(cfgPath, server)
 		},
-		OnReady:    recovery.Recreate,
 		Registerer: n.opts.Registry,
 		Logger:     n.log,
 	})
@@ -113,6 +91,7 @@ func (n *Node) buildManagedLiveKit() (*managedLiveKit, error) {
 		n.log.Warn().Str("component", "livekit").
 			Msg("http.tls is on: livekit-server's webhooks to icebox's own address cannot verify its certificate, so the room and participant gauges stay empty")
 	}
+	local := "http://" + net.JoinHostPort(dialable(server.Bind).String(), strconv.Itoa(server.Port)) // as HealthURL
 	return &managedLiveKit{keys: keys, url: cfg.ManagedLiveKitURL(), roomServiceURL: local, sup: sup, hook: hook}, nil
 }
 

@@ -26,15 +26,6 @@ const (
 	roomDepartureTimeout = 20     // s: keep a room 20 s after the last one left
 )
 
-// NewRoomCreator returns the RoomCreator New uses by default: LiveKit's
-// RoomService at roomServiceURL (http://, https://, ws:// or wss://), the
-// rooms created with lk-jwt-service's timeouts. node's managed LiveKit
-// recreates the rooms of a crashed livekit-server with it, so they come
-// back exactly as this service made them.
-func NewRoomCreator(roomServiceURL, key, secret string) (RoomCreator, error) {
-	return newTwirpRooms(roomServiceURL, key, secret)
-}
-
 // twirpRooms calls LiveKit's RoomService.CreateRoom (Twirp, JSON) — the
 // one call lk-jwt-service makes through server-sdk-go, without pulling
 // that SDK and its WebRTC stack into icebox.

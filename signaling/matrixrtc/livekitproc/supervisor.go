@@ -52,11 +52,6 @@ type SupervisorConfig struct {
 	// receiver forgets every room (a new child has none). An error counts
 	// as a failed start. nil = nothing.
 	OnStart func() error
-	// OnReady is called in a goroutine of its own each time a child has
-	// become ready (node recreates there the rooms the previous child
-	// had, see Recovery); ctx ends when that child stops, and the child
-	// is not restarted before OnReady has returned. nil = nothing.
-	OnReady func(ctx context.Context)
 
 	Registerer prometheus.Registerer // nil = metrics not registered
 	Logger     zerolog.Logger
@@ -240,17 +235,6 @@ func (s *Supervisor) runChild(ctx context.Context) error {
 	}
 	s.ready.Store(true)
 	s.log.Info().Int("pid", p.cmd.Process.Pid).Dur("start_time", time.Since(started)).Msg("livekit-server ready")
-	if s.cfg.OnReady != nil {
-		cctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.cfg.OnReady(cctx)
-		}()
-		defer wg.Wait() // after cancel (deferred last, so run first)
-		defer cancel()
-	}
 	tick := time.NewTicker(s.cfg.ProbeInterval)
 	defer tick.Stop()
 	for {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/livekit/protocol/auth"
@@ -29,10 +28,6 @@ const maxWebhookBody = 1 << 20
 // maxRooms bounds the rooms tracked for the gauges: webhooks are signed,
 // but a bound costs nothing.
 const maxRooms = 100_000
-
-// maxParticipants bounds the participants tracked per room, for the same
-// reason.
-const maxParticipants = 10_000
 
 // webhookEvents are the event labels counted; any other is "other".
 var webhookEvents = []string{
@@ -170,7 +165,7 @@ func (w *Webhook) apply(ev *livekit.WebhookEvent) {
 	case webhook.EventRoomFinished:
 		delete(w.rooms, room)
 	case webhook.EventParticipantJoined:
-		if ps := w.openRoom(room); ps != nil && part != "" && len(ps) < maxParticipants {
+		if ps := w.openRoom(room); ps != nil && part != "" {
 			ps[part] = struct{}{}
 		}
 	case webhook.EventParticipantLeft, webhook.EventParticipantConnectionAborted:
@@ -205,23 +200,10 @@ func (w *Webhook) Counts() (rooms, participants int) {
 	return len(w.rooms), participants
 }
 
-// Reset forgets every room — livekit-server (re)starts with none, and a
-// killed one sends no room_finished — and returns the names of the rooms
-// it knew, those with the most participants first (then by name), for
-// Recovery to recreate on the new child.
-func (w *Webhook) Reset() []string {
+// Reset forgets every room: livekit-server (re)starts with none, and a
+// killed one sends no room_finished.
+func (w *Webhook) Reset() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	names := make([]string, 0, len(w.rooms))
-	for name := range w.rooms {
-		names = append(names, name)
-	}
-	slices.SortFunc(names, func(a, b string) int {
-		if d := len(w.rooms[b]) - len(w.rooms[a]); d != 0 {
-			return d
-		}
-		return strings.Compare(a, b)
-	})
 	clear(w.rooms)
-	return names
+	w.mu.Unlock()
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,17 +137,7 @@ func TestWebhook(t *testing.T) {
 			t.Errorf("webhook_events_total{event=%s} = %v, want %v", ev, got, want)
 		}
 	}
-	for _, ev := range []*livekit.WebhookEvent{
-		event("participant_joined", "r3", "carol"), event("participant_joined", "r4", "dave"), event("participant_joined", "r4", "erin"),
-	} {
-		if got := serve(signed(t, ev, hookKey, hookSecret)); got != 200 {
-			t.Fatalf("%s: status %d", ev.Event, got)
-		}
-	}
-	// The rooms it knew, the fullest first (for Recovery's bound).
-	if got, want := h.Reset(), []string{"r4", "r3", "r1"}; !slices.Equal(got, want) {
-		t.Errorf("Reset returned %q, want %q", got, want)
-	}
+	h.Reset()
 	if c := counts(); c != [2]int{} {
 		t.Errorf("after Reset: %v", c)
 	}

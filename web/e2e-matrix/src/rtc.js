@@ -139,12 +139,10 @@ async function openID() { return client.getOpenIdToken(); }
 // from /sfu/get and connects livekit-client with per-participant E2EE,
 // publishing Chromium's fake camera and microphone. relay forces
 // iceTransportPolicy "relay": media only through the TURN servers that
-// LiveKit hands out. After a restart of the SFU icebox recreates its rooms,
-// and livekit-client's own reconnection (resume, then a join with its JWT)
-// usually succeeds; with rejoin, a LiveKit connection that livekit-client
-// gives up anyway (its attempts fell before the new SFU was ready or had the
-// room again) is made again as a client re-running its join makes it: a new
-// /sfu/get, which makes the room again, and a new Room;
+// LiveKit hands out. With rejoin, a LiveKit connection that livekit-client
+// gives up (its own reconnection failed: a restarted SFU knows no room, and
+// a JWT cannot create one) is made again as a client re-running its join
+// makes it: a new /sfu/get, which makes the room again, and a new Room;
 // the MatrixRTC session, its membership and its keys stay. (Element Call
 // 0.26.1 has its ConnectionLostError on a LiveKit disconnect commented
 // out, so it is not a behaviour of its to copy here.)
