@@ -157,18 +157,7 @@ func cmdCeiling(args []string) error {
 			_, _ = w.Write(body)
 		}),
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	go func() {
-		<-ctx.Done()
-		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdown) // the harness only waits for the exit
-	}()
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serveUntilSignal(srv, l)
 }
 
 // raiseNoFile makes sure this process (and the children it starts) may open
@@ -191,6 +180,23 @@ func raiseNoFile(n uint64) error {
 	}
 	if lim.Max < n {
 		return fmt.Errorf("RLIMIT_NOFILE is at most %d here, %d needed", lim.Max, n)
+	}
+	return nil
+}
+
+// serveUntilSignal serves srv on l until SIGTERM or SIGINT, then shuts it
+// down (within 2 s: the harness only waits for the exit).
+func serveUntilSignal(srv *http.Server, l net.Listener) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown) // the harness only waits for the exit
+	}()
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
 	}
 	return nil
 }
