@@ -42,6 +42,21 @@ type Member struct {
 	Expiry      time.Time
 }
 
+// Device is one Matrix device taking part in a MatrixRTC call: who media
+// keys are sent to and received from.
+type Device struct {
+	UserID   string
+	DeviceID string
+}
+
+// Identity is the device's LiveKit participant identity for memberships of
+// the org.matrix.msc3401.call.member form: "<user ID>:<device ID>" (the
+// identity lk-jwt-service's /sfu/get grants).
+func (d Device) Identity() string { return d.UserID + ":" + d.DeviceID }
+
+// Device is the member's device.
+func (m Member) Device() Device { return Device{UserID: m.Sender, DeviceID: m.DeviceID} }
+
 // Live reports whether the membership has not expired at now.
 func (m Member) Live(now time.Time) bool { return now.Before(m.Expiry) }
 
