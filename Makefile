@@ -8,11 +8,13 @@ BIN     := bin/icebox
 
 # `make run` listens on loopback only, with state in ./data and a generated
 # secret; the built-in defaults (icebox config defaults) listen on 0.0.0.0.
-RUN_ENV := ICEBOX_STATE_DIR=./data \
-	ICEBOX_TURN_LISTEN_UDP=127.0.0.1:3478 \
-	ICEBOX_TURN_LISTEN_TCP=127.0.0.1:3478 \
-	ICEBOX_TURN_RELAY_BIND_IP=127.0.0.1 \
-	ICEBOX_HTTP_LISTEN=127.0.0.1:8080
+# ICEBOX_* variables in the environment win over these (${VAR-default}: a
+# variable set empty stays empty, as ICEBOX_TURN_LISTEN_TCP= turns TCP off).
+RUN_ENV := ICEBOX_STATE_DIR="$${ICEBOX_STATE_DIR-./data}" \
+	ICEBOX_TURN_LISTEN_UDP="$${ICEBOX_TURN_LISTEN_UDP-127.0.0.1:3478}" \
+	ICEBOX_TURN_LISTEN_TCP="$${ICEBOX_TURN_LISTEN_TCP-127.0.0.1:3478}" \
+	ICEBOX_TURN_RELAY_BIND_IP="$${ICEBOX_TURN_RELAY_BIND_IP-127.0.0.1}" \
+	ICEBOX_HTTP_LISTEN="$${ICEBOX_HTTP_LISTEN-127.0.0.1:8080}"
 
 .PHONY: build cross run test test-deps bench lint fuzz security clean
 
@@ -30,7 +32,7 @@ cross:
 	done
 
 run: build
-	$(RUN_ENV) ./$(BIN) serve $(ARGS)
+	$(RUN_ENV) exec ./$(BIN) serve $(ARGS)
 
 # test-deps installs the real peers the tests use when they are missing:
 # Debian's coturn (turnutils_uclient/turnutils_peer) and systemd
