@@ -2,7 +2,9 @@ package node_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -173,5 +175,34 @@ func TestNodeStoppedAtOnce(t *testing.T) {
 		if err := errors.Join(n.Run(ctx), n.Close()); err != nil {
 			t.Errorf("run %d: a node stopped at once: %v, want nil", i, err)
 		}
+	}
+}
+
+// TestNodeReadyLineNamesSetAddresses: the ready log line names the
+// listeners and relay addresses that are set, and leaves out a listener
+// turned off (TURN over TCP here) and the IPv6 relay address a node on
+// 127.0.0.1 has none of — it printed "turn_tcp":[] and "relay_ipv6":"invalid IP".
+func TestNodeReadyLineNamesSetAddresses(t *testing.T) {
+	cfg := nodetest.Config(filepath.Join(t.TempDir(), "state"), testSecret)
+	cfg.TURN.Listen.TCP = nil
+	logs := &syncBuffer{}
+	n := nodetest.Start(t, cfg, node.Options{Logger: zerolog.New(logs)})
+	var ready map[string]any
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["message"] == "ready" {
+			ready = m
+		}
+	}
+	if ready == nil {
+		t.Fatalf("no ready line in %s", logs.String())
+	}
+	for _, key := range []string{"turn_tcp", "turn_tls", "mux", "relay_ipv6"} {
+		if v, ok := ready[key]; ok {
+			t.Errorf("ready line has %s = %v; want it left out (not set)", key, v)
+		}
+	}
+	if ready["http"] != n.Addrs.HTTP || ready["relay_ipv4"] != "127.0.0.1" || fmt.Sprint(ready["turn_udp"]) != fmt.Sprint([]any{first(n.Addrs.TURNUDP)}) {
+		t.Errorf("ready line %v; want http %s, relay_ipv4 127.0.0.1, turn_udp [%s]", ready, n.Addrs.HTTP, first(n.Addrs.TURNUDP))
 	}
 }

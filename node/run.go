@@ -62,12 +62,42 @@ func (n *Node) markServing() {
 	if err := n.opts.Notifier.Notify("READY=1\nSTATUS=serving"); err != nil {
 		n.log.Warn().Err(err).Msg("telling systemd we are ready")
 	}
+	n.readyEvent().Msg("ready")
+}
+
+// readyEvent is the ready line's fields: only the listeners and relay
+// addresses that are set (a listener turned off, or no IPv6 relay, is left
+// out rather than printed as [] or <nil>).
+func (n *Node) readyEvent() *zerolog.Event {
 	a := n.addrs
-	n.log.Info().
-		Strs("turn_udp", a.TURNUDP).Strs("turn_tcp", a.TURNTCP).Strs("turn_tls", a.TURNTLS).
-		Str("http", a.HTTP).Stringer("relay_ipv4", n.plan.Adv4).Stringer("relay_ipv6", n.plan.Adv6).
-		Str("active_kid", n.keys.Keyring().ActiveKID()).Str("state", n.state.Path()).
-		Msg("ready")
+	ev := n.log.Info()
+	for _, l := range []struct {
+		key   string
+		addrs []string
+	}{{"turn_udp", a.TURNUDP}, {"turn_tcp", a.TURNTCP}, {"turn_tls", a.TURNTLS}, {"mux", n.muxAddrs()}} {
+		if len(l.addrs) > 0 {
+			ev = ev.Strs(l.key, l.addrs)
+		}
+	}
+	if a.HTTP != "" {
+		ev = ev.Str("http", a.HTTP)
+	}
+	if n.plan.Adv4.IsValid() {
+		ev = ev.Stringer("relay_ipv4", n.plan.Adv4)
+	}
+	if n.plan.Adv6.IsValid() {
+		ev = ev.Stringer("relay_ipv6", n.plan.Adv6)
+	}
+	return ev.Str("active_kid", n.keys.Keyring().ActiveKID()).Str("state", n.state.Path())
+}
+
+// muxAddrs are turn.mux's shared ports as bound.
+func (n *Node) muxAddrs() []string {
+	out := make([]string, 0, len(n.muxLn))
+	for _, l := range n.muxLn {
+		out = append(out, l.Addr().String())
+	}
+	return out
 }
 
 // maintain reloads on request and retires old keys, until ctx is done.
