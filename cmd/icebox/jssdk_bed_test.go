@@ -325,13 +325,13 @@ type jsReply struct {
 	Error  string          `json:"error"`
 }
 
-func startJSBrowser(t *testing.T, ns *netbed.NS, dir string) *jsBrowser {
+func startJSBrowser(t *testing.T, ns *netbed.NS, dir string, env ...string) *jsBrowser {
 	t.Helper()
 	started := make(chan jsReply, 1) // the driver's hello, id 0
 	br := &jsBrowser{out: &syncBuffer{}, waiting: map[int]chan jsReply{0: started}, done: make(chan struct{})}
 	br.cmd = ns.Command(context.Background(), "node", filepath.Join(dir, "driver.js"))
 	br.cmd.Dir = dir
-	br.cmd.Env = iceboxEnv()
+	br.cmd.Env = append(iceboxEnv(), env...)
 	br.cmd.Stderr = br.out
 	var err error
 	if br.stdin, err = br.cmd.StdinPipe(); err != nil {
