@@ -53,6 +53,10 @@ type TURN struct {
 	BindingBurst int     `yaml:"binding_burst"` // Default: 200
 	Quotas       Quotas  `yaml:"quotas"`
 	Mux          Mux     `yaml:"mux"` // one port for TURN/TCP, TURN/TLS and the API (config/mux.go)
+	// ProxyProtocol reads PROXY protocol v1/v2 headers from load balancers
+	// in front of turn.listen.tcp and turn.listen.tls (as turn.mux's does
+	// on the shared port). Default: trusted: [] (refused from everyone)
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 }
 
 // Listen lists the TURN listen addresses, "host:port" with an IP or empty host.
@@ -124,6 +128,10 @@ type HTTP struct {
 	UI bool `yaml:"ui"`
 
 	CORS CORS `yaml:"cors"` // browser clients on other origins (cors.go)
+	// ProxyProtocol reads PROXY protocol v1/v2 headers from load balancers
+	// in front of http.listen (TCP mode): the client's address then counts
+	// for rate limits and logs. Default: trusted: [] (refused from everyone)
+	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 }
 
 // ICEServers configures what /calls/ice_servers tells clients.
@@ -373,12 +381,14 @@ func Default() Config {
 			BindingBurst:          200,
 			Quotas:                Quotas{PerUser: 10, PerCall: 8, Total: 10000, BandwidthBurst: 500 * time.Millisecond},
 			Mux:                   defaultMux(),
+			ProxyProtocol:         ProxyProtocol{Trusted: []string{}},
 		},
 		Credentials: Credentials{
 			TTL:     24 * time.Hour,
 			Secrets: []Secret{{KID: "k1", Compat: true}},
 		},
-		HTTP:       HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, UI: true, CORS: CORS{AllowedOrigins: []string{}}},
+		HTTP: HTTP{Listen: "127.0.0.1:8080", MaxBodyBytes: 1 << 20, UI: true, CORS: CORS{AllowedOrigins: []string{}},
+			ProxyProtocol: ProxyProtocol{Trusted: []string{}}},
 		ICEServers: ICEServers{External: []ExternalServer{}},
 		Auth: Auth{
 			StaticTokens: []StaticToken{},

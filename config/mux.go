@@ -29,7 +29,8 @@ type Mux struct {
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 }
 
-// ProxyProtocol configures PROXY protocol on the shared port.
+// ProxyProtocol configures PROXY protocol on a TCP listener (the shared
+// port, the TURN TCP/TLS listeners, the API).
 type ProxyProtocol struct {
 	// Trusted are the load balancers' addresses (CIDRs or bare IPs):
 	// their connections must start with a PROXY header, whose client
@@ -105,13 +106,21 @@ func (v *validator) mux(t *TURN) []portUse {
 	if m.HandshakeTimeout < time.Second || m.HandshakeTimeout > time.Minute {
 		v.add("turn.mux.handshake_timeout", "must be 1s..1m (got %v)", m.HandshakeTimeout)
 	}
-	for i, s := range m.ProxyProtocol.Trusted {
+	v.proxyProtocol("turn.mux.proxy_protocol", m.ProxyProtocol, len(m.Listen) > 0, "turn.mux.listen is empty")
+	v.proxyProtocol("turn.proxy_protocol", t.ProxyProtocol, len(t.Listen.TCP)+len(t.Listen.TLS) > 0,
+		"turn.listen.tcp and turn.listen.tls are empty (for the shared port: turn.mux.proxy_protocol)")
+	return ports
+}
+
+// proxyProtocol checks a proxy_protocol block: every entry a CIDR or IP,
+// and a listener to read it on (else why says which is missing).
+func (v *validator) proxyProtocol(key string, p ProxyProtocol, listening bool, why string) {
+	for i, s := range p.Trusted {
 		if _, err := parsePrefix(s); err != nil {
-			v.add(fmt.Sprintf("turn.mux.proxy_protocol.trusted[%d]", i), "%q is not a CIDR or IP address", s)
+			v.add(fmt.Sprintf("%s.trusted[%d]", key, i), "%q is not a CIDR or IP address", s)
 		}
 	}
-	if len(m.ProxyProtocol.Trusted) > 0 && len(m.Listen) == 0 {
-		v.add("turn.mux.proxy_protocol.trusted", "set, but turn.mux.listen is empty: PROXY protocol is read on the shared port only")
+	if len(p.Trusted) > 0 && !listening {
+		v.add(key+".trusted", "set, but %s: no listener to read PROXY protocol on", why)
 	}
-	return ports
 }

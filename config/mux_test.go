@@ -68,6 +68,21 @@ func TestMux(t *testing.T) {
 			yaml:    "turn: {mux: {proxy_protocol: {trusted: [10.0.0.5]}}}",
 			wantErr: []string{"turn.mux.proxy_protocol.trusted: set, but turn.mux.listen is empty"},
 		},
+		{
+			name: "PROXY protocol on the TURN and API listeners",
+			yaml: "turn: {listen: {tcp: [\"0.0.0.0:3478\"]}, proxy_protocol: {trusted: [10.0.0.5]}}\nhttp: {proxy_protocol: {trusted: [\"10.0.0.0/24\"]}}",
+			env:  []string{"ICEBOX_HTTP_PROXY_PROTOCOL_TRUSTED=10.0.0.0/24,10.9.0.1"},
+			want: defaultMux(),
+		},
+		{
+			name: "PROXY protocol without a listener, or not an address",
+			yaml: "turn: {listen: {tcp: [], tls: []}, proxy_protocol: {trusted: [10.0.0.5]}}\nhttp: {listen: \"\", proxy_protocol: {trusted: [\"lb\"]}}",
+			wantErr: []string{
+				"turn.proxy_protocol.trusted: set, but turn.listen.tcp and turn.listen.tls are empty",
+				`http.proxy_protocol.trusted[0]: "lb" is not a CIDR or IP address`,
+				"http.proxy_protocol.trusted: set, but http.listen is empty",
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := os.WriteFile(file, []byte(tc.yaml+"\n"), 0o600); err != nil {
@@ -87,6 +102,10 @@ func TestMux(t *testing.T) {
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.name == "PROXY protocol on the TURN and API listeners" &&
+				(!slices.Equal(c.TURN.ProxyProtocol.Trusted, []string{"10.0.0.5"}) || !slices.Equal(c.HTTP.ProxyProtocol.Trusted, []string{"10.0.0.0/24", "10.9.0.1"})) {
+				t.Fatalf("turn.proxy_protocol %+v, http.proxy_protocol %+v", c.TURN.ProxyProtocol, c.HTTP.ProxyProtocol)
 			}
 			m := c.TURN.Mux
 			if !slices.Equal(m.Listen, tc.want.Listen) || m.UDP != tc.want.UDP || m.HandshakeTimeout != tc.want.HandshakeTimeout ||

@@ -108,6 +108,7 @@ func (c *Config) Validate() error {
 		v.add("http.max_body_bytes", "must be between %d (1 KiB) and %d (64 MiB) (got %d)", minBodyBytes, maxBodyBytes, n)
 	}
 	v.cors(&c.HTTP.CORS)
+	v.proxyProtocol("http.proxy_protocol", c.HTTP.ProxyProtocol, c.HTTP.Listen != "", "http.listen is empty")
 	v.relayOverlap(&c.TURN.Relay, listenPorts)
 	v.credentials(&c.Credentials)
 	v.iceServers(&c.ICEServers)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"slices"
 
@@ -25,6 +26,10 @@ func (n *Node) bind(ctx context.Context) error {
 		return err
 	}
 	if err := n.bindHTTP(ctx); err != nil {
+		return err
+	}
+	// PROXY headers come before TLS: under the certificates.
+	if err := n.bindProxied(); err != nil {
 		return err
 	}
 	// Certificates last: tls-alpn-01 answers on a bound TLS listener.
@@ -118,12 +123,17 @@ func (n *Node) bindMux() error {
 	if err != nil {
 		return ConfigError{fmt.Errorf("turn.mux.proxy_protocol.trusted: %w", err)}
 	}
+	if n.muxMetrics == nil {
+		if n.muxMetrics, err = portmux.NewMetrics(n.opts.Registry); err != nil {
+			return err
+		}
+	}
 	m, err := portmux.New(portmux.Config{
 		TLS:              n.turnLn.TLSConfig,
 		TrustedProxies:   trusted,
 		HandshakeTimeout: mc.HandshakeTimeout,
 		Logger:           n.log,
-		Registerer:       n.opts.Registry,
+		Metrics:          n.muxMetrics,
 	}, n.muxLn...)
 	if err != nil {
 		return err
@@ -133,6 +143,58 @@ func (n *Node) bindMux() error {
 	n.turnLn.TCP = append(n.turnLn.TCP, m.TURN())
 	n.turnLn.TLSDone = append(n.turnLn.TLSDone, m.TURNTLS())
 	n.httpLn = portmux.Merge(n.httpLn, m.HTTP())
+	return nil
+}
+
+// bindProxied puts PROXY protocol (turn.proxy_protocol,
+// http.proxy_protocol) in front of the TURN TCP/TLS listeners and the API's:
+// each connection of a trusted load balancer must start with a PROXY
+// header, whose client address the relay and the API then see; a header
+// from anyone else closes the connection. The shared port reads its own
+// (bindMux). The Muxes share one set of counters.
+func (n *Node) bindProxied() error {
+	turnTrusted, err := n.cfg.TURN.ProxyProtocol.Prefixes()
+	if err != nil {
+		return ConfigError{fmt.Errorf("turn.proxy_protocol.trusted: %w", err)}
+	}
+	httpTrusted, err := n.cfg.HTTP.ProxyProtocol.Prefixes()
+	if err != nil {
+		return ConfigError{fmt.Errorf("http.proxy_protocol.trusted: %w", err)}
+	}
+	if len(turnTrusted) == 0 && len(httpTrusted) == 0 {
+		return nil
+	}
+	if n.muxMetrics == nil {
+		if n.muxMetrics, err = portmux.NewMetrics(n.opts.Registry); err != nil {
+			return err
+		}
+	}
+	proxied := func(l net.Listener, trusted []netip.Prefix) (net.Listener, error) {
+		m, err := portmux.New(portmux.Config{
+			TrustedProxies: trusted, Passthrough: true, HandshakeTimeout: n.cfg.TURN.Mux.HandshakeTimeout,
+			Logger: n.log, Metrics: n.muxMetrics,
+		}, l)
+		if err != nil {
+			return nil, err
+		}
+		m.Serve()
+		n.onClose(m.Close)
+		return m.Passed(), nil
+	}
+	if len(turnTrusted) > 0 {
+		for _, lns := range [][]net.Listener{n.turnLn.TCP, n.turnLn.TLS} {
+			for i, l := range lns {
+				if lns[i], err = proxied(l, turnTrusted); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if len(httpTrusted) > 0 {
+		if n.httpLn, err = proxied(n.httpLn, httpTrusted); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

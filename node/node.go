@@ -29,6 +29,7 @@ import (
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/internal/acmecert"
+	"github.com/icebox-voip/icebox/internal/portmux"
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrix"
@@ -100,10 +101,13 @@ type Node struct {
 	state  *store.Store
 	turnLn turnserver.Listeners
 	httpLn net.Listener
-	muxLn  []net.Listener    // turn.mux's shared ports, bound; served by bindMux (bind.go)
-	certs  []certSource      // of the TLS listeners (certs.go)
-	acme   *acmecert.Manager // nil: no listener uses ACME
-	addrs  Addrs
+	muxLn  []net.Listener // turn.mux's shared ports, bound; served by bindMux (bind.go)
+	// muxMetrics are the counters of the shared port's and the PROXY
+	// listeners' Muxes (bindMux, bindProxied).
+	muxMetrics *portmux.Metrics
+	certs      []certSource      // of the TLS listeners (certs.go)
+	acme       *acmecert.Manager // nil: no listener uses ACME
+	addrs      Addrs
 
 	// build
 	plan   relayplan.Plan

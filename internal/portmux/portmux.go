@@ -53,6 +53,9 @@ const (
 	ProtoHTTPS   = "https"    // the API over TLS (HTTP/1.1, h2, WebSocket)
 	ProtoHTTP    = "http"     // the API in clear
 	ProtoUnknown = "unknown"  // closed before it was told apart
+	// protoPassed is a Passthrough Mux's connection (not counted by
+	// protocol: it was not told apart).
+	protoPassed = "passed"
 )
 
 // ALPN protocol IDs.
@@ -93,6 +96,27 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	Logger           zerolog.Logger
 	Registerer       prometheus.Registerer
+	// Metrics, when set, are counted into instead of registering new ones
+	// with Registerer: several Muxes of one process share them
+	// (NewMetrics).
+	Metrics *Metrics
+	// Passthrough serves a listener of one protocol behind load balancers
+	// (turn.proxy_protocol, http.proxy_protocol): each connection's PROXY
+	// header is read as on the shared port, then the connection is handed
+	// on untouched — no sniffing, no TLS — to Passed().
+	Passthrough bool
+}
+
+// Metrics are the Muxes' counters (NewMetrics).
+type Metrics struct{ m metrics }
+
+// NewMetrics makes the counters and registers them with reg (nil: none).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Metrics{m}, nil
 }
 
 // Mux accepts on its listeners and hands each connection, told apart, to
@@ -126,7 +150,7 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		}, []string{"protocol"}),
 		proxyRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_portmux_proxy_refused_total",
-			Help: "Connections on the shared port closed for their PROXY protocol header: untrusted (a header from a source not in proxy_protocol.trusted), missing (a trusted source sent none), invalid.",
+			Help: "Connections on the shared port, or on a TURN or API listener with PROXY protocol on, closed for their PROXY protocol header: untrusted (a header from a source not in proxy_protocol.trusted), missing (a trusted source sent none), invalid.",
 		}, []string{"reason"}),
 	}
 	for _, p := range []string{ProtoTURN, ProtoTURNTLS, ProtoHTTPS, ProtoHTTP, ProtoUnknown} {
@@ -161,9 +185,13 @@ func New(cfg Config, lns ...net.Listener) (*Mux, error) {
 		done:    make(chan struct{}),
 		log:     cfg.Logger.With().Str("component", "portmux").Logger(),
 	}
-	var err error
-	if m.m, err = newMetrics(cfg.Registerer); err != nil {
-		return nil, err
+	if cfg.Metrics != nil {
+		m.m = cfg.Metrics.m
+	} else {
+		var err error
+		if m.m, err = newMetrics(cfg.Registerer); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.TLS != nil {
 		m.tls = cfg.TLS.Clone()
@@ -182,6 +210,17 @@ func New(cfg Config, lns ...net.Listener) (*Mux, error) {
 
 // TURN is the listener of TURN over TCP connections.
 func (m *Mux) TURN() net.Listener { return m.turn }
+
+// countUnknown counts a shared port's connection closed before it was told
+// apart (a Passthrough Mux tells nothing apart).
+func (m *Mux) countUnknown() {
+	if !m.cfg.Passthrough {
+		m.m.conns.WithLabelValues(ProtoUnknown).Inc()
+	}
+}
+
+// Passed is where a Passthrough Mux hands its connections.
+func (m *Mux) Passed() net.Listener { return m.turn }
 
 // TURNTLS is the listener of TURN over TLS connections, their handshake
 // done (a *tls.Conn when ALPN said stun.turn).
@@ -257,7 +296,7 @@ func (m *Mux) acceptLoop(l net.Listener) {
 		select {
 		case m.pending <- struct{}{}:
 		default:
-			m.m.conns.WithLabelValues(ProtoUnknown).Inc()
+			m.countUnknown()
 			_ = c.Close() // over maxPending: refused
 			continue
 		}
@@ -284,15 +323,17 @@ func (m *Mux) serveConn(raw net.Conn) {
 	}()
 	proto, c, err := m.classify(raw)
 	if err != nil {
-		m.m.conns.WithLabelValues(ProtoUnknown).Inc()
+		m.countUnknown()
 		m.log.Debug().Err(err).Stringer("client", raw.RemoteAddr()).Msg("connection closed before it was told apart")
 		_ = raw.Close()
 		return
 	}
-	m.m.conns.WithLabelValues(proto).Inc()
+	if proto != protoPassed {
+		m.m.conns.WithLabelValues(proto).Inc()
+	}
 	var dst *chanListener
 	switch proto {
-	case ProtoTURN:
+	case ProtoTURN, protoPassed:
 		dst = m.turn
 	case ProtoTURNTLS:
 		dst = m.turnTLS
@@ -314,6 +355,14 @@ func (m *Mux) classify(raw net.Conn) (string, net.Conn, error) {
 	pc := &peekConn{Conn: raw, r: bufio.NewReaderSize(raw, 1024), remote: raw.RemoteAddr()}
 	if err := m.proxyHeader(pc); err != nil {
 		return "", nil, err
+	}
+	if m.cfg.Passthrough {
+		// Handed on as it is: what the PROXY header left in the buffer
+		// is read through pc.
+		if err := raw.SetDeadline(time.Time{}); err != nil {
+			return "", nil, err
+		}
+		return protoPassed, pc, nil
 	}
 	proto, err := sniff(pc.r)
 	if err != nil {
@@ -337,7 +386,7 @@ func (m *Mux) proxyHeader(pc *peekConn) error {
 	if !m.trusted(pc.remote) {
 		if hasProxyHeader(pc.r) {
 			m.m.proxyRefused.WithLabelValues("untrusted").Inc()
-			m.log.Warn().Stringer("source", pc.remote).Msg("PROXY protocol header from a source not in turn.mux.proxy_protocol.trusted; connection closed")
+			m.log.Warn().Stringer("source", pc.remote).Msg("PROXY protocol header from a source not in proxy_protocol.trusted; connection closed")
 			return errors.New("portmux: PROXY header from an untrusted source")
 		}
 		return nil
