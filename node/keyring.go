@@ -28,7 +28,8 @@ var _ httpapi.KeyringAdmin = keyringAdmin{}
 // hook, where the managed livekit-server is restarted to read the new
 // secret; credentials of the old one stay accepted meanwhile. A keyring
 // of configured secrets (not managed) is not rotated, but the SFU secret
-// still is, and the error says so.
+// still is: the answer's Rotation says which (ErrKeyringNotManaged only
+// when nothing was rotated).
 func (a keyringAdmin) Rotate(compat bool) (httpapi.KeyringInfo, error) {
 	info, err := a.keys.Rotate(compat)
 	notManaged := errors.Is(err, keystore.ErrNotManaged)
@@ -43,13 +44,19 @@ func (a keyringAdmin) Rotate(compat bool) (httpapi.KeyringInfo, error) {
 		}
 		sfu = si.CurrentKID
 	}
-	if notManaged {
-		if sfu != "" {
-			err = fmt.Errorf("%w (the SFU TURN secret was rotated: %s)", err, sfu)
-		}
+	if notManaged && sfu == "" {
 		return httpapi.KeyringInfo{}, fmt.Errorf("%w: %w", httpapi.ErrKeyringNotManaged, err)
 	}
-	return a.withSFU(apiKeyringInfo(info)), nil
+	rot := &httpapi.Rotation{Keyring: !notManaged, SFU: sfu != ""}
+	if notManaged {
+		// A partial success is a success that says what it left: the SFU
+		// secret did rotate (it was a 409 that said so in its message).
+		rot.KeyringNotRotated = err.Error()
+		info = a.keys.Info()
+	}
+	out := a.withSFU(apiKeyringInfo(info))
+	out.Rotation = rot
+	return out, nil
 }
 
 func (a keyringAdmin) Info() httpapi.KeyringInfo { return a.withSFU(apiKeyringInfo(a.keys.Info())) }

@@ -42,11 +42,22 @@ func TestKeyringRotateRotatesSFUSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = keyringAdmin{keys: keys}.Rotate(false)
-	if !errors.Is(err, httpapi.ErrKeyringNotManaged) || keys.Keyring().SFUKIDs()[0] != "sfu2" {
-		t.Fatalf("unmanaged keyring: %v, SFU %v; want not-managed and the SFU secret rotated", err, keys.Keyring().SFUKIDs())
+	info, err = keyringAdmin{keys: keys}.Rotate(false)
+	if err != nil || keys.Keyring().SFUKIDs()[0] != "sfu2" || info.ActiveKID != "k1" ||
+		info.Rotation == nil || info.Rotation.Keyring || !info.Rotation.SFU || info.Rotation.KeyringNotRotated == "" {
+		t.Fatalf("unmanaged keyring: %+v (rotation %+v), %v, SFU %v; want a success saying the SFU secret rotated and the keyring not", info, info.Rotation, err, keys.Keyring().SFUKIDs())
 	}
-	t.Logf("unmanaged keyring: %v", err)
+	t.Logf("unmanaged keyring: %+v", *info.Rotation)
+
+	// Nothing rotated at all: 409 as before.
+	cfg.MatrixRTC.LiveKit.TURN.Enabled = false
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	if keys, err = keystore.NewManager(cfg, time.Now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = (keyringAdmin{keys: keys}).Rotate(false); !errors.Is(err, httpapi.ErrKeyringNotManaged) {
+		t.Fatalf("unmanaged keyring, no SFU: %v; want ErrKeyringNotManaged", err)
+	}
 }
 
 func TestSFUPeers(t *testing.T) {

@@ -19,7 +19,9 @@ type KeyringAdmin interface {
 }
 
 // ErrKeyringNotManaged: the keyring's secrets come from the configuration,
-// so icebox cannot rotate them itself (409).
+// so icebox cannot rotate them itself, and there was nothing else to
+// rotate (409). With the SFU TURN secret rotated, Rotate answers the
+// KeyringInfo with Rotation.Keyring false instead (200).
 var ErrKeyringNotManaged = errors.New("keyring not managed by icebox")
 
 // KeyringInfo is GET /admin/keyring: which kid signs, which are accepted
@@ -35,6 +37,17 @@ type KeyringInfo struct {
 	// LiveKit is the managed livekit-server, which a rotation of the SFU
 	// secret restarts; absent when matrixrtc.livekit.mode is not managed.
 	LiveKit *LiveKitState `json:"livekit,omitempty"`
+	// Rotation is what a rotation did (POST /admin/keyring/rotate only).
+	Rotation *Rotation `json:"rotation,omitempty"`
+}
+
+// Rotation says what POST /admin/keyring/rotate rotated: the keyring, the
+// SFU TURN secret, or only the latter (a keyring of configured secrets,
+// which icebox cannot rotate: KeyringNotRotated says why).
+type Rotation struct {
+	Keyring           bool   `json:"keyring"`
+	SFU               bool   `json:"sfu"`
+	KeyringNotRotated string `json:"keyring_not_rotated,omitempty"`
 }
 
 // SFUKeyring is the SFU TURN secrets: the one LiveKit mints credentials
@@ -87,6 +100,10 @@ func (s *Server) rotateKeyring(c echo.Context) error {
 	}
 	if err != nil {
 		return err
+	}
+	if r := info.Rotation; r != nil && !r.Keyring {
+		s.log.Info().Bool("sfu", r.SFU).Msg("SFU TURN secret rotated; the keyring's configured secrets were not")
+		return c.JSON(http.StatusOK, info)
 	}
 	s.log.Info().Str("active_kid", info.ActiveKID).Msg("keyring rotated")
 	return c.JSON(http.StatusOK, info)
