@@ -26,6 +26,8 @@ const (
 // jsRTP is a page's getStats() summary.
 type jsRTP struct {
 	AudioBytesIn, VideoBytesIn, BytesOut int64
+	FramesDecoded                        int64   // video frames decoded, every inbound track
+	AudioEnergy                          float64 // totalAudioEnergy, every inbound track
 	Inbound                              []struct {
 		Kind, Mid string
 		Bytes     int64

@@ -98,9 +98,22 @@ type rtcBed struct {
 
 	users  []string          // Matrix user IDs: alice, bob, carol
 	tokens map[string]string // user ID → the Go side's token (room set-up)
+
+	// The gateway bed's (rtc_gateway_test.go): icebox's Matrix bridge on,
+	// logged in as service, with the MatrixRTC gateway; empty otherwise.
+	iceboxUser string
 }
 
-func newRTCBed(t *testing.T) *rtcBed {
+// rtcBedOpts chooses the bed's variant.
+type rtcBedOpts struct {
+	// gateway turns icebox's Matrix bridge and MatrixRTC gateway on
+	// (icebox's user "icebox"; API users alice and admin).
+	gateway bool
+}
+
+func newRTCBed(t *testing.T) *rtcBed { return newRTCBedWith(t, rtcBedOpts{}) }
+
+func newRTCBedWith(t *testing.T, opts rtcBedOpts) *rtcBed {
 	t.Helper()
 	distDir := filepath.Join(requireRTC(t), "dist")
 	lkBinary := livekittest.Binary(t) // skip before building anything when it is missing
@@ -128,7 +141,12 @@ func newRTCBed(t *testing.T) *rtcBed {
 	b.hsProxy = startRTCHSProxy(t, ns, b.front)
 	b.lkKey, b.lkSec = "APIrtc"+rtcRandomHex(t, 4), rtcRandomHex(t, 32)
 	b.lkURL = "ws://" + net.JoinHostPort(browserBedPeer, strconv.Itoa(rtcLiveKitPort))
-	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig, apiTokens{"admin": rtcAdminTok}.env())
+	env := []string{apiTokens{"admin": rtcAdminTok}.env()}
+	if opts.gateway {
+		b.iceboxUser, _, _ = hs.Register(t, "icebox", jsServicePass, false)
+		env = []string{apiTokens{"admin": rtcAdminTok, "alice": jsAliceTok}.env(), "ICEBOX_MATRIX_PASSWORD=" + jsServicePass}
+	}
+	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig, env...)
 	sfuSecret, err := os.ReadFile(keystore.SFUSecretPath(b.stateDir))
 	if err != nil {
 		t.Fatalf("icebox's SFU TURN secret: %v", err)
@@ -167,11 +185,28 @@ func requireRTC(t *testing.T) string {
 // manage() a livekit-server of its own with icebox's relay as its TURN.
 func (b *rtcBed) iceboxConfig(stateDir string) string {
 	b.stateDir = stateDir
-	conf := browserBedConfig(stateDir, "rtc.icebox.test") + fmt.Sprintf(`matrixrtc:
+	conf := browserBedConfig(stateDir, "rtc.icebox.test")
+	if b.iceboxUser != "" {
+		// The gateway: icebox's device joins the rooms' calls and names
+		// its own authorization service as the focus (public_url).
+		conf += fmt.Sprintf(`calls:
+  invite_lifetime: 60s
+matrix:
+  enabled: true
+  homeserver_url: %q
+  service_user: %q
+  require_encryption: false
+  invite_wait: 5s
+`, b.front, b.iceboxUser)
+	}
+	conf += fmt.Sprintf(`matrixrtc:
   enabled: true
   full_access_homeservers: [%[1]q]
   homeserver_urls: {%[1]q: %[2]q}
 `, b.hs.ServerName(), b.hsProxy.url)
+	if b.iceboxUser != "" {
+		conf += fmt.Sprintf("  public_url: %q\n", "http://"+nsHTTP)
+	}
 	if !b.managed {
 		return conf + fmt.Sprintf(`  livekit:
     url: %q

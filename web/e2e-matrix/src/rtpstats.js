@@ -5,7 +5,7 @@
 // rtpStats sums getStats(): inbound RTP bytes per kind (and per m-line),
 // outbound bytes, the selected candidate pair.
 globalThis.rtpStats = async function rtpStats(pc) {
-  const out = { audioBytesIn: 0, videoBytesIn: 0, bytesOut: 0, inbound: [], local: null, remote: null };
+  const out = { audioBytesIn: 0, videoBytesIn: 0, bytesOut: 0, framesDecoded: 0, audioEnergy: 0, inbound: [], local: null, remote: null };
   if (!pc || pc.connectionState === 'closed') return out;
   const stats = await pc.getStats();
   let pair = null;
@@ -13,6 +13,8 @@ globalThis.rtpStats = async function rtpStats(pc) {
     if (s.type === 'inbound-rtp') {
       out[s.kind === 'video' ? 'videoBytesIn' : 'audioBytesIn'] += s.bytesReceived || 0;
       out.inbound.push({ kind: s.kind, mid: s.mid || '', bytes: s.bytesReceived || 0 });
+      out.framesDecoded += s.framesDecoded || 0;
+      out.audioEnergy += s.totalAudioEnergy || 0;
     }
     if (s.type === 'outbound-rtp') out.bytesOut += s.bytesSent || 0;
     if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
