@@ -154,6 +154,7 @@ func unknownCommand(c *cobra.Command, args []string) error {
 		what = "unknown command"
 	}
 	err := fmt.Sprintf("%s %q", what, args[0])
+	c.SuggestionsMinimumDistance = 2 // cobra's default for its own message
 	if s := c.SuggestionsFor(args[0]); len(s) > 0 {
 		err += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, " or "))
 	}
