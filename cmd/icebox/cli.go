@@ -75,6 +75,18 @@ func newRootCmd(a *cli) *cobra.Command {
 		return usagef("%s: %v", commandName(c), err)
 	})
 	root.AddCommand(a.commands()...)
+	// No command takes file names as arguments (check takes URLs,
+	// sessions IDs and users): no file names offered for them on TAB.
+	var noFiles func(c *cobra.Command)
+	noFiles = func(c *cobra.Command) {
+		if c.ValidArgsFunction == nil {
+			c.ValidArgsFunction = cobra.NoFileCompletions
+		}
+		for _, s := range c.Commands() {
+			noFiles(s)
+		}
+	}
+	noFiles(root)
 	// cobra adds these when it executes; added now, help, the tests and
 	// the man pages see the whole tree.
 	root.InitDefaultCompletionCmd()

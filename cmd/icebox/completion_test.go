@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // bashCompletionLib is bash-completion's library, which cobra's bash
@@ -117,5 +120,35 @@ complete_line "$@"`
 		if len(got) != len(tc.want) {
 			t.Errorf("completing %q: got %q, want %q", tc.words, got, tc.want)
 		}
+	}
+}
+
+// TestCompletionNoFileArguments: no command takes file names as arguments,
+// so TAB after any command offers no file names (cobra's __complete answers
+// with ShellCompDirectiveNoFileComp), while --config completes file names
+// and man's --dir directories.
+func TestCompletionNoFileArguments(t *testing.T) {
+	sig := newSignals(context.Background())
+	complete := func(args ...string) string {
+		var stdout, stderr bytes.Buffer
+		if err := run(sig, append([]string{"__complete"}, args...), &stdout, &stderr, nil); err != nil {
+			t.Fatalf("__complete %q: %v", args, err)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+		return lines[len(lines)-1] // the directive, ":N"
+	}
+	for path, c := range commandTree(t) {
+		if path == "" || c.HasAvailableSubCommands() || c.Name() == "help" {
+			continue // these complete command names
+		}
+		if got := complete(append(strings.Fields(path), "")...); got != fmt.Sprintf(":%d", cobra.ShellCompDirectiveNoFileComp) {
+			t.Errorf("__complete %s '': directive %s, want NoFileComp", path, got)
+		}
+	}
+	if got := complete("serve", "--config", ""); got != fmt.Sprintf(":%d", cobra.ShellCompDirectiveDefault) {
+		t.Errorf("__complete serve --config '': directive %s, want file names", got)
+	}
+	if got := complete("man", "--dir", ""); got != fmt.Sprintf(":%d", cobra.ShellCompDirectiveFilterDirs) {
+		t.Errorf("__complete man --dir '': directive %s, want directories", got)
 	}
 }
