@@ -16,10 +16,17 @@ RUN_ENV := ICEBOX_STATE_DIR="$${ICEBOX_STATE_DIR-./data}" \
 	ICEBOX_TURN_RELAY_BIND_IP="$${ICEBOX_TURN_RELAY_BIND_IP-127.0.0.1}" \
 	ICEBOX_HTTP_LISTEN="$${ICEBOX_HTTP_LISTEN-127.0.0.1:8080}"
 
-.PHONY: build cross run test test-deps bench lint fuzz security clean
+.PHONY: build cross run test test-deps bench lint fuzz security clean man
 
 build:
 	CGO_ENABLED=0 $(GO) build -tags $(TAGS) -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/icebox
+
+# man writes the man pages of every command into docs/man (committed;
+# cmd/icebox's TestManPagesCurrent fails when they are stale). Install them
+# with: install -m 644 docs/man/*.1 /usr/local/share/man/man1/
+man: build
+	rm -f docs/man/*.1
+	./$(BIN) man --dir docs/man
 
 # cross builds the whole module for macOS, FreeBSD and Windows, where the
 # relay runs on its portable engine (see README). The Linux-only harnesses

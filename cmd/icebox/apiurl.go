@@ -8,7 +8,7 @@ import (
 // urlFlagHelp is the --url flag's help, the same for every command that
 // talks to a running icebox.
 const urlFlagHelp = "base URL of icebox's HTTP API, e.g. http://127.0.0.1:8080 or https://icebox.example.org/prefix " +
-	"(default: $ICEBOX_URL, else http://<ICEBOX_HTTP_LISTEN or 127.0.0.1:8080>)"
+	"(default: $ICEBOX_URL, else http:// and ICEBOX_HTTP_LISTEN or 127.0.0.1:8080)"
 
 // apiBase returns the base URL of a running icebox's API, without a final
 // slash: flag (--url) if given, else ICEBOX_URL, else http:// and the local

@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/icebox-voip/icebox/credentials"
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/probe"
@@ -23,16 +25,17 @@ import (
 // has said why.
 var errCheckFailed = errors.New("check: not every server passed")
 
-const checkUsage = `usage: icebox check [flags] URL...
-       icebox check --config FILE [URL...]
-
-Checks STUN/TURN servers (icebox, coturn, eturnal...) from this machine, as a
+const checkLong = `Checks STUN/TURN servers (icebox, coturn, eturnal...) from this machine, as a
 client: STUN binding, then for TURN URLs authenticate, allocate, create a
 permission and relay a burst of packets relay to relay, with RTT and loss.
 Exit 0 only if every URL passes, 1 if one fails, 2 on a bad command line.
 
-URLs (RFC 7064/7065):  stun:HOST[:PORT]  turn:HOST[:PORT][?transport=udp|tcp]
-                       turns:HOST[:PORT] (TLS)     default ports 3478 and 5349
+URLs (RFC 7064/7065), default ports 3478 and 5349:
+
+    stun:HOST[:PORT]
+    turn:HOST[:PORT][?transport=udp|tcp]
+    turns:HOST[:PORT]   (TLS)
+
 Credentials: --secret (TURN REST shared secret), --config (icebox's keyring),
 --username/--password, or --ice-servers-url with --token (checks the URLs and
 credentials icebox's API gives clients).
@@ -41,17 +44,55 @@ With --config and matrixrtc.enabled it also checks the MatrixRTC stack (Element
 Call, Element X): the authorization service's /healthz (at matrixrtc.public_url
 + base_path, else on the local http.listen), and the LiveKit server at
 matrixrtc.livekit.url: reachable, answering as livekit-server, and accepting
-the API key and secret. URLs are then optional.
+the API key and secret. URLs are then optional.`
 
-flags:
-`
-
-// checkCmd is `icebox check`.
-func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
-	f, err := parseCheckFlags(args, stdout, stderr, env)
-	if err != nil {
-		return err
+// checkCommand is `icebox check`.
+func checkCommand(a *cli) *cobra.Command {
+	var f checkFlags
+	c := &cobra.Command{
+		Use:   "check [flags] URL...",
+		Short: "test STUN/TURN servers as a client: binding, allocate, relay, NAT, TLS",
+		Long:  checkLong,
+		Example: `  icebox check --secret-file /etc/icebox/compat-secret turn:turn.example.org
+  icebox check --ice-servers-url https://calls.example.org/calls/ice_servers --token T
+  icebox check --config /etc/icebox/icebox.yaml`,
+		Args:              cobra.ArbitraryArgs, // the URLs, among the flags in any order
+		ValidArgsFunction: cobra.NoFileCompletions,
+		RunE: func(c *cobra.Command, args []string) error {
+			f.urls = args
+			if err := f.complete(a.env); err != nil {
+				if errors.Is(err, errNoURL) {
+					_, _ = io.WriteString(a.stderr, usageText(c))
+				}
+				return err
+			}
+			return check(c.Context(), &f, a.stdout, a.env)
+		},
 	}
+	fs := c.Flags()
+	fs.StringVar(&f.secret, "secret", "", "TURN REST shared secret to mint credentials with (default: $ICEBOX_CHECK_SECRET)")
+	fs.StringVar(&f.secretFile, "secret-file", "", "file holding the shared secret")
+	fs.StringVar(&f.kid, "kid", "", "icebox key id to name in minted usernames (default: none, for a compat secret or coturn)")
+	fs.StringVar(&f.user, "user", probe.DefaultUser, "user in minted usernames")
+	fs.DurationVar(&f.ttl, "ttl", probe.DefaultTTL, "lifetime of minted credentials")
+	configFlag(fs, &f.cfgPath, "mint credentials from this icebox configuration's keyring (on the server itself); with matrixrtc.enabled, also check the MatrixRTC service and LiveKit")
+	fs.StringVar(&f.username, "username", "", "TURN username (static or already minted)")
+	fs.StringVar(&f.password, "password", "", "TURN password (default: $ICEBOX_CHECK_PASSWORD)")
+	fs.StringVar(&f.iceURL, "ice-servers-url", "", "icebox's https://HOST/calls/ice_servers: check what it gives clients")
+	fs.StringVar(&f.token, "token", "", "bearer token for --ice-servers-url (default: $ICEBOX_CHECK_TOKEN)")
+	fs.StringVar(&f.caFile, "ca", "", "PEM file of CA certificates to verify TLS with (default: the system's)")
+	fs.BoolVar(&f.insecure, "insecure", false, "report TLS certificate problems as warnings and go on")
+	fs.IntVar(&f.packets, "packets", probe.DefaultPackets, "packets relayed per TURN URL")
+	fs.DurationVar(&f.timeout, "timeout", probe.DefaultTimeout, "timeout of each step")
+	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
+	return c
+}
+
+// errNoURL is check's usage error when there is nothing to check.
+var errNoURL = errors.New("check: no URL to check (give stun:/turn:/turns: URLs or --ice-servers-url)")
+
+// check runs `icebox check` once its flags are complete.
+func check(ctx context.Context, f *checkFlags, stdout io.Writer, env []string) error {
 	cfg, source, err := f.probeConfig(env)
 	if err != nil {
 		return err
@@ -120,44 +161,9 @@ type checkFlags struct {
 	urls                          []string
 }
 
-// parseCheckFlags parses flags and URLs (in any order), fills what the
-// environment gives, and checks that they go together.
-func parseCheckFlags(args []string, stdout, stderr io.Writer, env []string) (*checkFlags, error) {
-	var f checkFlags
-	fs := newFlagSet("check", "", stdout, stderr)
-	fs.Usage = func() {
-		_, _ = io.WriteString(fs.Output(), checkUsage)
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&f.secret, "secret", "", "TURN REST shared secret to mint credentials with (default: $ICEBOX_CHECK_SECRET)")
-	fs.StringVar(&f.secretFile, "secret-file", "", "file holding the shared secret")
-	fs.StringVar(&f.kid, "kid", "", "icebox key id to name in minted usernames (default: none, for a compat secret or coturn)")
-	fs.StringVar(&f.user, "user", probe.DefaultUser, "user in minted usernames")
-	fs.DurationVar(&f.ttl, "ttl", probe.DefaultTTL, "lifetime of minted credentials")
-	fs.StringVar(&f.cfgPath, "config", "", "mint credentials from this icebox configuration's keyring (on the server itself); with matrixrtc.enabled, also check the MatrixRTC service and LiveKit")
-	fs.StringVar(&f.username, "username", "", "TURN username (static or already minted)")
-	fs.StringVar(&f.password, "password", "", "TURN password (default: $ICEBOX_CHECK_PASSWORD)")
-	fs.StringVar(&f.iceURL, "ice-servers-url", "", "icebox's https://HOST/calls/ice_servers: check what it gives clients")
-	fs.StringVar(&f.token, "token", "", "bearer token for --ice-servers-url (default: $ICEBOX_CHECK_TOKEN)")
-	fs.StringVar(&f.caFile, "ca", "", "PEM file of CA certificates to verify TLS with (default: the system's)")
-	fs.BoolVar(&f.insecure, "insecure", false, "report TLS certificate problems as warnings and go on")
-	fs.IntVar(&f.packets, "packets", probe.DefaultPackets, "packets relayed per TURN URL")
-	fs.DurationVar(&f.timeout, "timeout", probe.DefaultTimeout, "timeout of each step")
-	fs.BoolVar(&f.jsonOut, "json", false, "print the report as JSON")
-
-	// Flags and URLs may come in any order.
-	rest := args
-	for {
-		if err := fs.parse(rest); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		f.urls = append(f.urls, fs.Arg(0))
-		rest = fs.Args()[1:]
-	}
-
+// complete fills what the environment gives, and checks that the flags and
+// URLs go together.
+func (f *checkFlags) complete(env []string) error {
 	if f.secret == "" {
 		f.secret = lookupEnv(env, "ICEBOX_CHECK_SECRET", "")
 	}
@@ -169,28 +175,27 @@ func parseCheckFlags(args []string, stdout, stderr io.Writer, env []string) (*ch
 	}
 	if f.secretFile != "" {
 		if f.secret != "" {
-			return nil, usagef("check: --secret and --secret-file are exclusive")
+			return usagef("check: --secret and --secret-file are exclusive")
 		}
 		b, err := os.ReadFile(f.secretFile)
 		if err != nil {
-			return nil, usagef("check: --secret-file: %v", err)
+			return usagef("check: --secret-file: %v", err)
 		}
 		f.secret = strings.TrimSpace(string(b))
 		if f.secret == "" {
-			return nil, usagef("check: --secret-file %s is empty", f.secretFile)
+			return usagef("check: --secret-file %s is empty", f.secretFile)
 		}
 	}
 	if err := f.exclusive(); err != nil {
-		return nil, err
+		return err
 	}
 	if f.iceURL != "" && !strings.Contains(f.iceURL, "://") {
-		return nil, usagef("check: --ice-servers-url %q has no scheme: use https://%s (or http:// on loopback)", f.iceURL, f.iceURL)
+		return usagef("check: --ice-servers-url %q has no scheme: use https://%s (or http:// on loopback)", f.iceURL, f.iceURL)
 	}
 	if f.iceURL == "" && len(f.urls) == 0 && f.cfgPath == "" {
-		fs.Usage()
-		return nil, usagef("check: no URL to check (give stun:/turn:/turns: URLs or --ice-servers-url)")
+		return usageError{errNoURL}
 	}
-	return &f, f.limits()
+	return f.limits()
 }
 
 // exclusive checks that the credentials come from one source.

@@ -3,11 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 
 	"github.com/icebox-voip/icebox/config"
 )
@@ -15,46 +15,37 @@ import (
 // defaultConfigPath is read when --config is not given, if it exists.
 const defaultConfigPath = "/etc/icebox/icebox.yaml"
 
-const configUsage = `usage:
-  icebox config defaults          print a commented default configuration
-  icebox config check [--config FILE]  validate a configuration file
-
-Run "icebox config <subcommand> -h" for its flags.
-`
-
-func configCmd(args []string, stdout, stderr io.Writer, env []string) error {
-	if len(args) > 0 && isHelp(args[0]) {
-		_, err := io.WriteString(stdout, configUsage)
-		return err
-	}
-	if len(args) == 0 {
-		_, _ = io.WriteString(stderr, configUsage)
-		return usagef("config: want a subcommand: defaults | check")
-	}
-	switch args[0] {
-	case "defaults":
-		fs := newFlagSet("config defaults", "Prints a commented default configuration.", stdout, stderr)
-		if err := parseFlags(fs, args[1:]); err != nil {
+func configCommand(a *cli) *cobra.Command {
+	defaults := &cobra.Command{
+		Use:   "defaults",
+		Short: "print a commented default configuration",
+		Long:  "Prints a commented default configuration: every key, its default and what it does.",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := a.stdout.Write(config.DefaultYAML())
 			return err
-		}
-		_, err := stdout.Write(config.DefaultYAML())
-		return err
-	case "check":
-		fs := newFlagSet("config check", "Validates a configuration file (and the ICEBOX_* variables).", stdout, stderr)
-		path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
-		if err := parseFlags(fs, args[1:]); err != nil {
-			return err
-		}
-		cfg, used, err := loadConfig(*path, env)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(stdout, "%s: ok (state_dir %s, realm %s)\n", used, cfg.StateDir, cfg.TURN.Realm)
-		return err
-	default:
-		_, _ = io.WriteString(stderr, configUsage)
-		return usagef("config: unknown subcommand %q", args[0])
+		},
 	}
+	var path string
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "validate a configuration file",
+		Long: `Validates a configuration file and the ICEBOX_* variables: exit 0, or 2 with
+every problem named by its key.`,
+		Example: "  icebox config check --config /etc/icebox/icebox.yaml",
+		Args:    noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, used, err := loadConfig(path, a.env)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(a.stdout, "%s: ok (state_dir %s, realm %s)\n", used, cfg.StateDir, cfg.TURN.Realm)
+			return err
+		},
+	}
+	configFlag(check.Flags(), &path, "")
+	return group("config", "print or validate a configuration",
+		"Prints the default configuration, or validates a configuration file.", defaults, check)
 }
 
 // loadConfig loads path, or the default path if it exists, or the built-in

@@ -5,6 +5,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"github.com/icebox-voip/icebox/credentials"
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/turnserver"
@@ -19,32 +21,49 @@ type credsOutput struct {
 	URIs     []string `json:"uris"`
 }
 
-// credsCmd mints a credential from the configured keyring, as the HTTP API
-// would, for scripts and for testing a deployment by hand.
-func credsCmd(args []string, stdout, stderr io.Writer, env []string) error {
-	fs := newFlagSet("creds", "Mints a TURN credential from the configured keyring and prints it as JSON.", stdout, stderr)
-	path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
-	user := fs.String("user", "icebox-cli", "user the credential is for")
-	call := fs.String("call", "", "call ID, for a per-call credential")
-	ttl := fs.Duration("ttl", 0, "lifetime (default: credentials.ttl)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// credsCommand mints a credential from the configured keyring, as the HTTP
+// API would, for scripts and for testing a deployment by hand.
+func credsCommand(a *cli) *cobra.Command {
+	var o credsOptions
+	c := &cobra.Command{
+		Use:   "creds",
+		Short: "mint TURN credentials from the configured keyring",
+		Long: `Mints a TURN credential from the configured keyring, as the HTTP API would,
+and prints it as JSON: {"username", "password", "ttl", "uris"}.`,
+		Example: "  icebox creds --config /etc/icebox/icebox.yaml --user test --ttl 1h",
+		Args:    noArgs,
+		RunE:    func(*cobra.Command, []string) error { return creds(o, a.stdout, a.env) },
 	}
-	cfg, _, err := loadConfig(*path, env)
+	configFlag(c.Flags(), &o.path, "")
+	c.Flags().StringVar(&o.user, "user", "icebox-cli", "user the credential is for")
+	c.Flags().StringVar(&o.call, "call", "", "call ID, for a per-call credential")
+	c.Flags().DurationVar(&o.ttl, "ttl", 0, "lifetime (default: credentials.ttl)")
+	return c
+}
+
+// credsOptions are creds' flags.
+type credsOptions struct {
+	path, user, call string
+	ttl              time.Duration
+}
+
+func creds(o credsOptions, stdout io.Writer, env []string) error {
+	cfg, _, err := loadConfig(o.path, env)
 	if err != nil {
 		return err
 	}
-	if *ttl == 0 {
-		*ttl = cfg.Credentials.TTL
+	ttl := o.ttl
+	if ttl == 0 {
+		ttl = cfg.Credentials.TTL
 	}
-	if *ttl < time.Second {
+	if ttl < time.Second {
 		return usagef("creds: --ttl must be at least 1s")
 	}
 	kr, err := keystore.Read(cfg)
 	if err != nil {
 		return usageError{err}
 	}
-	cred, err := kr.Mint(credentials.Subject{User: *user, CallID: *call}, *ttl)
+	cred, err := kr.Mint(credentials.Subject{User: o.user, CallID: o.call}, ttl)
 	if err != nil {
 		return usageError{err}
 	}

@@ -9,20 +9,39 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
-// healthCmd asks a running icebox whether it is ready: exit 0 if /readyz
-// answers 200, 1 otherwise. It is the Docker HEALTHCHECK, so it needs no
-// shell or curl in the image.
-func healthCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
-	fs := newFlagSet("health", "Exits 0 if a running icebox is ready (GET /readyz answers 200), 1 otherwise.", stdout, stderr)
-	urlFlag := fs.String("url", "", urlFlagHelp+"; /readyz is asked (a URL ending in /readyz is taken as it is)")
-	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	insecure := fs.Bool("insecure", false, "with an https URL, do not verify the certificate (a probe of the local process)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
+// healthCommand asks a running icebox whether it is ready: exit 0 if
+// /readyz answers 200, 1 otherwise. It is the Docker HEALTHCHECK, so it
+// needs no shell or curl in the image.
+func healthCommand(a *cli) *cobra.Command {
+	var o healthOptions
+	c := &cobra.Command{
+		Use:   "health",
+		Short: "exit 0 if a running icebox is ready (Docker HEALTHCHECK)",
+		Long: `Exits 0 if a running icebox is ready (GET /readyz answers 200), 1 otherwise:
+the Docker HEALTHCHECK, which needs no shell or curl in the image.`,
+		Example: "  icebox health --insecure --url https://127.0.0.1:8080",
+		Args:    noArgs,
+		RunE:    func(c *cobra.Command, _ []string) error { return health(c.Context(), o, a.stdout, a.env) },
 	}
-	base, err := apiBase("health", *urlFlag, env)
+	c.Flags().StringVar(&o.url, "url", "", urlFlagHelp+"; /readyz is asked (a URL ending in /readyz is taken as it is)")
+	c.Flags().DurationVar(&o.timeout, "timeout", 3*time.Second, "give up after this long")
+	c.Flags().BoolVar(&o.insecure, "insecure", false, "with an https URL, do not verify the certificate (a probe of the local process)")
+	return c
+}
+
+// healthOptions are health's flags.
+type healthOptions struct {
+	url      string
+	timeout  time.Duration
+	insecure bool
+}
+
+func health(ctx context.Context, o healthOptions, stdout io.Writer, env []string) error {
+	base, err := apiBase("health", o.url, env)
 	if err != nil {
 		return err
 	}
@@ -32,14 +51,14 @@ func healthCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env
 	if !strings.HasSuffix(readyURL, "/readyz") {
 		readyURL += "/readyz"
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, readyURL, nil)
 	if err != nil {
 		return usagef("health: %v", err)
 	}
 	client := &http.Client{Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: *insecure}, //nolint:gosec // opt-in, for probing our own loopback listener
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: o.insecure}, //nolint:gosec // opt-in, for probing our own loopback listener
 	}}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -7,55 +7,58 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
-const keyringUsage = `usage:
-  icebox keyring list [--url URL] [--token T]
-  icebox keyring rotate [--compat] [--url URL] [--token T]
-
-list shows a running icebox's keyring; rotate makes a new secret sign (the
-old ones retire once unused). Both need the admin token.
-Run "icebox keyring <subcommand> -h" for its flags.
-`
-
-var keyringSynopsis = map[string]string{
-	"list":   "Shows a running icebox's keyring (admin token).",
-	"rotate": "Makes a new secret sign; the old ones retire once unused (admin token).",
+// keyringCommand administers the keyring of a running icebox through its
+// admin API: `icebox keyring list` and `icebox keyring rotate`.
+func keyringCommand(a *cli) *cobra.Command {
+	sub := func(name, short, long string) (*cobra.Command, *keyringOptions) {
+		o := &keyringOptions{sub: name}
+		c := &cobra.Command{
+			Use:   name,
+			Short: short,
+			Long:  long,
+			Args:  noArgs,
+			RunE:  func(c *cobra.Command, _ []string) error { return keyring(c.Context(), *o, a.stdout, a.env) },
+		}
+		apiFlags(c.Flags(), &o.url, &o.token)
+		return c, o
+	}
+	list, _ := sub("list", "show a running icebox's keyring (admin token)",
+		"Shows a running icebox's keyring (admin token).")
+	rotate, ro := sub("rotate", "make a new secret sign; the old ones retire once unused",
+		"Makes a new secret sign; the old ones retire once unused (admin token).")
+	rotate.Flags().BoolVar(&ro.compat, "compat", false, "the new secret also takes over the compat role (usernames without a kid); give it to your homeserver/coturn first")
+	return group("keyring", "show or rotate a running icebox's keyring",
+		`Shows a running icebox's keyring, or makes a new secret sign (the old ones
+retire once unused), through its admin API. Both need the admin token.`, list, rotate)
 }
 
-// keyringCmd administers the keyring of a running icebox through its admin
-// API: `icebox keyring list` and `icebox keyring rotate`.
-func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
-	if len(args) > 0 && isHelp(args[0]) {
-		_, err := io.WriteString(stdout, keyringUsage)
-		return err
-	}
-	if len(args) == 0 || (args[0] != "list" && args[0] != "rotate") {
-		_, _ = io.WriteString(stderr, keyringUsage)
-		return usagef("keyring: want a subcommand: list | rotate")
-	}
-	sub := args[0]
-	fs := newFlagSet("keyring "+sub, keyringSynopsis[sub], stdout, stderr)
-	urlFlag := fs.String("url", "", urlFlagHelp)
-	token := fs.String("token", "", "admin bearer token (default: $ICEBOX_ADMIN_TOKEN)")
-	compat := fs.Bool("compat", false, "rotate: the new secret also takes over the compat role (usernames without a kid); give it to your homeserver/coturn first")
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
-	}
-	base, err := apiBase("keyring "+sub, *urlFlag, env)
+// keyringOptions are keyring's flags.
+type keyringOptions struct {
+	sub, url, token string
+	compat          bool
+}
+
+func keyring(ctx context.Context, o keyringOptions, stdout io.Writer, env []string) error {
+	sub := o.sub
+	base, err := apiBase("keyring "+sub, o.url, env)
 	if err != nil {
 		return err
 	}
-	if *token == "" {
-		*token = lookupEnv(env, "ICEBOX_ADMIN_TOKEN", "")
+	token := o.token
+	if token == "" {
+		token = lookupEnv(env, "ICEBOX_ADMIN_TOKEN", "")
 	}
-	if *token == "" {
+	if token == "" {
 		return usagef("keyring: an admin token is required (--token or ICEBOX_ADMIN_TOKEN)")
 	}
 	method, path := http.MethodGet, "/admin/keyring"
 	if sub == "rotate" {
 		method, path = http.MethodPost, "/admin/keyring/rotate"
-		if *compat {
+		if o.compat {
 			path += "?compat=true"
 		}
 	}
@@ -65,7 +68,7 @@ func keyringCmd(ctx context.Context, args []string, stdout, stderr io.Writer, en
 	if err != nil {
 		return usagef("keyring: %v", err)
 	}
-	req.Header.Set("Authorization", "Bearer "+*token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("keyring %s: %w", sub, err)

@@ -1,11 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/node"
@@ -49,122 +49,17 @@ func exitCode(err error) int {
 	}
 }
 
-const usage = `usage: icebox <command> [flags]
-
-commands:
-  serve           run the relay and the HTTP API (the default)
-  creds           mint TURN credentials from the configured keyring
-  check           test STUN/TURN servers as a client: binding, allocate, relay, NAT, TLS
-  config defaults print a commented default configuration
-  config check    validate a configuration file
-  keyring list    show a running icebox's keyring (admin token)
-  keyring rotate  make a new secret sign; the old ones retire once unused
-  sessions list   show a running icebox's TURN allocations (admin token)
-  sessions kill   close an allocation by ID, or all of a user or a call
-  sessions bandwidth  show or override a user's bandwidth limit
-  matrixrtc well-known  print the .well-known/matrix/client fragment for Element Call
-  health          exit 0 if a running icebox is ready (Docker HEALTHCHECK)
-  version         print the version
-
-Run "icebox <command> -h" for a command's flags.
-`
-
-// run dispatches a command line. env is the process environment (for the
-// configuration's ICEBOX_* variables).
+// run executes a command line (without the program name) on icebox's
+// command tree (cli.go). env is the process environment (for the
+// configuration's ICEBOX_* variables). Help goes to stdout and returns nil;
+// a usage error has printed the command's usage to stderr.
 func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) error {
-	ctx := sig.ctx
-	cmd := "serve"
-	if len(args) > 0 && isHelp(args[0]) {
-		// "icebox help CMD" is "icebox CMD --help".
-		if len(args) > 1 && !isHelp(args[1]) {
-			return run(sig, append(args[1:], "--help"), stdout, stderr, env)
-		}
-		_, err := io.WriteString(stdout, usage)
-		return err
+	root := newRootCmd(&cli{sig: sig, stdout: stdout, stderr: stderr, env: env})
+	// serve is the default command: "icebox" and "icebox --config F" serve,
+	// as they did before there were other commands.
+	if len(args) == 0 || (strings.HasPrefix(args[0], "-") && !isHelpFlag(args[0])) {
+		args = append([]string{"serve"}, args...)
 	}
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
-	}
-	switch cmd {
-	case "serve":
-		return serveCmd(sig, args, stdout, stderr, env)
-	case "creds":
-		return credsCmd(args, stdout, stderr, env)
-	case "check":
-		return checkCmd(ctx, args, stdout, stderr, env)
-	case "config":
-		return configCmd(args, stdout, stderr, env)
-	case "keyring":
-		return keyringCmd(ctx, args, stdout, stderr, env)
-	case "sessions":
-		return sessionsCmd(ctx, args, stdout, stderr, env)
-	case "matrixrtc":
-		return matrixRTCCmd(args, stdout, stderr, env)
-	case "health":
-		return healthCmd(ctx, args, stdout, stderr, env)
-	case "version":
-		fs := newFlagSet("version", "Prints the version.", stdout, stderr)
-		if err := parseFlags(fs, args); err != nil {
-			return err
-		}
-		_, err := fmt.Fprintln(stdout, versionString())
-		return err
-	default:
-		_, _ = io.WriteString(stderr, usage)
-		return usagef("unknown command %q", cmd)
-	}
-}
-
-// cliFlags is a command's flag set. Help asked for (-h, --help) goes to
-// stdout and exits 0; the usage printed after a flag error goes to stderr.
-type cliFlags struct {
-	*flag.FlagSet
-	stdout, stderr io.Writer
-}
-
-// newFlagSet returns a flag set that reports errors instead of exiting.
-// synopsis is what the command does, printed above its flags.
-func newFlagSet(name, synopsis string, stdout, stderr io.Writer) *cliFlags {
-	fs := &cliFlags{FlagSet: flag.NewFlagSet("icebox "+name, flag.ContinueOnError), stdout: stdout, stderr: stderr}
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: icebox %s [flags]\n\n%s\n\nflags:\n", name, synopsis)
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parse parses args, the usage going to stdout on -h and to stderr with
-// a flag error (wrapped as a usage error). Positional arguments are left
-// to the caller.
-func (fs *cliFlags) parse(args []string) error {
-	var out bytes.Buffer
-	fs.SetOutput(&out)
-	err := fs.Parse(args)
-	fs.SetOutput(fs.stderr)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		_, _ = fs.stdout.Write(out.Bytes())
-		return err
-	case err != nil:
-		_, _ = fs.stderr.Write(out.Bytes())
-		return usageError{err}
-	}
-	return nil
-}
-
-// parseFlags parses a command's flags; it takes no positional arguments.
-func parseFlags(fs *cliFlags, args []string) error {
-	if err := fs.parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
-	}
-	return nil
-}
-
-// isHelp reports whether arg asks for help.
-func isHelp(arg string) bool {
-	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+	root.SetArgs(normaliseFlags(root, args))
+	return root.ExecuteContext(sig.ctx)
 }

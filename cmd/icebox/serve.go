@@ -2,33 +2,44 @@ package main
 
 import (
 	"errors"
-	"io"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
 
 	"github.com/icebox-voip/icebox/config"
 	"github.com/icebox-voip/icebox/node"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 )
 
-func serveCmd(sig *signals, args []string, stdout, stderr io.Writer, env []string) error {
-	fs := newFlagSet("serve", "Runs the relay and the HTTP API (the default command).", stdout, stderr)
-	path := fs.String("config", "", "configuration file (default "+defaultConfigPath+" if it exists)")
-	initState := fs.Bool("init-state", false, "start afresh on purpose when state_dir's state file, keyring record or generated "+
+func serveCommand(a *cli) *cobra.Command {
+	var (
+		path      string
+		initState bool
+	)
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "run the relay and the HTTP API (the default)",
+		Long: `Runs the relay and the HTTP API (the default command). The first SIGTERM or
+SIGINT drains (readiness turns false, live allocations may finish for up to
+drain_timeout), the second stops at once; SIGHUP reloads the configuration.`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, used, err := loadConfig(path, a.env)
+			if err != nil {
+				return err
+			}
+			log, logLevel := newLogger(cfg.Log, a.stderr)
+			log.Info().Str("config", used).Str("version", versionString()).Msg("starting")
+			warnReadableSecrets(path, cfg, log)
+			return serve(a.sig, cfg, serveEnv{configPath: path, env: a.env, initState: initState, logLevel: logLevel}, log)
+		},
+	}
+	configFlag(c.Flags(), &path, "")
+	c.Flags().BoolVar(&initState, "init-state", false, "start afresh on purpose when state_dir's state file, keyring record or generated "+
 		"secrets are missing or damaged (they are replaced by new ones; revocations and calls are lost)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	cfg, used, err := loadConfig(*path, env)
-	if err != nil {
-		return err
-	}
-	log, logLevel := newLogger(cfg.Log, stderr)
-	log.Info().Str("config", used).Str("version", versionString()).Msg("starting")
-	warnReadableSecrets(*path, cfg, log)
-	return serve(sig, cfg, serveEnv{configPath: *path, env: env, initState: *initState, logLevel: logLevel}, log)
+	return c
 }
 
 // serveEnv is what serve needs to reload its configuration, and how to

@@ -10,86 +10,93 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
-const sessionsUsage = `usage:
-  icebox sessions list [--user U] [--call C] [--json]
-  icebox sessions kill <id> | --user U | --call C
-  icebox sessions bandwidth <user> [--set BPS | --clear]
-
-list shows a running icebox's TURN allocations (admin token); kill closes
-one by ID, or every allocation of a user or of a call (the credential stays
-valid: revoke the call to refuse it); bandwidth shows or overrides a user's
-per-user bandwidth limit in bits per second (0 = unlimited; until --clear or
-a restart).
-`
-
-// sessionsCmd administers a running icebox's TURN allocations and
+// sessionsCommand administers a running icebox's TURN allocations and
 // per-user bandwidth limits through its admin API.
-func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, env []string) error {
-	if len(args) > 0 && isHelp(args[0]) {
-		_, err := io.WriteString(stdout, sessionsUsage)
-		return err
+func sessionsCommand(a *cli) *cobra.Command {
+	sub := func(c *cobra.Command) *sessionsOptions {
+		o := &sessionsOptions{sub: c.Name()}
+		c.RunE = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				o.pos = args[0]
+			}
+			return sessions(c.Context(), *o, a.stdout, a.env)
+		}
+		apiFlags(c.Flags(), &o.url, &o.token)
+		return o
 	}
-	if len(args) == 0 || (args[0] != "list" && args[0] != "kill" && args[0] != "bandwidth") {
-		_, _ = io.WriteString(stderr, sessionsUsage)
-		return usagef("sessions: want a subcommand: list | kill | bandwidth")
+	filters := func(c *cobra.Command, o *sessionsOptions) {
+		c.Flags().StringVar(&o.user, "user", "", "only this user's allocations")
+		c.Flags().StringVar(&o.call, "call", "", "only this call's allocations")
 	}
-	sub := args[0]
-	fs := newFlagSet("sessions "+sub, "", stdout, stderr)
-	fs.Usage = func() { _, _ = io.WriteString(fs.Output(), sessionsUsage); fs.PrintDefaults() }
-	urlFlag := fs.String("url", "", urlFlagHelp)
-	token := fs.String("token", "", "admin bearer token (default: $ICEBOX_ADMIN_TOKEN)")
-	var user, call, set *string
-	var asJSON, clear *bool
-	if sub != "bandwidth" {
-		user = fs.String("user", "", "only this user's allocations")
-		call = fs.String("call", "", "only this call's allocations")
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "show a running icebox's TURN allocations (admin token)",
+		Long: `Shows a running icebox's TURN allocations (admin token): ID, user, call,
+client, relay, age, traffic and bit rate both ways, as a table or the admin
+API's JSON.`,
+		Args: noArgs,
 	}
-	if sub == "list" {
-		asJSON = fs.Bool("json", false, "print the admin API's JSON instead of a table")
+	lo := sub(list)
+	filters(list, lo)
+	list.Flags().BoolVar(&lo.json, "json", false, "print the admin API's JSON instead of a table")
+	kill := &cobra.Command{
+		Use:   "kill [flags] ID | --user U | --call C",
+		Short: "close an allocation by ID, or all of a user or a call",
+		Long: `Closes one allocation by ID, or every allocation of a user or of a call
+(admin token). The credential stays valid: revoke the call to refuse it.`,
+		Args: maxOneArg,
 	}
-	if sub == "bandwidth" {
-		set = fs.String("set", "", "override the user's limit: bits per second (0 = unlimited)")
-		clear = fs.Bool("clear", false, "forget the override: turn.quotas.max_bps_per_user applies again")
+	filters(kill, sub(kill))
+	bw := &cobra.Command{
+		Use:   "bandwidth [flags] USER",
+		Short: "show or override a user's bandwidth limit",
+		Long: `Shows or overrides a user's per-user bandwidth limit in bits per second
+(0 = unlimited; an override lasts until --clear or a restart; admin token).`,
+		Example: "  icebox sessions bandwidth alice --set 2000000",
+		Args:    maxOneArg,
 	}
-	// A positional argument (kill's ID, bandwidth's user) may come before
-	// or after the flags.
-	rest := args[1:]
-	var pos string
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		pos, rest = rest[0], rest[1:]
-	}
-	if err := fs.parse(rest); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 && pos == "" {
-		pos = fs.Arg(0)
-	} else if fs.NArg() > 0 {
-		return usagef("sessions %s: unexpected argument %q", sub, fs.Arg(0))
-	}
-	base, err := apiBase("sessions "+sub, *urlFlag, env)
+	bo := sub(bw)
+	bw.Flags().StringVar(&bo.set, "set", "", "override the user's limit: bits per second (0 = unlimited)")
+	bw.Flags().BoolVar(&bo.clear, "clear", false, "forget the override: turn.quotas.max_bps_per_user applies again")
+	return group("sessions", "list or kill TURN allocations, set bandwidth limits",
+		`Lists a running icebox's TURN allocations, kills them, and shows or overrides
+a user's bandwidth limit, through its admin API (admin token).`, list, kill, bw)
+}
+
+// sessionsOptions are the flags and the positional argument (kill's ID,
+// bandwidth's user) of a sessions subcommand.
+type sessionsOptions struct {
+	sub, url, token, pos string
+	user, call, set      string
+	json, clear          bool
+}
+
+func sessions(ctx context.Context, o sessionsOptions, stdout io.Writer, env []string) error {
+	sub, pos := o.sub, o.pos
+	base, err := apiBase("sessions "+sub, o.url, env)
 	if err != nil {
 		return err
 	}
-	if *token == "" {
-		*token = lookupEnv(env, "ICEBOX_ADMIN_TOKEN", "")
+	token := o.token
+	if token == "" {
+		token = lookupEnv(env, "ICEBOX_ADMIN_TOKEN", "")
 	}
-	if *token == "" {
+	if token == "" {
 		return usagef("sessions: an admin token is required (--token or ICEBOX_ADMIN_TOKEN)")
 	}
-	api := adminClient{base: base, token: *token, what: "sessions " + sub}
+	api := adminClient{base: base, token: token, what: "sessions " + sub}
 
 	switch sub {
 	case "list":
-		if pos != "" {
-			return usagef("sessions list: unexpected argument %q", pos)
-		}
-		body, err := api.do(ctx, http.MethodGet, "/admin/allocations"+filterQuery(*user, *call), nil)
+		body, err := api.do(ctx, http.MethodGet, "/admin/allocations"+filterQuery(o.user, o.call), nil)
 		if err != nil {
 			return err
 		}
-		if *asJSON {
+		if o.json {
 			_, err = stdout.Write(body)
 			return err
 		}
@@ -97,12 +104,12 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, e
 	case "kill":
 		var path string
 		switch {
-		case pos != "" && (*user != "" || *call != ""):
+		case pos != "" && (o.user != "" || o.call != ""):
 			return usagef("sessions kill: give an ID or --user/--call, not both")
 		case pos != "":
 			path = "/admin/allocations/" + url.PathEscape(pos)
-		case *user != "" || *call != "":
-			path = "/admin/allocations" + filterQuery(*user, *call)
+		case o.user != "" || o.call != "":
+			path = "/admin/allocations" + filterQuery(o.user, o.call)
 		default:
 			return usagef("sessions kill: want an allocation ID, --user U or --call C")
 		}
@@ -129,14 +136,14 @@ func sessionsCmd(ctx context.Context, args []string, stdout, stderr io.Writer, e
 		path := "/admin/users/" + url.PathEscape(pos) + "/bandwidth"
 		method, reqBody := http.MethodGet, []byte(nil)
 		switch {
-		case *set != "" && *clear:
+		case o.set != "" && o.clear:
 			return usagef("sessions bandwidth: --set or --clear, not both")
-		case *clear:
+		case o.clear:
 			method = http.MethodDelete
-		case *set != "":
+		case o.set != "":
 			var bps int64
-			if _, err := fmt.Sscan(*set, &bps); err != nil || bps < 0 {
-				return usagef("sessions bandwidth: --set %q: want bits per second, 0 for unlimited", *set)
+			if _, err := fmt.Sscan(o.set, &bps); err != nil || bps < 0 {
+				return usagef("sessions bandwidth: --set %q: want bits per second, 0 for unlimited", o.set)
 			}
 			method = http.MethodPut
 			reqBody, _ = json.Marshal(map[string]int64{"max_bps": bps})

@@ -6,6 +6,7 @@ import (
 	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -20,6 +21,19 @@ func revision() string {
 		}
 	}
 	return "unknown"
+}
+
+func versionCommand(a *cli) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "print the version",
+		Long:  "Prints the version, the VCS revision and the Go version icebox was built with.",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintln(a.stdout, versionString())
+			return err
+		},
+	}
 }
 
 func versionString() string {
