@@ -27,6 +27,7 @@ command -v iptables >/dev/null 2>&1 || missing+=(iptables)          # NAT rules 
 command -v node >/dev/null 2>&1 || missing+=(nodejs)                  # runs web/e2e/ui.js
 command -v npm >/dev/null 2>&1 || missing+=(npm)                      # installs playwright-core
 command -v certutil >/dev/null 2>&1 || missing+=(libnss3-tools)      # Chromium trusts a test CA (mux_chromium_test.go)
+[ -f /usr/share/bash-completion/bash_completion ] || missing+=(bash-completion)   # icebox completion bash (completion_test.go)
 
 # npm_deps installs web/e2e's locked packages unless they are there already.
 npm_deps() {
