@@ -157,6 +157,10 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RTCCalls != nil && cfg.RTCRooms == nil {
+		// RTCCalls needs the members' last memberships (whose device left).
+		cfg.RTCRooms = membership.NewRooms(0, 0, nil)
+	}
 	log := cfg.Logger.With().Str("component", "matrix").Logger()
 	cli, err := mautrix.NewClient(cfg.HomeserverURL, id.UserID(cfg.UserID), cfg.AccessToken) // with Password, set by Run
 	if err != nil {
@@ -202,11 +206,9 @@ func New(cfg Config) (*Bridge, error) {
 	// Logging in and the token check retry with the sender's backoff.
 	b.login = newLogin(cfg, cli, log, func(n int) time.Duration { return backoff(n, b.send.minBackoff, b.send.maxBackoff) })
 	cli.Store = b.sync.store
-	if cfg.RTCRooms != nil || cfg.RTCCalls != nil {
-		b.sync.rtcSeen = newRTCMetrics(cfg.Registerer)
-	}
 	if cfg.RTCRooms != nil {
 		cfg.RTCRooms.SetLoader(b.loadRTCMembers)
+		b.sync.rtcSeen = newRTCMetrics(cfg.Registerer)
 	}
 	if cfg.RTCCalls != nil {
 		b.sync.rtcEvents = newRTCEventMetrics(cfg.Registerer)
