@@ -48,6 +48,8 @@ func TestParseRTCNotification(t *testing.T) {
 		{"lifetime capped at 2 min", map[string]string{"lifetime": "600000"}, RTCRingEvent{Type: "ring", Lifetime: 2 * time.Minute, SenderTS: rtcT0, MembershipEventID: "$member", RoomMention: true}},
 		{"lifetime 5.0 is an integer", map[string]string{"lifetime": "5.0"}, RTCRingEvent{Type: "ring", Lifetime: 5 * time.Millisecond, SenderTS: rtcT0, MembershipEventID: "$member", RoomMention: true}},
 		{"sender_ts far ahead: origin_server_ts", map[string]string{"sender_ts": "1780000030000"}, RTCRingEvent{Type: "ring", Lifetime: 90 * time.Second, SenderTS: rtcT0, MembershipEventID: "$member", RoomMention: true}},
+		{"sender_ts far behind: origin_server_ts", map[string]string{"sender_ts": "1779999970000"}, RTCRingEvent{Type: "ring", Lifetime: 90 * time.Second, SenderTS: rtcT0, MembershipEventID: "$member", RoomMention: true}},
+		{"sender_ts slightly behind kept", map[string]string{"sender_ts": "1779999990000"}, RTCRingEvent{Type: "ring", Lifetime: 90 * time.Second, SenderTS: rtcT0.Add(-10 * time.Second), MembershipEventID: "$member", RoomMention: true}},
 		{"sender_ts slightly ahead kept", map[string]string{"sender_ts": "1780000010000"}, RTCRingEvent{Type: "ring", Lifetime: 90 * time.Second, SenderTS: rtcT0.Add(10 * time.Second), MembershipEventID: "$member", RoomMention: true}},
 		{"users mentioned", map[string]string{"m.mentions": `{"user_ids":["@a:x"]}`}, RTCRingEvent{Type: "ring", Lifetime: 90 * time.Second, SenderTS: rtcT0, MembershipEventID: "$member", Mentions: []string{"@a:x"}}},
 		{"slot_id without relation", map[string]string{"m.relates_to": ""}, RTCRingEvent{Type: "ring", Lifetime: 90 * time.Second, SenderTS: rtcT0, RoomMention: true}},

@@ -336,13 +336,23 @@ func TestRTCCallEvents(t *testing.T) {
 				"application": "m.call", "call_id": "", "notify_type": "ring",
 				"m.mentions": map[string]any{"user_ids": []string{svcID}, "room": false},
 			})
-			var r1, r2 rtcRingCall
-			waitFor(t, e2eeTimeout, "bob's two rings at the observer", func() bool {
-				var ok1, ok2 bool
+			// As ruma (Element X's SDK) builds it: the stable type, no slot_id.
+			rumaRing := bob.Send(t, room, "m.rtc.notification", map[string]any{
+				"sender_ts": senderTS, "lifetime": 30_000, "m.mentions": map[string]any{"room": true},
+				"m.relates_to": map[string]any{"rel_type": "m.reference", "event_id": bobMembership.EventID}, "notification_type": "ring",
+			})
+			var r1, r2, r3 rtcRingCall
+			waitFor(t, e2eeTimeout, "bob's three rings at the observer", func() bool {
+				var ok1, ok2, ok3 bool
 				r1, ok1 = obs.ring(bobRing)
 				r2, ok2 = obs.ring(oldRing)
-				return ok1 && ok2
+				r3, ok3 = obs.ring(rumaRing)
+				return ok1 && ok2 && ok3
 			}, tb.logs.String)
+			if r := r3.r; r3.room != room || r.Type != "ring" || r.Lifetime != 30*time.Second || !r.RoomMention ||
+				r.MembershipEventID != string(bobMembership.EventID) {
+				t.Errorf("bob's ruma-form ring at the observer: %+v", r3)
+			}
 			if r := r1.r; r1.room != room || r.Sender != bobID || r.Type != "ring" || r.Lifetime != time.Minute ||
 				!r.SenderTS.Equal(time.UnixMilli(senderTS)) || r.MembershipEventID != string(bobMembership.EventID) ||
 				!r.RoomMention || len(r.Mentions) != 0 {
@@ -379,8 +389,10 @@ func TestRTCCallEvents(t *testing.T) {
 				case "no relation":
 					content = map[string]any{"reason": marker}
 				case "expired":
-					content["sender_ts"] = time.Now().Add(-5 * time.Minute).UnixMilli()
-					content["lifetime"] = 30_000
+					// Within MSC4075's 20 s of origin_server_ts, so
+					// sender_ts counts.
+					content["sender_ts"] = time.Now().Add(-10 * time.Second).UnixMilli()
+					content["lifetime"] = 1000
 				}
 				bob.Send(t, room, bad.typ, content)
 			}
@@ -397,7 +409,7 @@ func TestRTCCallEvents(t *testing.T) {
 			if d.room != room || d.d.Sender != bobID || d.d.NotificationEventID != ringID {
 				t.Errorf("bob's decline at the observer: %+v", d)
 			}
-			if _, r, dc := obs.counts(); r != 2*(1+btoi(!tc.encrypted)) || dc != 1+btoi(!tc.encrypted) {
+			if _, r, dc := obs.counts(); r != 3*(1+btoi(!tc.encrypted)) || dc != 1+btoi(!tc.encrypted) {
 				t.Errorf("observer got %d rings and %d declines; malformed or expired ones delivered?", r, dc)
 			}
 			for kind, want := range map[string]float64{"notification": 3, "decline": 1} {
