@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -107,6 +108,14 @@ type Config struct {
 	// users. Needs the sync (Config.Calls or SetCalls). Default: nil, not
 	// delivered.
 	RTCCalls RTCObserver
+	// RTCFocusAllowAddr, when set, says whether RTCFocusToken may connect
+	// to an address of a focus's authorization service: a member's focus
+	// URL comes from the room's state, which any member writes, and the
+	// request carries an OpenID token of icebox's user. Checked after name
+	// resolution, at each dial. Service URLs in RTCFocusTrusted (icebox's
+	// own) are exempt. Default: nil, any address.
+	RTCFocusAllowAddr func(netip.Addr) bool
+	RTCFocusTrusted   []string
 }
 
 const defaultBatchWindow = 200 * time.Millisecond

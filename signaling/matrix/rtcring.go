@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -327,7 +331,12 @@ func (b *Bridge) RTCFocusToken(ctx context.Context, serviceURL, roomID string) (
 		return fail("%w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.cli.Client.Do(req)
+	client := b.cli.Client
+	if b.cfg.RTCFocusAllowAddr != nil && !slices.Contains(b.cfg.RTCFocusTrusted, strings.TrimRight(serviceURL, "/")) {
+		client = guardedClient(b.cfg.RTCFocusAllowAddr)
+		defer client.CloseIdleConnections()
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fail("%w", err)
 	}
@@ -360,6 +369,32 @@ func (b *Bridge) RTCFocusToken(ctx context.Context, serviceURL, roomID string) (
 	b.log.Info().Str("service_url", serviceURL).Str("room_id", roomID).Str("livekit_url", out.URL).
 		Msg("got a LiveKit token for the room's MatrixRTC call")
 	return out.URL, out.JWT, nil
+}
+
+// errFocusAddrDenied: RTCFocusAllowAddr refused the service's address.
+var errFocusAddrDenied = errors.New("address refused by matrix's RTC focus policy")
+
+// guardedClient is an HTTP client whose connections go only to addresses
+// allow accepts (checked after name resolution, so a name that resolves
+// or rebinds to a refused address is refused too). It is made per token
+// request: they are one per call joined.
+func guardedClient(allow func(netip.Addr) bool) *http.Client {
+	dialer := &net.Dialer{Timeout: focusTokenTimeout, Control: func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return err
+		}
+		if !allow(ap.Addr().Unmap()) {
+			return fmt.Errorf("%w: %s", errFocusAddrDenied, ap.Addr())
+		}
+		return nil
+	}}
+	return &http.Client{
+		Transport: &http.Transport{Proxy: nil, DialContext: dialer.DialContext, TLSHandshakeTimeout: focusTokenTimeout,
+			ForceAttemptHTTP2: true},
+		// A redirect would leave the service the member named.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // truncate bounds a string from outside before it goes into an error.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -508,13 +509,26 @@ func TestRTCCallEvents(t *testing.T) {
 		}
 
 		// A room icebox is not in: refused by require_joined.
-		other := bob.CreatePlainRoom(t)
-		_, _, err = tb.RTCFocusToken(ctx, srv.URL+"/livekit/jwt", other)
+		notIn := bob.CreatePlainRoom(t)
+		_, _, err = tb.RTCFocusToken(ctx, srv.URL+"/livekit/jwt", notIn)
 		var fe *matrix.RTCFocusError
 		if !errors.As(err, &fe) || fe.Status != http.StatusUnauthorized || fe.ErrCode != "M_UNAUTHORIZED" {
 			t.Fatalf("refused token: %v", err)
 		}
 		t.Logf("refusal: %v", err)
+		// With a policy refusing loopback: icebox's own (trusted) service
+		// is still asked, the same service under another name is not.
+		tok2, dev2 := hs.Login(t, svcID, servicePassword)
+		guarded := newBridge(t, matrix.Config{HomeserverURL: hs.URL(), UserID: svcID, AccessToken: tok2, DeviceID: dev2, Store: openStore(t),
+			RTCFocusAllowAddr: func(a netip.Addr) bool { return !a.IsLoopback() }, RTCFocusTrusted: []string{srv.URL + "/livekit/jwt"}}, matrix.Timing{})
+		if _, jwt, err := guarded.RTCFocusToken(ctx, srv.URL+"/livekit/jwt/", room); err != nil || jwt == "" {
+			t.Fatalf("trusted service refused by the policy: %v", err)
+		}
+		other := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/livekit/jwt"
+		if _, _, err := guarded.RTCFocusToken(ctx, other, room); err == nil || !strings.Contains(err.Error(), "address refused") {
+			t.Fatalf("a loopback service not trusted: %v", err)
+		}
+
 		// Nobody listening: an error naming the service, quickly.
 		if _, _, err := tb.RTCFocusToken(ctx, closedURL(t)+"/livekit/jwt", room); err == nil || !strings.Contains(err.Error(), "focus token") {
 			t.Fatalf("unreachable service: %v", err)
