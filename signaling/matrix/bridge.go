@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -100,6 +101,21 @@ type Config struct {
 	// room's memberships from the homeserver when it is first asked.
 	// Default: nil, memberships are not read.
 	RTCRooms *membership.Rooms
+
+	// RTCCalls receives the MatrixRTC events of the rooms icebox is in,
+	// for the gateway (rtcring.go): other devices' memberships joining,
+	// changing and leaving, notifications (ring) and declines from other
+	// users. Needs the sync (Config.Calls or SetCalls). Default: nil, not
+	// delivered.
+	RTCCalls RTCObserver
+	// RTCFocusAllowAddr, when set, says whether RTCFocusToken may connect
+	// to an address of a focus's authorization service: a member's focus
+	// URL comes from the room's state, which any member writes, and the
+	// request carries an OpenID token of icebox's user. Checked after name
+	// resolution, at each dial. Service URLs in RTCFocusTrusted (icebox's
+	// own) are exempt. Default: nil, any address.
+	RTCFocusAllowAddr func(netip.Addr) bool
+	RTCFocusTrusted   []string
 }
 
 const defaultBatchWindow = 200 * time.Millisecond
@@ -150,6 +166,10 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RTCCalls != nil && cfg.RTCRooms == nil {
+		// RTCCalls needs the members' last memberships (whose device left).
+		cfg.RTCRooms = membership.NewRooms(0, 0, nil)
+	}
 	log := cfg.Logger.With().Str("component", "matrix").Logger()
 	cli, err := mautrix.NewClient(cfg.HomeserverURL, id.UserID(cfg.UserID), cfg.AccessToken) // with Password, set by Run
 	if err != nil {
@@ -198,6 +218,9 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.RTCRooms != nil {
 		cfg.RTCRooms.SetLoader(b.loadRTCMembers)
 		b.sync.rtcSeen = newRTCMetrics(cfg.Registerer)
+	}
+	if cfg.RTCCalls != nil {
+		b.sync.rtcEvents = newRTCEventMetrics(cfg.Registerer)
 	}
 	return b, nil
 }
