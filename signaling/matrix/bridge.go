@@ -100,6 +100,12 @@ type Config struct {
 	// room's memberships from the homeserver when it is first asked.
 	// Default: nil, memberships are not read.
 	RTCRooms *membership.Rooms
+
+	// RTCKeys receives the MatrixRTC media keys members' devices send
+	// icebox's device (rtckeys.go); they are read from the sync, so only
+	// with a calls service (Calls, SetCalls) and Encryption. Default: nil,
+	// keys are not read (SendRTCKey works without it).
+	RTCKeys RTCKeySink
 }
 
 const defaultBatchWindow = 200 * time.Millisecond
@@ -125,6 +131,7 @@ type Bridge struct {
 	rooms   *rooms    // rooms.go
 	in      *inbound  // inbound.go
 	sync    *syncLoop // sync.go
+	keys    *rtcKeys  // rtckeys.go
 	waiters inviteWaiters
 	running atomic.Bool
 
@@ -177,6 +184,9 @@ func New(cfg Config) (*Bridge, error) {
 	b.in.metrics, b.sync.metrics, b.rooms.autojoin = inMetrics, inMetrics, inMetrics.autojoin
 	b.crypto = newE2EE(cfg, cli, log, inMetrics.undecryptable)
 	b.sync.crypto = b.crypto
+	b.keys = newRTCKeys(cfg, cli, log)
+	b.keys.crypto = b.crypto
+	b.sync.keys = b.keys
 	b.send = newSender(senderConfig{
 		store:        cfg.Store,
 		client:       cli,

@@ -75,6 +75,7 @@ type syncLoop struct {
 	crypto     *e2ee                  // set by New; nil without encryption
 	rtc        *membership.Rooms      // Config.RTCRooms; nil: memberships not read (rtcmembers.go)
 	rtcSeen    *prometheus.CounterVec // membership events by result; set by New with rtc
+	keys       *rtcKeys               // MatrixRTC media keys (rtckeys.go); set by New
 
 	failures int           // consecutive failures; the sync goroutine only
 	lastSync atomic.Int64  // unix nanoseconds; 0 when not syncing
@@ -134,6 +135,8 @@ func (l *syncLoop) newSyncer(life context.Context, calls InboundCalls) *syncer {
 		ds.OnEventType(rtcMemberType, s.onRTCMember)
 		ds.OnEventType(event.Type{Type: TypeInvite, Class: event.MessageEventType}, s.onLegacyInvite)
 	}
+	// Before the crypto helper's handlers (Run registers them later).
+	l.keys.register(s)
 	if !l.encrypted {
 		ds.OnSync(s.prepareBatch)
 	}
