@@ -37,7 +37,12 @@ type Frame struct {
 	MimeType string
 	// RTPTimestamp is the frame's RTP timestamp (the sender's clock).
 	RTPTimestamp uint32
-	Payload      []byte
+	// SSRC is the RTP stream's: the client's track for Outbound, the
+	// member's for Inbound. LiveKit's frame IV starts with it (with the
+	// timestamp and a per-SSRC counter), so an encrypting transformer
+	// keeps IVs of the client's audio and video apart.
+	SSRC    uint32
+	Payload []byte
 }
 
 // Identity passes frames unchanged and does not encrypt. Tests only: the
