@@ -1,6 +1,7 @@
 package e2ee
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -114,8 +115,35 @@ func codecOf(mime string) (framecrypt.Codec, error) {
 
 // keyFrame is WebRTC's frame.type == "key", which decides VP8's clear
 // header: bit 0 of the frame tag, in clear in encrypted frames too. For
-// H.264 it matters only for a frame without a slice (livekit then falls
-// back to VP8's sizes); such frames are taken as delta frames.
+// H.264 it matters only for a frame without a slice NAL unit (livekit then
+// falls back to VP8's sizes); WebRTC's depacketizer marks a frame holding
+// an SPS or an IDR slice as a key frame, and so does this.
 func keyFrame(codec framecrypt.Codec, payload []byte) bool {
-	return codec == framecrypt.VP8 && framecrypt.IsVP8KeyFrame(payload)
+	switch codec {
+	case framecrypt.VP8:
+		return framecrypt.IsVP8KeyFrame(payload)
+	case framecrypt.H264:
+		return h264KeyFrame(payload)
+	}
+	return false
 }
+
+// h264KeyFrame looks at the NAL unit types of an Annex B frame up to its
+// first slice: an SPS (7) or an IDR slice (5) makes it a key frame.
+func h264KeyFrame(b []byte) bool {
+	for {
+		i := bytes.Index(b, startCode)
+		if i < 0 || i+3 >= len(b) {
+			return false
+		}
+		b = b[i+3:]
+		switch b[0] & 0x1f {
+		case 5, 7:
+			return true
+		case 1:
+			return false
+		}
+	}
+}
+
+var startCode = []byte{0, 0, 1}
