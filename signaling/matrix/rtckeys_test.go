@@ -258,43 +258,10 @@ func TestRTCKeys(t *testing.T) {
 	bobID, _, _ := hs.Register(t, "bob", "bob-password", false)
 	_, otherDevice := hs.Login(t, bobID, "bob-password") // another device of bob's, without keys
 	peer := newKeyPeer(t, hs, bobID, "bob-password")
-	st := openStore(t)
 	sink := &keySink{}
-	tb := newBridge(t, matrix.Config{
-		HomeserverURL: hs.URL(), UserID: svcID, Password: servicePassword, Store: st,
-		Encryption: &matrix.Encryption{Dir: filepath.Join(t.TempDir(), "matrix"), Require: true},
-		RTCKeys:    sink,
-	}, matrix.Timing{Poll: 100 * time.Millisecond, MinBackoff: 100 * time.Millisecond, MaxBackoff: 400 * time.Millisecond})
-	matrix.SetSyncBackoff(tb.Bridge, 50*time.Millisecond, 400*time.Millisecond)
-	calls, err := signaling.NewService(signaling.ServiceConfig{
-		Store: st, RoomIndex: st, Publisher: &recorder{}, Outbound: tb.Encoder(), Rooms: tb.Bridge,
-		Logger: zerolog.New(tb.logs),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stopCalls := context.WithCancel(context.Background())
-	callsDone := make(chan error, 1)
-	go func() { callsDone <- calls.Run(runCtx) }()
-	t.Cleanup(func() {
-		stopCalls()
-		if err := <-callsDone; err != nil {
-			t.Errorf("calls Run: %v", err)
-		}
-	})
-	tb.SetCalls(calls)
-	stop := runScoped(t, tb)
-	defer stop()
-	waitFor(t, 60*time.Second, "encryption up and a first sync", func() bool {
-		return matrix.EncryptionUp(tb.Bridge) && matrix.Syncs(tb.Bridge) > 0
-	}, tb.logs.String)
+	tb, room := startKeyBridge(t, hs, svcID, bobID, sink)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	conv, err := calls.PutConversation(ctx, inConv, []string{"alice", bobID}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := conv.RoomID
 	if _, err := peer.cli.JoinRoomByID(ctx, id.RoomID(room)); err != nil {
 		t.Fatalf("peer join: %v", err)
 	}
@@ -434,4 +401,47 @@ func TestRTCKeys(t *testing.T) {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Error("the test ran out of time")
 	}
+}
+
+// startKeyBridge runs an encrypted bridge of the service user with sink as
+// its RTCKeys and a calls service (the sync needs one), and returns it with
+// the encrypted room it made for a conversation with bob (who is invited).
+func startKeyBridge(t *testing.T, hs *matrixtest.Homeserver, svcID, bobID string, sink matrix.RTCKeySink) (*testBridge, string) {
+	t.Helper()
+	st := openStore(t)
+	tb := newBridge(t, matrix.Config{
+		HomeserverURL: hs.URL(), UserID: svcID, Password: servicePassword, Store: st,
+		Encryption: &matrix.Encryption{Dir: filepath.Join(t.TempDir(), "matrix"), Require: true},
+		RTCKeys:    sink,
+	}, matrix.Timing{Poll: 100 * time.Millisecond, MinBackoff: 100 * time.Millisecond, MaxBackoff: 400 * time.Millisecond})
+	matrix.SetSyncBackoff(tb.Bridge, 50*time.Millisecond, 400*time.Millisecond)
+	calls, err := signaling.NewService(signaling.ServiceConfig{
+		Store: st, RoomIndex: st, Publisher: &recorder{}, Outbound: tb.Encoder(), Rooms: tb.Bridge,
+		Logger: zerolog.New(tb.logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stopCalls := context.WithCancel(context.Background())
+	callsDone := make(chan error, 1)
+	go func() { callsDone <- calls.Run(runCtx) }()
+	t.Cleanup(func() {
+		stopCalls()
+		if err := <-callsDone; err != nil {
+			t.Errorf("calls Run: %v", err)
+		}
+	})
+	tb.SetCalls(calls)
+	stop := runScoped(t, tb)
+	t.Cleanup(stop)
+	waitFor(t, 60*time.Second, "encryption up and a first sync", func() bool {
+		return matrix.EncryptionUp(tb.Bridge) && matrix.Syncs(tb.Bridge) > 0
+	}, tb.logs.String)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conv, err := calls.PutConversation(ctx, inConv, []string{"alice", bobID}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb, conv.RoomID
 }
