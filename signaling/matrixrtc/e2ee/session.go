@@ -117,7 +117,8 @@ func (s *Session) Start(ctx context.Context, members []membership.Device) {
 // MemberJoined adds a member: it gets icebox's current key if that is
 // younger than the grace period, otherwise the key is rotated (sent to
 // all members, used after the delay). Its keys received before are
-// applied.
+// applied. For a device that is a member already (its membership
+// changed) it sends the current key again.
 func (s *Session) MemberJoined(ctx context.Context, d membership.Device) {
 	if d == s.self {
 		return
@@ -129,13 +130,17 @@ func (s *Session) MemberJoined(ctx context.Context, d membership.Device) {
 		s.mu.Unlock()
 		return
 	}
+	_, known := s.members[d]
 	s.members[d] = struct{}{}
 	s.releaseHeldLocked(d)
 	if !s.started {
 		s.mu.Unlock()
 		return // Start sends to every member
 	}
-	if s.reg.cfg.Now().Sub(s.ownCreated) < s.reg.cfg.GracePeriod {
+	// A member already in the call whose membership changed (a restarted
+	// client makes a new one) gets the current key again, without a
+	// rotation: matrix-js-sdk rotates only for a new member or a leaver.
+	if known || s.reg.cfg.Now().Sub(s.ownCreated) < s.reg.cfg.GracePeriod {
 		index, key := s.ownIndex, s.ownKey
 		s.mu.Unlock()
 		s.send(ctx, index, key, []membership.Device{d})
@@ -146,7 +151,8 @@ func (s *Session) MemberJoined(ctx context.Context, d membership.Device) {
 
 // MemberLeft forgets a member and its keys and rotates icebox's key: the
 // new one goes to the remaining members and is used after the delay, so
-// the leaver cannot decrypt what follows.
+// the leaver cannot decrypt what follows. A device that was not a member
+// changes nothing.
 func (s *Session) MemberLeft(ctx context.Context, d membership.Device) {
 	if d == s.self {
 		return
@@ -158,6 +164,7 @@ func (s *Session) MemberLeft(ctx context.Context, d membership.Device) {
 		s.mu.Unlock()
 		return
 	}
+	_, known := s.members[d]
 	delete(s.members, d)
 	delete(s.sentTS, d.Identity())
 	kept := s.held[:0]
@@ -171,9 +178,9 @@ func (s *Session) MemberLeft(ctx context.Context, d membership.Device) {
 	s.ringsMu.Lock()
 	delete(s.rings, d.Identity())
 	s.ringsMu.Unlock()
-	if !s.started {
+	if !s.started || !known {
 		s.mu.Unlock()
-		return
+		return // nobody left who had icebox's key
 	}
 	s.rotateLocked(ctx, rotateLeft) // unlocks
 }
