@@ -106,7 +106,7 @@ func newNetwork() *network {
 	return &network{clock: &clock{now: time.Unix(1_800_000_000, 0)}, regs: map[membership.Device]*e2ee.Registry{}}
 }
 
-func (n *network) party(t *testing.T, name string, cfg e2ee.Config) *party {
+func (n *network) party(t testing.TB, name string, cfg e2ee.Config) *party {
 	t.Helper()
 	dev := membership.Device{UserID: "@" + name + ":example.org", DeviceID: strings.ToUpper(name) + "DEV"}
 	p := &party{dev: dev, prom: prometheus.NewRegistry(), logs: &syncbuf.Buffer{}}

@@ -9,7 +9,8 @@ import "errors"
 // (Inbound: a member's frame, decrypted for the client). LiveKit's E2EE
 // (AES-GCM over the frame, the codec's header bytes left in clear, an
 // IV/key-index trailer) is frame-level, so it cannot be applied per RTP
-// packet. The real implementation is framecrypt's; Identity is for tests.
+// packet. The real implementation is e2ee.Session's Transformer (over
+// framecrypt); Identity is for tests.
 //
 // Implementations are called from one goroutine per track, concurrently
 // across tracks. An error drops that frame (counted).
