@@ -103,8 +103,10 @@ type Config struct {
 
 	// RTCKeys receives the MatrixRTC media keys members' devices send
 	// icebox's device (rtckeys.go); they are read from the sync, so only
-	// with a calls service (Calls, SetCalls) and Encryption. Default: nil,
-	// keys are not read (SendRTCKey works without it).
+	// with a calls service (Calls, SetCalls) and Encryption. The sink
+	// usually sends with the bridge (e2ee.Registry), so it may be given
+	// later with SetRTCKeys. Default: nil, keys are not read (SendRTCKey
+	// works without it).
 	RTCKeys RTCKeySink
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -93,7 +94,8 @@ const (
 // rtcKeys receives and counts media keys; the bridge has one when
 // Config.RTCKeys is set.
 type rtcKeys struct {
-	sink     RTCKeySink
+	sinkMu   sync.Mutex
+	sink     RTCKeySink // Config.RTCKeys or SetRTCKeys; each Run takes it once
 	log      zerolog.Logger
 	cli      *mautrix.Client
 	crypto   *e2ee // nil without encryption: every key is then unencrypted
@@ -130,11 +132,17 @@ func newRTCKeys(cfg Config, cli *mautrix.Client, log zerolog.Logger) *rtcKeys {
 // the encrypted to-device events before the Olm machine's handler would
 // decrypt them and drop the keys.
 func (k *rtcKeys) register(s *syncer) {
-	if k == nil || k.sink == nil {
+	if k == nil {
+		return
+	}
+	k.sinkMu.Lock()
+	sink := k.sink
+	k.sinkMu.Unlock()
+	if sink == nil {
 		return
 	}
 	s.OnSync(func(ctx context.Context, resp *mautrix.RespSync, _ string) bool {
-		k.takeEncrypted(ctx, resp)
+		k.takeEncrypted(ctx, resp, sink)
 		return true
 	})
 	for _, t := range rtcKeyTypes {
@@ -152,7 +160,7 @@ func (k *rtcKeys) onClear(_ context.Context, evt *event.Event) {
 // through the Olm machine, takes the media keys among them and removes
 // them all from the response (decrypting one twice would fail and make
 // mautrix replace the Olm session).
-func (k *rtcKeys) takeEncrypted(ctx context.Context, resp *mautrix.RespSync) {
+func (k *rtcKeys) takeEncrypted(ctx context.Context, resp *mautrix.RespSync, sink RTCKeySink) {
 	if k.crypto == nil || k.crypto.helper == nil {
 		return
 	}
@@ -179,7 +187,7 @@ func (k *rtcKeys) takeEncrypted(ctx context.Context, resp *mautrix.RespSync) {
 			continue
 		}
 		if dec != nil {
-			k.decrypted(ctx, dec)
+			k.decrypted(ctx, dec, sink)
 		}
 	}
 	clear(resp.ToDevice.Events[len(kept):])
@@ -198,7 +206,7 @@ func (f *failedDecryption) Run(_ *zerolog.Event, level zerolog.Level, msg string
 
 // decrypted checks a decrypted to-device event that the Olm machine did
 // not handle and delivers it if it is a valid key from the device it names.
-func (k *rtcKeys) decrypted(ctx context.Context, dec *crypto.DecryptedOlmEvent) {
+func (k *rtcKeys) decrypted(ctx context.Context, dec *crypto.DecryptedOlmEvent, sink RTCKeySink) {
 	typ := dec.Type.Type
 	switch typ {
 	case rtcKeyTypeElement, rtcKeyTypeMSC4143, rtcKeyTypeMSC4143Unstable:
@@ -234,7 +242,7 @@ func (k *rtcKeys) decrypted(ctx context.Context, dec *crypto.DecryptedOlmEvent) 
 	k.received.WithLabelValues(keyDelivered).Inc()
 	k.log.Debug().Str("type", typ).Str("room_id", key.RoomID).Str("sender", sender).Str("device_id", olmDevice).
 		Int("index", key.Index).Msg("MatrixRTC media key received")
-	k.sink.RTCKey(rtce2ee.KeyEvent{RoomID: key.RoomID, Device: membership.Device{UserID: sender, DeviceID: olmDevice},
+	sink.RTCKey(rtce2ee.KeyEvent{RoomID: key.RoomID, Device: membership.Device{UserID: sender, DeviceID: olmDevice},
 		Index: key.Index, Key: key.Key, SentTS: sent})
 }
 
@@ -414,6 +422,15 @@ func (b *Bridge) SendRTCKey(ctx context.Context, roomID string, index int, key [
 	b.keys.sent.WithLabelValues(keySentOK).Add(float64(sending))
 	b.log.Debug().Str("room_id", roomID).Int("index", index).Int("devices", sending).Msg("MatrixRTC media key sent")
 	return errors.Join(errs...)
+}
+
+// SetRTCKeys sets the sink of members' media keys (Config.RTCKeys), for
+// when it could not be made before the bridge: e2ee.Registry sends with
+// the bridge. It takes effect at the next Run; nil stops reading keys.
+func (b *Bridge) SetRTCKeys(sink RTCKeySink) {
+	b.keys.sinkMu.Lock()
+	defer b.keys.sinkMu.Unlock()
+	b.keys.sink = sink
 }
 
 // rtcDevice is icebox's own device (user and device ID), known once Run

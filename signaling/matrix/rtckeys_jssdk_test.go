@@ -18,6 +18,9 @@ import (
 	"github.com/icebox-voip/icebox/internal/syncbuf"
 	"github.com/icebox-voip/icebox/signaling/matrix"
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/e2ee"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/framecrypt"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/gateway"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
 )
 
@@ -168,8 +171,15 @@ func TestRTCKeysMatrixJSSDK(t *testing.T) {
 	svcID, _, _ := hs.Register(t, "icebox", servicePassword, false)
 	bobID, _, _ := hs.Register(t, "bob", "bob-password", false)
 	bobToken, bobDevice := hs.Login(t, bobID, "bob-password") // a device of its own for matrix-js-sdk
+	// The bridge's keys go to the recording sink and to the gateway's key
+	// registry, which sends icebox's keys with the bridge (as node wires
+	// them: the registry needs the bridge, so it is given with SetRTCKeys).
 	sink := &keySink{}
-	tb, room := startKeyBridge(t, hs, svcID, bobID, sink)
+	var reg *e2ee.Registry
+	tb, room := startKeyBridge(t, hs, svcID, bobID, nil, func(b *matrix.Bridge) matrix.RTCKeySink {
+		reg = e2ee.NewRegistry(b, e2ee.Config{})
+		return fanout{sink, reg}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	api(t, hs.URL(), "POST", "/_matrix/client/v3/join/"+url.PathEscape(room), bobToken, map[string]any{}, nil)
@@ -203,5 +213,49 @@ func TestRTCKeysMatrixJSSDK(t *testing.T) {
 	}
 	if n := keysReceived(t, tb, "delivered"); n != 1 {
 		t.Errorf("delivered = %v, want 1", n)
+	}
+
+	// The registry's Session for the room: Start sends icebox's first key
+	// (index 0) with the bridge, and the key matrix-js-sdk sent before the
+	// Session opened decrypts bob's frames.
+	sess := reg.Open(room, me)
+	defer sess.Close()
+	sess.Start(ctx, []membership.Device{bob})
+	e = peer.wait(t, 30*time.Second, "the Session's key received", func(e jssdkEvent) bool { return e.Event == "received" && e.Index == 0 })
+	first, err := base64.StdEncoding.DecodeString(e.Key)
+	if err != nil || len(first) != 16 || e.DeviceID != me.DeviceID {
+		t.Fatalf("the Session's key as matrix-js-sdk got it: %+v", e)
+	}
+	opus := append([]byte{0x78}, bytes.Repeat([]byte("opus"), 20)...)
+	out, err := sess.Transformer().Outbound(gateway.Frame{Participant: me.Identity(), MimeType: "audio/opus", SSRC: 1, Payload: opus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	atBob, _ := framecrypt.NewKeyRing(framecrypt.ElementCallOptions(), nil)
+	if err := atBob.SetKey(0, first); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := atBob.Decrypt(nil, out, framecrypt.Opus, false); err != nil || !bytes.Equal(got, opus) {
+		t.Errorf("bob decrypting the Session's frame with the key matrix-js-sdk received: %v", err)
+	}
+	bobRing, _ := framecrypt.NewKeyRing(framecrypt.ElementCallOptions(), nil)
+	if err := bobRing.SetKey(4, theirs); err != nil {
+		t.Fatal(err)
+	}
+	fromBob, err := framecrypt.NewEncryptor(bobRing).Encrypt(nil, opus, framecrypt.Opus, false, 7, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := sess.Transformer().Inbound(gateway.Frame{Participant: bob.Identity(), MimeType: "audio/opus", Payload: fromBob}); err != nil || !bytes.Equal(got, opus) {
+		t.Errorf("the Session decrypting bob's frame with matrix-js-sdk's key: %v", err)
+	}
+}
+
+// fanout hands each key to several sinks.
+type fanout []matrix.RTCKeySink
+
+func (f fanout) RTCKey(e e2ee.KeyEvent) {
+	for _, s := range f {
+		s.RTCKey(e)
 	}
 }

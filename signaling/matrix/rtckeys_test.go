@@ -259,7 +259,7 @@ func TestRTCKeys(t *testing.T) {
 	_, otherDevice := hs.Login(t, bobID, "bob-password") // another device of bob's, without keys
 	peer := newKeyPeer(t, hs, bobID, "bob-password")
 	sink := &keySink{}
-	tb, room := startKeyBridge(t, hs, svcID, bobID, sink)
+	tb, room := startKeyBridge(t, hs, svcID, bobID, sink, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if _, err := peer.cli.JoinRoomByID(ctx, id.RoomID(room)); err != nil {
@@ -404,9 +404,10 @@ func TestRTCKeys(t *testing.T) {
 }
 
 // startKeyBridge runs an encrypted bridge of the service user with sink as
-// its RTCKeys and a calls service (the sync needs one), and returns it with
-// the encrypted room it made for a conversation with bob (who is invited).
-func startKeyBridge(t *testing.T, hs *matrixtest.Homeserver, svcID, bobID string, sink matrix.RTCKeySink) (*testBridge, string) {
+// its Config.RTCKeys, or the sink later returns given to SetRTCKeys before
+// Run, and a calls service (the sync needs one), and returns it with the
+// encrypted room it made for a conversation with bob (who is invited).
+func startKeyBridge(t *testing.T, hs *matrixtest.Homeserver, svcID, bobID string, sink matrix.RTCKeySink, later func(*matrix.Bridge) matrix.RTCKeySink) (*testBridge, string) {
 	t.Helper()
 	st := openStore(t)
 	tb := newBridge(t, matrix.Config{
@@ -432,6 +433,9 @@ func startKeyBridge(t *testing.T, hs *matrixtest.Homeserver, svcID, bobID string
 		}
 	})
 	tb.SetCalls(calls)
+	if later != nil {
+		tb.SetRTCKeys(later(tb.Bridge))
+	}
 	stop := runScoped(t, tb)
 	t.Cleanup(stop)
 	waitFor(t, 60*time.Second, "encryption up and a first sync", func() bool {
