@@ -249,7 +249,12 @@ func (k *rtcKeys) decrypted(ctx context.Context, dec *crypto.DecryptedOlmEvent, 
 // drop counts and logs a key that is not delivered; never its material.
 func (k *rtcKeys) drop(result, typ, sender, device, room string, err error) {
 	k.received.WithLabelValues(result).Inc()
-	line := k.log.Warn()
+	// A key naming another device than its Olm session's is an attempt to
+	// pass as another member; the rest is noise anyone can send.
+	line := k.log.Info()
+	if result == keyWrongDevice {
+		line = k.log.Warn()
+	}
 	if err != nil {
 		line = line.Err(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -248,6 +249,14 @@ func TestRTCKeysMatrixJSSDK(t *testing.T) {
 	}
 	if got, err := sess.Transformer().Inbound(gateway.Frame{Participant: bob.Identity(), MimeType: "audio/opus", Payload: fromBob}); err != nil || !bytes.Equal(got, opus) {
 		t.Errorf("the Session decrypting bob's frame with matrix-js-sdk's key: %v", err)
+	}
+	logs := tb.logs.String()
+	for _, k := range [][]byte{theirs, ours, first} {
+		for _, enc := range []string{base64.StdEncoding.EncodeToString(k), base64.RawStdEncoding.EncodeToString(k)} {
+			if strings.Contains(logs, enc) {
+				t.Errorf("the bridge's log contains key material %s", enc)
+			}
+		}
 	}
 }
 
