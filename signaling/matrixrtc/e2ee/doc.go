@@ -30,4 +30,16 @@
 //     error: the gateway drops the frame), never passed in clear.
 //
 // Key material is never logged.
+//
+// Wiring (node): the registry sends with the Matrix bridge and receives
+// from it, so it is given to the bridge after both exist and before Run:
+//
+//	reg := e2ee.NewRegistry(bridge, e2ee.Config{Logger: log, Registerer: prom})
+//	bridge.SetRTCKeys(reg)
+//
+// and per gateway leg: s := reg.Open(roomID, icebox's device); the leg's
+// gateway.Config.Transformer = s.Transformer(); s.Start(ctx, members) once
+// the leg joins; s.MemberJoined / s.MemberLeft on membership changes (they
+// send to-device messages and wait for the homeserver: not from the
+// bridge's sync goroutine); s.Close() when the leg ends.
 package e2ee
