@@ -80,6 +80,7 @@ FUZZ_TARGETS := \
 	./signaling/matrix/:FuzzParseCallContent \
 	./signaling/matrix/:FuzzParseNegotiateAndMedia \
 	./signaling/matrix/:FuzzParseRTCEvent \
+	./signaling/matrix/:FuzzParseRTCKey \
 	./signaling/httpapi/:FuzzAuthenticate \
 	./signaling/httpapi/:FuzzDecodeJSON \
 	./signaling/httpapi/:FuzzWSParseCommand \

@@ -116,6 +116,13 @@ type Config struct {
 	// own) are exempt. Default: nil, any address.
 	RTCFocusAllowAddr func(netip.Addr) bool
 	RTCFocusTrusted   []string
+	// RTCKeys receives the MatrixRTC media keys members' devices send
+	// icebox's device (rtckeys.go); they are read from the sync, so only
+	// with a calls service (Calls, SetCalls) and Encryption. The sink
+	// usually sends with the bridge (e2ee.Registry), so it may be given
+	// later with SetRTCKeys. Default: nil, keys are not read (SendRTCKey
+	// works without it).
+	RTCKeys RTCKeySink
 }
 
 const defaultBatchWindow = 200 * time.Millisecond
@@ -141,6 +148,7 @@ type Bridge struct {
 	rooms   *rooms    // rooms.go
 	in      *inbound  // inbound.go
 	sync    *syncLoop // sync.go
+	keys    *rtcKeys  // rtckeys.go
 	waiters inviteWaiters
 	running atomic.Bool
 
@@ -197,6 +205,9 @@ func New(cfg Config) (*Bridge, error) {
 	b.in.metrics, b.sync.metrics, b.rooms.autojoin = inMetrics, inMetrics, inMetrics.autojoin
 	b.crypto = newE2EE(cfg, cli, log, inMetrics.undecryptable)
 	b.sync.crypto = b.crypto
+	b.keys = newRTCKeys(cfg, cli, log)
+	b.keys.crypto = b.crypto
+	b.sync.keys = b.keys
 	b.send = newSender(senderConfig{
 		store:        cfg.Store,
 		client:       cli,

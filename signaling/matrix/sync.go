@@ -77,6 +77,7 @@ type syncLoop struct {
 	rtcSeen    *prometheus.CounterVec // membership events by result; set by New with rtc
 	rtcCalls   RTCObserver            // Config.RTCCalls; nil: MatrixRTC events not delivered (rtcring.go)
 	rtcEvents  *prometheus.CounterVec // rings and declines by kind and result; set by New with rtcCalls
+	keys       *rtcKeys               // MatrixRTC media keys (rtckeys.go); set by New
 
 	failures int           // consecutive failures; the sync goroutine only
 	lastSync atomic.Int64  // unix nanoseconds; 0 when not syncing
@@ -133,6 +134,8 @@ func (l *syncLoop) newSyncer(life context.Context, calls InboundCalls) *syncer {
 	}
 	ds.OnEventType(event.StateMember, s.onMember)
 	s.registerRTC(ds)
+	// Before the crypto helper's handlers (Run registers them later).
+	l.keys.register(s)
 	if !l.encrypted {
 		ds.OnSync(s.prepareBatch)
 	}

@@ -151,7 +151,7 @@ func (g *Gateway) onClientTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver
 				continue
 			}
 			out, err := g.cfg.Transformer.Outbound(Frame{Participant: identity, MimeType: codec.MimeType,
-				RTPTimestamp: s.PacketTimestamp, Payload: s.Data})
+				RTPTimestamp: s.PacketTimestamp, SSRC: uint32(track.SSRC()), Payload: s.Data})
 			if err != nil {
 				g.drop(dirUp, reasonTransform)
 				continue
@@ -219,7 +219,7 @@ func (g *Gateway) onMemberTrack(track *webrtc.TrackRemote, pub *lksdk.RemoteTrac
 			sb.Push(pkt)
 			for s := sb.Pop(); s != nil; s = sb.Pop() {
 				out, err := g.cfg.Transformer.Inbound(Frame{Participant: identity, MimeType: codec.MimeType,
-					RTPTimestamp: s.PacketTimestamp, Payload: s.Data})
+					RTPTimestamp: s.PacketTimestamp, SSRC: uint32(track.SSRC()), Payload: s.Data})
 				if err != nil || out == nil {
 					g.drop(dirDown, reasonTransform)
 					continue

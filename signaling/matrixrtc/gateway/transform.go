@@ -9,7 +9,8 @@ import "errors"
 // (Inbound: a member's frame, decrypted for the client). LiveKit's E2EE
 // (AES-GCM over the frame, the codec's header bytes left in clear, an
 // IV/key-index trailer) is frame-level, so it cannot be applied per RTP
-// packet. The real implementation is framecrypt's; Identity is for tests.
+// packet. The real implementation is e2ee.Session's Transformer (over
+// framecrypt); Identity is for tests.
 //
 // Implementations are called from one goroutine per track, concurrently
 // across tracks. An error drops that frame (counted).
@@ -37,7 +38,12 @@ type Frame struct {
 	MimeType string
 	// RTPTimestamp is the frame's RTP timestamp (the sender's clock).
 	RTPTimestamp uint32
-	Payload      []byte
+	// SSRC is the RTP stream's: the client's track for Outbound, the
+	// member's for Inbound. LiveKit's frame IV starts with it (with the
+	// timestamp and a per-SSRC counter), so an encrypting transformer
+	// keeps IVs of the client's audio and video apart.
+	SSRC    uint32
+	Payload []byte
 }
 
 // Identity passes frames unchanged and does not encrypt. Tests only: the
