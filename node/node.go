@@ -32,7 +32,6 @@ import (
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrix"
-	"github.com/icebox-voip/icebox/store"
 	"github.com/icebox-voip/icebox/turnserver"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
 )
@@ -97,7 +96,7 @@ type Node struct {
 	log  zerolog.Logger
 
 	// bind
-	state  *store.Store
+	state  stateStore // statedb.go
 	turnLn turnserver.Listeners
 	httpLn net.Listener
 	muxLn  []net.Listener    // turn.mux's shared ports, bound; served by bindMux (bind.go)

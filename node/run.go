@@ -48,7 +48,7 @@ func (n *Node) start(g *errgroup.Group, ctx context.Context) {
 		// the SFU go on while icebox drains.
 		g.Go(func() error { return n.liveKit.sup.Run(ctx) })
 	}
-	g.Go(func() error { return n.opts.Notifier.RunWatchdog(ctx, func() bool { return n.state.Ping() == nil }) })
+	g.Go(func() error { return n.opts.Notifier.RunWatchdog(ctx, n.stateAlive) })
 	for _, r := range n.certs {
 		g.Go(func() error { return r.Watch(ctx) })
 	}
