@@ -27,6 +27,7 @@ var helpCommands = [][]string{
 	{"sessions"}, {"sessions", "list"}, {"sessions", "kill"}, {"sessions", "bandwidth"},
 	{"matrixrtc"}, {"matrixrtc", "well-known"},
 	{"health"},
+	{"store"}, {"store", "migrate"},
 	{"version"},
 }
 

@@ -64,6 +64,7 @@ commands:
   sessions bandwidth  show or override a user's bandwidth limit
   matrixrtc well-known  print the .well-known/matrix/client fragment for Element Call
   health          exit 0 if a running icebox is ready (Docker HEALTHCHECK)
+  store migrate   copy a bbolt install's state to an empty PostgreSQL database
   version         print the version
 
 Run "icebox <command> -h" for a command's flags.
@@ -102,6 +103,8 @@ func run(sig *signals, args []string, stdout, stderr io.Writer, env []string) er
 		return matrixRTCCmd(args, stdout, stderr, env)
 	case "health":
 		return healthCmd(ctx, args, stdout, stderr, env)
+	case "store":
+		return storeCmd(ctx, args, stdout, stderr, env)
 	case "version":
 		fs := newFlagSet("version", "Prints the version.", stdout, stderr)
 		if err := parseFlags(fs, args); err != nil {

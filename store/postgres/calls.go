@@ -211,6 +211,17 @@ func (s *Store) putCall(ctx context.Context, tx pgx.Tx, old *signaling.Call, c s
 			return err
 		}
 	}
+	if err := writeCallRow(ctx, tx, old == nil, c, raw); err != nil {
+		return err
+	}
+	if c.RevokedUntil != nil && (old == nil || old.RevokedUntil == nil || !old.RevokedUntil.Equal(*c.RevokedUntil)) {
+		return putRevocation(ctx, tx, signaling.Revocation{CallID: signaling.CredentialID(c.ID), Until: *c.RevokedUntil})
+	}
+	return nil
+}
+
+// writeCallRow inserts (insert) or updates c's row, its record raw.
+func writeCallRow(ctx context.Context, tx pgx.Tx, insert bool, c signaling.Call, raw []byte) error {
 	var ended *int64
 	if c.Status.Terminal() {
 		at := c.CreatedAt
@@ -222,7 +233,8 @@ func (s *Store) putCall(ctx context.Context, tx pgx.Tx, old *signaling.Call, c s
 	}
 	args := []any{c.ID, c.ConversationID, c.CreatedAt.UnixNano(), string(c.Status), ended,
 		nullText(c.MatrixInviteEventID), raw, nullBytes(c.SDPOffer), nullBytes(c.SDPAnswer)}
-	if old == nil {
+	var err error
+	if insert {
 		_, err = tx.Exec(ctx, `INSERT INTO icebox_calls (id, conversation_id, created_ns, status, ended_ns, matrix_invite_id, record, sdp_offer, sdp_answer)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, args...)
 	} else {
@@ -232,13 +244,7 @@ func (s *Store) putCall(ctx context.Context, tx pgx.Tx, old *signaling.Call, c s
 	if isUnique(err) {
 		return fmt.Errorf("%w: Matrix event %q is the invite of another call", signaling.ErrConflict, c.MatrixInviteEventID)
 	}
-	if err != nil {
-		return err
-	}
-	if c.RevokedUntil != nil && (old == nil || old.RevokedUntil == nil || !old.RevokedUntil.Equal(*c.RevokedUntil)) {
-		return putRevocation(ctx, tx, signaling.Revocation{CallID: signaling.CredentialID(c.ID), Until: *c.RevokedUntil})
-	}
-	return nil
+	return err
 }
 
 // storable reports whether s can be a PostgreSQL text value (bbolt takes

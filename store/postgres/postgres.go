@@ -24,7 +24,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
 	"time"
 
@@ -71,7 +70,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store: postgres: %w: Options.Records is nil", ErrConfig)
 	}
 	if opts.DSN == "" {
-		return nil, fmt.Errorf("store: %w: the DSN is empty", ErrConfig)
+		return nil, fmt.Errorf("store: postgres: %w: the DSN is empty", ErrConfig)
 	}
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 10
@@ -85,7 +84,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(opts.DSN)
 	if err != nil {
 		// pgx's parse errors leave the password out.
-		return nil, fmt.Errorf("store: %w: %w", ErrConfig, err)
+		return nil, fmt.Errorf("store: postgres: %w: %w", ErrConfig, err)
 	}
 	cfg.MaxConns = opts.MaxConns
 	cfg.ConnConfig.ConnectTimeout = opts.ConnectTimeout
@@ -96,21 +95,22 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "icebox"
 	}
-	where := (&url.URL{Scheme: "postgres", Host: cfg.ConnConfig.Host + ":" + strconv.Itoa(int(cfg.ConnConfig.Port)), Path: "/" + cfg.ConnConfig.Database}).String()
+	// For logs and errors: where, never who with which password.
+	where := fmt.Sprintf("postgres://%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("store: %w: %w", ErrConfig, err)
+		return nil, fmt.Errorf("store: postgres: %w: %w", ErrConfig, err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, opts.ConnectTimeout)
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("store: %w: %s: %w", ErrUnreachable, where, err)
+		return nil, fmt.Errorf("store: postgres: %w: %s: %w", ErrUnreachable, where, err)
 	}
 	s := &Store{pool: pool, records: opts.Records, where: where}
 	if s.instance, err = migrate(ctx, pool); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("store: %s: %w", where, err)
+		return nil, fmt.Errorf("store: postgres: %s: %w", where, err)
 	}
 	return s, nil
 }
