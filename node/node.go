@@ -111,7 +111,10 @@ type Node struct {
 	hub    *httpapi.Hub
 	bridge *matrix.Bridge // nil: Matrix is off
 	calls  *signaling.Service
-	api    *httpapi.Server
+	// cluster carries events and revocations to the other nodes on the
+	// same database (cluster.go); nil unless store.driver is postgres.
+	cluster *cluster
+	api     *httpapi.Server
 	// liveKit is the managed livekit-server; nil: not managed.
 	liveKit *managedLiveKit
 

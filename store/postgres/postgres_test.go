@@ -304,8 +304,8 @@ func TestOpenRefuses(t *testing.T) {
 		{"unparsable DSN", "postgres://icebox@[::1:5432/x", postgres.ErrConfig, "bad database configuration"},
 		{"no server", "host=/nonexistent port=5432 user=icebox dbname=x connect_timeout=2", postgres.ErrUnreachable, "database unreachable: postgres://"},
 		{"no such database", srv.DSN("nope"), postgres.ErrUnreachable, `database "nope" does not exist`},
-		{"newer schema", newer, postgres.ErrNewerSchema, "the database has schema 99, this build knows 1"},
-		{"newer schema, bare", bare, postgres.ErrNewerSchema, "the database has schema 7, this build knows 1"},
+		{"newer schema", newer, postgres.ErrNewerSchema, "the database has schema 99, this build knows 2"},
+		{"newer schema, bare", bare, postgres.ErrNewerSchema, "the database has schema 7, this build knows 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -328,4 +328,71 @@ func TestOpenRefuses(t *testing.T) {
 		t.Errorf("schema version after refusal: %q, %v", v, err)
 	}
 	conn.Close(ctx)
+}
+
+// TestFeed: items two nodes append come back in commit order after any id
+// a reader saw, NOTIFY wakes a listener on the other pool, and pruning
+// deletes by age.
+func TestFeed(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	ctx := t.Context()
+	head, err := b.FeedHead(ctx)
+	if err != nil || head != 0 {
+		t.Fatalf("FeedHead of an empty feed: %d, %v", head, err)
+	}
+	woken := make(chan struct{}, 16)
+	lctx, stop := context.WithCancel(ctx)
+	listening := make(chan error, 1)
+	go func() {
+		listening <- b.ListenFeed(lctx, func() {
+			select {
+			case woken <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	<-woken // the first wake: LISTEN is in effect
+	var wg sync.WaitGroup
+	for w := range 4 {
+		node := a
+		if w%2 == 1 {
+			node = b
+		}
+		wg.Go(func() {
+			for i := range 25 {
+				if err := node.AppendFeed(ctx, []postgres.FeedItem{{Node: "n" + string(rune('0'+w)), Kind: "event", CallID: "c", Body: []byte{byte(i)}}}); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case <-woken:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no NOTIFY reached the listener")
+	}
+	items, err := b.FeedAfter(ctx, 0, 1000)
+	if err != nil || len(items) != 100 {
+		t.Fatalf("FeedAfter: %d items, %v; want 100", len(items), err)
+	}
+	next := map[string]byte{}
+	for i, it := range items {
+		if i > 0 && it.ID <= items[i-1].ID {
+			t.Fatalf("ids out of order: %d after %d", it.ID, items[i-1].ID)
+		}
+		if it.Body[0] != next[it.Node] {
+			t.Fatalf("node %s: item %d read before %d", it.Node, it.Body[0], next[it.Node])
+		}
+		next[it.Node]++
+	}
+	if n, err := a.PruneFeed(ctx, time.Now().Add(time.Minute)); err != nil || n != 100 {
+		t.Errorf("PruneFeed: %d, %v; want 100", n, err)
+	}
+	stop()
+	if err := <-listening; err != nil {
+		t.Errorf("ListenFeed: %v", err)
+	}
 }

@@ -70,6 +70,18 @@ CREATE TABLE icebox_sync (
 	value text NOT NULL
 );
 `,
+	// 1 → 2: the feed nodes tell each other what happened (feed.go).
+	`
+CREATE TABLE icebox_feed (
+	id         bigserial PRIMARY KEY,
+	node       text NOT NULL,
+	kind       text NOT NULL,
+	call_id    text COLLATE "C" NOT NULL,
+	created_ns bigint NOT NULL,
+	body       bytea NOT NULL
+);
+CREATE INDEX icebox_feed_created ON icebox_feed (created_ns);
+`,
 }
 
 // SchemaVersion is the version this build writes.

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/icebox-voip/icebox/store/postgres/pgtest"
+)
+
+// TestClusterCallAcrossNodes runs a call across two nodes sharing one
+// PostgreSQL database (issue 18, item 2): alice's WebSocket is on node A,
+// bob's on node B; alice initiates on A and bob hears the invite on B; bob
+// answers on B and alice hears it on A; bob hangs up on B, alice hears it
+// on A, and the allocation alice holds on A's relay (a pion TURN client with
+// her per-call credential) is closed within a second.
+func TestClusterCallAcrossNodes(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	tok := newAPITokens()
+	cfg := func() string {
+		return callsConfig(filepath.Join(t.TempDir(), "state"), "") +
+			"store:\n  driver: postgres\n  postgres:\n    dsn: " + strconv.Quote(dsn) + "\n"
+	}
+	a := startCalls(t, cfg(), tok)
+	b := startCalls(t, cfg(), tok)
+	a.putConversation(t, "c1", "alice", "bob")
+	aliceWS := a.dialWS(t, "alice", false)
+	bobWS := b.dialWS(t, "bob", false)
+
+	start := time.Now()
+	offer := a.initiate(t, "alice", "c1", nil)
+	bobWS.await(t, "CallInvite on node B", event("CallInvite", offer.ID))
+	t.Logf("initiate on A → CallInvite on B's WebSocket: %s", time.Since(start).Round(time.Millisecond))
+
+	start = time.Now()
+	ans := b.answer(t, "bob", offer.ID)
+	if ans.Status != "answered" {
+		t.Fatalf("answer on B: call is %s", ans.Status)
+	}
+	aliceWS.await(t, "CallAnswer on node A", event("CallAnswer", offer.ID))
+	t.Logf("answer on B → CallAnswer on A's WebSocket: %s", time.Since(start).Round(time.Millisecond))
+
+	leg := callLeg{user: "alice", cred: a.callCred(t, offer, "alice")}
+	alloc, err := allocate(t, "udp", a.turnAddr(), nil, leg.cred.user, leg.cred.pass)
+	if err != nil {
+		t.Fatalf("alice's allocation on A: %v", err)
+	}
+	leg.alloc, leg.peer = alloc, listenPeer(t)
+	relayRoundTrip(t, leg.alloc, leg.peer)
+
+	start = time.Now()
+	b.mustAPI(t, "bob", http.MethodPost, "/calls/"+offer.ID+"/hangup", nil, http.StatusOK)
+	aliceWS.await(t, "CallHangup on node A", event("CallHangup", offer.ID))
+	t.Logf("hangup on B → CallHangup on A's WebSocket: %s", time.Since(start).Round(time.Millisecond))
+	closed := waitFor(time.Until(start.Add(revokeWithin)), func() bool { return len(a.callAllocations(t, offer.ID)) == 0 })
+	if !closed {
+		t.Fatalf("hangup on B: alice's allocation on A still open after %s", revokeWithin)
+	}
+	t.Logf("hangup on B → alice's allocation on A closed: %s", time.Since(start).Round(time.Millisecond))
+	if relayDelivers(leg.alloc, leg.peer, 300*time.Millisecond) {
+		t.Error("alice's relay on A still carries data after the call ended on B")
+	}
+	if _, err := allocate(t, "udp", a.turnAddr(), nil, leg.cred.user, leg.cred.pass); err == nil {
+		t.Error("a new Allocate on A with the ended call's credential succeeded")
+	}
+}
