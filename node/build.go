@@ -135,7 +135,7 @@ func (n *Node) warnRelay() {
 
 // buildCalls builds the WebSocket hub, the Matrix bridge (when on) and the
 // calls service between them.
-func (n *Node) buildCalls(context.Context) error {
+func (n *Node) buildCalls(ctx context.Context) error {
 	cfg := n.cfg
 	n.hub = httpapi.NewHub(httpapi.HubConfig{Logger: n.log, Registerer: n.opts.Registry})
 	n.onClose(n.hub.Close)
@@ -170,6 +170,9 @@ func (n *Node) buildCalls(context.Context) error {
 		return ConfigError{err}
 	}
 	if bridge != nil {
+		if err := n.leaseBridge(ctx); err != nil {
+			return err
+		}
 		n.bridge = bridge
 		svcCfg.Outbound, svcCfg.Rooms, svcCfg.Invites = bridge.Encoder(), bridge, bridge
 		svcCfg.InviteWait = cfg.Matrix.InviteWait

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -267,4 +268,30 @@ func (c *cluster) resync(ctx context.Context) bool {
 		c.relay.RevokeCall(r.CallID, r.Until)
 	}
 	return true
+}
+
+// bridgeLease names the lease of the Matrix bridge on a shared database.
+const bridgeLease = "matrix-bridge"
+
+// leaseBridge makes sure that at most one node on a PostgreSQL database
+// runs the Matrix bridge: two would each sync and send (every event twice,
+// from two devices). The lease is a session advisory lock, released when
+// this node closes or dies; a second node with Matrix on is refused at
+// start (exit 2). Taking over from a node that died (issue 18, item 3)
+// needs the Matrix device and its keys in the database too: not built.
+func (n *Node) leaseBridge(ctx context.Context) error {
+	pg, ok := n.state.(*postgres.Store)
+	if !ok {
+		return nil // bbolt: the state file's lock already allows one process
+	}
+	lease, ok, err := pg.TryLease(ctx, bridgeLease)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return ConfigError{errors.New("matrix: another icebox node runs the Matrix bridge on this database (store.postgres): " +
+			"only one node may have matrix.enabled (several nodes with Matrix on are not supported yet); turn it off on this node")}
+	}
+	n.onClose(lease.Release)
+	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/icebox-voip/icebox/node"
 	"github.com/icebox-voip/icebox/node/nodetest"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
+	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
 	"github.com/icebox-voip/icebox/store/postgres/pgtest"
 )
 
@@ -102,4 +103,44 @@ func hasMetric(mf []*dto.MetricFamily, name string) bool {
 		}
 	}
 	return false
+}
+
+// TestNodeOneMatrixBridgePerDatabase: with Matrix on, a second node on the
+// same database is refused at start (two bridges would each sync and send
+// every event); once the first node stops, a node starts again.
+func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	hs := matrixtest.StartDendrite(t)
+	svcID, _, _ := hs.Register(t, "icebox", "icebox-password", false)
+	cfg := func() config.Config {
+		token, device := hs.Login(t, svcID, "icebox-password")
+		c := nodetest.Config(filepath.Join(t.TempDir(), "state"), testSecret)
+		c.Store.Driver = config.StoreDriverPostgres
+		c.Store.Postgres.DSN = dsn
+		c.Matrix.Enabled = true
+		c.Matrix.HomeserverURL = hs.URL()
+		c.Matrix.ServiceUser = svcID
+		c.Matrix.AccessToken = token
+		c.Matrix.DeviceID = device
+		c.Matrix.InviteWait = 0
+		return c
+	}
+	first := nodetest.Start(t, cfg(), node.Options{Logger: zerolog.Nop()})
+	auth, err := httpapi.NewAuthenticator(httpapi.AuthConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := node.New(t.Context(), cfg(), node.Options{Logger: zerolog.Nop(), Registry: prometheus.NewRegistry(), Auth: auth})
+	var ce node.ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "another icebox node runs the Matrix bridge on this database") {
+		if second != nil {
+			_ = second.Close()
+		}
+		t.Fatalf("second node with Matrix on: got %v, want a ConfigError naming the other bridge", err)
+	}
+	if err := first.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	nodetest.Start(t, cfg(), node.Options{Logger: zerolog.Nop()})
 }

@@ -396,3 +396,32 @@ func TestFeed(t *testing.T) {
 		t.Errorf("ListenFeed: %v", err)
 	}
 }
+
+// TestLease: one holder at a time; the lease is free again when its holder
+// releases it or its store (process) goes away.
+func TestLease(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	ctx := t.Context()
+	la, ok, err := a.TryLease(ctx, "matrix")
+	if err != nil || !ok {
+		t.Fatalf("first TryLease: %v, %v", ok, err)
+	}
+	if _, ok, err := b.TryLease(ctx, "matrix"); err != nil || ok {
+		t.Fatalf("second TryLease while held: %v, %v; want refused", ok, err)
+	}
+	if lo, ok, err := b.TryLease(ctx, "other"); err != nil || !ok {
+		t.Fatalf("a lease of another name: %v, %v", ok, err)
+	} else {
+		_ = lo.Release()
+	}
+	if err := la.Release(); err != nil {
+		t.Fatal(err)
+	}
+	lb, ok, err := b.TryLease(ctx, "matrix")
+	if err != nil || !ok {
+		t.Fatalf("TryLease after release: %v, %v", ok, err)
+	}
+	_ = lb.Release()
+}
