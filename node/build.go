@@ -146,7 +146,7 @@ func (n *Node) buildCalls(ctx context.Context) error {
 	if pg, ok := n.state.(*postgres.Store); ok {
 		// Several nodes may share the database: events and revocations
 		// reach the others through it (cluster.go).
-		n.cluster = newCluster(pg, n.hub, n.relay, n.log)
+		n.cluster = newCluster(pg, n.hub, n.relay, n.opts.Registry, n.log)
 		pub, relay = n.cluster, n.cluster
 	}
 	svcCfg := signaling.ServiceConfig{

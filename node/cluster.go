@@ -8,6 +8,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/signaling"
@@ -39,6 +41,10 @@ type cluster struct {
 
 	out  chan postgres.FeedItem
 	wake chan struct{}
+
+	lag     prometheus.Histogram
+	applied *prometheus.CounterVec
+	dropped prometheus.Counter
 }
 
 const (
@@ -60,14 +66,28 @@ const (
 	feedBatch = 256
 )
 
-func newCluster(st *postgres.Store, local signaling.Publisher, relay signaling.Relay, log zerolog.Logger) *cluster {
+func newCluster(st *postgres.Store, local signaling.Publisher, relay signaling.Relay, reg prometheus.Registerer, log zerolog.Logger) *cluster {
 	raw := make([]byte, 6)
 	_, _ = rand.Read(raw) // crypto/rand does not fail on Linux
+	f := promauto.With(reg)
 	return &cluster{
 		st: st, id: hex.EncodeToString(raw), local: local, relay: relay,
 		log:  log.With().Str("component", "cluster").Logger(),
 		out:  make(chan postgres.FeedItem, feedQueue),
 		wake: make(chan struct{}, 1),
+		lag: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "icebox_cluster_feed_lag_seconds",
+			Help:    "Time from another node's feed append (an event or revocation) to its application on this node.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		applied: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "icebox_cluster_feed_applied_total",
+			Help: "Items of other nodes applied on this node, by kind (event: delivered to WebSocket sessions; revoke: a call revoked on the relay).",
+		}, []string{"kind"}),
+		dropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "icebox_cluster_feed_dropped_total",
+			Help: "Items this node could not queue for the other nodes (the queue was full while the database was away).",
+		}),
 	}
 }
 
@@ -119,6 +139,7 @@ func (c *cluster) enqueue(it postgres.FeedItem) {
 	select {
 	case c.out <- it:
 	default:
+		c.dropped.Inc()
 		c.log.Warn().Str("kind", it.Kind).Str("call_id", it.CallID).Msg("feed queue full: the other nodes miss this (revocations come back with the resync)")
 	}
 }
@@ -237,6 +258,8 @@ func (c *cluster) readFeed(ctx context.Context, head int64) int64 {
 }
 
 func (c *cluster) apply(it postgres.FeedItem) {
+	// Clocks of nodes differ a little; a negative lag is counted as none.
+	c.lag.Observe(max(time.Since(it.At), 0).Seconds())
 	switch it.Kind {
 	case "event":
 		var ev feedEvent
@@ -245,12 +268,14 @@ func (c *cluster) apply(it postgres.FeedItem) {
 			return
 		}
 		c.local.Publish(signaling.Event{Type: ev.Type, CallID: ev.CallID, ConversationID: ev.ConversationID, Recipients: ev.Recipients, Payload: ev.Payload})
+		c.applied.WithLabelValues("event").Inc()
 	case "revoke":
 		var r feedRevoke
 		if err := json.Unmarshal(it.Body, &r); err != nil {
 			c.log.Error().Err(err).Int64("feed_id", it.ID).Msg("undecodable feed revocation")
 			return
 		}
+		c.applied.WithLabelValues("revoke").Inc()
 		if n := c.relay.RevokeCall(it.CallID, r.Until); n > 0 {
 			c.log.Info().Str("call_id", it.CallID).Int("allocations", n).Msg("closed the relay allocations of a call ended on another node")
 		}
@@ -293,5 +318,9 @@ func (n *Node) leaseBridge(ctx context.Context) error {
 			"only one node may have matrix.enabled (several nodes with Matrix on are not supported yet); turn it off on this node")}
 	}
 	n.onClose(lease.Release)
+	promauto.With(n.opts.Registry).NewGauge(prometheus.GaugeOpts{
+		Name: "icebox_matrix_bridge_lease",
+		Help: "1: this node holds the database's Matrix bridge lease (store.driver: postgres with Matrix on).",
+	}).Set(1)
 	return nil
 }

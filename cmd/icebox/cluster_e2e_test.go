@@ -66,4 +66,11 @@ func TestClusterCallAcrossNodes(t *testing.T) {
 	if _, err := allocate(t, "udp", a.turnAddr(), nil, leg.cred.user, leg.cred.pass); err == nil {
 		t.Error("a new Allocate on A with the ended call's credential succeeded")
 	}
+	m := a.metrics(t)
+	if m[`icebox_cluster_feed_applied_total{kind="event"}`] < 2 || m[`icebox_cluster_feed_applied_total{kind="revoke"}`] < 1 {
+		t.Errorf("node A applied %v events and %v revocations of node B, want ≥ 2 and ≥ 1",
+			m[`icebox_cluster_feed_applied_total{kind="event"}`], m[`icebox_cluster_feed_applied_total{kind="revoke"}`])
+	}
+	t.Logf("node A feed lag: %v items, %.1f ms mean", m["icebox_cluster_feed_lag_seconds_count"],
+		1000*m["icebox_cluster_feed_lag_seconds_sum"]/max(m["icebox_cluster_feed_lag_seconds_count"], 1))
 }
