@@ -74,3 +74,60 @@ func TestClusterCallAcrossNodes(t *testing.T) {
 	t.Logf("node A feed lag: %v items, %.1f ms mean", m["icebox_cluster_feed_lag_seconds_count"],
 		1000*m["icebox_cluster_feed_lag_seconds_sum"]/max(m["icebox_cluster_feed_lag_seconds_count"], 1))
 }
+
+// TestDatabaseOutageMidCall stops PostgreSQL in the middle of an answered
+// call (issue 18, "PostgreSQL stopped mid-call"): the call's relay keeps
+// carrying media, /readyz and requests that need the database answer 503
+// (store_unavailable, nothing written), and once the database is back the
+// call hangs up normally and its allocation closes.
+func TestDatabaseOutageMidCall(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	tok := newAPITokens()
+	e := startCalls(t, callsConfig(filepath.Join(t.TempDir(), "state"), "")+
+		"store:\n  driver: postgres\n  postgres:\n    dsn: "+strconv.Quote(dsn)+"\n    statement_timeout: 2s\n", tok)
+	e.putConversation(t, "c1", "alice", "bob")
+	offer := e.initiate(t, "alice", "c1", nil)
+	e.answer(t, "bob", offer.ID)
+	leg := callLeg{user: "alice", cred: e.callCred(t, offer, "alice")}
+	alloc, err := allocate(t, "udp", e.turnAddr(), nil, leg.cred.user, leg.cred.pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leg.alloc, leg.peer = alloc, listenPeer(t)
+	relayRoundTrip(t, leg.alloc, leg.peer)
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(5*time.Second, func() bool {
+		code, _ := apiRequest(t, http.MethodGet, e.httpURL("/readyz"), "", nil)
+		return code == http.StatusServiceUnavailable
+	}) {
+		t.Fatal("/readyz did not turn 503 with the database stopped")
+	}
+	relayRoundTrip(t, leg.alloc, leg.peer) // media goes on without the database
+	code, body := e.api(t, "alice", http.MethodPost, "/calls/initiate", map[string]any{"conversation_id": "c1", "sdp_offer": testOffer})
+	wantAPIError(t, "initiate with the database stopped", code, body, http.StatusServiceUnavailable, "store_unavailable")
+	code, body = e.api(t, "bob", http.MethodPost, "/calls/"+offer.ID+"/hangup", nil)
+	wantAPIError(t, "hangup with the database stopped", code, body, http.StatusServiceUnavailable, "store_unavailable")
+	relayRoundTrip(t, leg.alloc, leg.peer) // the refused hangup changed nothing
+
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(15*time.Second, func() bool {
+		code, _ := apiRequest(t, http.MethodGet, e.httpURL("/readyz"), "", nil)
+		return code == http.StatusOK
+	}) {
+		t.Fatal("/readyz did not turn 200 with the database back")
+	}
+	if c := e.getCall(t, "alice", offer.ID); c.Status != "answered" {
+		t.Fatalf("after the outage the call is %s, want answered", c.Status)
+	}
+	start := time.Now()
+	e.mustAPI(t, "bob", http.MethodPost, "/calls/"+offer.ID+"/hangup", nil, http.StatusOK)
+	if !waitFor(time.Until(start.Add(revokeWithin)), func() bool { return len(e.callAllocations(t, offer.ID)) == 0 }) {
+		t.Error("the hangup after the outage left alice's allocation open")
+	}
+}
