@@ -241,7 +241,10 @@ func writeCallRow(ctx context.Context, tx pgx.Tx, insert bool, c signaling.Call,
 		_, err = tx.Exec(ctx, `UPDATE icebox_calls SET conversation_id = $2, created_ns = $3, status = $4, ended_ns = $5,
 			matrix_invite_id = $6, record = $7, sdp_offer = $8, sdp_answer = $9 WHERE id = $1`, args...)
 	}
-	if isUnique(err) {
+	switch {
+	case isUniqueOn(err, "icebox_calls_pkey"): // created on another node meanwhile
+		return signaling.ErrConflict
+	case isUnique(err):
 		return fmt.Errorf("%w: Matrix event %q is the invite of another call", signaling.ErrConflict, c.MatrixInviteEventID)
 	}
 	return err

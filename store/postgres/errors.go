@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -69,13 +70,21 @@ func unavailable(err error) bool {
 // isClosedConn: pgx reports a connection that died mid-query as "conn
 // closed" or an unexpected EOF, without a net.Error.
 func isClosedConn(err error) bool {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
 	for e := err; e != nil; e = errors.Unwrap(e) {
-		switch e.Error() {
-		case "conn closed", "unexpected EOF", "EOF":
+		if e.Error() == "conn closed" {
 			return true
 		}
 	}
 	return false
+}
+
+// isUniqueOn reports a unique violation of constraint name.
+func isUniqueOn(err error, name string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == codeUniqueViolation && pgErr.ConstraintName == name
 }
 
 // isUnique reports a unique violation (two writers racing for the same

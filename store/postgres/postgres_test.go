@@ -425,3 +425,22 @@ func TestLease(t *testing.T) {
 	}
 	_ = lb.Release()
 }
+
+// TestCreateRace: two nodes creating the same call ID at once: one
+// succeeds, the other gets ErrConflict.
+func TestCreateRace(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	for i := range 20 {
+		id := "dup-" + string(rune('a'+i))
+		errs := make(chan error, 2)
+		for _, s := range []*postgres.Store{a, b} {
+			go func() { errs <- s.CreateCall(t.Context(), ringing(id)) }()
+		}
+		e1, e2 := <-errs, <-errs
+		if (e1 == nil) == (e2 == nil) || !(errors.Is(e1, signaling.ErrConflict) || errors.Is(e2, signaling.ErrConflict)) {
+			t.Fatalf("%s: got %v and %v; want one nil and one ErrConflict", id, e1, e2)
+		}
+	}
+}
