@@ -131,3 +131,43 @@ func TestDatabaseOutageMidCall(t *testing.T) {
 		t.Error("the hangup after the outage left alice's allocation open")
 	}
 }
+
+// TestNodeKilledOnPostgres: the node that answered a call is killed with
+// SIGKILL; another node on the same database (its own state directory)
+// serves the call as answered, with its offer and answer, and the call's
+// credential works there; hung up there and that node killed too, a third
+// node refuses the credential (the revocation is in the database).
+func TestNodeKilledOnPostgres(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	tok := newAPITokens()
+	cfg := func() string {
+		return callsConfig(filepath.Join(t.TempDir(), "state"), "") +
+			"store:\n  driver: postgres\n  postgres:\n    dsn: " + strconv.Quote(dsn) + "\n"
+	}
+	first := startCallsProcess(t, cfg(), tok)
+	first.putConversation(t, "c1", "alice", "bob")
+	offer := first.initiate(t, "alice", "c1", nil)
+	cred := first.callCred(t, offer, "alice")
+	first.answer(t, "bob", offer.ID)
+	first.crash()
+
+	second := startCallsProcess(t, cfg(), tok)
+	c := second.getCall(t, "alice", offer.ID)
+	if c.Status != "answered" || c.SDPOffer != testOffer || c.SDPAnswer != testAnswer || c.Answerer != "bob" {
+		t.Fatalf("on another node after kill -9: call %+v, want answered by bob with the same offer and answer", c)
+	}
+	if _, err := allocate(t, "udp", second.turnAddr(), nil, cred.user, cred.pass); err != nil {
+		t.Fatalf("alice's credential of the live call on another node: %v", err)
+	}
+	second.mustAPI(t, "alice", http.MethodPost, "/calls/"+offer.ID+"/hangup", map[string]any{"reason": "user_hangup"}, http.StatusOK)
+	second.crash()
+
+	third := startCallsProcess(t, cfg(), tok)
+	if c := third.getCall(t, "alice", offer.ID); c.Status != "ended" || c.EndReason != "user_hangup" {
+		t.Errorf("on a third node: call is %s (%s), want ended (user_hangup)", c.Status, c.EndReason)
+	}
+	if _, err := allocate(t, "udp", third.turnAddr(), nil, cred.user, cred.pass); err == nil {
+		t.Errorf("on a third node, the credential of ended call %s allocates", offer.ID)
+	}
+}
