@@ -50,6 +50,7 @@ test-deps:
 	@./scripts/install-dendrite.sh
 	@./scripts/install-livekit.sh
 	@./scripts/install-pebble.sh # the ACME CA of the certificate tests
+	@./scripts/install-postgresql.sh # the store's PostgreSQL driver tests (their own cluster)
 
 test: test-deps
 	$(GO) vet -tags $(TAGS) ./...

@@ -22,7 +22,8 @@ type Config struct {
 	Calls        Calls         `yaml:"calls"`
 	Matrix       Matrix        `yaml:"matrix"`
 	MatrixRTC    MatrixRTC     `yaml:"matrixrtc"`
-	ACME         ACME          `yaml:"acme"` // certificates for listeners with tls.acme (config/acme.go)
+	ACME         ACME          `yaml:"acme"`  // certificates for listeners with tls.acme (config/acme.go)
+	Store        Store         `yaml:"store"` // where state is kept: bbolt or PostgreSQL (config/store.go)
 }
 
 // Log configures the process's logger.
@@ -427,7 +428,8 @@ func Default() Config {
 				},
 			},
 		},
-		ACME: defaultACME(),
+		ACME:  defaultACME(),
+		Store: defaultStore(),
 	}
 }
 

@@ -121,6 +121,7 @@ func (c *Config) Validate() error {
 	v.liveKitManaged(c, listenPorts)
 	v.acme(c)
 	v.bandwidth(&c.TURN.Quotas)
+	v.store(&c.Store)
 	return errors.Join(v.errs...)
 }
 

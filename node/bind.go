@@ -19,7 +19,7 @@ func (n *Node) bind(ctx context.Context) error {
 	// The state file's lock comes first: a second icebox on the same state
 	// directory must fail here, before SO_REUSEPORT lets it share (and
 	// steal part of) the first one's UDP traffic.
-	if err := n.openState(); err != nil {
+	if err := n.openState(ctx); err != nil {
 		return err
 	}
 	if err := n.bindTURN(ctx); err != nil {
@@ -39,9 +39,10 @@ func (n *Node) bind(ctx context.Context) error {
 	return n.bindMux()
 }
 
-// openState opens the state file (state.go) and closes it last.
-func (n *Node) openState() error {
-	st, err := openState(n.cfg, n.opts.InitState, n.log)
+// openState opens the store (statedb.go: the state file, or PostgreSQL)
+// and closes it last.
+func (n *Node) openState(ctx context.Context) error {
+	st, err := openStore(ctx, n.cfg, n.opts.InitState, n.opts.Registry, n.log)
 	if err != nil {
 		return err
 	}

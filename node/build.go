@@ -14,6 +14,7 @@ import (
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
+	"github.com/icebox-voip/icebox/store/postgres"
 	"github.com/icebox-voip/icebox/turnserver"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
 	"github.com/icebox-voip/icebox/web"
@@ -134,14 +135,24 @@ func (n *Node) warnRelay() {
 
 // buildCalls builds the WebSocket hub, the Matrix bridge (when on) and the
 // calls service between them.
-func (n *Node) buildCalls(context.Context) error {
+func (n *Node) buildCalls(ctx context.Context) error {
 	cfg := n.cfg
 	n.hub = httpapi.NewHub(httpapi.HubConfig{Logger: n.log, Registerer: n.opts.Registry})
 	n.onClose(n.hub.Close)
+	var (
+		pub   signaling.Publisher = n.hub
+		relay signaling.Relay     = n.relay
+	)
+	if pg, ok := n.state.(*postgres.Store); ok {
+		// Several nodes may share the database: events and revocations
+		// reach the others through it (cluster.go).
+		n.cluster = newCluster(pg, n.hub, n.relay, n.opts.Registry, n.log)
+		pub, relay = n.cluster, n.cluster
+	}
 	svcCfg := signaling.ServiceConfig{
 		Store:             n.state,
-		Relay:             n.relay,
-		Publisher:         n.hub,
+		Relay:             relay,
+		Publisher:         pub,
 		InviteLifetime:    cfg.Calls.InviteLifetime,
 		MaxInviteLifetime: cfg.Calls.MaxInviteLifetime,
 		CredentialTTL:     cfg.Credentials.TTL,
@@ -154,11 +165,14 @@ func (n *Node) buildCalls(context.Context) error {
 		Logger:          n.log,
 		RoomIndex:       n.state,
 	}
-	bridge, rtc, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, n.hub, n.opts.Registry, n.log)
+	bridge, rtc, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, pub, n.opts.Registry, n.log)
 	if err != nil {
 		return ConfigError{err}
 	}
 	if bridge != nil {
+		if err := n.leaseBridge(ctx); err != nil {
+			return err
+		}
 		n.bridge = bridge
 		svcCfg.Outbound, svcCfg.Rooms, svcCfg.Invites = bridge.Encoder(), bridge, bridge
 		svcCfg.InviteWait = cfg.Matrix.InviteWait

@@ -12,7 +12,6 @@ import (
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/matrix"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
-	"github.com/icebox-voip/icebox/store"
 )
 
 // matrixDir is where the bridge keeps its device: the session of a
@@ -27,7 +26,7 @@ func matrixDir(stateDir string) string { return filepath.Join(stateDir, "matrix"
 // rtc receives the MatrixRTC call memberships the bridge's sync reads, for
 // matrix.call_protocol "auto" (signaling.ServiceConfig.RTCRooms); nil when
 // Matrix is off.
-func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger) (b *matrix.Bridge, rtc *membership.Rooms, err error) {
+func newBridge(cfg config.Matrix, stateDir string, st matrix.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger) (b *matrix.Bridge, rtc *membership.Rooms, err error) {
 	if !cfg.Enabled || !cfg.VoIP.Enabled {
 		return nil, nil, nil
 	}

@@ -33,7 +33,6 @@ import (
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrix"
-	"github.com/icebox-voip/icebox/store"
 	"github.com/icebox-voip/icebox/turnserver"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
 )
@@ -98,7 +97,7 @@ type Node struct {
 	log  zerolog.Logger
 
 	// bind
-	state  *store.Store
+	state  stateStore // statedb.go
 	turnLn turnserver.Listeners
 	httpLn net.Listener
 	muxLn  []net.Listener // turn.mux's shared ports, bound; served by bindMux (bind.go)
@@ -116,7 +115,10 @@ type Node struct {
 	hub    *httpapi.Hub
 	bridge *matrix.Bridge // nil: Matrix is off
 	calls  *signaling.Service
-	api    *httpapi.Server
+	// cluster carries events and revocations to the other nodes on the
+	// same database (cluster.go); nil unless store.driver is postgres.
+	cluster *cluster
+	api     *httpapi.Server
 	// liveKit is the managed livekit-server; nil: not managed.
 	liveKit *managedLiveKit
 

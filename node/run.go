@@ -40,6 +40,9 @@ func (n *Node) start(g *errgroup.Group, ctx context.Context) {
 	g.Go(func() error { return n.relay.Run(ctx) })
 	g.Go(func() error { return n.api.Serve(ctx, n.httpLn) })
 	g.Go(func() error { return n.calls.Run(ctx) })
+	if n.cluster != nil {
+		g.Go(func() error { return n.cluster.Run(ctx) })
+	}
 	if n.bridge != nil {
 		g.Go(func() error { return n.bridge.Run(ctx) })
 	}
@@ -48,7 +51,7 @@ func (n *Node) start(g *errgroup.Group, ctx context.Context) {
 		// the SFU go on while icebox drains.
 		g.Go(func() error { return n.liveKit.sup.Run(ctx) })
 	}
-	g.Go(func() error { return n.opts.Notifier.RunWatchdog(ctx, func() bool { return n.state.Ping() == nil }) })
+	g.Go(func() error { return n.opts.Notifier.RunWatchdog(ctx, n.stateAlive) })
 	for _, r := range n.certs {
 		g.Go(func() error { return r.Watch(ctx) })
 	}

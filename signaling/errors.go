@@ -46,3 +46,8 @@ func invalidf(format string, args ...any) error {
 func forbiddenf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrForbidden, fmt.Sprintf(format, args...))
 }
+
+// ErrStoreUnavailable: the database did not answer (connection lost,
+// server restarting, statement timeout); nothing was written, the request
+// may be retried (the HTTP API answers 503 store_unavailable).
+var ErrStoreUnavailable = errors.New("storage unavailable")

@@ -150,6 +150,17 @@ func setDefault[T comparable](v *T, def T) {
 func (s *Service) Run(ctx context.Context) error {
 	defer s.stop()
 	ringing, err := s.cfg.Store.RingingCalls(ctx)
+	// A database that is away for a moment (PostgreSQL restarting) must
+	// not stop the node: relaying goes on without it. Try again, backing
+	// off to 5 s, until it answers or the node stops.
+	for wait := 100 * time.Millisecond; errors.Is(err, ErrStoreUnavailable) && ctx.Err() == nil; wait = min(2*wait, 5*time.Second) {
+		s.log.Warn().Err(err).Dur("retry_in", wait).Msg("cannot load the ringing calls: the store is unavailable")
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+			ringing, err = s.cfg.Store.RingingCalls(ctx)
+		}
+	}
 	if err != nil {
 		if ctx.Err() != nil { // stopped while starting: err is that stop
 			return nil

@@ -59,6 +59,14 @@ func (s *Service) sweep(ctx context.Context) {
 		if s.overdue(c, s.cfg.Now()) {
 			s.timeout(c.ID)
 		}
+		// An invite past its lifetime that is still ringing had its
+		// timer on a node that is gone (several nodes on one database)
+		// or lost it: expire it now. Nodes racing on it make one
+		// transition (each one's expire is conditional, under the
+		// call's lock).
+		if c.Status == StatusRinging && !s.cfg.Now().Before(c.InviteDeadline()) {
+			s.armExpiry(c)
+		}
 	}
 }
 

@@ -13,79 +13,85 @@ import (
 )
 
 func TestActiveCallsFollowStatus(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	ctx := t.Context()
-	if got, err := s.ActiveCalls(ctx); err != nil || len(got) != 0 {
-		t.Fatalf("ActiveCalls on an empty store: got %v, %v", ids(got), err)
-	}
-	mustCreate(t, s,
-		ringingCall("a1", "c", 0), ringingCall("a2", "c", time.Second),
-		ringingCall("a3", "d", 2*time.Second), ringingCall("a4", "d", 3*time.Second))
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		ctx := t.Context()
+		if got, err := s.ActiveCalls(ctx); err != nil || len(got) != 0 {
+			t.Fatalf("ActiveCalls on an empty store: got %v, %v", ids(got), err)
+		}
+		mustCreate(t, s,
+			ringingCall("a1", "c", 0), ringingCall("a2", "c", time.Second),
+			ringingCall("a3", "d", 2*time.Second), ringingCall("a4", "d", 3*time.Second))
 
-	steps := []struct {
-		name   string
-		id     string
-		status signaling.Status
-		want   []string
-	}{
-		{"start", "", "", []string{"a1", "a2", "a3", "a4"}},
-		{"answer a2 stays", "a2", signaling.StatusAnswered, []string{"a1", "a2", "a3", "a4"}},
-		{"reject a3", "a3", signaling.StatusRejected, []string{"a1", "a2", "a4"}},
-		{"expire a1", "a1", signaling.StatusExpired, []string{"a2", "a4"}},
-		{"answer a4", "a4", signaling.StatusAnswered, []string{"a2", "a4"}},
-		{"end a2", "a2", signaling.StatusEnded, []string{"a4"}},
-		{"end a4", "a4", signaling.StatusEnded, []string{}},
-	}
-	for _, st := range steps {
-		if st.id != "" {
-			if _, err := s.UpdateCall(ctx, st.id, func(c *signaling.Call) error { c.Status = st.status; return nil }); err != nil {
-				t.Fatalf("%s: %v", st.name, err)
+		steps := []struct {
+			name   string
+			id     string
+			status signaling.Status
+			want   []string
+		}{
+			{"start", "", "", []string{"a1", "a2", "a3", "a4"}},
+			{"answer a2 stays", "a2", signaling.StatusAnswered, []string{"a1", "a2", "a3", "a4"}},
+			{"reject a3", "a3", signaling.StatusRejected, []string{"a1", "a2", "a4"}},
+			{"expire a1", "a1", signaling.StatusExpired, []string{"a2", "a4"}},
+			{"answer a4", "a4", signaling.StatusAnswered, []string{"a2", "a4"}},
+			{"end a2", "a2", signaling.StatusEnded, []string{"a4"}},
+			{"end a4", "a4", signaling.StatusEnded, []string{}},
+		}
+		for _, st := range steps {
+			if st.id != "" {
+				if _, err := s.UpdateCall(ctx, st.id, func(c *signaling.Call) error { c.Status = st.status; return nil }); err != nil {
+					t.Fatalf("%s: %v", st.name, err)
+				}
 			}
-		}
-		got, err := s.ActiveCalls(ctx)
-		if err != nil {
-			t.Fatalf("%s: ActiveCalls: %v", st.name, err)
-		}
-		if !slices.Equal(ids(got), st.want) {
-			t.Errorf("%s: got %v, want %v", st.name, ids(got), st.want)
-		}
-		for _, c := range got {
-			if c.Status != signaling.StatusRinging && c.Status != signaling.StatusAnswered {
-				t.Errorf("%s: %s has status %s", st.name, c.ID, c.Status)
+			got, err := s.ActiveCalls(ctx)
+			if err != nil {
+				t.Fatalf("%s: ActiveCalls: %v", st.name, err)
 			}
+			if !slices.Equal(ids(got), st.want) {
+				t.Errorf("%s: got %v, want %v", st.name, ids(got), st.want)
+			}
+			for _, c := range got {
+				if c.Status != signaling.StatusRinging && c.Status != signaling.StatusAnswered {
+					t.Errorf("%s: %s has status %s", st.name, c.ID, c.Status)
+				}
+			}
+			checkIndexes(t, s)
 		}
-		checkIndexes(t, s)
-	}
+	})
 }
 
 func TestActiveCallsReturnsStoredCalls(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	ctx := t.Context()
-	c := ringingCall("k", "c", 0)
-	mustCreate(t, s, c)
-	want, err := s.UpdateCall(ctx, "k", func(c *signaling.Call) error {
-		c.Status = signaling.StatusAnswered
-		c.Answerer = "@bob:example.org"
-		c.AnsweredAt = ptr(at(time.Minute))
-		return nil
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		ctx := t.Context()
+		c := ringingCall("k", "c", 0)
+		mustCreate(t, s, c)
+		want, err := s.UpdateCall(ctx, "k", func(c *signaling.Call) error {
+			c.Status = signaling.StatusAnswered
+			c.Answerer = "@bob:example.org"
+			c.AnsweredAt = ptr(at(time.Minute))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ActiveCalls(ctx)
+		if err != nil || !reflect.DeepEqual(got, []signaling.Call{want}) {
+			t.Errorf("ActiveCalls: got %+v, %v; want %+v", got, err, want)
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.ActiveCalls(ctx)
-	if err != nil || !reflect.DeepEqual(got, []signaling.Call{want}) {
-		t.Errorf("ActiveCalls: got %+v, %v; want %+v", got, err, want)
-	}
 }
 
 func TestActiveCallsCanceled(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	mustCreate(t, s, ringingCall("k", "c", 0))
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	if _, err := s.ActiveCalls(ctx); !errors.Is(err, context.Canceled) {
-		t.Errorf("ActiveCalls with a canceled context: got %v, want context.Canceled", err)
-	}
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		mustCreate(t, s, ringingCall("k", "c", 0))
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, err := s.ActiveCalls(ctx); !errors.Is(err, context.Canceled) {
+			t.Errorf("ActiveCalls with a canceled context: got %v, want context.Canceled", err)
+		}
+	})
 }
 
 func TestActiveCallsCorruptEntry(t *testing.T) {

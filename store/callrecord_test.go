@@ -53,31 +53,33 @@ func TestCallRecordOnDisk(t *testing.T) {
 // and keeps it through the store: a record without it (every record
 // before it was kept) reads as no media.
 func TestCallRecordMedia(t *testing.T) {
-	c := ringingCall("m", "c", 0)
-	c.CallerMedia = signaling.Media{StreamMetadata: []byte(`{"s":{"purpose":"m.usermedia","audio_muted":true}}`),
-		Capabilities: []byte(`{"m.call.dtmf":false}`)}
-	c.AnswererMedia = signaling.Media{StreamMetadata: []byte(`{"t":{"purpose":"m.screenshare"}}`)}
-	raw, err := encode(recordOf(c))
-	if err != nil {
-		t.Fatal(err)
-	}
-	const want = `"caller_media":{"sdp_stream_metadata":{"s":{"purpose":"m.usermedia","audio_muted":true}},` +
-		`"capabilities":{"m.call.dtmf":false}},"answerer_media":{"sdp_stream_metadata":{"t":{"purpose":"m.screenshare"}}}}`
-	if !strings.HasSuffix(string(raw), want) {
-		t.Errorf("record with media:\n got %s\nwant it to end with %s", raw, want)
-	}
-	s := openTemp(t, t.TempDir())
-	mustCreate(t, s, c)
-	got, err := s.Call(context.Background(), c.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got.CallerMedia, c.CallerMedia) || !reflect.DeepEqual(got.AnswererMedia, c.AnswererMedia) {
-		t.Errorf("stored media: caller %s %s, answerer %s %s", got.CallerMedia.StreamMetadata, got.CallerMedia.Capabilities,
-			got.AnswererMedia.StreamMetadata, got.AnswererMedia.Capabilities)
-	}
-	old, err := decodeCall([]byte("k"), []byte(`{"id":"k","conversation_id":"c","initiator":"a","party_id":"p","status":"ringing","lifetime_ms":1,"version":"1","created_at":"2026-01-02T03:04:05Z"}`))
-	if err != nil || old.CallerMedia.StreamMetadata != nil || old.AnswererMedia.Capabilities != nil {
-		t.Errorf("record without media: %+v, %v", old, err)
-	}
+	forDrivers(t, func(t *testing.T, d driver) {
+		c := ringingCall("m", "c", 0)
+		c.CallerMedia = signaling.Media{StreamMetadata: []byte(`{"s":{"purpose":"m.usermedia","audio_muted":true}}`),
+			Capabilities: []byte(`{"m.call.dtmf":false}`)}
+		c.AnswererMedia = signaling.Media{StreamMetadata: []byte(`{"t":{"purpose":"m.screenshare"}}`)}
+		raw, err := encode(recordOf(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		const want = `"caller_media":{"sdp_stream_metadata":{"s":{"purpose":"m.usermedia","audio_muted":true}},` +
+			`"capabilities":{"m.call.dtmf":false}},"answerer_media":{"sdp_stream_metadata":{"t":{"purpose":"m.screenshare"}}}}`
+		if !strings.HasSuffix(string(raw), want) {
+			t.Errorf("record with media:\n got %s\nwant it to end with %s", raw, want)
+		}
+		s := d.open(t, t.TempDir())
+		mustCreate(t, s, c)
+		got, err := s.Call(context.Background(), c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.CallerMedia, c.CallerMedia) || !reflect.DeepEqual(got.AnswererMedia, c.AnswererMedia) {
+			t.Errorf("stored media: caller %s %s, answerer %s %s", got.CallerMedia.StreamMetadata, got.CallerMedia.Capabilities,
+				got.AnswererMedia.StreamMetadata, got.AnswererMedia.Capabilities)
+		}
+		old, err := decodeCall([]byte("k"), []byte(`{"id":"k","conversation_id":"c","initiator":"a","party_id":"p","status":"ringing","lifetime_ms":1,"version":"1","created_at":"2026-01-02T03:04:05Z"}`))
+		if err != nil || old.CallerMedia.StreamMetadata != nil || old.AnswererMedia.Capabilities != nil {
+			t.Errorf("record without media: %+v, %v", old, err)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"maps"
+	"strconv"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func ringingCall(id, conv string, d time.Duration) signaling.Call {
 	}
 }
 
-func mustCreate(t testing.TB, s *Store, calls ...signaling.Call) {
+func mustCreate(t testing.TB, s testStore, calls ...signaling.Call) {
 	t.Helper()
 	for _, c := range calls {
 		if err := s.CreateCall(context.Background(), c); err != nil {
@@ -58,8 +59,13 @@ func ids(calls []signaling.Call) []string {
 // conversation with a RoomID, pointing to that conversation (so no two
 // conversations share a room, and no entry is stale), and call_sdps no entry
 // without its call.
-func checkIndexes(t *testing.T, s *Store) {
+func checkIndexes(t *testing.T, st testStore) {
 	t.Helper()
+	if p := pgOf(st); p != nil {
+		pgCheckIndexes(t, p)
+		return
+	}
+	s := st.(*Store)
 	err := s.db.View(func(tx *bolt.Tx) error {
 		wantConv := map[string]bool{}
 		wantRinging := map[string]bool{}
@@ -175,8 +181,12 @@ func checkRoomIndex(t *testing.T, tx *bolt.Tx) error {
 }
 
 // roomIndex reads conversations_by_room directly.
-func roomIndex(t *testing.T, s *Store) map[string]string {
+func roomIndex(t *testing.T, st testStore) map[string]string {
 	t.Helper()
+	if p := pgOf(st); p != nil {
+		return pgRoomIndex(t, p)
+	}
+	s := st.(*Store)
 	got := map[string]string{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketConvsByRoom).ForEach(func(k, v []byte) error {
@@ -191,8 +201,12 @@ func roomIndex(t *testing.T, s *Store) map[string]string {
 }
 
 // storedRevocations reads the revocations bucket directly.
-func storedRevocations(t *testing.T, s *Store) map[string]time.Time {
+func storedRevocations(t *testing.T, st testStore) map[string]time.Time {
 	t.Helper()
+	if p := pgOf(st); p != nil {
+		return pgRevocations(t, p)
+	}
+	s := st.(*Store)
 	got := map[string]time.Time{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketRevocations).ForEach(func(k, v []byte) error {
@@ -213,13 +227,17 @@ func storedRevocations(t *testing.T, s *Store) map[string]time.Time {
 	return got
 }
 
-// txID is the ID of the last committed transaction: it moves iff something
-// was committed.
-func txID(t *testing.T, s *Store) int {
+// txID is the ID of the last committed transaction (bbolt), or a digest of
+// the database's content (PostgreSQL): it moves iff something was
+// committed.
+func txID(t *testing.T, st testStore) string {
 	t.Helper()
+	if p := pgOf(st); p != nil {
+		return pgFingerprint(t, p)
+	}
 	var id int
-	if err := s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil }); err != nil {
+	if err := st.(*Store).db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	return id
+	return strconv.Itoa(id)
 }

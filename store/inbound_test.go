@@ -15,8 +15,12 @@ import (
 )
 
 // seenEvents reads seen_matrix_events directly, decoding the times.
-func seenEvents(t *testing.T, s *Store) map[string]time.Time {
+func seenEvents(t *testing.T, st testStore) map[string]time.Time {
 	t.Helper()
+	if p := pgOf(st); p != nil {
+		return pgSeenEvents(t, p)
+	}
+	s := st.(*Store)
 	got := map[string]time.Time{}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketSeenEvents).ForEach(func(k, v []byte) error {
@@ -34,7 +38,7 @@ func seenEvents(t *testing.T, s *Store) map[string]time.Time {
 	return got
 }
 
-func mustMark(t *testing.T, s *Store, events map[string]time.Time) {
+func mustMark(t *testing.T, s testStore, events map[string]time.Time) {
 	t.Helper()
 	for id, when := range events {
 		if first, err := s.MarkEventSeen(t.Context(), id, when); err != nil || !first {
@@ -86,138 +90,144 @@ func TestMarkEventSeen(t *testing.T) {
 }
 
 func TestMarkEventSeenErrors(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	canceled, cancel := context.WithCancel(t.Context())
-	cancel()
-	before := txID(t, s)
-	tests := []struct {
-		name    string
-		ctx     context.Context
-		event   string
-		at      time.Time
-		want    error
-		wantMsg string
-	}{
-		{"empty ID", t.Context(), "", at(0), signaling.ErrInvalid,
-			`store: mark event seen: invalid request: event ID is empty`},
-		{"NUL in ID", t.Context(), "$a\x00b", at(0), signaling.ErrInvalid,
-			`store: mark event seen: invalid request: event ID contains NUL`},
-		{"zero time", t.Context(), "$a:x", time.Time{}, signaling.ErrInvalid,
-			`store: mark event seen "$a:x": invalid request: time 0001-01-01T00:00:00Z is out of range`},
-		{"after 2262", t.Context(), "$a:x", time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), signaling.ErrInvalid,
-			`store: mark event seen "$a:x": invalid request: time 2300-01-01T00:00:00Z is out of range`},
-		{"canceled", canceled, "$a:x", at(0), context.Canceled,
-			`store: mark event seen: context canceled`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			first, err := s.MarkEventSeen(tt.ctx, tt.event, tt.at)
-			if first || !errors.Is(err, tt.want) {
-				t.Fatalf("got %v, %v; want false, %v", first, err, tt.want)
-			}
-			if err.Error() != tt.wantMsg {
-				t.Errorf("got message %q, want %q", err, tt.wantMsg)
-			}
-		})
-	}
-	if after := txID(t, s); after != before {
-		t.Errorf("transaction committed: ID %d → %d", before, after)
-	}
-	if got := seenEvents(t, s); len(got) != 0 {
-		t.Errorf("stored: got %v, want nothing", got)
-	}
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		canceled, cancel := context.WithCancel(t.Context())
+		cancel()
+		before := txID(t, s)
+		tests := []struct {
+			name    string
+			ctx     context.Context
+			event   string
+			at      time.Time
+			want    error
+			wantMsg string
+		}{
+			{"empty ID", t.Context(), "", at(0), signaling.ErrInvalid,
+				`store: mark event seen: invalid request: event ID is empty`},
+			{"NUL in ID", t.Context(), "$a\x00b", at(0), signaling.ErrInvalid,
+				`store: mark event seen: invalid request: event ID contains NUL`},
+			{"zero time", t.Context(), "$a:x", time.Time{}, signaling.ErrInvalid,
+				`store: mark event seen "$a:x": invalid request: time 0001-01-01T00:00:00Z is out of range`},
+			{"after 2262", t.Context(), "$a:x", time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC), signaling.ErrInvalid,
+				`store: mark event seen "$a:x": invalid request: time 2300-01-01T00:00:00Z is out of range`},
+			{"canceled", canceled, "$a:x", at(0), context.Canceled,
+				`store: mark event seen: context canceled`},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				first, err := s.MarkEventSeen(tt.ctx, tt.event, tt.at)
+				if first || !errors.Is(err, tt.want) {
+					t.Fatalf("got %v, %v; want false, %v", first, err, tt.want)
+				}
+				if err.Error() != tt.wantMsg {
+					t.Errorf("got message %q, want %q", err, tt.wantMsg)
+				}
+			})
+		}
+		if after := txID(t, s); after != before {
+			t.Errorf("transaction committed: ID %v → %v", before, after)
+		}
+		if got := seenEvents(t, s); len(got) != 0 {
+			t.Errorf("stored: got %v, want nothing", got)
+		}
+	})
 }
 
 // TestMarkEventSeenConcurrent: of many handlers racing on one event (sync
 // and a late decryption, say), exactly one is told it is the first.
 func TestMarkEventSeenConcurrent(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	const n = 16
-	var (
-		firsts atomic.Int32
-		wg     sync.WaitGroup
-	)
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Go(func() {
-			first, err := s.MarkEventSeen(t.Context(), "$race:x", at(time.Duration(i)))
-			if err != nil {
-				errs <- err
-			}
-			if first {
-				firsts.Add(1)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("MarkEventSeen: %v", err)
-	}
-	if got := firsts.Load(); got != 1 {
-		t.Errorf("got %d firsts, want 1", got)
-	}
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		const n = 16
+		var (
+			firsts atomic.Int32
+			wg     sync.WaitGroup
+		)
+		errs := make(chan error, n)
+		for i := range n {
+			wg.Go(func() {
+				first, err := s.MarkEventSeen(t.Context(), "$race:x", at(time.Duration(i)))
+				if err != nil {
+					errs <- err
+				}
+				if first {
+					firsts.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Errorf("MarkEventSeen: %v", err)
+		}
+		if got := firsts.Load(); got != 1 {
+			t.Errorf("got %d firsts, want 1", got)
+		}
+	})
 }
 
 func TestPruneSeenEvents(t *testing.T) {
-	events := map[string]time.Time{
-		"$1969:x": time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC),
-		"$m2h:x":  at(-2 * time.Hour),
-		"$m1h:x":  at(-time.Hour),
-		"$t0:x":   at(0),
-		"$p1h:x":  at(time.Hour),
-	}
-	tests := []struct {
-		name   string
-		before time.Time
-		kept   []string
-	}{
-		{"nothing that old", time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC),
-			[]string{"$1969:x", "$m2h:x", "$m1h:x", "$t0:x", "$p1h:x"}},
-		{"the ones before, not the one at", at(0), []string{"$t0:x", "$p1h:x"}},
-		{"just after", at(1), []string{"$p1h:x"}},
-		{"all", at(2 * time.Hour), nil},
-		{"zero time removes nothing", time.Time{},
-			[]string{"$1969:x", "$m2h:x", "$m1h:x", "$t0:x", "$p1h:x"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := openTemp(t, t.TempDir())
-			mustMark(t, s, events)
-			before := txID(t, s)
+	forDrivers(t, func(t *testing.T, d driver) {
+		events := map[string]time.Time{
+			"$1969:x": time.Date(1969, 12, 31, 23, 59, 59, 0, time.UTC),
+			"$m2h:x":  at(-2 * time.Hour),
+			"$m1h:x":  at(-time.Hour),
+			"$t0:x":   at(0),
+			"$p1h:x":  at(time.Hour),
+		}
+		tests := []struct {
+			name   string
+			before time.Time
+			kept   []string
+		}{
+			{"nothing that old", time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC),
+				[]string{"$1969:x", "$m2h:x", "$m1h:x", "$t0:x", "$p1h:x"}},
+			{"the ones before, not the one at", at(0), []string{"$t0:x", "$p1h:x"}},
+			{"just after", at(1), []string{"$p1h:x"}},
+			{"all", at(2 * time.Hour), nil},
+			{"zero time removes nothing", time.Time{},
+				[]string{"$1969:x", "$m2h:x", "$m1h:x", "$t0:x", "$p1h:x"}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := d.open(t, t.TempDir())
+				mustMark(t, s, events)
+				before := txID(t, s)
 
-			removed, err := s.PruneSeenEvents(t.Context(), tt.before)
-			if wantRemoved := len(events) - len(tt.kept); err != nil || removed != wantRemoved {
-				t.Fatalf("PruneSeenEvents = %d, %v; want %d, nil", removed, err, wantRemoved)
-			}
-			if committed := txID(t, s) != before; committed != (removed > 0) {
-				t.Errorf("committed = %v, want %v", committed, removed > 0)
-			}
-			want := map[string]time.Time{}
-			for _, id := range tt.kept {
-				want[id] = events[id]
-			}
-			if got := seenEvents(t, s); !maps.EqualFunc(got, want, time.Time.Equal) {
-				t.Errorf("kept: got %v, want %v", got, want)
-			}
-
-			// Pruning again finds nothing and commits nothing.
-			before = txID(t, s)
-			if removed, err := s.PruneSeenEvents(t.Context(), tt.before); err != nil || removed != 0 {
-				t.Errorf("second PruneSeenEvents = %d, %v; want 0, nil", removed, err)
-			}
-			if after := txID(t, s); after != before {
-				t.Errorf("second prune committed: ID %d → %d", before, after)
-			}
-			// A pruned event is new again.
-			for id := range events {
-				_, kept := want[id]
-				if first, err := s.MarkEventSeen(t.Context(), id, at(3*time.Hour)); err != nil || first == kept {
-					t.Errorf("MarkEventSeen(%q) after prune = %v, %v; want %v, nil", id, first, err, !kept)
+				removed, err := s.PruneSeenEvents(t.Context(), tt.before)
+				if wantRemoved := len(events) - len(tt.kept); err != nil || removed != wantRemoved {
+					t.Fatalf("PruneSeenEvents = %d, %v; want %d, nil", removed, err, wantRemoved)
 				}
-			}
-		})
-	}
+				if committed := txID(t, s) != before; committed != (removed > 0) {
+					t.Errorf("committed = %v, want %v", committed, removed > 0)
+				}
+				want := map[string]time.Time{}
+				for _, id := range tt.kept {
+					want[id] = events[id]
+				}
+				if got := seenEvents(t, s); !maps.EqualFunc(got, want, time.Time.Equal) {
+					t.Errorf("kept: got %v, want %v", got, want)
+				}
+
+				// Pruning again finds nothing and commits nothing.
+				before = txID(t, s)
+				if removed, err := s.PruneSeenEvents(t.Context(), tt.before); err != nil || removed != 0 {
+					t.Errorf("second PruneSeenEvents = %d, %v; want 0, nil", removed, err)
+				}
+				if after := txID(t, s); after != before {
+					t.Errorf("second prune committed: ID %v → %v", before, after)
+				}
+				// A pruned event is new again.
+				for id := range events {
+					_, kept := want[id]
+					if first, err := s.MarkEventSeen(t.Context(), id, at(3*time.Hour)); err != nil || first == kept {
+						t.Errorf("MarkEventSeen(%q) after prune = %v, %v; want %v, nil", id, first, err, !kept)
+					}
+				}
+			})
+		}
+	})
 }
 
 func TestPruneSeenEventsErrors(t *testing.T) {
@@ -256,110 +266,114 @@ func TestPruneSeenEventsErrors(t *testing.T) {
 				t.Errorf("got message %q, want %q", err, tt.wantMsg)
 			}
 			if after := txID(t, s); after != before {
-				t.Errorf("transaction committed: ID %d → %d", before, after)
+				t.Errorf("transaction committed: ID %v → %v", before, after)
 			}
 		})
 	}
 }
 
 func TestSyncValues(t *testing.T) {
-	const (
-		batch  = "next_batch/@icebox:example.org"
-		filter = "filter/@icebox:example.org"
-	)
-	type step struct {
-		save       bool // else load
-		key, value string
-		commits    bool // for a save
-	}
-	tests := []struct {
-		name  string
-		steps []step
-	}{
-		{"absent is empty", []step{{key: batch, value: ""}}},
-		{"save then load", []step{
-			{save: true, key: batch, value: "s72594_4483_1934", commits: true},
-			{key: batch, value: "s72594_4483_1934"},
-			{key: filter, value: ""},
-		}},
-		{"overwrite", []step{
-			{save: true, key: batch, value: "s1", commits: true},
-			{save: true, key: batch, value: "s2", commits: true},
-			{key: batch, value: "s2"},
-		}},
-		{"same value writes nothing", []step{
-			{save: true, key: batch, value: "s1", commits: true},
-			{save: true, key: batch, value: "s1", commits: false},
-			{key: batch, value: "s1"},
-		}},
-		{"keys are independent", []step{
-			{save: true, key: batch, value: "s1", commits: true},
-			{save: true, key: filter, value: "42", commits: true},
-			{key: batch, value: "s1"},
-			{key: filter, value: "42"},
-		}},
-		{"empty deletes", []step{
-			{save: true, key: batch, value: "s1", commits: true},
-			{save: true, key: batch, value: "", commits: true},
-			{key: batch, value: ""},
-			{save: true, key: batch, value: "", commits: false},
-		}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := openTemp(t, t.TempDir())
-			for i, st := range tt.steps {
-				if !st.save {
-					if got, err := s.LoadSyncValue(t.Context(), st.key); err != nil || got != st.value {
-						t.Errorf("step %d: LoadSyncValue(%q) = %q, %v; want %q, nil", i, st.key, got, err, st.value)
+	forDrivers(t, func(t *testing.T, d driver) {
+		const (
+			batch  = "next_batch/@icebox:example.org"
+			filter = "filter/@icebox:example.org"
+		)
+		type step struct {
+			save       bool // else load
+			key, value string
+			commits    bool // for a save
+		}
+		tests := []struct {
+			name  string
+			steps []step
+		}{
+			{"absent is empty", []step{{key: batch, value: ""}}},
+			{"save then load", []step{
+				{save: true, key: batch, value: "s72594_4483_1934", commits: true},
+				{key: batch, value: "s72594_4483_1934"},
+				{key: filter, value: ""},
+			}},
+			{"overwrite", []step{
+				{save: true, key: batch, value: "s1", commits: true},
+				{save: true, key: batch, value: "s2", commits: true},
+				{key: batch, value: "s2"},
+			}},
+			{"same value writes nothing", []step{
+				{save: true, key: batch, value: "s1", commits: true},
+				{save: true, key: batch, value: "s1", commits: false},
+				{key: batch, value: "s1"},
+			}},
+			{"keys are independent", []step{
+				{save: true, key: batch, value: "s1", commits: true},
+				{save: true, key: filter, value: "42", commits: true},
+				{key: batch, value: "s1"},
+				{key: filter, value: "42"},
+			}},
+			{"empty deletes", []step{
+				{save: true, key: batch, value: "s1", commits: true},
+				{save: true, key: batch, value: "", commits: true},
+				{key: batch, value: ""},
+				{save: true, key: batch, value: "", commits: false},
+			}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := d.open(t, t.TempDir())
+				for i, st := range tt.steps {
+					if !st.save {
+						if got, err := s.LoadSyncValue(t.Context(), st.key); err != nil || got != st.value {
+							t.Errorf("step %d: LoadSyncValue(%q) = %q, %v; want %q, nil", i, st.key, got, err, st.value)
+						}
+						continue
 					}
-					continue
+					before := txID(t, s)
+					if err := s.SaveSyncValue(t.Context(), st.key, st.value); err != nil {
+						t.Fatalf("step %d: SaveSyncValue(%q, %q): %v", i, st.key, st.value, err)
+					}
+					if committed := txID(t, s) != before; committed != st.commits {
+						t.Errorf("step %d: committed = %v, want %v", i, committed, st.commits)
+					}
 				}
-				before := txID(t, s)
-				if err := s.SaveSyncValue(t.Context(), st.key, st.value); err != nil {
-					t.Fatalf("step %d: SaveSyncValue(%q, %q): %v", i, st.key, st.value, err)
-				}
-				if committed := txID(t, s) != before; committed != st.commits {
-					t.Errorf("step %d: committed = %v, want %v", i, committed, st.commits)
-				}
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 func TestSyncValueErrors(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	canceled, cancel := context.WithCancel(t.Context())
-	cancel()
-	tests := []struct {
-		name    string
-		do      func() error
-		want    error
-		wantMsg string
-	}{
-		{"save empty key", func() error { return s.SaveSyncValue(t.Context(), "", "v") },
-			signaling.ErrInvalid, `store: save sync value: invalid request: sync key is empty`},
-		{"load empty key", func() error { _, err := s.LoadSyncValue(t.Context(), ""); return err },
-			signaling.ErrInvalid, `store: load sync value: invalid request: sync key is empty`},
-		{"save canceled", func() error { return s.SaveSyncValue(canceled, "k", "v") },
-			context.Canceled, `store: save sync value: context canceled`},
-		{"load canceled", func() error { _, err := s.LoadSyncValue(canceled, "k"); return err },
-			context.Canceled, `store: load sync value: context canceled`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := tt.do()
-			if !errors.Is(err, tt.want) {
-				t.Fatalf("got %v, want %v", err, tt.want)
-			}
-			if err.Error() != tt.wantMsg {
-				t.Errorf("got message %q, want %q", err, tt.wantMsg)
-			}
-		})
-	}
-	if got, err := s.LoadSyncValue(t.Context(), "k"); err != nil || got != "" {
-		t.Errorf("after failed saves: LoadSyncValue = %q, %v; want empty", got, err)
-	}
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		canceled, cancel := context.WithCancel(t.Context())
+		cancel()
+		tests := []struct {
+			name    string
+			do      func() error
+			want    error
+			wantMsg string
+		}{
+			{"save empty key", func() error { return s.SaveSyncValue(t.Context(), "", "v") },
+				signaling.ErrInvalid, `store: save sync value: invalid request: sync key is empty`},
+			{"load empty key", func() error { _, err := s.LoadSyncValue(t.Context(), ""); return err },
+				signaling.ErrInvalid, `store: load sync value: invalid request: sync key is empty`},
+			{"save canceled", func() error { return s.SaveSyncValue(canceled, "k", "v") },
+				context.Canceled, `store: save sync value: context canceled`},
+			{"load canceled", func() error { _, err := s.LoadSyncValue(canceled, "k"); return err },
+				context.Canceled, `store: load sync value: context canceled`},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				err := tt.do()
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("got %v, want %v", err, tt.want)
+				}
+				if err.Error() != tt.wantMsg {
+					t.Errorf("got message %q, want %q", err, tt.wantMsg)
+				}
+			})
+		}
+		if got, err := s.LoadSyncValue(t.Context(), "k"); err != nil || got != "" {
+			t.Errorf("after failed saves: LoadSyncValue = %q, %v; want empty", got, err)
+		}
+	})
 }
 
 // TestInboundStateSurvivesReopen: what the methods wrote is in the file

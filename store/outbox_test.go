@@ -40,8 +40,13 @@ func stamped(e signaling.OutboxEntry, seq uint64, createdAt time.Time, instance 
 	return e
 }
 
-func instanceOf(t *testing.T, s *Store) string {
+func instanceOf(t *testing.T, st testStore) string {
 	t.Helper()
+	if p := pgOf(st); p != nil {
+		id, _ := p.InstanceID()
+		return id
+	}
+	s := st.(*Store)
 	var id string
 	if err := s.db.View(func(tx *bolt.Tx) error {
 		id = string(tx.Bucket(bucketMeta).Get(keyInstance))
@@ -52,7 +57,7 @@ func instanceOf(t *testing.T, s *Store) string {
 	return id
 }
 
-func pending(t *testing.T, s *Store) []signaling.OutboxEntry {
+func pending(t *testing.T, s testStore) []signaling.OutboxEntry {
 	t.Helper()
 	got, err := s.PendingOutbox(t.Context(), 0)
 	if err != nil {
@@ -69,7 +74,7 @@ func seqs(es []signaling.OutboxEntry) []uint64 {
 	return out
 }
 
-func mustAppend(t *testing.T, s *Store, out ...signaling.OutboxEntry) {
+func mustAppend(t *testing.T, s testStore, out ...signaling.OutboxEntry) {
 	t.Helper()
 	if err := s.AppendOutbox(t.Context(), out); err != nil {
 		t.Fatalf("AppendOutbox: %v", err)
@@ -86,215 +91,223 @@ func checkCreatedAt(t *testing.T, e signaling.OutboxEntry, before, after time.Ti
 }
 
 func TestCreateCallOutbox(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	call := ringingCall("k", "c", 0)
-	given := entry("k", typeCandidates)
-	given.Seq = 99 // ignored
-	given.TxnID = "client-txn"
-	given.CreatedAt = at(time.Minute)
-	out := []signaling.OutboxEntry{entry("k", typeInvite), given}
-	orig := slices.Clone(out)
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		call := ringingCall("k", "c", 0)
+		given := entry("k", typeCandidates)
+		given.Seq = 99 // ignored
+		given.TxnID = "client-txn"
+		given.CreatedAt = at(time.Minute)
+		out := []signaling.OutboxEntry{entry("k", typeInvite), given}
+		orig := slices.Clone(out)
 
-	before := time.Now().UTC()
-	if err := s.CreateCallOutbox(t.Context(), call, out); err != nil {
-		t.Fatalf("CreateCallOutbox: %v", err)
-	}
-	after := time.Now().UTC()
-	if !reflect.DeepEqual(out, orig) {
-		t.Errorf("the caller's slice was modified: %+v", out)
-	}
+		before := time.Now().UTC()
+		if err := s.CreateCallOutbox(t.Context(), call, out); err != nil {
+			t.Fatalf("CreateCallOutbox: %v", err)
+		}
+		after := time.Now().UTC()
+		if !reflect.DeepEqual(out, orig) {
+			t.Errorf("the caller's slice was modified: %+v", out)
+		}
 
-	got := pending(t, s)
-	if len(got) != 2 {
-		t.Fatalf("got %d entries, want 2", len(got))
-	}
-	checkCreatedAt(t, got[0], before, after)
-	given.Seq = 2
-	want := []signaling.OutboxEntry{stamped(out[0], 1, got[0].CreatedAt, instanceOf(t, s)), given}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("got %+v\nwant %+v", got, want)
-	}
-	if c, err := s.Call(t.Context(), "k"); err != nil || !reflect.DeepEqual(c, call) {
-		t.Errorf("Call: got %+v, %v; want %+v", c, err, call)
-	}
-	checkIndexes(t, s)
+		got := pending(t, s)
+		if len(got) != 2 {
+			t.Fatalf("got %d entries, want 2", len(got))
+		}
+		checkCreatedAt(t, got[0], before, after)
+		given.Seq = 2
+		want := []signaling.OutboxEntry{stamped(out[0], 1, got[0].CreatedAt, instanceOf(t, s)), given}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("got %+v\nwant %+v", got, want)
+		}
+		if c, err := s.Call(t.Context(), "k"); err != nil || !reflect.DeepEqual(c, call) {
+			t.Errorf("Call: got %+v, %v; want %+v", c, err, call)
+		}
+		checkIndexes(t, s)
+	})
 }
 
 func TestUpdateCallOutbox(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	ctx := t.Context()
-	mustCreate(t, s, ringingCall("k", "c", 0))
-	hangup := entry("k", typeHangup)
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		ctx := t.Context()
+		mustCreate(t, s, ringingCall("k", "c", 0))
+		hangup := entry("k", typeHangup)
 
-	got, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
-		c.Status = signaling.StatusEnded
-		c.EndedAt = ptr(at(time.Minute))
-		c.RevokedUntil = ptr(at(time.Hour))
-		return []signaling.OutboxEntry{hangup}, nil
+		got, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
+			c.Status = signaling.StatusEnded
+			c.EndedAt = ptr(at(time.Minute))
+			c.RevokedUntil = ptr(at(time.Hour))
+			return []signaling.OutboxEntry{hangup}, nil
+		})
+		if err != nil {
+			t.Fatalf("UpdateCallOutbox: %v", err)
+		}
+		if got.Status != signaling.StatusEnded {
+			t.Errorf("returned status %s, want ended", got.Status)
+		}
+		if reread, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(reread, got) {
+			t.Errorf("re-read: got %+v, %v; want %+v", reread, err, got)
+		}
+		if revs, want := storedRevocations(t, s), map[string]time.Time{"k": at(time.Hour)}; !reflect.DeepEqual(revs, want) {
+			t.Errorf("revocations: got %v, want %v", revs, want)
+		}
+		out := pending(t, s)
+		if want := []signaling.OutboxEntry{stamped(hangup, 1, out[0].CreatedAt, instanceOf(t, s))}; !reflect.DeepEqual(out, want) {
+			t.Errorf("outbox: got %+v\nwant %+v", out, want)
+		}
+		if ringing, err := s.RingingCalls(ctx); err != nil || len(ringing) != 0 {
+			t.Errorf("RingingCalls: got %v, %v; want none", ids(ringing), err)
+		}
+
+		// An fn returning no entries is UpdateCall.
+		if _, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
+			c.EndReason = signaling.ReasonUserHangup
+			return nil, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{1}) {
+			t.Errorf("outbox after an update without entries: %v, want [1]", got)
+		}
+		checkIndexes(t, s)
 	})
-	if err != nil {
-		t.Fatalf("UpdateCallOutbox: %v", err)
-	}
-	if got.Status != signaling.StatusEnded {
-		t.Errorf("returned status %s, want ended", got.Status)
-	}
-	if reread, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(reread, got) {
-		t.Errorf("re-read: got %+v, %v; want %+v", reread, err, got)
-	}
-	if revs, want := storedRevocations(t, s), map[string]time.Time{"k": at(time.Hour)}; !reflect.DeepEqual(revs, want) {
-		t.Errorf("revocations: got %v, want %v", revs, want)
-	}
-	out := pending(t, s)
-	if want := []signaling.OutboxEntry{stamped(hangup, 1, out[0].CreatedAt, instanceOf(t, s))}; !reflect.DeepEqual(out, want) {
-		t.Errorf("outbox: got %+v\nwant %+v", out, want)
-	}
-	if ringing, err := s.RingingCalls(ctx); err != nil || len(ringing) != 0 {
-		t.Errorf("RingingCalls: got %v, %v; want none", ids(ringing), err)
-	}
-
-	// An fn returning no entries is UpdateCall.
-	if _, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
-		c.EndReason = signaling.ReasonUserHangup
-		return nil, nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{1}) {
-		t.Errorf("outbox after an update without entries: %v, want [1]", got)
-	}
-	checkIndexes(t, s)
 }
 
 // TestOutboxAtomicity: whatever fails, neither the call nor any entry (nor
 // the Seq counter) is written.
 func TestOutboxAtomicity(t *testing.T) {
-	boom := errors.New("boom")
-	noRoom := entry("k", typeHangup)
-	noRoom.RoomID = ""
-	notObject := entry("k", typeCandidates)
-	notObject.Content = json.RawMessage(`["a"]`)
-	truncated := entry("k", typeCandidates)
-	truncated.Content = json.RawMessage(`{"call_id":`)
-	noType := entry("k", "")
-	noCall := entry("", typeCandidates)
-	ended := func(c *signaling.Call) {
-		c.Status = signaling.StatusEnded
-		c.EndedAt = ptr(at(time.Minute))
-		c.RevokedUntil = ptr(at(time.Hour))
-	}
+	forDrivers(t, func(t *testing.T, d driver) {
+		boom := errors.New("boom")
+		noRoom := entry("k", typeHangup)
+		noRoom.RoomID = ""
+		notObject := entry("k", typeCandidates)
+		notObject.Content = json.RawMessage(`["a"]`)
+		truncated := entry("k", typeCandidates)
+		truncated.Content = json.RawMessage(`{"call_id":`)
+		noType := entry("k", "")
+		noCall := entry("", typeCandidates)
+		ended := func(c *signaling.Call) {
+			c.Status = signaling.StatusEnded
+			c.EndedAt = ptr(at(time.Minute))
+			c.RevokedUntil = ptr(at(time.Hour))
+		}
 
-	tests := []struct {
-		name    string
-		do      func(ctx context.Context, s *Store) error
-		want    error
-		wantMsg string // "" when the error is want itself
-	}{
-		{"update fn error", func(ctx context.Context, s *Store) error {
-			_, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
-				ended(c)
-				return []signaling.OutboxEntry{entry("k", typeHangup)}, boom
-			})
-			return err
-		}, boom, ""},
-		{"update invalid entry", func(ctx context.Context, s *Store) error {
-			_, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
-				ended(c)
-				return []signaling.OutboxEntry{entry("k", typeHangup), noRoom}, nil
-			})
-			return err
-		}, signaling.ErrInvalid, `store: update call "k": outbox entry 1: invalid request: room ID is empty`},
-		{"update changes ID", func(ctx context.Context, s *Store) error {
-			_, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
-				ended(c)
-				c.ID = "new"
-				return []signaling.OutboxEntry{entry("k", typeHangup)}, nil
-			})
-			return err
-		}, signaling.ErrInvalid, `store: update call "k": invalid request: the update changed the call's ID or conversation`},
-		{"update missing call", func(ctx context.Context, s *Store) error {
-			_, err := s.UpdateCallOutbox(ctx, "nope", func(*signaling.Call) ([]signaling.OutboxEntry, error) {
-				t.Error("fn called for a missing call")
-				return []signaling.OutboxEntry{entry("nope", typeHangup)}, nil
-			})
-			return err
-		}, signaling.ErrNotFound, `store: update call "nope": not found`},
-		{"create duplicate ID", func(ctx context.Context, s *Store) error {
-			return s.CreateCallOutbox(ctx, ringingCall("k", "other", time.Hour), []signaling.OutboxEntry{entry("k", typeInvite)})
-		}, signaling.ErrConflict, `store: create call "k": already exists`},
-		{"create invalid entry", func(ctx context.Context, s *Store) error {
-			return s.CreateCallOutbox(ctx, ringingCall("new", "c", 0), []signaling.OutboxEntry{entry("new", typeInvite), notObject})
-		}, signaling.ErrInvalid, `store: create call "new": outbox entry 1: invalid request: m.call.candidates content is not a JSON object`},
-		{"create invalid call", func(ctx context.Context, s *Store) error {
-			return s.CreateCallOutbox(ctx, ringingCall("new", "", 0), []signaling.OutboxEntry{entry("new", typeInvite)})
-		}, signaling.ErrInvalid, `store: create call "new": invalid request: conversation ID is empty`},
-		{"append invalid last entry", func(ctx context.Context, s *Store) error {
-			return s.AppendOutbox(ctx, []signaling.OutboxEntry{entry("k", typeCandidates), noType})
-		}, signaling.ErrInvalid, `store: append outbox: outbox entry 1: invalid request: event type is empty`},
-		{"append without call", func(ctx context.Context, s *Store) error {
-			return s.AppendOutbox(ctx, []signaling.OutboxEntry{noCall})
-		}, signaling.ErrInvalid, `store: append outbox: outbox entry 0: invalid request: call ID is empty`},
-		{"append truncated content", func(ctx context.Context, s *Store) error {
-			return s.AppendOutbox(ctx, []signaling.OutboxEntry{entry("k", typeCandidates), truncated})
-		}, signaling.ErrInvalid, `store: append outbox: outbox entry 1: invalid request: m.call.candidates content is not a JSON object`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := openTemp(t, t.TempDir())
-			ctx := t.Context()
-			orig := ringingCall("k", "c", 0)
-			mustCreate(t, s, orig)
-			before := txID(t, s)
+		tests := []struct {
+			name    string
+			do      func(ctx context.Context, s testStore) error
+			want    error
+			wantMsg string // "" when the error is want itself
+		}{
+			{"update fn error", func(ctx context.Context, s testStore) error {
+				_, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
+					ended(c)
+					return []signaling.OutboxEntry{entry("k", typeHangup)}, boom
+				})
+				return err
+			}, boom, ""},
+			{"update invalid entry", func(ctx context.Context, s testStore) error {
+				_, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
+					ended(c)
+					return []signaling.OutboxEntry{entry("k", typeHangup), noRoom}, nil
+				})
+				return err
+			}, signaling.ErrInvalid, `store: update call "k": outbox entry 1: invalid request: room ID is empty`},
+			{"update changes ID", func(ctx context.Context, s testStore) error {
+				_, err := s.UpdateCallOutbox(ctx, "k", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
+					ended(c)
+					c.ID = "new"
+					return []signaling.OutboxEntry{entry("k", typeHangup)}, nil
+				})
+				return err
+			}, signaling.ErrInvalid, `store: update call "k": invalid request: the update changed the call's ID or conversation`},
+			{"update missing call", func(ctx context.Context, s testStore) error {
+				_, err := s.UpdateCallOutbox(ctx, "nope", func(*signaling.Call) ([]signaling.OutboxEntry, error) {
+					t.Error("fn called for a missing call")
+					return []signaling.OutboxEntry{entry("nope", typeHangup)}, nil
+				})
+				return err
+			}, signaling.ErrNotFound, `store: update call "nope": not found`},
+			{"create duplicate ID", func(ctx context.Context, s testStore) error {
+				return s.CreateCallOutbox(ctx, ringingCall("k", "other", time.Hour), []signaling.OutboxEntry{entry("k", typeInvite)})
+			}, signaling.ErrConflict, `store: create call "k": already exists`},
+			{"create invalid entry", func(ctx context.Context, s testStore) error {
+				return s.CreateCallOutbox(ctx, ringingCall("new", "c", 0), []signaling.OutboxEntry{entry("new", typeInvite), notObject})
+			}, signaling.ErrInvalid, `store: create call "new": outbox entry 1: invalid request: m.call.candidates content is not a JSON object`},
+			{"create invalid call", func(ctx context.Context, s testStore) error {
+				return s.CreateCallOutbox(ctx, ringingCall("new", "", 0), []signaling.OutboxEntry{entry("new", typeInvite)})
+			}, signaling.ErrInvalid, `store: create call "new": invalid request: conversation ID is empty`},
+			{"append invalid last entry", func(ctx context.Context, s testStore) error {
+				return s.AppendOutbox(ctx, []signaling.OutboxEntry{entry("k", typeCandidates), noType})
+			}, signaling.ErrInvalid, `store: append outbox: outbox entry 1: invalid request: event type is empty`},
+			{"append without call", func(ctx context.Context, s testStore) error {
+				return s.AppendOutbox(ctx, []signaling.OutboxEntry{noCall})
+			}, signaling.ErrInvalid, `store: append outbox: outbox entry 0: invalid request: call ID is empty`},
+			{"append truncated content", func(ctx context.Context, s testStore) error {
+				return s.AppendOutbox(ctx, []signaling.OutboxEntry{entry("k", typeCandidates), truncated})
+			}, signaling.ErrInvalid, `store: append outbox: outbox entry 1: invalid request: m.call.candidates content is not a JSON object`},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := d.open(t, t.TempDir())
+				ctx := t.Context()
+				orig := ringingCall("k", "c", 0)
+				mustCreate(t, s, orig)
+				before := txID(t, s)
 
-			err := tt.do(ctx, s)
-			if tt.wantMsg == "" {
-				if err != tt.want { //nolint:errorlint // the very same error is the contract
-					t.Fatalf("got %v, want fn's error %v unchanged", err, tt.want)
+				err := tt.do(ctx, s)
+				if tt.wantMsg == "" {
+					if err != tt.want { //nolint:errorlint // the very same error is the contract
+						t.Fatalf("got %v, want fn's error %v unchanged", err, tt.want)
+					}
+				} else {
+					if !errors.Is(err, tt.want) {
+						t.Fatalf("got %v, want %v", err, tt.want)
+					}
+					if err.Error() != tt.wantMsg {
+						t.Errorf("got message %q, want %q", err, tt.wantMsg)
+					}
 				}
-			} else {
-				if !errors.Is(err, tt.want) {
-					t.Fatalf("got %v, want %v", err, tt.want)
+				if after := txID(t, s); after != before {
+					t.Errorf("a transaction was committed (tx %v → %v)", before, after)
 				}
-				if err.Error() != tt.wantMsg {
-					t.Errorf("got message %q, want %q", err, tt.wantMsg)
+				if got := pending(t, s); len(got) != 0 {
+					t.Errorf("outbox: got %+v, want empty", got)
 				}
-			}
-			if after := txID(t, s); after != before {
-				t.Errorf("a transaction was committed (tx %d → %d)", before, after)
-			}
-			if got := pending(t, s); len(got) != 0 {
-				t.Errorf("outbox: got %+v, want empty", got)
-			}
-			if got, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(got, orig) {
-				t.Errorf("re-read: got %+v, %v; want %+v", got, err, orig)
-			}
-			if _, err := s.Call(ctx, "new"); !errors.Is(err, signaling.ErrNotFound) {
-				t.Errorf("Call(new): got %v, want ErrNotFound", err)
-			}
-			if revs := storedRevocations(t, s); len(revs) != 0 {
-				t.Errorf("revocations: got %v, want none", revs)
-			}
-			checkIndexes(t, s)
+				if got, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(got, orig) {
+					t.Errorf("re-read: got %+v, %v; want %+v", got, err, orig)
+				}
+				if _, err := s.Call(ctx, "new"); !errors.Is(err, signaling.ErrNotFound) {
+					t.Errorf("Call(new): got %v, want ErrNotFound", err)
+				}
+				if revs := storedRevocations(t, s); len(revs) != 0 {
+					t.Errorf("revocations: got %v, want none", revs)
+				}
+				checkIndexes(t, s)
 
-			// The Seq counter rolled back with the rest.
-			mustAppend(t, s, entry("k", typeCandidates))
-			if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{1}) {
-				t.Errorf("Seq after the failure: got %v, want [1]", got)
-			}
-		})
-	}
+				// The Seq counter rolled back with the rest.
+				mustAppend(t, s, entry("k", typeCandidates))
+				if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{1}) {
+					t.Errorf("Seq after the failure: got %v, want [1]", got)
+				}
+			})
+		}
+	})
 }
 
 func TestAppendOutboxEmpty(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	before := txID(t, s)
-	for _, out := range [][]signaling.OutboxEntry{nil, {}} {
-		if err := s.AppendOutbox(t.Context(), out); err != nil {
-			t.Errorf("AppendOutbox(%v): %v", out, err)
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		before := txID(t, s)
+		for _, out := range [][]signaling.OutboxEntry{nil, {}} {
+			if err := s.AppendOutbox(t.Context(), out); err != nil {
+				t.Errorf("AppendOutbox(%v): %v", out, err)
+			}
 		}
-	}
-	if after := txID(t, s); after != before {
-		t.Errorf("a transaction was committed (tx %d → %d)", before, after)
-	}
+		if after := txID(t, s); after != before {
+			t.Errorf("a transaction was committed (tx %v → %v)", before, after)
+		}
+	})
 }
 
 // TestOutboxSeqAcrossRestarts appends through every path, empties the
@@ -359,251 +372,261 @@ func TestOutboxSeqAcrossRestarts(t *testing.T) {
 }
 
 func TestOutboxSurvivesRestart(t *testing.T) {
-	dir := t.TempDir()
-	s := openTemp(t, dir)
-	ctx := t.Context()
-	if err := s.CreateCallOutbox(ctx, ringingCall("k", "c", 0), []signaling.OutboxEntry{entry("k", typeInvite)}); err != nil {
-		t.Fatal(err)
-	}
-	mustAppend(t, s, entry("k", typeCandidates), entry("k", typeCandidates))
-	if err := s.RetryOutbox(ctx, 2, 3, at(time.Minute)); err != nil {
-		t.Fatal(err)
-	}
-	want := pending(t, s)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	forDrivers(t, func(t *testing.T, d driver) {
+		dir := t.TempDir()
+		s := d.open(t, dir)
+		ctx := t.Context()
+		if err := s.CreateCallOutbox(ctx, ringingCall("k", "c", 0), []signaling.OutboxEntry{entry("k", typeInvite)}); err != nil {
+			t.Fatal(err)
+		}
+		mustAppend(t, s, entry("k", typeCandidates), entry("k", typeCandidates))
+		if err := s.RetryOutbox(ctx, 2, 3, at(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		want := pending(t, s)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 
-	s = openTemp(t, dir)
-	if got := pending(t, s); !reflect.DeepEqual(got, want) {
-		t.Errorf("after reopen: got %+v\nwant %+v", got, want)
-	}
-	if want[1].Attempts != 3 || !want[1].NextAttempt.Equal(at(time.Minute)) {
-		t.Errorf("retried entry: %+v", want[1])
-	}
-	if n, err := s.OutboxDepth(ctx); err != nil || n != 3 {
-		t.Errorf("OutboxDepth: %d, %v; want 3", n, err)
-	}
+		s = d.open(t, dir)
+		if got := pending(t, s); !reflect.DeepEqual(got, want) {
+			t.Errorf("after reopen: got %+v\nwant %+v", got, want)
+		}
+		if want[1].Attempts != 3 || !want[1].NextAttempt.Equal(at(time.Minute)) {
+			t.Errorf("retried entry: %+v", want[1])
+		}
+		if n, err := s.OutboxDepth(ctx); err != nil || n != 3 {
+			t.Errorf("OutboxDepth: %d, %v; want 3", n, err)
+		}
+	})
 }
 
 func TestPendingOutboxOrderAndLimit(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	ctx := t.Context()
-	// Over 256 entries, so the order of the keys' higher bytes counts too.
-	var out []signaling.OutboxEntry
-	for i := range 300 {
-		out = append(out, entry(fmt.Sprintf("call-%03d", i), typeCandidates))
-	}
-	mustAppend(t, s, out...)
-	for i := 300; i < 303; i++ {
-		mustAppend(t, s, entry(fmt.Sprintf("call-%03d", i), typeCandidates))
-	}
-	all := pending(t, s)
-	if len(all) != 303 {
-		t.Fatalf("got %d entries, want 303", len(all))
-	}
-	for i, e := range all {
-		if want := fmt.Sprintf("call-%03d", i); e.Seq != uint64(i+1) || e.CallID != want {
-			t.Fatalf("entry %d: seq %d call %s; want seq %d call %s", i, e.Seq, e.CallID, i+1, want)
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		ctx := t.Context()
+		// Over 256 entries, so the order of the keys' higher bytes counts too.
+		var out []signaling.OutboxEntry
+		for i := range 300 {
+			out = append(out, entry(fmt.Sprintf("call-%03d", i), typeCandidates))
 		}
-	}
-
-	tests := []struct {
-		limit int
-		want  []signaling.OutboxEntry
-	}{
-		{1, all[:1]},
-		{5, all[:5]},
-		{257, all[:257]},
-		{303, all},
-		{1000, all},
-		{0, all},
-	}
-	for _, tt := range tests {
-		got, err := s.PendingOutbox(ctx, tt.limit)
-		if err != nil || !reflect.DeepEqual(got, tt.want) {
-			t.Errorf("PendingOutbox(%d): got %d entries %v, %v; want %d", tt.limit, len(got), err, got == nil, len(tt.want))
+		mustAppend(t, s, out...)
+		for i := 300; i < 303; i++ {
+			mustAppend(t, s, entry(fmt.Sprintf("call-%03d", i), typeCandidates))
 		}
-	}
-
-	// Completing the head and dropping from the middle keeps the order.
-	for _, seq := range []uint64{1, 2, 100, 256, 257} {
-		if err := s.DropOutbox(ctx, seq); err != nil {
-			t.Fatal(err)
+		all := pending(t, s)
+		if len(all) != 303 {
+			t.Fatalf("got %d entries, want 303", len(all))
 		}
-	}
-	got, err := s.PendingOutbox(ctx, 4)
-	if err != nil || !slices.Equal(seqs(got), []uint64{3, 4, 5, 6}) {
-		t.Errorf("after drops: got %v, %v; want [3 4 5 6]", seqs(got), err)
-	}
-	got = pending(t, s)
-	if len(got) != 298 || !slices.IsSorted(seqs(got)) {
-		t.Errorf("after drops: %d entries, sorted %v; want 298 sorted", len(got), slices.IsSorted(seqs(got)))
-	}
-
-	_, err = s.PendingOutbox(ctx, -1)
-	if !errors.Is(err, signaling.ErrInvalid) || err.Error() != "store: pending outbox: invalid request: limit -1 is negative" {
-		t.Errorf("PendingOutbox(-1): got %v", err)
-	}
-}
-
-func TestOutboxTxnID(t *testing.T) {
-	dir := t.TempDir()
-	s := openTemp(t, dir)
-	ctx := t.Context()
-	mine := entry("k", typeCandidates)
-	mine.TxnID = "client-txn"
-	mustAppend(t, s, entry("k", typeInvite), mine, entry("k", typeCandidates))
-
-	id := instanceOf(t, s)
-	want := map[uint64]string{1: "icebox-" + id + "-1", 2: "client-txn", 3: "icebox-" + id + "-3"}
-	check := func(when string) {
-		t.Helper()
-		got := map[uint64]string{}
-		for _, e := range pending(t, s) {
-			got[e.Seq] = e.TxnID
+		for i, e := range all {
+			if want := fmt.Sprintf("call-%03d", i); e.Seq != uint64(i+1) || e.CallID != want {
+				t.Fatalf("entry %d: seq %d call %s; want seq %d call %s", i, e.Seq, e.CallID, i+1, want)
+			}
 		}
-		if !reflect.DeepEqual(got, want) {
-			t.Errorf("%s: TxnIDs %v, want %v", when, got, want)
+
+		tests := []struct {
+			limit int
+			want  []signaling.OutboxEntry
+		}{
+			{1, all[:1]},
+			{5, all[:5]},
+			{257, all[:257]},
+			{303, all},
+			{1000, all},
+			{0, all},
 		}
-	}
-	check("appended")
-	for attempt := 1; attempt <= 3; attempt++ {
-		for seq := range want {
-			if err := s.RetryOutbox(ctx, seq, attempt, at(time.Duration(attempt)*time.Second)); err != nil {
+		for _, tt := range tests {
+			got, err := s.PendingOutbox(ctx, tt.limit)
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("PendingOutbox(%d): got %d entries %v, %v; want %d", tt.limit, len(got), err, got == nil, len(tt.want))
+			}
+		}
+
+		// Completing the head and dropping from the middle keeps the order.
+		for _, seq := range []uint64{1, 2, 100, 256, 257} {
+			if err := s.DropOutbox(ctx, seq); err != nil {
 				t.Fatal(err)
 			}
 		}
-	}
-	check("after retries")
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openTemp(t, dir)
-	check("after reopen")
+		got, err := s.PendingOutbox(ctx, 4)
+		if err != nil || !slices.Equal(seqs(got), []uint64{3, 4, 5, 6}) {
+			t.Errorf("after drops: got %v, %v; want [3 4 5 6]", seqs(got), err)
+		}
+		got = pending(t, s)
+		if len(got) != 298 || !slices.IsSorted(seqs(got)) {
+			t.Errorf("after drops: %d entries, sorted %v; want 298 sorted", len(got), slices.IsSorted(seqs(got)))
+		}
+
+		_, err = s.PendingOutbox(ctx, -1)
+		if !errors.Is(err, signaling.ErrInvalid) || err.Error() != "store: pending outbox: invalid request: limit -1 is negative" {
+			t.Errorf("PendingOutbox(-1): got %v", err)
+		}
+	})
+}
+
+func TestOutboxTxnID(t *testing.T) {
+	forDrivers(t, func(t *testing.T, d driver) {
+		dir := t.TempDir()
+		s := d.open(t, dir)
+		ctx := t.Context()
+		mine := entry("k", typeCandidates)
+		mine.TxnID = "client-txn"
+		mustAppend(t, s, entry("k", typeInvite), mine, entry("k", typeCandidates))
+
+		id := instanceOf(t, s)
+		want := map[uint64]string{1: "icebox-" + id + "-1", 2: "client-txn", 3: "icebox-" + id + "-3"}
+		check := func(when string) {
+			t.Helper()
+			got := map[uint64]string{}
+			for _, e := range pending(t, s) {
+				got[e.Seq] = e.TxnID
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("%s: TxnIDs %v, want %v", when, got, want)
+			}
+		}
+		check("appended")
+		for attempt := 1; attempt <= 3; attempt++ {
+			for seq := range want {
+				if err := s.RetryOutbox(ctx, seq, attempt, at(time.Duration(attempt)*time.Second)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		check("after retries")
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s = d.open(t, dir)
+		check("after reopen")
+	})
 }
 
 func TestCompleteOutbox(t *testing.T) {
-	dir := t.TempDir()
-	s := openTemp(t, dir)
-	ctx := t.Context()
+	forDrivers(t, func(t *testing.T, d driver) {
+		dir := t.TempDir()
+		s := d.open(t, dir)
+		ctx := t.Context()
 
-	k := ringingCall("k", "c", 0)
-	if err := s.CreateCallOutbox(ctx, k, []signaling.OutboxEntry{entry("k", typeInvite), entry("k", typeCandidates)}); err != nil {
-		t.Fatal(err)
-	}
-	// j came in from Matrix: it has its invite's event ID already.
-	j := ringingCall("j", "c", time.Second)
-	j.MatrixInviteEventID = "$inbound"
-	mustCreate(t, s, j)
-	mustAppend(t, s,
-		entry("j", typeInvite),     // 3
-		entry("ghost", typeInvite), // 4: no such call
-		entry("k", typeInvite),     // 5: completed with no event ID
-		entry("k", typeHangup),     // 6
-	)
+		k := ringingCall("k", "c", 0)
+		if err := s.CreateCallOutbox(ctx, k, []signaling.OutboxEntry{entry("k", typeInvite), entry("k", typeCandidates)}); err != nil {
+			t.Fatal(err)
+		}
+		// j came in from Matrix: it has its invite's event ID already.
+		j := ringingCall("j", "c", time.Second)
+		j.MatrixInviteEventID = "$inbound"
+		mustCreate(t, s, j)
+		mustAppend(t, s,
+			entry("j", typeInvite),     // 3
+			entry("ghost", typeInvite), // 4: no such call
+			entry("k", typeInvite),     // 5: completed with no event ID
+			entry("k", typeHangup),     // 6
+		)
 
-	steps := []struct {
-		name      string
-		seq       uint64
-		eventID   string
-		wantK     string // k's MatrixInviteEventID afterwards
-		wantSeqs  []uint64
-		noCommit  bool
-		wantIndex map[string]string
-	}{
-		{"candidates set nothing", 2, "$cand", "", []uint64{1, 3, 4, 5, 6}, false,
-			map[string]string{"$inbound": "j"}},
-		{"invite without event ID", 5, "", "", []uint64{1, 3, 4, 6}, false,
-			map[string]string{"$inbound": "j"}},
-		{"invite of a call that has one", 3, "$j2", "", []uint64{1, 4, 6}, false,
-			map[string]string{"$inbound": "j"}},
-		{"invite of a missing call", 4, "$ghost", "", []uint64{1, 6}, false,
-			map[string]string{"$inbound": "j"}},
-		{"invite", 1, "$inv", "$inv", []uint64{6}, false,
-			map[string]string{"$inbound": "j", "$inv": "k"}},
-		{"again", 1, "$other", "$inv", []uint64{6}, true,
-			map[string]string{"$inbound": "j", "$inv": "k"}},
-		{"unknown seq", 999, "$x", "$inv", []uint64{6}, true,
-			map[string]string{"$inbound": "j", "$inv": "k"}},
-	}
-	for _, st := range steps {
-		before := txID(t, s)
-		if err := s.CompleteOutbox(ctx, st.seq, st.eventID); err != nil {
-			t.Fatalf("%s: CompleteOutbox: %v", st.name, err)
+		steps := []struct {
+			name      string
+			seq       uint64
+			eventID   string
+			wantK     string // k's MatrixInviteEventID afterwards
+			wantSeqs  []uint64
+			noCommit  bool
+			wantIndex map[string]string
+		}{
+			{"candidates set nothing", 2, "$cand", "", []uint64{1, 3, 4, 5, 6}, false,
+				map[string]string{"$inbound": "j"}},
+			{"invite without event ID", 5, "", "", []uint64{1, 3, 4, 6}, false,
+				map[string]string{"$inbound": "j"}},
+			{"invite of a call that has one", 3, "$j2", "", []uint64{1, 4, 6}, false,
+				map[string]string{"$inbound": "j"}},
+			{"invite of a missing call", 4, "$ghost", "", []uint64{1, 6}, false,
+				map[string]string{"$inbound": "j"}},
+			{"invite", 1, "$inv", "$inv", []uint64{6}, false,
+				map[string]string{"$inbound": "j", "$inv": "k"}},
+			{"again", 1, "$other", "$inv", []uint64{6}, true,
+				map[string]string{"$inbound": "j", "$inv": "k"}},
+			{"unknown seq", 999, "$x", "$inv", []uint64{6}, true,
+				map[string]string{"$inbound": "j", "$inv": "k"}},
 		}
-		if committed := txID(t, s) != before; committed == st.noCommit {
-			t.Errorf("%s: committed = %v, want %v", st.name, committed, !st.noCommit)
+		for _, st := range steps {
+			before := txID(t, s)
+			if err := s.CompleteOutbox(ctx, st.seq, st.eventID); err != nil {
+				t.Fatalf("%s: CompleteOutbox: %v", st.name, err)
+			}
+			if committed := txID(t, s) != before; committed == st.noCommit {
+				t.Errorf("%s: committed = %v, want %v", st.name, committed, !st.noCommit)
+			}
+			if got := seqs(pending(t, s)); !slices.Equal(got, st.wantSeqs) {
+				t.Errorf("%s: pending %v, want %v", st.name, got, st.wantSeqs)
+			}
+			wantCall := k
+			wantCall.MatrixInviteEventID = st.wantK
+			if got, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(got, wantCall) {
+				t.Errorf("%s: call k: got %+v, %v; want %+v", st.name, got, err, wantCall)
+			}
+			if got, err := s.Call(ctx, "j"); err != nil || !reflect.DeepEqual(got, j) {
+				t.Errorf("%s: call j: got %+v, %v; want %+v", st.name, got, err, j)
+			}
+			for ev, id := range st.wantIndex {
+				if got, err := s.CallByMatrixEvent(ctx, ev); err != nil || got.ID != id {
+					t.Errorf("%s: CallByMatrixEvent(%s): got %q, %v; want %q", st.name, ev, got.ID, err, id)
+				}
+			}
+			checkIndexes(t, s)
 		}
-		if got := seqs(pending(t, s)); !slices.Equal(got, st.wantSeqs) {
-			t.Errorf("%s: pending %v, want %v", st.name, got, st.wantSeqs)
-		}
-		wantCall := k
-		wantCall.MatrixInviteEventID = st.wantK
-		if got, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(got, wantCall) {
-			t.Errorf("%s: call k: got %+v, %v; want %+v", st.name, got, err, wantCall)
-		}
-		if got, err := s.Call(ctx, "j"); err != nil || !reflect.DeepEqual(got, j) {
-			t.Errorf("%s: call j: got %+v, %v; want %+v", st.name, got, err, j)
-		}
-		for ev, id := range st.wantIndex {
-			if got, err := s.CallByMatrixEvent(ctx, ev); err != nil || got.ID != id {
-				t.Errorf("%s: CallByMatrixEvent(%s): got %q, %v; want %q", st.name, ev, got.ID, err, id)
+		for _, ev := range []string{"$cand", "$j2", "$ghost", "$other", "$x", ""} {
+			if _, err := s.CallByMatrixEvent(ctx, ev); !errors.Is(err, signaling.ErrNotFound) {
+				t.Errorf("CallByMatrixEvent(%q): got %v, want ErrNotFound", ev, err)
 			}
 		}
-		checkIndexes(t, s)
-	}
-	for _, ev := range []string{"$cand", "$j2", "$ghost", "$other", "$x", ""} {
-		if _, err := s.CallByMatrixEvent(ctx, ev); !errors.Is(err, signaling.ErrNotFound) {
-			t.Errorf("CallByMatrixEvent(%q): got %v, want ErrNotFound", ev, err)
+		_, err := s.CallByMatrixEvent(ctx, "$nope")
+		if want := `store: call by Matrix event "$nope": not found`; err == nil || err.Error() != want {
+			t.Errorf("got %v, want %q", err, want)
 		}
-	}
-	_, err := s.CallByMatrixEvent(ctx, "$nope")
-	if want := `store: call by Matrix event "$nope": not found`; err == nil || err.Error() != want {
-		t.Errorf("got %v, want %q", err, want)
-	}
 
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = openTemp(t, dir)
-	got, err := s.CallByMatrixEvent(ctx, "$inv")
-	if err != nil || got.ID != "k" || got.MatrixInviteEventID != "$inv" {
-		t.Errorf("after reopen: got %+v, %v; want call k with $inv", got, err)
-	}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s = d.open(t, dir)
+		got, err := s.CallByMatrixEvent(ctx, "$inv")
+		if err != nil || got.ID != "k" || got.MatrixInviteEventID != "$inv" {
+			t.Errorf("after reopen: got %+v, %v; want call k with $inv", got, err)
+		}
+	})
 }
 
 // TestCompleteOutboxConflict: an event ID that is already another call's
 // invite fails the completion, which writes nothing.
 func TestCompleteOutboxConflict(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	ctx := t.Context()
-	k := ringingCall("k", "c", 0)
-	if err := s.CreateCallOutbox(ctx, k, []signaling.OutboxEntry{entry("k", typeInvite)}); err != nil {
-		t.Fatal(err)
-	}
-	j := ringingCall("j", "c", time.Second)
-	j.MatrixInviteEventID = "$taken"
-	mustCreate(t, s, j)
-	before := txID(t, s)
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		ctx := t.Context()
+		k := ringingCall("k", "c", 0)
+		if err := s.CreateCallOutbox(ctx, k, []signaling.OutboxEntry{entry("k", typeInvite)}); err != nil {
+			t.Fatal(err)
+		}
+		j := ringingCall("j", "c", time.Second)
+		j.MatrixInviteEventID = "$taken"
+		mustCreate(t, s, j)
+		before := txID(t, s)
 
-	err := s.CompleteOutbox(ctx, 1, "$taken")
-	if !errors.Is(err, signaling.ErrConflict) {
-		t.Fatalf("got %v, want ErrConflict", err)
-	}
-	if want := `store: complete outbox entry 1: already exists: Matrix event "$taken" is the invite of call "j"`; err.Error() != want {
-		t.Errorf("got message %q, want %q", err, want)
-	}
-	if after := txID(t, s); after != before {
-		t.Errorf("a transaction was committed (tx %d → %d)", before, after)
-	}
-	if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{1}) {
-		t.Errorf("pending: %v, want [1]", got)
-	}
-	if got, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(got, k) {
-		t.Errorf("call k: got %+v, %v; want %+v", got, err, k)
-	}
-	checkIndexes(t, s)
+		err := s.CompleteOutbox(ctx, 1, "$taken")
+		if !errors.Is(err, signaling.ErrConflict) {
+			t.Fatalf("got %v, want ErrConflict", err)
+		}
+		if want := `store: complete outbox entry 1: already exists: Matrix event "$taken" is the invite of call "j"`; err.Error() != want {
+			t.Errorf("got message %q, want %q", err, want)
+		}
+		if after := txID(t, s); after != before {
+			t.Errorf("a transaction was committed (tx %v → %v)", before, after)
+		}
+		if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{1}) {
+			t.Errorf("pending: %v, want [1]", got)
+		}
+		if got, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(got, k) {
+			t.Errorf("call k: got %+v, %v; want %+v", got, err, k)
+		}
+		checkIndexes(t, s)
+	})
 }
 
 // TestMatrixEventIndexFollowsCalls: calls_by_matrix_event follows
@@ -690,72 +713,76 @@ func TestCallByMatrixEventCorruptIndex(t *testing.T) {
 }
 
 func TestRetryOutbox(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	ctx := t.Context()
-	mustAppend(t, s, entry("k", typeCandidates), entry("k", typeHangup))
-	orig := pending(t, s)
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		ctx := t.Context()
+		mustAppend(t, s, entry("k", typeCandidates), entry("k", typeHangup))
+		orig := pending(t, s)
 
-	for _, r := range []struct {
-		attempts int
-		next     time.Time
-	}{{1, at(time.Second)}, {2, at(5 * time.Second)}, {0, time.Time{}}} {
-		if err := s.RetryOutbox(ctx, 1, r.attempts, r.next); err != nil {
-			t.Fatal(err)
+		for _, r := range []struct {
+			attempts int
+			next     time.Time
+		}{{1, at(time.Second)}, {2, at(5 * time.Second)}, {0, time.Time{}}} {
+			if err := s.RetryOutbox(ctx, 1, r.attempts, r.next); err != nil {
+				t.Fatal(err)
+			}
+			want := slices.Clone(orig)
+			want[0].Attempts = r.attempts
+			want[0].NextAttempt = r.next
+			if got := pending(t, s); !reflect.DeepEqual(got, want) {
+				t.Errorf("Retry(%d, %v): got %+v\nwant %+v", r.attempts, r.next, got, want)
+			}
 		}
-		want := slices.Clone(orig)
-		want[0].Attempts = r.attempts
-		want[0].NextAttempt = r.next
-		if got := pending(t, s); !reflect.DeepEqual(got, want) {
-			t.Errorf("Retry(%d, %v): got %+v\nwant %+v", r.attempts, r.next, got, want)
-		}
-	}
 
-	tests := []struct {
-		name     string
-		seq      uint64
-		attempts int
-		want     error
-		wantMsg  string
-	}{
-		{"unknown seq", 99, 1, signaling.ErrNotFound, "store: retry outbox entry 99: not found"},
-		{"negative attempts", 1, -1, signaling.ErrInvalid, "store: retry outbox entry 1: invalid request: attempts -1 is negative"},
-	}
-	for _, tt := range tests {
-		before := txID(t, s)
-		err := s.RetryOutbox(ctx, tt.seq, tt.attempts, at(time.Hour))
-		if !errors.Is(err, tt.want) || err.Error() != tt.wantMsg {
-			t.Errorf("%s: got %v, want %q", tt.name, err, tt.wantMsg)
+		tests := []struct {
+			name     string
+			seq      uint64
+			attempts int
+			want     error
+			wantMsg  string
+		}{
+			{"unknown seq", 99, 1, signaling.ErrNotFound, "store: retry outbox entry 99: not found"},
+			{"negative attempts", 1, -1, signaling.ErrInvalid, "store: retry outbox entry 1: invalid request: attempts -1 is negative"},
 		}
-		if after := txID(t, s); after != before {
-			t.Errorf("%s: a transaction was committed", tt.name)
+		for _, tt := range tests {
+			before := txID(t, s)
+			err := s.RetryOutbox(ctx, tt.seq, tt.attempts, at(time.Hour))
+			if !errors.Is(err, tt.want) || err.Error() != tt.wantMsg {
+				t.Errorf("%s: got %v, want %q", tt.name, err, tt.wantMsg)
+			}
+			if after := txID(t, s); after != before {
+				t.Errorf("%s: a transaction was committed", tt.name)
+			}
 		}
-	}
+	})
 }
 
 func TestDropOutbox(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	ctx := t.Context()
-	k := ringingCall("k", "c", 0)
-	if err := s.CreateCallOutbox(ctx, k, []signaling.OutboxEntry{entry("k", typeInvite), entry("k", typeCandidates)}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.DropOutbox(ctx, 1); err != nil {
-		t.Fatal(err)
-	}
-	if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{2}) {
-		t.Errorf("pending: %v, want [2]", got)
-	}
-	if got, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(got, k) {
-		t.Errorf("a dropped invite changed the call: %+v, %v", got, err)
-	}
-	before := txID(t, s)
-	if err := s.DropOutbox(ctx, 1); err != nil {
-		t.Errorf("second drop: %v", err)
-	}
-	if after := txID(t, s); after != before {
-		t.Errorf("dropping an unknown entry committed (tx %d → %d)", before, after)
-	}
-	checkIndexes(t, s)
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		ctx := t.Context()
+		k := ringingCall("k", "c", 0)
+		if err := s.CreateCallOutbox(ctx, k, []signaling.OutboxEntry{entry("k", typeInvite), entry("k", typeCandidates)}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DropOutbox(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+		if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{2}) {
+			t.Errorf("pending: %v, want [2]", got)
+		}
+		if got, err := s.Call(ctx, "k"); err != nil || !reflect.DeepEqual(got, k) {
+			t.Errorf("a dropped invite changed the call: %+v, %v", got, err)
+		}
+		before := txID(t, s)
+		if err := s.DropOutbox(ctx, 1); err != nil {
+			t.Errorf("second drop: %v", err)
+		}
+		if after := txID(t, s); after != before {
+			t.Errorf("dropping an unknown entry committed (tx %v → %v)", before, after)
+		}
+		checkIndexes(t, s)
+	})
 }
 
 // TestCorruptOutboxEntry: an entry that does not decode stops the reads
@@ -801,79 +828,83 @@ func TestCorruptOutboxEntry(t *testing.T) {
 }
 
 func TestOutboxDepth(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	ctx := t.Context()
-	depth := func() int {
-		t.Helper()
-		n, err := s.OutboxDepth(ctx)
-		if err != nil {
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		ctx := t.Context()
+		depth := func() int {
+			t.Helper()
+			n, err := s.OutboxDepth(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if n := depth(); n != 0 {
+			t.Errorf("empty: %d", n)
+		}
+		mustAppend(t, s, entry("k", typeCandidates), entry("k", typeCandidates), entry("k", typeHangup))
+		if n := depth(); n != 3 {
+			t.Errorf("after 3 appends: %d", n)
+		}
+		if err := s.CompleteOutbox(ctx, 2, "$e"); err != nil {
 			t.Fatal(err)
 		}
-		return n
-	}
-	if n := depth(); n != 0 {
-		t.Errorf("empty: %d", n)
-	}
-	mustAppend(t, s, entry("k", typeCandidates), entry("k", typeCandidates), entry("k", typeHangup))
-	if n := depth(); n != 3 {
-		t.Errorf("after 3 appends: %d", n)
-	}
-	if err := s.CompleteOutbox(ctx, 2, "$e"); err != nil {
-		t.Fatal(err)
-	}
-	if n := depth(); n != 2 {
-		t.Errorf("after a completion: %d", n)
-	}
+		if n := depth(); n != 2 {
+			t.Errorf("after a completion: %d", n)
+		}
+	})
 }
 
 func TestOutboxCancelledContext(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	if err := s.CreateCallOutbox(t.Context(), ringingCall("k", "c", 0), []signaling.OutboxEntry{entry("k", typeInvite)}); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	before := txID(t, s)
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		if err := s.CreateCallOutbox(t.Context(), ringingCall("k", "c", 0), []signaling.OutboxEntry{entry("k", typeInvite)}); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		before := txID(t, s)
 
-	fnCalled := false
-	one := []signaling.OutboxEntry{entry("k", typeCandidates)}
-	tests := []struct {
-		name string
-		do   func() error
-	}{
-		{"CreateCallOutbox", func() error { return s.CreateCallOutbox(ctx, ringingCall("new", "c", 0), one) }},
-		{"UpdateCallOutbox", func() error {
-			_, err := s.UpdateCallOutbox(ctx, "k", func(*signaling.Call) ([]signaling.OutboxEntry, error) {
-				fnCalled = true
-				return one, nil
+		fnCalled := false
+		one := []signaling.OutboxEntry{entry("k", typeCandidates)}
+		tests := []struct {
+			name string
+			do   func() error
+		}{
+			{"CreateCallOutbox", func() error { return s.CreateCallOutbox(ctx, ringingCall("new", "c", 0), one) }},
+			{"UpdateCallOutbox", func() error {
+				_, err := s.UpdateCallOutbox(ctx, "k", func(*signaling.Call) ([]signaling.OutboxEntry, error) {
+					fnCalled = true
+					return one, nil
+				})
+				return err
+			}},
+			{"AppendOutbox", func() error { return s.AppendOutbox(ctx, one) }},
+			{"AppendOutbox empty", func() error { return s.AppendOutbox(ctx, nil) }},
+			{"PendingOutbox", func() error { _, err := s.PendingOutbox(ctx, 10); return err }},
+			{"OutboxDepth", func() error { _, err := s.OutboxDepth(ctx); return err }},
+			{"CompleteOutbox", func() error { return s.CompleteOutbox(ctx, 1, "$e") }},
+			{"RetryOutbox", func() error { return s.RetryOutbox(ctx, 1, 1, at(time.Minute)) }},
+			{"DropOutbox", func() error { return s.DropOutbox(ctx, 1) }},
+			{"CallByMatrixEvent", func() error { _, err := s.CallByMatrixEvent(ctx, "$e"); return err }},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				if err := tt.do(); !errors.Is(err, context.Canceled) {
+					t.Fatalf("got %v, want context.Canceled", err)
+				}
 			})
-			return err
-		}},
-		{"AppendOutbox", func() error { return s.AppendOutbox(ctx, one) }},
-		{"AppendOutbox empty", func() error { return s.AppendOutbox(ctx, nil) }},
-		{"PendingOutbox", func() error { _, err := s.PendingOutbox(ctx, 10); return err }},
-		{"OutboxDepth", func() error { _, err := s.OutboxDepth(ctx); return err }},
-		{"CompleteOutbox", func() error { return s.CompleteOutbox(ctx, 1, "$e") }},
-		{"RetryOutbox", func() error { return s.RetryOutbox(ctx, 1, 1, at(time.Minute)) }},
-		{"DropOutbox", func() error { return s.DropOutbox(ctx, 1) }},
-		{"CallByMatrixEvent", func() error { _, err := s.CallByMatrixEvent(ctx, "$e"); return err }},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.do(); !errors.Is(err, context.Canceled) {
-				t.Fatalf("got %v, want context.Canceled", err)
-			}
-		})
-	}
-	if fnCalled {
-		t.Error("UpdateCallOutbox ran fn under a cancelled context")
-	}
-	if after := txID(t, s); after != before {
-		t.Errorf("a transaction was committed under a cancelled context (tx %d → %d)", before, after)
-	}
-	if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{1}) {
-		t.Errorf("pending: %v, want [1]", got)
-	}
+		}
+		if fnCalled {
+			t.Error("UpdateCallOutbox ran fn under a cancelled context")
+		}
+		if after := txID(t, s); after != before {
+			t.Errorf("a transaction was committed under a cancelled context (tx %v → %v)", before, after)
+		}
+		if got := seqs(pending(t, s)); !slices.Equal(got, []uint64{1}) {
+			t.Errorf("pending: %v, want [1]", got)
+		}
+	})
 }
 
 // BenchmarkUpdateCallOutbox measures one durable UpdateCallOutbox (read, fn,

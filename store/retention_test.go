@@ -107,92 +107,94 @@ func endedCall(id, conv string, st signaling.Status, created, ended time.Duratio
 // are deleted with all their index entries, in bounded batches; active and
 // recently ended calls and every revocation stay.
 func TestSecurityStateFilePruneEndedCalls(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	old2 := endedCall("old2", "c", signaling.StatusEnded, 0, 2*time.Hour)
-	old2.MatrixInviteEventID = "$old2:example.org"
-	answered := ringingCall("answered", "c", 0)
-	answered.Status = signaling.StatusAnswered
-	mustCreate(t, s,
-		endedCall("old1", "c", signaling.StatusEnded, 0, time.Hour),
-		old2,
-		endedCall("old3", "d", signaling.StatusRejected, 0, 3*time.Hour),
-		endedCall("recent", "c", signaling.StatusExpired, 0, 100*time.Hour),
-		ringingCall("ringing", "c", time.Hour),
-		answered,
-	)
-	// A call that ends through UpdateCall gets indexed as it ends.
-	mustCreate(t, s, ringingCall("old4", "d", 0))
-	if _, err := s.UpdateCall(t.Context(), "old4", func(c *signaling.Call) error {
-		c.Status, c.EndedAt, c.RevokedUntil = signaling.StatusEnded, ptr(at(4*time.Hour)), ptr(at(200*time.Hour))
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	checkIndexes(t, s)
-
-	cutoff := at(50 * time.Hour)
-	var batches []int
-	for range 10 {
-		n, err := s.PruneEndedCalls(t.Context(), cutoff, 3)
-		if err != nil {
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		old2 := endedCall("old2", "c", signaling.StatusEnded, 0, 2*time.Hour)
+		old2.MatrixInviteEventID = "$old2:example.org"
+		answered := ringingCall("answered", "c", 0)
+		answered.Status = signaling.StatusAnswered
+		mustCreate(t, s,
+			endedCall("old1", "c", signaling.StatusEnded, 0, time.Hour),
+			old2,
+			endedCall("old3", "d", signaling.StatusRejected, 0, 3*time.Hour),
+			endedCall("recent", "c", signaling.StatusExpired, 0, 100*time.Hour),
+			ringingCall("ringing", "c", time.Hour),
+			answered,
+		)
+		// A call that ends through UpdateCall gets indexed as it ends.
+		mustCreate(t, s, ringingCall("old4", "d", 0))
+		if _, err := s.UpdateCall(t.Context(), "old4", func(c *signaling.Call) error {
+			c.Status, c.EndedAt, c.RevokedUntil = signaling.StatusEnded, ptr(at(4*time.Hour)), ptr(at(200*time.Hour))
+			return nil
+		}); err != nil {
 			t.Fatal(err)
 		}
-		batches = append(batches, n)
-		if n < 3 {
-			break
-		}
-	}
-	if want := []int{3, 1}; !slices.Equal(batches, want) {
-		t.Errorf("batches: got %v, want %v", batches, want)
-	}
-	checkIndexes(t, s)
-	for _, id := range []string{"old1", "old2", "old3", "old4"} {
-		if _, err := s.Call(t.Context(), id); !errors.Is(err, signaling.ErrNotFound) {
-			t.Errorf("Call(%s) after prune: %v, want ErrNotFound", id, err)
-		}
-	}
-	if _, err := s.CallByMatrixEvent(t.Context(), old2.MatrixInviteEventID); !errors.Is(err, signaling.ErrNotFound) {
-		t.Errorf("CallByMatrixEvent after prune: %v, want ErrNotFound", err)
-	}
-	got, err := s.Calls(t.Context(), signaling.CallFilter{ConversationID: "c"})
-	if err != nil || !slices.Equal(ids(got), []string{"ringing", "recent", "answered"}) &&
-		!slices.Equal(ids(got), []string{"ringing", "answered", "recent"}) {
-		t.Errorf("Calls(c) after prune: %v, %v", ids(got), err)
-	}
-	if got, err := s.Calls(t.Context(), signaling.CallFilter{ConversationID: "d"}); err != nil || len(got) != 0 {
-		t.Errorf("Calls(d) after prune: %v, %v", ids(got), err)
-	}
-	// The revocations outlive the calls: their credentials are refused
-	// until they would have expired.
-	wantRevs := map[string]time.Time{}
-	for _, id := range []string{"old1", "old2", "old3", "old4", "recent"} {
-		wantRevs[id] = at(200 * time.Hour)
-	}
-	if got := storedRevocations(t, s); !reflect.DeepEqual(got, wantRevs) {
-		t.Errorf("revocations after prune: got %v, want %v", got, wantRevs)
-	}
+		checkIndexes(t, s)
 
-	// Nothing due: no write transaction.
-	tx := txID(t, s)
-	if n, err := s.PruneEndedCalls(t.Context(), cutoff, 3); n != 0 || err != nil {
-		t.Errorf("second prune: %d, %v", n, err)
-	}
-	if txID(t, s) != tx {
-		t.Error("a prune with nothing due committed a transaction")
-	}
-	// Later, the recent one goes too; the active ones never.
-	if n, err := s.PruneEndedCalls(t.Context(), at(1000*time.Hour), 3); n != 1 || err != nil {
-		t.Errorf("late prune: %d, %v; want 1", n, err)
-	}
-	active, err := s.ActiveCalls(t.Context())
-	if err != nil || !slices.Equal(ids(active), []string{"answered", "ringing"}) {
-		t.Errorf("ActiveCalls after prune: %v, %v", ids(active), err)
-	}
-	checkIndexes(t, s)
+		cutoff := at(50 * time.Hour)
+		var batches []int
+		for range 10 {
+			n, err := s.PruneEndedCalls(t.Context(), cutoff, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			batches = append(batches, n)
+			if n < 3 {
+				break
+			}
+		}
+		if want := []int{3, 1}; !slices.Equal(batches, want) {
+			t.Errorf("batches: got %v, want %v", batches, want)
+		}
+		checkIndexes(t, s)
+		for _, id := range []string{"old1", "old2", "old3", "old4"} {
+			if _, err := s.Call(t.Context(), id); !errors.Is(err, signaling.ErrNotFound) {
+				t.Errorf("Call(%s) after prune: %v, want ErrNotFound", id, err)
+			}
+		}
+		if _, err := s.CallByMatrixEvent(t.Context(), old2.MatrixInviteEventID); !errors.Is(err, signaling.ErrNotFound) {
+			t.Errorf("CallByMatrixEvent after prune: %v, want ErrNotFound", err)
+		}
+		got, err := s.Calls(t.Context(), signaling.CallFilter{ConversationID: "c"})
+		if err != nil || !slices.Equal(ids(got), []string{"ringing", "recent", "answered"}) &&
+			!slices.Equal(ids(got), []string{"ringing", "answered", "recent"}) {
+			t.Errorf("Calls(c) after prune: %v, %v", ids(got), err)
+		}
+		if got, err := s.Calls(t.Context(), signaling.CallFilter{ConversationID: "d"}); err != nil || len(got) != 0 {
+			t.Errorf("Calls(d) after prune: %v, %v", ids(got), err)
+		}
+		// The revocations outlive the calls: their credentials are refused
+		// until they would have expired.
+		wantRevs := map[string]time.Time{}
+		for _, id := range []string{"old1", "old2", "old3", "old4", "recent"} {
+			wantRevs[id] = at(200 * time.Hour)
+		}
+		if got := storedRevocations(t, s); !reflect.DeepEqual(got, wantRevs) {
+			t.Errorf("revocations after prune: got %v, want %v", got, wantRevs)
+		}
 
-	if _, err := s.PruneEndedCalls(t.Context(), cutoff, 0); !errors.Is(err, signaling.ErrInvalid) {
-		t.Errorf("limit 0: got %v, want ErrInvalid", err)
-	}
+		// Nothing due: no write transaction.
+		tx := txID(t, s)
+		if n, err := s.PruneEndedCalls(t.Context(), cutoff, 3); n != 0 || err != nil {
+			t.Errorf("second prune: %d, %v", n, err)
+		}
+		if txID(t, s) != tx {
+			t.Error("a prune with nothing due committed a transaction")
+		}
+		// Later, the recent one goes too; the active ones never.
+		if n, err := s.PruneEndedCalls(t.Context(), at(1000*time.Hour), 3); n != 1 || err != nil {
+			t.Errorf("late prune: %d, %v; want 1", n, err)
+		}
+		active, err := s.ActiveCalls(t.Context())
+		if err != nil || !slices.Equal(ids(active), []string{"answered", "ringing"}) {
+			t.Errorf("ActiveCalls after prune: %v, %v", ids(active), err)
+		}
+		checkIndexes(t, s)
+
+		if _, err := s.PruneEndedCalls(t.Context(), cutoff, 0); !errors.Is(err, signaling.ErrInvalid) {
+			t.Errorf("limit 0: got %v, want ErrInvalid", err)
+		}
+	})
 }
 
 // TestMigrateSchema4To5 writes a schema-4 file holding ended calls (stored

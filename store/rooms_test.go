@@ -17,133 +17,139 @@ func conv(id, room string) signaling.Conversation {
 }
 
 func TestConversationByRoomFollowsWrites(t *testing.T) {
-	put := func(c signaling.Conversation) func(*Store) error {
-		return func(s *Store) error { return s.PutConversation(context.Background(), c) }
-	}
-	del := func(id string) func(*Store) error {
-		return func(s *Store) error { return s.DeleteConversation(context.Background(), id) }
-	}
-	tests := []struct {
-		name  string
-		steps []func(*Store) error
-		want  map[string]string // room → conversation
-		gone  []string          // rooms ConversationByRoom must not find
-	}{
-		{"new with room", []func(*Store) error{put(conv("c1", "!a:x"))},
-			map[string]string{"!a:x": "c1"}, nil},
-		{"new without room", []func(*Store) error{put(conv("c1", ""))},
-			map[string]string{}, nil},
-		{"replace keeps room", []func(*Store) error{put(conv("c1", "!a:x")), put(conv("c1", "!a:x"))},
-			map[string]string{"!a:x": "c1"}, nil},
-		{"room moves with its conversation", []func(*Store) error{put(conv("c1", "!a:x")), put(conv("c1", "!b:x"))},
-			map[string]string{"!b:x": "c1"}, []string{"!a:x"}},
-		{"room cleared", []func(*Store) error{put(conv("c1", "!a:x")), put(conv("c1", ""))},
-			map[string]string{}, []string{"!a:x"}},
-		{"delete frees the room", []func(*Store) error{put(conv("c1", "!a:x")), del("c1"), put(conv("c2", "!a:x"))},
-			map[string]string{"!a:x": "c2"}, nil},
-		{"delete without room", []func(*Store) error{put(conv("c1", "!a:x")), put(conv("c2", "")), del("c2")},
-			map[string]string{"!a:x": "c1"}, nil},
-		{"swap through a free room", []func(*Store) error{
-			put(conv("c1", "!a:x")), put(conv("c2", "!b:x")),
-			put(conv("c1", "!tmp:x")), put(conv("c2", "!a:x")), put(conv("c1", "!b:x")),
-		}, map[string]string{"!a:x": "c2", "!b:x": "c1"}, []string{"!tmp:x"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := openTemp(t, t.TempDir())
-			for i, step := range tt.steps {
-				if err := step(s); err != nil {
-					t.Fatalf("step %d: %v", i, err)
+	forDrivers(t, func(t *testing.T, d driver) {
+		put := func(c signaling.Conversation) func(testStore) error {
+			return func(s testStore) error { return s.PutConversation(context.Background(), c) }
+		}
+		del := func(id string) func(testStore) error {
+			return func(s testStore) error { return s.DeleteConversation(context.Background(), id) }
+		}
+		tests := []struct {
+			name  string
+			steps []func(testStore) error
+			want  map[string]string // room → conversation
+			gone  []string          // rooms ConversationByRoom must not find
+		}{
+			{"new with room", []func(testStore) error{put(conv("c1", "!a:x"))},
+				map[string]string{"!a:x": "c1"}, nil},
+			{"new without room", []func(testStore) error{put(conv("c1", ""))},
+				map[string]string{}, nil},
+			{"replace keeps room", []func(testStore) error{put(conv("c1", "!a:x")), put(conv("c1", "!a:x"))},
+				map[string]string{"!a:x": "c1"}, nil},
+			{"room moves with its conversation", []func(testStore) error{put(conv("c1", "!a:x")), put(conv("c1", "!b:x"))},
+				map[string]string{"!b:x": "c1"}, []string{"!a:x"}},
+			{"room cleared", []func(testStore) error{put(conv("c1", "!a:x")), put(conv("c1", ""))},
+				map[string]string{}, []string{"!a:x"}},
+			{"delete frees the room", []func(testStore) error{put(conv("c1", "!a:x")), del("c1"), put(conv("c2", "!a:x"))},
+				map[string]string{"!a:x": "c2"}, nil},
+			{"delete without room", []func(testStore) error{put(conv("c1", "!a:x")), put(conv("c2", "")), del("c2")},
+				map[string]string{"!a:x": "c1"}, nil},
+			{"swap through a free room", []func(testStore) error{
+				put(conv("c1", "!a:x")), put(conv("c2", "!b:x")),
+				put(conv("c1", "!tmp:x")), put(conv("c2", "!a:x")), put(conv("c1", "!b:x")),
+			}, map[string]string{"!a:x": "c2", "!b:x": "c1"}, []string{"!tmp:x"}},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := d.open(t, t.TempDir())
+				for i, step := range tt.steps {
+					if err := step(s); err != nil {
+						t.Fatalf("step %d: %v", i, err)
+					}
 				}
-			}
-			if got := roomIndex(t, s); !maps.Equal(got, tt.want) {
-				t.Errorf("index: got %v, want %v", got, tt.want)
-			}
-			for room, id := range tt.want {
-				got, err := s.ConversationByRoom(t.Context(), room)
-				if err != nil || got.ID != id || got.RoomID != room {
-					t.Errorf("ConversationByRoom(%q): got %q (room %q), %v; want %q", room, got.ID, got.RoomID, err, id)
+				if got := roomIndex(t, s); !maps.Equal(got, tt.want) {
+					t.Errorf("index: got %v, want %v", got, tt.want)
 				}
-			}
-			for _, room := range tt.gone {
-				if _, err := s.ConversationByRoom(t.Context(), room); !errors.Is(err, signaling.ErrNotFound) {
-					t.Errorf("ConversationByRoom(%q): got %v, want ErrNotFound", room, err)
+				for room, id := range tt.want {
+					got, err := s.ConversationByRoom(t.Context(), room)
+					if err != nil || got.ID != id || got.RoomID != room {
+						t.Errorf("ConversationByRoom(%q): got %q (room %q), %v; want %q", room, got.ID, got.RoomID, err, id)
+					}
 				}
-			}
-			checkIndexes(t, s)
-		})
-	}
+				for _, room := range tt.gone {
+					if _, err := s.ConversationByRoom(t.Context(), room); !errors.Is(err, signaling.ErrNotFound) {
+						t.Errorf("ConversationByRoom(%q): got %v, want ErrNotFound", room, err)
+					}
+				}
+				checkIndexes(t, s)
+			})
+		}
+	})
 }
 
 func TestConversationByRoomReturnsStored(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	want := signaling.Conversation{
-		ID:           "standup",
-		Participants: []string{"@alice:example.org", "@bob:example.org"},
-		RoomID:       "!room:example.org",
-		CreatedAt:    at(0),
-		UpdatedAt:    at(time.Second),
-	}
-	if err := s.PutConversation(t.Context(), want); err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.ConversationByRoom(t.Context(), want.RoomID)
-	if err != nil || !reflect.DeepEqual(got, want) {
-		t.Errorf("got %+v, %v; want %+v", got, err, want)
-	}
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		want := signaling.Conversation{
+			ID:           "standup",
+			Participants: []string{"@alice:example.org", "@bob:example.org"},
+			RoomID:       "!room:example.org",
+			CreatedAt:    at(0),
+			UpdatedAt:    at(time.Second),
+		}
+		if err := s.PutConversation(t.Context(), want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.ConversationByRoom(t.Context(), want.RoomID)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("got %+v, %v; want %+v", got, err, want)
+		}
+	})
 }
 
 // TestPutConversationRoomConflict: a room mapped to another conversation is
 // refused, and nothing at all is written.
 func TestPutConversationRoomConflict(t *testing.T) {
-	tests := []struct {
-		name    string
-		put     signaling.Conversation
-		wantMsg string
-	}{
-		{"existing conversation takes another's room", conv("c2", "!a:x"),
-			`store: put conversation "c2": already exists: room "!a:x" belongs to conversation "c1"`},
-		{"new conversation takes another's room", conv("c3", "!a:x"),
-			`store: put conversation "c3": already exists: room "!a:x" belongs to conversation "c1"`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := openTemp(t, t.TempDir())
-			ctx := t.Context()
-			c1, c2 := conv("c1", "!a:x"), conv("c2", "!b:x")
-			for _, c := range []signaling.Conversation{c1, c2} {
-				if err := s.PutConversation(ctx, c); err != nil {
-					t.Fatal(err)
+	forDrivers(t, func(t *testing.T, d driver) {
+		tests := []struct {
+			name    string
+			put     signaling.Conversation
+			wantMsg string
+		}{
+			{"existing conversation takes another's room", conv("c2", "!a:x"),
+				`store: put conversation "c2": already exists: room "!a:x" belongs to conversation "c1"`},
+			{"new conversation takes another's room", conv("c3", "!a:x"),
+				`store: put conversation "c3": already exists: room "!a:x" belongs to conversation "c1"`},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				s := d.open(t, t.TempDir())
+				ctx := t.Context()
+				c1, c2 := conv("c1", "!a:x"), conv("c2", "!b:x")
+				for _, c := range []signaling.Conversation{c1, c2} {
+					if err := s.PutConversation(ctx, c); err != nil {
+						t.Fatal(err)
+					}
 				}
-			}
-			before := txID(t, s)
+				before := txID(t, s)
 
-			err := s.PutConversation(ctx, tt.put)
-			if !errors.Is(err, signaling.ErrConflict) {
-				t.Fatalf("got %v, want ErrConflict", err)
-			}
-			if err.Error() != tt.wantMsg {
-				t.Errorf("got message %q, want %q", err, tt.wantMsg)
-			}
-
-			if after := txID(t, s); after != before {
-				t.Errorf("transaction committed: ID %d → %d", before, after)
-			}
-			want := map[string]string{"!a:x": "c1", "!b:x": "c2"}
-			if got := roomIndex(t, s); !maps.Equal(got, want) {
-				t.Errorf("index: got %v, want %v", got, want)
-			}
-			for _, c := range []signaling.Conversation{c1, c2} {
-				if got, err := s.Conversation(ctx, c.ID); err != nil || !reflect.DeepEqual(got, c) {
-					t.Errorf("Conversation(%s): got %+v, %v; want %+v", c.ID, got, err, c)
+				err := s.PutConversation(ctx, tt.put)
+				if !errors.Is(err, signaling.ErrConflict) {
+					t.Fatalf("got %v, want ErrConflict", err)
 				}
-			}
-			if _, err := s.Conversation(ctx, "c3"); !errors.Is(err, signaling.ErrNotFound) {
-				t.Errorf("Conversation(c3): got %v, want ErrNotFound", err)
-			}
-			checkIndexes(t, s)
-		})
-	}
+				if err.Error() != tt.wantMsg {
+					t.Errorf("got message %q, want %q", err, tt.wantMsg)
+				}
+
+				if after := txID(t, s); after != before {
+					t.Errorf("transaction committed: ID %v → %v", before, after)
+				}
+				want := map[string]string{"!a:x": "c1", "!b:x": "c2"}
+				if got := roomIndex(t, s); !maps.Equal(got, want) {
+					t.Errorf("index: got %v, want %v", got, want)
+				}
+				for _, c := range []signaling.Conversation{c1, c2} {
+					if got, err := s.Conversation(ctx, c.ID); err != nil || !reflect.DeepEqual(got, c) {
+						t.Errorf("Conversation(%s): got %+v, %v; want %+v", c.ID, got, err, c)
+					}
+				}
+				if _, err := s.Conversation(ctx, "c3"); !errors.Is(err, signaling.ErrNotFound) {
+					t.Errorf("Conversation(c3): got %v, want ErrNotFound", err)
+				}
+				checkIndexes(t, s)
+			})
+		}
+	})
 }
 
 func TestConversationByRoomErrors(t *testing.T) {
@@ -197,40 +203,42 @@ func TestConversationByRoomErrors(t *testing.T) {
 }
 
 func TestConversationWritesHonourContext(t *testing.T) {
-	s := openTemp(t, t.TempDir())
-	if err := s.PutConversation(t.Context(), conv("c1", "!a:x")); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	before := txID(t, s)
-	tests := []struct {
-		name    string
-		do      func() error
-		wantMsg string
-	}{
-		{"put", func() error { return s.PutConversation(ctx, conv("c1", "!b:x")) },
-			`store: put conversation: context canceled`},
-		{"delete", func() error { return s.DeleteConversation(ctx, "c1") },
-			`store: delete conversation: context canceled`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := tt.do()
-			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("got %v, want context.Canceled", err)
-			}
-			if err.Error() != tt.wantMsg {
-				t.Errorf("got message %q, want %q", err, tt.wantMsg)
-			}
-		})
-	}
-	if after := txID(t, s); after != before {
-		t.Errorf("transaction committed: ID %d → %d", before, after)
-	}
-	if got, want := roomIndex(t, s), map[string]string{"!a:x": "c1"}; !maps.Equal(got, want) {
-		t.Errorf("index: got %v, want %v", got, want)
-	}
+	forDrivers(t, func(t *testing.T, d driver) {
+		s := d.open(t, t.TempDir())
+		if err := s.PutConversation(t.Context(), conv("c1", "!a:x")); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		before := txID(t, s)
+		tests := []struct {
+			name    string
+			do      func() error
+			wantMsg string
+		}{
+			{"put", func() error { return s.PutConversation(ctx, conv("c1", "!b:x")) },
+				`store: put conversation: context canceled`},
+			{"delete", func() error { return s.DeleteConversation(ctx, "c1") },
+				`store: delete conversation: context canceled`},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				err := tt.do()
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("got %v, want context.Canceled", err)
+				}
+				if err.Error() != tt.wantMsg {
+					t.Errorf("got message %q, want %q", err, tt.wantMsg)
+				}
+			})
+		}
+		if after := txID(t, s); after != before {
+			t.Errorf("transaction committed: ID %v → %v", before, after)
+		}
+		if got, want := roomIndex(t, s), map[string]string{"!a:x": "c1"}; !maps.Equal(got, want) {
+			t.Errorf("index: got %v, want %v", got, want)
+		}
+	})
 }
 
 // TestCorruptConversationRepaired: a conversation whose stored value does

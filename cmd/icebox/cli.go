@@ -32,6 +32,7 @@ func (a *cli) commands() []*cobra.Command {
 		healthCommand(a),
 		versionCommand(a),
 		manCommand(a),
+		storeCommand(a),
 	}
 }
 

@@ -25,7 +25,7 @@ var wantCommands = [][]string{
 	{"matrixrtc"}, {"matrixrtc", "well-known"},
 	{"health"}, {"version"},
 	{"completion"}, {"completion", "bash"}, {"completion", "zsh"}, {"completion", "fish"}, {"completion", "powershell"},
-	{"man"},
+	{"man"}, {"store"}, {"store", "migrate"},
 }
 
 // commandTree returns the path (without "icebox") and the command of

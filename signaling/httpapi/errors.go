@@ -83,6 +83,8 @@ func asAPIError(err error) *Error {
 		// 409, not 5xx: the conversation's setting conflicts with the
 		// request; an administrator's call_protocol: legacy resolves it.
 		return apiError(http.StatusConflict, "matrixrtc_unsupported", err.Error())
+	case errors.Is(err, signaling.ErrStoreUnavailable):
+		return apiError(http.StatusServiceUnavailable, "store_unavailable", "the database is unavailable; retry")
 	case errors.Is(err, signaling.ErrUnavailable):
 		return apiError(http.StatusBadGateway, "upstream_unavailable", err.Error())
 	case errors.Is(err, signaling.ErrRateLimited):

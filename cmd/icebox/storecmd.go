@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/icebox-voip/icebox/node"
+	"github.com/icebox-voip/icebox/store"
+	"github.com/icebox-voip/icebox/store/postgres"
+	"github.com/icebox-voip/icebox/store/snapshot"
+)
+
+// storeCommand administers the store: `icebox store migrate`.
+func storeCommand(a *cli) *cobra.Command {
+	var from, to, dsnFile string
+	migrate := &cobra.Command{
+		Use:   "migrate",
+		Short: "copy a bbolt install's state to an empty PostgreSQL database",
+		Long: `Copies a single-node install's state (calls, conversations, rooms, the
+Matrix outbox, sync state and seen events, revocations) from its bbolt file to
+an empty PostgreSQL database, in one transaction, and verifies the counts.
+Stop icebox first. PATH is the state directory (or its icebox.db); DSN is a
+connection string (postgres://user@host/db or "host=... dbname=...");
+"postgres:" alone reads it from --to-dsn-file or $ICEBOX_STORE_POSTGRES_DSN.`,
+		Example: "  icebox store migrate --from bbolt:/var/lib/icebox --to postgres:postgres://icebox@db/icebox",
+		Args:    noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return storeMigrate(c.Context(), from, to, dsnFile, a.stdout, a.env)
+		},
+	}
+	migrate.Flags().StringVar(&from, "from", "", "source: bbolt:PATH (the state directory or its icebox.db)")
+	migrate.Flags().StringVar(&to, "to", "", "target: postgres:DSN")
+	migrate.Flags().StringVar(&dsnFile, "to-dsn-file", "", "file holding the target's DSN (with --to postgres:)")
+	return group("store", "move icebox's state between stores",
+		"Moves icebox's state between stores: from bbolt to PostgreSQL.", migrate)
+}
+
+// storeMigrate is `icebox store migrate`.
+func storeMigrate(ctx context.Context, from, to, dsnFile string, stdout io.Writer, env []string) error {
+	dir, ok := strings.CutPrefix(from, "bbolt:")
+	if !ok || dir == "" {
+		return usagef("store migrate: --from must be bbolt:PATH (got %q)", from)
+	}
+	dsn, ok := strings.CutPrefix(to, "postgres:")
+	if !ok {
+		return usagef("store migrate: --to must be postgres:DSN")
+	}
+	if dsn == "" {
+		var err error
+		if dsn, err = targetDSN(dsnFile, env); err != nil {
+			return err
+		}
+	}
+	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
+		dir = filepath.Dir(dir)
+	}
+	return migrateStore(ctx, dir, dsn, stdout)
+}
+
+func targetDSN(file string, env []string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", usagef("store migrate: --to-dsn-file: %v", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if v := lookupEnv(env, "ICEBOX_STORE_POSTGRES_DSN", ""); v != "" {
+		return v, nil
+	}
+	return "", usagef("store migrate: --to postgres: needs a DSN (after the colon, --to-dsn-file or $ICEBOX_STORE_POSTGRES_DSN)")
+}
+
+// migrateStore copies the bbolt store in dir to the database dsn names.
+// A wrong DSN, an unreachable server, a newer schema or a database that is
+// not empty is a configuration error (exit 2), with nothing written.
+func migrateStore(ctx context.Context, dir, dsn string, stdout io.Writer) error {
+	src, err := store.Open(dir, store.Options{MustExist: true, LockTimeout: time.Second})
+	switch {
+	case errors.Is(err, store.ErrMissing), errors.Is(err, store.ErrNewerSchema):
+		return node.ConfigError{Err: fmt.Errorf("store migrate: --from: %w", err)}
+	case err != nil:
+		return fmt.Errorf("store migrate: --from: %w", err)
+	}
+	defer src.Close()
+	snap, err := src.Export(ctx)
+	if err != nil {
+		return fmt.Errorf("store migrate: %w", err)
+	}
+	dst, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Records: store.Records{}})
+	if err != nil {
+		return node.ConfigError{Err: fmt.Errorf("store migrate: --to: %w", err)}
+	}
+	defer dst.Close()
+	start := time.Now()
+	if err := dst.Import(ctx, snap); err != nil {
+		if errors.Is(err, postgres.ErrNotEmpty) {
+			return node.ConfigError{Err: fmt.Errorf("store migrate: --to: %w", err)}
+		}
+		return fmt.Errorf("store migrate: %w", err)
+	}
+	got, err := dst.Counts(ctx)
+	if err != nil {
+		return fmt.Errorf("store migrate: verify: %w", err)
+	}
+	want := snap.Counts()
+	if err := printCounts(stdout, src.Path(), dst.Path(), want, got); err != nil {
+		return err
+	}
+	if got != want {
+		return fmt.Errorf("store migrate: verify: the target holds %+v, the source %+v", got, want)
+	}
+	_, err = fmt.Fprintf(stdout, "copied in %s; counts verified. Set store.driver: postgres and store.postgres.dsn_file, then start icebox.\n", time.Since(start).Round(time.Millisecond))
+	return err
+}
+
+func printCounts(w io.Writer, from, to string, want, got snapshot.Counts) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "\t%s\t%s\n", from, to)
+	for _, r := range []struct {
+		what      string
+		want, got int
+	}{
+		{"conversations", want.Conversations, got.Conversations},
+		{"calls", want.Calls, got.Calls},
+		{"outbox entries", want.Outbox, got.Outbox},
+		{"revocations", want.Revocations, got.Revocations},
+		{"seen Matrix events", want.SeenEvents, got.SeenEvents},
+		{"sync values", want.Sync, got.Sync},
+	} {
+		fmt.Fprintf(tw, "%s\t%d\t%d\n", r.what, r.want, r.got)
+	}
+	return tw.Flush()
+}
