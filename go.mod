@@ -43,7 +43,10 @@ require (
 	maunium.net/go/mautrix v0.32.0
 )
 
-require github.com/pires/go-proxyproto v0.15.0
+require (
+	github.com/cilium/ebpf v0.22.0
+	github.com/pires/go-proxyproto v0.15.0
+)
 
 require (
 	buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go v1.36.11-20260415201107-50325440f8f2.1 // indirect
