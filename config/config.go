@@ -53,6 +53,13 @@ type TURN struct {
 	BindingBurst int     `yaml:"binding_burst"` // Default: 200
 	Quotas       Quotas  `yaml:"quotas"`
 	Mux          Mux     `yaml:"mux"` // one port for TURN/TCP, TURN/TLS and the API (config/mux.go)
+
+	// KernelPath relays bound channels' ChannelData in the kernel (eBPF at
+	// tc ingress; Linux ≥ 6.6 with CAP_BPF and CAP_NET_ADMIN; UDP listeners
+	// and relays bound to a specific address or the relay's wildcard):
+	// "off", "auto" (on where it loads, else user space, the reason logged
+	// once) or "required" (start-up fails without it). Default: "off"
+	KernelPath string `yaml:"kernel_path"`
 }
 
 // Listen lists the TURN listen addresses, "host:port" with an IP or empty host.
@@ -373,6 +380,7 @@ func Default() Config {
 			BindingBurst:          200,
 			Quotas:                Quotas{PerUser: 10, PerCall: 8, Total: 10000, BandwidthBurst: 500 * time.Millisecond},
 			Mux:                   defaultMux(),
+			KernelPath:            "off",
 		},
 		Credentials: Credentials{
 			TTL:     24 * time.Hour,

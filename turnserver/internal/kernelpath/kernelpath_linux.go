@@ -82,28 +82,40 @@ func (p *Path) Interfaces() []string { return p.ifaces }
 // path cannot send there, user space does.
 var errLocal = errors.New("kernelpath: endpoint is local")
 
-// Put installs b (or renews it). The egress devices towards the peer and
+// Put installs b (or renews it) and returns it as installed (Delete
+// takes that one): a relay bound to the wildcard address is replaced by
+// the source address the kernel picks towards the peer. The egress devices towards the peer and
 // the client are looked up now; a route change later is followed by the
 // kernel's neighbour resolution on that device only, so a binding whose
 // route moved to another device stays there until it is put again (every
 // ChannelBind refresh does).
-func (p *Path) Put(b Binding) error {
+func (p *Path) Put(b Binding) (Binding, error) {
+	if b.Relay.IsValid() && b.Relay.Addr().IsUnspecified() {
+		// A relay socket bound to the wildcard address sends from the
+		// source the kernel picks for the peer, and the peer answers to
+		// it: the kernel path does the same.
+		_, src, err := route(b.Peer.Addr(), netip.Addr{})
+		if err != nil || !src.IsValid() {
+			return Binding{}, fmt.Errorf("kernelpath: put: no source address towards the peer: %w", err)
+		}
+		b.Relay = netip.AddrPortFrom(src, b.Relay.Port())
+	}
 	for _, ap := range []netip.AddrPort{b.Listener, b.Client, b.Relay, b.Peer} {
 		if !ap.IsValid() || ap.Addr().IsUnspecified() {
-			return fmt.Errorf("kernelpath: put: address %v is not specific", ap)
+			return Binding{}, fmt.Errorf("kernelpath: put: address %v is not specific", ap)
 		}
 	}
 	v4 := b.Client.Addr().Is4()
 	if b.Listener.Addr().Is4() != v4 || b.Relay.Addr().Is4() != v4 || b.Peer.Addr().Is4() != v4 {
-		return errors.New("kernelpath: put: mixed address families")
+		return Binding{}, errors.New("kernelpath: put: mixed address families")
 	}
 	peerIf, err := routeOif(b.Peer.Addr(), b.Relay.Addr())
 	if err != nil {
-		return fmt.Errorf("kernelpath: put: route to peer: %w", err)
+		return Binding{}, fmt.Errorf("kernelpath: put: route to peer: %w", err)
 	}
 	clientIf, err := routeOif(b.Client.Addr(), b.Listener.Addr())
 	if err != nil {
-		return fmt.Errorf("kernelpath: put: route to client: %w", err)
+		return Binding{}, fmt.Errorf("kernelpath: put: route to client: %w", err)
 	}
 	expires := monotonic(b.Expires)
 	tpk, tck := keys(b)
@@ -116,13 +128,13 @@ func (p *Path) Put(b Binding) error {
 	tcv.Listener.B = b.Listener.Addr().As16()
 	tcv.Client.B = b.Client.Addr().As16()
 	if err := p.objs.ToPeer.Update(&tpk, &tpv, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("kernelpath: put: %w", err)
+		return Binding{}, fmt.Errorf("kernelpath: put: %w", err)
 	}
 	if err := p.objs.ToClient.Update(&tck, &tcv, ebpf.UpdateAny); err != nil {
 		p.Delete(b)
-		return fmt.Errorf("kernelpath: put: %w", err)
+		return Binding{}, fmt.Errorf("kernelpath: put: %w", err)
 	}
-	return nil
+	return b, nil
 }
 
 func keys(b Binding) (relayToPeerKey, relayToClientKey) {
@@ -205,45 +217,56 @@ func monotonic(t time.Time) uint64 {
 // routeOif asks the kernel (RTM_GETROUTE, as `ip route get dst from src`)
 // which device reaches dst.
 func routeOif(dst, src netip.Addr) (int, error) {
+	oif, _, err := route(dst, src)
+	return oif, err
+}
+
+// route returns the device that reaches dst from src (unspecified: any)
+// and the source address the kernel would choose.
+func route(dst, src netip.Addr) (int, netip.Addr, error) {
 	family, bits := unix.AF_INET, 32
 	if dst.Is6() {
 		family, bits = unix.AF_INET6, 128
 	}
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
 	if err != nil {
-		return 0, fmt.Errorf("netlink socket: %w", err)
+		return 0, netip.Addr{}, fmt.Errorf("netlink socket: %w", err)
 	}
 	defer unix.Close(fd)
 	tv := unix.NsecToTimeval(int64(time.Second))
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return 0, fmt.Errorf("netlink timeout: %w", err)
+		return 0, netip.Addr{}, fmt.Errorf("netlink timeout: %w", err)
 	}
 	msg := make([]byte, unix.NLMSG_HDRLEN+unix.SizeofRtMsg)
 	msg = appendAttr(msg, unix.RTA_DST, dst.AsSlice())
-	msg = appendAttr(msg, unix.RTA_SRC, src.AsSlice())
+	srcBits := 0
+	if src.IsValid() && !src.IsUnspecified() {
+		msg = appendAttr(msg, unix.RTA_SRC, src.AsSlice())
+		srcBits = bits
+	}
 	putNlmsghdr(msg, unix.RTM_GETROUTE, unix.NLM_F_REQUEST)
 	rtm := msg[unix.NLMSG_HDRLEN:]
 	rtm[0] = byte(family)
-	rtm[1] = byte(bits) // dst_len
-	rtm[2] = byte(bits) // src_len
+	rtm[1] = byte(bits)    // dst_len
+	rtm[2] = byte(srcBits) // src_len
 	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return 0, fmt.Errorf("netlink send: %w", err)
+		return 0, netip.Addr{}, fmt.Errorf("netlink send: %w", err)
 	}
 	buf := make([]byte, 4096)
 	n, _, err := unix.Recvfrom(fd, buf, 0)
 	if err != nil {
-		return 0, fmt.Errorf("netlink receive: %w", err)
+		return 0, netip.Addr{}, fmt.Errorf("netlink receive: %w", err)
 	}
 	msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 	if err != nil {
-		return 0, fmt.Errorf("netlink parse: %w", err)
+		return 0, netip.Addr{}, fmt.Errorf("netlink parse: %w", err)
 	}
 	for _, m := range msgs {
 		switch m.Header.Type {
 		case unix.NLMSG_ERROR:
 			if len(m.Data) >= 4 {
 				if e := int32(binary.NativeEndian.Uint32(m.Data[0:4])); e != 0 {
-					return 0, fmt.Errorf("route get %v: %w", dst, unix.Errno(-e))
+					return 0, netip.Addr{}, fmt.Errorf("route get %v: %w", dst, unix.Errno(-e))
 				}
 			}
 		case unix.RTM_NEWROUTE:
@@ -251,24 +274,33 @@ func routeOif(dst, src netip.Addr) (int, error) {
 				continue
 			}
 			if typ := m.Data[7]; typ != unix.RTN_UNICAST {
-				return 0, errLocal
+				return 0, netip.Addr{}, errLocal
 			}
 			attrs, err := syscall.ParseNetlinkRouteAttr(&m)
 			if err != nil {
-				return 0, fmt.Errorf("netlink attributes: %w", err)
+				return 0, netip.Addr{}, fmt.Errorf("netlink attributes: %w", err)
 			}
+			oif, prefsrc := 0, netip.Addr{}
 			for _, a := range attrs {
-				if a.Attr.Type == unix.RTA_OIF && len(a.Value) >= 4 {
-					oif := int(binary.NativeEndian.Uint32(a.Value))
-					if ifc, err := net.InterfaceByIndex(oif); err == nil && ifc.Flags&net.FlagLoopback != 0 {
-						return 0, errLocal
+				switch a.Attr.Type {
+				case unix.RTA_OIF:
+					if len(a.Value) >= 4 {
+						oif = int(binary.NativeEndian.Uint32(a.Value))
 					}
-					return oif, nil
+				case unix.RTA_PREFSRC:
+					prefsrc, _ = netip.AddrFromSlice(a.Value)
 				}
 			}
+			if oif == 0 {
+				continue
+			}
+			if ifc, err := net.InterfaceByIndex(oif); err == nil && ifc.Flags&net.FlagLoopback != 0 {
+				return 0, netip.Addr{}, errLocal
+			}
+			return oif, prefsrc, nil
 		}
 	}
-	return 0, fmt.Errorf("route get %v: no device", dst)
+	return 0, netip.Addr{}, fmt.Errorf("route get %v: no device", dst)
 }
 
 func appendAttr(b []byte, typ uint16, v []byte) []byte {

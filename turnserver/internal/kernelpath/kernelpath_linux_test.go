@@ -38,7 +38,7 @@ func newBed(t *testing.T, offload bool) *bed {
 		// Every sender computes its checksums and every receiver verifies
 		// them in software: a wrong one is dropped and counted.
 		for _, x := range []struct {
-			ns *netbed.NS
+			ns  *netbed.NS
 			ifc string
 		}{{c, "vc"}, {r, "vr1"}, {r, "vr2"}, {p, "vp"}} {
 			x.ns.Run("ethtool", "-K", x.ifc, "tx", "off", "rx", "off")
@@ -80,7 +80,7 @@ func newBed(t *testing.T, offload bool) *bed {
 		Alloc:    7,
 		Expires:  time.Now().Add(time.Minute),
 	}
-	if err := r.Do(func() error { return bd.path.Put(bd.b) }); err != nil {
+	if err := r.Do(func() error { _, err := bd.path.Put(bd.b); return err }); err != nil {
 		t.Fatalf("put: %v", err)
 	}
 	return bd
@@ -107,6 +107,16 @@ func channelData(ch uint16, p []byte) []byte {
 	return d
 }
 
+// padded is channelData padded to 4 bytes, with nonzero padding (a
+// receiver ignores its value; the checksum must not).
+func padded(ch uint16, p []byte) []byte {
+	d := channelData(ch, p)
+	for len(d)%4 != 0 {
+		d = append(d, 0xa5)
+	}
+	return d
+}
+
 func read(t *testing.T, c *net.UDPConn) ([]byte, netip.AddrPort) {
 	t.Helper()
 	buf := make([]byte, 2048)
@@ -128,7 +138,11 @@ func (bd *bed) relayBoth(t *testing.T, rounds int) {
 	for r := range rounds {
 		for i, size := range sizes {
 			want := payload(r*100+i, size)
-			if _, err := bd.cc.WriteToUDP(channelData(bd.b.Channel, want), listener); err != nil {
+			msg := channelData(bd.b.Channel, want)
+			if r%2 == 1 {
+				msg = padded(bd.b.Channel, want)
+			}
+			if _, err := bd.cc.WriteToUDP(msg, listener); err != nil {
 				t.Fatal(err)
 			}
 			got, from := read(t, bd.pc)
@@ -210,7 +224,7 @@ func TestEndsRelaying(t *testing.T) {
 	bd.relayBoth(t, 1)
 	expired := bd.b
 	expired.Expires = time.Now().Add(-time.Second)
-	if err := bd.relay.Do(func() error { return bd.path.Put(expired) }); err != nil {
+	if err := bd.relay.Do(func() error { _, err := bd.path.Put(expired); return err }); err != nil {
 		t.Fatal(err)
 	}
 	bd.expectNothing(t)
@@ -219,7 +233,7 @@ func TestEndsRelaying(t *testing.T) {
 	if st.Expired == 0 {
 		t.Errorf("stats: got %+v, want Expired > 0", st)
 	}
-	if err := bd.relay.Do(func() error { return bd.path.Put(bd.b) }); err != nil {
+	if err := bd.relay.Do(func() error { _, err := bd.path.Put(bd.b); return err }); err != nil {
 		t.Fatal(err)
 	}
 	bd.relayBoth(t, 1)

@@ -16,7 +16,7 @@
 // Anything that does not match exactly — STUN, unbound channels, padded
 // ChannelData, IP options or extension headers, fragments, GSO packets,
 // expired entries, a datagram that would exceed the egress MTU or
-// maxPayload, a change of address family — passes (TC_ACT_OK) to the
+// maxPayload, a change of address family — passes (PASS) to the
 // socket and user space, which handles it as before. Addresses are 16
 // bytes (IPv4 as ::ffff:a.b.c.d); ports and the channel in host order.
 //
@@ -138,6 +138,10 @@ struct {
 	__type(key, __u32);
 	__type(value, struct chunk);
 } scratch SEC(".maps");
+
+// PASS hands the packet on: to the next tcx program if there is one (a
+// CNI's, a firewall's), else to the stack. TC_ACT_OK would end the chain.
+#define PASS TC_ACT_UNSPEC
 
 #define IP_MF_OFFSET 0x3fff
 #define TTL 64
@@ -268,12 +272,14 @@ static __always_inline int rewrite_ip(struct __sk_buff *skb, const struct dgram 
 
 // fix_csum updates the UDP checksum for the new pseudo-header (addresses,
 // length) and the header's ports, length and the ChannelData header
-// removed (cd_from) or added (cd_to). The payload moved by 4 bytes, so
+// removed (cd_from) or added (cd_to), and the padding removed (pad_from,
+// the bytes laid out as they sum). The payload moved by 4 bytes, so
 // every byte keeps its parity and its share of the sum. An IPv4 datagram
 // sent without a checksum (0) keeps none.
 static __always_inline int fix_csum(struct __sk_buff *skb, const struct dgram *d,
 				    const struct addr16 *src, const struct addr16 *dst,
-				    __u16 nsport, __u16 ndport, __u16 nulen, __u32 cd_from, __u32 cd_to)
+				    __u16 nsport, __u16 ndport, __u16 nulen, __u32 cd_from, __u32 cd_to,
+				    __u32 pad_from)
 {
 	__u64 mangled = d->v6 ? 0 : BPF_F_MARK_MANGLED_0;
 	__u32 csum_off = d->l4 + 6;
@@ -294,8 +300,9 @@ static __always_inline int fix_csum(struct __sk_buff *skb, const struct dgram *d
 		__be16 sport, dport;
 		__be32 len;
 		__u32 cd;
-	} hf = {bpf_htons(d->sport), bpf_htons(d->dport), bpf_htonl(d->ulen), cd_from},
-	  ht = {bpf_htons(nsport), bpf_htons(ndport), bpf_htonl(nulen), cd_to};
+		__u32 pad;
+	} hf = {bpf_htons(d->sport), bpf_htons(d->dport), bpf_htonl(d->ulen), cd_from, pad_from},
+	  ht = {bpf_htons(nsport), bpf_htons(ndport), bpf_htonl(nulen), cd_to, 0};
 	diff = bpf_csum_diff((__be32 *)&hf, sizeof(hf), (__be32 *)&ht, sizeof(ht), 0);
 	if (diff < 0 || bpf_l4_csum_replace(skb, csum_off, 0, diff, mangled) < 0)
 		return -1;
@@ -320,28 +327,48 @@ static __always_inline int to_peer_path(struct __sk_buff *skb, const struct dgra
 				.channel = ((__u16)c[0] << 8) | c[1]};
 	struct to_peer_val *v = bpf_map_lookup_elem(&to_peer, &k);
 	if (!v || is_v4(&v->relay) != !d->v6 || is_v4(&v->peer) != !d->v6)
-		return TC_ACT_OK;
+		return PASS;
 	__u16 size = ((__u16)c[2] << 8) | c[3];
-	// Exactly one ChannelData message, unpadded: padding and trailing
-	// bytes are user space's to judge.
-	if (d->ulen != UDP_LEN + 4 + size || size > MAX_PAYLOAD)
-		return TC_ACT_OK;
+	// One ChannelData message, padded to 4 bytes or not (pion's client
+	// pads over UDP too); anything else is user space's to judge.
+	__u32 pad = d->ulen - (UDP_LEN + 4 + size);
+	if (d->ulen < UDP_LEN + 4 + size || pad > 3 || size > MAX_PAYLOAD)
+		return PASS;
 	if (bpf_ktime_get_ns() >= v->expires) {
 		count_stat(STAT_EXPIRED);
-		return TC_ACT_OK;
+		return PASS;
 	}
 	__u32 ifindex = v->ifindex, alloc = v->alloc;
 	__u32 mtu = 0;
 	if (bpf_check_mtu(skb, ifindex, &mtu, -4, 0) != 0) {
 		count_stat(STAT_TOO_BIG);
-		return TC_ACT_OK;
+		return PASS;
 	}
 	struct addr16 src = v->relay, dst = v->peer;
 	__u16 sport = v->relay_port, dport = v->peer_port;
-	__u16 nulen = d->ulen - 4;
+	__u16 nulen = UDP_LEN + size;
 
+	// The padding leaves the checksum with its bytes, at their parity:
+	// after an odd payload the first pad byte is the low half of a word.
+	__u8 pb[4] = {};
+	__u32 pad_word = 0;
+	if (pad > 0) {
+		__u32 at = d->l4 + UDP_LEN + 4 + size;
+		__u64 n = pad;
+		asm volatile("" : "+r"(n));
+		if (n > 3)
+			goto fail;
+		asm volatile("" : "+r"(n));
+		if (n == 0)
+			goto fail;
+		long r = (size & 1) ? bpf_skb_load_bytes(skb, at, &pb[1], n)
+				    : bpf_skb_load_bytes(skb, at, &pb[0], n);
+		if (r < 0)
+			goto fail;
+		__builtin_memcpy(&pad_word, pb, 4);
+	}
 	// Checksum first, while the old bytes are still there to diff from.
-	if (fix_csum(skb, d, &src, &dst, sport, dport, nulen, cd, 0) < 0)
+	if (fix_csum(skb, d, &src, &dst, sport, dport, nulen, cd, 0, pad_word) < 0)
 		goto fail;
 	if (move_payload(skb, d->l4 + UDP_LEN, size, 0) < 0)
 		goto fail;
@@ -363,19 +390,19 @@ static __always_inline int to_client_path(struct __sk_buff *skb, const struct dg
 				  .relay_port = d->dport, .peer_port = d->sport};
 	struct to_client_val *v = bpf_map_lookup_elem(&to_client, &k);
 	if (!v || is_v4(&v->listener) != !d->v6 || is_v4(&v->client) != !d->v6)
-		return TC_ACT_OK;
+		return PASS;
 	__u16 size = d->ulen - UDP_LEN;
 	if (size > MAX_PAYLOAD)
-		return TC_ACT_OK;
+		return PASS;
 	if (bpf_ktime_get_ns() >= v->expires) {
 		count_stat(STAT_EXPIRED);
-		return TC_ACT_OK;
+		return PASS;
 	}
 	__u32 ifindex = v->ifindex, alloc = v->alloc;
 	__u32 mtu = 0;
 	if (bpf_check_mtu(skb, ifindex, &mtu, 4, 0) != 0) {
 		count_stat(STAT_TOO_BIG);
-		return TC_ACT_OK;
+		return PASS;
 	}
 	struct addr16 src = v->listener, dst = v->client;
 	__u16 sport = v->listener_port, dport = v->client_port, channel = v->channel;
@@ -384,7 +411,7 @@ static __always_inline int to_client_path(struct __sk_buff *skb, const struct dg
 	__u32 cd;
 	__builtin_memcpy(&cd, cdh, 4);
 
-	if (fix_csum(skb, d, &src, &dst, sport, dport, nulen, 0, cd) < 0)
+	if (fix_csum(skb, d, &src, &dst, sport, dport, nulen, 0, cd, 0) < 0)
 		goto fail;
 	if (bpf_skb_change_tail(skb, d->l4 + nulen, 0) < 0)
 		goto fail;
@@ -467,15 +494,15 @@ int icebox_relay(struct __sk_buff *skb)
 	// A GSO super-packet (a sender's UDP_SEGMENT over veth) is many
 	// datagrams: user space takes it.
 	if (skb->gso_segs > 1 || skb->gso_size != 0)
-		return TC_ACT_OK;
+		return PASS;
 	struct dgram d;
 	__u32 cd = 0;
 	int has_cd = 0;
 	if (!parse(skb, &d, &cd, &has_cd))
-		return TC_ACT_OK;
+		return PASS;
 	if (has_cd) {
 		int r = to_peer_path(skb, &d, cd);
-		if (r != TC_ACT_OK)
+		if (r != PASS)
 			return r;
 	}
 	return to_client_path(skb, &d);

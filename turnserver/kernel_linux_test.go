@@ -1,0 +1,388 @@
+//go:build linux
+
+package turnserver
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/turn/v5"
+
+	"github.com/icebox-voip/icebox/credentials"
+	"github.com/icebox-voip/icebox/internal/netbed"
+)
+
+// The kernel path's tests run the relay inside a network namespace: its
+// program attaches to every interface of the relay's namespace, which must
+// not be the machine's. TestKernelPathNetns builds the bed — a client, the
+// relay and a peer in three namespaces joined by two veth pairs — and runs
+// this test binary again inside the relay's namespace for
+// TestKernelPathInNamespace, which the environment variable below names
+// the other two namespaces to.
+const kernelBedEnv = "TURNSERVER_TEST_KERNEL_BED"
+
+func TestKernelPathNetns(t *testing.T) {
+	if os.Getenv(kernelBedEnv) != "" {
+		t.Skip("inside the bed already")
+	}
+	nb := netbed.New(t)
+	c, r, p := nb.Namespace("c"), nb.Namespace("r"), nb.Namespace("p")
+	netbed.Link(c, "vc", "10.1.0.2/24", r, "vr1", "10.1.0.1/24")
+	netbed.Link(p, "vp", "10.2.0.2/24", r, "vr2", "10.2.0.1/24")
+	c.DefaultRoute("10.1.0.1")
+	p.DefaultRoute("10.2.0.1")
+	r.Run("ip", "link", "set", "lo", "up")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := r.Command(ctx, os.Args[0], "-test.run=^TestKernelPathInNamespace$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), kernelBedEnv+"="+c.Name+" "+p.Name)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestKernelPathInNamespace") {
+		t.Fatalf("in the relay's namespace: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "kernel_linux_test.go") {
+			t.Log(strings.TrimSpace(line))
+		}
+	}
+}
+
+// kernelBed is what TestKernelPathInNamespace works with.
+type kernelBed struct {
+	client, peer *netbed.NS
+}
+
+func TestKernelPathInNamespace(t *testing.T) {
+	names := strings.Fields(os.Getenv(kernelBedEnv))
+	if len(names) != 2 {
+		t.Skip("runs inside TestKernelPathNetns's relay namespace")
+	}
+	kb := &kernelBed{client: &netbed.NS{Name: names[0]}, peer: &netbed.NS{Name: names[1]}}
+
+	t.Run("pion client relays in the kernel", func(t *testing.T) {
+		srv, kr := kb.start(t, "10.1.0.1:3478", 50000, 50099, KernelPathRequired, 0)
+		relay, peer := kb.allocate(t, srv, kr, "alice", "", "10.1.0.1:3478")
+		kb.bound(t, srv, 1)
+		a := srv.onlyAllocation(t)
+		fastBefore, userBefore := fmt.Sprint(srv.fastPathCounts()), a.traffic()
+		kernelBefore := srv.reg.kernel.Load().traffic(a) // the exchange's reply may have gone this way
+		const n = 2000
+		kb.relayRun(t, relay, peer, n)
+		if fast := fmt.Sprint(srv.fastPathCounts()); fast != fastBefore {
+			t.Errorf("user-space fast path relayed: %s → %s, want no change", fastBefore, fast)
+		}
+		if user := a.traffic(); user != userBefore {
+			t.Errorf("user-space counters moved: %+v → %+v", userBefore, user)
+		}
+		k := srv.reg.kernel.Load().traffic(a)
+		if k.packetsToPeer-kernelBefore.packetsToPeer != n || k.packetsFromPeer-kernelBefore.packetsFromPeer != n {
+			t.Errorf("kernel counters: %+v → %+v, want %d more packets each way", kernelBefore, k, n)
+		}
+		info := srv.Allocations()
+		if len(info) != 1 || info[0].PacketsToPeer < n || info[0].PacketsFromPeer < n ||
+			info[0].BytesToPeer != userBefore.bytesToPeer+k.bytesToPeer {
+			t.Errorf("admin view: %+v, want the kernel's %+v added", info, k)
+		}
+		if all, _ := srv.reg.relayed(); all.packetsToPeer < n || all.packetsFromPeer < n {
+			t.Errorf("relayed packets (the metric): %+v, want ≥ %d each way", all, n)
+		}
+		t.Logf("kernel path relayed %d datagrams each way, byte-exact, none lost; user-space fast path %s (unchanged)", n, fastBefore)
+
+		// A deny-listed peer: the policy change empties the maps and user
+		// space refuses.
+		srv.setPolicy(t, nil)
+		kb.bound(t, srv, 0)
+		kb.refused(t, relay, peer)
+		srv.setPolicy(t, []string{"10.2.0.0/24"})
+		kb.bound(t, srv, 1)
+		kb.relayRun(t, relay, peer, 10)
+
+		// A bandwidth limit keeps every channel in user space.
+		if err := srv.SetBandwidth(Bandwidth{PerAllocation: 100_000_000}); err != nil {
+			t.Fatal(err)
+		}
+		kb.bound(t, srv, 0)
+		fastBefore2, _ := srv.fastPathCounts()
+		kb.relayRun(t, relay, peer, 10)
+		if fast, _ := srv.fastPathCounts(); fast < fastBefore2+10 {
+			t.Errorf("limited allocation: user-space fast path relayed %d → %d, want +10", fastBefore2, fast)
+		}
+	})
+
+	t.Run("revoked call", func(t *testing.T) {
+		srv, kr := kb.start(t, "10.1.0.1:3479", 50100, 50199, KernelPathRequired, 0)
+		relay, peer := kb.allocate(t, srv, kr, "bob", "call-k", "10.1.0.1:3479")
+		kb.bound(t, srv, 1)
+		kb.relayRun(t, relay, peer, 10)
+		if n := srv.RevokeCall("call-k", time.Now().Add(time.Hour)); n != 1 {
+			t.Fatalf("RevokeCall closed %d allocations, want 1", n)
+		}
+		kb.bound(t, srv, 0)
+		kb.refused(t, relay, peer)
+	})
+
+	t.Run("expired permission", func(t *testing.T) {
+		srv, kr := kb.start(t, "10.1.0.1:3480", 50200, 50299, KernelPathRequired, 3*time.Second)
+		relay, peer := kb.allocate(t, srv, kr, "carol", "", "10.1.0.1:3480")
+		kb.bound(t, srv, 1)
+		kb.relayRun(t, relay, peer, 10)
+		// pion's client refreshes permissions every few minutes: this one
+		// expires after 3 s, and its channel leaves the kernel with it.
+		kb.bound(t, srv, 0)
+		kb.refused(t, relay, peer)
+	})
+
+	t.Run("required fails unprivileged, auto falls back", func(t *testing.T) {
+		bin := unprivilegedCopy(t)
+		for _, mode := range []string{KernelPathRequired, KernelPathAuto} {
+			cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+				bin, "-test.run=^TestKernelPathUnprivileged$", "-test.v", "-test.count=1")
+			cmd.Env = append(os.Environ(), kernelBedEnv+"=", "TURNSERVER_TEST_KERNEL_MODE="+mode)
+			out, err := cmd.CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "--- PASS: TestKernelPathUnprivileged") {
+				t.Fatalf("%s, unprivileged: %v\n%s", mode, err, out)
+			}
+		}
+	})
+}
+
+// unprivilegedCopy copies the test binary where an unprivileged user may
+// run it.
+func unprivilegedCopy(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "icebox-kernel-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "turnserver.test")
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// TestKernelPathUnprivileged runs as an unprivileged user (from the test
+// above): required fails New with a clear error, auto starts and relays
+// in user space.
+func TestKernelPathUnprivileged(t *testing.T) {
+	mode := os.Getenv("TURNSERVER_TEST_KERNEL_MODE")
+	if mode == "" {
+		t.Skip("run by TestKernelPathInNamespace as an unprivileged user")
+	}
+	if os.Geteuid() == 0 {
+		t.Fatal("running as root")
+	}
+	var logs lockedBuffer
+	r, err := startRelayErr(t, relayOptions{allowLoopback: true, kernelPath: mode, logTo: &logs})
+	if err == nil && mode == KernelPathRequired {
+		t.Fatal("New succeeded") // (so r is used only below)
+	}
+	switch mode {
+	case KernelPathRequired:
+		if err == nil || !strings.Contains(err.Error(), "kernel_path is required but unavailable") {
+			t.Fatalf("New: %v, want the required kernel path refused", err)
+		}
+	case KernelPathAuto:
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		if !strings.Contains(logs.String(), "kernel path unavailable; relaying in user space") {
+			t.Errorf("logs: %s\nwant the fallback said once", logs.String())
+		}
+		cred := r.mint(t, "dave", "", time.Hour)
+		c := r.newClient(t, overUDP, cred.Username, cred.Password, turn.RequestedAddressFamilyIPv4)
+		relay, err := c.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		exchange(t, relay, newPeer(t))
+		if r.srv.reg.kernel.Load() != nil {
+			t.Error("kernel path on without privileges")
+		}
+	}
+}
+
+// start runs a relay listening on listen (UDP) in the relay namespace, its
+// relay ports on 10.2.0.1, with the kernel path in mode; permTimeout 0:
+// pion's default.
+func (kb *kernelBed) start(t *testing.T, listen string, minPort, maxPort uint16, mode string,
+	permTimeout time.Duration,
+) (*Server, *credentials.Keyring) {
+	t.Helper()
+	kr, err := credentials.NewKeyring([]credentials.Secret{{KID: "k2", Key: testSecret}}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	udp, _, err := ListenUDP(context.Background(), listen, 1, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Realm: testRealm, Keyring: func() *credentials.Keyring { return kr },
+		RelayBindIPv4: netip.MustParseAddr("10.2.0.1"), RelayIPv4: netip.MustParseAddr("10.2.0.1"),
+		MinPort: minPort, MaxPort: maxPort,
+		Policy:     kernelTestPolicy(t, minPort, maxPort, []string{"10.2.0.0/24"}),
+		Logger:     testLogger(t),
+		KernelPath: mode, permissionTimeout: permTimeout,
+	}
+	srv, err := New(cfg, Listeners{UDP: udp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return srv, kr
+}
+
+// kernelTestPolicy allows the peers' network (private addresses are
+// denied by default) unless allowed is nil.
+func kernelTestPolicy(t *testing.T, minPort, maxPort uint16, allowed []string) *Policy {
+	t.Helper()
+	p, err := NewPolicy(PolicyConfig{
+		Allowed: allowed, RelayAddrs: []netip.Addr{netip.MustParseAddr("10.2.0.1")},
+		MinPort: minPort, MaxPort: maxPort, ServicePorts: []uint16{3478, 3479, 3480},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (s *Server) setPolicy(t *testing.T, allowed []string) {
+	t.Helper()
+	if err := s.SetPolicy(kernelTestPolicy(t, s.cfg.MinPort, s.cfg.MaxPort, allowed)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// allocate allocates for user from the client namespace and opens a peer
+// in the peer namespace; one exchange installs the permission and the
+// channel.
+func (kb *kernelBed) allocate(t *testing.T, srv *Server, kr *credentials.Keyring, user, call, server string,
+) (net.PacketConn, *net.UDPConn) {
+	t.Helper()
+	cred, err := kr.Mint(credentials.Subject{User: user, CallID: call}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conn net.PacketConn
+	if err := kb.client.Do(func() error {
+		conn, err = net.ListenPacket("udp4", "10.1.0.2:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
+		Username: cred.Username, Password: cred.Password, Realm: testRealm, RTO: 200 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); _ = conn.Close() })
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peer *net.UDPConn
+	if err := kb.peer.Do(func() error {
+		peer, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 2, 0, 2)})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = peer.Close() })
+	exchange(t, relay, peer)
+	return relay, peer
+}
+
+// bound waits until the kernel's maps hold n channels (pion's client binds
+// the channel after its first datagram, in the background).
+func (kb *kernelBed) bound(t *testing.T, srv *Server, n int) {
+	t.Helper()
+	k := srv.reg.kernel.Load()
+	if k == nil {
+		t.Fatal("kernel path off")
+	}
+	waitFor(t, fmt.Sprintf("%d channels in the kernel", n), 10*time.Second, func() bool { return k.bindings() == n })
+}
+
+// relayRun sends n datagrams of changing size each way, one at a time, and
+// checks each arrives byte for byte from the right address.
+func (kb *kernelBed) relayRun(t *testing.T, relay net.PacketConn, peer *net.UDPConn, n int) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	for i := range n {
+		size := 20 + (i*37)%1180
+		want := make([]byte, size)
+		for j := range want {
+			want[j] = byte(i + j*13)
+		}
+		if _, err := relay.WriteTo(want, peer.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		_ = peer.SetReadDeadline(time.Now().Add(3 * time.Second))
+		m, from, err := peer.ReadFrom(buf)
+		if err != nil || !bytes.Equal(buf[:m], want) || from.String() != relay.LocalAddr().String() {
+			t.Fatalf("datagram %d to the peer: %d bytes from %v (%v), want %d from %v", i, m, from, err, size, relay.LocalAddr())
+		}
+		want[0] ^= 0xff
+		if _, err := peer.WriteTo(want, from); err != nil {
+			t.Fatal(err)
+		}
+		_ = relay.SetReadDeadline(time.Now().Add(3 * time.Second))
+		m, from, err = relay.ReadFrom(buf)
+		if err != nil || !bytes.Equal(buf[:m], want) || from.String() != peer.LocalAddr().String() {
+			t.Fatalf("datagram %d to the client: %d bytes from %v (%v), want %d from %v", i, m, from, err, size, peer.LocalAddr())
+		}
+	}
+}
+
+// refused checks that a datagram from the client does not reach the peer.
+func (kb *kernelBed) refused(t *testing.T, relay net.PacketConn, peer *net.UDPConn) {
+	t.Helper()
+	if _, err := relay.WriteTo([]byte("refused?"), peer.LocalAddr()); err != nil {
+		return // the client may know its allocation is gone
+	}
+	_ = peer.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	buf := make([]byte, 64)
+	if n, from, err := peer.ReadFrom(buf); err == nil {
+		t.Fatalf("peer got %q from %v, want nothing", buf[:n], from)
+	}
+}
+
+func (s *Server) onlyAllocation(t *testing.T) *allocation {
+	t.Helper()
+	s.reg.mu.Lock()
+	defer s.reg.mu.Unlock()
+	if len(s.reg.byID) != 1 {
+		t.Fatalf("%d allocations, want 1", len(s.reg.byID))
+	}
+	for _, a := range s.reg.byID {
+		return a
+	}
+	return nil
+}
