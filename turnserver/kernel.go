@@ -47,6 +47,9 @@ type kernelPath struct {
 
 	warnMu sync.Mutex
 	warned map[string]bool // reasons logged once
+
+	retiredMu sync.Mutex
+	retired   traffic // what the kernel relayed for released allocations
 }
 
 // openKernelPath loads the kernel path as mode asks; nil: user space only.
@@ -185,7 +188,25 @@ func (k *kernelPath) traffic(a *allocation) traffic {
 }
 
 // forget drops a's counters once they were added up for the last time.
-func (k *kernelPath) forget(a *allocation) { k.p.DeleteCounters(uint32(a.id)) }
+func (k *kernelPath) forget(a *allocation) {
+	t := k.traffic(a)
+	k.retiredMu.Lock()
+	k.retired.add(t)
+	k.retiredMu.Unlock()
+	k.p.DeleteCounters(uint32(a.id))
+}
+
+// relayed is what the kernel relayed for released allocations and, under
+// the registry's lock, the live ones.
+func (k *kernelPath) relayed(live []*allocation) traffic {
+	k.retiredMu.Lock()
+	t := k.retired
+	k.retiredMu.Unlock()
+	for _, a := range live {
+		t.add(k.traffic(a))
+	}
+	return t
+}
 
 // bindings counts the channels in the maps.
 func (k *kernelPath) bindings() int {

@@ -118,6 +118,48 @@ func TestKernelPathInNamespace(t *testing.T) {
 		}
 	})
 
+	t.Run("turnutils_uclient -y relays in the kernel", func(t *testing.T) {
+		uclient, err := exec.LookPath("turnutils_uclient")
+		if err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatal("turnutils_uclient not found; CI installs coturn (scripts/install-test-deps.sh)")
+			}
+			t.Skip("turnutils_uclient not found (apt-get install coturn)")
+		}
+		srv, _ := kb.start(t, "10.1.0.1:3481", 50300, 50399, KernelPathRequired, 0)
+		// -y: sessions pair up and send to each other's relay address,
+		// which is this host's: the kernel hands each message from one
+		// relay to the other allocation's client (PEER_LOCAL).
+		const sessions, messages = 10, 500
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var out []byte
+		if err := kb.client.Do(func() error {
+			cmd := exec.CommandContext(ctx, uclient, "-W", string(testOldSecret), "-u", "uc", "-y", "-c",
+				"-l", "172", "-z", "5", "-m", fmt.Sprint(sessions), "-n", fmt.Sprint(messages), "-p", "3481", "10.1.0.1")
+			var err error
+			out, err = cmd.CombinedOutput()
+			return err
+		}); err != nil {
+			t.Fatalf("turnutils_uclient: %v\n%s", err, out)
+		}
+		res := string(out)
+		if !strings.Contains(res, "Total lost packets 0 (0.000000%)") {
+			t.Fatalf("turnutils_uclient lost packets:\n%s", tailLines(res, 15))
+		}
+		srv.reg.mu.Lock()
+		all := srv.reg.retired // uclient released its allocations at the end
+		kernel := srv.reg.kernel.Load().relayed(nil)
+		srv.reg.mu.Unlock()
+		// A pair's first messages may cross before both channels are
+		// bound (then user space relays them); the rest is the kernel's.
+		if kernel.packetsToPeer < all.packetsToPeer*9/10 || kernel.packetsFromPeer < all.packetsFromPeer*9/10 {
+			t.Errorf("kernel relayed %+v of %+v, want ≥ 90%%", kernel, all)
+		}
+		t.Logf("turnutils_uclient -y, %d sessions × %d messages: 0 lost; the kernel relayed %d of %d packets to peers and %d of %d to clients",
+			sessions, messages, kernel.packetsToPeer, all.packetsToPeer, kernel.packetsFromPeer, all.packetsFromPeer)
+	})
+
 	t.Run("revoked call", func(t *testing.T) {
 		srv, kr := kb.start(t, "10.1.0.1:3479", 50100, 50199, KernelPathRequired, 0)
 		relay, peer := kb.allocate(t, srv, kr, "bob", "call-k", "10.1.0.1:3479")
@@ -226,7 +268,10 @@ func (kb *kernelBed) start(t *testing.T, listen string, minPort, maxPort uint16,
 	permTimeout time.Duration,
 ) (*Server, *credentials.Keyring) {
 	t.Helper()
-	kr, err := credentials.NewKeyring([]credentials.Secret{{KID: "k2", Key: testSecret}}, time.Now)
+	kr, err := credentials.NewKeyring([]credentials.Secret{
+		{KID: "k2", Key: testSecret},
+		{KID: "k1", Key: testOldSecret, Compat: true}, // turnutils_uclient -W
+	}, time.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,7 +305,7 @@ func kernelTestPolicy(t *testing.T, minPort, maxPort uint16, allowed []string) *
 	t.Helper()
 	p, err := NewPolicy(PolicyConfig{
 		Allowed: allowed, RelayAddrs: []netip.Addr{netip.MustParseAddr("10.2.0.1")},
-		MinPort: minPort, MaxPort: maxPort, ServicePorts: []uint16{3478, 3479, 3480},
+		MinPort: minPort, MaxPort: maxPort, ServicePorts: []uint16{3478, 3479, 3480, 3481},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -385,4 +430,9 @@ func (s *Server) onlyAllocation(t *testing.T) *allocation {
 		return a
 	}
 	return nil
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

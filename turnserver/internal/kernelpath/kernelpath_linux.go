@@ -78,6 +78,9 @@ func (p *Path) Mode() string { return "tcx ingress" }
 // Interfaces are the devices the program is attached to.
 func (p *Path) Interfaces() []string { return p.ifaces }
 
+// peerLocal is relay.c's PEER_LOCAL.
+const peerLocal = 1
+
 // errLocal: the route to an endpoint is local (or loopback); the kernel
 // path cannot send there, user space does.
 var errLocal = errors.New("kernelpath: endpoint is local")
@@ -95,6 +98,9 @@ func (p *Path) Put(b Binding) (Binding, error) {
 		// source the kernel picks for the peer, and the peer answers to
 		// it: the kernel path does the same.
 		_, src, err := route(b.Peer.Addr(), netip.Addr{})
+		if errors.Is(err, errLocal) {
+			src, err = b.Peer.Addr(), nil // to this host, from the same address
+		}
 		if err != nil || !src.IsValid() {
 			return Binding{}, fmt.Errorf("kernelpath: put: no source address towards the peer: %w", err)
 		}
@@ -109,8 +115,15 @@ func (p *Path) Put(b Binding) (Binding, error) {
 	if b.Listener.Addr().Is4() != v4 || b.Relay.Addr().Is4() != v4 || b.Peer.Addr().Is4() != v4 {
 		return Binding{}, errors.New("kernelpath: put: mixed address families")
 	}
+	// A peer on this host is another relay (the policy allows no other
+	// local address): the program hands the datagram to that relay's
+	// client if its channel is in the maps (peerLocal).
+	var flags uint32
 	peerIf, err := routeOif(b.Peer.Addr(), b.Relay.Addr())
-	if err != nil {
+	switch {
+	case errors.Is(err, errLocal):
+		flags, peerIf = peerLocal, 0
+	case err != nil:
 		return Binding{}, fmt.Errorf("kernelpath: put: route to peer: %w", err)
 	}
 	clientIf, err := routeOif(b.Client.Addr(), b.Listener.Addr())
@@ -120,7 +133,7 @@ func (p *Path) Put(b Binding) (Binding, error) {
 	expires := monotonic(b.Expires)
 	tpk, tck := keys(b)
 	tpv := relayToPeerVal{RelayPort: b.Relay.Port(), PeerPort: b.Peer.Port(), Alloc: b.Alloc,
-		Ifindex: uint32(peerIf), Expires: expires}
+		Ifindex: uint32(peerIf), Flags: flags, Expires: expires}
 	tpv.Relay.B = b.Relay.Addr().As16()
 	tpv.Peer.B = b.Peer.Addr().As16()
 	tcv := relayToClientVal{ListenerPort: b.Listener.Port(), ClientPort: b.Client.Port(), Channel: b.Channel,

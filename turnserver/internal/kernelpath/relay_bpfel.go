@@ -89,7 +89,7 @@ type relayToPeerVal struct {
 	PeerPort  uint16
 	Alloc     uint32
 	Ifindex   uint32
-	Pad       uint32
+	Flags     uint32
 	Expires   uint64
 }
 

@@ -59,9 +59,16 @@ struct to_peer_val {
 	__u16 peer_port;
 	__u32 alloc;   // key of the counters
 	__u32 ifindex; // egress device towards the peer
-	__u32 pad;
+	__u32 flags;   // PEER_LOCAL
 	__u64 expires; // CLOCK_MONOTONIC ns (bpf_ktime_get_ns)
 };
+
+// PEER_LOCAL: the peer is an address of this host — another allocation's
+// relay (two clients of this server, as turnutils_uclient -y pairs them).
+// The datagram would come straight back in to that relay port, so it goes
+// to that allocation's client at once if its channel for this relay is in
+// to_client, and to user space if not.
+#define PEER_LOCAL 1
 
 struct to_client_key {
 	struct addr16 relay;
@@ -318,6 +325,48 @@ static __always_inline int write_udp(struct __sk_buff *skb, const struct dgram *
 	return bpf_skb_store_bytes(skb, d->l4, &h, sizeof(h), 0);
 }
 
+// hairpin relays ChannelData whose peer is another relay of this host to
+// that relay's client, as ChannelData on that client's channel: the
+// length stays, the channel number, addresses and ports change. Both
+// allocations' entries must be live: each is there only while user space
+// holds its binding, its permission and the policy's consent.
+static __always_inline int hairpin(struct __sk_buff *skb, const struct dgram *d,
+				   const struct to_peer_val *v, __u32 cd, __u16 size)
+{
+	struct to_client_key k = {.relay = v->peer, .peer = v->relay,
+				  .relay_port = v->peer_port, .peer_port = v->relay_port};
+	struct to_client_val *w = bpf_map_lookup_elem(&to_client, &k);
+	if (!w || is_v4(&w->listener) != !d->v6 || is_v4(&w->client) != !d->v6)
+		return PASS;
+	if (bpf_ktime_get_ns() >= w->expires) {
+		count_stat(STAT_EXPIRED);
+		return PASS;
+	}
+	__u32 ifindex = w->ifindex, from_alloc = v->alloc, to_alloc = w->alloc;
+	__u32 mtu = 0;
+	if (bpf_check_mtu(skb, ifindex, &mtu, 0, 0) != 0) {
+		count_stat(STAT_TOO_BIG);
+		return PASS;
+	}
+	struct addr16 src = w->listener, dst = w->client;
+	__u16 sport = w->listener_port, dport = w->client_port, channel = w->channel;
+	__u8 cdh[4] = {channel >> 8, channel & 0xff, size >> 8, size & 0xff};
+	__u32 ncd;
+	__builtin_memcpy(&ncd, cdh, 4);
+	if (fix_csum(skb, d, &src, &dst, sport, dport, d->ulen, cd, ncd, 0) < 0)
+		goto fail;
+	if (bpf_skb_store_bytes(skb, d->l4 + UDP_LEN, &ncd, 4, 0) < 0)
+		goto fail;
+	if (write_udp(skb, d, sport, dport, d->ulen) < 0 || rewrite_ip(skb, d, &src, &dst, d->ulen) < 0)
+		goto fail;
+	count(from_alloc, 1, size);
+	count(to_alloc, 0, size);
+	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
+fail:
+	count_stat(STAT_ERROR);
+	return TC_ACT_SHOT;
+}
+
 // to_peer relays a bound channel's ChannelData to its peer.
 static __always_inline int to_peer_path(struct __sk_buff *skb, const struct dgram *d, __u32 cd)
 {
@@ -338,6 +387,8 @@ static __always_inline int to_peer_path(struct __sk_buff *skb, const struct dgra
 		count_stat(STAT_EXPIRED);
 		return PASS;
 	}
+	if (v->flags & PEER_LOCAL)
+		return hairpin(skb, d, v, cd, size);
 	__u32 ifindex = v->ifindex, alloc = v->alloc;
 	__u32 mtu = 0;
 	if (bpf_check_mtu(skb, ifindex, &mtu, -4, 0) != 0) {
