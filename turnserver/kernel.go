@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/turnserver/internal/kernelpath"
@@ -76,11 +77,55 @@ func openKernelPath(s *Server, mode string) (*kernelPath, error) {
 	if err != nil {
 		return fail(err)
 	}
+	k := &kernelPath{p: p, s: s, log: s.log,
+		installed: make(map[*relayPacketConn]map[netip.AddrPort]kernelpath.Binding),
+		warned:    make(map[string]bool)}
+	if err := s.cfg.Registerer.Register(kernelCollector{k: k, reg: s.reg}); err != nil {
+		return nil, errors.Join(fmt.Errorf("turnserver: kernel path metrics: %w", err), p.Close())
+	}
 	s.log.Info().Str("attach", p.Mode()).Strs("interfaces", p.Interfaces()).
 		Msg("kernel path on: bound channels' ChannelData relayed by eBPF (tcx rather than XDP: on veth, XDP_TX/redirect needs an XDP program on the peer device)")
-	return &kernelPath{p: p, s: s, log: s.log,
-		installed: make(map[*relayPacketConn]map[netip.AddrPort]kernelpath.Binding),
-		warned:    make(map[string]bool)}, nil
+	return k, nil
+}
+
+// kernelCollector exports what the kernel path holds and relayed.
+type kernelCollector struct {
+	k   *kernelPath
+	reg *registry
+}
+
+var (
+	kernelChannelsDesc = prometheus.NewDesc("icebox_turn_kernel_path_channels",
+		"Channels the kernel path relays (entries in its maps).", nil, nil)
+	kernelPacketsDesc = prometheus.NewDesc("icebox_turn_kernel_relayed_packets_total",
+		"The part of icebox_turn_relayed_packets_total relayed by the kernel path, by direction (to_peer, from_peer).",
+		[]string{"direction"}, nil)
+	kernelPassedDesc = prometheus.NewDesc("icebox_turn_kernel_path_passed_total",
+		"Datagrams of a channel in the kernel's maps that the kernel path left to user space (expired, too_big) or dropped half-rewritten (error).",
+		[]string{"reason"}, nil)
+)
+
+func (c kernelCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- kernelChannelsDesc
+	ch <- kernelPacketsDesc
+	ch <- kernelPassedDesc
+}
+
+func (c kernelCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(kernelChannelsDesc, prometheus.GaugeValue, float64(c.k.bindings()))
+	c.reg.mu.Lock()
+	live := make([]*allocation, 0, len(c.reg.byID))
+	for _, a := range c.reg.byID {
+		live = append(live, a)
+	}
+	t := c.k.relayed(live)
+	c.reg.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(kernelPacketsDesc, prometheus.CounterValue, float64(t.packetsToPeer), "to_peer")
+	ch <- prometheus.MustNewConstMetric(kernelPacketsDesc, prometheus.CounterValue, float64(t.packetsFromPeer), "from_peer")
+	st := c.k.p.Stats()
+	ch <- prometheus.MustNewConstMetric(kernelPassedDesc, prometheus.CounterValue, float64(st.Expired), "expired")
+	ch <- prometheus.MustNewConstMetric(kernelPassedDesc, prometheus.CounterValue, float64(st.TooBig), "too_big")
+	ch <- prometheus.MustNewConstMetric(kernelPassedDesc, prometheus.CounterValue, float64(st.Errors), "error")
 }
 
 // eligible reports why c's channels stay in user space ("" if they may go

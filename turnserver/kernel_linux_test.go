@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/icebox-voip/icebox/credentials"
 	"github.com/icebox-voip/icebox/internal/netbed"
@@ -73,6 +74,13 @@ func TestKernelPathInNamespace(t *testing.T) {
 		relay, peer := kb.allocate(t, srv, kr, "alice", "", "10.1.0.1:3478")
 		kb.bound(t, srv, 1)
 		a := srv.onlyAllocation(t)
+		// The server binds the channel as it answers; pion's client sends
+		// Send indications until the answer reaches it.
+		k0 := srv.reg.kernel.Load().traffic(a).packetsToPeer
+		waitFor(t, "the client sending ChannelData", 5*time.Second, func() bool {
+			kb.relayRun(t, relay, peer, 1)
+			return srv.reg.kernel.Load().traffic(a).packetsToPeer > k0
+		})
 		fastBefore, userBefore := fmt.Sprint(srv.fastPathCounts()), a.traffic()
 		kernelBefore := srv.reg.kernel.Load().traffic(a) // the exchange's reply may have gone this way
 		const n = 2000
@@ -94,6 +102,14 @@ func TestKernelPathInNamespace(t *testing.T) {
 		}
 		if all, _ := srv.reg.relayed(); all.packetsToPeer < n || all.packetsFromPeer < n {
 			t.Errorf("relayed packets (the metric): %+v, want ≥ %d each way", all, n)
+		}
+		if got := gathered(t, srv, "icebox_turn_kernel_path_channels", ""); got != 1 {
+			t.Errorf("icebox_turn_kernel_path_channels = %v, want 1", got)
+		}
+		for _, dir := range []string{"to_peer", "from_peer"} {
+			if got := gathered(t, srv, "icebox_turn_kernel_relayed_packets_total", dir); got < n {
+				t.Errorf("icebox_turn_kernel_relayed_packets_total{direction=%q} = %v, want ≥ %d", dir, got, n)
+			}
 		}
 		t.Logf("kernel path relayed %d datagrams each way, byte-exact, none lost; user-space fast path %s (unchanged)", n, fastBefore)
 
@@ -435,4 +451,30 @@ func (s *Server) onlyAllocation(t *testing.T) *allocation {
 func tailLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// gathered reads a metric from srv's registry (label: the direction, if
+// any).
+func gathered(t *testing.T, srv *Server, name, direction string) float64 {
+	t.Helper()
+	mfs, err := srv.cfg.Registerer.(prometheus.Gatherer).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if direction != "" && (len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() != direction) {
+				continue
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("metric %s %s not found", name, direction)
+	return 0
 }
