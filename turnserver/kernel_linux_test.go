@@ -11,7 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -174,6 +177,28 @@ func TestKernelPathInNamespace(t *testing.T) {
 		}
 		t.Logf("turnutils_uclient -y, %d sessions × %d messages: 0 lost; the kernel relayed %d of %d packets to peers and %d of %d to clients",
 			sessions, messages, kernel.packetsToPeer, all.packetsToPeer, kernel.packetsFromPeer, all.packetsFromPeer)
+	})
+
+	// A measurement, not a check (TURNSERVER_KERNEL_MEASURE=1, without
+	// -race): the same uclient -y load relayed in user space and in the
+	// kernel, interleaved; the server's CPU (this process's rusage) and the
+	// machine's softirq time (/proc/stat: the kernel path's cost is
+	// there, and on a shared machine so is everyone else's) per message.
+	t.Run("measure", func(t *testing.T) {
+		if os.Getenv("TURNSERVER_KERNEL_MEASURE") == "" {
+			t.Skip("set TURNSERVER_KERNEL_MEASURE=1 to measure")
+		}
+		uclient, err := exec.LookPath("turnutils_uclient")
+		if err != nil {
+			t.Skip("turnutils_uclient not found")
+		}
+		port := 3490
+		for round := range 2 {
+			for _, mode := range []string{KernelPathOff, KernelPathRequired} {
+				port++
+				kb.measure(t, uclient, mode, port, uint16(51000+round*2000+(port%2)*1000), round)
+			}
+		}
 	})
 
 	t.Run("revoked call", func(t *testing.T) {
@@ -477,4 +502,79 @@ func gathered(t *testing.T, srv *Server, name, direction string) float64 {
 	}
 	t.Fatalf("metric %s %s not found", name, direction)
 	return 0
+}
+
+// measure runs one uclient -y load against a fresh relay in mode and logs
+// CPU per relayed message.
+func (kb *kernelBed) measure(t *testing.T, uclient, mode string, port int, minPort uint16, round int) {
+	t.Helper()
+	srv, _ := kb.start(t, fmt.Sprintf("10.1.0.1:%d", port), minPort, minPort+999, mode, 0)
+	defer func() { _ = srv.Close() }()
+	const sessions, messages = 100, 2000
+	ru0, st0 := rusage(t), procStat(t)
+	start := time.Now()
+	var out []byte
+	var client time.Duration
+	if err := kb.client.Do(func() error {
+		cmd := exec.Command(uclient, "-W", string(testOldSecret), "-u", "uc", "-y", "-c",
+			"-l", "100", "-z", "1", "-m", fmt.Sprint(sessions), "-n", fmt.Sprint(messages), "-p", fmt.Sprint(port), "10.1.0.1")
+		var err error
+		out, err = cmd.CombinedOutput()
+		if cmd.ProcessState != nil {
+			client = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("turnutils_uclient: %v\n%s", err, out)
+	}
+	wall := time.Since(start)
+	ru1, st1 := rusage(t), procStat(t)
+	srv.reg.mu.Lock()
+	all := srv.reg.retired
+	srv.reg.mu.Unlock()
+	for _, a := range srv.reg.list(Filter{}, time.Now()) {
+		all.packetsToPeer += a.PacketsToPeer
+	}
+	lost := "?"
+	if m := reUclientLost.FindStringSubmatch(string(out)); m != nil {
+		lost = m[1]
+	}
+	msgs := float64(all.packetsToPeer)
+	// The kernel path runs in softirq, which this kernel charges to the
+	// task it interrupts — mostly uclient's sends (veth delivers in the
+	// sender's context): server + client CPU is the comparable sum.
+	srvCPU := float64((ru1 - ru0).Microseconds()) / msgs
+	cliCPU := float64(client.Microseconds()) / msgs
+	t.Logf("round %d %-8s uclient -y %d×%d: %d messages in %v, lost %s%%; µs/msg: server %.2f, uclient %.2f, sum %.2f; machine-wide softirq %.2f, system %.2f (shared machine)",
+		round, mode, sessions, messages, all.packetsToPeer, wall.Round(time.Millisecond), lost,
+		srvCPU, cliCPU, srvCPU+cliCPU, (st1.softirq-st0.softirq)*1e6/msgs, (st1.system-st0.system)*1e6/msgs)
+}
+
+var reUclientLost = regexp.MustCompile(`Total lost packets \d+ \(([0-9.]+)%\)`)
+
+func rusage(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+type cpuTimes struct{ system, softirq float64 } // seconds, all CPUs
+
+func procStat(t *testing.T) cpuTimes {
+	t.Helper()
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(strings.SplitN(string(b), "\n", 2)[0]) // cpu user nice system idle iowait irq softirq
+	if len(f) < 8 {
+		t.Fatalf("/proc/stat: %q", f)
+	}
+	hz := 100.0 // USER_HZ
+	sys, _ := strconv.ParseFloat(f[3], 64)
+	si, _ := strconv.ParseFloat(f[7], 64)
+	return cpuTimes{system: sys / hz, softirq: si / hz}
 }
