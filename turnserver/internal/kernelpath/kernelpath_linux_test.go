@@ -28,14 +28,29 @@ type bed struct {
 	b                   Binding
 }
 
-func newBed(t *testing.T, offload bool) *bed {
+// addrs of the bed, by family: client, listener, relay, peer.
+var bedAddrs = map[bool][4]string{
+	false: {"10.1.0.2", "10.1.0.1", "10.2.0.1", "10.2.0.2"},
+	true:  {"fd01::2", "fd01::1", "fd02::1", "fd02::2"},
+}
+
+func newBed(t *testing.T, offload, v6 bool) *bed {
 	t.Helper()
 	nb := netbed.New(t)
 	c, r, p := nb.Namespace("c"), nb.Namespace("r"), nb.Namespace("p")
-	netbed.Link(c, "vc", "10.1.0.2/24", r, "vr1", "10.1.0.1/24")
-	netbed.Link(p, "vp", "10.2.0.2/24", r, "vr2", "10.2.0.1/24")
-	c.DefaultRoute("10.1.0.1")
-	p.DefaultRoute("10.2.0.1")
+	a := bedAddrs[v6]
+	netbed.Link(c, "vc", "", r, "vr1", "")
+	netbed.Link(p, "vp", "", r, "vr2", "")
+	bits := "/24"
+	if v6 {
+		bits = "/64"
+	}
+	c.AddAddr("vc", a[0]+bits)
+	r.AddAddr("vr1", a[1]+bits)
+	r.AddAddr("vr2", a[2]+bits)
+	p.AddAddr("vp", a[3]+bits)
+	c.DefaultRoute(a[1])
+	p.DefaultRoute(a[2])
 	if !offload {
 		if _, err := exec.LookPath("ethtool"); err != nil {
 			if os.Getenv("CI") == "true" {
@@ -69,7 +84,7 @@ func newBed(t *testing.T, offload bool) *bed {
 		var uc *net.UDPConn
 		if err := ns.Do(func() error {
 			var err error
-			uc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr)))
+			uc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(addr), 0)))
 			return err
 		}); err != nil {
 			t.Fatal(err)
@@ -77,13 +92,13 @@ func newBed(t *testing.T, offload bool) *bed {
 		t.Cleanup(func() { _ = uc.Close() })
 		return uc
 	}
-	bd.cc = listen(c, "10.1.0.2:0")
-	bd.pc = listen(p, "10.2.0.2:0")
+	bd.cc = listen(c, a[0])
+	bd.pc = listen(p, a[3])
 	bd.b = Binding{
-		Listener: netip.MustParseAddrPort("10.1.0.1:3478"),
+		Listener: netip.AddrPortFrom(netip.MustParseAddr(a[1]), 3478),
 		Client:   bd.cc.LocalAddr().(*net.UDPAddr).AddrPort(),
 		Channel:  0x4001,
-		Relay:    netip.MustParseAddrPort("10.2.0.1:50000"),
+		Relay:    netip.AddrPortFrom(netip.MustParseAddr(a[2]), 50000),
 		Peer:     bd.pc.LocalAddr().(*net.UDPAddr).AddrPort(),
 		Alloc:    7,
 		Expires:  time.Now().Add(time.Minute),
@@ -170,8 +185,23 @@ func (bd *bed) relayBoth(t *testing.T, rounds int) {
 	}
 }
 
-// csumErrors reads UDP InCsumErrors inside ns.
+// csumErrors reads UDP InCsumErrors (IPv4 and IPv6) inside ns.
 func csumErrors(t *testing.T, ns *netbed.NS) uint64 {
+	t.Helper()
+	n := csumErrors4(t, ns)
+	for _, line := range strings.Split(ns.Run("cat", "/proc/net/snmp6"), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "Udp6InCsumErrors" {
+			v, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += v
+		}
+	}
+	return n
+}
+
+func csumErrors4(t *testing.T, ns *netbed.NS) uint64 {
 	t.Helper()
 	out := ns.Run("cat", "/proc/net/snmp")
 	var names []string
@@ -199,9 +229,9 @@ func csumErrors(t *testing.T, ns *netbed.NS) uint64 {
 }
 
 func TestRelayBothWays(t *testing.T) {
-	for _, offload := range []bool{true, false} {
-		t.Run(fmt.Sprintf("offload=%v", offload), func(t *testing.T) {
-			bd := newBed(t, offload)
+	for _, tc := range []struct{ offload, v6 bool }{{true, false}, {false, false}, {true, true}, {false, true}} {
+		t.Run(fmt.Sprintf("offload=%v,ipv6=%v", tc.offload, tc.v6), func(t *testing.T) {
+			bd := newBed(t, tc.offload, tc.v6)
 			const rounds = 3
 			bd.relayBoth(t, rounds)
 			var c Counters
@@ -228,7 +258,7 @@ func TestRelayBothWays(t *testing.T) {
 // TestEndsRelaying: an expired entry and a deleted one relay nothing (the
 // datagrams go up to the relay's stack, where no socket listens).
 func TestEndsRelaying(t *testing.T) {
-	bd := newBed(t, true)
+	bd := newBed(t, true, false)
 	bd.relayBoth(t, 1)
 	expired := bd.b
 	expired.Expires = time.Now().Add(-time.Second)
