@@ -297,3 +297,30 @@ func (bd *bed) expectNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestTooBigGoesUp: a datagram that would exceed the egress MTU once
+// relayed is left to the stack (and user space), and counted.
+func TestTooBigGoesUp(t *testing.T) {
+	bd := newBed(t, true, false)
+	bd.relay.Run("ip", "link", "set", "vr1", "mtu", "1000") // towards the client
+	// To the client, 900 bytes + the 4-byte header fit; 990 do not.
+	if _, err := bd.pc.WriteToUDP(payload(1, 900), net.UDPAddrFromAddrPort(bd.b.Relay)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := read(t, bd.cc); len(got) != 904 {
+		t.Fatalf("to client: got %d bytes, want 904", len(got))
+	}
+	if _, err := bd.pc.WriteToUDP(payload(2, 1000-28-2), net.UDPAddrFromAddrPort(bd.b.Relay)); err != nil {
+		t.Fatal(err)
+	}
+	_ = bd.cc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	buf := make([]byte, 2048)
+	if n, _, err := bd.cc.ReadFromUDP(buf); err == nil {
+		t.Fatalf("client got %d bytes, want nothing (too big for the kernel path)", n)
+	}
+	var st Stats
+	_ = bd.relay.Do(func() error { st = bd.path.Stats(); return nil })
+	if st.TooBig != 1 {
+		t.Errorf("stats: %+v, want TooBig 1", st)
+	}
+}
