@@ -89,6 +89,10 @@ struct to_client_val {
 	__u64 expires;
 };
 
+// The hash maps are not preallocated: 2^17 entries each would pin tens of
+// MiB at start whatever the load; an entry costs its few hundred bytes when
+// a channel is bound instead.
+
 // Per allocation, per CPU: what the kernel path relayed (payload bytes, as
 // user space counts them).
 struct counters {
@@ -108,6 +112,7 @@ enum stat {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 17);
 	__type(key, struct to_peer_key);
 	__type(value, struct to_peer_val);
@@ -115,6 +120,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 17);
 	__type(key, struct to_client_key);
 	__type(value, struct to_client_val);
@@ -122,6 +128,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 1 << 17);
 	__type(key, __u32);
 	__type(value, struct counters);
