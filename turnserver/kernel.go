@@ -85,6 +85,14 @@ func openKernelPath(s *Server, mode string) (*kernelPath, error) {
 	}
 	s.log.Info().Str("attach", p.Mode()).Strs("interfaces", p.Interfaces()).
 		Msg("kernel path on: bound channels' ChannelData relayed by eBPF (tcx rather than XDP: on veth, XDP_TX/redirect needs an XDP program on the peer device)")
+	for _, l := range s.fast {
+		if l.sock.LocalAddr().Addr().IsUnspecified() {
+			// The kernel must know which address a client sent to, to
+			// answer from it; a wildcard listener does not say.
+			s.log.Warn().Stringer("listener", l.sock.LocalAddr()).
+				Msg("kernel path: this UDP listener is bound to the wildcard address; its clients' channels stay in user space (listen on a specific address)")
+		}
+	}
 	return k, nil
 }
 
