@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"syscall"
 	"time"
 
@@ -335,6 +334,3 @@ func putNlmsghdr(b []byte, typ, flags uint16) {
 	binary.NativeEndian.PutUint16(b[6:8], flags)
 	binary.NativeEndian.PutUint32(b[8:12], 1)
 }
-
-// attached reports the interface names, for the start-up log.
-func (p *Path) String() string { return p.Mode() + " on " + strings.Join(p.ifaces, ",") }
