@@ -25,7 +25,10 @@
 // senders) keeps a valid csum_start that way, and bpf_l4_csum_replace
 // updates the checksum field the way the skb carries it: every change for
 // a full checksum, only the pseudo-header's for a partial one (the rest is
-// summed at transmit from the unmoved header).
+// summed at transmit from the unmoved header). A CHECKSUM_COMPLETE skb
+// becomes CHECKSUM_NONE when bpf_skb_change_tail trims or grows it (the
+// receiver verifies the bytes); the hairpin, which keeps the length, changes
+// only fields whose difference bpf_l4_csum_replace carries into skb->csum.
 
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
