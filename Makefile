@@ -119,3 +119,14 @@ DESTDIR ?=
 .PHONY: install
 install:
 	DESTDIR='$(DESTDIR)' PREFIX='$(PREFIX)' BIN='$(BIN)' ./scripts/install.sh
+
+# The kernel path's eBPF object (turnserver/internal/kernelpath) is generated
+# from bpf/relay.c by bpf2go and committed, so building icebox needs no
+# clang. `make bpf` regenerates it (apt-get install clang llvm libbpf-dev);
+# `make bpf-check` regenerates and fails on a difference (skipped without
+# clang, or with another clang major than the committed object's).
+.PHONY: bpf bpf-check
+bpf:
+	cd turnserver/internal/kernelpath && $(GO) generate ./
+bpf-check:
+	@GO=$(GO) ./scripts/bpf-check.sh

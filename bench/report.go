@@ -232,6 +232,7 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 	b.WriteString("## Summary\n\n")
 	r.summaryTable(&b)
 	b.WriteString("\nRatios are icebox/coturn of the medians: below 1 is better for CPU, loss and memory, above 1 for rates.\n\n")
+	r.vethSummary(&b)
 
 	b.WriteString("## Machine and versions\n\n")
 	for _, kv := range r.machine(ctx) {
@@ -267,6 +268,7 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 		fmt.Fprintf(&b, "\n### turnutils_uclient, %d sessions, %d × %d-byte messages each (%s)\n\n", l.Sessions, l.Messages, l.Bytes, l.Name)
 		r.rawTable(&b, l.Name, []string{"icebox", "coturn"}, uclientCols)
 	}
+	r.vethRaw(&b)
 	fmt.Fprintf(&b, "\n### Allocations, %d workers for %s\n\n", r.plan.AllocWorkers, r.plan.AllocDuration)
 	r.rawTable(&b, "allocs", []string{"icebox", "coturn"}, allocsCols)
 	fmt.Fprintf(&b, "\n### Memory, %d allocations held\n\n", r.plan.HoldN)

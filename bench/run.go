@@ -107,7 +107,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	rounds := fs.Int("rounds", envInt("BENCH_ROUNDS", 0), "rounds (default 3, quick 1; $BENCH_ROUNDS)")
 	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "short smoke run: loads divided by 5 ($BENCH_QUICK=1)")
 	keep := fs.Bool("keep", os.Getenv("BENCH_KEEP") == "1", "keep the temporary directory (server logs, uclient output)")
-	only := fs.String("only", os.Getenv("BENCH_ONLY"), "comma-separated measurements to run, of hold, allocs, u20, u100, u200, u100x1000, api, rtc, rtcframe, profile ($BENCH_ONLY; default all); a partial report is not latest.md")
+	only := fs.String("only", os.Getenv("BENCH_ONLY"), "comma-separated measurements to run, of hold, allocs, u20, u100, u200, u100x1000, veth, api, rtc, rtcframe, profile ($BENCH_ONLY; default all); a partial report is not latest.md")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -253,6 +253,18 @@ func (r *runner) runRounds(ctx context.Context) error {
 					return err
 				}
 				r.add(rec)
+			}
+		}
+		if r.plan.runs("veth") {
+			for _, l := range r.plan.vethLoads() {
+				for _, kind := range vethOrder(round) {
+					r.progress("round %d/%d: %s on %s", round, r.plan.Rounds, vethLoad(l), kind)
+					rec := r.measureVeth(ctx, round, kind, l)
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					r.add(rec)
+				}
 			}
 		}
 		if r.plan.runs("api") {

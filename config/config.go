@@ -58,6 +58,13 @@ type TURN struct {
 	// in front of turn.listen.tcp and turn.listen.tls (as turn.mux's does
 	// on the shared port). Default: trusted: [] (refused from everyone)
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
+
+	// KernelPath relays bound channels' ChannelData in the kernel (eBPF at
+	// tc ingress; Linux ≥ 6.6 with CAP_BPF and CAP_NET_ADMIN; UDP listeners
+	// and relays bound to a specific address or the relay's wildcard):
+	// "off", "auto" (on where it loads, else user space, the reason logged
+	// once) or "required" (start-up fails without it). Default: "off"
+	KernelPath string `yaml:"kernel_path"`
 }
 
 // Listen lists the TURN listen addresses, "host:port" with an IP or empty host.
@@ -383,6 +390,7 @@ func Default() Config {
 			Quotas:                Quotas{PerUser: 10, PerCall: 8, Total: 10000, BandwidthBurst: 500 * time.Millisecond},
 			Mux:                   defaultMux(),
 			ProxyProtocol:         ProxyProtocol{Trusted: []string{}},
+			KernelPath:            "off",
 		},
 		Credentials: Credentials{
 			TTL:     24 * time.Hour,

@@ -177,6 +177,11 @@ func (v *validator) turn(t *TURN) []portUse {
 	if t.RecvBatch < 1 || t.RecvBatch > maxRecvBatch {
 		v.add("turn.recv_batch", "must be 1..%d (got %d); 1 reads one datagram per system call", maxRecvBatch, t.RecvBatch)
 	}
+	switch t.KernelPath {
+	case "off", "auto", "required":
+	default:
+		v.add("turn.kernel_path", "must be off, auto or required (got %q)", t.KernelPath)
+	}
 	v.relay(&t.Relay)
 	v.peers("turn.allowed_peers", t.AllowedPeers)
 	v.peers("turn.denied_peers", t.DeniedPeers)

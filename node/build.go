@@ -113,6 +113,7 @@ func (n *Node) relayConfig(policy *turnserver.Policy, revoked []turnserver.Revoc
 		ErrorRate:             turnserver.ErrorRate{PerSecond: cfg.ErrorRate, Burst: cfg.ErrorBurst},
 		BindingRate:           turnserver.ErrorRate{PerSecond: cfg.BindingRate, Burst: cfg.BindingBurst},
 		RecvBatch:             cfg.RecvBatch,
+		KernelPath:            cfg.KernelPath,
 		Logger:                n.log,
 		Registerer:            n.opts.Registry,
 	}

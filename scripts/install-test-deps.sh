@@ -22,6 +22,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)                  # HTTPS thro
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)            # PROXY protocol v2 in front of the shared port (turn.mux)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)   # systemd-analyze verify of the unit
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)                # ip netns, veth, bridges
+command -v ethtool >/dev/null 2>&1 || missing+=(ethtool)            # kernel path tests: checksum offloads off
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)          # NAT rules in the namespaces
 [ -x /usr/bin/chromium ] || missing+=(chromium)                       # web UI browser tests
 command -v node >/dev/null 2>&1 || missing+=(nodejs)                  # runs web/e2e/ui.js

@@ -291,6 +291,7 @@ func (s *Server) SetBandwidth(cfg Bandwidth) error {
 		return err
 	}
 	s.reg.bw.set(cfg)
+	defer s.kernelSyncAll() // a limit keeps channels in user space; after the unlock
 	s.reg.mu.Lock()
 	defer s.reg.mu.Unlock()
 	for _, a := range s.reg.byID {
@@ -308,6 +309,7 @@ func (s *Server) UserBandwidth(user string) UserBandwidth { return s.reg.bw.user
 // = unlimited), at once for their live allocations. Overrides live in
 // memory: a restart goes back to the configuration.
 func (s *Server) SetUserBandwidth(user string, bps int64) error {
+	defer s.kernelSyncAll()
 	return s.reg.bw.setUser(user, bps, false)
 }
 

@@ -293,6 +293,7 @@ func (l *fastListener) learnBinding(p []byte, to net.Addr) {
 // bind adds b to the relay socket's peers (copy-on-write): datagrams from
 // b.peer now go to the client as ChannelData on the fast path.
 func (c *relayPacketConn) bind(b *binding) {
+	defer c.kernelSync()
 	c.bindMu.Lock()
 	defer c.bindMu.Unlock()
 	old := c.peers.Load()

@@ -82,6 +82,27 @@ type relayOptions struct {
 	// bandwidth: Config.Bandwidth; rateInterval: Config.RateInterval.
 	bandwidth    Bandwidth
 	rateInterval time.Duration
+	// kernelPath: Config.KernelPath; logTo, if set, also gets the log.
+	kernelPath string
+	logTo      *lockedBuffer
+}
+
+// lockedBuffer is a log the test reads while the server writes it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // testStart is the fake clock's time when a test relay starts.
@@ -101,6 +122,16 @@ type testRelay struct {
 }
 
 func startRelay(t *testing.T, o relayOptions) *testRelay {
+	t.Helper()
+	r, err := startRelayErr(t, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// startRelayErr is startRelay returning New's error.
+func startRelayErr(t *testing.T, o relayOptions) (*testRelay, error) {
 	t.Helper()
 	clock := &fakeClock{t: testStart}
 	secrets := []credentials.Secret{
@@ -162,6 +193,10 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 		Logger:                testLogger(t),
 		Now:                   clock.Now,
 		permissionTimeout:     o.permissionTimeout,
+		KernelPath:            o.kernelPath,
+	}
+	if o.logTo != nil {
+		cfg.Logger = zerolog.New(zerolog.MultiLevelWriter(cfg.Logger, o.logTo))
 	}
 	relayAddrs := []netip.Addr{o.advertiseV4}
 	if o.ipv6 {
@@ -192,7 +227,7 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 	}
 	srv, err := New(cfg, Listeners{UDP: udp, TCP: []net.Listener{tcpLn}, TLS: []net.Listener{tlsLn}, TLSConfig: serverTLS})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	t.Cleanup(func() {
 		if err := srv.Close(); err != nil {
@@ -203,7 +238,7 @@ func startRelay(t *testing.T, o relayOptions) *testRelay {
 		srv: srv, reg: reg, clock: clock, keyring: kr, ring: ring,
 		udp: udp[0].LocalAddr().String(), tcp: tcp.Addr().String(), tls: tlsLn.Addr().String(),
 		tlsConf: clientTLS,
-	}
+	}, nil
 }
 
 // mint returns a credential for user (and call) signed with the active kid.

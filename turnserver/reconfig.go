@@ -11,6 +11,7 @@ func (s *Server) SetPolicy(p *Policy) error {
 		return errors.New("turnserver: SetPolicy: nil policy")
 	}
 	s.policy.Store(p.forServer(s.reg.liveRelayPort, s.hosts))
+	s.kernelSyncAll() // the kernel's channels hold only peers the policy allows
 	return nil
 }
 

@@ -80,6 +80,15 @@ func (a *allocation) traffic() traffic {
 	return traffic{a.bytesToPeer.Load(), a.bytesFromPeer.Load(), a.packetsToPeer.Load(), a.packetsFromPeer.Load()}
 }
 
+// trafficOf is what a relayed in user space and in the kernel.
+func (r *registry) trafficOf(a *allocation) traffic {
+	t := a.traffic()
+	if k := r.kernel.Load(); k != nil {
+		t.add(k.traffic(a))
+	}
+	return t
+}
+
 func (t *traffic) add(o traffic) {
 	t.bytesToPeer += o.bytesToPeer
 	t.bytesFromPeer += o.bytesFromPeer
@@ -120,6 +129,9 @@ type AllocationInfo struct {
 type registry struct {
 	quotas Quotas
 	bw     *limiter // bandwidth limits: never nil
+	// kernel: the kernel path (kernel.go), nil when off. What it relayed
+	// is part of every allocation's traffic (trafficOf).
+	kernel atomic.Pointer[kernelPath]
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -382,9 +394,13 @@ func (r *registry) release(a *allocation) {
 		delete(r.byPort, a.port)
 	}
 	r.bw.detach(a)
-	r.retired.add(a.traffic())
+	t := r.trafficOf(a)
+	if k := r.kernel.Load(); k != nil {
+		k.forget(a) // after its last read
+	}
+	r.retired.add(t)
 	if a.scoped {
-		r.retiredScoped.add(a.traffic())
+		r.retiredScoped.add(t)
 	}
 	decrement(r.perUser, a.user)
 	if a.callID != "" {
@@ -408,7 +424,7 @@ func (r *registry) relayed() (all, scoped traffic) {
 	defer r.mu.Unlock()
 	all, scoped = r.retired, r.retiredScoped
 	for _, a := range r.byID {
-		t := a.traffic()
+		t := r.trafficOf(a)
 		all.add(t)
 		if a.scoped {
 			scoped.add(t)
@@ -452,6 +468,7 @@ func (r *registry) list(f Filter, now time.Time) []AllocationInfo {
 		if a.closer == nil || !f.match(a) {
 			continue // still being set up, or not asked for
 		}
+		t := r.trafficOf(a)
 		out = append(out, AllocationInfo{
 			ID:              a.key,
 			User:            a.user,
@@ -462,10 +479,10 @@ func (r *registry) list(f Filter, now time.Time) []AllocationInfo {
 			Transport:       a.transport,
 			Created:         a.created,
 			AgeSeconds:      max(now.Sub(a.created), 0).Seconds(),
-			BytesToPeer:     a.bytesToPeer.Load(),
-			BytesFromPeer:   a.bytesFromPeer.Load(),
-			PacketsToPeer:   a.packetsToPeer.Load(),
-			PacketsFromPeer: a.packetsFromPeer.Load(),
+			BytesToPeer:     t.bytesToPeer,
+			BytesFromPeer:   t.bytesFromPeer,
+			PacketsToPeer:   t.packetsToPeer,
+			PacketsFromPeer: t.packetsFromPeer,
 			BPSToPeer:       a.rateToPeer,
 			BPSFromPeer:     a.rateFromPeer,
 			Scoped:          a.scoped,
@@ -518,7 +535,8 @@ func (r *registry) sampleRates(now time.Time) {
 		if a.closer == nil {
 			continue
 		}
-		to, from := a.bytesToPeer.Load(), a.bytesFromPeer.Load()
+		t := r.trafficOf(a)
+		to, from := t.bytesToPeer, t.bytesFromPeer
 		if dt := now.Sub(a.sampledAt).Seconds(); dt > 0 {
 			a.rateToPeer = uint64(float64(to-a.sampledTo) * 8 / dt)
 			a.rateFromPeer = uint64(float64(from-a.sampledFrom) * 8 / dt)

@@ -452,6 +452,7 @@ func (c *relayPacketConn) permitted(ip netip.Addr) bool {
 // permit counts a permission pion created for ip (delta 1) or deleted
 // (delta -1).
 func (c *relayPacketConn) permit(ip netip.Addr, delta int) {
+	defer c.kernelSync()
 	c.bindMu.Lock()
 	defer c.bindMu.Unlock()
 	m := make(map[netip.Addr]int)
@@ -505,6 +506,9 @@ func (c *relayPacketConn) Close() error {
 	c.bindMu.Unlock()
 	for _, f := range forget {
 		f()
+	}
+	if k := c.s.reg.kernel.Load(); k != nil {
+		k.drop(c) // before the port can be bound again
 	}
 	err := c.sock.Close()
 	c.once.Do(func() {

@@ -111,6 +111,12 @@ type Config struct {
 	// (fastpath.go). For comparisons and as a way out.
 	NoFastPath bool
 
+	// KernelPath: relay bound channels' ChannelData in the kernel (eBPF at
+	// tc ingress, kernel.go): KernelPathOff, KernelPathAuto (on where it
+	// loads, else user space, logged once) or KernelPathRequired (New
+	// fails without it). Default: off.
+	KernelPath string
+
 	// Revoked are calls revoked before this server started (kept by the
 	// caller across restarts); they are refused from the first request.
 	Revoked []Revocation
@@ -264,6 +270,14 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		defer s.watchers.Done()
 		s.sampleRates(s.ctx)
 	}()
+	// Last: a failure closes the whole server.
+	k, err := openKernelPath(s, cfg.KernelPath)
+	if err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	if k != nil {
+		s.reg.kernel.Store(k)
+	}
 	return s, nil
 }
 
@@ -525,6 +539,9 @@ func (s *Server) Close() error {
 				s.reg.count(), closeDrainTimeout))
 		}
 		s.engine.Close()
+		if k := s.reg.kernel.Load(); k != nil {
+			s.closeErr = errors.Join(s.closeErr, k.close())
+		}
 	})
 	return s.closeErr
 }

@@ -1,0 +1,312 @@
+package turnserver
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/icebox-voip/icebox/turnserver/internal/kernelpath"
+)
+
+// The kernel path (internal/kernelpath): an eBPF program relays the
+// ChannelData of bound channels in the kernel, both ways, without waking
+// this process. It extends the channel fast path (fastpath.go) and decides
+// nothing of its own: a channel enters its maps only as the fast path
+// holds it — learnt from pion's ChannelBind success, the client
+// authenticated, pion's permission for the peer present — and only while
+// the peer policy allows the peer, the allocation is not scoped (the SFU
+// allow-list is checked per datagram in user space) and no bandwidth limit
+// is configured (limits are enforced in user space only, so a limited
+// relay never hands a channel to the kernel). It leaves the maps when the
+// binding changes, the permission ends, the policy or the bandwidth limits
+// change, or the relay socket closes (deallocation, expiry, revocation,
+// kill); the kernel itself stops at the binding's expiry time. What the
+// kernel relayed is counted per allocation in per-CPU maps and added to
+// the allocation's counters wherever they are read.
+
+// Kernel path modes (Config.KernelPath).
+const (
+	KernelPathOff      = "off"
+	KernelPathAuto     = "auto"
+	KernelPathRequired = "required"
+)
+
+// kernelPath is the server's side of the kernel path.
+type kernelPath struct {
+	p   *kernelpath.Path
+	s   *Server
+	log zerolog.Logger
+
+	mu sync.Mutex
+	// installed: the bindings in the maps, per relay socket and peer.
+	installed map[*relayPacketConn]map[netip.AddrPort]kernelpath.Binding
+
+	warnMu sync.Mutex
+	warned map[string]bool // reasons logged once
+
+	retiredMu sync.Mutex
+	retired   traffic // what the kernel relayed for released allocations
+}
+
+// openKernelPath loads the kernel path as mode asks; nil: user space only.
+// An error only for "required".
+func openKernelPath(s *Server, mode string) (*kernelPath, error) {
+	switch mode {
+	case "", KernelPathOff:
+		return nil, nil
+	case KernelPathAuto, KernelPathRequired:
+	default:
+		return nil, fmt.Errorf("turnserver: kernel path %q: want off, auto or required", mode)
+	}
+	fail := func(err error) (*kernelPath, error) {
+		if mode == KernelPathRequired {
+			return nil, fmt.Errorf("turnserver: kernel_path is required but unavailable: %w", err)
+		}
+		s.log.Warn().Err(err).Msg("kernel path unavailable; relaying in user space")
+		return nil, nil
+	}
+	if s.cfg.NoFastPath {
+		return fail(errors.New("the kernel path extends the channel fast path, which is off"))
+	}
+	p, err := kernelpath.Open()
+	if err != nil {
+		return fail(err)
+	}
+	k := &kernelPath{p: p, s: s, log: s.log,
+		installed: make(map[*relayPacketConn]map[netip.AddrPort]kernelpath.Binding),
+		warned:    make(map[string]bool)}
+	if err := s.cfg.Registerer.Register(kernelCollector{k: k, reg: s.reg}); err != nil {
+		return nil, errors.Join(fmt.Errorf("turnserver: kernel path metrics: %w", err), p.Close())
+	}
+	s.log.Info().Str("attach", p.Mode()).Strs("interfaces", p.Interfaces()).
+		Msg("kernel path on: bound channels' ChannelData relayed by eBPF (tcx rather than XDP: on veth, XDP_TX/redirect needs an XDP program on the peer device)")
+	for _, l := range s.fast {
+		if l.sock.LocalAddr().Addr().IsUnspecified() {
+			// The kernel must know which address a client sent to, to
+			// answer from it; a wildcard listener does not say.
+			s.log.Warn().Stringer("listener", l.sock.LocalAddr()).
+				Msg("kernel path: this UDP listener is bound to the wildcard address; its clients' channels stay in user space (listen on a specific address)")
+		}
+	}
+	return k, nil
+}
+
+// kernelCollector exports what the kernel path holds and relayed.
+type kernelCollector struct {
+	k   *kernelPath
+	reg *registry
+}
+
+var (
+	kernelChannelsDesc = prometheus.NewDesc("icebox_turn_kernel_path_channels",
+		"Channels the kernel path relays (entries in its maps).", nil, nil)
+	kernelPacketsDesc = prometheus.NewDesc("icebox_turn_kernel_relayed_packets_total",
+		"The part of icebox_turn_relayed_packets_total relayed by the kernel path, by direction (to_peer, from_peer).",
+		[]string{"direction"}, nil)
+	kernelPassedDesc = prometheus.NewDesc("icebox_turn_kernel_path_passed_total",
+		"Datagrams of a channel in the kernel's maps that the kernel path left to user space (expired, too_big) or dropped half-rewritten (error).",
+		[]string{"reason"}, nil)
+)
+
+func (c kernelCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- kernelChannelsDesc
+	ch <- kernelPacketsDesc
+	ch <- kernelPassedDesc
+}
+
+func (c kernelCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(kernelChannelsDesc, prometheus.GaugeValue, float64(c.k.bindings()))
+	c.reg.mu.Lock()
+	live := make([]*allocation, 0, len(c.reg.byID))
+	for _, a := range c.reg.byID {
+		live = append(live, a)
+	}
+	t := c.k.relayed(live)
+	c.reg.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(kernelPacketsDesc, prometheus.CounterValue, float64(t.packetsToPeer), "to_peer")
+	ch <- prometheus.MustNewConstMetric(kernelPacketsDesc, prometheus.CounterValue, float64(t.packetsFromPeer), "from_peer")
+	st := c.k.p.Stats()
+	ch <- prometheus.MustNewConstMetric(kernelPassedDesc, prometheus.CounterValue, float64(st.Expired), "expired")
+	ch <- prometheus.MustNewConstMetric(kernelPassedDesc, prometheus.CounterValue, float64(st.TooBig), "too_big")
+	ch <- prometheus.MustNewConstMetric(kernelPassedDesc, prometheus.CounterValue, float64(st.Errors), "error")
+}
+
+// eligible reports why c's channels stay in user space ("" if they may go
+// to the kernel).
+func (k *kernelPath) eligible(c *relayPacketConn) string {
+	switch {
+	case c.closed.Load():
+		return "closed"
+	case c.a.scoped:
+		return "scoped"
+	case k.s.reg.bw.on.Load():
+		return "bandwidth limits are enforced in user space"
+	}
+	return ""
+}
+
+// sync makes the maps hold exactly c's live, allowed bindings.
+func (k *kernelPath) sync(c *relayPacketConn) {
+	// Under the lock from the reading on: two syncs of c must not apply
+	// what they read in the other order (a permission just removed would
+	// come back).
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := time.Now()
+	want := make(map[netip.AddrPort]kernelpath.Binding)
+	if why := k.eligible(c); why == "" {
+		if peers := c.peers.Load(); peers != nil {
+			policy := k.s.policy.Load()
+			for peer, b := range *peers {
+				if b.live(now) && policy.Allow(peer) {
+					want[peer] = kernelpath.Binding{
+						Listener: unmapAP(b.ln.sock.LocalAddr()), Client: unmapAP(b.clientAP),
+						Channel: b.channel, Relay: unmapAP(c.sock.LocalAddr()), Peer: peer,
+						Alloc: uint32(c.a.id), Expires: b.expires,
+					}
+				}
+			}
+		}
+	} else if why != "closed" && why != "scoped" {
+		k.warnOnce(why, nil)
+	}
+	have := k.installed[c]
+	next := make(map[netip.AddrPort]kernelpath.Binding, len(want))
+	// have holds the bindings as Put installed them (it may fill in the
+	// relay's source address).
+	for peer, inst := range have {
+		if w, ok := want[peer]; ok && k.same(w, inst) {
+			next[peer] = inst
+			delete(want, peer)
+			continue
+		}
+		k.p.Delete(inst)
+	}
+	for peer, w := range want {
+		inst, err := k.p.Put(w)
+		if err != nil {
+			k.warnOnce("map entry refused", err)
+			continue
+		}
+		next[peer] = inst
+	}
+	if len(next) == 0 {
+		delete(k.installed, c)
+		return
+	}
+	k.installed[c] = next
+}
+
+// same reports whether installed is w as Put installed it.
+func (k *kernelPath) same(w, installed kernelpath.Binding) bool {
+	if w.Relay.Addr().IsUnspecified() && w.Relay.Port() == installed.Relay.Port() {
+		w.Relay = installed.Relay
+	}
+	return w.Listener == installed.Listener && w.Client == installed.Client && w.Channel == installed.Channel &&
+		w.Relay == installed.Relay && w.Peer == installed.Peer && w.Alloc == installed.Alloc &&
+		w.Expires.Equal(installed.Expires)
+}
+
+// syncAll re-checks every relay socket (a policy or limit change).
+func (k *kernelPath) syncAll() {
+	k.s.relays.Range(func(_, v any) bool {
+		k.sync(v.(*relayPacketConn))
+		return true
+	})
+}
+
+// drop removes c's bindings (its socket is closing).
+func (k *kernelPath) drop(c *relayPacketConn) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, inst := range k.installed[c] {
+		k.p.Delete(inst)
+	}
+	delete(k.installed, c)
+}
+
+// traffic is what the kernel relayed for a.
+func (k *kernelPath) traffic(a *allocation) traffic {
+	c, ok := k.p.Counters(uint32(a.id))
+	if !ok {
+		return traffic{}
+	}
+	return traffic{bytesToPeer: c.BytesToPeer, bytesFromPeer: c.BytesToClient,
+		packetsToPeer: c.PacketsToPeer, packetsFromPeer: c.PacketsToClient}
+}
+
+// forget drops a's counters once they were added up for the last time.
+func (k *kernelPath) forget(a *allocation) {
+	t := k.traffic(a)
+	k.retiredMu.Lock()
+	k.retired.add(t)
+	k.retiredMu.Unlock()
+	k.p.DeleteCounters(uint32(a.id))
+}
+
+// relayed is what the kernel relayed for released allocations and, under
+// the registry's lock, the live ones.
+func (k *kernelPath) relayed(live []*allocation) traffic {
+	k.retiredMu.Lock()
+	t := k.retired
+	k.retiredMu.Unlock()
+	for _, a := range live {
+		t.add(k.traffic(a))
+	}
+	return t
+}
+
+// bindings counts the channels in the maps.
+func (k *kernelPath) bindings() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, m := range k.installed {
+		n += len(m)
+	}
+	return n
+}
+
+// warnOnce logs why channels stay in user space, once per kind of reason
+// (the first error of a kind stands for the rest: they name addresses).
+func (k *kernelPath) warnOnce(kind string, err error) {
+	k.warnMu.Lock()
+	seen := k.warned[kind]
+	k.warned[kind] = true
+	k.warnMu.Unlock()
+	if seen {
+		return
+	}
+	ev := k.log.Warn().Str("reason", kind)
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	ev.Msg("kernel path: some channels are kept in user space")
+}
+
+func (k *kernelPath) close() error { return k.p.Close() }
+
+func unmapAP(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// kernelSync brings c's kernel entries in line with its bindings and
+// permissions (after a change to either; not under c.bindMu).
+func (c *relayPacketConn) kernelSync() {
+	if k := c.s.reg.kernel.Load(); k != nil {
+		k.sync(c)
+	}
+}
+
+// kernelSyncAll re-checks every channel in the kernel (the policy or the
+// bandwidth limits changed).
+func (s *Server) kernelSyncAll() {
+	if k := s.reg.kernel.Load(); k != nil {
+		k.syncAll()
+	}
+}
