@@ -1,3 +1,5 @@
+//go:build !windows
+
 // Package pgtest starts a real PostgreSQL server for tests: Debian's
 // postgresql binaries (make test-deps installs them), a cluster made by
 // initdb in a temporary directory, run as an unprivileged user (PostgreSQL
