@@ -100,6 +100,13 @@ type Config struct {
 	// room's memberships from the homeserver when it is first asked.
 	// Default: nil, memberships are not read.
 	RTCRooms *membership.Rooms
+
+	// RTCCalls receives the MatrixRTC events of the rooms icebox is in,
+	// for the gateway (rtcring.go): other devices' memberships joining,
+	// changing and leaving, notifications (ring) and declines from other
+	// users. Needs the sync (Config.Calls or SetCalls). Default: nil, not
+	// delivered.
+	RTCCalls RTCObserver
 }
 
 const defaultBatchWindow = 200 * time.Millisecond
@@ -195,9 +202,14 @@ func New(cfg Config) (*Bridge, error) {
 	// Logging in and the token check retry with the sender's backoff.
 	b.login = newLogin(cfg, cli, log, func(n int) time.Duration { return backoff(n, b.send.minBackoff, b.send.maxBackoff) })
 	cli.Store = b.sync.store
+	if cfg.RTCRooms != nil || cfg.RTCCalls != nil {
+		b.sync.rtcSeen = newRTCMetrics(cfg.Registerer)
+	}
 	if cfg.RTCRooms != nil {
 		cfg.RTCRooms.SetLoader(b.loadRTCMembers)
-		b.sync.rtcSeen = newRTCMetrics(cfg.Registerer)
+	}
+	if cfg.RTCCalls != nil {
+		b.sync.rtcEvents = newRTCEventMetrics(cfg.Registerer)
 	}
 	return b, nil
 }

@@ -41,10 +41,12 @@ func (b *Bridge) rtcStateKey() string {
 	return "_" + string(b.cli.UserID) + "_" + string(b.cli.DeviceID) + "_m.call"
 }
 
-// JoinRTC sends icebox's device's membership of the room's MatrixRTC call.
-func (b *Bridge) JoinRTC(ctx context.Context, roomID string, m RTCMembership) error {
+// JoinRTC sends icebox's device's membership of the room's MatrixRTC call
+// and returns the membership state event's ID (what RingRTC's
+// notification relates to, as Element Call's does).
+func (b *Bridge) JoinRTC(ctx context.Context, roomID string, m RTCMembership) (string, error) {
 	if b.cli.DeviceID == "" {
-		return errors.New("matrix: join the MatrixRTC call: the device is not known yet (Run logs in)")
+		return "", errors.New("matrix: join the MatrixRTC call: the device is not known yet (Run logs in)")
 	}
 	if m.Expires <= 0 {
 		m.Expires = membership.DefaultExpires
@@ -68,11 +70,12 @@ func (b *Bridge) JoinRTC(ctx context.Context, roomID string, m RTCMembership) er
 	if !m.CreatedTS.IsZero() {
 		content["created_ts"] = m.CreatedTS.UnixMilli()
 	}
-	if _, err := b.cli.SendStateEvent(quiet(ctx), id.RoomID(roomID), rtcMemberType, b.rtcStateKey(), content); err != nil {
-		return fmt.Errorf("matrix: join the MatrixRTC call of %s: %w", roomID, err)
+	resp, err := b.cli.SendStateEvent(quiet(ctx), id.RoomID(roomID), rtcMemberType, b.rtcStateKey(), content)
+	if err != nil {
+		return "", fmt.Errorf("matrix: join the MatrixRTC call of %s: %w", roomID, err)
 	}
-	b.log.Info().Str("room_id", roomID).Msg("joined the room's MatrixRTC call")
-	return nil
+	b.log.Info().Str("room_id", roomID).Str("event_id", string(resp.EventID)).Msg("joined the room's MatrixRTC call")
+	return string(resp.EventID), nil
 }
 
 // LeaveRTC empties icebox's device's membership (a member who left).

@@ -57,13 +57,37 @@ func TestJoinLeaveRTC(t *testing.T) {
 		return m, left
 	}
 
+	// stateEventID is the event ID the room's current state holds for
+	// icebox's membership.
+	stateEventID := func(room string) string {
+		t.Helper()
+		var state []struct {
+			Type     string `json:"type"`
+			StateKey string `json:"state_key"`
+			EventID  string `json:"event_id"`
+		}
+		api(t, hs.URL(), http.MethodGet, "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state", svcToken, nil, &state)
+		for _, e := range state {
+			if e.Type == membership.EventType && e.StateKey == key {
+				return e.EventID
+			}
+		}
+		return ""
+	}
 	for _, room := range rooms {
-		if err := b.JoinRTC(ctx, room, matrix.RTCMembership{ServiceURL: "https://icebox.example/livekit/jwt", Intent: "audio"}); err != nil {
+		eventID, err := b.JoinRTC(ctx, room, matrix.RTCMembership{ServiceURL: "https://icebox.example/livekit/jwt", Intent: "audio"})
+		if err != nil {
 			t.Fatal(err)
+		}
+		if got := stateEventID(room); eventID == "" || got != eventID {
+			t.Fatalf("JoinRTC returned event %q, the room's state holds %q", eventID, got)
 		}
 		m, left := read(room)
 		if left || !m.Live(time.Now()) || m.DeviceID != svcDevice || m.FocusType != "livekit" || m.Application != "m.call" || m.CallID != "" {
 			t.Fatalf("icebox's membership in %s: %+v, left %v", room, m, left)
+		}
+		if m.ServiceURL != "https://icebox.example/livekit/jwt" || m.Alias != room || m.FocusSelection != "oldest_membership" || m.Intent != "audio" {
+			t.Fatalf("icebox's membership's focus and intent: %+v", m)
 		}
 		if d := time.Until(m.Expiry); d < 3*time.Hour || d > 4*time.Hour+time.Minute {
 			t.Errorf("expires in %v, want about 4 h", d)
@@ -75,7 +99,7 @@ func TestJoinLeaveRTC(t *testing.T) {
 	if _, left := read(rooms[0]); !left {
 		t.Fatal("membership not emptied by LeaveRTC")
 	}
-	if err := b.JoinRTC(ctx, rooms[0], matrix.RTCMembership{ServiceURL: "https://icebox.example/livekit/jwt"}); err != nil {
+	if _, err := b.JoinRTC(ctx, rooms[0], matrix.RTCMembership{ServiceURL: "https://icebox.example/livekit/jwt"}); err != nil {
 		t.Fatal(err)
 	}
 

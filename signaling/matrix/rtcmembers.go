@@ -3,10 +3,12 @@ package matrix
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -24,30 +26,96 @@ import (
 // rtcMemberType is the membership state event type.
 var rtcMemberType = event.Type{Type: membership.EventType, Class: event.StateEventType}
 
+// registerRTC registers the MatrixRTC handlers a Run needs: memberships
+// for Config.RTCRooms or Config.RTCCalls, legacy invites for RTCRooms,
+// rings and declines for RTCCalls (rtcring.go).
+func (s *syncer) registerRTC(ds *mautrix.DefaultSyncer) {
+	l := s.loop
+	if l.rtc != nil || l.rtcCalls != nil {
+		ds.OnEventType(rtcMemberType, s.onRTCMember)
+	}
+	if l.rtc != nil {
+		ds.OnEventType(event.Type{Type: TypeInvite, Class: event.MessageEventType}, s.onLegacyInvite)
+	}
+	if l.rtcCalls != nil {
+		for _, t := range rtcTimelineTypes {
+			ds.OnEventType(t, s.onRTCEvent)
+		}
+	}
+}
+
 // onRTCMember applies a membership state event (timeline or state part of
-// the sync). An invalid one is logged without its content and ignored.
+// the sync) to Config.RTCRooms and hands it to Config.RTCCalls. An invalid
+// one is logged without its content and ignored.
 func (s *syncer) onRTCMember(_ context.Context, evt *event.Event) {
-	rtc := s.loop.rtc
-	if rtc == nil || evt.StateKey == nil {
+	if evt.StateKey == nil {
 		return
 	}
-	left, err := rtc.Observe(string(evt.RoomID), membership.Event{
-		StateKey: *evt.StateKey, Sender: string(evt.Sender), Content: evt.Content.VeryRaw,
+	l := s.loop
+	ev := membership.Event{
+		EventID: string(evt.ID), StateKey: *evt.StateKey, Sender: string(evt.Sender), Content: evt.Content.VeryRaw,
 		TS: time.UnixMilli(evt.Timestamp),
-	})
+	}
+	var m membership.Member
+	var left bool
+	var err error
+	if l.rtc != nil {
+		left, err = l.rtc.Observe(string(evt.RoomID), ev)
+	}
+	if err == nil {
+		m, left, err = membership.ParseEvent(ev)
+	}
 	result := rtcJoined
 	switch {
 	case err != nil:
 		result = rtcInvalid
 		// The reason names a field, never the content.
-		s.loop.log.Info().Err(err).Str("room_id", string(evt.RoomID)).Str("sender", string(evt.Sender)).
+		l.log.Info().Err(err).Str("room_id", string(evt.RoomID)).Str("sender", string(evt.Sender)).
 			Msg("MatrixRTC membership ignored")
 	case left:
 		result = rtcLeft
 	}
-	if m := s.loop.rtcSeen; m != nil {
+	if m := l.rtcSeen; m != nil {
 		m.WithLabelValues(result).Inc()
 	}
+	if err == nil && l.rtcCalls != nil {
+		s.dispatchRTCMember(evt, ev, m, left)
+	}
+}
+
+// dispatchRTCMember hands a membership of another device to
+// Config.RTCCalls: a live one as joined (or changed), an emptied one as
+// left, with the member's last membership (unsigned.prev_content) when the
+// homeserver sent it along, else the device its state key names.
+func (s *syncer) dispatchRTCMember(evt *event.Event, ev membership.Event, m membership.Member, left bool) {
+	l := s.loop
+	if left {
+		m = membership.Member{StateKey: ev.StateKey, Sender: ev.Sender}
+		if prev := evt.Unsigned.PrevContent; prev != nil && len(prev.VeryRaw) > 0 {
+			pm, prevLeft, err := membership.Parse(prev.VeryRaw, ev.Sender, ev.StateKey, ev.TS)
+			if err == nil && prevLeft {
+				return // an empty membership emptied again: nobody left
+			}
+			if err == nil {
+				m = pm
+			}
+		}
+		if m.DeviceID == "" {
+			m.DeviceID = membership.DeviceOfStateKey(ev.StateKey, ev.Sender)
+		}
+	} else if !m.Live(l.now()) {
+		return // an expired membership (the state of a first sync) is nobody in the call
+	}
+	if m.Sender == l.user && m.DeviceID == string(l.cli.DeviceID) {
+		return // icebox's own device
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			l.log.Error().Str("event_id", ev.EventID).Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).
+				Msg("MatrixRTC membership observer panicked")
+		}
+	}()
+	l.rtcCalls.RTCMember(string(evt.RoomID), m, left)
 }
 
 // Results of a membership event (icebox_matrix_rtc_memberships_total).
@@ -90,7 +158,7 @@ func (b *Bridge) loadRTCMembers(ctx context.Context, roomID string) ([]membershi
 		if evt == nil {
 			continue
 		}
-		out = append(out, membership.Event{StateKey: key, Sender: string(evt.Sender), Content: evt.Content.VeryRaw,
+		out = append(out, membership.Event{EventID: string(evt.ID), StateKey: key, Sender: string(evt.Sender), Content: evt.Content.VeryRaw,
 			TS: time.UnixMilli(evt.Timestamp)})
 	}
 	return out, nil

@@ -75,6 +75,8 @@ type syncLoop struct {
 	crypto     *e2ee                  // set by New; nil without encryption
 	rtc        *membership.Rooms      // Config.RTCRooms; nil: memberships not read (rtcmembers.go)
 	rtcSeen    *prometheus.CounterVec // membership events by result; set by New with rtc
+	rtcCalls   RTCObserver            // Config.RTCCalls; nil: MatrixRTC events not delivered (rtcring.go)
+	rtcEvents  *prometheus.CounterVec // rings and declines by kind and result; set by New with rtcCalls
 
 	failures int           // consecutive failures; the sync goroutine only
 	lastSync atomic.Int64  // unix nanoseconds; 0 when not syncing
@@ -87,7 +89,7 @@ func newSyncLoop(cfg Config, cli *mautrix.Client, log zerolog.Logger, in *inboun
 	return &syncLoop{cli: cli, log: log, user: cfg.UserID, homeserver: cfg.HomeserverURL, now: cfg.Now,
 		encrypted: encrypted, store: newSyncStore(cfg.Store, cli.UserID, syncFilter(encrypted)),
 		timing: syncTiming{minBackoff: defaultSyncMinBackoff, maxBackoff: defaultSyncMaxBackoff},
-		in:     in, rooms: rooms, rtc: cfg.RTCRooms}
+		in:     in, rooms: rooms, rtc: cfg.RTCRooms, rtcCalls: cfg.RTCCalls}
 }
 
 // syncer is mautrix's DefaultSyncer (handlers by event type, Dispatch for
@@ -130,10 +132,7 @@ func (l *syncLoop) newSyncer(life context.Context, calls InboundCalls) *syncer {
 		ds.OnEventType(event.Type{Type: t, Class: event.MessageEventType}, s.onCallEvent)
 	}
 	ds.OnEventType(event.StateMember, s.onMember)
-	if l.rtc != nil {
-		ds.OnEventType(rtcMemberType, s.onRTCMember)
-		ds.OnEventType(event.Type{Type: TypeInvite, Class: event.MessageEventType}, s.onLegacyInvite)
-	}
+	s.registerRTC(ds)
 	if !l.encrypted {
 		ds.OnSync(s.prepareBatch)
 	}

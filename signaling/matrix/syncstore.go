@@ -41,6 +41,7 @@ func syncFilter(encrypted bool) *mautrix.Filter {
 		timeline = append(timeline, event.Type{Type: t, Class: event.MessageEventType})
 	}
 	timeline = append(timeline, state...)
+	timeline = append(timeline, rtcTimelineTypes...)
 	if encrypted {
 		timeline = append(timeline, event.EventEncrypted)
 	}

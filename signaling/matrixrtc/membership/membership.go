@@ -40,6 +40,22 @@ type Member struct {
 	FocusType   string // focus_active.type, "livekit" for Element Call
 	Created     time.Time
 	Expiry      time.Time
+
+	// EventID is the membership state event's ID (what a MatrixRTC
+	// notification relates to); "" when the event's ID was not known.
+	EventID string
+	// FocusSelection is focus_active.focus_selection ("oldest_membership"
+	// for Element Call: the call's LiveKit focus is the oldest member's
+	// first preferred one; "multi_sfu": each member's own).
+	FocusSelection string
+	// ServiceURL and Alias are the member's first preferred focus's
+	// livekit_service_url and livekit_alias (matrix-js-sdk's
+	// getTransport takes foci_preferred[0]); "" when it is not a LiveKit
+	// focus. ServiceURL is where that member's /sfu/get is.
+	ServiceURL string
+	Alias      string
+	// Intent is m.call.intent ("audio", "video"), "" when absent.
+	Intent string
 }
 
 // Device is one Matrix device taking part in a MatrixRTC call: who media
@@ -72,8 +88,20 @@ type content struct {
 	CreatedTS   *int64  `json:"created_ts"`
 	Expires     *int64  `json:"expires"`
 	FocusActive *struct {
-		Type *string `json:"type"`
+		Type           *string `json:"type"`
+		FocusSelection string  `json:"focus_selection"`
 	} `json:"focus_active"`
+	// The foci and the intent are read leniently: a membership
+	// matrix-js-sdk accepts stays accepted when they are odd.
+	FociPreferred json.RawMessage `json:"foci_preferred"`
+	Intent        json.RawMessage `json:"m.call.intent"`
+}
+
+// focus is one entry of foci_preferred.
+type focus struct {
+	Type       string `json:"type"`
+	ServiceURL string `json:"livekit_service_url"`
+	Alias      string `json:"livekit_alias"`
 }
 
 // Parse reads a membership state event's content. left is true for a
@@ -117,11 +145,47 @@ func Parse(raw []byte, sender, stateKey string, ts time.Time) (m Member, left bo
 	if c.Expires != nil {
 		expires = time.Duration(*c.Expires) * time.Millisecond
 	}
-	return Member{
+	m = Member{
 		StateKey: stateKey, Sender: sender, DeviceID: *c.DeviceID, CallID: *c.CallID,
-		Application: *c.Application, FocusType: *c.FocusActive.Type,
+		Application: *c.Application, FocusType: *c.FocusActive.Type, FocusSelection: c.FocusActive.FocusSelection,
 		Created: created, Expiry: created.Add(expires),
-	}, false, nil
+	}
+	var foci []json.RawMessage
+	if json.Unmarshal(c.FociPreferred, &foci) == nil && len(foci) > 0 {
+		var f focus
+		if json.Unmarshal(foci[0], &f) == nil && f.Type == "livekit" {
+			m.ServiceURL, m.Alias = f.ServiceURL, f.Alias
+		}
+	}
+	_ = json.Unmarshal(c.Intent, &m.Intent) // not a string: left ""
+	return m, false, nil
+}
+
+// ParseEvent is Parse of a membership event, with its event ID.
+func ParseEvent(ev Event) (m Member, left bool, err error) {
+	m, left, err = Parse(ev.Content, ev.Sender, ev.StateKey, ev.TS)
+	if err == nil && !left {
+		m.EventID = ev.EventID
+	}
+	return m, left, err
+}
+
+// DeviceOfStateKey is the device a membership's state key names, for a
+// member who left (the empty content names none): "" when the key is not
+// one of the sender's own forms with a device.
+func DeviceOfStateKey(stateKey, sender string) string {
+	if !ownKey(stateKey, sender) {
+		return ""
+	}
+	k := strings.TrimPrefix(strings.TrimPrefix(stateKey, "_"), sender)
+	k = strings.TrimPrefix(k, "_")
+	if strings.HasPrefix(stateKey, "_") {
+		// "_@user:server_DEVICE_m.call": the application follows the device.
+		if i := strings.LastIndex(k, "_"); i >= 0 {
+			k = k[:i]
+		}
+	}
+	return k
 }
 
 // ownKey reports whether a membership's state key is the sender's: the

@@ -24,6 +24,7 @@ const (
 
 // Event is a membership state event as the sync delivers it.
 type Event struct {
+	EventID  string // "" when not known (then Member.EventID is "")
 	StateKey string
 	Sender   string
 	Content  []byte // raw JSON; empty = left
@@ -100,7 +101,7 @@ func (r *Rooms) SetLoader(load Loader) {
 // it was a member leaving. An invalid membership is returned as ErrInvalid
 // and changes nothing.
 func (r *Rooms) Observe(roomID string, ev Event) (left bool, err error) {
-	m, left, err := Parse(ev.Content, ev.Sender, ev.StateKey, ev.TS)
+	m, left, err := ParseEvent(ev)
 	if err != nil {
 		return false, err
 	}
@@ -168,7 +169,7 @@ func (r *Rooms) State(ctx context.Context, roomID string, members []string, now 
 			// meanwhile (it includes it); the history stays.
 			rm.members = make(map[string]Member)
 			for _, ev := range evs {
-				if m, left, err := Parse(ev.Content, ev.Sender, ev.StateKey, ev.TS); err == nil {
+				if m, left, err := ParseEvent(ev); err == nil {
 					r.applyLocked(rm, ev.StateKey, m, left)
 				}
 			}
