@@ -14,6 +14,8 @@ import (
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
+	"github.com/icebox-voip/icebox/signaling/matrix"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
 	"github.com/icebox-voip/icebox/turnserver"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
 	"github.com/icebox-voip/icebox/web"
@@ -154,8 +156,23 @@ func (n *Node) buildCalls(context.Context) error {
 		Logger:          n.log,
 		RoomIndex:       n.state,
 	}
-	bridge, rtc, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, n.hub, n.opts.Registry, n.log)
+	// The gateway's call path (rtccall) receives the bridge's MatrixRTC
+	// events, so it is made first; an untyped nil observer must not reach
+	// the bridge.
+	newCalls := func(rooms *membership.Rooms) (matrix.RTCObserver, error) {
+		m, err := n.buildRTCCalls(rooms)
+		if m == nil || err != nil {
+			return nil, err
+		}
+		n.rtcCalls = m
+		return m, nil
+	}
+	bridge, rtc, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, n.hub, n.opts.Registry, n.log, newCalls)
 	if err != nil {
+		var ce ConfigError
+		if errors.As(err, &ce) {
+			return err
+		}
 		return ConfigError{err}
 	}
 	if bridge != nil {
@@ -166,12 +183,18 @@ func (n *Node) buildCalls(context.Context) error {
 		// "auto" reading the memberships the bridge's sync keeps. With
 		// Matrix off both stay unset: calls are icebox's own, legacy.
 		svcCfg.CallProtocol, svcCfg.RTCRooms = cfg.Matrix.CallProtocol, rtc
+		if n.rtcCalls != nil {
+			svcCfg.RTC = n.rtcCalls
+		}
 	}
 	if n.calls, err = signaling.NewService(svcCfg); err != nil {
 		return ConfigError{err}
 	}
 	if n.bridge != nil {
 		n.bridge.SetCalls(n.calls) // the sync loop turns Matrix users' m.call.* into transitions
+	}
+	if n.rtcCalls != nil {
+		n.rtcCalls.Bind(n.bridge, n.calls)
 	}
 	return nil
 }

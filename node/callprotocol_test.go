@@ -156,7 +156,7 @@ func TestNodeCallProtocolMatrixRTC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	bridge := n.MatrixBridge()
-	if err := bridge.JoinRTC(ctx, room, matrix.RTCMembership{ServiceURL: "http://127.0.0.1:1/livekit/jwt"}); err != nil {
+	if _, err := bridge.JoinRTC(ctx, room, matrix.RTCMembership{ServiceURL: "http://127.0.0.1:1/livekit/jwt"}); err != nil {
 		t.Fatal(err)
 	}
 	waitView("icebox's membership synced", "matrixrtc", "live_call", 2)

@@ -27,7 +27,13 @@ func matrixDir(stateDir string) string { return filepath.Join(stateDir, "matrix"
 // rtc receives the MatrixRTC call memberships the bridge's sync reads, for
 // matrix.call_protocol "auto" (signaling.ServiceConfig.RTCRooms); nil when
 // Matrix is off.
-func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger) (b *matrix.Bridge, rtc *membership.Rooms, err error) {
+//
+// calls, when not nil, receives the rooms' MatrixRTC events (the gateway's
+// call path, rtccall); it is made before the bridge, from rtc, by
+// newCalls.
+func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger,
+	newCalls func(*membership.Rooms) (matrix.RTCObserver, error),
+) (b *matrix.Bridge, rtc *membership.Rooms, err error) {
 	if !cfg.Enabled || !cfg.VoIP.Enabled {
 		return nil, nil, nil
 	}
@@ -40,6 +46,12 @@ func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signalin
 		return nil, nil, fmt.Errorf("matrix: %w", err)
 	}
 	rtc = membership.NewRooms(0, 0, nil) // the default bounds; the bridge sets its loader
+	var calls matrix.RTCObserver
+	if newCalls != nil {
+		if calls, err = newCalls(rtc); err != nil {
+			return nil, nil, err
+		}
+	}
 	b, err = matrix.New(matrix.Config{
 		HomeserverURL: cfg.HomeserverURL,
 		UserID:        cfg.ServiceUser,
@@ -52,6 +64,7 @@ func newBridge(cfg config.Matrix, stateDir string, st *store.Store, pub signalin
 		Registerer:    reg,
 		Encryption:    &matrix.Encryption{Dir: matrixDir(stateDir), Require: cfg.RequireEncryption},
 		RTCRooms:      rtc,
+		RTCCalls:      calls,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -32,6 +32,7 @@ import (
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrix"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/rtccall"
 	"github.com/icebox-voip/icebox/store"
 	"github.com/icebox-voip/icebox/turnserver"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
@@ -115,6 +116,9 @@ type Node struct {
 	api    *httpapi.Server
 	// liveKit is the managed livekit-server; nil: not managed.
 	liveKit *managedLiveKit
+	// rtcCalls is the MatrixRTC gateway's call path; nil: off
+	// (matrixrtc.gateway).
+	rtcCalls *rtccall.Manager
 
 	ready, draining atomic.Bool
 	serving         chan struct{} // closed once Run serves

@@ -40,6 +40,9 @@ func (n *Node) start(g *errgroup.Group, ctx context.Context) {
 	g.Go(func() error { return n.relay.Run(ctx) })
 	g.Go(func() error { return n.api.Serve(ctx, n.httpLn) })
 	g.Go(func() error { return n.calls.Run(ctx) })
+	if n.rtcCalls != nil {
+		g.Go(func() error { return n.rtcCalls.Run(ctx) })
+	}
 	if n.bridge != nil {
 		g.Go(func() error { return n.bridge.Run(ctx) })
 	}
