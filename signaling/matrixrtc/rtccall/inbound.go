@@ -55,10 +55,11 @@ func (m *Manager) ring(roomID string, r matrix.RTCRingEvent) string {
 	l.mu.Lock()
 	l.caller, l.ringID = r.Sender, r.EventID
 	l.mu.Unlock()
-	result := ringInvited
-	m.goLeg(l, func() { result = m.offerInbound(l, caller, lifetime) })
-	l.worker.Wait()
-	return result
+	// The leg's first worker: a teardown (the call ended at once) waits
+	// for it.
+	l.worker.Add(1)
+	defer l.worker.Done()
+	return m.offerInbound(l, caller, lifetime)
 }
 
 // callerMembership waits (bounded) for the caller's live membership: the

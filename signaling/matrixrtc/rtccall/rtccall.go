@@ -198,6 +198,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.mu.Unlock()
 	m.cancel()
 	for _, l := range legs {
+		l.mu.Lock()
+		l.ended = true
+		l.mu.Unlock()
 		l.cancel()
 	}
 	m.wg.Wait()
@@ -251,15 +254,24 @@ func (m *Manager) add(callID, roomID string, inbound bool) (*leg, bool) {
 	return l, true
 }
 
-// goLeg runs fn for l, counted (teardown waits for it).
+// goLeg runs fn for l, counted (teardown waits for it); not once the
+// leg ended (teardown may be waiting already).
 func (m *Manager) goLeg(l *leg, fn func()) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.done {
+		m.mu.Unlock()
 		return
 	}
 	m.wg.Add(1)
+	m.mu.Unlock()
+	l.mu.Lock()
+	if l.ended {
+		l.mu.Unlock()
+		m.wg.Done()
+		return
+	}
 	l.worker.Add(1)
+	l.mu.Unlock()
 	go func() {
 		defer m.wg.Done()
 		defer l.worker.Done()
