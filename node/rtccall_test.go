@@ -28,6 +28,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
+	"github.com/livekit/protocol/auth"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
@@ -40,6 +41,7 @@ import (
 	"github.com/icebox-voip/icebox/node/nodetest"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/authservice"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/livekittest"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
 )
@@ -56,6 +58,8 @@ type rtcBed struct {
 	bobID, bobToken, bobDevice string
 	ws                         *wsEvents
 	adminToken, aliceToken     string
+	cfg                        config.Config
+	auth                       *httpapi.Authenticator
 	mediaCtx                   context.Context
 	wg                         sync.WaitGroup
 }
@@ -122,6 +126,7 @@ func newRTCBed(t *testing.T) *rtcBed {
 	cfg.MatrixRTC.HomeserverURLs = map[string]string{hs.ServerName(): hs.URL()}
 	cfg.MatrixRTC.PublicURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	cfg.MatrixRTC.Gateway.Mode = config.GatewayOn
+	b.cfg, b.auth = cfg, auth
 	b.n = nodetest.Start(t, cfg, node.Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), Auth: auth, Registry: b.reg})
 	b.base = "http://" + b.n.Addrs.HTTP
 	b.serviceURL = cfg.MatrixRTC.PublicURL + cfg.MatrixRTC.BasePath
@@ -735,4 +740,90 @@ func TestRTCCallInbound(t *testing.T) {
 	if v := b.metric(t, "icebox_rtccall_rings_total", "result", "invited"); v != 2 {
 		t.Errorf("rings_total{invited} = %v, want 2", v)
 	}
+}
+
+// TestRTCCallEnds: the ends that are not a user's.
+//
+//   - LiveKit drops icebox's participant (an administrator removes it from
+//     the room through LiveKit's RoomService): the answered call ends with
+//     gateway_failed, icebox's membership emptied, credentials revoked.
+//   - The conversation's room is end-to-end encrypted (icebox made it) and
+//     no media keys are configured: the call ends with encryption_unavailable
+//     before icebox joins the room's call or sends any media.
+//   - icebox stops during an answered call and starts again on the same
+//     state: the call is ended (gateway_restarted, credentials revoked),
+//     no membership of icebox's is left.
+func TestRTCCallEnds(t *testing.T) {
+	b := newRTCBed(t)
+
+	// LiveKit drops the leg.
+	a := b.alice(t)
+	id := b.initiate(t, a.offer(t), 60_000)
+	b.roomEvent(t, "org.matrix.msc4075.rtc.notification", b.svcID, nil)
+	b.bobJoin(t)
+	b.ws.wait(t, "CallAnswerViaMatrix", id, 30*time.Second)
+	identity := authservice.LegacyIdentity(b.svcID, b.svcDevice)
+	lkRoom := authservice.RoomAlias(b.room, authservice.LegacySlot)
+	jwt, err := auth.NewAccessToken(b.lk.APIKey, b.lk.APISecret).SetVideoGrant(&auth.VideoGrant{RoomAdmin: true, Room: lkRoom}).
+		SetValidFor(time.Minute).ToJWT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(map[string]string{"room": lkRoom, "identity": identity})
+	poll(t, 30*time.Second, "icebox's participant removed from the LiveKit room", func() bool {
+		code, _ := doReq(t, jwt, http.MethodPost, b.lk.HTTPURL+"/twirp/livekit.RoomService/RemoveParticipant", string(body))
+		return code == http.StatusOK
+	})
+	b.waitEnded(t, id, "ended", "gateway_failed")
+	b.waitMetric(t, 1, "icebox_rtccall_calls_ended_total", "reason", "gateway_failed")
+	b.bobLeave(t)
+
+	// An encrypted room without media keys.
+	code, out := doReq(t, b.adminToken, http.MethodPut, b.base+"/admin/conversations/enc", `{"participants":["alice","`+b.bobID+`"]}`)
+	var enc struct {
+		RoomID string `json:"room_id"`
+	}
+	if code != http.StatusOK || json.Unmarshal(out, &enc) != nil || enc.RoomID == "" {
+		t.Fatalf("PUT conversation enc: %d %s", code, out)
+	}
+	a2 := b.alice(t)
+	offer := a2.offer(t)
+	body, _ = json.Marshal(map[string]any{"conversation_id": "enc", "sdp_offer": offer})
+	code, out = doReq(t, b.aliceToken, http.MethodPost, b.base+"/calls/initiate", string(body))
+	var c2 struct{ ID string }
+	if code != http.StatusCreated || json.Unmarshal(out, &c2) != nil {
+		t.Fatalf("initiate in the encrypted room: %d %s", code, out)
+	}
+	var st callState
+	poll(t, 30*time.Second, "the call in the encrypted room ended", func() bool { st = b.call(t, c2.ID); return st.Status == "ended" })
+	if st.EndReason != "encryption_unavailable" || st.RevokedUntil == nil {
+		t.Fatalf("call in the encrypted room: %+v, want encryption_unavailable", st)
+	}
+	key := "_" + b.svcID + "_" + b.svcDevice + "_m.call"
+	u := b.hs.URL() + "/_matrix/client/v3/rooms/" + url.PathEscape(enc.RoomID) + "/state/" + membership.EventType + "/" + url.PathEscape(key)
+	if code, out := doReq(t, b.svcToken, http.MethodGet, u, ""); code != http.StatusNotFound {
+		t.Fatalf("icebox's membership in the encrypted room: %d %s, want none", code, out)
+	}
+	b.waitMetric(t, 1, "icebox_rtccall_calls_ended_total", "reason", "encryption_unavailable")
+
+	// A restart mid-call.
+	a3 := b.alice(t)
+	id3 := b.initiate(t, a3.offer(t), 60_000)
+	b.bobJoin(t)
+	b.ws.wait(t, "CallAnswerViaMatrix", id3, 30*time.Second)
+	if m, left := b.svcMembership(t); left || !m.Live(time.Now()) {
+		t.Fatalf("icebox's membership during the call: %+v left %v", m, left)
+	}
+	if err := b.n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	b.reg = prometheus.NewRegistry()
+	b.n = nodetest.Start(t, b.cfg, node.Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), Auth: b.auth, Registry: b.reg})
+	b.base = "http://" + b.n.Addrs.HTTP
+	var after callState
+	poll(t, 30*time.Second, "the call ended after the restart", func() bool { after = b.call(t, id3); return after.Status == "ended" })
+	if after.EndReason != "gateway_restarted" || after.RevokedUntil == nil {
+		t.Fatalf("after the restart: %+v, want gateway_restarted with revoked credentials", after)
+	}
+	poll(t, 30*time.Second, "no membership of icebox's left", func() bool { _, left := b.svcMembership(t); return left })
 }

@@ -42,7 +42,7 @@ const (
 	ReasonGatewayFailed = "gateway_failed"
 	// ReasonE2EEUnavailable: the room is end-to-end encrypted and icebox
 	// has no media keys for it; media is never sent in clear.
-	ReasonE2EEUnavailable = "e2ee_unavailable"
+	ReasonE2EEUnavailable = "encryption_unavailable"
 	// ReasonGatewayRestarted: icebox stopped during the call; its leg did
 	// not survive (ended at the next start).
 	ReasonGatewayRestarted = "gateway_restarted"

@@ -116,6 +116,10 @@ func TestRTCOutboundCall(t *testing.T) {
 	if ev := e.rec.last(); ev.Type != signaling.EventCallAnswerViaMatrix {
 		t.Fatalf("event %s, want CallAnswerViaMatrix", ev.Type)
 	}
+	var te *signaling.TransitionError
+	if err := e.svc.Negotiate(ctx, "alice", c.ID, signaling.NegotiateRequest{Description: signaling.SessionDescription{Type: "offer", SDP: "v=0 again"}}); !errors.As(err, &te) || te.Code != "not_supported" {
+		t.Fatalf("Negotiate on a bridged call: %v, want not_supported", err)
+	}
 	if _, err := e.svc.Hangup(ctx, "alice", c.ID, signaling.EndRequest{}); err != nil {
 		t.Fatal(err)
 	}
@@ -280,5 +284,22 @@ func TestRTCCallsEndedAtStart(t *testing.T) {
 	}
 	if c, _ := st.Call(ctx, "legacy-ringing"); c.Status != signaling.StatusRinging {
 		t.Errorf("legacy call: %s, want ringing", c.Status)
+	}
+}
+
+// TestRTCReasonsValid: every reason the gateway ends a call with passes
+// the reason grammar (a reason with a digit was refused once, leaving the
+// call ringing).
+func TestRTCReasonsValid(t *testing.T) {
+	ctx := context.Background()
+	e, _ := rtcEnv(t)
+	for _, reason := range []string{signaling.ReasonGatewayFailed, signaling.ReasonE2EEUnavailable, signaling.ReasonGatewayRestarted, signaling.ReasonBusy} {
+		c, err := e.svc.Initiate(ctx, "alice", signaling.InitiateRequest{ConversationID: "rtc", SDPOffer: "v=0 offer"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.svc.EndFromRTC(ctx, c.ID, "", reason, false); err != nil || got.EndReason != reason {
+			t.Errorf("EndFromRTC(%s): %+v, %v", reason, got, err)
+		}
 	}
 }

@@ -309,6 +309,11 @@ func (s *Service) Negotiate(ctx context.Context, user, callID string, req Negoti
 		return fmt.Errorf("%w: too many renegotiations", ErrRateLimited)
 	}
 	_, _, ev, err := s.update(ctx, user, callID, func(c *Call) error {
+		if c.Bridged() {
+			// The gateway's leg answers the call's first offer only; a
+			// renegotiation would go nowhere.
+			return transitionErr(c, "not_supported", "renegotiation is not supported on a call bridged to MatrixRTC")
+		}
 		if err := applyNegotiate(c, user, party, req.Description.Type, lifetime, s.cfg.Now().UTC()); err != nil {
 			return err
 		}

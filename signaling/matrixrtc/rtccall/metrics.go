@@ -19,7 +19,7 @@ const (
 	ringNotification = "notification"  // notification_type notification: nothing rings
 	ringNoMembership = "no_membership" // the caller had no live membership in the room's call
 	ringBusy         = "busy"          // icebox is in the room's call for another bridged call
-	ringE2EE         = "e2ee_unavailable"
+	ringE2EE         = "encryption_unavailable"
 	ringStale        = "stale"    // too little of its lifetime left
 	ringUnmapped     = "unmapped" // no conversation for the room, or the caller is not its participant
 	ringFailed       = "failed"   // the leg or the homeserver failed
@@ -33,7 +33,7 @@ const (
 	endRejected     = "rejected"       // the icebox client rejected the ring
 	endTimeout      = "invite_timeout" // nobody answered within the lifetime
 	endFailed       = "gateway_failed" // LiveKit, the client's connection or the homeserver failed
-	endE2EE         = "e2ee_unavailable"
+	endE2EE         = "encryption_unavailable"
 	endBusy         = "busy"
 	endRestarted    = "gateway_restarted"
 	endOther        = "other" // revoked by an administrator, a reason a client chose
@@ -56,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"direction"}),
 		ended: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_rtccall_calls_ended_total",
-			Help: "Bridged calls ended, by reason: hangup_client, hangup_member, declined, rejected, invite_timeout, gateway_failed, e2ee_unavailable, busy, gateway_restarted, other.",
+			Help: "Bridged calls ended, by reason: hangup_client, hangup_member, declined, rejected, invite_timeout, gateway_failed, encryption_unavailable, busy, gateway_restarted, other.",
 		}, []string{"reason"}),
 		answered: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_rtccall_calls_answered_total",
@@ -64,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"direction"}),
 		rings: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_rtccall_rings_total",
-			Help: "MatrixRTC notifications from other users in icebox's rooms, by result: invited, notification, no_membership, busy, e2ee_unavailable, stale, unmapped, failed.",
+			Help: "MatrixRTC notifications from other users in icebox's rooms, by result: invited, notification, no_membership, busy, encryption_unavailable, stale, unmapped, failed.",
 		}, []string{"result"}),
 		declined: f.NewCounter(prometheus.CounterOpts{
 			Name: "icebox_rtccall_declines_total",

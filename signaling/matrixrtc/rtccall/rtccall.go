@@ -108,7 +108,7 @@ type Config struct {
 	// E2EE opens the media keys of a call in an end-to-end encrypted
 	// room (package e2ee's Registry.Open). nil: only rooms without
 	// encryption are bridged; a call in an encrypted room ends with
-	// e2ee_unavailable (media is never sent in clear).
+	// encryption_unavailable (media is never sent in clear).
 	E2EE func(roomID string, self membership.Device) E2EESession
 	// StepTimeout bounds each Matrix or LiveKit step of a call. Default: 30 s.
 	StepTimeout time.Duration
