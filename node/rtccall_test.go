@@ -737,9 +737,21 @@ func TestRTCCallInbound(t *testing.T) {
 	if c := b.call(t, id2); c.Status != "rejected" || c.RevokedUntil == nil {
 		t.Fatalf("rejected call %+v", c)
 	}
-	if v := b.metric(t, "icebox_rtccall_rings_total", "result", "invited"); v != 2 {
-		t.Errorf("rings_total{invited} = %v, want 2", v)
+	b.bobLeave(t)
+
+	// bob gives up before alice answers: his membership leaves, the
+	// ringing call ends.
+	_, inv3 := ringIt()
+	id3, _ := inv3["call_id"].(string)
+	b.bobLeave(t)
+	b.ws.wait(t, "CallHangupViaMatrix", id3, 30*time.Second)
+	if c := b.call(t, id3); c.Status != "ended" || c.EndReason != "user_hangup" || c.RevokedUntil == nil {
+		t.Fatalf("call whose caller left: %+v", c)
 	}
+	if v := b.metric(t, "icebox_rtccall_rings_total", "result", "invited"); v != 3 {
+		t.Errorf("rings_total{invited} = %v, want 3", v)
+	}
+	b.waitMetric(t, 0, "icebox_rtccall_calls_active", "direction", "inbound")
 }
 
 // TestRTCCallEnds: the ends that are not a user's.
