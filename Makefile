@@ -70,6 +70,7 @@ FUZZ_TARGETS := \
 	./turnserver/:FuzzPolicy \
 	./signaling/matrix/:FuzzParseCallContent \
 	./signaling/matrix/:FuzzParseNegotiateAndMedia \
+	./signaling/matrix/:FuzzParseRTCEvent \
 	./signaling/httpapi/:FuzzAuthenticate \
 	./signaling/httpapi/:FuzzDecodeJSON \
 	./signaling/httpapi/:FuzzWSParseCommand \

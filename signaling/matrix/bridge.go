@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -107,6 +108,14 @@ type Config struct {
 	// users. Needs the sync (Config.Calls or SetCalls). Default: nil, not
 	// delivered.
 	RTCCalls RTCObserver
+	// RTCFocusAllowAddr, when set, says whether RTCFocusToken may connect
+	// to an address of a focus's authorization service: a member's focus
+	// URL comes from the room's state, which any member writes, and the
+	// request carries an OpenID token of icebox's user. Checked after name
+	// resolution, at each dial. Service URLs in RTCFocusTrusted (icebox's
+	// own) are exempt. Default: nil, any address.
+	RTCFocusAllowAddr func(netip.Addr) bool
+	RTCFocusTrusted   []string
 }
 
 const defaultBatchWindow = 200 * time.Millisecond
@@ -157,6 +166,10 @@ func New(cfg Config) (*Bridge, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RTCCalls != nil && cfg.RTCRooms == nil {
+		// RTCCalls needs the members' last memberships (whose device left).
+		cfg.RTCRooms = membership.NewRooms(0, 0, nil)
+	}
 	log := cfg.Logger.With().Str("component", "matrix").Logger()
 	cli, err := mautrix.NewClient(cfg.HomeserverURL, id.UserID(cfg.UserID), cfg.AccessToken) // with Password, set by Run
 	if err != nil {
@@ -202,11 +215,9 @@ func New(cfg Config) (*Bridge, error) {
 	// Logging in and the token check retry with the sender's backoff.
 	b.login = newLogin(cfg, cli, log, func(n int) time.Duration { return backoff(n, b.send.minBackoff, b.send.maxBackoff) })
 	cli.Store = b.sync.store
-	if cfg.RTCRooms != nil || cfg.RTCCalls != nil {
-		b.sync.rtcSeen = newRTCMetrics(cfg.Registerer)
-	}
 	if cfg.RTCRooms != nil {
 		cfg.RTCRooms.SetLoader(b.loadRTCMembers)
+		b.sync.rtcSeen = newRTCMetrics(cfg.Registerer)
 	}
 	if cfg.RTCCalls != nil {
 		b.sync.rtcEvents = newRTCEventMetrics(cfg.Registerer)

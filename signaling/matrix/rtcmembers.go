@@ -27,14 +27,12 @@ import (
 var rtcMemberType = event.Type{Type: membership.EventType, Class: event.StateEventType}
 
 // registerRTC registers the MatrixRTC handlers a Run needs: memberships
-// for Config.RTCRooms or Config.RTCCalls, legacy invites for RTCRooms,
-// rings and declines for RTCCalls (rtcring.go).
+// and legacy invites with a tracker (Config.RTCRooms, or the bridge's own
+// for Config.RTCCalls), rings and declines for RTCCalls (rtcring.go).
 func (s *syncer) registerRTC(ds *mautrix.DefaultSyncer) {
 	l := s.loop
-	if l.rtc != nil || l.rtcCalls != nil {
-		ds.OnEventType(rtcMemberType, s.onRTCMember)
-	}
 	if l.rtc != nil {
+		ds.OnEventType(rtcMemberType, s.onRTCMember)
 		ds.OnEventType(event.Type{Type: TypeInvite, Class: event.MessageEventType}, s.onLegacyInvite)
 	}
 	if l.rtcCalls != nil {
@@ -45,26 +43,18 @@ func (s *syncer) registerRTC(ds *mautrix.DefaultSyncer) {
 }
 
 // onRTCMember applies a membership state event (timeline or state part of
-// the sync) to Config.RTCRooms and hands it to Config.RTCCalls. An invalid
-// one is logged without its content and ignored.
+// the sync) to the tracker and hands it to Config.RTCCalls. An invalid one
+// is logged without its content and ignored.
 func (s *syncer) onRTCMember(_ context.Context, evt *event.Event) {
-	if evt.StateKey == nil {
+	l := s.loop
+	if l.rtc == nil || evt.StateKey == nil {
 		return
 	}
-	l := s.loop
 	ev := membership.Event{
 		EventID: string(evt.ID), StateKey: *evt.StateKey, Sender: string(evt.Sender), Content: evt.Content.VeryRaw,
 		TS: time.UnixMilli(evt.Timestamp),
 	}
-	var m membership.Member
-	var left bool
-	var err error
-	if l.rtc != nil {
-		left, err = l.rtc.Observe(string(evt.RoomID), ev)
-	}
-	if err == nil {
-		m, left, err = membership.ParseEvent(ev)
-	}
+	c, err := l.rtc.Apply(string(evt.RoomID), ev)
 	result := rtcJoined
 	switch {
 	case err != nil:
@@ -72,27 +62,32 @@ func (s *syncer) onRTCMember(_ context.Context, evt *event.Event) {
 		// The reason names a field, never the content.
 		l.log.Info().Err(err).Str("room_id", string(evt.RoomID)).Str("sender", string(evt.Sender)).
 			Msg("MatrixRTC membership ignored")
-	case left:
+	case c.Left:
 		result = rtcLeft
 	}
 	if m := l.rtcSeen; m != nil {
 		m.WithLabelValues(result).Inc()
 	}
 	if err == nil && l.rtcCalls != nil {
-		s.dispatchRTCMember(evt, ev, m, left)
+		s.dispatchRTCMember(evt, c)
 	}
 }
 
 // dispatchRTCMember hands a membership of another device to
 // Config.RTCCalls: a live one as joined (or changed), an emptied one as
-// left, with the member's last membership (unsigned.prev_content) when the
-// homeserver sent it along, else the device its state key names.
-func (s *syncer) dispatchRTCMember(evt *event.Event, ev membership.Event, m membership.Member, left bool) {
+// left, with the member's last membership as the tracker kept it (else as
+// the homeserver sent it along in unsigned.prev_content, else only the
+// device its state key names). A membership delivered again (same event)
+// is not handed on twice.
+func (s *syncer) dispatchRTCMember(evt *event.Event, c membership.Change) {
 	l := s.loop
-	if left {
-		m = membership.Member{StateKey: ev.StateKey, Sender: ev.Sender}
+	m := c.Member
+	switch {
+	case c.Left && c.HadPrev:
+		m = c.Prev
+	case c.Left:
 		if prev := evt.Unsigned.PrevContent; prev != nil && len(prev.VeryRaw) > 0 {
-			pm, prevLeft, err := membership.Parse(prev.VeryRaw, ev.Sender, ev.StateKey, ev.TS)
+			pm, prevLeft, err := membership.Parse(prev.VeryRaw, m.Sender, m.StateKey, time.UnixMilli(evt.Timestamp))
 			if err == nil && prevLeft {
 				return // an empty membership emptied again: nobody left
 			}
@@ -101,9 +96,11 @@ func (s *syncer) dispatchRTCMember(evt *event.Event, ev membership.Event, m memb
 			}
 		}
 		if m.DeviceID == "" {
-			m.DeviceID = membership.DeviceOfStateKey(ev.StateKey, ev.Sender)
+			m.DeviceID = membership.DeviceOfStateKey(m.StateKey, m.Sender)
 		}
-	} else if !m.Live(l.now()) {
+	case c.HadPrev && c.Prev.EventID != "" && c.Prev.EventID == m.EventID:
+		return // the same event again (state and timeline of one sync, a replayed batch)
+	case !m.Live(l.now()):
 		return // an expired membership (the state of a first sync) is nobody in the call
 	}
 	if m.Sender == l.user && m.DeviceID == string(l.cli.DeviceID) {
@@ -111,11 +108,11 @@ func (s *syncer) dispatchRTCMember(evt *event.Event, ev membership.Event, m memb
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			l.log.Error().Str("event_id", ev.EventID).Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).
+			l.log.Error().Str("event_id", string(evt.ID)).Str("panic", fmt.Sprint(r)).Bytes("stack", debug.Stack()).
 				Msg("MatrixRTC membership observer panicked")
 		}
 	}()
-	l.rtcCalls.RTCMember(string(evt.RoomID), m, left)
+	l.rtcCalls.RTCMember(string(evt.RoomID), m, c.Left)
 }
 
 // Results of a membership event (icebox_matrix_rtc_memberships_total).

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +46,11 @@ const (
 	TypeCallNotify = "org.matrix.msc4075.call.notify"
 	// TypeRTCDecline is MSC4310's decline of a notification.
 	TypeRTCDecline = "org.matrix.msc4310.rtc.decline"
+
+	// The stable names, read too: ruma (Element X's SDK) knows the
+	// notification by its stable name and the decline by both.
+	typeRTCNotificationStable = "m.rtc.notification"
+	typeRTCDeclineStable      = "m.rtc.decline"
 )
 
 // Notification types (RTCRing.Type, RTCRingEvent.Type).
@@ -62,10 +71,12 @@ const (
 	// MaxRingLifetime caps a notification's lifetime (MSC4075; receivers
 	// cap larger values to it).
 	MaxRingLifetime = 2 * time.Minute
-	// maxSenderTSAhead: a notification's lifetime counts from sender_ts
-	// unless that lies further than this ahead of origin_server_ts, then
-	// from origin_server_ts (MSC4075, matrix-js-sdk).
-	maxSenderTSAhead = 20 * time.Second
+	// maxSenderTSOffset: a notification's lifetime counts from sender_ts
+	// unless that lies further than this from origin_server_ts, then from
+	// origin_server_ts (MSC4075). matrix-js-sdk checks only a sender_ts
+	// ahead; Element X (ruma's expiration_ts) either way, which also keeps
+	// the ring of a sender whose clock is late from looking expired.
+	maxSenderTSOffset = 20 * time.Second
 	// rtcSendTimeout bounds one ring or decline send.
 	rtcSendTimeout = 15 * time.Second
 	// focusTokenTimeout bounds RTCFocusToken (OpenID token and /sfu/get).
@@ -79,8 +90,17 @@ const (
 // the m.call.* ones (syncFilter).
 var rtcTimelineTypes = []event.Type{
 	{Type: TypeRTCNotification, Class: event.MessageEventType},
+	{Type: typeRTCNotificationStable, Class: event.MessageEventType},
 	{Type: TypeCallNotify, Class: event.MessageEventType},
 	{Type: TypeRTCDecline, Class: event.MessageEventType},
+	{Type: typeRTCDeclineStable, Class: event.MessageEventType},
+}
+
+// rtcKinds maps the inbound types to their kind.
+var rtcKinds = map[string]string{
+	TypeRTCNotification: rtcKindNotification, typeRTCNotificationStable: rtcKindNotification,
+	TypeCallNotify: rtcKindCallNotify,
+	TypeRTCDecline: rtcKindDecline, typeRTCDeclineStable: rtcKindDecline,
 }
 
 // RTCRing is the notification RingRTC sends.
@@ -108,8 +128,8 @@ type RTCRingEvent struct {
 	// leaves the presentation to the receiver).
 	Type string
 	// Lifetime counts from SenderTS, capped at MaxRingLifetime; SenderTS
-	// is the event's origin_server_ts when sender_ts lies too far ahead of
-	// it or is absent (call.notify). Expired notifications are not
+	// is the event's origin_server_ts when sender_ts lies more than 20 s
+	// from it or is absent (call.notify). Expired notifications are not
 	// delivered.
 	Lifetime time.Duration
 	SenderTS time.Time
@@ -311,7 +331,12 @@ func (b *Bridge) RTCFocusToken(ctx context.Context, serviceURL, roomID string) (
 		return fail("%w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.cli.Client.Do(req)
+	client := b.cli.Client
+	if b.cfg.RTCFocusAllowAddr != nil && !slices.Contains(b.cfg.RTCFocusTrusted, strings.TrimRight(serviceURL, "/")) {
+		client = guardedClient(b.cfg.RTCFocusAllowAddr)
+		defer client.CloseIdleConnections()
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fail("%w", err)
 	}
@@ -346,6 +371,32 @@ func (b *Bridge) RTCFocusToken(ctx context.Context, serviceURL, roomID string) (
 	return out.URL, out.JWT, nil
 }
 
+// errFocusAddrDenied: RTCFocusAllowAddr refused the service's address.
+var errFocusAddrDenied = errors.New("address refused by matrix's RTC focus policy")
+
+// guardedClient is an HTTP client whose connections go only to addresses
+// allow accepts (checked after name resolution, so a name that resolves
+// or rebinds to a refused address is refused too). It is made per token
+// request: they are one per call joined.
+func guardedClient(allow func(netip.Addr) bool) *http.Client {
+	dialer := &net.Dialer{Timeout: focusTokenTimeout, Control: func(_, address string, _ syscall.RawConn) error {
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return err
+		}
+		if !allow(ap.Addr().Unmap()) {
+			return fmt.Errorf("%w: %s", errFocusAddrDenied, ap.Addr())
+		}
+		return nil
+	}}
+	return &http.Client{
+		Transport: &http.Transport{Proxy: nil, DialContext: dialer.DialContext, TLSHandshakeTimeout: focusTokenTimeout,
+			ForceAttemptHTTP2: true},
+		// A redirect would leave the service the member named.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
 // truncate bounds a string from outside before it goes into an error.
 func truncate(s string, n int) string {
 	if len(s) <= n {
@@ -377,7 +428,7 @@ const (
 func newRTCEventMetrics(reg prometheus.Registerer) *prometheus.CounterVec {
 	c := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 		Name: "icebox_matrix_rtc_events_total",
-		Help: "MatrixRTC ring and decline events from the sync (org.matrix.msc4075.rtc.notification, its older org.matrix.msc4075.call.notify, org.matrix.msc4310.rtc.decline), by kind and result: delivered, own (icebox's user), invalid (ignored), expired, duplicate, unencrypted (plaintext under matrix.require_encryption), error.",
+		Help: "MatrixRTC ring and decline events from the sync (org.matrix.msc4075.rtc.notification, its older org.matrix.msc4075.call.notify, org.matrix.msc4310.rtc.decline; the stable m.rtc.* names too), by kind and result: delivered, own (icebox's user), invalid (ignored), expired, duplicate, unencrypted (plaintext under matrix.require_encryption), error.",
 	}, []string{"kind", "result"})
 	for _, k := range []string{rtcKindNotification, rtcKindCallNotify, rtcKindDecline} {
 		for _, r := range []string{rtcDelivered, rtcOwn, rtcMalformed, rtcExpired, rtcDuplicate, rtcUnencrypted, rtcFailed} {
@@ -402,8 +453,7 @@ func (s *syncer) onRTCEvent(ctx context.Context, evt *event.Event) {
 	if obs == nil {
 		return
 	}
-	kind := map[string]string{TypeRTCNotification: rtcKindNotification, TypeCallNotify: rtcKindCallNotify,
-		TypeRTCDecline: rtcKindDecline}[evt.Type.Type]
+	kind := rtcKinds[evt.Type.Type]
 	result, reason := rtcDelivered, ""
 	defer func() {
 		if r := recover(); r != nil {
@@ -573,7 +623,7 @@ func parseRTCNotification(raw []byte, originTS time.Time) (RTCRingEvent, error) 
 	}
 	r.Lifetime = min(time.Duration(lifetime)*time.Millisecond, MaxRingLifetime)
 	r.SenderTS = time.UnixMilli(senderTS)
-	if r.SenderTS.Sub(originTS) > maxSenderTSAhead {
+	if d := r.SenderTS.Sub(originTS); d > maxSenderTSOffset || d < -maxSenderTSOffset {
 		r.SenderTS = originTS
 	}
 	return r, nil

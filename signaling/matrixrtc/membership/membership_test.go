@@ -162,3 +162,53 @@ func TestNilRooms(t *testing.T) {
 		t.Fatalf("nil Rooms: %+v, %v", st, err)
 	}
 }
+
+func TestParseFocusAndDevice(t *testing.T) {
+	ev := Event{EventID: "$e", StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", TS: t0,
+		Content: []byte(`{"application":"m.call","call_id":"","device_id":"DEV","m.call.intent":"video",` +
+			`"focus_active":{"type":"livekit","focus_selection":"oldest_membership"},` +
+			`"foci_preferred":[{"type":"livekit","livekit_service_url":"https://x/livekit/jwt","livekit_alias":"!r:x"},{"type":"livekit","livekit_service_url":"https://y"}]}`)}
+	m, left, err := ParseEvent(ev)
+	if err != nil || left {
+		t.Fatal(left, err)
+	}
+	if m.EventID != "$e" || m.ServiceURL != "https://x/livekit/jwt" || m.Alias != "!r:x" || m.FocusSelection != "oldest_membership" || m.Intent != "video" {
+		t.Fatalf("member %+v", m)
+	}
+	// Odd foci or intent do not make a membership matrix-js-sdk accepts
+	// invalid: they are left out.
+	for _, odd := range []string{`"foci_preferred":"x","m.call.intent":1`, `"foci_preferred":[{"type":"full_mesh"}]`, `"foci_preferred":[]`, `"foci_preferred":[7]`} {
+		ev.Content = []byte(`{"application":"m.call","call_id":"","device_id":"DEV","focus_active":{"type":"livekit"},` + odd + `}`)
+		m, _, err := ParseEvent(ev)
+		if err != nil || m.ServiceURL != "" || m.Intent != "" {
+			t.Errorf("%s: %+v, %v", odd, m, err)
+		}
+	}
+	for key, want := range map[string]string{
+		"_@a:x_DEV_m.call": "DEV", "_@a:x_D_E_V_m.call": "D_E_V", "@a:x_DEV": "DEV", "@a:x": "", "_@b:x_DEV_m.call": "", "": "",
+	} {
+		if got := DeviceOfStateKey(key, "@a:x"); got != want {
+			t.Errorf("DeviceOfStateKey(%q) = %q, want %q", key, got, want)
+		}
+	}
+}
+
+func TestRoomsApply(t *testing.T) {
+	r := NewRooms(0, 0, nil)
+	join := Event{EventID: "$j", StateKey: "_@a:x_DEV_m.call", Sender: "@a:x", Content: elementCall("DEV", t0.UnixMilli(), 60_000), TS: t0}
+	c, err := r.Apply("!r:x", join)
+	if err != nil || c.Left || c.HadPrev || c.Member.EventID != "$j" || c.Member.DeviceID != "DEV" {
+		t.Fatalf("join: %+v, %v", c, err)
+	}
+	c, _ = r.Apply("!r:x", join)
+	if !c.HadPrev || c.Prev.EventID != "$j" {
+		t.Fatalf("the same event again: %+v", c)
+	}
+	c, err = r.Apply("!r:x", Event{EventID: "$l", StateKey: join.StateKey, Sender: "@a:x", Content: []byte(`{}`), TS: t0})
+	if err != nil || !c.Left || !c.HadPrev || c.Prev.DeviceID != "DEV" || c.Prev.ServiceURL != "https://x/livekit/jwt" || c.Member.StateKey != join.StateKey {
+		t.Fatalf("leave: %+v, %v", c, err)
+	}
+	if c, _ := r.Apply("!r:x", Event{EventID: "$l2", StateKey: join.StateKey, Sender: "@a:x", Content: []byte(`{}`), TS: t0}); !c.Left || c.HadPrev {
+		t.Fatalf("leaving again: %+v", c)
+	}
+}

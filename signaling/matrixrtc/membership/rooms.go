@@ -101,15 +101,37 @@ func (r *Rooms) SetLoader(load Loader) {
 // it was a member leaving. An invalid membership is returned as ErrInvalid
 // and changes nothing.
 func (r *Rooms) Observe(roomID string, ev Event) (left bool, err error) {
+	c, err := r.Apply(roomID, ev)
+	return c.Left, err
+}
+
+// Change is what one membership event changed in a room.
+type Change struct {
+	Member Member // the new membership; for one who left, only its state key and sender
+	Left   bool
+	// Prev is the membership the state key held before, when it was
+	// kept (a room's state loaded or seen in the sync, within MaxMembers).
+	Prev    Member
+	HadPrev bool
+}
+
+// Apply is Observe, returning the change: the gateway needs the device of
+// a member who left (the emptied content names none) and whether a
+// membership is new.
+func (r *Rooms) Apply(roomID string, ev Event) (Change, error) {
 	m, left, err := ParseEvent(ev)
 	if err != nil {
-		return false, err
+		return Change{}, err
+	}
+	if left {
+		m = Member{StateKey: ev.StateKey, Sender: ev.Sender}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rm := r.roomLocked(roomID)
+	prev, had := rm.members[ev.StateKey]
 	r.applyLocked(rm, ev.StateKey, m, left)
-	return left, nil
+	return Change{Member: m, Left: left, Prev: prev, HadPrev: had}, nil
 }
 
 func (r *Rooms) applyLocked(rm *room, stateKey string, m Member, left bool) {
