@@ -159,15 +159,24 @@ func (n *Node) buildCalls(context.Context) error {
 	// The gateway's call path (rtccall) receives the bridge's MatrixRTC
 	// events, so it is made first; an untyped nil observer must not reach
 	// the bridge.
-	newCalls := func(rooms *membership.Rooms) (matrix.RTCObserver, error) {
-		m, err := n.buildRTCCalls(rooms)
-		if m == nil || err != nil {
-			return nil, err
+	var gw bridgeRTC
+	if cfg.GatewayEnabled() {
+		allow, err := n.homeserverAddrPolicy()
+		if err != nil {
+			return ConfigError{err}
 		}
-		n.rtcCalls = m
-		return m, nil
+		gw = bridgeRTC{allowAddr: allow, trusted: []string{gatewayServiceURL(cfg)}, newCalls: func(rooms *membership.Rooms) (matrix.RTCObserver, error) {
+			m, err := n.buildRTCCalls(rooms)
+			if m == nil || err != nil {
+				return nil, err
+			}
+			n.rtcCalls = m
+			return m, nil
+		}}
+	} else {
+		n.logGatewayOff()
 	}
-	bridge, rtc, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, n.hub, n.opts.Registry, n.log, newCalls)
+	bridge, rtc, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, n.hub, n.opts.Registry, n.log, gw)
 	if err != nil {
 		var ce ConfigError
 		if errors.As(err, &ce) {

@@ -19,17 +19,13 @@ import (
 // gateway has one leg per bridged call).
 const gatewayUser = "icebox-gateway:"
 
-// buildRTCCalls builds the MatrixRTC gateway's call path when
-// matrixrtc.gateway resolves to on (config.GatewayEnabled); nil otherwise.
-// rooms are the memberships the bridge's sync keeps. The bridge and the
+// buildRTCCalls builds the MatrixRTC gateway's call path (when
+// matrixrtc.gateway resolves to on: config.GatewayEnabled). rooms are the
+// memberships the bridge's sync keeps. The bridge and the
 // calls service are bound to it once built (buildCalls).
 func (n *Node) buildRTCCalls(rooms *membership.Rooms) (*rtccall.Manager, error) {
 	cfg := n.cfg
-	if !cfg.GatewayEnabled() || rooms == nil {
-		if cfg.MatrixRTC.Gateway.Mode == config.GatewayAuto && cfg.Matrix.Enabled && cfg.MatrixRTC.Enabled && cfg.MatrixRTC.PublicURL == "" {
-			n.log.Info().Str("component", "rtccall").
-				Msg("MatrixRTC gateway off: matrixrtc.public_url is not set (the focus icebox's call memberships name); calls in MatrixRTC conversations are refused")
-		}
+	if rooms == nil {
 		return nil, nil
 	}
 	var se *webrtc.SettingEngine
@@ -41,7 +37,7 @@ func (n *Node) buildRTCCalls(rooms *membership.Rooms) (*rtccall.Manager, error) 
 	}
 	return rtccall.New(rtccall.Config{
 		Members:        rooms.Members,
-		ServiceURL:     strings.TrimSuffix(cfg.MatrixRTC.PublicURL, "/") + cfg.MatrixRTC.BasePath,
+		ServiceURL:     gatewayServiceURL(cfg),
 		ICEServers:     n.gatewayICEServers,
 		Settings:       se,
 		GatewayMetrics: gateway.NewMetrics(n.opts.Registry),
@@ -49,6 +45,12 @@ func (n *Node) buildRTCCalls(rooms *membership.Rooms) (*rtccall.Manager, error) 
 		Logger:         n.log,
 		// E2EE: set when package e2ee is merged (rtccall.Config.E2EE).
 	})
+}
+
+// gatewayServiceURL is icebox's own MatrixRTC authorization service as
+// members reach it: the focus icebox's memberships name.
+func gatewayServiceURL(cfg config.Config) string {
+	return strings.TrimSuffix(cfg.MatrixRTC.PublicURL, "/") + cfg.MatrixRTC.BasePath
 }
 
 // gatewayICEServers are a bridged call's leg's ICE servers: icebox's TURN
@@ -72,4 +74,15 @@ func (n *Node) gatewayICEServers(callID string) ([]webrtc.ICEServer, error) {
 		out = append(out, webrtc.ICEServer{URLs: ice.TURN, Username: cred.Username, Credential: cred.Password})
 	}
 	return out, nil
+}
+
+// logGatewayOff says why mode auto left the gateway off when it is the
+// public URL that is missing (the other keys say by themselves that
+// MatrixRTC is off).
+func (n *Node) logGatewayOff() {
+	cfg := n.cfg
+	if cfg.MatrixRTC.Gateway.Mode == config.GatewayAuto && cfg.Matrix.Enabled && cfg.MatrixRTC.Enabled && cfg.MatrixRTC.PublicURL == "" {
+		n.log.Info().Str("component", "rtccall").
+			Msg("MatrixRTC gateway off: matrixrtc.public_url is not set (the focus icebox's call memberships name); calls in MatrixRTC conversations are refused")
+	}
 }

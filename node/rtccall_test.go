@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -59,12 +60,11 @@ type rtcBed struct {
 	ws                         *wsEvents
 	adminToken, aliceToken     string
 	cfg                        config.Config
+	conv                       string // the room's conversation
 	auth                       *httpapi.Authenticator
 	mediaCtx                   context.Context
 	wg                         sync.WaitGroup
 }
-
-const rtcConv = "rtc1"
 
 // netnsSFU runs livekit-server in a namespace of its own, linked to the
 // test's by a veth pair (as the gateway's tests do).
@@ -149,7 +149,15 @@ func newRTCBed(t *testing.T) *rtcBed {
 		code, out := doReq(t, b.svcToken, http.MethodGet, hs.URL()+"/_matrix/client/v3/joined_rooms", "")
 		return code == http.StatusOK && strings.Contains(string(out), b.room)
 	})
-	code, out = doReq(t, b.adminToken, http.MethodPut, b.base+"/admin/conversations/"+rtcConv,
+	// icebox makes the room it joined a conversation of the room's
+	// members; alice, an icebox user, is added to it.
+	sum := sha256.Sum256([]byte(b.room))
+	b.conv = "room-" + hex.EncodeToString(sum[:8])
+	poll(t, 30*time.Second, "the room's conversation", func() bool {
+		code, _ := doReq(t, b.adminToken, http.MethodGet, b.base+"/admin/conversations/"+b.conv, "")
+		return code == http.StatusOK
+	})
+	code, out = doReq(t, b.adminToken, http.MethodPut, b.base+"/admin/conversations/"+b.conv,
 		`{"participants":["alice","`+b.bobID+`"],"room_id":"`+b.room+`"}`)
 	if code != http.StatusOK {
 		t.Fatalf("PUT conversation: %d %s", code, out)
@@ -515,7 +523,7 @@ func (a *aliceClient) answer(t *testing.T, offer string) string {
 
 func (b *rtcBed) initiate(t *testing.T, offer string, lifetimeMS int) string {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"conversation_id": rtcConv, "sdp_offer": offer, "lifetime_ms": lifetimeMS})
+	body, _ := json.Marshal(map[string]any{"conversation_id": b.conv, "sdp_offer": offer, "lifetime_ms": lifetimeMS})
 	code, out := doReq(t, b.aliceToken, http.MethodPost, b.base+"/calls/initiate", string(body))
 	var c struct {
 		ID, Protocol string
