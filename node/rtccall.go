@@ -60,7 +60,8 @@ func gatewayServiceURL(cfg config.Config) string {
 // address: the relay's policy lets a relay reach another allocation's
 // relay address, never the host's own addresses.
 func (n *Node) gatewayICEServers(callID string) ([]webrtc.ICEServer, error) {
-	ice := n.iceConfig(n.cfg)
+	ice := n.api.ICE() // as reloaded (turn URIs, credential TTL); the API is built before any call
+
 	var out []webrtc.ICEServer
 	if len(ice.STUN) > 0 {
 		out = append(out, webrtc.ICEServer{URLs: ice.STUN})
