@@ -826,6 +826,28 @@ func TestRTCCallEnds(t *testing.T) {
 	}
 	b.waitMetric(t, 1, "icebox_rtccall_calls_ended_total", "reason", "encryption_unavailable")
 
+	// bob's client goes from the LiveKit room, his membership stays (as
+	// it does when a client vanishes and the homeserver has no delayed
+	// leave): the call ends once the grace passes.
+	b.bobLeave(t)
+	a4 := b.alice(t)
+	id4 := b.initiate(t, a4.offer(t), 60_000)
+	b.bobJoin(t)
+	bob4 := b.bobMedia(t)
+	b.ws.wait(t, "CallAnswerViaMatrix", id4, 30*time.Second)
+	poll(t, 30*time.Second, "icebox in the LiveKit room with bob", func() bool {
+		p, _ := lkParticipants(t, b.lk, authservice.RoomAlias(b.room, authservice.LegacySlot))
+		return p == 2
+	})
+	gone := time.Now()
+	bob4.stop()
+	b.waitEnded(t, id4, "ended", "user_hangup")
+	t.Logf("bob's client left LiveKit, membership kept: the call ended %v later", time.Since(gone).Round(time.Millisecond))
+	if _, left := readMembership(t, b.hs.URL(), b.bobToken, b.room, b.bobID, "_"+b.bobID+"_"+b.bobDevice+"_m.call"); left {
+		t.Fatal("bob's membership left: the test meant to keep it")
+	}
+	b.bobLeave(t)
+
 	// A restart mid-call.
 	a3 := b.alice(t)
 	id3 := b.initiate(t, a3.offer(t), 60_000)
@@ -846,4 +868,28 @@ func TestRTCCallEnds(t *testing.T) {
 		t.Fatalf("after the restart: %+v, want gateway_restarted with revoked credentials", after)
 	}
 	poll(t, 30*time.Second, "no membership of icebox's left", func() bool { _, left := b.svcMembership(t); return left })
+}
+
+// lkParticipants asks LiveKit's RoomService for the room's participants
+// and their tracks.
+func lkParticipants(t *testing.T, lk *livekittest.Server, room string) (participants, tracks int) {
+	t.Helper()
+	jwt, err := auth.NewAccessToken(lk.APIKey, lk.APISecret).SetVideoGrant(&auth.VideoGrant{RoomAdmin: true, Room: room}).
+		SetValidFor(time.Minute).ToJWT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out := doReq(t, jwt, http.MethodPost, lk.HTTPURL+"/twirp/livekit.RoomService/ListParticipants", `{"room":"`+room+`"}`)
+	var list struct {
+		Participants []struct {
+			Tracks []json.RawMessage `json:"tracks"`
+		} `json:"participants"`
+	}
+	if code != http.StatusOK || json.Unmarshal(out, &list) != nil {
+		return -1, -1
+	}
+	for _, p := range list.Participants {
+		tracks += len(p.Tracks)
+	}
+	return len(list.Participants), tracks
 }

@@ -86,6 +86,11 @@ type Config struct {
 	JoinTimeout time.Duration
 	// Metrics are shared by the legs (NewMetrics). Default: none.
 	Metrics *Metrics
+	// OnMemberLeft, if set, is told when another participant left the
+	// LiveKit room (or vanished: LiveKit dropped it), with how many others
+	// remain: a member's client can vanish without its Matrix membership
+	// leaving. Called on a goroutine of its own; must not block.
+	OnMemberLeft func(identity string, remaining int)
 	// Logger is the parent logger; the gateway adds component=gateway.
 	Logger zerolog.Logger
 }
@@ -331,6 +336,11 @@ func (g *Gateway) joinRoom(ctx context.Context) error {
 	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
 		g.fail(fmt.Errorf("gateway: LiveKit disconnected: %s", reason))
 	}
+	if g.cfg.OnMemberLeft != nil {
+		cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
+			g.cfg.OnMemberLeft(rp.Identity(), g.Others())
+		}
+	}
 	room := lksdk.NewRoom(cb)
 	jctx, cancel := context.WithTimeout(ctx, g.cfg.JoinTimeout)
 	err := room.JoinWithContextAndToken(jctx, g.cfg.URL, g.cfg.Token, lksdk.WithAutoSubscribe(true))
@@ -423,6 +433,18 @@ func (g *Gateway) scanRoom(room *lksdk.Room) {
 			}
 		}
 	}
+}
+
+// Others is how many other participants the leg's LiveKit room has now (0
+// before it joined).
+func (g *Gateway) Others() int {
+	g.mu.Lock()
+	room := g.room
+	g.mu.Unlock()
+	if room == nil {
+		return 0
+	}
+	return len(room.GetRemoteParticipants())
 }
 
 // Done is closed when the leg ends (failure or Close); Err says why.

@@ -85,6 +85,7 @@ type E2EESession interface {
 const (
 	defaultStepTimeout   = 30 * time.Second
 	defaultWatchInterval = 5 * time.Second
+	defaultMediaGrace    = 5 * time.Second
 	// membershipWait bounds how long a ring waits for its caller's
 	// membership to be seen (the two arrive in one sync, in either order).
 	membershipWait = 5 * time.Second
@@ -115,6 +116,11 @@ type Config struct {
 	// WatchInterval is how often a call looks for its members' memberships
 	// having expired. Default: 5 s.
 	WatchInterval time.Duration
+	// MediaGrace is how long an answered call waits, once the last other
+	// participant left the LiveKit room (a client that vanished leaves its
+	// membership behind for up to its expiry), for one to come back before
+	// it ends. Default: 5 s.
+	MediaGrace time.Duration
 	// GatewayMetrics are the legs' (gateway.NewMetrics); nil: none.
 	GatewayMetrics *gateway.Metrics
 	Registerer     prometheus.Registerer
@@ -163,6 +169,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.WatchInterval <= 0 {
 		cfg.WatchInterval = defaultWatchInterval
+	}
+	if cfg.MediaGrace <= 0 {
+		cfg.MediaGrace = defaultMediaGrace
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -413,7 +422,8 @@ func (m *Manager) newLeg(l *leg, url, token string, tr gateway.FrameTransformer,
 	gw, err := gateway.New(gateway.Config{
 		URL: url, Token: token, Transformer: tr, E2EE: encrypted, Settings: m.cfg.Settings, ICEServers: ice,
 		JoinTimeout: m.cfg.StepTimeout, Metrics: m.cfg.GatewayMetrics,
-		Logger: m.log.With().Str("call_id", l.callID).Logger(),
+		Logger:       m.log.With().Str("call_id", l.callID).Logger(),
+		OnMemberLeft: func(_ string, remaining int) { m.mediaLeft(l, remaining) },
 	})
 	if err != nil {
 		return nil, err
@@ -487,6 +497,32 @@ func (m *Manager) checkMembers(l *leg, self membership.Device, gone membership.M
 	case answered && len(others) == 0:
 		m.end(l, gone.Sender, signaling.ReasonUserHangup, false)
 	}
+}
+
+// mediaLeft: another participant left l's LiveKit room. When none is
+// left in an answered call, and none comes back within MediaGrace, the
+// call ends: the members' clients are gone (a client that vanished leaves
+// its membership behind, without MSC4140 until it expires).
+func (m *Manager) mediaLeft(l *leg, remaining int) {
+	if remaining > 0 {
+		return
+	}
+	m.goLeg(l, func() {
+		t := time.NewTimer(m.cfg.MediaGrace)
+		defer t.Stop()
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-t.C:
+		}
+		l.mu.Lock()
+		gw, answered := l.gw, l.answered
+		l.mu.Unlock()
+		if answered && gw != nil && gw.Others() == 0 {
+			m.log.Info().Str("call_id", l.callID).Msg("bridged call's members left the LiveKit room; ending it")
+			m.end(l, "", signaling.ReasonUserHangup, false)
+		}
+	})
 }
 
 func direction(inbound bool) string {
