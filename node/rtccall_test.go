@@ -583,6 +583,17 @@ func (b *rtcBed) metric(t *testing.T, name string, labels ...string) float64 {
 	return metric(t, b.reg, name, m)
 }
 
+// answered waits for the call's answer and applies it to alice's
+// connection (a client whose connection never completes fails the leg).
+func (b *rtcBed) answered(t *testing.T, a *aliceClient, id string) {
+	t.Helper()
+	ans := b.ws.wait(t, "CallAnswerViaMatrix", id, 30*time.Second)
+	sdp, _ := ans["sdp_answer"].(string)
+	if err := a.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sdp}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // waitMetric waits for a metric's value (the teardown that counts a call's
 // end runs after the call ended).
 func (b *rtcBed) waitMetric(t *testing.T, want float64, name string, labels ...string) {
@@ -672,7 +683,7 @@ func TestRTCCallOutbound(t *testing.T) {
 	id4 := b.initiate(t, a4.offer(t), 60_000)
 	b.roomEvent(t, "org.matrix.msc4075.rtc.notification", b.svcID, []string{ring["event_id"].(string), ring2["event_id"].(string)})
 	b.bobJoin(t)
-	b.ws.wait(t, "CallAnswerViaMatrix", id4, 30*time.Second)
+	b.answered(t, a4, id4)
 	b.bobLeave(t)
 	b.ws.wait(t, "CallHangupViaMatrix", id4, 30*time.Second)
 	b.waitEnded(t, id4, "ended", "user_hangup")
@@ -781,7 +792,7 @@ func TestRTCCallEnds(t *testing.T) {
 	id := b.initiate(t, a.offer(t), 60_000)
 	b.roomEvent(t, "org.matrix.msc4075.rtc.notification", b.svcID, nil)
 	b.bobJoin(t)
-	b.ws.wait(t, "CallAnswerViaMatrix", id, 30*time.Second)
+	b.answered(t, a, id)
 	identity := authservice.LegacyIdentity(b.svcID, b.svcDevice)
 	lkRoom := authservice.RoomAlias(b.room, authservice.LegacySlot)
 	jwt, err := auth.NewAccessToken(b.lk.APIKey, b.lk.APISecret).SetVideoGrant(&auth.VideoGrant{RoomAdmin: true, Room: lkRoom}).
@@ -834,7 +845,7 @@ func TestRTCCallEnds(t *testing.T) {
 	id4 := b.initiate(t, a4.offer(t), 60_000)
 	b.bobJoin(t)
 	bob4 := b.bobMedia(t)
-	b.ws.wait(t, "CallAnswerViaMatrix", id4, 30*time.Second)
+	b.answered(t, a4, id4)
 	poll(t, 30*time.Second, "icebox in the LiveKit room with bob", func() bool {
 		p, _ := lkParticipants(t, b.lk, authservice.RoomAlias(b.room, authservice.LegacySlot))
 		return p == 2
@@ -852,7 +863,7 @@ func TestRTCCallEnds(t *testing.T) {
 	a3 := b.alice(t)
 	id3 := b.initiate(t, a3.offer(t), 60_000)
 	b.bobJoin(t)
-	b.ws.wait(t, "CallAnswerViaMatrix", id3, 30*time.Second)
+	b.answered(t, a3, id3)
 	if m, left := b.svcMembership(t); left || !m.Live(time.Now()) {
 		t.Fatalf("icebox's membership during the call: %+v left %v", m, left)
 	}
