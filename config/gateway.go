@@ -1,5 +1,7 @@
 package config
 
+import "time"
+
 // Gateway configures the MatrixRTC gateway's call path
 // (matrixrtc.gateway): icebox's clients calling into a room's MatrixRTC
 // session, and MatrixRTC rings reaching icebox's clients.
@@ -17,6 +19,10 @@ type Gateway struct {
 	UDPPortMin int `yaml:"udp_port_min"`
 	// UDPPortMax is the last of those ports. Default: 0
 	UDPPortMax int `yaml:"udp_port_max"`
+	// MembershipExpires is the lifetime icebox's call memberships announce
+	// (their expires, 5s..24h); a bridged call renews its membership when
+	// three quarters of it passed. Default: 4h (Element Call's)
+	MembershipExpires time.Duration `yaml:"membership_expires"`
 }
 
 // Gateway modes.
@@ -26,7 +32,13 @@ const (
 	GatewayOff  = "off"
 )
 
-func defaultGateway() Gateway { return Gateway{Mode: GatewayAuto} }
+func defaultGateway() Gateway { return Gateway{Mode: GatewayAuto, MembershipExpires: 4 * time.Hour} }
+
+// Bounds of matrixrtc.gateway.membership_expires.
+const (
+	minMembershipExpires = 5 * time.Second
+	maxMembershipExpires = 24 * time.Hour
+)
 
 // GatewayEnabled reports whether the gateway's call path runs: mode on,
 // or auto with what it needs configured.
@@ -63,6 +75,9 @@ func (v *validator) gateway(c *Config) {
 		}
 	default:
 		v.add("matrixrtc.gateway.mode", "%q is not one of auto, on, off", g.Mode)
+	}
+	if g.MembershipExpires < minMembershipExpires || g.MembershipExpires > maxMembershipExpires {
+		v.add("matrixrtc.gateway.membership_expires", "must be between %s and %s (got %s)", minMembershipExpires, maxMembershipExpires, g.MembershipExpires)
 	}
 	switch {
 	case g.UDPPortMin == 0 && g.UDPPortMax == 0:

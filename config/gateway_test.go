@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestGatewayConfig: matrixrtc.gateway's mode resolves auto by what is
@@ -38,6 +39,8 @@ func TestGatewayConfig(t *testing.T) {
 			"matrixrtc.gateway.udp_port_min: udp_port_min..udp_port_max must be a range within 1024..65535"},
 		{"only min", func(c *Config) { c.MatrixRTC.Gateway.UDPPortMin = 30000 }, true,
 			"matrixrtc.gateway.udp_port_min: udp_port_min..udp_port_max must be a range"},
+		{"short membership", func(c *Config) { c.MatrixRTC.Gateway.MembershipExpires = time.Second }, true,
+			"matrixrtc.gateway.membership_expires: must be between 5s and 24h0m0s (got 1s)"},
 		{"overlaps the relay", func(c *Config) { c.MatrixRTC.Gateway.UDPPortMin, c.MatrixRTC.Gateway.UDPPortMax = 49000, 50000 }, true,
 			"matrixrtc.gateway.udp_port_min: udp_port_min..udp_port_max (49000..50000) overlaps turn.relay.min_port..max_port (49152..65535)"},
 	} {

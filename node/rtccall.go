@@ -36,13 +36,14 @@ func (n *Node) buildRTCCalls(rooms *membership.Rooms) (*rtccall.Manager, error) 
 		}
 	}
 	return rtccall.New(rtccall.Config{
-		Members:        rooms.Members,
-		ServiceURL:     gatewayServiceURL(cfg),
-		ICEServers:     n.gatewayICEServers,
-		Settings:       se,
-		GatewayMetrics: gateway.NewMetrics(n.opts.Registry),
-		Registerer:     n.opts.Registry,
-		Logger:         n.log,
+		Members:           rooms.Members,
+		ServiceURL:        gatewayServiceURL(cfg),
+		MembershipExpires: cfg.MatrixRTC.Gateway.MembershipExpires,
+		ICEServers:        n.gatewayICEServers,
+		Settings:          se,
+		GatewayMetrics:    gateway.NewMetrics(n.opts.Registry),
+		Registerer:        n.opts.Registry,
+		Logger:            n.log,
 		// E2EE: set when package e2ee is merged (rtccall.Config.E2EE).
 	})
 }

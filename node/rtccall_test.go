@@ -90,7 +90,7 @@ func netnsSFU(t *testing.T) *livekittest.Server {
 	return livekittest.Start(t, livekittest.Config{Command: ns.Command, Dial: ns.DialContext, BindIP: prefix + "2", NodeIP: prefix + "2"})
 }
 
-func newRTCBed(t *testing.T) *rtcBed {
+func newRTCBed(t *testing.T, edits ...func(*config.Config)) *rtcBed {
 	t.Helper()
 	requireLiveKit(t)
 	b := &rtcBed{adminToken: "rtc-admin-token", aliceToken: "rtc-alice-token", reg: prometheus.NewRegistry()}
@@ -126,6 +126,9 @@ func newRTCBed(t *testing.T) *rtcBed {
 	cfg.MatrixRTC.HomeserverURLs = map[string]string{hs.ServerName(): hs.URL()}
 	cfg.MatrixRTC.PublicURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	cfg.MatrixRTC.Gateway.Mode = config.GatewayOn
+	for _, edit := range edits {
+		edit(&cfg)
+	}
 	b.cfg, b.auth = cfg, auth
 	b.n = nodetest.Start(t, cfg, node.Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel), Auth: auth, Registry: b.reg})
 	b.base = "http://" + b.n.Addrs.HTTP
@@ -903,4 +906,39 @@ func lkParticipants(t *testing.T, lk *livekittest.Server, room string) (particip
 		tracks += len(p.Tracks)
 	}
 	return len(list.Participants), tracks
+}
+
+// TestRTCCallRenewsMembership: icebox's membership announces
+// matrixrtc.gateway.membership_expires (6 s here) and is renewed, its
+// created_ts kept, before it expires: a call outlives the lifetime of the
+// membership it started with, and Element Call keeps seeing icebox in it.
+func TestRTCCallRenewsMembership(t *testing.T) {
+	b := newRTCBed(t, func(c *config.Config) { c.MatrixRTC.Gateway.MembershipExpires = 6 * time.Second })
+	a := b.alice(t)
+	id := b.initiate(t, a.offer(t), 60_000)
+	b.roomEvent(t, "org.matrix.msc4075.rtc.notification", b.svcID, nil)
+	first, left := b.svcMembership(t)
+	if left || first.Expiry.Sub(first.Created) != 6*time.Second {
+		t.Fatalf("icebox's membership: %+v left %v, want expires 6s", first, left)
+	}
+	b.bobJoin(t)
+	b.answered(t, a, id)
+	var renewed membership.Member
+	poll(t, 20*time.Second, "icebox's membership renewed", func() bool {
+		m, left := b.svcMembership(t)
+		renewed = m
+		return !left && m.Expiry.After(first.Expiry)
+	})
+	if !renewed.Created.Equal(first.Created) {
+		t.Errorf("renewed membership created %v, want the first's %v", renewed.Created, first.Created)
+	}
+	poll(t, 20*time.Second, "past the first membership's expiry", func() bool { return time.Now().After(first.Expiry.Add(time.Second)) })
+	if m, left := b.svcMembership(t); left || !m.Live(time.Now()) {
+		t.Fatalf("icebox's membership after its first expiry: %+v left %v, want live", m, left)
+	}
+	if c := b.call(t, id); c.Status != "answered" {
+		t.Fatalf("call %+v, want still answered", c)
+	}
+	t.Logf("membership created %v, first expiry %v, renewed to %v", first.Created.Format(time.StampMilli),
+		first.Expiry.Format(time.StampMilli), renewed.Expiry.Format(time.StampMilli))
 }

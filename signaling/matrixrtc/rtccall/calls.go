@@ -72,9 +72,9 @@ func (m *Manager) placeOutbound(l *leg, c signaling.Call) {
 	}
 	l.setReady()
 	l.mu.Lock()
-	l.joinSent, l.serviceURL, l.answerSDP = true, focus, answer
+	l.serviceURL, l.answerSDP = focus, answer
 	l.mu.Unlock()
-	memberEvent, err := mx.JoinRTC(ctx, l.roomID, matrix.RTCMembership{ServiceURL: focus, Intent: intent(c.SDPOffer)})
+	memberEvent, err := m.join(ctx, mx, l, focus, intent(c.SDPOffer))
 	if err != nil {
 		m.fail(l, signaling.ReasonGatewayFailed, err)
 		return
@@ -167,10 +167,7 @@ func (m *Manager) acceptInbound(l *leg, c signaling.Call) {
 		return
 	}
 	l.setReady()
-	l.mu.Lock()
-	l.joinSent = true
-	l.mu.Unlock()
-	if _, err := mx.JoinRTC(ctx, l.roomID, matrix.RTCMembership{ServiceURL: focus, Intent: intent(c.SDPOffer)}); err != nil {
+	if _, err := m.join(ctx, mx, l, focus, intent(c.SDPOffer)); err != nil {
 		m.fail(l, signaling.ReasonGatewayFailed, err)
 		return
 	}

@@ -116,6 +116,11 @@ type Config struct {
 	// WatchInterval is how often a call looks for its members' memberships
 	// having expired. Default: 5 s.
 	WatchInterval time.Duration
+	// MembershipExpires is the lifetime icebox's call memberships
+	// announce (their expires); a call renews its membership when three
+	// quarters of it passed, as long as it lasts. Default:
+	// membership.DefaultExpires (4 h, Element Call's).
+	MembershipExpires time.Duration
 	// MediaGrace is how long an answered call waits, once the last other
 	// participant left the LiveKit room (a client that vanished leaves its
 	// membership behind for up to its expiry), for one to come back before
@@ -172,6 +177,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.MediaGrace <= 0 {
 		cfg.MediaGrace = defaultMediaGrace
+	}
+	if cfg.MembershipExpires <= 0 {
+		cfg.MembershipExpires = membership.DefaultExpires
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -245,8 +253,10 @@ type leg struct {
 	ringID     string // outbound: icebox's notification; inbound: the caller's
 	caller     string // inbound: the Matrix user who rang
 	ended      bool
-	torn       bool   // teardown ran
-	serviceURL string // the focus the leg uses
+	torn       bool      // teardown ran
+	joinedAt   time.Time // icebox's membership was sent (its created_ts); zero before
+	intent     string    // its m.call.intent
+	serviceURL string    // the focus the leg uses
 }
 
 // add registers a leg for callID in roomID; false if the room has one.
@@ -455,6 +465,8 @@ func (m *Manager) watch(l *leg, gw *gateway.Gateway, self membership.Device) {
 	m.goLeg(l, func() {
 		t := time.NewTicker(m.cfg.WatchInterval)
 		defer t.Stop()
+		renew := time.NewTimer(m.cfg.MembershipExpires * 3 / 4)
+		defer renew.Stop()
 		for {
 			select {
 			case <-l.ctx.Done():
@@ -468,9 +480,54 @@ func (m *Manager) watch(l *leg, gw *gateway.Gateway, self membership.Device) {
 				return
 			case <-t.C:
 				m.checkMembers(l, self, membership.Member{})
+			case <-renew.C:
+				m.renew(l)
+				renew.Reset(m.cfg.MembershipExpires * 3 / 4)
 			}
 		}
 	})
+}
+
+// join sends icebox's membership of l's room's call.
+func (m *Manager) join(ctx context.Context, mx Matrix, l *leg, focus, intent string) (string, error) {
+	// created_ts is sent from the start (matrix-js-sdk sends it from the
+	// first renewal on; before, readers take the event's timestamp): the
+	// renewals keep the same value.
+	now := m.cfg.Now().Truncate(time.Millisecond)
+	l.mu.Lock()
+	l.joinSent, l.intent = true, intent
+	l.mu.Unlock()
+	id, err := mx.JoinRTC(ctx, l.roomID, matrix.RTCMembership{ServiceURL: focus, Intent: intent, Expires: m.cfg.MembershipExpires, CreatedTS: now})
+	if err != nil {
+		return "", err
+	}
+	l.mu.Lock()
+	l.joinedAt = now
+	l.mu.Unlock()
+	return id, nil
+}
+
+// renew sends icebox's membership again before it expires, its
+// created_ts kept and its expires extended to MembershipExpires from now
+// (as matrix-js-sdk extends a membership): a call longer than the
+// membership's lifetime must not show icebox gone.
+func (m *Manager) renew(l *leg) {
+	mx, _ := m.bound()
+	l.mu.Lock()
+	joinedAt, focus, intent := l.joinedAt, l.serviceURL, l.intent
+	l.mu.Unlock()
+	if mx == nil || joinedAt.IsZero() {
+		return
+	}
+	ctx, cancel := m.step(l)
+	defer cancel()
+	now := m.cfg.Now()
+	if _, err := mx.JoinRTC(ctx, l.roomID, matrix.RTCMembership{ServiceURL: focus, Intent: intent, CreatedTS: joinedAt,
+		Expires: now.Sub(joinedAt) + m.cfg.MembershipExpires}); err != nil {
+		if l.ctx.Err() == nil {
+			m.log.Warn().Err(err).Str("call_id", l.callID).Msg("renewing icebox's MatrixRTC membership; tried again later")
+		}
+	}
 }
 
 // checkMembers ends l's call when the members it needs are no longer
