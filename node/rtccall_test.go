@@ -776,6 +776,45 @@ func TestRTCCallInbound(t *testing.T) {
 	b.waitMetric(t, 0, "icebox_rtccall_calls_active", "direction", "inbound")
 }
 
+// TestRTCCallMemberVanishes: bob's client goes from the LiveKit room, his
+// membership stays (as it does when a client vanishes and the homeserver
+// has no delayed leave events): the call ends once MediaGrace passes.
+func TestRTCCallMemberVanishes(t *testing.T) {
+	b := newRTCBed(t)
+	// bob's client goes from the LiveKit room, his membership stays (as
+	// it does when a client vanishes and the homeserver has no delayed
+	// leave): the call ends once the grace passes.
+	a4 := b.alice(t)
+	id4 := b.initiate(t, a4.offer(t), 60_000)
+	b.bobJoin(t)
+	b.answered(t, a4, id4)
+	// alice's media flows, so icebox's leg publishes: LiveKit tells a
+	// participant about the others once its connection is up, and a leg
+	// that publishes nothing never hears that bob came or went.
+	sendSynthetic(b.mediaCtx, &b.wg, a4.audio, a4.video)
+	poll(t, 30*time.Second, "icebox's leg publishing in the LiveKit room", func() bool {
+		p, tracks := lkParticipants(t, b.lk, authservice.RoomAlias(b.room, authservice.LegacySlot))
+		return p == 1 && tracks == 2
+	})
+	bob4 := b.bobMedia(t)
+	poll(t, 30*time.Second, "icebox in the LiveKit room with bob", func() bool {
+		p, _ := lkParticipants(t, b.lk, authservice.RoomAlias(b.room, authservice.LegacySlot))
+		return p == 2
+	})
+	poll(t, 60*time.Second, "media both ways", func() bool {
+		return a4.got.audio.Load() > 0 && a4.got.video.Load() > 0 && bob4.got.audio.Load() > 0 && bob4.got.video.Load() > 0
+	})
+	gone := time.Now()
+	bob4.stop()
+	b.waitEnded(t, id4, "ended", "user_hangup")
+	t.Logf("bob's client left LiveKit, membership kept: the call ended %v later", time.Since(gone).Round(time.Millisecond))
+	if _, left := readMembership(t, b.hs.URL(), b.bobToken, b.room, b.bobID, "_"+b.bobID+"_"+b.bobDevice+"_m.call"); left {
+		t.Fatal("bob's membership left: the test meant to keep it")
+	}
+	b.bobLeave(t)
+
+}
+
 // TestRTCCallEnds: the ends that are not a user's.
 //
 //   - LiveKit drops icebox's participant (an administrator removes it from
@@ -839,28 +878,6 @@ func TestRTCCallEnds(t *testing.T) {
 		t.Fatalf("icebox's membership in the encrypted room: %d %s, want none", code, out)
 	}
 	b.waitMetric(t, 1, "icebox_rtccall_calls_ended_total", "reason", "encryption_unavailable")
-
-	// bob's client goes from the LiveKit room, his membership stays (as
-	// it does when a client vanishes and the homeserver has no delayed
-	// leave): the call ends once the grace passes.
-	b.bobLeave(t)
-	a4 := b.alice(t)
-	id4 := b.initiate(t, a4.offer(t), 60_000)
-	b.bobJoin(t)
-	bob4 := b.bobMedia(t)
-	b.answered(t, a4, id4)
-	poll(t, 30*time.Second, "icebox in the LiveKit room with bob", func() bool {
-		p, _ := lkParticipants(t, b.lk, authservice.RoomAlias(b.room, authservice.LegacySlot))
-		return p == 2
-	})
-	gone := time.Now()
-	bob4.stop()
-	b.waitEnded(t, id4, "ended", "user_hangup")
-	t.Logf("bob's client left LiveKit, membership kept: the call ended %v later", time.Since(gone).Round(time.Millisecond))
-	if _, left := readMembership(t, b.hs.URL(), b.bobToken, b.room, b.bobID, "_"+b.bobID+"_"+b.bobDevice+"_m.call"); left {
-		t.Fatal("bob's membership left: the test meant to keep it")
-	}
-	b.bobLeave(t)
 
 	// A restart mid-call.
 	a3 := b.alice(t)

@@ -255,6 +255,8 @@ type leg struct {
 	ended      bool
 	torn       bool      // teardown ran
 	joinedAt   time.Time // icebox's membership was sent (its created_ts); zero before
+	mediaSeen  bool      // another participant was in the LiveKit room (checkMedia)
+	mediaGone  time.Time // since when none is; zero while one is
 	intent     string    // its m.call.intent
 	serviceURL string    // the focus the leg uses
 }
@@ -480,6 +482,7 @@ func (m *Manager) watch(l *leg, gw *gateway.Gateway, self membership.Device) {
 				return
 			case <-t.C:
 				m.checkMembers(l, self, membership.Member{})
+				m.checkMedia(l, gw)
 			case <-renew.C:
 				m.renew(l)
 				renew.Reset(m.cfg.MembershipExpires * 3 / 4)
@@ -561,6 +564,10 @@ func (m *Manager) checkMembers(l *leg, self membership.Device, gone membership.M
 // call ends: the members' clients are gone (a client that vanished leaves
 // its membership behind, without MSC4140 until it expires).
 func (m *Manager) mediaLeft(l *leg, remaining int) {
+	m.log.Debug().Str("call_id", l.callID).Int("remaining", remaining).Msg("a participant left the bridged call's LiveKit room")
+	l.mu.Lock()
+	l.mediaSeen = true
+	l.mu.Unlock()
 	if remaining > 0 {
 		return
 	}
@@ -580,6 +587,36 @@ func (m *Manager) mediaLeft(l *leg, remaining int) {
 			m.end(l, "", signaling.ReasonUserHangup, false)
 		}
 	})
+}
+
+// checkMedia is mediaLeft's fallback, at each watch tick: an answered
+// call whose LiveKit room had other participants and has had none for
+// MediaGrace ends (a participant's leave that did not reach the leg's
+// callback, on a loaded SFU, must not keep the call for the membership's
+// lifetime).
+func (m *Manager) checkMedia(l *leg, gw *gateway.Gateway) {
+	n := gw.Others()
+	now := m.cfg.Now()
+	l.mu.Lock()
+	switch {
+	case n > 0:
+		l.mediaSeen, l.mediaGone = true, time.Time{}
+		l.mu.Unlock()
+		return
+	case !l.mediaSeen || !l.answered || l.ended:
+		l.mu.Unlock()
+		return
+	case l.mediaGone.IsZero():
+		l.mediaGone = now
+		l.mu.Unlock()
+		return
+	}
+	gone := now.Sub(l.mediaGone)
+	l.mu.Unlock()
+	if gone >= m.cfg.MediaGrace {
+		m.log.Info().Str("call_id", l.callID).Msg("bridged call's members are no longer in the LiveKit room; ending it")
+		m.end(l, "", signaling.ReasonUserHangup, false)
+	}
 }
 
 func direction(inbound bool) string {
