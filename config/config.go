@@ -299,6 +299,9 @@ type MatrixRTC struct {
 	// again with the same token is not sent to its homeserver again; 0 =
 	// no cache. Failures are never cached. Default: 1m; 0..5m
 	VerifyCacheTTL time.Duration `yaml:"verify_cache_ttl"`
+
+	// The MatrixRTC gateway's call path (gateway.go).
+	Gateway Gateway `yaml:"gateway"`
 }
 
 // LiveKit is the LiveKit server the issued JWTs are for: in mode external
@@ -424,6 +427,7 @@ func Default() Config {
 			JWTLifetime:           time.Hour,
 			VerifyTimeout:         10 * time.Second,
 			VerifyCacheTTL:        time.Minute,
+			Gateway:               defaultGateway(),
 			LiveKit: LiveKit{
 				TURN: defaultLiveKitTURN(),
 				Mode: LiveKitModeExternal,

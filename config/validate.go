@@ -117,6 +117,7 @@ func (c *Config) Validate() error {
 	v.matrix(&c.Matrix)
 	v.matrixRTC(&c.MatrixRTC)
 	v.matrixRTCDiscovery(&c.MatrixRTC, &c.Matrix)
+	v.gateway(c)
 	v.liveKitTURN(c)
 	v.liveKitManaged(c, listenPorts)
 	v.acme(c)

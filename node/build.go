@@ -14,6 +14,9 @@ import (
 	"github.com/icebox-voip/icebox/credentials/keystore"
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
+	"github.com/icebox-voip/icebox/signaling/matrix"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/e2ee"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
 	"github.com/icebox-voip/icebox/store/postgres"
 	"github.com/icebox-voip/icebox/turnserver"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
@@ -166,8 +169,32 @@ func (n *Node) buildCalls(ctx context.Context) error {
 		Logger:          n.log,
 		RoomIndex:       n.state,
 	}
-	bridge, rtc, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, pub, n.opts.Registry, n.log)
+	// The gateway's call path (rtccall) receives the bridge's MatrixRTC
+	// events, so it is made first; an untyped nil observer must not reach
+	// the bridge.
+	var gw bridgeRTC
+	if cfg.GatewayEnabled() {
+		allow, err := n.homeserverAddrPolicy()
+		if err != nil {
+			return ConfigError{err}
+		}
+		gw = bridgeRTC{allowAddr: allow, trusted: []string{gatewayServiceURL(cfg)}, newCalls: func(rooms *membership.Rooms) (matrix.RTCObserver, error) {
+			m, err := n.buildRTCCalls(rooms)
+			if m == nil || err != nil {
+				return nil, err
+			}
+			n.rtcCalls = m
+			return m, nil
+		}}
+	} else {
+		n.logGatewayOff()
+	}
+	bridge, rtc, err := newBridge(cfg.Matrix, cfg.StateDir, n.state, pub, n.opts.Registry, n.log, gw)
 	if err != nil {
+		var ce ConfigError
+		if errors.As(err, &ce) {
+			return err
+		}
 		return ConfigError{err}
 	}
 	if bridge != nil {
@@ -181,12 +208,23 @@ func (n *Node) buildCalls(ctx context.Context) error {
 		// "auto" reading the memberships the bridge's sync keeps. With
 		// Matrix off both stay unset: calls are icebox's own, legacy.
 		svcCfg.CallProtocol, svcCfg.RTCRooms = cfg.Matrix.CallProtocol, rtc
+		if n.rtcCalls != nil {
+			svcCfg.RTC = n.rtcCalls
+			// The media keys of bridged calls: the registry sends
+			// icebox's keys with the bridge and takes the members'
+			// from its sync (rtccall opens a session per call).
+			n.rtcKeys = e2ee.NewRegistry(bridge, e2ee.Config{Logger: n.log, Registerer: n.opts.Registry})
+			bridge.SetRTCKeys(n.rtcKeys)
+		}
 	}
 	if n.calls, err = signaling.NewService(svcCfg); err != nil {
 		return ConfigError{err}
 	}
 	if n.bridge != nil {
 		n.bridge.SetCalls(n.calls) // the sync loop turns Matrix users' m.call.* into transitions
+	}
+	if n.rtcCalls != nil {
+		n.rtcCalls.Bind(n.bridge, n.calls)
 	}
 	return nil
 }

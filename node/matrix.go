@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,7 +27,13 @@ func matrixDir(stateDir string) string { return filepath.Join(stateDir, "matrix"
 // rtc receives the MatrixRTC call memberships the bridge's sync reads, for
 // matrix.call_protocol "auto" (signaling.ServiceConfig.RTCRooms); nil when
 // Matrix is off.
-func newBridge(cfg config.Matrix, stateDir string, st matrix.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger) (b *matrix.Bridge, rtc *membership.Rooms, err error) {
+//
+// gw, when its newCalls is set, is the gateway's call path (rtccall): it
+// receives the rooms' MatrixRTC events and is made before the bridge, from
+// rtc, by newCalls.
+func newBridge(cfg config.Matrix, stateDir string, st matrix.Store, pub signaling.Publisher, reg prometheus.Registerer, log zerolog.Logger,
+	gw bridgeRTC,
+) (b *matrix.Bridge, rtc *membership.Rooms, err error) {
 	if !cfg.Enabled || !cfg.VoIP.Enabled {
 		return nil, nil, nil
 	}
@@ -39,6 +46,12 @@ func newBridge(cfg config.Matrix, stateDir string, st matrix.Store, pub signalin
 		return nil, nil, fmt.Errorf("matrix: %w", err)
 	}
 	rtc = membership.NewRooms(0, 0, nil) // the default bounds; the bridge sets its loader
+	var calls matrix.RTCObserver
+	if gw.newCalls != nil {
+		if calls, err = gw.newCalls(rtc); err != nil {
+			return nil, nil, err
+		}
+	}
 	b, err = matrix.New(matrix.Config{
 		HomeserverURL: cfg.HomeserverURL,
 		UserID:        cfg.ServiceUser,
@@ -51,9 +64,22 @@ func newBridge(cfg config.Matrix, stateDir string, st matrix.Store, pub signalin
 		Registerer:    reg,
 		Encryption:    &matrix.Encryption{Dir: matrixDir(stateDir), Require: cfg.RequireEncryption},
 		RTCRooms:      rtc,
+		RTCCalls:      calls,
+		// A member's focus URL is room state any member writes, and the
+		// token request carries icebox's OpenID token: kept off this host
+		// and the relay's deny-list, but for icebox's own service.
+		RTCFocusAllowAddr: gw.allowAddr,
+		RTCFocusTrusted:   gw.trusted,
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	return b, rtc, nil
+}
+
+// bridgeRTC is what the bridge needs of the gateway's call path.
+type bridgeRTC struct {
+	newCalls  func(*membership.Rooms) (matrix.RTCObserver, error) // nil: the gateway is off
+	allowAddr func(netip.Addr) bool                               // where a member's focus may be
+	trusted   []string                                            // icebox's own focus
 }

@@ -33,6 +33,8 @@ import (
 	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/httpapi"
 	"github.com/icebox-voip/icebox/signaling/matrix"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/e2ee"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/rtccall"
 	"github.com/icebox-voip/icebox/turnserver"
 	"github.com/icebox-voip/icebox/turnserver/relayplan"
 )
@@ -121,6 +123,11 @@ type Node struct {
 	api     *httpapi.Server
 	// liveKit is the managed livekit-server; nil: not managed.
 	liveKit *managedLiveKit
+	// rtcCalls is the MatrixRTC gateway's call path; nil: off
+	// (matrixrtc.gateway).
+	rtcCalls *rtccall.Manager
+	// rtcKeys are the bridged calls' media keys (with rtcCalls).
+	rtcKeys *e2ee.Registry
 
 	ready, draining atomic.Bool
 	serving         chan struct{} // closed once Run serves

@@ -43,6 +43,9 @@ func (n *Node) start(g *errgroup.Group, ctx context.Context) {
 	if n.cluster != nil {
 		g.Go(func() error { return n.cluster.Run(ctx) })
 	}
+	if n.rtcCalls != nil {
+		g.Go(func() error { return n.rtcCalls.Run(ctx) })
+	}
 	if n.bridge != nil {
 		g.Go(func() error { return n.bridge.Run(ctx) })
 	}

@@ -86,6 +86,11 @@ type Call struct {
 	AnswerPartyID  string // their party
 	LifetimeMS     int64  // invite lifetime
 	Version        string
+	// Protocol is how the call reaches Matrix: "" for legacy m.call.*
+	// events (every call stored before MatrixRTC calls existed), or
+	// CallProtocolMatrixRTC for a call bridged by the gateway (icebox's
+	// device in the room's MatrixRTC session; no m.call.* event is sent).
+	Protocol string
 
 	CreatedAt  time.Time
 	AnsweredAt *time.Time
@@ -116,6 +121,18 @@ type Call struct {
 	// persists a revocation in the same transaction.
 	RevokedUntil *time.Time
 }
+
+// ProtocolName is the call's protocol as the API and events say it:
+// legacy or matrixrtc.
+func (c Call) ProtocolName() string {
+	if c.Protocol == "" {
+		return CallProtocolLegacy
+	}
+	return c.Protocol
+}
+
+// Bridged reports whether the call is bridged to a MatrixRTC session.
+func (c Call) Bridged() bool { return c.Protocol == CallProtocolMatrixRTC }
 
 // InviteDeadline is when an unanswered invite expires.
 func (c Call) InviteDeadline() time.Time {

@@ -70,7 +70,9 @@ func (s *Service) signal(ctx context.Context, c Call, ev Event) error {
 }
 
 func (s *Service) encode(ev Event, c Call) ([]OutboxEntry, error) {
-	if s.cfg.Outbound == nil || ev.Type == "" {
+	// A bridged call's Matrix side is its MatrixRTC session, which the
+	// gateway keeps: no m.call.* event goes out for it.
+	if s.cfg.Outbound == nil || ev.Type == "" || c.Bridged() {
 		return nil, nil
 	}
 	out, err := s.cfg.Outbound.Encode(ev, c)
@@ -93,6 +95,9 @@ func (s *Service) ended(c Call, ev Event) {
 	s.revokeRelay(c)
 	s.logTransition(c, string(c.Status))
 	s.emit(ev)
+	if c.Bridged() && s.cfg.RTC != nil {
+		s.cfg.RTC.Ended(c)
+	}
 }
 
 // endEvent is the CallRejected or CallHangup event of an ended call.

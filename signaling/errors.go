@@ -21,10 +21,10 @@ var (
 	// ErrUnavailable: a dependency (the Matrix homeserver) did not answer.
 	ErrUnavailable = errors.New("unavailable")
 	// ErrMatrixRTCUnsupported: the conversation's calls resolve to
-	// MatrixRTC, which icebox cannot place yet (the gateway, issue 17
-	// items 2 and 3, is not built); a legacy m.call.invite would ring
-	// clients (Element X) that cannot answer it.
-	ErrMatrixRTCUnsupported = errors.New("matrixrtc calls are not supported yet")
+	// MatrixRTC and icebox's gateway (matrixrtc.gateway) is off, so icebox
+	// cannot place them; a legacy m.call.invite would ring clients
+	// (Element X) that cannot answer it.
+	ErrMatrixRTCUnsupported = errors.New("matrixrtc calls need the gateway")
 )
 
 // TransitionError is a transition the call's state does not allow

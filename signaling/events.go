@@ -69,7 +69,10 @@ type InvitePayload struct {
 	SDPOffer       string `json:"sdp_offer"`
 	LifetimeMS     int64  `json:"lifetime_ms"`
 	Status         Status `json:"status"`
-	Media                 // sdp_stream_metadata, capabilities
+	// Protocol is "matrixrtc" for a call bridged to a MatrixRTC session
+	// (the other side is in Element Call / Element X), else "legacy".
+	Protocol string `json:"protocol,omitempty"`
+	Media           // sdp_stream_metadata, capabilities
 }
 
 // invitePayload is the CallInvite (or CallInviteViaMatrix) body of c.
@@ -77,7 +80,7 @@ func invitePayload(eventType string, c Call, m Media) InvitePayload {
 	return InvitePayload{
 		Type: eventType, CallID: c.ID, ConversationID: c.ConversationID, InitiatorID: c.Initiator,
 		Invitee: c.Invitee, PartyID: c.PartyID, SDPOffer: c.SDPOffer, LifetimeMS: c.LifetimeMS, Status: c.Status,
-		Media: m,
+		Protocol: c.ProtocolName(), Media: m,
 	}
 }
 

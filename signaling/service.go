@@ -61,6 +61,11 @@ type ServiceConfig struct {
 	CallProtocol string
 	RTCRooms     RTCRooms
 
+	// RTC is the MatrixRTC gateway (rtccalls.go): a call in a conversation
+	// whose calls resolve to MatrixRTC is placed through it. nil: such a
+	// call is refused (409 matrixrtc_unsupported) while Matrix is on.
+	RTC RTCCalls
+
 	Logger zerolog.Logger
 	Now    func() time.Time // Default: time.Now
 	NewID  func() string    // Default: a random UUID
@@ -167,8 +172,15 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("signaling: load ringing calls: %w", err)
 	}
+	// Bridged calls do not survive their process (their legs lived in
+	// it): ended before the ringing ones are re-armed.
+	if err := s.endStaleRTC(ctx); err != nil && ctx.Err() == nil {
+		s.log.Error().Err(err).Msg("ending the MatrixRTC calls of the previous run")
+	}
 	for _, c := range ringing {
-		s.armExpiry(c)
+		if !c.Bridged() {
+			s.armExpiry(c)
+		}
 	}
 	s.wg.Go(func() { s.sweepLoop(ctx) })
 	<-ctx.Done()

@@ -50,7 +50,8 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 	if !s.initiates.allow(user) {
 		return Call{}, fmt.Errorf("%w: too many calls started; try again shortly", ErrRateLimited)
 	}
-	if err := s.checkProtocol(ctx, conv); err != nil {
+	protocol, err := s.checkProtocol(ctx, conv)
+	if err != nil {
 		return Call{}, err
 	}
 	c := Call{
@@ -67,6 +68,9 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 		CreatedAt:      s.cfg.Now().UTC(),
 		CallerMedia:    media,
 	}
+	if protocol == CallProtocolMatrixRTC {
+		c.Protocol = CallProtocolMatrixRTC
+	}
 	ev := newEvent(conv, c, EventCallInvite, invitePayload(EventCallInvite, c, media))
 	out, err := s.encode(ev, c)
 	if err != nil {
@@ -79,29 +83,37 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 	s.logTransition(c, "initiated")
 	s.armExpiry(c)
 	s.emit(ev)
+	if c.Bridged() {
+		s.cfg.RTC.Place(c)
+	}
 	if len(out) > 0 {
 		s.awaitInviteSent(ctx, &c)
 	}
 	return c, nil
 }
 
-// checkProtocol refuses a call in a conversation whose calls resolve to
-// MatrixRTC while Matrix is on: until icebox can join the room's MatrixRTC
-// session itself, sending the call as a legacy m.call.invite would ring
-// members (Element X) who cannot answer it. With Matrix off no Matrix event
-// goes out whatever the protocol, so nothing is refused. It runs after the
-// rate limit: resolving "auto" may ask the homeserver for the room's state.
-func (s *Service) checkProtocol(ctx context.Context, conv Conversation) error {
+// checkProtocol returns the protocol a new call in conv uses: matrixrtc
+// when the conversation's calls resolve to MatrixRTC and the gateway is
+// configured (the call is placed through it, no m.call.invite goes out),
+// else legacy. Without the gateway such a call is refused while Matrix is
+// on: sending it as a legacy m.call.invite would ring members (Element X)
+// who cannot answer it. With Matrix off no Matrix event goes out whatever
+// the protocol, so nothing is refused. It runs after the rate limit:
+// resolving "auto" may ask the homeserver for the room's state.
+func (s *Service) checkProtocol(ctx context.Context, conv Conversation) (string, error) {
 	if s.cfg.Outbound == nil {
-		return nil
+		return CallProtocolLegacy, nil
 	}
 	r := s.CallProtocol(ctx, conv)
 	if r.Protocol != CallProtocolMatrixRTC {
-		return nil
+		return CallProtocolLegacy, nil
+	}
+	if s.cfg.RTC != nil && conv.RoomID != "" {
+		return CallProtocolMatrixRTC, nil
 	}
 	s.log.Info().Str("conversation_id", conv.ID).Str("reason", r.Reason).
-		Msg("call refused: the conversation's calls resolve to MatrixRTC, which icebox cannot place yet")
-	return fmt.Errorf("%w: the conversation's calls use MatrixRTC (%s %s, %s); icebox cannot place MatrixRTC calls yet — set its call_protocol to legacy to call with m.call.* events",
+		Msg("call refused: the conversation's calls resolve to MatrixRTC and the gateway is off")
+	return "", fmt.Errorf("%w: the conversation's calls use MatrixRTC (%s %s, %s); icebox's MatrixRTC gateway is off (matrixrtc.gateway) — set the conversation's call_protocol to legacy to call with m.call.* events",
 		ErrMatrixRTCUnsupported, r.Source, r.Setting, r.Reason)
 }
 
@@ -168,6 +180,9 @@ func (s *Service) Answer(ctx context.Context, user, callID string, req AnswerReq
 	s.stopExpiry(c.ID)
 	s.logTransition(c, "answered")
 	s.emit(ev)
+	if c.Bridged() && s.cfg.RTC != nil {
+		s.cfg.RTC.Answered(c)
+	}
 	return c, nil
 }
 
@@ -195,6 +210,9 @@ func (s *Service) Candidates(ctx context.Context, user, callID string, req Candi
 	}
 	if err := checkInCall(&c, user, party); err != nil {
 		return err
+	}
+	if c.Bridged() && s.cfg.RTC != nil {
+		s.cfg.RTC.Candidates(c, req.Candidates)
 	}
 	return s.signal(ctx, c, newEvent(conv, c, EventCallCandidates, CandidatesPayload{
 		Type: EventCallCandidates, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
@@ -291,6 +309,11 @@ func (s *Service) Negotiate(ctx context.Context, user, callID string, req Negoti
 		return fmt.Errorf("%w: too many renegotiations", ErrRateLimited)
 	}
 	_, _, ev, err := s.update(ctx, user, callID, func(c *Call) error {
+		if c.Bridged() {
+			// The gateway's leg answers the call's first offer only; a
+			// renegotiation would go nowhere.
+			return transitionErr(c, "not_supported", "renegotiation is not supported on a call bridged to MatrixRTC")
+		}
 		if err := applyNegotiate(c, user, party, req.Description.Type, lifetime, s.cfg.Now().UTC()); err != nil {
 			return err
 		}

@@ -49,6 +49,10 @@ type callRecord struct {
 	// in practice.
 	CallerMedia   *mediaRecord `json:"caller_media,omitempty"`
 	AnswererMedia *mediaRecord `json:"answerer_media,omitempty"`
+
+	// Since schema 5, without a migration: absent (every older record)
+	// means a legacy call; "matrixrtc" a call the gateway bridges.
+	Protocol string `json:"protocol,omitempty"`
 }
 
 // mediaRecord is one side's latest sdp_stream_metadata and capabilities,
@@ -85,6 +89,7 @@ func recordOf(c signaling.Call) callRecord {
 		RevokedUntil: c.RevokedUntil,
 		OfferParty:   c.OfferParty, OfferExpires: c.OfferExpires,
 		CallerMedia: mediaRecordOf(c.CallerMedia), AnswererMedia: mediaRecordOf(c.AnswererMedia),
+		Protocol: c.Protocol,
 	}
 }
 
@@ -101,6 +106,7 @@ func (r callRecord) call() signaling.Call {
 		RevokedUntil: r.RevokedUntil,
 		OfferParty:   r.OfferParty, OfferExpires: r.OfferExpires,
 		CallerMedia: r.CallerMedia.media(), AnswererMedia: r.AnswererMedia.media(),
+		Protocol: r.Protocol,
 	}
 }
 

@@ -83,3 +83,26 @@ func TestCallRecordMedia(t *testing.T) {
 		}
 	})
 }
+
+// TestCallRecordProtocol: a bridged call's protocol is kept (the record's
+// "protocol"); a record without it, as every file before MatrixRTC calls
+// has them, reads as a legacy call.
+func TestCallRecordProtocol(t *testing.T) {
+	c := signaling.Call{ID: "k", ConversationID: "c", Initiator: "alice", PartyID: "p", Status: signaling.StatusRinging,
+		Protocol: signaling.CallProtocolMatrixRTC}
+	raw, err := encode(recordOf(c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), `"protocol":"matrixrtc"`) {
+		t.Fatalf("record %s lacks the protocol", raw)
+	}
+	got, err := decodeCall([]byte("k"), raw)
+	if err != nil || got.Protocol != signaling.CallProtocolMatrixRTC || !got.Bridged() {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	old, err := decodeCall([]byte("k"), []byte(`{"id":"k","conversation_id":"c","initiator":"alice","party_id":"p","status":"ringing","lifetime_ms":60000,"version":"1","created_at":"2026-01-02T03:04:05Z"}`))
+	if err != nil || old.Protocol != "" || old.Bridged() || old.ProtocolName() != signaling.CallProtocolLegacy {
+		t.Fatalf("an old record: %+v, %v; want a legacy call", old, err)
+	}
+}

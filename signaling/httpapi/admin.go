@@ -118,6 +118,7 @@ type activeCall struct {
 	Initiator      string           `json:"initiator"`
 	Invitee        string           `json:"invitee,omitempty"`
 	Answerer       string           `json:"answerer,omitempty"`
+	Protocol       string           `json:"protocol"` // legacy or matrixrtc
 	CreatedAt      time.Time        `json:"created_at"`
 	AnsweredAt     *time.Time       `json:"answered_at,omitempty"`
 }
@@ -147,7 +148,7 @@ func (s *Server) adminActiveCalls(c echo.Context) error {
 			resp.Calls = append(resp.Calls, activeCall{
 				ID: call.ID, ConversationID: call.ConversationID, Status: call.Status,
 				Initiator: call.Initiator, Invitee: call.Invitee, Answerer: call.Answerer,
-				CreatedAt: call.CreatedAt, AnsweredAt: call.AnsweredAt,
+				Protocol: call.ProtocolName(), CreatedAt: call.CreatedAt, AnsweredAt: call.AnsweredAt,
 			})
 		}
 	}

@@ -65,6 +65,10 @@ func (s *Server) SetICE(c ICEConfig) error {
 	return nil
 }
 
+// ICE is the ICE servers clients are told about now (as SetICE last set
+// them): what the gateway's legs use too.
+func (s *Server) ICE() ICEConfig { return *s.ice.Load() }
+
 // iceServers mints the ICE server list for user (and call, if callID is
 // not empty: per-call credentials that die with the call).
 func (s *Server) iceServers(user, callID string) ([]ICEServer, credentials.Credential, error) {

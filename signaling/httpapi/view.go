@@ -26,6 +26,9 @@ type callView struct {
 	AnswerPartyID  string           `json:"answer_party_id,omitempty"`
 	LifetimeMS     int64            `json:"lifetime_ms"`
 	Version        string           `json:"version"`
+	// Protocol is legacy (m.call.* events, or no Matrix) or matrixrtc (a
+	// call the gateway bridges to a room's MatrixRTC session).
+	Protocol string `json:"protocol"`
 
 	CreatedAt  time.Time  `json:"created_at"`
 	AnsweredAt *time.Time `json:"answered_at,omitempty"`
@@ -63,6 +66,7 @@ func viewOf(c signaling.Call) callView {
 		Initiator: c.Initiator, Invitee: c.Invitee, PartyID: c.PartyID, Status: c.Status,
 		SDPOffer: c.SDPOffer, SDPAnswer: c.SDPAnswer,
 		Answerer: c.Answerer, AnswerPartyID: c.AnswerPartyID, LifetimeMS: c.LifetimeMS, Version: c.Version,
+		Protocol:  c.ProtocolName(),
 		CreatedAt: c.CreatedAt, AnsweredAt: c.AnsweredAt, EndedAt: c.EndedAt,
 		EndReason: c.EndReason, EndedBy: c.EndedBy,
 		MatrixInviteEventID: c.MatrixInviteEventID, MatrixPartyID: c.MatrixPartyID,

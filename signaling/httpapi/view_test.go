@@ -28,7 +28,7 @@ func TestCallViewJSON(t *testing.T) {
 	}
 	const call = `{"id":"k","conversation_id":"c","room_id":"!r:x","initiator":"alice","invitee":"bob",` +
 		`"party_id":"p1","status":"ended","sdp_offer":"o","sdp_answer":"a","answerer":"bob",` +
-		`"answer_party_id":"p2","lifetime_ms":60000,"version":"1","created_at":"2026-01-02T03:04:05Z",` +
+		`"answer_party_id":"p2","lifetime_ms":60000,"version":"1","protocol":"legacy","created_at":"2026-01-02T03:04:05Z",` +
 		`"answered_at":"2026-01-02T03:04:06Z","ended_at":"2026-01-02T03:04:07Z","end_reason":"user_hangup",` +
 		`"ended_by":"alice","matrix_invite_event_id":"$e","matrix_party_id":"m","revoked_until":"2026-01-03T03:05:07Z"`
 	for _, tc := range []struct {
@@ -40,7 +40,7 @@ func TestCallViewJSON(t *testing.T) {
 		{"response", callResponse{callView: viewOf(c), Matrix: matrixOf(c)},
 			call + `,"matrix":{"event_id":"$e","party_id":"p1","room_id":"!r:x"}}`},
 		{"minimal", viewOf(signaling.Call{ID: "k", ConversationID: "c", PartyID: "p", Status: signaling.StatusRinging}),
-			`{"id":"k","conversation_id":"c","initiator":"","party_id":"p","status":"ringing","lifetime_ms":0,"version":"","created_at":"0001-01-01T00:00:00Z"}`},
+			`{"id":"k","conversation_id":"c","initiator":"","party_id":"p","status":"ringing","lifetime_ms":0,"version":"","protocol":"legacy","created_at":"0001-01-01T00:00:00Z"}`},
 	} {
 		got, err := json.Marshal(tc.v)
 		if err != nil {

@@ -95,14 +95,15 @@
   function showCalls(c) {
     $('#n-ringing').textContent = c.by_status.ringing || 0;
     $('#n-answered').textContent = c.by_status.answered || 0;
-    const rows = c.calls.map((x) => el('tr', { 'data-call-id': x.id, 'data-status': x.status },
+    const rows = c.calls.map((x) => el('tr', { 'data-call-id': x.id, 'data-status': x.status, 'data-protocol': x.protocol || 'legacy' },
       el('td', { class: 'mono', text: x.id }),
       el('td', { text: x.conversation_id }),
       el('td', {}, el('span', { class: 'state ' + x.status, text: x.status })),
       el('td', { text: x.initiator }),
       el('td', { text: x.answerer || '–' }),
+      el('td', { text: x.protocol || 'legacy', title: x.protocol === 'matrixrtc' ? 'bridged by the gateway to a MatrixRTC call' : 'legacy m.call.* or icebox only' }),
       el('td', { class: 'num', text: fmtAge(x.created_at), title: 'since ' + fmtTime(x.created_at) })));
-    $('#calls tbody').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { class: 'muted', colspan: '6', text: 'no ringing or answered calls' }))]));
+    $('#calls tbody').replaceChildren(...(rows.length ? rows : [el('tr', {}, el('td', { class: 'muted', colspan: '7', text: 'no ringing or answered calls' }))]));
   }
 
   function showKeyring(k) {

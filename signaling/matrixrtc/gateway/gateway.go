@@ -19,6 +19,11 @@
 // whose first encrypted track is published after the gateway started
 // publishing has had the gateway's first frames in clear: set it.
 //
+// A leg starts from the client's offer (Answer: an icebox client calls a
+// MatrixRTC room) or from the gateway's own offer (Offer, then Accept with
+// the client's answer: a MatrixRTC caller rings an icebox client, who
+// answers later; the room is joined only then).
+//
 // One Gateway is one client's leg: one client PeerConnection, one LiveKit
 // participant. The client gets one audio and one video track down; the
 // first member track of each kind fills it (a one-to-one call; mixing or
@@ -60,10 +65,11 @@ var (
 
 // Config is one leg's.
 type Config struct {
-	// URL is LiveKit's signalling URL (ws:// or wss://). Required.
+	// URL is LiveKit's signalling URL (ws:// or wss://). Required by
+	// Answer; a leg started with Offer may get it with Accept instead.
 	URL string
 	// Token is the participant's LiveKit JWT: room join, publish and
-	// subscribe grants. Required; never logged.
+	// subscribe grants. Required with URL; never logged.
 	Token string
 	// Transformer is applied to every frame (transform.go). Required.
 	Transformer FrameTransformer
@@ -80,6 +86,11 @@ type Config struct {
 	JoinTimeout time.Duration
 	// Metrics are shared by the legs (NewMetrics). Default: none.
 	Metrics *Metrics
+	// OnMemberLeft, if set, is told when another participant left the
+	// LiveKit room (or vanished: LiveKit dropped it), with how many others
+	// remain: a member's client can vanish without its Matrix membership
+	// leaving. Called on a goroutine of its own; must not block.
+	OnMemberLeft func(identity string, remaining int)
 	// Logger is the parent logger; the gateway adds component=gateway.
 	Logger zerolog.Logger
 }
@@ -110,7 +121,8 @@ type Gateway struct {
 	roomLeft bool          // room.Disconnect was called
 	live     bool          // counted in the legs gauge (answered, not ended)
 	done     chan struct{} // closed when the leg fails or is closed
-	started  bool
+	mode     int           // mode*: how the leg started
+	accepted bool          // Accept was called
 
 	wg sync.WaitGroup // forwarding goroutines
 
@@ -120,9 +132,9 @@ type Gateway struct {
 // New checks cfg; Answer starts the leg.
 func New(cfg Config) (*Gateway, error) {
 	switch {
-	case cfg.URL == "":
+	case cfg.URL == "" && cfg.Token != "":
 		return nil, errors.New("gateway: URL is required")
-	case cfg.Token == "":
+	case cfg.Token == "" && cfg.URL != "":
 		return nil, errors.New("gateway: Token is required")
 	case cfg.Transformer == nil:
 		return nil, errors.New("gateway: Transformer is required")
@@ -139,37 +151,151 @@ func New(cfg Config) (*Gateway, error) {
 }
 
 // Answer joins the LiveKit room, answers the client's offer and returns
-// the answer SDP (ICE candidates gathered, no trickle). It may be called
-// once. On error the leg is closed.
+// the answer SDP (ICE candidates gathered; the client's trickled ones go
+// to AddCandidate). It may be called once, and not after Offer. On error
+// the leg is closed.
 func (g *Gateway) Answer(ctx context.Context, offer string) (string, error) {
-	g.mu.Lock()
-	if g.started {
-		g.mu.Unlock()
-		return "", errors.New("gateway: answer: already started")
+	if err := g.begin(modeAnswer); err != nil {
+		return "", err
 	}
-	g.started = true
-	g.mu.Unlock()
-	if g.e2ee.Load() && !g.cfg.Transformer.Encrypts() {
-		g.fail(ErrUnencrypted)
-		return "", ErrUnencrypted
+	if g.cfg.URL == "" {
+		err := errors.New("gateway: answer: URL and Token are required")
+		g.fail(err)
+		return "", err
 	}
 	answer, err := g.start(ctx, offer)
 	if err != nil {
-		g.fail(err)
-		_ = g.Close()
-		// The first reason: an E2EE room found while joining closes the
-		// client connection under the answer being made.
-		return "", g.Err()
+		return "", g.failed(err)
 	}
+	g.goLive()
+	return answer, nil
+}
+
+// Offer makes the leg's client PeerConnection and returns its offer (one
+// audio and one video track each way, ICE candidates gathered), without
+// joining the room: Accept does that with the client's answer. It may be
+// called once, and not after Answer. On error the leg is closed.
+func (g *Gateway) Offer(ctx context.Context) (string, error) {
+	if err := g.begin(modeOffer); err != nil {
+		return "", err
+	}
+	offer, err := g.offer(ctx)
+	if err != nil {
+		return "", g.failed(err)
+	}
+	return offer, nil
+}
+
+func (g *Gateway) offer(ctx context.Context) (string, error) {
+	if err := g.newClientPC(); err != nil {
+		return "", err
+	}
+	offer, err := g.pc.CreateOffer(nil)
+	if err != nil {
+		return "", fmt.Errorf("gateway: create the offer: %w", err)
+	}
+	gathered := webrtc.GatheringCompletePromise(g.pc)
+	if err := g.pc.SetLocalDescription(offer); err != nil {
+		return "", fmt.Errorf("gateway: set the offer: %w", err)
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return "", fmt.Errorf("gateway: gathering ICE candidates: %w", ctx.Err())
+	}
+	return g.pc.LocalDescription().SDP, nil
+}
+
+// Accept completes a leg started with Offer: it joins the LiveKit room
+// (at url with token; "" keeps Config's) and then applies the client's
+// answer, so the client's media, once it flows, has a room to go to. On
+// error the leg is closed.
+func (g *Gateway) Accept(ctx context.Context, answer, url, token string) error {
 	g.mu.Lock()
+	ok := g.mode == modeOffer && !g.accepted
+	g.accepted = true
+	g.mu.Unlock()
+	if !ok {
+		return errors.New("gateway: accept: not a leg waiting for its answer (Offer first, Accept once)")
+	}
+	if url != "" {
+		g.cfg.URL, g.cfg.Token = url, token
+	}
+	if g.cfg.URL == "" || g.cfg.Token == "" {
+		return g.failed(errors.New("gateway: accept: URL and Token are required"))
+	}
+	if g.e2ee.Load() && !g.cfg.Transformer.Encrypts() {
+		return g.failed(ErrUnencrypted)
+	}
+	if err := g.joinRoom(ctx); err != nil {
+		return g.failed(err)
+	}
+	if err := g.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		return g.failed(fmt.Errorf("gateway: accept: the client's answer: %w", err))
+	}
+	g.goLive()
+	return nil
+}
+
+// AddCandidate adds an ICE candidate the client trickled (after Answer
+// returned, or after Accept).
+func (g *Gateway) AddCandidate(c webrtc.ICECandidateInit) error {
+	g.mu.Lock()
+	pc := g.pc
+	g.mu.Unlock()
+	if pc == nil {
+		return errors.New("gateway: add a candidate: no client connection yet")
+	}
+	if err := pc.AddICECandidate(c); err != nil {
+		return fmt.Errorf("gateway: add a candidate: %w", err)
+	}
+	return nil
+}
+
+// How a leg started (Gateway.mode).
+const (
+	modeNone = iota
+	modeAnswer
+	modeOffer
+)
+
+// begin starts the leg once, in mode.
+func (g *Gateway) begin(mode int) error {
+	g.mu.Lock()
+	if g.mode != modeNone {
+		g.mu.Unlock()
+		return errors.New("gateway: already started")
+	}
+	g.mode = mode
+	g.mu.Unlock()
+	if g.e2ee.Load() && !g.cfg.Transformer.Encrypts() {
+		g.fail(ErrUnencrypted)
+		return ErrUnencrypted
+	}
+	return nil
+}
+
+// failed ends the leg for err and returns the first reason (an E2EE room
+// found while joining closes the client connection under the answer being
+// made, which fails it with a less useful error).
+func (g *Gateway) failed(err error) error {
+	g.fail(err)
+	_ = g.Close()
+	return g.Err()
+}
+
+// goLive counts the leg in the legs gauge, unless it ended meanwhile.
+func (g *Gateway) goLive() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	select {
 	case <-g.done:
 	default:
-		g.live = true
-		g.cfg.Metrics.legs.Inc()
+		if !g.live {
+			g.live = true
+			g.cfg.Metrics.legs.Inc()
+		}
 	}
-	g.mu.Unlock()
-	return answer, nil
 }
 
 func (g *Gateway) start(ctx context.Context, offer string) (string, error) {
@@ -181,36 +307,9 @@ func (g *Gateway) start(ctx context.Context, offer string) (string, error) {
 	}
 	// The LiveKit room before the answer: a client whose media arrives
 	// has somewhere to publish it.
-	cb := lksdk.NewRoomCallback()
-	cb.OnTrackSubscribed = g.onMemberTrack
-	cb.OnTrackPublished = g.onMemberPublished
-	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
-		g.fail(fmt.Errorf("gateway: LiveKit disconnected: %s", reason))
+	if err := g.joinRoom(ctx); err != nil {
+		return "", err
 	}
-	room := lksdk.NewRoom(cb)
-	jctx, cancel := context.WithTimeout(ctx, g.cfg.JoinTimeout)
-	err := room.JoinWithContextAndToken(jctx, g.cfg.URL, g.cfg.Token, lksdk.WithAutoSubscribe(true))
-	cancel()
-	if err != nil {
-		return "", fmt.Errorf("gateway: join the LiveKit room at %s: %w", g.cfg.URL, err)
-	}
-	g.mu.Lock()
-	g.room = room
-	g.mu.Unlock()
-	select {
-	case <-g.done: // failed or closed while joining
-		g.stop()
-		if err := g.Err(); err != nil {
-			return "", err
-		}
-		return "", errors.New("gateway: closed while joining")
-	default:
-	}
-	if g.scanRoom(room); g.refuses() {
-		// A member's track already in the room is end-to-end encrypted.
-		return "", ErrUnencrypted
-	}
-
 	answer, err := g.pc.CreateAnswer(nil)
 	if err != nil {
 		return "", fmt.Errorf("gateway: create the answer: %w", err)
@@ -225,6 +324,47 @@ func (g *Gateway) start(ctx context.Context, offer string) (string, error) {
 		return "", fmt.Errorf("gateway: gathering ICE candidates: %w", ctx.Err())
 	}
 	return g.pc.LocalDescription().SDP, nil
+}
+
+// joinRoom joins the LiveKit room as the leg's participant and learns
+// from the members' tracks already there whether it is end-to-end
+// encrypted (ErrUnencrypted when the transformer does not encrypt).
+func (g *Gateway) joinRoom(ctx context.Context) error {
+	cb := lksdk.NewRoomCallback()
+	cb.OnTrackSubscribed = g.onMemberTrack
+	cb.OnTrackPublished = g.onMemberPublished
+	cb.OnDisconnectedWithReason = func(reason lksdk.DisconnectionReason) {
+		g.fail(fmt.Errorf("gateway: LiveKit disconnected: %s", reason))
+	}
+	if g.cfg.OnMemberLeft != nil {
+		cb.OnParticipantDisconnected = func(rp *lksdk.RemoteParticipant) {
+			g.cfg.OnMemberLeft(rp.Identity(), g.Others())
+		}
+	}
+	room := lksdk.NewRoom(cb)
+	jctx, cancel := context.WithTimeout(ctx, g.cfg.JoinTimeout)
+	err := room.JoinWithContextAndToken(jctx, g.cfg.URL, g.cfg.Token, lksdk.WithAutoSubscribe(true))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("gateway: join the LiveKit room at %s: %w", g.cfg.URL, err)
+	}
+	g.mu.Lock()
+	g.room = room
+	g.mu.Unlock()
+	select {
+	case <-g.done: // failed or closed while joining
+		g.stop()
+		if err := g.Err(); err != nil {
+			return err
+		}
+		return errors.New("gateway: closed while joining")
+	default:
+	}
+	if g.scanRoom(room); g.refuses() {
+		// A member's track already in the room is end-to-end encrypted.
+		return ErrUnencrypted
+	}
+	return nil
 }
 
 // newClientPC makes the client's PeerConnection: Opus and VP8 only, pion's
@@ -293,6 +433,18 @@ func (g *Gateway) scanRoom(room *lksdk.Room) {
 			}
 		}
 	}
+}
+
+// Others is how many other participants the leg's LiveKit room has now (0
+// before it joined).
+func (g *Gateway) Others() int {
+	g.mu.Lock()
+	room := g.room
+	g.mu.Unlock()
+	if room == nil {
+		return 0
+	}
+	return len(room.GetRemoteParticipants())
 }
 
 // Done is closed when the leg ends (failure or Close); Err says why.
