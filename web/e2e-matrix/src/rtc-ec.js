@@ -127,12 +127,14 @@ class Driver extends WidgetDriver {
 
 // start opens Element Call in an iframe of this page for roomId, joining
 // the call at once (skipLobby) with per-participant E2EE.
-async function start({ room, serviceUrl, ecPath }) {
+// intent is Element Call's: join_existing (default), or e.g. start_call_dm,
+// with which it rings the room (MSC4075) as Element X starts a DM call.
+async function start({ room, serviceUrl, ecPath, intent }) {
   roomId = room;
   service = serviceUrl;
   const params = new URLSearchParams({
     widgetId: 'ec-test', parentUrl: location.href, roomId, userId: client.getUserId(), deviceId: client.getDeviceId(),
-    baseUrl: client.baseUrl, intent: 'join_existing', skipLobby: 'true', perParticipantE2EE: 'true',
+    baseUrl: client.baseUrl, intent: intent || 'join_existing', skipLobby: 'true', perParticipantE2EE: 'true',
     confineToRoom: 'true', header: 'none', lang: 'en', theme: 'dark', appPrompt: 'false',
   });
   const url = new URL(ecPath + '#?' + params.toString(), location.href).toString();
