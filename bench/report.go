@@ -285,6 +285,7 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 	r.rawTable(&b, rtcFrameWorkload(false), []string{"icebox"}, rtcFrameCols)
 	b.WriteString("\n### MatrixRTC token → first decrypted frame, relay-forced (round = join)\n\n")
 	r.rawTable(&b, rtcFrameWorkload(true), []string{"icebox"}, rtcFrameCols)
+	r.gatewayReport(&b) // measure_gateway.go
 
 	var errs []string
 	for _, rec := range r.records {

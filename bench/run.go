@@ -292,6 +292,7 @@ func (r *runner) runRounds(ctx context.Context) error {
 			return err
 		}
 	}
+	r.runGateway(ctx) // measure_gateway.go; BENCH_ONLY=gateway
 	if r.plan.runs("profile") {
 		r.progress("profile: icebox CPU profile during %s", r.plan.Uclient[r.plan.ProfileLoad].Name)
 		r.runProfile(ctx)
