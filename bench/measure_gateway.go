@@ -130,6 +130,7 @@ func (r *runner) runGateway(ctx context.Context) {
 
 // gatewayRows are the report's figures of the gateway, per leg count.
 var gatewayRows = []struct{ label, key, format string }{
+	{"frames forwarded / offered by the peers, in the window (< 1: the machine did not keep up)", "keep_up", "%.3f"},
 	{"forwarded RTP packets/s (both ways, all legs)", "pkts_per_s", "%.0f"},
 	{"gateway CPU µs per forwarded packet (E2EE included; GC shared pro rata)", "gw_us_per_pkt", "%.1f"},
 	{"gateway CPU µs per forwarded packet, its labelled goroutines only", "gw_labelled_us_per_pkt", "%.1f"},
@@ -172,6 +173,8 @@ func (r *runner) gatewayReport(b *strings.Builder) {
 			v := byLegs[n]
 			var cell string
 			switch row.key {
+			case "keep_up":
+				cell = num("%.3f", v["frames"]/v["frames_offered"])
 			case "pkts_per_s":
 				cell = num("%.0f", v["packets"]/v["window_s"])
 			case "samples":

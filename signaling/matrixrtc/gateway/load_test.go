@@ -103,6 +103,7 @@ func TestGatewayLoad(t *testing.T) {
 // loadStats is what the legs' peers observe, shared by the legs.
 type loadStats struct {
 	measuring              atomic.Bool
+	offered                atomic.Uint64 // frames the legs' peers sent, in the window
 	atMember, atClient     atomic.Uint64 // RTP packets from the gateway, in the window
 	memberBad, clientBad   atomic.Uint64 // frames that failed to decrypt or carried no time
 	mu                     sync.Mutex
@@ -149,7 +150,12 @@ func loadVP8(i int) []byte {
 
 // sendTimed writes Opus every 20 ms and VP8 every 33 ms (each frame
 // through enc, if set) until ctx ends.
-func sendTimed(ctx context.Context, wg *sync.WaitGroup, audio, video sampleWriter, enc func([]byte) []byte) {
+func sendTimed(ctx context.Context, wg *sync.WaitGroup, audio, video sampleWriter, enc func([]byte) []byte, st *loadStats) {
+	count := func() {
+		if st != nil && st.measuring.Load() {
+			st.offered.Add(1)
+		}
+	}
 	if enc == nil {
 		enc = func(b []byte) []byte { return b }
 	}
@@ -165,9 +171,11 @@ func sendTimed(ctx context.Context, wg *sync.WaitGroup, audio, video sampleWrite
 				return
 			case <-at.C:
 				_ = audio.WriteSample(media.Sample{Data: enc(timedOpus()), Duration: 20 * time.Millisecond})
+				count()
 			case <-vt.C:
 				if video != nil {
 					_ = video.WriteSample(media.Sample{Data: enc(loadVP8(i)), Duration: 33 * time.Millisecond})
+					count()
 				}
 				i++
 			}
@@ -269,7 +277,7 @@ func setupPeers(ctx context.Context, t *testing.T, lk *livekittest.Server, st *l
 	if _, err := member.LocalParticipant.PublishTrack(mVideo, &lksdk.TrackPublicationOptions{Name: "cam", VideoWidth: 640, VideoHeight: 480, Encryption: livekit.Encryption_GCM}); err != nil {
 		return err
 	}
-	sendTimed(ctx, wg, lkSampleWriter{LocalTrack: mAudio}, lkSampleWriter{LocalTrack: mVideo}, mc.encrypt)
+	sendTimed(ctx, wg, lkSampleWriter{LocalTrack: mAudio}, lkSampleWriter{LocalTrack: mVideo}, mc.encrypt, st)
 
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
@@ -395,7 +403,7 @@ func runLoad(t *testing.T, n int, window time.Duration) {
 		if _, err := a.LocalParticipant.PublishTrack(audio, &lksdk.TrackPublicationOptions{Name: "mic", Encryption: livekit.Encryption_GCM}); err != nil {
 			t.Fatal(err)
 		}
-		sendTimed(mediaCtx, &wg, lkSampleWriter{LocalTrack: audio}, nil, mc.encrypt)
+		sendTimed(mediaCtx, &wg, lkSampleWriter{LocalTrack: audio}, nil, mc.encrypt, nil)
 	})
 
 	// The peers of every leg, and each leg's e2ee Session with the keys
@@ -484,7 +492,7 @@ func runLoad(t *testing.T, n int, window time.Duration) {
 		pprof.Do(ctx, peerLabel, func(context.Context) {
 			serr = l.client.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer})
 			if serr == nil {
-				sendTimed(mediaCtx, &wg, l.cAudio, l.cVideo, nil)
+				sendTimed(mediaCtx, &wg, l.cAudio, l.cVideo, nil, st)
 			}
 		})
 		return serr
@@ -548,13 +556,13 @@ func runLoad(t *testing.T, n int, window time.Duration) {
 	st.mu.Lock()
 	up, down, direct := slices.Clone(st.up), slices.Clone(st.down), slices.Clone(st.direct)
 	st.mu.Unlock()
-	line := fmt.Sprintf("gateway load: legs=%d window_s=%.1f setup_s=%.1f packets=%d packets_up=%d packets_down=%d frames=%d dropped=%d"+
+	line := fmt.Sprintf("gateway load: legs=%d window_s=%.1f setup_s=%.1f packets=%d packets_up=%d packets_down=%d frames_offered=%d frames=%d dropped=%d"+
 		" gw_us_per_pkt=%.2f gw_labelled_us_per_pkt=%.2f process_us_per_pkt=%.2f gw_cores=%.3f process_cores=%.3f"+
 		" samples_gateway=%.0f samples_peer=%.0f samples_unlabelled=%.0f"+
 		" up_p50_ms=%.2f up_p99_ms=%.2f down_p50_ms=%.2f down_p99_ms=%.2f direct_p50_ms=%.2f direct_p99_ms=%.2f"+
 		" added_up_p50_ms=%.2f added_up_p99_ms=%.2f added_down_p50_ms=%.2f added_down_p99_ms=%.2f latency_samples=%d/%d/%d"+
 		" heap_kib_per_leg=%.0f goroutines_per_leg=%.1f all_goroutines_per_leg=%.1f bad_frames=%d",
-		n, elapsed.Seconds(), setup.Seconds(), packets, st.atMember.Load(), st.atClient.Load(), frames, dropped,
+		n, elapsed.Seconds(), setup.Seconds(), packets, st.atMember.Load(), st.atClient.Load(), st.offered.Load(), frames, dropped,
 		gwNs/1e3/float64(max(packets, 1)), gwLabelledNs/1e3/float64(max(packets, 1)), procNs/1e3/float64(max(packets, 1)),
 		gwNs/float64(elapsed.Nanoseconds()), procNs/float64(elapsed.Nanoseconds()),
 		gwN, peerN, otherN,
