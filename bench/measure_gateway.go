@@ -142,6 +142,9 @@ var gatewayRows = []struct{ label, key, format string }{
 	{"Opus one-way direct (LiveKit participant → SFU → participant), p50 / p99 ms", "direct", ""},
 	{"added by the gateway, up, p50 / p99 ms", "added_up", ""},
 	{"added by the gateway, down, p50 / p99 ms", "added_down", ""},
+	{"VP8 one-packet frames via the gateway, up / down, p50 ms", "vp8_via", ""},
+	{"VP8 one-packet frames direct, p50 / p99 ms", "vp8_direct", ""},
+	{"VP8: added by the gateway, up / down, p50 ms", "vp8_added", ""},
 	{"Go heap per leg, KiB (upper bound)", "heap_kib_per_leg", "%.0f"},
 	{"gateway goroutines per leg", "goroutines_per_leg", "%.1f"},
 	{"frames dropped in the window / failed to decrypt at the peers", "drops", ""},
@@ -181,6 +184,12 @@ func (r *runner) gatewayReport(b *strings.Builder) {
 				cell = fmt.Sprintf("%.0f / %.0f / %.0f", v["samples_gateway"], v["samples_peer"], v["samples_unlabelled"])
 			case "up", "down", "direct", "added_up", "added_down":
 				cell = num("%.1f", v[row.key+"_p50_ms"]) + " / " + num("%.1f", v[row.key+"_p99_ms"])
+			case "vp8_via":
+				cell = num("%.1f", v["vp8_up_p50_ms"]) + " / " + num("%.1f", v["vp8_down_p50_ms"])
+			case "vp8_direct":
+				cell = num("%.1f", v["vp8_direct_p50_ms"]) + " / " + num("%.1f", v["vp8_direct_p99_ms"])
+			case "vp8_added":
+				cell = num("%.1f", v["vp8_added_up_p50_ms"]) + " / " + num("%.1f", v["vp8_added_down_p50_ms"])
 			case "drops":
 				cell = fmt.Sprintf("%.0f / %.0f", v["dropped"], v["bad_frames"])
 			default:

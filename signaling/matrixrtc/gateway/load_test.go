@@ -21,8 +21,8 @@ package gateway_test
 //     (garbage collection, runtime) are shared pro rata of the labelled
 //     ones. Divided by the RTP packets the gateway sent on (received by the
 //     members from the gateway's tracks, and by the clients).
-//   - Latency: each Opus frame carries its send time (wall clock, one
-//     process). Up: client → gateway → SFU → member; down: member → SFU →
+//   - Latency: each Opus frame, and each one-packet VP8 delta frame (every
+//     other frame), carries its send time (wall clock, one process). Up: client → gateway → SFU → member; down: member → SFU →
 //     gateway → client; direct: a LiveKit participant → SFU → another
 //     (the path without the gateway, in a room of its own, under the same
 //     load). The gateway's added latency is a via-gateway percentile minus
@@ -59,6 +59,8 @@ import (
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/rs/zerolog"
@@ -108,6 +110,7 @@ type loadStats struct {
 	memberBad, clientBad   atomic.Uint64 // frames that failed to decrypt or carried no time
 	mu                     sync.Mutex
 	up, down, direct       []float64 // one-way latency of Opus frames, ms
+	vUp, vDown, vDirect    []float64 // one-way latency of one-packet VP8 frames, ms
 	legAudioUp, legAudioDn []atomic.Uint64
 }
 
@@ -115,7 +118,12 @@ func (s *loadStats) latency(to *[]float64, payload []byte) bool {
 	if len(payload) < 9 || payload[0] != 0xfc {
 		return false
 	}
-	sent := int64(binary.BigEndian.Uint64(payload[1:9]))
+	return s.latencyAt(to, payload[1:9])
+}
+
+// latencyAt records the latency of a frame whose send time is stamp.
+func (s *loadStats) latencyAt(to *[]float64, stamp []byte) bool {
+	sent := int64(binary.BigEndian.Uint64(stamp))
 	if !s.measuring.Load() {
 		return true
 	}
@@ -145,7 +153,47 @@ func loadVP8(i int) []byte {
 	case i%2 == 0:
 		return vp8Frame(false, 1500)
 	}
-	return vp8Frame(false, 700)
+	// One packet, timed (after the 3 header bytes LiveKit's E2EE leaves
+	// in clear): its latency is measured.
+	f := vp8Frame(false, timedVP8Len)
+	binary.BigEndian.PutUint64(f[3:11], uint64(time.Now().UnixNano()))
+	return f
+}
+
+// timedVP8Len is the size of the VP8 delta frames that carry their send
+// time: one RTP packet each, so a receiver sees the whole frame in one.
+const timedVP8Len = 700
+
+// vp8Whole is the frame in a VP8 RTP packet that holds a whole frame (start
+// of the first partition and the marker bit), nil otherwise.
+func vp8Whole(pkt *rtp.Packet) []byte {
+	if !pkt.Marker {
+		return nil
+	}
+	var d codecs.VP8Packet
+	f, err := d.Unmarshal(pkt.Payload)
+	if err != nil || d.S != 1 || d.PID != 0 {
+		return nil
+	}
+	return f
+}
+
+// videoLatency records a one-packet VP8 frame's latency (decrypted with
+// ring, if set).
+func (s *loadStats) videoLatency(to *[]float64, pkt *rtp.Packet, ring *framecrypt.KeyRing) {
+	f := vp8Whole(pkt)
+	if f == nil {
+		return
+	}
+	if ring != nil {
+		var err error
+		if f, err = ring.Decrypt(nil, f, framecrypt.VP8, false); err != nil {
+			return
+		}
+	}
+	if len(f) == timedVP8Len && !framecrypt.IsVP8KeyFrame(f) {
+		s.latencyAt(to, f[3:11])
+	}
 }
 
 // sendTimed writes Opus every 20 ms and VP8 every 33 ms (each frame
@@ -247,6 +295,7 @@ func setupPeers(ctx context.Context, t *testing.T, lk *livekittest.Server, st *l
 					st.atMember.Add(1)
 				}
 				if !audio {
+					st.videoLatency(&st.vUp, pkt, mc.icebox)
 					continue
 				}
 				plain, err := mc.icebox.Decrypt(nil, pkt.Payload, framecrypt.Opus, false)
@@ -313,6 +362,7 @@ func setupPeers(ctx context.Context, t *testing.T, lk *livekittest.Server, st *l
 					st.atClient.Add(1)
 				}
 				if !audio {
+					st.videoLatency(&st.vDown, pkt, nil)
 					continue
 				}
 				if !st.latency(&st.down, pkt.Payload) {
@@ -380,7 +430,9 @@ func runLoad(t *testing.T, n int, window time.Duration) {
 					if err != nil {
 						return
 					}
-					if plain, err := ring.Decrypt(nil, pkt.Payload, framecrypt.Opus, false); err == nil {
+					if track.Kind() == webrtc.RTPCodecTypeVideo {
+						st.videoLatency(&st.vDirect, pkt, ring)
+					} else if plain, err := ring.Decrypt(nil, pkt.Payload, framecrypt.Opus, false); err == nil {
 						st.latency(&st.direct, plain)
 					}
 				}
@@ -400,10 +452,17 @@ func runLoad(t *testing.T, n int, window time.Duration) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		video, err := lksdk.NewLocalSampleTrack(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000})
+		if err != nil {
+			t.Fatal(err)
+		}
 		if _, err := a.LocalParticipant.PublishTrack(audio, &lksdk.TrackPublicationOptions{Name: "mic", Encryption: livekit.Encryption_GCM}); err != nil {
 			t.Fatal(err)
 		}
-		sendTimed(mediaCtx, &wg, lkSampleWriter{LocalTrack: audio}, nil, mc.encrypt, nil)
+		if _, err := a.LocalParticipant.PublishTrack(video, &lksdk.TrackPublicationOptions{Name: "cam", VideoWidth: 640, VideoHeight: 480, Encryption: livekit.Encryption_GCM}); err != nil {
+			t.Fatal(err)
+		}
+		sendTimed(mediaCtx, &wg, lkSampleWriter{LocalTrack: audio}, lkSampleWriter{LocalTrack: video}, mc.encrypt, nil)
 	})
 
 	// The peers of every leg, and each leg's e2ee Session with the keys
@@ -555,12 +614,15 @@ func runLoad(t *testing.T, n int, window time.Duration) {
 	packets := st.atMember.Load() + st.atClient.Load()
 	st.mu.Lock()
 	up, down, direct := slices.Clone(st.up), slices.Clone(st.down), slices.Clone(st.direct)
+	vUp, vDown, vDirect := slices.Clone(st.vUp), slices.Clone(st.vDown), slices.Clone(st.vDirect)
 	st.mu.Unlock()
 	line := fmt.Sprintf("gateway load: legs=%d window_s=%.1f setup_s=%.1f packets=%d packets_up=%d packets_down=%d frames_offered=%d frames=%d dropped=%d"+
 		" gw_us_per_pkt=%.2f gw_labelled_us_per_pkt=%.2f process_us_per_pkt=%.2f gw_cores=%.3f process_cores=%.3f"+
 		" samples_gateway=%.0f samples_peer=%.0f samples_unlabelled=%.0f"+
 		" up_p50_ms=%.2f up_p99_ms=%.2f down_p50_ms=%.2f down_p99_ms=%.2f direct_p50_ms=%.2f direct_p99_ms=%.2f"+
 		" added_up_p50_ms=%.2f added_up_p99_ms=%.2f added_down_p50_ms=%.2f added_down_p99_ms=%.2f latency_samples=%d/%d/%d"+
+		" vp8_up_p50_ms=%.2f vp8_up_p99_ms=%.2f vp8_down_p50_ms=%.2f vp8_down_p99_ms=%.2f vp8_direct_p50_ms=%.2f vp8_direct_p99_ms=%.2f"+
+		" vp8_added_up_p50_ms=%.2f vp8_added_down_p50_ms=%.2f vp8_latency_samples=%d/%d/%d"+
 		" heap_kib_per_leg=%.0f goroutines_per_leg=%.1f all_goroutines_per_leg=%.1f bad_frames=%d",
 		n, elapsed.Seconds(), setup.Seconds(), packets, st.atMember.Load(), st.atClient.Load(), st.offered.Load(), frames, dropped,
 		gwNs/1e3/float64(max(packets, 1)), gwLabelledNs/1e3/float64(max(packets, 1)), procNs/1e3/float64(max(packets, 1)),
@@ -569,6 +631,8 @@ func runLoad(t *testing.T, n int, window time.Duration) {
 		pct(up, 50), pct(up, 99), pct(down, 50), pct(down, 99), pct(direct, 50), pct(direct, 99),
 		pct(up, 50)-pct(direct, 50), pct(up, 99)-pct(direct, 99), pct(down, 50)-pct(direct, 50), pct(down, 99)-pct(direct, 99),
 		len(up), len(down), len(direct),
+		pct(vUp, 50), pct(vUp, 99), pct(vDown, 50), pct(vDown, 99), pct(vDirect, 50), pct(vDirect, 99),
+		pct(vUp, 50)-pct(vDirect, 50), pct(vDown, 50)-pct(vDirect, 50), len(vUp), len(vDown), len(vDirect),
 		float64(heapAfter-heapBefore)/1024/float64(n), float64(gwGoroutines["gateway"])/float64(n),
 		float64(goroutinesAfter-goroutinesBefore)/float64(n), st.memberBad.Load()+st.clientBad.Load())
 	t.Log(line)
