@@ -45,6 +45,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -77,6 +78,7 @@ const (
 	loadEnv        = "ICEBOX_BENCH_GATEWAY"         // leg counts, e.g. "1,20"
 	loadSecondsEnv = "ICEBOX_BENCH_GATEWAY_SECONDS" // measurement window; default 10
 	loadSetupLimit = 4                              // legs set up at once
+	loadProfileEnv = "ICEBOX_BENCH_GATEWAY_PROFILE" // a directory: keep the CPU profiles there
 )
 
 // TestGatewayLoad runs the load once per leg count in ICEBOX_BENCH_GATEWAY.
@@ -595,6 +597,12 @@ func runLoad(t *testing.T, n int, window time.Duration) {
 	pprof.StopCPUProfile()
 	frames, dropped := gwFrames(legs)
 	frames, dropped = frames-frames0, dropped-dropped0
+	if dir := os.Getenv(loadProfileEnv); dir != "" {
+		// For go tool pprof -tagfocus=side=gateway -top.
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("gateway-load-%d.pprof", n)), prof.Bytes(), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
 	byLabel, err := parseProfile(prof.Bytes(), 0)
 	if err != nil {
 		t.Fatalf("CPU profile: %v", err)
