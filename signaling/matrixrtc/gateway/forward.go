@@ -5,23 +5,24 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
 	"github.com/pion/rtcp"
-	"github.com/pion/rtp"
 	"github.com/pion/rtp/codecs"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
-	"github.com/pion/webrtc/v4/pkg/media/samplebuilder"
 )
 
-// How many packets a frame may wait for a late one before the
-// samplebuilder gives it up: audio frames are one packet; a VP8 key frame
-// can be dozens.
+// The most packets of one frame (assemble.go): an Opus frame is one
+// packet; a VP8 key frame can be dozens. And a frame's duration when its
+// timestamps cannot say.
 const (
-	maxLateAudio = 16
-	maxLateVideo = 256
+	maxPacketsAudio = 1
+	maxPacketsVideo = 256
+	defaultDurAudio = 20 * time.Millisecond
+	defaultDurVideo = 33 * time.Millisecond
 )
 
 // downTrack is one of the client's tracks from the room, and the member
@@ -64,24 +65,24 @@ func (d *downTrack) askKeyFrame() {
 	}
 }
 
-// depacketizer returns the codec's RTP depacketizer; nil if the gateway
-// does not forward it.
-func depacketizer(mime string) (rtp.Depacketizer, uint16) {
+// frameAssembler returns an assembler of the codec's frames; nil if the
+// gateway does not forward it.
+func frameAssembler(codec webrtc.RTPCodecParameters) *assembler {
 	switch {
-	case strings.EqualFold(mime, webrtc.MimeTypeOpus):
-		return &codecs.OpusPacket{}, maxLateAudio
-	case strings.EqualFold(mime, webrtc.MimeTypeVP8):
-		return &codecs.VP8Packet{}, maxLateVideo
+	case strings.EqualFold(codec.MimeType, webrtc.MimeTypeOpus):
+		return newAssembler(&codecs.OpusPacket{}, codec.ClockRate, maxPacketsAudio, defaultDurAudio)
+	case strings.EqualFold(codec.MimeType, webrtc.MimeTypeVP8):
+		return newAssembler(&codecs.VP8Packet{}, codec.ClockRate, maxPacketsVideo, defaultDurVideo)
 	}
-	return nil, 0
+	return nil
 }
 
 // onClientTrack publishes a track of the client's into the room and
 // forwards its frames until it ends.
 func (g *Gateway) onClientTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 	codec := track.Codec()
-	dep, maxLate := depacketizer(codec.MimeType)
-	if dep == nil {
+	asm := frameAssembler(codec)
+	if asm == nil {
 		g.unsupported.Add(1)
 		g.log.Warn().Str("codec", codec.MimeType).Msg("client track in a codec the gateway does not forward; ignored")
 		return
@@ -132,8 +133,26 @@ func (g *Gateway) onClientTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver
 	if video {
 		askClient(&rtcp.PictureLossIndication{})
 	}
-	sb := samplebuilder.New(maxLate, dep, codec.ClockRate)
 	identity := room.LocalParticipant.Identity()
+	up := func(s assembled) {
+		if g.refuses() {
+			// Never media sent unencrypted: the room turned out to be
+			// end-to-end encrypted (a member's track said so).
+			g.drop(dirUp, reasonUnencrypted)
+			return
+		}
+		out, err := g.cfg.Transformer.Outbound(Frame{Participant: identity, MimeType: codec.MimeType,
+			RTPTimestamp: s.ts, SSRC: uint32(track.SSRC()), Payload: s.data})
+		if err != nil {
+			g.drop(dirUp, reasonTransform)
+			return
+		}
+		if err := local.WriteSample(media.Sample{Data: out, Duration: s.dur, PacketTimestamp: s.ts}, nil); err != nil {
+			g.drop(dirUp, reasonWrite)
+			return
+		}
+		g.forwarded(dirUp, len(out))
+	}
 	for {
 		pkt, _, err := track.ReadRTP()
 		if err != nil {
@@ -142,25 +161,15 @@ func (g *Gateway) onClientTrack(track *webrtc.TrackRemote, _ *webrtc.RTPReceiver
 			}
 			return
 		}
-		sb.Push(pkt)
-		for s := sb.Pop(); s != nil; s = sb.Pop() {
-			if g.refuses() {
-				// Never media sent unencrypted: the room turned out
-				// to be end-to-end encrypted (a member's track said so).
-				g.drop(dirUp, reasonUnencrypted)
-				continue
+		if n := asm.push(pkt, up); n > 0 {
+			for range n {
+				g.drop(dirUp, reasonIncomplete)
 			}
-			out, err := g.cfg.Transformer.Outbound(Frame{Participant: identity, MimeType: codec.MimeType,
-				RTPTimestamp: s.PacketTimestamp, SSRC: uint32(track.SSRC()), Payload: s.Data})
-			if err != nil {
-				g.drop(dirUp, reasonTransform)
-				continue
+			if video {
+				// The frames after a lost one do not decode without
+				// a key frame.
+				askClient(&rtcp.PictureLossIndication{})
 			}
-			if err := local.WriteSample(media.Sample{Data: out, Duration: s.Duration, PacketTimestamp: s.PacketTimestamp}, nil); err != nil {
-				g.drop(dirUp, reasonWrite)
-				continue
-			}
-			g.forwarded(dirUp, len(out))
 		}
 	}
 }
@@ -188,9 +197,9 @@ func (g *Gateway) onMemberTrack(track *webrtc.TrackRemote, pub *lksdk.RemoteTrac
 		return
 	}
 	codec := track.Codec()
-	dep, maxLate := depacketizer(codec.MimeType)
+	asm := frameAssembler(codec)
 	d := g.down[track.Kind()]
-	if dep == nil || d == nil {
+	if asm == nil || d == nil {
 		g.unsupported.Add(1)
 		g.log.Warn().Str("codec", codec.MimeType).Msg("member track in a codec the gateway does not forward; ignored")
 		return
@@ -209,26 +218,32 @@ func (g *Gateway) onMemberTrack(track *webrtc.TrackRemote, pub *lksdk.RemoteTrac
 		if track.Kind() == webrtc.RTPCodecTypeVideo {
 			rp.WritePLI(track.SSRC())
 		}
-		sb := samplebuilder.New(maxLate, dep, codec.ClockRate)
 		identity := rp.Identity()
+		down := func(s assembled) {
+			out, err := g.cfg.Transformer.Inbound(Frame{Participant: identity, MimeType: codec.MimeType,
+				RTPTimestamp: s.ts, SSRC: uint32(track.SSRC()), Payload: s.data})
+			if err != nil || out == nil {
+				g.drop(dirDown, reasonTransform)
+				return
+			}
+			if err := d.track.WriteSample(media.Sample{Data: out, Duration: s.dur}); err != nil {
+				g.drop(dirDown, reasonWrite)
+				return
+			}
+			g.forwarded(dirDown, len(out))
+		}
 		for {
 			pkt, _, err := track.ReadRTP()
 			if err != nil {
 				return
 			}
-			sb.Push(pkt)
-			for s := sb.Pop(); s != nil; s = sb.Pop() {
-				out, err := g.cfg.Transformer.Inbound(Frame{Participant: identity, MimeType: codec.MimeType,
-					RTPTimestamp: s.PacketTimestamp, SSRC: uint32(track.SSRC()), Payload: s.Data})
-				if err != nil || out == nil {
-					g.drop(dirDown, reasonTransform)
-					continue
+			if n := asm.push(pkt, down); n > 0 {
+				for range n {
+					g.drop(dirDown, reasonIncomplete)
 				}
-				if err := d.track.WriteSample(media.Sample{Data: out, Duration: s.Duration}); err != nil {
-					g.drop(dirDown, reasonWrite)
-					continue
+				if track.Kind() == webrtc.RTPCodecTypeVideo {
+					rp.WritePLI(track.SSRC())
 				}
-				g.forwarded(dirDown, len(out))
 			}
 		}
 	}()

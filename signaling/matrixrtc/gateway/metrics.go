@@ -16,6 +16,7 @@ const (
 	reasonTransform   = "transform"   // the transformer refused it (a decryption failure, down)
 	reasonUnencrypted = "unencrypted" // held back: the room is end-to-end encrypted and the transformer does not encrypt
 	reasonWrite       = "write"       // the track refused it
+	reasonIncomplete  = "incomplete"  // a packet of it was lost, or came too late (assemble.go)
 )
 
 // Metrics are the gateway's, shared by every leg: make them once per
@@ -48,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"direction"}),
 		dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_gateway_frames_dropped_total",
-			Help: "Media frames not forwarded, by direction and reason: transform (the frame transformer refused it: a decryption or encryption failure), unencrypted (held back: the room is end-to-end encrypted and the transformer does not encrypt), write.",
+			Help: "Media frames not forwarded, by direction and reason: transform (the frame transformer refused it: a decryption or encryption failure), unencrypted (held back: the room is end-to-end encrypted and the transformer does not encrypt), write, incomplete (a packet of it lost or too late).",
 		}, []string{"direction", "reason"}),
 		ended: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_gateway_legs_ended_total",
@@ -58,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, d := range []string{dirUp, dirDown} {
 		m.frames.WithLabelValues(d)
 		m.bytes.WithLabelValues(d)
-		for _, r := range []string{reasonTransform, reasonUnencrypted, reasonWrite} {
+		for _, r := range []string{reasonTransform, reasonUnencrypted, reasonWrite, reasonIncomplete} {
 			m.dropped.WithLabelValues(d, r)
 		}
 	}
