@@ -32,15 +32,17 @@ func CursorAfter(conv Conversation) ConversationCursor {
 	return ConversationCursor{CreatedAt: conv.CreatedAt, ID: conv.ID}
 }
 
-// maxConversationsListed bounds one page of UserConversations: a
-// conversation holds up to 1000 participants (about 100 KiB of JSON).
-const maxConversationsListed = 200
+// MaxConversationsListed bounds a page of a user's conversations: each
+// holds up to 1000 participants, so a page of 100 is a few MiB at worst.
+const MaxConversationsListed = 100
 
 // UserConversations lists the conversations user takes part in, newest
-// first, limit (1-200) at most, after the cursor.
+// first, limit at most, after the cursor. limit is 1 to
+// MaxConversationsListed+1: one more than a page tells whether there are
+// more.
 func (s *Service) UserConversations(ctx context.Context, user string, after ConversationCursor, limit int) ([]Conversation, error) {
-	if limit < 1 || limit > maxConversationsListed+1 {
-		return nil, invalidf("limit must be 1-%d", maxConversationsListed)
+	if limit < 1 || limit > MaxConversationsListed+1 {
+		return nil, invalidf("limit must be 1-%d", MaxConversationsListed)
 	}
 	if !validUser(user) {
 		return nil, invalidf("not a valid user ID")
