@@ -16,6 +16,7 @@ var liveKeys = []string{
 	"turn.denied_peers",
 	"turn.quotas.",
 	"turn.error_rate", "turn.error_burst", "turn.binding_rate", "turn.binding_burst",
+	"calls.initiate_rate", "calls.initiate_burst",
 	"credentials.secrets", // the keyring (secret files are read again too)
 	"http.cors.allowed_origins",
 	"ice_servers.",

@@ -112,7 +112,7 @@ type keyGroup struct {
 
 // applyPrefixes are the apply steps, by the key prefix each handles.
 func applyPrefixes() []string {
-	return []string{"log.level", "turn.allowed_peers", "turn.denied_peers", "turn.quotas.", "turn.error_", "turn.binding_", "auth.", "ice_servers.",
+	return []string{"log.level", "turn.allowed_peers", "turn.denied_peers", "turn.quotas.", "turn.error_", "turn.binding_", "calls.initiate_", "auth.", "ice_servers.",
 		"http.cors.", "credentials.secrets", "matrixrtc.livekit.turn.peers"}
 }
 
@@ -170,6 +170,10 @@ func (n *Node) applyLive(prefix string, cur, next config.Config, keyringErr erro
 		t := next.TURN
 		n.relay.SetRateLimits(turnserver.ErrorRate{PerSecond: t.ErrorRate, Burst: t.ErrorBurst},
 			turnserver.ErrorRate{PerSecond: t.BindingRate, Burst: t.BindingBurst})
+	case "calls.initiate_":
+		// Each user keeps the tokens of their bucket (a reload neither
+		// refills nor empties it).
+		return n.calls.SetInitiateLimits(next.Calls.InitiateRate, next.Calls.InitiateBurst)
 	case "auth.":
 		if n.opts.BuildAuth == nil {
 			return nil

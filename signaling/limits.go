@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -47,4 +48,35 @@ func (l *userLimits) allow(user string) bool {
 		l.limiters[user] = lim
 	}
 	return lim.AllowN(l.now(), 1)
+}
+
+// set changes the rate and burst of every user's bucket and of those made
+// later (a reload of calls.initiate_rate and calls.initiate_burst). Each
+// bucket keeps the tokens it holds (SetLimitAt and SetBurstAt first bring
+// it up to now at the old rate): a reload neither refills everyone's bucket
+// nor empties it; a lower burst caps a bucket at its user's next request,
+// a higher one fills at the new rate.
+func (l *userLimits) set(r rate.Limit, burst int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r == l.rate && burst == l.burst {
+		return
+	}
+	now := l.now()
+	l.rate, l.burst = r, burst
+	for _, lim := range l.limiters {
+		lim.SetLimitAt(now, r)
+		lim.SetBurstAt(now, burst)
+	}
+}
+
+// SetInitiateLimits changes the per-user limit of call initiations
+// (calls.initiate_rate per second, bursts of calls.initiate_burst) of a
+// running service, on SIGHUP: each user keeps the tokens of their bucket.
+func (s *Service) SetInitiateLimits(perSecond float64, burst int) error {
+	if !(perSecond > 0) || math.IsInf(perSecond, 1) || burst < 1 {
+		return invalidf("initiate rate must be > 0 and finite and burst >= 1 (got %v, %d)", perSecond, burst)
+	}
+	s.initiates.set(rate.Limit(perSecond), burst)
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 // Implemented by package store.
 type Store interface {
 	ConversationStore
+	UserConversationStore // userconversations.go: a user's conversations
 	CallStore
 	RevocationStore
 	OutboxStore // outbox.go: transitions written with their Matrix events

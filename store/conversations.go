@@ -36,6 +36,9 @@ func (s *Store) PutConversation(ctx context.Context, c signaling.Conversation) e
 		if err := indexRoom(tx, old, c); err != nil {
 			return err
 		}
+		if err := indexUsers(tx, old, &c); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketConversations).Put([]byte(c.ID), raw)
 	})
 	if err != nil {
@@ -87,6 +90,9 @@ func (s *Store) DeleteConversation(ctx context.Context, id string) error {
 			if err := unindexRoom(tx, id, old.RoomID); err != nil {
 				return err
 			}
+		}
+		if err := indexUsers(tx, old, nil); err != nil {
+			return err
 		}
 		return b.Delete([]byte(id))
 	})

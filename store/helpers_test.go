@@ -139,10 +139,38 @@ func checkIndexes(t *testing.T, st testStore) {
 			}
 			return nil
 		})
+		checkUserIndex(t, tx)
 		return checkRoomIndex(t, tx)
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// checkUserIndex asserts that conversations_by_user holds exactly an
+// entry for each participant of each conversation that decodes.
+func checkUserIndex(t *testing.T, tx *bolt.Tx) {
+	t.Helper()
+	want := map[string]bool{}
+	_ = tx.Bucket(bucketConversations).ForEach(func(k, v []byte) error {
+		var c signaling.Conversation
+		if decode("conversation", k, v, &c) == nil {
+			for _, u := range c.Participants {
+				want[string(userKey(u, c))] = true
+			}
+		}
+		return nil
+	})
+	n := 0
+	_ = tx.Bucket(bucketConvsByUser).ForEach(func(k, _ []byte) error {
+		n++
+		if !want[string(k)] {
+			t.Errorf("%s: stale entry %q", bucketConvsByUser, k)
+		}
+		return nil
+	})
+	if n != len(want) {
+		t.Errorf("%s: got %d entries, want %d", bucketConvsByUser, n, len(want))
 	}
 }
 

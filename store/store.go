@@ -40,6 +40,7 @@ var (
 	bucketCallsActive     = []byte("calls_active")          // schema 4; see calls.go
 	bucketCallsEnded      = []byte("calls_ended")           // schema 5; see retention.go
 	bucketCallSDPs        = []byte("call_sdps")             // schema 5; see sdp.go
+	bucketConvsByUser     = []byte("conversations_by_user") // schema 6; see userconversations.go
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -71,6 +72,9 @@ var migrations = []func(tx *bolt.Tx) error{
 	// calls.retention, filled from the calls already stored; and the bucket
 	// of SDP bodies kept apart from the call records.
 	migrateEndedIndex,
+	// 5 → 6: the index of each user's conversations, filled from the
+	// conversations already stored.
+	migrateUserIndex,
 }
 
 // SchemaVersion is the version this build writes.

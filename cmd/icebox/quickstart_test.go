@@ -122,6 +122,7 @@ func TestReadmeQuickStart(t *testing.T) {
 	for _, want := range []string{
 		`"ice_servers"`, "turn:" + loopback(turnPort), // curl ice_servers as alice: her TURN URLs on our port
 		`"participants":["alice","bob"]`, // the PUT of the conversation
+		`"conversations":[{"id":"demo"`,  // bob's conversations
 		`"active_kid"`,                   // keyring list with the admin token
 		`"username"`, `"password"`,       // creds
 	} {

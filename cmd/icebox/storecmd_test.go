@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -156,6 +157,16 @@ func TestStoreMigrate(t *testing.T) {
 	}
 	if c, err := dst.ConversationByRoom(ctx, "!room:x"); err != nil || c.ID != "c-room" {
 		t.Errorf("room index: %+v, %v", c, err)
+	}
+	// The participant index: each conversation is in its participants'
+	// lists (GET /conversations), as on the source.
+	for _, want := range snap.Conversations {
+		for _, u := range want.Participants {
+			list, err := dst.UserConversations(ctx, u, signaling.ConversationCursor{}, len(snap.Conversations)+1)
+			if err != nil || !slices.ContainsFunc(list, func(c signaling.Conversation) bool { return c.ID == want.ID }) {
+				t.Errorf("%s's conversations after the copy: %d, %v; %s missing", u, len(list), err, want.ID)
+			}
+		}
 	}
 	if c, err := dst.CallByMatrixEvent(ctx, "$ev0:x"); err != nil || c.MatrixInviteEventID != "$ev0:x" {
 		t.Errorf("Matrix invite index: %+v, %v", c, err)

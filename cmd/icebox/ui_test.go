@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -359,9 +360,11 @@ type callDemoResult struct {
 		Keyring           []string
 		Matrix            string
 	}
-	Layout           map[string]pageLayout
-	ConversationList []struct{ ID, Text string }
-	ChartWindow      struct {
+	Layout map[string]pageLayout
+	// The call page's conversation list (GET /conversations) of each
+	// side, with the invitees offered for the picked one.
+	ConversationList, BobConversationList conversationList
+	ChartWindow                           struct {
 		Minutes int
 		Heading string
 	}
@@ -370,9 +373,29 @@ type callDemoResult struct {
 	ConsoleErrors    []string
 }
 
+type conversationList struct {
+	Options  []struct{ ID, Text string }
+	Picked   string
+	Invitees []string
+}
+
+func (l conversationList) ids() []string {
+	var out []string
+	for _, o := range l.Options {
+		out = append(out, o.ID)
+	}
+	return out
+}
+
 func (b *uiBed) callDemo(t *testing.T) {
 	if code, body := b.api(t, "admin", http.MethodPut, "/admin/conversations/"+b.conversID,
 		map[string]any{"participants": []string{"alice", "bob"}}); code != http.StatusOK {
+		t.Fatalf("PUT conversation: %d %s", code, body)
+	}
+	// Another of bob's, newer, that alice is not in: her list must not
+	// show it, his shows it first.
+	if code, body := b.api(t, "admin", http.MethodPut, "/admin/conversations/ui-other",
+		map[string]any{"participants": []string{"bob", "carol"}}); code != http.StatusOK {
 		t.Fatalf("PUT conversation: %d %s", code, body)
 	}
 	var r callDemoResult
@@ -421,10 +444,20 @@ func (b *uiBed) callDemo(t *testing.T) {
 	if r.ChartWindow.Minutes != 5 || !regexp.MustCompile(`last 5 minutes \(\d{1,2}:\d\d:\d\d[^–]*–\d{1,2}:\d\d:\d\d`).MatchString(r.ChartWindow.Heading) {
 		t.Errorf("status chart window %d min, heading %q; want 5 and \"last 5 minutes (HH:MM:SS–HH:MM:SS)\"", r.ChartWindow.Minutes, r.ChartWindow.Heading)
 	}
-	// Alice's conversation list holds the conversation she called in,
-	// checked with icebox (its last call's state).
-	if len(r.ConversationList) != 1 || r.ConversationList[0].ID != b.conversID || !regexp.MustCompile(`last call: (ringing|answered) \d`).MatchString(r.ConversationList[0].Text) {
-		t.Errorf("alice's conversation list %+v; want %s with its last call (ringing or answered, when)", r.ConversationList, b.conversID)
+	// Each side picked the conversation from their own list (GET
+	// /conversations, newest first): alice's has hers only, with who else
+	// is in it and its last call; bob's has his two; the invitees offered
+	// are the picked conversation's other participants.
+	t.Logf("alice's conversation list %+v; bob's %+v", r.ConversationList, r.BobConversationList)
+	al := r.ConversationList
+	if !slices.Equal(al.ids(), []string{b.conversID}) || al.Picked != b.conversID ||
+		!regexp.MustCompile(`^`+b.conversID+` · with bob · last call: answered \d`).MatchString(al.Options[0].Text) ||
+		!slices.Equal(al.Invitees, []string{"bob"}) {
+		t.Errorf("alice's conversation list %+v; want only %s, with bob, its last call answered, bob as the invitee", al, b.conversID)
+	}
+	bl := r.BobConversationList
+	if !slices.Equal(bl.ids(), []string{"ui-other", b.conversID}) || bl.Picked != b.conversID || !slices.Equal(bl.Invitees, []string{"alice"}) {
+		t.Errorf("bob's conversation list %+v; want ui-other then %s, %s picked, alice as the invitee", bl, b.conversID, b.conversID)
 	}
 	if !strings.Contains(r.Ended.Alice, "ended") || !strings.Contains(r.Ended.Bob, "ended (user_hangup)") {
 		t.Errorf("after hangup: alice %q, bob %q; want both ended (user_hangup)", r.Ended.Alice, r.Ended.Bob)

@@ -131,6 +131,7 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/_matrix/client/v3/voip/turnServer", s.matrixTURNServer, s.refuseWhileDraining)
 	if cfg.Calls != nil {
 		s.routeCalls(api)
+		s.routeConversations(api)
 		if cfg.Hub != nil {
 			api.GET("/ws", s.websocket)
 		}

@@ -48,7 +48,10 @@ func (s *Store) PutConversation(ctx context.Context, c signaling.Conversation) e
 		if isUnique(err) {
 			return fmt.Errorf("%w: room %q belongs to another conversation", signaling.ErrConflict, c.RoomID)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return indexUsers(ctx, tx, c)
 	})
 	if err != nil {
 		return wrap(fmt.Sprintf("%s %q", op, c.ID), err)

@@ -115,6 +115,9 @@ func (s *Store) importConversations(ctx context.Context, tx pgx.Tx, snap *snapsh
 		if _, err := tx.Exec(ctx, `INSERT INTO icebox_conversations (id, room_id, record) VALUES ($1, $2, $3)`, c.ID, nullText(room), raw); err != nil {
 			return fmt.Errorf("conversation %q: %w", c.ID, err)
 		}
+		if err := indexUsers(ctx, tx, c); err != nil {
+			return fmt.Errorf("conversation %q: %w", c.ID, err)
+		}
 	}
 	return nil
 }

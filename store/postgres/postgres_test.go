@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -304,8 +305,8 @@ func TestOpenRefuses(t *testing.T) {
 		{"unparsable DSN", "postgres://icebox@[::1:5432/x", postgres.ErrConfig, "bad database configuration"},
 		{"no server", "host=/nonexistent port=5432 user=icebox dbname=x connect_timeout=2", postgres.ErrUnreachable, "database unreachable: postgres://"},
 		{"no such database", srv.DSN("nope"), postgres.ErrUnreachable, `database "nope" does not exist`},
-		{"newer schema", newer, postgres.ErrNewerSchema, "the database has schema 99, this build knows 2"},
-		{"newer schema, bare", bare, postgres.ErrNewerSchema, "the database has schema 7, this build knows 2"},
+		{"newer schema", newer, postgres.ErrNewerSchema, "the database has schema 99, this build knows " + strconv.Itoa(postgres.SchemaVersion())},
+		{"newer schema, bare", bare, postgres.ErrNewerSchema, "the database has schema 7, this build knows " + strconv.Itoa(postgres.SchemaVersion())},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

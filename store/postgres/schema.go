@@ -82,6 +82,23 @@ CREATE TABLE icebox_feed (
 );
 CREATE INDEX icebox_feed_created ON icebox_feed (created_ns);
 `,
+	// 2 → 3: each user's conversations (userconversations.go), filled by
+	// fills[3].
+	`
+CREATE TABLE icebox_conversation_users (
+	user_id         text COLLATE "C" NOT NULL,
+	created_ns      bigint NOT NULL,
+	conversation_id text COLLATE "C" NOT NULL REFERENCES icebox_conversations (id) ON DELETE CASCADE,
+	PRIMARY KEY (user_id, created_ns, conversation_id)
+);
+CREATE INDEX icebox_conversation_users_conversation ON icebox_conversation_users (conversation_id);
+`,
+}
+
+// fills[v] runs after migrations[v-1], in its transaction: it fills what
+// SQL alone cannot (from the JSON records).
+var fills = map[int]func(context.Context, pgx.Tx) error{
+	3: fillConversationUsers,
 }
 
 // SchemaVersion is the version this build writes.
@@ -122,6 +139,11 @@ func migrate(ctx context.Context, pool *pgxpool.Pool) (string, error) {
 		for i := have; i < len(migrations); i++ {
 			if _, err := tx.Exec(ctx, migrations[i]); err != nil {
 				return fmt.Errorf("migrate schema %d→%d: %w", i, i+1, err)
+			}
+			if fill := fills[i+1]; fill != nil {
+				if err := fill(ctx, tx); err != nil {
+					return fmt.Errorf("migrate schema %d→%d: %w", i, i+1, err)
+				}
 			}
 		}
 		if have != len(migrations) {

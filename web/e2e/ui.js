@@ -143,7 +143,9 @@ async function callPage(name, token) {
   await page.goto(base + '/ui/call');
   await signIn(page, token);
   await page.waitForSelector('#ws-state[data-state=open]', { timeout: 10000 });
-  await page.fill('#conversation', conversation);
+  // The conversation is picked from the user's list (GET /conversations).
+  await page.waitForSelector(`#conversation-list option[value="${conversation}"]`, { state: 'attached', timeout: 10000 });
+  await page.selectOption('#conversation-list', conversation);
   await page.selectOption('#media', 'generated');
   return page;
 }
@@ -216,9 +218,21 @@ async function callDemo() {
   out.layout = {};
   await views(admin, 'status', out.layout, nextPoll);
   await views(alice, 'call', out.layout);
-  // The conversation list: the conversation alice called in, checked.
-  out.conversationList = await alice.evaluate(() => Array.from(document.querySelectorAll('#conversation-list option'))
-    .filter((o) => o.value).map((o) => ({ id: o.value, text: o.textContent })));
+  // The conversation lists: each user's conversations (GET
+  // /conversations), with who else is in them and their last call; the
+  // invitee choices of the picked one.
+  const listOf = (p) => p.evaluate(() => ({
+    options: Array.from(document.querySelectorAll('#conversation-list option')).filter((o) => o.value).map((o) => ({ id: o.value, text: o.textContent })),
+    picked: document.querySelector('#conversation-list').value,
+    invitees: Array.from(document.querySelectorAll('#invitee option')).filter((o) => o.value).map((o) => o.value),
+  }));
+  await alice.click('#refresh-conversations'); // the last call is now answered
+  await poll(alice, (id) => {
+    const o = document.querySelector(`#conversation-list option[value="${id}"]`);
+    return { ok: !!o && /last call: answered/.test(o.textContent), text: o ? o.textContent : null };
+  }, conversation, 10000, "alice's list read again, showing the answered call");
+  out.conversationList = await listOf(alice);
+  out.bobConversationList = await listOf(bob);
   out.chartWindow = await admin.evaluate(() => ({
     minutes: Number(document.querySelector('#chart').dataset.windowMinutes || 0),
     heading: document.querySelector('#window').closest('h2').textContent,

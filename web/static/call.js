@@ -24,40 +24,67 @@
 
   // --- conversations ---------------------------------------------------------
   //
-  // icebox lists no user's conversations (only an admin reads one by ID),
-  // so the list is the ones this browser used or was called in, per user,
-  // each checked with GET /calls?conversation_id= (participants only):
-  // one the user left or that was deleted drops out.
-  const MAX_KNOWN = 20;
-  const knownKey = () => 'icebox.conversations.' + me;
-  function known() {
-    try { return JSON.parse(localStorage.getItem(knownKey()) || '[]').filter((c) => typeof c === 'string'); } catch (_) { return []; }
+  // The list is the conversations the signed-in user takes part in, newest
+  // first, from GET /conversations a page at a time ("more" follows its
+  // cursor); each shows who else is in it and its last call (GET
+  // /calls?conversation_id=&limit=1). A conversation must exist before
+  // anyone calls in it: an admin creates it (PUT /admin/conversations/{id}),
+  // or icebox's Matrix bridge makes one of each room it joins.
+  const PAGE = 20;
+  let convs = [];          // listed so far, in order
+  let nextCursor = '';     // '' when the list is complete
+  async function lastCall(id) {
+    try {
+      const r = await api('GET', '/calls?conversation_id=' + encodeURIComponent(id) + '&limit=1');
+      const c = r.calls && r.calls[0];
+      return c ? c.status + ' ' + fmtTime(c.created_at) : 'no calls yet';
+    } catch (e) {
+      return 'unchecked: ' + e.message;
+    }
   }
-  function remember(id) {
-    if (!id || !me) return;
-    localStorage.setItem(knownKey(), JSON.stringify([id, ...known().filter((c) => c !== id)].slice(0, MAX_KNOWN)));
+  async function loadPage(cursor) {
+    const r = await api('GET', '/conversations?limit=' + PAGE + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''));
+    const page = r.conversations || [];
+    const lasts = await Promise.all(page.map((c) => lastCall(c.id)));
+    page.forEach((c, i) => { c.last = lasts[i]; });
+    return { page, next: r.more ? r.next_cursor || '' : '' };
   }
   async function refreshConversations() {
+    const { page, next } = await loadPage('');
+    convs = page;
+    nextCursor = next;
+    renderConversations();
+  }
+  async function moreConversations() {
+    if (!nextCursor) return;
+    const { page, next } = await loadPage(nextCursor);
+    const seen = new Set(convs.map((c) => c.id));
+    convs = convs.concat(page.filter((c) => !seen.has(c.id)));
+    nextCursor = next;
+    renderConversations();
+  }
+  function others(c) { return (c.participants || []).filter((p) => p !== me); }
+  function renderConversations() {
     const list = $('#conversation-list');
-    const ids = known();
-    const checked = await Promise.all(ids.map(async (id) => {
-      try {
-        const r = await api('GET', '/calls?conversation_id=' + encodeURIComponent(id) + '&limit=1');
-        const c = r.calls && r.calls[0];
-        return { id, last: c ? c.status + ' ' + fmtTime(c.created_at) : 'no calls yet' };
-      } catch (e) {
-        if (e.status === 403 || e.status === 404) return null; // no longer ours
-        return { id, last: 'unchecked: ' + e.message };
-      }
-    }));
-    const ok = checked.filter(Boolean);
-    localStorage.setItem(knownKey(), JSON.stringify(ok.map((c) => c.id)));
-    const current = $('#conversation').value.trim();
+    const current = list.value || sessionStorage.getItem('icebox.conversation') || '';
     list.replaceChildren(
-      el('option', { value: '', text: ok.length ? 'pick one (' + ok.length + ')' : '(none known yet: type its ID)' }),
-      ...ok.map((c) => el('option', { value: c.id, text: c.id + ' · last call: ' + c.last })));
-    list.value = ok.some((c) => c.id === current) ? current : '';
-    list.dataset.count = String(ok.length);
+      el('option', { value: '', text: convs.length ? 'pick one (' + convs.length + (nextCursor ? '+' : '') + ')' : '(none: an admin must create one)' }),
+      ...convs.map((c) => el('option', { value: c.id, text: c.id + ' · with ' + (others(c).join(', ') || 'nobody else') + ' · last call: ' + c.last })));
+    list.value = convs.some((c) => c.id === current) ? current : (convs.length === 1 ? convs[0].id : '');
+    list.dataset.count = String(convs.length);
+    $('#more-conversations').classList.toggle('hidden', !nextCursor);
+    $('#no-conversations').classList.toggle('hidden', convs.length > 0);
+    pickConversation();
+  }
+  // pickConversation offers the picked conversation's other participants
+  // as invitees.
+  function pickConversation() {
+    const c = convs.find((x) => x.id === $('#conversation-list').value);
+    const inv = $('#invitee');
+    const was = inv.value;
+    inv.replaceChildren(el('option', { value: '', text: '(anyone in it)' }), ...(c ? others(c) : []).map((p) => el('option', { value: p, text: p })));
+    inv.value = c && others(c).includes(was) ? was : '';
+    if (c) sessionStorage.setItem('icebox.conversation', c.id);
   }
 
   // --- log and state -------------------------------------------------------
@@ -246,9 +273,8 @@
 
   async function placeCall() {
     showError(null);
-    const conversation = $('#conversation').value.trim();
-    if (!conversation) { showError(new Error('pick a conversation')); return; }
-    sessionStorage.setItem('icebox.conversation', conversation);
+    const conversation = $('#conversation-list').value;
+    if (!conversation) { showError(new Error(convs.length ? 'pick a conversation' : 'you take part in no conversation: an admin must create one')); return; }
     setState('calling');
     try {
       local = await localMedia();
@@ -259,11 +285,9 @@
       pc = newPeer([]);
       const offer = await pc.createOffer();
       const fields = { conversation_id: conversation, sdp_offer: offer.sdp };
-      if ($('#invitee').value.trim()) fields.invitee = $('#invitee').value.trim();
+      if ($('#invitee').value) fields.invitee = $('#invitee').value;
       const res = await command('initiate', fields);
       call = { id: res.id, role: 'caller', status: res.status };
-      remember(conversation); // icebox took it: ours
-      refreshConversations().catch(() => {});
       $('#call-id').textContent = res.id;
       log('initiate → ' + res.status + ' (call ' + res.id + ')');
       setState(res.status);
@@ -360,8 +384,7 @@
         if (ours) return;
         log('CallInvite from ' + ev.initiator_id + ' (call ' + ev.call_id + ')');
         if (call || (ev.invitee && ev.invitee !== me)) return; // busy, or for someone else
-        remember(ev.conversation_id);
-        refreshConversations().catch(() => {});
+        if (!convs.some((c) => c.id === ev.conversation_id)) refreshConversations().catch(() => {}); // new to this page
         incoming = ev;
         $('#incoming-text').textContent = 'Incoming call from ' + ev.initiator_id + ' in ' + ev.conversation_id;
         $('#incoming').classList.remove('hidden');
@@ -456,13 +479,14 @@
 
   // --- wiring ------------------------------------------------------------------
 
-  $('#conversation').value = sessionStorage.getItem('icebox.conversation') || '';
   $('#call-button').addEventListener('click', placeCall);
   $('#hangup-button').addEventListener('click', hangup);
   $('#answer-button').addEventListener('click', answerCall);
   $('#reject-button').addEventListener('click', rejectCall);
   $('#reconnect').addEventListener('click', connect);
-  $('#conversation-list').addEventListener('change', (e) => { if (e.target.value) $('#conversation').value = e.target.value; });
+  $('#conversation-list').addEventListener('change', pickConversation);
+  $('#more-conversations').addEventListener('click', () => moreConversations().catch(showError));
+  $('#refresh-conversations').addEventListener('click', () => refreshConversations().catch(showError));
   setState('idle');
 
   Icebox.signin({
@@ -474,7 +498,7 @@
     },
     onChange: (signedIn) => {
       $('#demo').classList.toggle('hidden', !signedIn);
-      if (signedIn) { connect(); refreshConversations().catch(() => {}); }
+      if (signedIn) { connect(); refreshConversations().catch(showError); }
       else if (ws) { const s = ws; ws = null; s.close(); setWS('closed'); }
     },
   });
