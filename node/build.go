@@ -140,19 +140,19 @@ func (n *Node) buildCalls(ctx context.Context) error {
 	cfg := n.cfg
 	n.hub = httpapi.NewHub(httpapi.HubConfig{Logger: n.log, Registerer: n.opts.Registry})
 	n.onClose(n.hub.Close)
-	var (
-		pub   signaling.Publisher = n.hub
-		relay signaling.Relay     = n.relay
-	)
+	var pub signaling.Publisher = n.hub
 	if pg, ok := n.state.(*postgres.Store); ok {
 		// Several nodes may share the database: events and revocations
 		// reach the others through it (cluster.go).
-		n.cluster = newCluster(pg, n.hub, n.relay, n.opts.Registry, n.log)
-		pub, relay = n.cluster, n.cluster
+		var err error
+		if n.cluster, err = newCluster(ctx, pg, n.hub, n.relay, n.opts.Registry, n.log); err != nil {
+			return err
+		}
+		pub = n.cluster
 	}
 	svcCfg := signaling.ServiceConfig{
 		Store:             n.state,
-		Relay:             relay,
+		Relay:             n.relay,
 		Publisher:         pub,
 		InviteLifetime:    cfg.Calls.InviteLifetime,
 		MaxInviteLifetime: cfg.Calls.MaxInviteLifetime,

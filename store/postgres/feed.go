@@ -2,23 +2,35 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/icebox-voip/icebox/signaling"
 )
 
 // The feed is how nodes sharing a database tell each other what happened:
-// the WebSocket events of a call (for the participants connected to other
-// nodes) and the revocations of ended calls (for the allocations other
-// nodes hold). Rows of icebox_feed are appended in a transaction holding
-// one advisory lock, so ids increase in commit order and a reader that
-// remembers the last id it read never skips a row that commits later.
-// NOTIFY icebox_feed wakes the readers; they also poll, so a lost
-// notification delays a row but never loses it. Rows are pruned after a
-// while (PruneFeed): a node that was away that long starts again from the
-// head.
+// the WebSocket events of a call (for the participants connected to any
+// node) and the revocations of ended calls (for the allocations other
+// nodes hold). With Options.Feed a transition writes its events (handed in
+// ctx as signaling.TxEvents) and its revocation to icebox_feed in the
+// transaction that commits it (writeFeed), so nothing committed is missing
+// from the feed and a call's rows follow its transitions' commits. Rows are
+// appended under one advisory lock held to the commit, so ids increase in
+// commit order and a reader that remembers the last id it read never skips
+// a row that commits later. NOTIFY icebox_feed wakes the readers; they
+// also poll, so a lost notification delays a row but never loses it. Rows
+// are pruned after a while (PruneFeed): a node that was away that long
+// starts again from the head.
+
+// Feed item kinds.
+const (
+	FeedEvent  = "event"  // a signaling.Event (EncodeFeedEvent)
+	FeedRevoke = "revoke" // a call's revocation (FeedRevocation)
+)
 
 // FeedItem is one row of the feed.
 type FeedItem struct {
@@ -36,30 +48,129 @@ const feedLock = 0x69_6665_6564
 // feedChannel is the NOTIFY channel of the feed.
 const feedChannel = "icebox_feed"
 
-// AppendFeed appends items (their ID and At are set by the store) and
-// wakes the readers.
+// AppendFeed appends items (their ID and At are set by the store; Node,
+// when empty, is this store's NodeID) and wakes the readers. It is for
+// what no transition carries (events that change no stored state);
+// a transition's own events and revocation are written in its transaction
+// (writeFeed, from the outbox methods).
 func (s *Store) AppendFeed(ctx context.Context, items []FeedItem) error {
 	if len(items) == 0 {
 		return nil
 	}
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(feedLock)); err != nil {
+	err := s.tx(ctx, func(tx pgx.Tx) error { return s.writeFeed(ctx, tx, items) })
+	return wrap("append feed", err)
+}
+
+// writeFeed appends items in tx. It takes the feed's advisory lock, held
+// until tx ends: ids then follow commit order (the lock is released after
+// the commit is visible), so a reader that remembers the last id it read
+// never skips one. It must be the transaction's last lock: every writer
+// takes the row and outbox locks first, so none waits for one of those
+// while holding this one, and the lock is held only for the inserts and
+// the commit.
+func (s *Store) writeFeed(ctx context.Context, tx pgx.Tx, items []FeedItem) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(feedLock)); err != nil {
+		return err
+	}
+	now := time.Now().UnixNano()
+	for _, it := range items {
+		if it.Node == "" {
+			it.Node = s.node
+		}
+		if !storable(it.CallID) || !storable(it.Node) {
+			return fmt.Errorf("feed item of call %q: not valid UTF-8", it.CallID)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO icebox_feed (node, kind, call_id, created_ns, body) VALUES ($1, $2, $3, $4, $5)`,
+			it.Node, it.Kind, it.CallID, now, it.Body); err != nil {
 			return err
 		}
-		now := time.Now().UnixNano()
-		for _, it := range items {
-			if !storable(it.CallID) || !storable(it.Node) {
-				return fmt.Errorf("feed item of call %q: not valid UTF-8", it.CallID)
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO icebox_feed (node, kind, call_id, created_ns, body) VALUES ($1, $2, $3, $4, $5)`,
-				it.Node, it.Kind, it.CallID, now, it.Body); err != nil {
-				return err
-			}
+	}
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, feedChannel)
+	return err
+}
+
+// txFeed is what a transition writes to the feed in its transaction: the
+// events the Service handed it in ctx (signaling.TxEvents, taken here, so
+// the Service leaves their delivery to the feed's readers) and rev, the
+// revocation the transition wrote (nil if none).
+func (s *Store) txFeed(ctx context.Context, rev *signaling.Revocation) ([]FeedItem, error) {
+	if !s.feed {
+		return nil, nil
+	}
+	var items []FeedItem
+	for _, ev := range signaling.TxEventsFrom(ctx).Take() {
+		body, err := EncodeFeedEvent(ev)
+		if err != nil {
+			return nil, fmt.Errorf("event %s of call %q: %w", ev.Type, ev.CallID, err)
 		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, feedChannel)
-		return err
-	})
-	return wrap("append feed", err)
+		items = append(items, FeedItem{Kind: FeedEvent, CallID: ev.CallID, Body: body})
+	}
+	if rev != nil {
+		body, err := json.Marshal(feedRevoke{Until: rev.Until})
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, FeedItem{Kind: FeedRevoke, CallID: rev.CallID, Body: body})
+	}
+	return items, nil
+}
+
+// feedEvent is a signaling.Event as the feed carries it.
+type feedEvent struct {
+	Type           string          `json:"type"`
+	CallID         string          `json:"call_id"`
+	ConversationID string          `json:"conversation_id"`
+	Recipients     []string        `json:"recipients"`
+	Payload        json.RawMessage `json:"payload"`
+}
+
+type feedRevoke struct {
+	Until time.Time `json:"until"`
+}
+
+// EncodeFeedEvent is the body of a FeedEvent item.
+func EncodeFeedEvent(ev signaling.Event) ([]byte, error) {
+	payload, err := json.Marshal(ev.Payload)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(feedEvent{Type: ev.Type, CallID: ev.CallID, ConversationID: ev.ConversationID, Recipients: ev.Recipients, Payload: payload})
+}
+
+// DecodeFeedEvent reads a FeedEvent item's body; the Payload is the JSON
+// object as written (json.RawMessage).
+func DecodeFeedEvent(body []byte) (signaling.Event, error) {
+	var ev feedEvent
+	if err := json.Unmarshal(body, &ev); err != nil {
+		return signaling.Event{}, err
+	}
+	return signaling.Event{Type: ev.Type, CallID: ev.CallID, ConversationID: ev.ConversationID, Recipients: ev.Recipients, Payload: ev.Payload}, nil
+}
+
+// EncodeFeedRevocation is the body of a FeedRevoke item.
+func EncodeFeedRevocation(until time.Time) []byte {
+	body, _ := json.Marshal(feedRevoke{Until: until}) // a time always encodes
+	return body
+}
+
+// DecodeFeedRevocation reads a FeedRevoke item's body: until when the
+// call's credentials are refused.
+func DecodeFeedRevocation(body []byte) (time.Time, error) {
+	var r feedRevoke
+	err := json.Unmarshal(body, &r)
+	return r.Until, err
+}
+
+// revoked is the revocation a change from old to c writes (putCall), nil
+// if none.
+func revoked(old *signaling.Call, c signaling.Call) *signaling.Revocation {
+	if c.RevokedUntil == nil || (old != nil && old.RevokedUntil != nil && old.RevokedUntil.Equal(*c.RevokedUntil)) {
+		return nil
+	}
+	return &signaling.Revocation{CallID: signaling.CredentialID(c.ID), Until: *c.RevokedUntil}
 }
 
 // FeedAfter returns up to limit items whose ID is above after, in ID
