@@ -171,11 +171,13 @@ func (n *Node) buildCalls(ctx context.Context) error {
 		return ConfigError{err}
 	}
 	if bridge != nil {
-		if err := n.leaseBridge(ctx); err != nil {
-			return err
-		}
 		n.bridge = bridge
 		svcCfg.Outbound, svcCfg.Rooms, svcCfg.Invites = bridge.Encoder(), bridge, bridge
+		if pg, ok := n.state.(*postgres.Store); ok { // one bridge per database (bridgelease.go)
+			n.bridgeLeader = newBridgeLeader(pg, bridge, cfg.Store.Postgres.MatrixTakeover, n.opts.Registry, n.log)
+			svcCfg.Invites = leaderInvites{n.bridgeLeader, bridge}
+			n.cluster.wakeOutbox = bridge.Encoder().Wake // outbox entries other nodes committed
+		}
 		svcCfg.InviteWait = cfg.Matrix.InviteWait
 		// Which protocol conversations' calls use: matrix.call_protocol,
 		// "auto" reading the memberships the bridge's sync keeps. With

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +39,10 @@ type cluster struct {
 	head  int64 // the feed's head when the node was built
 
 	wake chan struct{}
+	// wakeOutbox wakes the Matrix bridge's sender when another node's
+	// transition is read (it may have written outbox entries); nil
+	// without Matrix.
+	wakeOutbox func()
 
 	lag     prometheus.Histogram
 	applied *prometheus.CounterVec
@@ -193,6 +196,9 @@ func (c *cluster) apply(it postgres.FeedItem) {
 		c.local.Publish(ev)
 		if !own {
 			c.applied.WithLabelValues("event").Inc()
+			if c.wakeOutbox != nil {
+				c.wakeOutbox()
+			}
 		}
 	case postgres.FeedRevoke:
 		if own {
@@ -221,34 +227,4 @@ func (c *cluster) resync(ctx context.Context) bool {
 		c.relay.RevokeCall(r.CallID, r.Until)
 	}
 	return true
-}
-
-// bridgeLease names the lease of the Matrix bridge on a shared database.
-const bridgeLease = "matrix-bridge"
-
-// leaseBridge makes sure that at most one node on a PostgreSQL database
-// runs the Matrix bridge: two would each sync and send (every event twice,
-// from two devices). The lease is a session advisory lock, released when
-// this node closes or dies; a second node with Matrix on is refused at
-// start (exit 2). Taking over from a node that died (issue 18, item 3)
-// needs the Matrix device and its keys in the database too: not built.
-func (n *Node) leaseBridge(ctx context.Context) error {
-	pg, ok := n.state.(*postgres.Store)
-	if !ok {
-		return nil // bbolt: the state file's lock already allows one process
-	}
-	lease, ok, err := pg.TryLease(ctx, bridgeLease)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return ConfigError{errors.New("matrix: another icebox node runs the Matrix bridge on this database (store.postgres): " +
-			"only one node may have matrix.enabled (several nodes with Matrix on are not supported yet); turn it off on this node")}
-	}
-	n.onClose(lease.Release)
-	promauto.With(n.opts.Registry).NewGauge(prometheus.GaugeOpts{
-		Name: "icebox_matrix_bridge_lease",
-		Help: "1: this node holds the database's Matrix bridge lease (store.driver: postgres with Matrix on).",
-	}).Set(1)
-	return nil
 }

@@ -49,7 +49,7 @@ func newBridge(cfg config.Matrix, stateDir string, st matrix.Store, pub signalin
 		Publisher:     pub,
 		Logger:        log,
 		Registerer:    reg,
-		Encryption:    &matrix.Encryption{Dir: matrixDir(stateDir), Require: cfg.RequireEncryption},
+		Encryption:    bridgeEncryption(matrixDir(stateDir), cfg.RequireEncryption, st), // bridgelease.go
 		RTCRooms:      rtc,
 	})
 	if err != nil {

@@ -8,16 +8,12 @@ import (
 	"io/fs"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/icebox-voip/icebox/internal/fileutil"
 )
 
 // deviceDisplayName names the device icebox's password login creates, as
@@ -47,6 +43,7 @@ type login struct {
 	password   string // "" with an access token
 	deviceID   string // Config.DeviceID: the device the token must be for; "" = not checked
 	dir        string // Encryption.Dir; "" without encryption
+	enc        *Encryption
 	encrypted  bool
 	// backoff is the delay after the n-th failed attempt (the sender's
 	// bounds, which tests shorten).
@@ -59,7 +56,7 @@ func newLogin(cfg Config, cli *mautrix.Client, log zerolog.Logger, backoff func(
 	l := &login{cli: cli, log: log, homeserver: cfg.HomeserverURL, user: cfg.UserID, password: cfg.Password,
 		deviceID: cfg.DeviceID, encrypted: cfg.Encryption != nil, backoff: backoff}
 	if cfg.Encryption != nil {
-		l.dir = cfg.Encryption.Dir
+		l.dir, l.enc = cfg.Encryption.Dir, cfg.Encryption
 	}
 	return l
 }
@@ -137,8 +134,8 @@ func (l *login) checkWhoami(resp *mautrix.RespWhoami) error {
 // ensureSession gives the client the stored session, or logs in with the
 // password (once: a new device) and stores the session before using it.
 func (l *login) ensureSession(ctx context.Context) error {
-	path := filepath.Join(l.dir, sessionFile)
-	raw, err := os.ReadFile(path)
+	path := l.enc.deviceFilePath(sessionFile)
+	raw, err := l.enc.readDeviceFile(ctx, sessionFile)
 	switch {
 	case err == nil:
 		var s session
@@ -153,9 +150,6 @@ func (l *login) ensureSession(ctx context.Context) error {
 		return nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("matrix: session: %w", err)
-	}
-	if err := os.MkdirAll(l.dir, 0o700); err != nil {
-		return fmt.Errorf("matrix: encryption directory: %w", err)
 	}
 	localpart, _, _ := strings.Cut(strings.TrimPrefix(l.user, "@"), ":")
 	var resp *mautrix.RespLogin
@@ -183,7 +177,7 @@ func (l *login) ensureSession(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("matrix: session: %w", err)
 	}
-	if err := fileutil.WriteFileAtomic(path, append(data, '\n'), 0o600); err != nil {
+	if err := l.enc.writeDeviceFile(ctx, sessionFile, append(data, '\n')); err != nil {
 		// The device exists but would be forgotten: the next start makes
 		// another. Better to stop now than to leave devices behind.
 		return fmt.Errorf("matrix: logged in as device %s but could not keep the session: %w", resp.DeviceID, err)

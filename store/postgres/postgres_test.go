@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -305,8 +306,8 @@ func TestOpenRefuses(t *testing.T) {
 		{"unparsable DSN", "postgres://icebox@[::1:5432/x", postgres.ErrConfig, "bad database configuration"},
 		{"no server", "host=/nonexistent port=5432 user=icebox dbname=x connect_timeout=2", postgres.ErrUnreachable, "database unreachable: postgres://"},
 		{"no such database", srv.DSN("nope"), postgres.ErrUnreachable, `database "nope" does not exist`},
-		{"newer schema", newer, postgres.ErrNewerSchema, "the database has schema 99, this build knows 2"},
-		{"newer schema, bare", bare, postgres.ErrNewerSchema, "the database has schema 7, this build knows 2"},
+		{"newer schema", newer, postgres.ErrNewerSchema, "the database has schema 99, this build knows " + strconv.Itoa(postgres.SchemaVersion())},
+		{"newer schema, bare", bare, postgres.ErrNewerSchema, "the database has schema 7, this build knows " + strconv.Itoa(postgres.SchemaVersion())},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -405,14 +406,14 @@ func TestLease(t *testing.T) {
 	dsn := srv.NewDatabase(t)
 	a, b := open(t, dsn), open(t, dsn)
 	ctx := t.Context()
-	la, ok, err := a.TryLease(ctx, "matrix")
+	la, ok, err := a.TryLease(ctx, "matrix", 10*time.Second)
 	if err != nil || !ok {
 		t.Fatalf("first TryLease: %v, %v", ok, err)
 	}
-	if _, ok, err := b.TryLease(ctx, "matrix"); err != nil || ok {
+	if _, ok, err := b.TryLease(ctx, "matrix", 10*time.Second); err != nil || ok {
 		t.Fatalf("second TryLease while held: %v, %v; want refused", ok, err)
 	}
-	if lo, ok, err := b.TryLease(ctx, "other"); err != nil || !ok {
+	if lo, ok, err := b.TryLease(ctx, "other", 0); err != nil || !ok {
 		t.Fatalf("a lease of another name: %v, %v", ok, err)
 	} else {
 		_ = lo.Release()
@@ -420,7 +421,7 @@ func TestLease(t *testing.T) {
 	if err := la.Release(); err != nil {
 		t.Fatal(err)
 	}
-	lb, ok, err := b.TryLease(ctx, "matrix")
+	lb, ok, err := b.TryLease(ctx, "matrix", 10*time.Second)
 	if err != nil || !ok {
 		t.Fatalf("TryLease after release: %v, %v", ok, err)
 	}

@@ -82,6 +82,15 @@ CREATE TABLE icebox_feed (
 );
 CREATE INDEX icebox_feed_created ON icebox_feed (created_ns);
 `,
+	// 2 → 3: the Matrix device the nodes share (device.go): its session,
+	// pickle key and recovery key; mautrix's crypto and room-state stores
+	// keep their own tables (crypto_*, mx_*), migrated by mautrix.
+	`
+CREATE TABLE icebox_matrix_device (
+	name  text COLLATE "C" PRIMARY KEY,
+	value bytea NOT NULL
+);
+`,
 }
 
 // SchemaVersion is the version this build writes.

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
+	"github.com/icebox-voip/icebox/store/postgres/pgtest"
+)
+
+// TestClusterMatrixTakeover: two nodes on one PostgreSQL database, both
+// with the Matrix bridge on, against Dendrite (issue 18, item 3). Node A
+// takes the bridge's lease and runs the bridge (its password login makes
+// the device; session, keys and room state go to the database); node B
+// waits. alice calls bob (a Matrix user with an E2EE client) through B: A
+// sends the encrypted invite. A is killed with SIGKILL mid-call; alice's
+// candidates and hangup are committed through B while no node runs the
+// bridge (queued in the outbox). B takes the lease over within
+// store.postgres.matrix_takeover, as the same device, and sends them:
+// bob decrypts the invite, the candidates and the hangup, once each, in
+// order.
+func TestClusterMatrixTakeover(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	hs := matrixtest.StartDendrite(t)
+	service, _, _ := hs.Register(t, "icebox", servicePassword, false)
+	bobID, _, _ := hs.Register(t, "bob", "bob-password-123", false)
+	hash := func(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:]) }
+	env := []string{
+		"ICEBOX_AUTH_STATIC_TOKENS=" + hash(matrixAliceTok) + ":alice," + hash(matrixAdminTok) + ":ops:admin",
+		"MATRIX_ENABLED=true", "MATRIX_HOMESERVER_URL=" + hs.URL(), "MATRIX_SERVICE_USER=" + service,
+		"ICEBOX_MATRIX_PASSWORD=" + servicePassword,
+		"ICEBOX_MATRIX_INVITE_WAIT=5s",
+	}
+	const takeover = 5 * time.Second
+	cfg := func() string {
+		return testConfig(filepath.Join(t.TempDir(), "state"), cfgOpts{secret: testSecret}) +
+			"store:\n  driver: postgres\n  postgres:\n    dsn: " + strconv.Quote(dsn) + "\n    matrix_takeover: " + takeover.String() + "\n"
+	}
+	leading := func(in *instance) func(map[string]float64) bool {
+		return func(m map[string]float64) bool { return m["icebox_matrix_bridge_lease"] == 1 }
+	}
+	a := startIceboxBin(t, iceboxBin, cfg(), env...)
+	if m := a.waitMetrics(t, leading(a)); m["icebox_matrix_bridge_lease"] != 1 {
+		t.Fatalf("node A does not hold the bridge lease: %v", m["icebox_matrix_bridge_lease"])
+	}
+	b := startIceboxBin(t, iceboxBin, cfg(), env...)
+	if m := b.metrics(t); m["icebox_matrix_bridge_lease"] != 0 || m["icebox_matrix_bridge_leader_changes_total"] != 0 {
+		t.Fatalf("node B runs the bridge too: lease %v, changes %v", m["icebox_matrix_bridge_lease"], m["icebox_matrix_bridge_leader_changes_total"])
+	}
+	bob := hs.NewE2EEUser(t, bobID, "bob-password-123")
+
+	code, resp := clientRequest(t, roomCreateClient, http.MethodPut, a.httpURL("/admin/conversations/c1"), matrixAdminTok,
+		fmt.Sprintf(`{"participants":["alice",%q]}`, bobID))
+	if code != http.StatusOK {
+		t.Fatalf("PUT conversation on A: %d %s", code, resp)
+	}
+	var conv struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(resp, &conv); err != nil || !strings.HasPrefix(conv.RoomID, "!") {
+		t.Fatalf("conversation has no room: %s", resp)
+	}
+	room := conv.RoomID
+	bob.Join(t, room)
+	fromService := func(typ, callID string) func(matrixtest.Event) bool {
+		return func(ev matrixtest.Event) bool {
+			return ev.Sender == service && ev.Type == typ && strings.Contains(string(ev.Content), `"call_id":"`+callID+`"`)
+		}
+	}
+
+	// alice calls through B, which does not run the bridge: the invite is
+	// committed there and sent by A.
+	code, resp = apiRequest(t, http.MethodPost, b.httpURL("/calls/initiate"), matrixAliceTok,
+		fmt.Sprintf(`{"conversation_id":"c1","sdp_offer":"v=0 offer-through-b","invitee":%q}`, bobID))
+	if code != http.StatusCreated {
+		t.Fatalf("initiate on B: %d %s", code, resp)
+	}
+	var call initiatedCall
+	if err := json.Unmarshal(resp, &call); err != nil {
+		t.Fatal(err)
+	}
+	bob.WaitEvent(t, room, fromService("m.call.invite", call.ID), 30*time.Second)
+
+	a.crash()
+	killed := time.Now()
+	cands := `{"candidates":[{"candidate":"candidate:1 1 udp 2122260223 192.0.2.77 50000 typ host","sdpMid":"0","sdpMLineIndex":0},{"candidate":""}]}`
+	if code, resp := apiRequest(t, http.MethodPost, b.httpURL("/calls/"+call.ID+"/candidates"), matrixAliceTok, cands); code != http.StatusNoContent {
+		t.Fatalf("candidates on B: %d %s", code, resp)
+	}
+	if code, resp := apiRequest(t, http.MethodPost, b.httpURL("/calls/"+call.ID+"/hangup"), matrixAliceTok, ""); code != http.StatusOK {
+		t.Fatalf("hangup on B: %d %s", code, resp)
+	}
+	if !waitFor(2*takeover, func() bool { return b.metrics(t)["icebox_matrix_bridge_lease"] == 1 }) {
+		t.Fatalf("node B did not take the bridge lease over within %s of A's death", 2*takeover)
+	}
+	tookOver := time.Since(killed)
+	bob.WaitEvent(t, room, fromService("m.call.hangup", call.ID), 60*time.Second)
+	t.Logf("A killed → B holds the lease: %s; → bob decrypted the hangup: %s", tookOver.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+	if tookOver > takeover {
+		t.Errorf("takeover took %s, more than store.postgres.matrix_takeover %s", tookOver, takeover)
+	}
+	if m := b.metrics(t); m["icebox_matrix_bridge_leader_changes_total"] != 1 {
+		t.Errorf("node B's icebox_matrix_bridge_leader_changes_total = %v, want 1", m["icebox_matrix_bridge_leader_changes_total"])
+	}
+
+	var got []string
+	for _, ev := range bob.Events(room) {
+		if ev.Sender == service && strings.HasPrefix(ev.Type, "m.call.") {
+			if !ev.Encrypted {
+				t.Errorf("%s arrived in plaintext", ev.Type)
+			}
+			got = append(got, ev.Type)
+		}
+	}
+	if strings.Join(got, ",") != "m.call.invite,m.call.candidates,m.call.hangup" {
+		t.Fatalf("bob saw %v, want the invite, the (batched) candidates, then the hangup, once each", got)
+	}
+	// The homeserver's own view: the same three, once each (no duplicate
+	// from a resend), all encrypted.
+	raw := hs.RoomMessages(t, bob.Client.AccessToken, room)
+	encrypted := 0
+	for _, ev := range raw {
+		var e struct {
+			Sender string `json:"sender"`
+			Type   string `json:"type"`
+		}
+		if json.Unmarshal(ev, &e) == nil && e.Sender == service && e.Type == "m.room.encrypted" {
+			encrypted++
+		}
+	}
+	t.Logf("the homeserver holds %d encrypted events of the service user in the room", encrypted)
+}
