@@ -135,3 +135,88 @@ func TestClusterThreeNodesOneOrder(t *testing.T) {
 	}
 	t.Logf("%d candidates from two nodes, interleaved %d times", 2*perSender, switches)
 }
+
+// TestClusterDatabaseAway30s: PostgreSQL stopped for 30 s in the middle of
+// a call between two nodes (issue 18, "PostgreSQL stopped for 30 s"):
+// alice's relay on A carries media throughout; both nodes answer /readyz
+// and API requests that need the database with 503 (store_unavailable),
+// nothing half-written; once it is back, both see the call answered, the
+// hangup through B reaches alice's WebSocket on A (the feed's listener
+// reconnected) and closes her allocation there within a second.
+func TestClusterDatabaseAway30s(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	tok := newAPITokens()
+	cfg := func() string {
+		return callsConfig(filepath.Join(t.TempDir(), "state"), "") +
+			"store:\n  driver: postgres\n  postgres:\n    dsn: " + strconv.Quote(dsn) + "\n    statement_timeout: 2s\n"
+	}
+	a := startCalls(t, cfg(), tok)
+	b := startCalls(t, cfg(), tok)
+	a.putConversation(t, "c1", "alice", "bob")
+	aliceWS := a.dialWS(t, "alice", false)
+	offer := a.initiate(t, "alice", "c1", nil)
+	b.answer(t, "bob", offer.ID)
+	aliceWS.await(t, "CallAnswer on A", event("CallAnswer", offer.ID))
+	leg := callLeg{user: "alice", cred: a.callCred(t, offer, "alice")}
+	alloc, err := allocate(t, "udp", a.turnAddr(), nil, leg.cred.user, leg.cred.pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leg.alloc, leg.peer = alloc, listenPeer(t)
+	relayRoundTrip(t, leg.alloc, leg.peer)
+
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	const away = 30 * time.Second
+	for _, n := range []*callsEnv{a, b} {
+		if !waitFor(5*time.Second, func() bool {
+			code, _ := apiRequest(t, http.MethodGet, n.httpURL("/readyz"), "", nil)
+			return code == http.StatusServiceUnavailable
+		}) {
+			t.Fatal("/readyz did not turn 503 with the database stopped")
+		}
+	}
+	rounds := 0
+	pace := time.NewTicker(2 * time.Second) // a round of checks every 2 s of the outage
+	defer pace.Stop()
+	for time.Since(stopped) < away { // bounded by the outage's length
+		relayRoundTrip(t, leg.alloc, leg.peer)
+		rounds++
+		code, body := b.api(t, "bob", http.MethodPost, "/calls/"+offer.ID+"/hangup", nil)
+		wantAPIError(t, "hangup on B with the database stopped", code, body, http.StatusServiceUnavailable, "store_unavailable")
+		code, body = a.api(t, "alice", http.MethodPost, "/calls/initiate", map[string]any{"conversation_id": "c1", "sdp_offer": testOffer})
+		wantAPIError(t, "initiate on A with the database stopped", code, body, http.StatusServiceUnavailable, "store_unavailable")
+		if t.Failed() {
+			return
+		}
+		<-pace.C
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("database away %s; media relayed in %d rounds meanwhile", time.Since(stopped).Round(time.Second), rounds)
+	for _, n := range []*callsEnv{a, b} {
+		if !waitFor(15*time.Second, func() bool {
+			code, _ := apiRequest(t, http.MethodGet, n.httpURL("/readyz"), "", nil)
+			return code == http.StatusOK
+		}) {
+			t.Fatal("/readyz did not turn 200 with the database back")
+		}
+		if c := n.getCall(t, "alice", offer.ID); c.Status != "answered" {
+			t.Fatalf("after the outage the call is %s, want answered", c.Status)
+		}
+	}
+	start := time.Now()
+	b.mustAPI(t, "bob", http.MethodPost, "/calls/"+offer.ID+"/hangup", nil, http.StatusOK)
+	aliceWS.await(t, "CallHangup on A after the outage", event("CallHangup", offer.ID))
+	if !waitFor(time.Until(start.Add(revokeWithin)), func() bool { return len(a.callAllocations(t, offer.ID)) == 0 }) {
+		t.Error("the hangup on B after the outage left alice's allocation on A open")
+	}
+	t.Logf("after the outage: hangup on B → alice's allocation on A closed in %s", time.Since(start).Round(time.Millisecond))
+	if c := a.getCall(t, "alice", offer.ID); c.Status != "ended" {
+		t.Errorf("on A after the hangup: call is %s, want ended", c.Status)
+	}
+}
