@@ -105,6 +105,18 @@ loop:
 	for {
 		select {
 		case err = <-done:
+			if err != nil && ctx.Err() == nil {
+				// The bridge gives up on what retrying cannot fix; the
+				// database going away in the middle of its start is not
+				// that: then the lease is gone too, and is tried again.
+				cctx, cancel := context.WithTimeout(ctx, tick)
+				cerr := lease.Check(cctx)
+				cancel()
+				if cerr != nil {
+					l.log.Warn().Err(err).Msg("the Matrix bridge stopped while the database is away; trying the lease again")
+					err = nil
+				}
+			}
 			break loop
 		case <-check.C:
 			cctx, cancel := context.WithTimeout(ctx, tick)

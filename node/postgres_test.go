@@ -109,6 +109,8 @@ func hasMetric(mf []*dto.MetricFamily, name string) bool {
 // database run one bridge: the first holds the lease, the second waits
 // (its lease gauge 0); once the first stops, the second takes the lease
 // over within store.postgres.matrix_takeover and counts a leader change.
+// Without the database the holder stops its bridge; with it back it takes
+// the lease again.
 func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
 	srv := pgtest.Start(t)
 	dsn := srv.NewDatabase(t)
@@ -132,7 +134,7 @@ func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
 	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
 	first := nodetest.Start(t, cfg(), node.Options{Logger: zerolog.Nop(), Registry: regA})
 	pollUntil(t, 10*time.Second, "the first node holds the lease", func() bool { return metric(t, regA, "icebox_matrix_bridge_lease", nil) == 1 })
-	nodetest.Start(t, cfg(), node.Options{Logger: zerolog.Nop(), Registry: regB})
+	nodetest.Start(t, cfg(), node.Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), Registry: regB})
 	if metric(t, regB, "icebox_matrix_bridge_lease", nil) != 0 {
 		t.Fatal("the second node runs the bridge too")
 	}
@@ -144,5 +146,22 @@ func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
 	t.Logf("first node stopped → second holds the lease: %s", time.Since(stopped).Round(time.Millisecond))
 	if n := metric(t, regB, "icebox_matrix_bridge_leader_changes_total", nil); n != 1 {
 		t.Errorf("leader changes on the second node: %v, want 1", n)
+	}
+
+	// The database goes away: the lease may be another node's any moment,
+	// so the holder stops its bridge; once the database is back it takes
+	// the lease again.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped = time.Now()
+	pollUntil(t, 2*takeover, "the holder stops its bridge without the database", func() bool { return metric(t, regB, "icebox_matrix_bridge_lease", nil) == 0 })
+	t.Logf("database stopped → the holder's bridge stopped: %s", time.Since(stopped).Round(time.Millisecond))
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 15*time.Second, "the lease taken again with the database back", func() bool { return metric(t, regB, "icebox_matrix_bridge_lease", nil) == 1 })
+	if n := metric(t, regB, "icebox_matrix_bridge_leader_changes_total", nil); n != 2 {
+		t.Errorf("leader changes on the second node: %v, want 2", n)
 	}
 }
