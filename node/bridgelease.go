@@ -163,6 +163,23 @@ func (w leaderInvites) WaitInviteSent(ctx context.Context, callID string) (strin
 	return w.bridge.WaitInviteSent(ctx, callID)
 }
 
+// leaderRooms is the calls service's RoomCreator on a shared database: a
+// node that does not run the bridge creates a conversation's room as the
+// bridge's device too, with the session the running bridge stored.
+type leaderRooms struct {
+	leader *bridgeLeader
+	bridge *matrix.Bridge
+}
+
+func (r leaderRooms) EnsureRoom(ctx context.Context, conv signaling.Conversation) (string, error) {
+	if conv.RoomID == "" && !r.leader.holding.get() {
+		if err := r.bridge.UseStoredSession(ctx); err != nil {
+			return "", err
+		}
+	}
+	return r.bridge.EnsureRoom(ctx, conv)
+}
+
 // pgDevice is the bridge's Matrix device in the shared database: its files
 // in icebox_matrix_device, mautrix's crypto and room-state stores in their
 // own tables, through pgx's database/sql driver (pure Go).

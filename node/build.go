@@ -176,6 +176,7 @@ func (n *Node) buildCalls(ctx context.Context) error {
 		if pg, ok := n.state.(*postgres.Store); ok { // one bridge per database (bridgelease.go)
 			n.bridgeLeader = newBridgeLeader(pg, bridge, cfg.Store.Postgres.MatrixTakeover, n.opts.Registry, n.log)
 			svcCfg.Invites = leaderInvites{n.bridgeLeader, bridge}
+			svcCfg.Rooms = leaderRooms{n.bridgeLeader, bridge}
 			n.cluster.wakeOutbox = bridge.Encoder().Wake // outbox entries other nodes committed
 		}
 		svcCfg.InviteWait = cfg.Matrix.InviteWait

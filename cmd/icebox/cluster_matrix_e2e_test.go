@@ -23,8 +23,9 @@ import (
 // with the Matrix bridge on, against Dendrite (issue 18, item 3). Node A
 // takes the bridge's lease and runs the bridge (its password login makes
 // the device; session, keys and room state go to the database); B and C
-// wait. alice calls bob (a Matrix user with an E2EE client) through B: A
-// sends the encrypted invite. A is killed with SIGKILL mid-call; alice's
+// wait. The conversation's encrypted room is created through C, as the
+// same device. alice calls bob (a Matrix user with an E2EE client) through
+// B: A sends the encrypted invite. A is killed with SIGKILL mid-call; alice's
 // candidates and hangup are committed through another node while no node
 // runs the bridge (queued in the outbox). One of B and C takes the lease
 // over within store.postgres.matrix_takeover, as the same device, and
@@ -79,10 +80,12 @@ func TestClusterMatrixTakeover(t *testing.T) {
 	}
 	bob := hs.NewE2EEUser(t, bobID, "bob-password-123")
 
-	code, resp := clientRequest(t, roomCreateClient, http.MethodPut, a.httpURL("/admin/conversations/c1"), matrixAdminTok,
+	// The room is created through C, which does not run the bridge: as
+	// the same device, with the session A's login stored.
+	code, resp := clientRequest(t, roomCreateClient, http.MethodPut, c.httpURL("/admin/conversations/c1"), matrixAdminTok,
 		fmt.Sprintf(`{"participants":["alice",%q]}`, bobID))
 	if code != http.StatusOK {
-		t.Fatalf("PUT conversation on A: %d %s", code, resp)
+		t.Fatalf("PUT conversation on C: %d %s", code, resp)
 	}
 	var conv struct {
 		RoomID string `json:"room_id"`

@@ -58,3 +58,33 @@ func (e *Encryption) deviceFilePath(name string) string {
 	}
 	return filepath.Join(e.Dir, name)
 }
+
+// UseStoredSession gives the client the session a password login stored
+// with Encryption.Device, without logging in: for a node that does not run
+// the bridge (another node on the same database does) but creates rooms
+// as its device (EnsureRoom). It does nothing with an access token
+// (Config.AccessToken) or once it has succeeded; an error if no session is
+// stored yet (the bridge has not run on any node).
+func (b *Bridge) UseStoredSession(ctx context.Context) error {
+	l := b.login
+	if l.password == "" || l.enc == nil || l.enc.Device == nil {
+		return nil
+	}
+	l.standbyMu.Lock()
+	defer l.standbyMu.Unlock()
+	if l.standby {
+		return nil
+	}
+	path := l.enc.deviceFilePath(sessionFile)
+	raw, err := l.enc.readDeviceFile(ctx, sessionFile)
+	if err != nil {
+		return fmt.Errorf("matrix: session: %w (the node running the bridge has not logged in yet)", err)
+	}
+	s, err := l.parseSession(raw, path)
+	if err != nil {
+		return err
+	}
+	l.useSession(s)
+	l.standby = true
+	return nil
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -50,6 +51,10 @@ type login struct {
 	backoff func(n int) time.Duration
 	// stored: the token is a stored session of a password login.
 	stored bool
+	// standby: UseStoredSession gave the client the stored session
+	// (device.go).
+	standbyMu sync.Mutex
+	standby   bool
 }
 
 func newLogin(cfg Config, cli *mautrix.Client, log zerolog.Logger, backoff func(n int) time.Duration) *login {
@@ -138,12 +143,9 @@ func (l *login) ensureSession(ctx context.Context) error {
 	raw, err := l.enc.readDeviceFile(ctx, sessionFile)
 	switch {
 	case err == nil:
-		var s session
-		if err := json.Unmarshal(raw, &s); err != nil || s.AccessToken == "" || s.DeviceID == "" {
-			return fmt.Errorf("matrix: %s is not a session icebox wrote; move it aside to log in as a new device", path)
-		}
-		if s.UserID != l.user {
-			return fmt.Errorf("matrix: %s is a session of %s, not of the service user %s; use another state directory, or move it aside to log in as a new device", path, s.UserID, l.user)
+		s, err := l.parseSession(raw, path)
+		if err != nil {
+			return err
 		}
 		l.useSession(s)
 		l.stored = true
@@ -186,6 +188,18 @@ func (l *login) ensureSession(ctx context.Context) error {
 	l.log.Info().Str("user_id", s.UserID).Str("device_id", s.DeviceID).Str("session_file", path).
 		Msg("matrix password login: new device created; its session is kept for later starts")
 	return nil
+}
+
+// parseSession reads a stored session (path names it in errors).
+func (l *login) parseSession(raw []byte, path string) (session, error) {
+	var s session
+	if err := json.Unmarshal(raw, &s); err != nil || s.AccessToken == "" || s.DeviceID == "" {
+		return session{}, fmt.Errorf("matrix: %s is not a session icebox wrote; move it aside to log in as a new device", path)
+	}
+	if s.UserID != l.user {
+		return session{}, fmt.Errorf("matrix: %s is a session of %s, not of the service user %s; use another state directory, or move it aside to log in as a new device", path, s.UserID, l.user)
+	}
+	return s, nil
 }
 
 func (l *login) useSession(s session) {
