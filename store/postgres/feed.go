@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -18,13 +19,22 @@ import (
 // nodes hold). With Options.Feed a transition writes its events (handed in
 // ctx as signaling.TxEvents) and its revocation to icebox_feed in the
 // transaction that commits it (writeFeed), so nothing committed is missing
-// from the feed and a call's rows follow its transitions' commits. Rows are
-// appended under one advisory lock held to the commit, so ids increase in
-// commit order and a reader that remembers the last id it read never skips
-// a row that commits later. NOTIFY icebox_feed wakes the readers; they
-// also poll, so a lost notification delays a row but never loses it. Rows
-// are pruned after a while (PruneFeed): a node that was away that long
-// starts again from the head.
+// from the feed.
+//
+// Order and completeness without one writer at a time: a writer takes the
+// feed's advisory lock in shared mode before it draws its ids (and holds
+// it to its commit), and the lock of each call it writes for, exclusive
+// (so a call's rows are drawn in the order its transactions commit). A
+// reader takes the feed's lock in exclusive mode for an instant (feedHorizon):
+// once it has it, no writer is between drawing an id and ending, so every
+// id up to the sequence's last value belongs to a transaction that has
+// committed or rolled back, and the reader reads only up to there. A reader
+// that remembers the last id it read therefore never skips a row that
+// commits later, and writers of different calls never wait for each other.
+// NOTIFY icebox_feed wakes the readers; they also poll, so a lost
+// notification delays a row but never loses it. Rows are pruned after a
+// while (PruneFeed): a node that was away that long starts again from the
+// head.
 
 // Feed item kinds.
 const (
@@ -42,7 +52,7 @@ type FeedItem struct {
 	Body   []byte
 }
 
-// feedLock serialises feed appends (see above); "ifeed" in ASCII.
+// feedLock orders feed appends and reads (see above); "ifeed" in ASCII.
 const feedLock = 0x69_6665_6564
 
 // feedChannel is the NOTIFY channel of the feed.
@@ -61,18 +71,28 @@ func (s *Store) AppendFeed(ctx context.Context, items []FeedItem) error {
 	return wrap("append feed", err)
 }
 
-// writeFeed appends items in tx. It takes the feed's advisory lock, held
-// until tx ends: ids then follow commit order (the lock is released after
-// the commit is visible), so a reader that remembers the last id it read
-// never skips one. It must be the transaction's last lock: every writer
-// takes the row and outbox locks first, so none waits for one of those
-// while holding this one, and the lock is held only for the inserts and
-// the commit.
+// writeFeed appends items in tx, holding the feed's lock shared and each
+// item's call's lock exclusive until tx ends (see above). The call locks
+// are the ones appendOutbox takes (a transaction holding one already takes
+// it again at no cost), in the same sorted order, so they cannot deadlock.
 func (s *Store) writeFeed(ctx context.Context, tx pgx.Tx, items []FeedItem) error {
 	if len(items) == 0 {
 		return nil
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(feedLock)); err != nil {
+	calls := make([]string, 0, len(items))
+	for _, it := range items {
+		calls = append(calls, it.CallID)
+	}
+	slices.Sort(calls)
+	for _, id := range slices.Compact(calls) {
+		if !storable(id) {
+			return fmt.Errorf("feed item of call %q: not valid UTF-8", id)
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, id); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, int64(feedLock)); err != nil {
 		return err
 	}
 	now := time.Now().UnixNano()
@@ -174,9 +194,17 @@ func revoked(old *signaling.Call, c signaling.Call) *signaling.Revocation {
 }
 
 // FeedAfter returns up to limit items whose ID is above after, in ID
-// order.
+// order: only items every earlier item of which has committed (or will
+// never), so that a reader going on from the last ID it read skips none.
 func (s *Store) FeedAfter(ctx context.Context, after int64, limit int) ([]FeedItem, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, node, kind, call_id, created_ns, body FROM icebox_feed WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	horizon, err := s.feedHorizon(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if horizon <= after {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, `SELECT id, node, kind, call_id, created_ns, body FROM icebox_feed WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3`, after, horizon, limit)
 	if err != nil {
 		return nil, wrap("read feed", err)
 	}
@@ -196,13 +224,34 @@ func (s *Store) FeedAfter(ctx context.Context, after int64, limit int) ([]FeedIt
 	return out, wrap("read feed", rows.Err())
 }
 
-// FeedHead is the ID of the newest item (0 if none): where a node that
-// starts begins reading (what happened before it started is not its to
-// deliver).
+// feedHorizon is the highest feed ID every transaction that drew an ID up
+// to has ended: the sequence's last value, read while holding the feed's
+// lock exclusively (no writer holds it shared then).
+func (s *Store) feedHorizon(ctx context.Context) (int64, error) {
+	var (
+		last   int64
+		called bool
+	)
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(feedLock)); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT last_value, is_called FROM icebox_feed_id_seq`).Scan(&last, &called)
+	})
+	if err != nil {
+		return 0, wrap("feed horizon", err)
+	}
+	if !called {
+		return 0, nil // no ID drawn yet
+	}
+	return last, nil
+}
+
+// FeedHead is where a node that starts begins reading (what happened
+// before it started is not its to deliver): the horizon, so that an item
+// of a transaction still running is read when it commits.
 func (s *Store) FeedHead(ctx context.Context) (int64, error) {
-	var id int64
-	err := s.pool.QueryRow(ctx, `SELECT coalesce(max(id), 0) FROM icebox_feed`).Scan(&id)
-	return id, wrap("feed head", err)
+	return s.feedHorizon(ctx)
 }
 
 // PruneFeed deletes the items written before before.
