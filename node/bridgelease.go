@@ -45,7 +45,7 @@ type bridgeLeader struct {
 	takeover time.Duration
 	log      zerolog.Logger
 
-	holding atomic32
+	holding atomic.Bool // read by leaderInvites and leaderRooms on the request path
 	held    prometheus.Gauge
 	changes prometheus.Counter
 }
@@ -93,7 +93,7 @@ func (l *bridgeLeader) Run(ctx context.Context) error {
 func (l *bridgeLeader) lead(ctx context.Context, lease *postgres.Lease, tick time.Duration) error {
 	l.changes.Inc()
 	l.held.Set(1)
-	l.holding.set(true)
+	l.holding.Store(true)
 	l.log.Info().Msg("this node holds the Matrix bridge lease: running the bridge")
 	bctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -125,13 +125,13 @@ loop:
 			if cerr != nil && ctx.Err() == nil {
 				l.log.Warn().Err(cerr).Msg("lost the Matrix bridge lease (the database is away): stopping the bridge; another node may take it")
 				stop()
-				err = <-done
+				<-done // whatever it says, a lost lease is tried again
 				break loop
 			}
 		}
 	}
 	stop()
-	l.holding.set(false)
+	l.holding.Store(false)
 	l.held.Set(0)
 	if rerr := lease.Release(); rerr != nil && ctx.Err() == nil {
 		l.log.Debug().Err(rerr).Msg("releasing the Matrix bridge lease")
@@ -142,12 +142,6 @@ loop:
 	return err
 }
 
-// atomic32 is a bool readable from the request path.
-type atomic32 struct{ v atomic.Bool }
-
-func (a *atomic32) set(b bool) { a.v.Store(b) }
-func (a *atomic32) get() bool  { return a.v.Load() }
-
 // leaderInvites is the calls service's InviteWaiter on a shared database:
 // only the node running the bridge sends invites and hears that they went
 // out; on the others an initiate does not wait for the invite.
@@ -157,7 +151,7 @@ type leaderInvites struct {
 }
 
 func (w leaderInvites) WaitInviteSent(ctx context.Context, callID string) (string, bool) {
-	if !w.leader.holding.get() {
+	if !w.leader.holding.Load() {
 		return "", false
 	}
 	return w.bridge.WaitInviteSent(ctx, callID)
@@ -172,7 +166,7 @@ type leaderRooms struct {
 }
 
 func (r leaderRooms) EnsureRoom(ctx context.Context, conv signaling.Conversation) (string, error) {
-	if conv.RoomID == "" && !r.leader.holding.get() {
+	if conv.RoomID == "" && !r.leader.holding.Load() {
 		if err := r.bridge.UseStoredSession(ctx); err != nil {
 			return "", err
 		}
