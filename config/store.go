@@ -36,12 +36,17 @@ type StorePostgres struct {
 	// StatementTimeout ends a statement that runs longer; the request
 	// then fails with 503 (100ms..5m). Default: 5s
 	StatementTimeout time.Duration `yaml:"statement_timeout"`
+
+	// MatrixTakeover bounds how long the Matrix bridge stays down when the
+	// node running it dies (3s..5m): another node with matrix.enabled
+	// takes the bridge's lease over within it. Default: 15s
+	MatrixTakeover time.Duration `yaml:"matrix_takeover"`
 }
 
 func defaultStore() Store {
 	return Store{
 		Driver:   StoreDriverBBolt,
-		Postgres: StorePostgres{MaxConns: 10, StatementTimeout: 5 * time.Second},
+		Postgres: StorePostgres{MaxConns: 10, StatementTimeout: 5 * time.Second, MatrixTakeover: 15 * time.Second},
 	}
 }
 
@@ -71,6 +76,9 @@ func (v *validator) store(s *Store) {
 	}
 	if d := p.StatementTimeout; d < 100*time.Millisecond || d > 5*time.Minute {
 		v.add("store.postgres.statement_timeout", "must be between 100ms and 5m (got %s)", d)
+	}
+	if d := p.MatrixTakeover; d < 3*time.Second || d > 5*time.Minute {
+		v.add("store.postgres.matrix_takeover", "must be between 3s and 5m (got %s)", d)
 	}
 	if s.Driver != StoreDriverPostgres {
 		return

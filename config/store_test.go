@@ -40,6 +40,7 @@ func TestStoreValidate(t *testing.T) {
 		{"placeholder", func(c *Config) { pg(c); c.Store.Postgres.DSN = "postgres://icebox:CHANGE-ME@db/icebox" }, "store.postgres.dsn: is the example's placeholder"},
 		{"pool", func(c *Config) { c.Store.Postgres.MaxConns = 0 }, "store.postgres.max_conns: must be between 1 and 1000 (got 0)"},
 		{"timeout", func(c *Config) { c.Store.Postgres.StatementTimeout = time.Millisecond }, "store.postgres.statement_timeout: must be between 100ms and 5m (got 1ms)"},
+		{"takeover", func(c *Config) { c.Store.Postgres.MatrixTakeover = time.Second }, "store.postgres.matrix_takeover: must be between 3s and 5m (got 1s)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Default()
@@ -63,11 +64,12 @@ func TestStoreValidate(t *testing.T) {
 // TestStoreEnv: the store keys from the environment.
 func TestStoreEnv(t *testing.T) {
 	c, err := Load("", []string{"ICEBOX_STORE_DRIVER=postgres", "ICEBOX_STORE_POSTGRES_DSN=host=/run/postgresql dbname=icebox",
-		"ICEBOX_STORE_POSTGRES_MAX_CONNS=20", "ICEBOX_STORE_POSTGRES_STATEMENT_TIMEOUT=2s"})
+		"ICEBOX_STORE_POSTGRES_MAX_CONNS=20", "ICEBOX_STORE_POSTGRES_STATEMENT_TIMEOUT=2s",
+		"ICEBOX_STORE_POSTGRES_MATRIX_TAKEOVER=8s"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Store{Driver: "postgres", Postgres: StorePostgres{DSN: "host=/run/postgresql dbname=icebox", MaxConns: 20, StatementTimeout: 2 * time.Second}}
+	want := Store{Driver: "postgres", Postgres: StorePostgres{DSN: "host=/run/postgresql dbname=icebox", MaxConns: 20, StatementTimeout: 2 * time.Second, MatrixTakeover: 8 * time.Second}}
 	if c.Store != want {
 		t.Errorf("got %+v, want %+v", c.Store, want)
 	}

@@ -143,19 +143,19 @@ func (n *Node) buildCalls(ctx context.Context) error {
 	cfg := n.cfg
 	n.hub = httpapi.NewHub(httpapi.HubConfig{Logger: n.log, Registerer: n.opts.Registry})
 	n.onClose(n.hub.Close)
-	var (
-		pub   signaling.Publisher = n.hub
-		relay signaling.Relay     = n.relay
-	)
+	var pub signaling.Publisher = n.hub
 	if pg, ok := n.state.(*postgres.Store); ok {
 		// Several nodes may share the database: events and revocations
 		// reach the others through it (cluster.go).
-		n.cluster = newCluster(pg, n.hub, n.relay, n.opts.Registry, n.log)
-		pub, relay = n.cluster, n.cluster
+		var err error
+		if n.cluster, err = newCluster(ctx, pg, n.hub, n.relay, n.opts.Registry, n.log); err != nil {
+			return err
+		}
+		pub = n.cluster
 	}
 	svcCfg := signaling.ServiceConfig{
 		Store:             n.state,
-		Relay:             relay,
+		Relay:             n.relay,
 		Publisher:         pub,
 		InviteLifetime:    cfg.Calls.InviteLifetime,
 		MaxInviteLifetime: cfg.Calls.MaxInviteLifetime,
@@ -198,11 +198,14 @@ func (n *Node) buildCalls(ctx context.Context) error {
 		return ConfigError{err}
 	}
 	if bridge != nil {
-		if err := n.leaseBridge(ctx); err != nil {
-			return err
-		}
 		n.bridge = bridge
 		svcCfg.Outbound, svcCfg.Rooms, svcCfg.Invites = bridge.Encoder(), bridge, bridge
+		if pg, ok := n.state.(*postgres.Store); ok { // one bridge per database (bridgelease.go)
+			n.bridgeLeader = newBridgeLeader(pg, bridge, cfg.Store.Postgres.MatrixTakeover, n.opts.Registry, n.log)
+			svcCfg.Invites = leaderInvites{n.bridgeLeader, bridge}
+			svcCfg.Rooms = leaderRooms{n.bridgeLeader, bridge}
+			n.cluster.wakeOutbox = bridge.Encoder().Wake // outbox entries other nodes committed
+		}
 		svcCfg.InviteWait = cfg.Matrix.InviteWait
 		// Which protocol conversations' calls use: matrix.call_protocol,
 		// "auto" reading the memberships the bridge's sync keeps. With

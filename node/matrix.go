@@ -62,7 +62,7 @@ func newBridge(cfg config.Matrix, stateDir string, st matrix.Store, pub signalin
 		Publisher:     pub,
 		Logger:        log,
 		Registerer:    reg,
-		Encryption:    &matrix.Encryption{Dir: matrixDir(stateDir), Require: cfg.RequireEncryption},
+		Encryption:    bridgeEncryption(matrixDir(stateDir), cfg.RequireEncryption, st), // bridgelease.go
 		RTCRooms:      rtc,
 		RTCCalls:      calls,
 		// A member's focus URL is room state any member writes, and the

@@ -116,7 +116,10 @@ type Node struct {
 	relay  *turnserver.Server
 	hub    *httpapi.Hub
 	bridge *matrix.Bridge // nil: Matrix is off
-	calls  *signaling.Service
+	// bridgeLeader runs bridge under the database's lease when several
+	// nodes may share it (bridgelease.go); nil on bbolt.
+	bridgeLeader *bridgeLeader
+	calls        *signaling.Service
 	// cluster carries events and revocations to the other nodes on the
 	// same database (cluster.go); nil unless store.driver is postgres.
 	cluster *cluster

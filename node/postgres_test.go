@@ -105,19 +105,24 @@ func hasMetric(mf []*dto.MetricFamily, name string) bool {
 	return false
 }
 
-// TestNodeOneMatrixBridgePerDatabase: with Matrix on, a second node on the
-// same database is refused at start (two bridges would each sync and send
-// every event); once the first node stops, a node starts again.
+// TestNodeOneMatrixBridgePerDatabase: with Matrix on, two nodes on one
+// database run one bridge: the first holds the lease, the second waits
+// (its lease gauge 0); once the first stops, the second takes the lease
+// over within store.postgres.matrix_takeover and counts a leader change.
+// Without the database the holder stops its bridge; with it back it takes
+// the lease again.
 func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
 	srv := pgtest.Start(t)
 	dsn := srv.NewDatabase(t)
 	hs := matrixtest.StartDendrite(t)
 	svcID, _, _ := hs.Register(t, "icebox", "icebox-password", false)
+	token, device := hs.Login(t, svcID, "icebox-password")
+	const takeover = 3 * time.Second
 	cfg := func() config.Config {
-		token, device := hs.Login(t, svcID, "icebox-password")
 		c := nodetest.Config(filepath.Join(t.TempDir(), "state"), testSecret)
 		c.Store.Driver = config.StoreDriverPostgres
 		c.Store.Postgres.DSN = dsn
+		c.Store.Postgres.MatrixTakeover = takeover
 		c.Matrix.Enabled = true
 		c.Matrix.HomeserverURL = hs.URL()
 		c.Matrix.ServiceUser = svcID
@@ -126,21 +131,37 @@ func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
 		c.Matrix.InviteWait = 0
 		return c
 	}
-	first := nodetest.Start(t, cfg(), node.Options{Logger: zerolog.Nop()})
-	auth, err := httpapi.NewAuthenticator(httpapi.AuthConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	second, err := node.New(t.Context(), cfg(), node.Options{Logger: zerolog.Nop(), Registry: prometheus.NewRegistry(), Auth: auth})
-	var ce node.ConfigError
-	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "another icebox node runs the Matrix bridge on this database") {
-		if second != nil {
-			_ = second.Close()
-		}
-		t.Fatalf("second node with Matrix on: got %v, want a ConfigError naming the other bridge", err)
+	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
+	first := nodetest.Start(t, cfg(), node.Options{Logger: zerolog.Nop(), Registry: regA})
+	pollUntil(t, 10*time.Second, "the first node holds the lease", func() bool { return metric(t, regA, "icebox_matrix_bridge_lease", nil) == 1 })
+	nodetest.Start(t, cfg(), node.Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), Registry: regB})
+	if metric(t, regB, "icebox_matrix_bridge_lease", nil) != 0 {
+		t.Fatal("the second node runs the bridge too")
 	}
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	nodetest.Start(t, cfg(), node.Options{Logger: zerolog.Nop()})
+	stopped := time.Now()
+	pollUntil(t, 2*takeover, "the second node takes the lease over", func() bool { return metric(t, regB, "icebox_matrix_bridge_lease", nil) == 1 })
+	t.Logf("first node stopped → second holds the lease: %s", time.Since(stopped).Round(time.Millisecond))
+	if n := metric(t, regB, "icebox_matrix_bridge_leader_changes_total", nil); n != 1 {
+		t.Errorf("leader changes on the second node: %v, want 1", n)
+	}
+
+	// The database goes away: the lease may be another node's any moment,
+	// so the holder stops its bridge; once the database is back it takes
+	// the lease again.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	stopped = time.Now()
+	pollUntil(t, 2*takeover, "the holder stops its bridge without the database", func() bool { return metric(t, regB, "icebox_matrix_bridge_lease", nil) == 0 })
+	t.Logf("database stopped → the holder's bridge stopped: %s", time.Since(stopped).Round(time.Millisecond))
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, 15*time.Second, "the lease taken again with the database back", func() bool { return metric(t, regB, "icebox_matrix_bridge_lease", nil) == 1 })
+	if n := metric(t, regB, "icebox_matrix_bridge_leader_changes_total", nil); n != 2 {
+		t.Errorf("leader changes on the second node: %v, want 2", n)
+	}
 }

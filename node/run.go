@@ -47,7 +47,7 @@ func (n *Node) start(g *errgroup.Group, ctx context.Context) {
 		g.Go(func() error { return n.rtcCalls.Run(ctx) })
 	}
 	if n.bridge != nil {
-		g.Go(func() error { return n.bridge.Run(ctx) })
+		g.Go(func() error { return n.runBridge(ctx) }) // bridgelease.go
 	}
 	if n.liveKit != nil {
 		// It stops with the other components, after the drain: calls on

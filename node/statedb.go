@@ -53,6 +53,7 @@ func openStore(ctx context.Context, cfg config.Config, initState bool, reg prome
 	}
 	st, err := postgres.Open(ctx, postgres.Options{
 		DSN: dsn, Records: store.Records{}, MaxConns: int32(pc.MaxConns), StatementTimeout: pc.StatementTimeout,
+		Feed: true, // several nodes may share the database (cluster.go)
 	})
 	if err != nil {
 		return nil, ConfigError{fmt.Errorf("store.postgres: %w", err)}

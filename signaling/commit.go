@@ -33,7 +33,9 @@ func (s *Service) commit(ctx context.Context, callID string, fn func(*Call) erro
 ) (Call, Event, error) {
 	var ev Event
 	var out []OutboxEntry
+	ctx, j := WithTxEvents(ctx)
 	c, err := s.cfg.Store.UpdateCallOutbox(ctx, callID, func(c *Call) ([]OutboxEntry, error) {
+		j.Set()
 		if err := fn(c); err != nil {
 			return nil, err
 		}
@@ -43,7 +45,7 @@ func (s *Service) commit(ctx context.Context, callID string, fn func(*Call) erro
 			return nil, nil
 		}
 		var err error
-		ev = e
+		ev = j.set1(e)
 		out, err = s.encode(e, *c)
 		return out, err
 	})
@@ -61,6 +63,8 @@ func (s *Service) signal(ctx context.Context, c Call, ev Event) error {
 	if err != nil {
 		return err
 	}
+	ctx, j := WithTxEvents(ctx)
+	ev = j.set1(ev)
 	if err := s.cfg.Store.AppendOutbox(ctx, out); err != nil {
 		return err
 	}
@@ -132,6 +136,13 @@ func (s *Service) revokeRelay(c Call) {
 }
 
 func (s *Service) emit(ev Event) {
+	if ev.tx != nil {
+		taken := ev.tx.wasTaken()
+		ev.tx = nil
+		if taken { // the store wrote it with its transition; its readers deliver it
+			return
+		}
+	}
 	if s.cfg.Publisher != nil && ev.Type != "" {
 		s.cfg.Publisher.Publish(ev)
 	}

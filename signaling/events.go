@@ -56,6 +56,10 @@ type Event struct {
 	// Payload is the JSON object sent to clients; it has a "type" field
 	// equal to Type.
 	Payload any
+
+	// tx is the transaction that carried the event (txevents.go): set
+	// when a store took it, so it is not published a second time.
+	tx *TxEvents
 }
 
 // InvitePayload is the body of CallInvite.

@@ -109,12 +109,14 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 		MatrixPartyID:       in.PartyID,
 		CallerMedia:         media,
 	}
-	if err := s.cfg.Store.CreateCallOutbox(ctx, c, nil); err != nil {
+	tctx, j := WithTxEvents(ctx)
+	ev := j.set1(newEvent(conv, c, EventCallInviteViaMatrix, invitePayload(EventCallInviteViaMatrix, c, media)))
+	if err := s.cfg.Store.CreateCallOutbox(tctx, c, nil); err != nil {
 		return Call{}, err
 	}
 	s.logTransition(c, "invited from Matrix")
 	s.armExpiry(c)
-	s.emit(newEvent(conv, c, EventCallInviteViaMatrix, invitePayload(EventCallInviteViaMatrix, c, media)))
+	s.emit(ev)
 	return c, nil
 }
 
@@ -134,7 +136,9 @@ func (s *Service) AnswerFromMatrix(ctx context.Context, ev MatrixEvent, sdp stri
 		return Call{}, err
 	}
 	var out Event
-	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+	tctx, j := WithTxEvents(ctx)
+	c, err := s.cfg.Store.UpdateCallOutbox(tctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+		j.Set()
 		if err := inRoom(c, conv); err != nil {
 			return nil, err
 		}
@@ -142,10 +146,10 @@ func (s *Service) AnswerFromMatrix(ctx context.Context, ev MatrixEvent, sdp stri
 			return nil, err
 		}
 		keepMedia(c, ev.Sender, ev.PartyID, media)
-		out = newEvent(conv, *c, EventCallAnswerViaMatrix, AnswerPayload{
+		out = j.set1(newEvent(conv, *c, EventCallAnswerViaMatrix, AnswerPayload{
 			Type: EventCallAnswerViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
 			PartyID: ev.PartyID, SDPAnswer: sdp, Status: c.Status, Media: media,
-		})
+		}))
 		// The caller (an icebox client) selects the first answer.
 		sel := newEvent(conv, *c, EventCallSelectAnswer, SelectAnswerPayload{
 			Type: EventCallSelectAnswer, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: c.Initiator,
@@ -216,14 +220,16 @@ func (s *Service) HangupFromMatrix(ctx context.Context, ev MatrixEvent, reason s
 		}
 	}
 	var out Event
-	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+	tctx, j := WithTxEvents(ctx)
+	c, err := s.cfg.Store.UpdateCallOutbox(tctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+		j.Set()
 		if err := inRoom(c, conv); err != nil {
 			return nil, err
 		}
 		if err := apply(c); err != nil {
 			return nil, err
 		}
-		out = endEvent(conv, *c, evType, ev.Sender, ev.PartyID)
+		out = j.set1(endEvent(conv, *c, evType, ev.Sender, ev.PartyID))
 		if !reject || c.MatrixPartyID != "" {
 			return nil, nil
 		}
@@ -267,7 +273,9 @@ func (s *Service) SelectAnswerFromMatrix(ctx context.Context, ev MatrixEvent, se
 		return Call{}, err
 	}
 	var out Event
-	c, err = s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+	tctx, j := WithTxEvents(ctx)
+	c, err = s.cfg.Store.UpdateCallOutbox(tctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+		j.Set()
 		if err := inRoom(c, conv); err != nil {
 			return nil, err
 		}
@@ -275,7 +283,7 @@ func (s *Service) SelectAnswerFromMatrix(ctx context.Context, ev MatrixEvent, se
 			return nil, err
 		}
 		end(c, StatusEnded, ReasonAnsweredElsewhere, ev.Sender, s.cfg.Now().UTC(), s.cfg.CredentialTTL)
-		out = endEvent(conv, *c, EventCallHangupViaMatrix, ev.Sender, ev.PartyID)
+		out = j.set1(endEvent(conv, *c, EventCallHangupViaMatrix, ev.Sender, ev.PartyID))
 		return nil, nil
 	})
 	if err != nil {
@@ -310,7 +318,9 @@ func (s *Service) NegotiateFromMatrix(ctx context.Context, ev MatrixEvent, desc 
 		return Call{}, err
 	}
 	var out Event
-	c, err := s.cfg.Store.UpdateCallOutbox(ctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+	tctx, j := WithTxEvents(ctx)
+	c, err := s.cfg.Store.UpdateCallOutbox(tctx, ev.CallID, func(c *Call) ([]OutboxEntry, error) {
+		j.Set()
 		if err := inRoom(c, conv); err != nil {
 			return nil, err
 		}
@@ -318,10 +328,10 @@ func (s *Service) NegotiateFromMatrix(ctx context.Context, ev MatrixEvent, desc 
 			return nil, err
 		}
 		keepMedia(c, ev.Sender, ev.PartyID, media)
-		out = newEvent(conv, *c, EventCallNegotiateViaMatrix, NegotiatePayload{
+		out = j.set1(newEvent(conv, *c, EventCallNegotiateViaMatrix, NegotiatePayload{
 			Type: EventCallNegotiateViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
 			PartyID: ev.PartyID, Description: desc, LifetimeMS: lifetime.Milliseconds(), Media: media,
-		})
+		}))
 		return nil, nil
 	})
 	if err != nil {
@@ -344,7 +354,10 @@ func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, 
 	if err != nil {
 		return err
 	}
-	c, err := s.cfg.Store.UpdateCall(ctx, ev.CallID, func(c *Call) error {
+	var out Event
+	tctx, j := WithTxEvents(ctx)
+	_, err = s.cfg.Store.UpdateCall(tctx, ev.CallID, func(c *Call) error {
+		j.Set()
 		if err := inRoom(c, conv); err != nil {
 			return err
 		}
@@ -352,15 +365,16 @@ func (s *Service) StreamMetadataFromMatrix(ctx context.Context, ev MatrixEvent, 
 			return err
 		}
 		keepMedia(c, ev.Sender, ev.PartyID, Media{StreamMetadata: md})
+		out = j.set1(newEvent(conv, *c, EventCallStreamMetadataChangedViaMatrix, StreamMetadataPayload{
+			Type: EventCallStreamMetadataChangedViaMatrix, CallID: c.ID, ConversationID: c.ConversationID,
+			ParticipantID: ev.Sender, PartyID: ev.PartyID, SDPStreamMetadata: md,
+		}))
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	s.emit(newEvent(conv, c, EventCallStreamMetadataChangedViaMatrix, StreamMetadataPayload{
-		Type: EventCallStreamMetadataChangedViaMatrix, CallID: c.ID, ConversationID: c.ConversationID,
-		ParticipantID: ev.Sender, PartyID: ev.PartyID, SDPStreamMetadata: md,
-	}))
+	s.emit(out)
 	return nil
 }
 
@@ -393,7 +407,9 @@ func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, 
 			continue
 		}
 		var out Event
-		c, err := s.cfg.Store.UpdateCallOutbox(ctx, c.ID, func(c *Call) ([]OutboxEntry, error) {
+		tctx, j := WithTxEvents(ctx)
+		c, err := s.cfg.Store.UpdateCallOutbox(tctx, c.ID, func(c *Call) ([]OutboxEntry, error) {
+			j.Set()
 			if err := notEnded(c); err != nil {
 				return nil, err
 			}
@@ -405,7 +421,7 @@ func (s *Service) MemberLeft(ctx context.Context, roomID, user string) ([]Call, 
 			if c.Answerer == user && c.Initiator != user {
 				party = c.AnswerPartyID
 			}
-			out = endEvent(conv, *c, EventCallHangupViaMatrix, user, party)
+			out = j.set1(endEvent(conv, *c, EventCallHangupViaMatrix, user, party))
 			return nil, nil
 		})
 		var te *TransitionError

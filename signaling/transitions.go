@@ -76,7 +76,9 @@ func (s *Service) Initiate(ctx context.Context, user string, req InitiateRequest
 	if err != nil {
 		return Call{}, err
 	}
-	if err := s.cfg.Store.CreateCallOutbox(ctx, c, out); err != nil {
+	tctx, j := WithTxEvents(ctx)
+	ev = j.set1(ev)
+	if err := s.cfg.Store.CreateCallOutbox(tctx, c, out); err != nil {
 		return Call{}, err
 	}
 	s.wake(out)

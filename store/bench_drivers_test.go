@@ -19,16 +19,24 @@ import (
 // hangup writes the revocation), as the calls service commits them; one
 // at a time and from 32 goroutines (calls/s is b.N / time). PostgreSQL runs
 // as pgtest starts it (fsync off): its numbers are its CPU and round trips,
-// not a disk's.
+// not a disk's. postgres-feed is PostgreSQL as nodes run it: each
+// transition also writes its WebSocket event and revocation to the feed,
+// under the feed's lock, in its transaction.
 func BenchmarkCallLifecycle(b *testing.B) {
-	for _, name := range []string{"bbolt", "postgres"} {
+	for _, name := range []string{"bbolt", "postgres", "postgres-feed"} {
 		for _, par := range []bool{false, true} {
 			b.Run(fmt.Sprintf("%s/parallel=%v", name, par), func(b *testing.B) {
 				s := benchStore(b, name)
 				ctx := context.Background()
 				var n atomic.Int64
 				call := func() {
+					ctx := ctx
 					id := fmt.Sprintf("b-%d", n.Add(1))
+					if name == "postgres-feed" {
+						var j *signaling.TxEvents
+						ctx, j = signaling.WithTxEvents(ctx)
+						j.Set(signaling.Event{Type: "CallInvite", CallID: id, ConversationID: "conv", Recipients: []string{"a", "b"}, Payload: map[string]string{"call_id": id}})
+					}
 					c := ringingCall(id, "conv", 0)
 					out := []signaling.OutboxEntry{{CallID: id, RoomID: "!r:x", EventType: "m.call.invite", Content: json.RawMessage(`{"call_id":"` + id + `"}`)}}
 					if err := s.CreateCallOutbox(ctx, c, out); err != nil {
@@ -83,7 +91,7 @@ func benchStore(b *testing.B, name string) testStore {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := postgres.Open(context.Background(), postgres.Options{DSN: dsn, Records: Records{}, MaxConns: 32})
+	s, err := postgres.Open(context.Background(), postgres.Options{DSN: dsn, Records: Records{}, MaxConns: 32, Feed: name == "postgres-feed"})
 	if err != nil {
 		b.Fatal(err)
 	}

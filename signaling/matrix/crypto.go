@@ -23,8 +23,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver "sqlite": the binary builds with CGO_ENABLED=0
-
-	"github.com/icebox-voip/icebox/internal/fileutil"
 )
 
 // End-to-end encryption (Config.Encryption): mautrix's cryptohelper with
@@ -62,6 +60,10 @@ type Encryption struct {
 	// encrypted (they are dropped, reason unencrypted_room) and ignores
 	// plaintext call events. Rooms the bridge creates are always encrypted.
 	Require bool
+	// Device, when set, keeps the device (crypto store, session, pickle
+	// and recovery keys) there instead of in Dir (device.go). Default:
+	// nil, files in Dir.
+	Device DeviceStore
 }
 
 // Files in Encryption.Dir.
@@ -90,7 +92,8 @@ type e2ee struct {
 	cli           *mautrix.Client
 	log           zerolog.Logger
 	dir           string // Encryption.Dir
-	require       bool   // Encryption.Require
+	enc           *Encryption
+	require       bool // Encryption.Require
 	homeserver    string
 	user          string
 	password      string // answers the homeserver's password prompt when cross-signing
@@ -108,7 +111,7 @@ func newE2EE(cfg Config, cli *mautrix.Client, log zerolog.Logger, undecryptable 
 	if cfg.Encryption == nil {
 		return nil
 	}
-	return &e2ee{cli: cli, log: log, dir: cfg.Encryption.Dir, require: cfg.Encryption.Require,
+	return &e2ee{cli: cli, log: log, dir: cfg.Encryption.Dir, enc: cfg.Encryption, require: cfg.Encryption.Require,
 		homeserver: cfg.HomeserverURL, user: cfg.UserID, password: cfg.Password,
 		undecryptable: undecryptable, roomsLoaded: make(map[id.RoomID]bool)}
 }
@@ -123,19 +126,38 @@ func (c *e2ee) ready() bool { return c != nil && c.up.Load() }
 // A failure leaves the client as it was, so that a transient one can be
 // retried.
 func (c *e2ee) init(ctx, life context.Context) (err error) {
-	dir := c.dir
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("matrix: encryption directory: %w", err)
+	var (
+		dbPath   string
+		existing bool
+		dbu      *dbutil.Database
+	)
+	if c.enc.Device != nil {
+		// The store is in the shared database: it exists once its pickle
+		// key does (both are written at the first start).
+		dbPath = "the database's crypto store"
+		_, rerr := c.enc.readDeviceFile(ctx, pickleKeyFile)
+		if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			return fmt.Errorf("matrix: pickle key: %w", rerr)
+		}
+		existing = rerr == nil
+	} else {
+		if err := os.MkdirAll(c.dir, 0o700); err != nil {
+			return fmt.Errorf("matrix: encryption directory: %w", err)
+		}
+		dbPath = filepath.Join(c.dir, cryptoDBFile)
+		_, statErr := os.Stat(dbPath)
+		existing = statErr == nil
 	}
-	dbPath := filepath.Join(dir, cryptoDBFile)
-	_, statErr := os.Stat(dbPath)
-	existing := statErr == nil
-	pickle, err := c.pickleKey(existing)
+	pickle, err := c.pickleKey(ctx, existing)
 	if err != nil {
 		return err
 	}
-	dbu, err := openCryptoStore(dbPath, existing)
-	if err != nil {
+	if c.enc.Device != nil {
+		dbu, err = c.enc.Device.OpenCryptoDB()
+		if err != nil {
+			return fmt.Errorf("matrix: crypto store: %w", err)
+		}
+	} else if dbu, err = openCryptoStore(dbPath, existing); err != nil {
 		return err
 	}
 	helper, err := cryptohelper.NewCryptoHelper(c.cli, pickle, dbu)
@@ -223,9 +245,9 @@ func (c *e2ee) explainCryptoInit(err error, dbPath string) error {
 // pickleKey returns the key that encrypts the crypto store's secrets,
 // generating it when the store is new. A store without its key cannot be
 // read: that is an error, not a reason to start over silently.
-func (c *e2ee) pickleKey(storeExists bool) ([]byte, error) {
-	path := filepath.Join(c.dir, pickleKeyFile)
-	raw, err := os.ReadFile(path)
+func (c *e2ee) pickleKey(ctx context.Context, storeExists bool) ([]byte, error) {
+	path := c.enc.deviceFilePath(pickleKeyFile)
+	raw, err := c.enc.readDeviceFile(ctx, pickleKeyFile)
 	switch {
 	case err == nil:
 		key, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(raw)))
@@ -238,13 +260,13 @@ func (c *e2ee) pickleKey(storeExists bool) ([]byte, error) {
 	case storeExists:
 		return nil, fmt.Errorf("matrix: %s is missing but the crypto store %s exists: the store cannot be read without it; "+
 			"restore the file, or replace the device (delete %s, %s* and %s in %s and restart)",
-			path, filepath.Join(c.dir, cryptoDBFile), sessionFile, cryptoDBFile, pickleKeyFile, c.dir)
+			path, c.enc.deviceFilePath(cryptoDBFile), sessionFile, cryptoDBFile, pickleKeyFile, c.dir)
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("matrix: pickle key: %w", err)
 	}
-	if err := fileutil.WriteFileAtomic(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+	if err := c.enc.writeDeviceFile(ctx, pickleKeyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n")); err != nil {
 		return nil, fmt.Errorf("matrix: pickle key: %w", err)
 	}
 	return key, nil
@@ -259,7 +281,7 @@ func (c *e2ee) pickleKey(storeExists bool) ([]byte, error) {
 func (c *e2ee) crossSign(ctx context.Context) {
 	ctx = quiet(ctx)
 	mach := c.helper.Machine()
-	path := filepath.Join(c.dir, recoveryKeyFile)
+	path := c.enc.deviceFilePath(recoveryKeyFile)
 	log := c.log.With().Str("device_id", string(c.cli.DeviceID)).Logger()
 	hasKeys, verified, err := mach.GetOwnVerificationStatus(ctx)
 	if err != nil {
@@ -269,7 +291,7 @@ func (c *e2ee) crossSign(ctx context.Context) {
 	if verified {
 		return
 	}
-	stored, err := os.ReadFile(path)
+	stored, err := c.enc.readDeviceFile(ctx, recoveryKeyFile)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		log.Warn().Err(err).Msg("matrix recovery key unreadable; the device is not cross-signed")
 		return
@@ -307,7 +329,7 @@ func (c *e2ee) crossSign(ctx context.Context) {
 		line.Msg("matrix cross-signing keys not uploaded; the device stays unverified, retried at the next start")
 		return
 	}
-	if err := fileutil.WriteFileAtomic(path, []byte(key+"\n"), 0o600); err != nil {
+	if err := c.enc.writeDeviceFile(ctx, recoveryKeyFile, []byte(key+"\n")); err != nil {
 		log.Error().Err(err).Str("recovery_key_file", path).
 			Msg("matrix cross-signing keys uploaded but the recovery key could not be kept; a later device cannot be cross-signed with them")
 	}

@@ -8,16 +8,13 @@ import (
 	"io/fs"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/icebox-voip/icebox/internal/fileutil"
 )
 
 // deviceDisplayName names the device icebox's password login creates, as
@@ -47,19 +44,24 @@ type login struct {
 	password   string // "" with an access token
 	deviceID   string // Config.DeviceID: the device the token must be for; "" = not checked
 	dir        string // Encryption.Dir; "" without encryption
+	enc        *Encryption
 	encrypted  bool
 	// backoff is the delay after the n-th failed attempt (the sender's
 	// bounds, which tests shorten).
 	backoff func(n int) time.Duration
 	// stored: the token is a stored session of a password login.
 	stored bool
+	// standby: UseStoredSession gave the client the stored session
+	// (device.go).
+	standbyMu sync.Mutex
+	standby   bool
 }
 
 func newLogin(cfg Config, cli *mautrix.Client, log zerolog.Logger, backoff func(n int) time.Duration) *login {
 	l := &login{cli: cli, log: log, homeserver: cfg.HomeserverURL, user: cfg.UserID, password: cfg.Password,
 		deviceID: cfg.DeviceID, encrypted: cfg.Encryption != nil, backoff: backoff}
 	if cfg.Encryption != nil {
-		l.dir = cfg.Encryption.Dir
+		l.dir, l.enc = cfg.Encryption.Dir, cfg.Encryption
 	}
 	return l
 }
@@ -137,25 +139,19 @@ func (l *login) checkWhoami(resp *mautrix.RespWhoami) error {
 // ensureSession gives the client the stored session, or logs in with the
 // password (once: a new device) and stores the session before using it.
 func (l *login) ensureSession(ctx context.Context) error {
-	path := filepath.Join(l.dir, sessionFile)
-	raw, err := os.ReadFile(path)
+	path := l.enc.deviceFilePath(sessionFile)
+	raw, err := l.enc.readDeviceFile(ctx, sessionFile)
 	switch {
 	case err == nil:
-		var s session
-		if err := json.Unmarshal(raw, &s); err != nil || s.AccessToken == "" || s.DeviceID == "" {
-			return fmt.Errorf("matrix: %s is not a session icebox wrote; move it aside to log in as a new device", path)
-		}
-		if s.UserID != l.user {
-			return fmt.Errorf("matrix: %s is a session of %s, not of the service user %s; use another state directory, or move it aside to log in as a new device", path, s.UserID, l.user)
+		s, err := l.parseSession(raw, path)
+		if err != nil {
+			return err
 		}
 		l.useSession(s)
 		l.stored = true
 		return nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("matrix: session: %w", err)
-	}
-	if err := os.MkdirAll(l.dir, 0o700); err != nil {
-		return fmt.Errorf("matrix: encryption directory: %w", err)
 	}
 	localpart, _, _ := strings.Cut(strings.TrimPrefix(l.user, "@"), ":")
 	var resp *mautrix.RespLogin
@@ -183,7 +179,7 @@ func (l *login) ensureSession(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("matrix: session: %w", err)
 	}
-	if err := fileutil.WriteFileAtomic(path, append(data, '\n'), 0o600); err != nil {
+	if err := l.enc.writeDeviceFile(ctx, sessionFile, append(data, '\n')); err != nil {
 		// The device exists but would be forgotten: the next start makes
 		// another. Better to stop now than to leave devices behind.
 		return fmt.Errorf("matrix: logged in as device %s but could not keep the session: %w", resp.DeviceID, err)
@@ -192,6 +188,18 @@ func (l *login) ensureSession(ctx context.Context) error {
 	l.log.Info().Str("user_id", s.UserID).Str("device_id", s.DeviceID).Str("session_file", path).
 		Msg("matrix password login: new device created; its session is kept for later starts")
 	return nil
+}
+
+// parseSession reads a stored session (path names it in errors).
+func (l *login) parseSession(raw []byte, path string) (session, error) {
+	var s session
+	if err := json.Unmarshal(raw, &s); err != nil || s.AccessToken == "" || s.DeviceID == "" {
+		return session{}, fmt.Errorf("matrix: %s is not a session icebox wrote; move it aside to log in as a new device", path)
+	}
+	if s.UserID != l.user {
+		return session{}, fmt.Errorf("matrix: %s is a session of %s, not of the service user %s; use another state directory, or move it aside to log in as a new device", path, s.UserID, l.user)
+	}
+	return s, nil
 }
 
 func (l *login) useSession(s session) {

@@ -57,7 +57,14 @@ func (s *Store) CreateCallOutbox(ctx context.Context, c signaling.Call, out []si
 			}
 			return err
 		}
-		return s.appendOutbox(ctx, tx, out)
+		if err := s.appendOutbox(ctx, tx, out); err != nil {
+			return err
+		}
+		items, err := s.txFeed(ctx, revoked(nil, c))
+		if err != nil {
+			return err
+		}
+		return s.writeFeed(ctx, tx, items)
 	})
 	if err != nil {
 		if isUnique(err) { // the same ID created on another node meanwhile
@@ -103,7 +110,14 @@ func (s *Store) UpdateCallOutbox(ctx context.Context, id string, fn func(*signal
 		if err := s.putCall(ctx, tx, &old, c); err != nil {
 			return err
 		}
-		return s.appendOutbox(ctx, tx, out)
+		if err := s.appendOutbox(ctx, tx, out); err != nil {
+			return err
+		}
+		items, err := s.txFeed(ctx, revoked(&old, c))
+		if err != nil {
+			return err
+		}
+		return s.writeFeed(ctx, tx, items)
 	})
 	if fnErr != nil {
 		return signaling.Call{}, fnErr
@@ -121,10 +135,19 @@ func (s *Store) AppendOutbox(ctx context.Context, out []signaling.OutboxEntry) e
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	if len(out) == 0 {
+	if len(out) == 0 && (!s.feed || signaling.TxEventsFrom(ctx) == nil) {
 		return nil
 	}
-	err := s.tx(ctx, func(tx pgx.Tx) error { return s.appendOutbox(ctx, tx, out) })
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := s.appendOutbox(ctx, tx, out); err != nil {
+			return err
+		}
+		items, err := s.txFeed(ctx, nil)
+		if err != nil {
+			return err
+		}
+		return s.writeFeed(ctx, tx, items)
+	})
 	return wrap(op, err)
 }
 

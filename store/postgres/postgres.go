@@ -22,6 +22,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -46,6 +48,15 @@ type Options struct {
 	StatementTimeout time.Duration
 	// ConnectTimeout bounds Open's first connection. Default: 10s.
 	ConnectTimeout time.Duration
+
+	// Feed makes each transition write its events (signaling.TxEvents)
+	// and its revocation to the feed (feed.go) in its transaction, for
+	// the nodes sharing the database; their readers then deliver them,
+	// this node's included. Default: off (the events are the Service's
+	// to publish).
+	Feed bool
+	// NodeID names this node in the feed. Default: random.
+	NodeID string
 }
 
 // Store is an open PostgreSQL database.
@@ -54,7 +65,12 @@ type Store struct {
 	records  Records
 	instance string
 	where    string // host/database, for logs (no credentials)
+	feed     bool   // Options.Feed
+	node     string // Options.NodeID
 }
+
+// NodeID is this node's name in the feed (Options.NodeID).
+func (s *Store) NodeID() string { return s.node }
 
 var (
 	_ signaling.Store     = (*Store)(nil)
@@ -107,7 +123,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("store: postgres: %w: %s: %w", ErrUnreachable, where, err)
 	}
-	s := &Store{pool: pool, records: opts.Records, where: where}
+	if opts.NodeID == "" {
+		raw := make([]byte, 6)
+		_, _ = rand.Read(raw) // crypto/rand does not fail on Linux
+		opts.NodeID = hex.EncodeToString(raw)
+	}
+	s := &Store{pool: pool, records: opts.Records, where: where, feed: opts.Feed, node: opts.NodeID}
 	if s.instance, err = migrate(ctx, pool); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("store: postgres: %s: %w", where, err)

@@ -2,6 +2,7 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -405,14 +406,14 @@ func TestLease(t *testing.T) {
 	dsn := srv.NewDatabase(t)
 	a, b := open(t, dsn), open(t, dsn)
 	ctx := t.Context()
-	la, ok, err := a.TryLease(ctx, "matrix")
+	la, ok, err := a.TryLease(ctx, "matrix", 10*time.Second)
 	if err != nil || !ok {
 		t.Fatalf("first TryLease: %v, %v", ok, err)
 	}
-	if _, ok, err := b.TryLease(ctx, "matrix"); err != nil || ok {
+	if _, ok, err := b.TryLease(ctx, "matrix", 10*time.Second); err != nil || ok {
 		t.Fatalf("second TryLease while held: %v, %v; want refused", ok, err)
 	}
-	if lo, ok, err := b.TryLease(ctx, "other"); err != nil || !ok {
+	if lo, ok, err := b.TryLease(ctx, "other", 0); err != nil || !ok {
 		t.Fatalf("a lease of another name: %v, %v", ok, err)
 	} else {
 		_ = lo.Release()
@@ -420,7 +421,7 @@ func TestLease(t *testing.T) {
 	if err := la.Release(); err != nil {
 		t.Fatal(err)
 	}
-	lb, ok, err := b.TryLease(ctx, "matrix")
+	lb, ok, err := b.TryLease(ctx, "matrix", 10*time.Second)
 	if err != nil || !ok {
 		t.Fatalf("TryLease after release: %v, %v", ok, err)
 	}
@@ -444,4 +445,144 @@ func TestCreateRace(t *testing.T) {
 			t.Fatalf("%s: got %v and %v; want one nil and one ErrConflict", id, e1, e2)
 		}
 	}
+}
+
+// TestFeedInTransaction: with Options.Feed, a transition's events
+// (signaling.TxEvents) and its revocation are written to the feed in the
+// transaction that commits it. Two nodes race transitions on the same calls
+// while a reader follows the feed: it skips no row, and each call's events
+// come in the order of its transitions' commits (a counter the transitions
+// increment under the call's row lock).
+func TestFeedInTransaction(t *testing.T) {
+	srv := pgtest.Start(t)
+	dsn := srv.NewDatabase(t)
+	feed := func(o *postgres.Options) { o.Feed = true }
+	a, b := open(t, dsn, feed), open(t, dsn, feed)
+	ctx := t.Context()
+	const calls, racers, each = 3, 6, 15
+	for i := range calls {
+		c := ringing("feed-" + string(rune('a'+i)))
+		c.LifetimeMS = 0 // the transitions' counter
+		if err := a.CreateCall(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var (
+		mu     sync.Mutex
+		read   []postgres.FeedItem
+		stop   = make(chan struct{})
+		reader = make(chan error, 1)
+	)
+	go func() { // follows the feed as a node does, while the writers run
+		var head int64
+		for {
+			select {
+			case <-stop:
+				reader <- nil
+				return
+			default:
+			}
+			items, err := b.FeedAfter(ctx, head, 100)
+			if err != nil {
+				reader <- err
+				return
+			}
+			mu.Lock()
+			for _, it := range items {
+				head = it.ID
+				read = append(read, it)
+			}
+			mu.Unlock()
+		}
+	}()
+	var wg sync.WaitGroup
+	for r := range racers {
+		node := a
+		if r%2 == 1 {
+			node = b
+		}
+		wg.Go(func() {
+			for i := range each {
+				id := "feed-" + string(rune('a'+(r+i)%calls))
+				tctx, j := signaling.WithTxEvents(ctx)
+				_, err := node.UpdateCallOutbox(tctx, id, func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
+					c.LifetimeMS++
+					j.Set(signaling.Event{Type: "Test", CallID: id, ConversationID: "conv", Recipients: []string{"@alice:x"},
+						Payload: map[string]int64{"n": c.LifetimeMS}})
+					return nil, nil
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// The last transition of each call ends it: one revocation each.
+	for i := range calls {
+		id := "feed-" + string(rune('a'+i))
+		until := time.Now().Add(time.Hour)
+		if _, err := a.UpdateCall(ctx, id, func(c *signaling.Call) error {
+			c.Status, c.RevokedUntil = signaling.StatusEnded, &until
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, err := a.FeedAfter(ctx, 0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := racers*each + calls; len(all) != want {
+		t.Fatalf("the feed holds %d items, want %d (one per transition, one revocation per call)", len(all), want)
+	}
+	// The reader's last read must see the end.
+	if !waitUntil(5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(read) >= len(all) }) {
+		t.Fatalf("the reader did not read all %d items", len(all))
+	}
+	close(stop)
+	if err := <-reader; err != nil {
+		t.Fatal(err)
+	}
+	if len(read) != len(all) {
+		t.Fatalf("the reader read %d items, the feed holds %d: it skipped or repeated some", len(read), len(all))
+	}
+	last := map[string]int64{}
+	revokes := 0
+	for i, it := range read {
+		if it.ID != all[i].ID {
+			t.Fatalf("item %d: the reader read id %d, the feed has %d there", i, it.ID, all[i].ID)
+		}
+		if it.Kind == postgres.FeedRevoke {
+			revokes++
+			continue
+		}
+		ev, err := postgres.DecodeFeedEvent(it.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p struct{ N int64 }
+		if err := json.Unmarshal(ev.Payload.(json.RawMessage), &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.N != last[ev.CallID]+1 {
+			t.Fatalf("call %s: event %d after %d (feed id %d): not in commit order", ev.CallID, p.N, last[ev.CallID], it.ID)
+		}
+		last[ev.CallID] = p.N
+	}
+	if revokes != calls {
+		t.Errorf("%d revocations in the feed, want %d", revokes, calls)
+	}
+}
+
+func waitUntil(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return cond()
 }

@@ -93,6 +93,15 @@ CREATE TABLE icebox_conversation_users (
 );
 CREATE INDEX icebox_conversation_users_conversation ON icebox_conversation_users (conversation_id);
 `,
+	// 3 → 4: the Matrix device the nodes share (device.go): its session,
+	// pickle key and recovery key; mautrix's crypto and room-state stores
+	// keep their own tables (crypto_*, mx_*), migrated by mautrix.
+	`
+CREATE TABLE icebox_matrix_device (
+	name  text COLLATE "C" PRIMARY KEY,
+	value bytea NOT NULL
+);
+`,
 }
 
 // fills[v] runs after migrations[v-1], in its transaction: it fills what
