@@ -238,6 +238,7 @@ func (m *Manager) ActiveLegs() int {
 type leg struct {
 	callID, roomID string
 	inbound        bool
+	dir            string // the direction label: outbound, inbound or legacy
 	ctx            context.Context // cancelled when the call ends
 	cancel         context.CancelFunc
 	worker         sync.WaitGroup // the goroutines that use the leg
@@ -261,17 +262,18 @@ type leg struct {
 	serviceURL string    // the focus the leg uses
 }
 
-// add registers a leg for callID in roomID; false if the room has one.
-func (m *Manager) add(callID, roomID string, inbound bool) (*leg, bool) {
+// add registers a leg (direction dir) for callID in roomID; false if the
+// room has one.
+func (m *Manager) add(callID, roomID, dir string) (*leg, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.done || m.rooms[roomID] != nil {
 		return nil, false
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
-	l := &leg{callID: callID, roomID: roomID, inbound: inbound, ctx: ctx, cancel: cancel}
+	l := &leg{callID: callID, roomID: roomID, inbound: dir == dirInbound, dir: dir, ctx: ctx, cancel: cancel}
 	m.legs[callID], m.rooms[roomID] = l, l
-	m.metrics.active.WithLabelValues(direction(inbound)).Inc()
+	m.metrics.active.WithLabelValues(dir).Inc()
 	return l, true
 }
 
@@ -617,13 +619,6 @@ func (m *Manager) checkMedia(l *leg, gw *gateway.Gateway) {
 		m.log.Info().Str("call_id", l.callID).Msg("bridged call's members are no longer in the LiveKit room; ending it")
 		m.end(l, "", signaling.ReasonUserHangup, false)
 	}
-}
-
-func direction(inbound bool) string {
-	if inbound {
-		return dirInbound
-	}
-	return dirOutbound
 }
 
 // newCallID is an inbound call's ID (the leg's TURN credentials name it
