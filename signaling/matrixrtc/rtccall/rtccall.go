@@ -238,7 +238,7 @@ func (m *Manager) ActiveLegs() int {
 type leg struct {
 	callID, roomID string
 	inbound        bool
-	dir            string // the direction label: outbound, inbound or legacy
+	dir            string          // the direction label: outbound, inbound or legacy
 	ctx            context.Context // cancelled when the call ends
 	cancel         context.CancelFunc
 	worker         sync.WaitGroup // the goroutines that use the leg
