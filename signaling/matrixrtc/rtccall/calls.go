@@ -131,6 +131,15 @@ func (m *Manager) answer(l *leg, mb membership.Member) {
 			device = "" // the user's default party
 		}
 		if _, err := calls.AnswerFromRTC(ctx, l.callID, mb.Sender, device, sdp); err != nil {
+			if errors.Is(err, signaling.ErrForbidden) {
+				// Not the invitee the call names (a legacy caller's invite
+				// may name one): the next member to join may answer.
+				l.mu.Lock()
+				l.answered = false
+				l.mu.Unlock()
+				m.log.Info().Str("call_id", l.callID).Str("member", mb.Sender).Msg("a member who is not the call's invitee joined; still ringing")
+				return
+			}
 			if l.ctx.Err() == nil {
 				m.log.Warn().Err(err).Str("call_id", l.callID).Msg("answering a bridged call")
 			}

@@ -11,6 +11,10 @@
 //     (membership) and rings (MSC4075). The first other member to join
 //     answers the call (the leg's answer SDP goes to the client); an MSC4310
 //     decline rejects it; the ring's lifetime is the invite's (expiry).
+//   - Legacy (a Matrix user's m.call.invite in a room whose callee side
+//     speaks MatrixRTC; signaling/rtclegacy.go): placed as an outbound
+//     call, the legacy caller in the icebox client's place; the domain
+//     sends the answer and the end to the caller as m.call.* events.
 //   - Inbound (an Element X user rings a mapped room): a leg offers (gateway
 //     offer mode) and the conversation's icebox users get a CallInvite with
 //     that offer; answering joins the session and the LiveKit room with the
