@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/icebox-voip/icebox/signaling"
+	"github.com/icebox-voip/icebox/signaling/matrix"
+	"github.com/icebox-voip/icebox/signaling/matrixrtc/membership"
 )
 
 // legacyInvite is bob's m.call.invite (a legacy client) in the MatrixRTC
@@ -172,5 +175,60 @@ func TestLegacyCallerNotBridged(t *testing.T) {
 	}
 	if p, _, _, _ := steps.counts(); p != 0 {
 		t.Fatalf("placed %d calls through the gateway, want 0", p)
+	}
+}
+
+// TestLegacyCallerAuto: with call_protocol auto the rule is asked about
+// the callee's side, not the caller: bob's legacy invite is bridged when
+// carol's (the other participant's) last call was MatrixRTC, although
+// bob's own last call is this legacy one; with no MatrixRTC history it
+// rings the icebox clients as a legacy call.
+func TestLegacyCallerAuto(t *testing.T) {
+	ctx := context.Background()
+	const carol = "@carol:example.org"
+	rooms := membership.NewRooms(0, 0, nil)
+	steps := &rtcSteps{}
+	e := newEnv(t, func(c *signaling.ServiceConfig) {
+		c.Outbound = &matrix.Encoder{}
+		c.RoomIndex = c.Store.(signaling.RoomIndex)
+		c.CallProtocol = signaling.CallProtocolAuto
+		c.RTC = steps
+		c.RTCRooms = rooms
+	})
+	if _, err := e.svc.PutConversationSpec(ctx, "rtc", signaling.ConversationSpec{
+		Participants: []string{carol, bob}, RoomID: rtcRoom}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.svc.InviteFromMatrix(ctx, legacyInvite("auto1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Bridged() {
+		t.Fatalf("call %+v bridged with no MatrixRTC history", c)
+	}
+	if _, err := e.svc.HangupFromMatrix(ctx, legacyInvite("auto1").MatrixEvent, "user_hangup", false); err != nil {
+		t.Fatal(err)
+	}
+
+	// bob's last call is legacy (as the sync records his invite); carol's
+	// was MatrixRTC, in another room, long over.
+	now := time.Now()
+	rooms.ObserveLegacyCall(bob, now)
+	content := `{"application":"m.call","call_id":"","device_id":"CAROLX","scope":"m.room",` +
+		`"focus_active":{"type":"livekit","focus_selection":"oldest_membership"},` +
+		`"foci_preferred":[{"type":"livekit","livekit_service_url":"https://x/livekit/jwt","livekit_alias":"!elsewhere:x"}],"expires":60000}`
+	if _, err := rooms.Observe("!elsewhere:example.org", membership.Event{StateKey: "_" + carol + "_CAROLX_m.call", Sender: carol,
+		Content: []byte(content), TS: now.Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	c, err = e.svc.InviteFromMatrix(ctx, legacyInvite("auto2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.LegacyBridged() {
+		t.Fatalf("call %+v not bridged although the callee's last call was MatrixRTC", c)
+	}
+	if p, _, _, _ := steps.counts(); p != 1 {
+		t.Fatalf("placed %d calls through the gateway, want 1", p)
 	}
 }
