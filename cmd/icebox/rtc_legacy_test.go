@@ -22,16 +22,19 @@ import (
 	"time"
 )
 
-// legacyRoom is a plain room bob creates with icebox and carol invited
+// legacyRoom is a room (encrypted or not) bob creates with icebox and carol invited
 // (carol joins); icebox joins and maps it to a conversation of its own
 // (room-<hash>), which is given alice, bob and carol and calls over
 // MatrixRTC. It returns the room and the conversation.
-func (b *rtcBed) legacyRoom(t *testing.T) (room, conv string) {
+func (b *rtcBed) legacyRoom(t *testing.T, encrypted bool) (room, conv string) {
 	t.Helper()
 	bob, carol := b.users[1], b.users[2]
 	req := map[string]any{
 		"preset": "private_chat", "name": "legacy caller", "invite": []string{b.iceboxUser, carol},
 		"power_level_content_override": map[string]any{"events": map[string]int{"org.matrix.msc3401.call.member": 0}},
+	}
+	if encrypted {
+		req["initial_state"] = []map[string]any{{"type": "m.room.encryption", "state_key": "", "content": map[string]any{"algorithm": "m.megolm.v1.aes-sha2"}}}
 	}
 	code, resp := b.matrixAPI(t, bob, http.MethodPost, "/_matrix/client/v3/createRoom", req)
 	var created struct {
@@ -62,12 +65,22 @@ func (b *rtcBed) legacyRoom(t *testing.T) (room, conv string) {
 
 func TestGatewayLegacyCaller(t *testing.T) {
 	b := newRTCBedWith(t, rtcBedOpts{gateway: true, matrixTURN: true})
-	const alice, carolPage, ecPage = "gwl-alice", "gwl-carol", "gwl-ec"
-	room, conv := b.legacyRoom(t)
-	// alice, an icebox client of the conversation, is connected: she must
-	// not be rung.
+	const alice = "gwl-alice"
+	// alice, an icebox client of the rooms' conversations, is connected:
+	// she must not be rung.
 	b.browser.open(t, alice, b.front+"/icebox.html", "icebox")
 	b.browser.call(t, alice, "icebox.connect", nil, jsAliceTok)
+	for _, encrypted := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "encrypted"}[encrypted]
+		t.Run(name+" room", func(t *testing.T) { b.legacyCall(t, alice, name, encrypted) })
+	}
+}
+
+// legacyCall is one call of carol's (a new matrix-js-sdk device, Rust
+// crypto in an encrypted room) to bob's Element Call through the gateway.
+func (b *rtcBed) legacyCall(t *testing.T, alice, name string, encrypted bool) {
+	carolPage, ecPage := "gwl-carol-"+name, "gwl-ec-"+name
+	room, conv := b.legacyRoom(t, encrypted)
 
 	carol := b.users[2]
 	local := strings.TrimPrefix(strings.SplitN(carol, ":", 2)[0], "@")
@@ -77,11 +90,11 @@ func TestGatewayLegacyCaller(t *testing.T) {
 		TurnServers []struct{ URLs []string }
 	}
 	b.browser.call(t, carolPage, "harness.login", &login, map[string]any{
-		"baseUrl": b.front, "userId": carol, "accessToken": tok, "deviceId": dev, "encryption": false})
+		"baseUrl": b.front, "userId": carol, "accessToken": tok, "deviceId": dev, "encryption": encrypted})
 	if len(login.TurnServers) == 0 || !strings.Contains(strings.Join(login.TurnServers[0].URLs, " "), browserBedIP+":"+browserBedTURN) {
 		t.Fatalf("carol's TURN servers %+v; want icebox's", login.TurnServers)
 	}
-	b.browser.call(t, carolPage, "harness.roomReady", nil, room, false)
+	b.browser.call(t, carolPage, "harness.roomReady", nil, room, encrypted)
 	dump := func() {
 		if !t.Failed() {
 			return
@@ -109,12 +122,13 @@ func TestGatewayLegacyCaller(t *testing.T) {
 		b.browser.call(t, carolPage, "harness.state", &c, callID)
 		return c
 	}
-	var rings []map[string]any
-	if !waitFor(30*time.Second, func() bool {
-		rings = b.roomEvents(t, room, "org.matrix.msc4075.rtc.notification")
-		return len(rings) > 0
-	}) {
-		t.Fatal("icebox did not ring the room's MatrixRTC call for carol's legacy invite")
+	if !waitFor(30*time.Second, func() bool { return b.iceboxMembership(t, room) != nil }) {
+		t.Fatal("icebox did not join the room's MatrixRTC call for carol's legacy invite")
+	}
+	if !encrypted { // an encrypted room's ring is m.room.encrypted to the Go side
+		if !waitFor(30*time.Second, func() bool { return len(b.roomEvents(t, room, "org.matrix.msc4075.rtc.notification")) > 0 }) {
+			t.Fatal("icebox did not ring the room's MatrixRTC call for carol's legacy invite")
+		}
 	}
 	rang := time.Since(started)
 	if v := b.gatewayCall(t, callID); v.Protocol != "matrixrtc" || v.Status != "ringing" {
@@ -159,13 +173,29 @@ func TestGatewayLegacyCaller(t *testing.T) {
 	}) {
 		t.Fatalf("media not growing over %v: %s", rtcMediaWindow, why)
 	}
-	t.Logf("legacy caller: rang %v after placeCall, media both ways %v after it", rang.Round(time.Millisecond), flowingAfter.Round(time.Millisecond))
+	t.Logf("legacy caller, %s room: icebox in the call (and ringing) %v after placeCall, media both ways %v after it", name, rang.Round(time.Millisecond), flowingAfter.Round(time.Millisecond))
 	t.Logf("carol (matrix-js-sdk MatrixCall) received from Element Call: video %d B (%d frames decoded), audio %d B; her path %+v",
 		c.Stats.VideoBytesIn, c.Stats.FramesDecoded, c.Stats.AudioBytesIn, c.Stats.Local)
 	t.Logf("Element Call received from carol: video %d B (%d frames decoded), audio %d B",
 		ec.RTP.VideoBytesIn, ec.RTP.FramesDecoded, ec.RTP.AudioBytesIn)
 	if c.Stats.Local == nil || c.Stats.Local.Type != "relay" {
 		t.Errorf("carol's selected candidate %+v; want a relay candidate of icebox's TURN", c.Stats.Local)
+	}
+	if encrypted {
+		// The media keys went both ways (Olm-encrypted to-device); no
+		// frame failed at icebox.
+		m := b.metrics(t)
+		failures := 0.0
+		for k, v := range m {
+			if strings.HasPrefix(k, "icebox_e2ee_frame_failures_total") && !strings.Contains(k, `reason="no_key"`) {
+				failures += v
+			}
+		}
+		t.Logf("icebox's media keys: received %v, sent %v; frame failures (other than no key yet) %v",
+			m[`icebox_e2ee_keys_received_total{result="accepted"}`], m[`icebox_e2ee_keys_sent_total{result="ok"}`], failures)
+		if m[`icebox_e2ee_keys_received_total{result="accepted"}`] == 0 || m[`icebox_e2ee_keys_sent_total{result="ok"}`] == 0 || failures != 0 {
+			t.Errorf("media keys: want some received and sent, and no frame failure")
+		}
 	}
 	var invites []struct {
 		Conversation string `json:"conversation"`
