@@ -72,13 +72,19 @@ func TestGatewayLegacyCaller(t *testing.T) {
 	b.browser.call(t, alice, "icebox.connect", nil, jsAliceTok)
 	for _, encrypted := range []bool{false, true} {
 		name := map[bool]string{false: "plain", true: "encrypted"}[encrypted]
-		t.Run(name+" room", func(t *testing.T) { b.legacyCall(t, alice, name, encrypted) })
+		t.Run(name+" room", func(t *testing.T) { b.legacyCall(t, alice, name, encrypted, false) })
 	}
+	// Element Call's page closes abruptly mid-call (its membership stays
+	// behind: Dendrite has no delayed events): the call ends once bob's
+	// client is gone from the LiveKit room, and carol's MatrixCall gets
+	// m.call.hangup.
+	t.Run("Element Call's browser closes abruptly", func(t *testing.T) { b.legacyCall(t, alice, "vanish", false, true) })
 }
 
 // legacyCall is one call of carol's (a new matrix-js-sdk device, Rust
 // crypto in an encrypted room) to bob's Element Call through the gateway.
-func (b *rtcBed) legacyCall(t *testing.T, alice, name string, encrypted bool) {
+// With ecCloses, bob's page closes instead of carol hanging up.
+func (b *rtcBed) legacyCall(t *testing.T, alice, name string, encrypted, ecCloses bool) {
 	carolPage, ecPage := "gwl-carol-"+name, "gwl-ec-"+name
 	room, conv := b.legacyRoom(t, encrypted)
 
@@ -189,6 +195,9 @@ func (b *rtcBed) legacyCall(t *testing.T, alice, name string, encrypted bool) {
 		for k, v := range m {
 			if strings.HasPrefix(k, "icebox_e2ee_frame_failures_total") && !strings.Contains(k, `reason="no_key"`) {
 				failures += v
+				if v > 0 {
+					t.Logf("%s %v", k, v)
+				}
 			}
 		}
 		t.Logf("icebox's media keys: received %v, sent %v; frame failures (other than no key yet) %v",
@@ -207,6 +216,23 @@ func (b *rtcBed) legacyCall(t *testing.T, alice, name string, encrypted bool) {
 		}
 	}
 
+	if ecCloses {
+		closed := time.Now()
+		b.closePage(t, ecPage)
+		var c elementCall
+		if !waitFor(60*time.Second, func() bool { c = carolState(); return c.State == "ended" }) {
+			t.Fatalf("carol's call still %s 60 s after Element Call's page closed", c.State)
+		}
+		t.Logf("carol's call ended %v after Element Call's page closed: hangup party %s, reason %s",
+			time.Since(closed).Round(100*time.Millisecond), c.HangupParty, c.HangupReason)
+		if c.HangupParty != "remote" {
+			t.Errorf("carol's call ended by %q; want remote (icebox's m.call.hangup)", c.HangupParty)
+		}
+		if !waitFor(20*time.Second, func() bool { return b.iceboxMembership(t, room) == nil }) {
+			t.Error("icebox's membership still in the room")
+		}
+		return
+	}
 	// carol hangs up: icebox leaves the room's call, the call ends.
 	b.browser.call(t, carolPage, "harness.hangup", nil, callID, "user_hangup")
 	if !waitFor(20*time.Second, func() bool { return b.iceboxMembership(t, room) == nil }) {
