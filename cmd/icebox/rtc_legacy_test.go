@@ -189,21 +189,28 @@ func (b *rtcBed) legacyCall(t *testing.T, alice, name string, encrypted, ecClose
 	}
 	if encrypted {
 		// The media keys went both ways (Olm-encrypted to-device); no
-		// frame failed at icebox.
+		// frame failed at icebox but those at bob's join whose key was
+		// still on its way (no_key, missing_key: the metric's own note;
+		// how many depends on the machine's load, so they are only
+		// logged), and carol decoded Element Call's frames throughout the
+		// window above.
 		m := b.metrics(t)
-		failures := 0.0
+		failures, atJoin := 0.0, 0.0
 		for k, v := range m {
-			if strings.HasPrefix(k, "icebox_e2ee_frame_failures_total") && !strings.Contains(k, `reason="no_key"`) {
+			if !strings.HasPrefix(k, "icebox_e2ee_frame_failures_total") || v == 0 {
+				continue
+			}
+			t.Logf("%s %v", k, v)
+			if strings.Contains(k, `reason="no_key"`) || strings.Contains(k, `reason="missing_key"`) {
+				atJoin += v
+			} else {
 				failures += v
-				if v > 0 {
-					t.Logf("%s %v", k, v)
-				}
 			}
 		}
-		t.Logf("icebox's media keys: received %v, sent %v; frame failures (other than no key yet) %v",
-			m[`icebox_e2ee_keys_received_total{result="accepted"}`], m[`icebox_e2ee_keys_sent_total{result="ok"}`], failures)
+		t.Logf("icebox's media keys: received %v, sent %v; frame failures %v (and %v while keys were on their way)",
+			m[`icebox_e2ee_keys_received_total{result="accepted"}`], m[`icebox_e2ee_keys_sent_total{result="ok"}`], failures, atJoin)
 		if m[`icebox_e2ee_keys_received_total{result="accepted"}`] == 0 || m[`icebox_e2ee_keys_sent_total{result="ok"}`] == 0 || failures != 0 {
-			t.Errorf("media keys: want some received and sent, and no frame failure")
+			t.Errorf("media keys: want some received and sent, and no frame failure but keys on their way")
 		}
 	}
 	var invites []struct {
