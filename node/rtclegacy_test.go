@@ -195,8 +195,9 @@ func (b *rtcBed) noClientEvents(t *testing.T, callID string) {
 // and video flow both ways. carol hangs up (m.call.hangup): icebox's
 // membership is emptied, the leg closed, the credentials revoked. Then bob
 // declines the next ring (m.call.reject to carol), and bob leaving an
-// answered call hangs it up (m.call.hangup). alice, an icebox client of
-// the conversation, hears of none of it.
+// answered call hangs it up (m.call.hangup), and carol's client
+// vanishing mid-call (no hangup) ends it as gateway_failed. alice, an
+// icebox client of the conversation, hears of none of it.
 func TestRTCCallLegacyCaller(t *testing.T) {
 	b := newRTCBed(t)
 	carolID, carolToken := b.carol(t)
@@ -262,9 +263,34 @@ func TestRTCCallLegacyCaller(t *testing.T) {
 		t.Fatalf("m.call.hangup party %v, want bob's device", h["party_id"])
 	}
 	b.waitEnded(t, "legacycall3", "ended", "user_hangup")
+
+	// Answered, media flowing, then carol's client vanishes (its
+	// connection closes, no m.call.hangup): the leg fails, the call ends
+	// (gateway_failed) and icebox leaves the room's call.
+	c4 := b.newLegacyCall(t, carolID, carolToken, 4)
+	c4.invite(t, "legacycall4")
+	b.bobJoin(t)
+	bob4 := b.bobMedia(t)
+	ans4 := b.matrixEvent(t, "m.call.answer", "legacycall4")
+	if err := c4.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: ans4["answer"].(map[string]any)["sdp"].(string)}); err != nil {
+		t.Fatal(err)
+	}
+	sendSynthetic(b.mediaCtx, &b.wg, c4.audio, c4.video)
+	mediaBothWaysLegacy(t, c4, bob4)
+	vanished := time.Now()
+	_ = c4.pc.Close()
+	b.waitEnded(t, "legacycall4", "ended", "gateway_failed")
+	t.Logf("carol's client vanished: call ended %v later (gateway_failed), icebox's membership emptied", time.Since(vanished).Round(100*time.Millisecond))
+	if h := b.matrixEvent(t, "m.call.hangup", "legacycall4"); h["party_id"] != b.bobDevice {
+		t.Fatalf("m.call.hangup party %v, want bob's device", h["party_id"])
+	}
+	bob4.stop()
+	b.bobLeave(t)
+
 	b.noClientEvents(t, "legacycall2")
 	b.noClientEvents(t, "legacycall3")
-	for _, r := range []string{"hangup_client", "declined", "hangup_member"} {
+	b.noClientEvents(t, "legacycall4")
+	for _, r := range []string{"hangup_client", "declined", "hangup_member", "gateway_failed"} {
 		b.waitMetric(t, 1, "icebox_rtccall_calls_ended_total", "reason", r)
 	}
 }
