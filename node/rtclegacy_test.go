@@ -281,8 +281,8 @@ func TestRTCCallLegacyCaller(t *testing.T) {
 	_ = c4.pc.Close()
 	b.waitEnded(t, "legacycall4", "ended", "gateway_failed")
 	t.Logf("carol's client vanished: call ended %v later (gateway_failed), icebox's membership emptied", time.Since(vanished).Round(100*time.Millisecond))
-	if h := b.matrixEvent(t, "m.call.hangup", "legacycall4"); h["party_id"] != b.bobDevice {
-		t.Fatalf("m.call.hangup party %v, want bob's device", h["party_id"])
+	if h := b.matrixEvent(t, "m.call.hangup", "legacycall4"); h["party_id"] != b.bobDevice || h["reason"] != "unknown_error" {
+		t.Fatalf("m.call.hangup party %v reason %v, want bob's device, unknown_error", h["party_id"], h["reason"])
 	}
 	bob4.stop()
 	b.bobLeave(t)

@@ -148,8 +148,8 @@ func TestLegacyCallerDeclinedAndHangup(t *testing.T) {
 		t.Fatal(err)
 	}
 	types, contents = drainOutbox(t, e)
-	if len(types) != 1 || types[0] != "m.call.hangup" || contents[0]["party_id"] != signaling.GatewayPartyID {
-		t.Fatalf("outbox after the gateway failed: %v %v, want m.call.hangup", types, contents)
+	if len(types) != 1 || types[0] != "m.call.hangup" || contents[0]["party_id"] != signaling.GatewayPartyID || contents[0]["reason"] != "unknown_error" {
+		t.Fatalf("outbox after the gateway failed: %v %v, want m.call.hangup, unknown_error", types, contents)
 	}
 }
 
