@@ -20,8 +20,9 @@ import (
 // called after the transition committed and must not block (the gateway
 // does its Matrix and LiveKit work on goroutines of its own).
 type RTCCalls interface {
-	// Place starts the MatrixRTC side of a call an icebox client placed:
-	// answer c.SDPOffer with a gateway leg, join the room's session, ring.
+	// Place starts the MatrixRTC side of a call an icebox client placed,
+	// or a legacy Matrix caller's (c.LegacyBridged, rtclegacy.go): answer
+	// c.SDPOffer with a gateway leg, join the room's session, ring.
 	Place(c Call)
 	// Answered: an icebox client answered a call an Element X user
 	// placed (c.SDPAnswer answers the leg's offer): join the session.
