@@ -75,8 +75,9 @@ func (s *Service) signal(ctx context.Context, c Call, ev Event) error {
 
 func (s *Service) encode(ev Event, c Call) ([]OutboxEntry, error) {
 	// A bridged call's Matrix side is its MatrixRTC session, which the
-	// gateway keeps: no m.call.* event goes out for it.
-	if s.cfg.Outbound == nil || ev.Type == "" || c.Bridged() {
+	// gateway keeps: no m.call.* event goes out for it — but to a legacy
+	// caller's (rtclegacy.go).
+	if s.cfg.Outbound == nil || ev.Type == "" || (c.Bridged() && !c.LegacyBridged()) {
 		return nil, nil
 	}
 	out, err := s.cfg.Outbound.Encode(ev, c)
@@ -118,6 +119,9 @@ func newEvent(conv Conversation, c Call, eventType string, payload any) Event {
 	recipients := conv.Participants
 	if len(recipients) == 0 {
 		recipients = callParties(c)
+	}
+	if c.LegacyBridged() {
+		recipients = nil // the icebox clients take no part (rtclegacy.go)
 	}
 	return Event{
 		Type: eventType, CallID: c.ID, ConversationID: c.ConversationID,

@@ -93,6 +93,7 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 	if keep, err := s.resolveGlare(ctx, conv, in); err != nil || !keep {
 		return Call{}, err
 	}
+	bridged := s.legacyToRTC(ctx, conv, in)
 	c := Call{
 		ID:                  in.CallID,
 		ConversationID:      conv.ID,
@@ -109,6 +110,9 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 		MatrixPartyID:       in.PartyID,
 		CallerMedia:         media,
 	}
+	if bridged {
+		c.Protocol = CallProtocolMatrixRTC // rtclegacy.go
+	}
 	tctx, j := WithTxEvents(ctx)
 	ev := j.set1(newEvent(conv, c, EventCallInviteViaMatrix, invitePayload(EventCallInviteViaMatrix, c, media)))
 	if err := s.cfg.Store.CreateCallOutbox(tctx, c, nil); err != nil {
@@ -117,6 +121,9 @@ func (s *Service) InviteFromMatrix(ctx context.Context, in MatrixInvite) (Call, 
 	s.logTransition(c, "invited from Matrix")
 	s.armExpiry(c)
 	s.emit(ev)
+	if bridged {
+		s.cfg.RTC.Place(c)
+	}
 	return c, nil
 }
 
@@ -188,6 +195,9 @@ func (s *Service) CandidatesFromMatrix(ctx context.Context, ev MatrixEvent, cs [
 	}
 	if err := checkInCall(&c, ev.Sender, ev.PartyID); err != nil {
 		return err
+	}
+	if c.Bridged() && s.cfg.RTC != nil {
+		s.cfg.RTC.Candidates(c, cs) // a legacy caller's, for the gateway's leg
 	}
 	s.emit(newEvent(conv, c, EventCallCandidatesViaMatrix, CandidatesPayload{
 		Type: EventCallCandidatesViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: ev.Sender,
@@ -323,6 +333,9 @@ func (s *Service) NegotiateFromMatrix(ctx context.Context, ev MatrixEvent, desc 
 		j.Set()
 		if err := inRoom(c, conv); err != nil {
 			return nil, err
+		}
+		if c.Bridged() {
+			return nil, transitionErr(c, "not_supported", "renegotiation is not supported on a call bridged to MatrixRTC")
 		}
 		if err := applyNegotiate(c, ev.Sender, ev.PartyID, desc.Type, lifetime, s.cfg.Now().UTC()); err != nil {
 			return nil, err

@@ -20,8 +20,9 @@ import (
 // called after the transition committed and must not block (the gateway
 // does its Matrix and LiveKit work on goroutines of its own).
 type RTCCalls interface {
-	// Place starts the MatrixRTC side of a call an icebox client placed:
-	// answer c.SDPOffer with a gateway leg, join the room's session, ring.
+	// Place starts the MatrixRTC side of a call an icebox client placed,
+	// or a legacy Matrix caller's (c.LegacyBridged, rtclegacy.go): answer
+	// c.SDPOffer with a gateway leg, join the room's session, ring.
 	Place(c Call)
 	// Answered: an icebox client answered a call an Element X user
 	// placed (c.SDPAnswer answers the leg's offer): join the session.
@@ -117,7 +118,8 @@ func (s *Service) InviteFromRTC(ctx context.Context, in RTCInvite) (Call, error)
 
 // AnswerFromRTC answers a bridged call an icebox client placed: the first
 // other member (user, device) joined the session; sdpAnswer is the leg's
-// answer to the client's offer (CallAnswerViaMatrix).
+// answer to the client's offer (CallAnswerViaMatrix; a legacy caller's
+// call sends it as m.call.answer instead: rtclegacy.go).
 func (s *Service) AnswerFromRTC(ctx context.Context, callID, user, device, sdpAnswer string) (Call, error) {
 	party, err := partyOf(user, device)
 	if err != nil {
@@ -136,6 +138,9 @@ func (s *Service) AnswerFromRTC(ctx context.Context, callID, user, device, sdpAn
 		}
 		return applyAnswer(c, user, party, sdpAnswer, s.cfg.Now().UTC())
 	}, func(c Call) (Event, bool) {
+		if c.LegacyBridged() {
+			return legacyAnswerEvent(conv, c), true
+		}
 		return newEvent(conv, c, EventCallAnswerViaMatrix, AnswerPayload{
 			Type: EventCallAnswerViaMatrix, CallID: c.ID, ConversationID: c.ConversationID, ParticipantID: user,
 			PartyID: party, SDPAnswer: c.SDPAnswer, Status: c.Status,
@@ -154,7 +159,8 @@ func (s *Service) AnswerFromRTC(ctx context.Context, callID, user, device, sdpAn
 // the ring (reject: the call is rejected; MSC4310), or hung up (their
 // membership left, reason user_hangup); with user "" the gateway ended it
 // (reason one of the Reason* of the gateway). Ending an ended call is the
-// call_ended transition error.
+// call_ended transition error. A legacy caller's call sends it as
+// m.call.reject or m.call.hangup (rtclegacy.go).
 func (s *Service) EndFromRTC(ctx context.Context, callID, user, reason string, reject bool) (Call, error) {
 	if !reasonRE.MatchString(reason) {
 		return Call{}, invalidf("reason must be 1-%d characters of [a-z_]", maxReason)
@@ -188,6 +194,9 @@ func (s *Service) EndFromRTC(ctx context.Context, callID, user, reason string, r
 		end(c, StatusEnded, reason, user, now, s.cfg.CredentialTTL)
 		return nil
 	}, func(c Call) (Event, bool) {
+		if c.LegacyBridged() {
+			return legacyEndEvent(conv, c, user, reject), true
+		}
 		return endEvent(conv, c, evType, user, ""), true
 	})
 	if err != nil {

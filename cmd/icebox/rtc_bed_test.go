@@ -109,6 +109,10 @@ type rtcBedOpts struct {
 	// gateway turns icebox's Matrix bridge and MatrixRTC gateway on
 	// (icebox's user "icebox"; API users alice and admin).
 	gateway bool
+	// matrixTURN has the homeserver hand out icebox's TURN
+	// (/voip/turnServer), as the jssdk bed's does: what a legacy
+	// matrix-js-sdk caller relays through.
+	matrixTURN bool
 }
 
 func newRTCBed(t *testing.T) *rtcBed { return newRTCBedWith(t, rtcBedOpts{}) }
@@ -128,7 +132,14 @@ func newRTCBedWith(t *testing.T, opts rtcBedOpts) *rtcBed {
 	netbed.Link(ns, "eth0", browserBedIP+"/24", sfuNS, "eth0", browserBedPeer+"/24")
 	// The federation API serves /_matrix/federation/v1/openid/userinfo,
 	// where the authorization service checks the pages' OpenID tokens.
-	hs := matrixtest.StartDendrite(t, matrixtest.WithConfig("global.disable_federation", false))
+	hsOpts := []matrixtest.Option{matrixtest.WithConfig("global.disable_federation", false)}
+	if opts.matrixTURN {
+		hsOpts = append(hsOpts,
+			matrixtest.WithConfig("client_api.turn.turn_uris", []string{"turn:" + browserBedIP + ":" + browserBedTURN + "?transport=udp"}),
+			matrixtest.WithConfig("client_api.turn.turn_shared_secret", testSecret),
+			matrixtest.WithConfig("client_api.turn.turn_user_lifetime", "1h"))
+	}
+	hs := matrixtest.StartDendrite(t, hsOpts...)
 	b := &rtcBed{ns: ns, hs: hs, hc: nsClient(ns, 10*time.Second), tokens: map[string]string{}, lkBinary: lkBinary,
 		service: "http://" + nsHTTP + rtcServicePath}
 	for _, name := range []string{"alice", "bob", "carol"} {

@@ -244,16 +244,23 @@ func TestGatewayElementCall(t *testing.T) {
 
 			if encrypted {
 				// The media keys went both ways over Olm-encrypted
-				// to-device messages; no frame failed at icebox.
+				// to-device messages; no frame failed at icebox but
+				// those whose key was still on its way at the join
+				// (no_key, missing_key: a few, by load).
 				m := b.metrics(t)
-				failures := 0.0
+				failures, inFlight := 0.0, 0.0
 				for k, v := range m {
-					if strings.HasPrefix(k, "icebox_e2ee_frame_failures_total") && !strings.Contains(k, `reason="no_key"`) {
+					if !strings.HasPrefix(k, "icebox_e2ee_frame_failures_total") {
+						continue
+					}
+					if strings.Contains(k, `reason="no_key"`) || strings.Contains(k, `reason="missing_key"`) {
+						inFlight += v
+					} else {
 						failures += v
 					}
 				}
-				t.Logf("icebox's media keys: received %v, sent %v; frame failures (other than no key yet) %v",
-					m[`icebox_e2ee_keys_received_total{result="accepted"}`], m[`icebox_e2ee_keys_sent_total{result="ok"}`], failures)
+				t.Logf("icebox's media keys: received %v, sent %v; frame failures %v (and %v while a key was on its way)",
+					m[`icebox_e2ee_keys_received_total{result="accepted"}`], m[`icebox_e2ee_keys_sent_total{result="ok"}`], failures, inFlight)
 				if m[`icebox_e2ee_keys_received_total{result="accepted"}`] == 0 || m[`icebox_e2ee_keys_sent_total{result="ok"}`] == 0 || failures != 0 {
 					t.Errorf("media keys: want some received and sent, and no frame failure")
 				}

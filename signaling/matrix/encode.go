@@ -240,6 +240,10 @@ func hangupReason(r string) string {
 		signaling.ReasonUnknownError,
 		"answered_elsewhere", "replaced", "signalling_timeout", "transferred", "new_session", "unknown_devices":
 		return r
+	case signaling.ReasonGatewayFailed, signaling.ReasonE2EEUnavailable, signaling.ReasonGatewayRestarted:
+		// A legacy caller's call bridged to MatrixRTC that the gateway
+		// ended: the caller's client shows an error, not a hangup.
+		return signaling.ReasonUnknownError
 	}
 	return signaling.ReasonUserHangup
 }

@@ -18,9 +18,17 @@ import (
 // (matrix.RTCObserver). Each returns at once; the work runs on the leg's
 // goroutines.
 
-// Place starts the MatrixRTC side of a call an icebox client placed.
+// Place starts the MatrixRTC side of a call an icebox client placed, or
+// of a legacy Matrix caller's invite bridged to the room's MatrixRTC call.
 func (m *Manager) Place(c signaling.Call) {
-	l, ok := m.add(c.ID, c.RoomID, false)
+	dir := dirOutbound
+	if c.LegacyBridged() {
+		// A legacy m.call.* caller's invite (signaling/rtclegacy.go): the
+		// leg answers the caller's offer as it answers an icebox client's;
+		// the domain turns the answer and the end into m.call.* events.
+		dir = dirLegacy
+	}
+	l, ok := m.add(c.ID, c.RoomID, dir)
 	if !ok {
 		// One membership per device and room: another bridged call is
 		// there (or icebox is stopping).
@@ -123,12 +131,21 @@ func (m *Manager) answer(l *leg, mb membership.Member) {
 			device = "" // the user's default party
 		}
 		if _, err := calls.AnswerFromRTC(ctx, l.callID, mb.Sender, device, sdp); err != nil {
+			if errors.Is(err, signaling.ErrForbidden) {
+				// Not the invitee the call names (a legacy caller's invite
+				// may name one): the next member to join may answer.
+				l.mu.Lock()
+				l.answered = false
+				l.mu.Unlock()
+				m.log.Info().Str("call_id", l.callID).Str("member", mb.Sender).Msg("a member who is not the call's invitee joined; still ringing")
+				return
+			}
 			if l.ctx.Err() == nil {
 				m.log.Warn().Err(err).Str("call_id", l.callID).Msg("answering a bridged call")
 			}
 			return
 		}
-		m.metrics.answered.WithLabelValues(dirOutbound).Inc()
+		m.metrics.answered.WithLabelValues(l.dir).Inc()
 	})
 }
 
@@ -281,7 +298,7 @@ func (m *Manager) teardown(l *leg, c signaling.Call) {
 		delete(m.rooms, l.roomID)
 	}
 	m.mu.Unlock()
-	m.metrics.active.WithLabelValues(direction(inbound)).Dec()
+	m.metrics.active.WithLabelValues(l.dir).Dec()
 	if c.ID != "" {
 		m.metrics.ended.WithLabelValues(endLabel(c, inbound, caller)).Inc()
 	}

@@ -47,7 +47,7 @@ func (m *Manager) ring(roomID string, r matrix.RTCRingEvent) string {
 	if !r.SenderTS.IsZero() {
 		lifetime = r.Expiry().Sub(m.cfg.Now())
 	}
-	l, ok := m.add(newCallID(), roomID, true)
+	l, ok := m.add(newCallID(), roomID, dirInbound)
 	if !ok {
 		m.log.Info().Str("room_id", roomID).Msg("MatrixRTC ring ignored: icebox is already in the room's call for another bridged call")
 		return ringBusy

@@ -11,6 +11,7 @@ import (
 const (
 	dirOutbound = "outbound" // an icebox client called the MatrixRTC room
 	dirInbound  = "inbound"  // a MatrixRTC member rang icebox's clients
+	dirLegacy   = "legacy"   // a legacy m.call.* caller called the MatrixRTC room
 )
 
 // Results of a ring from the MatrixRTC side (the result label).
@@ -52,11 +53,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		active: f.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "icebox_rtccall_calls_active",
-			Help: "Calls the MatrixRTC gateway bridges now (ringing or answered), by direction: outbound (an icebox client called), inbound (a MatrixRTC member rang).",
+			Help: "Calls the MatrixRTC gateway bridges now (ringing or answered), by direction: outbound (an icebox client called), inbound (a MatrixRTC member rang), legacy (a legacy m.call.* caller called).",
 		}, []string{"direction"}),
 		ended: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_rtccall_calls_ended_total",
-			Help: "Bridged calls ended, by reason: hangup_client, hangup_member, declined, rejected, invite_timeout, gateway_failed, encryption_unavailable, busy, gateway_restarted, other.",
+			Help: "Bridged calls ended, by reason: hangup_client (the icebox client or legacy caller), hangup_member, declined, rejected, invite_timeout, gateway_failed, encryption_unavailable, busy, gateway_restarted, other.",
 		}, []string{"reason"}),
 		answered: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_rtccall_calls_answered_total",
@@ -71,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "MSC4310 declines of icebox's rings.",
 		}),
 	}
-	for _, d := range []string{dirOutbound, dirInbound} {
+	for _, d := range []string{dirOutbound, dirInbound, dirLegacy} {
 		m.active.WithLabelValues(d)
 		m.answered.WithLabelValues(d)
 	}

@@ -11,6 +11,10 @@
 //     (membership) and rings (MSC4075). The first other member to join
 //     answers the call (the leg's answer SDP goes to the client); an MSC4310
 //     decline rejects it; the ring's lifetime is the invite's (expiry).
+//   - Legacy (a Matrix user's m.call.invite in a room whose callee side
+//     speaks MatrixRTC; signaling/rtclegacy.go): placed as an outbound
+//     call, the legacy caller in the icebox client's place; the domain
+//     sends the answer and the end to the caller as m.call.* events.
 //   - Inbound (an Element X user rings a mapped room): a leg offers (gateway
 //     offer mode) and the conversation's icebox users get a CallInvite with
 //     that offer; answering joins the session and the LiveKit room with the
@@ -238,6 +242,7 @@ func (m *Manager) ActiveLegs() int {
 type leg struct {
 	callID, roomID string
 	inbound        bool
+	dir            string          // the direction label: outbound, inbound or legacy
 	ctx            context.Context // cancelled when the call ends
 	cancel         context.CancelFunc
 	worker         sync.WaitGroup // the goroutines that use the leg
@@ -261,17 +266,18 @@ type leg struct {
 	serviceURL string    // the focus the leg uses
 }
 
-// add registers a leg for callID in roomID; false if the room has one.
-func (m *Manager) add(callID, roomID string, inbound bool) (*leg, bool) {
+// add registers a leg (direction dir) for callID in roomID; false if the
+// room has one.
+func (m *Manager) add(callID, roomID, dir string) (*leg, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.done || m.rooms[roomID] != nil {
 		return nil, false
 	}
 	ctx, cancel := context.WithCancel(m.ctx)
-	l := &leg{callID: callID, roomID: roomID, inbound: inbound, ctx: ctx, cancel: cancel}
+	l := &leg{callID: callID, roomID: roomID, inbound: dir == dirInbound, dir: dir, ctx: ctx, cancel: cancel}
 	m.legs[callID], m.rooms[roomID] = l, l
-	m.metrics.active.WithLabelValues(direction(inbound)).Inc()
+	m.metrics.active.WithLabelValues(dir).Inc()
 	return l, true
 }
 
@@ -617,13 +623,6 @@ func (m *Manager) checkMedia(l *leg, gw *gateway.Gateway) {
 		m.log.Info().Str("call_id", l.callID).Msg("bridged call's members are no longer in the LiveKit room; ending it")
 		m.end(l, "", signaling.ReasonUserHangup, false)
 	}
-}
-
-func direction(inbound bool) string {
-	if inbound {
-		return dirInbound
-	}
-	return dirOutbound
 }
 
 // newCallID is an inbound call's ID (the leg's TURN credentials name it
