@@ -372,17 +372,6 @@ backend icebox
 		t.Fatalf("haproxy does not listen on %s; output:\n%s", hpAddr, hp.out.String())
 	}
 
-	dialFrom := func(t *testing.T, src, dst string) net.Conn {
-		t.Helper()
-		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp4", dst)
-		if err != nil {
-			t.Fatalf("dial %s from %s: %v", dst, src, err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-
 	t.Run("client address through haproxy", func(t *testing.T) {
 		for _, tls := range []bool{false, true} {
 			c := dialFrom(t, "127.0.0.2", hpAddr)
@@ -409,23 +398,7 @@ backend icebox
 		}
 	})
 
-	binding := func() []byte {
-		m, err := stun.Build(stun.TransactionID, stun.BindingRequest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m.Raw
-	}
-	// refused reports whether the server closed c without answering.
-	refused := func(t *testing.T, c net.Conn, payload []byte) bool {
-		t.Helper()
-		if _, err := c.Write(payload); err != nil {
-			return true
-		}
-		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		n, err := c.Read(make([]byte, 1500))
-		return n == 0 && err != nil && !isTimeout(err)
-	}
+	binding := func() []byte { return stunBinding(t) }
 	v2 := []byte("\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\x01\x02\x03\x04\x7f\x00\x00\x01\x30\x39\x01\xbb")
 
 	before := in.metrics(t)
@@ -459,6 +432,41 @@ backend icebox
 			t.Errorf("%s grew by %v, want >= %v", k, after[k]-before[k], want)
 		}
 	}
+}
+
+// dialFrom dials dst over TCP from the local address src (a loopback
+// address of 127.0.0.0/8), closed at the test's end.
+func dialFrom(t *testing.T, src, dst string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := d.Dial("tcp4", dst)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", dst, src, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// stunBinding is a STUN Binding request.
+func stunBinding(t *testing.T) []byte {
+	t.Helper()
+	m, err := stun.Build(stun.TransactionID, stun.BindingRequest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
+
+// refused writes payload on c and reports whether the server closed c
+// without answering.
+func refused(t *testing.T, c net.Conn, payload []byte) bool {
+	t.Helper()
+	if _, err := c.Write(payload); err != nil {
+		return true
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := c.Read(make([]byte, 1500))
+	return n == 0 && err != nil && !isTimeout(err)
 }
 
 func tlsClient(c net.Conn, pool *x509.CertPool) net.Conn {

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/pion/stun/v4"
 )
 
 // TestListenerProxyProtocol puts HAProxy (sending PROXY v2 from 127.0.0.3)
@@ -67,16 +65,6 @@ func TestListenerProxyProtocol(t *testing.T) {
 	}) || hp.exited() {
 		t.Fatalf("haproxy does not listen; output:\n%s", hp.out.String())
 	}
-	dialFrom := func(t *testing.T, src, dst string) net.Conn {
-		t.Helper()
-		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
-		c, err := d.Dial("tcp4", dst)
-		if err != nil {
-			t.Fatalf("dial %s from %s: %v", dst, src, err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
 
 	// The API through HAProxy (plain HTTP: http.listen has no TLS here).
 	hc := &http.Client{Timeout: 10 * time.Second}
@@ -114,22 +102,7 @@ func TestListenerProxyProtocol(t *testing.T) {
 		}
 	})
 
-	binding := func() []byte {
-		m, err := stun.Build(stun.TransactionID, stun.BindingRequest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m.Raw
-	}
-	refused := func(t *testing.T, c net.Conn, payload []byte) bool {
-		t.Helper()
-		if _, err := c.Write(payload); err != nil {
-			return true
-		}
-		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		n, err := c.Read(make([]byte, 1500))
-		return n == 0 && err != nil && !isTimeout(err)
-	}
+	binding := func() []byte { return stunBinding(t) }
 	before := in.metrics(t)
 	t.Run("untrusted PROXY header refused, plain client served", func(t *testing.T) {
 		hdr := []byte("PROXY TCP4 1.2.3.4 127.0.0.1 12345 3478\r\n")
