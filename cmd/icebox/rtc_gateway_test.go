@@ -12,7 +12,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -136,6 +135,56 @@ func (b *rtcBed) gatewayCall(t *testing.T, id string) gatewayCallView {
 	return v
 }
 
+// mediaIn is what one side of a bridged call received: inbound RTP bytes
+// and decoded video frames.
+type mediaIn struct {
+	Audio, Video, Frames int64
+}
+
+func (m mediaIn) flowing() bool { return m.Audio > 0 && m.Video > 0 && m.Frames > 0 }
+
+// grewFrom reports whether m grew from m0 by at least a window's worth.
+func (m mediaIn) grewFrom(m0 mediaIn) bool {
+	return m.Video-m0.Video >= rtcMinVideoGrowth && m.Audio-m0.Audio >= rtcMinAudioGrowth && m.Frames > m0.Frames
+}
+
+// waitMediaBothWays waits until read (one poll of both sides: the call's
+// own side, its state ready, and Element Call's) says media flows both
+// ways, then that it keeps flowing over rtcMediaWindow; it fails the test
+// naming who stalled. It returns the last readings.
+func waitMediaBothWays(t *testing.T, names [2]string, read func() (ready bool, a, b mediaIn)) (a, b mediaIn) {
+	t.Helper()
+	var ready bool
+	if !waitFor(rtcMediaStartWait, func() bool {
+		ready, a, b = read()
+		return ready && a.flowing() && b.flowing()
+	}) {
+		t.Fatalf("media not flowing within %v: %s %+v (ready %v); %s %+v", rtcMediaStartWait, names[0], a, ready, names[1], b)
+	}
+	a0, b0 := a, b
+	windowEnd := time.Now().Add(rtcMediaWindow)
+	if !waitFor(rtcMediaGrowWait, func() bool {
+		if time.Now().Before(windowEnd) {
+			return false
+		}
+		_, a, b = read()
+		return a.grewFrom(a0) && b.grewFrom(b0)
+	}) {
+		t.Fatalf("media not growing over %v: %s %+v then %+v; %s %+v then %+v", rtcMediaWindow, names[0], a0, a, names[1], b0, b)
+	}
+	return a, b
+}
+
+// ecIn is Element Call's side of mediaIn.
+func ecIn(ec ecState) mediaIn {
+	return mediaIn{Audio: ec.RTP.AudioBytesIn, Video: ec.RTP.VideoBytesIn, Frames: ec.RTP.FramesDecoded}
+}
+
+// rtpIn is a test page's (jsRTP) side of mediaIn.
+func rtpIn(r jsRTP) mediaIn {
+	return mediaIn{Audio: r.AudioBytesIn, Video: r.VideoBytesIn, Frames: r.FramesDecoded}
+}
+
 func TestGatewayElementCall(t *testing.T) {
 	b := newRTCBedWith(t, rtcBedOpts{gateway: true})
 	const alice = "gw-alice"
@@ -204,36 +253,11 @@ func TestGatewayElementCall(t *testing.T) {
 
 			var c iceboxCall
 			var ec ecState
-			flowing := func() bool {
+			waitMediaBothWays(t, [2]string{"alice from Element Call", "Element Call from alice (" + bobID + ")"}, func() (bool, mediaIn, mediaIn) {
 				c = state(t, id)
 				b.browser.call(t, ecPage, "ec.state", &ec)
-				return c.Status == "answered" && c.Stats.AudioBytesIn > 0 && c.Stats.VideoBytesIn > 0 && c.Stats.FramesDecoded > 0 &&
-					ec.RTP.AudioBytesIn > 0 && ec.RTP.VideoBytesIn > 0 && ec.RTP.FramesDecoded > 0
-			}
-			if !waitFor(rtcMediaStartWait, flowing) {
-				t.Fatalf("media not flowing within %v: alice %s, %+v; Element Call (%s) %+v", rtcMediaStartWait, c.Status, c.Stats, bobID, ec.RTP)
-			}
-			c0, ec0 := c, ec
-			windowEnd := time.Now().Add(rtcMediaWindow)
-			var why string
-			if !waitFor(rtcMediaGrowWait, func() bool {
-				if time.Now().Before(windowEnd) {
-					return false
-				}
-				c = state(t, id)
-				b.browser.call(t, ecPage, "ec.state", &ec)
-				switch {
-				case c.Stats.VideoBytesIn-c0.Stats.VideoBytesIn < rtcMinVideoGrowth || c.Stats.AudioBytesIn-c0.Stats.AudioBytesIn < rtcMinAudioGrowth || c.Stats.FramesDecoded <= c0.Stats.FramesDecoded:
-					why = fmt.Sprintf("alice from Element Call: %+v then %+v", c0.Stats, c.Stats)
-					return false
-				case ec.RTP.VideoBytesIn-ec0.RTP.VideoBytesIn < rtcMinVideoGrowth || ec.RTP.AudioBytesIn-ec0.RTP.AudioBytesIn < rtcMinAudioGrowth || ec.RTP.FramesDecoded <= ec0.RTP.FramesDecoded:
-					why = fmt.Sprintf("Element Call from alice: %+v then %+v", ec0.RTP, ec.RTP)
-					return false
-				}
-				return true
-			}) {
-				t.Fatalf("media not growing over %v: %s", rtcMediaWindow, why)
-			}
+				return c.Status == "answered", rtpIn(c.Stats), ecIn(ec)
+			})
 			t.Logf("alice received from Element Call: video %d B (%d frames decoded), audio %d B; her path %+v",
 				c.Stats.VideoBytesIn, c.Stats.FramesDecoded, c.Stats.AudioBytesIn, c.Stats.Local)
 			t.Logf("Element Call received from alice: video %d B (%d frames decoded), audio %d B; its videos %+v",

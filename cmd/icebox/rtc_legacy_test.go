@@ -14,7 +14,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -148,37 +147,15 @@ func (b *rtcBed) legacyCall(t *testing.T, alice, name string, encrypted, ecClose
 	defer b.closePage(t, ecPage)
 	var c elementCall
 	var ec ecState
-	flowing := func() bool {
+	flowingAfter := time.Duration(0)
+	waitMediaBothWays(t, [2]string{"carol from Element Call", "Element Call from carol"}, func() (bool, mediaIn, mediaIn) {
 		c = carolState()
 		b.browser.call(t, ecPage, "ec.state", &ec)
-		return c.State == "connected" && c.Stats.AudioBytesIn > 0 && c.Stats.VideoBytesIn > 0 && c.Stats.FramesDecoded > 0 &&
-			ec.RTP.AudioBytesIn > 0 && ec.RTP.VideoBytesIn > 0 && ec.RTP.FramesDecoded > 0
-	}
-	if !waitFor(rtcMediaStartWait, flowing) {
-		t.Fatalf("media not flowing within %v: carol %s %+v; Element Call %+v", rtcMediaStartWait, c.State, c.Stats, ec.RTP)
-	}
-	flowingAfter := time.Since(started)
-	c0, ec0 := c, ec
-	windowEnd := time.Now().Add(rtcMediaWindow)
-	var why string
-	if !waitFor(rtcMediaGrowWait, func() bool {
-		if time.Now().Before(windowEnd) {
-			return false
+		if flowingAfter == 0 && c.State == "connected" && rtpIn(c.Stats).flowing() && ecIn(ec).flowing() {
+			flowingAfter = time.Since(started)
 		}
-		c = carolState()
-		b.browser.call(t, ecPage, "ec.state", &ec)
-		switch {
-		case c.Stats.VideoBytesIn-c0.Stats.VideoBytesIn < rtcMinVideoGrowth || c.Stats.AudioBytesIn-c0.Stats.AudioBytesIn < rtcMinAudioGrowth || c.Stats.FramesDecoded <= c0.Stats.FramesDecoded:
-			why = fmt.Sprintf("carol from Element Call: %+v then %+v", c0.Stats, c.Stats)
-			return false
-		case ec.RTP.VideoBytesIn-ec0.RTP.VideoBytesIn < rtcMinVideoGrowth || ec.RTP.AudioBytesIn-ec0.RTP.AudioBytesIn < rtcMinAudioGrowth || ec.RTP.FramesDecoded <= ec0.RTP.FramesDecoded:
-			why = fmt.Sprintf("Element Call from carol: %+v then %+v", ec0.RTP, ec.RTP)
-			return false
-		}
-		return true
-	}) {
-		t.Fatalf("media not growing over %v: %s", rtcMediaWindow, why)
-	}
+		return c.State == "connected", rtpIn(c.Stats), ecIn(ec)
+	})
 	t.Logf("legacy caller, %s room: icebox in the call (and ringing) %v after placeCall, media both ways %v after it", name, rang.Round(time.Millisecond), flowingAfter.Round(time.Millisecond))
 	t.Logf("carol (matrix-js-sdk MatrixCall) received from Element Call: video %d B (%d frames decoded), audio %d B; her path %+v",
 		c.Stats.VideoBytesIn, c.Stats.FramesDecoded, c.Stats.AudioBytesIn, c.Stats.Local)

@@ -8,10 +8,10 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"os"
 	"slices"
