@@ -234,6 +234,7 @@ func cmdRelayRate(args []string) error {
 	rates := fs.String("rates", "5000,10000,20000,40000,60000,80000,100000,130000,160000,200000,250000,320000,400000,500000", "offered rates, msgs/s in total, ascending")
 	step := fs.Duration("step", 2*time.Second, "how long each rate is offered")
 	maxLoss := fs.Float64("max-loss", 0.1, "loss in percent that ends the stepping")
+	burst := fs.Int("burst", 1, "datagrams a session sends back to back before the next session's (a video frame's packets)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -245,8 +246,8 @@ func cmdRelayRate(args []string) error {
 		}
 		offered = append(offered, x)
 	}
-	if *sessions < 2 || *sessions%2 != 0 || *size < 12 || len(offered) > 20 {
-		return errors.New("relayrate: want an even number of sessions ≥ 2, size ≥ 12, at most 20 rates")
+	if *sessions < 2 || *sessions%2 != 0 || *size < 12 || len(offered) > 20 || *burst < 1 || *burst > 64 {
+		return errors.New("relayrate: want an even number of sessions ≥ 2, size ≥ 12, at most 20 rates, a burst of 1–64")
 	}
 	if err := raiseNoFile(uint64(*sessions) + 1024); err != nil {
 		return err
@@ -310,7 +311,7 @@ func cmdRelayRate(args []string) error {
 	msg := make([]byte, 4+*size)
 	binary.BigEndian.PutUint16(msg[0:2], rateChannel)
 	binary.BigEndian.PutUint16(msg[2:4], uint16(*size))
-	next := 0
+	next, inBurst := 0, 0
 	send := func(st int, r float64, d time.Duration) (int64, time.Duration) {
 		binary.BigEndian.PutUint32(msg[4:8], uint32(st))
 		t0 := time.Now()
@@ -323,7 +324,9 @@ func cmdRelayRate(args []string) error {
 			due := int64(r * el.Seconds())
 			for sent < due {
 				s := ss[next]
-				next = (next + 1) % len(ss)
+				if inBurst++; inBurst == *burst {
+					next, inBurst = (next+1)%len(ss), 0
+				}
 				binary.BigEndian.PutUint64(msg[8:16], uint64(time.Since(base)))
 				if _, err := s.conn.WriteTo(msg, srvAddr); err == nil {
 					sent++

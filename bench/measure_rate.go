@@ -23,6 +23,9 @@ import (
 
 // rateSessions are the session counts of the rate measurement.
 func (p plan) rateSessions() []int {
+	if len(p.RateSessions) > 0 {
+		return p.RateSessions
+	}
 	if p.Quick {
 		return []int{20, 100}
 	}
@@ -80,7 +83,7 @@ func (r *runner) measureRate(ctx context.Context, round int, kind string, sessio
 		}
 	}
 	args := []string{"relayrate", "--server", vethServerIP + ":3478", "--bind", vethClientIP,
-		"--sessions", strconv.Itoa(sessions), "--step", r.plan.RateStep.String()}
+		"--sessions", strconv.Itoa(sessions), "--step", r.plan.RateStep.String(), "--burst", strconv.Itoa(max(r.plan.RateBurst, 1))}
 	var res rateResult
 	if err := r.runGen(ctx, bed.client, &res, args...); err != nil {
 		return failed(round, kind, name, err)
@@ -147,6 +150,9 @@ func (r *runner) rateSummary(b *strings.Builder) {
 		return
 	}
 	b.WriteString("## Across veth: the rate at the loss point and one-way latency (issue 20)\n\n")
+	if r.plan.RateBurst > 1 {
+		fmt.Fprintf(b, "Each session sends %d datagrams back to back before the next session's turn ($BENCH_RATE_BURST). ", r.plan.RateBurst)
+	}
 	fmt.Fprintf(b, "`bench relayrate` in a client namespace: N sessions (raw TURN, paired: each sends ChannelData to its partner's relay address, as uclient -y), the offered rate stepped up (%s per step) until a step loses more than 0.1 %%; the knee is the highest rate with ≤ 0.1 %% loss. ", r.plan.RateStep)
 	b.WriteString("Latency: send time in the payload, read on arrival by the partner session in the same process (one clock), so one-way client → relay → client including both veth crossings. ")
 	b.WriteString("The generator shares the machine's cores with the server: where it could not offer the next rate, the knee is marked ≥ (generator-bound). Medians over rounds; ratios to coturn.\n\n")

@@ -28,6 +28,8 @@ type plan struct {
 	Only          map[string]bool // measurements to run (nil: all); a partial run is not latest.md
 	ProfileLoad   int             // index in Uclient of the load profiled
 	RateStep      time.Duration   // how long each offered rate of the rate loads lasts
+	RateBurst     int             // datagrams per session back to back in the rate loads ($BENCH_RATE_BURST)
+	RateSessions  []int           // the rate loads' session counts ($BENCH_RATE_SESSIONS, comma-separated)
 	Uclient       []uclientLoad
 	AllocWorkers  int
 	AllocDuration time.Duration
@@ -140,6 +142,16 @@ func cmdRun(ctx context.Context, args []string) error {
 			if l.Name == name {
 				p.ProfileLoad = i
 			}
+		}
+	}
+	p.RateBurst = envInt("BENCH_RATE_BURST", 1)
+	if v := os.Getenv("BENCH_RATE_SESSIONS"); v != "" {
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 2 || n%2 != 0 {
+				return fmt.Errorf("BENCH_RATE_SESSIONS: %q is not an even number ≥ 2", f)
+			}
+			p.RateSessions = append(p.RateSessions, n)
 		}
 	}
 	if *only != "" {
