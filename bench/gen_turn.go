@@ -68,7 +68,12 @@ func sourceAddr() string {
 }
 
 func allocateOnce(server, user, pass string) (*allocation, error) {
-	pc, err := net.ListenPacket("udp4", sourceAddr())
+	return allocateFrom(sourceAddr(), server, user, pass)
+}
+
+// allocateFrom allocates from a socket bound to src.
+func allocateFrom(src, server, user, pass string) (*allocation, error) {
+	pc, err := net.ListenPacket("udp4", src)
 	if err != nil {
 		return nil, err
 	}
@@ -168,6 +173,7 @@ func cmdHold(args []string) error {
 	n := fs.Int("n", 10000, "allocations to hold")
 	workers := fs.Int("workers", 32, "concurrent Allocates")
 	maxHold := fs.Duration("max-hold", 2*time.Minute, "release after this long even if stdin stays open")
+	bind := fs.String("bind", "", "the clients' source address (default: spread over 127/8)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -189,7 +195,11 @@ func cmdHold(args []string) error {
 				if i >= *n {
 					return
 				}
-				a, err := allocateOnce(*server, user, pass)
+				src := sourceAddr()
+				if *bind != "" {
+					src = net.JoinHostPort(*bind, "0")
+				}
+				a, err := allocateFrom(src, *server, user, pass)
 				if err != nil {
 					nerr.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())

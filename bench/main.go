@@ -24,6 +24,7 @@ const usage = `usage: bench <command> [flags]
   run       run the whole benchmark (root; see bench/README.md)
   allocs    allocation-rate load generator
   hold      hold N allocations until stdin closes
+  relayrate step the offered ChannelData rate through a relay until loss (veth bed)
   httpload  keep-alive HTTP GET load generator
   ceiling   bare Go HTTP handler returning a fixed JSON body
   siglat    WebSocket initiate → CallInvite latency
@@ -55,6 +56,8 @@ func dispatch(args []string) error {
 		return cmdAllocs(args[1:])
 	case "hold":
 		return cmdHold(args[1:])
+	case "relayrate":
+		return cmdRelayRate(args[1:])
 	case "httpload":
 		return cmdHTTPLoad(args[1:])
 	case "ceiling":

@@ -231,26 +231,36 @@ func (r *runner) measureHold(ctx context.Context, round int, kind string) record
 		return failed(round, kind, "hold", err)
 	}
 	defer srv.stop()
+	return r.hold(ctx, round, kind, "hold", srv, srv.ns, turnAddr, "")
+}
+
+// hold has `bench hold` in genNS (source addresses bind; "": spread over
+// 127/8) hold the plan's allocations on srv at addr and reads srv's memory.
+func (r *runner) hold(ctx context.Context, round int, kind, workload string, srv *server, genNS *netns, addr, bind string) record {
 	idle, err := readMem(srv.pid)
 	if err != nil {
-		return failed(round, kind, "hold", err)
+		return failed(round, kind, workload, err)
 	}
 	hctx, cancel := context.WithTimeout(ctx, genTimeout)
 	defer cancel()
-	cmd := srv.ns.command(hctx, r.bins.self, "hold", "--server", turnAddr, "--n", strconv.Itoa(r.plan.HoldN))
+	args := []string{"hold", "--server", addr, "--n", strconv.Itoa(r.plan.HoldN)}
+	if bind != "" {
+		args = append(args, "--bind", bind)
+	}
+	cmd := genNS.command(hctx, r.bins.self, args...)
 	cmd.Env = r.genEnv()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return failed(round, kind, "hold", err)
+		return failed(round, kind, workload, err)
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return failed(round, kind, "hold", err)
+		return failed(round, kind, workload, err)
 	}
 	if err := cmd.Start(); err != nil {
-		return failed(round, kind, "hold", err)
+		return failed(round, kind, workload, err)
 	}
 	defer func() {
 		stdin.Close()
@@ -259,22 +269,22 @@ func (r *runner) measureHold(ctx context.Context, round int, kind string) record
 	lines := bufio.NewScanner(stdout)
 	var held holdResult
 	if !lines.Scan() || json.Unmarshal(lines.Bytes(), &held) != nil || held.Phase != "held" {
-		return failed(round, kind, "hold", fmt.Errorf("bench hold printed no \"held\" line; stderr: %s", tail(stderr.String(), 5)))
+		return failed(round, kind, workload, fmt.Errorf("bench hold printed no \"held\" line; stderr: %s", tail(stderr.String(), 5)))
 	}
 	// Let the server settle (its last responses, a GC cycle) before reading.
 	select {
 	case <-time.After(2 * time.Second):
 	case <-ctx.Done():
-		return failed(round, kind, "hold", ctx.Err())
+		return failed(round, kind, workload, ctx.Err())
 	}
 	if err := srv.alive(); err != nil {
-		return failed(round, kind, "hold", err)
+		return failed(round, kind, workload, err)
 	}
 	mem, err := readMem(srv.pid)
 	if err != nil {
-		return failed(round, kind, "hold", err)
+		return failed(round, kind, workload, err)
 	}
-	if _, ok := r.buffers[kind]; !ok {
+	if _, ok := r.buffers[kind]; !ok && workload == "hold" {
 		if socks, err := srv.serverSockets(ctx); err == nil {
 			r.buffers[kind] = bufferSummary(socks, 3478)
 		}
@@ -285,7 +295,7 @@ func (r *runner) measureHold(ctx context.Context, round int, kind string) record
 		_ = json.Unmarshal(lines.Bytes(), &released)
 	}
 	_, _ = io.Copy(io.Discard, stdout)
-	rec := record{Round: round, Server: kind, Workload: "hold", V: map[string]float64{
+	rec := record{Round: round, Server: kind, Workload: workload, V: map[string]float64{
 		"held":           float64(held.Held),
 		"errors":         float64(held.Errors),
 		"setup_s":        held.Seconds,

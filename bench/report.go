@@ -233,6 +233,8 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 	r.summaryTable(&b)
 	b.WriteString("\nRatios are icebox/coturn of the medians: below 1 is better for CPU, loss and memory, above 1 for rates.\n\n")
 	r.vethSummary(&b)
+	r.rateSummary(&b)
+	r.vethHoldSummary(&b)
 
 	b.WriteString("## Machine and versions\n\n")
 	for _, kv := range r.machine(ctx) {
@@ -269,6 +271,7 @@ func (r *runner) writeReport(ctx context.Context, outDir string) error {
 		r.rawTable(&b, l.Name, []string{"icebox", "coturn"}, uclientCols)
 	}
 	r.vethRaw(&b)
+	r.rateRaw(&b)
 	fmt.Fprintf(&b, "\n### Allocations, %d workers for %s\n\n", r.plan.AllocWorkers, r.plan.AllocDuration)
 	r.rawTable(&b, "allocs", []string{"icebox", "coturn"}, allocsCols)
 	fmt.Fprintf(&b, "\n### Memory, %d allocations held\n\n", r.plan.HoldN)

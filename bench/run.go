@@ -27,6 +27,9 @@ type plan struct {
 	Quick         bool
 	Only          map[string]bool // measurements to run (nil: all); a partial run is not latest.md
 	ProfileLoad   int             // index in Uclient of the load profiled
+	RateStep      time.Duration   // how long each offered rate of the rate loads lasts
+	RateBurst     int             // datagrams per session back to back in the rate loads ($BENCH_RATE_BURST)
+	RateSessions  []int           // the rate loads' session counts ($BENCH_RATE_SESSIONS, comma-separated)
 	Uclient       []uclientLoad
 	AllocWorkers  int
 	AllocDuration time.Duration
@@ -58,6 +61,7 @@ func newPlan(rounds int, quick bool) plan {
 		SigCalls:      300,
 		ProfileSecs:   10,
 		ProfileLoad:   1,
+		RateStep:      2 * time.Second,
 	}
 	if quick {
 		for i := range p.Uclient {
@@ -68,6 +72,7 @@ func newPlan(rounds int, quick bool) plan {
 		p.HTTPDuration = 3 * time.Second
 		p.SigCalls = 50
 		p.ProfileSecs = 3
+		p.RateStep = time.Second
 	}
 	return p
 }
@@ -97,7 +102,9 @@ type runner struct {
 
 	records []record
 	buffers map[string]string // server kind → its socket buffers, from ss
-	profile *profileResult
+	// rateSteps: each rate measurement's steps, for the report.
+	rateSteps []string
+	profile   *profileResult
 }
 
 func cmdRun(ctx context.Context, args []string) error {
@@ -107,7 +114,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	rounds := fs.Int("rounds", envInt("BENCH_ROUNDS", 0), "rounds (default 3, quick 1; $BENCH_ROUNDS)")
 	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "short smoke run: loads divided by 5 ($BENCH_QUICK=1)")
 	keep := fs.Bool("keep", os.Getenv("BENCH_KEEP") == "1", "keep the temporary directory (server logs, uclient output)")
-	only := fs.String("only", os.Getenv("BENCH_ONLY"), "comma-separated measurements to run, of hold, allocs, u20, u100, u200, u100x1000, veth, api, rtc, rtcframe, profile ($BENCH_ONLY; default all); a partial report is not latest.md")
+	only := fs.String("only", os.Getenv("BENCH_ONLY"), "comma-separated measurements to run, of hold, allocs, u20, u100, u200, u100x1000, veth, vethhold, rate, api, rtc, rtcframe, profile ($BENCH_ONLY; default all); a partial report is not latest.md")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -135,6 +142,16 @@ func cmdRun(ctx context.Context, args []string) error {
 			if l.Name == name {
 				p.ProfileLoad = i
 			}
+		}
+	}
+	p.RateBurst = envInt("BENCH_RATE_BURST", 1)
+	if v := os.Getenv("BENCH_RATE_SESSIONS"); v != "" {
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 2 || n%2 != 0 {
+				return fmt.Errorf("BENCH_RATE_SESSIONS: %q is not an even number ≥ 2", f)
+			}
+			p.RateSessions = append(p.RateSessions, n)
 		}
 	}
 	if *only != "" {
@@ -260,6 +277,28 @@ func (r *runner) runRounds(ctx context.Context) error {
 				for _, kind := range vethOrder(round) {
 					r.progress("round %d/%d: %s on %s", round, r.plan.Rounds, vethLoad(l), kind)
 					rec := r.measureVeth(ctx, round, kind, l)
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					r.add(rec)
+				}
+			}
+		}
+		if r.plan.runs("vethhold") {
+			for _, kind := range vethOrder(round) {
+				r.progress("round %d/%d: veth-hold on %s", round, r.plan.Rounds, kind)
+				rec := r.measureVethHold(ctx, round, kind)
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				r.add(rec)
+			}
+		}
+		if r.plan.runs("rate") {
+			for _, n := range r.plan.rateSessions() {
+				for _, kind := range vethOrder(round) {
+					r.progress("round %d/%d: %s on %s", round, r.plan.Rounds, rateLoad(n), kind)
+					rec := r.measureRate(ctx, round, kind, n)
 					if err := ctx.Err(); err != nil {
 						return err
 					}

@@ -60,8 +60,8 @@ type TURN struct {
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 
 	// KernelPath relays bound channels' ChannelData in the kernel (eBPF at
-	// tc ingress; Linux ≥ 6.6 with CAP_BPF and CAP_NET_ADMIN; UDP listeners
-	// and relays bound to a specific address or the relay's wildcard):
+	// tc ingress; Linux ≥ 6.6 with CAP_BPF and CAP_NET_ADMIN; a wildcard
+	// listener or relay address is served as the source the kernel picks):
 	// "off", "auto" (on where it loads, else user space, the reason logged
 	// once) or "required" (start-up fails without it). Default: "off"
 	KernelPath string `yaml:"kernel_path"`

@@ -85,6 +85,9 @@ type relayOptions struct {
 	// kernelPath: Config.KernelPath; logTo, if set, also gets the log.
 	kernelPath string
 	logTo      *lockedBuffer
+	// mode: where the relay, its clients and peers live (modes_test.go);
+	// zero: loopback.
+	mode testMode
 }
 
 // lockedBuffer is a log the test reads while the server writes it.
@@ -119,6 +122,8 @@ type testRelay struct {
 	tcp     string
 	tls     string
 	tlsConf *tls.Config // client side, trusting the server's certificate
+	mode    testMode
+	policy  PolicyConfig // the policy New got, for a test's SetPolicy
 }
 
 func startRelay(t *testing.T, o relayOptions) *testRelay {
@@ -148,21 +153,22 @@ func startRelayErr(t *testing.T, o relayOptions) (*testRelay, error) {
 	ring := &atomic.Pointer[credentials.Keyring]{}
 	ring.Store(kr)
 	ctx := context.Background()
-	udp, _, err := ListenUDP(ctx, "127.0.0.1:0", 2, 1<<20)
+	here := o.mode.relayIP()
+	udp, _, err := ListenUDP(ctx, netip.AddrPortFrom(here, 0).String(), 2, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tcp, err := ListenTCP(ctx, "127.0.0.1:0")
+	tcp, err := ListenTCP(ctx, netip.AddrPortFrom(here, 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	serverTLS, clientTLS := selfSignedTLS(t)
-	tlsLn, err := ListenTCP(ctx, "127.0.0.1:0")
+	tlsLn, err := ListenTCP(ctx, netip.AddrPortFrom(here, 0).String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !o.advertiseV4.IsValid() {
-		o.advertiseV4 = netip.MustParseAddr("127.0.0.1")
+		o.advertiseV4 = here
 	}
 	if o.maxDuration == 0 {
 		o.maxDuration = time.Hour
@@ -174,7 +180,7 @@ func startRelayErr(t *testing.T, o relayOptions) (*testRelay, error) {
 		Realm:                 testRealm,
 		Keyring:               ring.Load,
 		SFUPeers:              o.sfuPeers,
-		RelayBindIPv4:         netip.MustParseAddr("127.0.0.1"),
+		RelayBindIPv4:         here,
 		RelayIPv4:             o.advertiseV4,
 		MinPort:               o.minPort,
 		MaxPort:               o.maxPort,
@@ -209,13 +215,15 @@ func startRelayErr(t *testing.T, o relayOptions) (*testRelay, error) {
 		ap, _ := addrPortOf(a)
 		ports = append(ports, ap.Port())
 	}
-	cfg.Policy, err = NewPolicy(PolicyConfig{
+	pc := PolicyConfig{
 		AllowLoopback: o.allowLoopback,
+		Allowed:       o.mode.peerAllowed(),
 		RelayAddrs:    relayAddrs,
 		MinPort:       cfg.MinPort,
 		MaxPort:       cfg.MaxPort,
 		ServicePorts:  ports,
-	})
+	}
+	cfg.Policy, err = NewPolicy(pc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +245,7 @@ func startRelayErr(t *testing.T, o relayOptions) (*testRelay, error) {
 	return &testRelay{
 		srv: srv, reg: reg, clock: clock, keyring: kr, ring: ring,
 		udp: udp[0].LocalAddr().String(), tcp: tcp.Addr().String(), tls: tlsLn.Addr().String(),
-		tlsConf: clientTLS,
+		tlsConf: clientTLS, mode: o.mode, policy: pc,
 	}, nil
 }
 

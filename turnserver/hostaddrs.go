@@ -66,9 +66,11 @@ func (h *hostAddrs) contains(ip netip.Addr) bool {
 	return s != nil && hostSetContains(*s, ip)
 }
 
-func (h *hostAddrs) store(addrs []netip.Addr) {
+// store swaps the set in; changed: it differs from the one before.
+func (h *hostAddrs) store(addrs []netip.Addr) (changed bool) {
 	s := hostSet(addrs)
-	h.set.Store(&s)
+	old := h.set.Swap(&s)
+	return old == nil || !slices.Equal(*old, s)
 }
 
 // refreshHostAddrs re-reads the host's addresses into s.hosts. On error the
@@ -78,7 +80,11 @@ func (s *Server) refreshHostAddrs() error {
 	if err != nil {
 		return fmt.Errorf("turnserver: host addresses: %w", err)
 	}
-	s.hosts.store(addrs)
+	if s.hosts.store(addrs) {
+		// A peer that is now the host's own address leaves the kernel's
+		// maps, whose datagrams never see the policy.
+		s.kernelSyncAll()
+	}
 	return nil
 }
 

@@ -85,14 +85,6 @@ func openKernelPath(s *Server, mode string) (*kernelPath, error) {
 	}
 	s.log.Info().Str("attach", p.Mode()).Strs("interfaces", p.Interfaces()).
 		Msg("kernel path on: bound channels' ChannelData relayed by eBPF (tcx rather than XDP: on veth, XDP_TX/redirect needs an XDP program on the peer device)")
-	for _, l := range s.fast {
-		if l.sock.LocalAddr().Addr().IsUnspecified() {
-			// The kernel must know which address a client sent to, to
-			// answer from it; a wildcard listener does not say.
-			s.log.Warn().Stringer("listener", l.sock.LocalAddr()).
-				Msg("kernel path: this UDP listener is bound to the wildcard address; its clients' channels stay in user space (listen on a specific address)")
-		}
-	}
 	return k, nil
 }
 
@@ -175,12 +167,21 @@ func (k *kernelPath) sync(c *relayPacketConn) {
 	} else if why != "closed" && why != "scoped" {
 		k.warnOnce(why, nil)
 	}
+	// Wildcard listener and relay addresses are filled in as the kernel
+	// sends from them now (a changed host address is a changed binding).
+	for peer, w := range want {
+		r, err := k.p.Resolve(w)
+		if err != nil {
+			k.warnOnce("no source address", err)
+			delete(want, peer)
+			continue
+		}
+		want[peer] = r
+	}
 	have := k.installed[c]
 	next := make(map[netip.AddrPort]kernelpath.Binding, len(want))
-	// have holds the bindings as Put installed them (it may fill in the
-	// relay's source address).
 	for peer, inst := range have {
-		if w, ok := want[peer]; ok && k.same(w, inst) {
+		if w, ok := want[peer]; ok && same(w, inst) {
 			next[peer] = inst
 			delete(want, peer)
 			continue
@@ -202,11 +203,8 @@ func (k *kernelPath) sync(c *relayPacketConn) {
 	k.installed[c] = next
 }
 
-// same reports whether installed is w as Put installed it.
-func (k *kernelPath) same(w, installed kernelpath.Binding) bool {
-	if w.Relay.Addr().IsUnspecified() && w.Relay.Port() == installed.Relay.Port() {
-		w.Relay = installed.Relay
-	}
+// same reports whether installed is w (both resolved).
+func same(w, installed kernelpath.Binding) bool {
 	return w.Listener == installed.Listener && w.Client == installed.Client && w.Channel == installed.Channel &&
 		w.Relay == installed.Relay && w.Peer == installed.Peer && w.Alloc == installed.Alloc &&
 		w.Expires.Equal(installed.Expires)

@@ -231,6 +231,29 @@ func TestKernelPathInNamespace(t *testing.T) {
 		t.Logf("IPv6: kernel path relayed %d datagrams each way, byte-exact, none lost", n)
 	})
 
+	// A listener bound to the wildcard address: the kernel answers the
+	// client from the source it picks towards the client (10.1.0.1 here,
+	// the address the client sent to), as user space does.
+	t.Run("wildcard listener", func(t *testing.T) {
+		srv, kr := kb.start(t, "0.0.0.0:3483", 50500, 50599, KernelPathRequired, 0)
+		relay, peer := kb.allocate(t, srv, kr, "frank", "", "10.1.0.1:3483")
+		kb.bound(t, srv, 1)
+		a := srv.onlyAllocation(t)
+		k0 := srv.reg.kernel.Load().traffic(a)
+		waitFor(t, "the client sending ChannelData", 5*time.Second, func() bool {
+			kb.relayRun(t, relay, peer, 1)
+			return srv.reg.kernel.Load().traffic(a).packetsToPeer > k0.packetsToPeer
+		})
+		k1 := srv.reg.kernel.Load().traffic(a)
+		const n = 500
+		kb.relayRun(t, relay, peer, n) // each checks the sender's address: 10.1.0.1:3483 to the client
+		k2 := srv.reg.kernel.Load().traffic(a)
+		if k2.packetsToPeer-k1.packetsToPeer != n || k2.packetsFromPeer-k1.packetsFromPeer != n {
+			t.Errorf("kernel counters: %+v → %+v, want %d more each way", k1, k2, n)
+		}
+		t.Logf("listener on 0.0.0.0: kernel path relayed %d datagrams each way, byte-exact, none lost", n)
+	})
+
 	t.Run("revoked call", func(t *testing.T) {
 		srv, kr := kb.start(t, "10.1.0.1:3479", 50100, 50199, KernelPathRequired, 0)
 		relay, peer := kb.allocate(t, srv, kr, "bob", "call-k", "10.1.0.1:3479")
@@ -377,7 +400,7 @@ func kernelTestPolicy(t *testing.T, minPort, maxPort uint16, allowed []string) *
 	t.Helper()
 	p, err := NewPolicy(PolicyConfig{
 		Allowed: allowed, RelayAddrs: []netip.Addr{netip.MustParseAddr("10.2.0.1"), netip.MustParseAddr("fd02::1")},
-		MinPort: minPort, MaxPort: maxPort, ServicePorts: []uint16{3478, 3479, 3480, 3481, 3482},
+		MinPort: minPort, MaxPort: maxPort, ServicePorts: []uint16{3478, 3479, 3480, 3481, 3482, 3483},
 	})
 	if err != nil {
 		t.Fatal(err)

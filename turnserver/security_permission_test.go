@@ -31,8 +31,8 @@ type channelBed struct {
 func newChannelBed(t *testing.T, r *testRelay) *channelBed {
 	t.Helper()
 	cred := r.mint(t, "alice", "", time.Hour)
-	c := newRawUDP(t, r.udp, cred.Username, cred.Password)
-	b := &channelBed{t: t, r: r, c: c, peer: newPeer(t)}
+	c := r.rawUDP(t, cred.Username, cred.Password)
+	b := &channelBed{t: t, r: r, c: c, peer: r.newPeer(t)}
 	b.peerAP = b.peer.LocalAddr().(*net.UDPAddr).AddrPort()
 	b.relay = c.allocate(protoUDP)
 	if code := b.request(stun.MethodChannelBind, channelNumber(testChannel), xorPeer(b.peerAP)); code != 0 {
@@ -128,14 +128,23 @@ func (b *channelBed) relayedBoth(within time.Duration) bool {
 // ChannelBind installs expires (1 s here) while the channel (10 minutes)
 // lives on; from then on ChannelData is relayed neither to the peer nor
 // back, until a CreatePermission renews it (RFC 8656 §12). pion relays
-// bound channels without looking at the permission.
+// bound channels without looking at the permission. In every mode
+// (forModes): with the kernel path on, the channel is relayed by the
+// kernel until the permission expires and leaves its maps with it.
 func TestSecurityChannelStopsWhenPermissionExpires(t *testing.T) {
-	const permLife = time.Second
-	r := startRelay(t, relayOptions{allowLoopback: true, permissionTimeout: permLife})
+	forModes(t, testChannelStopsWhenPermissionExpires)
+}
+
+func testChannelStopsWhenPermissionExpires(t *testing.T, m testMode) {
+	const permLife = 2 * time.Second
+	r := startRelay(t, m.options(relayOptions{allowLoopback: true, permissionTimeout: permLife}))
 	b := newChannelBed(t, r)
+	r.inKernel(t, 1)
+	k0 := r.kernelRelayed()
 	if !b.relayedBoth(permLife / 2) {
 		t.Fatal("channel relays nothing before its permission expired")
 	}
+	r.viaKernel(t, k0)
 
 	// Send to the peer until it stops arriving: the permission expired.
 	expired := time.Now().Add(permLife)
@@ -159,8 +168,11 @@ func TestSecurityChannelStopsWhenPermissionExpires(t *testing.T) {
 	rc := r.srv.relayConn(relayPort{network: netUDP4, port: b.relay.Port()})
 	bound := rc != nil && rc.peers.Load() != nil && (*rc.peers.Load())[b.peerAP] != nil
 	dropped := r.counter(t, "icebox_turn_udp_dropped_total", "reason", dropNoPermission)
-	t.Logf("after expiry: %d of 6 datagrams relayed (want 0), channel still bound on the fast path: %v, dropped for no permission: %v",
-		leaked, bound, dropped)
+	if n := r.kernelChannels(t); n != 0 {
+		t.Errorf("%d channels still in the kernel after the permission expired", n)
+	}
+	t.Logf("%s: after expiry: %d of 6 datagrams relayed (want 0), channel still bound on the fast path: %v, dropped for no permission: %v",
+		m.name, leaked, bound, dropped)
 	if leaked != 0 {
 		t.Errorf("%d of 6 datagrams relayed over a channel whose permission expired", leaked)
 	}
@@ -171,9 +183,12 @@ func TestSecurityChannelStopsWhenPermissionExpires(t *testing.T) {
 	if code := b.request(stun.MethodCreatePermission, xorPeer(b.peerAP)); code != 0 {
 		t.Fatalf("CreatePermission: got error %d", code)
 	}
+	r.inKernel(t, 1)
+	k1 := r.kernelRelayed()
 	if !b.relayedBoth(permLife / 2) {
 		t.Fatal("channel relays nothing after CreatePermission renewed its permission")
 	}
+	r.viaKernel(t, k1)
 }
 
 // TestSecurityDeniedPeerIs403: a ChannelBind or CreatePermission to a peer

@@ -84,26 +84,47 @@ const peerLocal = 1
 // path cannot send there, user space does.
 var errLocal = errors.New("kernelpath: endpoint is local")
 
-// Put installs b (or renews it) and returns it as installed (Delete
-// takes that one): a relay bound to the wildcard address is replaced by
-// the source address the kernel picks towards the peer. The egress devices towards the peer and
-// the client are looked up now; a route change later is followed by the
-// kernel's neighbour resolution on that device only, so a binding whose
-// route moved to another device stays there until it is put again (every
-// ChannelBind refresh does).
-func (p *Path) Put(b Binding) (Binding, error) {
-	if b.Relay.IsValid() && b.Relay.Addr().IsUnspecified() {
-		// A relay socket bound to the wildcard address sends from the
-		// source the kernel picks for the peer, and the peer answers to
-		// it: the kernel path does the same.
-		_, src, err := route(b.Peer.Addr(), netip.Addr{})
+// Resolve fills in b's wildcard addresses as the kernel would send from
+// them: a relay socket bound to the wildcard address sends from the source
+// the kernel picks towards the peer, and the peer answers to it; a
+// listener bound to the wildcard address answers its client from the
+// source the kernel picks towards the client, so the program matches the
+// client's datagrams sent to that address (those sent to another address
+// of the host stay in user space) and answers from it, as user space does.
+func (p *Path) Resolve(b Binding) (Binding, error) {
+	fill := func(ap, towards netip.AddrPort, what string) (netip.AddrPort, error) {
+		if !ap.IsValid() || !ap.Addr().IsUnspecified() {
+			return ap, nil
+		}
+		_, src, err := route(towards.Addr(), netip.Addr{})
 		if errors.Is(err, errLocal) {
-			src, err = b.Peer.Addr(), nil // to this host, from the same address
+			src, err = towards.Addr(), nil // to this host, from the same address
 		}
 		if err != nil || !src.IsValid() {
-			return Binding{}, fmt.Errorf("kernelpath: put: no source address towards the peer: %w", err)
+			return ap, fmt.Errorf("kernelpath: no source address towards the %s: %w", what, err)
 		}
-		b.Relay = netip.AddrPortFrom(src, b.Relay.Port())
+		return netip.AddrPortFrom(src, ap.Port()), nil
+	}
+	var err error
+	if b.Relay, err = fill(b.Relay, b.Peer, "peer"); err != nil {
+		return Binding{}, err
+	}
+	if b.Listener, err = fill(b.Listener, b.Client, "client"); err != nil {
+		return Binding{}, err
+	}
+	return b, nil
+}
+
+// Put installs b (or renews it) and returns it as installed (Delete
+// takes that one), its wildcard addresses resolved (Resolve). The egress
+// devices towards the peer and the client are looked up now; a route
+// change later is followed by the kernel's neighbour resolution on that
+// device only, so a binding whose route moved to another device stays
+// there until it is put again (every ChannelBind refresh does).
+func (p *Path) Put(b Binding) (Binding, error) {
+	b, err := p.Resolve(b)
+	if err != nil {
+		return Binding{}, fmt.Errorf("kernelpath: put: %w", err)
 	}
 	for _, ap := range []netip.AddrPort{b.Listener, b.Client, b.Relay, b.Peer} {
 		if !ap.IsValid() || ap.Addr().IsUnspecified() {

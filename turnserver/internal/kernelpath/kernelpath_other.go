@@ -11,6 +11,7 @@ func Open() (*Path, error) { return nil, ErrUnsupported }
 func (*Path) Mode() string                     { return "" }
 func (*Path) Interfaces() []string             { return nil }
 func (*Path) Put(Binding) (Binding, error)     { return Binding{}, ErrUnsupported }
+func (*Path) Resolve(Binding) (Binding, error) { return Binding{}, ErrUnsupported }
 func (*Path) Delete(Binding)                   {}
 func (*Path) Counters(uint32) (Counters, bool) { return Counters{}, false }
 func (*Path) DeleteCounters(uint32)            {}

@@ -130,6 +130,7 @@ type Round struct {
 	out        *outBatch
 	outS       []*Socket
 	tmp        []mmsghdr
+	gso        *gsoBatch
 	sendFailed Counter
 }
 
@@ -165,6 +166,7 @@ func newWorker(e *Engine, idx int, sendFailed Counter) (*worker, error) {
 			out:        newOutBatch(),
 			outS:       make([]*Socket, poolSlots),
 			tmp:        make([]mmsghdr, 0, poolSlots),
+			gso:        newGSOBatch(),
 			sendFailed: sendFailed,
 		},
 	}
@@ -373,6 +375,22 @@ func (r *Round) flush() {
 }
 
 func (r *Round) send(s *Socket, ms []mmsghdr) {
+	if len(ms) > 1 && s.gso.Load() {
+		if gs, ok := r.gso.coalesce(ms); ok {
+			sent, err := s.sendmmsg(gs)
+			lost := 0 // the datagrams of the messages that did not go (the last ones, as sendmmsg counts)
+			for _, c := range r.gso.count[sent:] {
+				lost += c
+			}
+			if lost > 0 && SocketError(err) {
+				r.sendFailed.Add(float64(lost))
+				if err == unix.EIO || err == unix.EINVAL {
+					s.gso.Store(false) // the device or path refuses segmentation (gso_linux.go)
+				}
+			}
+			return
+		}
+	}
 	sent, err := s.sendmmsg(ms)
 	if lost := len(ms) - sent; lost > 0 && SocketError(err) {
 		r.sendFailed.Add(float64(lost))

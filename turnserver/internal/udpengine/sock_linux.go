@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -35,6 +36,8 @@ type Socket struct {
 
 	mu     sync.RWMutex
 	closed bool
+
+	gso atomic.Bool // UDP_SEGMENT offered and not refused (gso_linux.go)
 
 	// Set once when the socket is added to the engine.
 	id uint64
@@ -75,7 +78,13 @@ func Open(addr netip.AddrPort, bufSize int) (*Socket, error) {
 			local = netip.AddrPortFrom(addr.Addr(), uint16(sockaddrPort(got)))
 		}
 	}
-	return &Socket{fd: fd, family: family, local: local}, nil
+	return newSocket(fd, family, local), nil
+}
+
+func newSocket(fd, family int, local netip.AddrPort) *Socket {
+	s := &Socket{fd: fd, family: family, local: local}
+	s.gso.Store(gsoSupported(fd))
+	return s
 }
 
 // Adopt takes over a socket bound by Go (a listener from ListenUDP): the
@@ -108,7 +117,7 @@ func Adopt(pc net.PacketConn) (*Socket, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("udpengine: UDP listener: %w", err)
 	}
-	return &Socket{fd: fd, family: family, local: local}, nil
+	return newSocket(fd, family, local), nil
 }
 
 // LocalAddr is the address the socket is bound to.
