@@ -102,6 +102,8 @@ type rtcBed struct {
 	// The gateway bed's (rtc_gateway_test.go): icebox's Matrix bridge on,
 	// logged in as service, with the MatrixRTC gateway; empty otherwise.
 	iceboxUser string
+	// env is icebox's environment (its API tokens, the Matrix password).
+	env []string
 }
 
 // rtcBedOpts chooses the bed's variant.
@@ -152,12 +154,12 @@ func newRTCBedWith(t *testing.T, opts rtcBedOpts) *rtcBed {
 	b.hsProxy = startRTCHSProxy(t, ns, b.front)
 	b.lkKey, b.lkSec = "APIrtc"+rtcRandomHex(t, 4), rtcRandomHex(t, 32)
 	b.lkURL = "ws://" + net.JoinHostPort(browserBedPeer, strconv.Itoa(rtcLiveKitPort))
-	env := []string{apiTokens{"admin": rtcAdminTok}.env()}
+	b.env = []string{apiTokens{"admin": rtcAdminTok}.env()}
 	if opts.gateway {
 		b.iceboxUser, _, _ = hs.Register(t, "icebox", jsServicePass, false)
-		env = []string{apiTokens{"admin": rtcAdminTok, "alice": jsAliceTok}.env(), "ICEBOX_MATRIX_PASSWORD=" + jsServicePass}
+		b.env = []string{apiTokens{"admin": rtcAdminTok, "alice": jsAliceTok}.env(), "ICEBOX_MATRIX_PASSWORD=" + jsServicePass}
 	}
-	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig, env...)
+	b.icebox = startIceboxIn(t, ns, b.hc, b.iceboxConfig, b.env...)
 	sfuSecret, err := os.ReadFile(keystore.SFUSecretPath(b.stateDir))
 	if err != nil {
 		t.Fatalf("icebox's SFU TURN secret: %v", err)

@@ -187,6 +187,7 @@ func rtpIn(r jsRTP) mediaIn {
 
 func TestGatewayElementCall(t *testing.T) {
 	b := newRTCBedWith(t, rtcBedOpts{gateway: true})
+	whole := t
 	const alice = "gw-alice"
 	b.browser.open(t, alice, b.front+"/icebox.html", "icebox")
 	b.browser.call(t, alice, "icebox.connect", nil, jsAliceTok)
@@ -410,6 +411,69 @@ func TestGatewayElementCall(t *testing.T) {
 		if !waitFor(20*time.Second, func() bool { return b.iceboxMembership(t, room) == nil }) {
 			t.Error("icebox's membership still in the room after alice hung up")
 		}
+	})
+
+	// answeredCall is an outbound call answered by Element Call's join,
+	// audio flowing to alice.
+	answeredCall := func(t *testing.T, conv, ecPage string) (id, room string) {
+		t.Helper()
+		room = b.gatewayRoom(t, conv, true)
+		b.browser.call(t, alice, "icebox.placeCall", &id, conv, b.users[1], false)
+		if !waitFor(20*time.Second, func() bool { return b.iceboxMembership(t, room) != nil }) {
+			t.Fatal("icebox's membership not in the room")
+		}
+		b.openElementCall(t, ecPage, room)
+		var c iceboxCall
+		if !waitFor(rtcMediaStartWait, func() bool { c = state(t, id); return c.Status == "answered" && c.Stats.AudioBytesIn > 0 }) {
+			dump(t, ecPage)
+			t.Fatalf("call %s, audio in %d; want answered with audio", c.Status, c.Stats.AudioBytesIn)
+		}
+		return id, room
+	}
+
+	// Element Call hangs up (its host's hangup: it leaves the call, its
+	// membership emptied): the bridged call ends for alice.
+	t.Run("Element Call hangs up", func(t *testing.T) {
+		ecPage := "gw-ec-hangup"
+		id, room := answeredCall(t, "gw-ec-hangup", ecPage)
+		defer b.closePage(t, ecPage)
+		b.browser.call(t, ecPage, "ec.hangup", nil)
+		var c iceboxCall
+		if !waitFor(30*time.Second, func() bool { c = state(t, id); return c.Status == "ended" }) {
+			dump(t, ecPage)
+			t.Fatalf("alice's call %s after Element Call hung up; want ended", c.Status)
+		}
+		t.Logf("Element Call hung up: alice's call ended (%s)", c.EndReason)
+		if !waitFor(20*time.Second, func() bool { return b.iceboxMembership(t, room) == nil }) {
+			t.Error("icebox's membership still in the room")
+		}
+	})
+
+	// icebox restarts mid-call: the call is ended at start-up
+	// (gateway_restarted, credentials revoked) and no membership of
+	// icebox's is left in the room.
+	t.Run("icebox restarts mid-call", func(t *testing.T) {
+		ecPage := "gw-ec-restart"
+		id, room := answeredCall(t, "gw-ec-restart", ecPage)
+		defer b.closePage(t, ecPage)
+		// The same state directory; the new process is the whole test's,
+		// not this subtest's (the ones after this one use it).
+		stateDir := b.stateDir
+		b.icebox.stop(t)
+		b.icebox = startIceboxIn(whole, b.ns, b.hc, func(string) string { return b.iceboxConfig(stateDir) }, b.env...)
+		var v gatewayCallView
+		if !waitFor(30*time.Second, func() bool { v = b.gatewayCall(t, id); return v.Status == "ended" }) {
+			t.Fatalf("call after the restart: %+v; want ended", v)
+		}
+		if v.EndReason != "gateway_restarted" {
+			t.Errorf("call after the restart: %+v; want end_reason gateway_restarted", v)
+		}
+		if !waitFor(30*time.Second, func() bool { return b.iceboxMembership(t, room) == nil }) {
+			t.Error("icebox's membership left in the room after the restart")
+		}
+		// alice's page lost its WebSocket with the restart: connect again
+		// for the subtests after this one.
+		b.browser.call(t, alice, "icebox.connect", nil, jsAliceTok)
 	})
 
 	t.Run("the ring expires", func(t *testing.T) {

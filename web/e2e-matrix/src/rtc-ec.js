@@ -197,6 +197,13 @@ async function state() {
   return { videos, audios: doc.querySelectorAll('audio').length, rtp };
 }
 
+// hangup asks Element Call to leave the call, as its host's hangup button
+// does (Element Web sends the widget im.vector.hangup).
+async function hangup() {
+  await api.transport.send('im.vector.hangup', {});
+  return true;
+}
+
 const events = (since) => log.filter((e) => e.t >= (since || 0));
 
-window.ec = { ready: true, login, start, state, events };
+window.ec = { ready: true, login, start, state, events, hangup };
