@@ -93,7 +93,17 @@ func TestKernelPathInNamespace(t *testing.T) {
 			kb.relayRun(t, relay, peer, 1)
 			return srv.reg.kernel.Load().traffic(a).packetsToPeer > k0
 		})
-		fastBefore, userBefore := fmt.Sprint(srv.fastPathCounts()), a.traffic()
+		// A Send indication of the warm-up may still be on its way through
+		// user space: the baseline once the user-space counters stand still.
+		userBefore := a.traffic()
+		waitFor(t, "the user-space counters settling", 5*time.Second, func() bool {
+			time.Sleep(100 * time.Millisecond) // pacing the poll: unchanged over 100 ms
+			now := a.traffic()
+			settled := now == userBefore
+			userBefore = now
+			return settled
+		})
+		fastBefore := fmt.Sprint(srv.fastPathCounts())
 		kernelBefore := srv.reg.kernel.Load().traffic(a) // the exchange's reply may have gone this way
 		const n = 2000
 		kb.relayRun(t, relay, peer, n)

@@ -336,14 +336,37 @@ func (s *Server) Log() string {
 	return string(b)
 }
 
+// freePort picks a signalling port p on ip whose neighbours livekit-server
+// also takes — TCP p+1 and UDP p+2, on every address — free as well: a
+// port the kernel hands out says nothing of the next two, and a test
+// package running beside this one may hold them (CI saw "bind: address
+// already in use" on p+1).
 func freePort(t testing.TB, ip string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		t.Fatalf("livekittest: %v", err)
+	for try := 0; try < 20; try++ {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatalf("livekittest: %v", err)
+		}
+		p := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if p+2 > 65535 {
+			continue
+		}
+		tcp, err := net.Listen("tcp", ":"+strconv.Itoa(p+1))
+		if err != nil {
+			continue
+		}
+		tcp.Close()
+		udp, err := net.ListenPacket("udp", ":"+strconv.Itoa(p+2))
+		if err != nil {
+			continue
+		}
+		udp.Close()
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("livekittest: no port p with p+1 (TCP) and p+2 (UDP) free after 20 tries")
+	return 0
 }
 
 func randomHex(t testing.TB, n int) string {
