@@ -36,13 +36,10 @@ package gateway_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -57,6 +54,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/livekit/protocol/auth"
 	"github.com/livekit/protocol/livekit"
 	lksdk "github.com/livekit/server-sdk-go/v2"
@@ -65,7 +63,6 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/rs/zerolog"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/e2ee"
 	"github.com/icebox-voip/icebox/signaling/matrixrtc/framecrypt"
@@ -703,142 +700,22 @@ func labelledProfile(name string) (map[string]int64, int64, error) {
 }
 
 // parseProfile sums value[vi] of a gzipped pprof profile's samples by
-// their "side" label ("" for none). The profile is protobuf
-// (perftools.profiles.Profile): samples are field 2 (values field 2,
-// labels field 3: key and str are string-table indices 1 and 2), the
-// string table field 6. Read with protowire: no profile library in
-// go.mod for one loop.
+// their "side" label ("" for none), read with pprof's own profile package.
 func parseProfile(gz []byte, vi int) (map[string]int64, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	p, err := profile.Parse(bytes.NewReader(gz))
 	if err != nil {
 		return nil, err
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		return nil, err
-	}
-	type sample struct {
-		values   []int64
-		key, str []int64
-	}
-	var samples []sample
-	var strs []string
-	bad := errors.New("malformed profile")
-	for b := raw; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, bad
-		}
-		b = b[n:]
-		if typ != protowire.BytesType {
-			n = protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return nil, bad
-			}
-			b = b[n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			return nil, bad
-		}
-		b = b[n:]
-		switch num {
-		case 6:
-			strs = append(strs, string(v))
-		case 2:
-			var s sample
-			for len(v) > 0 {
-				fn, ft, k := protowire.ConsumeTag(v)
-				if k < 0 {
-					return nil, bad
-				}
-				v = v[k:]
-				switch {
-				case fn == 2 && ft == protowire.BytesType: // packed values
-					p, k := protowire.ConsumeBytes(v)
-					if k < 0 {
-						return nil, bad
-					}
-					v = v[k:]
-					for len(p) > 0 {
-						x, k := protowire.ConsumeVarint(p)
-						if k < 0 {
-							return nil, bad
-						}
-						p = p[k:]
-						s.values = append(s.values, int64(x))
-					}
-				case fn == 2 && ft == protowire.VarintType:
-					x, k := protowire.ConsumeVarint(v)
-					if k < 0 {
-						return nil, bad
-					}
-					v = v[k:]
-					s.values = append(s.values, int64(x))
-				case fn == 3 && ft == protowire.BytesType:
-					l, k := protowire.ConsumeBytes(v)
-					if k < 0 {
-						return nil, bad
-					}
-					v = v[k:]
-					var key, str int64
-					for len(l) > 0 {
-						lf, lt, k := protowire.ConsumeTag(l)
-						if k < 0 {
-							return nil, bad
-						}
-						l = l[k:]
-						if lt != protowire.VarintType {
-							k = protowire.ConsumeFieldValue(lf, lt, l)
-							if k < 0 {
-								return nil, bad
-							}
-							l = l[k:]
-							continue
-						}
-						x, k := protowire.ConsumeVarint(l)
-						if k < 0 {
-							return nil, bad
-						}
-						l = l[k:]
-						switch lf {
-						case 1:
-							key = int64(x)
-						case 2:
-							str = int64(x)
-						}
-					}
-					s.key, s.str = append(s.key, key), append(s.str, str)
-				default:
-					k := protowire.ConsumeFieldValue(fn, ft, v)
-					if k < 0 {
-						return nil, bad
-					}
-					v = v[k:]
-				}
-			}
-			samples = append(samples, s)
-		}
-	}
-	str := func(i int64) string {
-		if i < 0 || int(i) >= len(strs) {
-			return ""
-		}
-		return strs[i]
 	}
 	out := map[string]int64{}
-	for _, s := range samples {
-		if vi >= len(s.values) {
+	for _, s := range p.Sample {
+		if vi >= len(s.Value) {
 			continue
 		}
 		side := ""
-		for j := range s.key {
-			if str(s.key[j]) == "side" {
-				side = str(s.str[j])
-			}
+		if l := s.Label["side"]; len(l) > 0 {
+			side = l[0]
 		}
-		out[side] += s.values[vi]
+		out[side] += s.Value[vi]
 	}
 	return out, nil
 }
