@@ -61,7 +61,7 @@ func newAPIEnvHub(t *testing.T, hubCfg HubConfig, edit func(*Config, *store.Stor
 			t.Error(err)
 		}
 	})
-	hubCfg.Logger, hubCfg.Registerer = zerolog.Nop(), prometheus.NewRegistry()
+	hubCfg.Registerer = prometheus.NewRegistry() // a zero Logger writes nothing
 	hub := NewHub(hubCfg)
 	t.Cleanup(func() {
 		if err := hub.Close(); err != nil {

@@ -228,7 +228,12 @@ func (s *Server) routeUI(e *echo.Echo) {
 func (s *Server) websocket(c echo.Context) error {
 	id, _ := IdentityFrom(c) // the auth middleware guarantees one
 	user := id.User
-	ctx := c.Request().Context()
+	// Not the request's own context: net/http ends it when it sees the
+	// client's connection close (a race with the hijack that the upgrade
+	// does), and the hub takes its context's end for a server shutdown
+	// (1001, "going_away"). The hub's reader sees a hang-up as it is; the
+	// server's shutdown goes through Hub.Close.
+	ctx := context.WithoutCancel(c.Request().Context())
 	if !id.Expires.IsZero() {
 		// The token was checked once, at the upgrade: the session must not
 		// outlive it (commands mint TURN credentials).
