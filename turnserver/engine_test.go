@@ -21,6 +21,12 @@ import (
 func testEngine(t testing.TB, loops, batch int, policy *Policy) *Server {
 	t.Helper()
 	s := &Server{log: zerolog.Nop(), reg: newRegistry(Quotas{})}
+	if policy == nil { // the peers are on loopback
+		var err error
+		if policy, err = NewPolicy(PolicyConfig{AllowLoopback: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s.policy.Store(policy)
 	s.m = newMetrics(prometheus.NewRegistry(), s.reg, func() float64 { return 0 })
 	s.reg.bw.registerMetrics(s.m)

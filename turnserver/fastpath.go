@@ -129,6 +129,12 @@ func (c *relayPacketConn) Receive(r *udpengine.Round, pkt []byte, from netip.Add
 		// permission pion holds.
 		c.s.m.scopeRefused.WithLabelValues(scopeStageReceive).Inc()
 		return
+	} else if !c.a.scoped && !c.s.policy.Load().Allow(from) {
+		// A peer the policy refuses is heard no more than it is reached:
+		// its permission may predate a reload that denied it, or its
+		// address may since have become one of this host's.
+		c.s.m.peerDenied.WithLabelValues(stageReceive).Inc()
+		return
 	}
 	if peers := c.peers.Load(); peers != nil {
 		if b := (*peers)[from]; b != nil && b.live(r.Now()) {

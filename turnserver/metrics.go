@@ -19,6 +19,7 @@ const (
 const (
 	stagePermission = "permission"
 	stageSend       = "send"
+	stageReceive    = "receive" // a datagram from a refused peer: dropped
 	stageConnect    = "connect"
 )
 
@@ -88,7 +89,7 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 		}, []string{"stage"}),
 		peerDenied: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_turn_peer_denied_total",
-			Help: "Peers refused by the peer policy, by stage (permission, send, connect).",
+			Help: "Peers refused by the peer policy, by stage (permission, send, receive, connect).",
 		}, []string{"stage"}),
 		quotaRejected: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "icebox_turn_quota_rejections_total",
@@ -132,7 +133,7 @@ func newMetrics(reg prometheus.Registerer, allocs *registry, tcpConns func() flo
 	for _, o := range []string{authOK, authMalformed, authUnknownKID, authBadHMAC, authExpired, authRevoked} {
 		m.auth.WithLabelValues(o)
 	}
-	for _, s := range []string{stagePermission, stageSend, stageConnect} {
+	for _, s := range []string{stagePermission, stageSend, stageReceive, stageConnect} {
 		m.peerDenied.WithLabelValues(s)
 	}
 	for _, q := range []string{quotaUser, quotaCall, quotaTotal} {

@@ -12,7 +12,7 @@ import (
 )
 
 // TestSecurityLiveChannelRefused: a bound channel that relays both ways
-// stops, both ways, the moment the relay must refuse it — the peer
+// stops, both ways (a refused peer is neither reached nor heard), the moment the relay must refuse it — the peer
 // deny-listed by a reload, the peer's address becoming one of the host's,
 // the call revoked, a bandwidth limit set (then what is over it is
 // dropped), and a scoped (SFU) allocation's peer leaving the allow-list.
@@ -34,7 +34,7 @@ func TestSecurityLiveChannelRefused(t *testing.T) {
 			if err := r.srv.SetPolicy(p); err != nil {
 				t.Fatal(err)
 			}
-			b.refusedFromNow(t, false)
+			b.refusedFromNow(t, true)
 		})
 
 		t.Run("peer becomes a host address", func(t *testing.T) {
@@ -50,7 +50,7 @@ func TestSecurityLiveChannelRefused(t *testing.T) {
 			b := r.kernelChannelBed(t, "alice", "")
 			hosts.Store(&[]netip.Addr{m.relayIP(), b.peerAP.Addr()})
 			waitFor(t, "the policy to deny the peer", 5*time.Second, func() bool { return !r.srv.policy.Load().Allow(b.peerAP) })
-			b.refusedFromNow(t, false)
+			b.refusedFromNow(t, true)
 		})
 
 		t.Run("call revoked", func(t *testing.T) {
