@@ -539,8 +539,26 @@ type relayListener struct {
 
 var _ net.Listener = (*relayListener)(nil)
 
-func (l *relayListener) Accept() (net.Conn, error) { return l.ln.Accept() }
-func (l *relayListener) Addr() net.Addr            { return l.ln.Addr() }
+// Accept returns the next peer connection the policy allows. pion checks
+// that the peer has a permission, but a permission may predate a reload
+// that denied the peer (or its address becoming one of this host's): the
+// policy decides here as it does for every datagram.
+func (l *relayListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if peer, ok := addrPortOf(c.RemoteAddr()); ok &&
+			l.s.policy.Load().AllowTCP(netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())) {
+			return c, nil
+		}
+		l.s.m.peerDenied.WithLabelValues(stageReceive).Inc()
+		_ = c.Close()
+	}
+}
+
+func (l *relayListener) Addr() net.Addr { return l.ln.Addr() }
 
 func (l *relayListener) Close() error {
 	err := l.ln.Close()

@@ -1,6 +1,7 @@
 package turnserver
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -237,5 +238,70 @@ func TestConnectTimeoutAtLeast30s(t *testing.T) {
 	d := connectDialer(netip.MustParseAddrPort("127.0.0.1:40000"))
 	if d.Timeout < 30*time.Second {
 		t.Fatalf("Connect dial timeout = %v, want >= 30s", d.Timeout)
+	}
+}
+
+// A TCP relay listener (RFC 6062) hands pion no connection from a peer the
+// policy refuses — pion checks only the peer's permission, which may
+// predate the reload that denied it.
+func TestRelayListenerRefusesDeniedPeers(t *testing.T) {
+	r := startRelay(t, relayOptions{allowLoopback: true})
+	ra := relayAllocator{s: r.srv}
+	cred := r.mint(t, "alice", "", time.Hour)
+	ln, _, err := ra.AllocateListener(turn.AllocateListenerConfig{Network: "tcp4", UserID: cred.Username})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	dial()
+	select {
+	case c := <-accepted:
+		_ = c.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("an allowed peer's connection was not accepted")
+	}
+
+	pc := r.policy
+	pc.AllowLoopback, pc.Allowed = false, nil
+	p, err := NewPolicy(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.srv.SetPolicy(p); err != nil {
+		t.Fatal(err)
+	}
+	before := r.counter(t, "icebox_turn_peer_denied_total", "stage", stageReceive)
+	c := dial()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a denied peer's connection stayed open (read %d, %v)", n, err)
+	}
+	select {
+	case c := <-accepted:
+		t.Fatalf("a denied peer's connection from %v reached pion", c.RemoteAddr())
+	default:
+	}
+	if got := r.counter(t, "icebox_turn_peer_denied_total", "stage", stageReceive); got != before+1 {
+		t.Errorf("peer_denied{receive} = %v, want %v", got, before+1)
 	}
 }
