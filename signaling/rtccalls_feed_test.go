@@ -18,8 +18,9 @@ import (
 // TestRTCTransitionsInFeed: on PostgreSQL as nodes run it (the feed on),
 // the gateway's transitions — a MatrixRTC ring becoming a call
 // (InviteFromRTC), a member answering (AnswerFromRTC) and leaving
-// (EndFromRTC) — hand their events to the store's transaction
-// (signaling.TxEvents) like every other transition: the event row (and
+// (EndFromRTC), also of a legacy caller's bridged call — hand their
+// events to the store's transaction (signaling.TxEvents) like every
+// other transition: the event row (and
 // the end's revocation) is in the feed, written by the transaction that
 // committed the call's change, and the Service publishes nothing itself
 // (the feed's readers deliver it on every node, in commit order). A ring
@@ -120,6 +121,24 @@ func TestRTCTransitionsInFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	fed("EndFromRTC", out.ID, signaling.EventCallHangupViaMatrix, postgres.FeedRevoke)
+
+	// A legacy Matrix caller bridged to the room's MatrixRTC call
+	// (rtclegacy.go): its events, addressed to no icebox client, still
+	// travel with their transitions (the other nodes' readers wake their
+	// Matrix senders on them).
+	legacy, err := svc.InviteFromMatrix(ctx, legacyInvite("legacy-feed"))
+	if err != nil || !legacy.LegacyBridged() {
+		t.Fatalf("InviteFromMatrix: %+v, %v; want a legacy-bridged call", legacy, err)
+	}
+	fed("legacy invite", legacy.ID, signaling.EventCallInviteViaMatrix)
+	if _, err := svc.AnswerFromRTC(ctx, legacy.ID, "alice", "ALICEX", "v=0 leg answer"); err != nil {
+		t.Fatal(err)
+	}
+	fed("legacy AnswerFromRTC", legacy.ID, signaling.EventCallAnswer)
+	if _, err := svc.EndFromRTC(ctx, legacy.ID, "alice", signaling.ReasonUserHangup, false); err != nil {
+		t.Fatal(err)
+	}
+	fed("legacy EndFromRTC", legacy.ID, signaling.EventCallHangup, postgres.FeedRevoke)
 
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
