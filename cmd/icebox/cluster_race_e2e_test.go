@@ -35,7 +35,7 @@ func raceNodesConfig(t *testing.T, dsn string) string {
 
 // TestClusterRaceInviteExpiry: three nodes hold an expiry timer for the
 // same invites and fire them at the same instant; each invite expires
-// once. Node A places raceCalls invites of 10 s; nodes B and C start
+// once. Node A places raceCalls invites of 15 s; nodes B and C start
 // after that, and a node's start arms the expiry of every ringing invite
 // (Service.Run: a node that restarts, or joins, takes over the invites of
 // a node that is gone), so each invite has a timer on each of the three
@@ -59,7 +59,9 @@ func raceNodesConfig(t *testing.T, dsn string) string {
 func TestClusterRaceInviteExpiry(t *testing.T) {
 	const (
 		raceCalls = 40
-		lifetime  = 10 * time.Second
+		// Long enough for B and C to start (under -race, on a busy
+		// machine) before the first invite is due.
+		lifetime = 15 * time.Second
 	)
 	srv := pgtest.Start(t)
 	dsn := srv.NewDatabase(t)
@@ -78,9 +80,11 @@ func TestClusterRaceInviteExpiry(t *testing.T) {
 	names := []string{"alice on A", "bob on B", "bob on C"}
 	// B's and C's timers were armed as they started: they must have been
 	// up well before the first invite's deadline for the race to be one.
-	if ready := time.Since(first); ready > lifetime-2*time.Second {
+	ready := time.Since(first)
+	if ready > lifetime-2*time.Second {
 		t.Fatalf("nodes B and C took %s to start after the first invite of %s: too late to race its expiry", ready, lifetime)
 	}
+	t.Logf("%d invites placed on A, B and C started and the sessions connected %s after the first", raceCalls, ready.Round(time.Millisecond))
 
 	for i, ws := range sessions {
 		hangups := map[string]int{}
@@ -177,7 +181,6 @@ func TestClusterRaceAnswer(t *testing.T) {
 		errs := make(chan error, 2)
 		start := make(chan struct{})
 		for i, d := range devices {
-			d.refs++
 			refs[i] = fmt.Sprintf("race-%s-%d", id, i)
 			data, _ := json.Marshal(map[string]any{
 				"type": "answer", "ref": refs[i], "call_id": id,
