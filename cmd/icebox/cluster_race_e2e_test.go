@@ -57,6 +57,7 @@ func raceNodesConfig(t *testing.T, dsn string) string {
 // whose timers fire together — which, with the timers of three nodes due
 // at the same instant for 40 calls, is many of them.
 func TestClusterRaceInviteExpiry(t *testing.T) {
+	t.Parallel()
 	const (
 		raceCalls = 40
 		// Long enough for B and C to start (under -race, on a busy
