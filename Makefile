@@ -59,7 +59,8 @@ test: test-deps
 	$(GO) test -tags '$(TAGS) icebox_portable' -race -count=1 -timeout 10m ./turnserver/...
 
 # bench runs the Go micro-benchmarks, then (as root) icebox against coturn
-# side by side in network namespaces: bench/run.sh, report in bench/results/.
+# side by side in network namespaces, then calls through the API on 1 and 3
+# nodes (bench/cluster.sh): bench/run.sh, reports in bench/results/.
 # BENCH_QUICK=1 for a short smoke run, BENCH_ROUNDS=N for more rounds.
 bench: build
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchmem ./...

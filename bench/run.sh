@@ -8,8 +8,30 @@
 #   BENCH_ROUNDS=N   rounds (default 3)
 #   BENCH_QUICK=1    smoke run: 1 round, loads divided by 5 (report not kept as latest.md)
 #   BENCH_KEEP=1     keep the temporary directory (server logs, uclient output)
+#   BENCH_ONLY=...   only these measurements; "cluster" is bench/cluster.sh (calls through the
+#                    API on 1 and 3 nodes), which runs after the harness when BENCH_ONLY is unset
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# "cluster" is not the harness's: taken out of BENCH_ONLY, run at the end.
+cluster=0
+harness=1
+if [ -z "${BENCH_ONLY:-}" ]; then
+	cluster=1
+else
+	rest=()
+	IFS=, read -ra names <<<"$BENCH_ONLY"
+	for n in "${names[@]}"; do
+		n=${n//[[:space:]]/}
+		if [ "$n" = cluster ]; then cluster=1; elif [ -n "$n" ]; then rest+=("$n"); fi
+	done
+	BENCH_ONLY=$(IFS=,; echo "${rest[*]}")
+	export BENCH_ONLY
+	[ -n "$BENCH_ONLY" ] || harness=0
+fi
+if [ "$harness" = 0 ]; then
+	exec ./bench/cluster.sh
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "bench: needs root (network namespaces): sudo make bench" >&2
@@ -35,4 +57,7 @@ if pgrep -x turnserver >/dev/null 2>&1; then
 fi
 
 "${GO:-go}" build -tags "${TAGS:-goolm}" -o bin/icebox-bench ./bench
-exec ./bin/icebox-bench run --icebox bin/icebox --out bench/results "$@"
+./bin/icebox-bench run --icebox bin/icebox --out bench/results "$@"
+if [ "$cluster" = 1 ]; then
+	./bench/cluster.sh
+fi

@@ -107,12 +107,17 @@ func (s *Service) InviteFromRTC(ctx context.Context, in RTCInvite) (Call, error)
 		CreatedAt:           s.cfg.Now().UTC(),
 		MatrixInviteEventID: in.NotificationEventID,
 	}
-	if err := s.cfg.Store.CreateCallOutbox(ctx, c, nil); err != nil {
+	// The event goes into the transaction's feed journal like every other
+	// transition's (a store shared by several nodes writes it with the
+	// call: every node delivers it in commit order, none loses it).
+	tctx, j := WithTxEvents(ctx)
+	ev := j.set1(newEvent(conv, c, EventCallInviteViaMatrix, invitePayload(EventCallInviteViaMatrix, c, Media{})))
+	if err := s.cfg.Store.CreateCallOutbox(tctx, c, nil); err != nil {
 		return Call{}, err
 	}
 	s.logTransition(c, "invited from MatrixRTC")
 	s.armExpiry(c)
-	s.emit(newEvent(conv, c, EventCallInviteViaMatrix, invitePayload(EventCallInviteViaMatrix, c, Media{})))
+	s.emit(ev)
 	return c, nil
 }
 
