@@ -2,8 +2,11 @@ package httpapi
 
 import (
 	"errors"
+	"net/http"
 
 	"github.com/labstack/echo/v4"
+
+	"github.com/icebox-voip/icebox/internal/crashpoint"
 )
 
 // The REST face of the call operations (ops.go): one route per operation,
@@ -38,10 +41,20 @@ func (s *Server) restOp(op callOp) echo.HandlerFunc {
 				return decodeBody(c, s.cfg.MaxBodyBytes, req)
 			}
 		}
-		user := s.user(c)
-		call, err := op.run(c.Request().Context(), s.cfg.Calls, user, c.Param("id"), decode)
+		key, err := restIdempotencyKey(c.Request().Header)
 		if err != nil {
 			return err
+		}
+		user := s.user(c)
+		call, replay, err := s.runOp(c.Request().Context(), op, user, c.Param("id"), key, decode)
+		if err != nil {
+			return err
+		}
+		// Between the commit and the answer: where a test build kills
+		// the process (internal/crashpoint), as a crash would.
+		crashpoint.Hit("after-commit", op.name)
+		if replay {
+			c.Response().Header().Set(headerIdempotentReplayed, "true")
 		}
 		if op.reply == replySent {
 			return c.NoContent(op.status)
@@ -55,5 +68,19 @@ func (s *Server) restOp(op callOp) echo.HandlerFunc {
 		}
 		c.Response().Header().Set(echo.HeaderCacheControl, "no-store")
 		return c.JSON(op.status, resp)
+	}
+}
+
+// restIdempotencyKey is the request's Idempotency-Key, "" without one; a
+// key sent twice, empty or malformed is invalid_idempotency_key.
+func restIdempotencyKey(h http.Header) (string, error) {
+	vals := h.Values(headerIdempotencyKey)
+	switch len(vals) {
+	case 0:
+		return "", nil
+	case 1:
+		return vals[0], checkIdempotencyKey(vals[0])
+	default:
+		return "", invalidIdempotencyKey()
 	}
 }
