@@ -81,7 +81,13 @@ type idempotencyKey struct{}
 // WithIdempotency returns a context whose first committed transition also
 // records rec (CallID, when empty, becomes the transition's call).
 func WithIdempotency(ctx context.Context, rec IdempotencyRecord) context.Context {
-	return context.WithValue(ctx, idempotencyKey{}, &IdempotencyClaim{rec: rec, max: IdempotencyMaxPerUser})
+	return WithIdempotencyBound(ctx, rec, IdempotencyMaxPerUser)
+}
+
+// WithIdempotencyBound is WithIdempotency keeping at most maxPerUser
+// records of the user (the stores' tests use a small bound).
+func WithIdempotencyBound(ctx context.Context, rec IdempotencyRecord, maxPerUser int) context.Context {
+	return context.WithValue(ctx, idempotencyKey{}, &IdempotencyClaim{rec: rec, max: max(maxPerUser, 1)})
 }
 
 // IdempotencyFrom returns the claim ctx carries, or nil.

@@ -173,8 +173,9 @@ func deleteIdempotency(tx *bolt.Tx, r signaling.IdempotencyRecord) error {
 	)
 }
 
-// PruneIdempotency deletes up to limit records that expired before now,
-// oldest first, in one transaction; when none is due it only reads.
+// PruneIdempotency deletes up to limit records expired at now (ExpiresAt
+// not after it), oldest first, in one transaction; when none is due it
+// only reads.
 func (s *Store) PruneIdempotency(ctx context.Context, now time.Time, limit int) (int, error) {
 	const op = "prune idempotency keys"
 	if err := checkCtx(ctx, op); err != nil {
@@ -188,8 +189,8 @@ func (s *Store) PruneIdempotency(ctx context.Context, now time.Time, limit int) 
 		var out []signaling.IdempotencyRecord
 		cur := tx.Bucket(bucketIdemExpiry).Cursor()
 		for k, _ := cur.First(); k != nil && len(out) < limit; k, _ = cur.Next() {
-			if bytes.Compare(k, cutoff) >= 0 {
-				break
+			if len(k) >= 8 && bytes.Compare(k[:8], cutoff) > 0 {
+				break // expired means ExpiresAt <= now, as in IdempotencyRecord
 			}
 			n, w := binary.Uvarint(k[min(8, len(k)):])
 			if len(k) < 8 || w <= 0 || uint64(len(k)-8-w) < n {
