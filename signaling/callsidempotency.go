@@ -142,6 +142,17 @@ func (s *Service) IdempotencyRecordOf(ctx context.Context, user, key string) (Id
 	return st.IdempotencyRecord(ctx, user, key, s.cfg.Now())
 }
 
+// LockIdempotencyKey serialises this node's requests under one user's key
+// and returns the unlock: a copy sent while the first still runs waits,
+// then finds the first's record, instead of racing it past the check
+// (where it could be refused by the initiate rate limit that the first
+// already counted). Nodes sharing a database need no such lock: the
+// second transaction waits on the first's record in the store. A key is
+// printable ASCII, so the NUL keeps (user, key) pairs apart.
+func (s *Service) LockIdempotencyKey(user, key string) (unlock func()) {
+	return s.idemLocks.lock(user + "\x00" + key)
+}
+
 // NewIdempotencyRecord is the record of user's key for op, stamped now.
 func (s *Service) NewIdempotencyRecord(user, key, op, hash, callID string) IdempotencyRecord {
 	now := s.cfg.Now().UTC()

@@ -117,7 +117,9 @@ func (s *Server) runOp(ctx context.Context, op callOp, user, callID, key string,
 		return call, false, err
 	}
 	id := &idempotency{calls: s.cfg.Calls, user: user, key: key, callID: callID, op: op}
+	unlock := s.cfg.Calls.LockIdempotencyKey(user, key)
 	call, err := op.run(ctx, s.cfg.Calls, user, callID, opInput{decode: decode, prepare: id.prepare})
+	unlock()
 	var rp *replayed
 	switch {
 	case err == nil:

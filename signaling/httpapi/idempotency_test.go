@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/icebox-voip/icebox/signaling"
+	"github.com/icebox-voip/icebox/store"
 )
 
 // doKey is do with an Idempotency-Key header (none if key is nil); it
@@ -224,5 +225,24 @@ func TestIdempotentCommands(t *testing.T) {
 	}
 	if calls := e.callsIn(t, "alice", "c1"); len(calls) != 1 || calls[0].Status != signaling.StatusRinging {
 		t.Errorf("after the retries: %+v, want one ringing call", calls)
+	}
+}
+
+// TestIdempotencyKeyCORS: a page of an allowed origin may send the header
+// (the preflight allows it) and read Idempotent-Replayed.
+func TestIdempotencyKeyCORS(t *testing.T) {
+	e := newAPIEnvWith(t, func(c *Config, _ *store.Store) { c.CORSOrigins = []string{allowedOrigin} })
+	resp := corsDo(t, e, http.MethodOptions, "/calls/initiate", allowedOrigin, "", map[string]string{
+		"Access-Control-Request-Method":  "POST",
+		"Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+	})
+	if got := resp.Header.Get("Access-Control-Allow-Headers"); resp.StatusCode != http.StatusNoContent || !strings.Contains(got, headerIdempotencyKey) {
+		t.Errorf("preflight with Idempotency-Key: %d, Access-Control-Allow-Headers %q", resp.StatusCode, got)
+	}
+	resp = corsDo(t, e, http.MethodPost, "/calls/initiate", allowedOrigin, userToken("alice"), map[string]string{
+		headerIdempotencyKey: "cors-1", "Content-Type": "application/json",
+	})
+	if got := resp.Header.Get("Access-Control-Expose-Headers"); !strings.Contains(got, headerIdempotentReplayed) {
+		t.Errorf("Access-Control-Expose-Headers %q, want %s", got, headerIdempotentReplayed)
 	}
 }
