@@ -246,3 +246,29 @@ func TestIdempotencyKeyCORS(t *testing.T) {
 		t.Errorf("Access-Control-Expose-Headers %q, want %s", got, headerIdempotentReplayed)
 	}
 }
+
+// TestIdempotencyKeyStructuredString: the draft's form of the header, a
+// quoted string, is the key inside the quotes (the same key as a command's
+// or a bare header's); a malformed one is refused.
+func TestIdempotencyKeyStructuredString(t *testing.T) {
+	for in, want := range map[string]string{
+		`abc`: "abc", `"abc"`: "abc", `"a\"b\\c"`: `a"b\c`, `"8e03978e-40d5-43e8-bc93-6894a57f9324"`: "8e03978e-40d5-43e8-bc93-6894a57f9324",
+	} {
+		got, err := restIdempotencyKey(http.Header{headerIdempotencyKey: {in}})
+		if err != nil || got != want {
+			t.Errorf("%s: %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{`"`, `""`, `"abc`, `"a"b"`, `"a\b"`, `"a\"`, "\"a\tb\""} {
+		if got, err := restIdempotencyKey(http.Header{headerIdempotencyKey: {in}}); err == nil {
+			t.Errorf("%s: %q accepted, want invalid_idempotency_key", in, got)
+		}
+	}
+	e := newAPIEnv(t)
+	const initiate = `{"conversation_id":"c1","sdp_offer":"v=0 offer"}`
+	_, body, _ := e.doKey(t, "alice", "POST", "/calls/initiate", initiate, keyOf(`"q-1"`))
+	code, again, rp := e.doKey(t, "alice", "POST", "/calls/initiate", initiate, keyOf(`q-1`))
+	if code != http.StatusCreated || rp != "true" || callOf(t, again).ID != callOf(t, body).ID {
+		t.Errorf(`"q-1" then q-1: %d %s (replayed %q), want the same call`, code, again, rp)
+	}
+}
