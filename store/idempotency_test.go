@@ -309,3 +309,37 @@ func checkIdemIndexes(t *testing.T, st testStore) {
 		t.Fatal(err)
 	}
 }
+
+// TestMigrateSchema6To7: a schema-6 file (no idempotency buckets) opens at
+// schema 7 with its calls kept, and a keyed transition then records its key.
+func TestMigrateSchema6To7(t *testing.T) {
+	dir := t.TempDir()
+	writeSchemaFixture(t, dir, oldSchema{
+		version: 6,
+		absent:  [][]byte{bucketIdemKeys, bucketIdemByUser, bucketIdemExpiry},
+		calls:   []signaling.Call{ringingCall("old", "c", 0)},
+	})
+	s, err := Open(dir, Options{MustExist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if v, err := s.Version(); err != nil || v != 7 || SchemaVersion() != 7 {
+		t.Fatalf("after migration: version %d, %v; this build %d; want 7", v, err, SchemaVersion())
+	}
+	if _, err := s.Call(t.Context(), "old"); err != nil {
+		t.Fatalf("the schema-6 call after migration: %v", err)
+	}
+	rec := idemRecord("@alice:x", "k", "hangup", "old", time.Minute)
+	if _, err := s.UpdateCallOutbox(withKey(t.Context(), rec), "old", func(c *signaling.Call) ([]signaling.OutboxEntry, error) {
+		c.Status, c.EndedAt, c.EndReason = signaling.StatusEnded, ptr(at(time.Minute)), "user_hangup"
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.IdempotencyRecord(t.Context(), "@alice:x", "k", at(time.Minute)); err != nil || got != rec {
+		t.Errorf("key after migration: %+v, %v", got, err)
+	}
+	checkIndexes(t, s)
+	checkIdemIndexes(t, s)
+}
