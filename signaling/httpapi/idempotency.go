@@ -139,6 +139,10 @@ func (s *Server) runOp(ctx context.Context, op callOp, user, callID, key string,
 	default:
 		return nil, false, err
 	}
+	// Rare, and a sign of nodes dying or connections breaking mid-request.
+	// The key itself is the client's and stays out of the log.
+	s.log.Info().Str("operation", op.name).Str("call_id", rp.rec.CallID).Str("user", user).
+		Time("first_at", rp.rec.CreatedAt).Msg("retry answered from its idempotency key")
 	if op.reply == replySent {
 		return nil, true, nil
 	}
