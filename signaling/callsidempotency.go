@@ -66,9 +66,9 @@ type IdempotencyStore interface {
 }
 
 // IdempotencyClaim is a record to write with the first transition of a
-// request. The store calls Claim inside its transaction; it answers the
-// record to write, or nil if there is none (the request has no key, or
-// an earlier transition of the same request wrote it already).
+// request. The store calls Record inside its transaction (no record: the
+// request has no key, or an earlier transition of the same request wrote
+// it already) and Committed once that transaction committed.
 type IdempotencyClaim struct {
 	mu   sync.Mutex
 	rec  IdempotencyRecord
