@@ -91,6 +91,7 @@ type Service struct {
 	wg     sync.WaitGroup // the sweeper
 
 	convLocks keyLocks // by conversation ID: PutConversation and RoomJoined
+	idemLocks keyLocks // by user and idempotency key (callsidempotency.go)
 }
 
 // NewService checks the configuration and applies defaults.

@@ -33,6 +33,7 @@ func (s *Service) sweepLoop(ctx context.Context) {
 	for {
 		s.sweep(ctx)
 		s.prune(ctx)
+		s.pruneIdempotency(ctx) // callsidempotency.go
 		select {
 		case <-ctx.Done():
 			return

@@ -25,6 +25,7 @@ import (
 type testStore interface {
 	signaling.Store
 	signaling.RoomIndex
+	signaling.IdempotencyStore
 	PendingOutbox(ctx context.Context, limit int) ([]signaling.OutboxEntry, error)
 	OutboxDepth(ctx context.Context) (int, error)
 	CompleteOutbox(ctx context.Context, seq uint64, eventID string) error

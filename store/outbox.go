@@ -47,6 +47,9 @@ func (s *Store) CreateCallOutbox(ctx context.Context, c signaling.Call, out []si
 		return fmt.Errorf("store: %s %q: %w", op, c.ID, err)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := putIdempotency(ctx, tx, c.ID); err != nil {
+			return err
+		}
 		if tx.Bucket(bucketCalls).Get([]byte(c.ID)) != nil {
 			return signaling.ErrConflict
 		}
@@ -58,6 +61,7 @@ func (s *Store) CreateCallOutbox(ctx context.Context, c signaling.Call, out []si
 	if err != nil {
 		return fmt.Errorf("store: %s %q: %w", op, c.ID, err)
 	}
+	signaling.IdempotencyFrom(ctx).Committed()
 	return nil
 }
 
@@ -78,6 +82,9 @@ func (s *Store) UpdateCallOutbox(ctx context.Context, id string, fn func(*signal
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		old, err := getCall(tx, []byte(id))
 		if err != nil {
+			return err
+		}
+		if err := putIdempotency(ctx, tx, id); err != nil {
 			return err
 		}
 		c = old
@@ -104,6 +111,7 @@ func (s *Store) UpdateCallOutbox(ctx context.Context, id string, fn func(*signal
 	if err != nil {
 		return signaling.Call{}, fmt.Errorf("store: %s %q: %w", op, id, err)
 	}
+	signaling.IdempotencyFrom(ctx).Committed()
 	return c, nil
 }
 
@@ -119,12 +127,24 @@ func (s *Store) AppendOutbox(ctx context.Context, out []signaling.OutboxEntry) e
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	if len(out) == 0 {
+	claim := signaling.IdempotencyFrom(ctx)
+	if len(out) == 0 && claim == nil {
 		return nil
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return appendOutbox(tx, out) }); err != nil {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		callID := ""
+		if len(out) > 0 {
+			callID = out[0].CallID
+		}
+		if err := putIdempotency(ctx, tx, callID); err != nil {
+			return err
+		}
+		return appendOutbox(tx, out)
+	})
+	if err != nil {
 		return fmt.Errorf("store: %s: %w", op, err)
 	}
+	claim.Committed()
 	return nil
 }
 

@@ -41,6 +41,7 @@ var (
 	bucketCallsEnded      = []byte("calls_ended")           // schema 5; see retention.go
 	bucketCallSDPs        = []byte("call_sdps")             // schema 5; see sdp.go
 	bucketConvsByUser     = []byte("conversations_by_user") // schema 6; see userconversations.go
+	// schema 7: bucketIdemKeys, bucketIdemByUser, bucketIdemExpiry (idempotency.go)
 
 	keySchemaVersion = []byte("schema_version")
 )
@@ -75,6 +76,9 @@ var migrations = []func(tx *bolt.Tx) error{
 	// 5 → 6: the index of each user's conversations, filled from the
 	// conversations already stored.
 	migrateUserIndex,
+	// 6 → 7: the idempotency keys of the call operations (idempotency.go),
+	// empty.
+	migrateIdempotency,
 }
 
 // SchemaVersion is the version this build writes.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"reflect"
+
+	"github.com/icebox-voip/icebox/internal/crashpoint"
 )
 
 // The WebSocket face of the call operations (ops.go): a command is one JSON
@@ -17,6 +19,9 @@ type wsCommand struct {
 	Type   string `json:"type"`
 	Ref    string `json:"ref,omitempty"`
 	CallID string `json:"call_id,omitempty"`
+	// IdempotencyKey makes a retry of the command safe (idempotency.go);
+	// a pointer, so that an empty key is refused rather than ignored.
+	IdempotencyKey *string `json:"idempotency_key,omitempty"`
 }
 
 // sentReply is the result of a replySent operation.
@@ -36,8 +41,18 @@ func (s *Server) command(ctx context.Context, user string, msg json.RawMessage) 
 	if op.starts && s.cfg.Draining() {
 		return nil, apiError(http.StatusServiceUnavailable, "draining", "this server is shutting down; retry on another")
 	}
+	key := ""
+	if env.IdempotencyKey != nil {
+		key = *env.IdempotencyKey
+		if err := checkIdempotencyKey(key); err != nil {
+			return nil, err
+		}
+	}
 	decode := func(req any) error { return decodeCommand(msg, req) }
-	call, err := op.run(ctx, s.cfg.Calls, user, env.CallID, decode)
+	call, _, err := s.runOp(ctx, op, user, env.CallID, key, decode)
+	if err == nil {
+		crashpoint.Hit("after-commit", op.name) // see restOp
+	}
 	switch {
 	case err != nil:
 		return nil, err

@@ -80,7 +80,9 @@ func (s *Server) corsMiddleware() echo.MiddlewareFunc {
 		},
 		AllowOriginFunc: func(origin string) (bool, error) { return s.cors.Load().allows(origin), nil },
 		AllowMethods:    []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodDelete},
-		AllowHeaders:    []string{echo.HeaderAuthorization, echo.HeaderContentType},
-		MaxAge:          corsMaxAge,
+		AllowHeaders:    []string{echo.HeaderAuthorization, echo.HeaderContentType, headerIdempotencyKey},
+		// A browser page may read whether a retry was answered from its key.
+		ExposeHeaders: []string{headerIdempotentReplayed},
+		MaxAge:        corsMaxAge,
 	})
 }

@@ -52,10 +52,31 @@ const (
 )
 
 // opFunc runs an operation for the authenticated user on the call callID
-// (empty for initiate). decode fills a request (a pointer to the
-// operation's request type) from the transport's input. It returns the call
-// the operation answers with, nil for replySent.
-type opFunc func(ctx context.Context, calls *signaling.Service, user, callID string, decode func(req any) error) (*signaling.Call, error)
+// (empty for initiate). It returns the call the operation answers with,
+// nil for replySent.
+type opFunc func(ctx context.Context, calls *signaling.Service, user, callID string, in opInput) (*signaling.Call, error)
+
+// opInput is how an operation gets its request.
+type opInput struct {
+	// decode fills a request (a pointer to the operation's request type)
+	// from the transport's input.
+	decode func(req any) error
+	// prepare, if set, runs on the decoded request before the service
+	// method, and gives the context it runs in (idempotency.go); its
+	// error stops the operation.
+	prepare func(ctx context.Context, req any) (context.Context, error)
+}
+
+// request decodes the request into req and prepares ctx for it.
+func (in opInput) request(ctx context.Context, req any) (context.Context, error) {
+	if err := in.decode(req); err != nil {
+		return nil, err
+	}
+	if in.prepare == nil {
+		return ctx, nil
+	}
+	return in.prepare(ctx, req)
+}
 
 // callOps are the call operations in the order the unknown_command error
 // names them. GET /calls (list.go) is REST only: it pages, a command does not.
@@ -113,9 +134,10 @@ func get(calls *signaling.Service, ctx context.Context, user, callID string, _ n
 
 // callWith makes an opFunc of a service method that answers with the call.
 func callWith[Req any](method func(*signaling.Service, context.Context, string, string, Req) (signaling.Call, error)) opFunc {
-	return func(ctx context.Context, calls *signaling.Service, user, callID string, decode func(any) error) (*signaling.Call, error) {
+	return func(ctx context.Context, calls *signaling.Service, user, callID string, in opInput) (*signaling.Call, error) {
 		var req Req
-		if err := decode(&req); err != nil {
+		ctx, err := in.request(ctx, &req)
+		if err != nil {
 			return nil, err
 		}
 		c, err := method(calls, ctx, user, callID, req)
@@ -128,9 +150,10 @@ func callWith[Req any](method func(*signaling.Service, context.Context, string, 
 
 // sentWith makes an opFunc of a service method that answers with nothing.
 func sentWith[Req any](method func(*signaling.Service, context.Context, string, string, Req) error) opFunc {
-	return func(ctx context.Context, calls *signaling.Service, user, callID string, decode func(any) error) (*signaling.Call, error) {
+	return func(ctx context.Context, calls *signaling.Service, user, callID string, in opInput) (*signaling.Call, error) {
 		var req Req
-		if err := decode(&req); err != nil {
+		ctx, err := in.request(ctx, &req)
+		if err != nil {
 			return nil, err
 		}
 		return nil, method(calls, ctx, user, callID, req)

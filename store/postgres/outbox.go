@@ -42,6 +42,9 @@ func (s *Store) CreateCallOutbox(ctx context.Context, c signaling.Call, out []si
 		return fmt.Errorf("store: %s %q: %w: the ID or conversation ID is not valid UTF-8", op, c.ID, signaling.ErrInvalid)
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		if err := putIdempotency(ctx, tx, c.ID); err != nil {
+			return err
+		}
 		// The row lock of a new call is its insert: a second create of
 		// the same ID waits for the first and then finds it.
 		var exists bool
@@ -72,6 +75,7 @@ func (s *Store) CreateCallOutbox(ctx context.Context, c signaling.Call, out []si
 		}
 		return wrap(fmt.Sprintf("%s %q", op, c.ID), err)
 	}
+	signaling.IdempotencyFrom(ctx).Committed()
 	return nil
 }
 
@@ -92,6 +96,12 @@ func (s *Store) UpdateCallOutbox(ctx context.Context, id string, fn func(*signal
 		fnErr error
 	)
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		// Before the call's row lock: a retry of this request waits on
+		// the key, not on the call (and every transition takes them in
+		// this order).
+		if err := putIdempotency(ctx, tx, id); err != nil {
+			return err
+		}
 		old, err := s.getCall(ctx, tx, id, " FOR UPDATE")
 		if err != nil {
 			return err
@@ -125,6 +135,7 @@ func (s *Store) UpdateCallOutbox(ctx context.Context, id string, fn func(*signal
 	if err != nil {
 		return signaling.Call{}, wrap(fmt.Sprintf("%s %q", op, id), err)
 	}
+	signaling.IdempotencyFrom(ctx).Committed()
 	return c, nil
 }
 
@@ -135,10 +146,18 @@ func (s *Store) AppendOutbox(ctx context.Context, out []signaling.OutboxEntry) e
 	if err := checkCtx(ctx, op); err != nil {
 		return err
 	}
-	if len(out) == 0 && (!s.feed || signaling.TxEventsFrom(ctx) == nil) {
+	claim := signaling.IdempotencyFrom(ctx)
+	if len(out) == 0 && (!s.feed || signaling.TxEventsFrom(ctx) == nil) && claim == nil {
 		return nil
 	}
 	err := s.tx(ctx, func(tx pgx.Tx) error {
+		callID := ""
+		if len(out) > 0 {
+			callID = out[0].CallID
+		}
+		if err := putIdempotency(ctx, tx, callID); err != nil {
+			return err
+		}
 		if err := s.appendOutbox(ctx, tx, out); err != nil {
 			return err
 		}
@@ -148,7 +167,11 @@ func (s *Store) AppendOutbox(ctx context.Context, out []signaling.OutboxEntry) e
 		}
 		return s.writeFeed(ctx, tx, items)
 	})
-	return wrap(op, err)
+	if err != nil {
+		return wrap(op, err)
+	}
+	claim.Committed()
+	return nil
 }
 
 // appendOutbox writes out at the end of the outbox in tx.

@@ -102,6 +102,19 @@ CREATE TABLE icebox_matrix_device (
 	value bytea NOT NULL
 );
 `,
+	// 4 → 5: the idempotency keys of the call operations (idempotency.go).
+	`
+CREATE TABLE icebox_idempotency (
+	user_id    text COLLATE "C" NOT NULL,
+	key        text COLLATE "C" NOT NULL,
+	created_ns bigint NOT NULL,
+	expires_ns bigint NOT NULL,
+	record     bytea NOT NULL,   -- JSON of signaling.IdempotencyRecord
+	PRIMARY KEY (user_id, key)
+);
+CREATE INDEX icebox_idempotency_user ON icebox_idempotency (user_id, created_ns);
+CREATE INDEX icebox_idempotency_expiry ON icebox_idempotency (expires_ns);
+`,
 }
 
 // fills[v] runs after migrations[v-1], in its transaction: it fills what
