@@ -18,6 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -62,6 +65,57 @@ func TestKernelPathNetns(t *testing.T) {
 	for _, line := range strings.Split(string(out), "\n") {
 		if strings.Contains(line, "kernel_linux_test.go") {
 			t.Log(strings.TrimSpace(line))
+		}
+	}
+}
+
+// nsIf is an interface in a namespace.
+type nsIf struct {
+	ns  *netbed.NS
+	ifc string
+}
+
+// xdpBed readies a veth bed for the XDP hook. The relay's interfaces
+// forward (bpf_fib_lookup answers only for a forwarding device; the
+// FORWARD policy drop keeps the relay from routing others' packets all the
+// same). Each other end runs a pass-through XDP program (a veth hands
+// what XDP sends into it to its peer only then) and computes its
+// checksums itself, as frames from a wire carry them (XDP cannot tell a
+// partial checksum of offload, and would send it on as it is).
+func xdpBed(t *testing.T, relay *netbed.NS, relayIfs []string, ends ...nsIf) {
+	t.Helper()
+	if _, err := exec.LookPath("ethtool"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("ethtool not found; CI installs it (scripts/install-test-deps.sh)")
+		}
+		t.Skip("ethtool not found (apt-get install ethtool): the XDP bed turns checksum offload off with it")
+	}
+	relay.Run("iptables", "-P", "FORWARD", "DROP")
+	relay.Run("ip6tables", "-P", "FORWARD", "DROP")
+	for _, ifc := range relayIfs {
+		relay.Run("sysctl", "-qw", "net.ipv4.conf."+ifc+".forwarding=1", "net.ipv6.conf."+ifc+".forwarding=1")
+	}
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()}})
+	if err != nil {
+		t.Fatalf("pass-through XDP: %v", err)
+	}
+	t.Cleanup(func() { _ = prog.Close() })
+	for _, e := range ends {
+		e.ns.Run("ethtool", "-K", e.ifc, "tx", "off")
+		if err := e.ns.Do(func() error {
+			ni, err := net.InterfaceByName(e.ifc)
+			if err != nil {
+				return err
+			}
+			l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ni.Index, Flags: link.XDPDriverMode})
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { _ = l.Close() })
+			return nil
+		}); err != nil {
+			t.Fatalf("pass-through XDP on %s: %v", e.ifc, err)
 		}
 	}
 }
