@@ -16,7 +16,7 @@ import (
 // vethPeerIP in the other namespace.
 type testMode struct {
 	name   string
-	kernel bool // turn.kernel_path: required
+	kernel bool   // turn.kernel_path: required
 	hooks  string // turn.kernel_path_mode ("": auto, which is tc on veth)
 	// in runs fn where the clients and peers live (the other namespace);
 	// nil: here, on loopback.
