@@ -26,6 +26,7 @@ import (
 
 	"github.com/icebox-voip/icebox/credentials"
 	"github.com/icebox-voip/icebox/internal/netbed"
+	"github.com/icebox-voip/icebox/turnserver/internal/kernelpath"
 )
 
 // The kernel path's tests run the relay inside a network namespace: its
@@ -41,6 +42,15 @@ func TestKernelPathNetns(t *testing.T) {
 	if os.Getenv(kernelBedEnv) != "" {
 		t.Skip("inside the bed already")
 	}
+	// The same tests at each hook: tcx, native XDP (the interfaces
+	// forward; the bed's ends run XDP), and the clsact/cls_bpf hook of
+	// kernels before 6.6 (forced here).
+	for _, hook := range []string{kernelpath.HookTCX, kernelpath.HookXDP, kernelpath.HookTC} {
+		t.Run(hook, func(t *testing.T) { kernelPathBed(t, hook) })
+	}
+}
+
+func kernelPathBed(t *testing.T, hook string) {
 	nb := netbed.New(t)
 	c, r, p := nb.Namespace("c"), nb.Namespace("r"), nb.Namespace("p")
 	netbed.Link(c, "vc", "10.1.0.2/24", r, "vr1", "10.1.0.1/24")
@@ -54,10 +64,13 @@ func TestKernelPathNetns(t *testing.T) {
 	c.DefaultRoute("fd01::1")
 	p.DefaultRoute("fd02::1")
 	r.Run("ip", "link", "set", "lo", "up")
+	if hook == kernelpath.HookXDP {
+		xdpBed(t, r, []string{"vr1", "vr2"}, nsIf{c, "vc"}, nsIf{p, "vp"})
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := r.Command(ctx, os.Args[0], "-test.run=^TestKernelPathInNamespace$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), kernelBedEnv+"="+c.Name+" "+p.Name)
+	cmd.Env = append(os.Environ(), kernelBedEnv+"="+strings.Join([]string{c.Name, p.Name, r.Name, hook}, " "))
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestKernelPathInNamespace") {
 		t.Fatalf("in the relay's namespace: %v\n%s", err, out)
@@ -124,16 +137,49 @@ func xdpBed(t *testing.T, relay *netbed.NS, relayIfs []string, ends ...nsIf) {
 // clients and peers use IPv6 (fd01::2 → fd01::1, relays on fd02::1, peers
 // on fd02::2).
 type kernelBed struct {
-	client, peer *netbed.NS
-	v6           bool
+	client, peer, relay *netbed.NS
+	v6                  bool
+	// hook: the hook the bed is for (kernelpath.Hook*).
+	hook string
+}
+
+// hookStats are the kernel path's counters of srv (its relayed
+// datagrams per hook).
+func hookStats(srv *Server) kernelpath.Stats { return srv.reg.kernel.Load().p.Stats() }
+
+// atHook checks that the bed's hook relayed the datagrams between before
+// and after, n of them, and the other hook none.
+func (kb *kernelBed) atHook(t *testing.T, before, after kernelpath.Stats, n uint64) {
+	t.Helper()
+	xdp, tc := after.RelayedXDP-before.RelayedXDP, after.RelayedTC-before.RelayedTC
+	if (kb.hook == kernelpath.HookXDP && (xdp != n || tc != 0)) || (kb.hook != kernelpath.HookXDP && (tc != n || xdp != 0)) {
+		t.Errorf("%s bed: relayed at XDP %d, at tc %d; want all %d at %s", kb.hook, xdp, tc, n, kb.hook)
+	}
 }
 
 func TestKernelPathInNamespace(t *testing.T) {
 	names := strings.Fields(os.Getenv(kernelBedEnv))
-	if len(names) != 2 {
+	if len(names) != 4 {
 		t.Skip("runs inside TestKernelPathNetns's relay namespace")
 	}
-	kb := &kernelBed{client: &netbed.NS{Name: names[0]}, peer: &netbed.NS{Name: names[1]}}
+	kb := &kernelBed{client: &netbed.NS{Name: names[0]}, peer: &netbed.NS{Name: names[1]},
+		relay: &netbed.NS{Name: names[2]}, hook: names[3]}
+	t.Run("attached at the bed's hook", func(t *testing.T) {
+		srv, _ := kb.start(t, "10.1.0.1:3477", 50600, 50699, KernelPathRequired, 0)
+		atts := srv.reg.kernel.Load().p.Attachments()
+		if len(atts) != 2 {
+			t.Errorf("attached to %v, want vr1 and vr2", atts)
+		}
+		for _, a := range atts {
+			if a.Hook != kb.hook {
+				t.Errorf("%s attached at %s, want %s", a.Name, a.Hook, kb.hook)
+			}
+		}
+		if got := gathered(t, srv, "icebox_turn_kernel_path_interfaces", kb.hook); got != 2 {
+			t.Errorf("icebox_turn_kernel_path_interfaces{hook=%q} = %v, want 2", kb.hook, got)
+		}
+		t.Logf("%s bed: %v", kb.hook, atts)
+	})
 
 	t.Run("pion client relays in the kernel", func(t *testing.T) {
 		srv, kr := kb.start(t, "10.1.0.1:3478", 50000, 50099, KernelPathRequired, 0)
@@ -159,8 +205,10 @@ func TestKernelPathInNamespace(t *testing.T) {
 		})
 		fastBefore := fmt.Sprint(srv.fastPathCounts())
 		kernelBefore := srv.reg.kernel.Load().traffic(a) // the exchange's reply may have gone this way
+		hooksBefore := hookStats(srv)
 		const n = 2000
 		kb.relayRun(t, relay, peer, n)
+		kb.atHook(t, hooksBefore, hookStats(srv), 2*n)
 		if fast := fmt.Sprint(srv.fastPathCounts()); fast != fastBefore {
 			t.Errorf("user-space fast path relayed: %s → %s, want no change", fastBefore, fast)
 		}
@@ -187,7 +235,8 @@ func TestKernelPathInNamespace(t *testing.T) {
 				t.Errorf("icebox_turn_kernel_relayed_packets_total{direction=%q} = %v, want ≥ %d", dir, got, n)
 			}
 		}
-		t.Logf("kernel path relayed %d datagrams each way, byte-exact, none lost; user-space fast path %s (unchanged)", n, fastBefore)
+		t.Logf("%s bed: kernel path relayed %d datagrams each way, byte-exact, none lost, all at %s; user-space fast path %s (unchanged)",
+			kb.hook, n, kb.hook, fastBefore)
 
 		// A deny-listed peer: the policy change empties the maps and user
 		// space refuses.
@@ -219,6 +268,7 @@ func TestKernelPathInNamespace(t *testing.T) {
 			t.Skip("turnutils_uclient not found (apt-get install coturn)")
 		}
 		srv, _ := kb.start(t, "10.1.0.1:3481", 50300, 50399, KernelPathRequired, 0)
+		hooksBefore := hookStats(srv)
 		// -y: sessions pair up and send to each other's relay address,
 		// which is this host's: the kernel hands each message from one
 		// relay to the other allocation's client (PEER_LOCAL).
@@ -248,8 +298,16 @@ func TestKernelPathInNamespace(t *testing.T) {
 		if kernel.packetsToPeer < all.packetsToPeer*9/10 || kernel.packetsFromPeer < all.packetsFromPeer*9/10 {
 			t.Errorf("kernel relayed %+v of %+v, want ≥ 90%%", kernel, all)
 		}
-		t.Logf("turnutils_uclient -y, %d sessions × %d messages: 0 lost; the kernel relayed %d of %d packets to peers and %d of %d to clients",
-			sessions, messages, kernel.packetsToPeer, all.packetsToPeer, kernel.packetsFromPeer, all.packetsFromPeer)
+		// A hairpin counts once per hook and twice in the allocations'
+		// counters (sent by one, received by the other).
+		hooks := hookStats(srv)
+		xdp, tc := hooks.RelayedXDP-hooksBefore.RelayedXDP, hooks.RelayedTC-hooksBefore.RelayedTC
+		if mine, other := tc, xdp; kb.hook == kernelpath.HookXDP && (xdp < (xdp+tc)*9/10 || xdp == 0) ||
+			kb.hook != kernelpath.HookXDP && (other != 0 || mine == 0) {
+			t.Errorf("%s bed: relayed at XDP %d, at tc %d", kb.hook, xdp, tc)
+		}
+		t.Logf("%s bed: turnutils_uclient -y, %d sessions × %d messages: 0 lost; the kernel relayed %d of %d packets to peers and %d of %d to clients (at XDP %d, at tc %d)",
+			kb.hook, sessions, messages, kernel.packetsToPeer, all.packetsToPeer, kernel.packetsFromPeer, all.packetsFromPeer, xdp, tc)
 	})
 
 	// A measurement, not a check (TURNSERVER_KERNEL_MEASURE=1, without
@@ -275,7 +333,7 @@ func TestKernelPathInNamespace(t *testing.T) {
 	})
 
 	t.Run("IPv6", func(t *testing.T) {
-		kb6 := &kernelBed{client: kb.client, peer: kb.peer, v6: true}
+		kb6 := &kernelBed{client: kb.client, peer: kb.peer, relay: kb.relay, v6: true, hook: kb.hook}
 		srv, kr := kb6.start(t, "[fd01::1]:3482", 50400, 50499, KernelPathRequired, 0)
 		relay, peer := kb6.allocate(t, srv, kr, "erin", "", "[fd01::1]:3482")
 		kb6.bound(t, srv, 1)
@@ -286,9 +344,11 @@ func TestKernelPathInNamespace(t *testing.T) {
 			return srv.reg.kernel.Load().traffic(a).packetsToPeer > k0.packetsToPeer
 		})
 		k1 := srv.reg.kernel.Load().traffic(a)
+		h1 := hookStats(srv)
 		const n = 500
 		kb6.relayRun(t, relay, peer, n)
 		k2 := srv.reg.kernel.Load().traffic(a)
+		kb6.atHook(t, h1, hookStats(srv), 2*n)
 		if k2.packetsToPeer-k1.packetsToPeer != n || k2.packetsFromPeer-k1.packetsFromPeer != n {
 			t.Errorf("kernel counters: %+v → %+v, want %d more each way", k1, k2, n)
 		}
@@ -309,9 +369,11 @@ func TestKernelPathInNamespace(t *testing.T) {
 			return srv.reg.kernel.Load().traffic(a).packetsToPeer > k0.packetsToPeer
 		})
 		k1 := srv.reg.kernel.Load().traffic(a)
+		h1 := hookStats(srv)
 		const n = 500
 		kb.relayRun(t, relay, peer, n) // each checks the sender's address: 10.1.0.1:3483 to the client
 		k2 := srv.reg.kernel.Load().traffic(a)
+		kb.atHook(t, h1, hookStats(srv), 2*n)
 		if k2.packetsToPeer-k1.packetsToPeer != n || k2.packetsFromPeer-k1.packetsFromPeer != n {
 			t.Errorf("kernel counters: %+v → %+v, want %d more each way", k1, k2, n)
 		}
@@ -342,6 +404,9 @@ func TestKernelPathInNamespace(t *testing.T) {
 	})
 
 	t.Run("required fails unprivileged, auto falls back", func(t *testing.T) {
+		if kb.hook != kernelpath.HookTCX {
+			t.Skip("the same at every hook: run in the tcx bed")
+		}
 		bin := unprivilegedCopy(t)
 		for _, mode := range []string{KernelPathRequired, KernelPathAuto} {
 			cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
@@ -445,6 +510,12 @@ func (kb *kernelBed) start(t *testing.T, listen string, minPort, maxPort uint16,
 		Policy:     kernelTestPolicy(t, minPort, maxPort, []string{"10.2.0.0/24", "fd02::/64"}),
 		Logger:     testLogger(t),
 		KernelPath: mode, permissionTimeout: permTimeout,
+	}
+	switch kb.hook {
+	case kernelpath.HookXDP:
+		cfg.KernelPathMode = KernelModeXDP
+	case kernelpath.HookTC:
+		cfg.KernelPathMode, cfg.kernelLegacyTC = KernelModeTC, true
 	}
 	srv, err := New(cfg, Listeners{UDP: udp})
 	if err != nil {
