@@ -53,6 +53,8 @@ func TestKernelPathNetns(t *testing.T) {
 func kernelPathBed(t *testing.T, hook string) {
 	nb := netbed.New(t)
 	c, r, p := nb.Namespace("c"), nb.Namespace("r"), nb.Namespace("p")
+	// q: a peer's namespace joined to the relay only once icebox runs.
+	q := nb.Namespace("q")
 	netbed.Link(c, "vc", "10.1.0.2/24", r, "vr1", "10.1.0.1/24")
 	netbed.Link(p, "vp", "10.2.0.2/24", r, "vr2", "10.2.0.1/24")
 	c.DefaultRoute("10.1.0.1")
@@ -70,7 +72,7 @@ func kernelPathBed(t *testing.T, hook string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := r.Command(ctx, os.Args[0], "-test.run=^TestKernelPathInNamespace$", "-test.v", "-test.count=1")
-	cmd.Env = append(os.Environ(), kernelBedEnv+"="+strings.Join([]string{c.Name, p.Name, r.Name, hook}, " "))
+	cmd.Env = append(os.Environ(), kernelBedEnv+"="+strings.Join([]string{c.Name, p.Name, r.Name, hook, q.Name}, " "))
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "--- PASS: TestKernelPathInNamespace") {
 		t.Fatalf("in the relay's namespace: %v\n%s", err, out)
@@ -108,28 +110,35 @@ func xdpBed(t *testing.T, relay *netbed.NS, relayIfs []string, ends ...nsIf) {
 	for _, ifc := range relayIfs {
 		relay.Run("sysctl", "-qw", "net.ipv4.conf."+ifc+".forwarding=1", "net.ipv6.conf."+ifc+".forwarding=1")
 	}
+	for _, e := range ends {
+		e.ns.Run("ethtool", "-K", e.ifc, "tx", "off")
+		passThroughXDP(t, e.ns.Do, e.ifc)
+	}
+}
+
+// passThroughXDP attaches, where do runs, an XDP program to ifc that
+// passes every frame, until the test ends.
+func passThroughXDP(t *testing.T, do func(func() error) error, ifc string) {
+	t.Helper()
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "MIT",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2 /* XDP_PASS */), asm.Return()}})
 	if err != nil {
 		t.Fatalf("pass-through XDP: %v", err)
 	}
 	t.Cleanup(func() { _ = prog.Close() })
-	for _, e := range ends {
-		e.ns.Run("ethtool", "-K", e.ifc, "tx", "off")
-		if err := e.ns.Do(func() error {
-			ni, err := net.InterfaceByName(e.ifc)
-			if err != nil {
-				return err
-			}
-			l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ni.Index, Flags: link.XDPDriverMode})
-			if err != nil {
-				return err
-			}
-			t.Cleanup(func() { _ = l.Close() })
-			return nil
-		}); err != nil {
-			t.Fatalf("pass-through XDP on %s: %v", e.ifc, err)
+	if err := do(func() error {
+		ni, err := net.InterfaceByName(ifc)
+		if err != nil {
+			return err
 		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ni.Index, Flags: link.XDPDriverMode})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { _ = l.Close() })
+		return nil
+	}); err != nil {
+		t.Fatalf("pass-through XDP on %s: %v", ifc, err)
 	}
 }
 
@@ -141,6 +150,8 @@ type kernelBed struct {
 	v6                  bool
 	// hook: the hook the bed is for (kernelpath.Hook*).
 	hook string
+	// peerIP: the peers' address ("": 10.2.0.2, fd02::2).
+	peerIP string
 }
 
 // hookStats are the kernel path's counters of srv (its relayed
@@ -159,11 +170,12 @@ func (kb *kernelBed) atHook(t *testing.T, before, after kernelpath.Stats, n uint
 
 func TestKernelPathInNamespace(t *testing.T) {
 	names := strings.Fields(os.Getenv(kernelBedEnv))
-	if len(names) != 4 {
+	if len(names) != 5 {
 		t.Skip("runs inside TestKernelPathNetns's relay namespace")
 	}
 	kb := &kernelBed{client: &netbed.NS{Name: names[0]}, peer: &netbed.NS{Name: names[1]},
 		relay: &netbed.NS{Name: names[2]}, hook: names[3]}
+	laterNS := &netbed.NS{Name: names[4]}
 	t.Run("attached at the bed's hook", func(t *testing.T) {
 		srv, _ := kb.start(t, "10.1.0.1:3477", 50600, 50699, KernelPathRequired, 0)
 		atts := srv.reg.kernel.Load().p.Attachments()
@@ -380,6 +392,71 @@ func TestKernelPathInNamespace(t *testing.T) {
 		t.Logf("listener on 0.0.0.0: kernel path relayed %d datagrams each way, byte-exact, none lost", n)
 	})
 
+	// An interface that appears after start is attached at the bed's hook
+	// and relays: a veth pair to a new peer network, 10.3.0.0/24.
+	t.Run("interface added after start", func(t *testing.T) {
+		srv, kr := kb.start(t, "10.1.0.1:3484", 50700, 50799, KernelPathRequired, 0)
+		srv.setPolicy(t, []string{"10.2.0.0/24", "10.3.0.0/24"})
+		ip := func(args ...string) {
+			t.Helper()
+			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+				t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+			}
+		}
+		ip("link", "add", "vr3", "type", "veth", "peer", "name", "vq", "netns", laterNS.Name)
+		t.Cleanup(func() { _ = exec.Command("ip", "link", "del", "vr3").Run() })
+		inQ := func(args ...string) { ip(append([]string{"netns", "exec", laterNS.Name}, args...)...) }
+		inQ("ip", "link", "set", "lo", "up")
+		if kb.hook == kernelpath.HookXDP {
+			// As xdpBed: the other end runs XDP and sends full
+			// checksums; the relay's end forwards. Before vr3 comes up:
+			// icebox attaches to it as it does.
+			inQ("ethtool", "-K", "vq", "tx", "off")
+			passThroughXDP(t, laterNS.Do, "vq")
+			if out, err := exec.Command("sysctl", "-qw", "net.ipv4.conf.vr3.forwarding=1").CombinedOutput(); err != nil {
+				t.Fatalf("sysctl: %v: %s", err, out)
+			}
+		}
+		inQ("ip", "addr", "add", "10.3.0.2/24", "dev", "vq")
+		inQ("ip", "link", "set", "vq", "up")
+		inQ("ip", "route", "add", "default", "via", "10.3.0.1")
+		ip("addr", "add", "10.3.0.1/24", "dev", "vr3")
+		ip("link", "set", "vr3", "up")
+		k := srv.reg.kernel.Load()
+		var got kernelpath.Attachment
+		waitFor(t, "vr3 attached", 5*time.Second, func() bool {
+			for _, a := range k.p.Attachments() {
+				if a.Name == "vr3" {
+					got = a
+					return true
+				}
+			}
+			return false
+		})
+		if got.Hook != kb.hook {
+			t.Errorf("vr3 attached at %s, want %s", got.Hook, kb.hook)
+		}
+		kq := &kernelBed{client: kb.client, peer: laterNS, relay: kb.relay, hook: kb.hook, peerIP: "10.3.0.2"}
+		relay, peer := kq.allocate(t, srv, kr, "gina", "", "10.1.0.1:3484")
+		kq.bound(t, srv, 1)
+		a := srv.onlyAllocation(t)
+		k0 := k.traffic(a)
+		waitFor(t, "the client sending ChannelData", 5*time.Second, func() bool {
+			kq.relayRun(t, relay, peer, 1)
+			return k.traffic(a).packetsToPeer > k0.packetsToPeer
+		})
+		k1, h1 := k.traffic(a), hookStats(srv)
+		const n = 500
+		kq.relayRun(t, relay, peer, n)
+		k2 := k.traffic(a)
+		kq.atHook(t, h1, hookStats(srv), 2*n)
+		if k2.packetsToPeer-k1.packetsToPeer != n || k2.packetsFromPeer-k1.packetsFromPeer != n {
+			t.Errorf("kernel counters: %+v → %+v, want %d more each way", k1, k2, n)
+		}
+		t.Logf("%s bed: vr3, added after start, attached at %s; the kernel path relayed %d datagrams each way through it, byte-exact",
+			kb.hook, got.Hook, n)
+	})
+
 	t.Run("revoked call", func(t *testing.T) {
 		srv, kr := kb.start(t, "10.1.0.1:3479", 50100, 50199, KernelPathRequired, 0)
 		relay, peer := kb.allocate(t, srv, kr, "bob", "call-k", "10.1.0.1:3479")
@@ -566,6 +643,9 @@ func (kb *kernelBed) allocate(t *testing.T, srv *Server, kr *credentials.Keyring
 	network, clientAddr, peerIP, family := "udp4", "10.1.0.2:0", net.IPv4(10, 2, 0, 2), turn.RequestedAddressFamilyIPv4
 	if kb.v6 {
 		network, clientAddr, peerIP, family = "udp6", "[fd01::2]:0", net.ParseIP("fd02::2"), turn.RequestedAddressFamilyIPv6
+	}
+	if kb.peerIP != "" {
+		peerIP = net.ParseIP(kb.peerIP)
 	}
 	var conn net.PacketConn
 	if err := kb.client.Do(func() error {
