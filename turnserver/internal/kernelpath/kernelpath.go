@@ -102,6 +102,7 @@ type Stats struct {
 	Expired, TooBig, Errors uint64
 	// RelayedTC and RelayedXDP count the datagrams relayed at each hook;
 	// XDPPassed those XDP left to the tc program or user space (no
-	// neighbour entry or route yet, an egress device without XDP).
+	// neighbour entry or route yet, an egress device without XDP or
+	// forwarding, too big, expired: tc counts those last two reasons).
 	RelayedTC, RelayedXDP, XDPPassed uint64
 }

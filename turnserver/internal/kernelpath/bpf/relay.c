@@ -113,9 +113,10 @@ enum stat {
 	// Not reasons: datagrams relayed, by hook (which one did the work).
 	STAT_RELAYED_TC,
 	STAT_RELAYED_XDP,
-	// XDP only: a datagram of an entry left to the stack (and the tc
-	// program or user space behind it) because the egress has no
-	// resolved neighbour yet, no route, or no XDP redirect target.
+	// XDP only: a datagram of an entry left to the stack (the tc program
+	// behind XDP, or user space): the egress has no resolved neighbour
+	// yet, no route, no XDP redirect target, does not forward, or its MTU
+	// is too small, or the entry expired.
 	STAT_XDP_PASSED,
 	STAT_MAX,
 };
@@ -592,6 +593,11 @@ int icebox_relay(struct __sk_buff *skb)
 // bpf_fib_lookup picks the next hop: no neighbour entry yet, no route, a
 // too small MTU — the datagram passes too.
 
+// XPASS leaves a datagram of an entry to the tc program behind XDP (or
+// user space), counted as passed by XDP only: the tc program counts the
+// reason (expired, too big) if it has one, and only once.
+#define XPASS (count_stat(STAT_XDP_PASSED), XDP_PASS)
+
 // xdp_ports: the devices this program is attached to natively, that may
 // be a redirect's target (user space fills it as it attaches).
 struct {
@@ -753,25 +759,18 @@ static __noinline int xroute(struct xdp_md *ctx, struct xstate *x)
 		__builtin_memcpy(fib.ipv6_src, x->src.b, 16);
 		__builtin_memcpy(fib.ipv6_dst, x->dst.b, 16);
 	}
+	// (Too big for the egress MTU: FRAG_NEEDED, passed like the rest.)
 	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
-	if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED) {
-		count_stat(STAT_TOO_BIG);
-		return XDP_PASS;
-	}
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS) {
-		count_stat(STAT_XDP_PASSED);
-		return XDP_PASS;
-	}
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return XPASS;
 	__builtin_memcpy(x->h.eth.h_dest, fib.dmac, ETH_ALEN);
 	__builtin_memcpy(x->h.eth.h_source, fib.smac, ETH_ALEN);
 	x->egress = fib.ifindex;
 	if (fib.ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	__u32 k = fib.ifindex;
-	if (!bpf_map_lookup_elem(&xdp_ports, &k)) {
-		count_stat(STAT_XDP_PASSED);
-		return XDP_PASS;
-	}
+	if (!bpf_map_lookup_elem(&xdp_ports, &k))
+		return XPASS;
 	return XDP_REDIRECT;
 }
 
@@ -835,10 +834,8 @@ static __always_inline int xhairpin(struct xdp_md *ctx, struct xstate *x, const 
 	struct to_client_val *w = bpf_map_lookup_elem(&to_client, &k);
 	if (!w || is_v4(&w->listener) != !x->d.v6 || is_v4(&w->client) != !x->d.v6)
 		return XDP_PASS;
-	if (bpf_ktime_get_ns() >= w->expires) {
-		count_stat(STAT_EXPIRED);
-		return XDP_PASS;
-	}
+	if (bpf_ktime_get_ns() >= w->expires)
+		return XPASS;
 	x->src = w->listener;
 	x->dst = w->client;
 	x->sport = w->listener_port;
@@ -879,10 +876,8 @@ static __noinline int xto_peer(struct xdp_md *ctx, struct xstate *x, __u32 cd)
 	__u32 pad = ulen - (UDP_LEN + 4 + size);
 	if (ulen < UDP_LEN + 4 + size || pad > 3 || size > MAX_PAYLOAD)
 		return XDP_PASS;
-	if (bpf_ktime_get_ns() >= v->expires) {
-		count_stat(STAT_EXPIRED);
-		return XDP_PASS;
-	}
+	if (bpf_ktime_get_ns() >= v->expires)
+		return XPASS;
 	if (v->flags & PEER_LOCAL)
 		return xhairpin(ctx, x, v, cd, size);
 	x->src = v->relay;
@@ -938,10 +933,8 @@ static __noinline int xto_client(struct xdp_md *ctx, struct xstate *x)
 	__u16 size = d->ulen - UDP_LEN;
 	if (size > MAX_PAYLOAD)
 		return XDP_PASS;
-	if (bpf_ktime_get_ns() >= v->expires) {
-		count_stat(STAT_EXPIRED);
-		return XDP_PASS;
-	}
+	if (bpf_ktime_get_ns() >= v->expires)
+		return XPASS;
 	x->src = v->listener;
 	x->dst = v->client;
 	x->sport = v->listener_port;
