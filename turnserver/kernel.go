@@ -149,7 +149,7 @@ var (
 		"Datagrams the kernel path relayed at each hook (xdp, tc: tcx or cls_bpf).",
 		[]string{"hook"}, nil)
 	kernelXDPPassedDesc = prometheus.NewDesc("icebox_turn_kernel_path_xdp_passed_total",
-		"Datagrams of a channel in the kernel's maps that XDP left to the tc program or user space (no neighbour entry or route yet, an egress device without XDP, forwarding off on it).",
+		"Datagrams of a channel in the kernel's maps that XDP left to the tc program or user space (no neighbour entry or route yet, an egress device without XDP or forwarding, too big, expired).",
 		nil, nil)
 )
 
