@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,15 +87,21 @@ func openKernelPath(s *Server, mode, hooks string) (*kernelPath, error) {
 		return fail(errors.New("the kernel path extends the channel fast path, which is off"))
 	}
 	log := s.log
+	// The watcher may report before k exists: then there is nothing to
+	// re-route yet.
+	var self atomic.Pointer[kernelPath]
 	p, err := kernelpath.Open(kernelpath.Options{
 		Mode: hooks, LegacyTC: s.cfg.kernelLegacyTC, Watch: true,
 		// Interfaces that come and go after start, each said once.
 		OnChange: func(a kernelpath.Attachment, attached bool) {
 			if attached {
 				logAttachment(log, a, "kernel path: interface attached")
-				return
+			} else {
+				log.Info().Str("interface", a.Name).Str("hook", a.Hook).Msg("kernel path: interface gone")
 			}
-			log.Info().Str("interface", a.Name).Str("hook", a.Hook).Msg("kernel path: interface gone")
+			if k := self.Load(); k != nil {
+				k.reroute()
+			}
 		},
 		OnError: func(err error) {
 			log.Warn().Err(err).Msg("kernel path: an interface stays in user space")
@@ -109,6 +116,7 @@ func openKernelPath(s *Server, mode, hooks string) (*kernelPath, error) {
 	if err := s.cfg.Registerer.Register(kernelCollector{k: k, reg: s.reg}); err != nil {
 		return nil, errors.Join(fmt.Errorf("turnserver: kernel path metrics: %w", err), p.Close())
 	}
+	self.Store(k)
 	for _, a := range p.Attachments() {
 		logAttachment(s.log, a, "kernel path: interface attached")
 	}
@@ -277,6 +285,28 @@ func (k *kernelPath) syncAll() {
 		k.sync(v.(*relayPacketConn))
 		return true
 	})
+}
+
+// reroute puts every installed binding again, its egress devices looked
+// up anew, after an interface came or went: a binding whose device is gone
+// would otherwise be sent into nothing by the kernel until its next
+// refresh. One that has no route now leaves the maps (user space relays
+// it, or finds it unreachable as before).
+func (k *kernelPath) reroute() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for c, m := range k.installed {
+		for peer, inst := range m {
+			if _, err := k.p.Put(inst); err != nil {
+				k.p.Delete(inst)
+				delete(m, peer)
+				k.warnOnce("no route after an interface change", err)
+			}
+		}
+		if len(m) == 0 {
+			delete(k.installed, c)
+		}
+	}
 }
 
 // drop removes c's bindings (its socket is closing).

@@ -23,6 +23,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/icebox-voip/icebox/credentials"
 	"github.com/icebox-voip/icebox/internal/netbed"
@@ -152,6 +153,8 @@ type kernelBed struct {
 	hook string
 	// peerIP: the peers' address ("": 10.2.0.2, fd02::2).
 	peerIP string
+	// logs, if set, also gets start's server's log.
+	logs *lockedBuffer
 }
 
 // hookStats are the kernel path's counters of srv (its relayed
@@ -395,7 +398,9 @@ func TestKernelPathInNamespace(t *testing.T) {
 	// An interface that appears after start is attached at the bed's hook
 	// and relays: a veth pair to a new peer network, 10.3.0.0/24.
 	t.Run("interface added after start", func(t *testing.T) {
-		srv, kr := kb.start(t, "10.1.0.1:3484", 50700, 50799, KernelPathRequired, 0)
+		logged := *kb
+		logged.logs = &lockedBuffer{}
+		srv, kr := logged.start(t, "10.1.0.1:3484", 50700, 50799, KernelPathRequired, 0)
 		srv.setPolicy(t, []string{"10.2.0.0/24", "10.3.0.0/24"})
 		ip := func(args ...string) {
 			t.Helper()
@@ -453,7 +458,25 @@ func TestKernelPathInNamespace(t *testing.T) {
 		if k2.packetsToPeer-k1.packetsToPeer != n || k2.packetsFromPeer-k1.packetsFromPeer != n {
 			t.Errorf("kernel counters: %+v → %+v, want %d more each way", k1, k2, n)
 		}
-		t.Logf("%s bed: vr3, added after start, attached at %s; the kernel path relayed %d datagrams each way through it, byte-exact",
+		// Down and up again: still attached, said once.
+		ip("link", "set", "vr3", "down")
+		ip("link", "set", "vr3", "up")
+		ip("link", "del", "vr3")
+		gone := regexp.MustCompile(`"interface":"vr3","hook":"` + kb.hook + `"[^\n]*kernel path: interface gone`)
+		waitFor(t, "vr3's removal logged", 5*time.Second, func() bool { return gone.MatchString(logged.logs.String()) })
+		// Its channel had its egress there and no route now: out of the
+		// maps (not sent into a device that is gone).
+		kq.bound(t, srv, 0)
+		attached := regexp.MustCompile(`"interface":"vr3","hook":"` + kb.hook + `"[^\n]*kernel path: interface attached`)
+		if n := len(attached.FindAllString(logged.logs.String(), -1)); n != 1 {
+			t.Errorf("vr3's attachment logged %d times, want once:\n%s", n, logged.logs.String())
+		}
+		for _, a := range k.p.Attachments() {
+			if a.Name == "vr3" {
+				t.Errorf("vr3 still attached after it went: %v", k.p.Attachments())
+			}
+		}
+		t.Logf("%s bed: vr3, added after start, attached at %s (logged once); the kernel path relayed %d datagrams each way through it, byte-exact; forgotten when removed, and its channel left the kernel's maps",
 			kb.hook, got.Hook, n)
 	})
 
@@ -587,6 +610,9 @@ func (kb *kernelBed) start(t *testing.T, listen string, minPort, maxPort uint16,
 		Policy:     kernelTestPolicy(t, minPort, maxPort, []string{"10.2.0.0/24", "fd02::/64"}),
 		Logger:     testLogger(t),
 		KernelPath: mode, permissionTimeout: permTimeout,
+	}
+	if kb.logs != nil {
+		cfg.Logger = zerolog.New(zerolog.MultiLevelWriter(cfg.Logger, kb.logs))
 	}
 	switch kb.hook {
 	case kernelpath.HookXDP:
