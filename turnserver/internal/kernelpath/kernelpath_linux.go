@@ -160,7 +160,8 @@ func (p *Path) Resolve(b Binding) (Binding, error) {
 // devices towards the peer and the client are looked up now; a route
 // change later is followed by the kernel's neighbour resolution on that
 // device only, so a binding whose route moved to another device stays
-// there until it is put again (every ChannelBind refresh does).
+// there until it is put again (every ChannelBind refresh does, and
+// turnserver puts them all again when an interface comes or goes).
 func (p *Path) Put(b Binding) (Binding, error) {
 	b, err := p.Resolve(b)
 	if err != nil {
