@@ -94,7 +94,11 @@ func (p *Path) attach(l netlink.Link) (Attachment, error) {
 				})
 			}
 		}
-		// No native XDP in this driver: tc alone, as in mode tc.
+		if err != nil {
+			// No native XDP in this driver (or another program holds
+			// it): tc alone, as in mode tc, and the log says why.
+			a.Note = fmt.Sprintf("native XDP refused: %v", err)
+		}
 	}
 	hook, undo, err := p.attachTC(at.Index)
 	switch {
@@ -105,9 +109,11 @@ func (p *Path) attach(l netlink.Link) (Attachment, error) {
 		if a.Hook == "" {
 			a.Hook = hook
 		}
+	default:
+		// XDP without the tc program behind it: what XDP passes goes to
+		// user space.
+		a.Note = strings.TrimPrefix(a.Note+"; ", "; ") + fmt.Sprintf("no tc program behind XDP: %v", err)
 	}
-	// (XDP without the tc program behind it: what XDP passes goes to user
-	// space.)
 	p.mu.Lock()
 	p.att[at.Index] = a
 	p.mu.Unlock()
