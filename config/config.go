@@ -65,6 +65,19 @@ type TURN struct {
 	// "off", "auto" (on where it loads, else user space, the reason logged
 	// once) or "required" (start-up fails without it). Default: "off"
 	KernelPath string `yaml:"kernel_path"`
+
+	// KernelPathMode chooses the kernel path's hook per interface, once at
+	// start and for each interface that appears later (logged per
+	// interface): "auto" (native XDP where the driver has it and the
+	// interface forwards IPv4, veth excepted; tc ingress elsewhere), "xdp"
+	// (native XDP on every interface whose driver takes it, veth
+	// included: a veth's peer must then run XDP or GRO itself; tc
+	// elsewhere) or "tc" (tc ingress only: tcx, or clsact/cls_bpf before
+	// Linux 6.6). Default: "auto" — it picks XDP only where XDP can send
+	// (the next hop is looked up with bpf_fib_lookup, which answers only
+	// for a forwarding device) and leaves veth, where an XDP frame is
+	// dropped unless the other end runs XDP too, to tc.
+	KernelPathMode string `yaml:"kernel_path_mode"`
 }
 
 // Listen lists the TURN listen addresses, "host:port" with an IP or empty host.
@@ -394,6 +407,7 @@ func Default() Config {
 			Mux:                   defaultMux(),
 			ProxyProtocol:         ProxyProtocol{Trusted: []string{}},
 			KernelPath:            "off",
+			KernelPathMode:        "auto",
 		},
 		Credentials: Credentials{
 			TTL:     24 * time.Hour,

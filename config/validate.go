@@ -183,6 +183,11 @@ func (v *validator) turn(t *TURN) []portUse {
 	default:
 		v.add("turn.kernel_path", "must be off, auto or required (got %q)", t.KernelPath)
 	}
+	switch t.KernelPathMode {
+	case "auto", "xdp", "tc":
+	default:
+		v.add("turn.kernel_path_mode", "must be auto, xdp or tc (got %q)", t.KernelPathMode)
+	}
 	v.relay(&t.Relay)
 	v.peers("turn.allowed_peers", t.AllowedPeers)
 	v.peers("turn.denied_peers", t.DeniedPeers)

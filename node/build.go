@@ -117,6 +117,7 @@ func (n *Node) relayConfig(policy *turnserver.Policy, revoked []turnserver.Revoc
 		BindingRate:           turnserver.ErrorRate{PerSecond: cfg.BindingRate, Burst: cfg.BindingBurst},
 		RecvBatch:             cfg.RecvBatch,
 		KernelPath:            cfg.KernelPath,
+		KernelPathMode:        cfg.KernelPathMode,
 		Logger:                n.log,
 		Registerer:            n.opts.Registry,
 	}

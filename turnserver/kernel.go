@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,13 @@ const (
 	KernelPathRequired = "required"
 )
 
+// Kernel path hook modes (Config.KernelPathMode; kernelpath.Mode*).
+const (
+	KernelModeAuto = kernelpath.ModeAuto
+	KernelModeXDP  = kernelpath.ModeXDP
+	KernelModeTC   = kernelpath.ModeTC
+)
+
 // kernelPath is the server's side of the kernel path.
 type kernelPath struct {
 	p   *kernelpath.Path
@@ -55,13 +63,18 @@ type kernelPath struct {
 
 // openKernelPath loads the kernel path as mode asks; nil: user space only.
 // An error only for "required".
-func openKernelPath(s *Server, mode string) (*kernelPath, error) {
+func openKernelPath(s *Server, mode, hooks string) (*kernelPath, error) {
 	switch mode {
 	case "", KernelPathOff:
 		return nil, nil
 	case KernelPathAuto, KernelPathRequired:
 	default:
 		return nil, fmt.Errorf("turnserver: kernel path %q: want off, auto or required", mode)
+	}
+	switch hooks {
+	case "", KernelModeAuto, KernelModeXDP, KernelModeTC:
+	default:
+		return nil, fmt.Errorf("turnserver: kernel path mode %q: want auto, xdp or tc", hooks)
 	}
 	fail := func(err error) (*kernelPath, error) {
 		if mode == KernelPathRequired {
@@ -73,7 +86,27 @@ func openKernelPath(s *Server, mode string) (*kernelPath, error) {
 	if s.cfg.NoFastPath {
 		return fail(errors.New("the kernel path extends the channel fast path, which is off"))
 	}
-	p, err := kernelpath.Open()
+	log := s.log
+	// The watcher may report before k exists: then there is nothing to
+	// re-route yet.
+	var self atomic.Pointer[kernelPath]
+	p, err := kernelpath.Open(kernelpath.Options{
+		Mode: hooks, LegacyTC: s.cfg.kernelLegacyTC, Watch: true,
+		// Interfaces that come and go after start, each said once.
+		OnChange: func(a kernelpath.Attachment, attached bool) {
+			if attached {
+				logAttachment(log, a, "kernel path: interface attached")
+			} else {
+				log.Info().Str("interface", a.Name).Str("hook", a.Hook).Msg("kernel path: interface gone")
+			}
+			if k := self.Load(); k != nil {
+				k.reroute()
+			}
+		},
+		OnError: func(err error) {
+			log.Warn().Err(err).Msg("kernel path: an interface stays in user space")
+		},
+	})
 	if err != nil {
 		return fail(err)
 	}
@@ -83,9 +116,23 @@ func openKernelPath(s *Server, mode string) (*kernelPath, error) {
 	if err := s.cfg.Registerer.Register(kernelCollector{k: k, reg: s.reg}); err != nil {
 		return nil, errors.Join(fmt.Errorf("turnserver: kernel path metrics: %w", err), p.Close())
 	}
-	s.log.Info().Str("attach", p.Mode()).Strs("interfaces", p.Interfaces()).
-		Msg("kernel path on: bound channels' ChannelData relayed by eBPF (tcx rather than XDP: on veth, XDP_TX/redirect needs an XDP program on the peer device)")
+	self.Store(k)
+	for _, a := range p.Attachments() {
+		logAttachment(s.log, a, "kernel path: interface attached")
+	}
+	s.log.Info().Str("mode", hooks).Strs("interfaces", p.Interfaces()).
+		Msg("kernel path on: bound channels' ChannelData relayed by eBPF (XDP only where the mode allows and the driver has it natively: on veth, XDP_TX/redirect needs XDP on the peer device)")
 	return k, nil
+}
+
+// logAttachment says where the program serves an interface (its name is
+// the host's own configuration, not a client's).
+func logAttachment(log zerolog.Logger, a kernelpath.Attachment, msg string) {
+	ev := log.Info().Str("interface", a.Name).Str("hook", a.Hook)
+	if a.Note != "" {
+		ev = ev.Str("note", a.Note)
+	}
+	ev.Msg(msg)
 }
 
 // kernelCollector exports what the kernel path holds and relayed.
@@ -103,12 +150,24 @@ var (
 	kernelPassedDesc = prometheus.NewDesc("icebox_turn_kernel_path_passed_total",
 		"Datagrams of a channel in the kernel's maps that the kernel path left to user space (expired, too_big) or dropped half-rewritten (error).",
 		[]string{"reason"}, nil)
+	kernelInterfacesDesc = prometheus.NewDesc("icebox_turn_kernel_path_interfaces",
+		"Interfaces the kernel path is attached to, by hook (xdp: native XDP with tc behind it, tcx, tc: clsact/cls_bpf before kernel 6.6).",
+		[]string{"hook"}, nil)
+	kernelHookDesc = prometheus.NewDesc("icebox_turn_kernel_path_hook_packets_total",
+		"Datagrams the kernel path relayed at each hook (xdp, tc: tcx or cls_bpf).",
+		[]string{"hook"}, nil)
+	kernelXDPPassedDesc = prometheus.NewDesc("icebox_turn_kernel_path_xdp_passed_total",
+		"Datagrams of a channel in the kernel's maps that XDP left to the tc program or user space (no neighbour entry or route yet, an egress device without XDP or forwarding, too big, expired).",
+		nil, nil)
 )
 
 func (c kernelCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- kernelChannelsDesc
 	ch <- kernelPacketsDesc
 	ch <- kernelPassedDesc
+	ch <- kernelInterfacesDesc
+	ch <- kernelHookDesc
+	ch <- kernelXDPPassedDesc
 }
 
 func (c kernelCollector) Collect(ch chan<- prometheus.Metric) {
@@ -126,6 +185,16 @@ func (c kernelCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(kernelPassedDesc, prometheus.CounterValue, float64(st.Expired), "expired")
 	ch <- prometheus.MustNewConstMetric(kernelPassedDesc, prometheus.CounterValue, float64(st.TooBig), "too_big")
 	ch <- prometheus.MustNewConstMetric(kernelPassedDesc, prometheus.CounterValue, float64(st.Errors), "error")
+	ch <- prometheus.MustNewConstMetric(kernelHookDesc, prometheus.CounterValue, float64(st.RelayedXDP), kernelpath.HookXDP)
+	ch <- prometheus.MustNewConstMetric(kernelHookDesc, prometheus.CounterValue, float64(st.RelayedTC), kernelpath.HookTC)
+	ch <- prometheus.MustNewConstMetric(kernelXDPPassedDesc, prometheus.CounterValue, float64(st.XDPPassed))
+	per := make(map[string]int)
+	for _, a := range c.k.p.Attachments() {
+		per[a.Hook]++
+	}
+	for _, h := range kernelpath.Hooks() {
+		ch <- prometheus.MustNewConstMetric(kernelInterfacesDesc, prometheus.GaugeValue, float64(per[h]), h)
+	}
 }
 
 // eligible reports why c's channels stay in user space ("" if they may go
@@ -216,6 +285,28 @@ func (k *kernelPath) syncAll() {
 		k.sync(v.(*relayPacketConn))
 		return true
 	})
+}
+
+// reroute puts every installed binding again, its egress devices looked
+// up anew, after an interface came or went: a binding whose device is gone
+// would otherwise be sent into nothing by the kernel until its next
+// refresh. One that has no route now leaves the maps (user space relays
+// it, or finds it unreachable as before).
+func (k *kernelPath) reroute() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for c, m := range k.installed {
+		for peer, inst := range m {
+			if _, err := k.p.Put(inst); err != nil {
+				k.p.Delete(inst)
+				delete(m, peer)
+				k.warnOnce("no route after an interface change", err)
+			}
+		}
+		if len(m) == 0 {
+			delete(k.installed, c)
+		}
+	}
 }
 
 // drop removes c's bindings (its socket is closing).

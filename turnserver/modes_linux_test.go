@@ -20,12 +20,15 @@ const modeBedEnv = "TURNSERVER_TEST_MODE_BED"
 // forModes runs body in user space on loopback, then builds the veth bed
 // (root; skipped outside CI without it, failed in CI) and runs this test
 // binary again inside its relay namespace, where body runs in user space
-// and with the kernel path required: the program attaches to every
+// and with the kernel path required, at tc and at XDP: the program attaches to every
 // interface of the namespace it runs in, which must not be the machine's.
 func forModes(t *testing.T, body func(*testing.T, testMode)) {
 	if other := os.Getenv(modeBedEnv); other != "" {
 		ns := &netbed.NS{Name: other}
-		for _, m := range []testMode{{name: "veth-user", in: ns.Do}, {name: "veth-kernel", kernel: true, in: ns.Do}} {
+		for _, m := range []testMode{
+			{name: "veth-user", in: ns.Do}, {name: "veth-kernel", kernel: true, in: ns.Do},
+			{name: "veth-xdp", kernel: true, hooks: KernelModeXDP, in: ns.Do},
+		} {
 			t.Run(m.name, func(t *testing.T) { body(t, m) })
 		}
 		return
@@ -39,6 +42,7 @@ func runInModeBed(t *testing.T, test string) {
 	o, r := nb.Namespace("o"), nb.Namespace("r")
 	netbed.Link(o, "vo", vethPeerIP+"/24", r, "vr", vethRelayIP+"/24")
 	r.Run("ip", "link", "set", "lo", "up")
+	xdpBed(t, r, []string{"vr"}, nsIf{o, "vo"})
 	var pattern []string
 	for _, part := range strings.Split(test, "/") {
 		pattern = append(pattern, "^"+regexp.QuoteMeta(part)+"$")
@@ -54,7 +58,7 @@ func runInModeBed(t *testing.T, test string) {
 			t.Log(strings.TrimSpace(line))
 		}
 	}
-	for _, mode := range []string{"veth-user", "veth-kernel"} {
+	for _, mode := range []string{"veth-user", "veth-kernel", "veth-xdp"} {
 		if !strings.Contains(res, "--- PASS: "+test+"/"+mode+" ") {
 			t.Errorf("%s did not pass in the bed", mode)
 		}

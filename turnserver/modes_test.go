@@ -16,7 +16,8 @@ import (
 // vethPeerIP in the other namespace.
 type testMode struct {
 	name   string
-	kernel bool // turn.kernel_path: required
+	kernel bool   // turn.kernel_path: required
+	hooks  string // turn.kernel_path_mode ("": auto, which is tc on veth)
 	// in runs fn where the clients and peers live (the other namespace);
 	// nil: here, on loopback.
 	in func(fn func() error) error
@@ -36,6 +37,7 @@ func (m testMode) options(o relayOptions) relayOptions {
 	o.mode = m
 	if m.kernel {
 		o.kernelPath = KernelPathRequired
+		o.kernelPathMode = m.hooks
 	}
 	return o
 }
@@ -131,6 +133,27 @@ func (r *testRelay) viaKernel(t *testing.T, before traffic) {
 	case !r.mode.kernel && (toPeer != 0 || toClient != 0):
 		t.Fatalf("%s: the kernel relayed %d/%d", r.mode.name, toPeer, toClient)
 	}
+	r.atHook(t)
+}
+
+// atHook checks, in the kernel modes, that the hook the mode asks for did
+// the work: with XDP, all but the first datagram of each direction (its
+// next hop has no neighbour entry yet: XDP leaves it to tc, which
+// resolves one) — this relay's counters, since it started.
+func (r *testRelay) atHook(t *testing.T) {
+	t.Helper()
+	k := r.srv.reg.kernel.Load()
+	if !r.mode.kernel || k == nil {
+		return
+	}
+	st := k.p.Stats()
+	switch {
+	case r.mode.hooks == KernelModeXDP && (st.RelayedXDP == 0 || st.RelayedTC > 2):
+		t.Fatalf("%s: relayed at XDP %d, at tc %d; want XDP to do the work", r.mode.name, st.RelayedXDP, st.RelayedTC)
+	case r.mode.hooks != KernelModeXDP && st.RelayedXDP != 0:
+		t.Fatalf("%s: relayed at XDP %d, want none", r.mode.name, st.RelayedXDP)
+	}
+	t.Logf("%s: relayed at XDP %d, at tc %d (XDP passed %d)", r.mode.name, st.RelayedXDP, st.RelayedTC, st.XDPPassed)
 }
 
 // peerAllowed is the policy's prefix for m's peers beyond loopback.

@@ -117,6 +117,17 @@ type Config struct {
 	// fails without it). Default: off.
 	KernelPath string
 
+	// KernelPathMode: the kernel path's hook per interface (kernel.go):
+	// KernelModeAuto ("": native XDP where the driver has it and the
+	// interface forwards, veth excepted; tc elsewhere), KernelModeXDP
+	// (native XDP wherever the driver takes it, veth included) or
+	// KernelModeTC (tc only).
+	KernelPathMode string
+	// kernelLegacyTC: the tc hook through a clsact qdisc and a cls_bpf
+	// filter even where tcx exists (tests of the fallback for kernels
+	// before 6.6).
+	kernelLegacyTC bool
+
 	// Revoked are calls revoked before this server started (kept by the
 	// caller across restarts); they are refused from the first request.
 	Revoked []Revocation
@@ -271,7 +282,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 		s.sampleRates(s.ctx)
 	}()
 	// Last: a failure closes the whole server.
-	k, err := openKernelPath(s, cfg.KernelPath)
+	k, err := openKernelPath(s, cfg.KernelPath, cfg.KernelPathMode)
 	if err != nil {
 		return nil, errors.Join(err, s.Close())
 	}

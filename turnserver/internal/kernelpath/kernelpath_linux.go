@@ -8,74 +8,114 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// Path is the loaded program, attached at tc ingress (tcx) of every
-// Ethernet-like interface that is up.
+// Path is the loaded program, attached to every Ethernet-like interface
+// that is up (attach_linux.go): at native XDP where Options.Mode and the
+// driver allow, at tc ingress (tcx, or a cls_bpf filter before kernel 6.6)
+// elsewhere and behind XDP.
 //
-// Why tcx and not XDP: relaying means growing a datagram by the 4-byte
-// ChannelData header and sending it out of another device, and on veth
-// (containers, namespaces) XDP_TX/XDP_REDIRECT frames are dropped unless
-// the veth's peer runs an XDP program too, which icebox cannot install in
-// its clients' namespaces. At tcx the skb is resized in place and
-// bpf_redirect_neigh resolves the next hop, on any driver.
+// Why not XDP everywhere: relaying means growing or shrinking a datagram
+// by the 4-byte ChannelData header and sending it out of another device,
+// and on veth (containers, namespaces) XDP_TX/XDP_REDIRECT frames are
+// dropped unless the veth's peer runs an XDP program (or GRO) too, which
+// icebox cannot install in its clients' namespaces. At tc the skb is
+// resized in place and bpf_redirect_neigh resolves the next hop, on any
+// driver.
 type Path struct {
-	objs   relayObjects
-	links  []link.Link
-	ifaces []string
+	objs relayObjects
+	opts Options
+	ns   netns.NsHandle  // the namespace Open ran in: where ifindexes mean something
+	nl   *netlink.Handle // in ns
+
+	mu      sync.Mutex
+	att     map[int]*attachment // by ifindex
+	refused map[int]bool        // by ifindex: the watcher tried once
+
+	stop, done chan struct{} // the watcher's (nil: none)
+	closed     bool
 }
 
 // Open loads the program and attaches it. It fails (and leaves nothing
 // behind) without CAP_BPF and CAP_NET_ADMIN, on a kernel without tcx
-// (before 6.6), or when no interface takes the program.
-func Open() (*Path, error) {
-	p := &Path{}
+// or the older tc hook, or when no interface takes the program.
+func Open(opts Options) (*Path, error) {
+	switch opts.Mode {
+	case "":
+		opts.Mode = ModeAuto
+	case ModeAuto, ModeXDP, ModeTC:
+	default:
+		return nil, fmt.Errorf("kernelpath: mode %q: want auto, xdp or tc", opts.Mode)
+	}
+	p := &Path{opts: opts, ns: netns.None(), att: make(map[int]*attachment), refused: make(map[int]bool)}
 	if err := loadRelayObjects(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("kernelpath: load: %w", err)
 	}
-	ifs, err := net.Interfaces()
+	var err error
+	if p.ns, err = netns.Get(); err != nil {
+		return nil, errors.Join(fmt.Errorf("kernelpath: network namespace: %w", err), p.Close())
+	}
+	if p.nl, err = netlink.NewHandleAt(p.ns); err != nil {
+		return nil, errors.Join(fmt.Errorf("kernelpath: netlink: %w", err), p.Close())
+	}
+	links, err := p.nl.LinkList()
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("kernelpath: interfaces: %w", err), p.Close())
 	}
 	var errs []error
-	for _, ifc := range ifs {
-		// Loopback carries no link layer the redirect could resolve; a
-		// relay for local peers keeps them in user space.
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 || len(ifc.HardwareAddr) != 6 {
+	for _, l := range links {
+		if !eligible(l) {
 			continue
 		}
-		l, err := link.AttachTCX(link.TCXOptions{
-			Interface: ifc.Index, Program: p.objs.IceboxRelay, Attach: ebpf.AttachTCXIngress,
-		})
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", ifc.Name, err))
-			continue
+		if _, err := p.attach(l); err != nil {
+			errs = append(errs, err)
 		}
-		p.links = append(p.links, l)
-		p.ifaces = append(p.ifaces, ifc.Name)
 	}
-	if len(p.links) == 0 {
+	if len(p.att) == 0 {
 		if len(errs) == 0 {
 			errs = append(errs, errors.New("no Ethernet interface is up"))
 		}
-		return nil, errors.Join(fmt.Errorf("kernelpath: attach tcx ingress: %w", errors.Join(errs...)), p.Close())
+		return nil, errors.Join(fmt.Errorf("kernelpath: attach: %w", errors.Join(errs...)), p.Close())
 	}
 	// An interface that refused while others took it is served by user
-	// space alone; not an error (Interfaces says which are in).
+	// space alone; not an error (Attachments says which are in).
+	if opts.Watch {
+		if err := p.watch(); err != nil {
+			return nil, errors.Join(fmt.Errorf("kernelpath: watch interfaces: %w", err), p.Close())
+		}
+	}
 	return p, nil
 }
 
-// Mode names the attachment, for the start-up log.
-func (p *Path) Mode() string { return "tcx ingress" }
+// Attachments are the interfaces the program is attached to, by index.
+func (p *Path) Attachments() []Attachment {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Attachment, 0, len(p.att))
+	for _, a := range p.att {
+		out = append(out, a.Attachment)
+	}
+	slices.SortFunc(out, func(a, b Attachment) int { return a.Index - b.Index })
+	return out
+}
 
 // Interfaces are the devices the program is attached to.
-func (p *Path) Interfaces() []string { return p.ifaces }
+func (p *Path) Interfaces() []string {
+	var names []string
+	for _, a := range p.Attachments() {
+		names = append(names, a.Name)
+	}
+	return names
+}
 
 // peerLocal is relay.c's PEER_LOCAL.
 const peerLocal = 1
@@ -120,7 +160,8 @@ func (p *Path) Resolve(b Binding) (Binding, error) {
 // devices towards the peer and the client are looked up now; a route
 // change later is followed by the kernel's neighbour resolution on that
 // device only, so a binding whose route moved to another device stays
-// there until it is put again (every ChannelBind refresh does).
+// there until it is put again (every ChannelBind refresh does, and
+// turnserver puts them all again when an interface comes or goes).
 func (p *Path) Put(b Binding) (Binding, error) {
 	b, err := p.Resolve(b)
 	if err != nil {
@@ -220,16 +261,35 @@ func (p *Path) Stats() Stats {
 		}
 		return n
 	}
-	return Stats{Expired: sum(0), TooBig: sum(1), Errors: sum(2)}
+	return Stats{Expired: sum(0), TooBig: sum(1), Errors: sum(2),
+		RelayedTC: sum(3), RelayedXDP: sum(4), XDPPassed: sum(5)}
 }
 
-// Close detaches the program and frees its maps.
+// Close stops the watcher, detaches the program (removing the tc filters
+// and qdiscs it added) and frees its maps.
 func (p *Path) Close() error {
-	var errs []error
-	for _, l := range p.links {
-		errs = append(errs, l.Close())
+	if p.closed {
+		return nil
 	}
-	p.links = nil
+	p.closed = true
+	if p.stop != nil {
+		close(p.stop)
+		<-p.done
+		p.stop = nil
+	}
+	var errs []error
+	p.mu.Lock()
+	for idx, a := range p.att {
+		errs = append(errs, a.close())
+		delete(p.att, idx)
+	}
+	p.mu.Unlock()
+	if p.nl != nil {
+		p.nl.Close()
+	}
+	if p.ns.IsOpen() {
+		errs = append(errs, p.ns.Close())
+	}
 	errs = append(errs, p.objs.Close())
 	return errors.Join(errs...)
 }

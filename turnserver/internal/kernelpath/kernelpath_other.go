@@ -6,9 +6,9 @@ package kernelpath
 type Path struct{}
 
 // Open reports ErrUnsupported off Linux.
-func Open() (*Path, error) { return nil, ErrUnsupported }
+func Open(Options) (*Path, error) { return nil, ErrUnsupported }
 
-func (*Path) Mode() string                     { return "" }
+func (*Path) Attachments() []Attachment        { return nil }
 func (*Path) Interfaces() []string             { return nil }
 func (*Path) Put(Binding) (Binding, error)     { return Binding{}, ErrUnsupported }
 func (*Path) Resolve(Binding) (Binding, error) { return Binding{}, ErrUnsupported }

@@ -93,16 +93,24 @@ type relayToPeerVal struct {
 	Expires   uint64
 }
 
+type relayXstateBytes struct {
+	_ structs.HostLayout
+	B [160]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	relayMapAllocCounters = "alloc_counters"
-	relayMapScratch       = "scratch"
-	relayMapStats         = "stats"
-	relayMapToClient      = "to_client"
-	relayMapToPeer        = "to_peer"
-	relayProgIceboxRelay  = "icebox_relay"
+	relayMapAllocCounters   = "alloc_counters"
+	relayMapScratch         = "scratch"
+	relayMapStats           = "stats"
+	relayMapToClient        = "to_client"
+	relayMapToPeer          = "to_peer"
+	relayMapXdpPorts        = "xdp_ports"
+	relayMapXscratch        = "xscratch"
+	relayProgIceboxRelay    = "icebox_relay"
+	relayProgIceboxRelayXdp = "icebox_relay_xdp"
 )
 
 // loadRelay returns the embedded CollectionSpec for relay.
@@ -147,7 +155,8 @@ type relaySpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type relayProgramSpecs struct {
-	IceboxRelay *ebpf.ProgramSpec `ebpf:"icebox_relay"`
+	IceboxRelay    *ebpf.ProgramSpec `ebpf:"icebox_relay"`
+	IceboxRelayXdp *ebpf.ProgramSpec `ebpf:"icebox_relay_xdp"`
 }
 
 // relayMapSpecs contains maps before they are loaded into the kernel.
@@ -159,6 +168,8 @@ type relayMapSpecs struct {
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
 	ToClient      *ebpf.MapSpec `ebpf:"to_client"`
 	ToPeer        *ebpf.MapSpec `ebpf:"to_peer"`
+	XdpPorts      *ebpf.MapSpec `ebpf:"xdp_ports"`
+	Xscratch      *ebpf.MapSpec `ebpf:"xscratch"`
 }
 
 // relayVariableSpecs contains global variables before they are loaded into the kernel.
@@ -192,6 +203,8 @@ type relayMaps struct {
 	Stats         *ebpf.Map `ebpf:"stats"`
 	ToClient      *ebpf.Map `ebpf:"to_client"`
 	ToPeer        *ebpf.Map `ebpf:"to_peer"`
+	XdpPorts      *ebpf.Map `ebpf:"xdp_ports"`
+	Xscratch      *ebpf.Map `ebpf:"xscratch"`
 }
 
 func (m *relayMaps) Close() error {
@@ -201,6 +214,8 @@ func (m *relayMaps) Close() error {
 		m.Stats,
 		m.ToClient,
 		m.ToPeer,
+		m.XdpPorts,
+		m.Xscratch,
 	)
 }
 
@@ -214,12 +229,14 @@ type relayVariables struct {
 //
 // It can be passed to loadRelayObjects or ebpf.CollectionSpec.LoadAndAssign.
 type relayPrograms struct {
-	IceboxRelay *ebpf.Program `ebpf:"icebox_relay"`
+	IceboxRelay    *ebpf.Program `ebpf:"icebox_relay"`
+	IceboxRelayXdp *ebpf.Program `ebpf:"icebox_relay_xdp"`
 }
 
 func (p *relayPrograms) Close() error {
 	return _RelayClose(
 		p.IceboxRelay,
+		p.IceboxRelayXdp,
 	)
 }
 

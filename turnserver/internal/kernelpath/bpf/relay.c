@@ -110,6 +110,14 @@ enum stat {
 	STAT_EXPIRED = 0,
 	STAT_TOO_BIG,
 	STAT_ERROR,
+	// Not reasons: datagrams relayed, by hook (which one did the work).
+	STAT_RELAYED_TC,
+	STAT_RELAYED_XDP,
+	// XDP only: a datagram of an entry left to the stack (the tc program
+	// behind XDP, or user space): the egress has no resolved neighbour
+	// yet, no route, no XDP redirect target, does not forward, or its MTU
+	// is too small, or the entry expired.
+	STAT_XDP_PASSED,
 	STAT_MAX,
 };
 
@@ -371,6 +379,7 @@ static __always_inline int hairpin(struct __sk_buff *skb, const struct dgram *d,
 		goto fail;
 	count(from_alloc, 1, size);
 	count(to_alloc, 0, size);
+	count_stat(STAT_RELAYED_TC);
 	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
 fail:
 	count_stat(STAT_ERROR);
@@ -438,6 +447,7 @@ static __always_inline int to_peer_path(struct __sk_buff *skb, const struct dgra
 	if (write_udp(skb, d, sport, dport, nulen) < 0 || rewrite_ip(skb, d, &src, &dst, nulen) < 0)
 		goto fail;
 	count(alloc, 1, size);
+	count_stat(STAT_RELAYED_TC);
 	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
 fail:
 	count_stat(STAT_ERROR);
@@ -483,6 +493,7 @@ static __always_inline int to_client_path(struct __sk_buff *skb, const struct dg
 	if (write_udp(skb, d, sport, dport, nulen) < 0 || rewrite_ip(skb, d, &src, &dst, nulen) < 0)
 		goto fail;
 	count(alloc, 0, size);
+	count_stat(STAT_RELAYED_TC);
 	return bpf_redirect_neigh(ifindex, NULL, 0, 0);
 fail:
 	count_stat(STAT_ERROR);
@@ -567,4 +578,406 @@ int icebox_relay(struct __sk_buff *skb)
 			return r;
 	}
 	return to_client_path(skb, &d);
+}
+
+// ---------------------------------------------------------------------
+// The XDP variant: the same maps, the same matches and the same refusals,
+// in the driver's receive path, before any skb exists. The datagram is
+// rewritten where it lies — the headers move by 4 bytes instead of the
+// payload (bpf_xdp_adjust_head), the UDP checksum is updated from the
+// field as received (the full checksum a NIC receives from the wire) —
+// and leaves by XDP_TX when the route's device is the one it came in on,
+// by the xdp_ports devmap when that device runs this program natively
+// too, and otherwise is passed, untouched, to the stack: to the tc
+// program behind it (which resolves neighbours itself) or to user space.
+// bpf_fib_lookup picks the next hop: no neighbour entry yet, no route, a
+// too small MTU — the datagram passes too.
+
+// XPASS leaves a datagram of an entry to the tc program behind XDP (or
+// user space), counted as passed by XDP only: the tc program counts the
+// reason (expired, too big) if it has one, and only once.
+#define XPASS (count_stat(STAT_XDP_PASSED), XDP_PASS)
+
+// xdp_ports: the devices this program is attached to natively, that may
+// be a redirect's target (user space fills it as it attaches).
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} xdp_ports SEC(".maps");
+
+struct xhdr {
+	struct ethhdr eth;
+	union {
+		struct iphdr v4;
+		struct ipv6hdr v6;
+	} ip;
+	struct udphdr udp;
+};
+
+// xstate is one datagram's work, per CPU (the BPF stack is too small for
+// it, and BPF functions take at most five arguments): as received (d, h)
+// and as it will leave (src, dst, ports, UDP length and checksum, device).
+struct xstate {
+	struct dgram d;
+	struct xhdr h;
+	struct addr16 src, dst;
+	__u16 sport, dport, nulen, check;
+	__u32 oif, egress;
+};
+
+// Declared as bytes: user space never reads it, and bpf2go cannot render
+// the kernel headers' anonymous unions in Go.
+struct xstate_bytes {
+	__u8 b[sizeof(struct xstate)];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xstate_bytes);
+} xscratch SEC(".maps");
+
+// xparse reads the headers (bpf_xdp_load_bytes: no pointer arithmetic
+// for the verifier to follow); 0: not a datagram for this program.
+static __always_inline int xparse(struct xdp_md *ctx, struct xstate *x, __u32 *cd, int *has_cd)
+{
+	struct dgram *d = &x->d;
+	struct xhdr *h = &x->h;
+	__u32 len = ctx->data_end - ctx->data;
+	if (bpf_xdp_load_bytes(ctx, 0, &h->eth, ETH_LEN) < 0)
+		return 0;
+	if (h->eth.h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = &h->ip.v4;
+		if (bpf_xdp_load_bytes(ctx, ETH_LEN, ip, sizeof(*ip)) < 0)
+			return 0;
+		if (ip->ihl != 5 || ip->version != 4 || ip->protocol != IPPROTO_UDP ||
+		    (ip->frag_off & bpf_htons(IP_MF_OFFSET)))
+			return 0;
+		__builtin_memset(&d->src, 0, 32);
+		d->src.b[10] = d->src.b[11] = 0xff;
+		d->dst.b[10] = d->dst.b[11] = 0xff;
+		__builtin_memcpy(&d->src.b[12], &ip->saddr, 4);
+		__builtin_memcpy(&d->dst.b[12], &ip->daddr, 4);
+		d->v6 = 0;
+		d->l4 = ETH_LEN + sizeof(*ip);
+		if (bpf_xdp_load_bytes(ctx, ETH_LEN + sizeof(*ip), &h->udp, UDP_LEN) < 0)
+			return 0;
+		if (bpf_ntohs(ip->tot_len) != sizeof(*ip) + bpf_ntohs(h->udp.len))
+			return 0;
+	} else if (h->eth.h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip = &h->ip.v6;
+		if (bpf_xdp_load_bytes(ctx, ETH_LEN, ip, sizeof(*ip)) < 0)
+			return 0;
+		if (ip->version != 6 || ip->nexthdr != IPPROTO_UDP)
+			return 0;
+		__builtin_memcpy(d->src.b, &ip->saddr, 16);
+		__builtin_memcpy(d->dst.b, &ip->daddr, 16);
+		d->v6 = 1;
+		d->l4 = ETH_LEN + sizeof(*ip);
+		if (bpf_xdp_load_bytes(ctx, ETH_LEN + sizeof(*ip), &h->udp, UDP_LEN) < 0)
+			return 0;
+		if (h->udp.check == 0 || bpf_ntohs(ip->payload_len) != bpf_ntohs(h->udp.len))
+			return 0;
+	} else {
+		return 0;
+	}
+	d->sport = bpf_ntohs(h->udp.source);
+	d->dport = bpf_ntohs(h->udp.dest);
+	d->ulen = bpf_ntohs(h->udp.len);
+	// The frame may be longer (Ethernet's padding of short frames), not
+	// shorter.
+	if (d->ulen < UDP_LEN || len < d->l4 + d->ulen)
+		return 0;
+	*has_cd = 0;
+	__u8 c[4];
+	if (d->ulen >= UDP_LEN + 4 && bpf_xdp_load_bytes(ctx, d->l4 + UDP_LEN, c, 4) == 0 &&
+	    (c[0] & 0xc0) == 0x40) {
+		__builtin_memcpy(cd, c, 4);
+		*has_cd = 1;
+	}
+	return 1;
+}
+
+// xcsum is fix_csum for XDP: x->check from the received checksum. An
+// IPv4 datagram sent without a checksum (0) keeps none; a sum of 0 is
+// sent as 0xffff.
+static __always_inline int xcsum(struct xstate *x, __u32 cd_from, __u32 cd_to, __u32 pad_from)
+{
+	const struct dgram *d = &x->d;
+	__u16 old = x->h.udp.check;
+	if (!d->v6 && old == 0) {
+		x->check = 0;
+		return 0;
+	}
+	__be32 pf[9] = {}, pt[9] = {};
+	__builtin_memcpy(&pf[0], d->src.b, 16);
+	__builtin_memcpy(&pf[4], d->dst.b, 16);
+	pf[8] = bpf_htonl(d->ulen);
+	__builtin_memcpy(&pt[0], x->src.b, 16);
+	__builtin_memcpy(&pt[4], x->dst.b, 16);
+	pt[8] = bpf_htonl(x->nulen);
+	__s64 s = bpf_csum_diff(pf, sizeof(pf), pt, sizeof(pt), (__u16)~old);
+	if (s < 0)
+		return -1;
+	struct {
+		__be16 sport, dport;
+		__be32 len;
+		__u32 cd;
+		__u32 pad;
+	} hf = {bpf_htons(d->sport), bpf_htons(d->dport), bpf_htonl(d->ulen), cd_from, pad_from},
+	  ht = {bpf_htons(x->sport), bpf_htons(x->dport), bpf_htonl(x->nulen), cd_to, 0};
+	s = bpf_csum_diff((__be32 *)&hf, sizeof(hf), (__be32 *)&ht, sizeof(ht), (__u32)s);
+	if (s < 0)
+		return -1;
+	__u16 c = csum_fold(s);
+	x->check = c ? c : 0xffff;
+	return 0;
+}
+
+// xroute looks up the next hop from x->src to x->dst and chooses how the
+// rewritten frame leaves: XDP_TX, XDP_REDIRECT (through xdp_ports) or, not
+// possible, XDP_PASS (before anything is rewritten). It fills the
+// Ethernet addresses and x->egress.
+static __noinline int xroute(struct xdp_md *ctx, struct xstate *x)
+{
+	struct bpf_fib_lookup fib = {};
+	fib.l4_protocol = IPPROTO_UDP;
+	fib.sport = bpf_htons(x->sport);
+	fib.dport = bpf_htons(x->dport);
+	fib.ifindex = x->oif;
+	if (!x->d.v6) {
+		fib.family = 2; // AF_INET
+		fib.tot_len = sizeof(struct iphdr) + x->nulen;
+		__builtin_memcpy(&fib.ipv4_src, &x->src.b[12], 4);
+		__builtin_memcpy(&fib.ipv4_dst, &x->dst.b[12], 4);
+	} else {
+		fib.family = 10; // AF_INET6
+		fib.tot_len = sizeof(struct ipv6hdr) + x->nulen;
+		__builtin_memcpy(fib.ipv6_src, x->src.b, 16);
+		__builtin_memcpy(fib.ipv6_dst, x->dst.b, 16);
+	}
+	// (Too big for the egress MTU: FRAG_NEEDED, passed like the rest.)
+	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return XPASS;
+	__builtin_memcpy(x->h.eth.h_dest, fib.dmac, ETH_ALEN);
+	__builtin_memcpy(x->h.eth.h_source, fib.smac, ETH_ALEN);
+	x->egress = fib.ifindex;
+	if (fib.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	__u32 k = fib.ifindex;
+	if (!bpf_map_lookup_elem(&xdp_ports, &k))
+		return XPASS;
+	return XDP_REDIRECT;
+}
+
+// xwrite stores the rewritten headers at the (moved) start of the frame:
+// Ethernet, IP (addresses, TTL, length, IPv4's header checksum) and UDP.
+static __noinline int xwrite(struct xdp_md *ctx, struct xstate *x)
+{
+	struct xhdr *h = &x->h;
+	if (bpf_xdp_store_bytes(ctx, 0, &h->eth, ETH_LEN) < 0)
+		return -1;
+	if (!x->d.v6) {
+		struct iphdr *ip = &h->ip.v4;
+		__builtin_memcpy(&ip->saddr, &x->src.b[12], 4);
+		__builtin_memcpy(&ip->daddr, &x->dst.b[12], 4);
+		ip->ttl = TTL;
+		ip->tot_len = bpf_htons(sizeof(*ip) + x->nulen);
+		ip->check = 0;
+		__u16 *w = (__u16 *)ip;
+		__u64 s = 0;
+#pragma unroll
+		for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+			s += w[i];
+		ip->check = csum_fold(s);
+		if (bpf_xdp_store_bytes(ctx, ETH_LEN, ip, sizeof(*ip)) < 0)
+			return -1;
+		h->udp.source = bpf_htons(x->sport);
+		h->udp.dest = bpf_htons(x->dport);
+		h->udp.len = bpf_htons(x->nulen);
+		h->udp.check = x->check;
+		return bpf_xdp_store_bytes(ctx, ETH_LEN + sizeof(*ip), &h->udp, UDP_LEN);
+	}
+	struct ipv6hdr *ip = &h->ip.v6;
+	__builtin_memcpy(&ip->saddr, x->src.b, 16);
+	__builtin_memcpy(&ip->daddr, x->dst.b, 16);
+	ip->hop_limit = TTL;
+	ip->payload_len = bpf_htons(x->nulen);
+	if (bpf_xdp_store_bytes(ctx, ETH_LEN, ip, sizeof(*ip)) < 0)
+		return -1;
+	h->udp.source = bpf_htons(x->sport);
+	h->udp.dest = bpf_htons(x->dport);
+	h->udp.len = bpf_htons(x->nulen);
+	h->udp.check = x->check;
+	return bpf_xdp_store_bytes(ctx, ETH_LEN + sizeof(*ip), &h->udp, UDP_LEN);
+}
+
+// xsend ends a rewrite: counts it and sends the frame as xroute chose.
+static __always_inline int xsend(int action, __u32 egress)
+{
+	count_stat(STAT_RELAYED_XDP);
+	if (action == XDP_TX)
+		return XDP_TX;
+	return bpf_redirect_map(&xdp_ports, egress, 0);
+}
+
+// xhairpin is hairpin for XDP: the frame keeps its length.
+static __always_inline int xhairpin(struct xdp_md *ctx, struct xstate *x, const struct to_peer_val *v,
+			       __u32 cd, __u32 size)
+{
+	struct to_client_key k = {.relay = v->peer, .peer = v->relay,
+				  .relay_port = v->peer_port, .peer_port = v->relay_port};
+	struct to_client_val *w = bpf_map_lookup_elem(&to_client, &k);
+	if (!w || is_v4(&w->listener) != !x->d.v6 || is_v4(&w->client) != !x->d.v6)
+		return XDP_PASS;
+	if (bpf_ktime_get_ns() >= w->expires)
+		return XPASS;
+	x->src = w->listener;
+	x->dst = w->client;
+	x->sport = w->listener_port;
+	x->dport = w->client_port;
+	x->nulen = x->d.ulen;
+	x->oif = w->ifindex;
+	__u16 channel = w->channel;
+	__u32 from_alloc = v->alloc, to_alloc = w->alloc;
+	int act = xroute(ctx, x);
+	if (act == XDP_PASS)
+		return XDP_PASS;
+	__u8 cdh[4] = {channel >> 8, channel & 0xff, size >> 8, size & 0xff};
+	__u32 ncd;
+	__builtin_memcpy(&ncd, cdh, 4);
+	if (xcsum(x, cd, ncd, 0) < 0)
+		return XDP_PASS; // nothing rewritten yet
+	if (bpf_xdp_store_bytes(ctx, x->d.l4 + UDP_LEN, &ncd, 4) < 0 || xwrite(ctx, x) < 0) {
+		count_stat(STAT_ERROR);
+		return XDP_DROP;
+	}
+	count(from_alloc, 1, size);
+	count(to_alloc, 0, size);
+	return xsend(act, x->egress);
+}
+
+static __noinline int xto_peer(struct xdp_md *ctx, struct xstate *x, __u32 cd)
+{
+	const struct dgram *d = &x->d;
+	__u8 *c = (__u8 *)&cd;
+	struct to_peer_key k = {.listener = d->dst, .client = d->src,
+				.listener_port = d->dport, .client_port = d->sport,
+				.channel = ((__u16)c[0] << 8) | c[1]};
+	struct to_peer_val *v = bpf_map_lookup_elem(&to_peer, &k);
+	if (!v || is_v4(&v->relay) != !d->v6 || is_v4(&v->peer) != !d->v6)
+		return XDP_PASS;
+	__u16 size = ((__u16)c[2] << 8) | c[3];
+	__u32 ulen = d->ulen, l4 = d->l4;
+	__u32 pad = ulen - (UDP_LEN + 4 + size);
+	if (ulen < UDP_LEN + 4 + size || pad > 3 || size > MAX_PAYLOAD)
+		return XDP_PASS;
+	if (bpf_ktime_get_ns() >= v->expires)
+		return XPASS;
+	if (v->flags & PEER_LOCAL)
+		return xhairpin(ctx, x, v, cd, size);
+	x->src = v->relay;
+	x->dst = v->peer;
+	x->sport = v->relay_port;
+	x->dport = v->peer_port;
+	x->nulen = UDP_LEN + size;
+	x->oif = v->ifindex;
+	__u32 alloc = v->alloc;
+	int act = xroute(ctx, x);
+	if (act == XDP_PASS)
+		return XDP_PASS;
+	__u8 pb[4] = {};
+	__u32 pad_word = 0;
+	if (pad > 0) {
+		__u32 at = l4 + UDP_LEN + 4 + size;
+		__u64 n = pad;
+		asm volatile("" : "+r"(n));
+		if (n > 3)
+			return XDP_PASS;
+		asm volatile("" : "+r"(n));
+		if (n == 0)
+			return XDP_PASS;
+		long r = (size & 1) ? bpf_xdp_load_bytes(ctx, at, &pb[1], n)
+				    : bpf_xdp_load_bytes(ctx, at, &pb[0], n);
+		if (r < 0)
+			return XDP_PASS;
+		__builtin_memcpy(&pad_word, pb, 4);
+	}
+	if (xcsum(x, cd, 0, pad_word) < 0)
+		return XDP_PASS;
+	// The headers move 4 bytes towards the payload, over the ChannelData
+	// header; the padding and any Ethernet trailer are cut off.
+	int len = ctx->data_end - ctx->data;
+	if (bpf_xdp_adjust_head(ctx, 4) < 0)
+		return XDP_PASS; // nothing changed
+	if (bpf_xdp_adjust_tail(ctx, (int)(l4 + UDP_LEN + size) - (len - 4)) < 0 || xwrite(ctx, x) < 0) {
+		count_stat(STAT_ERROR);
+		return XDP_DROP;
+	}
+	count(alloc, 1, size);
+	return xsend(act, x->egress);
+}
+
+static __noinline int xto_client(struct xdp_md *ctx, struct xstate *x)
+{
+	const struct dgram *d = &x->d;
+	struct to_client_key k = {.relay = d->dst, .peer = d->src,
+				  .relay_port = d->dport, .peer_port = d->sport};
+	struct to_client_val *v = bpf_map_lookup_elem(&to_client, &k);
+	if (!v || is_v4(&v->listener) != !d->v6 || is_v4(&v->client) != !d->v6)
+		return XDP_PASS;
+	__u16 size = d->ulen - UDP_LEN;
+	if (size > MAX_PAYLOAD)
+		return XDP_PASS;
+	if (bpf_ktime_get_ns() >= v->expires)
+		return XPASS;
+	x->src = v->listener;
+	x->dst = v->client;
+	x->sport = v->listener_port;
+	x->dport = v->client_port;
+	x->nulen = d->ulen + 4;
+	x->oif = v->ifindex;
+	__u16 channel = v->channel;
+	__u32 alloc = v->alloc;
+	int act = xroute(ctx, x);
+	if (act == XDP_PASS)
+		return XDP_PASS;
+	__u8 cdh[4] = {channel >> 8, channel & 0xff, size >> 8, size & 0xff};
+	__u32 ncd;
+	__builtin_memcpy(&ncd, cdh, 4);
+	if (xcsum(x, 0, ncd, 0) < 0)
+		return XDP_PASS;
+	// The headers move 4 bytes out into the headroom; the ChannelData
+	// header goes between them and the payload.
+	if (bpf_xdp_adjust_head(ctx, -4) < 0)
+		return XDP_PASS;
+	if (bpf_xdp_store_bytes(ctx, x->d.l4 + UDP_LEN, &ncd, 4) < 0 || xwrite(ctx, x) < 0) {
+		count_stat(STAT_ERROR);
+		return XDP_DROP;
+	}
+	count(alloc, 0, size);
+	return xsend(act, x->egress);
+}
+
+SEC("xdp")
+int icebox_relay_xdp(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct xstate *x = (struct xstate *)bpf_map_lookup_elem(&xscratch, &zero);
+	if (!x)
+		return XDP_PASS;
+	__u32 cd = 0;
+	int has_cd = 0;
+	if (!xparse(ctx, x, &cd, &has_cd))
+		return XDP_PASS;
+	if (has_cd) {
+		int r = xto_peer(ctx, x, cd);
+		if (r != XDP_PASS)
+			return r;
+	}
+	return xto_client(ctx, x);
 }
