@@ -104,6 +104,7 @@ type e2ee struct {
 
 	helper *cryptohelper.CryptoHelper // nil until init succeeded
 	up     atomic.Bool                // init succeeded and Run goes on (tests)
+	own    atomic.Pointer[id.Device]  // the device's keys while up (EncryptionIdentity)
 
 	roomsMu     sync.Mutex
 	roomsLoaded map[id.RoomID]bool // rooms whose full state was read in this process
@@ -290,8 +291,24 @@ func (c *e2ee) initOnce(ctx, life context.Context) (err error) {
 	c.log.Info().Str("device_id", string(c.cli.DeviceID)).Str("identity_key", string(mach.OwnIdentity().IdentityKey)).
 		Bool("new_store", !existing).Msg("matrix end-to-end encryption ready")
 	c.crossSign(ctx)
+	c.own.Store(mach.OwnIdentity())
 	c.up.Store(true)
 	return nil
+}
+
+// EncryptionIdentity returns the device's ID and its identity and signing
+// keys while the bridge runs with end-to-end encryption up; empty strings
+// before, after, and without encryption. It tells which Olm account a
+// running bridge is (the nodes sharing a database must all be the same).
+func (b *Bridge) EncryptionIdentity() (deviceID, identityKey, signingKey string) {
+	if b.crypto == nil {
+		return "", "", ""
+	}
+	d := b.crypto.own.Load()
+	if d == nil {
+		return "", "", ""
+	}
+	return string(d.DeviceID), string(d.IdentityKey), string(d.SigningKey)
 }
 
 // openCryptoStore opens the SQLite file of the crypto and room-state
@@ -523,6 +540,7 @@ func (c *e2ee) close() {
 		return
 	}
 	c.up.Store(false)
+	c.own.Store(nil)
 	c.cli.Crypto = nil
 	if err := c.helper.Close(); err != nil {
 		c.log.Warn().Err(err).Msg("closing the matrix crypto store")

@@ -1,9 +1,7 @@
 package matrix
 
-// OwnSigningKey returns the device's ed25519 key once EncryptionUp.
+// OwnSigningKey returns the device's ed25519 key while encryption is up.
 func OwnSigningKey(b *Bridge) string {
-	if !b.crypto.ready() {
-		return ""
-	}
-	return string(b.crypto.helper.Machine().OwnIdentity().SigningKey)
+	_, _, key := b.EncryptionIdentity()
+	return key
 }
