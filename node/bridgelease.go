@@ -219,3 +219,8 @@ func (n *Node) runBridge(ctx context.Context) error {
 	}
 	return n.bridge.Run(ctx)
 }
+
+// MatrixDir is where a node on bbolt keeps its Matrix device (session,
+// crypto store, pickle and recovery keys): `icebox store migrate` copies
+// it into the database.
+func MatrixDir(stateDir string) string { return matrixDir(stateDir) }

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.mau.fi/util/dbutil"
 
 	"github.com/icebox-voip/icebox/node"
+	"github.com/icebox-voip/icebox/signaling/matrix"
 	"github.com/icebox-voip/icebox/store"
 	"github.com/icebox-voip/icebox/store/postgres"
 	"github.com/icebox-voip/icebox/store/snapshot"
@@ -96,14 +98,24 @@ func migrateStore(ctx context.Context, dir, dsn string, stdout io.Writer) error 
 	if err != nil {
 		return fmt.Errorf("store migrate: %w", err)
 	}
+	devDir := node.MatrixDir(dir)
+	dev, err := matrix.ExportDevice(ctx, devDir)
+	if err != nil {
+		return node.ConfigError{Err: fmt.Errorf("store migrate: --from: %w", err)}
+	}
 	dst, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Records: store.Records{}})
 	if err != nil {
 		return node.ConfigError{Err: fmt.Errorf("store migrate: --to: %w", err)}
 	}
 	defer dst.Close()
 	start := time.Now()
-	if err := dst.Import(ctx, snap); err != nil {
-		if errors.Is(err, postgres.ErrNotEmpty) {
+	if dev != nil && len(dev.Tables) > 0 {
+		if err := prepareDeviceTables(ctx, dst, dev); err != nil {
+			return err
+		}
+	}
+	if err := dst.ImportWithDevice(ctx, snap, pgDevice(dev)); err != nil {
+		if errors.Is(err, postgres.ErrNotEmpty) || errors.Is(err, postgres.ErrDeviceExists) {
 			return node.ConfigError{Err: fmt.Errorf("store migrate: --to: %w", err)}
 		}
 		return fmt.Errorf("store migrate: %w", err)
@@ -118,6 +130,9 @@ func migrateStore(ctx context.Context, dir, dsn string, stdout io.Writer) error 
 	}
 	if got != want {
 		return fmt.Errorf("store migrate: verify: the target holds %+v, the source %+v", got, want)
+	}
+	if err := verifyDevice(ctx, stdout, dst, dev, devDir); err != nil {
+		return err
 	}
 	_, err = fmt.Fprintf(stdout, "copied in %s; counts verified. Set store.driver: postgres and store.postgres.dsn_file, then start icebox.\n", time.Since(start).Round(time.Millisecond))
 	return err
@@ -140,4 +155,73 @@ func printCounts(w io.Writer, from, to string, want, got snapshot.Counts) error 
 		fmt.Fprintf(tw, "%s\t%d\t%d\n", r.what, r.want, r.got)
 	}
 	return tw.Flush()
+}
+
+// prepareDeviceTables creates mautrix's crypto and room-state tables in
+// the target, as the bridge's first start there would, and checks they
+// are at the source store's schema (a source of an older icebox is
+// upgraded by starting that install once with this version).
+func prepareDeviceTables(ctx context.Context, dst *postgres.Store, dev *matrix.ExportedDevice) error {
+	dbu, err := dbutil.NewWithDB(dst.OpenSQL(), "pgx")
+	if err != nil {
+		return fmt.Errorf("store migrate: matrix device: %w", err)
+	}
+	defer dbu.Close()
+	versions, err := matrix.PrepareDeviceDB(ctx, dbu)
+	if err != nil {
+		return fmt.Errorf("store migrate: --to: %w", err)
+	}
+	for table, v := range dev.Versions {
+		if versions[table] != v {
+			return node.ConfigError{Err: fmt.Errorf("store migrate: --from: the Matrix crypto store's schema (%s) is version %d, this icebox's is %d: "+
+				"start the bbolt install once with this icebox (it upgrades the store), stop it, and migrate again", table, v, versions[table])}
+		}
+	}
+	return nil
+}
+
+// pgDevice is the device in the store's import form (nil: none).
+func pgDevice(dev *matrix.ExportedDevice) *postgres.MatrixDevice {
+	if dev == nil {
+		return nil
+	}
+	out := &postgres.MatrixDevice{DeviceID: dev.DeviceID, Files: dev.Files}
+	for _, t := range dev.Tables {
+		out.Tables = append(out.Tables, postgres.DeviceTable{Name: t.Name, Columns: t.Columns, Rows: t.Rows})
+	}
+	return out
+}
+
+// verifyDevice counts the device's files and rows in the target against
+// the source's, and says which device moved.
+func verifyDevice(ctx context.Context, w io.Writer, dst *postgres.Store, dev *matrix.ExportedDevice, dir string) error {
+	if dev == nil {
+		_, err := fmt.Fprintf(w, "no Matrix device in %s: nothing to copy\n", dir)
+		return err
+	}
+	names := make([]string, 0, len(dev.Tables))
+	for _, t := range dev.Tables {
+		names = append(names, t.Name)
+	}
+	files, rows, err := dst.DeviceTableCounts(ctx, names)
+	if err != nil {
+		return fmt.Errorf("store migrate: verify: %w", err)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Matrix device files (%s)\t%d\t%d\n", dir, len(dev.Files), files)
+	bad := files != len(dev.Files)
+	for _, t := range dev.Tables {
+		fmt.Fprintf(tw, "  %s rows\t%d\t%d\n", t.Name, len(t.Rows), rows[t.Name])
+		bad = bad || rows[t.Name] != len(t.Rows)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if bad {
+		return fmt.Errorf("store migrate: verify: the target's Matrix device differs from the source's in %s", dir)
+	}
+	if dev.DeviceID != "" {
+		_, err = fmt.Fprintf(w, "Matrix device %s copied: the nodes on the database run the bridge as it.\n", dev.DeviceID)
+	}
+	return err
 }
