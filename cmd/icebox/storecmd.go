@@ -207,8 +207,9 @@ func verifyDevice(ctx context.Context, w io.Writer, dst *postgres.Store, dev *ma
 	if err != nil {
 		return fmt.Errorf("store migrate: verify: %w", err)
 	}
+	fmt.Fprintf(w, "Matrix device %s (%s):\n", dev.DeviceID, dir)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "Matrix device files (%s)\t%d\t%d\n", dir, len(dev.Files), files)
+	fmt.Fprintf(tw, "  files\t%d\t%d\n", len(dev.Files), files)
 	bad := files != len(dev.Files)
 	for _, t := range dev.Tables {
 		fmt.Fprintf(tw, "  %s rows\t%d\t%d\n", t.Name, len(t.Rows), rows[t.Name])
