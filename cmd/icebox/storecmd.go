@@ -24,6 +24,7 @@ import (
 // storeCommand administers the store: `icebox store migrate`.
 func storeCommand(a *cli) *cobra.Command {
 	var from, to, dsnFile string
+	var deviceOnly bool
 	migrate := &cobra.Command{
 		Use:   "migrate",
 		Short: "copy a bbolt install's state to an empty PostgreSQL database",
@@ -32,22 +33,34 @@ Matrix outbox, sync state and seen events, revocations) from its bbolt file to
 an empty PostgreSQL database, in one transaction, and verifies the counts.
 Stop icebox first. PATH is the state directory (or its icebox.db); DSN is a
 connection string (postgres://user@host/db or "host=... dbname=...");
-"postgres:" alone reads it from --to-dsn-file or $ICEBOX_STORE_POSTGRES_DSN.`,
-		Example: "  icebox store migrate --from bbolt:/var/lib/icebox --to postgres:postgres://icebox@db/icebox",
-		Args:    noArgs,
+"postgres:" alone reads it from --to-dsn-file or $ICEBOX_STORE_POSTGRES_DSN.
+
+The Matrix device in PATH/matrix (its session, pickle and recovery keys, and
+the crypto and room-state stores: Olm account, Olm and Megolm sessions) is
+copied in the same transaction, so that the nodes on the database run the
+bridge as the same device with the same keys. A database that holds a Matrix
+device already is refused (exit 2, nothing written). With
+--matrix-device-only, only the device is copied, into a database that may be
+in use already: for a node moved to PostgreSQL before its device was kept
+there (stop every node first).`,
+		Example: "  icebox store migrate --from bbolt:/var/lib/icebox --to postgres:postgres://icebox@db/icebox\n" +
+			"  icebox store migrate --matrix-device-only --from bbolt:/var/lib/icebox --to postgres: --to-dsn-file /etc/icebox/db.dsn",
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return storeMigrate(c.Context(), from, to, dsnFile, a.stdout, a.env)
+			return storeMigrate(c.Context(), from, to, dsnFile, deviceOnly, a.stdout, a.env)
 		},
 	}
 	migrate.Flags().StringVar(&from, "from", "", "source: bbolt:PATH (the state directory or its icebox.db)")
 	migrate.Flags().StringVar(&to, "to", "", "target: postgres:DSN")
 	migrate.Flags().StringVar(&dsnFile, "to-dsn-file", "", "file holding the target's DSN (with --to postgres:)")
+	migrate.Flags().BoolVar(&deviceOnly, "matrix-device-only", false,
+		"copy only the Matrix device of PATH/matrix, into a database already in use (a node moved to PostgreSQL before its device was kept there)")
 	return group("store", "move icebox's state between stores",
 		"Moves icebox's state between stores: from bbolt to PostgreSQL.", migrate)
 }
 
 // storeMigrate is `icebox store migrate`.
-func storeMigrate(ctx context.Context, from, to, dsnFile string, stdout io.Writer, env []string) error {
+func storeMigrate(ctx context.Context, from, to, dsnFile string, deviceOnly bool, stdout io.Writer, env []string) error {
 	dir, ok := strings.CutPrefix(from, "bbolt:")
 	if !ok || dir == "" {
 		return usagef("store migrate: --from must be bbolt:PATH (got %q)", from)
@@ -65,7 +78,41 @@ func storeMigrate(ctx context.Context, from, to, dsnFile string, stdout io.Write
 	if fi, err := os.Stat(dir); err == nil && !fi.IsDir() {
 		dir = filepath.Dir(dir)
 	}
+	if deviceOnly {
+		return migrateDevice(ctx, dir, dsn, stdout)
+	}
 	return migrateStore(ctx, dir, dsn, stdout)
+}
+
+// migrateDevice copies the Matrix device in dir's matrix directory alone
+// into the database dsn names. No device there, or one in the database
+// already: exit 2, nothing written.
+func migrateDevice(ctx context.Context, dir, dsn string, stdout io.Writer) error {
+	devDir := node.MatrixDir(dir)
+	dev, err := matrix.ExportDevice(ctx, devDir)
+	if err != nil {
+		return node.ConfigError{Err: fmt.Errorf("store migrate: --from: %w", err)}
+	}
+	if dev == nil {
+		return node.ConfigError{Err: fmt.Errorf("store migrate: --from: no Matrix device in %s", devDir)}
+	}
+	dst, err := postgres.Open(ctx, postgres.Options{DSN: dsn, Records: store.Records{}})
+	if err != nil {
+		return node.ConfigError{Err: fmt.Errorf("store migrate: --to: %w", err)}
+	}
+	defer dst.Close()
+	if len(dev.Tables) > 0 {
+		if err := prepareDeviceTables(ctx, dst, dev); err != nil {
+			return err
+		}
+	}
+	if err := dst.ImportDevice(ctx, pgDevice(dev)); err != nil {
+		if errors.Is(err, postgres.ErrDeviceExists) {
+			return node.ConfigError{Err: fmt.Errorf("store migrate: --to: %w", err)}
+		}
+		return fmt.Errorf("store migrate: %w", err)
+	}
+	return verifyDevice(ctx, stdout, dst, dev, devDir)
 }
 
 func targetDSN(file string, env []string) (string, error) {

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.mau.fi/util/dbutil"
 
+	"github.com/icebox-voip/icebox/signaling"
 	"github.com/icebox-voip/icebox/signaling/matrix"
 	"github.com/icebox-voip/icebox/store"
 	"github.com/icebox-voip/icebox/store/postgres"
@@ -124,5 +125,36 @@ func TestStoreMigrateMatrixDevice(t *testing.T) {
 	var files, sessions int
 	if err := conn.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM icebox_matrix_device), (SELECT count(*) FROM crypto_olm_session)`).Scan(&files, &sessions); err != nil || files != 0 || sessions != 0 {
 		t.Errorf("the refused migrate wrote device rows: %d files, %d Olm sessions (%v)", files, sessions, err)
+	}
+	code, out = runMigrate(t, "--matrix-device-only", "--from", "bbolt:"+srcDir, "--to", "postgres:"+other)
+	if code != 2 || !strings.Contains(out, "already holds a Matrix device") {
+		t.Errorf("--matrix-device-only into a database with another device: exit %d: %s; want exit 2", code, out)
+	}
+
+	// An install already on PostgreSQL whose device is still in its state
+	// directory: the device alone moves in, beside the state; once.
+	inUse := srv.NewDatabase(t)
+	pgInUse, err := postgres.Open(t.Context(), postgres.Options{DSN: inUse, Records: store.Records{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pgInUse.Close()
+	if err := pgInUse.PutConversation(t.Context(), signaling.Conversation{ID: "c-existing", Participants: []string{"alice", "bob"}}); err != nil {
+		t.Fatal(err)
+	}
+	code, out = runMigrate(t, "--matrix-device-only", "--from", "bbolt:"+srcDir, "--to", "postgres:"+inUse)
+	if code != 0 || !strings.Contains(out, "Matrix device "+device+" copied") {
+		t.Fatalf("--matrix-device-only into a database in use: exit %d: %s", code, out)
+	}
+	if raw, err := pgInUse.ReadDeviceFile(t.Context(), "session.json"); err != nil || !strings.Contains(string(raw), device) {
+		t.Errorf("the database's session after --matrix-device-only: %s, %v", raw, err)
+	}
+	code, out = runMigrate(t, "--matrix-device-only", "--from", "bbolt:"+srcDir, "--to", "postgres:"+inUse)
+	if code != 2 || !strings.Contains(out, "the same device ID") {
+		t.Errorf("--matrix-device-only a second time: exit %d: %s; want exit 2, the same device", code, out)
+	}
+	code, out = runMigrate(t, "--matrix-device-only", "--from", "bbolt:"+t.TempDir(), "--to", "postgres:"+inUse)
+	if code != 2 || !strings.Contains(out, "no Matrix device in") {
+		t.Errorf("--matrix-device-only without a device: exit %d: %s; want exit 2", code, out)
 	}
 }

@@ -204,3 +204,11 @@ func (s *Store) DeviceTableCounts(ctx context.Context, tables []string) (files i
 	}
 	return files, rows, nil
 }
+
+// ImportDevice writes dev alone in one transaction, into a database that
+// may hold state already (an install moved to PostgreSQL before its
+// device was kept there); a database holding a device already is
+// ErrDeviceExists, and nothing is written.
+func (s *Store) ImportDevice(ctx context.Context, dev *MatrixDevice) error {
+	return wrap("import matrix device", s.tx(ctx, func(tx pgx.Tx) error { return importDevice(ctx, tx, dev) }))
+}
