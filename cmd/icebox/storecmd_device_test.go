@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -142,12 +143,24 @@ func TestStoreMigrateMatrixDevice(t *testing.T) {
 	if err := pgInUse.PutConversation(t.Context(), signaling.Conversation{ID: "c-existing", Participants: []string{"alice", "bob"}}); err != nil {
 		t.Fatal(err)
 	}
+	// What a node of this version started there with an access token
+	// left: a pickle key, its start refused before it made an account.
+	if err := pgInUse.WriteDeviceFile(t.Context(), "pickle.key", []byte("bGVmdG92ZXI=\n")); err != nil {
+		t.Fatal(err)
+	}
 	code, out = runMigrate(t, "--matrix-device-only", "--from", "bbolt:"+srcDir, "--to", "postgres:"+inUse)
 	if code != 0 || !strings.Contains(out, "Matrix device "+device+" copied") {
 		t.Fatalf("--matrix-device-only into a database in use: exit %d: %s", code, out)
 	}
 	if raw, err := pgInUse.ReadDeviceFile(t.Context(), "session.json"); err != nil || !strings.Contains(string(raw), device) {
 		t.Errorf("the database's session after --matrix-device-only: %s, %v", raw, err)
+	}
+	want, err := os.ReadFile(filepath.Join(srcDir, "matrix", "pickle.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw, err := pgInUse.ReadDeviceFile(t.Context(), "pickle.key"); err != nil || string(raw) != string(want) {
+		t.Errorf("the database's pickle key after --matrix-device-only is not the device's (%v)", err)
 	}
 	code, out = runMigrate(t, "--matrix-device-only", "--from", "bbolt:"+srcDir, "--to", "postgres:"+inUse)
 	if code != 2 || !strings.Contains(out, "the same device ID") {

@@ -34,30 +34,36 @@ type DeviceTable struct {
 }
 
 // deviceInUse returns the device the database holds already ("" if none;
-// "unknown" if it holds device files but no account).
-func deviceInUse(ctx context.Context, q rowQuerier) (string, error) {
+// "unknown" if it holds device files but no account). A pickle key alone
+// is what a start refused before it made an account leaves (a node of an
+// install on PostgreSQL from before the device was kept there, with an
+// access token whose device's keys are in its state directory): it guards
+// no keys, and leftover says so (the import replaces it).
+func deviceInUse(ctx context.Context, q rowQuerier) (id string, leftover bool, err error) {
 	var hasStore bool
 	if err := q.QueryRow(ctx, `SELECT to_regclass('crypto_account') IS NOT NULL`).Scan(&hasStore); err != nil {
-		return "", err
+		return "", false, err
 	}
 	if hasStore {
-		var id string
 		err := q.QueryRow(ctx, `SELECT device_id FROM crypto_account ORDER BY account_id LIMIT 1`).Scan(&id)
 		switch {
 		case err == nil:
-			return id, nil
+			return id, false, nil
 		case !errors.Is(err, pgx.ErrNoRows):
-			return "", err
+			return "", false, err
 		}
 	}
-	var files int
-	if err := q.QueryRow(ctx, `SELECT count(*) FROM icebox_matrix_device`).Scan(&files); err != nil {
-		return "", err
+	var files, others int
+	if err := q.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE name <> 'pickle.key') FROM icebox_matrix_device`).Scan(&files, &others); err != nil {
+		return "", false, err
 	}
-	if files > 0 {
-		return "unknown", nil
+	switch {
+	case others > 0:
+		return "unknown", false, nil
+	case files > 0:
+		return "", true, nil
 	}
-	return "", nil
+	return "", false, nil
 }
 
 // importDevice writes dev in tx; a database holding a device already is
@@ -70,9 +76,14 @@ func importDevice(ctx context.Context, tx pgx.Tx, dev *MatrixDevice) error {
 	if _, err := tx.Exec(ctx, `LOCK TABLE `+strings.Join(names, ", ")+` IN EXCLUSIVE MODE`); err != nil {
 		return fmt.Errorf("matrix device: %w", err)
 	}
-	have, err := deviceInUse(ctx, tx)
+	have, leftover, err := deviceInUse(ctx, tx)
 	if err != nil {
 		return fmt.Errorf("matrix device: %w", err)
+	}
+	if leftover {
+		if _, err := tx.Exec(ctx, `DELETE FROM icebox_matrix_device`); err != nil {
+			return fmt.Errorf("matrix device: %w", err)
+		}
 	}
 	if have != "" {
 		same := ""
