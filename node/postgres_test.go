@@ -113,13 +113,14 @@ func hasMetric(mf []*dto.MetricFamily, name string) bool {
 // Without the database the holder stops its bridge; with it back it takes
 // the lease again and runs the bridge, still the same account.
 //
-// The first node is stopped as soon as it holds the lease, whatever its
-// bridge's start is doing — also between the key upload and its record,
-// which once left an account the next node refused ("olm account is not
-// marked as shared, but there are keys on the server"; the deterministic
-// test of that is signaling/matrix's
-// TestEncryptionStartInterruptedAfterKeyUpload). What is checked is the
-// bridge really running (encryption up), not only the lease.
+// The first node is stopped in the middle of its bridge's first start:
+// after the homeserver took the device's keys, before the crypto store
+// recorded that it did (keyUploadHold). That left an account the next
+// node refused for good ("olm account is not marked as shared, but there
+// are keys on the server"), which this test met by chance under load
+// before; now it is the test's own doing, every run. What is checked is
+// the bridge really running (encryption up) as the same device and
+// account, not only the lease.
 func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
 	srv := pgtest.Start(t)
 	dsn := srv.NewDatabase(t)
@@ -146,8 +147,19 @@ func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
 		return identity{d, ik, sk}
 	}
 	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
-	first := nodetest.Start(t, cfg(), node.Options{Logger: zerolog.Nop(), Registry: regA})
+	hold := newKeyUploadHold(t, hs.URL())
+	cfgA := cfg()
+	cfgA.Matrix.HomeserverURL = hold.srv.URL
+	first := nodetest.Start(t, cfgA, node.Options{Logger: zerolog.Nop(), Registry: regA})
 	pollUntil(t, 10*time.Second, "the first node holds the lease", func() bool { return metric(t, regA, "icebox_matrix_bridge_lease", nil) == 1 })
+	pollUntil(t, 60*time.Second, "the first node's bridge uploads its device keys", func() bool {
+		select {
+		case <-hold.uploaded:
+			return true
+		default:
+			return false
+		}
+	})
 	second := nodetest.Start(t, cfg(), node.Options{Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel), Registry: regB})
 	if metric(t, regB, "icebox_matrix_bridge_lease", nil) != 0 {
 		t.Fatal("the second node runs the bridge too")
@@ -155,20 +167,22 @@ func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
 	if (running(second) != identity{}) {
 		t.Fatal("the second node's bridge runs without the lease")
 	}
-	firstID := running(first) // empty if its start is not through yet
+	if (running(first) != identity{}) {
+		t.Fatal("the first node's bridge is up while its key upload is held")
+	}
 	if err := first.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	stopped := time.Now()
 	pollUntil(t, 2*takeover, "the second node takes the lease over", func() bool { return metric(t, regB, "icebox_matrix_bridge_lease", nil) == 1 })
-	t.Logf("first node stopped → second holds the lease: %s (the first's bridge was up: %v)", time.Since(stopped).Round(time.Millisecond), firstID != identity{})
+	t.Logf("first node stopped → second holds the lease: %s", time.Since(stopped).Round(time.Millisecond))
 	if n := metric(t, regB, "icebox_matrix_bridge_leader_changes_total", nil); n != 1 {
 		t.Errorf("leader changes on the second node: %v, want 1", n)
 	}
 	pollUntil(t, 60*time.Second, "the second node's bridge up with encryption", func() bool { return running(second) != identity{} })
 	id := running(second)
-	if id.device != device || (firstID != identity{} && id != firstID) {
-		t.Fatalf("the second node's bridge is %+v; the first's was %+v, the token's device %s: not the same device and account", id, firstID, device)
+	if id.device != device {
+		t.Fatalf("the second node's bridge is %+v, not the token's device %s", id, device)
 	}
 
 	// The database goes away: the lease may be another node's any moment,
