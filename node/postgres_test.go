@@ -115,7 +115,7 @@ func hasMetric(mf []*dto.MetricFamily, name string) bool {
 //
 // The first node is stopped in the middle of its bridge's first start:
 // after the homeserver took the device's keys, before the crypto store
-// recorded that it did (keyUploadHold). That left an account the next
+// recorded that it did (matrixtest.HoldKeyUpload). That left an account the next
 // node refused for good ("olm account is not marked as shared, but there
 // are keys on the server"), which this test met by chance under load
 // before; now it is the test's own doing, every run. What is checked is
@@ -147,14 +147,14 @@ func TestNodeOneMatrixBridgePerDatabase(t *testing.T) {
 		return identity{d, ik, sk}
 	}
 	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
-	hold := newKeyUploadHold(t, hs.URL())
+	hold := matrixtest.HoldKeyUpload(t, hs.URL())
 	cfgA := cfg()
-	cfgA.Matrix.HomeserverURL = hold.srv.URL
+	cfgA.Matrix.HomeserverURL = hold.URL()
 	first := nodetest.Start(t, cfgA, node.Options{Logger: zerolog.Nop(), Registry: regA})
 	pollUntil(t, 10*time.Second, "the first node holds the lease", func() bool { return metric(t, regA, "icebox_matrix_bridge_lease", nil) == 1 })
 	pollUntil(t, 60*time.Second, "the first node's bridge uploads its device keys", func() bool {
 		select {
-		case <-hold.uploaded:
+		case <-hold.Uploaded:
 			return true
 		default:
 			return false

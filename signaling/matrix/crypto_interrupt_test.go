@@ -1,79 +1,15 @@
 package matrix_test
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/icebox-voip/icebox/signaling/matrix"
 	"github.com/icebox-voip/icebox/signaling/matrix/matrixtest"
 )
-
-// uploadCutter is a reverse proxy in front of the homeserver that lets the
-// device's first key upload (the one with device_keys) through to the
-// homeserver, then tells the test (uploaded) and never answers it: the
-// start that sent it is stopped while the homeserver has the keys and
-// before the client hears so — what a node stopped, killed or losing its
-// database at that moment leaves behind.
-type uploadCutter struct {
-	srv      *httptest.Server
-	uploaded chan struct{}
-	once     sync.Once
-}
-
-func newUploadCutter(t *testing.T, homeserverURL string) *uploadCutter {
-	t.Helper()
-	target, err := url.Parse(homeserverURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &uploadCutter{uploaded: make(chan struct{})}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	c.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/keys/upload") {
-			proxy.ServeHTTP(w, r)
-			return
-		}
-		body, err := io.ReadAll(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		if !bytes.Contains(body, []byte(`"device_keys"`)) {
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			proxy.ServeHTTP(w, r)
-			return
-		}
-		req, err := http.NewRequestWithContext(context.WithoutCancel(r.Context()), http.MethodPost, homeserverURL+r.URL.RequestURI(), bytes.NewReader(body))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		req.Header = r.Header.Clone()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("the homeserver refused the device's keys: %s", resp.Status)
-		}
-		c.once.Do(func() { close(c.uploaded) })
-		<-r.Context().Done() // the client gave up: it never hears the keys arrived
-	}))
-	t.Cleanup(c.srv.Close)
-	return c
-}
 
 // serverSigningKey returns the ed25519 key the homeserver holds for the
 // device ("" if none).
@@ -100,16 +36,16 @@ func TestEncryptionStartInterruptedAfterKeyUpload(t *testing.T) {
 	hs := matrixtest.StartDendrite(t)
 	service, _, _ := hs.Register(t, "icebox", servicePassword, false)
 	dir := filepath.Join(t.TempDir(), "matrix")
-	cut := newUploadCutter(t, hs.URL())
+	cut := matrixtest.HoldKeyUpload(t, hs.URL())
 
 	cfg := encryptedConfig(t, hs, service, dir)
-	cfg.HomeserverURL = cut.srv.URL
+	cfg.HomeserverURL = cut.URL()
 	first := newBridge(t, cfg, matrix.Timing{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- first.Run(ctx) }()
 	select {
-	case <-cut.uploaded:
+	case <-cut.Uploaded:
 	case err := <-done:
 		t.Fatalf("the first start ended before uploading its keys: %v", err)
 	case <-time.After(60 * time.Second):

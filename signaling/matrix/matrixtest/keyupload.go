@@ -1,4 +1,4 @@
-package node_test
+package matrixtest
 
 import (
 	"bytes"
@@ -13,27 +13,35 @@ import (
 	"testing"
 )
 
-// keyUploadHold is a reverse proxy in front of the homeserver for one
-// node: it passes the device's first key upload (the one with
-// device_keys) on to the homeserver, then says so (uploaded) and holds the
-// answer until the node gives up the request. Stopping the node then
-// stops its bridge's start exactly between the homeserver taking the
-// device's keys and the crypto store recording that it did — the moment
-// that once left the next node unable to run the bridge.
-type keyUploadHold struct {
-	srv      *httptest.Server
-	uploaded chan struct{}
-	once     sync.Once
+// KeyUploadHold is a reverse proxy in front of a homeserver that passes a
+// device's first key upload (POST …/keys/upload with device_keys) on to
+// the homeserver, then closes Uploaded and never answers it: the client
+// waits until it gives the request up. Stopping the client then stops it
+// exactly between the homeserver taking the device's keys and the client
+// hearing so — what a node stopped, killed or cut from its database at
+// that moment leaves behind. Every other request passes through.
+type KeyUploadHold struct {
+	// Uploaded is closed once the homeserver has the device's keys.
+	Uploaded <-chan struct{}
+
+	srv *httptest.Server
 }
 
-func newKeyUploadHold(t *testing.T, homeserverURL string) *keyUploadHold {
+// URL is the homeserver's URL through the proxy.
+func (h *KeyUploadHold) URL() string { return h.srv.URL }
+
+// HoldKeyUpload starts a KeyUploadHold in front of homeserverURL; it
+// stops at cleanup.
+func HoldKeyUpload(t testing.TB, homeserverURL string) *KeyUploadHold {
 	t.Helper()
 	target, err := url.Parse(homeserverURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &keyUploadHold{uploaded: make(chan struct{})}
+	uploaded := make(chan struct{})
+	var once sync.Once
 	proxy := httputil.NewSingleHostReverseProxy(target)
+	h := &KeyUploadHold{Uploaded: uploaded}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/keys/upload") {
 			proxy.ServeHTTP(w, r)
@@ -49,6 +57,7 @@ func newKeyUploadHold(t *testing.T, homeserverURL string) *keyUploadHold {
 			proxy.ServeHTTP(w, r)
 			return
 		}
+		// The upload goes through even though the client will give up.
 		req, err := http.NewRequestWithContext(context.WithoutCancel(r.Context()), http.MethodPost, homeserverURL+r.URL.RequestURI(), bytes.NewReader(body))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
@@ -62,9 +71,9 @@ func newKeyUploadHold(t *testing.T, homeserverURL string) *keyUploadHold {
 		}
 		_ = resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			t.Errorf("the homeserver refused the device's keys: %s", resp.Status)
+			t.Errorf("matrixtest: the homeserver refused the device's keys: %s", resp.Status)
 		}
-		h.once.Do(func() { close(h.uploaded) })
+		once.Do(func() { close(uploaded) })
 		<-r.Context().Done()
 	}))
 	t.Cleanup(h.srv.Close)
