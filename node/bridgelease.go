@@ -112,8 +112,15 @@ loop:
 				cctx, cancel := context.WithTimeout(ctx, tick)
 				cerr := lease.Check(cctx)
 				cancel()
-				if cerr != nil {
+				switch {
+				case cerr != nil:
 					l.log.Warn().Err(err).Msg("the Matrix bridge stopped while the database is away; trying the lease again")
+					err = nil
+				case errors.Is(err, signaling.ErrStoreUnavailable):
+					// The lease's session survived but the bridge's
+					// own connections did not (the server ended them):
+					// give the lease up and try again, like any node.
+					l.log.Warn().Err(err).Msg("the Matrix bridge stopped: the database is unavailable; trying the lease again")
 					err = nil
 				}
 			}
@@ -190,6 +197,10 @@ func (d pgDevice) OpenCryptoDB() (*dbutil.Database, error) {
 	return dbu, nil
 }
 
+// Unavailable tells the bridge which errors of the crypto store are the
+// database being away (it retries its start on those).
+func (d pgDevice) Unavailable(err error) bool { return postgres.Unavailable(err) }
+
 // bridgeEncryption is the bridge's encryption: its device in state_dir,
 // or in the database when several nodes share it.
 func bridgeEncryption(dir string, require bool, st matrix.Store) *matrix.Encryption {
@@ -208,3 +219,8 @@ func (n *Node) runBridge(ctx context.Context) error {
 	}
 	return n.bridge.Run(ctx)
 }
+
+// MatrixDir is where a node on bbolt keeps its Matrix device (session,
+// crypto store, pickle and recovery keys): `icebox store migrate` copies
+// it into the database.
+func MatrixDir(stateDir string) string { return matrixDir(stateDir) }

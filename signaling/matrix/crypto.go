@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -23,6 +24,8 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	_ "modernc.org/sqlite" // the pure-Go SQLite driver "sqlite": the binary builds with CGO_ENABLED=0
+
+	"github.com/icebox-voip/icebox/signaling"
 )
 
 // End-to-end encryption (Config.Encryption): mautrix's cryptohelper with
@@ -101,6 +104,7 @@ type e2ee struct {
 
 	helper *cryptohelper.CryptoHelper // nil until init succeeded
 	up     atomic.Bool                // init succeeded and Run goes on (tests)
+	own    atomic.Pointer[id.Device]  // the device's keys while up (EncryptionIdentity)
 
 	roomsMu     sync.Mutex
 	roomsLoaded map[id.RoomID]bool // rooms whose full state was read in this process
@@ -125,7 +129,93 @@ func (c *e2ee) ready() bool { return c != nil && c.up.Load() }
 // known). life is Run's: the helper's waits for late room keys end with it.
 // A failure leaves the client as it was, so that a transient one can be
 // retried.
-func (c *e2ee) init(ctx, life context.Context) (err error) {
+//
+// With the device in a shared database (Encryption.Device), the database
+// being away (restarting, a connection it ended) fails the start with
+// signaling.ErrStoreUnavailable; init tries again, backing off, until ctx
+// ends (the node running the bridge loses its lease, or stops). Such a
+// failure never makes a new account: mautrix makes one only when the
+// store answers that it has none, and refuses it when the homeserver has
+// the device's keys.
+func (c *e2ee) init(ctx, life context.Context) error {
+	delay := storeRetryMin
+	for {
+		err := c.initOnce(ctx, life)
+		if err == nil || !errors.Is(err, signaling.ErrStoreUnavailable) || ctx.Err() != nil {
+			return err
+		}
+		c.log.Warn().Err(err).Dur("retry_in", delay).Msg("matrix end-to-end encryption: the device's database is unavailable; retrying")
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, storeRetryMax)
+	}
+}
+
+// The backoff of init's retries while the device's database is away.
+const (
+	storeRetryMin = 100 * time.Millisecond
+	storeRetryMax = 5 * time.Second
+)
+
+// storeError marks err as the device database's unavailability
+// (signaling.ErrStoreUnavailable) when the device store says it is one:
+// mautrix passes the database driver's errors through.
+func (c *e2ee) storeError(err error) error {
+	if err == nil || c.enc.Device == nil || errors.Is(err, signaling.ErrStoreUnavailable) {
+		return err
+	}
+	if u, ok := c.enc.Device.(interface{ Unavailable(error) bool }); ok && u.Unavailable(err) {
+		return fmt.Errorf("%w: %w", signaling.ErrStoreUnavailable, err)
+	}
+	return err
+}
+
+// adoptUploadedAccount mends a start that stopped between the key upload
+// and its record. mautrix saves a new account (not yet "shared") before
+// uploading its keys and marks it shared after the homeserver answered; a
+// start stopped in between (the node stopped or was killed, its database
+// went away, the answer was lost) leaves the store holding the very
+// account whose keys the homeserver has, not marked shared, and mautrix
+// then refuses the device for good ("olm account is not marked as shared,
+// but there are keys on the server") as if its store were lost. When the
+// homeserver's keys of the device are the stored account's own, the
+// account is marked shared — and its one-time keys published, all of which
+// went with that upload — as the upload's answer would have. adopted is
+// false for any other failure, and when the keys differ (the store really
+// is another account's: that stays refused).
+func (c *e2ee) adoptUploadedAccount(ctx context.Context, helper *cryptohelper.CryptoHelper, initErr error) (adopted bool, err error) {
+	if !strings.Contains(initErr.Error(), "olm account is not marked as shared, but there are keys on the server") {
+		return false, nil
+	}
+	mach := helper.Machine()
+	acc := mach.GetAccount()
+	if acc == nil || acc.Shared {
+		return false, nil
+	}
+	user, dev := c.cli.UserID, c.cli.DeviceID
+	resp, err := c.cli.QueryKeys(quiet(ctx), &mautrix.ReqQueryKeys{DeviceKeys: map[id.UserID]mautrix.DeviceIDList{user: {dev}}})
+	if err != nil {
+		return false, fmt.Errorf("querying the device's keys on the homeserver: %w", err)
+	}
+	keys := resp.DeviceKeys[user][dev]
+	own := mach.OwnIdentity()
+	if keys.Keys.GetEd25519(dev) != own.SigningKey || keys.Keys.GetCurve25519(dev) != own.IdentityKey {
+		return false, nil
+	}
+	acc.Internal.MarkKeysAsPublished()
+	acc.Shared = true
+	if err := mach.CryptoStore.PutAccount(ctx, acc); err != nil {
+		return false, fmt.Errorf("marking the account as shared: %w", err)
+	}
+	c.log.Warn().Str("device_id", string(dev)).Str("identity_key", string(own.IdentityKey)).
+		Msg("matrix: the device's keys reached the homeserver at a start that stopped before recording it; the stored account is the one on the homeserver and is now marked as shared")
+	return true, nil
+}
+
+func (c *e2ee) initOnce(ctx, life context.Context) (err error) {
 	var (
 		dbPath   string
 		existing bool
@@ -181,7 +271,16 @@ func (c *e2ee) init(ctx, life context.Context) (err error) {
 		c.countUndecryptable(evt, err)
 	}
 	if err := helper.Init(quiet(ctx)); err != nil {
-		return c.explainCryptoInit(err, dbPath)
+		adopted, aerr := c.adoptUploadedAccount(ctx, helper, err)
+		if aerr != nil {
+			return c.storeError(fmt.Errorf("matrix: end-to-end encryption: %w", aerr))
+		}
+		if !adopted {
+			return c.storeError(c.explainCryptoInit(err, dbPath))
+		}
+		if err := helper.Init(quiet(ctx)); err != nil {
+			return c.storeError(c.explainCryptoInit(err, dbPath))
+		}
 	}
 	mach := helper.Machine()
 	// Call content is parsed by the handlers themselves (leniently); an
@@ -192,8 +291,24 @@ func (c *e2ee) init(ctx, life context.Context) (err error) {
 	c.log.Info().Str("device_id", string(c.cli.DeviceID)).Str("identity_key", string(mach.OwnIdentity().IdentityKey)).
 		Bool("new_store", !existing).Msg("matrix end-to-end encryption ready")
 	c.crossSign(ctx)
+	c.own.Store(mach.OwnIdentity())
 	c.up.Store(true)
 	return nil
+}
+
+// EncryptionIdentity returns the device's ID and its identity and signing
+// keys while the bridge runs with end-to-end encryption up; empty strings
+// before, after, and without encryption. It tells which Olm account a
+// running bridge is (the nodes sharing a database must all be the same).
+func (b *Bridge) EncryptionIdentity() (deviceID, identityKey, signingKey string) {
+	if b.crypto == nil {
+		return "", "", ""
+	}
+	d := b.crypto.own.Load()
+	if d == nil {
+		return "", "", ""
+	}
+	return string(d.DeviceID), string(d.IdentityKey), string(d.SigningKey)
 }
 
 // openCryptoStore opens the SQLite file of the crypto and room-state
@@ -425,6 +540,7 @@ func (c *e2ee) close() {
 		return
 	}
 	c.up.Store(false)
+	c.own.Store(nil)
 	c.cli.Crypto = nil
 	if err := c.helper.Close(); err != nil {
 		c.log.Warn().Err(err).Msg("closing the matrix crypto store")

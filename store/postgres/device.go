@@ -51,8 +51,25 @@ const cryptoConns = 4
 // OpenSQL opens a database/sql handle on the same database (pgx's
 // database/sql driver, pure Go), for mautrix's stores. The caller closes
 // it.
+//
+// Every connection is pinged before database/sql hands it out again
+// (stdlib pings only one idle for over a second by default): after the
+// server restarted, or ended the session, a connection used a moment ago
+// is dead, and the statement sent on it fails instead of being retried on
+// a new one — which failed a bridge's start just after a restart. A ping
+// is one round trip per statement outside a transaction; mautrix's
+// stores run few.
 func (s *Store) OpenSQL() *sql.DB {
-	db := stdlib.OpenDB(*s.pool.Config().ConnConfig.Copy())
+	db := stdlib.OpenDB(*s.pool.Config().ConnConfig.Copy(),
+		stdlib.OptionShouldPing(func(context.Context, stdlib.ShouldPingParams) bool { return true }))
 	db.SetMaxOpenConns(cryptoConns)
 	return db
+}
+
+// Unavailable reports whether err, from this store or from a database/sql
+// handle of OpenSQL, says the database cannot be used right now (a lost or
+// refused connection, the server restarting, a timeout) rather than that
+// the statement was wrong: worth trying again.
+func Unavailable(err error) bool {
+	return err != nil && unavailable(err)
 }

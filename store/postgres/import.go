@@ -16,6 +16,13 @@ import (
 // and continues the outbox's seqs above snap.OutboxSeq, so entries
 // appended after the copy never reuse a transaction ID of the source's.
 func (s *Store) Import(ctx context.Context, snap *snapshot.Snapshot) error {
+	return s.ImportWithDevice(ctx, snap, nil)
+}
+
+// ImportWithDevice is Import, and writes the Matrix device dev (nil: none)
+// in the same transaction; a database that holds a device already is
+// ErrDeviceExists, and nothing is written.
+func (s *Store) ImportWithDevice(ctx context.Context, snap *snapshot.Snapshot, dev *MatrixDevice) error {
 	const op = "import"
 	err := s.tx(ctx, func(tx pgx.Tx) error {
 		// Nothing else may write while the copy runs (a node started too
@@ -77,6 +84,11 @@ func (s *Store) Import(ctx context.Context, snap *snapshot.Snapshot) error {
 		for k, v := range snap.Sync {
 			if _, err := tx.Exec(ctx, `INSERT INTO icebox_sync (key, value) VALUES ($1, $2)`, k, v); err != nil {
 				return fmt.Errorf("sync value %q: %w", k, err)
+			}
+		}
+		if dev != nil {
+			if err := importDevice(ctx, tx, dev); err != nil {
+				return err
 			}
 		}
 		if snap.InstanceID != "" {
