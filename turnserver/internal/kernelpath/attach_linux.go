@@ -26,6 +26,10 @@ const maxInterfaces = 256
 // so that icebox finds (and removes) only its own filter.
 const tcPriority = 0x1ceb
 
+// tcFilterName names the cls_bpf filter (what `tc filter show` lists): the
+// program's own name, which is not a metric.
+const tcFilterName = "icebox_relay"
+
 // attachment is an interface's hooks, undone in reverse order.
 type attachment struct {
 	Attachment
@@ -156,7 +160,7 @@ func (p *Path) attachClsact(ifindex int) (func() error, error) {
 	filter := &netlink.BpfFilter{
 		FilterAttrs: netlink.FilterAttrs{LinkIndex: ifindex, Parent: netlink.HANDLE_MIN_INGRESS,
 			Handle: netlink.MakeHandle(0, 1), Protocol: unix.ETH_P_ALL, Priority: tcPriority},
-		Fd: p.objs.IceboxRelay.FD(), Name: "icebox_relay", DirectAction: true,
+		Fd: p.objs.IceboxRelay.FD(), Name: tcFilterName, DirectAction: true,
 	}
 	delQdisc := func() error {
 		if !created {
