@@ -49,8 +49,9 @@ import (
 // exclusive one, so every reader's wake-up stalled all writers: three nodes
 // were slower than one.)
 //
-// NOTIFY icebox_feed wakes the readers; they also poll, so a lost
-// notification delays a row but never loses it. Rows are pruned after a
+// NOTIFY icebox_feed, sent after the commit (feed_notify.go), wakes the
+// readers; they also poll, so a lost notification delays a row but never
+// loses it. Rows are pruned after a
 // while (PruneFeed): a node that was away that long starts again from the
 // head.
 
@@ -120,6 +121,10 @@ func (s *Store) writeFeed(ctx context.Context, tx pgx.Tx, items []FeedItem) erro
 			it.Node, it.Kind, it.CallID, now, it.Body); err != nil {
 			return err
 		}
+	}
+	if ft, ok := tx.(*feedTx); ok {
+		ft.fed = true // s.tx notifies after the commit (feed_notify.go)
+		return nil
 	}
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, feedChannel)
 	return err
