@@ -5,7 +5,8 @@
 # PostgreSQL, each with 10, 100 and 1000 calls at once — and writes its
 # table to bench/results/<UTC date-time>-cluster.md and cluster-latest.md.
 # Needs PostgreSQL's binaries (installed from Debian's packages when missing
-# and run as root); the tests start their own server. About 3 minutes on 2 cores.
+# and run as root); the tests start their own server, durable (fsync on, as
+# in production: bbolt syncs too). About 3 minutes on 2 cores.
 #
 #   BENCH_CLUSTER_CONC=10,100     the calls at once (default 10,100,1000)
 #   BENCH_CLUSTER_SECONDS=N       each cell's measuring window (default 10)

@@ -36,7 +36,7 @@ type cluster struct {
 	local signaling.Publisher
 	relay signaling.Relay
 	log   zerolog.Logger
-	head  int64 // the feed's head when the node was built
+	head  postgres.FeedCursor // the feed's head when the node was built
 
 	wake chan struct{}
 	// wakeOutbox wakes the Matrix bridge's sender when another node's
@@ -165,14 +165,14 @@ func (c *cluster) readLoop(ctx context.Context) {
 }
 
 // readFeed applies what was appended after head and returns the new head.
-func (c *cluster) readFeed(ctx context.Context, head int64) int64 {
+func (c *cluster) readFeed(ctx context.Context, head postgres.FeedCursor) postgres.FeedCursor {
 	for range 64 { // bounded: the next poll reads on
-		items, err := c.st.FeedAfter(ctx, head, feedBatch)
+		items, next, err := c.st.FeedAfter(ctx, head, feedBatch)
 		if err != nil {
 			return head
 		}
+		head = next
 		for _, it := range items {
-			head = it.ID
 			c.apply(it)
 		}
 		if len(items) < feedBatch {

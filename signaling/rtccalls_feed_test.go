@@ -60,18 +60,18 @@ func TestRTCTransitionsInFeed(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var head int64
+	var head postgres.FeedCursor
 	// fed requires the feed's new rows to be exactly want (kind, or the
 	// event's type), all about callID.
 	fed := func(what, callID string, want ...string) {
 		t.Helper()
-		items, err := st.FeedAfter(ctx, head, 100)
+		items, next, err := st.FeedAfter(ctx, head, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
+		head = next
 		var got []string
 		for _, it := range items {
-			head = it.ID
 			k := it.Kind
 			if k == postgres.FeedEvent {
 				ev, err := postgres.DecodeFeedEvent(it.Body)

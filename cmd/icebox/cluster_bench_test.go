@@ -57,9 +57,10 @@ import (
 // bench` runs it: bench/cluster.sh; ICEBOX_CLUSTER_BENCH_CONC=10,100 picks
 // the concurrencies). It writes a markdown report to
 // ICEBOX_CLUSTER_BENCH_OUT if set, and fails only when a cell completes no
-// call or more than 1 % of its calls fail. PostgreSQL runs as pgtest starts
-// it, fsync off: its figures are its CPU and round trips, bbolt's include
-// an fsync per transition.
+// call or more than 1 % of its calls fail. PostgreSQL runs durable
+// (pgtest.Durable: fsync, synchronous_commit and full_page_writes on, as in
+// production), so that it is compared with bbolt, which syncs every
+// transition, like for like.
 func TestClusterBench(t *testing.T) {
 	if os.Getenv("ICEBOX_CLUSTER_BENCH") != "1" {
 		t.Skip("a measurement: set ICEBOX_CLUSTER_BENCH=1 to run it (make bench does)")
@@ -85,7 +86,7 @@ func TestClusterBench(t *testing.T) {
 	}
 	requireNoFile(t, 6*slices.Max(concs)+1024)
 
-	srv := pgtest.Start(t)
+	srv := pgtest.Start(t, pgtest.Durable())
 	pgVersion := postgresVersion(t, srv.NewDatabase(t))
 	started, loadBefore := time.Now(), loadAvg()
 	var rows []benchRow
@@ -164,8 +165,8 @@ func benchReport(rows []benchRow, pgVersion, loadBefore string, window, took tim
 		"POST /calls/initiate to the CallInvite arriving on the callee's WebSocket, of every call started in the window. On three nodes the caller's requests go to node "+
 		"i mod 3 and the callee's WebSocket to node i+1 mod 3, so every event crosses nodes through the database's feed. "+
 		"Every node and the load generator run in one process on this machine (%d CPUs, shared); PostgreSQL %s on the same "+
-		"machine, started as the tests start it (fsync, synchronous_commit and full_page_writes off: CPU and round trips, no "+
-		"disk), while bbolt syncs each transition to disk. The matrix took %s; the machine's load average (1 min) was %s before "+
+		"machine, durable as in production (fsync, synchronous_commit and full_page_writes on: every commit is flushed "+
+		"to disk), as bbolt syncs each transition to disk. The matrix took %s; the machine's load average (1 min) was %s before "+
 		"and %s after: figures from a busy machine are low and noisy, compare within one report.\n\n",
 		window, runtime.NumCPU(), pgVersion, took.Round(time.Second), loadBefore, loadAvg())
 	b.WriteString("| setup | calls at once | calls/s | initiate → callee event p50 | p99 | calls | errors |\n")

@@ -21,18 +21,37 @@ import (
 // transaction that commits it (writeFeed), so nothing committed is missing
 // from the feed.
 //
-// Order and completeness without one writer at a time: a writer takes the
-// feed's advisory lock in shared mode before it draws its ids (and holds
-// it to its commit), and the lock of each call it writes for, exclusive
-// (so a call's rows are drawn in the order its transactions commit). A
-// reader takes the feed's lock in exclusive mode for an instant (feedHorizon):
-// once it has it, no writer is between drawing an id and ending, so every
-// id up to the sequence's last value belongs to a transaction that has
-// committed or rolled back, and the reader reads only up to there. A reader
-// that remembers the last id it read therefore never skips a row that
-// commits later, and writers of different calls never wait for each other.
-// NOTIFY icebox_feed wakes the readers; they also poll, so a lost
-// notification delays a row but never loses it. Rows are pruned after a
+// Order and completeness without one writer at a time: each row carries
+// the id of the transaction that wrote it (xid, a 64-bit xid8, stamped by
+// the column's default pg_current_xact_id(): it never wraps). A reader
+// remembers the snapshot of its last read (pg_current_snapshot, which says
+// which transactions had committed then) and reads the rows whose
+// transaction is visible in its new snapshot but was not in the last one.
+// Whatever order transactions commit in, a committed row's transaction
+// becomes visible in exactly one step of a reader's snapshots, so it is read
+// once, and never skipped: a row that drew a lower id and commits after a
+// higher one is simply read in the step its commit falls in. The reader's
+// new snapshot is named in the read itself (FeedAfter: taken by the same
+// statement that reads, and every row is checked against it), so the
+// snapshot remembered and the rows returned agree whatever the isolation
+// level. Readers take no lock, and writers take none but the locks of the
+// calls they write for, exclusive (the ones appendOutbox takes): a call's
+// transactions then run one after another, the next one drawing its ids
+// after the last one became visible (PostgreSQL releases a transaction's
+// locks after it has become visible), so within a read, id order is each
+// call's commit order, and a later transaction of a call is never visible
+// before an earlier one. Rows of different calls may be read in a different
+// interleaving by different nodes; nothing orders different calls.
+//
+// (Until schema 6 a global feed lock did this: writers took it shared, a
+// reader exclusive for an instant to find the id below which every
+// transaction had ended. PostgreSQL queues shared requests behind a waiting
+// exclusive one, so every reader's wake-up stalled all writers: three nodes
+// were slower than one.)
+//
+// NOTIFY icebox_feed, sent after the commit (feed_notify.go), wakes the
+// readers; they also poll, so a lost notification delays a row but never
+// loses it. Rows are pruned after a
 // while (PruneFeed): a node that was away that long starts again from the
 // head.
 
@@ -52,9 +71,6 @@ type FeedItem struct {
 	Body   []byte
 }
 
-// feedLock orders feed appends and reads (see above); "ifeed" in ASCII.
-const feedLock = 0x69_6665_6564
-
 // feedChannel is the NOTIFY channel of the feed.
 const feedChannel = "icebox_feed"
 
@@ -71,10 +87,11 @@ func (s *Store) AppendFeed(ctx context.Context, items []FeedItem) error {
 	return wrap("append feed", err)
 }
 
-// writeFeed appends items in tx, holding the feed's lock shared and each
-// item's call's lock exclusive until tx ends (see above). The call locks
-// are the ones appendOutbox takes (a transaction holding one already takes
-// it again at no cost), in the same sorted order, so they cannot deadlock.
+// writeFeed appends items in tx, holding each item's call's lock exclusive
+// until tx ends (see above). The call locks are the ones appendOutbox takes
+// (a transaction holding one already takes it again at no cost), in the
+// same sorted order, so they cannot deadlock. The rows' xid is the
+// column's default, tx's own transaction id.
 func (s *Store) writeFeed(ctx context.Context, tx pgx.Tx, items []FeedItem) error {
 	if len(items) == 0 {
 		return nil
@@ -92,9 +109,6 @@ func (s *Store) writeFeed(ctx context.Context, tx pgx.Tx, items []FeedItem) erro
 			return err
 		}
 	}
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock_shared($1)`, int64(feedLock)); err != nil {
-		return err
-	}
 	now := time.Now().UnixNano()
 	for _, it := range items {
 		if it.Node == "" {
@@ -107,6 +121,10 @@ func (s *Store) writeFeed(ctx context.Context, tx pgx.Tx, items []FeedItem) erro
 			it.Node, it.Kind, it.CallID, now, it.Body); err != nil {
 			return err
 		}
+	}
+	if ft, ok := tx.(*feedTx); ok {
+		ft.fed = true // s.tx notifies after the commit (feed_notify.go)
+		return nil
 	}
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, feedChannel)
 	return err
@@ -193,65 +211,113 @@ func revoked(old *signaling.Call, c signaling.Call) *signaling.Revocation {
 	return &signaling.Revocation{CallID: signaling.CredentialID(c.ID), Until: *c.RevokedUntil}
 }
 
-// FeedAfter returns up to limit items whose ID is above after, in ID
-// order: only items every earlier item of which has committed (or will
-// never), so that a reader going on from the last ID it read skips none.
-func (s *Store) FeedAfter(ctx context.Context, after int64, limit int) ([]FeedItem, error) {
-	horizon, err := s.feedHorizon(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if horizon <= after {
-		return nil, nil
-	}
-	rows, err := s.pool.Query(ctx, `SELECT id, node, kind, call_id, created_ns, body FROM icebox_feed WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3`, after, horizon, limit)
-	if err != nil {
-		return nil, wrap("read feed", err)
-	}
-	defer rows.Close()
-	var out []FeedItem
-	for rows.Next() {
-		var (
-			it FeedItem
-			ns int64
-		)
-		if err := rows.Scan(&it.ID, &it.Node, &it.Kind, &it.CallID, &ns, &it.Body); err != nil {
-			return nil, wrap("read feed", err)
-		}
-		it.At = time.Unix(0, ns)
-		out = append(out, it)
-	}
-	return out, wrap("read feed", rows.Err())
+// FeedCursor is where a reader is in the feed: the snapshot of its last
+// complete read (every row whose transaction is visible in it has been
+// read) and, while a read goes on in batches, the snapshot it reads up to
+// and the last id of it read so far. The zero FeedCursor reads the feed from
+// its start; FeedHead is where a starting node begins.
+type FeedCursor struct {
+	seen  string // pg_snapshot, text form; "" is before everything
+	upto  string // "" between reads
+	after int64  // in upto's step, the last id read
 }
 
-// feedHorizon is the highest feed ID every transaction that drew an ID up
-// to has ended: the sequence's last value, read while holding the feed's
-// lock exclusively (no writer holds it shared then).
-func (s *Store) feedHorizon(ctx context.Context) (int64, error) {
-	var (
-		last   int64
-		called bool
-	)
-	err := s.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(feedLock)); err != nil {
-			return err
-		}
-		return tx.QueryRow(ctx, `SELECT last_value, is_called FROM icebox_feed_id_seq`).Scan(&last, &called)
-	})
+// feedReadFrom reads the rows of the transactions visible in snapshot
+// upto ($2, or the statement's own snapshot when NULL) and not in $1. The
+// snapshot is taken by the statement that reads, and every row is checked
+// against it, so the snapshot returned and the rows agree even under READ
+// COMMITTED, whose next statement would see more. The index on xid bounds
+// the scan: a transaction not visible in $1 has an xid at or above its
+// xmin. ($4 is the limit; a row per read says the snapshot and whether it
+// is older than $1, a database restored elsewhere; when no item is read,
+// f's columns are NULL.)
+const feedReadFrom = `
+WITH s AS (SELECT COALESCE($2::text::pg_snapshot, pg_current_snapshot()) AS upto)
+SELECT s.upto::text, pg_snapshot_xmax(s.upto) < pg_snapshot_xmax($1::text::pg_snapshot),
+	f.id, f.node, f.kind, f.call_id, f.created_ns, f.body
+FROM s LEFT JOIN LATERAL (
+	SELECT id, node, kind, call_id, created_ns, body FROM icebox_feed
+	WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot)
+		AND pg_visible_in_snapshot(xid, s.upto) AND id > $3
+	ORDER BY id LIMIT $4
+) f ON true
+ORDER BY f.id`
+
+// feedReadStart is feedReadFrom from the feed's start (the zero cursor),
+// its parameters one down.
+const feedReadStart = `
+WITH s AS (SELECT COALESCE($1::text::pg_snapshot, pg_current_snapshot()) AS upto)
+SELECT s.upto::text, false,
+	f.id, f.node, f.kind, f.call_id, f.created_ns, f.body
+FROM s LEFT JOIN LATERAL (
+	SELECT id, node, kind, call_id, created_ns, body FROM icebox_feed
+	WHERE pg_visible_in_snapshot(xid, s.upto) AND id > $2
+	ORDER BY id LIMIT $3
+) f ON true
+ORDER BY f.id`
+
+// FeedAfter returns up to limit items after cur, in the order described
+// above (each call's in commit order), and the cursor to read on from.
+// Every committed item comes exactly once to a reader that goes on from the
+// cursors FeedAfter returns, however its transactions' commits interleave.
+func (s *Store) FeedAfter(ctx context.Context, cur FeedCursor, limit int) ([]FeedItem, FeedCursor, error) {
+	limit = max(limit, 1)
+	var upto any // NULL: the statement's snapshot
+	if cur.upto != "" {
+		upto = cur.upto
+	}
+	q, args := feedReadFrom, []any{cur.seen, upto, cur.after, limit}
+	if cur.seen == "" {
+		q, args = feedReadStart, args[1:]
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
-		return 0, wrap("feed horizon", err)
+		return nil, cur, wrap("read feed", err)
 	}
-	if !called {
-		return 0, nil // no ID drawn yet
+	defer rows.Close()
+	var (
+		out  []FeedItem
+		snap string
+		back bool
+	)
+	for rows.Next() {
+		var (
+			id, ns             *int64
+			node, kind, callID *string
+			body               []byte
+		)
+		if err := rows.Scan(&snap, &back, &id, &node, &kind, &callID, &ns, &body); err != nil {
+			return nil, cur, wrap("read feed", err)
+		}
+		if id == nil {
+			continue // nothing to read: the row only says the snapshot
+		}
+		out = append(out, FeedItem{ID: *id, Node: *node, Kind: *kind, CallID: *callID, At: time.Unix(0, *ns), Body: body})
 	}
-	return last, nil
+	if err := rows.Err(); err != nil {
+		return nil, cur, wrap("read feed", err)
+	}
+	if back {
+		// The database's transaction ids went back (restored into
+		// another cluster): the old snapshot would hide every new row
+		// for ever. Start again from now, as a starting node does.
+		return nil, FeedCursor{seen: snap}, nil
+	}
+	if len(out) == limit {
+		return out, FeedCursor{seen: cur.seen, upto: snap, after: out[len(out)-1].ID}, nil
+	}
+	return out, FeedCursor{seen: snap}, nil
 }
 
 // FeedHead is where a node that starts begins reading (what happened
-// before it started is not its to deliver): the horizon, so that an item
-// of a transaction still running is read when it commits.
-func (s *Store) FeedHead(ctx context.Context) (int64, error) {
-	return s.feedHorizon(ctx)
+// before it started is not its to deliver): the current snapshot, so that
+// an item of a transaction still running is read when it commits.
+func (s *Store) FeedHead(ctx context.Context) (FeedCursor, error) {
+	var snap string
+	if err := s.pool.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snap); err != nil {
+		return FeedCursor{}, wrap("feed head", err)
+	}
+	return FeedCursor{seen: snap}, nil
 }
 
 // PruneFeed deletes the items written before before.

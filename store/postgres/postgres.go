@@ -67,6 +67,7 @@ type Store struct {
 	where    string // host/database, for logs (no credentials)
 	feed     bool   // Options.Feed
 	node     string // Options.NodeID
+	notifier feedNotifier
 }
 
 // NodeID is this node's name in the feed (Options.NodeID).
@@ -179,7 +180,15 @@ func (s *Store) Close() error {
 // fn come back as fn returned them; the database's are wrapped by the
 // caller.
 func (s *Store) tx(ctx context.Context, fn func(pgx.Tx) error) error {
-	return pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, fn)
+	ft := &feedTx{}
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		ft.Tx = tx
+		return fn(ft)
+	})
+	if err == nil && ft.fed {
+		s.notifyFeed() // after the commit: feed_notify.go
+	}
+	return err
 }
 
 // checkCtx returns ctx's error, prefixed with op, if ctx is done.

@@ -115,6 +115,20 @@ CREATE TABLE icebox_idempotency (
 CREATE INDEX icebox_idempotency_user ON icebox_idempotency (user_id, created_ns);
 CREATE INDEX icebox_idempotency_expiry ON icebox_idempotency (expires_ns);
 `,
+	// 5 → 6: each feed row's writer transaction (feed.go), in place of
+	// the global feed lock. Rows written before have xid 0, below every
+	// snapshot: read already. The default stamps every row written from
+	// now on, by any build.
+	`
+DO $$ BEGIN
+	IF current_setting('server_version_num')::int < 130000 THEN
+		RAISE EXCEPTION 'icebox needs PostgreSQL 13 or newer (xid8), this server is %', current_setting('server_version');
+	END IF;
+END $$;
+ALTER TABLE icebox_feed ADD COLUMN xid xid8 NOT NULL DEFAULT '0';
+ALTER TABLE icebox_feed ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
+CREATE INDEX icebox_feed_xid ON icebox_feed (xid);
+`,
 }
 
 // fills[v] runs after migrations[v-1], in its transaction: it fills what

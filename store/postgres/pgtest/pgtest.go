@@ -38,7 +38,21 @@ type Server struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	dbs    atomic.Int64
+	// durable keeps PostgreSQL's own settings (fsync, synchronous_commit,
+	// full_page_writes on): see Durable.
+	durable bool
 }
+
+// Option changes how Start runs the server.
+type Option func(*Server)
+
+// Durable keeps PostgreSQL durable as it runs in production: every commit
+// is flushed to disk before it returns (fsync, synchronous_commit and
+// full_page_writes at their defaults, on). Without it the server runs with
+// them off, which is right for tests (a crash of the test machine loses
+// nothing anyone needs) but makes a benchmark compare PostgreSQL without
+// disk against bbolt, which syncs every transition.
+func Durable() Option { return func(s *Server) { s.durable = true } }
 
 // BinDir finds the directory of Debian's postgresql binaries (initdb,
 // postgres), newest version first; "" if none.
@@ -78,9 +92,9 @@ func Require(t testing.TB) string {
 
 // Start makes a new cluster and starts it; t's cleanup stops it and
 // removes its directory.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s, err := start(Require(t))
+	s, err := start(Require(t), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,21 +109,24 @@ func Start(t testing.TB) *Server {
 // StartMain is Start for TestMain, where there is no t: it returns an
 // error instead of skipping; ok is false when PostgreSQL is not installed
 // (the caller decides whether that fails).
-func StartMain() (s *Server, ok bool, err error) {
+func StartMain(opts ...Option) (s *Server, ok bool, err error) {
 	bin := BinDir()
 	if bin == "" {
 		return nil, false, nil
 	}
-	s, err = start(bin)
+	s, err = start(bin, opts...)
 	return s, true, err
 }
 
-func start(bin string) (*Server, error) {
+func start(bin string, opts ...Option) (*Server, error) {
 	dir, err := os.MkdirTemp("", "icebox-pg-")
 	if err != nil {
 		return nil, fmt.Errorf("pgtest: %w", err)
 	}
 	s := &Server{dir: dir, bin: bin}
+	for _, o := range opts {
+		o(s)
+	}
 	if os.Geteuid() == 0 {
 		// PostgreSQL refuses root: run it as Debian's postgres user, or
 		// nobody.
@@ -159,13 +176,16 @@ func (s *Server) command(name string, args ...string) *exec.Cmd {
 // Start starts the server (again, after Stop) and waits until it accepts
 // connections.
 func (s *Server) Start() error {
-	cmd := s.command("postgres", "-D", filepath.Join(s.dir, "data"), "-p", strconv.Itoa(port),
-		"-c", "listen_addresses=", "-c", "unix_socket_directories="+s.dir,
+	args := []string{"-D", filepath.Join(s.dir, "data"), "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=", "-c", "unix_socket_directories=" + s.dir,
+		"-c", "max_connections=200", "-c", "shared_buffers=32MB"}
+	if !s.durable {
 		// Tests, not production: a crash of the test machine loses
 		// nothing anyone needs. A clean stop (Stop) still writes
 		// everything, so data survives a restart.
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=200", "-c", "shared_buffers=32MB")
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	cmd := s.command("postgres", args...)
 	log, err := os.Create(filepath.Join(s.dir, "postgres.log"))
 	if err != nil {
 		return fmt.Errorf("pgtest: %w", err)
@@ -222,6 +242,9 @@ func (s *Server) Stop() error {
 func (s *Server) Close() error {
 	return errors.Join(s.Stop(), os.RemoveAll(s.dir))
 }
+
+// Durable reports whether the server runs durable (see the Durable option).
+func (s *Server) Durable() bool { return s.durable }
 
 // Log is the server's log so far.
 func (s *Server) Log() string {
