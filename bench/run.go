@@ -30,6 +30,8 @@ type plan struct {
 	RateStep      time.Duration   // how long each offered rate of the rate loads lasts
 	RateBurst     int             // datagrams per session back to back in the rate loads ($BENCH_RATE_BURST)
 	RateSessions  []int           // the rate loads' session counts ($BENCH_RATE_SESSIONS, comma-separated)
+	RatePin       bool            // generator and server on separate CPUs ($BENCH_RATE_PIN, default 1; measure_rate.go)
+	RateGSO       bool            // the generator sends a burst as one GSO message ($BENCH_RATE_GSO=1)
 	Uclient       []uclientLoad
 	AllocWorkers  int
 	AllocDuration time.Duration
@@ -145,6 +147,8 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 	}
 	p.RateBurst = envInt("BENCH_RATE_BURST", 1)
+	p.RatePin = envInt("BENCH_RATE_PIN", 1) != 0
+	p.RateGSO = envInt("BENCH_RATE_GSO", 0) != 0
 	if v := os.Getenv("BENCH_RATE_SESSIONS"); v != "" {
 		for _, f := range strings.Split(v, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))

@@ -65,6 +65,14 @@ type TURN struct {
 	// "off", "auto" (on where it loads, else user space, the reason logged
 	// once) or "required" (start-up fails without it). Default: "off"
 	KernelPath string `yaml:"kernel_path"`
+
+	// UDPGRO asks the kernel for coalesced receives (UDP_GRO) on the UDP
+	// listener and relay sockets: a run of datagrams from one source
+	// arrives as one read and is split in user space. "on", "off" or
+	// "auto" (on unless turn.kernel_path is auto or required: a coalesced
+	// packet is too big for the kernel path, which leaves it to user
+	// space). Default: "auto"
+	UDPGRO string `yaml:"udp_gro"`
 }
 
 // Listen lists the TURN listen addresses, "host:port" with an IP or empty host.
@@ -394,6 +402,8 @@ func Default() Config {
 			Mux:                   defaultMux(),
 			ProxyProtocol:         ProxyProtocol{Trusted: []string{}},
 			KernelPath:            "off",
+
+			UDPGRO: "auto",
 		},
 		Credentials: Credentials{
 			TTL:     24 * time.Hour,

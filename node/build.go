@@ -117,6 +117,7 @@ func (n *Node) relayConfig(policy *turnserver.Policy, revoked []turnserver.Revoc
 		BindingRate:           turnserver.ErrorRate{PerSecond: cfg.BindingRate, Burst: cfg.BindingBurst},
 		RecvBatch:             cfg.RecvBatch,
 		KernelPath:            cfg.KernelPath,
+		UDPGRO:                cfg.UDPGRO,
 		Logger:                n.log,
 		Registerer:            n.opts.Registry,
 	}

@@ -117,6 +117,12 @@ type Config struct {
 	// fails without it). Default: off.
 	KernelPath string
 
+	// UDPGRO: coalesced receives (UDP_GRO) on the UDP listener and relay
+	// sockets: UDPGROOn, UDPGROOff, or UDPGROAuto (on unless KernelPath is
+	// auto or required: the kernel path leaves a coalesced packet to user
+	// space). Default (""): auto.
+	UDPGRO string
+
 	// Revoked are calls revoked before this server started (kept by the
 	// caller across restarts); they are refused from the first request.
 	Revoked []Revocation
@@ -230,7 +236,7 @@ func New(cfg Config, ln Listeners) (*Server, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine, err = udpengine.New(udpengine.Config{Loops: cfg.EngineLoops, Batch: cfg.RecvBatch,
-		Log: s.log, SendFailed: s.m.sendFailed})
+		Log: s.log, SendFailed: s.m.sendFailed, GRO: cfg.groOn()})
 	if err != nil {
 		s.cancel()
 		return nil, err
