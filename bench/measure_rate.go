@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
@@ -69,7 +70,7 @@ func (r *runner) measureRate(ctx context.Context, round int, kind string, sessio
 	}
 	defer bed.delete()
 	pin := r.plan.ratePin()
-	if err := pin.apply(ctx, bed, r.plan.RateGSO); err != nil {
+	if err := pin.apply(ctx, bed, r.plan.RateGSO, r.plan.RateVethGRO); err != nil {
 		return failed(round, kind, name, err)
 	}
 	srv, err := startVethServer(ctx, kind, bed.server, r.tmp, r.bins, r.sec, pin.server)
@@ -115,7 +116,8 @@ func (r *runner) measureRate(ctx context.Context, round int, kind string, sessio
 		v["p50_us"], v["p99_us"] = res.Steps[0].P50us, res.Steps[0].P99us
 		v["low_rate"] = res.Steps[0].Offered
 	}
-	for _, k := range []string{"knee_gen_cpu", "knee_server_cpu", "knee_gen_core", "knee_server_core", "stop_gen_cpu", "stop_server_cpu", "stop_gen_core", "stop_server_core"} {
+	for _, k := range []string{"knee_gen_cpu", "knee_server_cpu", "knee_gen_core", "knee_server_core", "knee_server_softirq",
+		"stop_gen_cpu", "stop_server_cpu", "stop_gen_core", "stop_server_core", "stop_server_softirq"} {
 		v[k] = math.NaN()
 	}
 	for i, st := range res.Steps {
@@ -136,8 +138,9 @@ func (r *runner) measureRate(ctx context.Context, round int, kind string, sessio
 	}
 	steps := make([]string, 0, len(res.Steps))
 	for _, st := range res.Steps {
-		steps = append(steps, fmt.Sprintf("%.0f→%.0f/s %.2f%% p50 %.0fµs p99 %.0fµs CPU gen %.0f%% server %.0f%% busy %s",
-			st.Offered, st.SentRate, st.LossPct, st.P50us, st.P99us, 100*st.CPU.Gen, 100*st.CPU.Server, percents(st.CPU.Busy)))
+		steps = append(steps, fmt.Sprintf("%.0f→%.0f/s %.2f%% p50 %.0fµs p99 %.0fµs CPU gen %.0f%% server %.0f%% busy %s softirq %s; drops gen %d server %d backlog %v",
+			st.Offered, st.SentRate, st.LossPct, st.P50us, st.P99us, 100*st.CPU.Gen, 100*st.CPU.Server, percents(st.CPU.Busy),
+			percents(st.CPU.Softirq), st.CPU.GenDrops, st.CPU.ServerDrops, st.CPU.BacklogDrops))
 	}
 	rec := record{Round: round, Server: kind, Workload: name, V: v}
 	switch res.Limit {
@@ -158,6 +161,7 @@ var rateCols = []column{
 	{"setup_s", "setup s", "%.1f"},
 	{"stop_gen_core", "generator's core busy % at the stop step", "%.0f"}, {"stop_server_core", "server's core busy % at the stop step", "%.0f"},
 	{"stop_gen_cpu", "generator process CPU % at the stop step", "%.0f"}, {"stop_server_cpu", "server process CPU % at the stop step", "%.0f"},
+	{"stop_server_softirq", "softirq % of the server's core at the stop step", "%.0f"},
 }
 
 // rateSummary is the three-way table of the rate loads (medians).
@@ -179,6 +183,12 @@ func (r *runner) rateSummary(b *strings.Builder) {
 	}
 	if r.plan.RateGSO {
 		b.WriteString("The generator sends each burst as one GSO message, cut into datagrams as it leaves the client namespace. ")
+	}
+	if r.plan.RateVethGRO {
+		b.WriteString("The server's veth does GRO (NAPI), as a NIC's driver does. ")
+	}
+	if g := os.Getenv("BENCH_ICEBOX_GRO"); g != "" {
+		fmt.Fprintf(b, "icebox runs with `turn.udp_gro: %s`. ", g)
 	}
 	b.WriteString("Where the generator could not offer the next rate, the knee is marked ≥ (generator-bound). Medians over rounds; ratios to coturn.\n\n")
 	b.WriteString("| load | measure | coturn | icebox | icebox kernel | icebox/coturn | kernel/coturn |\n|---|---|---:|---:|---:|---:|---:|\n")
@@ -299,7 +309,11 @@ func (p plan) ratePin() ratePinning {
 // client's veth: the kernel then cuts the generator's bursts into
 // datagrams as they leave the client namespace (on the generator's CPU),
 // and the server receives plain datagrams, as from real clients.
-func (pin ratePinning) apply(ctx context.Context, bed *vethBed, gso bool) error {
+//
+// With vethGRO the server's veth does GRO (NAPI), as a NIC's driver does:
+// a flow's datagrams that arrive together are coalesced for sockets that
+// asked for it (UDP_GRO).
+func (pin ratePinning) apply(ctx context.Context, bed *vethBed, gso, vethGRO bool) error {
 	var cmds [][]string
 	if pin.gen != "" {
 		cmds = append(cmds,
@@ -308,6 +322,9 @@ func (pin ratePinning) apply(ctx context.Context, bed *vethBed, gso bool) error 
 	}
 	if gso {
 		cmds = append(cmds, []string{"ip", "netns", "exec", bed.client.name, "ethtool", "-K", "vbc", "tx-udp-segmentation", "off"})
+	}
+	if vethGRO {
+		cmds = append(cmds, []string{"ip", "netns", "exec", bed.server.name, "ethtool", "-K", "vbs", "gro", "on"})
 	}
 	for _, args := range cmds {
 		if out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
@@ -324,6 +341,7 @@ func (pin ratePinning) cpuFigures(v map[string]float64, prefix string, c stepCPU
 	v[prefix+"gen_cpu"], v[prefix+"server_cpu"] = 100*c.Gen, 100*c.Server
 	if pin.genCPU >= 0 && pin.serverCPU < len(c.Busy) {
 		v[prefix+"gen_core"], v[prefix+"server_core"] = 100*c.Busy[pin.genCPU], 100*c.Busy[pin.serverCPU]
+		v[prefix+"server_softirq"] = 100 * c.Softirq[pin.serverCPU]
 	}
 }
 
@@ -333,4 +351,16 @@ func percents(xs []float64) string {
 		parts[i] = fmt.Sprintf("cpu%d %.0f%%", i, 100*x)
 	}
 	return strings.Join(parts, " ")
+}
+
+// rateKinds is vethOrder(round) less the servers $BENCH_RATE_KINDS leaves
+// out.
+func (p plan) rateKinds(round int) []string {
+	var out []string
+	for _, k := range vethOrder(round) {
+		if p.RateKinds == nil || p.RateKinds[k] {
+			out = append(out, k)
+		}
+	}
+	return out
 }

@@ -127,6 +127,12 @@ type cpuSample struct {
 	busy, softirq, total []int64 // per CPU, in ticks
 	self                 int64   // this process, µs
 	server               int64   // the server process, ticks (0 without a pid)
+	// Where datagrams were dropped: the generator's sockets (its
+	// namespace's RcvbufErrors), the server's namespace's, and each CPU's
+	// input backlog (softnet_stat; with RPS the veth's packets queue
+	// there for the other CPU, netdev_max_backlog at most).
+	genUDP, srvUDP udpCounters
+	backlog        []int64
 }
 
 func takeCPUSample(serverPID int) (cpuSample, error) {
@@ -158,8 +164,47 @@ func takeCPUSample(serverPID int) (cpuSample, error) {
 		if s.server, err = cpuTicks(serverPID); err != nil {
 			return s, fmt.Errorf("server CPU: %w", err)
 		}
+		if s.srvUDP, err = readUDP(serverPID); err != nil {
+			return s, err
+		}
 	}
-	return s, nil
+	if s.genUDP, err = readUDP(os.Getpid()); err != nil {
+		return s, err
+	}
+	s.backlog, err = backlogDrops()
+	return s, err
+}
+
+// backlogDrops reads the packets each CPU's input backlog dropped
+// (/proc/net/softnet_stat: the second column; the 13th, where present,
+// numbers the CPU).
+func backlogDrops() ([]int64, error) {
+	b, err := os.ReadFile("/proc/net/softnet_stat")
+	if err != nil {
+		return nil, err
+	}
+	var out []int64
+	for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		cpu := i
+		if len(f) >= 13 {
+			if c, err := strconv.ParseInt(f[12], 16, 64); err == nil {
+				cpu = int(c)
+			}
+		}
+		d, err := strconv.ParseInt(f[1], 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("softnet_stat: %q", line)
+		}
+		for len(out) <= cpu {
+			out = append(out, 0)
+		}
+		out[cpu] = d
+	}
+	return out, nil
 }
 
 // stepCPU is what a step cost, as fractions of one CPU over its wall time.
@@ -168,10 +213,19 @@ type stepCPU struct {
 	Server  float64   `json:"server_cpu"` // the server process (user + system; softirq is the CPUs')
 	Busy    []float64 `json:"cpu_busy"`   // each CPU: busy (incl. softirq, and other work on the machine)
 	Softirq []float64 `json:"cpu_softirq"`
+	// Datagrams dropped: at the generator's sockets, the server's, and
+	// in each CPU's input backlog (the whole machine's).
+	GenDrops     int64   `json:"gen_drops"`
+	ServerDrops  int64   `json:"server_drops"`
+	BacklogDrops []int64 `json:"backlog_drops"`
 }
 
 func cpuBetween(a, b cpuSample, wallSec float64) stepCPU {
-	c := stepCPU{Gen: float64(b.self-a.self) / 1e6 / wallSec, Server: ticksToMicros(b.server-a.server) / 1e6 / wallSec}
+	c := stepCPU{Gen: float64(b.self-a.self) / 1e6 / wallSec, Server: ticksToMicros(b.server-a.server) / 1e6 / wallSec,
+		GenDrops: b.genUDP.RcvbufErrors - a.genUDP.RcvbufErrors, ServerDrops: b.srvUDP.RcvbufErrors - a.srvUDP.RcvbufErrors}
+	for i := range min(len(a.backlog), len(b.backlog)) {
+		c.BacklogDrops = append(c.BacklogDrops, b.backlog[i]-a.backlog[i])
+	}
 	for i := range min(len(a.busy), len(b.busy)) {
 		tot := float64(b.total[i] - a.total[i])
 		if tot <= 0 {
