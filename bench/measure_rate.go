@@ -73,6 +73,13 @@ func (r *runner) measureRate(ctx context.Context, round int, kind string, sessio
 	if err := pin.apply(ctx, bed, r.plan.RateGSO, r.plan.RateVethGRO); err != nil {
 		return failed(round, kind, name, err)
 	}
+	if r.plan.RateBacklog > 0 {
+		restore, err := setBacklog(r.plan.RateBacklog)
+		if err != nil {
+			return failed(round, kind, name, err)
+		}
+		defer restore()
+	}
 	srv, err := startVethServer(ctx, kind, bed.server, r.tmp, r.bins, r.sec, pin.server)
 	if err != nil {
 		return failed(round, kind, name, err)
@@ -186,6 +193,9 @@ func (r *runner) rateSummary(b *strings.Builder) {
 	}
 	if r.plan.RateVethGRO {
 		b.WriteString("The server's veth does GRO (NAPI), as a NIC's driver does. ")
+	}
+	if r.plan.RateBacklog > 0 {
+		fmt.Fprintf(b, "Each CPU's input backlog holds %d packets (net.core.netdev_max_backlog, during these loads only). ", r.plan.RateBacklog)
 	}
 	if g := os.Getenv("BENCH_ICEBOX_GRO"); g != "" {
 		fmt.Fprintf(b, "icebox runs with `turn.udp_gro: %s`. ", g)
@@ -363,4 +373,22 @@ func (p plan) rateKinds(round int) []string {
 		}
 	}
 	return out
+}
+
+// backlogSysctl is the length of each CPU's input backlog: with receive
+// steering, the queue between the CPU a packet arrives on and the one
+// that processes it (a NIC's ring plays this part on real hardware).
+const backlogSysctl = "/proc/sys/net/core/netdev_max_backlog"
+
+// setBacklog sets the machine's netdev_max_backlog to n and returns a
+// function that puts the old value back.
+func setBacklog(n int) (func(), error) {
+	old, err := os.ReadFile(backlogSysctl)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(backlogSysctl, []byte(strconv.Itoa(n)), 0o644); err != nil {
+		return nil, fmt.Errorf("netdev_max_backlog: %w", err)
+	}
+	return func() { _ = os.WriteFile(backlogSysctl, old, 0o644) }, nil
 }

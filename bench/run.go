@@ -34,6 +34,7 @@ type plan struct {
 	RateGSO       bool            // the generator sends a burst as one GSO message ($BENCH_RATE_GSO=1)
 	RateVethGRO   bool            // GRO (NAPI) on the server's veth ($BENCH_RATE_VETH_GRO=1), as a NIC does
 	RateKinds     map[string]bool // the servers of the rate loads ($BENCH_RATE_KINDS; nil: all three)
+	RateBacklog   int             // net.core.netdev_max_backlog during the rate loads ($BENCH_RATE_BACKLOG; 0: as is)
 	Uclient       []uclientLoad
 	AllocWorkers  int
 	AllocDuration time.Duration
@@ -152,6 +153,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	p.RatePin = envInt("BENCH_RATE_PIN", 1) != 0
 	p.RateGSO = envInt("BENCH_RATE_GSO", 0) != 0
 	p.RateVethGRO = envInt("BENCH_RATE_VETH_GRO", 0) != 0
+	p.RateBacklog = envInt("BENCH_RATE_BACKLOG", 0)
 	if v := os.Getenv("BENCH_RATE_KINDS"); v != "" {
 		p.RateKinds = map[string]bool{}
 		for _, k := range strings.Split(v, ",") {
