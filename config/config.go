@@ -71,7 +71,7 @@ type TURN struct {
 	// arrives as one read and is split in user space. "on", "off" or
 	// "auto" (on unless turn.kernel_path is auto or required: a coalesced
 	// packet is too big for the kernel path, which leaves it to user
-	// space). Default: "auto"
+	// space). Measured, it saved no CPU (docs/deploy.md#udp-gro). Default: "off"
 	UDPGRO string `yaml:"udp_gro"`
 }
 
@@ -403,7 +403,7 @@ func Default() Config {
 			ProxyProtocol:         ProxyProtocol{Trusted: []string{}},
 			KernelPath:            "off",
 
-			UDPGRO: "auto",
+			UDPGRO: "off",
 		},
 		Credentials: Credentials{
 			TTL:     24 * time.Hour,

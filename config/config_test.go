@@ -136,7 +136,7 @@ ice_servers:
 					ProxyProtocol:         ProxyProtocol{Trusted: []string{}},
 					KernelPath:            "auto",
 
-					UDPGRO: "auto",
+					UDPGRO: "off",
 				}
 				c.Credentials = Credentials{TTL: time.Hour, Secrets: []Secret{
 					{KID: "k2", SecretFile: "$DIR/secret"},

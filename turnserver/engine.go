@@ -44,8 +44,8 @@ func (cfg Config) groOn() bool {
 	switch cfg.UDPGRO {
 	case UDPGROOn:
 		return true
-	case UDPGROOff:
-		return false
+	case UDPGROAuto:
+		return cfg.KernelPath == "" || cfg.KernelPath == KernelPathOff
 	}
-	return cfg.KernelPath == "" || cfg.KernelPath == KernelPathOff
+	return false
 }

@@ -2,14 +2,15 @@ package turnserver
 
 import "testing"
 
-// TestUDPGROResolved: auto is on unless the kernel path may run (a
-// coalesced packet would be too big for it); on and off are as said.
+// TestUDPGROResolved: off by default; auto is on unless the kernel path
+// may run (a coalesced packet would be too big for it); on and off are as
+// said.
 func TestUDPGROResolved(t *testing.T) {
 	for _, tc := range []struct {
 		gro, kernel string
 		want        bool
 	}{
-		{"", "", true}, {UDPGROAuto, KernelPathOff, true}, {UDPGROAuto, KernelPathAuto, false},
+		{"", "", false}, {"", KernelPathOff, false}, {UDPGROAuto, "", true}, {UDPGROAuto, KernelPathOff, true}, {UDPGROAuto, KernelPathAuto, false},
 		{UDPGROAuto, KernelPathRequired, false}, {UDPGROOn, KernelPathRequired, true}, {UDPGROOff, KernelPathOff, false},
 	} {
 		if got := (Config{UDPGRO: tc.gro, KernelPath: tc.kernel}).groOn(); got != tc.want {

@@ -77,7 +77,7 @@ type Config struct {
 
 	// GRO asks the kernel for coalesced receives (UDP_GRO) on every
 	// socket added, where it offers them (gro_linux.go); each loop then
-	// holds 512 KiB more for them. Handlers still get one datagram at a
+	// holds 4 MiB more for them. Handlers still get one datagram at a
 	// time. The portable engine ignores it.
 	GRO bool
 }
