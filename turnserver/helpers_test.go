@@ -85,6 +85,8 @@ type relayOptions struct {
 	// kernelPath: Config.KernelPath; logTo, if set, also gets the log.
 	kernelPath string
 	logTo      *lockedBuffer
+	// udpGRO: Config.UDPGRO.
+	udpGRO string
 	// mode: where the relay, its clients and peers live (modes_test.go);
 	// zero: loopback.
 	mode testMode
@@ -200,6 +202,7 @@ func startRelayErr(t *testing.T, o relayOptions) (*testRelay, error) {
 		Now:                   clock.Now,
 		permissionTimeout:     o.permissionTimeout,
 		KernelPath:            o.kernelPath,
+		UDPGRO:                o.udpGRO,
 	}
 	if o.logTo != nil {
 		cfg.Logger = zerolog.New(zerolog.MultiLevelWriter(cfg.Logger, o.logTo))
