@@ -212,6 +212,7 @@ type rateStep struct {
 	LossPct  float64 `json:"loss_pct"`
 	P50us    float64 `json:"p50_us"`
 	P99us    float64 `json:"p99_us"`
+	CPU      stepCPU `json:"cpu"` // over the step and its drain
 }
 
 type rateResult struct {
@@ -231,10 +232,12 @@ func cmdRelayRate(args []string) error {
 	secret := fs.String("secret", "", "TURN REST secret (or $BENCH_TURN_SECRET)")
 	sessions := fs.Int("sessions", 100, "sessions (even: they pair up)")
 	size := fs.Int("size", 100, "payload bytes")
-	rates := fs.String("rates", "5000,10000,20000,40000,60000,80000,100000,130000,160000,200000,250000,320000,400000,500000", "offered rates, msgs/s in total, ascending")
+	rates := fs.String("rates", "5000,10000,20000,40000,60000,80000,100000,130000,160000,200000,250000,320000,400000,500000,600000,750000,900000", "offered rates, msgs/s in total, ascending")
 	step := fs.Duration("step", 2*time.Second, "how long each rate is offered")
 	maxLoss := fs.Float64("max-loss", 0.1, "loss in percent that ends the stepping")
 	burst := fs.Int("burst", 1, "datagrams a session sends back to back before the next session's (a video frame's packets)")
+	gso := fs.Bool("gso", false, "send a session's burst as one UDP_SEGMENT message (one system call per burst)")
+	serverPID := fs.Int("server-pid", 0, "the server's PID, for its CPU per step (0: not measured)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -256,6 +259,7 @@ func cmdRelayRate(args []string) error {
 	if err != nil {
 		return err
 	}
+	srvAP := srvAddr.AddrPort()
 	sec := secretFlag(*secret)
 	start := time.Now()
 	ss := make([]*rawSession, *sessions)
@@ -286,34 +290,39 @@ func cmdRelayRate(args []string) error {
 	hists := make([]latencyHist, len(offered)+1)
 	var wg sync.WaitGroup
 	for _, s := range ss {
+		br, err := newBatchReader(s.conn)
+		if err != nil {
+			return err
+		}
 		wg.Go(func() {
-			buf := make([]byte, 2048)
-			for {
-				n, err := s.conn.Read(buf)
-				if err != nil {
+			_ = br.read(func(buf []byte) {
+				if len(buf) < 16 || binary.BigEndian.Uint16(buf[0:2]) != rateChannel {
 					return
-				}
-				if n < 16 || binary.BigEndian.Uint16(buf[0:2]) != rateChannel {
-					continue
 				}
 				st := int(binary.BigEndian.Uint32(buf[4:8]))
 				if st >= len(recvd) {
-					continue
+					return
 				}
 				sent := time.Duration(binary.BigEndian.Uint64(buf[8:16]))
 				recvd[st].Add(1)
 				hists[st].add(time.Since(base) - sent)
-			}
+			})
 		})
 	}
 	// The sender: rate r for d, round-robin over the sessions, paced per
 	// millisecond.
-	msg := make([]byte, 4+*size)
-	binary.BigEndian.PutUint16(msg[0:2], rateChannel)
-	binary.BigEndian.PutUint16(msg[2:4], uint16(*size))
+	msgLen := 4 + *size
+	gw := newGSOWriter(msgLen)
+	for k := range 64 {
+		msg := gw.buf[k*msgLen:]
+		binary.BigEndian.PutUint16(msg[0:2], rateChannel)
+		binary.BigEndian.PutUint16(msg[2:4], uint16(*size))
+	}
 	next, inBurst := 0, 0
 	send := func(st int, r float64, d time.Duration) (int64, time.Duration) {
-		binary.BigEndian.PutUint32(msg[4:8], uint32(st))
+		for k := range 64 {
+			binary.BigEndian.PutUint32(gw.buf[k*msgLen+4:], uint32(st))
+		}
 		t0 := time.Now()
 		var sent int64
 		for {
@@ -324,15 +333,19 @@ func cmdRelayRate(args []string) error {
 			due := int64(r * el.Seconds())
 			for sent < due {
 				s := ss[next]
-				if inBurst++; inBurst == *burst {
+				k := 1
+				if *gso {
+					k = int(min(int64(*burst-inBurst), due-sent))
+				}
+				if inBurst += k; inBurst >= *burst {
 					next, inBurst = (next+1)%len(ss), 0
 				}
-				binary.BigEndian.PutUint64(msg[8:16], uint64(time.Since(base)))
-				if _, err := s.conn.WriteTo(msg, srvAddr); err == nil {
-					sent++
-				} else {
-					sent++ // counted as offered: a full socket buffer is loss
+				now := uint64(time.Since(base))
+				for j := range k {
+					binary.BigEndian.PutUint64(gw.buf[j*msgLen+8:], now)
 				}
+				_ = gw.send(s.conn, k, msgLen, srvAP) // an error (a full socket buffer) is loss: counted as offered
+				sent += int64(k)
 			}
 			time.Sleep(200 * time.Microsecond)
 		}
@@ -343,13 +356,23 @@ func cmdRelayRate(args []string) error {
 	res := rateResult{Sessions: len(ss), SetupSecs: setup.Seconds(), Limit: "steps"}
 	for i, r := range offered {
 		st := i + 1
+		c0, err := takeCPUSample(*serverPID)
+		if err != nil {
+			return err
+		}
+		t0 := time.Now()
 		sent, el := send(st, r, *step)
 		drain()
+		c1, err := takeCPUSample(*serverPID)
+		if err != nil {
+			return err
+		}
+		cpu := cpuBetween(c0, c1, time.Since(t0).Seconds())
 		got := recvd[st].Load()
 		step := rateStep{
 			Offered: r, SentRate: float64(sent) / el.Seconds(), Sent: sent, Received: got,
 			LossPct: 100 * float64(sent-min(got, sent)) / float64(max(sent, 1)),
-			P50us:   hists[st].quantile(0.50), P99us: hists[st].quantile(0.99),
+			P50us:   hists[st].quantile(0.50), P99us: hists[st].quantile(0.99), CPU: cpu,
 		}
 		res.Steps = append(res.Steps, step)
 		if step.LossPct > *maxLoss {

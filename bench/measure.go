@@ -45,9 +45,18 @@ func (r *runner) genEnv() []string {
 // runGen runs a generator subcommand of this binary in ns and decodes the
 // last line of its output as JSON into v.
 func (r *runner) runGen(ctx context.Context, ns *netns, v any, args ...string) error {
+	return r.runGenOn(ctx, ns, "", v, args...)
+}
+
+// runGenOn is runGen with the generator pinned to cpus (taskset -c; ""
+// anywhere).
+func (r *runner) runGenOn(ctx context.Context, ns *netns, cpus string, v any, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, genTimeout)
 	defer cancel()
 	cmd := ns.command(ctx, r.bins.self, args...)
+	if cpus != "" {
+		cmd = ns.command(ctx, "taskset", append([]string{"-c", cpus, r.bins.self}, args...)...)
+	}
 	cmd.Env = r.genEnv()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

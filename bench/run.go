@@ -30,6 +30,11 @@ type plan struct {
 	RateStep      time.Duration   // how long each offered rate of the rate loads lasts
 	RateBurst     int             // datagrams per session back to back in the rate loads ($BENCH_RATE_BURST)
 	RateSessions  []int           // the rate loads' session counts ($BENCH_RATE_SESSIONS, comma-separated)
+	RatePin       bool            // generator and server on separate CPUs ($BENCH_RATE_PIN, default 1; measure_rate.go)
+	RateGSO       bool            // the generator sends a burst as one GSO message ($BENCH_RATE_GSO=1)
+	RateVethGRO   bool            // GRO (NAPI) on the server's veth ($BENCH_RATE_VETH_GRO=1), as a NIC does
+	RateKinds     map[string]bool // the servers of the rate loads ($BENCH_RATE_KINDS; nil: all three)
+	RateBacklog   int             // net.core.netdev_max_backlog during the rate loads ($BENCH_RATE_BACKLOG; 0: as is)
 	Uclient       []uclientLoad
 	AllocWorkers  int
 	AllocDuration time.Duration
@@ -145,6 +150,16 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 	}
 	p.RateBurst = envInt("BENCH_RATE_BURST", 1)
+	p.RatePin = envInt("BENCH_RATE_PIN", 1) != 0
+	p.RateGSO = envInt("BENCH_RATE_GSO", 0) != 0
+	p.RateVethGRO = envInt("BENCH_RATE_VETH_GRO", 0) != 0
+	p.RateBacklog = envInt("BENCH_RATE_BACKLOG", 0)
+	if v := os.Getenv("BENCH_RATE_KINDS"); v != "" {
+		p.RateKinds = map[string]bool{}
+		for _, k := range strings.Split(v, ",") {
+			p.RateKinds[strings.TrimSpace(k)] = true
+		}
+	}
 	if v := os.Getenv("BENCH_RATE_SESSIONS"); v != "" {
 		for _, f := range strings.Split(v, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -296,7 +311,7 @@ func (r *runner) runRounds(ctx context.Context) error {
 		}
 		if r.plan.runs("rate") {
 			for _, n := range r.plan.rateSessions() {
-				for _, kind := range vethOrder(round) {
+				for _, kind := range r.plan.rateKinds(round) {
 					r.progress("round %d/%d: %s on %s", round, r.plan.Rounds, rateLoad(n), kind)
 					rec := r.measureRate(ctx, round, kind, n)
 					if err := ctx.Err(); err != nil {

@@ -281,6 +281,11 @@ func serverEnv() []string {
 		}
 		env = append(env, kv)
 	}
+	// BENCH_ICEBOX_GRO=on|off|auto sets turn.udp_gro (GRO measured on
+	// against off: run the loads once each way, interleaved).
+	if v := os.Getenv("BENCH_ICEBOX_GRO"); v != "" {
+		env = append(env, "ICEBOX_TURN_UDP_GRO="+v)
+	}
 	return env
 }
 

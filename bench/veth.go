@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,7 +100,9 @@ func vethCoturnArgs(dir string, s secrets) []string {
 	return append(coturnArgs(dir, s), "-L", vethServerIP, "--relay-ip="+vethServerIP)
 }
 
-func startVethServer(ctx context.Context, kind string, ns *netns, tmp string, bins binaries, s secrets) (*server, error) {
+// startVethServer starts kind in ns; with cpus ("" none) pinned to those
+// CPUs (taskset -c: every thread, from the start).
+func startVethServer(ctx context.Context, kind string, ns *netns, tmp string, bins binaries, s secrets, cpus string) (*server, error) {
 	dir, err := os.MkdirTemp(tmp, kind+"-veth-")
 	if err != nil {
 		return nil, err
@@ -121,6 +124,12 @@ func startVethServer(ctx context.Context, kind string, ns *netns, tmp string, bi
 		cmd = ns.command(context.Background(), bins.turnserver, vethCoturnArgs(dir, s)...)
 	default:
 		return nil, fmt.Errorf("unknown server %q", kind)
+	}
+	if cpus != "" {
+		// ip netns exec NS taskset -c CPUS PROGRAM ARGS: taskset execs the
+		// server, so the PID stays the server's.
+		args := append(slices.Clone(cmd.Args[:4]), "taskset", "-c", cpus)
+		cmd.Args = append(args, cmd.Args[4:]...)
 	}
 	p, err := startProc(kind, cmd, filepath.Join(dir, kind+".out"))
 	if err != nil {
@@ -160,7 +169,7 @@ func (r *runner) measureVeth(ctx context.Context, round int, kind string, l ucli
 		return failed(round, kind, name, err)
 	}
 	defer bed.delete()
-	srv, err := startVethServer(ctx, kind, bed.server, r.tmp, r.bins, r.sec)
+	srv, err := startVethServer(ctx, kind, bed.server, r.tmp, r.bins, r.sec, "")
 	if err != nil {
 		return failed(round, kind, name, err)
 	}

@@ -137,6 +137,7 @@ ice_servers:
 					ProxyProtocol:         ProxyProtocol{Trusted: []string{}},
 					KernelPath:            "auto",
 					KernelPathMode:        "xdp",
+					UDPGRO:                "off",
 				}
 				c.Credentials = Credentials{TTL: time.Hour, Secrets: []Secret{
 					{KID: "k2", SecretFile: "$DIR/secret"},
@@ -227,6 +228,7 @@ ice_servers:
 		{name: "recv_batch too big", yaml: "turn: {recv_batch: 5000}", wantErr: []string{"turn.recv_batch: must be 1..256 (got 5000)"}},
 		{name: "kernel_path unknown", yaml: "turn: {kernel_path: xdp}", wantErr: []string{`turn.kernel_path: must be off, auto or required (got "xdp")`}},
 		{name: "kernel_path_mode unknown", yaml: "turn: {kernel_path_mode: generic}", wantErr: []string{`turn.kernel_path_mode: must be auto, xdp or tc (got "generic")`}},
+		{name: "udp_gro unknown", yaml: "turn: {udp_gro: yes}", wantErr: []string{`turn.udp_gro: must be off, on or auto (got "yes")`}},
 		{name: "binding_rate negative", yaml: "turn: {binding_rate: -1}", wantErr: []string{"turn.binding_rate: must be a finite number >= 0"}},
 		{name: "binding_burst zero", yaml: "turn: {binding_rate: 10, binding_burst: 0}", wantErr: []string{"turn.binding_burst: must be >= 1 when turn.binding_rate is set"}},
 
@@ -1210,6 +1212,7 @@ func TestEnvVars(t *testing.T) {
 		"ICEBOX_TURN_QUOTAS_MAX_BPS_TOTAL", "ICEBOX_TURN_QUOTAS_BANDWIDTH_BURST",
 		"ICEBOX_TURN_MUX_LISTEN", "ICEBOX_TURN_MUX_UDP", "ICEBOX_TURN_MUX_HANDSHAKE_TIMEOUT", "ICEBOX_TURN_MUX_PROXY_PROTOCOL_TRUSTED", "ICEBOX_TURN_PROXY_PROTOCOL_TRUSTED",
 		"ICEBOX_TURN_KERNEL_PATH", "ICEBOX_TURN_KERNEL_PATH_MODE",
+		"ICEBOX_TURN_UDP_GRO",
 		"ICEBOX_CREDENTIALS_TTL",
 		"ICEBOX_HTTP_LISTEN", "ICEBOX_HTTP_MAX_BODY_BYTES", "ICEBOX_HTTP_TLS_CERT_FILE", "ICEBOX_HTTP_TLS_KEY_FILE", "ICEBOX_HTTP_TLS_ACME",
 		"ICEBOX_HTTP_UI",

@@ -188,6 +188,11 @@ func (v *validator) turn(t *TURN) []portUse {
 	default:
 		v.add("turn.kernel_path_mode", "must be auto, xdp or tc (got %q)", t.KernelPathMode)
 	}
+	switch t.UDPGRO {
+	case "off", "on", "auto":
+	default:
+		v.add("turn.udp_gro", "must be off, on or auto (got %q)", t.UDPGRO)
+	}
 	v.relay(&t.Relay)
 	v.peers("turn.allowed_peers", t.AllowedPeers)
 	v.peers("turn.denied_peers", t.DeniedPeers)

@@ -118,6 +118,7 @@ func (n *Node) relayConfig(policy *turnserver.Policy, revoked []turnserver.Revoc
 		RecvBatch:             cfg.RecvBatch,
 		KernelPath:            cfg.KernelPath,
 		KernelPathMode:        cfg.KernelPathMode,
+		UDPGRO:                cfg.UDPGRO,
 		Logger:                n.log,
 		Registerer:            n.opts.Registry,
 	}

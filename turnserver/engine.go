@@ -28,3 +28,24 @@ const DefaultRecvBatch = udpengine.DefaultRecvBatch
 func defaultEngineLoops() int {
 	return max(1, runtime.GOMAXPROCS(0)/2)
 }
+
+// Config.UDPGRO's values.
+const (
+	UDPGROAuto = "auto"
+	UDPGROOn   = "on"
+	UDPGROOff  = "off"
+)
+
+// groOn resolves Config.UDPGRO: auto is on unless the kernel path may run,
+// since a coalesced packet is too big for the kernel path, which leaves it
+// to user space (on a device doing GRO, the kernel coalesces a flow's
+// datagrams only for sockets that asked for it).
+func (cfg Config) groOn() bool {
+	switch cfg.UDPGRO {
+	case UDPGROOn:
+		return true
+	case UDPGROAuto:
+		return cfg.KernelPath == "" || cfg.KernelPath == KernelPathOff
+	}
+	return false
+}

@@ -87,6 +87,8 @@ type relayOptions struct {
 	logTo      *lockedBuffer
 	// kernelPathMode: Config.KernelPathMode.
 	kernelPathMode string
+	// udpGRO: Config.UDPGRO.
+	udpGRO string
 	// mode: where the relay, its clients and peers live (modes_test.go);
 	// zero: loopback.
 	mode testMode
@@ -203,6 +205,7 @@ func startRelayErr(t *testing.T, o relayOptions) (*testRelay, error) {
 		permissionTimeout:     o.permissionTimeout,
 		KernelPath:            o.kernelPath,
 		KernelPathMode:        o.kernelPathMode,
+		UDPGRO:                o.udpGRO,
 	}
 	if o.logTo != nil {
 		cfg.Logger = zerolog.New(zerolog.MultiLevelWriter(cfg.Logger, o.logTo))

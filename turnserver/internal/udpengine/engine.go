@@ -74,4 +74,10 @@ type Config struct {
 	// SendFailed counts the datagrams Round.Send dropped (a full send
 	// buffer, a send error). Default: not counted.
 	SendFailed Counter
+
+	// GRO asks the kernel for coalesced receives (UDP_GRO) on every
+	// socket added, where it offers them (gro_linux.go); each loop then
+	// holds 4 MiB more for them. Handlers still get one datagram at a
+	// time. The portable engine ignores it.
+	GRO bool
 }

@@ -35,8 +35,11 @@ type Engine struct {
 	workers []*worker
 	next    atomic.Uint32
 	batch   int
-	wg      sync.WaitGroup
-	once    sync.Once
+	gro     bool // Config.GRO
+	// coalesced counts reads that held more than one datagram (tests).
+	coalesced atomic.Int64
+	wg        sync.WaitGroup
+	once      sync.Once
 }
 
 // New starts the loops.
@@ -45,7 +48,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.SendFailed == nil {
 		cfg.SendFailed = nopCounter{}
 	}
-	e := &Engine{batch: max(1, min(cfg.Batch, poolSlots)), log: cfg.Log,
+	e := &Engine{batch: max(1, min(cfg.Batch, poolSlots)), log: cfg.Log, gro: cfg.GRO,
 		sampled: cfg.Log.Sample(&zerolog.BurstSampler{Burst: 5, Period: 10 * time.Second})}
 	for i := range loops {
 		w, err := newWorker(e, i, cfg.SendFailed)
@@ -115,6 +118,7 @@ type worker struct {
 	iov   []unix.Iovec
 	names [][sockaddrLen]byte
 	bufs  []byte
+	gro   *groBatch // nil unless the engine has GRO on
 
 	round Round
 }
@@ -170,6 +174,9 @@ func newWorker(e *Engine, idx int, sendFailed Counter) (*worker, error) {
 			sendFailed: sendFailed,
 		},
 	}
+	if e.gro {
+		w.gro = newGROBatch()
+	}
 	for i := range w.in {
 		w.iov[i].Base = &w.bufs[i*slotSize+Headroom]
 		w.iov[i].SetLen(RecvBufferSize)
@@ -187,6 +194,9 @@ func (w *worker) add(sock *Socket, h Handler, id uint64) error {
 		return errClosed
 	}
 	sock.id, sock.w, sock.h = id, w, h
+	if w.e.gro {
+		sock.gro = enableGRO(sock.fd)
+	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
 	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, sock.fd, &ev); err != nil {
 		return fmt.Errorf("udpengine: epoll add: %w", err)
@@ -262,6 +272,10 @@ func (w *worker) serve() {
 	r.now = time.Now()
 	used := 0
 	for _, sock := range w.ready {
+		if sock.gro {
+			used = w.serveGRO(sock, used)
+			continue
+		}
 		if used+w.e.batch > poolSlots {
 			r.flush()
 			used = 0

@@ -38,6 +38,7 @@ type Socket struct {
 	closed bool
 
 	gso atomic.Bool // UDP_SEGMENT offered and not refused (gso_linux.go)
+	gro bool        // UDP_GRO on (gro_linux.go); set when added, read by its loop
 
 	// Set once when the socket is added to the engine.
 	id uint64
