@@ -1,40 +1,26 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 	"github.com/rs/zerolog"
+
+	"github.com/icebox-voip/icebox/internal/syncbuf"
 )
 
-// lockedBuffer is a log sink safe for the hub's goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
 // disconnectReasons returns the reason of every "websocket disconnected" line.
-func (b *lockedBuffer) disconnectReasons(t *testing.T) []string {
+func disconnectReasons(t *testing.T, logs *syncbuf.Buffer) []string {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var reasons []string
-	for line := range strings.Lines(b.buf.String()) {
+	for line := range strings.Lines(logs.String()) {
 		var rec struct{ Message, Reason string }
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
@@ -49,7 +35,7 @@ func (b *lockedBuffer) disconnectReasons(t *testing.T) []string {
 // A client whose connection drops without a close frame is a client gone
 // (its own reason, the error at debug), never a server going away.
 func TestWSClientHangUpIsClientGone(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	e := newAPIEnvHub(t, HubConfig{Logger: zerolog.New(&logs)}, nil)
 	const hangUps = 40
 	for i := range hangUps {
@@ -73,14 +59,14 @@ func TestWSClientHangUpIsClientGone(t *testing.T) {
 		_ = raw.Close() // no close frame: the client is killed
 		_ = ws          // left unclosed on purpose
 		deadline := time.Now().Add(5 * time.Second)
-		for len(logs.disconnectReasons(t)) < i+1 {
+		for len(disconnectReasons(t, &logs)) < i+1 {
 			if time.Now().After(deadline) {
 				t.Fatalf("hang-up %d: no disconnect logged", i)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	for i, r := range logs.disconnectReasons(t) {
+	for i, r := range disconnectReasons(t, &logs) {
 		if r != causeClientGone.name {
 			t.Errorf("hang-up %d logged as %q, want %q", i, r, causeClientGone.name)
 		}
@@ -95,7 +81,7 @@ func TestWSClientHangUpIsClientGone(t *testing.T) {
 // test; ending every request context (through BaseContext) while the
 // session lives shows which context the hub was given.
 func TestWSSessionOutlivesRequestContext(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	e := newAPIEnvHub(t, HubConfig{Logger: zerolog.New(&logs)}, nil)
 	base, endRequests := context.WithCancel(context.Background())
 	defer endRequests()
@@ -121,12 +107,12 @@ func TestWSSessionOutlivesRequestContext(t *testing.T) {
 	}
 	_, msg, err := ws.Read(ctx)
 	if err != nil {
-		t.Fatalf("reading the reply after the request context ended: %v (logged: %q)", err, logs.disconnectReasons(t))
+		t.Fatalf("reading the reply after the request context ended: %v (logged: %q)", err, disconnectReasons(t, &logs))
 	}
 	if !strings.Contains(string(msg), `"ref":"r1"`) {
 		t.Errorf("reply %s, want one for ref r1", msg)
 	}
-	if got := logs.disconnectReasons(t); len(got) != 0 {
+	if got := disconnectReasons(t, &logs); len(got) != 0 {
 		t.Errorf("disconnected as %q while the client was still there", got)
 	}
 }
