@@ -221,7 +221,9 @@ func (s *Service) endStaleRTC(ctx context.Context) error {
 		return err
 	}
 	for _, c := range active {
-		if !c.Bridged() {
+		// A call bridged after this Service was made is this run's: the
+		// API and the Matrix bridge may take calls before Run gets here.
+		if !c.Bridged() || c.CreatedAt.After(s.created) {
 			continue
 		}
 		if _, err := s.EndFromRTC(ctx, c.ID, "", ReasonGatewayRestarted, false); err != nil && !isTransition(err, "call_ended") {

@@ -226,7 +226,7 @@ func TestRTCInboundCall(t *testing.T) {
 // TestRTCCallsEndedAtStart: a bridged call a previous run left ringing or
 // answered is ended when the service starts again (its leg lived in that
 // process), with gateway_restarted and its credentials revoked; a legacy
-// call is left alone.
+// call, and a call this run bridged before Run looked, are left alone.
 func TestRTCCallsEndedAtStart(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -252,6 +252,14 @@ func TestRTCCallsEndedAtStart(t *testing.T) {
 	rec := newRecorder()
 	svc, err := signaling.NewService(signaling.ServiceConfig{Store: st, Relay: rec, Publisher: rec, Logger: zerolog.Nop()})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Bridged by this run before Run looked (the API and the Matrix bridge
+	// take calls as soon as they are up): not the previous run's.
+	fresh := signaling.Call{ID: "bridged-this-run", Protocol: signaling.CallProtocolMatrixRTC, Status: signaling.StatusRinging,
+		ConversationID: "rtc", RoomID: rtcRoom, Initiator: "alice", PartyID: "p", SDPOffer: "v=0", LifetimeMS: 60_000,
+		CreatedAt: time.Now().UTC()}
+	if err := st.CreateCall(ctx, fresh); err != nil {
 		t.Fatal(err)
 	}
 	rctx, cancel := context.WithCancel(ctx)
@@ -284,6 +292,9 @@ func TestRTCCallsEndedAtStart(t *testing.T) {
 	}
 	if c, _ := st.Call(ctx, "legacy-ringing"); c.Status != signaling.StatusRinging {
 		t.Errorf("legacy call: %s, want ringing", c.Status)
+	}
+	if c, _ := st.Call(ctx, fresh.ID); c.Status != signaling.StatusRinging {
+		t.Errorf("a call bridged by this run before Run looked: %s (%s), want ringing", c.Status, c.EndReason)
 	}
 }
 

@@ -92,6 +92,11 @@ type Service struct {
 
 	convLocks keyLocks // by conversation ID: PutConversation and RoomJoined
 	idemLocks keyLocks // by user and idempotency key (callsidempotency.go)
+
+	// created is when this Service was made: bridged calls created up to
+	// then are a previous run's (endStaleRTC); later ones are this run's,
+	// even when they come before Run has looked.
+	created time.Time
 }
 
 // NewService checks the configuration and applies defaults.
@@ -105,6 +110,7 @@ func NewService(cfg ServiceConfig) (*Service, error) {
 		log:       cfg.Logger.With().Str("component", "calls").Logger(),
 		initiates: newUserLimits(rate.Limit(cfg.InitiateRate), cfg.InitiateBurst, cfg.Now),
 		signals:   newUserLimits(signalRate, signalBurst, cfg.Now),
+		created:   cfg.Now(),
 	}, nil
 }
 
