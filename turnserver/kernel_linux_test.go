@@ -352,21 +352,8 @@ func TestKernelPathInNamespace(t *testing.T) {
 		srv, kr := kb6.start(t, "[fd01::1]:3482", 50400, 50499, KernelPathRequired, 0)
 		relay, peer := kb6.allocate(t, srv, kr, "erin", "", "[fd01::1]:3482")
 		kb6.bound(t, srv, 1)
-		a := srv.onlyAllocation(t)
-		k0 := srv.reg.kernel.Load().traffic(a)
-		waitFor(t, "the client sending ChannelData", 5*time.Second, func() bool {
-			kb6.relayRun(t, relay, peer, 1)
-			return srv.reg.kernel.Load().traffic(a).packetsToPeer > k0.packetsToPeer
-		})
-		k1 := srv.reg.kernel.Load().traffic(a)
-		h1 := hookStats(srv)
 		const n = 500
-		kb6.relayRun(t, relay, peer, n)
-		k2 := srv.reg.kernel.Load().traffic(a)
-		kb6.atHook(t, h1, hookStats(srv), 2*n)
-		if k2.packetsToPeer-k1.packetsToPeer != n || k2.packetsFromPeer-k1.packetsFromPeer != n {
-			t.Errorf("kernel counters: %+v → %+v, want %d more each way", k1, k2, n)
-		}
+		kb6.inKernel(t, srv, relay, peer, n)
 		t.Logf("IPv6: kernel path relayed %d datagrams each way, byte-exact, none lost", n)
 	})
 
@@ -377,21 +364,8 @@ func TestKernelPathInNamespace(t *testing.T) {
 		srv, kr := kb.start(t, "0.0.0.0:3483", 50500, 50599, KernelPathRequired, 0)
 		relay, peer := kb.allocate(t, srv, kr, "frank", "", "10.1.0.1:3483")
 		kb.bound(t, srv, 1)
-		a := srv.onlyAllocation(t)
-		k0 := srv.reg.kernel.Load().traffic(a)
-		waitFor(t, "the client sending ChannelData", 5*time.Second, func() bool {
-			kb.relayRun(t, relay, peer, 1)
-			return srv.reg.kernel.Load().traffic(a).packetsToPeer > k0.packetsToPeer
-		})
-		k1 := srv.reg.kernel.Load().traffic(a)
-		h1 := hookStats(srv)
 		const n = 500
-		kb.relayRun(t, relay, peer, n) // each checks the sender's address: 10.1.0.1:3483 to the client
-		k2 := srv.reg.kernel.Load().traffic(a)
-		kb.atHook(t, h1, hookStats(srv), 2*n)
-		if k2.packetsToPeer-k1.packetsToPeer != n || k2.packetsFromPeer-k1.packetsFromPeer != n {
-			t.Errorf("kernel counters: %+v → %+v, want %d more each way", k1, k2, n)
-		}
+		kb.inKernel(t, srv, relay, peer, n) // each datagram's sender is checked: 10.1.0.1:3483 to the client
 		t.Logf("listener on 0.0.0.0: kernel path relayed %d datagrams each way, byte-exact, none lost", n)
 	})
 
@@ -880,4 +854,26 @@ func procStat(t *testing.T) cpuTimes {
 	sys, _ := strconv.ParseFloat(f[3], 64)
 	si, _ := strconv.ParseFloat(f[7], 64)
 	return cpuTimes{system: sys / hz, softirq: si / hz}
+}
+
+// inKernel relays n datagrams each way on srv's only allocation, once the
+// kernel relays its channel (the first ChannelData may reach user space
+// before the entry exists), and checks that the kernel relayed all of
+// them, at the bed's hook.
+func (kb *kernelBed) inKernel(t *testing.T, srv *Server, relay net.PacketConn, peer *net.UDPConn, n int) {
+	t.Helper()
+	a := srv.onlyAllocation(t)
+	k0 := srv.reg.kernel.Load().traffic(a)
+	waitFor(t, "the client sending ChannelData", 5*time.Second, func() bool {
+		kb.relayRun(t, relay, peer, 1)
+		return srv.reg.kernel.Load().traffic(a).packetsToPeer > k0.packetsToPeer
+	})
+	k1 := srv.reg.kernel.Load().traffic(a)
+	h1 := hookStats(srv)
+	kb.relayRun(t, relay, peer, n)
+	k2 := srv.reg.kernel.Load().traffic(a)
+	kb.atHook(t, h1, hookStats(srv), 2*uint64(n))
+	if k2.packetsToPeer-k1.packetsToPeer != uint64(n) || k2.packetsFromPeer-k1.packetsFromPeer != uint64(n) {
+		t.Errorf("kernel counters: %+v → %+v, want %d more each way", k1, k2, n)
+	}
 }
